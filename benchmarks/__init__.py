@@ -1,0 +1,1 @@
+"""Side-by-side speed tables of edgekit against onnxruntime (`python -m benchmarks`)."""

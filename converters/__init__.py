@@ -1,0 +1,1 @@
+"""edgekit.converters: ONNX -> ONNX rewrites, one module per technique; no execution here."""

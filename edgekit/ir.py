@@ -1,0 +1,107 @@
+"""A light, read-mostly view of an ONNX graph: nodes with parsed attributes, constants as arrays.
+
+The runtime compiles plans from it and converters inspect models with it; rewriting converters
+work on the ModelProto (or onnx-ir) directly and never on this view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .errors import ModelError
+from .model import opset_version
+
+Dim = int | str | None
+
+
+@dataclass
+class Node:
+    """One ONNX node; ``attrs`` holds Python values (ints, floats, lists, arrays, strings)."""
+
+    name: str
+    op_type: str
+    domain: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ValueInfo:
+    """A graph input or output: name, numpy dtype and shape (ints, symbolic names or None)."""
+
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[Dim, ...] | None
+
+
+@dataclass
+class Graph:
+    """Nodes in file order, constants (initializers and Constant nodes) and graph I/O."""
+
+    nodes: list[Node]
+    constants: dict[str, np.ndarray]
+    inputs: list[ValueInfo]
+    outputs: list[ValueInfo]
+    opsets: dict[str, int]
+
+    @property
+    def opset(self) -> int:
+        return self.opsets.get("", 0)
+
+
+def dtype_of(elem_type: int) -> np.dtype | None:
+    """numpy dtype of an ONNX TensorProto elem_type (None when numpy has no equivalent)."""
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _value_info(vi: onnx.ValueInfoProto) -> ValueInfo:
+    t = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type"):
+        return ValueInfo(vi.name, None, None)
+    shape = None
+    if t.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+        )
+    return ValueInfo(vi.name, dtype_of(t.elem_type), shape)
+
+
+def _attr_value(attr: onnx.AttributeProto) -> Any:
+    if attr.type == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(attr.t)
+    if attr.type == onnx.AttributeProto.TENSORS:
+        return [numpy_helper.to_array(t) for t in attr.tensors]
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode("utf-8", "replace") for v in value]
+    return value
+
+
+def read_graph(proto: onnx.ModelProto) -> Graph:
+    """Parse a (checked) ModelProto into a Graph."""
+    g = proto.graph
+    try:
+        constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    except Exception as exc:  # a malformed tensor payload in the protobuf
+        raise ModelError(f"cannot read an initializer of the model: {exc}") from None
+    nodes = []
+    for i, n in enumerate(g.node):
+        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        nodes.append(Node(n.name or f"{n.op_type}_{i}", n.op_type, n.domain if n.domain != "ai.onnx" else "",
+                          list(n.input), list(n.output), attrs))
+    initializer_names = set(constants)
+    inputs = [_value_info(v) for v in g.input if v.name not in initializer_names]
+    outputs = [_value_info(v) for v in g.output]
+    opsets = {e.domain if e.domain != "ai.onnx" else "": e.version for e in proto.opset_import}
+    opsets.setdefault("", opset_version(proto))
+    return Graph(nodes, constants, inputs, outputs, opsets)

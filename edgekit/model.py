@@ -1,0 +1,62 @@
+"""Load an ONNX model from a path, bytes or ModelProto and validate it, raising ModelError."""
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import ModelError
+
+ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+
+def load_model(model: ModelSource, check: bool = True) -> onnx.ModelProto:
+    """Return a checked ModelProto from a path, serialized bytes or a ModelProto."""
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        proto = _parse(bytes(model), "the given bytes")
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise ModelError(f"model file {path!r} does not exist")
+        with open(path, "rb") as f:
+            proto = _parse(f.read(), repr(path))
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+    else:
+        raise ModelError(
+            f"cannot load a model from {type(model).__name__}: give a path, bytes or onnx.ModelProto"
+        )
+    if check:
+        check_model(proto)
+    return proto
+
+
+def _parse(data: bytes, origin: str) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ModelError(f"{origin} is not a valid ONNX model (truncated or corrupt protobuf): {exc}") from None
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise ModelError(f"{origin} is not an ONNX model: it has no graph or no opset_import")
+    return proto
+
+
+def check_model(proto: onnx.ModelProto) -> None:
+    """Run onnx.checker, turning its failures into ModelError."""
+    try:
+        onnx.checker.check_model(proto)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelError(f"the model fails onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def opset_version(proto: onnx.ModelProto, domain: str = "") -> int:
+    """The opset version the model imports for ``domain`` ("" is the default ONNX domain)."""
+    for entry in proto.opset_import:
+        if entry.domain in (domain, "ai.onnx" if domain == "" else domain):
+            return entry.version
+    return 0

@@ -1,0 +1,1 @@
+"""Placeholder: builders for this family are being written."""

@@ -1,0 +1,233 @@
+"""Compile an ONNX graph into a flat execution plan.
+
+Two stages. ``prepare`` runs once per model: topological order, dead-node removal, a check that
+every op is supported, and graph fusions (BatchNormalization folded into Conv/Gemm, activations
+fused into their epilogue). ``specialize`` runs once per distinct set of input shapes: every
+builder sees concrete shapes, nodes whose inputs are all known are folded into constants, and
+every remaining tensor gets a buffer from a pool reused by liveness. Running the plan is then a
+loop of ``fn(*args)`` calls with all arguments bound in advance.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from edgekit.errors import InputError, ModelError, UnsupportedOpError
+from edgekit.ir import Graph, Node
+
+from . import fusion
+from .ops import BUILDERS
+from .ops.registry import Constant, In, Kernel, Out, Tensor, Unsupported, View
+
+ALIGN = 64
+
+
+@dataclass
+class Prepared:
+    """A graph in execution order, fused, with every op known to be supported."""
+
+    graph: Graph
+    nodes: list[Node]
+
+
+@dataclass
+class Plan:
+    """Bound steps for one set of input shapes."""
+
+    input_buffers: dict[str, np.ndarray]
+    steps: list[tuple[Callable[..., Any], tuple]]
+    outputs: dict[str, np.ndarray]
+    arena_bytes: int
+
+    def execute(self) -> None:
+        for fn, args in self.steps:
+            fn(*args)
+
+
+def prepare(graph: Graph) -> Prepared:
+    """Order, prune, check and fuse the graph (see module docstring)."""
+    nodes = _toposort(graph)
+    nodes = _live_nodes(nodes, [o.name for o in graph.outputs])
+    unsupported = [
+        (n.name, n.op_type, n.domain, graph.opsets.get(n.domain, 0), "")
+        for n in nodes if (n.domain, n.op_type) not in BUILDERS
+    ]
+    if unsupported:
+        raise UnsupportedOpError(unsupported)
+    nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
+    return Prepared(graph, nodes)
+
+
+def _toposort(graph: Graph) -> list[Node]:
+    known = set(graph.constants) | {i.name for i in graph.inputs} | {""}
+    producers: dict[str, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for o in n.outputs:
+            if o:
+                producers[o] = i
+    pending = {i: {x for x in n.inputs if x not in known} for i, n in enumerate(graph.nodes)}
+    for i, missing in pending.items():
+        for x in missing:
+            if x not in producers:
+                n = graph.nodes[i]
+                raise ModelError(f"node {n.name!r} ({n.op_type}) reads {x!r}, which no node, input or initializer defines")
+    consumers: dict[int, list[int]] = {}
+    for i, missing in pending.items():
+        for x in missing:
+            consumers.setdefault(producers[x], []).append(i)
+    ready = [i for i, m in pending.items() if not m]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(graph.nodes[i])
+        produced = set(graph.nodes[i].outputs)
+        for c in consumers.get(i, []):
+            pending[c] -= produced
+            if not pending[c]:
+                heapq.heappush(ready, c)
+    if len(order) != len(graph.nodes):
+        stuck = [graph.nodes[i].name for i, m in pending.items() if m][:5]
+        raise ModelError(f"the graph has a cycle through nodes {stuck}")
+    return order
+
+
+def _live_nodes(nodes: list[Node], outputs: list[str]) -> list[Node]:
+    """Drop nodes none of whose outputs reach a graph output."""
+    needed = set(outputs)
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.outputs):
+            kept.append(n)
+            needed.update(n.inputs)
+    return kept[::-1]
+
+
+def specialize(prep: Prepared, input_shapes: dict[str, tuple[int, ...]]) -> Plan:
+    """Lower every node for these input shapes, fold constants and bind buffers."""
+    graph = prep.graph
+    env: dict[str, Tensor] = {name: Tensor(v.shape, v.dtype, v) for name, v in graph.constants.items()}
+    for vi in graph.inputs:
+        env[vi.name] = Tensor(tuple(input_shapes[vi.name]), vi.dtype)
+    lowered: list[tuple[Node, Kernel | View]] = []
+    for node in prep.nodes:
+        ins = [env[x] if x else None for x in node.inputs]
+        step = _build(node, ins, graph.opsets.get(node.domain, graph.opset))
+        if isinstance(step, Kernel) and all(t is None or t.is_const for t in ins):
+            step = Constant(_run_now(step, ins))
+        elif isinstance(step, View) and ins[0].is_const:
+            step = Constant([ins[0].value.reshape(step.shape)])
+        if isinstance(step, Constant):
+            for name, value in zip(node.outputs, step.values):
+                if name:
+                    value = np.ascontiguousarray(value)
+                    env[name] = Tensor(value.shape, value.dtype, _writable(value))
+            continue
+        if isinstance(step, View):
+            if int(np.prod(step.shape)) != int(np.prod(ins[0].shape)):
+                raise ModelError(f"node {node.name!r} ({node.op_type}) cannot view {ins[0].shape} as {step.shape}")
+            env[node.outputs[0]] = Tensor(tuple(step.shape), ins[0].dtype)
+        else:
+            for name, (shape, dtype) in zip(node.outputs, step.outputs):
+                if name:
+                    env[name] = Tensor(tuple(int(d) for d in shape), np.dtype(dtype))
+        lowered.append((node, step))
+    return _bind(graph, env, lowered)
+
+
+def _build(node: Node, ins: list, opset: int):
+    try:
+        return BUILDERS[(node.domain, node.op_type)](node, ins, opset)
+    except Unsupported as exc:
+        raise UnsupportedOpError([(node.name, node.op_type, node.domain, opset, str(exc))]) from None
+    except (InputError, ModelError, UnsupportedOpError):
+        raise
+    except Exception as exc:
+        shapes = [None if t is None else t.shape for t in ins]
+        raise ModelError(f"node {node.name!r} ({node.op_type}) cannot run on input shapes {shapes}: {exc}") from None
+
+
+def _run_now(step: Kernel, ins: list) -> list[np.ndarray]:
+    outs = [np.empty(shape, dtype) for shape, dtype in step.outputs]
+    step.fn(*_resolve(step.args, [None if t is None else t.value for t in ins], outs))
+    return outs
+
+
+def _resolve(args: tuple, ins: list, outs: list) -> tuple:
+    return tuple(ins[a] if type(a) is In else outs[a] if type(a) is Out else a for a in args)
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    return a if a.flags.writeable else a.copy()
+
+
+def _bind(graph: Graph, env: dict[str, Tensor], lowered: list) -> Plan:
+    """Give every non-constant tensor a buffer, reusing the memory of tensors that are dead."""
+    owner = {vi.name: vi.name for vi in graph.inputs}
+    for node, step in lowered:
+        for o in node.outputs:
+            if o:
+                owner[o] = owner[node.inputs[0]] if isinstance(step, View) else o
+    pinned = {vi.name for vi in graph.inputs} | {owner.get(o.name, o.name) for o in graph.outputs}
+    last_use: dict[str, int] = {}
+    for i, (node, _) in enumerate(lowered):
+        for x in node.inputs + node.outputs:
+            if x in owner:
+                last_use[owner[x]] = i
+    release: dict[int, list[str]] = {}
+    for name, i in last_use.items():
+        if name not in pinned:
+            release.setdefault(i, []).append(name)
+
+    pool = _ArenaPool()
+    arrays = {vi.name: pool.take(vi.name, env[vi.name]) for vi in graph.inputs}
+    steps = []
+    for i, (node, step) in enumerate(lowered):
+        if isinstance(step, View):
+            arrays[node.outputs[0]] = arrays[node.inputs[0]].reshape(step.shape)
+        else:
+            outs = []
+            for name, (shape, dtype) in zip(node.outputs, step.outputs):
+                if name:
+                    arrays[name] = pool.take(name, env[name])
+                outs.append(arrays[name] if name else np.empty(shape, dtype))
+            ins = [None if not x else env[x].value if env[x].is_const else arrays[x] for x in node.inputs]
+            steps.append((step.fn, _resolve(step.args, ins, outs)))
+        for name in release.get(i, ()):
+            pool.give_back(name)
+    outputs = {o.name: env[o.name].value if env[o.name].is_const else arrays[o.name] for o in graph.outputs}
+    return Plan({vi.name: arrays[vi.name] for vi in graph.inputs}, steps, outputs, pool.total)
+
+
+class _ArenaPool:
+    """Aligned byte arenas handed to tensors and returned when the tensor is dead (best fit)."""
+
+    def __init__(self) -> None:
+        self.free: list[np.ndarray] = []
+        self.held: dict[str, np.ndarray] = {}
+        self.total = 0
+
+    def take(self, name: str, t: Tensor) -> np.ndarray:
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize
+        fits = [a for a in self.free if a.nbytes >= nbytes]
+        if fits:
+            arena = min(fits, key=lambda a: a.nbytes)
+            self.free = [a for a in self.free if a is not arena]
+        else:
+            arena = _aligned(max(nbytes, 1))
+            self.total += arena.nbytes
+        self.held[name] = arena
+        return arena[:nbytes].view(t.dtype).reshape(t.shape)
+
+    def give_back(self, name: str) -> None:
+        if name in self.held:
+            self.free.append(self.held.pop(name))
+
+
+def _aligned(nbytes: int) -> np.ndarray:
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    offset = (-raw.ctypes.data) % ALIGN
+    return raw[offset:offset + nbytes]

@@ -1,0 +1,129 @@
+"""InferenceSession: the onnxruntime-compatible entry point that runs a model on edgekit's plans."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgekit.errors import InputError
+from edgekit.ir import Dim, ValueInfo, read_graph
+from edgekit.model import ModelSource, load_model
+
+from .plan import Plan, prepare, specialize
+
+MAX_CACHED_PLANS = 16
+PROVIDER = "EdgekitNumbaExecutionProvider"
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """Name, shape and type of a model input or output, as onnxruntime's NodeArg gives them."""
+
+    name: str
+    shape: list[Dim]
+    type: str
+
+
+def _type_string(dtype: np.dtype | None) -> str:
+    if dtype is None:
+        return "unknown"
+    return f"tensor({onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(dtype)).lower()})"
+
+
+class InferenceSession:
+    """Run an ONNX model on edgekit's Numba kernels; a drop-in for ``onnxruntime.InferenceSession``.
+
+    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``. ``sess_options`` and
+    ``providers`` are accepted for compatibility; edgekit has one provider. Execution plans are
+    compiled per distinct set of input shapes (dynamic batch or length dims) and cached.
+    """
+
+    def __init__(self, model: ModelSource, sess_options: Any = None, providers: Sequence | None = None,
+                 provider_options: Sequence | None = None, **kwargs: Any) -> None:
+        self._proto = load_model(model)
+        self._graph = read_graph(self._proto)
+        self._prepared = prepare(self._graph)
+        self._inputs = self._graph.inputs
+        self._input_names = [v.name for v in self._inputs]
+        self._output_names = [v.name for v in self._graph.outputs]
+        self._plans: dict[tuple, Plan] = {}
+        self._lock = threading.Lock()
+        static = [vi.shape for vi in self._inputs]
+        if all(s is not None and all(isinstance(d, int) and d > 0 for d in s) for s in static):
+            self._plan_for(tuple(tuple(s) for s in static))
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [NodeArg(v.name, list(v.shape or []), _type_string(v.dtype)) for v in self._inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [NodeArg(v.name, list(v.shape or []), _type_string(v.dtype)) for v in self._graph.outputs]
+
+    def get_providers(self) -> list[str]:
+        return [PROVIDER]
+
+    def get_modelmeta(self) -> onnx.ModelProto:
+        """The loaded model (producer, domain, version and metadata_props live on it)."""
+        return self._proto
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+            run_options: Any = None) -> list[np.ndarray]:
+        """Compute ``output_names`` (all outputs when None) for the arrays in ``input_feed``."""
+        arrays = self._check_feed(input_feed)
+        names = self._output_names if output_names is None else list(output_names)
+        for n in names:
+            if n not in self._output_names:
+                raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
+        key = tuple(a.shape for a in arrays)
+        with self._lock:
+            plan = self._plans.get(key) or self._plan_for(key)
+            for buf, a in zip(plan.input_buffers.values(), arrays):
+                np.copyto(buf, a)
+            plan.execute()
+            return [np.array(plan.outputs[n], copy=True) for n in names]
+
+    def _plan_for(self, shapes: tuple) -> Plan:
+        if len(self._plans) >= MAX_CACHED_PLANS:
+            self._plans.pop(next(iter(self._plans)))
+        plan = specialize(self._prepared, dict(zip(self._input_names, shapes)))
+        self._plans[shapes] = plan
+        return plan
+
+    def _check_feed(self, feed: dict[str, Any]) -> list[np.ndarray]:
+        if not isinstance(feed, dict):
+            raise InputError(f"input_feed must be a dict of name -> array, got {type(feed).__name__}")
+        unknown = [k for k in feed if k not in self._input_names]
+        missing = [k for k in self._input_names if k not in feed]
+        if unknown or missing:
+            raise InputError(
+                f"inputs do not match the model: unknown {unknown}, missing {missing}; "
+                f"the model takes {self._input_names}")
+        arrays = []
+        symbols: dict[str, int] = {}
+        for vi in self._inputs:
+            a = feed[vi.name]
+            if not isinstance(a, np.ndarray):
+                a = np.asarray(a)
+            _check_array(vi, a, symbols)
+            arrays.append(a)
+        return arrays
+
+
+def _check_array(vi: ValueInfo, a: np.ndarray, symbols: dict[str, int]) -> None:
+    """Raise InputError unless ``a`` matches the declared dtype and shape of input ``vi``."""
+    if vi.dtype is not None and a.dtype != vi.dtype:
+        raise InputError(f"input {vi.name!r} expects dtype {vi.dtype}, got {a.dtype}")
+    if vi.shape is None:
+        return
+    if a.ndim != len(vi.shape):
+        raise InputError(f"input {vi.name!r} expects shape {list(vi.shape)} (rank {len(vi.shape)}), got {list(a.shape)}")
+    for axis, (want, got) in enumerate(zip(vi.shape, a.shape)):
+        if isinstance(want, int) and want > 0 and want != got:
+            raise InputError(f"input {vi.name!r} expects shape {list(vi.shape)}, got {list(a.shape)} (axis {axis})")
+        if isinstance(want, str):
+            if symbols.setdefault(want, got) != got:
+                raise InputError(
+                    f"input {vi.name!r}: dimension {want!r} is {got} here but {symbols[want]} in another input")
