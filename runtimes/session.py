@@ -49,6 +49,7 @@ class InferenceSession:
         self._prepared = prepare(self._graph)
         self._inputs = self._graph.inputs
         self._input_names = [v.name for v in self._inputs]
+        self._input_set = set(self._input_names)
         self._output_names = [v.name for v in self._graph.outputs]
         self._plans: dict[tuple, Plan] = {}
         self._lock = threading.Lock()
@@ -95,9 +96,9 @@ class InferenceSession:
     def _check_feed(self, feed: dict[str, Any]) -> list[np.ndarray]:
         if not isinstance(feed, dict):
             raise InputError(f"input_feed must be a dict of name -> array, got {type(feed).__name__}")
-        unknown = [k for k in feed if k not in self._input_names]
-        missing = [k for k in self._input_names if k not in feed]
-        if unknown or missing:
+        if feed.keys() != self._input_set:
+            unknown = [k for k in feed if k not in self._input_set]
+            missing = [k for k in self._input_names if k not in feed]
             raise InputError(
                 f"inputs do not match the model: unknown {unknown}, missing {missing}; "
                 f"the model takes {self._input_names}")
@@ -116,7 +117,7 @@ def _check_array(vi: ValueInfo, a: np.ndarray, symbols: dict[str, int]) -> None:
     """Raise InputError unless ``a`` matches the declared dtype and shape of input ``vi``."""
     if vi.dtype is not None and a.dtype != vi.dtype:
         raise InputError(f"input {vi.name!r} expects dtype {vi.dtype}, got {a.dtype}")
-    if vi.shape is None:
+    if vi.shape is None or a.shape == vi.shape:
         return
     if a.ndim != len(vi.shape):
         raise InputError(f"input {vi.name!r} expects shape {list(vi.shape)} (rank {len(vi.shape)}), got {list(a.shape)}")

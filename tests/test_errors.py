@@ -1,0 +1,86 @@
+"""Bad models and bad inputs raise edgekit's named errors with useful messages, never a crash."""
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import edgekit
+from edgekit.errors import InputError, ModelError, UnsupportedOpError
+from oracle import make_model
+
+
+@pytest.fixture
+def relu_model():
+    return make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": ((2, 3), np.float32)}, ["y"])
+
+
+def test_every_unsupported_op_is_listed_at_once():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="ok"),
+        helper.make_node("Frobnicate", ["a"], ["b"], name="first_bad", domain="acme"),
+        helper.make_node("Twiddle", ["b"], ["y"], name="second_bad", domain="acme"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("acme", 3)])
+    with pytest.raises(UnsupportedOpError) as info:
+        edgekit.InferenceSession(model)
+    message = str(info.value)
+    for expected in ("first_bad", "Frobnicate", "second_bad", "Twiddle", "opset 3"):
+        assert expected in message
+    assert len(info.value.unsupported) == 2
+
+
+def test_truncated_file_raises_model_error(relu_model, tmp_path):
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(relu_model.SerializeToString()[:-7])
+    with pytest.raises(ModelError):
+        edgekit.InferenceSession(str(path))
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x01garbage\xff" * 10, b"not an onnx model at all"])
+def test_garbage_bytes_raise_model_error(data):
+    with pytest.raises(ModelError):
+        edgekit.InferenceSession(data)
+
+
+def test_missing_file_and_wrong_type_raise_model_error(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        edgekit.InferenceSession(str(tmp_path / "nope.onnx"))
+    with pytest.raises(ModelError):
+        edgekit.InferenceSession(12345)
+
+
+def test_model_failing_the_checker_raises_model_error():
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node, node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    with pytest.raises(ModelError, match="checker"):
+        edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("feed,pattern", [
+    ({"z": np.zeros((2, 3), np.float32)}, "unknown \\['z'\\], missing \\['x'\\]"),
+    ({}, "missing \\['x'\\]"),
+    ({"x": np.zeros((2, 3), np.float64)}, "expects dtype float32, got float64"),
+    ({"x": np.zeros((2, 4), np.float32)}, "expects shape \\[2, 3\\], got \\[2, 4\\]"),
+    ({"x": np.zeros((2, 3, 1), np.float32)}, "rank 2"),
+    ([np.zeros((2, 3), np.float32)], "must be a dict"),
+])
+def test_bad_inputs_raise_input_error_naming_the_input(relu_model, feed, pattern):
+    sess = edgekit.InferenceSession(relu_model)
+    with pytest.raises(InputError, match=pattern):
+        sess.run(None, feed)
+
+
+def test_inconsistent_symbolic_dims_raise_input_error():
+    node = helper.make_node("Relu", ["a"], ["y"])
+    model = make_model([node, helper.make_node("Relu", ["b"], ["z"])],
+                       {"a": (("N", 3), np.float32), "b": (("N", 3), np.float32)}, ["y", "z"])
+    with pytest.raises(InputError, match="'N' is 2 here but 1"):
+        edgekit.InferenceSession(model).run(None, {"a": np.zeros((1, 3), np.float32), "b": np.zeros((2, 3), np.float32)})
+
+
+def test_unknown_output_name_raises_input_error(relu_model):
+    with pytest.raises(InputError, match="not an output"):
+        edgekit.InferenceSession(relu_model).run(["nope"], {"x": np.zeros((2, 3), np.float32)})
