@@ -23,6 +23,7 @@ from .ops import BUILDERS
 from .ops.registry import Constant, In, Kernel, Out, Tensor, Unsupported, View
 
 ALIGN = 64
+MAX_PLAN_BYTES = 4 << 30
 
 
 @dataclass
@@ -106,8 +107,11 @@ def _live_nodes(nodes: list[Node], outputs: list[str]) -> list[Node]:
     return kept[::-1]
 
 
-def specialize(prep: Prepared, input_shapes: dict[str, tuple[int, ...]]) -> Plan:
-    """Lower every node for these input shapes, fold constants and bind buffers."""
+def specialize(prep: Prepared, input_shapes: dict[str, tuple[int, ...]], max_bytes: int = MAX_PLAN_BYTES) -> Plan:
+    """Lower every node for these input shapes, fold constants and bind buffers.
+
+    Raises InputError when the buffers for these shapes would exceed ``max_bytes``.
+    """
     graph = prep.graph
     env: dict[str, Tensor] = {name: Tensor(v.shape, v.dtype, v) for name, v in graph.constants.items()}
     for vi in graph.inputs:
@@ -135,7 +139,7 @@ def specialize(prep: Prepared, input_shapes: dict[str, tuple[int, ...]]) -> Plan
                 if name:
                     env[name] = Tensor(tuple(int(d) for d in shape), np.dtype(dtype))
         lowered.append((node, step))
-    return _bind(graph, env, lowered)
+    return _bind(graph, env, lowered, _ArenaPool(max_bytes, input_shapes))
 
 
 def _build(node: Node, ins: list, opset: int):
@@ -164,7 +168,7 @@ def _writable(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def _bind(graph: Graph, env: dict[str, Tensor], lowered: list) -> Plan:
+def _bind(graph: Graph, env: dict[str, Tensor], lowered: list, pool: "_ArenaPool") -> Plan:
     """Give every non-constant tensor a buffer, reusing the memory of tensors that are dead."""
     owner = {vi.name: vi.name for vi in graph.inputs}
     for node, step in lowered:
@@ -182,7 +186,6 @@ def _bind(graph: Graph, env: dict[str, Tensor], lowered: list) -> Plan:
         if name not in pinned:
             release.setdefault(i, []).append(name)
 
-    pool = _ArenaPool()
     arrays = {vi.name: pool.take(vi.name, env[vi.name]) for vi in graph.inputs}
     steps = []
     for i, (node, step) in enumerate(lowered):
@@ -205,10 +208,12 @@ def _bind(graph: Graph, env: dict[str, Tensor], lowered: list) -> Plan:
 class _ArenaPool:
     """Aligned byte arenas handed to tensors and returned when the tensor is dead (best fit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int, input_shapes: dict) -> None:
         self.free: list[np.ndarray] = []
         self.held: dict[str, np.ndarray] = {}
         self.total = 0
+        self.max_bytes = max_bytes
+        self.input_shapes = input_shapes
 
     def take(self, name: str, t: Tensor) -> np.ndarray:
         nbytes = int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize
@@ -217,6 +222,10 @@ class _ArenaPool:
             arena = min(fits, key=lambda a: a.nbytes)
             self.free = [a for a in self.free if a is not arena]
         else:
+            if self.total + nbytes > self.max_bytes:
+                raise InputError(
+                    f"inputs of shapes {self.input_shapes} need more than {self.max_bytes / 2**30:.1f} GiB of "
+                    f"intermediate buffers (at tensor {name!r} of shape {list(t.shape)}); run smaller inputs")
             arena = _aligned(max(nbytes, 1))
             self.total += arena.nbytes
         self.held[name] = arena

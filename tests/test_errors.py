@@ -84,3 +84,12 @@ def test_inconsistent_symbolic_dims_raise_input_error():
 def test_unknown_output_name_raises_input_error(relu_model):
     with pytest.raises(InputError, match="not an output"):
         edgekit.InferenceSession(relu_model).run(["nope"], {"x": np.zeros((2, 3), np.float32)})
+
+
+def test_oversized_request_raises_input_error_before_allocating():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (("N", 4), np.float32)}, ["y"])
+    sess = edgekit.InferenceSession(model)
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=(2**29, 4), strides=(0, 0))
+    with pytest.raises(InputError, match="GiB"):
+        sess.run(None, {"x": huge})
+    assert sess.run(None, {"x": np.ones((1, 4), np.float32)})[0].shape == (1, 4)
