@@ -1,0 +1,244 @@
+"""edgekit as an ``onnx.backend.base`` backend, and a runner for onnx's own backend node tests.
+
+``EdgekitBackend.prepare(model)`` returns a ``BackendRep`` around an ``edgekit.InferenceSession``,
+so the node-test suite that ships in the onnx wheel (built in memory, ~1,900 cases) runs against
+edgekit. ``node_test_names()`` selects the cases whose every op is in edgekit's registry, so the
+selection grows with the registry; ``EXPECTED_FAILURES`` is the one list of cases edgekit fails on
+purpose, each with its reason. ``python -m edgekit.backend`` (or ``edgekit backend-test``) runs the
+selection and prints pass/fail counts, failures by op and the expected-failure list.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
+
+from .errors import EdgekitError, ModelError, UnsupportedOpError
+
+# Test-name regex (matched with re.search against names such as "test_relu_cpu") -> why edgekit
+# fails that case on purpose. Genuine kernel bugs do not belong here.
+EXPECTED_FAILURES: dict[str, str] = {
+    r"^test_.*(_double|_fp64|_float64)": "float64 inputs: edgekit computes float32",
+    r"^test_.*(_float16|_fp16|_bfloat16)": "float16/bfloat16 inputs: edgekit computes float32",
+    r"^test_clip(_example|_inbounds|_outbounds|_splitbounds|_min_greater_than_max|_default_min|_default_max)?_cpu$":
+        "Clip with min/max fed at run time: edgekit needs constant bounds (they become kernel parameters)",
+    r"^test_clip_default_int8": "Clip on int8: activations compute float32",
+    r"^test_batchnorm_.*training_mode": "training-mode BatchNormalization (running-stat outputs): edgekit is inference only",
+}
+
+
+class EdgekitRep(BackendRep):
+    """A prepared model: ``run(inputs)`` takes a list (graph input order), a dict or one array."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._input_names = [i.name for i in session.get_inputs()]
+        self._output_names = [o.name for o in session.get_outputs()]
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        if isinstance(inputs, dict):
+            feed = dict(inputs)
+        else:
+            arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+            feed = dict(zip(self._input_names, arrays))
+        outputs = self.session.run(None, feed)
+        return namedtupledict("Outputs", self._output_names)(*outputs)
+
+
+class EdgekitBackend(Backend):
+    """The ``onnx.backend.base.Backend`` of edgekit (CPU only)."""
+
+    @classmethod
+    def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
+        return cls.supports_device(device) and not (model_ops(model) - registered_ops())
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> EdgekitRep:
+        if not cls.supports_device(device):
+            raise EdgekitError(f"edgekit runs on CPU only, not on {device!r}")
+        from . import InferenceSession
+
+        return EdgekitRep(InferenceSession(model))
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",
+                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
+                 **kwargs: Any) -> tuple[Any, ...]:
+        """Run one node on ``inputs`` (a list in node-input order, or a dict by name)."""
+        super().run_node(node, inputs, device=device, outputs_info=outputs_info, **kwargs)
+        names = [n for n in node.input if n]
+        arrays = [np.asarray(inputs[n]) for n in names] if isinstance(inputs, dict) else [np.asarray(a) for a in inputs]
+        graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                        for n, a in zip(names, arrays)]
+        opset = kwargs.get("opset_version", onnx.defs.onnx_opset_version())
+        model = helper.make_model(
+            helper.make_graph([node], f"{node.op_type}_node", graph_inputs, _output_infos(node, graph_inputs, opset, outputs_info)),
+            opset_imports=[helper.make_opsetid(node.domain, opset)])
+        return cls.prepare(model, device).run(dict(zip(names, arrays)))
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return Device(device).type == DeviceType.CPU
+
+
+def _output_infos(node: onnx.NodeProto, graph_inputs: list, opset: int,
+                  outputs_info: Sequence | None) -> list[onnx.ValueInfoProto]:
+    """Typed graph outputs for a one-node model: from ``outputs_info`` or from shape inference."""
+    if outputs_info:
+        return [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(dt)), shape)
+                for n, (dt, shape) in zip(node.output, outputs_info)]
+    probe = helper.make_model(helper.make_graph([node], "probe", graph_inputs, []),
+                              opset_imports=[helper.make_opsetid(node.domain, opset)])
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe).graph.value_info}
+    missing = [n for n in node.output if n and n not in inferred]
+    if missing:
+        raise ModelError(f"cannot infer the type of output(s) {missing} of {node.op_type}: pass outputs_info")
+    return [inferred[n] for n in node.output if n]
+
+
+def registered_ops() -> set[tuple[str, str]]:
+    """(domain, op_type) of every op in edgekit's registry, from ``supported_ops()``."""
+    from .runtimes.ops import supported_ops
+
+    return {tuple(name.split("::")) if "::" in name else ("", name) for name in supported_ops()}
+
+
+def model_ops(model: onnx.ModelProto) -> set[tuple[str, str]]:
+    """(domain, op_type) of every node of the model, subgraphs included."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(graph: onnx.GraphProto) -> None:
+        for n in graph.node:
+            found.add(("" if n.domain == "ai.onnx" else n.domain, n.op_type))
+            for a in n.attribute:
+                for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    walk(g)
+
+    walk(model.graph)
+    return found
+
+
+def node_test_cases() -> list:
+    """onnx's backend node test cases (TestCase objects with model, data_sets, rtol, atol)."""
+    from onnx.backend.test.loader import load_model_tests
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the case generators warn about their own overflow tests
+        return load_model_tests(kind="node")
+
+
+def node_test_names(cases: list | None = None) -> list[str]:
+    """Names of the node tests whose every op is registered in edgekit."""
+    ops = registered_ops()
+    return sorted(c.name for c in (cases or node_test_cases()) if not model_ops(c.model) - ops)
+
+
+def selection_pattern(names: Sequence[str]) -> str:
+    """One regex for ``BackendTest.include`` matching exactly these tests on CPU."""
+    return r"^(?:" + "|".join(re.escape(n) for n in names) + r")_cpu$"
+
+
+def expected_failure(name: str) -> str | None:
+    """The reason a test is an expected failure, or None."""
+    return next((why for pattern, why in EXPECTED_FAILURES.items() if re.search(pattern, f"{name}_cpu")), None)
+
+
+@dataclass
+class Outcome:
+    """The result of one node test: status is "pass", "fail" (wrong output) or "error" (raised)."""
+
+    name: str
+    ops: str
+    status: str
+    message: str = ""
+
+
+def run_node_test(case: Any) -> Outcome:
+    """Run one onnx node test case on edgekit and compare with its reference outputs."""
+    from onnx.backend.test.runner import Runner
+
+    ops = "+".join(sorted({op for _, op in model_ops(case.model)}))
+    try:
+        rep = EdgekitBackend.prepare(case.model)
+        for inputs, expected in case.data_sets:
+            got = rep.run([onnx.numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x for x in inputs])
+            expected = [onnx.numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x for x in expected]
+            Runner.assert_similar_outputs(expected, got, rtol=case.rtol, atol=case.atol)
+    except AssertionError as exc:
+        return Outcome(case.name, ops, "fail", _first_line(exc))
+    except UnsupportedOpError as exc:
+        why = "; ".join(f"{op}: {reason or 'not registered'}" for _, op, _, _, reason in exc.unsupported)
+        return Outcome(case.name, ops, "error", f"UnsupportedOpError: {why}")
+    except Exception as exc:  # any crash of a kernel or builder is a finding to report
+        return Outcome(case.name, ops, "error", f"{type(exc).__name__}: {_first_line(exc)}")
+    return Outcome(case.name, ops, "pass")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if ln.startswith(("Max absolute", "Mismatched", "x:", "(shapes"))), "")
+    return " | ".join(x for x in (lines[0] if lines else "", detail) if x)[:200]
+
+
+def report(pattern: str | None = None, verbose: bool = False, out=sys.stdout) -> int:
+    """Run the selected node tests (and the expected failures, to keep that list honest); print a
+    summary. Returns the number of unexpected failures."""
+    t0 = time.perf_counter()
+    cases = node_test_cases()
+    selected = set(node_test_names(cases))
+    chosen = [c for c in cases if c.name in selected and (pattern is None or re.search(pattern, c.name))]
+    ok, bad, xfail = [], [], []
+    for case in chosen:
+        outcome = run_node_test(case)
+        reason = expected_failure(case.name)
+        (xfail if reason else ok if outcome.status == "pass" else bad).append(outcome)
+        if verbose:
+            print(f"{outcome.status:5s} {case.name} {outcome.message}", file=out)
+    print(f"onnx {onnx.__version__} backend node tests on edgekit: {len(registered_ops())} registered ops, "
+          f"{len(selected)} of {len(cases)} node tests use only registered ops", file=out)
+    print(f"ran {len(chosen)}: passed {len(ok)}, failed {len(bad)}, expected failures {len(xfail)}, "
+          f"skipped (unregistered ops) {len(cases) - len(selected)}   [{time.perf_counter() - t0:.1f} s]", file=out)
+    if bad:
+        print("\nfailures by op:", file=out)
+        for ops, n in sorted(Counter(o.ops for o in bad).items()):
+            print(f"  {ops} ({n})", file=out)
+            for o in bad:
+                if o.ops == ops:
+                    print(f"    {o.name}: {o.status}: {o.message}", file=out)
+    print("\nexpected failures (EXPECTED_FAILURES in edgekit/backend.py):", file=out)
+    for regex, why in EXPECTED_FAILURES.items():
+        hits = [o for o in xfail if re.search(regex, f"{o.name}_cpu")]
+        now_pass = [o.name for o in hits if o.status == "pass"]
+        print(f"  {regex}  -- {why}: {len(hits)} tests" + (f", now passing: {now_pass}" if now_pass else ""), file=out)
+    return len(bad)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgekit backend-test", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_from_args(args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the node-test report, shared with the `edgekit backend-test` verb."""
+    parser.add_argument("-k", dest="pattern", help="only run tests whose name matches this regex")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every test's outcome")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    return 1 if report(args.pattern, args.verbose) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
