@@ -9,7 +9,6 @@ selection and prints pass/fail counts, failures by op and the expected-failure l
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -224,20 +223,10 @@ def report(pattern: str | None = None, verbose: bool = False, out=sys.stdout) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgekit backend-test", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_from_args(args)
+    """`python -m edgekit.backend [-k REGEX] [-v]` is `edgekit backend-test`."""
+    from .cli import main as cli_main
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the node-test report, shared with the `edgekit backend-test` verb."""
-    parser.add_argument("-k", dest="pattern", help="only run tests whose name matches this regex")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every test's outcome")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    return 1 if report(args.pattern, args.verbose) else 0
+    return cli_main(["backend-test", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

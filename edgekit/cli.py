@@ -1,23 +1,178 @@
-"""The `edgekit` command line: info, run, bench, demo. Exit codes: 0 ok, 1 failure, 2 usage."""
+"""The `edgekit` command line: info, run, bench, demo, backend-test. Exit codes: 0 ok, 1 failure, 2 usage.
+
+Heavy modules (the runtime, Numba, onnxruntime) load inside the verbs, so `edgekit --help` is instant.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+import time
+
+import numpy as np
 
 from . import __version__
-from .errors import EdgekitError
+from .errors import EdgekitError, InputError
+
+# Demo name -> module with `main(argv) -> int`. Demos register here as they land.
+DEMOS = {
+    "quickstart": "edgekit.demos.quickstart",
+}
+DEFAULT_DEMO = "quickstart"
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _dim(text: str) -> tuple[str, int]:
+    name, value = _name_value(text)
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"dimension {name!r} must be a positive integer, got {value!r}")
+    return name, int(value)
+
+
+def _add_dims(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=VALUE",
+                   help="value of a dynamic input dimension (default 1); repeatable")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .model import load_model
+    from .stats import format_stats, model_stats
+
+    proto = load_model(args.model)
+    print(f"model: {args.model}")
+    print(format_stats(model_stats(proto, dict(args.dim))))
+    return 0
+
+
+def _load_inputs(pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for name, path in pairs:
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read input {name!r} from {path!r}: {exc}") from None
+        if not isinstance(feeds[name], np.ndarray):
+            raise InputError(f"input {name!r}: {path!r} is an .npz archive; give one .npy array per input")
+    return feeds
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import InferenceSession
+    from .stats import random_inputs
+
+    session = InferenceSession(args.model)
+    feeds = _load_inputs(args.input)
+    missing = [i.name for i in session.get_inputs() if i.name not in feeds]
+    if missing and not args.random:
+        raise InputError(f"no value for input(s) {missing}: pass --input NAME=FILE.npy or --random")
+    if missing:
+        generated = random_inputs(session.get_modelmeta(), dict(args.dim), seed=args.seed)
+        feeds.update({n: generated[n] for n in missing})
+        print(f"random inputs (seed {args.seed}): {', '.join(f'{n} {list(generated[n].shape)}' for n in missing)}")
+    names = [o.name for o in session.get_outputs()]
+    t0 = time.perf_counter()
+    outputs = session.run(None, feeds)
+    elapsed = time.perf_counter() - t0
+    for name, out in zip(names, outputs):
+        summary = (f" min {out.min():.6g} max {out.max():.6g} mean {out.mean():.6g}"
+                   if out.size and out.dtype.kind in "fiu" else "")
+        print(f"{name}: {out.dtype} {list(out.shape)}{summary}")
+    print(f"first run {elapsed * 1e3:.2f} ms (includes planning for these input shapes)")
+    if args.output:
+        np.savez(args.output, **dict(zip(names, outputs)))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmarks.timing import compare
+    from .model import load_model
+    from .stats import random_inputs
+
+    proto = load_model(args.model)
+    feeds = random_inputs(proto, dict(args.dim))
+    print(f"inputs: {', '.join(f'{n} {list(a.shape)}' for n, a in feeds.items())}; "
+          f"{args.threads} thread(s), {args.repeat} timed calls per engine")
+    c = compare(args.model, proto, feeds, repeat=args.repeat, threads=args.threads)
+    print(f"{'engine':12s} {'median us':>11s} {'p90 us':>11s}")
+    print(f"{'edgekit':12s} {c.edgekit_median_us:11.1f} {c.p90_us('edgekit'):11.1f}")
+    print(f"{'onnxruntime':12s} {c.ort_median_us:11.1f} {c.p90_us('ort'):11.1f}")
+    print(f"ratio edgekit/onnxruntime {c.ratio:.2f}; max |output difference| {c.max_abs_diff:.2e}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return importlib.import_module(DEMOS[args.name]).main(args.demo_args)
+
+
+def cmd_backend_test(args: argparse.Namespace) -> int:
+    from .backend import report
+
+    return 1 if report(args.pattern, args.verbose) else 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="Run ONNX models fast on small CPUs.")
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
-    parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    p = verbs.add_parser("info", help="inputs, outputs, op counts, parameters, MACs, unsupported ops",
+                         description="Describe a model: I/O, op counts, parameters, MACs, unsupported ops.")
+    p.add_argument("model", help="path of an .onnx file")
+    _add_dims(p)
+    p.set_defaults(func=cmd_info)
+
+    p = verbs.add_parser("run", help="run a model on .npy inputs", description="Run a model on edgekit.")
+    p.add_argument("model", help="path of an .onnx file")
+    p.add_argument("--input", type=_name_value, action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input array; repeatable")
+    p.add_argument("--random", action="store_true", help="fill inputs not given with seeded random data")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    _add_dims(p)
+    p.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs to an .npz archive")
+    p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("bench", help="edgekit vs onnxruntime latency on random inputs",
+                         description="Median and p90 latency of edgekit and onnxruntime on random inputs.")
+    p.add_argument("model", help="path of an .onnx file")
+    p.add_argument("--threads", type=_positive, default=1, help="threads per engine (default 1)")
+    p.add_argument("--repeat", type=_positive, default=200, help="timed calls per engine (default 200)")
+    _add_dims(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = verbs.add_parser("demo", help="run a bundled demo", description="Run a bundled demo.")
+    p.add_argument("name", nargs="?", default=DEFAULT_DEMO, choices=sorted(DEMOS),
+                   help=f"which demo (default {DEFAULT_DEMO})")
+    p.add_argument("demo_args", nargs=argparse.REMAINDER, help="options passed to the demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = verbs.add_parser("backend-test", help="run onnx's backend node tests on edgekit",
+                         description="Run onnx's backend node tests for the ops edgekit registers.")
+    p.add_argument("-k", dest="pattern", help="only run tests whose name matches this regex")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every test's outcome")
+    p.set_defaults(func=cmd_backend_test)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse's usage errors give 2)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
     if args.verb is None:
         parser.print_help()
         return 2

@@ -1,0 +1,112 @@
+"""Latency of edgekit and onnxruntime on the same model and inputs, measured in the same run.
+
+Calls of the two engines are interleaved in rounds, so load from other processes on a shared
+machine hits both alike. Sessions run single-threaded unless told otherwise; onnxruntime keeps
+its default graph optimisations.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx
+
+ROUND = 10
+
+
+def ort_session(model: onnx.ModelProto, threads: int = 1):
+    """onnxruntime with ``threads`` intra-op threads and default graph optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def edgekit_session(model: onnx.ModelProto, threads: int = 1):
+    """edgekit with its BLAS limited to ``threads`` (when the gemm kernels use one)."""
+    import edgekit
+
+    try:
+        from edgekit.runtimes.kernels.gemm import set_blas_threads
+    except ImportError:
+        pass
+    else:
+        set_blas_threads(threads)
+    return edgekit.InferenceSession(model)
+
+
+@dataclass
+class Comparison:
+    """Per-call latencies in seconds of both engines on one model, and how far their outputs differ."""
+
+    name: str
+    edgekit: np.ndarray
+    ort: np.ndarray
+    max_abs_diff: float
+
+    @staticmethod
+    def _us(t: np.ndarray, q: float) -> float:
+        return float(np.percentile(t, q)) * 1e6
+
+    @property
+    def edgekit_median_us(self) -> float:
+        return self._us(self.edgekit, 50)
+
+    @property
+    def ort_median_us(self) -> float:
+        return self._us(self.ort, 50)
+
+    @property
+    def ratio(self) -> float:
+        """edgekit median / onnxruntime median (below 1: edgekit is faster)."""
+        return self.edgekit_median_us / self.ort_median_us
+
+    def p90_us(self, engine: str) -> float:
+        return self._us(getattr(self, engine), 90)
+
+
+def _calls(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def compare(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: int = 200,
+            threads: int = 1, warmup: int = 5) -> Comparison:
+    """Time ``repeat`` calls of each engine on ``feeds`` after ``warmup`` untimed calls each."""
+    ek, ort = edgekit_session(model, threads), ort_session(model, threads)
+    run_ek, run_ort = (lambda: ek.run(None, feeds)), (lambda: ort.run(None, feeds))
+    _calls(run_ek, warmup)
+    _calls(run_ort, warmup)
+    diff = max((float(np.max(np.abs(a - b), initial=0)) for a, b in zip(run_ek(), run_ort())), default=0.0)
+    t_ek: list[float] = []
+    t_ort: list[float] = []
+    while len(t_ek) < repeat:
+        n = min(ROUND, repeat - len(t_ek))
+        t_ek += _calls(run_ek, n)
+        t_ort += _calls(run_ort, n)
+    return Comparison(name, np.array(t_ek), np.array(t_ort), diff)
+
+
+def machine() -> str:
+    """CPU model, core count and the versions that matter for the numbers."""
+    import numba
+    import onnxruntime
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
+            f"numba {numba.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")

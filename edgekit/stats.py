@@ -1,0 +1,172 @@
+"""Model statistics for `edgekit info`: I/O, op counts, parameters, MACs, unsupported ops.
+
+Dynamic input dims are made concrete (1, or a value given per dim name) so shape inference can
+size every Conv/Gemm/MatMul; the same concrete shapes give random inputs to `run` and `bench`.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .errors import EdgekitError
+from .ir import ValueInfo, read_graph
+
+
+def concrete_shape(vi: ValueInfo, dims: dict[str, int]) -> tuple[int, ...]:
+    """The shape of input ``vi`` with symbolic or unknown dims set from ``dims`` (default 1)."""
+    return tuple(d if isinstance(d, int) and d > 0 else dims.get(d, 1) if isinstance(d, str) else 1
+                 for d in (vi.shape or ()))
+
+
+def input_shapes(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+    """Concrete shape of every graph input (initializers excluded)."""
+    return {vi.name: concrete_shape(vi, dims or {}) for vi in read_graph(proto).inputs}
+
+
+def random_inputs(proto: onnx.ModelProto, dims: dict[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs: standard normal floats, integers in [0, 10), random booleans."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in read_graph(proto).inputs:
+        shape, dtype = concrete_shape(vi, dims or {}), vi.dtype or np.dtype(np.float32)
+        if dtype.kind == "f":
+            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[vi.name] = rng.random(shape) < 0.5
+        else:
+            feeds[vi.name] = rng.integers(0, 10, shape).astype(dtype)
+    return feeds
+
+
+@dataclass
+class ModelStats:
+    """What `edgekit info` prints."""
+
+    inputs: list[ValueInfo]
+    outputs: list[ValueInfo]
+    opset: int
+    op_counts: Counter
+    parameters: int
+    parameter_bytes: int
+    macs: Counter
+    dims: dict[str, int]
+    unsupported: list[str] = field(default_factory=list)
+
+
+def model_stats(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> ModelStats:
+    """Statistics of a loaded model; unsupported ops are listed, never raised."""
+    graph = read_graph(proto)
+    dims = dict(dims or {})
+    for vi in graph.inputs:
+        for d in vi.shape or ():
+            if isinstance(d, str):
+                dims.setdefault(d, 1)
+    floats = [a for a in graph.constants.values() if a.dtype.kind == "f"]
+    return ModelStats(
+        inputs=graph.inputs, outputs=graph.outputs, opset=graph.opset,
+        op_counts=Counter(n.op_type if not n.domain else f"{n.domain}::{n.op_type}" for n in graph.nodes),
+        parameters=sum(a.size for a in floats), parameter_bytes=sum(a.nbytes for a in graph.constants.values()),
+        macs=macs(proto, dims), dims=dims, unsupported=unsupported_ops(proto, dims))
+
+
+def _static_model(proto: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
+    """A copy of the model whose graph inputs have concrete dims."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    inits = {t.name for t in model.graph.initializer}
+    shapes = input_shapes(proto, dims)
+    for vi in model.graph.input:
+        if vi.name in inits or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for d, value in zip(vi.type.tensor_type.shape.dim, shapes[vi.name]):
+            d.Clear()
+            d.dim_value = value
+    return model
+
+
+def macs(proto: onnx.ModelProto, dims: dict[str, int]) -> Counter:
+    """Multiply-accumulates per op type for Conv, ConvTranspose, Gemm and MatMul, from inferred shapes."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_static_model(proto, dims), data_prop=True)
+    except Exception:  # a model shape inference cannot handle simply gets no MAC count
+        return Counter()
+    shapes: dict[str, tuple] = {t.name: tuple(t.dims) for t in inferred.graph.initializer}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shapes[vi.name] = tuple(d.dim_value for d in t.shape.dim)
+    counts: Counter = Counter()
+    for node in inferred.graph.node:
+        ins = [shapes.get(x) for x in node.input]
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None or len(ins) < 2 or ins[0] is None or ins[1] is None:
+            continue
+        if node.op_type == "Conv":
+            counts["Conv"] += int(np.prod(out)) * int(np.prod(ins[1][1:]))
+        elif node.op_type == "ConvTranspose":
+            counts["ConvTranspose"] += int(np.prod(ins[0])) * int(np.prod(ins[1][1:]))
+        elif node.op_type == "Gemm":
+            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            counts["Gemm"] += int(np.prod(out)) * ins[0][0 if trans_a else 1]
+        elif node.op_type == "MatMul":
+            counts["MatMul"] += int(np.prod(out)) * ins[0][-1]
+    return counts
+
+
+def unsupported_ops(proto: onnx.ModelProto, dims: dict[str, int]) -> list[str]:
+    """Human-readable lines for nodes edgekit cannot run: ops missing from the registry, else the
+    forms a plan for these input dims refuses."""
+    from .runtimes.ops import BUILDERS
+    from .runtimes.plan import prepare, specialize
+
+    graph = read_graph(proto)
+    missing: dict[str, list[str]] = {}
+    for n in graph.nodes:
+        if (n.domain, n.op_type) not in BUILDERS:
+            missing.setdefault(f"{n.domain + '::' if n.domain else ''}{n.op_type}", []).append(n.name)
+    if missing:
+        return [f"{op}: not implemented ({len(names)} node(s): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                for op, names in sorted(missing.items())]
+    try:
+        specialize(prepare(graph), input_shapes(proto, dims))
+    except EdgekitError as exc:
+        unsupported = getattr(exc, "unsupported", None)
+        if unsupported is None:
+            return [f"the plan for dims {dims} fails: {exc}"]
+        return [f"{op}: {why or 'not implemented'} (node {name})" for name, op, _, _, why in unsupported]
+    return []
+
+
+def _shape(vi: ValueInfo) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in vi.shape) + "]" if vi.shape is not None else "?"
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(int(n))
+
+
+def format_stats(stats: ModelStats) -> str:
+    """The text `edgekit info` prints."""
+    lines = [f"opset {stats.opset}", "inputs:"]
+    lines += [f"  {v.name}: {v.dtype} {_shape(v)}" for v in stats.inputs]
+    lines += ["outputs:"] + [f"  {v.name}: {v.dtype} {_shape(v)}" for v in stats.outputs]
+    lines.append(f"ops: {sum(stats.op_counts.values())} nodes")
+    lines += [f"  {op:24s} {n}" for op, n in sorted(stats.op_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines.append(f"parameters: {stats.parameters:,} ({stats.parameter_bytes / 1024:.1f} KiB of initializers)")
+    at = f" at {', '.join(f'{k}={v}' for k, v in stats.dims.items())}" if stats.dims else ""
+    total = sum(stats.macs.values())
+    detail = ", ".join(f"{op} {_si(n)}" for op, n in sorted(stats.macs.items()))
+    lines.append(f"MACs{at}: {_si(total)}" + (f" ({detail})" if detail else ""))
+    if stats.unsupported:
+        lines.append(f"unsupported by edgekit: {len(stats.unsupported)}")
+        lines += [f"  {u}" for u in stats.unsupported]
+    else:
+        lines.append("unsupported by edgekit: none")
+    return "\n".join(lines)
+
