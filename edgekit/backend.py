@@ -36,6 +36,9 @@ EXPECTED_FAILURES: dict[str, str] = {
 }
 
 
+DETAILS_PER_OP = 8
+
+
 class EdgekitRep(BackendRep):
     """A prepared model: ``run(inputs)`` takes a list (graph input order), a dict or one array."""
 
@@ -208,12 +211,15 @@ def report(pattern: str | None = None, verbose: bool = False, out=sys.stdout) ->
     print(f"ran {len(chosen)}: passed {len(ok)}, failed {len(bad)}, expected failures {len(xfail)}, "
           f"skipped (unregistered ops) {len(cases) - len(selected)}   [{time.perf_counter() - t0:.1f} s]", file=out)
     if bad:
-        print("\nfailures by op:", file=out)
-        for ops, n in sorted(Counter(o.ops for o in bad).items()):
-            print(f"  {ops} ({n})", file=out)
-            for o in bad:
-                if o.ops == ops:
-                    print(f"    {o.name}: {o.status}: {o.message}", file=out)
+        by_op = Counter(o.ops for o in bad)
+        print("\nfailures by op: " + ", ".join(f"{op} {n}" for op, n in sorted(by_op.items())), file=out)
+        for ops in sorted(by_op):
+            shown = [o for o in bad if o.ops == ops]
+            print(f"  {ops} ({len(shown)})", file=out)
+            for o in shown[:None if verbose else DETAILS_PER_OP]:
+                print(f"    {o.name}: {o.status}: {o.message}", file=out)
+            if not verbose and len(shown) > DETAILS_PER_OP:
+                print(f"    ... and {len(shown) - DETAILS_PER_OP} more (-v lists all)", file=out)
     print("\nexpected failures (EXPECTED_FAILURES in edgekit/backend.py):", file=out)
     for regex, why in EXPECTED_FAILURES.items():
         hits = [o for o in xfail if re.search(regex, f"{o.name}_cpu")]
