@@ -1,0 +1,333 @@
+"""StreamiNNC conversion (converters/stream.py), checked in onnxruntime only.
+
+- Valid-padded random conv stacks (kernels, dilations, strides, max/avg pools, BN, activations,
+  residual Add with crops, channel Concat of branches, four kinds of head): the step model run
+  hop by hop for >= 500 hops equals window inference on the last L samples (rtol 1e-5).
+- Zero-padded random stacks ('same' and causal convs, padded pools, Pad+Conv, residual Add around
+  'same' convs): streamed feature maps equal the network run on the whole stream ("signal
+  padding"), and the reported delay is the 'same' look-ahead.
+- The step model passes onnx.checker; report() gives 0 error for valid nets and the bound plus a
+  nonzero NRMSE for zero-padded ones; models that cannot stream raise ModelError naming the layer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgekit.converters.stream import report, to_streaming
+from edgekit.errors import ModelError
+from oracle import make_model, ort_session
+
+RTOL = 1e-5
+
+
+class Net:
+    """Builds a random 1-D CNN from a spec that does not depend on the window length."""
+
+    def __init__(self, rng: np.random.Generator, channels: int):
+        self.rng, self.channels = rng, channels
+        self.nodes: list = []
+        self.inits: dict = {}
+
+    def _name(self, prefix: str) -> str:
+        return f"{prefix}{len(self.nodes)}"
+
+    def _w(self, *shape) -> str:
+        name = f"w{len(self.inits)}"
+        self.inits[name] = (self.rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]) or 1)).astype(np.float32)
+        return name
+
+    def add(self, op, inputs, **attrs) -> str:
+        out = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def conv(self, x, c, length, k, d, s, cout, pads=(0, 0), group=1):
+        y = self.add("Conv", [x, self._w(cout, c // group, k), self._w(cout)], kernel_shape=[k], dilations=[d],
+                     strides=[s], pads=list(pads), group=group)
+        return y, cout, (length + pads[0] + pads[1] - (k - 1) * d - 1) // s + 1
+
+    def crop(self, x, start, stop_from_end):
+        starts = self._const(np.array([start], np.int64))
+        ends = self._const(np.array([-stop_from_end if stop_from_end else 2 ** 62], np.int64))
+        return self.add("Slice", [x, starts, ends, self._const(np.array([2], np.int64))])
+
+    def _const(self, value) -> str:
+        name = f"k{len(self.inits)}"
+        self.inits[name] = value
+        return name
+
+
+def random_spec(rng: np.random.Generator, padded: bool) -> list[tuple]:
+    spec, stride = [], 1
+    for _ in range(rng.integers(2, 6)):
+        kind = rng.choice(["conv", "conv", "pool", "res", "cat", "act"])
+        k = int(rng.choice([1, 2, 3, 5]))
+        d = int(rng.choice([1, 2, 3])) if k > 1 else 1
+        s = 2 if stride < 8 and rng.random() < 0.3 else 1
+        if kind == "pool":
+            pk = int(rng.choice([2, 3, 4]))
+            ps = pk if stride * pk <= 16 and rng.random() < 0.7 else 1
+            spec.append(("pool", str(rng.choice(["MaxPool", "AveragePool"])), pk, ps, bool(padded and rng.random() < .6)))
+            stride *= ps
+        elif kind == "conv":
+            pad = str(rng.choice(["same", "causal", "pad-op"])) if padded else "valid"
+            spec.append(("conv", k, d, s, int(rng.integers(2, 6)), pad, bool(rng.random() < 0.5),
+                         str(rng.choice(["Relu", "LeakyRelu", "Tanh", "Sigmoid"]))))
+            stride *= s
+        elif kind == "act":
+            spec.append(("act", str(rng.choice(["Relu", "Elu", "Sigmoid"]))))
+        else:
+            spec.append((kind, max(k, 2), d, int(rng.integers(0, (max(k, 2) - 1) * d + 1)), padded))
+    return spec, stride
+
+
+def build(spec, rng_seed: int, channels: int, length: int, head: str):
+    """The model of ``spec`` for windows of ``length`` (batch dynamic); None when the window is too short."""
+    net = Net(np.random.default_rng(rng_seed), channels)
+    x, c, w = "x", channels, length
+    for item in spec:
+        if item[0] == "conv":
+            _, k, d, s, cout, pad, bn, act = item
+            span = (k - 1) * d + 1
+            pads = {"valid": (0, 0), "same": ((span - 1) // 2, span - 1 - (span - 1) // 2),
+                    "causal": (span - 1, 0), "pad-op": (0, 0)}[pad]
+            if pad == "pad-op":
+                pvec = net._const(np.array([0, 0, span - 1, 0, 0, 0], np.int64))
+                x = net.add("Pad", [x, pvec])
+                w += span - 1
+            x, c, w = net.conv(x, c, w, k, d, s, cout, pads)
+            if bn:
+                x = net.add("BatchNormalization", [x, net._w(c), net._w(c), net._w(c),
+                                                   net._const(np.abs(net.rng.standard_normal(c)).astype(np.float32) + .5)])
+            x = net.add(act, [x])
+        elif item[0] == "pool":
+            _, op, k, s, pad = item
+            pads = [(k - 1) // 2, k - 1 - (k - 1) // 2] if pad else [0, 0]
+            extra = {"count_include_pad": 1} if op == "AveragePool" and pad else {}
+            x = net.add(op, [x], kernel_shape=[k], strides=[s], pads=pads, **extra)
+            w = (w + sum(pads) - k) // s + 1
+        elif item[0] == "act":
+            x = net.add(item[1], [x])
+        elif item[0] == "res":  # x + conv(x): a crop aligns the skip in valid nets, 'same' padding otherwise
+            _, k, d, start, padded = item
+            span = (k - 1) * d + 1
+            pads = ((span - 1) // 2, span - 1 - (span - 1) // 2) if padded else (0, 0)
+            y, _, wy = net.conv(x, c, w, k, d, 1, c, pads, group=c if net.rng.random() < .5 else 1)
+            skip = x if padded else net.crop(x, start, span - 1 - start)
+            x, w = net.add("Add", [y, skip]), wy
+        else:  # channel Concat of a k-conv and a 1x1 conv (cropped alike in valid nets)
+            _, k, d, start, padded = item
+            span = (k - 1) * d + 1
+            pads = ((span - 1) // 2, span - 1 - (span - 1) // 2) if padded else (0, 0)
+            a, ca, wa = net.conv(x, c, w, k, d, 1, 3, pads)
+            b, cb, _ = net.conv(x, c, w, 1, 1, 1, 2)
+            b = b if padded else net.crop(b, start, span - 1 - start)
+            x, c, w = net.add("Concat", [a, b], axis=1), ca + cb, wa
+        if w < 1:
+            return None
+    if head == "gap":
+        f = net.add("Flatten", [net.add("GlobalAveragePool", [x])])
+        out = net.add("Gemm", [f, net._w(3, c), net._w(3)], transB=1)
+    elif head == "flatten":
+        out = net.add("Gemm", [net.add("Flatten", [x]), net._w(2, c * w), net._w(2)], transB=1)
+    elif head == "reduce":
+        out = net.add("Softmax", [net.add("ReduceMax", [x], axes=[2], keepdims=0)], axis=1)
+    else:
+        out = x
+    return make_model(net.nodes, {"x": (["N", channels, length], np.float32)}, [out], net.inits)
+
+
+def random_model(seed: int, padded: bool = False, head: str | None = None):
+    """(model, hop, builder) for a random stack whose window holds 2..6 hops."""
+    rng = np.random.default_rng(seed)
+    channels = int(rng.integers(1, 4))
+    spec, stride = random_spec(rng, padded)
+    head = head or str(rng.choice(["gap", "flatten", "reduce", "none"]))
+    hop = stride * int(rng.integers(1, 4))
+    for hops in range(2, 40):
+        model = build(spec, seed, channels, hop * hops, head)
+        if model is not None:
+            break
+    extra = int(rng.integers(0, 3))
+    model = build(spec, seed, channels, hop * (hops + extra), head)
+    return model, hop, lambda length: build(spec, seed, channels, length, head)
+
+
+def stream_in_ort(sm, x: np.ndarray) -> list[list[np.ndarray]]:
+    """Outputs of every hop of ``x`` (N, C, T) through the step model in onnxruntime, warm-up included."""
+    sess = ort_session(sm.step_model)
+    states = sm.initial_states(x.shape[0])
+    names = sm.outputs + [s.output for s in sm.states]
+    outs = []
+    for h in range(x.shape[-1] // sm.hop):
+        res = sess.run(names, {sm.input: x[:, :, h * sm.hop:(h + 1) * sm.hop], **states})
+        states = {s.input: v for s, v in zip(sm.states, res[len(sm.outputs):])}
+        outs.append(res[:len(sm.outputs)])
+    return outs
+
+
+def window_outputs(model, x: np.ndarray, hop: int, length: int, hops: list[int], delay: int = 0) -> list[np.ndarray]:
+    """Window inference (onnxruntime, one batched call) for the windows ending at (h+1)*hop - delay."""
+    ends = [(h + 1) * hop - delay for h in hops]
+    batch = np.concatenate([x[:, :, e - length:e] for e in ends])
+    out = ort_session(model).run(None, {"x": batch})[0]
+    return np.split(out, len(ends))
+
+
+def assert_close(got, want):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_valid_stack_equals_window_inference_every_hop(seed):
+    model, hop, _ = random_model(seed)
+    sm = to_streaming(model, hop)
+    length = sm.window
+    assert sm.delay == 0 and (sm.warmup_hops + 1) * hop == length
+    total = (sm.warmup_hops + 500) * hop
+    x = np.random.default_rng(100 + seed).standard_normal((1, model.graph.input[0].type.tensor_type.shape.dim[1]
+                                                           .dim_value, total)).astype(np.float32)
+    outs = stream_in_ort(sm, x)
+    hops = list(range(sm.warmup_hops, len(outs)))
+    for h, want in zip(hops, window_outputs(model, x, hop, length, hops)):
+        assert_close(outs[h][0], want)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_padded_stack_streams_the_whole_stream_features(seed):
+    model, hop, builder = random_model(1000 + seed, padded=True, head="none")
+    sm = to_streaming(model, hop)
+    channels = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    total = (sm.warmup_hops + 40) * hop
+    x = np.random.default_rng(seed).standard_normal((2, channels, total)).astype(np.float32)
+    whole = ort_session(builder(total)).run(None, {"x": x})[0]
+    outs = stream_in_ort(sm, x)
+    head = sm.head_inputs[sm.outputs[0]]
+    stride, width = head.stride, head.width
+    for h in range(sm.warmup_hops, len(outs) - 1):
+        first = ((h + 1) * hop - sm.delay - sm.window) // stride
+        assert_close(outs[h][0], whole[:, :, first:first + width])
+
+
+def same_conv_net(k: int, length: int = 32):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k], pads=[(k - 1) // 2, k // 2],
+                              name="same")]
+    inits = {"w": rng.standard_normal((2, 1, k)).astype(np.float32), "b": np.ones(2, np.float32)}
+    return make_model(nodes, {"x": ([1, 1, length], np.float32)}, ["y"], inits)
+
+
+def test_same_padding_delay_is_its_look_ahead():
+    assert to_streaming(same_conv_net(5), 8).delay == 2
+    assert to_streaming(same_conv_net(4), 8).delay == 2
+    causal = make_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3], pads=[2, 0])],
+                        {"x": ([1, 1, 32], np.float32)}, ["y"], {"w": np.ones((1, 1, 3), np.float32)})
+    assert to_streaming(causal, 8).delay == 0
+
+
+def test_step_model_is_standard_onnx_with_declared_states():
+    model, hop, _ = random_model(3)
+    sm = to_streaming(model, hop)
+    onnx.checker.check_model(sm.step_model, full_check=True)
+    names = {i.name for i in sm.step_model.graph.input}
+    assert {s.input for s in sm.states} | {sm.input} == names
+    assert {s.output for s in sm.states} <= {o.name for o in sm.step_model.graph.output}
+    assert all(n.domain in ("", "ai.onnx") for n in sm.step_model.graph.node)
+    for s in sm.states:
+        assert s.initial(2).shape[0] == (2 if s.batched else 1)
+
+
+def test_report_exact_for_valid_and_bounded_for_zero_padded():
+    model, hop, _ = random_model(5)
+    rep = report(to_streaming(model, hop), hops=16)
+    assert rep.exact and rep.nrmse_percent < 1e-3
+    assert all(left + right == 0 for left, right, _ in rep.edge_columns.values())
+    padded = to_streaming(same_conv_net(5), 8)
+    rep = report(padded, hops=16)
+    assert not rep.exact and 0 < rep.nrmse_percent < 100
+    assert rep.edge_columns["y"] == (2, 2, 32)
+    data = np.random.default_rng(0).standard_normal((1, 200)).astype(np.float32)
+    assert report(padded, data=data).hops_compared == 200 // 8 - padded.warmup_hops
+    assert "NRMSE" in str(rep)
+
+
+def test_auto_split_and_explicit_split():
+    model, hop, _ = random_model(2, head="gap")
+    sm = to_streaming(model, hop)
+    gap = next(n for n in model.graph.node if n.op_type == "GlobalAveragePool")
+    assert sm.split == [gap.input[0]]
+    earlier = next(n for n in model.graph.node if n.op_type in ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu"))
+    sm2 = to_streaming(model, hop, split=earlier.output[0])
+    assert sm2.split == [earlier.output[0]]
+    x = np.random.default_rng(0).standard_normal((1, model.graph.input[0].type.tensor_type.shape.dim[1].dim_value,
+                                                  sm.window + 4 * hop)).astype(np.float32)
+    a, b = stream_in_ort(sm, x), stream_in_ort(sm2, x)
+    for h in range(sm.warmup_hops, len(a)):
+        assert_close(a[h][0], b[h][0])
+
+
+def test_dynamic_window_length_needs_window_argument():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3]),
+             helper.make_node("GlobalMaxPool", ["c"], ["y"])]
+    model = make_model(nodes, {"x": ([1, 2, "L"], np.float32)}, ["y"], {"w": np.ones((2, 2, 3), np.float32)})
+    with pytest.raises(ModelError, match="window=L"):
+        to_streaming(model, 8)
+    sm = to_streaming(model, 8, window=32)
+    assert (sm.window, sm.warmup_hops, sm.split) == (32, 3, ["c"])
+
+
+def _chain(*nodes, length=32, channels=2, inits=None, opset=17):
+    return make_model(list(nodes), {"x": ([1, channels, length], np.float32)}, [nodes[-1].output[0]],
+                      inits or {}, opset=opset)
+
+
+W = {"w": np.ones((2, 2, 3), np.float32)}
+
+
+def _conv(x="x", y="c", name="c1", **kw):
+    return helper.make_node("Conv", [x, "w"], [y], kernel_shape=[3], name=name, **kw)
+
+
+NOT_STREAMABLE = {  # name -> (model builder, hop, expected message)
+    "window-not-multiple-of-hop": (lambda: _chain(_conv(y="y"), inits=W), 5, "not a multiple of the hop"),
+    "conv-stride": (lambda: _chain(_conv(y="y", strides=[4]), inits=W), 2, "'c1'.*cumulative stride 4"),
+    "pool-stride": (lambda: _chain(_conv(), helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2], strides=[2],
+                                                             name="p1"), inits=W), 1, "'p1'.*stride 2"),
+    "head-at-input": (lambda: _chain(helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1], name="tr"),
+                                     helper.make_node("Relu", ["t"], ["y"])), 8, "nothing to stream.*'tr'"),
+    "unknown-op": (lambda: _chain(_conv(), helper.make_node("ConvTranspose", ["c", "w"], ["y"], name="up"), inits=W),
+                   8, "'up' \\(ConvTranspose\\) cannot stream"),
+    "avgpool-pads": (lambda: _chain(helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3], pads=[1, 1],
+                                                     name="ap")), 8, "'ap'.*count_include_pad"),
+    "time-varying-constant": (lambda: _chain(helper.make_node("Add", ["x", "pos"], ["y"], name="posenc"),
+                                             inits={"pos": np.ones((1, 32), np.float32)}), 8,
+                              "'posenc'.*varies along time"),
+    "pad-too-large": (lambda: _chain(_conv(y="y", pads=[3, 0]), inits=W), 8, "'c1'.*left padding 3"),
+    "maxpool-indices": (lambda: _with_output(_chain(helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2],
+                                                                     strides=[2], name="mp")), "idx"), 8,
+                        "'mp'.*Indices"),
+    "pad-not-foldable": (lambda: _chain(helper.make_node("Pad", ["x", "pp"], ["y"], name="pad"),
+                                        inits={"pp": np.array([0, 0, 2, 0, 0, 0], np.int64)}), 8, "'pad' \\(Pad\\)"),
+}
+
+
+def _with_output(model, name):
+    model.graph.output.extend([helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [1, 2, 16])])
+    return model
+
+
+@pytest.mark.parametrize("case", sorted(NOT_STREAMABLE))
+def test_non_streamable_models_name_the_layer(case):
+    build_model, hop, match = NOT_STREAMABLE[case]
+    with pytest.raises(ModelError, match=match):
+        to_streaming(build_model(), hop)
+
+
+def test_bad_split_name():
+    model, hop, _ = random_model(1)
+    with pytest.raises(ModelError, match="nope"):
+        to_streaming(model, hop, split="nope")
