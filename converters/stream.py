@@ -92,13 +92,14 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
     if length % hop:
         raise ModelError(f"the window of {length} samples is not a multiple of the hop {hop}; pick a hop that "
                          f"divides {length}")
-    fixed = _with_input_shape(proto, x, [batch, channels, length])
+    static_nodes = _static_nodes(proto.graph)
+    consts = _constants(proto, static_nodes)
+    fixed = _with_input_shape(proto, x, [batch, channels, length], static_nodes, consts)
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True)
     except Exception as exc:
         raise ModelError(f"shape inference failed on the window model: {str(exc).splitlines()[0]}") from None
     shapes, dtypes = _shapes(inferred, x, (batch, channels, length), dtype)
-    consts = _constants(proto.graph)
     opset = opset_version(proto)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in proto.graph.node:
@@ -110,7 +111,7 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
     g = StepGraph(taken, opset, batch)
     ctx = Stream(g, hop, opset, shapes, dtypes, consts, consumers, {})
     splits = [split] if isinstance(split, str) else list(split or [])
-    static_nodes, extractor, head = _classify(ctx, proto.graph, x, splits)
+    extractor, head = _classify(ctx, proto.graph, x, splits, static_nodes)
     boundaries = _boundaries(proto.graph, x, extractor, head)
     if boundaries == [x]:
         first = head[0] if head else None
@@ -172,9 +173,16 @@ def _window_input(proto: onnx.ModelProto, window: int | None) -> tuple[str, int 
     return vi.name, batch, channels, length, np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
 
 
-def _with_input_shape(proto: onnx.ModelProto, x: str, dims: list) -> onnx.ModelProto:
+def _with_input_shape(proto: onnx.ModelProto, x: str, dims: list, static_nodes: list,
+                      consts: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy for shape inference: the window length fixed, folded static values as initializers."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(proto)
+    folded = {o for n in static_nodes for o in n.output if o in consts}
+    kept = [n for n in fixed.graph.node if not all(o in folded for o in n.output)]
+    del fixed.graph.node[:]
+    fixed.graph.node.extend(kept)
+    fixed.graph.initializer.extend(numpy_helper.from_array(consts[o], o) for o in sorted(folded))
     for vi in fixed.graph.input:
         if vi.name == x:
             shape = vi.type.tensor_type.shape
@@ -204,35 +212,49 @@ def _shapes(inferred: onnx.ModelProto, x: str, xshape: tuple, xdtype: np.dtype):
     return shapes, dtypes
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node values by tensor name."""
-    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+def _static_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes computed from constants only (shape arithmetic, Constant nodes ...)."""
+    static = {i.name for i in graph.initializer} | {""}
+    nodes = []
     for n in graph.node:
-        if n.op_type == "Constant" and n.attribute:
-            a = n.attribute[0]
-            if a.name == "value":
-                consts[n.output[0]] = numpy_helper.to_array(a.t)
-            elif a.name in ("value_float", "value_int", "value_floats", "value_ints"):
-                consts[n.output[0]] = np.array(helper.get_attribute_value(a),
-                                               np.float32 if "float" in a.name else np.int64)
+        if all(i in static for i in n.input):
+            nodes.append(n)
+            static.update(n.output)
+    return nodes
+
+
+def _constants(proto: onnx.ModelProto, static_nodes: list[onnx.NodeProto]) -> dict[str, np.ndarray]:
+    """Values of initializers and of every static node's outputs (folded with onnx's reference evaluator)."""
+    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    outs = [o for n in static_nodes for o in n.output if o]
+    if outs:
+        graph = helper.make_graph(static_nodes, "static", [], [onnx.ValueInfoProto(name=o) for o in outs],
+                                  list(proto.graph.initializer))
+        try:
+            from onnx.reference import ReferenceEvaluator
+
+            folded = ReferenceEvaluator(helper.make_model(graph, opset_imports=proto.opset_import)).run(None, {})
+            consts.update(zip(outs, (np.asarray(v) for v in folded)))
+        except Exception:  # an op the reference evaluator lacks: such values stay unknown
+            pass
     return consts
 
 
-def _classify(ctx: Stream, graph: onnx.GraphProto, x: str, splits: list[str]):
-    """Sort nodes into static (constant inputs only), feature extractor and head."""
-    static = {i.name for i in graph.initializer} | {""}
+def _classify(ctx: Stream, graph: onnx.GraphProto, x: str, splits: list[str], static_nodes: list):
+    """Sort the non-static nodes into the feature extractor and the head."""
+    static = {i.name for i in graph.initializer} | {o for n in static_nodes for o in n.output} | {""}
     stream, head_t = {x}, set(splits)
     known = {o for n in graph.node for o in n.output} | static | {x}
     for s in splits:
         if s not in known:
             raise ModelError(f"split tensor {s!r} is not a tensor of the model")
-    static_nodes, extractor, head = [], [], []
+    is_static = {id(n) for n in static_nodes}
+    extractor, head = [], []
     for n in graph.node:
+        if id(n) in is_static:
+            continue
         ins = [i for i in n.input if i]
-        if all(i in static for i in ins):
-            static_nodes.append(n)
-            static.update(n.output)
-        elif any(i in head_t for i in ins) or (not splits and mixes_time(ctx, n)):
+        if any(i in head_t for i in ins) or (not splits and mixes_time(ctx, n)):
             head.append(n)
             head_t.update(n.output)
         else:
@@ -242,7 +264,7 @@ def _classify(ctx: Stream, graph: onnx.GraphProto, x: str, splits: list[str]):
         if s not in stream:
             raise ModelError(f"split tensor {s!r} is not computed by the feature extractor (it is constant or "
                              f"downstream of another split)")
-    return static_nodes, extractor, head
+    return extractor, head
 
 
 def _boundaries(graph: onnx.GraphProto, x: str, extractor: list, head: list) -> list[str]:

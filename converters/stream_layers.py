@@ -188,7 +188,7 @@ def windowed(ctx: Stream, node: onnx.NodeProto) -> None:
         raise ModelError(
             f"layer {node.name!r} ({op}): the hop of {ctx.hop} samples is not a multiple of the cumulative stride "
             f"{src.stride * s} (= {src.stride} before this layer x stride {s}); choose a hop that is a multiple "
-            f"of {src.stride * s}")
+            f"of {src.stride * s}, or pass split={x!r} to run this layer and the rest in the head")
     if pl >= span:
         raise ModelError(f"layer {node.name!r} ({op}): left padding {pl} is not smaller than the kernel span {span}, "
                          f"so the first outputs would see padding only")

@@ -331,3 +331,40 @@ def test_bad_split_name():
     model, hop, _ = random_model(1)
     with pytest.raises(ModelError, match="nope"):
         to_streaming(model, hop, split="nope")
+
+
+def paper_net(kind: str, filters: int = 8):
+    """The paper's EEG net (3 x [Conv k3, BN, ReLU, MaxPool 4], L = 1024) or its PPG net (3 x [3 causal
+    Conv k5 dil 2 + AvgPool 4/2/2], L = 256), causal padding as PyTorch exports F.pad: a Pad whose pads
+    come out of a small constant subgraph."""
+    net = Net(np.random.default_rng(7), 4 if kind == "eeg" else 1)
+    x, c = "x", net.channels
+    if kind == "eeg":
+        for _ in range(3):
+            x, c, _w = net.conv(x, c, 0, 3, 1, 1, filters)
+            x = net.add("BatchNormalization", [x, net._w(c), net._w(c), net._w(c), net._const(np.ones(c, np.float32))])
+            x = net.add("MaxPool", [net.add("Relu", [x])], kernel_shape=[4], strides=[4])
+        length = 1024
+    else:
+        for pool in (4, 2, 2):
+            for _ in range(3):
+                pads = net.add("Cast", [net._const(np.array([0, 0, 8, 0, 0, 0], np.int32))], to=onnx.TensorProto.INT64)
+                x, c, _w = net.conv(net.add("Pad", [x, pads]), c, 0, 5, 2, 1, filters)
+                x = net.add("Relu", [x])
+            x = net.add("AveragePool", [x], kernel_shape=[pool], strides=[pool])
+        length = 256
+    f = net.add("Flatten", [net.add("GlobalAveragePool", [x])])
+    out = net.add("Gemm", [f, net._w(1, c), net._w(1)], transB=1)
+    return make_model(net.nodes, {"x": ([1, net.channels, length], np.float32)}, [out], net.inits)
+
+
+def test_paper_networks():
+    eeg = to_streaming(paper_net("eeg"), 256)
+    assert (eeg.delay, eeg.warmup_hops) == (0, 3)
+    assert report(eeg, hops=8).exact
+    ppg = to_streaming(paper_net("ppg"), 64)
+    assert ppg.delay == 0 and [layer.stride for layer in ppg.layers if layer.op == "AveragePool"] == [4, 8, 16]
+    assert all(layer.pads == (8, 0) for layer in ppg.layers if layer.op == "Conv")
+    rep = report(ppg, hops=8)
+    assert rep.edge_columns[ppg.split[0]] == (16, 0, 16)  # causal padding reaches every column of the window
+    assert np.isfinite(rep.nrmse_percent) and rep.nrmse_percent > 0 and not rep.exact

@@ -1,0 +1,224 @@
+"""StreamingSession: push samples of a live signal, get the window CNN's outputs once per hop.
+
+It runs the StreamiNNC step model (see ``edgekit.converters.stream``) on edgekit's plan: the step
+model's new-sample input and its state inputs are the plan's own preallocated input buffers, so a
+push copies the new samples in place, and after each hop the next states are copied back into the
+state buffers. Nothing is allocated per hop except the output arrays handed to the caller.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from edgekit.errors import InputError, ModelError
+from edgekit.model import ModelSource, load_model
+
+METADATA_KEY = "edgekit.stream"  # written by edgekit.converters.stream; schema in docs/streaming.md
+
+
+@dataclass
+class _State:
+    input: str
+    output: str
+    shape: tuple
+    dtype: np.dtype
+    fill: Any
+    batched: bool
+
+    def shape_for(self, batch: int) -> tuple[int, ...]:
+        return (batch, *self.shape[1:]) if self.batched else tuple(self.shape)
+
+
+@dataclass
+class _Engine:
+    """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    run: Callable[[], None]
+
+
+def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> _Engine:
+    """The edgekit plan of ``step_model`` for these input shapes, used through its own buffers."""
+    from .session import InferenceSession
+
+    session = InferenceSession(step_model)
+    key = tuple(shapes[name] for name in session._input_names)
+    plan = session._plans.get(key) or session._plan_for(key)
+    return _Engine(plan.input_buffers, plan.outputs, plan.execute)
+
+
+class StreamingSession:
+    """Streaming inference of a window CNN: ``push`` samples, get outputs per completed hop.
+
+    ``model`` is the window model (path, bytes or ModelProto, input (N, C, L)), converted with
+    ``edgekit.converters.stream.to_streaming(model, hop, split, window)``; a ``StreamingModel``
+    or a saved step model is used as is. ``push`` returns nothing for the first
+    ``warmup_hops`` hops (until a full window has been seen); from then on the entry of the hop
+    ending at sample T is the window model's output for samples [T - delay - L, T - delay).
+    """
+
+    def __init__(self, model: ModelSource | Any, hop: int | None = None, split: str | list[str] | None = None,
+                 window: int | None = None, allow_nan: bool = False) -> None:
+        step = _step_model(model, hop, split, window)
+        meta = json.loads({p.key: p.value for p in step.metadata_props}[METADATA_KEY])
+        if hop is not None and hop != meta["hop"]:
+            raise ModelError(f"this step model advances {meta['hop']} samples per hop, not {hop}")
+        self._step = step
+        self.hop: int = meta["hop"]
+        self.window: int = meta["window"]
+        self.delay: int = meta["delay"]
+        self.warmup_hops: int = meta["warmup_hops"]
+        self.input_name: str = meta["input"]
+        self.output_names: list[str] = list(meta["outputs"])
+        self.channels: int = meta["channels"]
+        self.allow_nan = allow_nan
+        self._states = [_State(s["input"], s["output"], tuple(s["shape"]), np.dtype(s["dtype"]), s["fill"],
+                               s["batched"]) for s in meta["states"]]
+        x = next(i for i in step.graph.input if i.name == self.input_name)
+        self.dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type))
+        dim = x.type.tensor_type.shape.dim[0]
+        self._static_batch: int | None = dim.dim_value if dim.HasField("dim_value") else None
+        self._engine: _Engine | None = None
+        self._engine_batch = 0
+        self._batch: int | None = None
+        self._fill = 0
+        self._hops = 0
+        if self._static_batch is not None:
+            self._bind(self._static_batch)
+
+    @property
+    def hops(self) -> int:
+        """Hops completed since the start (or the last reset)."""
+        return self._hops
+
+    @property
+    def pending(self) -> int:
+        """Samples pushed that do not complete a hop yet."""
+        return self._fill
+
+    def push(self, chunk: np.ndarray) -> list[list[np.ndarray]]:
+        """Feed new samples, (N, C, n) or (C, n) when N = 1; one output list per hop completed."""
+        a = self._checked(chunk)
+        n = a.shape[2]
+        if n == 0:
+            return []
+        if self._batch is None:
+            self._bind(a.shape[0])
+        eng = self._engine
+        xbuf = eng.inputs[self.input_name]
+        results = []
+        pos = 0
+        while pos < n:
+            take = min(self.hop - self._fill, n - pos)
+            xbuf[:, :, self._fill:self._fill + take] = a[:, :, pos:pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == self.hop:
+                eng.run()
+                for s in self._states:
+                    np.copyto(eng.inputs[s.input], eng.outputs[s.output])
+                self._fill = 0
+                self._hops += 1
+                if self._hops > self.warmup_hops:
+                    results.append([np.array(eng.outputs[name], copy=True) for name in self.output_names])
+        return results
+
+    def reset(self) -> None:
+        """Start a new stream: initial states, no pending samples (a dynamic batch may change)."""
+        self._fill = 0
+        self._hops = 0
+        if self._engine is not None:
+            for s in self._states:
+                self._engine.inputs[s.input].fill(s.fill)
+        if self._static_batch is None:
+            self._batch = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of everything needed to resume this stream bit-exactly (numpy arrays and ints)."""
+        out: dict[str, Any] = {"hop": self.hop, "window": self.window, "hops": self._hops, "pending": self._fill,
+                               "batch": self._batch or 0}
+        if self._engine is not None:
+            out["pending_samples"] = self._engine.inputs[self.input_name][:, :, :self._fill].copy()
+            out.update({f"state/{s.input}": self._engine.inputs[s.input].copy() for s in self._states})
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()`` output (also in a new process); InputError if it does not fit."""
+        try:
+            hop, window, hops, fill, batch = (int(state[k]) for k in ("hop", "window", "hops", "pending", "batch"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a StreamingSession state_dict: {exc!r}") from None
+        if (hop, window) != (self.hop, self.window):
+            raise InputError(f"state is for hop {hop} / window {window}, this session has {self.hop} / {self.window}")
+        if not 0 <= fill < self.hop or hops < 0:
+            raise InputError(f"state counters are out of range (pending {fill}, hops {hops})")
+        if batch == 0:
+            self.reset()
+            return
+        if self._static_batch is not None and batch != self._static_batch:
+            raise InputError(f"state is for batch {batch}, the model has batch {self._static_batch}")
+        arrays = {s.input: state.get(f"state/{s.input}") for s in self._states}
+        arrays[self.input_name] = state.get("pending_samples")
+        expect = {s.input: (s.shape_for(batch), s.dtype) for s in self._states}
+        expect[self.input_name] = ((batch, self.channels, fill), self.dtype)
+        for name, (shape, dtype) in expect.items():
+            a = arrays[name]
+            if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
+                raise InputError(f"state entry for {name!r} must be a {dtype} array of shape {shape}, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+        self._bind(batch)
+        for s in self._states:
+            np.copyto(self._engine.inputs[s.input], arrays[s.input])
+        self._engine.inputs[self.input_name][:, :, :fill] = arrays[self.input_name]
+        self._fill, self._hops = fill, hops
+
+    def _bind(self, batch: int) -> None:
+        """Compile (or reuse) the step for ``batch`` streams and put the initial states in its buffers."""
+        if self._engine is None or self._engine_batch != batch:
+            shapes = {s.input: s.shape_for(batch) for s in self._states}
+            shapes[self.input_name] = (batch, self.channels, self.hop)
+            self._engine = _plan_engine(self._step, shapes)
+            self._engine_batch = batch
+        self._batch = batch
+        for s in self._states:
+            self._engine.inputs[s.input].fill(s.fill)
+
+    def _checked(self, chunk: Any) -> np.ndarray:
+        """Validate a chunk without touching the session's state."""
+        a = chunk if isinstance(chunk, np.ndarray) else np.asarray(chunk)
+        if a.dtype != self.dtype:
+            raise InputError(f"chunk has dtype {a.dtype}, the model takes {self.dtype} (convert with .astype)")
+        if a.ndim == 2:
+            if (self._batch or 1) != 1:
+                raise InputError(f"a (C, n) chunk is for a batch of 1; this stream has batch {self._batch}")
+            a = a[None]
+        elif a.ndim != 3:
+            raise InputError(f"chunk must be (N, C, n) or (C, n), got shape {list(a.shape)}")
+        if a.shape[1] != self.channels:
+            raise InputError(f"chunk has {a.shape[1]} channels, the model takes {self.channels}")
+        if self._batch is not None and a.shape[0] != self._batch:
+            raise InputError(f"chunk has batch {a.shape[0]}, this stream has batch {self._batch} (reset() first)")
+        if not self.allow_nan and a.dtype.kind == "f" and a.size and np.isnan(a.sum()) and np.isnan(a).any():
+            raise InputError("chunk contains NaN (pass allow_nan=True to stream it anyway)")
+        return a
+
+
+def _step_model(model: Any, hop: int | None, split, window: int | None) -> onnx.ModelProto:
+    """The step model of ``model``: taken from a StreamingModel or a saved step model, else converted."""
+    step = getattr(model, "step_model", None)
+    if isinstance(step, onnx.ModelProto):
+        return step
+    proto = load_model(model)
+    if any(p.key == METADATA_KEY for p in proto.metadata_props):
+        return proto
+    if hop is None:
+        raise ModelError("hop is required to stream a window model")
+    # The one place the runtime reaches the converter: the public StreamingSession converts on construction.
+    from edgekit.converters.stream import to_streaming
+
+    return to_streaming(proto, hop, split=split, window=window).step_model

@@ -1,0 +1,197 @@
+"""StreamingSession (runtimes/stream.py) on edgekit's runtime.
+
+- Random valid-padded conv stacks fed >= 500 hops in random chunk sizes (0 to several hops) equal
+  window inference on the last L samples in onnxruntime (rtol 1e-5), from the first full window.
+- The step model run in onnxruntime equals the session (zero-padded stacks too: masks, delays).
+- state_dict()/load_state_dict() in a fresh session mid-hop resumes bit-exactly; reset() restarts.
+- Bad chunks (channels, dtype, rank, batch, NaN) raise InputError and leave the state untouched;
+  0-sample pushes return []; (C, n) chunks for batch 1; no buffer is reallocated by pushes;
+  a model that cannot stream raises ModelError naming the layer.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import edgekit
+from edgekit.converters.stream import to_streaming
+from edgekit.errors import InputError, ModelError
+from edgekit.runtimes import stream as runtime_stream
+from edgekit.runtimes.stream import StreamingSession
+from oracle import make_model, ort_session
+
+# The random network generator and onnxruntime helpers live with the converter's tests.
+_spec = importlib.util.spec_from_file_location(
+    "stream_converter_tests", Path(__file__).parents[1] / "converters" / "test_stream.py")
+conv_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(conv_tests)
+random_model, stream_in_ort, window_outputs = conv_tests.random_model, conv_tests.stream_in_ort, conv_tests.window_outputs
+RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def onnxruntime_engine(monkeypatch):
+    """Until edgekit has all kernels of the step model: the session's buffers driven by onnxruntime."""
+    def engine(step_model, shapes):
+        sess = ort_session(step_model)
+        dtypes = {i.name: np.dtype(helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+                  for i in step_model.graph.input}
+        inputs = {name: np.zeros(shape, dtypes[name]) for name, shape in shapes.items()}
+        outputs = {}
+
+        def run():
+            outputs.update(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
+        return runtime_stream._Engine(inputs, outputs, run)
+    monkeypatch.setattr(runtime_stream, "_plan_engine", engine)
+
+
+def channels_of(model) -> int:
+    return model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+
+
+def push_in_chunks(sess: StreamingSession, x: np.ndarray, rng: np.random.Generator, max_chunk: int):
+    """All outputs of pushing ``x`` (N, C, T) in random chunk sizes, 0-sample chunks included."""
+    outs, pos = [], 0
+    while pos < x.shape[-1]:
+        n = int(rng.integers(0, max_chunk + 1))
+        outs += sess.push(x[:, :, pos:pos + n])
+        pos += n
+    return outs
+
+
+def assert_close(got, want):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_chunks_equal_window_inference(seed):
+    model, hop, _ = random_model(seed)
+    sess = StreamingSession(model, hop)
+    assert sess.delay == 0 and (sess.warmup_hops + 1) * hop == sess.window
+    rng = np.random.default_rng(seed)
+    total = (sess.warmup_hops + 500) * hop
+    x = rng.standard_normal((1, channels_of(model), total)).astype(np.float32)
+    outs = push_in_chunks(sess, x, rng, 3 * hop)
+    assert len(outs) == 500 and sess.hops == sess.warmup_hops + 500
+    hops = list(range(sess.warmup_hops, sess.warmup_hops + 500))
+    for got, want in zip(outs, window_outputs(model, x, hop, sess.window, hops)):
+        assert len(got) == 1
+        assert_close(got[0], want)
+
+
+@pytest.mark.parametrize("seed,padded", [(7, False), (1000, True), (1001, True), (1003, True), (1007, True)])
+def test_step_model_in_onnxruntime_equals_session(seed, padded):
+    model, hop, _ = random_model(seed, padded=padded)
+    sm = to_streaming(model, hop)
+    x = np.random.default_rng(seed).standard_normal((2, channels_of(model), (sm.warmup_hops + 60) * hop))
+    x = x.astype(np.float32)
+    want = stream_in_ort(sm, x)[sm.warmup_hops:]
+    got = StreamingSession(sm).push(x)
+    assert len(got) == len(want) == 60
+    for g, w in zip(got, want):
+        assert_close(g[0], w[0])
+
+
+def test_checkpoint_restore_mid_hop_is_bit_exact():
+    model, hop, _ = random_model(9)
+    x = np.random.default_rng(1).standard_normal((1, channels_of(model), 40 * hop + 3)).astype(np.float32)
+    whole = StreamingSession(model, hop).push(x)
+    first = StreamingSession(model, hop)
+    cut = 17 * hop + hop // 2 + 1
+    before = first.push(x[:, :, :cut])
+    saved = first.state_dict()
+    first.push(np.ones_like(x[:, :, :hop]))  # the saved copy must not change with the session
+    resumed = StreamingSession(model, hop)
+    resumed.load_state_dict(saved)
+    after = resumed.push(x[:, :, cut:])
+    assert len(before) + len(after) == len(whole)
+    for a, b in zip(before + after, whole):
+        np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(InputError):
+        resumed.load_state_dict({**saved, "hop": hop + 1})
+    with pytest.raises(InputError):
+        resumed.load_state_dict({k: v for k, v in saved.items() if not k.startswith("state/")})
+
+
+def test_bad_chunks_raise_and_leave_state_untouched():
+    model, hop, _ = random_model(2)
+    c = channels_of(model)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, c, 30 * hop)).astype(np.float32)
+    want = StreamingSession(model, hop).push(x)
+    sess = StreamingSession(model, hop)
+    nan = x[:, :, :5].copy()
+    nan[0, 0, 2] = np.nan
+    bad = [np.zeros((1, c + 1, 5), np.float32), x[:, :, :5].astype(np.float64), np.zeros(5, np.float32),
+           np.zeros((1, 1, c, 5), np.float32), np.zeros((2, c, 5), np.float32), nan]
+    got, pos = [], 0
+    for i, chunk in enumerate(bad * 3):
+        n = int(rng.integers(1, 2 * hop))
+        got += sess.push(x[:, :, pos:pos + n])
+        pos += n
+        with pytest.raises(InputError):
+            sess.push(chunk)
+    got += sess.push(x[:, :, pos:])
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_zero_samples_two_dim_chunks_nan_option_and_reset():
+    model, hop, _ = random_model(5)
+    c = channels_of(model)
+    sess = StreamingSession(model, hop)
+    assert sess.push(np.zeros((c, 0), np.float32)) == [] and sess.push(np.zeros((1, c, 0), np.float32)) == []
+    x = np.random.default_rng(0).standard_normal((c, 12 * hop)).astype(np.float32)
+    first = sess.push(x)
+    sess.reset()
+    assert sess.hops == 0 and sess.pending == 0
+    again = sess.push(x[None])
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[0], b[0])
+    x[0, 3] = np.nan
+    tolerant = StreamingSession(model, hop, allow_nan=True)
+    assert len(tolerant.push(x)) == len(first)
+
+
+def test_pushes_reuse_the_same_buffers():
+    model, hop, _ = random_model(6)
+    sess = StreamingSession(model, hop)
+    x = np.random.default_rng(0).standard_normal((1, channels_of(model), 3 * hop + 1)).astype(np.float32)
+    sess.push(x)
+    engine = sess._engine
+    addresses = {k: v.ctypes.data for k, v in engine.inputs.items()}
+    for _ in range(5):
+        sess.push(x)
+    assert sess._engine is engine
+    assert addresses == {k: v.ctypes.data for k, v in engine.inputs.items()}
+
+
+def test_model_that_cannot_stream_names_the_layer():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3], name="conv"),
+             helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[4], strides=[4], name="pool"),
+             helper.make_node("GlobalAveragePool", ["p"], ["y"], name="gap")]
+    model = make_model(nodes, {"x": ([1, 2, 64], np.float32)}, ["y"], {"w": np.ones((3, 2, 3), np.float32)})
+    with pytest.raises(ModelError, match="'pool'.*cumulative stride 4"):
+        StreamingSession(model, 2)
+    with pytest.raises(ModelError, match="not a multiple of the hop"):
+        StreamingSession(model, 12)
+    assert StreamingSession(model, 16).warmup_hops == 3
+
+
+def test_saved_step_model_and_public_name():
+    model, hop, _ = random_model(8)
+    sm = to_streaming(model, hop)
+    x = np.random.default_rng(0).standard_normal((1, channels_of(model), 10 * hop)).astype(np.float32)
+    a = StreamingSession(sm.step_model.SerializeToString()).push(x)
+    b = StreamingSession(model, hop).push(x)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u[0], v[0])
+    with pytest.raises(ModelError, match="advances"):
+        StreamingSession(sm, hop * 2)
+    assert getattr(edgekit, "StreamingSession", StreamingSession) is StreamingSession
