@@ -127,7 +127,7 @@ def specialize(prep: Prepared, input_shapes: dict[str, tuple[int, ...]], max_byt
         if isinstance(step, Constant):
             for name, value in zip(node.outputs, step.values):
                 if name:
-                    value = np.ascontiguousarray(value)
+                    value = np.require(value, requirements="C")
                     env[name] = Tensor(value.shape, value.dtype, _writable(value))
             continue
         if isinstance(step, View):

@@ -18,7 +18,6 @@ from oracle import assert_matches_ort, make_model
 I64 = np.iinfo(np.int64)
 # runtimes/plan.py stores folded constants through np.ascontiguousarray, which turns 0-d values
 # into shape (1,); remove this mark with that fix (strict, so the fix makes these tests fail).
-PLAN_0D = pytest.mark.xfail(strict=True, reason="plan.py makes 0-d constants 1-d")
 
 
 def _rand(rng, shape, dtype=np.float32):
@@ -315,8 +314,8 @@ def test_float16_copy_is_unsupported():
 
 @pytest.mark.parametrize("attr,value", [
     ("value", helper.make_tensor("t", TensorProto.INT32, [2, 2], [1, -2, 3, 4])),
-    pytest.param("value_float", 2.5, marks=PLAN_0D), ("value_floats", [1.5, -2.0]),
-    pytest.param("value_int", -7, marks=PLAN_0D), ("value_ints", [3, 0, 9]),
+    ("value_float", 2.5), ("value_floats", [1.5, -2.0]),
+    ("value_int", -7), ("value_ints", [3, 0, 9]),
 ])
 def test_constant_attributes(attr, value):
     node = helper.make_node("Constant", [], ["c"], **{attr: value})
@@ -333,7 +332,6 @@ def test_shape(opset, start, end):
     _check(node, (2, 3, 4, 5), opset=opset, outputs={"y": TensorProto.INT64}, steps=0)
 
 
-@PLAN_0D
 @pytest.mark.parametrize("opset", [1, 13, 19])
 def test_size(opset):
     _check(helper.make_node("Size", ["x"], ["y"]), (2, 3, 4, 5), opset=opset, outputs={"y": TensorProto.INT64}, steps=0)
@@ -413,7 +411,6 @@ def test_castlike():
 # ---- folding of exporter shape chains -----------------------------------------------------
 
 
-@PLAN_0D
 def test_pytorch_shape_chain_folds_to_one_view():
     """x.view(x.size(0), -1): Shape -> Gather -> Unsqueeze -> Concat -> Reshape, no run-time step."""
     nodes = [
@@ -433,7 +430,6 @@ def test_pytorch_shape_chain_folds_to_one_view():
     assert all(p.steps == [] for p in session._plans.values())
 
 
-@PLAN_0D
 def test_shape_slice_cast_range_chain_folds():
     """Shape -> Slice -> Squeeze -> Cast -> Range -> Cast -> Expand on static shapes: all folded."""
     nodes = [
