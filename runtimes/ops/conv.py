@@ -1,1 +1,98 @@
-"""Placeholder: builders for this family are being written."""
+"""Conv (1-D and 2-D, float32): output geometry, pads and auto_pad, weights packed once, and the
+fused activation, bound to ``kernels.conv`` (see its docstring for the method)."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.ir import Node
+
+from ..kernels import conv as kc
+from .activation import fused_activation
+from .registry import In, Kernel, Out, Unsupported, register
+
+
+def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
+    """(begin, end) pads per spatial axis from ``pads`` or ``auto_pad`` (span = dilated kernel extent)."""
+    nd = len(size)
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", ""):
+        pads = [int(p) for p in node.attrs.get("pads", [0] * (2 * nd))]
+        if len(pads) != 2 * nd or min(pads) < 0:
+            raise ValueError(f"pads {pads} do not give a non-negative begin and end for {nd} spatial axes")
+        return pads[:nd], pads[nd:]
+    if auto == "VALID":
+        return [0] * nd, [0] * nd
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise Unsupported(f"auto_pad {auto!r}")
+    begin, end = [], []
+    for n, k, s in zip(size, span, strides):
+        total = max(0, (-(-n // s) - 1) * s + k - n)
+        small = total // 2
+        begin.append(small if auto == "SAME_UPPER" else total - small)
+        end.append(total - begin[-1])
+    return begin, end
+
+
+def _tap_offsets(cin_g: int, kernel: list[int], dilations: list[int], strides: list[int], qh: int, qw: int,
+                 plane: int) -> np.ndarray:
+    """Offset in Q of the input row read by each tap (ci, kh, kw), in the packed weights' order."""
+    ci, kh, kw = np.meshgrid(np.arange(cin_g), np.arange(kernel[0]), np.arange(kernel[1]), indexing="ij")
+    dh, dw = kh * dilations[0], kw * dilations[1]
+    phase = (dh % strides[0]) * strides[1] + dw % strides[1]
+    offsets = ci * plane + phase * qh * qw + (dh // strides[0]) * qw + dw // strides[1]
+    return offsets.reshape(-1).astype(np.int64)
+
+
+@register("Conv")
+def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    if x.dtype != np.float32 or w.dtype != np.float32:
+        raise Unsupported(f"Conv on {x.dtype} (edgekit computes float32)")
+    nd = len(x.shape) - 2
+    if nd not in (1, 2) or len(w.shape) != nd + 2:
+        raise Unsupported(f"{nd}-D Conv (edgekit implements 1-D and 2-D)")
+    groups = int(node.attrs.get("group", 1))
+    n, c, *size = x.shape
+    c_out, cin_g, *kernel = w.shape
+    if c != cin_g * groups or c_out % groups:
+        raise ValueError(f"weights {w.shape} do not fit {c} input channels in {groups} groups")
+    strides = [int(s) for s in node.attrs.get("strides", [1] * nd)]
+    dilations = [int(d) for d in node.attrs.get("dilations", [1] * nd)]
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    begin, end = _pads(node, size, span, strides)
+    out = [(s + p0 + p1 - k) // st + 1 for s, p0, p1, k, st in zip(size, begin, end, span, strides)]
+    if min(out) < 1:
+        raise ValueError(f"kernel {kernel} (dilated {span}) is larger than the padded input {size}")
+    if nd == 1:  # a 1-D convolution is the 2-D one with a single row
+        size, kernel, strides, dilations, out = ([1] + v for v in (size, kernel, strides, dilations, out))
+        begin, end = [0] + begin, [0] + end
+    h, wd = size
+    padded = [s + p0 + p1 for s, p0, p1 in zip(size, begin, end)]
+    in_place = not any(begin + end) and strides == [1, 1] and (kernel[1] == 1 or out[0] == 1)
+    if in_place:
+        qh, qw, plane = h, wd, h * wd
+    else:
+        qh, qw = (-(-p // s) for p, s in zip(padded, strides))
+        plane = strides[0] * strides[1] * qh * qw
+    depthwise = cin_g == 1 and c_out == groups  # its kernel writes output rows directly
+    wide = out[0] > 1 and qw != out[1] and not depthwise
+    boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
+    q_len = 0 if in_place else (1 if depthwise else c) * plane + qw
+    scratch = np.zeros(q_len + (c_out // groups * out[0] * qw if wide else 0), np.float32)
+    geo = kc.geometry(batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,
+                      out_height=out[0], out_width=out[1], pad_top=begin[0], pad_left=begin[1],
+                      stride_h=strides[0], stride_w=strides[1], q_height=qh, q_width=qw, plane=plane,
+                      repack=not in_place, wide=wide)
+    code, p1, p2 = fused_activation(node)
+    act = (code, np.float32(p1), np.float32(p2))
+    bias = In(2) if b is not None and not b.is_const else np.ascontiguousarray(
+        np.zeros(c_out, np.float32) if b is None else b.value.reshape(-1), np.float32)
+    wp = np.zeros(kc.packed_weights_size(c_out, groups, boffs.size), np.float32)
+    y_shape = (n, c_out, *out[-nd:])
+    if w.is_const:
+        kc.pack_conv_weights(np.ascontiguousarray(w.value), groups, wp)
+        return Kernel(kc.conv_kernel, (In(0), wp, bias, Out(0), boffs, scratch, geo, *act), [(y_shape, x.dtype)])
+    return Kernel(kc.conv_packing_kernel, (In(0), In(1), bias, Out(0), boffs, scratch, wp, geo, *act),
+                  [(y_shape, x.dtype)])

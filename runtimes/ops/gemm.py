@@ -1,1 +1,80 @@
-"""Placeholder: builders for this family are being written."""
+"""Gemm and MatMul (float32) on ``kernels.gemm``: constant B packed once, ONNX C broadcasting as
+strides, numpy matmul batching as per-batch offsets, and the fused activation of Gemm."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.ir import Node
+
+from ..kernels import gemm as kg
+from .activation import fused_activation
+from .registry import In, Kernel, Out, Unsupported, register
+
+
+def _float32(op: str, *tensors) -> None:
+    for t in tensors:
+        if t is not None and t.dtype != np.float32:
+            raise Unsupported(f"{op} on {t.dtype} (edgekit computes float32)")
+
+
+def _c_strides(shape: tuple[int, ...], m: int, n: int) -> tuple[int, int]:
+    """Row and column strides reading C unidirectionally broadcast to (m, n) (0 = repeated)."""
+    if len(shape) > 2:
+        raise ValueError(f"C of rank {len(shape)} does not broadcast to ({m}, {n})")
+    rows, cols = (1,) * (2 - len(shape)) + tuple(shape)
+    if rows not in (1, m) or cols not in (1, n):
+        raise ValueError(f"C of shape {shape} does not broadcast to ({m}, {n})")
+    return (cols if rows > 1 else 0), (1 if cols > 1 else 0)
+
+
+@register("Gemm")
+def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
+    a, b = inputs[0], inputs[1]
+    c = inputs[2] if len(inputs) > 2 else None
+    _float32("Gemm", a, b, c)
+    if len(a.shape) != 2 or len(b.shape) != 2:
+        raise ValueError(f"Gemm takes matrices, got shapes {a.shape} and {b.shape}")
+    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    m, k = a.shape[::-1] if trans_a else a.shape
+    kb, n = b.shape[::-1] if trans_b else b.shape
+    if k != kb:
+        raise ValueError(f"inner dimensions differ: A' is ({m}, {k}), B' is ({kb}, {n})")
+    a_rs, a_ks = (1, m) if trans_a else (k, 1)
+    if c is None:
+        c_arg, c_rs, c_cs, beta = np.zeros(1, np.float32), 0, 0, 0.0
+    else:
+        c_rs, c_cs = _c_strides(c.shape, m, n)
+        c_arg = np.ascontiguousarray(c.value, np.float32) if c.is_const else In(2)
+    b_transposed = int(trans_b and not b.is_const)
+    if b.is_const:  # packed once as row-major (K, N)
+        b_arg = np.ascontiguousarray(b.value.T if trans_b else b.value, np.float32)
+    else:
+        b_arg = In(1)
+    scratch = np.zeros((kg.packed_size(m, k) if m > 1 else 0) + (k * n if b_transposed else 0) or 1, np.float32)
+    dims = np.array([m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed], np.int64)
+    code, p1, p2 = fused_activation(node)
+    return Kernel(kg.gemm_kernel, (In(0), b_arg, c_arg, Out(0), np.arange(k, dtype=np.int64) * n, scratch, dims,
+                                   alpha, beta, code, np.float32(p1), np.float32(p2)), [((m, n), a.dtype)])
+
+
+@register("MatMul")
+def build_matmul(node: Node, inputs: list, opset: int) -> Kernel:
+    a, b = inputs[0], inputs[1]
+    _float32("MatMul", a, b)
+    if not a.shape or not b.shape:
+        raise ValueError("MatMul operands must have at least one dimension")
+    a_shape = (1,) + a.shape if len(a.shape) == 1 else a.shape
+    b_shape = b.shape + (1,) if len(b.shape) == 1 else b.shape
+    (m, k), (kb, n) = a_shape[-2:], b_shape[-2:]
+    if k != kb:
+        raise ValueError(f"inner dimensions differ: {a.shape} @ {b.shape}")
+    batch = np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
+    a_index = np.broadcast_to(np.arange(int(np.prod(a_shape[:-2]))).reshape(a_shape[:-2]), batch)
+    b_index = np.broadcast_to(np.arange(int(np.prod(b_shape[:-2]))).reshape(b_shape[:-2]), batch)
+    offsets = np.stack([a_index.reshape(-1) * (m * k), b_index.reshape(-1) * (k * n)]).astype(np.int64)
+    out = batch + ((m,) if len(a.shape) > 1 else ()) + ((n,) if len(b.shape) > 1 else ())
+    scratch = np.zeros(kg.packed_size(m, k) if m > 1 else 1, np.float32)
+    dims = np.array([m, n, k], np.int64)
+    return Kernel(kg.matmul_kernel, (In(0), In(1), Out(0), np.arange(k, dtype=np.int64) * n, offsets, scratch, dims),
+                  [(tuple(int(d) for d in out), a.dtype)])

@@ -1,0 +1,188 @@
+"""Convolution (ONNX Conv, float32, NCL or NCHW) as shifted matrix products on the gemm micro-kernel.
+
+For one image and group, Y[co, oh, ow] = bias[co] + sum_{ci, kh, kw} W[co, ci, kh, kw] *
+Xpad[ci, oh*sh + kh*dh, ow*sw + kw*dw]. The input is copied once into a zero-padded polyphase
+layout Q[ci, rh, rw, i, j] = Xpad[ci, i*sh + rh, j*sw + rw] (rh < sh, rw < sw; Qh x Qw per
+phase), where every tap reads a contiguous run: Xpad[ci, oh*sh + kh*dh, ow*sw + kw*dw] =
+Q[ci, (kh*dh) % sh, (kw*dw) % sw, oh + (kh*dh) // sh, ow + (kw*dw) // sw]. Letting ow run over the
+whole row width Qw makes each tap (ci, kh, kw) one row of B at a fixed offset (``boffs``), so
+Y_wide (Cout, Hout*Qw) = W (Cout, Cin*KH*KW) @ B with no im2col copy. The Qw - Wout extra
+columns of each output row are dropped when Y_wide is copied out with the activation applied.
+Convolutions with a single output row (all 1-D ones) or with Qw == Wout write Y directly, and
+unpadded unit-stride inputs are read in place. A 1-D convolution is the 2-D one with H = KH = 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import FASTMATH
+from .activation import IDENTITY
+from .gemm import (LANES, activate_rows, matmul_tiles, pack_panels, panel_rows, tile_get, tile_new, tile_set,
+                   vcopy, vfma, vload, vload_even, vsplat_at, vstore)
+
+GEOMETRY = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
+            "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "wide")
+"""Fields of the int64 ``geo`` array, in order (``plane`` is the per-channel length of Q)."""
+
+
+def geometry(**fields: int) -> np.ndarray:
+    """The ``geo`` array of ``conv_kernel`` from GEOMETRY's fields given by name."""
+    return np.array([int(fields[f]) for f in GEOMETRY], np.int64)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _repack(x, x_off, c_in, h, w, pt, pl, sh, sw, qh, qw, plane, q):
+    """q[c*plane + (rh*sw + rw)*qh*qw + i*qw + j] = Xpad[c, i*sh + rh, j*sw + rw] for the positions
+    inside X; the pad positions of ``q`` are the same on every call and stay zero."""
+    for rh in range(sh):
+        i0 = max(0, -((rh - pt) // sh))
+        i1 = max(i0, min(qh, -((rh - pt - h) // sh)))
+        for rw in range(sw):
+            j0 = min(qw, max(0, -((rw - pl) // sw)))
+            j1 = max(j0, min(qw, -((rw - pl - w) // sw)))
+            for c in range(c_in):
+                base = c * plane + (rh * sw + rw) * qh * qw
+                for i in range(i0, i1):
+                    o = base + i * qw + j0
+                    start = x_off + (c * h + i * sh + rh - pt) * w + j0 * sw + rw - pl
+                    n = j1 - j0
+                    if sw == 1:
+                        vcopy(q, o, x, start, n)
+                    elif sw == 2:
+                        for j in range(0, n, LANES):
+                            vstore(q, o + j, vload_even(x, start + 2 * j, n - j), n - j)
+                    else:
+                        for j in range(n):
+                            q[o + j] = x[start + j * sw]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
+    """y[y_off + (i*oh + r)*ow + j] = act(yw[yw_off + i*ncols + r*qw + j]) for j < ow: drop the wide columns."""
+    for i in range(m):
+        for r in range(oh):
+            vcopy(y, y_off + (i * oh + r) * ow, yw, yw_off + i * ncols + r * qw, ow)
+    activate_rows(y, y_off, 0, 1, m * oh * ow, code, p1, p2)
+
+
+def _depthwise_tile(rows: int, vecs: int):
+    """Depthwise micro-kernel for ``rows`` output rows by ``vecs`` vectors (compile-time constants)."""
+    count = rows * vecs
+
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    def tile(q, src, qw, boffs, w, c, bias, y, dst, ow, m, n):
+        """y[dst + i*ow + j] = bias[c] + sum_t w[c*K + t] * q[src + boffs[t] + i*qw + j], i < m, j < n."""
+        acc = tile_new(count)
+        b = vsplat_at(bias, c)
+        w_off = c * boffs.size
+        for i in range(count):
+            tile_set(acc, i, b)
+        for t in range(boffs.size):
+            wv = vsplat_at(w, w_off + t)
+            o = src + boffs[t]
+            for i in range(rows):
+                r = o + min(i, m - 1) * qw
+                for j in range(vecs):
+                    tile_set(acc, i * vecs + j, vfma(wv, vload(q, r + j * LANES, n - j * LANES), tile_get(acc, i * vecs + j)))
+        for i in range(rows):
+            if i < m:
+                for j in range(vecs):
+                    vstore(y, dst + i * ow + j * LANES, tile_get(acc, i * vecs + j), n - j * LANES)
+
+    return tile
+
+
+_dw_wide = _depthwise_tile(1, 4)
+_dw_mid = _depthwise_tile(2, 2)
+_dw_narrow = _depthwise_tile(4, 1)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow, code, p1, p2):
+    """Channel c of a depthwise convolution, written row by row straight into y (no wide columns).
+
+    Tiles hold four vectors of independent sums (one to four output rows, by the row width) so
+    the tap loop is not bound by the latency of one chain of FMAs."""
+    if ow > 2 * LANES:
+        for r in range(oh):
+            for j0 in range(0, ow, 4 * LANES):
+                _dw_wide(q, src + r * qw + j0, qw, boffs, w, c, bias, y, dst + r * ow + j0, ow, 1, ow - j0)
+    elif ow > LANES:
+        for r in range(0, oh, 2):
+            _dw_mid(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(2, oh - r), ow)
+    else:
+        for r in range(0, oh, 4):
+            _dw_narrow(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(4, oh - r), ow)
+    activate_rows(y, dst, 0, 1, oh * ow, code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv_kernel(x, wp, bias, y, boffs, scratch, geo, code, p1, p2):
+    """y = act(conv(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
+
+    ``wp`` holds W packed by ``pack_conv_weights``, ``bias`` has Cout entries, ``boffs`` the offset
+    in Q of each tap (ci, kh, kw) of a group, ``geo`` the GEOMETRY fields. ``scratch`` holds Q
+    (C*plane + Qw floats, the tail kept zero; one channel for a depthwise convolution) then Y_wide
+    of one group when the output is wide.
+    """
+    n_img, c_in, h, w, groups, c_out = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    oh, ow, pt, pl, sh, sw = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    qh, qw, plane, repack, wide = geo[12], geo[13], geo[14], geo[15], geo[16]
+    cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
+    rows = panel_rows(cout_g)
+    panel = -(-cout_g // rows) * rows * k
+    ncols = ow if oh == 1 else oh * qw
+    q_len = c_in * plane + qw
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    for img in range(n_img):
+        x_off = img * c_in * h * w
+        if cin_g == 1 and cout_g == 1:  # depthwise: repack and compute one channel at a time, in L1
+            for g in range(groups):
+                src, b_add = xf, x_off + g * plane
+                if repack:
+                    _repack(xf, x_off + g * h * w, 1, h, w, pt, pl, sh, sw, qh, qw, plane, scratch)
+                    src, b_add = scratch, 0
+                _depthwise(src, b_add, qw, boffs, wp, g, bias, yf, (img * c_out + g) * oh * ow, oh, ow, code, p1, p2)
+            continue
+        src, src_off = xf, x_off
+        if repack:
+            _repack(xf, x_off, c_in, h, w, pt, pl, sh, sw, qh, qw, plane, scratch)
+            src, src_off = scratch, 0
+        for g in range(groups):
+            y_off = (img * c_out + g * cout_g) * oh * ow
+            b_add = src_off + g * cin_g * plane
+            if wide:
+                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, 1, 0, 1.0,
+                             scratch, q_len, ncols, cout_g, ncols, k, 1.0, IDENTITY, p1, p2)
+                _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2)
+            else:
+                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, 1, 0, 1.0,
+                             yf, y_off, ncols, cout_g, ncols, k, 1.0, code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def pack_conv_weights(w, groups, wp):
+    """Pack W (Cout, Cin/groups, [KH,] KW) into ``wp``: per group, panels of the (Cout/groups, K) matrix."""
+    c_out = w.shape[0]
+    cout_g = c_out // groups
+    wf = w.reshape(-1)
+    k = wf.size // c_out
+    rows = panel_rows(cout_g)
+    panel = -(-cout_g // rows) * rows * k
+    for g in range(groups):
+        pack_panels(wf, g * cout_g * k, k, 1, cout_g, k, wp, g * panel)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv_packing_kernel(x, w, bias, y, boffs, scratch, wp, geo, code, p1, p2):
+    """``conv_kernel`` for weights known only at run time: pack W into ``wp`` on every call."""
+    pack_conv_weights(w, geo[4], wp)
+    conv_kernel(x, wp, bias, y, boffs, scratch, geo, code, p1, p2)
+
+
+def packed_weights_size(c_out: int, groups: int, k: int) -> int:
+    """Length of ``wp`` for Cout output channels in ``groups`` groups and k taps per channel."""
+    cout_g = c_out // groups
+    rows = panel_rows(cout_g)
+    return groups * -(-cout_g // rows) * rows * k

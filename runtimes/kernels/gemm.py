@@ -1,0 +1,342 @@
+"""Matrix products on a register-tiled SIMD micro-kernel, shared by Gemm, MatMul and Conv.
+
+Every product here is ``Y(i, j) = act(alpha * sum_t A(i, t) B(t, j) + beta * C(i, j))`` with
+row-major float32 ``Y``. The micro-kernel keeps a tile of ROWS x (VECS * LANES) outputs in
+vector registers for the whole reduction: per step ``t`` it loads VECS vectors of row ``t`` of
+B and broadcasts ROWS scalars of column ``t`` of A (outer-product form, as BLAS micro-kernels
+do). Vectors are explicit LLVM vectors made by the intrinsics below, because Numba's
+auto-vectoriser neither keeps accumulators in registers nor picks 512-bit registers; partial
+tiles use masked loads and stores, so no operand needs padding.
+
+Addressing is by offsets so one kernel serves every layout: ``A(i, t) = a[a_off + (i - i % R) *
+a_ms + (i % R) * a_rs + t * a_ks]`` with R the tile rows (row-major, transposed or packed in
+panels of R rows), ``B(t, j) = b[boffs[t] + b_add + j]`` (row ``t`` of B may start anywhere: Conv
+reads shifted input rows in place of an im2col copy), ``C(i, j) = c[c_off + i * c_rs + j * c_cs]``
+(strides 0 broadcast a bias).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+from . import FASTMATH
+from .activation import CLIP, HARD_SIGMOID, HARD_SWISH, IDENTITY, LEAKY_RELU, RELU, activate
+
+AVX512 = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+LANES = 16 if AVX512 else 8
+"""float32 lanes per vector: one zmm register with AVX-512, one ymm (or two NEON) otherwise."""
+PANEL_ROWS = 8 if AVX512 else 4
+"""Rows of the wide tile (PANEL_ROWS x 2 vectors, sized to the register file)."""
+ROW_VECS = 8
+"""Vectors of the single-row tile used when the product has one row (batch-1 Gemm, depthwise)."""
+
+_VEC = ir.VectorType(ir.FloatType(), LANES)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+class _Vec(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name=f"float32x{LANES}")
+
+
+class _Tile(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name=f"float32x{LANES}_tile")
+
+
+vec = _Vec()
+tile = _Tile()
+
+
+@register_model(_Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+@register_model(_Tile)
+class _TileModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC.as_pointer())
+
+
+def _address(context, builder, arrty, arr, offset):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
+
+
+def _mask(builder, count):
+    """Lanes [0, count) on: a <LANES x i1> vector."""
+    lanes = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
+    limit = builder.insert_element(ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), count, _I32(0))
+    limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return builder.icmp_signed("<", lanes, limit)
+
+
+@intrinsic
+def vload(typingctx, arr, offset, count):
+    """The vector arr[offset : offset + LANES], lanes at and after ``count`` read as 0 (not touched)."""
+    def codegen(context, builder, sig, args):
+        ptr = _address(context, builder, sig.args[0], args[0], args[1])
+        fnty = ir.FunctionType(_VEC, [ptr.type, _I32, ir.VectorType(ir.IntType(1), LANES), _VEC])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
+        return builder.call(fn, [ptr, _I32(4), _mask(builder, args[2]), ir.Constant(_VEC, [0.0] * LANES)])
+    return vec(arr, offset, count), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, offset, value, count):
+    """arr[offset : offset + min(count, LANES)] = the first lanes of ``value``."""
+    def codegen(context, builder, sig, args):
+        ptr = _address(context, builder, sig.args[0], args[0], args[1])
+        fnty = ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, ir.VectorType(ir.IntType(1), LANES)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
+        builder.call(fn, [args[2], ptr, _I32(4), _mask(builder, args[3])])
+        return context.get_dummy_value()
+    return types.none(arr, offset, value, count), codegen
+
+
+@intrinsic
+def vload_even(typingctx, arr, offset, count):
+    """The vector of arr[offset + 2*j] for j < LANES, lanes at and after ``count`` read as 0."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, ir.VectorType(ir.IntType(1), LANES), _VEC])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
+        zero = ir.Constant(_VEC, [0.0] * LANES)
+        span = builder.sub(builder.add(args[2], args[2]), _I64(1))  # elements up to the last one read
+        halves = []
+        for h in range(2):
+            ptr = _address(context, builder, sig.args[0], args[0], builder.add(args[1], _I64(h * LANES)))
+            halves.append(builder.call(fn, [ptr, _I32(4), _mask(builder, builder.sub(span, _I64(h * LANES))), zero]))
+        return builder.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(_I32, LANES), list(range(0, 2 * LANES, 2))))
+    return vec(arr, offset, count), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """A vector with every lane equal to the scalar ``x`` (as float32)."""
+    def codegen(context, builder, sig, args):
+        x = context.cast(builder, args[0], sig.args[0], types.float32)
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, _I32(0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return vec(x), codegen
+
+
+@intrinsic
+def vsplat_at(typingctx, arr, offset):
+    """A vector with every lane equal to arr[offset] (no negative-index wrap: offset >= 0)."""
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), builder.load(builder.gep(data, [args[1]])), _I32(0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return vec(arr, offset), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c, lane by lane, fused."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{LANES}f32")
+        return builder.call(fn, list(args))
+    return vec(a, b, c), codegen
+
+
+@intrinsic
+def tile_new(typingctx, count):
+    """A stack array of ``count`` (a literal) zero vectors; constant indexing keeps it in registers."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    n = count.literal_value
+
+    def codegen(context, builder, sig, args):
+        ptr = cgutils.alloca_once(builder, ir.ArrayType(_VEC, n))
+        builder.store(ir.Constant(ir.ArrayType(_VEC, n), None), ptr)
+        return builder.bitcast(ptr, _VEC.as_pointer())
+    return tile(count), codegen
+
+
+@intrinsic
+def tile_get(typingctx, t, index):
+    def codegen(context, builder, sig, args):
+        return builder.load(builder.gep(args[0], [args[1]]))
+    return vec(t, index), codegen
+
+
+@intrinsic
+def tile_set(typingctx, t, index, value):
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], builder.gep(args[0], [args[1]]))
+        return context.get_dummy_value()
+    return types.none(t, index, value), codegen
+
+
+@njit(inline="always")
+def vcopy(dst, d_off, src, s_off, n):
+    """dst[d_off : d_off + n] = src[s_off : s_off + n], by vectors (offsets are >= 0, no slicing)."""
+    for j in range(0, n, LANES):
+        vstore(dst, d_off + j, vload(src, s_off + j, n - j), n - j)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def activate_rows(y, offset, stride, m, n, code, p1, p2):
+    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j].
+
+    The code is dispatched outside the loops, and each row is a slice indexed from 0 (no
+    negative-index wrap), so the loop of each piecewise-linear activation vectorises.
+    """
+    if code == IDENTITY:
+        return
+    for i in range(m):
+        row = y[offset + i * stride: offset + i * stride + n]
+        if code == RELU:
+            for j in range(n):
+                row[j] = activate(row[j], RELU, p1, p2)
+        elif code == LEAKY_RELU:
+            for j in range(n):
+                row[j] = activate(row[j], LEAKY_RELU, p1, p2)
+        elif code == CLIP:
+            for j in range(n):
+                row[j] = activate(row[j], CLIP, p1, p2)
+        elif code == HARD_SIGMOID:
+            for j in range(n):
+                row[j] = activate(row[j], HARD_SIGMOID, p1, p2)
+        elif code == HARD_SWISH:
+            for j in range(n):
+                row[j] = activate(row[j], HARD_SWISH, p1, p2)
+        else:
+            for j in range(n):
+                row[j] = activate(row[j], code, p1, p2)
+
+
+def _micro_kernel(rows: int, vecs: int):
+    """The micro-kernel for one tile shape; ``rows`` and ``vecs`` are compile-time constants."""
+    count = rows * vecs
+
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    def micro(a, a_off, b, boffs, b_add, k, c, c_off, c_rs, c_cs, beta, y, y_off, y_rs, m, n, alpha):
+        """Tile of m <= rows by n <= vecs * LANES outputs at y[y_off + i * y_rs + j] (see module)."""
+        acc = tile_new(count)
+        bv = tile_new(vecs)
+        for t in range(k):
+            row = boffs[t] + b_add
+            for j in range(vecs):
+                tile_set(bv, j, vload(b, row + j * LANES, n - j * LANES))
+            at = a_off + t * rows
+            for i in range(rows):
+                av = vsplat_at(a, at + i)
+                for j in range(vecs):
+                    tile_set(acc, i * vecs + j, vfma(av, tile_get(bv, j), tile_get(acc, i * vecs + j)))
+        va = vsplat(alpha)
+        vb = vsplat(beta)
+        zero = vsplat(0.0)
+        for i in range(rows):
+            if i < m:
+                for j in range(vecs):
+                    out = vfma(va, tile_get(acc, i * vecs + j), zero)
+                    if beta != 0.0:
+                        ci = c_off + i * c_rs
+                        cv = vsplat_at(c, ci) if c_cs == 0 else vload(c, ci + j * LANES, n - j * LANES)
+                        out = vfma(vb, cv, out)
+                    vstore(y, y_off + i * y_rs + j * LANES, out, n - j * LANES)
+
+    return micro
+
+
+_wide_tile = _micro_kernel(PANEL_ROWS, 2)
+_row_tile = _micro_kernel(1, ROW_VECS)
+
+
+@njit(cache=True)
+def panel_rows(m: int) -> int:
+    """Rows per tile, and per packed panel of A, that ``matmul_tiles`` uses for an m-row product."""
+    return 1 if m == 1 else PANEL_ROWS
+
+
+def packed_size(m: int, k: int) -> int:
+    """Length of the packed panels of an (m, k) matrix A."""
+    rows = panel_rows(m)
+    return -(-m // rows) * rows * k
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def pack_panels(src, s_off, s_rs, s_ks, m, k, out, o_off):
+    """Pack A(i, t) = src[s_off + i * s_rs + t * s_ks] (i < m, t < k) into panels of R = panel_rows(m)
+    rows: out[o_off + (i - i % R) * k + t * R + i % R]. Rows past m keep what ``out`` held (zeros)."""
+    rows = panel_rows(m)
+    for i in range(m):
+        base = o_off + (i - i % rows) * k + i % rows
+        for t in range(k):
+            out[base + t * rows] = src[s_off + i * s_rs + t * s_ks]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def matmul_tiles(a, a_off, b, boffs, b_add, c, c_off, c_rs, c_cs, beta, y, y_off, y_rs, m, n, k, alpha, code, p1, p2):
+    """Y(i, j) = act(alpha * sum_t A(i, t) B(t, j) + beta * C(i, j)) for i < m, j < n (see module).
+
+    A is packed by ``pack_panels`` at ``a_off`` (a single row needs no packing: A(0, t) = a[a_off + t]).
+    Arrays are flat float32 (``boffs`` int64, k entries); C is not read when beta == 0. Column
+    blocks are the outer loop so a block of B stays in L1 while every row panel uses it. The
+    activation is a last pass over Y: called per tile it costs more than the pass.
+    """
+    rows = panel_rows(m)
+    cols = (ROW_VECS if rows == 1 else 2) * LANES
+    for j0 in range(0, n, cols):
+        nj = min(cols, n - j0)
+        for i0 in range(0, m, rows):
+            mi = min(rows, m - i0)
+            ao = a_off + i0 * k
+            co = c_off + i0 * c_rs + j0 * c_cs
+            yo = y_off + i0 * y_rs + j0
+            if rows == 1:
+                _row_tile(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+            else:
+                _wide_tile(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+    if code != IDENTITY:
+        activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def gemm_kernel(a, b, c, y, boffs, scratch, dims, alpha, beta, code, p1, p2):
+    """ONNX Gemm: y (M, N) = act(alpha * A' @ B' + beta * C), C broadcast to (M, N) by strides.
+
+    ``dims`` = (M, N, K, a_rs, a_ks, c_rs, c_cs, b_transposed). A'(i, t) = a[i * a_rs + t * a_ks]
+    (transA swaps the strides) and is packed into ``scratch`` when M > 1. B' is row-major (K, N)
+    with its rows at ``boffs``; when b_transposed is 1, ``b`` holds B'^T (N, K) and is first
+    transposed into the end of ``scratch``.
+    """
+    m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7]
+    af, bf = a.reshape(-1), b.reshape(-1)
+    if b_transposed:
+        bt = scratch[scratch.size - n * k:]
+        for j in range(n):
+            for t in range(k):
+                bt[t * n + j] = bf[j * k + t]
+        bf = bt
+    if m > 1:
+        pack_panels(af, 0, a_rs, a_ks, m, k, scratch, 0)
+        af = scratch
+    matmul_tiles(af, 0, bf, boffs, 0, c.reshape(-1), 0, c_rs, c_cs, beta, y.reshape(-1), 0, n, m, n, k,
+                 alpha, code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def matmul_kernel(a, b, y, boffs, offsets, scratch, dims):
+    """numpy matmul over broadcast batches: y[s] (M, N) = A[s] (M, K) @ B[s] (K, N), row-major.
+
+    Batch s reads A at offsets[0, s] and B at offsets[1, s] (broadcasting repeats offsets); A is
+    packed into ``scratch`` when M > 1. A 1-D operand is one row of A (M = 1) or one column of B.
+    """
+    m, n, k = dims[0], dims[1], dims[2]
+    af, bf, yf = a.reshape(-1), b.reshape(-1), y.reshape(-1)
+    for s in range(offsets.shape[1]):
+        a_src, a_off = af, offsets[0, s]
+        if m > 1:
+            pack_panels(af, a_off, k, 1, m, k, scratch, 0)
+            a_src, a_off = scratch, 0
+        matmul_tiles(a_src, a_off, bf, boffs, offsets[1, s], yf, 0, 0, 0, 0.0, yf, s * m * n, n, m, n, k,
+                     1.0, IDENTITY, 0.0, 0.0)

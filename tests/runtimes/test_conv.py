@@ -1,0 +1,144 @@
+"""Conv against onnxruntime on random float32 inputs: 1-D and 2-D, kernel sizes, strides, dilations,
+explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without a channel
+multiplier), with and without bias, batch 1 and 3; weights known only at run time; fused
+activations; and the Conv -> BatchNormalization -> Relu fusion run through InferenceSession.
+Tolerance rtol 1e-4, atol 1e-4: float32 sums of up to a few hundred products of values of order 1,
+accumulated in a different order than onnxruntime's.
+"""
+import numpy as np
+import pytest
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+import edgekit
+from edgekit.runtimes.ops import supported_ops
+from edgekit.errors import UnsupportedOpError
+from oracle import assert_matches_ort, make_model
+
+RTOL, ATOL = 1e-4, 1e-4
+
+CASES = {  # name: (input shape without batch, weight shape, attributes)
+    "1d_k7_pad": ((1, 64), (4, 1, 7), dict(pads=[3, 3])),
+    "1d_stride2_asym": ((4, 50), (6, 4, 5), dict(strides=[2], pads=[2, 1])),
+    "1d_stride3_valid": ((3, 41), (5, 3, 4), dict(strides=[3], auto_pad="VALID")),
+    "1d_group_dilation": ((4, 40), (6, 2, 3), dict(group=2, dilations=[2], pads=[0, 3])),
+    "1d_depthwise_same": ((8, 33), (8, 1, 5), dict(group=8, auto_pad="SAME_UPPER")),
+    "1d_depthwise_x2_stride3": ((8, 33), (16, 1, 3), dict(group=8, strides=[3], auto_pad="SAME_LOWER")),
+    "1d_pointwise": ((5, 20), (3, 5, 1), {}),
+    "1d_valid_dilated": ((5, 20), (3, 5, 4), dict(dilations=[3])),
+    "2d_3x3_pad": ((3, 17, 15), (8, 3, 3, 3), dict(pads=[1, 1, 1, 1])),
+    "2d_3x3_stride2": ((3, 17, 16), (10, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+    "2d_2x3_asym_strides": ((4, 13, 11), (5, 4, 2, 3), dict(strides=[2, 1], pads=[0, 2, 1, 0])),
+    "2d_5x5_dilated": ((2, 19, 18), (9, 2, 5, 5), dict(dilations=[2, 3], pads=[3, 2, 4, 1])),
+    "2d_same_lower_stride": ((4, 13, 11), (16, 4, 2, 3), dict(auto_pad="SAME_LOWER", strides=[1, 2])),
+    "2d_same_upper_stride3": ((4, 14, 10), (7, 4, 3, 3), dict(auto_pad="SAME_UPPER", strides=[3, 3])),
+    "2d_valid": ((6, 9, 12), (4, 6, 3, 2), dict(auto_pad="VALID")),
+    "2d_pointwise": ((24, 7, 9), (40, 24, 1, 1), {}),
+    "2d_pointwise_stride2": ((8, 7, 9), (12, 8, 1, 1), dict(strides=[2, 2])),
+    "2d_grouped": ((12, 10, 9), (18, 4, 3, 3), dict(group=3, pads=[1, 0, 1, 2])),
+    "2d_depthwise": ((16, 15, 14), (16, 1, 3, 3), dict(group=16, pads=[1, 1, 1, 1])),
+    "2d_depthwise_stride2": ((8, 28, 27), (8, 1, 3, 3), dict(group=8, strides=[2, 2], pads=[1, 1, 1, 1])),
+    "2d_depthwise_mid_rows": ((4, 9, 24), (4, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
+    "2d_depthwise_wide_rows": ((3, 6, 70), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2])),
+    "2d_depthwise_x2": ((4, 9, 8), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
+    "2d_kernel_is_input": ((3, 5, 4), (2, 3, 5, 4), {}),
+}
+
+
+def _conv_model(x_shape, w, attrs, bias, extra=(), extra_inits=None):
+    names = ["x", "w"] + (["b"] if bias is not None else [])
+    nodes = [helper.make_node("Conv", names, ["y"], **attrs), *extra]
+    inits = {"w": w} | ({"b": bias} if bias is not None else {}) | (extra_inits or {})
+    out = extra[-1].output[0] if extra else "y"
+    return make_model(nodes, {"x": (x_shape, np.float32)}, [out], inits)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("case", list(CASES))
+def test_conv_matches_onnxruntime(case, with_bias, batch):
+    shape, w_shape, attrs = CASES[case]
+    rng = np.random.default_rng(len(case) + 7 * batch + with_bias)
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32) if with_bias else None
+    assert_matches_ort(_conv_model(x.shape, w, attrs, b), {"x": x}, RTOL, ATOL)
+
+
+def test_same_padding_with_dilation_matches_reference_evaluator():
+    """onnxruntime refuses auto_pad SAME with dilations, so onnx's reference evaluator is the oracle."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 12, 11)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    for auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        model = _conv_model(x.shape, w, dict(auto_pad=auto_pad, dilations=[2, 3], strides=[2, 1]), None)
+        expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+        got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("case", ["1d_stride2_asym", "2d_grouped", "2d_depthwise"])
+def test_weights_and_bias_known_only_at_run_time(case):
+    shape, w_shape, attrs = CASES[case]
+    rng = np.random.default_rng(4)
+    feeds = {"x": rng.standard_normal((2, *shape)).astype(np.float32),
+             "w": rng.standard_normal(w_shape).astype(np.float32),
+             "b": rng.standard_normal(w_shape[0]).astype(np.float32)}
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
+    model = make_model([node], {k: (v.shape, np.float32) for k, v in feeds.items()}, ["y"])
+    session = edgekit.InferenceSession(model)
+    assert_matches_ort(model, feeds, RTOL, ATOL, session=session)
+    feeds["w"] = feeds["w"][::-1].copy()  # the weights are re-packed on every run
+    assert_matches_ort(model, feeds, RTOL, ATOL, session=session)
+
+
+@pytest.mark.parametrize("activation", [
+    helper.make_node("Relu", ["y"], ["z"]),
+    helper.make_node("LeakyRelu", ["y"], ["z"], alpha=0.2),
+    helper.make_node("HardSigmoid", ["y"], ["z"], alpha=0.3, beta=0.6),
+    helper.make_node("Sigmoid", ["y"], ["z"]),
+    helper.make_node("Clip", ["y", "lo", "hi"], ["z"]),
+], ids=lambda n: n.op_type)
+@pytest.mark.parametrize("case", ["1d_k7_pad", "2d_3x3_stride2", "2d_depthwise", "2d_pointwise"])
+def test_fused_activation(case, activation):
+    shape, w_shape, attrs = CASES[case]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, *shape)).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    bounds = {"lo": np.float32(-0.5), "hi": np.float32(1.5)} if activation.op_type == "Clip" else None
+    model = _conv_model(x.shape, w, attrs, rng.standard_normal(w_shape[0]).astype(np.float32), [activation], bounds)
+    session = edgekit.InferenceSession(model)
+    assert len(next(iter(session._plans.values())).steps) == 1
+    assert_matches_ort(model, {"x": x}, RTOL, ATOL, session=session)
+
+
+@pytest.mark.skipif("BatchNormalization" not in supported_ops(),
+                    reason="plan.prepare checks support before fusion, so a fused-away BatchNormalization needs a builder")
+def test_conv_batchnorm_relu_fuse_into_one_step():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 4, 20, 18)).astype(np.float32)
+    c = 8
+    bn = {"gamma": rng.uniform(0.5, 2, c), "beta": rng.standard_normal(c), "mean": rng.standard_normal(c),
+          "var": rng.uniform(0.5, 2, c)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["y", "gamma", "beta", "mean", "var"], ["n"], epsilon=1e-3),
+             helper.make_node("Relu", ["n"], ["z"])]
+    inits = {"w": rng.standard_normal((c, 4, 3, 3)), "b": rng.standard_normal(c), **bn}
+    model = make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], {k: np.asarray(v, np.float32) for k, v in inits.items()})
+    session = edgekit.InferenceSession(model)
+    steps = next(iter(session._plans.values())).steps
+    assert len(steps) < len(nodes)
+    assert_matches_ort(model, {"x": x}, RTOL, ATOL, session=session)
+
+
+def test_nan_propagates():
+    x = np.zeros((1, 2, 9), np.float32)
+    x[0, 1, 4] = np.nan
+    w = np.ones((3, 2, 3), np.float32)
+    assert_matches_ort(_conv_model(x.shape, w, dict(pads=[1, 1]), None), {"x": x}, RTOL, ATOL)
+
+
+def test_3d_conv_is_unsupported():
+    w = np.ones((2, 1, 2, 2, 2), np.float32)
+    with pytest.raises(UnsupportedOpError, match="3-D Conv"):
+        edgekit.InferenceSession(_conv_model((1, 1, 4, 4, 4), w, {}, None))
