@@ -35,7 +35,8 @@ class _State:
 
 @dataclass
 class _Engine:
-    """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``."""
+    """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
+    (the same arrays after every run)."""
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
@@ -109,8 +110,7 @@ class StreamingSession:
             return []
         if self._batch is None:
             self._bind(a.shape[0])
-        eng = self._engine
-        xbuf = eng.inputs[self.input_name]
+        xbuf, run, feedback, outputs = self._xbuf, self._engine.run, self._feedback, self._outputs
         results = []
         pos = 0
         while pos < n:
@@ -119,13 +119,13 @@ class StreamingSession:
             self._fill += take
             pos += take
             if self._fill == self.hop:
-                eng.run()
-                for s in self._states:
-                    np.copyto(eng.inputs[s.input], eng.outputs[s.output])
+                run()
+                for state_in, state_out in feedback:
+                    np.copyto(state_in, state_out)
                 self._fill = 0
                 self._hops += 1
                 if self._hops > self.warmup_hops:
-                    results.append([np.array(eng.outputs[name], copy=True) for name in self.output_names])
+                    results.append([np.array(o, copy=True) for o in outputs])
         return results
 
     def reset(self) -> None:
@@ -182,8 +182,11 @@ class StreamingSession:
         if self._engine is None or self._engine_batch != batch:
             shapes = {s.input: s.shape_for(batch) for s in self._states}
             shapes[self.input_name] = (batch, self.channels, self.hop)
-            self._engine = _plan_engine(self._step, shapes)
+            self._engine = eng = _plan_engine(self._step, shapes)
             self._engine_batch = batch
+            self._xbuf = eng.inputs[self.input_name]
+            self._feedback = [(eng.inputs[s.input], eng.outputs[s.output]) for s in self._states]
+            self._outputs = [eng.outputs[name] for name in self.output_names]
         self._batch = batch
         for s in self._states:
             self._engine.inputs[s.input].fill(s.fill)
