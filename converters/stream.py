@@ -51,6 +51,9 @@ class StreamingModel:
     hops are not those of a full window and are to be dropped; from then on, the outputs of the
     hop ending at sample T equal window inference on samples [T - delay - window, T - delay)
     (exactly for networks without zero padding, where delay is 0).
+
+    ``split`` lists the tensors the head reads (``head_inputs`` gives their geometry), ``layers``
+    what each streamed layer computes per hop, ``window_model`` the model that was converted.
     """
 
     step_model: onnx.ModelProto
@@ -137,7 +140,7 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
         copy.CopyFrom(n)
         copy.input[:] = [fifo_names.get(i, i) for i in n.input]
         g.add(copy)
-    step = _assemble(proto, g, x, dtype, channels, hop, fifo_names)
+    step = _assemble(proto, g, x, dtype, channels, hop)
     meta = {"input": x, "outputs": [o.name for o in proto.graph.output], "hop": hop, "window": length,
             "delay": delay, "warmup_hops": warmup, "channels": channels,
             "states": [{"input": s.input, "output": s.output, "shape": list(s.shape), "dtype": s.dtype,
@@ -293,8 +296,8 @@ def _fifos(ctx: Stream, boundaries: list[str], x: str, length: int) -> tuple[int
     return delay, warmup, names
 
 
-def _assemble(proto: onnx.ModelProto, g: StepGraph, x: str, dtype: np.dtype, channels: int, hop: int,
-              fifo_names: dict[str, str]) -> onnx.ModelProto:
+def _assemble(proto: onnx.ModelProto, g: StepGraph, x: str, dtype: np.dtype, channels: int,
+              hop: int) -> onnx.ModelProto:
     """The step graph as a checked model: chunk + states in, head outputs + next states out."""
     elem = helper.np_dtype_to_tensor_dtype(dtype)
     inputs = [helper.make_tensor_value_info(x, elem, [g.batch, channels, hop])]

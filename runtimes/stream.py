@@ -8,6 +8,7 @@ state buffers. Nothing is allocated per hop except the output arrays handed to t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -115,7 +116,10 @@ class StreamingSession:
         pos = 0
         while pos < n:
             take = min(self.hop - self._fill, n - pos)
-            xbuf[:, :, self._fill:self._fill + take] = a[:, :, pos:pos + take]
+            if take == n:  # the whole chunk (often exactly one hop) lands in one copy
+                np.copyto(xbuf[:, :, self._fill:self._fill + take] if take < self.hop else xbuf, a)
+            else:
+                xbuf[:, :, self._fill:self._fill + take] = a[:, :, pos:pos + take]
             self._fill += take
             pos += take
             if self._fill == self.hop:
@@ -125,7 +129,7 @@ class StreamingSession:
                 self._fill = 0
                 self._hops += 1
                 if self._hops > self.warmup_hops:
-                    results.append([np.array(o, copy=True) for o in outputs])
+                    results.append([o.copy() for o in outputs])
         return results
 
     def reset(self) -> None:
@@ -206,7 +210,7 @@ class StreamingSession:
             raise InputError(f"chunk has {a.shape[1]} channels, the model takes {self.channels}")
         if self._batch is not None and a.shape[0] != self._batch:
             raise InputError(f"chunk has batch {a.shape[0]}, this stream has batch {self._batch} (reset() first)")
-        if not self.allow_nan and a.dtype.kind == "f" and a.size and np.isnan(a.sum()) and np.isnan(a).any():
+        if not self.allow_nan and a.dtype.kind == "f" and math.isnan(np.vdot(a, a)):  # NaN iff a NaN is in a
             raise InputError("chunk contains NaN (pass allow_nan=True to stream it anyway)")
         return a
 
