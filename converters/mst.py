@@ -1,0 +1,397 @@
+"""MST compression of binary layers ("Compressing and Accelerating Binary Neural Networks with
+Minimum Spanning Tree", ICCV 2023, arXiv 2308.13735).
+
+In a binary layer, output channel c can be computed from another channel p's popcount plus a
+correction over only the bits where their weights differ (m = w_c XOR w_p, d = popcount(m)):
+y_c = y_p + 2 * (d - 2 * popcount((a XOR w_c) AND m)). Computing the channels along a spanning
+tree of the Hamming graph over output channels cuts XNOR work and stored weights; the tree depth
+is the dependency chain, so it is bounded. The paper builds a minimum-depth MST; here a
+depth-bounded Prim (a virtual root joins every channel at the cost of computing it densely, and
+only channels above the depth bound may take children) gives a minimum spanning forest when the
+bound is loose and a bounded-depth tree otherwise.
+
+On a CPU the saving is in 64-bit words, not bits: a child costs one XNOR-popcount per word where
+its mask is nonzero. So the edge weight is the predicted time of that work (``CostModel``), and
+the input channels of a layer can be reordered (``input_order`` on a float input, or the
+producing layer's output channels) so that the differences crowd into few words. Per layer, the
+cost model keeps the MST plan only where it predicts less time than dense; the report gives bit
+and word operations, stored bits and predicted (and, on request, measured) times both ways.
+
+Storage count: dense M * K bits; MST: K bits per root, and per child its parent index
+(ceil(log2 M) bits) plus its mask, as a K-bit map or a list of d positions of ceil(log2 K) bits,
+whichever is smaller.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgekit.errors import ModelError
+from edgekit.model import ModelSource, check_model, load_model
+
+from .binarize import BINARY_OPS, DOMAIN, dense_weights, pack_bits, unpack_bits
+
+__all__ = ["CostModel", "LayerPlan", "MstReport", "compress", "plan_layer", "spanning_tree", "time_layers"]
+
+TILE = 8  # output pixels per kernel step (kernels/binary.py)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Predicted kernel time per 8-pixel tile, in ns (fitted by `python -m benchmarks.binary
+    --calibrate` here). dense: per word of a block of 4 root channels; entry: per word of a block
+    of 4 children (the union of their nonzero mask words); block: fixed cost per child block."""
+
+    dense: float = 2.4
+    entry: float = 2.83
+    block: float = 14.7
+
+    def root(self, k_words: int) -> float:
+        """Cost of one channel computed densely (a quarter of a block)."""
+        return self.dense * k_words / 4
+
+    def edge(self, nnz_words: np.ndarray) -> np.ndarray:
+        """Cost of one child with ``nnz_words`` differing words, if its block shared them all."""
+        return (self.entry * nnz_words + self.block) / 4
+
+
+@dataclass
+class LayerPlan:
+    """Spanning forest over a layer's output channels, its child blocks and its counts (per output
+    pixel). ``blocks``: the children in runs of 4 computed together (-1 = empty lane), in order."""
+
+    parents: np.ndarray      # (M,), -1 for roots
+    depth: np.ndarray        # (M,), 0 for roots
+    diff_bits: np.ndarray    # (M,), d = popcount(mask) per child, K for roots
+    blocks: list             # lists of up to 4 children
+    union_words: np.ndarray  # (blocks,), words where some child of the block differs
+    k_bits: int
+    k_words: int
+    input_order: np.ndarray | None = None  # bit position i holds input channel input_order[i]
+
+    @property
+    def roots(self) -> int:
+        return int((self.parents < 0).sum())
+
+    def order(self) -> list[int]:
+        """The ``mst_order`` attribute: the blocks, each padded to 4 with -1."""
+        return [c for b in self.blocks for c in b + [-1] * (4 - len(b))]
+
+    def bit_ops(self) -> tuple[int, int]:
+        """XNOR-popcount bit operations per output pixel (the paper's count), (dense, MST)."""
+        return self.parents.size * self.k_bits, int(self.diff_bits.sum())
+
+    def word_ops(self) -> tuple[int, int]:
+        """64-bit XNOR-popcount word operations per output pixel the kernel runs, (dense, MST)."""
+        return self.parents.size * self.k_words, self.roots * self.k_words + 4 * int(self.union_words.sum())
+
+    def stored_bits(self) -> tuple[int, int]:
+        """Weight storage in bits, (dense, MST) (encoding in the module docstring)."""
+        m = self.parents.size
+        kids = self.parents >= 0
+        per_child = np.minimum(self.k_bits, self.diff_bits[kids] * max(1, math.ceil(math.log2(self.k_bits))))
+        return m * self.k_bits, int(self.roots * self.k_bits + per_child.sum() + kids.sum() * max(1, math.ceil(math.log2(m))))
+
+    def predicted_ns(self, cost: CostModel) -> tuple[float, float]:
+        """Predicted kernel time per tile, (dense, MST)."""
+        dense = math.ceil(self.parents.size / 4) * self.k_words * cost.dense
+        mst = math.ceil(self.roots / 4) * self.k_words * cost.dense + \
+            float(cost.entry * self.union_words.sum() + cost.block * len(self.blocks))
+        return dense, mst
+
+
+def _distances(w: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(differing bits, nonzero words) between row i of packed ``w`` and every row."""
+    x = w ^ w[i]
+    return np.bitwise_count(x).sum(axis=1).astype(np.int64), (x != 0).sum(axis=1).astype(np.int64)
+
+
+def spanning_tree(w: np.ndarray, depth: int | None, cost: CostModel = CostModel(),
+                  metric: str = "time") -> tuple[np.ndarray, np.ndarray]:
+    """(parents, depth) of a depth-bounded minimum spanning forest over the rows of packed ``w``.
+
+    metric "time": edge = predicted child cost (nonzero words), root = dense cost; "bits": edge =
+    Hamming distance, root = K bits (the paper's graph). Bits break ties in either metric.
+    """
+    m, k_words = w.shape
+    bound = m if depth is None else int(depth)
+    k_bits = 64 * k_words
+    if metric == "time":
+        key = np.full(m, cost.root(k_words) + k_bits * 1e-9)
+    elif metric == "bits":
+        key = np.full(m, float(k_bits))
+    else:
+        raise ValueError(f"metric must be 'time' or 'bits', got {metric!r}")
+    parents = np.full(m, -1, np.int64)
+    level = np.zeros(m, np.int64)
+    done = np.zeros(m, bool)
+    for _ in range(m):
+        i = int(np.argmin(np.where(done, np.inf, key)))
+        done[i] = True
+        level[i] = 0 if parents[i] < 0 else level[parents[i]] + 1
+        if level[i] >= bound:
+            continue
+        bits, words = _distances(w, i)
+        edge = cost.edge(words) + bits * 1e-9 if metric == "time" else bits.astype(np.float64)
+        better = ~done & (edge < key)
+        key[better] = edge[better]
+        parents[better] = i
+    return parents, level
+
+
+def _blocks(w: np.ndarray, parents: np.ndarray, depth: np.ndarray) -> tuple[list, np.ndarray]:
+    """Children in blocks of up to 4 from one depth level each (so parents come first), grown
+    greedily to keep the union of their nonzero mask words small; and the union sizes."""
+    kids = np.flatnonzero(parents >= 0)
+    nonzero = (w[kids] ^ w[parents[kids]]) != 0
+    blocks, unions = [], []
+    for d in np.unique(depth[kids]):
+        left = list(np.flatnonzero(depth[kids] == d))
+        left.sort(key=lambda i: -int(nonzero[i].sum()))
+        while left:
+            block = [left.pop(0)]
+            union = nonzero[block[0]].copy()
+            while len(block) < 4 and left:
+                grow = [(union | nonzero[i]).sum() for i in left]
+                block.append(left.pop(int(np.argmin(grow))))
+                union |= nonzero[block[-1]]
+            blocks.append([int(kids[i]) for i in block])
+            unions.append(int(union.sum()))
+    return blocks, np.array(unions, np.int64)
+
+
+def _plan(w: np.ndarray, parents: np.ndarray, depth: np.ndarray, k_bits: int, order=None) -> LayerPlan:
+    diff = np.where(parents[:, None] >= 0, w ^ w[np.maximum(parents, 0)], 0)
+    bits = np.where(parents < 0, k_bits, np.bitwise_count(diff).sum(axis=1)).astype(np.int64)
+    blocks, unions = _blocks(w, parents, depth)
+    return LayerPlan(parents, depth, bits, blocks, unions, k_bits, w.shape[1], order)
+
+
+def _reorder(w: np.ndarray, parents: np.ndarray, channels: int, groups: int) -> np.ndarray:
+    """Input-channel order putting the channels that differ most often along tree edges first."""
+    kids = np.flatnonzero(parents >= 0)
+    masks = unpack_bits((w[kids] ^ w[parents[kids]]).reshape(kids.size, groups, -1), channels)
+    return np.argsort(-masks.sum(axis=(0, 1)), kind="stable")
+
+
+def _permute_inputs(w: np.ndarray, order: np.ndarray, channels: int, groups: int) -> np.ndarray:
+    bits = unpack_bits(w.reshape(w.shape[0], groups, -1), channels)
+    return pack_bits(bits[:, :, order]).reshape(w.shape[0], -1)
+
+
+def plan_layer(w: np.ndarray, channels: int, depth: int | None, cost: CostModel = CostModel(),
+               reorder: bool = True, metric: str = "time") -> LayerPlan:
+    """The MST plan of one layer's dense packed weights (M, groups * words); ``reorder`` tries an
+    input-channel order that concentrates differences and keeps it when it predicts less time."""
+    wd = (channels + 63) // 64
+    groups = w.shape[1] // wd
+    k_bits = groups * channels
+    plan = _plan(w, *spanning_tree(w, depth, cost, metric), k_bits)
+    if reorder and channels > 64 and plan.blocks:
+        order = _reorder(w, plan.parents, channels, groups)
+        w2 = _permute_inputs(w, order, channels, groups)
+        alt = _plan(w2, *spanning_tree(w2, depth, cost, metric), k_bits, order)
+        if alt.predicted_ns(cost)[1] < plan.predicted_ns(cost)[1]:
+            plan = alt
+    return plan
+
+
+# --- model level ----------------------------------------------------------------------------------
+
+@dataclass
+class LayerReport:
+    name: str
+    op: str
+    pixels: int
+    plan: LayerPlan
+    chosen: str
+    measured_us: tuple[float, float] | None = None
+
+
+@dataclass
+class MstReport:
+    """Per binary layer: op counts, storage, predicted times and the choice (dense or MST)."""
+
+    depth: int | None
+    cost: CostModel
+    layers: list[LayerReport] = field(default_factory=list)
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Whole-model (dense, MST-as-chosen) XNOR bit-ops, word-ops and stored weight bits."""
+        out = {"bit_ops": [0, 0], "word_ops": [0, 0], "stored_bits": [0, 0]}
+        for l in self.layers:
+            for key, fn, scale in (("bit_ops", l.plan.bit_ops, l.pixels), ("word_ops", l.plan.word_ops, l.pixels),
+                                   ("stored_bits", l.plan.stored_bits, 1)):
+                d, m = fn()
+                out[key][0] += d * scale
+                out[key][1] += (m if l.chosen == "mst" else d) * scale
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def format(self) -> str:
+        bound = "none" if self.depth is None else str(self.depth)
+        rows = [f"MST report (depth bound {bound}); ops per inference, times per call",
+                f"{'layer':<22}{'M':>5}{'K':>6}{'roots':>6}{'depth':>6}{'bit-ops dense':>15}{'MST':>13}"
+                f"{'words dense':>13}{'MST':>11}{'bits dense':>12}{'MST':>10}{'pred us d/m':>14}"
+                f"{'meas us d/m':>15}  choice"]
+        for l in self.layers:
+            p = l.plan
+            bd, bm = p.bit_ops()
+            wdn, wm = p.word_ops()
+            sd, sm = p.stored_bits()
+            tiles = math.ceil(l.pixels / TILE)
+            pd, pm = (t * tiles / 1000 for t in p.predicted_ns(self.cost))
+            meas = f"{l.measured_us[0]:.1f}/{l.measured_us[1]:.1f}" if l.measured_us else "-"
+            rows.append(f"{l.name[:21]:<22}{p.parents.size:>5}{p.k_bits:>6}{p.roots:>6}{int(p.depth.max()):>6}"
+                        f"{bd * l.pixels:>15,}{bm * l.pixels:>13,}{wdn * l.pixels:>13,}{wm * l.pixels:>11,}"
+                        f"{sd:>12,}{sm:>10,}{f'{pd:.1f}/{pm:.1f}':>14}{meas:>15}  {l.chosen}")
+        t = self.totals()
+        rows.append("total (as chosen): " + ", ".join(
+            f"{k.replace('_', ' ')} {d:,} -> {m:,} ({m / d:.2f}x)" for k, (d, m) in t.items() if d))
+        return "\n".join(rows)
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    keep = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(keep + ([helper.make_attribute(name, value)] if value is not None else []))
+
+
+def _pixels(node: onnx.NodeProto, shapes: dict) -> int:
+    """Output pixels of a layer (batch rows for a gemm); 1 when its output shape is unknown."""
+    shape = shapes.get(node.output[0])
+    if shape is None or node.op_type == "BinaryGemm":
+        return int(shape[0]) if shape else 1
+    packed = _attr(node, "output", b"float") in (b"packed", "packed")
+    return int(np.prod(shape[:-1] if packed else (shape[0],) + shape[2:]))
+
+
+def compress(model: ModelSource, depth: int | None = None, apply: bool = True, cost: CostModel = CostModel(),
+             force: bool = False, reorder: bool = True, metric: str = "time") -> tuple[onnx.ModelProto, MstReport]:
+    """Plan every BinaryConv/BinaryGemm of a binarized model; write the plans the cost model prefers.
+
+    ``apply`` False only reports; ``force`` writes MST plans even where dense predicts faster. A
+    layer's input reordering is applied when its input is float (``input_order``) or the packed
+    output of a binary layer read by it alone (that layer's output channels are permuted).
+    """
+    proto = onnx.ModelProto()
+    proto.CopyFrom(load_model(model))
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    shapes = _shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info)}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    report = MstReport(depth, cost)
+    for node in reversed([n for n in g.node if n.domain == DOMAIN and n.op_type in BINARY_OPS]):
+        w_name = node.input[1]
+        channels = int(_attr(node, "channels"))
+        w = dense_weights(numpy_helper.to_array(inits[w_name]), list(_attr(node, "mst_parents", [])))
+        src = producer.get(node.input[0])
+        packed_src = src is not None and src.domain == DOMAIN and _attr(src, "output", b"") in (b"packed", "packed")
+        packed_in = packed_src or types.get(node.input[0]) == onnx.TensorProto.UINT64
+        can_permute = not packed_in or (packed_src and readers.get(node.input[0], 0) == 1)
+        plan = plan_layer(w, channels, depth, cost, reorder and can_permute, metric)
+        dense_ns, mst_ns = plan.predicted_ns(cost)
+        chosen = "mst" if apply and (force or mst_ns < dense_ns) and plan.roots < w.shape[0] else "dense"
+        report.layers.insert(0, LayerReport(node.name, node.op_type, _pixels(node, shapes), plan, chosen))
+        if chosen == "dense":
+            if _attr(node, "mst_parents"):
+                _replace(inits, w_name, w)
+                _set_attr(node, "mst_parents", None)
+                _set_attr(node, "mst_order", None)
+            continue
+        if plan.input_order is not None:
+            groups = w.shape[1] // ((channels + 63) // 64)
+            w = _permute_inputs(w, plan.input_order, channels, groups)
+            if packed_src:
+                _permute_outputs(src, plan.input_order, inits)
+            else:
+                old = _attr(node, "input_order")
+                order = np.asarray(old, np.int64)[plan.input_order] if old else plan.input_order
+                _set_attr(node, "input_order", [int(i) for i in order])
+        coded = np.where((plan.parents >= 0)[:, None], w ^ w[np.maximum(plan.parents, 0)], w)
+        _replace(inits, w_name, coded.astype(np.uint64))
+        _set_attr(node, "mst_parents", [int(p) for p in plan.parents])
+        _set_attr(node, "mst_order", plan.order())
+    check_model(proto)
+    return proto, report
+
+
+def _permute_outputs(node: onnx.NodeProto, order: np.ndarray, inits: dict) -> None:
+    """Reorder a binary layer's output channels: new channel j is old channel order[j]."""
+    if _attr(node, "mst_parents"):
+        raise ModelError(f"node {node.name!r}: cannot permute the outputs of a layer that already has an MST plan")
+    for i in node.input[1:]:
+        if i:
+            _replace(inits, i, numpy_helper.to_array(inits[i])[order])
+
+
+def _replace(inits: dict, name: str, value: np.ndarray) -> None:
+    inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
+
+
+def _shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    try:
+        g = onnx.shape_inference.infer_shapes(proto).graph
+    except Exception:
+        g = proto.graph
+    out = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            out[vi.name] = tuple(d.dim_value for d in t.shape.dim)
+    return out
+
+
+def time_layers(dense: onnx.ModelProto, mst: onnx.ModelProto, report: MstReport, run) -> None:
+    """Fill ``measured_us`` of every report row: ``run(one_node_model, feeds) -> seconds`` times the
+    layer alone, from ``dense`` (no plans) and ``mst`` (plans applied), on random inputs."""
+    shapes = _shapes(dense)
+    rng = np.random.default_rng(0)
+    for row in report.layers:
+        times = []
+        for model in (dense, mst):
+            node = next(n for n in model.graph.node if n.name == row.name)
+            shape = shapes.get(node.input[0])
+            if shape is None:
+                break
+            single, feed = _single(model, node, shape, rng)
+            times.append(run(single, feed) * 1e6)
+        if len(times) == 2:
+            row.measured_us = (times[0], times[1])
+
+
+def _single(model: onnx.ModelProto, node: onnx.NodeProto, shape: tuple, rng: np.random.Generator):
+    """A model holding only ``node`` and a random feed for its input (packed: zero tail bits)."""
+    inits = [t for t in model.graph.initializer if t.name in node.input[1:]]
+    vi = next((v for v in list(model.graph.value_info) + list(model.graph.input) if v.name == node.input[0]), None)
+    packed = vi is not None and vi.type.tensor_type.elem_type == onnx.TensorProto.UINT64
+    if packed:
+        words = rng.integers(0, np.iinfo(np.uint64).max, shape, dtype=np.uint64, endpoint=True)
+        channels = int(_attr(node, "channels"))
+        if channels % 64:
+            words[..., -1] &= np.uint64((1 << (channels % 64)) - 1)
+        feed = words
+    else:
+        feed = rng.standard_normal(shape).astype(np.float32)
+    elem = onnx.TensorProto.UINT64 if packed else onnx.TensorProto.FLOAT
+    out = next((v for v in model.graph.value_info if v.name == node.output[0]), None)
+    out_vi = out if out is not None else helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info(node.input[0], elem, list(shape))],
+                              [out_vi], inits)
+    single = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return single, {node.input[0]: feed}
