@@ -262,6 +262,8 @@ def _follow(layer: _Layer, g: _Graph) -> None:
             layer.bn = (gamma, beta, mean, var, float(_attrs(nxt).get("epsilon", 1e-5)))
             layer.absorbed.append(nxt)
             y, nxt = nxt.output[0], g.only_consumer(nxt.output[0])
+    if nxt is not None and nxt.op_type in ("GreaterOrEqual", "Less"):  # the condition of a Where form
+        nxt = g.only_consumer(nxt.output[0])
     out = _binarizer(nxt, g)
     if out is not None and out.x == y:
         layer.out = out

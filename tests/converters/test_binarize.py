@@ -1,0 +1,222 @@
+"""binarize / to_float on random binary networks, with onnxruntime as the oracle.
+
+Networks: Sign, Where(x >= 0, 1, -1), Where(x < 0, -1, 1) or QONNX BipolarQuant activations;
++-alpha weights (alpha per channel, powers of two so float sums are exact); zero padding; 70
+and 37 channels (not multiples of 64); stride 2; BatchNormalization with negative gammas; a
+per-channel Add; Flatten into a Gemm (packed bits through the flatten). Checked: the converted
+model exported back to standard ops (to_float) gives in onnxruntime integer-exact pre-activation
+sums and identical +-1 outputs after every threshold, and the float head to rtol 1e-5; the
+converted model in edgekit.InferenceSession gives the float model's outputs; bad input: weights
+that are not +-alpha stay float with a warning naming the conv, and Sign ties warn.
+"""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edgekit
+from edgekit.converters.binarize import BinarizeWarning, binarize, to_float
+from edgekit.runtimes.ops import binary as _binary_ops  # noqa: F401  (registers the ops)
+from oracle import ort_session
+
+QONNX = "qonnx.custom_op.general"
+RTOL = 1e-5
+
+
+def act(kind: str, x: str, y: str) -> tuple[list, dict]:
+    """Nodes (and constants) binarizing x into y."""
+    if kind == "Sign":
+        return [helper.make_node("Sign", [x], [y])], {}
+    if kind == "Where":
+        return [helper.make_node("GreaterOrEqual", [x, "zero"], [f"{y}_ge"]),
+                helper.make_node("Where", [f"{y}_ge", "one", "minus_one"], [y])], {}
+    if kind == "WhereLess":
+        return [helper.make_node("Less", [x, "zero"], [f"{y}_lt"]),
+                helper.make_node("Where", [f"{y}_lt", "minus_one", "one"], [y])], {}
+    assert kind == "BipolarQuant"
+    return [helper.make_node("BipolarQuant", [x, "bq_scale"], [y], domain=QONNX)], {}
+
+
+def network(rng: np.random.Generator, kind: str, side_outputs: bool = False, hw: int = 9) -> onnx.ModelProto:
+    """x (2, 3, hw, hw) -> act -> conv 3->70 pad 1 -> BN -> act -> conv 70->37 stride 2 pad 1 -> Add
+    -> BN -> act -> Flatten -> Gemm 37*s*s -> 10 (+C). ``side_outputs``: the first +-1 tensor is
+    also a graph output (the first conv then writes +-1 floats instead of packed bits)."""
+    c0, c1, c2, m = 3, 70, 37, 10
+    s = (hw + 1) // 2
+
+    def pm(shape):
+        alpha = 2.0 ** rng.integers(-3, 3, shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
+        return (np.where(rng.random(shape) < 0.5, -1.0, 1.0) * alpha).astype(np.float32)
+
+    def bn(name, n):
+        gamma = rng.standard_normal(n) * np.where(rng.random(n) < 0.5, -1, 1)
+        return {f"{name}_g": gamma.astype(np.float32), f"{name}_b": (rng.standard_normal(n) * 3).astype(np.float32),
+                f"{name}_m": (rng.standard_normal(n) * 4).astype(np.float32),
+                f"{name}_v": (rng.random(n) * 5 + 0.5).astype(np.float32)}
+
+    inits = {"w1": pm((c1, c0, 3, 3)), "w2": pm((c2, c1, 3, 3)), "w3": pm((m, c2 * s * s)).T.copy(),
+             "add2": rng.standard_normal((1, c2, 1, 1)).astype(np.float32),
+             "c3": rng.standard_normal(m).astype(np.float32), "zero": np.float32(0), "one": np.float32(1),
+             "minus_one": np.float32(-1), "bq_scale": np.float32(1)}
+    inits.update(bn("bn1", c1))
+    inits.update(bn("bn2", c2))
+    nodes = []
+    for part in (act(kind, "x", "a0"),
+                 ([helper.make_node("Conv", ["a0", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+                   helper.make_node("BatchNormalization", ["c1", "bn1_g", "bn1_b", "bn1_m", "bn1_v"], ["b1"])], {}),
+                 act(kind, "b1", "a1"),
+                 ([helper.make_node("Conv", ["a1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv2"),
+                   helper.make_node("Add", ["c2", "add2"], ["d2"]),
+                   helper.make_node("BatchNormalization", ["d2", "bn2_g", "bn2_b", "bn2_m", "bn2_v"], ["b2"])], {}),
+                 act(kind, "b2", "a2"),
+                 ([helper.make_node("Flatten", ["a2"], ["f"]),
+                   helper.make_node("Gemm", ["f", "w3", "c3"], ["y"], name="fc")], {})):
+        nodes += part[0]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, m])]
+    if side_outputs:
+        outputs.append(helper.make_tensor_value_info("a1", TensorProto.FLOAT, [2, c1, hw, hw]))
+    graph = helper.make_graph(nodes, "bnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c0, hw, hw])],
+                              outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(QONNX, 1)] if kind == "BipolarQuant" else [])
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """The model with extra graph outputs (shapes from shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known = {v.name: v for v in inferred.graph.value_info}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.output.extend(known[n] for n in names)
+    return out
+
+
+def where_form(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A BipolarQuant network rewritten with Where(x >= 0, s, -s), which onnxruntime runs."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type == "BipolarQuant":
+            nodes += act("Where", n.input[0], n.output[0])[0]
+        else:
+            nodes.append(n)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    keep = [o for o in out.opset_import if o.domain != QONNX]
+    del out.opset_import[:]
+    out.opset_import.extend(keep)
+    return out
+
+
+def gammas(model, name):
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+@pytest.mark.parametrize("kind", ["Sign", "Where", "WhereLess"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_converted_network_is_exact_in_onnxruntime(kind, seed):
+    rng = np.random.default_rng(seed)
+    model = network(rng, kind)
+    converted = binarize(model)
+    assert [n.op_type for n in converted.graph.node] == ["BinaryConv", "BinaryConv", "BinaryGemm"]
+    modes = [helper.get_attribute_value(next(a for a in n.attribute if a.name == "output")) for n in converted.graph.node]
+    assert modes == [b"packed", b"packed", b"float"]
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    original = ort_session(with_outputs(model, ["c1", "c2", "a1", "a2"])).run(None, {"x": x})
+    back = ort_session(with_outputs(to_float(converted), ["conv1::dot", "conv2::dot", "a1::pm1", "a2::pm1"]))
+    y, dot1, dot2, a1, a2 = back.run(None, {"x": x})
+    alpha1 = np.abs(gammas(model, "w1")).reshape(70, -1)[:, 0].reshape(1, -1, 1, 1)
+    alpha2 = np.abs(gammas(model, "w2")).reshape(37, -1)[:, 0].reshape(1, -1, 1, 1)
+    flip1 = np.sign(gammas(model, "bn1_g")).reshape(1, -1, 1, 1)
+    flip2 = np.sign(gammas(model, "bn2_g")).reshape(1, -1, 1, 1)
+    np.testing.assert_array_equal(dot1, flip1 * original[1] / alpha1)  # integer-exact sums
+    np.testing.assert_array_equal(dot2, flip2 * original[2] / alpha2)
+    np.testing.assert_array_equal(a1, original[3])                     # identical after thresholds
+    np.testing.assert_array_equal(a2, original[4])
+    np.testing.assert_allclose(y, original[0], rtol=RTOL, atol=1e-5)
+
+
+@pytest.mark.parametrize("side_outputs", [False, True])
+def test_edgekit_session_gives_the_float_models_outputs(side_outputs):
+    rng = np.random.default_rng(4)
+    model = network(rng, "Sign", side_outputs=side_outputs, hw=16)
+    converted = binarize(model)
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})
+    got = edgekit.InferenceSession(converted).run(None, {"x": x})
+    np.testing.assert_allclose(got[0], expected[0], rtol=RTOL, atol=1e-5)
+    if side_outputs:  # the shared +-1 tensor comes out of a 'sign' BinaryConv, exactly
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_bipolarquant_network_matches_its_where_form():
+    rng = np.random.default_rng(2)
+    model = network(rng, "BipolarQuant")
+    for t in model.graph.initializer:
+        if t.name == "bq_scale":
+            t.CopyFrom(numpy_helper.from_array(np.float32(0.5), "bq_scale"))
+    converted = binarize(model)
+    assert sum(n.domain == QONNX for n in converted.graph.node) == 0
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    reference = where_form(model)
+    for t in reference.graph.initializer:  # Where(x >= 0, 0.5, -0.5): BipolarQuant's scale
+        if t.name in ("one", "minus_one"):
+            t.CopyFrom(numpy_helper.from_array(np.float32(0.5 if t.name == "one" else -0.5), t.name))
+    expected = ort_session(reference).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ort_session(to_float(converted)).run(None, {"x": x})[0], expected, rtol=RTOL, atol=1e-5)
+    np.testing.assert_allclose(edgekit.InferenceSession(converted).run(None, {"x": x})[0], expected, rtol=RTOL,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["MatMul", "GemmTransB"])
+def test_matmul_and_gemm_heads(op):
+    rng = np.random.default_rng(6)
+    k, m = 100, 7
+    signs = np.where(rng.random((k, m)) < 0.5, -1.0, 1.0)
+    w = (signs * 0.25).astype(np.float32)
+    inits = {"b": rng.standard_normal(m).astype(np.float32), "w": w if op == "MatMul" else w.T.copy()}
+    nodes = [helper.make_node("Sign", ["x"], ["s"])]
+    if op == "MatMul":
+        nodes += [helper.make_node("MatMul", ["s", "w"], ["p"], name="head"), helper.make_node("Add", ["p", "b"], ["y"])]
+    else:
+        nodes += [helper.make_node("Gemm", ["s", "w", "b"], ["y"], name="head", transB=1, alpha=0.5, beta=2.0)]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, m])],
+                              [numpy_helper.from_array(v, n) for n, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    converted = binarize(model)
+    assert [n.op_type for n in converted.graph.node] == ["BinaryGemm"]
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(edgekit.InferenceSession(converted).run(None, {"x": x})[0], expected, rtol=RTOL, atol=1e-5)
+    np.testing.assert_allclose(ort_session(to_float(converted)).run(None, {"x": x})[0], expected, rtol=RTOL, atol=1e-5)
+
+
+def test_weights_not_plus_minus_alpha_stay_float_with_a_warning():
+    rng = np.random.default_rng(8)
+    model = network(rng, "Sign")
+    for t in model.graph.initializer:
+        if t.name == "w2":
+            w = numpy_helper.to_array(t).copy()
+            w[5, 3, 1, 1] *= 1.5  # channel 5 is no longer +-alpha
+            t.CopyFrom(numpy_helper.from_array(w, "w2"))
+    with pytest.warns(BinarizeWarning, match="'conv2'.*not \\+-alpha"):
+        converted = binarize(model)
+    ops = [n.op_type for n in converted.graph.node]
+    assert "Conv" in ops and ops.count("BinaryConv") == 1 and "BinaryGemm" in ops
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(ort_session(to_float(converted)).run(None, {"x": x})[0],
+                               ort_session(model).run(None, {"x": x})[0], rtol=RTOL, atol=1e-5)
+
+
+def test_sign_tie_is_reported():
+    rng = np.random.default_rng(10)
+    w = np.where(rng.random((4, 2, 1, 1)) < 0.5, -1.0, 1.0).astype(np.float32)  # fan-in 2: sums hit 0
+    nodes = [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Conv", ["s", "w"], ["c"], name="tied"),
+             helper.make_node("Sign", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "tie", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [numpy_helper.from_array(w, "w")])
+    with pytest.warns(BinarizeWarning, match="'tied'.*exactly 0"):
+        binarize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))

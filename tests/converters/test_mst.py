@@ -1,0 +1,207 @@
+"""MST compression: spanning forests under a depth bound, exactness of MST plans, the report.
+
+Checked: the tree respects the depth bound (0 = all dense) and, unbounded on the paper's Hamming
+graph, has the weight of scipy's minimum spanning tree; models with MST plans give bit-identical
+outputs to their dense form in edgekit and (exported to standard ops) in onnxruntime, including
+plans that reorder input channels (of a float input, and of a packed producer's outputs); the
+report's bit-ops, word-ops and stored bits equal a direct count from the written weights; the
+cost model keeps dense for random weights and picks MST for near-duplicate channels; the CLI
+entry point writes a runnable model and prints the report.
+"""
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from scipy.sparse.csgraph import minimum_spanning_tree
+
+import edgekit
+from edgekit.converters.binarize import binarize, convert_binary, pack_bits, to_float
+from edgekit.converters.mst import compress, plan_layer, spanning_tree
+from edgekit.runtimes.ops import binary as _binary_ops  # noqa: F401  (registers the ops)
+from oracle import ort_session
+
+
+def two_layers(rng, w1: np.ndarray, w2: np.ndarray, hw: int = 10) -> onnx.ModelProto:
+    """Sign -> conv w1 (pad 1) -> BN -> Sign -> conv w2 (stride 2, pad 1) -> BN -> Sign."""
+    inits = {"w1": w1.astype(np.float32), "w2": w2.astype(np.float32)}
+    for name, n in (("bn1", w1.shape[0]), ("bn2", w2.shape[0])):
+        inits.update({f"{name}_g": rng.standard_normal(n).astype(np.float32),
+                      f"{name}_b": rng.standard_normal(n).astype(np.float32),
+                      f"{name}_m": (rng.standard_normal(n) * 3).astype(np.float32),
+                      f"{name}_v": (rng.random(n) + 0.5).astype(np.float32)})
+    nodes = [helper.make_node("Sign", ["x"], ["a0"]),
+             helper.make_node("Conv", ["a0", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("BatchNormalization", ["c1", "bn1_g", "bn1_b", "bn1_m", "bn1_v"], ["b1"]),
+             helper.make_node("Sign", ["b1"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv2"),
+             helper.make_node("BatchNormalization", ["c2", "bn2_g", "bn2_b", "bn2_m", "bn2_v"], ["b2"]),
+             helper.make_node("Sign", ["b2"], ["y"])]
+    out = (hw + 1) // 2
+    graph = helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, w1.shape[1], hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, w2.shape[0], out, out])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def signs(rng, shape):
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+
+
+def similar(rng, m, c, flip_channels, p=0.5):
+    """(m, c, 3, 3) +-1 weights: each channel a copy of an earlier one, flipped only at some input
+    channels (``flip_channels``, each position there with probability p)."""
+    w = signs(rng, (m, c, 3, 3))
+    mask = np.zeros((c, 3, 3), bool)
+    mask[flip_channels] = True
+    for i in range(1, m):
+        parent = w[rng.integers(0, i)]
+        w[i] = np.where(mask & (rng.random((c, 3, 3)) < p), -parent, parent)
+    return w
+
+
+def outputs(model, x):
+    return edgekit.InferenceSession(model).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("metric", ["bits", "time"])
+@pytest.mark.parametrize("depth", [0, 1, 2, 4, None])
+def test_depth_bound_holds(metric, depth):
+    rng = np.random.default_rng(1)
+    w = rng.integers(0, np.iinfo(np.uint64).max, (40, 5), dtype=np.uint64, endpoint=True)
+    w[20:] = w[:20] ^ (np.uint64(1) << rng.integers(0, 64, (20, 5)).astype(np.uint64))  # near copies
+    parents, level = spanning_tree(w, depth, metric=metric)
+    direct = np.zeros(40, np.int64)
+    for c in range(40):
+        p, d = parents[c], 0
+        while p >= 0:
+            p, d = parents[p], d + 1
+            assert d <= 40, "cycle"
+        direct[c] = d
+    np.testing.assert_array_equal(direct, level)
+    assert level.max() <= (40 if depth is None else depth)
+    if depth == 0:
+        assert (parents < 0).all()
+
+
+def test_unbounded_tree_is_a_minimum_spanning_tree_of_the_hamming_graph():
+    rng = np.random.default_rng(2)
+    w = rng.integers(0, np.iinfo(np.uint64).max, (30, 3), dtype=np.uint64, endpoint=True)
+    parents, _ = spanning_tree(w, None, metric="bits")
+    dist = np.array([[np.bitwise_count(a ^ b).sum() for b in w] for a in w], float)
+    graph = np.zeros((31, 31))
+    graph[:30, :30] = dist
+    graph[30, :30] = graph[:30, 30] = 64 * 3  # the virtual root: a channel computed densely
+    graph[graph == 0] = 1e-9  # scipy reads 0 as "no edge"; identical rows are 0 apart
+    np.fill_diagonal(graph, 0)
+    best = minimum_spanning_tree(graph).sum()
+    ours = sum(dist[c, p] if p >= 0 else 64 * 3 for c, p in enumerate(parents))
+    assert math.isclose(ours, round(best), abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("depth", [1, 3, None])
+def test_mst_plans_reproduce_dense_results_exactly(depth):
+    rng = np.random.default_rng(3)
+    model = two_layers(rng, signs(rng, (70, 5, 3, 3)), signs(rng, (37, 70, 3, 3)))
+    dense = binarize(model)
+    planned, report = compress(dense, depth=depth, force=True, metric="bits")
+    assert all(l.chosen == "mst" for l in report.layers)
+    assert all(l.plan.depth.max() <= (depth or 99) for l in report.layers)
+    x = rng.standard_normal((1, 5, 10, 10)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(outputs(planned, x), outputs(dense, x))
+    np.testing.assert_array_equal(outputs(planned, x), expected)
+    np.testing.assert_array_equal(ort_session(to_float(planned)).run(None, {"x": x})[0], expected)
+
+
+def direct_counts(model: onnx.ModelProto, name: str) -> tuple[int, int, int]:
+    """(bit-ops, word-ops, stored bits) per output pixel of node ``name``, counted from its tensors."""
+    node = next(n for n in model.graph.node if n.name == name)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    coded = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == node.input[1])
+    parents = list(attrs.get("mst_parents", [-1] * coded.shape[0]))
+    m, k_words = coded.shape
+    k_bits = attrs["kernel_shape"][0] * attrs["kernel_shape"][1] * attrs["channels"]
+    roots = [c for c in range(m) if parents[c] < 0]
+    bits = len(roots) * k_bits + sum(int(np.bitwise_count(coded[c]).sum()) for c in range(m) if parents[c] >= 0)
+    order = list(attrs.get("mst_order", []))
+    unions = sum(int(np.any(coded[[c for c in order[i:i + 4] if c >= 0]] != 0, axis=0).sum())
+                 for i in range(0, len(order), 4))
+    words = len(roots) * k_words + 4 * unions
+    per_child = [min(k_bits, int(np.bitwise_count(coded[c]).sum()) * math.ceil(math.log2(k_bits)))
+                 + math.ceil(math.log2(m)) for c in range(m) if parents[c] >= 0]
+    return bits, words, len(roots) * k_bits + sum(per_child)
+
+
+def test_report_counts_match_a_direct_count():
+    rng = np.random.default_rng(4)
+    model = two_layers(rng, signs(rng, (70, 5, 3, 3)), signs(rng, (37, 70, 3, 3)))
+    planned, report = compress(binarize(model), depth=3, force=True, metric="bits")
+    pixels = {"conv1": 100, "conv2": 25}
+    total_bits = 0
+    for row in report.layers:
+        bits, words, stored = direct_counts(planned, row.name)
+        assert row.pixels == pixels[row.name]
+        assert row.plan.bit_ops()[1] == bits
+        assert row.plan.word_ops()[1] == words
+        assert row.plan.stored_bits()[1] == stored
+        assert row.plan.bit_ops()[0] == row.plan.parents.size * row.plan.k_bits
+        total_bits += bits * row.pixels
+    assert report.totals()["bit_ops"][1] == total_bits
+    assert "conv2" in report.format()
+
+
+def test_cost_model_keeps_dense_for_random_weights_and_picks_mst_for_near_copies():
+    rng = np.random.default_rng(5)
+    random_model = binarize(two_layers(rng, signs(rng, (70, 5, 3, 3)), signs(rng, (128, 70, 3, 3))))
+    _, report = compress(random_model)
+    assert [l.chosen for l in report.layers] == ["dense", "dense"]
+    near = similar(rng, 128, 70, [3, 40, 66], p=0.3)
+    model = two_layers(rng, signs(rng, (70, 5, 3, 3)), near)
+    planned, report = compress(binarize(model))
+    row = report.layers[1]
+    assert row.chosen == "mst" and row.plan.input_order is not None  # differences moved into one word
+    dense_ns, mst_ns = row.plan.predicted_ns(report.cost)
+    assert mst_ns < dense_ns
+    x = rng.standard_normal((1, 5, 10, 10)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(outputs(planned, x), expected)  # the producer's outputs were permuted
+    np.testing.assert_array_equal(ort_session(to_float(planned)).run(None, {"x": x})[0], expected)
+
+
+def test_reordering_a_float_input():
+    rng = np.random.default_rng(6)
+    near = similar(rng, 64, 150, [2, 70, 140], p=0.3)
+    words = pack_bits(near.transpose(0, 2, 3, 1) < 0).reshape(64, -1)
+    plain = plan_layer(words, 150, None, reorder=False)
+    reordered = plan_layer(words, 150, None, reorder=True)
+    assert reordered.input_order is not None
+    assert reordered.word_ops()[1] < plain.word_ops()[1]
+    graph = helper.make_graph(
+        [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Conv", ["s", "w"], ["c"], pads=[1, 1, 1, 1], name="c"),
+         helper.make_node("Sign", ["c"], ["y"])], "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 150, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 6, 6])],
+        [numpy_helper.from_array(near.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    with pytest.warns(UserWarning):  # 1350 inputs: a sum of exactly 0 is reachable
+        dense = binarize(model)
+    planned, report = compress(dense, force=True)
+    node = planned.graph.node[0]
+    assert any(a.name == "input_order" for a in node.attribute)
+    x = rng.standard_normal((1, 150, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(outputs(planned, x), outputs(dense, x))
+
+
+def test_convert_binary_writes_a_runnable_model_and_the_report(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    model = two_layers(rng, signs(rng, (70, 5, 3, 3)), signs(rng, (37, 70, 3, 3)))
+    src, dst = tmp_path / "float.onnx", tmp_path / "binary.onnx"
+    onnx.save(model, src)
+    assert convert_binary(str(src), str(dst), mst=True, mst_depth=2, report=True) == 0
+    printed = capsys.readouterr().out
+    assert "MST report (depth bound 2)" in printed and "conv2" in printed and "wrote" in printed
+    x = rng.standard_normal((1, 5, 10, 10)).astype(np.float32)
+    np.testing.assert_array_equal(outputs(onnx.load(dst), x), ort_session(model).run(None, {"x": x})[0])
