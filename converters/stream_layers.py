@@ -342,8 +342,10 @@ UNARY = (
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus",
     "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Clip", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf",
     "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Identity", "Dropout", "Cast", "BatchNormalization", "Shrink",
+    "Not", "IsNaN", "IsInf",
 )
-NARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where")
+NARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Mod", "Equal", "Greater",
+        "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor")
 CHANNEL_AXIS = ("Concat", "Split", "Softmax", "LogSoftmax", "Hardmax", "ReduceMean", "ReduceMax", "ReduceMin",
                 "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare")
 

@@ -368,3 +368,28 @@ def test_paper_networks():
     rep = report(ppg, hops=8)
     assert rep.edge_columns[ppg.split[0]] == (16, 0, 16)  # causal padding reaches every column of the window
     assert np.isfinite(rep.nrmse_percent) and rep.nrmse_percent > 0 and not rep.exact
+
+
+def test_channel_local_ops_stream_exactly():
+    """Split/Concat/Softmax/Reduce along channels, per-channel constants, Clip, Where: exact, no extra state."""
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3], name="conv"),
+        helper.make_node("Split", ["c", "sp"], ["a", "b"], axis=1, name="split"),
+        helper.make_node("Softmax", ["a"], ["sa"], axis=1, name="softmax"),
+        helper.make_node("ReduceMean", ["b"], ["mb"], axes=[1], keepdims=1, name="mean"),
+        helper.make_node("Mul", ["mb", "scale"], ["smb"], name="scale"),
+        helper.make_node("Clip", ["smb", "lo", "hi"], ["cb"], name="clip"),
+        helper.make_node("Greater", ["cb", "zero"], ["pos"], name="gt"),
+        helper.make_node("Where", ["pos", "cb", "sa"], ["wh"], name="where"),
+        helper.make_node("Concat", ["wh", "b"], ["cat"], axis=1, name="concat"),
+        helper.make_node("Conv", ["cat", "w2"], ["y"], kernel_shape=[2], dilations=[3], name="conv2"),
+    ]
+    inits = {"w": rng.standard_normal((5, 2, 3)).astype(f32), "sp": np.array([3, 2], np.int64),
+             "scale": np.array([[2.0]], f32), "lo": f32(-1), "hi": f32(1), "zero": np.zeros((1, 1, 1), f32),
+             "w2": rng.standard_normal((2, 5, 2)).astype(f32)}
+    model = make_model(nodes, {"x": ([1, 2, 40], np.float32)}, ["y"], inits, opset=13)
+    sm = to_streaming(model, 8)
+    assert [s.kind for s in sm.states] == ["shift", "shift", "fifo"]
+    assert report(sm, hops=12).exact
