@@ -19,11 +19,14 @@ from numba import njit
 from . import FASTMATH
 from .activation import IDENTITY
 from .gemm import (LANES, activate_rows, matmul_tiles, pack_panels, panel_rows, tile_get, tile_new, tile_set,
-                   vcopy, vfma, vload, vload_even, vsplat_at, vstore)
+                   vadd, vcopy, vcopy_even, vfma, vload, vload_even, vload_lanes, vsplat, vsplat_at, vstore)
 
 GEOMETRY = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
-            "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "wide")
+            "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "method")
 """Fields of the int64 ``geo`` array, in order (``plane`` is the per-channel length of Q)."""
+GEMM, GEMM_WIDE, DEPTHWISE, DEPTHWISE_3X3 = range(4)
+"""Methods: shifted product written to Y directly or through Y_wide, depthwise by generic tiles,
+and depthwise 3x3 (dilation 1, stride 1 or 2 in both axes) by a sliding window of input rows."""
 
 
 def geometry(**fields: int) -> np.ndarray:
@@ -32,7 +35,7 @@ def geometry(**fields: int) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _repack(x, x_off, c_in, h, w, pt, pl, sh, sw, qh, qw, plane, q):
+def _repack(x, x_off, channels, h, w, pt, pl, sh, sw, qh, qw, plane, q):
     """q[c*plane + (rh*sw + rw)*qh*qw + i*qw + j] = Xpad[c, i*sh + rh, j*sw + rw] for the positions
     inside X; the pad positions of ``q`` are the same on every call and stay zero."""
     for rh in range(sh):
@@ -41,7 +44,7 @@ def _repack(x, x_off, c_in, h, w, pt, pl, sh, sw, qh, qw, plane, q):
         for rw in range(sw):
             j0 = min(qw, max(0, -((rw - pl) // sw)))
             j1 = max(j0, min(qw, -((rw - pl - w) // sw)))
-            for c in range(c_in):
+            for c in range(channels):
                 base = c * plane + (rh * sw + rw) * qh * qw
                 for i in range(i0, i1):
                     o = base + i * qw + j0
@@ -50,8 +53,7 @@ def _repack(x, x_off, c_in, h, w, pt, pl, sh, sw, qh, qw, plane, q):
                     if sw == 1:
                         vcopy(q, o, x, start, n)
                     elif sw == 2:
-                        for j in range(0, n, LANES):
-                            vstore(q, o + j, vload_even(x, start + 2 * j, n - j), n - j)
+                        vcopy_even(q, o, x, start, n)
                     else:
                         for j in range(n):
                             q[o + j] = x[start + j * sw]
@@ -63,7 +65,7 @@ def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
     for i in range(m):
         for r in range(oh):
             vcopy(y, y_off + (i * oh + r) * ow, yw, yw_off + i * ncols + r * qw, ow)
-    activate_rows(y, y_off, 0, 1, m * oh * ow, code, p1, p2)
+    activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
 
 
 def _depthwise_tile(rows: int, vecs: int):
@@ -93,28 +95,86 @@ def _depthwise_tile(rows: int, vecs: int):
     return tile
 
 
-_dw_wide = _depthwise_tile(1, 4)
-_dw_mid = _depthwise_tile(2, 2)
-_dw_narrow = _depthwise_tile(4, 1)
+_dw_wide = _depthwise_tile(2, 4)
+_dw_mid = _depthwise_tile(4, 2)
+_dw_narrow = _depthwise_tile(8, 1)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow, code, p1, p2):
     """Channel c of a depthwise convolution, written row by row straight into y (no wide columns).
 
-    Tiles hold four vectors of independent sums (one to four output rows, by the row width) so
+    Tiles hold eight vectors of independent sums (two to eight output rows, by the row width) so
     the tap loop is not bound by the latency of one chain of FMAs."""
     if ow > 2 * LANES:
-        for r in range(oh):
-            for j0 in range(0, ow, 4 * LANES):
-                _dw_wide(q, src + r * qw + j0, qw, boffs, w, c, bias, y, dst + r * ow + j0, ow, 1, ow - j0)
-    elif ow > LANES:
         for r in range(0, oh, 2):
-            _dw_mid(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(2, oh - r), ow)
-    else:
+            for j0 in range(0, ow, 4 * LANES):
+                _dw_wide(q, src + r * qw + j0, qw, boffs, w, c, bias, y, dst + r * ow + j0, ow, min(2, oh - r), ow - j0)
+    elif ow > LANES:
         for r in range(0, oh, 4):
-            _dw_narrow(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(4, oh - r), ow)
-    activate_rows(y, dst, 0, 1, oh * ow, code, p1, p2)
+            _dw_mid(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(4, oh - r), ow)
+    else:
+        for r in range(0, oh, 8):
+            _dw_narrow(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(8, oh - r), ow)
+    activate_rows(y, dst, oh * ow, np.int64(1), oh * ow, code, p1, p2)  # one contiguous run
+
+
+@njit(inline="always")
+def _taps3(x, row, valid, s, lo, hi):
+    """Vectors of input row ``row`` (offset of its column -pl + s*j0) for kw = 0, 1, 2: lanes i read
+    column s*(j0 + i) + kw - pl, lanes outside [lo[kw], hi[kw]) and rows outside X are zero."""
+    if not valid:
+        zero = vsplat(0.0)
+        return zero, zero, zero
+    if s == 1:
+        return (vload_lanes(x, row, lo[0], hi[0]), vload_lanes(x, row + 1, lo[1], hi[1]),
+                vload_lanes(x, row + 2, lo[2], hi[2]))
+    return vload_even(x, row, lo[0], hi[0]), vload_even(x, row + 1, lo[1], hi[1]), vload_even(x, row + 2, lo[2], hi[2])
+
+
+@njit(inline="always")
+def _dot3(w, taps, acc):
+    return vfma(w[2], taps[2], vfma(w[1], taps[1], vfma(w[0], taps[0], acc)))
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _depthwise3x3(x, x_off, h, w, pt, pl, s, wt, c, bias, y, dst, oh, ow, code, p1, p2):
+    """Channel c of a 3x3 depthwise convolution, stride s (1 or 2) in both axes, dilation 1, read
+    straight from X (the pads are lanes and rows read as zero: no padded copy).
+
+    Each column strip of one vector slides down the output rows keeping the kw-taps of the input
+    rows it still needs, so an output vector costs 3 loads (6 with stride 2, each a pair of loads
+    deinterleaved) for its 9 FMAs, in three independent partial sums.
+    """
+    k = 9 * c
+    w0 = (vsplat_at(wt, k), vsplat_at(wt, k + 1), vsplat_at(wt, k + 2))
+    w1 = (vsplat_at(wt, k + 3), vsplat_at(wt, k + 4), vsplat_at(wt, k + 5))
+    w2 = (vsplat_at(wt, k + 6), vsplat_at(wt, k + 7), vsplat_at(wt, k + 8))
+    b = vsplat_at(bias, c)
+    zero = vsplat(0.0)
+    for j0 in range(0, ow, LANES):
+        n = min(LANES, ow - j0)
+        # lane i of tap kw reads column s*(j0 + i) + kw - pl, which must lie in [0, w)
+        lo = (max(0, -((s * j0 - pl) // s)), max(0, -((s * j0 + 1 - pl) // s)), max(0, -((s * j0 + 2 - pl) // s)))
+        hi = (min(n, -((s * j0 - pl - w) // s)), min(n, -((s * j0 + 1 - pl - w) // s)), min(n, -((s * j0 + 2 - pl - w) // s)))
+        col = x_off + s * j0 - pl
+        top = _taps3(x, col - pt * w, 0 <= -pt, s, lo, hi)
+        mid = _taps3(x, col + (1 - pt) * w, 0 <= 1 - pt < h, s, lo, hi)
+        for r in range(oh):
+            i = s * r - pt  # input row of kh = 0
+            if s == 1:
+                bottom = _taps3(x, col + (i + 2) * w, i + 2 < h, s, lo, hi)
+            else:
+                mid = _taps3(x, col + (i + 1) * w, 0 <= i + 1 < h, s, lo, hi)
+                bottom = _taps3(x, col + (i + 2) * w, i + 2 < h, s, lo, hi)
+            out = vadd(vadd(_dot3(w0, top, b), _dot3(w1, mid, zero)), _dot3(w2, bottom, zero))
+            vstore(y, dst + r * ow + j0, out, n)
+            if s == 1:
+                top = mid
+                mid = bottom
+            else:
+                top = bottom
+    activate_rows(y, dst, oh * ow, np.int64(1), oh * ow, code, p1, p2)  # one contiguous run
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -128,21 +188,27 @@ def conv_kernel(x, wp, bias, y, boffs, scratch, geo, code, p1, p2):
     """
     n_img, c_in, h, w, groups, c_out = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     oh, ow, pt, pl, sh, sw = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
-    qh, qw, plane, repack, wide = geo[12], geo[13], geo[14], geo[15], geo[16]
+    qh, qw, plane, repack, method = geo[12], geo[13], geo[14], geo[15], geo[16]
     cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
     rows = panel_rows(cout_g)
     panel = -(-cout_g // rows) * rows * k
     ncols = ow if oh == 1 else oh * qw
     q_len = c_in * plane + qw
     xf, yf = x.reshape(-1), y.reshape(-1)
+    one, zero, identity = np.int64(1), np.int64(0), np.int64(IDENTITY)  # typed, not literal (see gemm)
     for img in range(n_img):
         x_off = img * c_in * h * w
-        if cin_g == 1 and cout_g == 1:  # depthwise: repack and compute one channel at a time, in L1
+        if method == DEPTHWISE_3X3:
+            for g in range(groups):
+                _depthwise3x3(xf, x_off + g * h * w, h, w, pt, pl, sh, wp, g, bias, yf, (img * c_out + g) * oh * ow,
+                              oh, ow, code, p1, p2)
+            continue
+        if method == DEPTHWISE:  # repack and compute one channel at a time, in L1
             for g in range(groups):
                 src, b_add = xf, x_off + g * plane
                 if repack:
-                    _repack(xf, x_off + g * h * w, 1, h, w, pt, pl, sh, sw, qh, qw, plane, scratch)
-                    src, b_add = scratch, 0
+                    _repack(xf, x_off + g * h * w, cin_g, h, w, pt, pl, sh, sw, qh, qw, plane, scratch)
+                    src, b_add = scratch, zero
                 _depthwise(src, b_add, qw, boffs, wp, g, bias, yf, (img * c_out + g) * oh * ow, oh, ow, code, p1, p2)
             continue
         src, src_off = xf, x_off
@@ -152,12 +218,12 @@ def conv_kernel(x, wp, bias, y, boffs, scratch, geo, code, p1, p2):
         for g in range(groups):
             y_off = (img * c_out + g * cout_g) * oh * ow
             b_add = src_off + g * cin_g * plane
-            if wide:
-                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, 1, 0, 1.0,
-                             scratch, q_len, ncols, cout_g, ncols, k, 1.0, IDENTITY, p1, p2)
+            if method == GEMM_WIDE:
+                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, one, zero, 1.0,
+                             scratch, q_len, ncols, cout_g, ncols, k, 1.0, identity, p1, p2)
                 _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2)
             else:
-                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, 1, 0, 1.0,
+                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, one, zero, 1.0,
                              yf, y_off, ncols, cout_g, ncols, k, 1.0, code, p1, p2)
 
 
@@ -171,7 +237,7 @@ def pack_conv_weights(w, groups, wp):
     rows = panel_rows(cout_g)
     panel = -(-cout_g // rows) * rows * k
     for g in range(groups):
-        pack_panels(wf, g * cout_g * k, k, 1, cout_g, k, wp, g * panel)
+        pack_panels(wf, g * cout_g * k, k, np.int64(1), cout_g, k, wp, g * panel)
 
 
 @njit(cache=True, fastmath=FASTMATH)

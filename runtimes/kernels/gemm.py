@@ -8,6 +8,9 @@ do). Vectors are explicit LLVM vectors made by the intrinsics below, because Num
 auto-vectoriser neither keeps accumulators in registers nor picks 512-bit registers; partial
 tiles use masked loads and stores, so no operand needs padding.
 
+Callers pass typed ints (``np.int64(0)``), never int literals, to the helpers here: Numba compiles
+a separate specialisation for each literal argument value.
+
 Addressing is by offsets so one kernel serves every layout: ``A(i, t) = a[a_off + (i - i % R) *
 a_ms + (i % R) * a_rs + t * a_ks]`` with R the tile rows (row-major, transposed or packed in
 panels of R rows), ``B(t, j) = b[boffs[t] + b_add + j]`` (row ``t`` of B may start anywhere: Conv
@@ -30,8 +33,11 @@ AVX512 = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
 LANES = 16 if AVX512 else 8
 """float32 lanes per vector: one zmm register with AVX-512, one ymm (or two NEON) otherwise."""
 PANEL_ROWS = 8 if AVX512 else 4
-"""Rows of the wide tile (PANEL_ROWS x 2 vectors, sized to the register file)."""
+"""Rows of the wide tile, PANEL_ROWS x WIDE_VECS vectors: 24 of the 32 zmm registers with
+AVX-512, 12 of the 16 ymm registers otherwise (the rest hold B and the broadcast of A)."""
+WIDE_VECS = 3
 ROW_VECS = 8
+"""Vectors of the single-row tile: eight independent FMA chains cover the FMA latency."""
 """Vectors of the single-row tile used when the product has one row (batch-1 Gemm, depthwise)."""
 
 _VEC = ir.VectorType(ir.FloatType(), LANES)
@@ -70,23 +76,55 @@ def _address(context, builder, arrty, arr, offset):
     return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
 
 
-def _mask(builder, count):
-    """Lanes [0, count) on: a <LANES x i1> vector."""
+def _splat_i64(builder, value):
+    v = builder.insert_element(ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), value, _I32(0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+def _mask(builder, lo, hi):
+    """<LANES x i1>: lanes i with lo <= i < hi on (a constant lo = 0 folds away)."""
     lanes = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
-    limit = builder.insert_element(ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), count, _I32(0))
-    limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-    return builder.icmp_signed("<", lanes, limit)
+    return builder.and_(builder.icmp_signed(">=", lanes, _splat_i64(builder, lo)),
+                        builder.icmp_signed("<", lanes, _splat_i64(builder, hi)))
+
+
+def _masked_load(context, builder, arrty, arr, offset, mask):
+    ptr = _address(context, builder, arrty, arr, offset)
+    fnty = ir.FunctionType(_VEC, [ptr.type, _I32, ir.VectorType(ir.IntType(1), LANES), _VEC])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
+    return builder.call(fn, [ptr, _I32(4), mask, ir.Constant(_VEC, [0.0] * LANES)])
 
 
 @intrinsic
 def vload(typingctx, arr, offset, count):
     """The vector arr[offset : offset + LANES], lanes at and after ``count`` read as 0 (not touched)."""
     def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1])
-        fnty = ir.FunctionType(_VEC, [ptr.type, _I32, ir.VectorType(ir.IntType(1), LANES), _VEC])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
-        return builder.call(fn, [ptr, _I32(4), _mask(builder, args[2]), ir.Constant(_VEC, [0.0] * LANES)])
+        return _masked_load(context, builder, sig.args[0], args[0], args[1], _mask(builder, _I64(0), args[2]))
     return vec(arr, offset, count), codegen
+
+
+@intrinsic
+def vload_lanes(typingctx, arr, offset, lo, hi):
+    """The vector arr[offset : offset + LANES] with only lanes lo <= i < hi read (others 0, not
+    touched: the offset may point before the array when the lanes there are off)."""
+    def codegen(context, builder, sig, args):
+        return _masked_load(context, builder, sig.args[0], args[0], args[1], _mask(builder, args[2], args[3]))
+    return vec(arr, offset, lo, hi), codegen
+
+
+@intrinsic
+def vload_even(typingctx, arr, offset, lo, hi):
+    """The vector of arr[offset + 2*i], only lanes lo <= i < hi read (others 0, not touched)."""
+    def codegen(context, builder, sig, args):
+        first, last = builder.add(args[2], args[2]), builder.sub(builder.add(args[3], args[3]), _I64(1))
+        halves = []
+        for h in range(2):  # elements [2*lo, 2*hi - 1) of each half of arr[offset : offset + 2*LANES]
+            shift = _I64(h * LANES)
+            mask = _mask(builder, builder.sub(first, shift), builder.sub(last, shift))
+            halves.append(_masked_load(context, builder, sig.args[0], args[0], builder.add(args[1], shift), mask))
+        evens = ir.Constant(ir.VectorType(_I32, LANES), list(range(0, 2 * LANES, 2)))
+        return builder.shuffle_vector(halves[0], halves[1], evens)
+    return vec(arr, offset, lo, hi), codegen
 
 
 @intrinsic
@@ -96,25 +134,9 @@ def vstore(typingctx, arr, offset, value, count):
         ptr = _address(context, builder, sig.args[0], args[0], args[1])
         fnty = ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, ir.VectorType(ir.IntType(1), LANES)])
         fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
-        builder.call(fn, [args[2], ptr, _I32(4), _mask(builder, args[3])])
+        builder.call(fn, [args[2], ptr, _I32(4), _mask(builder, _I64(0), args[3])])
         return context.get_dummy_value()
     return types.none(arr, offset, value, count), codegen
-
-
-@intrinsic
-def vload_even(typingctx, arr, offset, count):
-    """The vector of arr[offset + 2*j] for j < LANES, lanes at and after ``count`` read as 0."""
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, ir.VectorType(ir.IntType(1), LANES), _VEC])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
-        zero = ir.Constant(_VEC, [0.0] * LANES)
-        span = builder.sub(builder.add(args[2], args[2]), _I64(1))  # elements up to the last one read
-        halves = []
-        for h in range(2):
-            ptr = _address(context, builder, sig.args[0], args[0], builder.add(args[1], _I64(h * LANES)))
-            halves.append(builder.call(fn, [ptr, _I32(4), _mask(builder, builder.sub(span, _I64(h * LANES))), zero]))
-        return builder.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(_I32, LANES), list(range(0, 2 * LANES, 2))))
-    return vec(arr, offset, count), codegen
 
 
 @intrinsic
@@ -144,6 +166,14 @@ def vfma(typingctx, a, b, c):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{LANES}f32")
         return builder.call(fn, list(args))
     return vec(a, b, c), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b, lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return vec(a, b), codegen
 
 
 @intrinsic
@@ -177,9 +207,22 @@ def tile_set(typingctx, t, index, value):
 
 @njit(inline="always")
 def vcopy(dst, d_off, src, s_off, n):
-    """dst[d_off : d_off + n] = src[s_off : s_off + n], by vectors (offsets are >= 0, no slicing)."""
-    for j in range(0, n, LANES):
-        vstore(dst, d_off + j, vload(src, s_off + j, n - j), n - j)
+    """dst[d_off : d_off + n] = src[s_off : s_off + n] by vectors; only the last one is masked."""
+    full = n - n % LANES
+    for j in range(0, full, LANES):
+        vstore(dst, d_off + j, vload(src, s_off + j, LANES), LANES)
+    if full < n:
+        vstore(dst, d_off + full, vload(src, s_off + full, n - full), n - full)
+
+
+@njit(inline="always")
+def vcopy_even(dst, d_off, src, s_off, n):
+    """dst[d_off + j] = src[s_off + 2*j] for j < n, by vectors; only the last one is masked."""
+    full = n - n % LANES
+    for j in range(0, full, LANES):
+        vstore(dst, d_off + j, vload_even(src, s_off + 2 * j, 0, LANES), LANES)
+    if full < n:
+        vstore(dst, d_off + full, vload_even(src, s_off + 2 * full, 0, n - full), n - full)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -213,8 +256,9 @@ def activate_rows(y, offset, stride, m, n, code, p1, p2):
                 row[j] = activate(row[j], code, p1, p2)
 
 
-def _micro_kernel(rows: int, vecs: int):
-    """The micro-kernel for one tile shape; ``rows`` and ``vecs`` are compile-time constants."""
+def _micro_kernel(rows: int, vecs: int, masked: bool):
+    """The micro-kernel for one tile shape; arguments are compile-time constants. The unmasked
+    variant serves full tiles (its constant all-lanes masks fold away into plain loads and stores)."""
     count = rows * vecs
 
     @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -225,7 +269,7 @@ def _micro_kernel(rows: int, vecs: int):
         for t in range(k):
             row = boffs[t] + b_add
             for j in range(vecs):
-                tile_set(bv, j, vload(b, row + j * LANES, n - j * LANES))
+                tile_set(bv, j, vload(b, row + j * LANES, n - j * LANES if masked else LANES))
             at = a_off + t * rows
             for i in range(rows):
                 av = vsplat_at(a, at + i)
@@ -237,18 +281,22 @@ def _micro_kernel(rows: int, vecs: int):
         for i in range(rows):
             if i < m:
                 for j in range(vecs):
+                    lanes = n - j * LANES if masked else LANES
                     out = vfma(va, tile_get(acc, i * vecs + j), zero)
                     if beta != 0.0:
                         ci = c_off + i * c_rs
-                        cv = vsplat_at(c, ci) if c_cs == 0 else vload(c, ci + j * LANES, n - j * LANES)
+                        cv = vsplat_at(c, ci) if c_cs == 0 else vload(c, ci + j * LANES, lanes)
                         out = vfma(vb, cv, out)
-                    vstore(y, y_off + i * y_rs + j * LANES, out, n - j * LANES)
+                    vstore(y, y_off + i * y_rs + j * LANES, out, lanes)
 
     return micro
 
 
-_wide_tile = _micro_kernel(PANEL_ROWS, 2)
-_row_tile = _micro_kernel(1, ROW_VECS)
+_wide_tile = _micro_kernel(PANEL_ROWS, WIDE_VECS, False)
+_wide_edge = _micro_kernel(PANEL_ROWS, WIDE_VECS, True)
+_wide_last = _micro_kernel(PANEL_ROWS, 1, True)  # a last block of at most one vector
+_row_tile = _micro_kernel(1, ROW_VECS, False)
+_row_edge = _micro_kernel(1, ROW_VECS, True)
 
 
 @njit(cache=True)
@@ -284,7 +332,7 @@ def matmul_tiles(a, a_off, b, boffs, b_add, c, c_off, c_rs, c_cs, beta, y, y_off
     activation is a last pass over Y: called per tile it costs more than the pass.
     """
     rows = panel_rows(m)
-    cols = (ROW_VECS if rows == 1 else 2) * LANES
+    cols = (ROW_VECS if rows == 1 else WIDE_VECS) * LANES
     for j0 in range(0, n, cols):
         nj = min(cols, n - j0)
         for i0 in range(0, m, rows):
@@ -292,10 +340,16 @@ def matmul_tiles(a, a_off, b, boffs, b_add, c, c_off, c_rs, c_cs, beta, y, y_off
             ao = a_off + i0 * k
             co = c_off + i0 * c_rs + j0 * c_cs
             yo = y_off + i0 * y_rs + j0
-            if rows == 1:
+            if rows == 1 and nj == cols:
                 _row_tile(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
-            else:
+            elif rows == 1:
+                _row_edge(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+            elif nj == cols:
                 _wide_tile(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+            elif nj <= LANES:
+                _wide_last(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+            else:
+                _wide_edge(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
     if code != IDENTITY:
         activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
 
@@ -317,10 +371,11 @@ def gemm_kernel(a, b, c, y, boffs, scratch, dims, alpha, beta, code, p1, p2):
             for t in range(k):
                 bt[t * n + j] = bf[j * k + t]
         bf = bt
+    zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
     if m > 1:
-        pack_panels(af, 0, a_rs, a_ks, m, k, scratch, 0)
+        pack_panels(af, zero, a_rs, a_ks, m, k, scratch, zero)
         af = scratch
-    matmul_tiles(af, 0, bf, boffs, 0, c.reshape(-1), 0, c_rs, c_cs, beta, y.reshape(-1), 0, n, m, n, k,
+    matmul_tiles(af, zero, bf, boffs, zero, c.reshape(-1), zero, c_rs, c_cs, beta, y.reshape(-1), zero, n, m, n, k,
                  alpha, code, p1, p2)
 
 
@@ -333,10 +388,11 @@ def matmul_kernel(a, b, y, boffs, offsets, scratch, dims):
     """
     m, n, k = dims[0], dims[1], dims[2]
     af, bf, yf = a.reshape(-1), b.reshape(-1), y.reshape(-1)
+    zero, one, identity, none = np.int64(0), np.int64(1), np.int64(IDENTITY), np.float32(0.0)  # typed, not literals
     for s in range(offsets.shape[1]):
         a_src, a_off = af, offsets[0, s]
         if m > 1:
-            pack_panels(af, a_off, k, 1, m, k, scratch, 0)
-            a_src, a_off = scratch, 0
-        matmul_tiles(a_src, a_off, bf, boffs, offsets[1, s], yf, 0, 0, 0, 0.0, yf, s * m * n, n, m, n, k,
-                     1.0, IDENTITY, 0.0, 0.0)
+            pack_panels(af, a_off, k, one, m, k, scratch, zero)
+            a_src, a_off = scratch, zero
+        matmul_tiles(a_src, a_off, bf, boffs, offsets[1, s], yf, zero, zero, zero, 0.0, yf, s * m * n, n, m, n, k,
+                     1.0, identity, none, none)

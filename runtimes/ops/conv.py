@@ -69,30 +69,35 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
         size, kernel, strides, dilations, out = ([1] + v for v in (size, kernel, strides, dilations, out))
         begin, end = [0] + begin, [0] + end
     h, wd = size
-    padded = [s + p0 + p1 for s, p0, p1 in zip(size, begin, end)]
-    in_place = not any(begin + end) and strides == [1, 1] and (kernel[1] == 1 or out[0] == 1)
+    unpadded = not any(begin + end) and strides == [1, 1]
+    depthwise = cin_g == 1 and c_out == groups
+    if depthwise and kernel == [3, 3] and dilations == [1, 1] and strides in ([1, 1], [2, 2]):
+        method, in_place = kc.DEPTHWISE_3X3, True  # reads X itself, the pads as zero lanes and rows
+    else:  # in place when no shifted row runs past the end of X
+        method, in_place = None, unpadded and (depthwise or kernel[1] == 1 or out[0] == 1)
     if in_place:
         qh, qw, plane = h, wd, h * wd
     else:
-        qh, qw = (-(-p // s) for p, s in zip(padded, strides))
+        qh, qw = (-(-(s + p0 + p1) // st) for s, p0, p1, st in zip(size, begin, end, strides))
         plane = strides[0] * strides[1] * qh * qw
-    depthwise = cin_g == 1 and c_out == groups  # its kernel writes output rows directly
-    wide = out[0] > 1 and qw != out[1] and not depthwise
+    if method is None:
+        method = kc.DEPTHWISE if depthwise else kc.GEMM_WIDE if out[0] > 1 and qw != out[1] else kc.GEMM
     boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
-    q_len = 0 if in_place else (1 if depthwise else c) * plane + qw
-    scratch = np.zeros(q_len + (c_out // groups * out[0] * qw if wide else 0), np.float32)
+    q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw
+    scratch = np.zeros(q_len + (c_out // groups * out[0] * qw if method == kc.GEMM_WIDE else 0), np.float32)
     geo = kc.geometry(batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,
                       out_height=out[0], out_width=out[1], pad_top=begin[0], pad_left=begin[1],
                       stride_h=strides[0], stride_w=strides[1], q_height=qh, q_width=qw, plane=plane,
-                      repack=not in_place, wide=wide)
+                      repack=not in_place, method=method)
     code, p1, p2 = fused_activation(node)
     act = (code, np.float32(p1), np.float32(p2))
-    bias = In(2) if b is not None and not b.is_const else np.ascontiguousarray(
-        np.zeros(c_out, np.float32) if b is None else b.value.reshape(-1), np.float32)
+    # constants are copied so every kernel sees writable arrays (one compiled signature)
+    bias = In(2) if b is not None and not b.is_const else np.array(
+        np.zeros(c_out) if b is None else b.value.reshape(-1), np.float32)
     wp = np.zeros(kc.packed_weights_size(c_out, groups, boffs.size), np.float32)
     y_shape = (n, c_out, *out[-nd:])
     if w.is_const:
-        kc.pack_conv_weights(np.ascontiguousarray(w.value), groups, wp)
+        kc.pack_conv_weights(np.array(w.value, np.float32), groups, wp)
         return Kernel(kc.conv_kernel, (In(0), wp, bias, Out(0), boffs, scratch, geo, *act), [(y_shape, x.dtype)])
     return Kernel(kc.conv_packing_kernel, (In(0), In(1), bias, Out(0), boffs, scratch, wp, geo, *act),
                   [(y_shape, x.dtype)])

@@ -45,10 +45,10 @@ def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
         c_arg, c_rs, c_cs, beta = np.zeros(1, np.float32), 0, 0, 0.0
     else:
         c_rs, c_cs = _c_strides(c.shape, m, n)
-        c_arg = np.ascontiguousarray(c.value, np.float32) if c.is_const else In(2)
+        c_arg = np.array(c.value, np.float32) if c.is_const else In(2)  # writable: one compiled signature
     b_transposed = int(trans_b and not b.is_const)
     if b.is_const:  # packed once as row-major (K, N)
-        b_arg = np.ascontiguousarray(b.value.T if trans_b else b.value, np.float32)
+        b_arg = np.array(b.value.T if trans_b else b.value, np.float32, order="C")
     else:
         b_arg = In(1)
     scratch = np.zeros((kg.packed_size(m, k) if m > 1 else 0) + (k * n if b_transposed else 0) or 1, np.float32)

@@ -38,6 +38,8 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "2d_grouped": ((12, 10, 9), (18, 4, 3, 3), dict(group=3, pads=[1, 0, 1, 2])),
     "2d_depthwise": ((16, 15, 14), (16, 1, 3, 3), dict(group=16, pads=[1, 1, 1, 1])),
     "2d_depthwise_stride2": ((8, 28, 27), (8, 1, 3, 3), dict(group=8, strides=[2, 2], pads=[1, 1, 1, 1])),
+    "2d_depthwise_same_stride2": ((6, 16, 34), (6, 1, 3, 3), dict(group=6, strides=[2, 2], auto_pad="SAME_UPPER")),
+    "2d_depthwise_unpadded": ((5, 9, 40), (5, 1, 3, 3), dict(group=5)),
     "2d_depthwise_mid_rows": ((4, 9, 24), (4, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
     "2d_depthwise_wide_rows": ((3, 6, 70), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2])),
     "2d_depthwise_x2": ((4, 9, 8), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
