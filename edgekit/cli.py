@@ -14,9 +14,10 @@ import numpy as np
 from . import __version__
 from .errors import EdgekitError, InputError
 
-# Demo name -> module with `main(argv) -> int`. Demos register here as they land.
+# Demo name -> (module with `main(argv) -> int`, one-line description). Demos register here.
 DEMOS = {
-    "quickstart": "edgekit.demos.quickstart",
+    "quickstart": ("edgekit.demos.quickstart", "a bundled 1D CNN on edgekit and onnxruntime: outputs and speed"),
+    "ppg": ("edgekit.demos.ppg", "heart rate from a real PPG recording, streamed hop by hop (StreamiNNC)"),
 }
 DEFAULT_DEMO = "quickstart"
 
@@ -108,7 +109,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return importlib.import_module(DEMOS[args.name]).main(args.demo_args)
+    return importlib.import_module(DEMOS[args.name][0]).main(args.demo_args)
 
 
 def cmd_backend_test(args: argparse.Namespace) -> int:
@@ -152,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dims(p)
     p.set_defaults(func=cmd_bench)
 
-    p = verbs.add_parser("demo", help="run a bundled demo", description="Run a bundled demo.")
+    p = verbs.add_parser("demo", help="run a bundled demo", description="Run a bundled demo.",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="demos:\n" + "\n".join(f"  {n:12s} {d}" for n, (_, d) in DEMOS.items()))
     p.add_argument("name", nargs="?", default=DEFAULT_DEMO, choices=sorted(DEMOS),
                    help=f"which demo (default {DEFAULT_DEMO})")
     p.add_argument("demo_args", nargs=argparse.REMAINDER, help="options passed to the demo")
