@@ -81,11 +81,12 @@ class _Graph:
             inferred = onnx.shape_inference.infer_shapes(model).graph
         except Exception:
             inferred = g
-        self.shapes = {}
+        self.shapes: dict[str, tuple] = {}  # dims: int, or the symbolic name (str) / None when unknown
         for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
             t = vi.type.tensor_type
-            if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
-                self.shapes[vi.name] = tuple(d.dim_value for d in t.shape.dim)
+            if t.HasField("shape"):
+                self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                             for d in t.shape.dim)
 
     def const(self, name: str) -> np.ndarray | None:
         return self.consts.get(name)
@@ -342,11 +343,13 @@ def _packable(layer: _Layer, layers: list[_Layer], g: _Graph) -> bool:
     """True when every reader of the layer's +-1 output is a binary layer (directly or via a flatten)."""
     name = layer.out.out
     readers = g.consumers.get(name, [])
-    if name in g.outputs or not readers or (layer.kind == "conv" and len(g.shapes.get(name, ())) != 4):
+    if name in g.outputs or not readers:
         return False
+    shape = g.shapes.get(name, ())
+    chw_known = layer.kind == "gemm" or (len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]))
     for r in readers:
         direct = any(l.node is r and l.flatten is None for l in layers)
-        flat = any(l.flatten is r for l in layers) and len(g.consumers.get(r.output[0], [])) == 1 \
+        flat = chw_known and any(l.flatten is r for l in layers) and len(g.consumers.get(r.output[0], [])) == 1 \
             and r.output[0] not in g.outputs
         if not (direct or flat):
             return False
@@ -377,7 +380,7 @@ def _rewrite(proto: onnx.ModelProto, g: _Graph, layers: list[_Layer]) -> onnx.Mo
     del out.graph.node[:]
     out.graph.node.extend(reversed(live))
     out.graph.initializer.extend(inits)
-    known = {v.name for v in out.graph.value_info}
+    known = {v.name for v in out.graph.value_info} | {o.name for o in out.graph.output}
     out.graph.value_info.extend(v for v in infos if v.name not in known)
     _prune_initializers(out)
     if not any(o.domain == DOMAIN for o in out.opset_import):
@@ -451,6 +454,8 @@ def _out_info(l: _Layer, g: _Graph) -> list:
         return []
     if l.mode != "packed":
         return [helper.make_tensor_value_info(l.y, onnx.TensorProto.FLOAT, list(shape))]
+    if not isinstance(shape[1], int):
+        return []
     words = (shape[1] + 63) // 64
     packed = [shape[0], *shape[2:], words]
     return [helper.make_tensor_value_info(l.y, onnx.TensorProto.UINT64, packed)]

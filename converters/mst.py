@@ -345,6 +345,7 @@ def _replace(inits: dict, name: str, value: np.ndarray) -> None:
 
 
 def _shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Inferred tensor shapes with symbolic dims (a dynamic batch) taken as 1: counts are per item."""
     try:
         g = onnx.shape_inference.infer_shapes(proto).graph
     except Exception:
@@ -352,8 +353,8 @@ def _shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     out = {}
     for vi in list(g.value_info) + list(g.input) + list(g.output):
         t = vi.type.tensor_type
-        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
-            out[vi.name] = tuple(d.dim_value for d in t.shape.dim)
+        if t.HasField("shape") and all(d.HasField("dim_value") or i == 0 for i, d in enumerate(t.shape.dim)):
+            out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
     return out
 
 
@@ -370,13 +371,16 @@ def time_layers(dense: onnx.ModelProto, mst: onnx.ModelProto, report: MstReport,
             if shape is None:
                 break
             single, feed = _single(model, node, shape, rng)
+            if single is None:
+                break
             times.append(run(single, feed) * 1e6)
         if len(times) == 2:
             row.measured_us = (times[0], times[1])
 
 
 def _single(model: onnx.ModelProto, node: onnx.NodeProto, shape: tuple, rng: np.random.Generator):
-    """A model holding only ``node`` and a random feed for its input (packed: zero tail bits)."""
+    """A model holding only ``node`` and a random feed for its input (packed: zero tail bits);
+    (None, None) when the output's shape is unknown."""
     inits = [t for t in model.graph.initializer if t.name in node.input[1:]]
     vi = next((v for v in list(model.graph.value_info) + list(model.graph.input) if v.name == node.input[0]), None)
     packed = vi is not None and vi.type.tensor_type.elem_type == onnx.TensorProto.UINT64
@@ -389,9 +393,10 @@ def _single(model: onnx.ModelProto, node: onnx.NodeProto, shape: tuple, rng: np.
     else:
         feed = rng.standard_normal(shape).astype(np.float32)
     elem = onnx.TensorProto.UINT64 if packed else onnx.TensorProto.FLOAT
-    out = next((v for v in model.graph.value_info if v.name == node.output[0]), None)
-    out_vi = out if out is not None else helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)
+    out = next((v for v in list(model.graph.value_info) + list(model.graph.output) if v.name == node.output[0]), None)
+    if out is None:
+        return None, None
     graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info(node.input[0], elem, list(shape))],
-                              [out_vi], inits)
+                              [out], inits)
     single = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     return single, {node.input[0]: feed}
