@@ -67,12 +67,9 @@ def run(recording: str = "data2", verbose: bool = True) -> dict[str, np.ndarray]
         print(f"{'time s':>7s} {'ref bpm':>8s} {'stream':>7s} {'window':>7s}   {'stream us':>9s} "
               f"{'window edgekit us':>17s} {'window ort us':>13s}")
     k = 0
-    for start in range(0, data.window_count(len(x)) * data.HOP + data.WINDOW - data.HOP, data.HOP):
-        chunk = x[None, start:start + data.HOP]
-        hops, dt = _timed(stream.push, chunk)
-        for outputs in hops:
-            if not outputs:  # a hop before the first full window
-                continue
+    for start in range(0, n * data.HOP + data.WINDOW - data.HOP, data.HOP):
+        hops, dt = _timed(stream.push, x[None, start:start + data.HOP])
+        for outputs in hops:  # none before the first full window, then one per hop
             win = x[None, None, k * data.HOP:k * data.HOP + data.WINDOW]
             (w,), t_ek = _timed(window_ek.run, None, {"ppg": win})
             _, t_ort = _timed(window_ort.run, None, {"ppg": win})
