@@ -18,20 +18,22 @@ from numba import njit
 
 from . import FASTMATH
 from .activation import IDENTITY
-from .gemm import (LANES, activate_rows, matmul_tiles, pack_panels, panel_rows, tile_get, tile_new, tile_set,
+from .gemm import (LANES, activate_rows, matmul_tiles, tile_get, tile_new, tile_set,
                    vadd, vcopy, vcopy_even, vfma, vload, vload_even, vload_lanes, vsplat, vsplat_at, vstore)
 
-GEOMETRY = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
-            "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "method")
-"""Fields of the int64 ``geo`` array, in order (``plane`` is the per-channel length of Q)."""
+FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
+          "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "method",
+          "activation")
+"""Leading fields of the int64 ``plan`` array, in order (``plane`` is the per-channel length of Q);
+the tap offsets ``boffs`` follow them."""
 GEMM, GEMM_WIDE, DEPTHWISE, DEPTHWISE_3X3 = range(4)
 """Methods: shifted product written to Y directly or through Y_wide, depthwise by generic tiles,
 and depthwise 3x3 (dilation 1, stride 1 or 2 in both axes) by a sliding window of input rows."""
 
 
-def geometry(**fields: int) -> np.ndarray:
-    """The ``geo`` array of ``conv_kernel`` from GEOMETRY's fields given by name."""
-    return np.array([int(fields[f]) for f in GEOMETRY], np.int64)
+def plan(boffs: np.ndarray, **fields: int) -> np.ndarray:
+    """The ``plan`` array of ``conv_kernel``: FIELDS given by name, then the tap offsets."""
+    return np.concatenate([np.array([int(fields[f]) for f in FIELDS], np.int64), boffs.astype(np.int64)])
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -178,77 +180,50 @@ def _depthwise3x3(x, x_off, h, w, pt, pl, s, wt, c, bias, y, dst, oh, ow, code, 
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def conv_kernel(x, wp, bias, y, boffs, scratch, geo, code, p1, p2):
+def conv_kernel(x, w, bias, y, scratch, plan, params):
     """y = act(conv(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
 
-    ``wp`` holds W packed by ``pack_conv_weights``, ``bias`` has Cout entries, ``boffs`` the offset
-    in Q of each tap (ci, kh, kw) of a group, ``geo`` the GEOMETRY fields. ``scratch`` holds Q
-    (C*plane + Qw floats, the tail kept zero; one channel for a depthwise convolution) then Y_wide
-    of one group when the output is wide.
+    ``w`` is W (Cout, C/groups, [KH,] KW), ``bias`` has Cout entries, ``plan`` holds FIELDS then
+    the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the activation's two float32
+    parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept zero; one channel for a
+    depthwise convolution) then Y_wide of one group when the output is wide. Few arguments,
+    because Numba's dispatch costs about 80 ns per array argument on every call.
     """
-    n_img, c_in, h, w, groups, c_out = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
-    oh, ow, pt, pl, sh, sw = geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
-    qh, qw, plane, repack, method = geo[12], geo[13], geo[14], geo[15], geo[16]
+    n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
+    oh, ow, pt, pl, sh, sw = plan[6], plan[7], plan[8], plan[9], plan[10], plan[11]
+    qh, qw, plane, repack, method, code = plan[12], plan[13], plan[14], plan[15], plan[16], plan[17]
+    boffs, p1, p2 = plan[18:], params[0], params[1]
     cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
-    rows = panel_rows(cout_g)
-    panel = -(-cout_g // rows) * rows * k
     ncols = ow if oh == 1 else oh * qw
     q_len = c_in * plane + qw
-    xf, yf = x.reshape(-1), y.reshape(-1)
-    one, zero, identity = np.int64(1), np.int64(0), np.int64(IDENTITY)  # typed, not literal (see gemm)
+    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
+    one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
     for img in range(n_img):
-        x_off = img * c_in * h * w
+        x_off = img * c_in * h * wd
         if method == DEPTHWISE_3X3:
             for g in range(groups):
-                _depthwise3x3(xf, x_off + g * h * w, h, w, pt, pl, sh, wp, g, bias, yf, (img * c_out + g) * oh * ow,
+                _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, (img * c_out + g) * oh * ow,
                               oh, ow, code, p1, p2)
             continue
         if method == DEPTHWISE:  # repack and compute one channel at a time, in L1
             for g in range(groups):
                 src, b_add = xf, x_off + g * plane
                 if repack:
-                    _repack(xf, x_off + g * h * w, cin_g, h, w, pt, pl, sh, sw, qh, qw, plane, scratch)
+                    _repack(xf, x_off + g * h * wd, cin_g, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
                     src, b_add = scratch, zero
-                _depthwise(src, b_add, qw, boffs, wp, g, bias, yf, (img * c_out + g) * oh * ow, oh, ow, code, p1, p2)
+                _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, (img * c_out + g) * oh * ow, oh, ow, code, p1, p2)
             continue
         src, src_off = xf, x_off
         if repack:
-            _repack(xf, x_off, c_in, h, w, pt, pl, sh, sw, qh, qw, plane, scratch)
-            src, src_off = scratch, 0
+            _repack(xf, x_off, c_in, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
+            src, src_off = scratch, zero
         for g in range(groups):
             y_off = (img * c_out + g * cout_g) * oh * ow
             b_add = src_off + g * cin_g * plane
             if method == GEMM_WIDE:
-                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, one, zero, 1.0,
-                             scratch, q_len, ncols, cout_g, ncols, k, 1.0, identity, p1, p2)
+                matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
+                             scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
                 _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2)
             else:
-                matmul_tiles(wp, g * panel, src, boffs, b_add, bias, g * cout_g, one, zero, 1.0,
-                             yf, y_off, ncols, cout_g, ncols, k, 1.0, code, p1, p2)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def pack_conv_weights(w, groups, wp):
-    """Pack W (Cout, Cin/groups, [KH,] KW) into ``wp``: per group, panels of the (Cout/groups, K) matrix."""
-    c_out = w.shape[0]
-    cout_g = c_out // groups
-    wf = w.reshape(-1)
-    k = wf.size // c_out
-    rows = panel_rows(cout_g)
-    panel = -(-cout_g // rows) * rows * k
-    for g in range(groups):
-        pack_panels(wf, g * cout_g * k, k, np.int64(1), cout_g, k, wp, g * panel)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def conv_packing_kernel(x, w, bias, y, boffs, scratch, wp, geo, code, p1, p2):
-    """``conv_kernel`` for weights known only at run time: pack W into ``wp`` on every call."""
-    pack_conv_weights(w, geo[4], wp)
-    conv_kernel(x, wp, bias, y, boffs, scratch, geo, code, p1, p2)
-
-
-def packed_weights_size(c_out: int, groups: int, k: int) -> int:
-    """Length of ``wp`` for Cout output channels in ``groups`` groups and k taps per channel."""
-    cout_g = c_out // groups
-    rows = panel_rows(cout_g)
-    return groups * -(-cout_g // rows) * rows * k
+                matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
+                             yf, y_off, ncols, cout_g, ncols, k, unit, code, p1, p2)

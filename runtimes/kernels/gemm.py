@@ -8,12 +8,12 @@ do). Vectors are explicit LLVM vectors made by the intrinsics below, because Num
 auto-vectoriser neither keeps accumulators in registers nor picks 512-bit registers; partial
 tiles use masked loads and stores, so no operand needs padding.
 
-Callers pass typed ints (``np.int64(0)``), never int literals, to the helpers here: Numba compiles
-a separate specialisation for each literal argument value.
+Callers pass typed values (``np.int64(0)``, float32 alpha and beta), never int literals, to the
+helpers here: Numba compiles a separate specialisation for each literal value or argument type.
 
-Addressing is by offsets so one kernel serves every layout: ``A(i, t) = a[a_off + (i - i % R) *
-a_ms + (i % R) * a_rs + t * a_ks]`` with R the tile rows (row-major, transposed or packed in
-panels of R rows), ``B(t, j) = b[boffs[t] + b_add + j]`` (row ``t`` of B may start anywhere: Conv
+Addressing is by offsets so one kernel serves every layout: ``A(i, t) = a[a_off + i * a_rs +
+t * a_ks]`` (row-major or transposed, read in place: broadcasts from eight strided rows cost the
+same as from a packed panel), ``B(t, j) = b[boffs[t] + b_add + j]`` (row ``t`` of B may start anywhere: Conv
 reads shifted input rows in place of an im2col copy), ``C(i, j) = c[c_off + i * c_rs + j * c_cs]``
 (strides 0 broadcast a bias).
 """
@@ -262,17 +262,19 @@ def _micro_kernel(rows: int, vecs: int, masked: bool):
     count = rows * vecs
 
     @njit(cache=True, fastmath=FASTMATH, inline="always")
-    def micro(a, a_off, b, boffs, b_add, k, c, c_off, c_rs, c_cs, beta, y, y_off, y_rs, m, n, alpha):
-        """Tile of m <= rows by n <= vecs * LANES outputs at y[y_off + i * y_rs + j] (see module)."""
+    def micro(a, a_off, a_rs, a_ks, b, boffs, b_add, k, c, c_off, c_rs, c_cs, beta, y, y_off, y_rs, m, n, alpha):
+        """Tile of m <= rows by n <= vecs * LANES outputs at y[y_off + i * y_rs + j] (see module).
+        Rows past m read row m - 1 of A and are not stored."""
         acc = tile_new(count)
         bv = tile_new(vecs)
+        last = m - 1
         for t in range(k):
             row = boffs[t] + b_add
             for j in range(vecs):
                 tile_set(bv, j, vload(b, row + j * LANES, n - j * LANES if masked else LANES))
-            at = a_off + t * rows
+            at = a_off + t * a_ks
             for i in range(rows):
-                av = vsplat_at(a, at + i)
+                av = vsplat_at(a, at + min(i, last) * a_rs)
                 for j in range(vecs):
                     tile_set(acc, i * vecs + j, vfma(av, tile_get(bv, j), tile_get(acc, i * vecs + j)))
         va = vsplat(alpha)
@@ -299,100 +301,72 @@ _row_tile = _micro_kernel(1, ROW_VECS, False)
 _row_edge = _micro_kernel(1, ROW_VECS, True)
 
 
-@njit(cache=True)
-def panel_rows(m: int) -> int:
-    """Rows per tile, and per packed panel of A, that ``matmul_tiles`` uses for an m-row product."""
-    return 1 if m == 1 else PANEL_ROWS
-
-
-def packed_size(m: int, k: int) -> int:
-    """Length of the packed panels of an (m, k) matrix A."""
-    rows = panel_rows(m)
-    return -(-m // rows) * rows * k
-
-
 @njit(cache=True, fastmath=FASTMATH)
-def pack_panels(src, s_off, s_rs, s_ks, m, k, out, o_off):
-    """Pack A(i, t) = src[s_off + i * s_rs + t * s_ks] (i < m, t < k) into panels of R = panel_rows(m)
-    rows: out[o_off + (i - i % R) * k + t * R + i % R]. Rows past m keep what ``out`` held (zeros)."""
-    rows = panel_rows(m)
-    for i in range(m):
-        base = o_off + (i - i % rows) * k + i % rows
-        for t in range(k):
-            out[base + t * rows] = src[s_off + i * s_rs + t * s_ks]
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def matmul_tiles(a, a_off, b, boffs, b_add, c, c_off, c_rs, c_cs, beta, y, y_off, y_rs, m, n, k, alpha, code, p1, p2):
+def matmul_tiles(a, a_off, a_rs, a_ks, b, boffs, b_add, c, c_off, c_rs, c_cs, beta, y, y_off, y_rs, m, n, k,
+                 alpha, code, p1, p2):
     """Y(i, j) = act(alpha * sum_t A(i, t) B(t, j) + beta * C(i, j)) for i < m, j < n (see module).
 
-    A is packed by ``pack_panels`` at ``a_off`` (a single row needs no packing: A(0, t) = a[a_off + t]).
-    Arrays are flat float32 (``boffs`` int64, k entries); C is not read when beta == 0. Column
-    blocks are the outer loop so a block of B stays in L1 while every row panel uses it. The
-    activation is a last pass over Y: called per tile it costs more than the pass.
+    Arrays are flat float32 (``boffs`` int64, k entries); C is not read when beta == 0. Tiles
+    have one row when m is 1, else PANEL_ROWS. Column blocks are the outer loop so a block of B
+    stays in cache while every row panel uses it. The activation is a last pass over Y: called per
+    tile it costs more than the pass.
     """
-    rows = panel_rows(m)
+    rows = 1 if m == 1 else PANEL_ROWS
     cols = (ROW_VECS if rows == 1 else WIDE_VECS) * LANES
     for j0 in range(0, n, cols):
         nj = min(cols, n - j0)
         for i0 in range(0, m, rows):
             mi = min(rows, m - i0)
-            ao = a_off + i0 * k
+            ao = a_off + i0 * a_rs
             co = c_off + i0 * c_rs + j0 * c_cs
             yo = y_off + i0 * y_rs + j0
             if rows == 1 and nj == cols:
-                _row_tile(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _row_tile(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             elif rows == 1:
-                _row_edge(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _row_edge(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             elif nj == cols:
-                _wide_tile(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _wide_tile(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             elif nj <= LANES:
-                _wide_last(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _wide_last(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             else:
-                _wide_edge(a, ao, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _wide_edge(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
     if code != IDENTITY:
         activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def gemm_kernel(a, b, c, y, boffs, scratch, dims, alpha, beta, code, p1, p2):
+def gemm_kernel(a, b, c, y, bt, plan, params):
     """ONNX Gemm: y (M, N) = act(alpha * A' @ B' + beta * C), C broadcast to (M, N) by strides.
 
-    ``dims`` = (M, N, K, a_rs, a_ks, c_rs, c_cs, b_transposed). A'(i, t) = a[i * a_rs + t * a_ks]
-    (transA swaps the strides) and is packed into ``scratch`` when M > 1. B' is row-major (K, N)
-    with its rows at ``boffs``; when b_transposed is 1, ``b`` holds B'^T (N, K) and is first
-    transposed into the end of ``scratch``.
+    ``plan`` = (M, N, K, a_rs, a_ks, c_rs, c_cs, b_transposed, activation, then the K row offsets
+    of B'), ``params`` = float32 (alpha, beta, and the activation's two parameters); few
+    arguments, because Numba's dispatch costs about 80 ns per array argument on every call.
+    A'(i, t) = a[i * a_rs + t * a_ks] (transA swaps the strides). B' is row-major (K, N); when
+    b_transposed is 1, ``b`` holds B'^T (N, K) and is first transposed into ``bt``.
     """
-    m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7]
-    af, bf = a.reshape(-1), b.reshape(-1)
+    m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed, code = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7], plan[8]
+    bf = b.reshape(-1)
     if b_transposed:
-        bt = scratch[scratch.size - n * k:]
         for j in range(n):
             for t in range(k):
                 bt[t * n + j] = bf[j * k + t]
         bf = bt
     zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
-    if m > 1:
-        pack_panels(af, zero, a_rs, a_ks, m, k, scratch, zero)
-        af = scratch
-    matmul_tiles(af, zero, bf, boffs, zero, c.reshape(-1), zero, c_rs, c_cs, beta, y.reshape(-1), zero, n, m, n, k,
-                 alpha, code, p1, p2)
+    matmul_tiles(a.reshape(-1), zero, a_rs, a_ks, bf, plan[9:], zero, c.reshape(-1), zero, c_rs, c_cs, params[1],
+                 y.reshape(-1), zero, n, m, n, k, params[0], code, params[2], params[3])
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def matmul_kernel(a, b, y, boffs, offsets, scratch, dims):
+def matmul_kernel(a, b, y, plan, offsets):
     """numpy matmul over broadcast batches: y[s] (M, N) = A[s] (M, K) @ B[s] (K, N), row-major.
 
-    Batch s reads A at offsets[0, s] and B at offsets[1, s] (broadcasting repeats offsets); A is
-    packed into ``scratch`` when M > 1. A 1-D operand is one row of A (M = 1) or one column of B.
+    ``plan`` = (M, N, K, then the K row offsets of B). Batch s reads A at offsets[0, s] and B at
+    offsets[1, s] (broadcasting repeats offsets). A 1-D operand is one row of A (M = 1) or one
+    column of B (N = 1).
     """
-    m, n, k = dims[0], dims[1], dims[2]
-    af, bf, yf = a.reshape(-1), b.reshape(-1), y.reshape(-1)
+    m, n, k = plan[0], plan[1], plan[2]
+    yf = y.reshape(-1)
     zero, one, identity, none = np.int64(0), np.int64(1), np.int64(IDENTITY), np.float32(0.0)  # typed, not literals
     for s in range(offsets.shape[1]):
-        a_src, a_off = af, offsets[0, s]
-        if m > 1:
-            pack_panels(af, a_off, k, one, m, k, scratch, zero)
-            a_src, a_off = scratch, zero
-        matmul_tiles(a_src, a_off, bf, boffs, offsets[1, s], yf, zero, zero, zero, 0.0, yf, s * m * n, n, m, n, k,
-                     1.0, identity, none, none)
+        matmul_tiles(a.reshape(-1), offsets[0, s], k, one, b.reshape(-1), plan[3:], offsets[1, s], yf, zero, zero, zero,
+                     none, yf, s * m * n, n, m, n, k, np.float32(1.0), identity, none, none)

@@ -85,19 +85,13 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw
     scratch = np.zeros(q_len + (c_out // groups * out[0] * qw if method == kc.GEMM_WIDE else 0), np.float32)
-    geo = kc.geometry(batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,
-                      out_height=out[0], out_width=out[1], pad_top=begin[0], pad_left=begin[1],
-                      stride_h=strides[0], stride_w=strides[1], q_height=qh, q_width=qw, plane=plane,
-                      repack=not in_place, method=method)
     code, p1, p2 = fused_activation(node)
-    act = (code, np.float32(p1), np.float32(p2))
-    # constants are copied so every kernel sees writable arrays (one compiled signature)
+    plan = kc.plan(boffs, batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,
+                   out_height=out[0], out_width=out[1], pad_top=begin[0], pad_left=begin[1], stride_h=strides[0],
+                   stride_w=strides[1], q_height=qh, q_width=qw, plane=plane, repack=not in_place, method=method,
+                   activation=code)
     bias = In(2) if b is not None and not b.is_const else np.array(
         np.zeros(c_out) if b is None else b.value.reshape(-1), np.float32)
-    wp = np.zeros(kc.packed_weights_size(c_out, groups, boffs.size), np.float32)
-    y_shape = (n, c_out, *out[-nd:])
-    if w.is_const:
-        kc.pack_conv_weights(np.array(w.value, np.float32), groups, wp)
-        return Kernel(kc.conv_kernel, (In(0), wp, bias, Out(0), boffs, scratch, geo, *act), [(y_shape, x.dtype)])
-    return Kernel(kc.conv_packing_kernel, (In(0), In(1), bias, Out(0), boffs, scratch, wp, geo, *act),
-                  [(y_shape, x.dtype)])
+    weights = np.array(w.value, np.float32) if w.is_const else In(1)  # a writable copy: one compiled signature
+    params = np.array([p1, p2], np.float32)
+    return Kernel(kc.conv_kernel, (In(0), weights, bias, Out(0), scratch, plan, params), [((n, c_out, *out[-nd:]), x.dtype)])

@@ -51,11 +51,11 @@ def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
         b_arg = np.array(b.value.T if trans_b else b.value, np.float32, order="C")
     else:
         b_arg = In(1)
-    scratch = np.zeros((kg.packed_size(m, k) if m > 1 else 0) + (k * n if b_transposed else 0) or 1, np.float32)
-    dims = np.array([m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed], np.int64)
+    bt = np.zeros(k * n if b_transposed else 1, np.float32)
     code, p1, p2 = fused_activation(node)
-    return Kernel(kg.gemm_kernel, (In(0), b_arg, c_arg, Out(0), np.arange(k, dtype=np.int64) * n, scratch, dims,
-                                   alpha, beta, code, np.float32(p1), np.float32(p2)), [((m, n), a.dtype)])
+    plan = np.concatenate([[m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed, code], np.arange(k) * n]).astype(np.int64)
+    params = np.array([alpha, beta, p1, p2], np.float32)
+    return Kernel(kg.gemm_kernel, (In(0), b_arg, c_arg, Out(0), bt, plan, params), [((m, n), a.dtype)])
 
 
 @register("MatMul")
@@ -74,7 +74,7 @@ def build_matmul(node: Node, inputs: list, opset: int) -> Kernel:
     b_index = np.broadcast_to(np.arange(int(np.prod(b_shape[:-2]))).reshape(b_shape[:-2]), batch)
     offsets = np.stack([a_index.reshape(-1) * (m * k), b_index.reshape(-1) * (k * n)]).astype(np.int64)
     out = batch + ((m,) if len(a.shape) > 1 else ()) + ((n,) if len(b.shape) > 1 else ())
-    scratch = np.zeros(kg.packed_size(m, k) if m > 1 else 1, np.float32)
-    dims = np.array([m, n, k], np.int64)
-    return Kernel(kg.matmul_kernel, (In(0), In(1), Out(0), np.arange(k, dtype=np.int64) * n, offsets, scratch, dims),
+    plan = np.concatenate([[m, n, k], np.arange(k) * n]).astype(np.int64)
+    operands = [np.array(t.value, np.float32) if t.is_const else In(i) for i, t in enumerate((a, b))]  # writable
+    return Kernel(kg.matmul_kernel, (*operands, Out(0), plan, offsets),
                   [(tuple(int(d) for d in out), a.dtype)])
