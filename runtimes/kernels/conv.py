@@ -10,6 +10,10 @@ Y_wide (Cout, Hout*Qw) = W (Cout, Cin*KH*KW) @ B with no im2col copy. The Qw - W
 columns of each output row are dropped when Y_wide is copied out with the activation applied.
 Convolutions with a single output row (all 1-D ones) or with Qw == Wout write Y directly, and
 unpadded unit-stride inputs are read in place. A 1-D convolution is the 2-D one with H = KH = 1.
+
+Depthwise convolutions (one input and one output channel per group) are not products: their
+tiles accumulate vectors of output columns over the taps, one channel at a time, and the common
+3x3 case (stride 1 or 2) reads X itself through a sliding window of input rows.
 """
 from __future__ import annotations
 
@@ -63,7 +67,8 @@ def _repack(x, x_off, channels, h, w, pt, pl, sh, sw, qh, qw, plane, q):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
-    """y[y_off + (i*oh + r)*ow + j] = act(yw[yw_off + i*ncols + r*qw + j]) for j < ow: drop the wide columns."""
+    """y[y_off + (i*oh + r)*ow + j] = act(yw[yw_off + i*ncols + r*qw + j]) for j < ow (drops the
+    wide columns)."""
     for i in range(m):
         for r in range(oh):
             vcopy(y, y_off + (i * oh + r) * ow, yw, yw_off + i * ncols + r * qw, ow)
@@ -88,7 +93,8 @@ def _depthwise_tile(rows: int, vecs: int):
             for i in range(rows):
                 r = o + min(i, m - 1) * qw
                 for j in range(vecs):
-                    tile_set(acc, i * vecs + j, vfma(wv, vload(q, r + j * LANES, n - j * LANES), tile_get(acc, i * vecs + j)))
+                    v = vload(q, r + j * LANES, n - j * LANES)
+                    tile_set(acc, i * vecs + j, vfma(wv, v, tile_get(acc, i * vecs + j)))
         for i in range(rows):
             if i < m:
                 for j in range(vecs):
@@ -111,7 +117,8 @@ def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow, code, p1, p2):
     if ow > 2 * LANES:
         for r in range(0, oh, 2):
             for j0 in range(0, ow, 4 * LANES):
-                _dw_wide(q, src + r * qw + j0, qw, boffs, w, c, bias, y, dst + r * ow + j0, ow, min(2, oh - r), ow - j0)
+                m = min(2, oh - r)
+                _dw_wide(q, src + r * qw + j0, qw, boffs, w, c, bias, y, dst + r * ow + j0, ow, m, ow - j0)
     elif ow > LANES:
         for r in range(0, oh, 4):
             _dw_mid(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(4, oh - r), ow)
@@ -122,25 +129,32 @@ def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow, code, p1, p2):
 
 
 @njit(inline="always")
-def _taps3(x, row, valid, s, lo, hi):
-    """Vectors of input row ``row`` (offset of its column -pl + s*j0) for kw = 0, 1, 2: lanes i read
-    column s*(j0 + i) + kw - pl, lanes outside [lo[kw], hi[kw]) and rows outside X are zero."""
+def _lanes_inside(first, s, wd, n):
+    """(lo, hi): lanes i < n whose input column first + s*i lies inside [0, wd) are lo <= i < hi."""
+    return max(0, -(first // s)), min(n, -((first - wd) // s))
+
+
+@njit(inline="always")
+def _taps3(x, row, valid, s, lanes):
+    """The kw = 0, 1, 2 vectors of one input row for an output strip: lane i of tap kw reads
+    x[row + kw + s*i] when ``lanes[kw]`` holds i (zero otherwise, and everywhere if not ``valid``)."""
     if not valid:
         zero = vsplat(0.0)
         return zero, zero, zero
+    (lo0, hi0), (lo1, hi1), (lo2, hi2) = lanes
     if s == 1:
-        return (vload_lanes(x, row, lo[0], hi[0]), vload_lanes(x, row + 1, lo[1], hi[1]),
-                vload_lanes(x, row + 2, lo[2], hi[2]))
-    return vload_even(x, row, lo[0], hi[0]), vload_even(x, row + 1, lo[1], hi[1]), vload_even(x, row + 2, lo[2], hi[2])
+        return vload_lanes(x, row, lo0, hi0), vload_lanes(x, row + 1, lo1, hi1), vload_lanes(x, row + 2, lo2, hi2)
+    return vload_even(x, row, lo0, hi0), vload_even(x, row + 1, lo1, hi1), vload_even(x, row + 2, lo2, hi2)
 
 
 @njit(inline="always")
 def _dot3(w, taps, acc):
+    """acc + sum_kw w[kw] * taps[kw]."""
     return vfma(w[2], taps[2], vfma(w[1], taps[1], vfma(w[0], taps[0], acc)))
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _depthwise3x3(x, x_off, h, w, pt, pl, s, wt, c, bias, y, dst, oh, ow, code, p1, p2):
+def _depthwise3x3(x, x_off, h, wd, pt, pl, s, w, c, bias, y, dst, oh, ow, code, p1, p2):
     """Channel c of a 3x3 depthwise convolution, stride s (1 or 2) in both axes, dilation 1, read
     straight from X (the pads are lanes and rows read as zero: no padded copy).
 
@@ -149,26 +163,23 @@ def _depthwise3x3(x, x_off, h, w, pt, pl, s, wt, c, bias, y, dst, oh, ow, code, 
     deinterleaved) for its 9 FMAs, in three independent partial sums.
     """
     k = 9 * c
-    w0 = (vsplat_at(wt, k), vsplat_at(wt, k + 1), vsplat_at(wt, k + 2))
-    w1 = (vsplat_at(wt, k + 3), vsplat_at(wt, k + 4), vsplat_at(wt, k + 5))
-    w2 = (vsplat_at(wt, k + 6), vsplat_at(wt, k + 7), vsplat_at(wt, k + 8))
+    w0 = (vsplat_at(w, k), vsplat_at(w, k + 1), vsplat_at(w, k + 2))
+    w1 = (vsplat_at(w, k + 3), vsplat_at(w, k + 4), vsplat_at(w, k + 5))
+    w2 = (vsplat_at(w, k + 6), vsplat_at(w, k + 7), vsplat_at(w, k + 8))
     b = vsplat_at(bias, c)
     zero = vsplat(0.0)
     for j0 in range(0, ow, LANES):
         n = min(LANES, ow - j0)
-        # lane i of tap kw reads column s*(j0 + i) + kw - pl, which must lie in [0, w)
-        lo = (max(0, -((s * j0 - pl) // s)), max(0, -((s * j0 + 1 - pl) // s)), max(0, -((s * j0 + 2 - pl) // s)))
-        hi = (min(n, -((s * j0 - pl - w) // s)), min(n, -((s * j0 + 1 - pl - w) // s)), min(n, -((s * j0 + 2 - pl - w) // s)))
-        col = x_off + s * j0 - pl
-        top = _taps3(x, col - pt * w, 0 <= -pt, s, lo, hi)
-        mid = _taps3(x, col + (1 - pt) * w, 0 <= 1 - pt < h, s, lo, hi)
+        first = s * j0 - pl  # input column of lane 0, kw = 0
+        lanes = (_lanes_inside(first, s, wd, n), _lanes_inside(first + 1, s, wd, n), _lanes_inside(first + 2, s, wd, n))
+        col = x_off + first
+        top = _taps3(x, col - pt * wd, 0 <= -pt < h, s, lanes)
+        mid = _taps3(x, col + (1 - pt) * wd, 0 <= 1 - pt < h, s, lanes)
         for r in range(oh):
             i = s * r - pt  # input row of kh = 0
-            if s == 1:
-                bottom = _taps3(x, col + (i + 2) * w, i + 2 < h, s, lo, hi)
-            else:
-                mid = _taps3(x, col + (i + 1) * w, 0 <= i + 1 < h, s, lo, hi)
-                bottom = _taps3(x, col + (i + 2) * w, i + 2 < h, s, lo, hi)
+            if s == 2:
+                mid = _taps3(x, col + (i + 1) * wd, 0 <= i + 1 < h, s, lanes)
+            bottom = _taps3(x, col + (i + 2) * wd, 0 <= i + 2 < h, s, lanes)
             out = vadd(vadd(_dot3(w0, top, b), _dot3(w1, mid, zero)), _dot3(w2, bottom, zero))
             vstore(y, dst + r * ow + j0, out, n)
             if s == 1:
@@ -202,8 +213,8 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
         x_off = img * c_in * h * wd
         if method == DEPTHWISE_3X3:
             for g in range(groups):
-                _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, (img * c_out + g) * oh * ow,
-                              oh, ow, code, p1, p2)
+                y_off = (img * c_out + g) * oh * ow
+                _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, y_off, oh, ow, code, p1, p2)
             continue
         if method == DEPTHWISE:  # repack and compute one channel at a time, in L1
             for g in range(groups):
@@ -211,7 +222,8 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
                 if repack:
                     _repack(xf, x_off + g * h * wd, cin_g, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
                     src, b_add = scratch, zero
-                _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, (img * c_out + g) * oh * ow, oh, ow, code, p1, p2)
+                y_off = (img * c_out + g) * oh * ow
+                _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, code, p1, p2)
             continue
         src, src_off = xf, x_off
         if repack:

@@ -13,9 +13,9 @@ helpers here: Numba compiles a separate specialisation for each literal value or
 
 Addressing is by offsets so one kernel serves every layout: ``A(i, t) = a[a_off + i * a_rs +
 t * a_ks]`` (row-major or transposed, read in place: broadcasts from eight strided rows cost the
-same as from a packed panel), ``B(t, j) = b[boffs[t] + b_add + j]`` (row ``t`` of B may start anywhere: Conv
-reads shifted input rows in place of an im2col copy), ``C(i, j) = c[c_off + i * c_rs + j * c_cs]``
-(strides 0 broadcast a bias).
+same as from a packed panel), ``B(t, j) = b[boffs[t] + b_add + j]`` (row ``t`` of B may start
+anywhere: Conv reads shifted input rows instead of an im2col copy), and ``C(i, j) = c[c_off +
+i * c_rs + j * c_cs]`` (strides 0 broadcast a bias).
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ PANEL_ROWS = 8 if AVX512 else 4
 AVX-512, 12 of the 16 ymm registers otherwise (the rest hold B and the broadcast of A)."""
 WIDE_VECS = 3
 ROW_VECS = 8
-"""Vectors of the single-row tile: eight independent FMA chains cover the FMA latency."""
-"""Vectors of the single-row tile used when the product has one row (batch-1 Gemm, depthwise)."""
+"""Vectors of the single-row tile (products with one row, as batch-1 Gemm): eight independent
+FMA chains cover the FMA latency."""
 
 _VEC = ir.VectorType(ir.FloatType(), LANES)
 _I32 = ir.IntType(32)
@@ -154,7 +154,8 @@ def vsplat_at(typingctx, arr, offset):
     """A vector with every lane equal to arr[offset] (no negative-index wrap: offset >= 0)."""
     def codegen(context, builder, sig, args):
         data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), builder.load(builder.gep(data, [args[1]])), _I32(0))
+        x = builder.load(builder.gep(data, [args[1]]))
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, _I32(0))
         return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
     return vec(arr, offset), codegen
 
@@ -163,7 +164,8 @@ def vsplat_at(typingctx, arr, offset):
 def vfma(typingctx, a, b, c):
     """a * b + c, lane by lane, fused."""
     def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), f"llvm.fma.v{LANES}f32")
+        fnty = ir.FunctionType(_VEC, [_VEC] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.v{LANES}f32")
         return builder.call(fn, list(args))
     return vec(a, b, c), codegen
 
@@ -192,6 +194,7 @@ def tile_new(typingctx, count):
 
 @intrinsic
 def tile_get(typingctx, t, index):
+    """Vector ``index`` of tile ``t``."""
     def codegen(context, builder, sig, args):
         return builder.load(builder.gep(args[0], [args[1]]))
     return vec(t, index), codegen
@@ -199,6 +202,7 @@ def tile_get(typingctx, t, index):
 
 @intrinsic
 def tile_set(typingctx, t, index, value):
+    """Set vector ``index`` of tile ``t``."""
     def codegen(context, builder, sig, args):
         builder.store(args[2], builder.gep(args[0], [args[1]]))
         return context.get_dummy_value()
@@ -320,16 +324,17 @@ def matmul_tiles(a, a_off, a_rs, a_ks, b, boffs, b_add, c, c_off, c_rs, c_cs, be
             ao = a_off + i0 * a_rs
             co = c_off + i0 * c_rs + j0 * c_cs
             yo = y_off + i0 * y_rs + j0
+            bo = b_add + j0
             if rows == 1 and nj == cols:
-                _row_tile(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _row_tile(a, ao, a_rs, a_ks, b, boffs, bo, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             elif rows == 1:
-                _row_edge(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _row_edge(a, ao, a_rs, a_ks, b, boffs, bo, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             elif nj == cols:
-                _wide_tile(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _wide_tile(a, ao, a_rs, a_ks, b, boffs, bo, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             elif nj <= LANES:
-                _wide_last(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _wide_last(a, ao, a_rs, a_ks, b, boffs, bo, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             else:
-                _wide_edge(a, ao, a_rs, a_ks, b, boffs, b_add + j0, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
+                _wide_edge(a, ao, a_rs, a_ks, b, boffs, bo, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
     if code != IDENTITY:
         activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
 
@@ -344,7 +349,8 @@ def gemm_kernel(a, b, c, y, bt, plan, params):
     A'(i, t) = a[i * a_rs + t * a_ks] (transA swaps the strides). B' is row-major (K, N); when
     b_transposed is 1, ``b`` holds B'^T (N, K) and is first transposed into ``bt``.
     """
-    m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed, code = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7], plan[8]
+    m, n, k, a_rs, a_ks = plan[0], plan[1], plan[2], plan[3], plan[4]
+    c_rs, c_cs, b_transposed, code = plan[5], plan[6], plan[7], plan[8]
     bf = b.reshape(-1)
     if b_transposed:
         for j in range(n):
@@ -366,7 +372,8 @@ def matmul_kernel(a, b, y, plan, offsets):
     """
     m, n, k = plan[0], plan[1], plan[2]
     yf = y.reshape(-1)
-    zero, one, identity, none = np.int64(0), np.int64(1), np.int64(IDENTITY), np.float32(0.0)  # typed, not literals
+    zero, one, identity = np.int64(0), np.int64(1), np.int64(IDENTITY)  # typed, not literals
+    none, unit = np.float32(0.0), np.float32(1.0)
     for s in range(offsets.shape[1]):
-        matmul_tiles(a.reshape(-1), offsets[0, s], k, one, b.reshape(-1), plan[3:], offsets[1, s], yf, zero, zero, zero,
-                     none, yf, s * m * n, n, m, n, k, np.float32(1.0), identity, none, none)
+        matmul_tiles(a.reshape(-1), offsets[0, s], k, one, b.reshape(-1), plan[3:], offsets[1, s], yf, zero, zero,
+                     zero, none, yf, s * m * n, n, m, n, k, unit, identity, none, none)

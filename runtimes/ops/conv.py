@@ -1,5 +1,5 @@
-"""Conv (1-D and 2-D, float32): output geometry, pads and auto_pad, weights packed once, and the
-fused activation, bound to ``kernels.conv`` (see its docstring for the method)."""
+"""Conv (1-D and 2-D, float32): output geometry, pads and auto_pad, the method and the input layout
+Q chosen per shape, and the fused activation, bound once to ``kernels.conv`` (see its docstring)."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,12 +36,30 @@ def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> t
 
 def _tap_offsets(cin_g: int, kernel: list[int], dilations: list[int], strides: list[int], qh: int, qw: int,
                  plane: int) -> np.ndarray:
-    """Offset in Q of the input row read by each tap (ci, kh, kw), in the packed weights' order."""
+    """Offset in Q of the input row read by each tap (ci, kh, kw), in the order of W's rows."""
     ci, kh, kw = np.meshgrid(np.arange(cin_g), np.arange(kernel[0]), np.arange(kernel[1]), indexing="ij")
     dh, dw = kh * dilations[0], kw * dilations[1]
     phase = (dh % strides[0]) * strides[1] + dw % strides[1]
     offsets = ci * plane + phase * qh * qw + (dh // strides[0]) * qw + dw // strides[1]
     return offsets.reshape(-1).astype(np.int64)
+
+
+def _layout(size: list[int], begin: list[int], end: list[int], kernel: list[int], strides: list[int],
+            dilations: list[int], out: list[int], depthwise: bool) -> tuple[int, bool, int, int, int]:
+    """(method, in_place, Qh, Qw, plane) for a 2-D convolution: X is read in place when no pad or
+    stride needs the polyphase copy Q and no shifted row runs past the end of X."""
+    (h, wd), unpadded = size, not any(begin + end) and strides == [1, 1]
+    if depthwise and kernel == [3, 3] and dilations == [1, 1] and strides in ([1, 1], [2, 2]):
+        return kc.DEPTHWISE_3X3, True, h, wd, h * wd  # the pads are read as zero lanes and rows
+    if unpadded and (depthwise or kernel[1] == 1 or out[0] == 1):
+        qh, qw, in_place = h, wd, True
+    else:
+        qh, qw = (-(-(s + p0 + p1) // st) for s, p0, p1, st in zip(size, begin, end, strides))
+        in_place = False
+    plane = qh * qw if in_place else strides[0] * strides[1] * qh * qw
+    if depthwise:
+        return kc.DEPTHWISE, in_place, qh, qw, plane
+    return (kc.GEMM_WIDE if out[0] > 1 and qw != out[1] else kc.GEMM), in_place, qh, qw, plane
 
 
 @register("Conv")
@@ -68,21 +86,10 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     if nd == 1:  # a 1-D convolution is the 2-D one with a single row
         size, kernel, strides, dilations, out = ([1] + v for v in (size, kernel, strides, dilations, out))
         begin, end = [0] + begin, [0] + end
-    h, wd = size
-    unpadded = not any(begin + end) and strides == [1, 1]
     depthwise = cin_g == 1 and c_out == groups
-    if depthwise and kernel == [3, 3] and dilations == [1, 1] and strides in ([1, 1], [2, 2]):
-        method, in_place = kc.DEPTHWISE_3X3, True  # reads X itself, the pads as zero lanes and rows
-    else:  # in place when no shifted row runs past the end of X
-        method, in_place = None, unpadded and (depthwise or kernel[1] == 1 or out[0] == 1)
-    if in_place:
-        qh, qw, plane = h, wd, h * wd
-    else:
-        qh, qw = (-(-(s + p0 + p1) // st) for s, p0, p1, st in zip(size, begin, end, strides))
-        plane = strides[0] * strides[1] * qh * qw
-    if method is None:
-        method = kc.DEPTHWISE if depthwise else kc.GEMM_WIDE if out[0] > 1 and qw != out[1] else kc.GEMM
+    method, in_place, qh, qw, plane = _layout(size, begin, end, kernel, strides, dilations, out, depthwise)
     boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
+    h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw
     scratch = np.zeros(q_len + (c_out // groups * out[0] * qw if method == kc.GEMM_WIDE else 0), np.float32)
     code, p1, p2 = fused_activation(node)
@@ -94,4 +101,5 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
         np.zeros(c_out) if b is None else b.value.reshape(-1), np.float32)
     weights = np.array(w.value, np.float32) if w.is_const else In(1)  # a writable copy: one compiled signature
     params = np.array([p1, p2], np.float32)
-    return Kernel(kc.conv_kernel, (In(0), weights, bias, Out(0), scratch, plan, params), [((n, c_out, *out[-nd:]), x.dtype)])
+    y_shape = (n, c_out, *out[-nd:])
+    return Kernel(kc.conv_kernel, (In(0), weights, bias, Out(0), scratch, plan, params), [(y_shape, x.dtype)])

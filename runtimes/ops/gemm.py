@@ -1,5 +1,7 @@
-"""Gemm and MatMul (float32) on ``kernels.gemm``: constant B packed once, ONNX C broadcasting as
-strides, numpy matmul batching as per-batch offsets, and the fused activation of Gemm."""
+"""Gemm and MatMul (float32) on ``kernels.gemm``: constant B laid out once as row-major (K, N),
+ONNX C broadcasting as strides, numpy matmul batching as per-batch offsets, and the fused
+activation of Gemm. Constants are passed as writable copies so that every kernel compiles one
+signature (Numba types read-only arrays apart)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +14,7 @@ from .registry import In, Kernel, Out, Unsupported, register
 
 
 def _float32(op: str, *tensors) -> None:
+    """Unsupported unless every given tensor is float32."""
     for t in tensors:
         if t is not None and t.dtype != np.float32:
             raise Unsupported(f"{op} on {t.dtype} (edgekit computes float32)")
@@ -45,17 +48,15 @@ def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
         c_arg, c_rs, c_cs, beta = np.zeros(1, np.float32), 0, 0, 0.0
     else:
         c_rs, c_cs = _c_strides(c.shape, m, n)
-        c_arg = np.array(c.value, np.float32) if c.is_const else In(2)  # writable: one compiled signature
+        c_arg = np.array(c.value, np.float32) if c.is_const else In(2)
     b_transposed = int(trans_b and not b.is_const)
-    if b.is_const:  # packed once as row-major (K, N)
-        b_arg = np.array(b.value.T if trans_b else b.value, np.float32, order="C")
-    else:
-        b_arg = In(1)
+    b_arg = np.array(b.value.T if trans_b else b.value, np.float32, order="C") if b.is_const else In(1)
+    a_arg = np.array(a.value, np.float32) if a.is_const else In(0)
     bt = np.zeros(k * n if b_transposed else 1, np.float32)
     code, p1, p2 = fused_activation(node)
     plan = np.concatenate([[m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed, code], np.arange(k) * n]).astype(np.int64)
     params = np.array([alpha, beta, p1, p2], np.float32)
-    return Kernel(kg.gemm_kernel, (In(0), b_arg, c_arg, Out(0), bt, plan, params), [((m, n), a.dtype)])
+    return Kernel(kg.gemm_kernel, (a_arg, b_arg, c_arg, Out(0), bt, plan, params), [((m, n), a.dtype)])
 
 
 @register("MatMul")
@@ -75,6 +76,5 @@ def build_matmul(node: Node, inputs: list, opset: int) -> Kernel:
     offsets = np.stack([a_index.reshape(-1) * (m * k), b_index.reshape(-1) * (k * n)]).astype(np.int64)
     out = batch + ((m,) if len(a.shape) > 1 else ()) + ((n,) if len(b.shape) > 1 else ())
     plan = np.concatenate([[m, n, k], np.arange(k) * n]).astype(np.int64)
-    operands = [np.array(t.value, np.float32) if t.is_const else In(i) for i, t in enumerate((a, b))]  # writable
-    return Kernel(kg.matmul_kernel, (*operands, Out(0), plan, offsets),
-                  [(tuple(int(d) for d in out), a.dtype)])
+    operands = [np.array(t.value, np.float32) if t.is_const else In(i) for i, t in enumerate((a, b))]
+    return Kernel(kg.matmul_kernel, (*operands, Out(0), plan, offsets), [(tuple(int(d) for d in out), a.dtype)])

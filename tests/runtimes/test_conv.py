@@ -39,6 +39,8 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "2d_depthwise": ((16, 15, 14), (16, 1, 3, 3), dict(group=16, pads=[1, 1, 1, 1])),
     "2d_depthwise_stride2": ((8, 28, 27), (8, 1, 3, 3), dict(group=8, strides=[2, 2], pads=[1, 1, 1, 1])),
     "2d_depthwise_same_stride2": ((6, 16, 34), (6, 1, 3, 3), dict(group=6, strides=[2, 2], auto_pad="SAME_UPPER")),
+    "2d_depthwise_large_pads": ((3, 7, 9), (3, 1, 3, 3), dict(group=3, pads=[3, 0, 1, 4])),
+    "2d_depthwise_stride2_large_pads": ((3, 8, 9), (3, 1, 3, 3), dict(group=3, strides=[2, 2], pads=[4, 3, 2, 0])),
     "2d_depthwise_unpadded": ((5, 9, 40), (5, 1, 3, 3), dict(group=5)),
     "2d_depthwise_mid_rows": ((4, 9, 24), (4, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
     "2d_depthwise_wide_rows": ((3, 6, 70), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2])),
@@ -115,7 +117,7 @@ def test_fused_activation(case, activation):
 
 
 @pytest.mark.skipif("BatchNormalization" not in supported_ops(),
-                    reason="plan.prepare checks support before fusion, so a fused-away BatchNormalization needs a builder")
+                    reason="plan.prepare checks support before fusion: a fused-away op still needs a builder")
 def test_conv_batchnorm_relu_fuse_into_one_step():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 4, 20, 18)).astype(np.float32)
@@ -126,7 +128,8 @@ def test_conv_batchnorm_relu_fuse_into_one_step():
              helper.make_node("BatchNormalization", ["y", "gamma", "beta", "mean", "var"], ["n"], epsilon=1e-3),
              helper.make_node("Relu", ["n"], ["z"])]
     inits = {"w": rng.standard_normal((c, 4, 3, 3)), "b": rng.standard_normal(c), **bn}
-    model = make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], {k: np.asarray(v, np.float32) for k, v in inits.items()})
+    inits = {name: np.asarray(v, np.float32) for name, v in inits.items()}
+    model = make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], inits)
     session = edgekit.InferenceSession(model)
     steps = next(iter(session._plans.values())).steps
     assert len(steps) < len(nodes)

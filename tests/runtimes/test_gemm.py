@@ -1,8 +1,8 @@
 """Gemm and MatMul against onnxruntime on random float32 inputs.
 
 Gemm: every transA/transB pair, alpha and beta, C absent or of each shape that broadcasts to
-(M, N), B and C constant or given at run time, one row (the batch-1 path) and several (packed
-panels), fused activations and the Gemm -> BatchNormalization -> Clip fusion. MatMul: 1-D
+(M, N), B and C constant or given at run time, one row (the batch-1 path) and several (tiles of
+eight rows), fused activations and the Gemm -> BatchNormalization -> Clip fusion. MatMul: 1-D
 operands, 2-D, and N-D with batch broadcasting. Tolerance rtol 1e-4, atol 1e-5 (float32 sums of
 up to a few hundred products, in a different order than onnxruntime's).
 """
@@ -29,9 +29,9 @@ def _gemm_case(m, k, n, trans_a, trans_b, c_shape, b_const, c_const, seed, **att
         shape = tuple({"m": m, "n": n}.get(d, d) for d in c_shape)
         tensors["c"] = (rng.standard_normal(shape).astype(np.float32), c_const)
     node = helper.make_node("Gemm", list(tensors), ["y"], transA=trans_a, transB=trans_b, **attrs)
-    inputs = {k: (v.shape, np.float32) for k, (v, const) in tensors.items() if not const}
-    inits = {k: v for k, (v, const) in tensors.items() if const}
-    return make_model([node], inputs, ["y"], inits), {k: v for k, (v, const) in tensors.items() if not const}
+    feeds = {name: v for name, (v, const) in tensors.items() if not const}
+    inits = {name: v for name, (v, const) in tensors.items() if const}
+    return make_model([node], {name: (v.shape, np.float32) for name, v in feeds.items()}, ["y"], inits), feeds
 
 
 @pytest.mark.parametrize("c_shape", C_SHAPES, ids=str)
@@ -39,8 +39,8 @@ def _gemm_case(m, k, n, trans_a, trans_b, c_shape, b_const, c_const, seed, **att
 @pytest.mark.parametrize("m", [1, 11])
 def test_gemm_matches_onnxruntime(m, trans_a, trans_b, c_shape):
     for b_const, c_const in ((True, True), (False, False)):
-        model, feeds = _gemm_case(m, 37, 21, trans_a, trans_b, c_shape, b_const, c_const, seed=m + 3 * trans_a + trans_b,
-                                  alpha=0.7, beta=-1.3)
+        model, feeds = _gemm_case(m, 37, 21, trans_a, trans_b, c_shape, b_const, c_const,
+                                  seed=m + 3 * trans_a + trans_b, alpha=0.7, beta=-1.3)
         assert_matches_ort(model, feeds, RTOL, ATOL)
 
 
@@ -75,7 +75,7 @@ def test_gemm_fused_activation(m, activation):
 
 
 @pytest.mark.skipif("BatchNormalization" not in supported_ops(),
-                    reason="plan.prepare checks support before fusion, so a fused-away BatchNormalization needs a builder")
+                    reason="plan.prepare checks support before fusion: a fused-away op still needs a builder")
 def test_gemm_batchnorm_clip_fuse_into_one_step():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 24)).astype(np.float32)
@@ -86,7 +86,8 @@ def test_gemm_batchnorm_clip_fuse_into_one_step():
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1, alpha=0.5),
              helper.make_node("BatchNormalization", ["y", "gamma", "beta", "mean", "var"], ["n"]),
              helper.make_node("Clip", ["n", "lo", "hi"], ["z"])]
-    model = make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], {k: np.asarray(v, np.float32) for k, v in inits.items()})
+    inits = {name: np.asarray(v, np.float32) for name, v in inits.items()}
+    model = make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], inits)
     session = edgekit.InferenceSession(model)
     assert len(next(iter(session._plans.values())).steps) < len(nodes)
     assert_matches_ort(model, {"x": x}, RTOL, ATOL, session=session)
@@ -99,7 +100,8 @@ def test_gemm_batchnorm_clip_fuse_into_one_step():
 def test_matmul_matches_onnxruntime(a_shape, b_shape):
     rng = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
     feeds = {"a": rng.standard_normal(a_shape).astype(np.float32), "b": rng.standard_normal(b_shape).astype(np.float32)}
-    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], {k: (v.shape, np.float32) for k, v in feeds.items()}, ["y"])
+    inputs = {name: (v.shape, np.float32) for name, v in feeds.items()}
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], inputs, ["y"])
     assert_matches_ort(model, feeds, RTOL, ATOL)
 
 
