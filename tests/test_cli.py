@@ -1,0 +1,136 @@
+"""The `edgekit` command line, in process via ``edgekit.cli.main`` and once as a real subprocess.
+
+Every verb runs and has --help; usage errors exit 2; a missing model or missing input exits 1
+with a message naming it; `run` writes outputs matching NumPy (Relu, exact); the bundled demo
+model is what demos/make_models.py generates.
+"""
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgekit import __version__
+from edgekit.cli import DEMOS, main
+from oracle import make_model
+
+VERBS = ["info", "run", "bench", "demo", "backend-test"]
+
+
+@pytest.fixture
+def relu_model(tmp_path):
+    """Relu over a [batch, 8] float32 input, saved to disk; batch is dynamic."""
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (["batch", 8], np.float32)}, ["y"])
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_version_in_process_and_as_module(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+    done = subprocess.run([sys.executable, "-m", "edgekit", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"edgekit {__version__}"
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb, capsys):
+    assert main([verb, "--help"]) == 0
+    assert "usage: edgekit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["frobnicate"], ["info"], ["run"], ["bench", "m.onnx", "--threads", "0"],
+    ["info", "m.onnx", "--dim", "batch"], ["info", "m.onnx", "--dim", "batch=-3"],
+    ["run", "m.onnx", "--input", "x"], ["demo", "no-such-demo"],
+])
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+
+
+def test_missing_model_exits_1_with_message(tmp_path, capsys):
+    missing = str(tmp_path / "nope.onnx")
+    for verb in ("info", "run", "bench"):
+        assert main([verb, missing]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("edgekit: error:") and "nope.onnx" in err and "does not exist" in err
+
+
+def test_info_reports_io_ops_and_unsupported(relu_model, tmp_path, capsys):
+    assert main(["info", relu_model, "--dim", "batch=3"]) == 0
+    out = capsys.readouterr().out
+    assert "x: float32 [batch, 8]" in out and "Relu" in out and "unsupported by edgekit: none" in out
+
+    odd = make_model([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Einsum", ["h", "h"], ["y"], equation="ij,ij->i")],
+                     {"x": ([2, 4], np.float32)}, ["y"])
+    path = tmp_path / "odd.onnx"
+    onnx.save(odd, path)
+    assert main(["info", str(path)]) == 0
+    assert "Einsum: not implemented" in capsys.readouterr().out
+
+
+def test_info_counts_macs_and_parameters(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((5, 7)).astype(np.float32), np.zeros(5, np.float32)
+    model = make_model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], {"x": (["n", 7], np.float32)},
+                       ["y"], {"w": w, "b": b})
+    path = tmp_path / "gemm.onnx"
+    onnx.save(model, path)
+    assert main(["info", str(path), "--dim", "n=4"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters: 40 " in out and "MACs at n=4: 140 (Gemm 140)" in out
+
+
+def test_run_writes_npz(relu_model, tmp_path, capsys):
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npz"
+    assert main(["run", relu_model, "--input", f"x={tmp_path / 'x.npy'}", "-o", str(out)]) == 0
+    assert "y: float32 [3, 8]" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(out)["y"], np.maximum(x, 0))
+
+
+def test_run_random_inputs_and_missing_input(relu_model, capsys):
+    assert main(["run", relu_model, "--random", "--dim", "batch=2"]) == 0
+    assert "y: float32 [2, 8]" in capsys.readouterr().out
+    assert main(["run", relu_model]) == 1
+    assert "no value for input(s) ['x']" in capsys.readouterr().err
+
+
+def test_run_unreadable_input_exits_1(relu_model, tmp_path, capsys):
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    assert main(["run", relu_model, "--input", f"x={tmp_path / 'bad.npy'}"]) == 1
+    assert "cannot read input 'x'" in capsys.readouterr().err
+
+
+def test_bench_prints_both_engines(relu_model, capsys):
+    assert main(["bench", relu_model, "--repeat", "5", "--dim", "batch=2"]) == 0
+    out = capsys.readouterr().out
+    assert "edgekit" in out and "onnxruntime" in out and "ratio edgekit/onnxruntime" in out
+
+
+def test_demo_table_entries_have_main():
+    for module, _ in DEMOS.values():
+        assert callable(importlib.import_module(module).main)
+
+
+def test_demo_quickstart_runs(capsys):
+    assert main(["demo", "quickstart", "--repeat", "3"]) == 0
+    assert "max |difference|" in capsys.readouterr().out
+
+
+def test_backend_test_verb(capsys):
+    assert main(["backend-test", "-k", "^test_relu$"]) == 0
+    assert "passed 1, failed 0" in capsys.readouterr().out
+
+
+def test_bundled_demo_model_is_reproducible():
+    from edgekit.demos.make_models import BUNDLED, MODELS_DIR
+
+    for name, build in BUNDLED.items():
+        with open(os.path.join(MODELS_DIR, name), "rb") as f:
+            assert f.read() == build().SerializeToString(), f"{name}: rerun python -m edgekit.demos.make_models"
