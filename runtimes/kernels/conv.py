@@ -30,6 +30,9 @@ FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out
           "activation")
 """Leading fields of the int64 ``plan`` array, in order (``plane`` is the per-channel length of Q);
 the tap offsets ``boffs`` follow them."""
+ACTIVATION_RUN = 4096
+"""Outputs activated per call after 3x3 depthwise channels: small enough to be in L1 still, large
+enough that the call costs less than the pass."""
 GEMM, GEMM_WIDE, DEPTHWISE, DEPTHWISE_3X3 = range(4)
 """Methods: shifted product written to Y directly or through Y_wide, depthwise by generic tiles,
 and depthwise 3x3 (dilation 1, stride 1 or 2 in both axes) by a sliding window of input rows."""
@@ -154,13 +157,14 @@ def _dot3(w, taps, acc):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _depthwise3x3(x, x_off, h, wd, pt, pl, s, w, c, bias, y, dst, oh, ow, code, p1, p2):
+def _depthwise3x3(x, x_off, h, wd, pt, pl, s, w, c, bias, y, dst, oh, ow):
     """Channel c of a 3x3 depthwise convolution, stride s (1 or 2) in both axes, dilation 1, read
     straight from X (the pads are lanes and rows read as zero: no padded copy).
 
     Each column strip of one vector slides down the output rows keeping the kw-taps of the input
     rows it still needs, so an output vector costs 3 loads (6 with stride 2, each a pair of loads
-    deinterleaved) for its 9 FMAs, in three independent partial sums.
+    deinterleaved) for its 9 FMAs, in three independent partial sums. The caller applies the
+    activation, to several small channels at once.
     """
     k = 9 * c
     w0 = (vsplat_at(w, k), vsplat_at(w, k + 1), vsplat_at(w, k + 2))
@@ -187,7 +191,6 @@ def _depthwise3x3(x, x_off, h, wd, pt, pl, s, w, c, bias, y, dst, oh, ow, code, 
                 mid = bottom
             else:
                 top = bottom
-    activate_rows(y, dst, oh * ow, np.int64(1), oh * ow, code, p1, p2)  # one contiguous run
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -209,12 +212,17 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
     q_len = c_in * plane + qw
     xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
     one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
+    chunk = max(1, ACTIVATION_RUN // (oh * ow))  # depthwise channels activated together
     for img in range(n_img):
         x_off = img * c_in * h * wd
         if method == DEPTHWISE_3X3:
             for g in range(groups):
                 y_off = (img * c_out + g) * oh * ow
-                _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, y_off, oh, ow, code, p1, p2)
+                _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, y_off, oh, ow)
+                if (g + 1) % chunk == 0 or g == groups - 1:  # activate the last channels while in L1
+                    first = g - g % chunk
+                    size = (g + 1 - first) * oh * ow
+                    activate_rows(yf, y_off + oh * ow - size, size, one, size, code, p1, p2)
             continue
         if method == DEPTHWISE:  # repack and compute one channel at a time, in L1
             for g in range(groups):

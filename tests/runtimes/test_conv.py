@@ -41,6 +41,7 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "2d_depthwise_same_stride2": ((6, 16, 34), (6, 1, 3, 3), dict(group=6, strides=[2, 2], auto_pad="SAME_UPPER")),
     "2d_depthwise_large_pads": ((3, 7, 9), (3, 1, 3, 3), dict(group=3, pads=[3, 0, 1, 4])),
     "2d_depthwise_stride2_large_pads": ((3, 8, 9), (3, 1, 3, 3), dict(group=3, strides=[2, 2], pads=[4, 3, 2, 0])),
+    "2d_depthwise_large_rows": ((4, 50, 60), (4, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
     "2d_depthwise_unpadded": ((5, 9, 40), (5, 1, 3, 3), dict(group=5)),
     "2d_depthwise_mid_rows": ((4, 9, 24), (4, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
     "2d_depthwise_wide_rows": ((3, 6, 70), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2])),
@@ -103,11 +104,12 @@ def test_weights_and_bias_known_only_at_run_time(case):
     helper.make_node("Sigmoid", ["y"], ["z"]),
     helper.make_node("Clip", ["y", "lo", "hi"], ["z"]),
 ], ids=lambda n: n.op_type)
-@pytest.mark.parametrize("case", ["1d_k7_pad", "2d_3x3_stride2", "2d_depthwise", "2d_pointwise"])
+@pytest.mark.parametrize("case", ["1d_k7_pad", "2d_3x3_stride2", "2d_depthwise", "2d_depthwise_large_rows",
+                                  "2d_depthwise_wide_rows", "2d_pointwise"])
 def test_fused_activation(case, activation):
     shape, w_shape, attrs = CASES[case]
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((1, *shape)).astype(np.float32)
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     bounds = {"lo": np.float32(-0.5), "hi": np.float32(1.5)} if activation.op_type == "Clip" else None
     model = _conv_model(x.shape, w, attrs, rng.standard_normal(w_shape[0]).astype(np.float32), [activation], bounds)
