@@ -15,12 +15,17 @@ has pc_c = pc_p - d + 2 * popcount((a XOR w_c) AND m), summed over the words whe
 (equivalently y_c = y_p + 2 * (d - 2 * popcount((a XOR w_c) AND m)) for dot products).
 
 Compute: tiles of 8 output pixels, mostly of one border class (the builder groups pixels by
-class where that costs few extra tiles; lanes of another class are fixed up one by one). A tile's input words are gathered word-major into A (8 lanes;
-one vector copy per tap when the lanes are adjacent words), so one <8 x i64> XOR + vpopcntq +
-add advances 8 pixels by one word. Root channels run in blocks of 4 with their accumulators in
-registers; children follow in blocks of 4 over the union of their nonzero mask words (a block
-never holds a child's parent, so parents are always computed first). The epilogue writes packed bits (a compare and a
-masked OR per channel, for the next binary layer), +-1 floats or scale * dot + bias (NCHW).
+class where that costs few extra tiles; lanes of another class are fixed up one by one). A
+tile's input words are gathered word-major into A (8 lanes; one vector copy per tap when the
+lanes are adjacent words), so one <8 x i64> XOR + vpopcntq + add advances 8 pixels by one word.
+Root channels run in blocks of 4 with their accumulators in registers; children follow in blocks
+of 4 over the union of their nonzero mask words (a block never holds a child's parent, so
+parents are always computed first). The epilogue writes packed bits (a compare and a masked OR
+per channel, for the next binary layer), +-1 floats or scale * dot + bias (NCHW).
+
+Threads: ``set_threads(n)`` before creating a session plans its binary layers with the prange
+variant, the output tiles split into n chunks run by Numba's thread pool
+(``numba.set_num_threads``); the default 1 uses the single-threaded kernel.
 """
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ def _check_tail_bits(node: Node, dense_w: np.ndarray, groups: int, channels: int
             raise _fail(node, f"packed weights have bits set past channel {channels} (they must be 0)")
 
 
-def _kernel(x, tables: kb.ConvTables, out_shape: tuple, mode: int) -> Kernel:
+def _kernel(tables: kb.ConvTables, out_shape: tuple, mode: int) -> Kernel:
     ints, words, floats = tables.arrays()
     xp = np.zeros((tables.n, tables.hp, tables.wp, tables.wd), np.uint64)
     out_dtype = np.dtype(np.uint64) if mode == kb.PACKED else np.dtype(np.float32)
@@ -295,7 +295,7 @@ def build_binary_conv(node: Node, inputs: list, opset: int) -> Kernel:
                    thr, scale, bias)
     m = w_.shape[0]
     shape = (n, oh, ow, (m + 63) // 64) if mode == kb.PACKED else (n, m, oh, ow)
-    return _kernel(x, tables, shape, mode)
+    return _kernel(tables, shape, mode)
 
 
 @register("BinaryGemm", domain=DOMAIN)
@@ -321,4 +321,4 @@ def build_binary_gemm(node: Node, inputs: list, opset: int) -> Kernel:
                    thr, scale, bias)
     m = w_.shape[0]
     shape = (n, (m + 63) // 64) if mode == kb.PACKED else (n, m)
-    return _kernel(x, tables, shape, mode)
+    return _kernel(tables, shape, mode)
