@@ -49,16 +49,16 @@ class Plan:
 
 
 def prepare(graph: Graph) -> Prepared:
-    """Order, prune, check and fuse the graph (see module docstring)."""
+    """Order, prune, fuse and check the graph (see module docstring)."""
     nodes = _toposort(graph)
     nodes = _live_nodes(nodes, [o.name for o in graph.outputs])
+    nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
     unsupported = [
         (n.name, n.op_type, n.domain, graph.opsets.get(n.domain, 0), "")
         for n in nodes if (n.domain, n.op_type) not in BUILDERS
     ]
     if unsupported:
         raise UnsupportedOpError(unsupported)
-    nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
     return Prepared(graph, nodes)
 
 

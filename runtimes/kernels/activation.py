@@ -6,6 +6,8 @@ Codes: 0 identity, 1 Relu, 2 LeakyRelu(alpha), 3 Clip(alpha=min, beta=max), 4 Si
 """
 import math
 
+import numpy as np
+
 from numba import njit
 
 from . import FASTMATH
@@ -34,9 +36,40 @@ def activate(v, code, alpha, beta):
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def activate_rows(y, offset, stride, m, n, code, p1, p2):
+    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j].
+
+    The code is dispatched outside the loops, and each row is a slice indexed from 0 (no
+    negative-index wrap), so the loop of each piecewise-linear activation vectorises.
+    """
+    if code == IDENTITY:
+        return
+    for i in range(m):
+        row = y[offset + i * stride: offset + i * stride + n]
+        if code == RELU:
+            for j in range(n):
+                row[j] = activate(row[j], RELU, p1, p2)
+        elif code == LEAKY_RELU:
+            for j in range(n):
+                row[j] = activate(row[j], LEAKY_RELU, p1, p2)
+        elif code == CLIP:
+            for j in range(n):
+                row[j] = activate(row[j], CLIP, p1, p2)
+        elif code == HARD_SIGMOID:
+            for j in range(n):
+                row[j] = activate(row[j], HARD_SIGMOID, p1, p2)
+        elif code == HARD_SWISH:
+            for j in range(n):
+                row[j] = activate(row[j], HARD_SWISH, p1, p2)
+        else:
+            for j in range(n):
+                row[j] = activate(row[j], code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def activation_kernel(x, out, code, alpha, beta):
     """out = activation(x) elementwise over C-contiguous arrays of equal size."""
-    xf = x.reshape(-1)
     of = out.reshape(-1)
-    for i in range(xf.size):
-        of[i] = activate(xf[i], code, alpha, beta)
+    of[:] = x.reshape(-1)
+    one = np.int64(1)
+    activate_rows(of, np.int64(0), of.size, one, of.size, code, alpha, beta)

@@ -22,7 +22,8 @@ from numba import njit
 
 from . import FASTMATH
 from .activation import IDENTITY
-from .gemm import (LANES, activate_rows, matmul_tiles, tile_get, tile_new, tile_set,
+from .activation import activate_rows
+from .gemm import (LANES, matmul_tiles, tile_get, tile_new, tile_set,
                    vadd, vcopy, vcopy_even, vfma, vload, vload_even, vload_lanes, vsplat, vsplat_at, vstore)
 
 FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",

@@ -27,7 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 from . import FASTMATH
-from .activation import CLIP, HARD_SIGMOID, HARD_SWISH, IDENTITY, LEAKY_RELU, RELU, activate
+from .activation import IDENTITY, activate_rows
 
 AVX512 = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
 LANES = 16 if AVX512 else 8
@@ -227,37 +227,6 @@ def vcopy_even(dst, d_off, src, s_off, n):
         vstore(dst, d_off + j, vload_even(src, s_off + 2 * j, 0, LANES), LANES)
     if full < n:
         vstore(dst, d_off + full, vload_even(src, s_off + 2 * full, 0, n - full), n - full)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def activate_rows(y, offset, stride, m, n, code, p1, p2):
-    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j].
-
-    The code is dispatched outside the loops, and each row is a slice indexed from 0 (no
-    negative-index wrap), so the loop of each piecewise-linear activation vectorises.
-    """
-    if code == IDENTITY:
-        return
-    for i in range(m):
-        row = y[offset + i * stride: offset + i * stride + n]
-        if code == RELU:
-            for j in range(n):
-                row[j] = activate(row[j], RELU, p1, p2)
-        elif code == LEAKY_RELU:
-            for j in range(n):
-                row[j] = activate(row[j], LEAKY_RELU, p1, p2)
-        elif code == CLIP:
-            for j in range(n):
-                row[j] = activate(row[j], CLIP, p1, p2)
-        elif code == HARD_SIGMOID:
-            for j in range(n):
-                row[j] = activate(row[j], HARD_SIGMOID, p1, p2)
-        elif code == HARD_SWISH:
-            for j in range(n):
-                row[j] = activate(row[j], HARD_SWISH, p1, p2)
-        else:
-            for j in range(n):
-                row[j] = activate(row[j], code, p1, p2)
 
 
 def _micro_kernel(rows: int, vecs: int, masked: bool):
