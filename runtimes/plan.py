@@ -43,7 +43,12 @@ class Plan:
     outputs: dict[str, np.ndarray]
     arena_bytes: int
 
+    def __post_init__(self) -> None:
+        self.input_list = list(self.input_buffers.values())
+        self.output_list = list(self.outputs.values())
+
     def execute(self) -> None:
+        """Run every step on the bound buffers (inputs must already be in ``input_buffers``)."""
         for fn, args in self.steps:
             fn(*args)
 

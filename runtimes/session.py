@@ -51,6 +51,7 @@ class InferenceSession:
         self._input_names = [v.name for v in self._inputs]
         self._input_set = set(self._input_names)
         self._output_names = [v.name for v in self._graph.outputs]
+        self._output_set = set(self._output_names)
         self._plans: dict[tuple, Plan] = {}
         self._lock = threading.Lock()
         static = [vi.shape for vi in self._inputs]
@@ -74,17 +75,19 @@ class InferenceSession:
             run_options: Any = None) -> list[np.ndarray]:
         """Compute ``output_names`` (all outputs when None) for the arrays in ``input_feed``."""
         arrays = self._check_feed(input_feed)
-        names = self._output_names if output_names is None else list(output_names)
-        for n in names:
-            if n not in self._output_names:
-                raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
-        key = tuple(a.shape for a in arrays)
+        if output_names is not None:
+            for n in output_names:
+                if n not in self._output_set:
+                    raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
+        key = tuple([a.shape for a in arrays])
         with self._lock:
             plan = self._plans.get(key) or self._plan_for(key)
-            for buf, a in zip(plan.input_buffers.values(), arrays):
-                np.copyto(buf, a)
+            for buf, a in zip(plan.input_list, arrays):
+                buf[...] = a
             plan.execute()
-            return [np.array(plan.outputs[n], copy=True) for n in names]
+            if output_names is None:
+                return [a.copy() for a in plan.output_list]
+            return [plan.outputs[n].copy() for n in output_names]
 
     def _plan_for(self, shapes: tuple) -> Plan:
         if len(self._plans) >= MAX_CACHED_PLANS:
