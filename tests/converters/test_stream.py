@@ -60,7 +60,7 @@ class Net:
         return name
 
 
-def random_spec(rng: np.random.Generator, padded: bool) -> list[tuple]:
+def random_spec(rng: np.random.Generator, padded: bool, basic: bool = False) -> list[tuple]:
     spec, stride = [], 1
     for _ in range(rng.integers(2, 6)):
         kind = rng.choice(["conv", "conv", "pool", "res", "cat", "act"])
@@ -78,7 +78,7 @@ def random_spec(rng: np.random.Generator, padded: bool) -> list[tuple]:
                          str(rng.choice(["Relu", "LeakyRelu", "Tanh", "Sigmoid"]))))
             stride *= s
         elif kind == "act":
-            spec.append(("act", str(rng.choice(["Relu", "Elu", "Sigmoid"]))))
+            spec.append(("act", str(rng.choice(["Relu", "Sigmoid"] if basic else ["Relu", "Elu", "Sigmoid"]))))
         else:
             spec.append((kind, max(k, 2), d, int(rng.integers(0, (max(k, 2) - 1) * d + 1)), padded))
     return spec, stride
@@ -140,12 +140,13 @@ def build(spec, rng_seed: int, channels: int, length: int, head: str):
     return make_model(net.nodes, {"x": (["N", channels, length], np.float32)}, [out], net.inits)
 
 
-def random_model(seed: int, padded: bool = False, head: str | None = None):
-    """(model, hop, builder) for a random stack whose window holds 2..6 hops."""
+def random_model(seed: int, padded: bool = False, head: str | None = None, basic: bool = False):
+    """(model, hop, builder) for a random stack whose window holds 2..6 hops; ``basic`` keeps to
+    common ops (no Elu, no ReduceMax/Softmax head)."""
     rng = np.random.default_rng(seed)
     channels = int(rng.integers(1, 4))
-    spec, stride = random_spec(rng, padded)
-    head = head or str(rng.choice(["gap", "flatten", "reduce", "none"]))
+    spec, stride = random_spec(rng, padded, basic)
+    head = head or str(rng.choice(["gap", "flatten", "none"] if basic else ["gap", "flatten", "reduce", "none"]))
     hop = stride * int(rng.integers(1, 4))
     for hops in range(2, 40):
         model = build(spec, seed, channels, hop * hops, head)
@@ -355,7 +356,7 @@ def paper_net(kind: str, filters: int = 8):
         length = 256
     f = net.add("Flatten", [net.add("GlobalAveragePool", [x])])
     out = net.add("Gemm", [f, net._w(1, c), net._w(1)], transB=1)
-    return make_model(net.nodes, {"x": ([1, net.channels, length], np.float32)}, [out], net.inits)
+    return make_model(net.nodes, {"x": (["N", net.channels, length], np.float32)}, [out], net.inits)
 
 
 def test_paper_networks():

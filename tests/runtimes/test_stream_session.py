@@ -1,4 +1,4 @@
-"""StreamingSession (runtimes/stream.py) on edgekit's runtime.
+"""StreamingSession (runtimes/stream.py) on edgekit's runtime (every model here runs on edgekit kernels).
 
 - Random valid-padded conv stacks fed >= 500 hops in random chunk sizes (0 to several hops) equal
   window inference on the last L samples in onnxruntime (rtol 1e-5), from the first full window.
@@ -7,11 +7,11 @@
 - Bad chunks (channels, dtype, rank, batch, NaN) raise InputError and leave the state untouched;
   0-sample pushes return []; (C, n) chunks for batch 1; no buffer is reallocated by pushes;
   a model that cannot stream raises ModelError naming the layer.
+- The paper's EEG and PPG networks (BN, causal Pad+Conv, pools) equal the step model in onnxruntime.
 """
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,43 +20,22 @@ from onnx import helper
 
 import edgekit
 from edgekit.converters.stream import to_streaming
-from edgekit.errors import InputError, ModelError, UnsupportedOpError
-from edgekit.runtimes import stream as runtime_stream
+from edgekit.errors import InputError, ModelError
 from edgekit.runtimes.stream import StreamingSession
-from oracle import make_model, ort_session
+from oracle import make_model
 
 # The random network generator and onnxruntime helpers live with the converter's tests.
 _spec = importlib.util.spec_from_file_location(
     "stream_converter_tests", Path(__file__).parents[1] / "converters" / "test_stream.py")
 conv_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conv_tests)
-random_model, stream_in_ort, window_outputs = conv_tests.random_model, conv_tests.stream_in_ort, conv_tests.window_outputs
+stream_in_ort, window_outputs = conv_tests.stream_in_ort, conv_tests.window_outputs
+
+
+def random_model(seed: int, padded: bool = False, head: str | None = None):
+    """A random conv stack of the converter's tests, made of ops edgekit runs."""
+    return conv_tests.random_model(seed, padded, head, basic=True)
 RTOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def onnxruntime_for_missing_kernels(monkeypatch):
-    """While some ops of a step model have no edgekit kernel yet, drive the session's buffers with
-    onnxruntime for that model (with a warning naming the ops); every other model runs on edgekit."""
-    plan_engine = runtime_stream._plan_engine
-
-    def engine(step_model, shapes):
-        try:
-            return plan_engine(step_model, shapes)
-        except UnsupportedOpError as exc:
-            warnings.warn(f"onnxruntime stands in for {sorted({u[1] for u in exc.unsupported})}")
-        sess = ort_session(step_model)
-        dtypes = {i.name: np.dtype(helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
-                  for i in step_model.graph.input}
-        inputs = {name: np.zeros(shape, dtypes[name]) for name, shape in shapes.items()}
-        names = [o.name for o in sess.get_outputs()]
-        outputs = dict(zip(names, sess.run(None, inputs)))
-
-        def run():
-            for name, value in zip(names, sess.run(None, inputs)):
-                np.copyto(outputs[name], value)
-        return runtime_stream._Engine(inputs, outputs, run)
-    monkeypatch.setattr(runtime_stream, "_plan_engine", engine)
 
 
 def channels_of(model) -> int:
@@ -205,3 +184,19 @@ def test_saved_step_model_and_public_name():
     with pytest.raises(ModelError, match="advances"):
         StreamingSession(sm, hop * 2)
     assert getattr(edgekit, "StreamingSession", StreamingSession) is StreamingSession
+
+
+@pytest.mark.parametrize("kind,hop", [("eeg", 128), ("ppg", 64)])
+def test_paper_networks_on_edgekit(kind, hop):
+    model = conv_tests.paper_net(kind)
+    sm = to_streaming(model, hop)
+    x = np.random.default_rng(0).standard_normal((1, channels_of(model), (sm.warmup_hops + 20) * hop))
+    x = x.astype(np.float32)
+    got = StreamingSession(model, hop).push(x)
+    want = stream_in_ort(sm, x)[sm.warmup_hops:]
+    assert len(got) == len(want) == 20
+    for g, w in zip(got, want):
+        assert_close(g[0], w[0])
+    if kind == "eeg":  # valid padding: also equal to window inference
+        for g, w in zip(got, window_outputs(model, x, hop, sm.window, list(range(sm.warmup_hops, len(x[0, 0]) // hop)))):
+            assert_close(g[0], w)
