@@ -1,1 +1,171 @@
-"""Placeholder: builders for this family are being written."""
+"""Elementwise ops: Add, Sub, Mul, Div, Pow, PRelu, comparisons, Max/Min/Sum/Mean (variadic), Where,
+unary maps and inference BatchNormalization.
+
+Builders compute the broadcast output shape and collapse it into the kernels' iteration space once.
+Integer tensors that are all constants (shape arithmetic of exported models) are folded here with
+NumPy, so no Numba kernel is compiled for them.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from edgekit.ir import Node
+
+from ..kernels import elementwise as ke
+from .registry import Constant, In, Kernel, Out, Unsupported, register
+
+BINARY = {"Add": ke.ADD, "Sub": ke.SUB, "Mul": ke.MUL, "Div": ke.DIV, "Pow": ke.POW, "PRelu": ke.PRELU,
+          "Equal": ke.EQUAL, "Less": ke.LESS, "Greater": ke.GREATER, "LessOrEqual": ke.LESS_EQUAL,
+          "GreaterOrEqual": ke.GREATER_EQUAL}
+COMPARE = ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")
+UNARY = {"Neg": ke.NEG, "Abs": ke.ABS, "Sign": ke.SIGN, "Exp": ke.EXP, "Log": ke.LOG, "Sqrt": ke.SQRT,
+         "Reciprocal": ke.RECIPROCAL, "Erf": ke.ERF, "Floor": ke.FLOOR, "Ceil": ke.CEIL}
+VARIADIC = {"Max": ke.MAX, "Min": ke.MIN, "Sum": ke.ADD, "Mean": ke.ADD}
+INTEGER_OK = {"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Sign", "Max", "Min", "Sum", *COMPARE}
+DTYPES = (np.float32, np.int64, np.int32)
+
+
+def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    q = np.floor_divide(a, b)
+    return q + ((q < 0) & (q * b != a))
+
+
+NUMPY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _trunc_div, "Equal": np.equal,
+         "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
+         "GreaterOrEqual": np.greater_equal, "Neg": np.negative, "Abs": np.abs, "Sign": np.sign,
+         "Max": np.maximum, "Min": np.minimum, "Sum": np.add}
+
+
+def _strides(shape: tuple, out_shape: tuple) -> list[int]:
+    """Element strides of a C-contiguous ``shape`` broadcast (right-aligned) to ``out_shape``."""
+    shape = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step if n != 1 else 0)
+        step *= n
+    return strides[::-1]
+
+
+def collapse(out_shape: tuple, shapes: list[tuple]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The kernels' iteration space: ``out_shape`` without size-1 dims, adjacent dims fused wherever
+    every operand allows it, and each operand's element strides over it (0 where broadcast)."""
+    per_op = [_strides(s, out_shape) for s in shapes]
+    dims = [(n, [s[i] for s in per_op]) for i, n in enumerate(out_shape) if n != 1]
+    merged: list[tuple[int, list[int]]] = []
+    for n, ss in dims:
+        if merged and all(p == s * n for p, s in zip(merged[-1][1], ss)):
+            merged[-1] = (merged[-1][0] * n, ss)
+        else:
+            merged.append((n, ss))
+    if not merged:
+        merged = [(1, [0] * len(shapes))]
+    shape = np.array([n for n, _ in merged], np.int64)
+    return shape, [np.array([ss[k] for _, ss in merged], np.int64) for k in range(len(shapes))]
+
+
+def _legacy_shape(node: Node, a: tuple, b: tuple, opset: int) -> tuple:
+    """Shape of B under the opset < 7 ``broadcast``/``axis`` attributes (B aligned at ``axis`` of A)."""
+    if opset >= 7 or not node.attrs.get("broadcast", 0):
+        return b
+    axis = int(node.attrs.get("axis", len(a) - len(b)))
+    axis = axis % len(a) if len(a) else 0
+    return (1,) * axis + tuple(b) + (1,) * (len(a) - axis - len(b))
+
+
+def _check_dtype(node: Node, dtype: np.dtype) -> None:
+    ok = DTYPES if node.op_type in INTEGER_OK else (np.float32,)
+    if dtype not in ok:
+        raise Unsupported(f"{node.op_type} on {dtype} (edgekit computes {', '.join(np.dtype(d).name for d in ok)})")
+
+
+def _fold(node: Node, values: list) -> Constant | None:
+    """NumPy result for all-constant non-float32 inputs (``values`` holds None when one is not), else None."""
+    if node.op_type not in NUMPY or any(v is None for v in values) or values[0].dtype == np.float32:
+        return None
+    fn = NUMPY[node.op_type]
+    result = fn(values[0]) if node.op_type in UNARY else functools.reduce(fn, values)
+    return Constant([np.asarray(result, bool if node.op_type in COMPARE else values[0].dtype)])
+
+
+@register(*BINARY)
+def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
+    a, b = inputs[0], inputs[1]
+    if node.op_type == "PRelu" and opset < 7:
+        raise Unsupported("PRelu before opset 7 (legacy slope broadcasting)")
+    _check_dtype(node, a.dtype)
+    if b.dtype != a.dtype and node.op_type != "Pow":
+        raise Unsupported(f"{node.op_type} of {a.dtype} and {b.dtype}")
+    b_shape = _legacy_shape(node, a.shape, b.shape, opset)
+    folded = _fold(node, [a.value, None if b.value is None else b.value.reshape(b_shape)])
+    if folded is not None:
+        return folded
+    out_shape = tuple(np.broadcast_shapes(a.shape, b_shape))
+    if node.op_type == "PRelu" and out_shape != tuple(a.shape):
+        raise Unsupported(f"PRelu slope {b.shape} does not broadcast to X {a.shape}")
+    code = BINARY[node.op_type]
+    if code == ke.DIV and a.dtype != np.float32:
+        code = ke.IDIV
+    b_arg = In(1)
+    if node.op_type == "Pow" and b.dtype != a.dtype and b.is_const:
+        b_arg = b.value.astype(a.dtype)
+    shape, (sa, sb) = collapse(out_shape, [a.shape, b_shape])
+    out_dtype = np.dtype(bool) if node.op_type in COMPARE else a.dtype
+    return Kernel(ke.BINARY[code], (In(0), b_arg, Out(0), shape, sa, sb), [(out_shape, out_dtype)])
+
+
+@register(*VARIADIC)
+def build_variadic(node: Node, inputs: list, opset: int) -> Kernel | Constant:
+    present = [t for t in inputs if t is not None]
+    _check_dtype(node, present[0].dtype)
+    if any(t.dtype != present[0].dtype for t in present):
+        raise Unsupported(f"{node.op_type} of mixed dtypes")
+    folded = _fold(node, [t.value for t in present])
+    if folded is not None:
+        return folded
+    shapes = [tuple(t.shape) for t in present]
+    out_shape = tuple(np.broadcast_shapes(*shapes))
+    shape, strides = collapse(out_shape, shapes + [out_shape])
+    scale = 1.0 / len(present) if node.op_type == "Mean" else 1.0
+    args = (Out(0), shape, np.stack(strides), scale) + tuple(In(i) for i, t in enumerate(inputs) if t is not None)
+    return Kernel(ke.VARIADIC[VARIADIC[node.op_type]], args, [(out_shape, present[0].dtype)])
+
+
+@register(*UNARY)
+def build_unary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
+    x = inputs[0]
+    _check_dtype(node, x.dtype)
+    folded = _fold(node, [x.value])
+    if folded is not None:
+        return folded
+    return Kernel(ke.UNARY[UNARY[node.op_type]], (In(0), Out(0)), [(x.shape, x.dtype)])
+
+
+@register("Where")
+def build_where(node: Node, inputs: list, opset: int) -> Kernel | Constant:
+    c, a, b = inputs
+    if a.dtype != b.dtype or c.dtype != np.bool_:
+        raise Unsupported(f"Where of {c.dtype}, {a.dtype}, {b.dtype}")
+    if all(t.is_const for t in inputs) and a.dtype != np.float32:
+        return Constant([np.where(c.value, a.value, b.value)])
+    out_shape = tuple(np.broadcast_shapes(c.shape, a.shape, b.shape))
+    shape, (sc, sa, sb) = collapse(out_shape, [c.shape, a.shape, b.shape])
+    return Kernel(ke.where, (In(0), In(1), In(2), Out(0), shape, sc, sa, sb), [(out_shape, a.dtype)])
+
+
+@register("BatchNormalization")
+def build_batch_norm(node: Node, inputs: list, opset: int) -> Kernel:
+    x, attrs = inputs[0], node.attrs
+    if attrs.get("training_mode", 0) or any(node.outputs[1:]):
+        raise Unsupported("BatchNormalization in training mode (edgekit runs inference only)")
+    if not attrs.get("spatial", 1):
+        raise Unsupported("BatchNormalization with spatial=0")
+    if x.dtype != np.float32 or len(x.shape) < 2:
+        raise Unsupported(f"BatchNormalization of a rank-{len(x.shape)} {x.dtype} input")
+    channels = x.shape[1]
+    if any(t.shape != (channels,) for t in inputs[1:5]):
+        raise Unsupported(f"BatchNormalization parameters of shapes {[t.shape for t in inputs[1:5]]} for {channels} channels")
+    inner = int(np.prod(x.shape[2:]))
+    args = (In(0), Out(0), In(1), In(2), In(3), In(4), float(attrs.get("epsilon", 1e-5)), x.shape[0], channels, inner)
+    return Kernel(ke.batch_norm, args, [(x.shape, x.dtype)])

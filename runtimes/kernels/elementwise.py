@@ -1,0 +1,222 @@
+"""Elementwise kernels: unary maps, binary ops with numpy broadcasting, variadic folds, Where, and
+inference BatchNormalization. Any dtype numba handles; the builders pick float32 or integer forms.
+
+Broadcasting runs over a collapsed iteration space computed by the builder: the output shape with
+size-1 dims dropped and mergeable dims fused, plus per operand the element strides of each dim (0
+where the operand is broadcast). The innermost dim then has stride 1 or 0 for every operand, so the
+inner loop is one of four vectorisable forms (both contiguous, one a scalar, both scalars) and same
+shape, scalar and per-channel (C,1,1) operands are all fast paths of the same loop. Each op code
+gets its own compiled kernels (a closure over the code), so a model compiles only the ops it uses;
+thin wrappers flatten arrays of any rank to 1D before calling the loop, which compiles once per
+dtype.
+
+Binary codes: add, sub, mul, div, integer div (truncates like C), pow, max, min (NaN propagates),
+PRelu (x < 0 ? x * slope : x), the comparisons equal, less, greater, less-or-equal,
+greater-or-equal (bool results), and ``FIRST`` (copy the first operand, used to start folds).
+Unary codes: neg, abs, sign (NaN stays NaN), exp, log, sqrt, reciprocal, erf, floor, ceil.
+"""
+import math
+
+import numpy as np
+from numba import literal_unroll, njit
+
+from . import FASTMATH
+
+(ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU,
+ EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL, FIRST) = range(15)
+NEG, ABS, SIGN, EXP, LOG, SQRT, RECIPROCAL, ERF, FLOOR, CEIL = range(10)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _binop(x, y, code):
+    """One binary op on scalars; ``code`` is a compile-time constant in every kernel."""
+    if code == ADD:
+        return x + y
+    if code == SUB:
+        return x - y
+    if code == MUL:
+        return x * y
+    if code == DIV:
+        return x / y
+    if code == IDIV:
+        q = x // y
+        return q + 1 if q < 0 and q * y != x else q
+    if code == POW:
+        return x ** y
+    if code == MAX:
+        m = y if y > x else x
+        return y if y != y else m
+    if code == MIN:
+        m = y if y < x else x
+        return y if y != y else m
+    if code == PRELU:
+        return x * y if x < 0 else x
+    if code == EQUAL:
+        return x == y
+    if code == LESS:
+        return x < y
+    if code == GREATER:
+        return x > y
+    if code == LESS_EQUAL:
+        return x <= y
+    if code == GREATER_EQUAL:
+        return x >= y
+    return x
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _unop(x, code):
+    """One unary op on a scalar."""
+    if code == NEG:
+        return -x
+    if code == ABS:
+        return abs(x)
+    if code == SIGN:
+        return x if x != x else (x > 0) - (x < 0)
+    if code == EXP:
+        return math.exp(x)
+    if code == LOG:
+        return math.log(x) if x > 0 else (-np.inf if x == 0 else np.nan)
+    if code == SQRT:
+        return math.sqrt(x) if x >= 0 else np.nan
+    if code == RECIPROCAL:
+        return 1 / x
+    if code == ERF:
+        return math.erf(x)
+    if code == FLOOR:
+        return np.floor(x)
+    return np.ceil(x)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _broadcast_loop(a, b, out, shape, sa, sb, code):
+    """out = a (op) b over the collapsed space ``shape``; a, b, out are flat, strides in elements."""
+    nd = shape.size
+    n = shape[nd - 1]
+    if out.size == 0:
+        return
+    ia, ib = sa[nd - 1], sb[nd - 1]
+    idx = np.zeros(nd, np.int64)
+    oa, ob = 0, 0
+    for base in range(0, out.size, n):
+        xa, xb, o = a[oa:], b[ob:], out[base:]
+        if ia == 1 and ib == 1:
+            for i in range(n):
+                o[i] = _binop(xa[i], xb[i], code)
+        elif ia == 1:
+            y = xb[0]
+            for i in range(n):
+                o[i] = _binop(xa[i], y, code)
+        elif ib == 1:
+            x = xa[0]
+            for i in range(n):
+                o[i] = _binop(x, xb[i], code)
+        else:
+            v = _binop(xa[0], xb[0], code)
+            for i in range(n):
+                o[i] = v
+        d = nd - 2
+        while d >= 0:  # odometer step over the outer dims
+            idx[d] += 1
+            oa += sa[d]
+            ob += sb[d]
+            if idx[d] < shape[d]:
+                break
+            oa -= sa[d] * shape[d]
+            ob -= sb[d] * shape[d]
+            idx[d] = 0
+            d -= 1
+
+
+def _binary(code: int):
+    """(flat loop, any-rank wrapper) for binary op ``code``."""
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def flat(a, b, out, shape, sa, sb):
+        _broadcast_loop(a, b, out, shape, sa, sb, code)
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(a, b, out, shape, sa, sb):
+        """out = a (op) b with broadcasting: ``shape`` is the collapsed output, sa/sb element strides."""
+        flat(a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, sa, sb)
+
+    return kernel
+
+
+def _variadic(code: int):
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(out, shape, strides, scale, *ins):
+        """out = scale * fold of op over ``ins`` (broadcast): strides[k] belongs to ins[k], the last row to out."""
+        of = out.reshape(-1)
+        so = strides[strides.shape[0] - 1]
+        k = 0
+        for a in literal_unroll(ins):
+            af = a.reshape(-1)
+            if k == 0:
+                _broadcast_loop(af, af, of, shape, strides[0], strides[0], FIRST)
+            else:
+                _broadcast_loop(of, af, of, shape, so, strides[k], code)
+            k += 1
+        if scale != 1.0:
+            for i in range(of.size):
+                of[i] *= scale
+
+    return kernel
+
+
+def _unary(code: int):
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def flat(x, out):
+        for i in range(x.size):
+            out[i] = _unop(x[i], code)
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(x, out):
+        """out = op(x) elementwise over C-contiguous arrays of equal size."""
+        flat(x.reshape(-1), out.reshape(-1))
+
+    return kernel
+
+
+BINARY = {code: _binary(code) for code in range(FIRST)}
+VARIADIC = {code: _variadic(code) for code in (ADD, MAX, MIN)}
+UNARY = {code: _unary(code) for code in range(CEIL + 1)}
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def where(cond, a, b, out, shape, sc, sa, sb):
+    """out = cond ? a : b with broadcasting over the collapsed ``shape`` (per-operand element strides)."""
+    cf, af, bf, of = cond.reshape(-1), a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    nd = shape.size
+    idx = np.zeros(nd, np.int64)
+    oc, oa, ob = 0, 0, 0
+    for i in range(of.size):
+        of[i] = af[oa] if cf[oc] else bf[ob]
+        d = nd - 1
+        while d >= 0:
+            idx[d] += 1
+            oc += sc[d]
+            oa += sa[d]
+            ob += sb[d]
+            if idx[d] < shape[d]:
+                break
+            oc -= sc[d] * shape[d]
+            oa -= sa[d] * shape[d]
+            ob -= sb[d] * shape[d]
+            idx[d] = 0
+            d -= 1
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def batch_norm(x, out, scale, bias, mean, var, eps, outer, channels, inner):
+    """Inference BatchNormalization of x viewed as (outer, channels, inner):
+    out = (x - mean[c]) / sqrt(var[c] + eps) * scale[c] + bias[c], folded per channel in float64."""
+    xv = x.reshape((outer, channels, inner))
+    ov = out.reshape((outer, channels, inner))
+    for c in range(channels):
+        a = scale[c] / math.sqrt(np.float64(var[c]) + eps)
+        b = bias[c] - mean[c] * a
+        for o in range(outer):
+            xr, orow = xv[o, c], ov[o, c]
+            for i in range(inner):
+                orow[i] = xr[i] * a + b

@@ -1,0 +1,201 @@
+"""Reductions and softmax along axes of C-contiguous arrays.
+
+The builder rewrites every reduction into one of three index forms over the flat input: rows (x as
+(outer, n), reducing each row), columns (x as (outer, n, inner), reducing the middle axis with one
+accumulator per inner position so the loads stay contiguous), and gather for reduced axes that are
+not adjacent (out[j] = reduce over r of x[base[j] + offs[r]]). Sums accumulate in float64; max and
+min propagate NaN (np.max semantics); log-sum-exp and softmax subtract the maximum first, so they
+never overflow. Each reduction code gets its own compiled kernels (a closure over the code), so a
+model compiles only the reductions it uses.
+
+Codes: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 L1, 6 L2, 7 sum of squares, 8 log-sum, 9 log-sum-exp.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from . import FASTMATH
+
+SUM, MEAN, MAX, MIN, PROD, L1, L2, SUM_SQUARE, LOG_SUM, LOG_SUM_EXP = range(10)
+ROWS, COLUMNS, GATHER = range(3)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _init(code):
+    """Accumulator start value of reduction ``code``."""
+    if code == MAX:
+        return -np.inf
+    if code == MIN:
+        return np.inf
+    if code == PROD:
+        return 1.0
+    return 0.0
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _step(acc, v, code, shift):
+    """Fold one input value into the accumulator (``shift`` is the maximum, for log-sum-exp)."""
+    if code == MAX:
+        m = v if v > acc else acc
+        return v if v != v else m
+    if code == MIN:
+        m = v if v < acc else acc
+        return v if v != v else m
+    if code == PROD:
+        return acc * v
+    if code == L1:
+        return acc + abs(v)
+    if code == L2 or code == SUM_SQUARE:
+        return acc + v * v
+    if code == LOG_SUM_EXP:
+        return acc + math.exp(v - shift)
+    return acc + v
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _finish(acc, n, code, shift):
+    """The reduction's result from a finished accumulator over ``n`` values."""
+    if code == MEAN:
+        return acc / n
+    if code == L2:
+        return math.sqrt(acc)
+    if code == LOG_SUM:
+        return math.log(acc) if acc > 0 else (-np.inf if acc == 0 else np.nan)
+    if code == LOG_SUM_EXP:
+        return shift if abs(shift) == np.inf else math.log(acc) + shift
+    return acc
+
+
+def _reduction(code: int):
+    """The any-rank kernel of reduction ``code`` over its three flat index forms."""
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def rows(x, out, outer, n):
+        for o in range(outer):
+            row = x[o * n:(o + 1) * n]
+            shift = 0.0
+            if code == LOG_SUM_EXP:
+                shift = -np.inf
+                for r in range(n):
+                    shift = _step(shift, row[r], MAX, 0.0)
+            acc = _init(code)
+            for r in range(n):
+                acc = _step(acc, row[r], code, shift)
+            out[o] = _finish(acc, n, code, shift)
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def columns(x, out, outer, n, inner):
+        shift = np.zeros(inner)
+        acc = np.empty(inner)
+        for o in range(outer):
+            block = x[o * n * inner:(o + 1) * n * inner]
+            if code == LOG_SUM_EXP:
+                for i in range(inner):
+                    shift[i] = -np.inf
+                for r in range(n):
+                    row = block[r * inner:]
+                    for i in range(inner):
+                        shift[i] = _step(shift[i], row[i], MAX, 0.0)
+            for i in range(inner):
+                acc[i] = _init(code)
+            for r in range(n):
+                row = block[r * inner:]
+                for i in range(inner):
+                    acc[i] = _step(acc[i], row[i], code, shift[i])
+            dst = out[o * inner:]
+            for i in range(inner):
+                dst[i] = _finish(acc[i], n, code, shift[i])
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def gather(x, out, base, offs):
+        n = offs.size
+        for j in range(base.size):
+            b = base[j]
+            shift = 0.0
+            if code == LOG_SUM_EXP:
+                shift = -np.inf
+                for r in range(n):
+                    shift = _step(shift, x[b + offs[r]], MAX, 0.0)
+            acc = _init(code)
+            for r in range(n):
+                acc = _step(acc, x[b + offs[r]], code, shift)
+            out[j] = _finish(acc, n, code, shift)
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(x, out, form, outer, n, inner, base, offs):
+        """Reduce x into out in index form ``form`` (ROWS, COLUMNS or GATHER; see the module doc)."""
+        xf, of = x.reshape(-1), out.reshape(-1)
+        if form == ROWS:
+            rows(xf, of, outer, n)
+        elif form == COLUMNS:
+            columns(xf, of, outer, n, inner)
+        else:
+            gather(xf, of, base, offs)
+
+    return kernel
+
+
+REDUCE = {code: _reduction(code) for code in range(LOG_SUM_EXP + 1)}
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _softmax_rows(x, out, outer, n, log):
+    for o in range(outer):
+        row, dst = x[o * n:(o + 1) * n], out[o * n:(o + 1) * n]
+        m = -np.inf
+        for r in range(n):
+            m = _step(m, row[r], MAX, 0.0)
+        m = np.float32(m)
+        s = 0.0
+        for r in range(n):
+            e = math.exp(row[r] - m)
+            s += e
+            dst[r] = e
+        if log:
+            shift = math.log(s) + m
+            for r in range(n):
+                dst[r] = row[r] - shift
+        else:
+            inv = 1.0 / s
+            for r in range(n):
+                dst[r] *= inv
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _softmax_columns(x, out, outer, n, inner, log):
+    m = np.empty(inner, np.float32)
+    s = np.empty(inner)
+    for o in range(outer):
+        xb = x[o * n * inner:(o + 1) * n * inner]
+        ob = out[o * n * inner:(o + 1) * n * inner]
+        for i in range(inner):
+            m[i] = -np.inf
+        for r in range(n):
+            row = xb[r * inner:]
+            for i in range(inner):
+                m[i] = _step(m[i], row[i], MAX, 0.0)
+        for i in range(inner):
+            s[i] = 0.0
+        for r in range(n):
+            row, dst = xb[r * inner:], ob[r * inner:]
+            for i in range(inner):
+                e = math.exp(row[i] - m[i])
+                s[i] += e
+                dst[i] = e
+        for i in range(inner):
+            s[i] = math.log(s[i]) + m[i] if log else 1.0 / s[i]
+        for r in range(n):
+            row, dst = xb[r * inner:], ob[r * inner:]
+            for i in range(inner):
+                dst[i] = row[i] - s[i] if log else dst[i] * s[i]
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def softmax(x, out, outer, n, inner, log):
+    """Softmax (log-softmax when ``log``) over the middle axis of x viewed as (outer, n, inner):
+    out = exp(x - max) / sum(exp(x - max)), or x - max - log(sum(exp(x - max)))."""
+    if inner == 1:
+        _softmax_rows(x.reshape(-1), out.reshape(-1), outer, n, log)
+    else:
+        _softmax_columns(x.reshape(-1), out.reshape(-1), outer, n, inner, log)

@@ -1,0 +1,167 @@
+"""Elementwise ops against onnxruntime: binary arithmetic over every broadcasting pattern (same shape,
+scalar, per-channel, row, two-sided, legacy opset-6 axis broadcasting), int64 arithmetic (kernel and
+constant-folded), Pow, PRelu, comparisons and Where, variadic Max/Min/Sum/Mean with NaN propagation,
+unary maps, and inference BatchNormalization across opsets. float32 tolerance rtol 1e-6 / atol 1e-6
+unless a case states otherwise; integers and NaN placement must match exactly.
+"""
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import edgekit
+from edgekit.errors import UnsupportedOpError
+from oracle import assert_matches_ort, make_model
+
+RTOL, ATOL = 1e-6, 1e-6
+
+
+def _check(op, feeds, attrs=None, inits=None, opset=17, out_type=TensorProto.FLOAT, rtol=RTOL, atol=ATOL, names=None):
+    names = names or list(feeds) + list(inits or {})
+    node = helper.make_node(op, names, ["y"], **(attrs or {}))
+    model = make_model([node], {k: (v.shape, v.dtype) for k, v in feeds.items()}, {"y": out_type}, inits, opset)
+    return assert_matches_ort(model, feeds, rtol, atol)
+
+
+BROADCASTS = [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), ()), ((), (2, 3, 4, 5)), ((2, 3, 4, 5), (3, 1, 1)),
+              ((2, 3, 4, 5), (5,)), ((2, 1, 4, 1), (1, 3, 1, 5)), ((1, 3, 1, 1), (2, 3, 4, 5)), ((4, 1), (3,))]
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("sa,sb", BROADCASTS)
+def test_arithmetic_broadcasting(op, sa, sb):
+    rng = np.random.default_rng(0)
+    a = np.asarray(rng.standard_normal(sa), np.float32)
+    b = np.asarray(rng.uniform(0.5, 2.0, sb) * rng.choice([-1, 1], sb), np.float32)
+    _check(op, {"a": a, "b": b})
+
+
+def test_constant_operand():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    _check("Add", {"x": x}, inits={"bias": rng.standard_normal((3, 1, 1)).astype(np.float32)})
+
+
+def test_legacy_axis_broadcast_against_numpy():
+    """onnxruntime has no opset-6 Mul/Sub, so the reference is NumPy with B aligned at ``axis``."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for op, attrs, w, expect in [
+        ("Mul", {"axis": 1}, rng.standard_normal((3, 4)).astype(np.float32), lambda w: x * w[:, :, None]),
+        ("Sub", {}, rng.standard_normal((5,)).astype(np.float32), lambda w: x - w),
+    ]:
+        node = helper.make_node(op, ["x", "w"], ["y"], broadcast=1, **attrs)
+        model = make_model([node], {"x": (x.shape, np.float32)}, ["y"], {"w": w}, opset=6)
+        got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, expect(w), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+def test_int64_arithmetic_truncates_like_onnxruntime(op):
+    rng = np.random.default_rng(2)
+    a = rng.integers(-50, 50, (3, 4)).astype(np.int64)
+    b = rng.integers(1, 9, (4,)).astype(np.int64) * rng.choice([-1, 1], 4)
+    _check(op, {"a": a, "b": b}, out_type=TensorProto.INT64, rtol=0, atol=0)
+    _check(op, {"a": a}, inits={"b": b}, out_type=TensorProto.INT64, rtol=0, atol=0)
+
+
+def test_int64_constant_arithmetic_folds():
+    a, b = np.array([7, -7, 9], np.int64), np.array([2, 2, -4], np.int64)
+    nodes = [helper.make_node("Div", ["a", "b"], ["q"]), helper.make_node("Mul", ["q", "b"], ["m"]),
+             helper.make_node("Sub", ["x", "m"], ["y"])]
+    x = np.array([1, 2, 3], np.int64)
+    model = make_model(nodes, {"x": (x.shape, np.int64)}, {"y": TensorProto.INT64}, {"a": a, "b": b})
+    assert_matches_ort(model, {"x": x}, 0, 0)
+
+
+def test_pow_float_and_integer_exponents():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.1, 3.0, (2, 3, 7)).astype(np.float32)
+    _check("Pow", {"x": x, "e": rng.uniform(-2, 2, (3, 1)).astype(np.float32)}, rtol=2e-6)
+    for e in (2.0, 0.5, -1.5):
+        _check("Pow", {"x": x}, inits={"e": np.float32(e)}, rtol=2e-6)
+    _check("Pow", {"x": x}, inits={"e": np.int64(3)}, rtol=2e-6)
+
+
+@pytest.mark.parametrize("slope_shape", [(3, 1, 1), (1,), (2, 3, 4, 5), (5,)])
+def test_prelu_slope_broadcast(slope_shape):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    _check("PRelu", {"x": x}, inits={"s": rng.uniform(0, 0.5, slope_shape).astype(np.float32)}, opset=16)
+    _check("PRelu", {"x": x}, inits={"s": rng.uniform(0, 0.5, slope_shape).astype(np.float32)}, opset=9)
+
+
+@pytest.mark.parametrize("op", ["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"])
+def test_comparisons(op):
+    rng = np.random.default_rng(5)
+    a = rng.integers(-2, 3, (2, 3, 4)).astype(np.float32)
+    b = rng.integers(-2, 3, (3, 1)).astype(np.float32)
+    _check(op, {"a": a, "b": b}, out_type=TensorProto.BOOL, rtol=0, atol=0)
+    _check(op, {"a": a.astype(np.int64), "b": b.astype(np.int64)}, out_type=TensorProto.BOOL, rtol=0, atol=0)
+
+
+def test_where_broadcasts_three_ways():
+    rng = np.random.default_rng(6)
+    c = rng.random((2, 1, 4)) < 0.5
+    a = rng.standard_normal((3, 1)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    _check("Where", {"c": c, "a": a, "b": b}, rtol=0, atol=0)
+    _check("Where", {"c": c, "a": a.astype(np.int64), "b": b.astype(np.int64)}, out_type=TensorProto.INT64, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min", "Sum", "Mean"])
+def test_variadic_broadcasting(op):
+    rng = np.random.default_rng(7)
+    feeds = {"a": rng.standard_normal((2, 3, 4, 5)).astype(np.float32),
+             "b": rng.standard_normal((3, 1, 1)).astype(np.float32),
+             "c": rng.standard_normal((5,)).astype(np.float32)}
+    _check(op, feeds)
+    _check(op, {"a": feeds["a"]})
+    _check(op, {"c": feeds["c"], "a": feeds["a"]}, opset=13)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_max_min_propagate_nan(op):
+    a = np.array([1, np.nan, 3, np.nan, -np.inf], np.float32)
+    b = np.array([np.nan, 2, 1, np.nan, 0], np.float32)
+    _check(op, {"a": a, "b": b}, rtol=0, atol=0)
+
+
+UNARY = [("Neg", (-3, 3)), ("Abs", (-3, 3)), ("Sign", (-3, 3)), ("Exp", (-10, 10)), ("Log", (0.01, 100)),
+         ("Sqrt", (0, 100)), ("Reciprocal", (0.1, 10)), ("Erf", (-3, 3)), ("Floor", (-5, 5)), ("Ceil", (-5, 5))]
+
+
+@pytest.mark.parametrize("op,lohi", UNARY)
+def test_unary(op, lohi):
+    rng = np.random.default_rng(8)
+    x = rng.uniform(*lohi, (2, 3, 33)).astype(np.float32)
+    x[0, 0, :3] = [0.0, -0.0, lohi[0]]
+    _check(op, {"x": x}, rtol=2e-6)
+
+
+def test_unary_edge_values_and_integers():
+    x = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.0], np.float32)
+    for op in ("Neg", "Abs", "Sign", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil"):
+        _check(op, {"x": x}, rtol=0, atol=0)
+    i = np.array([-3, 0, 5], np.int64)
+    for op in ("Neg", "Abs", "Sign"):
+        _check(op, {"x": i}, out_type=TensorProto.INT64, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("opset,shape", [(9, (2, 3, 4, 5)), (15, (2, 3, 4, 5)), (15, (4, 3)), (7, (1, 3, 10))])
+def test_batch_norm_inference(opset, shape):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    c = shape[1]
+    params = {"s": rng.uniform(0.5, 2, c), "b": rng.standard_normal(c), "m": rng.standard_normal(c), "v": rng.uniform(0.1, 2, c)}
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    _check("BatchNormalization", {"x": x}, {"epsilon": 1e-3}, params, opset=opset)
+    _check("BatchNormalization", {"x": x, **params}, {}, opset=opset)
+
+
+def test_batch_norm_training_mode_is_unsupported():
+    x = np.zeros((1, 2, 3), np.float32)
+    params = {k: np.ones(2, np.float32) for k in "sbmv"}
+    node = helper.make_node("BatchNormalization", ["x", *params], ["y", "rm", "rv"], training_mode=1)
+    model = make_model([node], {"x": (x.shape, np.float32)}, ["y", "rm", "rv"], params, opset=15)
+    with pytest.raises(UnsupportedOpError, match="training"):
+        edgekit.InferenceSession(model).run(None, {"x": x})

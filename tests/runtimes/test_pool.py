@@ -1,0 +1,123 @@
+"""Pooling against onnxruntime: MaxPool and AveragePool (1D and 2D) over random kernel shapes, strides,
+explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
+attribute appeared and at the latest; the stride-1 'same' fast path on realistic shapes; Global pools
+of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
+inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
+pooling is checked against NumPy, because onnxruntime's result depends on its code path.
+"""
+import numpy as np
+import pytest
+from onnx import helper
+
+import edgekit
+from edgekit.errors import UnsupportedOpError
+from oracle import assert_matches_ort, make_model, ort_session
+
+
+def _model(op, shape, opset, **attrs):
+    return make_model([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": (shape, np.float32)}, ["y"], opset=opset)
+
+
+def _random_attrs(rng, op, rank):
+    kernel = [int(k) for k in rng.integers(1, 5, rank)]
+    attrs = {"kernel_shape": kernel, "strides": [int(s) for s in rng.integers(1, 4, rank)]}
+    mode = rng.choice(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"])
+    if mode == "NOTSET":
+        attrs["pads"] = [int(rng.integers(0, k)) for k in kernel + kernel]
+    else:
+        attrs["auto_pad"] = str(mode)
+    if rng.random() < 0.5:
+        attrs["dilations"] = [int(d) for d in rng.integers(1, 3, rank)]
+    if rng.random() < 0.5:
+        attrs["ceil_mode"] = 1
+    if op == "AveragePool":
+        attrs["count_include_pad"] = int(rng.integers(0, 2))
+    return attrs
+
+
+@pytest.mark.parametrize("op,opset", [("MaxPool", 12), ("AveragePool", 19)])
+@pytest.mark.parametrize("rank", [1, 2])
+def test_random_pooling_configurations(op, opset, rank):
+    rng = np.random.default_rng(rank)
+    checked = 0
+    for _ in range(120):
+        shape = [int(rng.integers(1, 3)), int(rng.integers(1, 4))] + [int(n) for n in rng.integers(3, 12, rank)]
+        attrs = _random_attrs(rng, op, rank)
+        model = _model(op, shape, opset, **attrs)
+        x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        try:
+            ort_session(model).run(None, {"x": x})
+        except Exception:  # a configuration onnxruntime rejects (e.g. negative SAME padding for MaxPool)
+            continue
+        exact = op == "MaxPool"
+        assert_matches_ort(model, {"x": x}, 0 if exact else 1e-6, 0)
+        checked += 1
+    assert checked > 90
+
+
+@pytest.mark.parametrize("op,opset,attrs", [
+    ("MaxPool", 8, {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}),
+    ("MaxPool", 8, {"kernel_shape": [3], "auto_pad": "SAME_UPPER"}),
+    ("MaxPool", 10, {"kernel_shape": [2, 3], "strides": [2, 2], "ceil_mode": 1, "dilations": [2, 1]}),
+    ("AveragePool", 7, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", 7, {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    ("AveragePool", 10, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    ("AveragePool", 11, {"kernel_shape": [3], "strides": [3], "pads": [1, 1], "ceil_mode": 1, "count_include_pad": 1}),
+])
+def test_older_opsets(op, opset, attrs):
+    rng = np.random.default_rng(3)
+    shape = (2, 3, 9) if len(attrs["kernel_shape"]) == 1 else (2, 3, 9, 8)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    assert_matches_ort(_model(op, shape, opset, **attrs), {"x": x}, 0 if op == "MaxPool" else 1e-6, 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 56, 56), (2, 48, 14, 14), (1, 5, 7, 300)])
+@pytest.mark.parametrize("k", [3, 5])
+def test_stride_one_same_fast_path(shape, k):
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    p = k // 2
+    assert_matches_ort(_model("MaxPool", shape, 12, kernel_shape=[k, k], pads=[p] * 4), {"x": x}, 0, 0)
+    assert_matches_ort(_model("MaxPool", shape, 12, kernel_shape=[k, k], auto_pad="SAME_UPPER"), {"x": x}, 0, 0)
+    avg = _model("AveragePool", shape, 19, kernel_shape=[k, k], pads=[p] * 4, count_include_pad=int(k == 5))
+    assert_matches_ort(avg, {"x": x}, 1e-6, 0)
+
+
+def _numpy_max_pool(x, k, stride, pad):
+    """Reference 2D max pool with -inf padding, NaN-propagating like np.max."""
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+    oh = (xp.shape[2] - k) // stride + 1
+    ow = (xp.shape[3] - k) // stride + 1
+    windows = [xp[:, :, a:a + stride * oh:stride, b:b + stride * ow:stride] for a in range(k) for b in range(k)]
+    return np.max(np.stack(windows), axis=0)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_propagates_nan(stride):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 9, 10)).astype(np.float32)
+    x[0, 0, 0, 0] = x[0, 0, 4, 9] = x[0, 1, 8, 3] = x[0, 1, 5, 5] = np.nan
+    model = _model("MaxPool", x.shape, 12, kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1])
+    got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, stride, 1))
+
+
+def test_max_pool_indices_output_is_unsupported():
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2])
+    model = make_model([node], {"x": ((1, 1, 4, 4), np.float32)}, {"y": 1, "i": 7}, opset=12)
+    with pytest.raises(UnsupportedOpError, match="Indices"):
+        edgekit.InferenceSession(model).run(None, {"x": np.zeros((1, 1, 4, 4), np.float32)})
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 17), (2, 5, 9, 11), (1, 2, 3, 4, 5), (1, 64, 56, 56)])
+def test_global_pools(shape):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape).astype(np.float32)
+    assert_matches_ort(_model("GlobalMaxPool", shape, 17), {"x": x}, 0, 0)
+    assert_matches_ort(_model("GlobalAveragePool", shape, 17), {"x": x}, 1e-5, 1e-6)
+
+
+def test_global_max_pool_propagates_nan():
+    x = np.array([[[1.0, np.nan, 3.0], [2.0, 1.0, 0.0]]], np.float32)
+    got = edgekit.InferenceSession(_model("GlobalMaxPool", x.shape, 17)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, np.max(x, axis=2, keepdims=True))

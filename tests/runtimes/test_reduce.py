@@ -1,0 +1,121 @@
+"""Reductions and softmax against onnxruntime: every Reduce* op over adjacent, non-adjacent, negative and
+all axes, keepdims on and off, axes as attribute (opset 13) and as input (opset 18), the empty-axes
+rules, int64 constant folding, log-sum-exp stability, and Softmax/LogSoftmax in both the opset >= 13
+(one axis) and opset < 13 (coerce to 2D) semantics. NaN handling of ReduceMax/Min is checked against
+NumPy, since onnxruntime's result depends on where the NaN sits. Tolerances: rtol 1e-5 / atol 1e-5
+for sums of float32 (onnxruntime accumulates in float32), exact for max/min.
+"""
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import edgekit
+from edgekit.errors import UnsupportedOpError
+from oracle import assert_matches_ort, make_model
+
+RTOL, ATOL = 1e-5, 1e-5
+OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+       "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"]
+POSITIVE = {"ReduceProd", "ReduceLogSum"}
+AXES = [None, [1], [-1], [0, 2], [1, 2], [0, 3], [3, 1, 2]]
+
+
+def _model(op, x_shape, axes, opset, keepdims=1, **attrs):
+    """A one-node reduction, axes as input (ReduceSum >= 13, others >= 18) or attribute."""
+    as_input = opset >= (13 if op == "ReduceSum" else 18)
+    inits, names = {}, ["x"]
+    if axes is not None and as_input:
+        inits["axes"] = np.array(axes, np.int64)
+        names.append("axes")
+    elif axes is not None:
+        attrs["axes"] = axes
+    node = helper.make_node(op, names, ["y"], keepdims=keepdims, **attrs)
+    return make_model([node], {"x": (x_shape, np.float32)}, ["y"], inits, opset)
+
+
+def _input(op, shape, seed):
+    rng = np.random.default_rng(seed)
+    if op in POSITIVE:
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("opset", [13, 18])
+def test_reductions_over_axes(op, opset):
+    x = _input(op, (2, 3, 4, 5), 0)
+    exact = op in ("ReduceMax", "ReduceMin")
+    for axes in AXES:
+        for keepdims in (0, 1):
+            model = _model(op, x.shape, axes, opset, keepdims)
+            assert_matches_ort(model, {"x": x}, 0 if exact else RTOL, 0 if exact else ATOL)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp"])
+def test_empty_axes_rules(op):
+    x = _input(op, (3, 1, 4), 1)
+    for noop in (0, 1):
+        assert_matches_ort(_model(op, x.shape, None, 18, noop_with_empty_axes=noop), {"x": x}, RTOL, ATOL)
+        model = _model(op, x.shape, [], 18, noop_with_empty_axes=noop)
+        assert_matches_ort(model, {"x": x}, RTOL, ATOL)
+
+
+def test_size_one_axes_and_scalar_shapes():
+    x = _input("ReduceSum", (1, 6, 1, 7), 2)
+    for axes in ([0], [0, 1], [1, 3], [0, 2], [2]):
+        assert_matches_ort(_model("ReduceMean", x.shape, axes, 18), {"x": x}, RTOL, ATOL)
+    v = _input("ReduceSum", (9,), 3)
+    assert_matches_ort(_model("ReduceMax", v.shape, None, 18, keepdims=0), {"x": v}, 0, 0)
+
+
+def test_log_sum_exp_is_stable():
+    x = np.array([[1000.0, 999.0, -1000.0], [-np.inf, -np.inf, -np.inf]], np.float32)
+    assert_matches_ort(_model("ReduceLogSumExp", x.shape, [1], 18), {"x": x}, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("op,fn", [("ReduceMax", np.max), ("ReduceMin", np.min)])
+def test_max_min_propagate_nan_like_numpy(op, fn):
+    x = np.array([[1, np.nan, 0], [np.nan, 1, 0], [2, 3, 1]], np.float32)
+    got = edgekit.InferenceSession(_model(op, x.shape, [1], 18, keepdims=0)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, fn(x, axis=1))
+
+
+def test_int64_constant_reductions_fold():
+    shape = np.array([2, 3, 4], np.int64)
+    nodes = [helper.make_node("ReduceProd", ["s"], ["p"], keepdims=1),
+             helper.make_node("ReduceSum", ["s", "ax"], ["t"], keepdims=1),
+             helper.make_node("Add", ["p", "t"], ["u"]), helper.make_node("Add", ["x", "u"], ["y"])]
+    x = np.array([5], np.int64)
+    model = make_model(nodes, {"x": (x.shape, np.int64)}, {"y": TensorProto.INT64},
+                       {"s": shape, "ax": np.array([0], np.int64)}, opset=13)
+    assert_matches_ort(model, {"x": x}, 0, 0)
+
+
+def test_dynamic_axes_are_unsupported():
+    node = helper.make_node("ReduceSum", ["x", "axes"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                                            helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=10)
+    with pytest.raises(UnsupportedOpError, match="axes"):
+        edgekit.InferenceSession(model).run(None, {"x": np.zeros((2, 3), np.float32), "axes": np.array([1])})
+
+
+SOFTMAX_CASES = [(13, None), (13, 1), (13, 0), (13, -2), (11, None), (11, 2), (11, -1), (11, 0)]
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset,axis", SOFTMAX_CASES)
+def test_softmax_semantics_per_opset(op, opset, axis):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((2, 3, 4, 5)) * 5).astype(np.float32)
+    attrs = {} if axis is None else {"axis": axis}
+    model = make_model([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": (x.shape, np.float32)}, ["y"], opset=opset)
+    assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_is_stable_for_large_logits(op):
+    x = np.array([[1000.0, 999.0, -1000.0, 0.0], [-50.0, 80.0, 88.0, 89.0]], np.float32)
+    model = make_model([helper.make_node(op, ["x"], ["y"])], {"x": (x.shape, np.float32)}, ["y"], opset=13)
+    assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
