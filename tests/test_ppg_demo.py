@@ -94,16 +94,16 @@ def test_demo_end_to_end(tmp_path, capsys):
     if ppg._requirements():  # heartpy's data is only read, never imported (its import can fail)
         pytest.skip("heartpy or matplotlib is not installed")
     out = tmp_path / "ppg.png"
-    assert ppg.main(["--out", str(out)]) == 0
+    assert ppg.main(["--recording", "data", "--out", str(out)]) == 0  # the short recording
     text = capsys.readouterr().out
     assert "MAE vs reference" in text and "median latency per hop" in text
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    cols = ppg.run("data2", verbose=False)
-    n = data.window_count(len(cols["signal"]))
-    assert n == 61 and not np.isnan(cols["stream"]).any() and not np.isnan(cols["window"]).any()
+    cols = ppg.run("data2", verbose=False)  # the held-out recording the demo streams by default
+    assert len(cols["stream"]) == data.window_count(len(cols["signal"])) == 61
+    assert not np.isnan(cols["stream"]).any() and not np.isnan(cols["window"]).any()
     # The first window has no past: streaming and window inference see the same zeros.
     assert cols["stream"][0] == pytest.approx(cols["window"][0], rel=1e-5, abs=1e-3)
     ok = ~np.isnan(cols["ref"])
     assert ok.sum() >= 30
-    assert np.mean(np.abs(cols["stream"][ok] - cols["ref"][ok])) < 6.0
+    assert np.mean(np.abs(cols["stream"][ok] - cols["ref"][ok])) < 4.0
