@@ -10,6 +10,7 @@ latencies of both; then MAE, speedup, and a plot (signal, heart rate, latency) t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -22,11 +23,12 @@ MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "ppg_
 
 
 def _requirements() -> str | None:
-    """None when the demo's optional packages are installed, else the one-line reason."""
+    """None when the demo's extra packages and heartpy's recordings are there, else the reason."""
     try:
         data.data_dir()
-        import matplotlib  # noqa: F401
     except ModuleNotFoundError:
+        return data.INSTALL_HINT
+    if any(importlib.util.find_spec(m) is None for m in ("matplotlib", "scipy")):
         return data.INSTALL_HINT
     return None
 

@@ -5,6 +5,8 @@ from the installed package with NumPy; nothing of heartpy is imported or copied 
 Reference heart rate comes from systolic peaks (band-pass, autocorrelation-guided
 ``scipy.signal.find_peaks``, median inter-beat interval), the model's input from a causal
 band-pass and running amplitude normalisation at 32 Hz, so a live sensor could be fed the same way.
+scipy (an extra, like heartpy) is imported where it is used, so that the demo can name the missing
+extra instead of failing at import.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
 FS = 32          # model sample rate (Hz)
 WINDOW = 256     # samples per window: 8 s
@@ -73,6 +74,8 @@ def load_recording(name: str) -> Recording:
 def resample(x: np.ndarray, fs: float, fs_out: float = FS) -> np.ndarray:
     """``x`` at ``fs`` resampled to ``fs_out`` (anti-alias low-pass at 0.4 fs_out, then linear
     interpolation); the rates need not be commensurate."""
+    from scipy import signal
+
     cutoff = 0.4 * fs_out
     if cutoff < 0.45 * fs:
         x = signal.sosfiltfilt(signal.butter(4, cutoff, fs=fs, output="sos"), x)
@@ -84,6 +87,8 @@ def preprocess(x: np.ndarray, fs: float = FS, tau: float = 4.0, clip: float = 4.
     """Model input from a raw signal, causally: band-pass 0.5-5 Hz, divide by a running RMS with
     time constant ``tau`` seconds, clip to +-``clip``. float32. Only the RMS's starting value looks
     ahead (the first second), so a live stream can be preprocessed sample by sample the same way."""
+    from scipy import signal
+
     sos = signal.butter(2, [0.5, 5.0], btype="bandpass", fs=fs, output="sos")
     y = signal.sosfilt(sos, x, zi=signal.sosfilt_zi(sos) * x[0])[0]
     alpha = 1.0 / (tau * fs)
@@ -101,6 +106,8 @@ def reference_hr(x: np.ndarray, fs: float, window: float = WINDOW / FS, hop: flo
     """Reference heart rate (bpm) of each window [k*hop, k*hop + window) seconds of the raw ``x``:
     60 / median interval between systolic peaks; NaN where the beats are too few or irregular or
     the rate is not backed by at least two neighbouring windows."""
+    from scipy import signal
+
     y = signal.sosfiltfilt(signal.butter(3, [0.5, 4.0], btype="bandpass", fs=fs, output="sos"), x)
     n_win, n_hop = int(round(window * fs)), hop * fs
     count = 0 if len(y) < n_win else int((len(y) - n_win) // n_hop) + 1
@@ -124,6 +131,8 @@ def _window_hr(w: np.ndarray, fs: float) -> float:
     """HR of one band-passed window. The beat period is the shortest autocorrelation lag nearly as
     strong as the strongest (multiples of it score as high); it sets the peaks' minimum spacing, so
     the dicrotic wave is not counted as a beat."""
+    from scipy import signal
+
     w = w - w.mean()
     if not np.any(w):
         return np.nan
