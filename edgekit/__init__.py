@@ -18,7 +18,8 @@ from .errors import EdgekitError, InputError, ModelError, TierError, Unsupported
 __version__ = "0.1.0"
 
 __all__ = [
-    "EdgekitError", "InferenceSession", "InputError", "ModelError", "TierError", "UnsupportedOpError",
+    "EdgekitError", "InferenceSession", "InputError", "ModelError", "StreamingSession", "TierError",
+    "UnsupportedOpError",
     "__version__",
 ]
 
@@ -29,4 +30,8 @@ def __getattr__(name: str):
         from .runtimes.session import InferenceSession
 
         return InferenceSession
+    if name == "StreamingSession":
+        from .runtimes.stream import StreamingSession
+
+        return StreamingSession
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
