@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 import edgekit
 from edgekit.benchmarks.timing import machine, ort_session
 from edgekit.converters.stream import to_streaming
-from edgekit.runtimes.stream import StreamingSession
+from edgekit import StreamingSession
 
 RATIOS = (2, 4, 8, 16, 32)
 ROUND = 10

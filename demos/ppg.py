@@ -48,7 +48,7 @@ def run(recording: str = "data2", verbose: bool = True) -> dict[str, np.ndarray]
     import edgekit
     from edgekit.benchmarks.timing import ort_session
     from edgekit.converters.stream import to_streaming
-    from edgekit.runtimes.stream import StreamingSession
+    from edgekit import StreamingSession
 
     rec = data.load_recording(recording)
     x, ref = data.model_windows(rec)

@@ -31,7 +31,7 @@ def __getattr__(name: str):
 
         return InferenceSession
     if name == "StreamingSession":
-        from .runtimes.stream import StreamingSession
+        from .streaming import StreamingSession
 
         return StreamingSession
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")

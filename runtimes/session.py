@@ -89,6 +89,11 @@ class InferenceSession:
                 return [a.copy() for a in plan.output_list]
             return [plan.outputs[n].copy() for n in output_names]
 
+    def plan(self, shapes: tuple) -> Plan:
+        """The compiled plan for these input shapes (in input order), for runtimes that drive its
+        buffers directly, like the StreamingSession; a plan is not safe to share across threads."""
+        return self._plans.get(shapes) or self._plan_for(shapes)
+
     def _plan_for(self, shapes: tuple) -> Plan:
         if len(self._plans) >= MAX_CACHED_PLANS:
             self._plans.pop(next(iter(self._plans)))

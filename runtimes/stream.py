@@ -49,24 +49,26 @@ def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     from .session import InferenceSession
 
     session = InferenceSession(step_model)
-    key = tuple(shapes[name] for name in session._input_names)
-    plan = session._plans.get(key) or session._plan_for(key)
+    plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
     return _Engine(plan.input_buffers, plan.outputs, plan.execute)
 
 
 class StreamingSession:
-    """Streaming inference of a window CNN: ``push`` samples, get outputs per completed hop.
+    """Streaming inference of a StreamiNNC step model: ``push`` samples, get outputs per completed hop.
 
-    ``model`` is the window model (path, bytes or ModelProto, input (N, C, L)), converted with
-    ``edgekit.converters.stream.to_streaming(model, hop, split, window)``; a ``StreamingModel``
-    or a saved step model is used as is. ``push`` returns nothing for the first
+    ``model`` is a ``StreamingModel`` or a saved step model from
+    ``edgekit.converters.stream.to_streaming``; ``edgekit.StreamingSession`` also takes the window
+    model itself and converts it first. ``hop``, when given, must be the step model's hop.
+    ``push`` returns nothing for the first
     ``warmup_hops`` hops (until a full window has been seen); from then on the entry of the hop
     ending at sample T is the window model's output for samples [T - delay - L, T - delay).
     """
 
-    def __init__(self, model: ModelSource | Any, hop: int | None = None, split: str | list[str] | None = None,
-                 window: int | None = None, allow_nan: bool = False) -> None:
-        step = _step_model(model, hop, split, window)
+    def __init__(self, model: ModelSource | Any, hop: int | None = None, allow_nan: bool = False) -> None:
+        step = step_model_of(model)
+        if step is None:
+            raise ModelError("not a StreamiNNC step model: convert the window model with "
+                             "edgekit.converters.stream.to_streaming, or use edgekit.StreamingSession")
         meta = json.loads({p.key: p.value for p in step.metadata_props}[METADATA_KEY])
         if hop is not None and hop != meta["hop"]:
             raise ModelError(f"this step model advances {meta['hop']} samples per hop, not {hop}")
@@ -215,17 +217,15 @@ class StreamingSession:
         return a
 
 
-def _step_model(model: Any, hop: int | None, split, window: int | None) -> onnx.ModelProto:
-    """The step model of ``model``: taken from a StreamingModel or a saved step model, else converted."""
+def step_model_of(model: Any) -> onnx.ModelProto | None:
+    """The step model held by a StreamingModel or given as a saved step model; None for other models."""
     step = getattr(model, "step_model", None)
     if isinstance(step, onnx.ModelProto):
         return step
     proto = load_model(model)
-    if any(p.key == METADATA_KEY for p in proto.metadata_props):
-        return proto
-    if hop is None:
-        raise ModelError("hop is required to stream a window model")
-    # The one place the runtime reaches the converter: the public StreamingSession converts on construction.
-    from edgekit.converters.stream import to_streaming
+    return proto if is_step_model(proto) else None
 
-    return to_streaming(proto, hop, split=split, window=window).step_model
+
+def is_step_model(proto: onnx.ModelProto) -> bool:
+    """Whether ``proto`` carries the step-model metadata written by the StreamiNNC converter."""
+    return any(p.key == METADATA_KEY for p in proto.metadata_props)

@@ -21,7 +21,7 @@ from onnx import helper
 import edgekit
 from edgekit.converters.stream import to_streaming
 from edgekit.errors import InputError, ModelError
-from edgekit.runtimes.stream import StreamingSession
+from edgekit import StreamingSession
 from oracle import make_model
 
 # The random network generator and onnxruntime helpers live with the converter's tests.
