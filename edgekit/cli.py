@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from . import __version__
+from .cli_convert import add_convert_verbs
 from .errors import EdgekitError, InputError
 
 # Demo name -> (module with `main(argv) -> int`, one-line description). Demos register here.
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=_positive, default=200, help="timed calls per engine (default 200)")
     _add_dims(p)
     p.set_defaults(func=cmd_bench)
+
+    add_convert_verbs(verbs)
 
     p = verbs.add_parser("demo", help="run a bundled demo", description="Run a bundled demo.",
                          formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,0 +1,121 @@
+"""The `edgekit convert` and `edgekit stream` verbs: model rewrites, and streaming samples through a
+window CNN hop by hop. Converters load lazily inside the verbs so `edgekit --help` stays instant."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Iterator, TextIO
+
+import numpy as np
+
+from .errors import InputError
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    chosen = [flag for flag, on in (("--stream", args.stream), ("--binarize", args.binarize),
+                                    ("--paramfree", args.paramfree)) if on]
+    if len(chosen) != 1:
+        print("edgekit convert: choose exactly one of --stream, --binarize, --paramfree", file=sys.stderr)
+        return 2
+    if args.binarize:
+        from .converters.binarize import convert_binary
+
+        return convert_binary(args.model, args.output, mst=args.mst, mst_depth=args.mst_depth, report=args.report)
+    if args.paramfree:
+        from .converters.paramfree import convert_paramfree
+
+        return convert_paramfree(args.model, args.output, args.paramfree)
+    if args.hop is None:
+        print("edgekit convert: --stream needs --hop S", file=sys.stderr)
+        return 2
+    import onnx
+
+    from .converters.stream import report, to_streaming
+
+    sm = to_streaming(args.model, args.hop, split=args.split, window=args.window)
+    onnx.save(sm.step_model, args.output)
+    states = ", ".join(f"{s.input} {list(s.shape)}" for s in sm.states) or "none"
+    print(f"wrote {args.output}: step model, {sm.hop} new samples per call, window {sm.window}, "
+          f"output delay {sm.delay} samples; states: {states}")
+    if args.report:
+        data = _read_samples_file(args.data, sm.channels) if args.data else None
+        print(report(sm, data))
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from . import StreamingSession
+
+    sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window)
+    source = sys.stdin if args.source == "-" else open(args.source, encoding="utf-8")
+    try:
+        for chunk in _chunks(source, sess.channels, args.hop if args.source != "-" else 1):
+            for outputs in sess.push(chunk):
+                values = "  ".join(np.array2string(o.reshape(-1), precision=4, separator=",") for o in outputs)
+                print(f"hop {sess.hops} (sample {sess.hops * sess.hop}): {values}", flush=True)
+    except BrokenPipeError:  # the reader (e.g. `| head`) has gone: stop quietly
+        sys.stderr.close()
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    return 0
+
+
+def _chunks(lines: TextIO, channels: int, rows_per_chunk: int) -> Iterator[np.ndarray]:
+    """(channels, n) float32 chunks from CSV text with one sample per row (a header row is skipped)."""
+    rows: list[list[float]] = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            values = [float(v) for v in line.split(",")]
+        except ValueError:
+            if number == 1:
+                continue  # a header
+            raise InputError(f"line {number} of the source is not {channels} comma-separated numbers: {line!r}")
+        if len(values) != channels:
+            raise InputError(f"line {number} of the source has {len(values)} values; the model takes {channels} channels")
+        rows.append(values)
+        if len(rows) >= rows_per_chunk:
+            yield np.asarray(rows, np.float32).T
+            rows = []
+    if rows:
+        yield np.asarray(rows, np.float32).T
+
+
+def _read_samples_file(path: str, channels: int) -> np.ndarray:
+    """(channels, n) from a .npy array or a CSV file of one sample per row."""
+    if path.endswith(".npy"):
+        return np.load(path).astype(np.float32)
+    with open(path, encoding="utf-8") as f:
+        return np.concatenate(list(_chunks(f, channels, 1 << 20)), axis=1)
+
+
+def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
+    """Register `convert` and `stream` on the CLI's subparsers."""
+    p = verbs.add_parser("convert", help="rewrite a model: --stream, --binarize or --paramfree",
+                         description="Rewrite an ONNX model into a faster ONNX model.")
+    p.add_argument("model", help="path of an .onnx file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the result")
+    p.add_argument("--stream", action="store_true", help="StreamiNNC step model with explicit state I/O")
+    p.add_argument("--hop", type=int, help="new samples per step (--stream)")
+    p.add_argument("--split", help="tensor where the head starts (--stream; default: found automatically)")
+    p.add_argument("--window", type=int, help="window length L when the model's time axis is dynamic (--stream)")
+    p.add_argument("--data", help="--stream --report: measure the error on this .npy or CSV signal")
+    p.add_argument("--binarize", action="store_true", help="bit-packed XNOR/popcount binary layers")
+    p.add_argument("--mst", action="store_true", help="--binarize: MST-compress the binary layers")
+    p.add_argument("--mst-depth", type=int, help="--binarize --mst: depth bound of the spanning trees")
+    p.add_argument("--paramfree", choices=("max", "avg"), help="replace depthwise convs by max or avg pooling")
+    p.add_argument("--report", action="store_true", help="print what the conversion changes and costs")
+    p.set_defaults(func=cmd_convert)
+
+    p = verbs.add_parser("stream", help="stream samples through a window CNN, outputs per hop",
+                         description="Stream CSV samples (one row per sample, one column per channel) "
+                                     "through a window CNN with StreamiNNC; prints the outputs of every hop.")
+    p.add_argument("model", help="window model (.onnx) or a step model from `edgekit convert --stream`")
+    p.add_argument("--hop", type=int, required=True, help="new samples per hop")
+    p.add_argument("--source", required=True, metavar="FILE.csv|-", help="CSV file, or - for standard input")
+    p.add_argument("--split", help="tensor where the head starts (default: found automatically)")
+    p.add_argument("--window", type=int, help="window length L when the model's time axis is dynamic")
+    p.set_defaults(func=cmd_stream)
