@@ -29,15 +29,11 @@ def ort_session(model: onnx.ModelProto, threads: int = 1):
 
 
 def edgekit_session(model: onnx.ModelProto, threads: int = 1):
-    """edgekit with its BLAS limited to ``threads`` (when the gemm kernels use one)."""
+    """edgekit; its kernels run on one thread except binary layers, which get ``threads``."""
     import edgekit
+    from edgekit.runtimes.kernels import binary
 
-    try:
-        from edgekit.runtimes.kernels.gemm import set_blas_threads
-    except ImportError:
-        pass
-    else:
-        set_blas_threads(threads)
+    binary.set_threads(threads)
     return edgekit.InferenceSession(model)
 
 
