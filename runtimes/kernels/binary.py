@@ -257,19 +257,21 @@ def _prepare(x, xp, g):
     if g[IN_FLOAT]:
         cin = g[CIN]
         order = g[g[O_ORDER]:g[O_ORDER] + cin]
-        row = np.empty(w_, np.uint64)
+        plane = h_ * w_
+        bits = np.empty(plane, np.uint64)
         for n in range(n_):
-            for h in range(h_):
-                for k in range(wd):
-                    row[:] = 0
-                    for b in range(min(64, cin - 64 * k)):
-                        src = ((n * cin + order[64 * k + b]) * h_ + h) * w_
-                        bit = np.uint64(b)
-                        for w in range(w_):
-                            row[w] |= np.uint64(xs[src + w] < 0) << bit
+            for k in range(wd):
+                bits[:] = 0
+                for b in range(min(64, cin - 64 * k)):
+                    src = (n * cin + order[64 * k + b]) * plane
+                    channel = xs[src:src + plane]
+                    bit = np.uint64(b)
+                    for i in range(plane):
+                        bits[i] |= np.uint64(channel[i] < 0) << bit
+                for h in range(h_):
                     at = ((n * hp + h + pt) * wp + pl) * wd + k
                     for w in range(w_):
-                        dst[at + w * wd] = row[w]
+                        dst[at + w * wd] = bits[h * w_ + w]
     else:
         for n in range(n_):
             for h in range(h_):
