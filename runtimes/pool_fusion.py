@@ -1,0 +1,85 @@
+"""Pool epilogue fusion, done once per model: a BatchNormalization that follows a MaxPool or
+AveragePool becomes a per-channel affine on the pooled value, and a following activation the
+pool's fused activation, so the parameter-free block's pool + BN + ReLU is one kernel pass.
+
+The BN stays after the pool (y = act(pool(x) * scale[c] + shift[c])), so the fusion is exact
+whatever the sign of the scale. It fires for 2D pools with stride 1, no dilation and 'same'
+padding (the output keeps the input's size whatever that is; the pool kernel's fast path) and, like
+the Conv fusions, only when the intermediate tensor has a single consumer and is not a graph output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.ir import Node
+
+from .fusion import _single_consumer
+from .ops.activation import ACTIVATIONS, activation_params
+from .ops.registry import FUSED_ACTIVATION, Unsupported
+
+POOLS = ("MaxPool", "AveragePool")
+POOL_AFFINE = "_edgekit_pool_affine"
+
+
+def pool_affine(node: Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (scale, shift) float32 per-channel arrays fused into this pool, None when there is none."""
+    return node.attrs.get(POOL_AFFINE)
+
+
+def fuse_pools(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_outputs: set[str]) -> list[Node]:
+    """Return the node list with BN and activations after pools fused into them (see module docstring)."""
+    consumer = _single_consumer(nodes, graph_outputs)
+    dropped: set[int] = set()
+    for n in nodes:
+        if n.op_type not in POOLS or n.domain or any(n.outputs[1:]) or not same_stride1(n):
+            continue
+        nxt = consumer.get(n.outputs[0])
+        affine = _batchnorm(nxt, n.outputs[0], constants)
+        if affine is not None:
+            n.attrs = {**n.attrs, POOL_AFFINE: affine}
+            n.outputs, n.name = [nxt.outputs[0]], f"{n.name}+{nxt.name}"
+            dropped.add(id(nxt))
+            nxt = consumer.get(n.outputs[0])
+        params = _activation(nxt, n.outputs[0], constants, opset)
+        if params is not None:
+            n.attrs = {**n.attrs, FUSED_ACTIVATION: params}
+            n.outputs, n.name = [nxt.outputs[0]], f"{n.name}+{nxt.name}"
+            dropped.add(id(nxt))
+    return [n for n in nodes if id(n) not in dropped]
+
+
+def same_stride1(node: Node) -> bool:
+    """True for a 2D pool whose output has its input's size for every input size: stride 1, no
+    dilation, and 'same' padding (head + tail = kernel - 1 per axis, or auto_pad SAME_*)."""
+    a = node.attrs
+    k = [int(v) for v in a.get("kernel_shape", [])]
+    if len(k) != 2 or any(int(v) != 1 for v in list(a.get("strides", [])) + list(a.get("dilations", []))):
+        return False
+    auto_pad = a.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return True
+    pads = [int(v) for v in a.get("pads", [0] * 4)]
+    return auto_pad in ("NOTSET", "") and all(pads[i] + pads[i + 2] == k[i] - 1 for i in range(2))
+
+
+def _batchnorm(bn: Node | None, x: str, constants: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) of an inference BatchNormalization reading ``x`` with constant statistics."""
+    if bn is None or bn.op_type != "BatchNormalization" or bn.domain or bn.inputs[0] != x or any(bn.outputs[1:]):
+        return None
+    if bn.attrs.get("training_mode", 0) or not all(i in constants for i in bn.inputs[1:5]):
+        return None
+    gamma, beta, mean, var = (constants[i].astype(np.float64).reshape(-1) for i in bn.inputs[1:5])
+    scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+    return scale.astype(np.float32), (beta - mean * scale).astype(np.float32)
+
+
+def _activation(a: Node | None, x: str, constants: dict, opset: int) -> tuple[int, float, float] | None:
+    if a is None or a.op_type not in ACTIVATIONS or a.domain or a.inputs[0] != x:
+        return None
+    if any(i and i not in constants for i in a.inputs[1:]):
+        return None
+    try:
+        return activation_params(a, [constants.get(i) for i in a.inputs], opset)
+    except Unsupported:
+        return None
