@@ -206,9 +206,10 @@ def _first_line(exc: BaseException) -> str:
     return " | ".join(x for x in (lines[0] if lines else "", detail) if x)[:200]
 
 
-def report(pattern: str | None = None, verbose: bool = False, out=sys.stdout) -> int:
+def report(pattern: str | None = None, verbose: bool = False, out=None) -> int:
     """Run the selected node tests (and the expected failures, to keep that list honest); print a
-    summary. Returns the number of unexpected failures."""
+    summary to ``out`` (standard output when None). Returns the number of unexpected failures."""
+    out = out or sys.stdout
     t0 = time.perf_counter()
     cases = node_test_cases()
     selected = set(node_test_names(cases))
