@@ -20,7 +20,7 @@ DEMOS = {
     "quickstart": ("edgekit.demos.quickstart", "a bundled 1D CNN on edgekit and onnxruntime: outputs and speed"),
     "ppg": ("edgekit.demos.ppg", "heart rate from a real PPG recording, streamed hop by hop (StreamiNNC)"),
 }
-DEFAULT_DEMO = "quickstart"
+DEFAULT_DEMO = "ppg"
 
 
 def _name_value(text: str) -> tuple[str, str]:
