@@ -6,9 +6,9 @@ size-1 dims dropped and mergeable dims fused, plus per operand the element strid
 where the operand is broadcast). The innermost dim then has stride 1 or 0 for every operand, so the
 inner loop is one of four vectorisable forms (both contiguous, one a scalar, both scalars) and same
 shape, scalar and per-channel (C,1,1) operands are all fast paths of the same loop. Each op code
-gets its own compiled kernels (a closure over the code), so a model compiles only the ops it uses;
-thin wrappers flatten arrays of any rank to 1D before calling the loop, which compiles once per
-dtype.
+gets its own any-rank kernel (a closure over the code, an int, so numba's cache keys stay stable)
+that flattens its arrays and calls the loop with the code as a literal: a model compiles only the
+ops it uses, and each op's loop once per dtype.
 
 Binary codes: add, sub, mul, div, integer div (truncates like C), pow, max, min (NaN propagates),
 PRelu (x < 0 ? x * slope : x), the comparisons equal, less, greater, less-or-equal,
@@ -18,7 +18,7 @@ Unary codes: neg, abs, sign (NaN stays NaN), exp, log, sqrt, reciprocal, erf, fl
 import math
 
 import numpy as np
-from numba import literal_unroll, njit
+from numba import literal_unroll, literally, njit
 
 from . import FASTMATH
 
@@ -88,9 +88,13 @@ def _unop(x, code):
     return np.ceil(x)
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _broadcast_loop(a, b, out, shape, sa, sb, code):
-    """out = a (op) b over the collapsed space ``shape``; a, b, out are flat, strides in elements."""
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _broadcast(a, b, out, shape, sa, sb, code):
+    """out = a (op) b over the collapsed space ``shape``; a, b, out are flat, strides in elements.
+
+    ``code`` is compiled as a literal, so each op gets its own vectorised loops.
+    """
+    literally(code)
     nd = shape.size
     n = shape[nd - 1]
     if out.size == 0:
@@ -128,17 +132,19 @@ def _broadcast_loop(a, b, out, shape, sa, sb, code):
             d -= 1
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _map(x, out, code):
+    """out = op(x) over flat arrays, ``code`` a literal."""
+    literally(code)
+    for i in range(x.size):
+        out[i] = _unop(x[i], code)
+
+
 def _binary(code: int):
-    """(flat loop, any-rank wrapper) for binary op ``code``."""
-
-    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-    def flat(a, b, out, shape, sa, sb):
-        _broadcast_loop(a, b, out, shape, sa, sb, code)
-
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(a, b, out, shape, sa, sb):
         """out = a (op) b with broadcasting: ``shape`` is the collapsed output, sa/sb element strides."""
-        flat(a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, sa, sb)
+        _broadcast(a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, sa, sb, code)
 
     return kernel
 
@@ -153,9 +159,9 @@ def _variadic(code: int):
         for a in literal_unroll(ins):
             af = a.reshape(-1)
             if k == 0:
-                _broadcast_loop(af, af, of, shape, strides[0], strides[0], FIRST)
+                _broadcast(af, af, of, shape, strides[0], strides[0], FIRST)
             else:
-                _broadcast_loop(of, af, of, shape, so, strides[k], code)
+                _broadcast(of, af, of, shape, so, strides[k], code)
             k += 1
         if scale != 1.0:
             for i in range(of.size):
@@ -166,14 +172,9 @@ def _variadic(code: int):
 
 def _unary(code: int):
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-    def flat(x, out):
-        for i in range(x.size):
-            out[i] = _unop(x[i], code)
-
-    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(x, out):
         """out = op(x) elementwise over C-contiguous arrays of equal size."""
-        flat(x.reshape(-1), out.reshape(-1))
+        _map(x.reshape(-1), out.reshape(-1), code)
 
     return kernel
 

@@ -7,15 +7,18 @@ of kh * kw. Tap t of an axis reads input ``o * stride + off[t]`` for output o, w
 ``off[t] = t * dilation - pad_head``; [lo[t], hi[t]) are the outputs for which that index is inside
 the input (the builder computes them). The taps valid at an output form a contiguous range.
 
-Speed comes from long vector loops: interior outputs (all taps valid) are swept flat across rows,
-and across whole groups of planes when the layout allows it (stride 1 'same' columns; rows with
-W == stride * OW), up to three taps fused per sweep. The few border outputs those sweeps got wrong
-(their taps crossed a row or plane edge) are then recomputed from their valid taps only. Max
-propagates NaN (np.maximum semantics) and a window without taps gives -inf. Average sums in float64
-scratches and multiplies by ``inv`` = 1 / tap count per output, which encodes count_include_pad.
+Every pass is a few calls of one primitive, ``_sweep``: m rows of n outputs at fixed strides, up to
+three taps fused per loop. Interior outputs (all taps valid) are swept first, as one flat vector
+across rows and whole groups of planes whenever the strides line up (stride-1 'same' columns, rows
+with W == stride * OW); the outputs at the borders (taps outside the input, or sweeps that crossed
+a row or plane edge) are then redone with their valid taps, a whole border row or column of the
+group per call. Max propagates NaN (np.maximum semantics) and a window without taps gives -inf.
+Average sums in float64 scratches and multiplies by ``inv`` = 1 / tap count per output, which
+encodes count_include_pad. Max and average each get their own kernel, compiled with the reduction
+as a literal.
 """
 import numpy as np
-from numba import njit
+from numba import literally, njit
 
 from . import FASTMATH
 
@@ -32,11 +35,6 @@ def _comb(a, b, code):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _identity(code):
-    return -np.inf if code == MAX else 0.0
-
-
-@njit(inline="always", fastmath=FASTMATH)
 def _valid_taps(lo, hi, o):
     """The range [ta, tb) of taps whose input index is inside the axis at output o."""
     ta = 0
@@ -49,121 +47,142 @@ def _valid_taps(lo, hi, o):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _sweep_body(dst, src, start, offs, n, step, code):
-    """The loops of ``_sweep``; inlined with a literal unit step so that they vectorise."""
+def _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, step, code):
+    """The loops of ``_sweep``; inlined with literal steps so that the loads vectorise."""
     nt = offs.size
-    if nt == 0:
-        for k in range(n):
-            dst[k] = _identity(code)
+    if n == 1:  # one output per row (a border column): run down the rows, one tap at a time
+        if nt == 0:
+            for r in range(m):
+                dst[r * dstride] = -np.inf if code == MAX else 0.0
+            return
+        a = src[start + offs[0]:]
+        for r in range(m):
+            dst[r * dstride] = a[r * sstride]
+        for t in range(1, nt):
+            a = src[start + offs[t]:]
+            for r in range(m):
+                dst[r * dstride] = _comb(dst[r * dstride], a[r * sstride], code)
         return
-    a = src[start + offs[0]:]
-    if nt == 1:
-        for k in range(n):
-            dst[k] = a[k * step]
-        return
-    b = src[start + offs[1]:]
-    if nt == 2:
-        for k in range(n):
-            dst[k] = _comb(a[k * step], b[k * step], code)
-        return
-    c = src[start + offs[2]:]
-    for k in range(n):
-        dst[k] = _comb(_comb(a[k * step], b[k * step], code), c[k * step], code)
-    for t in range(3, nt, 2):
-        a = src[start + offs[t]:]
-        if t + 1 == nt:
+    for r in range(m):
+        d = dst[r * dstride:]
+        s0 = start + r * sstride
+        if nt == 0:
             for k in range(n):
-                dst[k] = _comb(dst[k], a[k * step], code)
-        else:
-            b = src[start + offs[t + 1]:]
+                d[k] = -np.inf if code == MAX else 0.0
+            continue
+        a = src[s0 + offs[0]:]
+        if nt == 1:
             for k in range(n):
-                dst[k] = _comb(_comb(dst[k], a[k * step], code), b[k * step], code)
+                d[k] = a[k * step]
+            continue
+        b = src[s0 + offs[1]:]
+        if nt == 2:
+            for k in range(n):
+                d[k] = _comb(a[k * step], b[k * step], code)
+            continue
+        c = src[s0 + offs[2]:]
+        for k in range(n):
+            d[k] = _comb(_comb(a[k * step], b[k * step], code), c[k * step], code)
+        for t in range(3, nt):
+            a = src[s0 + offs[t]:]
+            for k in range(n):
+                d[k] = _comb(d[k], a[k * step], code)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _sweep(dst, src, start, offs, n, step, code):
-    """dst[k] = reduce over taps t of src[start + k * step + offs[t]] for k < n (every index valid).
+def _sweep(dst, dstride, src, start, sstride, offs, m, n, step, code):
+    """dst[r*dstride + k] = reduce over taps t of src[start + r*sstride + k*step + offs[t]] (r < m, k < n).
 
-    The first loop fuses up to three taps, each further loop folds two more into dst; no taps fills
-    dst with the identity.
+    Every index must be valid. No taps gives the identity (-inf or 0). Rows that are back to back in
+    both arrays run as one long row. The first loop fuses up to three taps, later taps fold in one
+    by one; ``code`` is compiled as a literal.
     """
+    literally(code)
+    if m > 1 and dstride == n and sstride == n * step:
+        n, m = n * m, 1
     if step == 1:
-        _sweep_body(dst, src, start, offs, n, 1, code)
+        _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, 1, code)
+    elif step == 2:
+        _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, 2, code)
     else:
-        _sweep_body(dst, src, start, offs, n, step, code)
+        _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, step, code)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _column_pass(x, s, group, h, oh, w, sh, offs, lo, hi, code):
-    """s (group x oh x w) = reduce over the taps down the columns of x (group x h x w).
-
-    ``offs`` are row offsets times w. With stride 1 and oh == h the interior rows of the whole group
-    are one flat sweep, after which the border rows of every plane are redone.
-    """
+    """s (group x oh x w) = reduce over the taps down the columns of x (group x h x w); ``offs`` are
+    row offsets times w."""
+    literally(code)
+    one = np.int64(1)  # not a literal, so every _sweep call shares one compiled signature
     i0, i1 = lo.max(), max(lo.max(), hi.min())
-    flat = sh == 1 and oh == h
-    if flat and i1 > i0:
-        _sweep(s[i0 * w:], x, i0 * w, offs, ((group - 1) * h + i1 - i0) * w, 1, code)
-    for q in range(group):
-        for i in range(oh):
-            if flat and i0 <= i < i1:
-                continue
-            ta, tb = _valid_taps(lo, hi, i)
-            _sweep(s[(q * oh + i) * w:], x, (q * h + i * sh) * w, offs[ta:tb], w, 1, code)
+    if i1 > i0:
+        if h == sh * oh:  # output row R of the group reads input rows sh * R + off: one sweep
+            _sweep(s[i0 * w:], w, x, i0 * sh * w, sh * w, offs, (group - 1) * oh + i1 - i0, w, one, code)
+        else:
+            for q in range(group):
+                _sweep(s[(q * oh + i0) * w:], w, x, (q * h + i0 * sh) * w, sh * w, offs, i1 - i0, w, one, code)
+    for i in range(oh):  # border rows of every plane (and rows a group-wide sweep read across planes)
+        if i0 <= i < i1:
+            continue
+        ta, tb = _valid_taps(lo, hi, i)
+        _sweep(s[i * w:], oh * w, x, i * sh * w, h * w, offs[ta:tb], group, w, one, code)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _row_pass(s, v, w, ow, sw, offs, lo, hi, code):
     """v (rows x ow) = reduce over the taps along every row of s (rows x w), stride ``sw``."""
+    literally(code)
+    one = np.int64(1)  # not a literal, so every _sweep call shares one compiled signature
     rows = v.size // ow
     j0, j1 = lo.max(), max(lo.max(), hi.min())
     if j1 > j0:
-        if w == sw * ow:  # row r of v maps to row r of s with the same stride: one flat sweep
-            _sweep(v[j0:], s, sw * j0, offs, rows * ow - j0 - (ow - j1), sw, code)
+        if w == sw * ow:  # output k of the flat v reads sw * k + off of the flat s: one sweep
+            _sweep(v[j0:], ow, s, sw * j0, w, offs, one, rows * ow - j0 - (ow - j1), sw, code)
         else:
-            for r in range(rows):
-                _sweep(v[r * ow + j0:], s, r * w + sw * j0, offs, j1 - j0, sw, code)
-    for j in range(ow):  # border columns, down all rows at once (their valid taps never change)
+            _sweep(v[j0:], ow, s, sw * j0, w, offs, rows, j1 - j0, sw, code)
+    for j in range(ow):  # border columns of every row (and columns a flat sweep read across rows)
         if j0 <= j < j1:
             continue
         ta, tb = _valid_taps(lo, hi, j)
-        col = v[j:]
-        if ta == tb:
-            for r in range(rows):
-                col[r * ow] = _identity(code)
-            continue
-        a = s[sw * j + offs[ta]:]
-        for r in range(rows):
-            col[r * ow] = a[r * w]
-        for t in range(ta + 1, tb):
-            a = s[sw * j + offs[t]:]
-            for r in range(rows):
-                col[r * ow] = _comb(col[r * ow], a[r * w], code)
+        _sweep(v[j:], ow, s, sw * j, w, offs[ta:tb], rows, one, sw, code)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def pool2d(x, out, s, v, inv, code, planes, group, h, w, oh, ow, sh, h_off, h_lo, h_hi, sw, w_off, w_lo, w_hi):
-    """out[p, i, j] = reduce over valid taps (a, b) of x[p, i*sh + h_off[a]/w, j*sw + w_off[b]].
-
-    ``h_off`` arrives multiplied by ``w`` (flat row offsets). Planes run ``group`` at a time.
-    MAX: NaN-propagating max, ``s`` a float32 scratch of group*oh*w, ``v`` unused (pass out).
-    AVG: sum times ``inv[i*ow + j]``, with float64 scratches ``s`` (group*oh*w) and ``v`` (group*oh*ow).
-    """
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    vf = v.reshape(-1)
+def _pool_planes(x, out, s, v, inv, planes, group, h, w, oh, ow, sh, h_off, h_lo, h_hi, sw, w_off, w_lo, w_hi, code):
+    """Both passes over flat x and out, ``group`` planes at a time; ``code`` a literal."""
+    literally(code)
     n_in, n_out = h * w, oh * ow
     if n_out == 0:
         return
     for p in range(0, planes, group):
         g = min(group, planes - p)
-        xp, sp = xf[p * n_in:(p + g) * n_in], s[:g * oh * w]
-        _column_pass(xp, sp, g, h, oh, w, sh, h_off, h_lo, h_hi, code)
-        if code == MAX:
-            _row_pass(sp, of[p * n_out:(p + g) * n_out], w, ow, sw, w_off, w_lo, w_hi, code)
+        sp = s[:g * oh * w]
+        _column_pass(x[p * n_in:(p + g) * n_in], sp, g, h, oh, w, sh, h_off, h_lo, h_hi, code)
+        if code == MAX:  # v is out itself
+            _row_pass(sp, v[p * n_out:(p + g) * n_out], w, ow, sw, w_off, w_lo, w_hi, code)
         else:
-            _row_pass(sp, vf[:g * n_out], w, ow, sw, w_off, w_lo, w_hi, code)
+            _row_pass(sp, v[:g * n_out], w, ow, sw, w_off, w_lo, w_hi, code)
             for q in range(g):
-                o, vq = of[(p + q) * n_out:], vf[q * n_out:]
+                o, vq = out[(p + q) * n_out:], v[q * n_out:]
                 for k in range(n_out):
                     o[k] = vq[k] * inv[k]
+
+
+def _pooling(code: int):
+    """The any-rank kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def kernel(x, out, s, v, inv, planes, group, h, w, oh, ow, sh, h_off, h_lo, h_hi, sw, w_off, w_lo, w_hi):
+        """out[p, i, j] = reduce over valid taps (a, b) of x[p, i*sh + h_off[a]/w, j*sw + w_off[b]].
+
+        ``h_off`` arrives multiplied by ``w`` (flat row offsets). Planes run ``group`` at a time.
+        MAX: NaN-propagating max, ``s`` a float32 scratch of group*oh*w, ``v`` is ``out`` itself.
+        AVG: sum times ``inv[i*ow + j]``, with float64 scratches ``s`` (group*oh*w) and ``v`` (group*oh*ow).
+        """
+        _pool_planes(x.reshape(-1), out.reshape(-1), s, v.reshape(-1), inv, planes, group, h, w, oh, ow,
+                     sh, h_off, h_lo, h_hi, sw, w_off, w_lo, w_hi, code)
+
+    return kernel
+
+
+POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}

@@ -5,20 +5,22 @@ The builder rewrites every reduction into one of three index forms over the flat
 accumulator per inner position so the loads stay contiguous), and gather for reduced axes that are
 not adjacent (out[j] = reduce over r of x[base[j] + offs[r]]). Sums accumulate in float64; max and
 min propagate NaN (np.max semantics); log-sum-exp and softmax subtract the maximum first, so they
-never overflow. Each reduction code gets its own compiled kernels (a closure over the code), so a
-model compiles only the reductions it uses.
+never overflow. Each reduction code gets its own any-rank kernel (a closure over the code, an int,
+so numba's cache keys stay stable) that calls the flat loops with the code as a literal: a model
+compiles only the reductions it uses.
 
 Codes: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 L1, 6 L2, 7 sum of squares, 8 log-sum, 9 log-sum-exp.
 """
 import math
 
 import numpy as np
-from numba import njit
+from numba import literally, njit
 
 from . import FASTMATH
 
 SUM, MEAN, MAX, MIN, PROD, L1, L2, SUM_SQUARE, LOG_SUM, LOG_SUM_EXP = range(10)
 ROWS, COLUMNS, GATHER = range(3)
+LANES = 16  # independent accumulators per row, so NaN-aware row max/min vectorise
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -67,71 +69,98 @@ def _finish(acc, n, code, shift):
     return acc
 
 
-def _reduction(code: int):
-    """The any-rank kernel of reduction ``code`` over its three flat index forms."""
+@njit(inline="always", fastmath=FASTMATH)
+def _fold(row, n, code, shift, lanes):
+    """Accumulate row[:n]. Sums are plain loops (LLVM vectorises them); NaN-aware max and min run in
+    LANES independent lanes, which vectorise where a single running max would not."""
+    if code != MAX and code != MIN:
+        acc = _init(code)
+        for r in range(n):
+            acc = _step(acc, row[r], code, shift)
+        return acc
+    for i in range(LANES):
+        lanes[i] = _init(code)
+    full = n - n % LANES
+    for r in range(0, full, LANES):
+        block = row[r:]
+        for i in range(LANES):
+            lanes[i] = _step(lanes[i], block[i], code, shift)
+    acc = _init(code)
+    for i in range(LANES):
+        acc = _step(acc, lanes[i], code, shift)
+    for r in range(full, n):
+        acc = _step(acc, row[r], code, shift)
+    return acc
 
-    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-    def rows(x, out, outer, n):
-        for o in range(outer):
-            row = x[o * n:(o + 1) * n]
-            shift = 0.0
-            if code == LOG_SUM_EXP:
-                shift = -np.inf
-                for r in range(n):
-                    shift = _step(shift, row[r], MAX, 0.0)
-            acc = _init(code)
-            for r in range(n):
-                acc = _step(acc, row[r], code, shift)
-            out[o] = _finish(acc, n, code, shift)
 
-    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-    def columns(x, out, outer, n, inner):
-        shift = np.zeros(inner)
-        acc = np.empty(inner)
-        for o in range(outer):
-            block = x[o * n * inner:(o + 1) * n * inner]
-            if code == LOG_SUM_EXP:
-                for i in range(inner):
-                    shift[i] = -np.inf
-                for r in range(n):
-                    row = block[r * inner:]
-                    for i in range(inner):
-                        shift[i] = _step(shift[i], row[i], MAX, 0.0)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _rows(x, out, outer, n, code):
+    """out[o] = reduce(x[o*n:(o+1)*n]) for flat x; ``code`` a literal."""
+    literally(code)
+    lanes = np.empty(LANES)
+    for o in range(outer):
+        row = x[o * n:(o + 1) * n]
+        shift = _fold(row, n, MAX, 0.0, lanes) if code == LOG_SUM_EXP else 0.0
+        out[o] = _finish(_fold(row, n, code, shift, lanes), n, code, shift)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _columns(x, out, outer, n, inner, code):
+    """out[o, i] = reduce over r of x[o, r, i] for flat x, one accumulator per i; ``code`` a literal."""
+    literally(code)
+    shift = np.zeros(inner)
+    acc = np.empty(inner)
+    for o in range(outer):
+        block = x[o * n * inner:(o + 1) * n * inner]
+        if code == LOG_SUM_EXP:
             for i in range(inner):
-                acc[i] = _init(code)
+                shift[i] = -np.inf
             for r in range(n):
                 row = block[r * inner:]
                 for i in range(inner):
-                    acc[i] = _step(acc[i], row[i], code, shift[i])
-            dst = out[o * inner:]
+                    shift[i] = _step(shift[i], row[i], MAX, 0.0)
+        for i in range(inner):
+            acc[i] = _init(code)
+        for r in range(n):
+            row = block[r * inner:]
             for i in range(inner):
-                dst[i] = _finish(acc[i], n, code, shift[i])
+                acc[i] = _step(acc[i], row[i], code, shift[i])
+        dst = out[o * inner:]
+        for i in range(inner):
+            dst[i] = _finish(acc[i], n, code, shift[i])
 
-    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-    def gather(x, out, base, offs):
-        n = offs.size
-        for j in range(base.size):
-            b = base[j]
-            shift = 0.0
-            if code == LOG_SUM_EXP:
-                shift = -np.inf
-                for r in range(n):
-                    shift = _step(shift, x[b + offs[r]], MAX, 0.0)
-            acc = _init(code)
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _gather(x, out, base, offs, code):
+    """out[j] = reduce over r of x[base[j] + offs[r]] for flat x; ``code`` a literal."""
+    literally(code)
+    n = offs.size
+    for j in range(base.size):
+        b = base[j]
+        shift = 0.0
+        if code == LOG_SUM_EXP:
+            shift = -np.inf
             for r in range(n):
-                acc = _step(acc, x[b + offs[r]], code, shift)
-            out[j] = _finish(acc, n, code, shift)
+                shift = _step(shift, x[b + offs[r]], MAX, 0.0)
+        acc = _init(code)
+        for r in range(n):
+            acc = _step(acc, x[b + offs[r]], code, shift)
+        out[j] = _finish(acc, n, code, shift)
+
+
+def _reduction(code: int):
+    """The any-rank kernel of reduction ``code`` (a closure over an int keeps numba's cache key stable)."""
 
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(x, out, form, outer, n, inner, base, offs):
         """Reduce x into out in index form ``form`` (ROWS, COLUMNS or GATHER; see the module doc)."""
         xf, of = x.reshape(-1), out.reshape(-1)
         if form == ROWS:
-            rows(xf, of, outer, n)
+            _rows(xf, of, outer, n, code)
         elif form == COLUMNS:
-            columns(xf, of, outer, n, inner)
+            _columns(xf, of, outer, n, inner, code)
         else:
-            gather(xf, of, base, offs)
+            _gather(xf, of, base, offs, code)
 
     return kernel
 
@@ -141,12 +170,10 @@ REDUCE = {code: _reduction(code) for code in range(LOG_SUM_EXP + 1)}
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_rows(x, out, outer, n, log):
+    lanes = np.empty(LANES)
     for o in range(outer):
         row, dst = x[o * n:(o + 1) * n], out[o * n:(o + 1) * n]
-        m = -np.inf
-        for r in range(n):
-            m = _step(m, row[r], MAX, 0.0)
-        m = np.float32(m)
+        m = np.float32(_fold(row, n, MAX, 0.0, lanes))
         s = 0.0
         for r in range(n):
             e = math.exp(row[r] - m)

@@ -17,7 +17,7 @@ from ..kernels import reduce as kr
 from .reduce import NO_INDEX
 from .registry import In, Kernel, Out, Unsupported, register
 
-GROUP_ELEMENTS = 8192  # planes are pooled in groups of about this many inputs, so a group stays in L1
+GROUP_ELEMENTS = 16384  # planes are pooled in groups of about this many inputs (64 KB), so a group stays in L2
 
 
 def _pads(auto_pad: str, n: int, k: int, s: int, head: int, tail: int) -> tuple[int, int]:
@@ -96,9 +96,9 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         code, scratch, v, inv = kp.MAX, np.empty(group * oh * w, np.float32), Out(0), np.empty(0)
     else:
         code, scratch, v, inv = kp.AVG, np.empty(group * oh * w), np.empty(group * oh * ow), np.outer(h_inv, w_inv).ravel()
-    args = (In(0), Out(0), scratch, v, inv, code, x.shape[0] * x.shape[1], group, h, w, oh, ow,
+    args = (In(0), Out(0), scratch, v, inv, x.shape[0] * x.shape[1], group, h, w, oh, ow,
             sh, h_off * w, h_lo, h_hi, sw, w_off, w_lo, w_hi)
-    return Kernel(kp.pool2d, args, [(tuple(out_shape), x.dtype)])
+    return Kernel(kp.POOL[code], args, [(tuple(out_shape), x.dtype)])
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")
