@@ -4,12 +4,12 @@ Shapes of ResNet-18 / VGG-small layers: 3x3, stride 1, pad 1, C -> C at 64@56x56
 256@14, 512@7, batch 1. BinaryConv reads packed bits and writes packed bits through its
 threshold (an inner layer of a binary network); onnxruntime runs the float Conv with the same
 +-1 weights on float input (intra_op_num_threads=1, default optimisations). Calls are
-interleaved in rounds; medians. MST columns: the same layer with an MST plan and its XNOR
-bit-ops and executed 64-bit word-ops relative to dense. Random +-1 weights use the paper's graph
-(Hamming bits, plan forced) to show its cost on a CPU when differences spread over all words;
-"similar" weights (each channel a copy of an earlier one with 1% of bits flipped, as an
-MST-regularised network tends to have) use the cost model, which keeps MST only where it
-predicts less time.
+interleaved in rounds; medians. MST columns: the same layer with the paper's MST plan (Hamming
+graph, unbounded depth, forced), its XNOR bit-ops and the 64-bit word-ops the kernel executes
+relative to dense, and what the cost model of converters/mst.py picks for the layer. Weights:
+random +-1, or "similar" (each channel a copy of an earlier one with 1% of its bits flipped at
+random positions, as an MST-regularised network tends to have). "bad bits" counts output bits
+that differ from onnxruntime's float sums thresholded (0 = exact).
 --calibrate fits the CostModel constants of converters/mst.py on this machine.
 """
 from __future__ import annotations
@@ -89,10 +89,7 @@ def layer(c: int, hw: int, similar: float | None, seed: int = 0):
     x = np.where(rng.random((1, c, hw, hw)) < 0.5, -1.0, 1.0).astype(np.float32)
     packed = pack_bits(x.transpose(0, 2, 3, 1) < 0)
     dense = binary_conv(signs, hw, thresholds)
-    if similar is None:
-        mst, report = compress(dense, force=True, metric="bits")
-    else:
-        mst, report = compress(dense)
+    mst, report = compress(dense, force=True, metric="bits")
     return float_conv(signs, hw), dense, mst, report, x, packed, thresholds
 
 
@@ -108,7 +105,7 @@ def run(repeat: int) -> None:
     print("batch 1, one thread each; BinaryConv packed bits in and out; medians of "
           f"{repeat} interleaved calls; speedup = onnxruntime float / edgekit\n")
     print(f"{'layer':<14}{'weights':<9}{'ort float us':>13}{'dense us':>10}{'MST us':>9}{'speedup dense':>15}"
-          f"{'speedup MST':>13}{'MST bit-ops':>13}{'MST word-ops':>14}{'bad bits':>10}")
+          f"{'speedup MST':>13}{'MST bit-ops':>13}{'MST word-ops':>14}{'picks':>8}{'bad bits':>10}")
     for similar in (None, 0.01):
         for c, hw in SHAPES:
             fmodel, dense, mst, report, x, packed, thresholds = layer(c, hw, similar)
@@ -119,9 +116,10 @@ def run(repeat: int) -> None:
             t_ort, t_dense, t_mst = interleaved([lambda: ort.run(None, {"x": x}), lambda: ek_dense.run(None, {"x": packed}),
                                                  lambda: ek_mst.run(None, {"x": packed})], repeat)
             (bd, bm), (wd, wm) = report.layers[0].plan.bit_ops(), report.layers[0].plan.word_ops()
+            choice = compress(dense)[1].layers[0].chosen
             print(f"{c}@{hw}x{hw}".ljust(14) + ("random" if similar is None else "similar").ljust(9)
                   + f"{t_ort:>13.0f}{t_dense:>10.0f}{t_mst:>9.0f}{t_ort / t_dense:>14.1f}x{t_ort / t_mst:>12.1f}x"
-                  f"{bm / bd:>12.2f}x{wm / wd:>13.2f}x{bad:>10}", flush=True)
+                  f"{bm / bd:>12.2f}x{wm / wd:>13.2f}x{choice:>8}{bad:>10}", flush=True)
 
 
 def calibrate(repeat: int) -> CostModel:
