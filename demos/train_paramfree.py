@@ -15,8 +15,9 @@ dataset-fashion-mnist`, MIT licence): 60,000 training images, 10,000 test images
 writes the evaluation subset the demo ships (the first 1,000 test images, never trained on) to
 demos/data/fashion_mnist_test1000.npz.
 
-Results of the bundled models (seed 0, 6 epochs, one thread, about 6 min per model), accuracy on
-the 10,000 test images / the bundled 1,000: RESULTS
+Results of the bundled models (seed 0, 6 epochs, one thread, 5-15 min per epoch on a shared 2-core
+machine), accuracy on the 10,000 test images / on the bundled 1,000:
+    depthwise 91.57% / 92.4%      max-pool 90.24% / 92.5%
 """
 from __future__ import annotations
 
