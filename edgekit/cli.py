@@ -19,6 +19,7 @@ from .errors import EdgekitError, InputError
 DEMOS = {
     "quickstart": ("edgekit.demos.quickstart", "a bundled 1D CNN on edgekit and onnxruntime: outputs and speed"),
     "ppg": ("edgekit.demos.ppg", "heart rate from a real PPG recording, streamed hop by hop (StreamiNNC)"),
+    "paramfree": ("edgekit.demos.paramfree", "depthwise vs parameter-free (max-pool) CNNs: accuracy, size, latency"),
 }
 DEFAULT_DEMO = "ppg"
 
