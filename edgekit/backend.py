@@ -97,9 +97,9 @@ class EdgekitBackend(Backend):
         graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
                         for n, a in zip(names, arrays)]
         opset = kwargs.get("opset_version", onnx.defs.onnx_opset_version())
-        model = helper.make_model(
-            helper.make_graph([node], f"{node.op_type}_node", graph_inputs, _output_infos(node, graph_inputs, opset, outputs_info)),
-            opset_imports=[helper.make_opsetid(node.domain, opset)])
+        outputs = _output_infos(node, graph_inputs, opset, outputs_info)
+        model = helper.make_model(helper.make_graph([node], f"{node.op_type}_node", graph_inputs, outputs),
+                                  opset_imports=[helper.make_opsetid(node.domain, opset)])
         return cls.prepare(model, device).run(dict(zip(names, arrays)))
 
     @classmethod
