@@ -108,8 +108,11 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     if code == ke.DIV and a.dtype != np.float32:
         code = ke.IDIV
     b_arg = In(1)
-    if node.op_type == "Pow" and b.dtype != a.dtype and b.is_const:
-        b_arg = b.value.astype(a.dtype)
+    if node.op_type == "Pow" and b.dtype != a.dtype:
+        if not b.is_const and b.dtype.kind == "i":  # Numba lowers float ** int to an unlinked compiler-rt call
+            raise Unsupported(f"Pow of {a.dtype} by a run-time {b.dtype} exponent (make it a constant or Cast it)")
+        if b.is_const:
+            b_arg = b.value.astype(a.dtype)
     shape, (sa, sb) = collapse(out_shape, [a.shape, b_shape])
     out_dtype = np.dtype(bool) if node.op_type in COMPARE else a.dtype
     return Kernel(ke.BINARY[code], (In(0), b_arg, Out(0), shape, sa, sb), [(out_shape, out_dtype)])
