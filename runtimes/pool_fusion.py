@@ -15,15 +15,10 @@ from edgekit.ir import Node
 
 from .fusion import _single_consumer
 from .ops.activation import ACTIVATIONS, activation_params
+from .ops.pool import POOL_AFFINE
 from .ops.registry import FUSED_ACTIVATION, Unsupported
 
 POOLS = ("MaxPool", "AveragePool")
-POOL_AFFINE = "_edgekit_pool_affine"
-
-
-def pool_affine(node: Node) -> tuple[np.ndarray, np.ndarray] | None:
-    """The (scale, shift) float32 per-channel arrays fused into this pool, None when there is none."""
-    return node.attrs.get(POOL_AFFINE)
 
 
 def fuse_pools(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_outputs: set[str]) -> list[Node]:
@@ -32,6 +27,8 @@ def fuse_pools(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, 
     dropped: set[int] = set()
     for n in nodes:
         if n.op_type not in POOLS or n.domain or any(n.outputs[1:]) or not same_stride1(n):
+            continue
+        if POOL_AFFINE in n.attrs or FUSED_ACTIVATION in n.attrs:  # fused before: a BN after the activation stays
             continue
         nxt = consumer.get(n.outputs[0])
         affine = _batchnorm(nxt, n.outputs[0], constants)

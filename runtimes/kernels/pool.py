@@ -16,11 +16,18 @@ group per call. Max propagates NaN (np.maximum semantics) and a window without t
 Average sums in float64 scratches and multiplies by ``inv`` = 1 / tap count per output, which
 encodes count_include_pad. Max and average each get their own kernel, compiled with the reduction
 as a literal.
+
+Stride-1 'same' pools (output size = input size, the parameter-free block's 3x3 pool) take their
+own kernels, SAME_POOL: the row pass sweeps the group flat, the column pass either flat with its
+border rows redone (windows that fit the plane) or per plane from a scratch whose planes sit behind
+rows of the reduction's identity (no border fixes at all), and a fused BN/activation epilogue runs
+on each group while it is in L1.
 """
 import numpy as np
 from numba import literally, njit
 
 from . import FASTMATH
+from .activation import IDENTITY, activate
 
 MAX, AVG = 0, 1
 
@@ -186,3 +193,170 @@ def _pooling(code: int):
 
 
 POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}
+
+
+# Stride-1 'same' fast path (the parameter-free block's pool): output size = input size, no dilation,
+# an optional fused epilogue (BN folded to scale/shift, then an activation).
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _identity(code):
+    return -np.inf if code == MAX else 0.0
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _fold(a, b, code):
+    """Fold b into a: NaN-propagating max, or a float64 sum (the same-path average's accumulator)."""
+    if code == MAX:
+        return _comb(a, b, MAX)
+    return np.float64(a) + b
+
+@njit(inline="always", fastmath=FASTMATH)
+def _same_taps(dst, src, first, step, nt, n, code):
+    """dst[k] = reduce over taps t < nt of src[first + k + t * step], for k < n (every index valid)."""
+    a = src[first:]
+    if nt == 1:
+        for k in range(n):
+            dst[k] = a[k]
+        return
+    b = src[first + step:]
+    if nt == 2:
+        for k in range(n):
+            dst[k] = _fold(a[k], b[k], code)
+        return
+    c = src[first + 2 * step:]
+    for k in range(n):
+        dst[k] = _fold(_fold(a[k], b[k], code), c[k], code)
+    for t in range(3, nt):
+        a = src[first + t * step:]
+        for k in range(n):
+            dst[k] = _fold(dst[k], a[k], code)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _border_column(dst, d0, x, x0, j, w, h, kw, pw, code):
+    """dst[d0 + r*w + j] = reduce over the taps of column j that fall inside the row, for the h rows at x0."""
+    lo, hi = max(0, pw - j), min(kw, w - j + pw)
+    for r in range(h):
+        base = x0 + r * w + j - pw
+        acc = _identity(code)
+        for t in range(kw):  # a constant trip count for the literal 3x3 window: unrolled, branch-free
+            if lo <= t < hi:
+                acc = _fold(acc, x[base + t], code)
+        dst[d0 + r * w + j] = acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _edge_columns(dst, d0, x, x0, w, h, kw, pw, code):
+    """The border columns of the row pass when w >= kw: head column e reduces taps [pw - e, kw) of its
+    row, tail column w - 1 - e taps [0, pw + 1 + e); constant ranges for a literal window."""
+    tail = kw - 1 - pw
+    for r in range(h):
+        xb, db = x0 + r * w, d0 + r * w
+        for e in range(pw):
+            acc = x[xb]
+            for t in range(1, kw - pw + e):
+                acc = _fold(acc, x[xb + t], code)
+            dst[db + e] = acc
+        for e in range(tail):
+            last = xb + w - 1
+            acc = x[last]
+            for t in range(1, pw + 1 + e):
+                acc = _fold(acc, x[last - t], code)
+            dst[db + w - 1 - e] = acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _same_planes(x, s, out, g, h, w, kh, kw, ph, pw, code):
+    """Pool g planes (flat in x and out) with a stride-1 'same' window.
+
+    Row pass into the scratch s, which holds every plane behind ``pad`` rows of the reduction's
+    identity, so the column pass of a plane is one flat sweep that needs no border fixes; the row
+    pass fixes only its border columns. With kh == 1 the row pass writes the output directly.
+    """
+    n = h * w
+    tail_w = kw - 1 - pw
+    if kh == 1:
+        for q in range(g):
+            if n > pw + tail_w:
+                _same_taps(out[q * n + pw:], x, q * n, 1, kw, n - pw - tail_w, code)
+            for j in range(min(pw, w)):
+                _border_column(out, q * n, x, q * n, j, w, h, kw, pw, code)
+            for j in range(max(w - tail_w, pw), w):
+                _border_column(out, q * n, x, q * n, j, w, h, kw, pw, code)
+        return
+    pad = max(ph, kh - 1 - ph)
+    stride = (h + pad) * w
+    for q in range(g + 1):
+        for k in range(q * stride, q * stride + pad * w):
+            s[k] = _identity(code)
+    for q in range(g):
+        d0 = q * stride + pad * w
+        if n > pw + tail_w:
+            _same_taps(s[d0 + pw:], x, q * n, 1, kw, n - pw - tail_w, code)
+        if w >= kw:
+            _edge_columns(s, d0, x, q * n, w, h, kw, pw, code)
+        else:
+            for j in range(min(pw, w)):
+                _border_column(s, d0, x, q * n, j, w, h, kw, pw, code)
+            for j in range(max(w - tail_w, pw), w):
+                _border_column(s, d0, x, q * n, j, w, h, kw, pw, code)
+        _same_taps(out[q * n:], s, d0 - ph * w, w, kh, n, code)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _same_planes_flat(x, s, out, g, h, w, kh, kw, ph, pw, code):
+    """Pool g planes when h >= kh and w >= kw: both passes sweep the whole group flat, then the rows pass
+    fixes its border columns and the column pass its border rows (their taps crossed a plane edge)."""
+    n, m = h * w, g * h * w
+    tail_w, tail_h = kw - 1 - pw, kh - 1 - ph
+    _same_taps(s[pw:], x, 0, 1, kw, m - pw - tail_w, code)
+    _edge_columns(s, 0, x, 0, w, g * h, kw, pw, code)
+    _same_taps(out[ph * w:], s, 0, w, kh, m - (ph + tail_h) * w, code)
+    for q in range(g):
+        for e in range(ph):
+            _same_taps(out[q * n + e * w:], s, q * n, w, kh - ph + e, w, code)
+        for e in range(tail_h):
+            _same_taps(out[q * n + (h - 1 - e) * w:], s, q * n + (h - 1 - e - ph) * w, w, ph + 1 + e, w, code)
+
+
+def _same_pooling(code: int):
+    """The stride-1 'same' kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def kernel(x, out, s, planes, group, h, w, kh, kw, ph, pw, inv, channels, scale, shift, act, alpha, beta):
+        """out[p, i, j] = epilogue(reduce over the window taps inside the plane of x[p, i + a - ph, j + b - pw]).
+
+        Stride 1, no dilation, output size = input size (NCL as h = kh = 1). MAX: NaN-propagating max,
+        ``s`` float32; AVG: float64 sums (``s`` float64) times ``inv[i*w + j]`` (1 / tap count, which
+        encodes count_include_pad). ``s`` holds (group + 1) * (h + max(ph, kh - 1 - ph)) * w values.
+        Epilogue: with ``scale`` non-empty activate(v * scale[c] + shift[c]), c = p % channels, else
+        activate(v); ``act`` IDENTITY skips it. Planes run ``group`` at a time so the scratch stays in L1.
+        """
+        xf = x.reshape(-1)
+        of = out.reshape(-1)
+        n = h * w
+        for p in range(0, planes, group):
+            g = min(group, planes - p)
+            xs, os_ = xf[p * n:(p + g) * n], of[p * n:(p + g) * n]
+            if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= 3:  # the usual window, as constants
+                _same_planes_flat(xs, s, os_, g, h, w, 3, 3, 1, 1, code)
+            else:
+                _same_planes(xs, s, os_, g, h, w, kh, kw, ph, pw, code)
+            if code == AVG:
+                for q in range(g):
+                    for k in range(n):
+                        os_[q * n + k] *= inv[k]
+            if scale.size:
+                for q in range(g):
+                    a, b = scale[(p + q) % channels], shift[(p + q) % channels]
+                    for k in range(q * n, (q + 1) * n):
+                        os_[k] = activate(os_[k] * a + b, act, alpha, beta)
+            elif act != IDENTITY:
+                for k in range(g * n):
+                    os_[k] = activate(os_[k], act, alpha, beta)
+
+    return kernel
+
+
+SAME_POOL = {MAX: _same_pooling(MAX), AVG: _same_pooling(AVG)}

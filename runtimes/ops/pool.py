@@ -12,12 +12,16 @@ import numpy as np
 
 from edgekit.ir import Node
 
+from ..kernels import activation as ka
 from ..kernels import pool as kp
 from ..kernels import reduce as kr
 from .reduce import NO_INDEX
+from .activation import fused_activation
 from .registry import In, Kernel, Out, Unsupported, register
 
+POOL_AFFINE = "_edgekit_pool_affine"  # node attribute: (scale, shift) of a BatchNormalization fused after the pool
 GROUP_ELEMENTS = 16384  # planes are pooled in groups of about this many inputs (64 KB), so a group stays in L2
+SAME_GROUP_ELEMENTS = 4096  # the stride-1 'same' path: input, scratch and output of a group fit in L1 together
 
 
 def _pads(auto_pad: str, n: int, k: int, s: int, head: int, tail: int) -> tuple[int, int]:
@@ -79,10 +83,11 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     auto_pad = a.get("auto_pad", "NOTSET")
     ceil_mode = int(a.get("ceil_mode", 0))
     include_pad = bool(a.get("count_include_pad", 0))
-    axes, out_shape = [], list(x.shape[:2])
+    axes, out_shape, heads = [], list(x.shape[:2]), []
     for i in range(rank):
         n, k, st, d = x.shape[2 + i], kernel[i], strides[i], dilations[i]
         head, tail = _pads(auto_pad, n, k, st, pads[i], pads[i + rank])
+        heads.append(head)
         out = _out_size(n, k, st, d, head, tail, ceil_mode)
         out_shape.append(out)
         axes.append((st,) + _axis(n, k, st, d, head, tail, out, node.op_type == "AveragePool", include_pad))
@@ -91,6 +96,11 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])
     oh, ow = (out_shape[2], out_shape[3]) if rank == 2 else (1, out_shape[2])
     (sh, h_off, h_lo, h_hi, h_inv), (sw, w_off, w_lo, w_hi, w_inv) = axes
+    code = kp.MAX if node.op_type == "MaxPool" else kp.AVG
+    if strides == [1] * rank and dilations == [1] * rank and out_shape[2:] == list(x.shape[2:]):
+        return _same_pool(node, x, code, kernel, heads, np.outer(h_inv, w_inv).ravel())
+    if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
+        raise Unsupported("a fused epilogue on a pool that is not stride-1 'same'")
     group = max(1, GROUP_ELEMENTS // (h * w))
     if node.op_type == "MaxPool":
         code, scratch, v, inv = kp.MAX, np.empty(group * oh * w, np.float32), Out(0), np.empty(0)
@@ -99,6 +109,26 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     args = (In(0), Out(0), scratch, v, inv, x.shape[0] * x.shape[1], group, h, w, oh, ow,
             sh, h_off * w, h_lo, h_hi, sw, w_off, w_lo, w_hi)
     return Kernel(kp.POOL[code], args, [(tuple(out_shape), x.dtype)])
+
+
+def pool_affine(node: Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-channel float32 (scale, shift) the plan fused into this pool (runtimes/pool_fusion.py), or None."""
+    return node.attrs.get(POOL_AFFINE)
+
+
+def _same_pool(node: Node, x, code: int, kernel: list[int], heads: list[int], inv: np.ndarray) -> Kernel:
+    """The stride-1 'same' fast path, with the BN/activation epilogue the plan may have fused in."""
+    h, w = (x.shape[2], x.shape[3]) if len(kernel) == 2 else (1, x.shape[2])
+    (kh, kw), (ph, pw) = ([1] + kernel, [0] + heads) if len(kernel) == 1 else (kernel, heads)
+    group = max(1, SAME_GROUP_ELEMENTS // (h * w))
+    dtype = np.float32 if code == kp.MAX else np.float64
+    scratch = np.empty(max((group + 1) * (h + max(ph, kh - 1 - ph)) * w, group * h * w), dtype)
+    empty = np.empty(0, np.float32)
+    scale, shift = pool_affine(node) or (empty, empty)
+    act, alpha, beta = fused_activation(node)
+    args = (In(0), Out(0), scratch, x.shape[0] * x.shape[1], group, h, w, kh, kw, ph, pw, inv, x.shape[1],
+            scale, shift, act, float(alpha), float(beta))
+    return Kernel(kp.SAME_POOL[code], args, [(x.shape, x.dtype)])
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

@@ -1,13 +1,19 @@
 """Pool epilogue fusion: which BatchNormalization/activation nodes after a MaxPool/AveragePool are
-folded into it (stride-1 'same' 2D pools only, single consumer, not a graph output, inference BN with constant statistics,
-activations with constant parameters), and the per-channel affine it computes."""
+folded into it (stride-1 'same' 2D pools only, single consumer, not a graph output, inference BN
+with constant statistics, activations with constant parameters) and the per-channel affine it
+computes; end to end against onnxruntime, the stride-1 'same' pool kernels (max exact, average
+within 1e-6 relative) with and without the fused epilogue."""
 import numpy as np
 import pytest
+from onnx import helper
 
+import edgekit
 from edgekit.ir import Node
 from edgekit.runtimes.kernels import activation as act
 from edgekit.runtimes.ops.registry import FUSED_ACTIVATION
-from edgekit.runtimes.pool_fusion import POOL_AFFINE, fuse_pools, pool_affine, same_stride1
+from edgekit.runtimes.ops.pool import POOL_AFFINE, pool_affine
+from edgekit.runtimes.pool_fusion import fuse_pools, same_stride1
+from oracle import assert_matches_ort, make_model
 
 C = 4
 
@@ -92,3 +98,79 @@ def test_no_fusion_when_it_would_change_the_graph(case):
         nodes[0].op_type = "Conv"
     fused = fuse_pools(nodes, consts, 17, outputs)
     assert len(fused) == len(nodes) and POOL_AFFINE not in fused[0].attrs
+
+
+def test_fusing_twice_changes_nothing():
+    consts = _bn_constants(np.random.default_rng(4))
+    nodes = _chain() + [Node("bn2", "BatchNormalization", "", ["y", "g", "b", "m", "v"], ["z"])]
+    once = fuse_pools(nodes, consts, 17, {"z"})
+    assert [n.op_type for n in once] == ["MaxPool", "BatchNormalization"]
+    assert [n.op_type for n in fuse_pools(once, consts, 17, {"z"})] == ["MaxPool", "BatchNormalization"]
+
+
+# End to end: the stride-1 'same' pool path, with and without a fused epilogue, against onnxruntime.
+
+def _fused_everywhere(monkeypatch):
+    """Run fuse_pools after the plan's own fusions (whether or not fusion.fuse already calls it)."""
+    from edgekit.runtimes import fusion
+
+    original = fusion.fuse
+    monkeypatch.setattr(fusion, "fuse", lambda nodes, consts, opset, outs: fuse_pools(
+        original(nodes, consts, opset, outs), consts, opset, outs))
+
+
+def _pool_model(op: str, shape: tuple, kernel: list, epilogue: str, seed: int, **attrs):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    nodes, inits, y = [helper.make_node(op, ["x"], ["p"], kernel_shape=kernel, **attrs)], {}, "p"
+    if "bn" in epilogue:
+        inits = {"g": rng.uniform(-1.5, 1.5, c), "b": rng.normal(0, 1, c), "m": rng.normal(0, 1, c),
+                 "v": rng.uniform(0.1, 2, c)}
+        inits = {k: v.astype(np.float32) for k, v in inits.items()}
+        nodes.append(helper.make_node("BatchNormalization", ["p", "g", "b", "m", "v"], ["n"], epsilon=1e-3))
+        y = "n"
+    if "relu6" in epilogue:
+        inits |= {"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}
+        nodes.append(helper.make_node("Clip", [y, "lo", "hi"], ["y"]))
+    elif "relu" in epilogue:
+        nodes.append(helper.make_node("Relu", [y], ["y"]))
+    else:
+        nodes[-1].output[0] = "y"
+    return make_model(nodes, {"x": (shape, np.float32)}, ["y"], inits)
+
+
+SAME_CASES = [  # (shape, kernel, attrs)
+    ((1, 32, 7, 7), [3, 3], dict(pads=[1, 1, 1, 1])),
+    ((2, 5, 14, 9), [3, 3], dict(pads=[1, 1, 1, 1])),
+    ((1, 3, 2, 5), [3, 3], dict(pads=[1, 1, 1, 1])),       # fewer rows than the window
+    ((1, 4, 1, 1), [3, 3], dict(pads=[1, 1, 1, 1])),
+    ((1, 6, 11, 8), [5, 5], dict(pads=[2, 2, 2, 2])),
+    ((1, 3, 9, 10), [3, 2], dict(pads=[1, 0, 1, 1])),      # asymmetric 'same' padding
+    ((1, 2, 6, 7), [4, 4], dict(auto_pad="SAME_UPPER")),
+    ((1, 2, 6, 7), [2, 3], dict(auto_pad="SAME_LOWER")),
+    ((1, 7, 30), [3], dict(pads=[1, 1])),                  # NCL
+    ((1, 3, 3, 3), [7, 7], dict(pads=[3, 3, 3, 3])),       # window larger than the plane
+]
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("shape,kernel,attrs", SAME_CASES)
+def test_same_pool_matches_onnxruntime(op, shape, kernel, attrs):
+    extra = {"count_include_pad": 1} if op == "AveragePool" and shape[1] % 2 else {}
+    model = _pool_model(op, shape, kernel, "", 0, **attrs, **extra)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    tol = (0, 0) if op == "MaxPool" else (1e-6, 1e-7)  # max exact, average within 1e-6 relative
+    assert_matches_ort(model, {"x": x}, *tol)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("epilogue", ["bn", "relu", "bn+relu", "bn+relu6"])
+@pytest.mark.parametrize("shape,kernel,pads", [((1, 24, 14, 14), [3, 3], [1, 1, 1, 1]),
+                                               ((2, 5, 6, 9), [5, 3], [2, 1, 2, 1])])
+def test_fused_epilogue_matches_onnxruntime(monkeypatch, op, epilogue, shape, kernel, pads):
+    _fused_everywhere(monkeypatch)
+    model = _pool_model(op, shape, kernel, epilogue, 2, pads=pads)
+    session = edgekit.InferenceSession(model)
+    assert len(session.plan((shape,)).steps) == 1  # pool, BN and activation run as one kernel call
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, 1e-5, 1e-6, session=session)
