@@ -1,7 +1,9 @@
 """`python -m benchmarks.paramfree`: parameter-free layers vs depthwise convolutions, edgekit vs onnxruntime.
 
 Three tables, batch 1, one thread per engine, calls interleaved in rounds (benchmarks.timing):
-1. pools: 3x3 stride-1 'same' MaxPool and AveragePool alone, channels 32..256 at 7x7..56x56;
+1. pools: 3x3 stride-1 'same' MaxPool and AveragePool alone, channels 32..256 at 7x7..56x56, per
+   call of the session and, for edgekit, of the plan's kernel alone (a pool inside a model pays
+   no copy of its input into the session and of its output out of it);
 2. blocks: the 3x3 spatial op with its BN + ReLU6 (depthwise Conv vs MaxPool), the MobileNetV2
    inverted residual (expansion 6) with either, and the ResNet bottleneck (3x3 Conv vs R-max);
 3. models: the demo pair (28x28 Fashion-MNIST CNN) and random-weight MobileNetV2-style and
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 import onnx
@@ -20,7 +23,7 @@ import onnx
 from edgekit.converters import paramfree as pf
 from edgekit.errors import UnsupportedOpError
 
-from .timing import Comparison, compare, machine
+from .timing import Comparison, compare, edgekit_session, machine
 
 CHANNELS = (32, 64, 128, 256)
 SIZES = (7, 14, 28, 56)
@@ -42,16 +45,33 @@ def _timed(name: str, model: onnx.ModelProto, repeat: int) -> Comparison | None:
         return None
 
 
+def kernel_us(model: onnx.ModelProto, repeat: int) -> float:
+    """Median time of edgekit's plan steps alone (no session input/output copies), in us."""
+    feeds = _feeds(model)
+    plan = edgekit_session(model).plan(tuple(a.shape for a in feeds.values()))
+    for buf, a in zip(plan.input_list, feeds.values()):
+        buf[...] = a
+    plan.execute()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        plan.execute()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1e6
+
+
 def pool_table(repeat: int) -> list[str]:
-    lines = [f"{'3x3 s1 same pool':18s} | {'MaxPool edgekit us':>18s} {'ort us':>8s} {'ek/ort':>6s} | "
-             f"{'AvgPool edgekit us':>18s} {'ort us':>8s} {'ek/ort':>6s}"]
+    head = f"{'edgekit us':>10s} {'kernel us':>9s} {'ort us':>8s} {'ek/ort':>6s} {'kern/ort':>8s}"
+    lines = [f"{'':18s} | {'MaxPool':^45s} | {'AveragePool':^45s}", f"{'3x3 s1 same pool':18s} | {head} | {head}"]
     for c in CHANNELS:
         for s in SIZES:
             cells = []
             for op in ("max", "avg"):
-                r = _timed(f"{op}pool", pf.spatial_op(op, c, s, epilogue=False), repeat)
-                cells.append(f"{'-':>18s} {'-':>8s} {'-':>6s}" if r is None else
-                             f"{r.edgekit_median_us:18.1f} {r.ort_median_us:8.1f} {r.ratio:6.2f}")
+                model = pf.spatial_op(op, c, s, epilogue=False)
+                r = _timed(f"{op}pool", model, repeat)
+                k = kernel_us(model, repeat)
+                cells.append(f"{r.edgekit_median_us:10.1f} {k:9.1f} {r.ort_median_us:8.1f} {r.ratio:6.2f} "
+                             f"{k / r.ort_median_us:8.2f}")
             lines.append(f"{f'{c} x {s}x{s}':18s} | " + " | ".join(cells))
     return lines
 
