@@ -27,7 +27,7 @@ import numpy as np
 from numba import literally, njit
 
 from . import FASTMATH
-from .activation import IDENTITY, activate
+from .activation import CLIP, RELU, activate, activate_rows
 
 MAX, AVG = 0, 1
 
@@ -320,6 +320,20 @@ def _same_planes_flat(x, s, out, g, h, w, kh, kw, ph, pw, code):
             _same_taps(out[q * n + (h - 1 - e) * w:], s, q * n + (h - 1 - e - ph) * w, w, ph + 1 + e, w, code)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _affine_activate(o, a, b, act, alpha, beta):
+    """o = activate(o * a + b) in one pass; Relu and Clip (ReLU6) get their own vectorised loops."""
+    if act == RELU:
+        for k in range(o.size):
+            o[k] = max(o[k] * a + b, np.float32(0.0))
+    elif act == CLIP:
+        for k in range(o.size):
+            o[k] = min(max(o[k] * a + b, alpha), beta)
+    else:
+        for k in range(o.size):
+            o[k] = activate(o[k] * a + b, act, alpha, beta)
+
+
 def _same_pooling(code: int):
     """The stride-1 'same' kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
 
@@ -345,16 +359,15 @@ def _same_pooling(code: int):
                 _same_planes(xs, s, os_, g, h, w, kh, kw, ph, pw, code)
             if code == AVG:
                 for q in range(g):
+                    o = os_[q * n:(q + 1) * n]
                     for k in range(n):
-                        os_[q * n + k] *= inv[k]
+                        o[k] *= inv[k]
             if scale.size:
                 for q in range(g):
-                    a, b = scale[(p + q) % channels], shift[(p + q) % channels]
-                    for k in range(q * n, (q + 1) * n):
-                        os_[k] = activate(os_[k] * a + b, act, alpha, beta)
-            elif act != IDENTITY:
-                for k in range(g * n):
-                    os_[k] = activate(os_[k], act, alpha, beta)
+                    c = (p + q) % channels
+                    _affine_activate(os_[q * n:(q + 1) * n], scale[c], shift[c], act, alpha, beta)
+            else:
+                activate_rows(os_, np.int64(0), np.int64(g * n), np.int64(1), np.int64(g * n), act, alpha, beta)
 
     return kernel
 

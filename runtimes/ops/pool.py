@@ -127,7 +127,7 @@ def _same_pool(node: Node, x, code: int, kernel: list[int], heads: list[int], in
     scale, shift = pool_affine(node) or (empty, empty)
     act, alpha, beta = fused_activation(node)
     args = (In(0), Out(0), scratch, x.shape[0] * x.shape[1], group, h, w, kh, kw, ph, pw, inv, x.shape[1],
-            scale, shift, act, float(alpha), float(beta))
+            scale, shift, act, np.float32(alpha), np.float32(beta))
     return Kernel(kp.SAME_POOL[code], args, [(x.shape, x.dtype)])
 
 
