@@ -13,18 +13,70 @@ ops it uses, and each op's loop once per dtype.
 Binary codes: add, sub, mul, div, integer div (truncates like C), pow, max, min (NaN propagates),
 PRelu (x < 0 ? x * slope : x), the comparisons equal, less, greater, less-or-equal,
 greater-or-equal (bool results), and ``FIRST`` (copy the first operand, used to start folds).
-Unary codes: neg, abs, sign (NaN stays NaN), exp, log, sqrt, reciprocal, erf, floor, ceil.
+Unary codes: neg, abs, sign (NaN stays NaN), exp (``exp32``, vectorisable), log, sqrt, reciprocal,
+erf, floor, ceil.
 """
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import literal_unroll, literally, njit
+from numba.core import types
+from numba.extending import intrinsic
 
 from . import FASTMATH
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU,
  EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL, FIRST) = range(15)
 NEG, ABS, SIGN, EXP, LOG, SQRT, RECIPROCAL, ERF, FLOOR, CEIL = range(10)
+
+
+@intrinsic
+def _bits_as_float32(typingctx, bits):
+    """Reinterpret an int32 bit pattern as float32 (an LLVM bitcast, so loops stay vectorisable)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _float32_bits(typingctx, x):
+    """The int32 bit pattern of a float32."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def exp32(x):
+    """exp(x) in float32 without a libm call, so loops using it vectorise (libm expf does not).
+
+    Cephes expf: x = n ln2 + r with |r| <= ln2 / 2, e^r by a degree-6 polynomial, then n is added to
+    the exponent bits. Relative error below 3e-7 (about 2.5 ulp); NaN stays NaN, overflow gives inf
+    and results below the smallest normal float flush to 0.
+    """
+    x = np.float32(x)
+    c = min(max(x, np.float32(-87.33654)), np.float32(88.72283))
+    n = np.floor(c * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = c - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    y = _bits_as_float32(_float32_bits(p * (r * r) + r + np.float32(1.0)) + (np.int32(n) << 23))
+    if x != x:
+        return x
+    if x > np.float32(88.72283):
+        return np.float32(np.inf)
+    if x < np.float32(-87.33654):
+        return np.float32(0.0)
+    return y
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -74,7 +126,7 @@ def _unop(x, code):
     if code == SIGN:
         return x if x != x else (x > 0) - (x < 0)
     if code == EXP:
-        return math.exp(x)
+        return exp32(x)
     if code == LOG:
         return math.log(x) if x > 0 else (-np.inf if x == 0 else np.nan)
     if code == SQRT:
@@ -88,37 +140,17 @@ def _unop(x, code):
     return np.ceil(x)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _broadcast(a, b, out, shape, sa, sb, code):
-    """out = a (op) b over the collapsed space ``shape``; a, b, out are flat, strides in elements.
-
-    ``code`` is compiled as a literal, so each op gets its own vectorised loops.
-    """
-    literally(code)
+@njit(inline="always", fastmath=FASTMATH)
+def _rows(a, b, out, shape, sa, sb, ia, ib, code):
+    """The outer loop of ``_broadcast`` for one inner stride pattern (ia, ib literal 0 or 1)."""
     nd = shape.size
     n = shape[nd - 1]
-    if out.size == 0:
-        return
-    ia, ib = sa[nd - 1], sb[nd - 1]
     idx = np.zeros(nd, np.int64)
     oa, ob = 0, 0
     for base in range(0, out.size, n):
         xa, xb, o = a[oa:], b[ob:], out[base:]
-        if ia == 1 and ib == 1:
-            for i in range(n):
-                o[i] = _binop(xa[i], xb[i], code)
-        elif ia == 1:
-            y = xb[0]
-            for i in range(n):
-                o[i] = _binop(xa[i], y, code)
-        elif ib == 1:
-            x = xa[0]
-            for i in range(n):
-                o[i] = _binop(x, xb[i], code)
-        else:
-            v = _binop(xa[0], xb[0], code)
-            for i in range(n):
-                o[i] = v
+        for i in range(n):
+            o[i] = _binop(xa[i * ia], xb[i * ib], code)
         d = nd - 2
         while d >= 0:  # odometer step over the outer dims
             idx[d] += 1
@@ -130,6 +162,26 @@ def _broadcast(a, b, out, shape, sa, sb, code):
             ob -= sb[d] * shape[d]
             idx[d] = 0
             d -= 1
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _broadcast(a, b, out, shape, sa, sb, code):
+    """out = a (op) b over the collapsed space ``shape``; a, b, out are flat, strides in elements.
+
+    ``code`` is compiled as a literal, so each op gets its own vectorised loops.
+    """
+    literally(code)
+    if out.size == 0:
+        return
+    ia, ib = sa[shape.size - 1], sb[shape.size - 1]
+    if ia == 1 and ib == 1:
+        _rows(a, b, out, shape, sa, sb, 1, 1, code)
+    elif ia == 1:
+        _rows(a, b, out, shape, sa, sb, 1, 0, code)
+    elif ib == 1:
+        _rows(a, b, out, shape, sa, sb, 0, 1, code)
+    else:
+        _rows(a, b, out, shape, sa, sb, 0, 0, code)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

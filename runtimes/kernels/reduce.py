@@ -17,10 +17,11 @@ import numpy as np
 from numba import literally, njit
 
 from . import FASTMATH
+from .elementwise import exp32
 
 SUM, MEAN, MAX, MIN, PROD, L1, L2, SUM_SQUARE, LOG_SUM, LOG_SUM_EXP = range(10)
 ROWS, COLUMNS, GATHER = range(3)
-LANES = 16  # independent accumulators per row, so NaN-aware row max/min vectorise
+LANES = 64  # independent accumulators per row, so NaN-aware row max/min vectorise
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -51,7 +52,7 @@ def _step(acc, v, code, shift):
     if code == L2 or code == SUM_SQUARE:
         return acc + v * v
     if code == LOG_SUM_EXP:
-        return acc + math.exp(v - shift)
+        return acc + exp32(v - shift)
     return acc + v
 
 
@@ -85,9 +86,12 @@ def _fold(row, n, code, shift, lanes):
         block = row[r:]
         for i in range(LANES):
             lanes[i] = _step(lanes[i], block[i], code, shift)
-    acc = _init(code)
-    for i in range(LANES):
-        acc = _step(acc, lanes[i], code, shift)
+    width = LANES // 2
+    while width >= 1:  # merge the lanes pairwise, halving each time
+        for i in range(width):
+            lanes[i] = _step(lanes[i], lanes[i + width], code, shift)
+        width //= 2
+    acc = lanes[0]
     for r in range(full, n):
         acc = _step(acc, row[r], code, shift)
     return acc
@@ -174,15 +178,15 @@ def _softmax_rows(x, out, outer, n, log):
     for o in range(outer):
         row, dst = x[o * n:(o + 1) * n], out[o * n:(o + 1) * n]
         m = np.float32(_fold(row, n, MAX, 0.0, lanes))
-        s = 0.0
+        s = np.float32(0.0)  # a float32 sum vectorises (in lanes, which also keeps it accurate)
         for r in range(n):
-            e = math.exp(row[r] - m)
+            e = exp32(row[r] - m)
             s += e
             dst[r] = e
-        if log:
-            shift = math.log(s) + m
+        if log:  # in float64: fastmath may reassociate to x - (m + log s), which float32 would round
+            ls = math.log(np.float64(s)) + m
             for r in range(n):
-                dst[r] = row[r] - shift
+                dst[r] = np.float64(row[r]) - ls
         else:
             inv = 1.0 / s
             for r in range(n):
@@ -207,7 +211,7 @@ def _softmax_columns(x, out, outer, n, inner, log):
         for r in range(n):
             row, dst = xb[r * inner:], ob[r * inner:]
             for i in range(inner):
-                e = math.exp(row[i] - m[i])
+                e = exp32(row[i] - m[i])
                 s[i] += e
                 dst[i] = e
         for i in range(inner):

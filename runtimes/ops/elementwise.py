@@ -129,6 +129,10 @@ def build_variadic(node: Node, inputs: list, opset: int) -> Kernel | Constant:
         return folded
     shapes = [tuple(t.shape) for t in present]
     out_shape = tuple(np.broadcast_shapes(*shapes))
+    if len(present) == 2 and node.op_type != "Mean":
+        shape, (sa, sb) = collapse(out_shape, shapes)
+        ins = [In(i) for i, t in enumerate(inputs) if t is not None]
+        return Kernel(ke.BINARY[VARIADIC[node.op_type]], (*ins, Out(0), shape, sa, sb), [(out_shape, present[0].dtype)])
     shape, strides = collapse(out_shape, shapes + [out_shape])
     scale = 1.0 / len(present) if node.op_type == "Mean" else 1.0
     args = (Out(0), shape, np.stack(strides), scale) + tuple(In(i) for i, t in enumerate(inputs) if t is not None)
