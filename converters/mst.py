@@ -18,8 +18,8 @@ cost model keeps the MST plan only where it predicts less time than dense; the r
 and word operations, stored bits and predicted (and, on request, measured) times both ways.
 
 Storage count: dense M * K bits; MST: K bits per root, and per child its parent index
-(ceil(log2 M) bits) plus its mask, as a K-bit map or a list of d positions of ceil(log2 K) bits,
-whichever is smaller.
+(ceil(log2 M) bits), its d (ceil(log2(K + 1)) bits) and its mask in an enumerative code,
+ceil(log2 binomial(K, d)) bits (the fewest any code of a d-of-K mask can use).
 """
 from __future__ import annotations
 
@@ -91,10 +91,10 @@ class LayerPlan:
 
     def stored_bits(self) -> tuple[int, int]:
         """Weight storage in bits, (dense, MST) (encoding in the module docstring)."""
-        m = self.parents.size
-        kids = self.parents >= 0
-        per_child = np.minimum(self.k_bits, self.diff_bits[kids] * max(1, math.ceil(math.log2(self.k_bits))))
-        return m * self.k_bits, int(self.roots * self.k_bits + per_child.sum() + kids.sum() * max(1, math.ceil(math.log2(m))))
+        m, k = self.parents.size, self.k_bits
+        header = math.ceil(math.log2(m)) + math.ceil(math.log2(k + 1))
+        masks = sum(math.ceil(math.log2(math.comb(k, int(d)))) + header for d in self.diff_bits[self.parents >= 0])
+        return m * k, self.roots * k + masks
 
     def predicted_ns(self, cost: CostModel) -> tuple[float, float]:
         """Predicted kernel time per tile, (dense, MST)."""

@@ -130,8 +130,8 @@ def direct_counts(model: onnx.ModelProto, name: str) -> tuple[int, int, int]:
     unions = sum(int(np.any(coded[[c for c in order[i:i + 4] if c >= 0]] != 0, axis=0).sum())
                  for i in range(0, len(order), 4))
     words = len(roots) * k_words + 4 * unions
-    per_child = [min(k_bits, int(np.bitwise_count(coded[c]).sum()) * math.ceil(math.log2(k_bits)))
-                 + math.ceil(math.log2(m)) for c in range(m) if parents[c] >= 0]
+    per_child = [math.ceil(math.log2(math.comb(k_bits, int(np.bitwise_count(coded[c]).sum()))))
+                 + math.ceil(math.log2(m)) + math.ceil(math.log2(k_bits + 1)) for c in range(m) if parents[c] >= 0]
     return bits, words, len(roots) * k_bits + sum(per_child)
 
 

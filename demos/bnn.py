@@ -1,0 +1,102 @@
+"""Binary network demo: a BNN on real Fashion-MNIST images, converted to bit-packed XNOR/popcount
+layers with MST compression: accuracy float vs binary, XNOR ops and weight storage saved by MST,
+latency of edgekit's binary layers vs onnxruntime running the float model.
+
+The bundled model (demos/models/bnn_fashion.onnx, trained by train_bnn.py with a straight-through
+estimator and the MST regulariser) is a standard float ONNX network: a float first conv, then
+binary 3x3 convs 32->64->128 (stride 2) and a binary linear layer, with +-alpha weights and
+Where(x >= 0, 1, -1) binarizers. The demo converts it (`binarize`, then `mst.compress` at the
+chosen depth bound), checks the binary model on the 1,000 bundled test images (the first 1,000
+of the Fashion-MNIST test set, never trained on), and times batch 1 on one thread with the calls
+of both engines interleaved.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+
+import numpy as np
+import onnx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = os.path.join(HERE, "models", "bnn_fashion.onnx")
+DATA = os.path.join(HERE, "data", "fashion_mnist_test1000.npz")
+DEBIAN = "/usr/share/datasets/fashion-mnist"
+
+
+def load_images(n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` <= 1000 Fashion-MNIST test images ([n, 1, 28, 28] float32 in [0, 1]) and labels:
+    the bundled subset, or Debian's dataset-fashion-mnist when the subset is missing."""
+    if os.path.exists(DATA):
+        with np.load(DATA) as d:
+            images, labels = d["images"], d["labels"]
+    else:
+        with gzip.open(os.path.join(DEBIAN, "t10k-images-idx3-ubyte.gz")) as f:
+            images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        with gzip.open(os.path.join(DEBIAN, "t10k-labels-idx1-ubyte.gz")) as f:
+            labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return (images[:n].astype(np.float32) / 255.0)[:, None], labels[:n].astype(np.int64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgekit demo bnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=3, help="MST depth bound (default 3)")
+    parser.add_argument("--repeat", type=int, default=200, help="timed calls per engine (default 200)")
+    parser.add_argument("--images", type=int, default=1000, help="evaluation images, at most 1000 (default 1000)")
+    args = parser.parse_args(argv)
+
+    import edgekit
+    from edgekit.benchmarks.binary import interleaved
+    from edgekit.benchmarks.timing import ort_session
+    from edgekit.converters.binarize import binarize
+    from edgekit.converters.mst import compress, time_layers
+    from edgekit.runtimes.kernels import binary as kernels
+    from edgekit.runtimes.ops import binary as _registers_binary_ops  # noqa: F401
+
+    kernels.set_threads(1)
+    images, labels = load_images(args.images)
+    float_model = onnx.load(MODEL)
+    meta = {p.key: p.value for p in float_model.metadata_props}
+    print(f"model: {os.path.relpath(MODEL)} ({os.path.getsize(MODEL) / 1024:.0f} KiB float ONNX); "
+          f"{len(images)} Fashion-MNIST test images\n")
+
+    dense = binarize(float_model)
+    planned, report = compress(dense, depth=args.depth)  # the cost model's choice: what runs below
+    paper, paper_report = compress(dense, depth=args.depth, force=True, metric="bits")
+
+    def run(model: onnx.ModelProto, feeds: dict) -> float:
+        session = edgekit.InferenceSession(model)
+        return interleaved([lambda: session.run(None, feeds)], 50)[0] / 1e6
+
+    time_layers(dense, paper, paper_report, run)
+
+    (float_logits,) = ort_session(float_model).run(None, {"image": images})
+    (binary_logits,) = edgekit.InferenceSession(planned).run(None, {"image": images})
+    float_pred, binary_pred = float_logits.argmax(1), binary_logits.argmax(1)
+    print(f"accuracy  float model (onnxruntime)        {np.mean(float_pred == labels) * 100:6.2f}%")
+    print(f"          binary model (edgekit, packed)   {np.mean(binary_pred == labels) * 100:6.2f}%   "
+          f"same predictions {np.mean(float_pred == binary_pred) * 100:.1f}%, "
+          f"max |logit diff| {np.abs(float_logits - binary_logits).max():.1e}")
+    if "edgekit.bnn.float_reference_accuracy" in meta:
+        ref = float(meta["edgekit.bnn.float_reference_accuracy"])
+        print(f"          same network in full precision   {ref * 100:6.2f}%   (trained alongside, for reference)")
+
+    bits, stored = paper_report.totals()["bit_ops"], paper_report.totals()["stored_bits"]
+    print(f"\nMST at depth <= {args.depth} (the paper's plan: Hamming graph, every binary layer):")
+    print(f"  XNOR bit-ops per image  {bits[0]:>12,} -> {bits[1]:>12,}  ({(1 - bits[1] / bits[0]) * 100:.0f}% saved)")
+    print(f"  weight storage, bits    {stored[0]:>12,} -> {stored[1]:>12,}  ({(1 - stored[1] / stored[0]) * 100:.0f}% saved)\n")
+    print(paper_report.format())
+    picks = ", ".join(f"{row.name} {row.chosen}" for row in report.layers)
+    print(f"on this CPU (64-bit words) the cost model picks: {picks}")
+
+    one = {"image": images[:1]}
+    ort, ours = ort_session(float_model), edgekit.InferenceSession(planned)
+    t_ort, t_ours = interleaved([lambda: ort.run(None, one), lambda: ours.run(None, one)], args.repeat)
+    print(f"\nlatency, batch 1, one thread, median of {args.repeat}: onnxruntime float {t_ort:.1f} us, "
+          f"edgekit binary {t_ours:.1f} us ({t_ort / t_ours:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
