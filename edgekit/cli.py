@@ -20,6 +20,7 @@ DEMOS = {
     "quickstart": ("edgekit.demos.quickstart", "a bundled 1D CNN on edgekit and onnxruntime: outputs and speed"),
     "ppg": ("edgekit.demos.ppg", "heart rate from a real PPG recording, streamed hop by hop (StreamiNNC)"),
     "paramfree": ("edgekit.demos.paramfree", "depthwise vs parameter-free (max-pool) CNNs: accuracy, size, latency"),
+    "bnn": ("edgekit.demos.bnn", "binary CNN on Fashion-MNIST: float vs XNOR/popcount, MST savings, latency"),
 }
 DEFAULT_DEMO = "ppg"
 
