@@ -22,6 +22,7 @@ with a BinarizeWarning naming it. ``to_float`` exports a converted model back to
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -32,7 +33,8 @@ from onnx import helper, numpy_helper
 from edgekit.errors import ModelError
 from edgekit.model import ModelSource, check_model, load_model
 
-__all__ = ["BinarizeWarning", "DOMAIN", "binarize", "convert_binary", "pack_bits", "to_float", "unpack_bits"]
+__all__ = ["BinarizeWarning", "DOMAIN", "binarize", "convert_binary", "dense_weights", "pack_bits", "to_float",
+           "unpack_bits"]
 
 DOMAIN = "ai.edgekit"
 BINARY_OPS = ("BinaryConv", "BinaryGemm")
@@ -162,16 +164,15 @@ class _Layer:
     attrs: dict = field(default_factory=dict)
 
 
-def _weights(node: onnx.NodeProto, g: _Graph) -> tuple[np.ndarray, str] | None:
-    """The constant weight tensor of a layer, through Sign/BipolarQuant of a constant."""
-    name = node.input[1]
-    w = g.const(name)
+def _weights(node: onnx.NodeProto, g: _Graph) -> np.ndarray | None:
+    """The constant weight tensor of a layer, also through Sign/BipolarQuant of a constant."""
+    w = g.const(node.input[1])
     if w is None:
-        b = _binarizer(g.producer.get(name), g)
+        b = _binarizer(g.producer.get(node.input[1]), g)
         if b is not None and g.const(b.x) is not None:
             latent = g.const(b.x).astype(np.float64)
             w = np.where(latent < 0, -b.scale, b.scale) if b.kind != "Sign" else np.sign(latent)
-    return (w, name) if w is not None else None
+    return w
 
 
 def _plus_minus_alpha(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -195,10 +196,9 @@ def _analyse(node: onnx.NodeProto, g: _Graph) -> tuple[_Layer | None, str | None
     if act is None:
         return None, None
     a = _attrs(node)
-    found = _weights(node, g)
-    if found is None:
+    w = _weights(node, g)
+    if w is None:
         return None, "its weights are not constant"
-    w, _ = found
     if node.op_type == "Conv":
         if w.ndim != 4 or a.get("group", 1) != 1:
             return None, "only 2-D convolutions with group 1 are binarized"
@@ -608,8 +608,6 @@ def convert_binary(model_path: str, out_path: str, mst: bool = False, mst_depth:
 
 def _median_run(model: onnx.ModelProto, feeds: dict, repeat: int = 50) -> float:
     """Median seconds of one edgekit run of ``model`` on ``feeds``."""
-    import time
-
     from edgekit import InferenceSession
 
     sess = InferenceSession(model)
