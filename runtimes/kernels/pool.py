@@ -57,19 +57,6 @@ def _valid_taps(lo, hi, o):
 def _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, step, code):
     """The loops of ``_sweep``; inlined with literal steps so that the loads vectorise."""
     nt = offs.size
-    if n == 1:  # one output per row (a border column): run down the rows, one tap at a time
-        if nt == 0:
-            for r in range(m):
-                dst[r * dstride] = -np.inf if code == MAX else 0.0
-            return
-        a = src[start + offs[0]:]
-        for r in range(m):
-            dst[r * dstride] = a[r * sstride]
-        for t in range(1, nt):
-            a = src[start + offs[t]:]
-            for r in range(m):
-                dst[r * dstride] = _comb(dst[r * dstride], a[r * sstride], code)
-        return
     for r in range(m):
         d = dst[r * dstride:]
         s0 = start + r * sstride
@@ -96,6 +83,22 @@ def _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, step, code):
                 d[k] = _comb(d[k], a[k * step], code)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _column(dst, dstride, src, start, sstride, offs, m, code):
+    """``_sweep`` with one output per row."""
+    if offs.size == 0:
+        for r in range(m):
+            dst[r * dstride] = -np.inf if code == MAX else 0.0
+        return
+    a = src[start + offs[0]:]
+    for r in range(m):
+        dst[r * dstride] = a[r * sstride]
+    for t in range(1, offs.size):
+        a = src[start + offs[t]:]
+        for r in range(m):
+            dst[r * dstride] = _comb(dst[r * dstride], a[r * sstride], code)
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _sweep(dst, dstride, src, start, sstride, offs, m, n, step, code):
     """dst[r*dstride + k] = reduce over taps t of src[start + r*sstride + k*step + offs[t]] (r < m, k < n).
@@ -105,6 +108,9 @@ def _sweep(dst, dstride, src, start, sstride, offs, m, n, step, code):
     by one; ``code`` is compiled as a literal.
     """
     literally(code)
+    if n == 1:  # one output per row (a border column): run down the rows, one tap at a time
+        _column(dst, dstride, src, start, sstride, offs, m, code)
+        return
     if m > 1 and dstride == n and sstride == n * step:
         n, m = n * m, 1
     if step == 1:
