@@ -6,9 +6,9 @@ size-1 dims dropped and mergeable dims fused, plus per operand the element strid
 where the operand is broadcast). The innermost dim then has stride 1 or 0 for every operand, so the
 inner loop is one of four vectorisable forms (both contiguous, one a scalar, both scalars) and same
 shape, scalar and per-channel (C,1,1) operands are all fast paths of the same loop. Each op code
-gets its own any-rank kernel (a closure over the code, an int, so numba's cache keys stay stable)
-that flattens its arrays and calls the loop with the code as a literal: a model compiles only the
-ops it uses, and each op's loop once per dtype.
+and inner pattern gets its own any-rank kernel, ``BINARY[code, ia, ib]`` (a closure over ints, so
+numba's cache keys stay stable), that flattens its arrays and calls the loop with code and pattern
+as literals: a model compiles only the ops and patterns it uses, each once per dtype.
 
 Binary codes: add, sub, mul, div, integer div (truncates like C), pow, max, min (NaN propagates),
 PRelu (x < 0 ? x * slope : x), the comparisons equal, less, greater, less-or-equal,
@@ -165,23 +165,32 @@ def _rows(a, b, out, shape, sa, sb, ia, ib, code):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _broadcast(a, b, out, shape, sa, sb, code):
+def _broadcast(a, b, out, shape, sa, sb, ia, ib, code):
     """out = a (op) b over the collapsed space ``shape``; a, b, out are flat, strides in elements.
 
-    ``code`` is compiled as a literal, so each op gets its own vectorised loops.
+    ``code`` and the inner strides ``ia``, ``ib`` (each 0 or 1) are compiled as literals, so each op
+    and pattern gets its own vectorised loop.
     """
     literally(code)
-    if out.size == 0:
-        return
+    literally(ia)
+    literally(ib)
+    if out.size:
+        _rows(a, b, out, shape, sa, sb, ia, ib, code)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _broadcast_any(a, b, out, shape, sa, sb, code):
+    """``_broadcast`` for an inner stride pattern known only at run time (the variadic folds)."""
+    literally(code)
     ia, ib = sa[shape.size - 1], sb[shape.size - 1]
     if ia == 1 and ib == 1:
-        _rows(a, b, out, shape, sa, sb, 1, 1, code)
+        _broadcast(a, b, out, shape, sa, sb, 1, 1, code)
     elif ia == 1:
-        _rows(a, b, out, shape, sa, sb, 1, 0, code)
+        _broadcast(a, b, out, shape, sa, sb, 1, 0, code)
     elif ib == 1:
-        _rows(a, b, out, shape, sa, sb, 0, 1, code)
+        _broadcast(a, b, out, shape, sa, sb, 0, 1, code)
     else:
-        _rows(a, b, out, shape, sa, sb, 0, 0, code)
+        _broadcast(a, b, out, shape, sa, sb, 0, 0, code)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -192,11 +201,12 @@ def _map(x, out, code):
         out[i] = _unop(x[i], code)
 
 
-def _binary(code: int):
+def _binary(code: int, ia: int, ib: int):
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(a, b, out, shape, sa, sb):
-        """out = a (op) b with broadcasting: ``shape`` is the collapsed output, sa/sb element strides."""
-        _broadcast(a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, sa, sb, code)
+        """out = a (op) b with broadcasting: ``shape`` is the collapsed output, sa/sb element strides
+        whose innermost entries are this kernel's ia, ib."""
+        _broadcast(a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, sa, sb, ia, ib, code)
 
     return kernel
 
@@ -211,9 +221,9 @@ def _variadic(code: int):
         for a in literal_unroll(ins):
             af = a.reshape(-1)
             if k == 0:
-                _broadcast(af, af, of, shape, strides[0], strides[0], FIRST)
+                _broadcast_any(af, af, of, shape, strides[0], strides[0], FIRST)
             else:
-                _broadcast(of, af, of, shape, so, strides[k], code)
+                _broadcast_any(of, af, of, shape, so, strides[k], code)
             k += 1
         if scale != 1.0:
             for i in range(of.size):
@@ -231,7 +241,7 @@ def _unary(code: int):
     return kernel
 
 
-BINARY = {code: _binary(code) for code in range(FIRST)}
+BINARY = {(code, ia, ib): _binary(code, ia, ib) for code in range(FIRST) for ia in (0, 1) for ib in (0, 1)}
 VARIADIC = {code: _variadic(code) for code in (ADD, MAX, MIN)}
 UNARY = {code: _unary(code) for code in range(CEIL + 1)}
 

@@ -5,9 +5,9 @@ The builder rewrites every reduction into one of three index forms over the flat
 accumulator per inner position so the loads stay contiguous), and gather for reduced axes that are
 not adjacent (out[j] = reduce over r of x[base[j] + offs[r]]). Sums accumulate in float64; max and
 min propagate NaN (np.max semantics); log-sum-exp and softmax subtract the maximum first, so they
-never overflow. Each reduction code gets its own any-rank kernel (a closure over the code, an int,
-so numba's cache keys stay stable) that calls the flat loops with the code as a literal: a model
-compiles only the reductions it uses.
+never overflow. Each reduction code and form gets its own any-rank kernel, ``REDUCE[code, form]``
+(a closure over ints, so numba's cache keys stay stable), that calls the flat loop with the code as a
+literal: a model compiles only the reductions and forms it uses.
 
 Codes: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 L1, 6 L2, 7 sum of squares, 8 log-sum, 9 log-sum-exp.
 """
@@ -36,6 +36,13 @@ def _init(code):
     return 0.0
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _exp_shifted(v, shift):
+    """exp(v - shift), kept out of line: numba does not prune the branches of inlined helpers, so an
+    inlined exp would be compiled into every reduction."""
+    return exp32(v - shift)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _step(acc, v, code, shift):
     """Fold one input value into the accumulator (``shift`` is the maximum, for log-sum-exp)."""
@@ -52,7 +59,7 @@ def _step(acc, v, code, shift):
     if code == L2 or code == SUM_SQUARE:
         return acc + v * v
     if code == LOG_SUM_EXP:
-        return acc + exp32(v - shift)
+        return acc + _exp_shifted(v, shift)
     return acc + v
 
 
@@ -152,12 +159,13 @@ def _gather(x, out, base, offs, code):
         out[j] = _finish(acc, n, code, shift)
 
 
-def _reduction(code: int):
-    """The any-rank kernel of reduction ``code`` (a closure over an int keeps numba's cache key stable)."""
+def _reduction(code: int, form: int):
+    """The any-rank kernel of reduction ``code`` in index form ``form`` (a closure over ints keeps
+    numba's cache key stable)."""
 
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-    def kernel(x, out, form, outer, n, inner, base, offs):
-        """Reduce x into out in index form ``form`` (ROWS, COLUMNS or GATHER; see the module doc)."""
+    def kernel(x, out, outer, n, inner, base, offs):
+        """Reduce x into out in this kernel's index form (ROWS, COLUMNS or GATHER; see the module doc)."""
         xf, of = x.reshape(-1), out.reshape(-1)
         if form == ROWS:
             _rows(xf, of, outer, n, code)
@@ -169,7 +177,7 @@ def _reduction(code: int):
     return kernel
 
 
-REDUCE = {code: _reduction(code) for code in range(LOG_SUM_EXP + 1)}
+REDUCE = {(code, form): _reduction(code, form) for code in range(LOG_SUM_EXP + 1) for form in (ROWS, COLUMNS, GATHER)}
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

@@ -65,6 +65,11 @@ def collapse(out_shape: tuple, shapes: list[tuple]) -> tuple[np.ndarray, list[np
     return shape, [np.array([ss[k] for _, ss in merged], np.int64) for k in range(len(shapes))]
 
 
+def _binary_kernel(code: int, sa: np.ndarray, sb: np.ndarray):
+    """The binary kernel of ``code`` for the inner strides of a collapsed space."""
+    return ke.BINARY[code, int(sa[-1]), int(sb[-1])]
+
+
 def _legacy_shape(node: Node, a: tuple, b: tuple, opset: int) -> tuple:
     """Shape of B under the opset < 7 ``broadcast``/``axis`` attributes (B aligned at ``axis`` of A)."""
     if opset >= 7 or not node.attrs.get("broadcast", 0):
@@ -115,7 +120,7 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
             b_arg = b.value.astype(a.dtype)
     shape, (sa, sb) = collapse(out_shape, [a.shape, b_shape])
     out_dtype = np.dtype(bool) if node.op_type in COMPARE else a.dtype
-    return Kernel(ke.BINARY[code], (In(0), b_arg, Out(0), shape, sa, sb), [(out_shape, out_dtype)])
+    return Kernel(_binary_kernel(code, sa, sb), (In(0), b_arg, Out(0), shape, sa, sb), [(out_shape, out_dtype)])
 
 
 @register(*VARIADIC)
@@ -132,7 +137,8 @@ def build_variadic(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     if len(present) == 2 and node.op_type != "Mean":
         shape, (sa, sb) = collapse(out_shape, shapes)
         ins = [In(i) for i, t in enumerate(inputs) if t is not None]
-        return Kernel(ke.BINARY[VARIADIC[node.op_type]], (*ins, Out(0), shape, sa, sb), [(out_shape, present[0].dtype)])
+        kernel = _binary_kernel(VARIADIC[node.op_type], sa, sb)
+        return Kernel(kernel, (*ins, Out(0), shape, sa, sb), [(out_shape, present[0].dtype)])
     shape, strides = collapse(out_shape, shapes + [out_shape])
     scale = 1.0 / len(present) if node.op_type == "Mean" else 1.0
     args = (Out(0), shape, np.stack(strides), scale) + tuple(In(i) for i, t in enumerate(inputs) if t is not None)

@@ -139,5 +139,5 @@ def build_global_pool(node: Node, inputs: list, opset: int) -> Kernel:
     code = kr.MEAN if node.op_type == "GlobalAveragePool" else kr.MAX
     outer, n = x.shape[0] * x.shape[1], int(np.prod(x.shape[2:]))
     out_shape = tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2)
-    args = (In(0), Out(0), kr.ROWS, outer, n, 1, NO_INDEX, NO_INDEX)
-    return Kernel(kr.REDUCE[code], args, [(out_shape, x.dtype)])
+    args = (In(0), Out(0), outer, n, 1, NO_INDEX, NO_INDEX)
+    return Kernel(kr.REDUCE[code, kr.ROWS], args, [(out_shape, x.dtype)])

@@ -63,8 +63,8 @@ def build_reduce(node: Node, inputs: list, opset: int) -> Kernel | Constant:
             return Constant([np.asarray(NUMPY[node.op_type](x.value, axis=tuple(axes), keepdims=bool(keep)), x.dtype)])
         raise Unsupported(f"{node.op_type} on {x.dtype} (edgekit reduces float32; integer inputs only when constant)")
     form, outer, n, inner, base, offs = index_form(tuple(x.shape), axes)
-    args = (In(0), Out(0), form, outer, n, inner, base, offs)
-    return Kernel(kr.REDUCE[REDUCE[node.op_type]], args, [(out_shape, x.dtype)])
+    args = (In(0), Out(0), outer, n, inner, base, offs)
+    return Kernel(kr.REDUCE[REDUCE[node.op_type], form], args, [(out_shape, x.dtype)])
 
 
 @register("Softmax", "LogSoftmax")
