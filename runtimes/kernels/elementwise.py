@@ -202,6 +202,8 @@ def _map(x, out, code):
 
 
 def _binary(code: int, ia: int, ib: int):
+    """The any-rank kernel of binary op ``code`` for inner strides (ia, ib)."""
+
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(a, b, out, shape, sa, sb):
         """out = a (op) b with broadcasting: ``shape`` is the collapsed output, sa/sb element strides
@@ -212,6 +214,8 @@ def _binary(code: int, ia: int, ib: int):
 
 
 def _variadic(code: int):
+    """The kernel folding op ``code`` over any number of broadcast inputs."""
+
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(out, shape, strides, scale, *ins):
         """out = scale * fold of op over ``ins`` (broadcast): strides[k] belongs to ins[k], the last row to out."""
@@ -233,6 +237,8 @@ def _variadic(code: int):
 
 
 def _unary(code: int):
+    """The any-rank kernel of unary op ``code``."""
+
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(x, out):
         """out = op(x) elementwise over C-contiguous arrays of equal size."""

@@ -3,9 +3,9 @@
 The builder rewrites every reduction into one of three index forms over the flat input: rows (x as
 (outer, n), reducing each row), columns (x as (outer, n, inner), reducing the middle axis with one
 accumulator per inner position so the loads stay contiguous), and gather for reduced axes that are
-not adjacent (out[j] = reduce over r of x[base[j] + offs[r]]). Sums accumulate in float64; max and
-min propagate NaN (np.max semantics); log-sum-exp and softmax subtract the maximum first, so they
-never overflow. Each reduction code and form gets its own any-rank kernel, ``REDUCE[code, form]``
+not adjacent (out[j] = reduce over r of x[base[j] + offs[r]]). Sums accumulate in float64 (softmax's
+row sum in float32, which vectorises); max and min propagate NaN (np.max semantics); log-sum-exp and
+softmax subtract the maximum first, so they never overflow. Each reduction code and form gets its own any-rank kernel, ``REDUCE[code, form]``
 (a closure over ints, so numba's cache keys stay stable), that calls the flat loop with the code as a
 literal: a model compiles only the reductions and forms it uses.
 
