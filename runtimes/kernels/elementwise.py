@@ -80,6 +80,20 @@ def exp32(x):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def nan_max(x, y):
+    """max(x, y) that returns NaN when y is NaN (callers fold y into x, so NaN sticks)."""
+    m = y if y > x else x
+    return y if y != y else m
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def nan_min(x, y):
+    """min(x, y) that returns NaN when y is NaN (callers fold y into x, so NaN sticks)."""
+    m = y if y < x else x
+    return y if y != y else m
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _binop(x, y, code):
     """One binary op on scalars; ``code`` is a compile-time constant in every kernel."""
     if code == ADD:
@@ -96,11 +110,9 @@ def _binop(x, y, code):
     if code == POW:
         return x ** y
     if code == MAX:
-        m = y if y > x else x
-        return y if y != y else m
+        return nan_max(x, y)
     if code == MIN:
-        m = y if y < x else x
-        return y if y != y else m
+        return nan_min(x, y)
     if code == PRELU:
         return x * y if x < 0 else x
     if code == EQUAL:

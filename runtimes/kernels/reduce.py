@@ -17,7 +17,7 @@ import numpy as np
 from numba import literally, njit
 
 from . import FASTMATH
-from .elementwise import exp32
+from .elementwise import exp32, nan_max, nan_min
 
 SUM, MEAN, MAX, MIN, PROD, L1, L2, SUM_SQUARE, LOG_SUM, LOG_SUM_EXP = range(10)
 ROWS, COLUMNS, GATHER = range(3)
@@ -47,11 +47,9 @@ def _exp_shifted(v, shift):
 def _step(acc, v, code, shift):
     """Fold one input value into the accumulator (``shift`` is the maximum, for log-sum-exp)."""
     if code == MAX:
-        m = v if v > acc else acc
-        return v if v != v else m
+        return nan_max(acc, v)
     if code == MIN:
-        m = v if v < acc else acc
-        return v if v != v else m
+        return nan_min(acc, v)
     if code == PROD:
         return acc * v
     if code == L1:

@@ -30,12 +30,12 @@ _spec = importlib.util.spec_from_file_location(
 conv_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conv_tests)
 stream_in_ort, window_outputs = conv_tests.stream_in_ort, conv_tests.window_outputs
+assert_close = conv_tests.assert_close  # relative 1e-5 (atol scaled by the output range)
 
 
 def random_model(seed: int, padded: bool = False, head: str | None = None):
     """A random conv stack of the converter's tests, made of ops edgekit runs."""
     return conv_tests.random_model(seed, padded, head, basic=True)
-RTOL = 1e-5
 
 
 def channels_of(model) -> int:
@@ -50,11 +50,6 @@ def push_in_chunks(sess: StreamingSession, x: np.ndarray, rng: np.random.Generat
         outs += sess.push(x[:, :, pos:pos + n])
         pos += n
     return outs
-
-
-def assert_close(got, want):
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale)
 
 
 @pytest.mark.parametrize("seed", range(6))
