@@ -1,7 +1,8 @@
 """Graph fusions done once per model: fold BatchNormalization into a preceding Conv or Gemm with
-constant weights, then fuse a following activation into the Conv/Gemm epilogue.
+constant weights, fuse a following activation into the Conv/Gemm epilogue, then fuse BN and
+activations after stride-1 'same' pools into the pool kernel (runtimes/pool_fusion.py).
 
-Both only fire when the intermediate tensor has a single consumer and is not a graph output,
+All only fire when the intermediate tensor has a single consumer and is not a graph output,
 so the fused graph computes exactly the same outputs (up to float rounding of the folded
 weights).
 """
@@ -18,12 +19,16 @@ FUSABLE = ("Conv", "Gemm")
 
 
 def fuse(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_outputs: set[str]) -> list[Node]:
-    """Return the node list with BN folded and activations fused; ``constants`` gains folded weights."""
+    """Return the node list with BN folded and activations fused (Conv/Gemm, then pools); ``constants``
+    gains folded weights."""
+    from .pool_fusion import fuse_pools  # here, not at the top: pool_fusion builds on this module's helpers
+
     nodes = _fold_batchnorm(nodes, constants, graph_outputs)
-    return _fuse_activations(nodes, constants, opset, graph_outputs)
+    nodes = _fuse_activations(nodes, constants, opset, graph_outputs)
+    return fuse_pools(nodes, constants, opset, graph_outputs)
 
 
-def _single_consumer(nodes: list[Node], graph_outputs: set[str]) -> dict[str, Node]:
+def single_consumer(nodes: list[Node], graph_outputs: set[str]) -> dict[str, Node]:
     """Map tensor name -> its only consumer, for tensors with exactly one use and not a graph output."""
     uses: dict[str, list[Node]] = {}
     for n in nodes:
@@ -33,19 +38,16 @@ def _single_consumer(nodes: list[Node], graph_outputs: set[str]) -> dict[str, No
 
 
 def _fold_batchnorm(nodes: list[Node], constants: dict, graph_outputs: set[str]) -> list[Node]:
-    consumer = _single_consumer(nodes, graph_outputs)
+    consumer = single_consumer(nodes, graph_outputs)
     dropped: set[int] = set()
     for n in nodes:
         if n.op_type not in FUSABLE or n.domain or len(n.outputs) != 1:
             continue
         bn = consumer.get(n.outputs[0])
-        if bn is None or bn.op_type != "BatchNormalization" or bn.inputs[0] != n.outputs[0]:
+        affine = batchnorm_affine(bn, n.outputs[0], constants)
+        if affine is None:
             continue
-        if len(bn.outputs) > 1 and any(bn.outputs[1:]):
-            continue
-        if bn.attrs.get("training_mode", 0) or not all(x in constants for x in bn.inputs[1:5]):
-            continue
-        weights = _folded(n, bn, constants)
+        weights = _folded(n, *affine, constants)
         if weights is None:
             continue
         w_name, b_name = f"{n.name}::bn_weight", f"{n.name}::bn_bias"
@@ -59,14 +61,24 @@ def _fold_batchnorm(nodes: list[Node], constants: dict, graph_outputs: set[str])
     return [n for n in nodes if id(n) not in dropped]
 
 
-def _folded(n: Node, bn: Node, constants: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """Weights and bias of Conv/Gemm ``n`` with the BatchNormalization ``bn`` folded in."""
+def batchnorm_affine(bn: Node | None, x: str, constants: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """float64 (scale, shift) with BN(v) = v * scale + shift per channel, if ``bn`` is an inference
+    BatchNormalization reading ``x`` with constant statistics and no extra outputs, else None."""
+    if bn is None or bn.op_type != "BatchNormalization" or bn.domain or bn.inputs[0] != x or any(bn.outputs[1:]):
+        return None
+    if bn.attrs.get("training_mode", 0) or not all(i in constants for i in bn.inputs[1:5]):
+        return None
+    gamma, beta, mean, var = (constants[i].astype(np.float64).reshape(-1) for i in bn.inputs[1:5])
+    scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
+    return scale, beta - mean * scale
+
+
+def _folded(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weights and bias of Conv/Gemm ``n`` followed by the per-channel affine v * scale + shift."""
     if len(n.inputs) < 2 or n.inputs[1] not in constants:
         return None
     if len(n.inputs) > 2 and n.inputs[2] and n.inputs[2] not in constants:
         return None
-    gamma, beta, mean, var = (constants[x].astype(np.float64) for x in bn.inputs[1:5])
-    scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
     w = constants[n.inputs[1]].astype(np.float64)
     if n.op_type == "Gemm":
         if n.attrs.get("transA", 0):
@@ -87,26 +99,32 @@ def _folded(n: Node, bn: Node, constants: dict) -> tuple[np.ndarray, np.ndarray]
             return None
         bias = constants[n.inputs[2]].astype(np.float64) if len(n.inputs) > 2 and n.inputs[2] else np.zeros(w.shape[0])
         w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-    bias = (bias - mean) * scale + beta
+    bias = bias * scale + shift
     dtype = constants[n.inputs[1]].dtype
     return np.ascontiguousarray(w.astype(dtype)), bias.astype(dtype)
 
 
+def fusable_activation(a: Node | None, x: str, constants: dict, opset: int) -> tuple[int, float, float] | None:
+    """The (code, alpha, beta) to fuse if ``a`` is an activation reading ``x`` with constant parameters, else None."""
+    if a is None or a.op_type not in ACTIVATIONS or a.domain or a.inputs[0] != x:
+        return None
+    if any(i and i not in constants for i in a.inputs[1:]):
+        return None
+    try:
+        return activation_params(a, [constants.get(i) for i in a.inputs], opset)
+    except Unsupported:
+        return None
+
+
 def _fuse_activations(nodes: list[Node], constants: dict, opset: int, graph_outputs: set[str]) -> list[Node]:
-    consumer = _single_consumer(nodes, graph_outputs)
+    consumer = single_consumer(nodes, graph_outputs)
     dropped: set[int] = set()
     for n in nodes:
         if n.op_type not in FUSABLE or n.domain or FUSED_ACTIVATION in n.attrs:
             continue
         a = consumer.get(n.outputs[0])
-        if a is None or a.op_type not in ACTIVATIONS or a.domain or a.inputs[0] != n.outputs[0]:
-            continue
-        extra = [x for x in a.inputs[1:] if x]
-        if any(x not in constants for x in extra):
-            continue
-        try:
-            params = activation_params(a, [constants.get(x) for x in a.inputs], opset)
-        except Unsupported:
+        params = fusable_activation(a, n.outputs[0], constants, opset)
+        if params is None:
             continue
         n.attrs = {**n.attrs, FUSED_ACTIVATION: params}
         n.outputs = [a.outputs[0]]

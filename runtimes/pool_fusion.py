@@ -13,17 +13,16 @@ import numpy as np
 
 from edgekit.ir import Node
 
-from .fusion import _single_consumer
-from .ops.activation import ACTIVATIONS, activation_params
+from .fusion import batchnorm_affine, fusable_activation, single_consumer
 from .ops.pool import POOL_AFFINE
-from .ops.registry import FUSED_ACTIVATION, Unsupported
+from .ops.registry import FUSED_ACTIVATION
 
 POOLS = ("MaxPool", "AveragePool")
 
 
 def fuse_pools(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_outputs: set[str]) -> list[Node]:
     """Return the node list with BN and activations after pools fused into them (see module docstring)."""
-    consumer = _single_consumer(nodes, graph_outputs)
+    consumer = single_consumer(nodes, graph_outputs)
     dropped: set[int] = set()
     for n in nodes:
         if n.op_type not in POOLS or n.domain or any(n.outputs[1:]) or not same_stride1(n):
@@ -31,13 +30,13 @@ def fuse_pools(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, 
         if POOL_AFFINE in n.attrs or FUSED_ACTIVATION in n.attrs:  # fused before: a BN after the activation stays
             continue
         nxt = consumer.get(n.outputs[0])
-        affine = _batchnorm(nxt, n.outputs[0], constants)
+        affine = batchnorm_affine(nxt, n.outputs[0], constants)
         if affine is not None:
-            n.attrs = {**n.attrs, POOL_AFFINE: affine}
+            n.attrs = {**n.attrs, POOL_AFFINE: tuple(v.astype(np.float32) for v in affine)}
             n.outputs, n.name = [nxt.outputs[0]], f"{n.name}+{nxt.name}"
             dropped.add(id(nxt))
             nxt = consumer.get(n.outputs[0])
-        params = _activation(nxt, n.outputs[0], constants, opset)
+        params = fusable_activation(nxt, n.outputs[0], constants, opset)
         if params is not None:
             n.attrs = {**n.attrs, FUSED_ACTIVATION: params}
             n.outputs, n.name = [nxt.outputs[0]], f"{n.name}+{nxt.name}"
@@ -58,25 +57,3 @@ def same_stride1(node: Node) -> bool:
         return True
     pads = [int(v) for v in a.get("pads", [0] * 4)]
     return auto_pad in ("NOTSET", "") and all(pads[i] + pads[i + 2] == k[i] - 1 for i in range(2))
-
-
-def _batchnorm(bn: Node | None, x: str, constants: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """(scale, shift) of an inference BatchNormalization reading ``x`` with constant statistics."""
-    if bn is None or bn.op_type != "BatchNormalization" or bn.domain or bn.inputs[0] != x or any(bn.outputs[1:]):
-        return None
-    if bn.attrs.get("training_mode", 0) or not all(i in constants for i in bn.inputs[1:5]):
-        return None
-    gamma, beta, mean, var = (constants[i].astype(np.float64).reshape(-1) for i in bn.inputs[1:5])
-    scale = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))
-    return scale.astype(np.float32), (beta - mean * scale).astype(np.float32)
-
-
-def _activation(a: Node | None, x: str, constants: dict, opset: int) -> tuple[int, float, float] | None:
-    if a is None or a.op_type not in ACTIVATIONS or a.domain or a.inputs[0] != x:
-        return None
-    if any(i and i not in constants for i in a.inputs[1:]):
-        return None
-    try:
-        return activation_params(a, [constants.get(i) for i in a.inputs], opset)
-    except Unsupported:
-        return None

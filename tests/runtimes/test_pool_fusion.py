@@ -110,15 +110,6 @@ def test_fusing_twice_changes_nothing():
 
 # End to end: the stride-1 'same' pool path, with and without a fused epilogue, against onnxruntime.
 
-def _fused_everywhere(monkeypatch):
-    """Run fuse_pools after the plan's own fusions (whether or not fusion.fuse already calls it)."""
-    from edgekit.runtimes import fusion
-
-    original = fusion.fuse
-    monkeypatch.setattr(fusion, "fuse", lambda nodes, consts, opset, outs: fuse_pools(
-        original(nodes, consts, opset, outs), consts, opset, outs))
-
-
 def _pool_model(op: str, shape: tuple, kernel: list, epilogue: str, seed: int, **attrs):
     rng = np.random.default_rng(seed)
     c = shape[1]
@@ -167,10 +158,58 @@ def test_same_pool_matches_onnxruntime(op, shape, kernel, attrs):
 @pytest.mark.parametrize("epilogue", ["bn", "relu", "bn+relu", "bn+relu6"])
 @pytest.mark.parametrize("shape,kernel,pads", [((1, 24, 14, 14), [3, 3], [1, 1, 1, 1]),
                                                ((2, 5, 6, 9), [5, 3], [2, 1, 2, 1])])
-def test_fused_epilogue_matches_onnxruntime(monkeypatch, op, epilogue, shape, kernel, pads):
-    _fused_everywhere(monkeypatch)
+def test_fused_epilogue_matches_onnxruntime(op, epilogue, shape, kernel, pads):
     model = _pool_model(op, shape, kernel, epilogue, 2, pads=pads)
     session = edgekit.InferenceSession(model)
     assert len(session.plan((shape,)).steps) == 1  # pool, BN and activation run as one kernel call
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     assert_matches_ort(model, {"x": x}, 1e-5, 1e-6, session=session)
+
+
+def test_plan_fuses_pools_after_the_conv_fusions():
+    """fusion.fuse (the plan's pass) folds Conv + BN + Relu6, then MaxPool + BN + Relu6, into two nodes."""
+    from edgekit.runtimes.fusion import fuse
+
+    rng = np.random.default_rng(5)
+    consts = _bn_constants(rng) | {"w": rng.standard_normal((C, C, 1, 1)).astype(np.float32),
+                                   "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}
+    nodes = [Node("conv", "Conv", "", ["x", "w"], ["c"]),
+             Node("bn0", "BatchNormalization", "", ["c", "g", "b", "m", "v"], ["cn"]),
+             Node("act0", "Clip", "", ["cn", "lo", "hi"], ["ca"])]
+    nodes += [Node(n.name, n.op_type, "", [("ca" if i == "x" else i) for i in n.inputs], n.outputs, n.attrs)
+              for n in _chain(act_op="Clip")]
+    conv, pool = fuse(nodes, consts, 17, {"y"})
+    assert (conv.name, conv.outputs, conv.attrs[FUSED_ACTIVATION]) == ("conv+bn0+act0", ["ca"], (act.CLIP, 0.0, 6.0))
+    assert (pool.name, pool.inputs, pool.outputs) == ("pool+bn+act", ["ca"], ["y"])
+    assert pool.attrs[FUSED_ACTIVATION] == (act.CLIP, 0.0, 6.0) and POOL_AFFINE in pool.attrs
+
+
+def _block_model(pool_attrs: dict, seed: int):
+    """Conv 1x1 + BN + Relu, then a pool + BN + Relu, then Conv 1x1: the parameter-free block's pattern."""
+    rng = np.random.default_rng(seed)
+    c = 8
+    inits = {"w1": rng.standard_normal((c, 3, 1, 1)) / 2, "w2": rng.standard_normal((c, c, 1, 1)) / 3}
+    for k in ("1", "2"):
+        inits |= {"g" + k: rng.uniform(-1.5, 1.5, c), "b" + k: rng.normal(0, 1, c), "m" + k: rng.normal(0, 1, c),
+                  "v" + k: rng.uniform(0.1, 2, c)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "g1", "b1", "m1", "v1"], ["cn"]),
+             helper.make_node("Relu", ["cn"], ["ca"]),
+             helper.make_node("MaxPool", ["ca"], ["p"], **pool_attrs),
+             helper.make_node("BatchNormalization", ["p", "g2", "b2", "m2", "v2"], ["pn"]),
+             helper.make_node("Relu", ["pn"], ["pa"]),
+             helper.make_node("Conv", ["pa", "w2"], ["y"])]
+    inits = {k: v.astype(np.float32) for k, v in inits.items()}
+    return make_model(nodes, {"x": ((2, 3, 13, 11), np.float32)}, ["y"], inits)
+
+
+@pytest.mark.parametrize("pool_attrs,steps", [
+    (dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 3),                  # pool + BN + Relu fused: conv, pool, conv
+    (dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]), 5),  # strided: BN and Relu stay separate
+])
+def test_block_through_the_session_matches_onnxruntime(pool_attrs, steps):
+    model = _block_model(pool_attrs, 6)
+    session = edgekit.InferenceSession(model)
+    assert len(session.plan(((2, 3, 13, 11),)).steps) == steps
+    x = np.random.default_rng(7).standard_normal((2, 3, 13, 11)).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, 1e-4, 1e-5, session=session)  # float32 convs with folded BN: 1e-4 relative
