@@ -22,7 +22,6 @@ with a BinarizeWarning naming it. ``to_float`` exports a converted model back to
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -33,7 +32,7 @@ from onnx import helper, numpy_helper
 from edgekit.errors import ModelError
 from edgekit.model import ModelSource, check_model, load_model
 
-__all__ = ["BinarizeWarning", "DOMAIN", "binarize", "convert_binary", "dense_weights", "pack_bits", "to_float",
+__all__ = ["BinarizeWarning", "DOMAIN", "binarize", "dense_weights", "pack_bits", "to_float",
            "unpack_bits"]
 
 DOMAIN = "ai.edgekit"
@@ -574,47 +573,3 @@ def _float_form(n: onnx.NodeProto, consts: dict, renamed: dict) -> tuple[list, l
             renamed[y] = out
     return nodes, tensors
 
-
-# --- command line ---------------------------------------------------------------------------------
-
-def convert_binary(model_path: str, out_path: str, mst: bool = False, mst_depth: int | None = None,
-                   report: bool = False) -> int:
-    """`edgekit convert MODEL --binarize [--mst] [--mst-depth D] -o OUT [--report]`; returns the exit code.
-
-    --report prints the MST report of every binary layer, with each layer timed alone both ways
-    in edgekit (so this one entry point executes models: it loads the runtime through the public
-    ``edgekit.InferenceSession``).
-    """
-    from . import mst as mst_plans
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", BinarizeWarning)
-        converted = binarize(model_path)
-    for w in caught:
-        print(f"warning: {w.message}")
-    count = sum(1 for n in converted.graph.node if n.domain == DOMAIN)
-    print(f"{model_path}: {count} binary layer(s)")
-    if mst or report:
-        planned, rep = mst_plans.compress(converted, depth=mst_depth, apply=mst)
-        if report:
-            forced, _ = mst_plans.compress(converted, depth=mst_depth, force=True)
-            mst_plans.time_layers(converted, forced, rep, _median_run)
-            print(rep.format())
-        converted = planned if mst else converted
-    onnx.save(converted, out_path)
-    print(f"wrote {out_path}")
-    return 0
-
-
-def _median_run(model: onnx.ModelProto, feeds: dict, repeat: int = 50) -> float:
-    """Median seconds of one edgekit run of ``model`` on ``feeds``."""
-    from edgekit import InferenceSession
-
-    sess = InferenceSession(model)
-    sess.run(None, feeds)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))

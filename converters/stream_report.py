@@ -8,15 +8,16 @@ aligned, where the StreamiNNC paper's misaligned-pooling bound ((L_p - 1) * 2*pi
 output for a signal band-limited to f_max with |x| <= A) does not apply. Zero edge columns means
 exact streaming.
 
-Measurement. Both the step model and the window model run in onnxruntime (the reference engine;
-converters do not depend on edgekit's runtime) on the user's data or on a synthetic band-limited
-signal, and every streamed hop output is compared with window inference on the window it stands
-for, [T - delay - L, T - delay). NRMSE = RMSE / (max - min of the window outputs), in percent.
+Measurement. Both the step model and the window model run on the user's data or on a synthetic
+band-limited signal, in the engine the caller passes (the CLI passes edgekit.InferenceSession;
+converters never import edgekit's runtime themselves) or else in onnxruntime, the reference. Every
+streamed hop output is compared with window inference on the window it stands for,
+[T - delay - L, T - delay). NRMSE = RMSE / (max - min of the window outputs), in percent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -65,11 +66,14 @@ def band_limited(channels: int, samples: int, f_max: float = 0.05, seed: int = 0
     return x / max(np.abs(x).max(), 1e-12)
 
 
-def report(sm: "StreamingModel", data: np.ndarray | None = None, hops: int = 64, seed: int = 0) -> StreamReport:
+def report(sm: "StreamingModel", data: np.ndarray | None = None, hops: int = 64, seed: int = 0,
+           session: Callable[[Any], Any] | None = None) -> StreamReport:
     """The error bound of ``sm`` and its measured NRMSE against window inference.
 
     ``data`` is the user's signal, (C, T) or (N, C, T); all its full hops are used. Without data,
-    a synthetic band-limited signal covering ``hops`` compared hops is generated.
+    a synthetic band-limited signal covering ``hops`` compared hops is generated. ``session(model)``
+    returns an object with onnxruntime's ``run(output_names, feeds)`` (e.g. edgekit.InferenceSession);
+    default: onnxruntime on one thread.
     """
     if data is None:
         samples = (sm.warmup_hops + hops) * sm.hop
@@ -84,7 +88,7 @@ def report(sm: "StreamingModel", data: np.ndarray | None = None, hops: int = 64,
     x = np.ascontiguousarray(x, dtype=sm.dtype)
     if isinstance(sm.batch, int) and x.shape[0] != sm.batch:
         raise InputError(f"the model takes batch {sm.batch}, data has {x.shape[0]}")
-    streamed, windows = _run_both(sm, x)
+    streamed, windows = _run_both(sm, x, session or _ort_session)
     if not streamed:
         raise InputError(f"data too short: the first output needs {(sm.warmup_hops + 1) * sm.hop + sm.delay} samples")
     sq, count, lo, hi, max_abs, exact = 0.0, 0, np.inf, -np.inf, 0.0, True
@@ -104,14 +108,18 @@ def report(sm: "StreamingModel", data: np.ndarray | None = None, hops: int = 64,
                         sum(layer.macs_window for layer in sm.layers), sum(layer.macs_hop for layer in sm.layers))
 
 
-def _run_both(sm: "StreamingModel", x: np.ndarray) -> tuple[list, list]:
-    """Streamed outputs of every hop past the warm-up, and window inference for the same hops."""
+def _ort_session(model: Any) -> Any:
+    """onnxruntime on one thread: the default engine of the measurement."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    step = ort.InferenceSession(sm.step_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    win = ort.InferenceSession(sm.window_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _run_both(sm: "StreamingModel", x: np.ndarray, session: Callable[[Any], Any]) -> tuple[list, list]:
+    """Streamed outputs of every hop past the warm-up, and window inference for the same hops."""
+    step, win = session(sm.step_model), session(sm.window_model)
     states = sm.initial_states(x.shape[0])
     out_names = sm.outputs + [s.output for s in sm.states]
     streamed, windows = [], []

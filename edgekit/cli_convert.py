@@ -1,9 +1,16 @@
 """The `edgekit convert` and `edgekit stream` verbs: model rewrites, and streaming samples through a
-window CNN hop by hop. Converters load lazily inside the verbs so `edgekit --help` stays instant."""
+window CNN hop by hop. Converters load lazily inside the verbs so `edgekit --help` stays instant.
+
+Converters never import the runtime; where a report runs models (`--binarize --report` times
+layers, `--stream --report` measures the streaming error), this module hands them the public
+``edgekit.InferenceSession``.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import warnings
 from typing import Iterator, TextIO
 
 import numpy as np
@@ -18,9 +25,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print("edgekit convert: choose exactly one of --stream, --binarize, --paramfree", file=sys.stderr)
         return 2
     if args.binarize:
-        from .converters.binarize import convert_binary
-
-        return convert_binary(args.model, args.output, mst=args.mst, mst_depth=args.mst_depth, report=args.report)
+        return _convert_binary(args.model, args.output, args.mst, args.mst_depth, args.report)
     if args.paramfree:
         from .converters.paramfree import convert_paramfree
 
@@ -39,8 +44,51 @@ def cmd_convert(args: argparse.Namespace) -> int:
           f"output delay {sm.delay} samples; states: {states}")
     if args.report:
         data = _read_samples_file(args.data, sm.channels) if args.data else None
-        print(report(sm, data))
+        from . import InferenceSession
+
+        print(report(sm, data, session=InferenceSession))
     return 0
+
+
+def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | None, report: bool) -> int:
+    """`convert --binarize [--mst] [--mst-depth D] [--report]`: binarize, plan MST, save; the report
+    gives every binary layer's op counts and its time alone in edgekit, dense and MST."""
+    import onnx
+
+    from .converters import mst as mst_plans
+    from .converters.binarize import DOMAIN, BinarizeWarning, binarize
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BinarizeWarning)
+        converted = binarize(model_path)
+    for w in caught:
+        print(f"warning: {w.message}")
+    count = sum(1 for n in converted.graph.node if n.domain == DOMAIN)
+    print(f"{model_path}: {count} binary layer(s)")
+    if mst or report:
+        planned, rep = mst_plans.compress(converted, depth=mst_depth, apply=mst)
+        if report:
+            forced, _ = mst_plans.compress(converted, depth=mst_depth, force=True)
+            mst_plans.time_layers(converted, forced, rep, _median_seconds)
+            print(rep.format())
+        converted = planned if mst else converted
+    onnx.save(converted, out_path)
+    print(f"wrote {out_path}")
+    return 0
+
+
+def _median_seconds(model, feeds: dict, repeat: int = 50) -> float:
+    """Median seconds of one ``edgekit.InferenceSession`` run of ``model`` on ``feeds`` (after a warm-up)."""
+    from . import InferenceSession
+
+    sess = InferenceSession(model)
+    sess.run(None, feeds)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def cmd_stream(args: argparse.Namespace) -> int:

@@ -1,16 +1,24 @@
 """`edgekit convert --stream` and `edgekit stream` on the bundled PPG model: the step model and the
-streamed outputs equal StreamingSession's (exactly), bad sources and flag mixes give exit 1 / 2."""
+streamed outputs equal StreamingSession's (exactly), bad sources and flag mixes give exit 1 / 2.
+`edgekit convert --binarize --mst --report` on the bundled BNN: the written model gives the float
+model's predictions and the report times every layer; converters never import the runtime (the
+report's timing runs in the CLI through edgekit.InferenceSession)."""
+import ast
+import glob
 import os
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
 import edgekit
+import edgekit.converters
 import edgekit.demos
 from edgekit.cli import main
 
 PPG = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "ppg_cnn.onnx")
+BNN = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "bnn_fashion.onnx")
 
 
 @pytest.fixture
@@ -52,3 +60,54 @@ def test_convert_needs_exactly_one_technique(tmp_path):
     assert main(["convert", PPG, "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--stream", "--binarize", "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--stream", "-o", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_convert_binarize_mst_report(tmp_path, capsys):
+    from edgekit.demos.bnn import load_images
+    from oracle import ort_session
+
+    out = str(tmp_path / "bnn.onnx")
+    assert main(["convert", BNN, "--binarize", "--mst", "--mst-depth", "2", "--report", "-o", out]) == 0
+    text = capsys.readouterr().out
+    assert "3 binary layer(s)" in text and "MST report (depth bound 2)" in text and f"wrote {out}" in text
+    rows = [line.split() for line in text.splitlines() if line.startswith(("/3/Conv", "/6/Conv", "/10/MatMul"))]
+    assert len(rows) == 3 and all("/" in row[-2] and row[-2] != "-" for row in rows)  # measured us, dense/MST
+    images, _ = load_images(100)
+    (ours,) = edgekit.InferenceSession(out).run(None, {"image": images})
+    (ref,) = ort_session(onnx.load(BNN)).run(None, {"image": images})
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)  # exact sums; float32 last-layer scale and bias
+    assert np.array_equal(ours.argmax(1), ref.argmax(1))
+
+
+def test_converters_never_import_the_runtime():
+    """No converter module imports runtimes or the sessions, at the top or inside a function."""
+    root = os.path.dirname(edgekit.converters.__file__)
+    for path in glob.glob(os.path.join(root, "*.py")):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            bad = [n for n in names if "runtimes" in n or n in ("InferenceSession", "StreamingSession", "streaming")]
+            assert not bad, f"{os.path.basename(path)} line {node.lineno} imports {bad}"
+
+
+def test_stream_report_runs_in_the_engine_it_is_given():
+    """The CLI's stream report runs edgekit.InferenceSession; its error matches onnxruntime's (the default)."""
+    from edgekit.converters.stream import report, to_streaming
+
+    sm = to_streaming(PPG, 64)
+    made = []
+
+    def session(model):
+        made.append(model)
+        return edgekit.InferenceSession(model)
+
+    ours, ref = report(sm, hops=8, session=session), report(sm, hops=8)
+    assert made == [sm.step_model, sm.window_model]
+    assert ours.hops_compared == ref.hops_compared and ours.exact == ref.exact
+    np.testing.assert_allclose(ours.nrmse_percent, ref.nrmse_percent, rtol=1e-3, atol=1e-4)  # float32 engines

@@ -5,8 +5,8 @@ graph, has the weight of scipy's minimum spanning tree; models with MST plans gi
 outputs to their dense form in edgekit and (exported to standard ops) in onnxruntime, including
 plans that reorder input channels (of a float input, and of a packed producer's outputs); the
 report's bit-ops, word-ops and stored bits equal a direct count from the written weights; the
-cost model keeps dense for random weights and picks MST for near-duplicate channels; the CLI
-entry point writes a runnable model and prints the report.
+cost model keeps dense for random weights and picks MST for near-duplicate channels (the CLI's
+`convert --binarize --mst --report` is tested in tests/test_cli_convert.py).
 """
 import math
 
@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 import edgekit
-from edgekit.converters.binarize import binarize, convert_binary, pack_bits, to_float
+from edgekit.converters.binarize import binarize, pack_bits, to_float
 from edgekit.converters.mst import compress, plan_layer, spanning_tree
 from edgekit.runtimes.ops import binary as _binary_ops  # noqa: F401  (registers the ops)
 from oracle import ort_session
@@ -194,14 +194,3 @@ def test_reordering_a_float_input():
     x = rng.standard_normal((1, 150, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(outputs(planned, x), outputs(dense, x))
 
-
-def test_convert_binary_writes_a_runnable_model_and_the_report(tmp_path, capsys):
-    rng = np.random.default_rng(7)
-    model = two_layers(rng, signs(rng, (70, 5, 3, 3)), signs(rng, (37, 70, 3, 3)))
-    src, dst = tmp_path / "float.onnx", tmp_path / "binary.onnx"
-    onnx.save(model, src)
-    assert convert_binary(str(src), str(dst), mst=True, mst_depth=2, report=True) == 0
-    printed = capsys.readouterr().out
-    assert "MST report (depth bound 2)" in printed and "conv2" in printed and "wrote" in printed
-    x = rng.standard_normal((1, 5, 10, 10)).astype(np.float32)
-    np.testing.assert_array_equal(outputs(onnx.load(dst), x), ort_session(model).run(None, {"x": x})[0])
