@@ -1,0 +1,198 @@
+"""A tier server: the Open Inference Protocol (KServe V2 REST) on the standard library's HTTP server.
+
+It serves its tier's part of a plan as ``{model}-{tier}``; an infer request runs that part and the
+rest of the chain (see chain.py) and answers with the model's outputs and a trace in the response
+``parameters``. Binds 127.0.0.1 by default; an optional bearer token guards every endpoint but
+the health probes; bodies over ``max_request_bytes`` get 413 without being read. Every malformed
+request gets a 4xx with a JSON ``{"error": ...}`` message and the server keeps serving.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError, InputError
+
+from .chain import SERVER_TIME, TRACE, Chain
+from .client import decode_body
+from .protocol import HEADER_LENGTH, ProtocolError, datatype_of, decode_request, encode_error, encode_response
+
+MAX_REQUEST_BYTES = 64 << 20
+_MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
+
+
+class TierServer(ThreadingHTTPServer):
+    """Serve ``chain``'s own part; ``serve_forever()`` in a thread or process, ``shutdown()`` to stop."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, chain: Chain, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES, log: bool = False) -> None:
+        k = chain.plan.part_of(chain.tier)
+        if k is None:
+            raise InputError(f"tier {chain.tier!r} runs no part of the plan in {chain.plan.dir}; "
+                             f"its parts run on {[p.tier for p in chain.plan.parts]}")
+        self.chain, self.part = chain, k
+        self.name = chain.plan.served_name(chain.tier)
+        self.token, self.max_request_bytes, self.log = token, max_request_bytes, log
+        session = chain.session(k)  # compile the own part before accepting requests
+        self.inputs = [_meta(v.name, v.type, v.shape) for v in session.get_inputs()]
+        self.outputs = _final_outputs(chain)
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> threading.Thread:
+        """Serve from a daemon thread (for tests and embedding)."""
+        t = threading.Thread(target=self.serve_forever, args=(0.05,), name=f"edgekit-{self.name}", daemon=True)
+        t.start()
+        return t
+
+
+def _meta(name: str, onnx_type: str, shape: list) -> dict:
+    dt = _TYPE_TO_V2.get(onnx_type, "BYTES")
+    return {"name": name, "datatype": dt, "shape": [d if isinstance(d, int) and d > 0 else -1 for d in shape]}
+
+
+_TYPE_TO_V2 = {f"tensor({t})": v for t, v in [
+    ("float", "FP32"), ("float16", "FP16"), ("double", "FP64"), ("bool", "BOOL"), ("string", "BYTES"),
+    *[(f"{s}int{b}", f"{s.upper()}INT{b}") for s in ("", "u") for b in (8, 16, 32, 64)]]}
+
+
+def _final_outputs(chain: Chain) -> list[dict]:
+    """Metadata of the model outputs produced from this tier's part on, from the parts' graphs."""
+    from onnx import load
+
+    plan, found = chain.plan, {}
+    for part in plan.parts[chain.plan.part_of(chain.tier):]:
+        g = load(part.path, load_external_data=False).graph
+        for v in g.output:
+            if v.name in plan.outputs:
+                tt = v.type.tensor_type
+                from onnx import helper
+
+                dt = datatype_of(np.empty(0, helper.tensor_dtype_to_np_dtype(tt.elem_type)))
+                found[v.name] = {"name": v.name, "datatype": dt,
+                                 "shape": [d.dim_value if d.dim_value > 0 else -1 for d in tt.shape.dim]}
+    return [found[n] for n in plan.outputs if n in found]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = f"edgekit/{__version__}"
+    timeout = 60  # a client that stops sending mid-request frees its thread
+    server: TierServer
+
+    def log_message(self, fmt: str, *args) -> None:
+        if self.server.log:
+            super().log_message(fmt, *args)
+
+    # -- answers
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {"Content-Type": "application/json"}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, doc: dict) -> None:
+        self._send(status, json.dumps(doc).encode())
+
+    def _error(self, status: int, message: str, close: bool = False) -> None:
+        if close:
+            self.close_connection = True
+        self._send(status, encode_error(message))
+
+    def _authorized(self, close: bool = False) -> bool:
+        token = self.server.token
+        if not token:
+            return True
+        got = self.headers.get("Authorization", "")
+        if got.startswith("Bearer ") and hmac.compare_digest(got[7:].strip().encode(), token.encode()):
+            return True
+        self._error(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'", close=close)
+        return False
+
+    # -- routes
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path in ("/v2/health/live", "/v2/health/ready"):
+            return self._json(200, {"live" if path.endswith("live") else "ready": True})
+        if not self._authorized():
+            return None
+        if path == "/v2":
+            return self._json(200, {"name": "edgekit", "version": __version__, "extensions": ["binary_tensor_data"]})
+        m = _MODEL.match(path)
+        if not m or m.group(3) == "/infer":
+            return self._error(404 if not m else 405, f"no GET endpoint {self.path!r}" if not m
+                               else "infer takes POST")
+        if m.group(1) != self.server.name:
+            return self._error(404, f"unknown model {m.group(1)!r}; this server serves {self.server.name!r}")
+        if m.group(3) == "/ready":
+            return self._json(200, {"name": self.server.name, "ready": True})
+        return self._json(200, {"name": self.server.name, "versions": ["1"], "platform": "edgekit_onnx",
+                                "inputs": self.server.inputs, "outputs": self.server.outputs})
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        start = time.perf_counter()
+        if not self._authorized(close=True):  # the body is not read: the connection cannot be reused
+            return None
+        m = _MODEL.match(self.path.split("?", 1)[0].rstrip("/"))
+        if not m or m.group(3) != "/infer":
+            return self._error(404, f"no POST endpoint {self.path!r}; infer is /v2/models/<name>/infer", close=True)
+        if m.group(1) != self.server.name:
+            return self._error(404, f"unknown model {m.group(1)!r}; this server serves {self.server.name!r}",
+                               close=True)
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            return self._error(411, "a Content-Length header is required (chunked bodies are not accepted)",
+                               close=True)
+        limit = self.server.max_request_bytes
+        if int(length) > limit:
+            return self._error(413, f"request body of {length} bytes exceeds the limit of {limit} bytes",
+                               close=True)
+        body = self.rfile.read(int(length))
+        if len(body) != int(length):
+            return self._error(400, f"the body ended after {len(body)} of {length} bytes", close=True)
+        try:
+            body = decode_body(body, self.headers.get("Content-Encoding"), limit)
+            request = decode_request(body, self.headers.get(HEADER_LENGTH))
+            self._infer(request, start)
+        except ProtocolError as exc:
+            self._error(exc.status, str(exc))
+        except InputError as exc:
+            self._error(400, str(exc))
+        except EdgekitError as exc:
+            self._error(500, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug must cost one request, not the server
+            self._error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _infer(self, request, start: float) -> None:
+        server = self.server
+        results, trace = server.chain.run(server.part, request.tensors, request.tensor_parameters)
+        names = request.outputs if request.outputs is not None else list(results)
+        unknown = [n for n in names if n not in results]
+        if unknown:
+            raise ProtocolError(f"unknown output(s) {unknown}; {server.name} returns {list(results)}")
+        binary = True if "*" in request.binary_outputs else request.binary_outputs
+        params = {TRACE: json.dumps(trace), SERVER_TIME: time.perf_counter() - start}
+        body, headers = encode_response(server.name, {n: results[n] for n in names}, binary,
+                                        id=request.id, parameters=params)
+        self._send(200, body, headers)

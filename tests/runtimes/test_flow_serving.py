@@ -1,0 +1,310 @@
+"""Tier servers and FlowSession on loopback (servers in threads, free ports): V2 endpoints; 4xx for
+malformed, oversized and unauthorized requests with the server still serving; 2- and 3-tier chains
+equal to the whole model in InferenceSession (exact: float32 crosses the wire bit for bit);
+fallback with zero lost requests when a tier is down, errors or misses the deadline, with the trace
+naming where each part ran; tritonclient.http against the server, binary data on and off."""
+import http.client
+import json
+import os
+import re
+import socket
+
+import numpy as np
+import onnx
+import onnx.utils
+import pytest
+
+import edgekit
+from edgekit.runtimes.flow import FlowSession, TierServer, load_plan
+from edgekit.runtimes.flow.chain import Chain
+
+MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "demos", "models", "cnn1d.onnx")
+CUTS = {"device": "maxpool3", "edge": "maxpool11"}  # device ends at maxpool3, edge at maxpool11
+
+
+def make_plan(path, tiers, compression="none"):
+    """A plan DIR cutting cnn1d by hand: ``tiers`` in order, each part ending at CUTS[tier]."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(MODEL))
+    ex = onnx.utils.Extractor(model)
+    parts, transfers, prev = [], [], "signal"
+    if tiers[0] != "device":
+        transfers.append(("device", tiers[0], prev))
+    for i, tier in enumerate(tiers):
+        end = CUTS[tier] if i < len(tiers) - 1 else "logits"
+        onnx.save(ex.extract_model([prev], [end]), os.path.join(path, f"{tier}.onnx"))
+        parts.append({"tier": tier, "file": f"{tier}.onnx", "inputs": [prev], "outputs": [end]})
+        if i < len(tiers) - 1:
+            transfers.append((tier, tiers[i + 1], end))
+        prev = end
+    plan = {"format": "edgekit.flow/1", "model": "cnn", "inputs": ["signal"], "outputs": ["logits"],
+            "tiers": [{"name": "device", "speed": 1}, {"name": "edge", "speed": 4}, {"name": "cloud", "speed": 16}],
+            "links": [{"from": "device", "to": "edge", "bandwidth_bps": 1e9, "rtt_s": 0.001},
+                      {"from": "edge", "to": "cloud", "bandwidth_bps": 1e9, "rtt_s": 0.001}],
+            "parts": parts,
+            "transfers": [{"from": a, "to": b, "tensors": [{"name": t, "shape": [], "dtype": "float32", "bytes": 0}],
+                           "compression": compression} for a, b, t in transfers]}
+    with open(os.path.join(path, "plan.json"), "w") as f:
+        json.dump(plan, f)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def signal():
+    return np.random.default_rng(0).standard_normal((2, 1, 512)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference(signal):
+    return edgekit.InferenceSession(MODEL).run(None, {"signal": signal})[0]
+
+
+@pytest.fixture(scope="module")
+def plan3(tmp_path_factory):
+    return make_plan(tmp_path_factory.mktemp("plan3"), ["device", "edge", "cloud"])
+
+
+def serve(plan_dir, tier, endpoints=None, **kw):
+    server_kw = {k: kw.pop(k) for k in ("token", "max_request_bytes") if k in kw}
+    server = TierServer(Chain(load_plan(plan_dir), tier, endpoints=endpoints, **kw), **server_kw)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def tiers(plan3):
+    cloud = serve(plan3, "cloud")
+    edge = serve(plan3, "edge", {"cloud": cloud.url})
+    yield edge, cloud
+    edge.shutdown(), cloud.shutdown()
+    edge.server_close(), cloud.server_close()
+
+
+def request(server, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request(method, path, body, headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, json.loads(data) if data and r.getheader("Content-Type") == "application/json" else data
+
+
+def infer_body(x, name="maxpool3"):
+    return json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- endpoints and errors
+
+def test_endpoints(tiers):
+    edge, _ = tiers
+    assert request(edge, "GET", "/v2/health/live") == (200, {"live": True})
+    assert request(edge, "GET", "/v2/health/ready") == (200, {"ready": True})
+    status, meta = request(edge, "GET", "/v2")
+    assert status == 200 and "binary_tensor_data" in meta["extensions"]
+    assert request(edge, "GET", "/v2/models/cnn-edge/ready") == (200, {"name": "cnn-edge", "ready": True})
+    status, meta = request(edge, "GET", "/v2/models/cnn-edge")
+    assert status == 200 and meta["inputs"] == [{"name": "maxpool3", "datatype": "FP32", "shape": [-1, 16, 256]}]
+    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 4]}]
+
+
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
+    edge, _ = tiers
+    x = np.zeros((1, 16, 256), np.float32)
+    cases = [
+        ("GET", "/v2/models/other", None, {}, 404, "unknown model"),
+        ("GET", "/nowhere", None, {}, 404, "no GET endpoint"),
+        ("POST", "/v2/models/cnn-cloud/infer", b"{}", {}, 404, "unknown model"),
+        ("POST", "/v2/models/cnn-edge/infer", b"{not json", {}, 400, "not valid JSON"),
+        ("POST", "/v2/models/cnn-edge/infer", infer_body(x, "signal"), {}, 400, "unknown \\['signal'\\]"),
+        ("POST", "/v2/models/cnn-edge/infer", infer_body(x[:, :4]), {}, 400, "expects shape"),
+        ("POST", "/v2/models/cnn-edge/infer", infer_body(x).replace(b'"data": [0.0, 0.0, ', b'"data": ['), {}, 400, "elements but shape"),
+        ("POST", "/v2/models/cnn-edge/infer", b"\x00" * 10, {"Inference-Header-Content-Length": "99"}, 400,
+         "is 99 but the body"),
+        ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "br"}, 415, "not supported"),
+        ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "gzip"}, 400, "cannot decode"),
+    ]
+    for method, path, body, headers, status, message in cases:
+        got, doc = request(edge, method, path, body, headers)
+        assert got == status, (path, doc)
+        assert re.search(message, doc["error"]), doc
+    got, doc = request(edge, "POST", "/v2/models/cnn-edge/infer", infer_body(x))
+    assert got == 200 and doc["outputs"][0]["shape"] == [1, 4]
+
+
+def test_oversized_and_unauthorized(plan3):
+    cloud = serve(plan3, "cloud", token="s3cret", max_request_bytes=9000)
+    try:
+        body = json.dumps({"inputs": [{"name": "maxpool11", "shape": [1, 32, 64], "datatype": "FP32",
+                                       "data": [0.123456789] * 2048}]}).encode()
+        auth = {"Authorization": "Bearer s3cret"}
+        assert request(cloud, "GET", "/v2/health/live")[0] == 200  # probes need no token
+        assert request(cloud, "GET", "/v2/models/cnn-cloud")[0] == 401
+        status, doc = request(cloud, "POST", "/v2/models/cnn-cloud/infer", body, {"Authorization": "Bearer nope"})
+        assert status == 401 and "bearer token" in doc["error"]
+        status, doc = request(cloud, "POST", "/v2/models/cnn-cloud/infer", body, auth)
+        assert status == 413 and "exceeds the limit of 9000 bytes" in doc["error"]
+        small = np.random.default_rng(1).standard_normal((1, 32, 64)).astype(np.float32)
+        from edgekit.runtimes.flow.client import infer
+
+        reply = infer(cloud.url, "cnn-cloud", {"maxpool11": small}, token="s3cret")
+        want = edgekit.InferenceSession(load_plan(plan3).parts[2].path).run(None, {"maxpool11": small})[0]
+        np.testing.assert_array_equal(reply.tensors["logits"], want)
+    finally:
+        cloud.shutdown()
+        cloud.server_close()
+
+
+# ---------------------------------------------------------------- chains
+
+@pytest.mark.parametrize("tiers_used", [["device", "edge", "cloud"], ["device", "cloud"], ["edge", "cloud"],
+                                        ["cloud"]])
+def test_chains_equal_the_whole_model(tmp_path, tiers_used, signal, reference):
+    plan = make_plan(tmp_path, tiers_used)
+    servers, endpoints = [], {}
+    for tier in reversed([t for t in tiers_used if t != "device"]):
+        servers.append(serve(plan, tier, dict(endpoints)))
+        endpoints[tier] = servers[-1].url
+    try:
+        flow = FlowSession(plan, endpoints)
+        (got,) = flow.run(None, {"signal": signal})
+        np.testing.assert_array_equal(got, reference)
+        assert flow.ran_on() == tiers_used
+        assert [e["event"] for e in flow.last_trace].count("transfer") == len(endpoints)
+        assert all(e["compute_s"] > 0 for e in flow.last_trace if e["event"] == "compute")
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
+@pytest.mark.parametrize("compression,atol", [("fp16", 2e-2), ("int8", 2e-1), ("zstd", 0.0)])
+def test_compressed_transfers(tmp_path, compression, atol, signal, reference):
+    plan = make_plan(tmp_path, ["device", "cloud"], compression)
+    cloud = serve(plan, "cloud")
+    try:
+        flow = FlowSession(plan, {"cloud": cloud.url})
+        (got,) = flow.run(["logits"], {"signal": signal})
+        assert flow.ran_on() == ["device", "cloud"]
+        np.testing.assert_allclose(got, reference, rtol=0, atol=atol)
+        sent = next(e["bytes"] for e in flow.last_trace if e["event"] == "transfer")
+        assert sent < signal.shape[0] * 16 * 256 * 4 * (0.6 if compression != "zstd" else 1.01)
+    finally:
+        cloud.shutdown()
+        cloud.server_close()
+
+
+# ---------------------------------------------------------------- fallback
+
+class Misbehaving:
+    """A V2 impostor on loopback that answers every request with HTTP 500 or too late."""
+
+    def __init__(self, mode):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+        import time
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                if mode == "slow":
+                    time.sleep(0.4)
+                body = b'{"error": "model crashed"}'
+                self.send_response(500)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.calls = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("failure", ["down", "error", "slow"])
+def test_device_falls_back_when_the_edge_fails(plan3, failure, signal, reference):
+    bad = None if failure == "down" else Misbehaving(failure)
+    url = bad.url if bad else f"http://127.0.0.1:{free_port()}"
+    try:
+        flow = FlowSession(plan3, {"edge": url}, deadline_s=0.2, retries=2, cooldown_s=0.0)
+        for _ in range(3):  # zero lost requests
+            (got,) = flow.run(None, {"signal": signal})
+            np.testing.assert_array_equal(got, reference)
+            assert flow.ran_on() == ["device", "device", "device"]
+            fb = [e for e in flow.last_trace if e["event"] == "fallback"]
+            assert len(fb) == 1 and fb[0]["tier"] == "edge" and fb[0]["ran_on"] == "device"
+            expected = {"down": "unreachable", "error": "HTTP 500", "slow": "deadline"}[failure]
+            assert expected in fb[0]["reason"]
+            assert ("attempt 3 of 3" in fb[0]["reason"]) == (failure != "slow")
+            assert flow.last_total_s < 1.0
+    finally:
+        if bad:
+            bad.close()
+
+
+def test_edge_runs_the_cloud_part_when_the_cloud_is_down(plan3, signal, reference):
+    edge = serve(plan3, "edge", {"cloud": f"http://127.0.0.1:{free_port()}"}, retries=0)
+    try:
+        flow = FlowSession(plan3, {"edge": edge.url})
+        (got,) = flow.run(None, {"signal": signal})
+        np.testing.assert_array_equal(got, reference)
+        assert flow.ran_on() == ["device", "edge", "edge"]
+        assert [e["event"] for e in flow.last_trace] == ["compute", "transfer", "compute", "fallback", "compute"]
+    finally:
+        edge.shutdown()
+        edge.server_close()
+
+
+def test_a_failed_tier_is_skipped_during_its_cooldown(plan3, signal):
+    flow = FlowSession(plan3, {"edge": f"http://127.0.0.1:{free_port()}"}, retries=0, cooldown_s=60)
+    flow.run(None, {"signal": signal})
+    flow.run(None, {"signal": signal})
+    reason = next(e["reason"] for e in flow.last_trace if e["event"] == "fallback")
+    assert "not retried yet" in reason
+
+
+# ---------------------------------------------------------------- interop
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tritonclient_against_the_edge_tier(tiers, binary):
+    httpclient = pytest.importorskip("tritonclient.http")
+    edge, _ = tiers
+    x = np.random.default_rng(2).standard_normal((3, 16, 256)).astype(np.float32)
+    plan = load_plan(edge.chain.plan.dir)
+    want = edgekit.InferenceSession(plan.parts[2].path).run(
+        None, {"maxpool11": edgekit.InferenceSession(plan.parts[1].path).run(None, {"maxpool3": x})[0]})[0]
+    client = httpclient.InferenceServerClient(edge.url[len("http://"):])
+    try:
+        assert client.is_server_live() and client.is_model_ready("cnn-edge")
+        assert client.get_model_metadata("cnn-edge")["inputs"][0]["name"] == "maxpool3"
+        inp = httpclient.InferInput("maxpool3", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        out = httpclient.InferRequestedOutput("logits", binary_data=binary)
+        result = client.infer("cnn-edge", [inp], outputs=[out], request_id="r7")
+        np.testing.assert_array_equal(result.as_numpy("logits"), want)
+        assert result.get_response()["id"] == "r7"
+        trace = json.loads(result.get_response()["parameters"]["edgekit_trace"])
+        assert [e["ran_on"] for e in trace if e["event"] == "compute"] == ["edge", "cloud"]
+        with pytest.raises(Exception, match="expects shape"):
+            inp = httpclient.InferInput("maxpool3", [1, 2, 3], "FP32")
+            inp.set_data_from_numpy(np.zeros((1, 2, 3), np.float32), binary_data=binary)
+            client.infer("cnn-edge", [inp])
+        result = client.infer("cnn-edge", [httpclient.InferInput("maxpool3", list(x.shape), "FP32")
+                                           .set_data_from_numpy(x, binary_data=binary)],
+                              request_compression_algorithm="gzip")
+        np.testing.assert_array_equal(result.as_numpy("logits"), want)
+    finally:
+        client.close()
