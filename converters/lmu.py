@@ -234,3 +234,170 @@ def build_lmuformer(weights: Mapping[str, np.ndarray], config: LMUFormerConfig) 
     helper.set_model_props(model, {CONFIG_KEY: c.to_json()})
     check_model(model)
     return model
+
+
+@dataclass
+class StepModel:
+    """The result of ``to_step``: a standard-op ONNX model computing one frame.
+
+    ``step_model`` maps (``input`` (N, c_in, 1), every ``states[i].input``) to (``outputs``:
+    logits (N, classes, 1), every ``states[i].output``); feed the state outputs back as the next
+    call's state inputs, starting from ``initial_states``. The logits of call k are those of frame
+    k - ``delay`` (n_embed with a lookahead embedding, else 0); drop the first ``warmup_hops``.
+    """
+
+    step_model: onnx.ModelProto
+    config: LMUFormerConfig
+    input: str
+    outputs: list[str]
+    states: list[StateSpec]
+    delay: int
+    warmup_hops: int
+    hop: int = 1
+    window: int = 1
+
+    @property
+    def channels(self) -> int:
+        return self.config.c_in
+
+    def initial_states(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """State input name -> its value at the start of a stream of ``batch`` sequences."""
+        return {s.input: s.initial(batch) for s in self.states}
+
+
+def _bn_affine(w: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) of an inference BatchNormalization, float64."""
+    scale = w[f"{prefix}.weight"] / np.sqrt(w[f"{prefix}.running_var"] + BN_EPS)
+    return scale, w[f"{prefix}.bias"] - w[f"{prefix}.running_mean"] * scale
+
+
+class _StepBuilder(_Graph):
+    """A step graph plus its states; matrices are stored (K, N) for Gemm without transposes."""
+
+    def __init__(self, batch: str) -> None:
+        super().__init__()
+        self.batch = batch
+        self.states: list[StateSpec] = []
+
+    def f32(self, name: str, value: np.ndarray) -> str:
+        return self.const(name, np.ascontiguousarray(value, np.float32))
+
+    def state(self, name: str, size: int, kind: str, layer: str, batched: bool = True) -> StateSpec:
+        shape = (self.batch, size) if batched else (size,)
+        spec = StateSpec(name, f"{name}.next", shape, "float32", 0.0, layer, kind, batched)
+        self.states.append(spec)
+        return spec
+
+    def gemm(self, a: str, b: np.ndarray, c: str | np.ndarray | None, name: str) -> str:
+        """a @ b + c for a constant (K, N) matrix ``b`` and a constant or run-time ``c``."""
+        ins = [a, self.f32(f"{name}.w", b)]
+        if c is not None:
+            ins.append(c if isinstance(c, str) else self.f32(f"{name}.b", c))
+        return self.op("Gemm", ins, name)
+
+    def gated(self, make, gate: str | None, name: str) -> str:
+        """``make(out)`` builds a tensor called ``out``; the result, times the 0/1 ``gate`` if any, is ``name``."""
+        if gate is None:
+            return make(name)
+        return self.op("Mul", [make(f"{name}.ungated"), gate], name)
+
+
+def to_step(model: ModelSource) -> StepModel:
+    """The step model of an LMUFormer built by ``build_lmuformer`` (reads its config and weights).
+
+    Standard ONNX ops only (opset 17), so it runs in onnxruntime; it carries the ``edgekit.stream``
+    metadata (hop 1, window 1) that ``edgekit.StreamingSession`` reads (docs/streaming.md).
+    BatchNormalization is folded into the weights here, in float64.
+    """
+    proto = load_model(model)
+    c = config_of(proto)
+    if c is None:
+        raise ModelError(f"not an LMUFormer model: no {CONFIG_KEY!r} metadata (build it with build_lmuformer)")
+    w = {k: v.astype(np.float64) for k, v in _checked_weights(
+        {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}, c).items()}
+    g = _StepBuilder("N")
+    delay = c.n_embed if c.lookahead else 0
+    frames = g.state("frames", 1, "counter", "head", batched=False)
+    gates: list[str | None] = [None] * c.n_embed
+    if delay:  # embedding layer i has emitted a real frame once i + 1 frames came in
+        for i in range(c.n_embed):
+            ready = g.op("GreaterOrEqual", [frames.input, g.f32(f"embed.{i}.ready.at", np.array([i + 1]))],
+                         f"embed.{i}.ready")
+            gates[i] = g.op("Cast", [ready], f"embed.{i}.gate", to=TensorProto.FLOAT)
+    late = gates[-1]  # gates every state after the embedding
+
+    def act(pre: str, layer: str, size: int, out_gate: str | None, state_gate: str | None) -> str:
+        if not c.spiking:
+            return g.gated(lambda out: g.op("Relu", [pre], out), out_gate, f"{layer}.act")
+        v = g.state(f"{layer}.v", size, "membrane", layer)
+        leak = g.op("Div", [g.op("Sub", [pre, v.input], f"{layer}.lif.in"), g.f32(f"{layer}.lif.tau", np.array([c.tau]))],
+                    f"{layer}.lif.leak")
+        v1 = g.op("Add", [v.input, leak], f"{layer}.lif.v")
+        fire = g.op("GreaterOrEqual", [v1, g.f32(f"{layer}.lif.threshold", np.array([c.threshold]))],
+                    f"{layer}.lif.fire")
+        after = (g.f32(f"{layer}.lif.v_reset", np.zeros(1)) if c.reset == "hard" else
+                 g.op("Sub", [v1, f"{layer}.lif.threshold"], f"{layer}.lif.v_soft"))
+        g.gated(lambda out: g.op("Where", [fire, after, v1], out), state_gate, v.output)
+        return g.gated(lambda out: g.op("Cast", [fire], out, to=TensorProto.FLOAT), out_gate, f"{layer}.act")
+
+    z = g.op("Flatten", ["x"], "x.frame", axis=1)
+    width = c.c_in
+    for i in range(c.n_embed):
+        p = f"embed.{i}"
+        tail = g.state(f"{p}.tail", 2 * width, "shift", p)
+        window = g.op("Concat", [tail.input, z], f"{p}.window", axis=1)
+        g.op("Slice", [window, g.const(f"{p}.tail.start", np.array([width], np.int64)),
+                       g.const(f"{p}.tail.end", np.array([3 * width], np.int64)),
+                       g.const(f"{p}.tail.axis", np.array([1], np.int64))], tail.output)
+        scale, shift = _bn_affine(w, f"{p}.bn")
+        kernel = w[f"{p}.conv.weight"].transpose(2, 1, 0).reshape(3 * width, c.dim)  # rows: frame t-2, t-1, t
+        z = act(g.gemm(window, kernel * scale, shift, f"{p}.conv"), p, c.dim, gates[i], gates[i])
+        width = c.dim
+
+    abar, bbar = discretize(c.order, c.theta, c.discretization)
+    m = g.state("lmu.m", c.order, "memory", "lmu")
+    u = g.gemm(z, w["lmu.u.weight"][0], w["lmu.u.bias"], "lmu.u")
+    ubbar = g.op("Mul", [u, g.f32("lmu.bbar", bbar)], "lmu.ubbar")
+    mem = g.gated(lambda out: g.gemm(m.input, abar.T, ubbar, out), late, m.output)
+    wh = w["lmu.h.weight"][:, :, 0]
+    hm = g.gemm(mem, wh[:, :c.order].T, w["lmu.h.bias"], "lmu.h.m")
+    h = act(g.gemm(z, wh[:, c.order:].T, hm, "lmu.h"), "lmu", c.dim, None, late)
+    z = g.op("Add", [z, h], "lmu.out")
+
+    scale1, shift1 = _bn_affine(w, "mixer.bn1")
+    a = act(g.gemm(z, w["mixer.fc1.weight"][:, :, 0].T * scale1, shift1, "mixer.fc1"), "mixer", 4 * c.dim, None, late)
+    scale2, shift2 = _bn_affine(w, "mixer.bn2")
+    z = g.gemm(a, w["mixer.fc2.weight"][:, :, 0].T * scale2, z, "mixer.out")  # + shift2, folded into the head bias
+
+    # The head is linear: the running mean of head.weight @ z_t (+ head.weight @ shift2) plus head.bias.
+    total = g.state("head.sum", c.classes, "sum", "head")
+    head_sum = g.gemm(z, w["head.weight"].T, total.input, "head.proj" if late else total.output)
+    if late:
+        g.op("Mul", [head_sum, late], total.output)
+    seen = g.op("Add", [frames.input, g.f32("head.one", np.ones(1))], frames.output)
+    if delay:
+        seen = g.op("Max", [g.op("Add", [frames.input, g.f32("head.lag", np.array([1.0 - delay]))], "head.seen"),
+                            "head.one"], "head.count")
+    mean = g.op("Div", [head_sum, seen], "head.mean")
+    logits = g.op("Add", [mean, g.f32("head.bias", w["head.bias"] + w["head.weight"] @ shift2)], "head.logits")
+    g.op("Unsqueeze", [logits, g.const("head.time", np.array([2], np.int64))], "logits")
+
+    io = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c.c_in, 1])]
+    outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c.classes, 1])]
+    for s in g.states:
+        io.append(helper.make_tensor_value_info(s.input, TensorProto.FLOAT, list(s.shape)))
+        outs.append(helper.make_tensor_value_info(s.output, TensorProto.FLOAT, list(s.shape)))
+    step = helper.make_model(helper.make_graph(g.nodes, "lmuformer_step", io, outs, g.inits),
+                             opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgekit.lmu")
+    step.ir_version = 8
+    meta = {"input": "x", "outputs": ["logits"], "hop": 1, "window": 1, "delay": delay, "warmup_hops": delay,
+            "channels": c.c_in,
+            "states": [{"input": s.input, "output": s.output, "shape": list(s.shape), "dtype": s.dtype,
+                        "fill": s.fill, "layer": s.layer, "kind": s.kind, "batched": s.batched} for s in g.states]}
+    helper.set_model_props(step, {STREAM_KEY: json.dumps(meta)})
+    try:
+        step = onnx.shape_inference.infer_shapes(step, strict_mode=True)
+    except Exception as exc:
+        raise ModelError(f"the step model fails shape inference (a converter bug): {str(exc).splitlines()[0]}") from None
+    check_model(step)
+    return StepModel(step, c, "x", ["logits"], list(g.states), delay, delay)
