@@ -152,28 +152,36 @@ def _unop(x, code):
     return np.ceil(x)
 
 
+@njit(inline="always")
+def _odometer_step(idx, shape, strides, offsets, last):
+    """Advance the multi-index ``idx`` over dims 0..last of ``shape`` by one (last dim fastest) and
+    move each operand k's flat offset by its element strides ``strides[k]``."""
+    d = last
+    while d >= 0:
+        idx[d] += 1
+        for k in range(offsets.size):
+            offsets[k] += strides[k, d]
+        if idx[d] < shape[d]:
+            return
+        for k in range(offsets.size):
+            offsets[k] -= strides[k, d] * shape[d]
+        idx[d] = 0
+        d -= 1
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _rows(a, b, out, shape, sa, sb, ia, ib, code):
     """The outer loop of ``_broadcast`` for one inner stride pattern (ia, ib literal 0 or 1)."""
     nd = shape.size
     n = shape[nd - 1]
     idx = np.zeros(nd, np.int64)
-    oa, ob = 0, 0
+    strides = np.stack((sa, sb))
+    offsets = np.zeros(2, np.int64)
     for base in range(0, out.size, n):
-        xa, xb, o = a[oa:], b[ob:], out[base:]
+        xa, xb, o = a[offsets[0]:], b[offsets[1]:], out[base:]
         for i in range(n):
             o[i] = _binop(xa[i * ia], xb[i * ib], code)
-        d = nd - 2
-        while d >= 0:  # odometer step over the outer dims
-            idx[d] += 1
-            oa += sa[d]
-            ob += sb[d]
-            if idx[d] < shape[d]:
-                break
-            oa -= sa[d] * shape[d]
-            ob -= sb[d] * shape[d]
-            idx[d] = 0
-            d -= 1
+        _odometer_step(idx, shape, strides, offsets, nd - 2)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -270,22 +278,11 @@ def where(cond, a, b, out, shape, sc, sa, sb):
     cf, af, bf, of = cond.reshape(-1), a.reshape(-1), b.reshape(-1), out.reshape(-1)
     nd = shape.size
     idx = np.zeros(nd, np.int64)
-    oc, oa, ob = 0, 0, 0
+    strides = np.stack((sc, sa, sb))
+    offsets = np.zeros(3, np.int64)
     for i in range(of.size):
-        of[i] = af[oa] if cf[oc] else bf[ob]
-        d = nd - 1
-        while d >= 0:
-            idx[d] += 1
-            oc += sc[d]
-            oa += sa[d]
-            ob += sb[d]
-            if idx[d] < shape[d]:
-                break
-            oc -= sc[d] * shape[d]
-            oa -= sa[d] * shape[d]
-            ob -= sb[d] * shape[d]
-            idx[d] = 0
-            d -= 1
+        of[i] = af[offsets[1]] if cf[offsets[0]] else bf[offsets[2]]
+        _odometer_step(idx, shape, strides, offsets, nd - 1)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

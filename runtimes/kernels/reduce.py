@@ -113,6 +113,17 @@ def _rows(x, out, outer, n, code):
         out[o] = _finish(_fold(row, n, code, shift, lanes), n, code, shift)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _column_max(block, n, inner, m):
+    """m[i] = max over r of block[r * inner + i] (NaN-propagating): the shift of log-sum-exp and softmax."""
+    for i in range(inner):
+        m[i] = -np.inf
+    for r in range(n):
+        row = block[r * inner:]
+        for i in range(inner):
+            m[i] = _step(m[i], row[i], MAX, 0.0)
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _columns(x, out, outer, n, inner, code):
     """out[o, i] = reduce over r of x[o, r, i] for flat x, one accumulator per i; ``code`` a literal."""
@@ -122,12 +133,7 @@ def _columns(x, out, outer, n, inner, code):
     for o in range(outer):
         block = x[o * n * inner:(o + 1) * n * inner]
         if code == LOG_SUM_EXP:
-            for i in range(inner):
-                shift[i] = -np.inf
-            for r in range(n):
-                row = block[r * inner:]
-                for i in range(inner):
-                    shift[i] = _step(shift[i], row[i], MAX, 0.0)
+            _column_max(block, n, inner, shift)
         for i in range(inner):
             acc[i] = _init(code)
         for r in range(n):
@@ -206,12 +212,7 @@ def _softmax_columns(x, out, outer, n, inner, log):
     for o in range(outer):
         xb = x[o * n * inner:(o + 1) * n * inner]
         ob = out[o * n * inner:(o + 1) * n * inner]
-        for i in range(inner):
-            m[i] = -np.inf
-        for r in range(n):
-            row = xb[r * inner:]
-            for i in range(inner):
-                m[i] = _step(m[i], row[i], MAX, 0.0)
+        _column_max(xb, n, inner, m)
         for i in range(inner):
             s[i] = 0.0
         for r in range(n):
