@@ -1,0 +1,103 @@
+"""Legendre Memory Unit memory over a sequence, recurrent and parallel (ai.edgekit LMU).
+
+Layout: u (N, 1, T) float32, m0 (N, d) float32, out (N, d, T) float32, m_last (N, d) float32.
+Math: m_t = Abar m_(t-1) + Bbar u_t with m_(-1) = m0; equivalently (parallel form)
+m_t = sum_(k<=t) H_(t-k) u_k + Abar^(t+1) m0 with H_k = Abar^k Bbar (edgekit.legendre).
+Every sum accumulates in float64 (Abar, Bbar and H are float64), so the forms agree to ~1e-12
+relative before the float32 store. The FFT variant of the parallel form lives in ops/lmu.py:
+numpy.fft cannot be called from Numba.
+"""
+import numpy as np
+from numba import njit
+
+from . import FASTMATH
+
+TILE = 16  # recurrent steps staged before a time-last store (one 64-byte line per channel)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def lmu_recurrent(u, m0, abar, bbar, out, m_last):
+    """Run m_t = Abar m_(t-1) + Bbar u_t over t for every batch row: d*d multiply-adds per step.
+
+    States are staged TILE steps at a time and stored one cache line per channel, since out is
+    time-last and a single step's store would touch d lines.
+    """
+    n_batch, d, steps = out.shape
+    m = np.empty(d)
+    tile = np.empty((TILE, d))
+    for n in range(n_batch):
+        for i in range(d):
+            m[i] = m0[n, i]
+        for t0 in range(0, steps, TILE):
+            width = min(TILE, steps - t0)
+            for s in range(width):
+                ut = np.float64(u[n, 0, t0 + s])
+                nxt = tile[s]
+                for i in range(d):
+                    acc = bbar[i] * ut
+                    for j in range(d):
+                        acc += abar[i, j] * m[j]
+                    nxt[i] = acc
+                m[:] = nxt
+            for i in range(d):
+                for s in range(width):
+                    out[n, i, t0 + s] = tile[s, i]
+        for i in range(d):
+            m_last[n, i] = m[i]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def lmu_convolve(u, h, acc, out):
+    """Causal convolution out[n, :, t] = sum_(k<=t) H_(t-k) u[n, 0, k] with h = H (T, d) float64.
+
+    Each input sample adds a scaled copy of H to the (T, d) float64 accumulator ``acc`` (contiguous
+    axpys over d), then acc is stored transposed: d*T*(T+1)/2 multiply-adds, cheaper than the
+    recurrence while T < 2d.
+    """
+    n_batch, d, steps = out.shape
+    for n in range(n_batch):
+        acc[:] = 0.0
+        for k in range(steps):
+            uk = np.float64(u[n, 0, k])
+            for t in range(k, steps):
+                row = acc[t]
+                hk = h[t - k]
+                for i in range(d):
+                    row[i] += hk[i] * uk
+        for i in range(d):
+            for t in range(steps):
+                out[n, i, t] = acc[t, i]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def lmu_add_free_response(m0, abar, out):
+    """Add the zero-input response Abar^(t+1) m0[n] to out[n, :, t] (the parallel form's M0 term).
+
+    It costs d*d per step like the recurrence itself, so a given M0 makes the parallel form no
+    cheaper than the recurrent one.
+    """
+    n_batch, d, steps = out.shape
+    m = np.empty(d)
+    nxt = np.empty(d)
+    for n in range(n_batch):
+        for i in range(d):
+            m[i] = m0[n, i]
+        for t in range(steps):
+            for i in range(d):
+                acc = 0.0
+                for j in range(d):
+                    acc += abar[i, j] * m[j]
+                nxt[i] = acc
+                out[n, i, t] = np.float64(out[n, i, t]) + acc
+            m, nxt = nxt, m
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def last_step(out, m_last):
+    """m_last[n, i] = out[n, i, T-1] (m0 stays when T is 0: the caller copies it first)."""
+    n_batch, d, steps = out.shape
+    if steps == 0:
+        return
+    for n in range(n_batch):
+        for i in range(d):
+            m_last[n, i] = out[n, i, steps - 1]
