@@ -4,8 +4,8 @@ Layout: u (N, 1, T) float32, m0 (N, d) float32, out (N, d, T) float32, m_last (N
 Math: m_t = Abar m_(t-1) + Bbar u_t with m_(-1) = m0; equivalently (parallel form)
 m_t = sum_(k<=t) H_(t-k) u_k + Abar^(t+1) m0 with H_k = Abar^k Bbar (edgekit.legendre).
 Every sum accumulates in float64 (Abar, Bbar and H are float64), so the forms agree to ~1e-12
-relative before the float32 store. The FFT variant of the parallel form lives in ops/lmu.py:
-numpy.fft cannot be called from Numba.
+relative before the float32 store. The FFT variant of the parallel form lives in ops/lmu.py
+(numpy.fft cannot be called from Numba) and uses free_response for its M0 term.
 """
 import numpy as np
 from numba import njit
@@ -47,16 +47,19 @@ def lmu_recurrent(u, m0, abar, bbar, out, m_last):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def lmu_convolve(u, h, acc, out):
-    """Causal convolution out[n, :, t] = sum_(k<=t) H_(t-k) u[n, 0, k] with h = H (T, d) float64.
+def lmu_convolve(u, m0, h, abar, has_m0, acc, out, m_last):
+    """Parallel form by direct causal convolution, h = H (T, d) float64, acc a (T, d) float64 scratch.
 
-    Each input sample adds a scaled copy of H to the (T, d) float64 accumulator ``acc`` (contiguous
-    axpys over d), then acc is stored transposed: d*T*(T+1)/2 multiply-adds, cheaper than the
-    recurrence while T < 2d.
+    acc[t] starts at Abar^(t+1) m0 (when has_m0) or 0, then each input sample adds a scaled copy
+    of H (contiguous axpys over d), and acc is stored transposed: d*T*(T+1)/2 multiply-adds,
+    cheaper than the recurrence while T < 2d.
     """
     n_batch, d, steps = out.shape
     for n in range(n_batch):
-        acc[:] = 0.0
+        if has_m0:
+            free_response(m0[n], abar, acc)
+        else:
+            acc[:] = 0.0
         for k in range(steps):
             uk = np.float64(u[n, 0, k])
             for t in range(k, steps):
@@ -67,37 +70,23 @@ def lmu_convolve(u, h, acc, out):
         for i in range(d):
             for t in range(steps):
                 out[n, i, t] = acc[t, i]
+            m_last[n, i] = acc[steps - 1, i] if steps else m0[n, i]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def lmu_add_free_response(m0, abar, out):
-    """Add the zero-input response Abar^(t+1) m0[n] to out[n, :, t] (the parallel form's M0 term).
+def free_response(m0, abar, acc):
+    """acc[t] = Abar^(t+1) m0 for every row t of acc (T, d) float64: the parallel form's M0 term.
 
     It costs d*d per step like the recurrence itself, so a given M0 makes the parallel form no
     cheaper than the recurrent one.
     """
-    n_batch, d, steps = out.shape
-    m = np.empty(d)
-    nxt = np.empty(d)
-    for n in range(n_batch):
+    steps, d = acc.shape
+    m = m0.astype(np.float64)
+    for t in range(steps):
+        row = acc[t]
         for i in range(d):
-            m[i] = m0[n, i]
-        for t in range(steps):
-            for i in range(d):
-                acc = 0.0
-                for j in range(d):
-                    acc += abar[i, j] * m[j]
-                nxt[i] = acc
-                out[n, i, t] = np.float64(out[n, i, t]) + acc
-            m, nxt = nxt, m
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def last_step(out, m_last):
-    """m_last[n, i] = out[n, i, T-1] (m0 stays when T is 0: the caller copies it first)."""
-    n_batch, d, steps = out.shape
-    if steps == 0:
-        return
-    for n in range(n_batch):
-        for i in range(d):
-            m_last[n, i] = out[n, i, steps - 1]
+            v = 0.0
+            for j in range(d):
+                v += abar[i, j] * m[j]
+            row[i] = v
+        m[:] = row

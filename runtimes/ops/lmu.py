@@ -110,30 +110,21 @@ def choose_form(mode: str, order: int, steps: int, has_m0: bool) -> str:
     return min(costs, key=costs.get)
 
 
-def lmu_fft(u: np.ndarray, hf: np.ndarray, nfft: int, block: int, out: np.ndarray) -> None:
-    """out[n, i, :] = the first T values of irfft(rfft(u[n]) * hf[i]): the causal convolution."""
+def lmu_fft(u: np.ndarray, m0: np.ndarray, hf: np.ndarray, nfft: int, block: int, abar: np.ndarray,
+            free: np.ndarray | None, out: np.ndarray, m_last: np.ndarray) -> None:
+    """Parallel form by FFT: out[n, i] = the first T values of irfft(rfft(u[n]) * hf[i]), plus the
+    M0 term Abar^(t+1) m0 (float64, in ``free`` (T, d)) when ``free`` is given."""
     steps = out.shape[2]
     spectra = np.fft.rfft(u[:, 0, :].astype(np.float64), n=nfft, axis=-1)
     for n in range(out.shape[0]):
+        if free is not None:
+            kl.free_response(m0[n], abar, free)
         for i in range(0, hf.shape[0], block):
-            out[n, i:i + block] = np.fft.irfft(spectra[n] * hf[i:i + block], n=nfft, axis=-1)[:, :steps]
-
-
-def _run_fft(u, m0, hf, nfft, block, abar, has_m0, out, m_last):
-    lmu_fft(u, hf, nfft, block, out)
-    _finish(m0, abar, has_m0, out, m_last)
-
-
-def _run_direct(u, m0, h, acc, abar, has_m0, out, m_last):
-    kl.lmu_convolve(u, h, acc, out)
-    _finish(m0, abar, has_m0, out, m_last)
-
-
-def _finish(m0, abar, has_m0, out, m_last):
-    if has_m0:
-        kl.lmu_add_free_response(m0, abar, out)
-    m_last[...] = m0
-    kl.last_step(out, m_last)
+            y = np.fft.irfft(spectra[n] * hf[i:i + block], n=nfft, axis=-1)[:, :steps]
+            if free is not None:
+                y += free[:, i:i + block].T
+            out[n, i:i + block] = y
+            m_last[n, i:i + block] = y[:, -1]
 
 
 @register("LMU", domain=DOMAIN)
@@ -158,11 +149,12 @@ def build_lmu(node: Node, inputs: list, opset: int) -> Kernel:
         return Kernel(kl.lmu_recurrent, (In(0), m0, abar, bbar, Out(0), m_last), outputs)
     h = impulse_response(abar, bbar, steps)
     if form == DIRECT:
-        return Kernel(_run_direct, (In(0), m0, h, np.empty_like(h), abar, has_m0, Out(0), m_last), outputs)
+        return Kernel(kl.lmu_convolve, (In(0), m0, h, abar, has_m0, np.empty_like(h), Out(0), m_last), outputs)
     nfft = _fft_len(2 * steps - 1)
     hf = np.ascontiguousarray(np.fft.rfft(h, n=nfft, axis=0).T)
     block = max(1, FFT_ROWS // hf.shape[1])
-    return Kernel(_run_fft, (In(0), m0, hf, nfft, block, abar, has_m0, Out(0), m_last), outputs)
+    free = np.empty_like(h) if has_m0 else None
+    return Kernel(lmu_fft, (In(0), m0, hf, nfft, block, abar, free, Out(0), m_last), outputs)
 
 
 @register("LIF", domain=DOMAIN)
