@@ -10,7 +10,7 @@ loop of ``fn(*args)`` calls with all arguments bound in advance.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -42,6 +42,10 @@ class Plan:
     steps: list[tuple[Callable[..., Any], tuple]]
     outputs: dict[str, np.ndarray]
     arena_bytes: int
+    # For profilers: the node each step runs, and every tensor's bound buffer (views included) or
+    # folded value. Buffers are shared by liveness: a tensor's data is valid from its step to its last use.
+    step_nodes: list[Node] = field(default_factory=list)
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_list = list(self.input_buffers.values())
@@ -192,7 +196,7 @@ def _bind(graph: Graph, env: dict[str, Tensor], lowered: list, pool: "_ArenaPool
             release.setdefault(i, []).append(name)
 
     arrays = {vi.name: pool.take(vi.name, env[vi.name]) for vi in graph.inputs}
-    steps = []
+    steps, step_nodes = [], []
     for i, (node, step) in enumerate(lowered):
         if isinstance(step, View):
             arrays[node.outputs[0]] = arrays[node.inputs[0]].reshape(step.shape)
@@ -204,10 +208,12 @@ def _bind(graph: Graph, env: dict[str, Tensor], lowered: list, pool: "_ArenaPool
                 outs.append(arrays[name] if name else np.empty(shape, dtype))
             ins = [None if not x else env[x].value if env[x].is_const else arrays[x] for x in node.inputs]
             steps.append((step.fn, _resolve(step.args, ins, outs)))
+            step_nodes.append(node)
         for name in release.get(i, ()):
             pool.give_back(name)
     outputs = {o.name: env[o.name].value if env[o.name].is_const else arrays[o.name] for o in graph.outputs}
-    return Plan({vi.name: arrays[vi.name] for vi in graph.inputs}, steps, outputs, pool.total)
+    tensors = {name: t.value if t.is_const else arrays[name] for name, t in env.items() if t.is_const or name in arrays}
+    return Plan({vi.name: arrays[vi.name] for vi in graph.inputs}, steps, outputs, pool.total, step_nodes, tensors)
 
 
 class _ArenaPool:

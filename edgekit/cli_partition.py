@@ -1,0 +1,116 @@
+"""The `edgekit partition` verb: profile a model (or load its profile), split it across device, edge
+and cloud at the cheapest cuts, write the plan directory and print the plan."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+
+from .errors import InputError
+
+_RATE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+_SIZE = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_NUMBER = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?)"
+
+
+def parse_tier(text: str):
+    """``NAME:SPEED`` (speed relative to the profiling machine) or ``NAME:PROFILE.json`` (its own profile)."""
+    from .converters.partition import Tier
+
+    name, sep, value = text.partition(":")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME:SPEED or NAME:PROFILE.json, got {text!r}")
+    if value.endswith(".json"):
+        try:
+            with open(value, encoding="utf-8") as f:
+                return Tier(name, profile=json.load(f))
+        except (OSError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"tier {name!r}: cannot read profile {value!r}: {exc}") from None
+    try:
+        speed = float(value)
+    except ValueError:
+        speed = 0.0
+    if not speed > 0:
+        raise argparse.ArgumentTypeError(f"tier {name!r}: speed must be a positive number, got {value!r}")
+    return Tier(name, speed)
+
+
+def parse_link(text: str):
+    """``A-B:BANDWIDTH,RTT`` such as ``device-edge:20Mbps,10ms`` (bandwidth in bps/kbps/Mbps/Gbps)."""
+    from .converters.partition import Link
+
+    m = re.fullmatch(rf"([^-:]+)-([^-:]+):{_NUMBER}\s*([kmg]?)bps,{_NUMBER}\s*(s|ms|us)", text.strip(), re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected A-B:BANDWIDTH,RTT like device-edge:20Mbps,10ms; got {text!r}")
+    a, b, bw, unit, rtt, tunit = m.groups()
+    bandwidth = float(bw) * _RATE[unit.lower()]
+    if bandwidth <= 0:
+        raise argparse.ArgumentTypeError(f"link {a}-{b}: bandwidth must be positive")
+    return Link(a, b, bandwidth, float(rtt) * _TIME[tunit.lower()])
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``64MB``, ``512KiB``, ``1000000``."""
+    m = re.fullmatch(rf"{_NUMBER}\s*([kmg]i?b|b)?", text.strip(), re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size like 64MB or 512KiB, got {text!r}")
+    return int(float(m.group(1)) * _SIZE[(m.group(2) or "").lower()])
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    from .converters.partition import Options, Power, partition, summary, write_plan
+    from .model import load_model
+
+    if not args.tier:
+        raise InputError("give the tiers, device first: --tier device:1 --tier edge:4 --tier cloud:16")
+    proto = load_model(args.model)
+    os.makedirs(args.output, exist_ok=True)
+    if args.profile:
+        with open(args.profile, encoding="utf-8") as f:
+            profile = json.load(f)
+    else:
+        from .runtimes.profile import profile_model
+
+        prof = profile_model(proto, repeat=args.repeat)
+        prof.save(os.path.join(args.output, "profile.json"))
+        profile = prof.to_dict()
+        print(f"profiled {len(prof.nodes)} nodes ({args.repeat} runs): {prof.plan_s * 1e3:.3f} ms per run here; "
+              f"wrote {os.path.join(args.output, 'profile.json')}")
+    opts = Options(args.objective, args.compress, args.keep_input_on_device, args.device_memory,
+                   Power(args.active_power, args.idle_power, args.radio_nj_per_byte * 1e-9))
+    part = partition(proto, profile, args.tier, args.link, opts)
+    name = args.name or os.path.splitext(os.path.basename(args.model))[0]
+    plan = write_plan(part, args.output, name)
+    print(summary(plan))
+    print(f"wrote {args.output}: plan.json, " + ", ".join(p["file"] for p in plan["parts"]))
+    return 0
+
+
+def add_partition_verbs(verbs: argparse._SubParsersAction) -> None:
+    """Register `partition` on the CLI's subparsers."""
+    p = verbs.add_parser("partition", help="split a model across device, edge and cloud",
+                         description="Profile a model, choose the device -> edge -> cloud split with the least "
+                                     "latency (or device energy), write one ONNX part per tier and plan.json.")
+    p.add_argument("model", help="path of an .onnx file")
+    p.add_argument("--tier", type=parse_tier, action="append", default=[], metavar="NAME:SPEED|NAME:PROFILE.json",
+                   help="a tier, in data-flow order (device first); repeatable")
+    p.add_argument("--link", type=parse_link, action="append", default=[], metavar="A-B:BW,RTT",
+                   help="a link such as device-edge:20Mbps,10ms; repeatable")
+    p.add_argument("--objective", choices=("latency", "energy"), default="latency",
+                   help="minimise end-to-end latency (default) or device energy")
+    p.add_argument("--compress", choices=("none", "fp16", "int8", "zstd"), default="none",
+                   help="codec of the tensors sent between tiers (default none)")
+    p.add_argument("--keep-input-on-device", action="store_true", help="the raw input never leaves the device")
+    p.add_argument("--device-memory", type=parse_size, metavar="SIZE",
+                   help="device memory limit (weights + largest node working set), e.g. 64MB")
+    p.add_argument("--profile", metavar="PROFILE.json", help="use this profile instead of profiling now")
+    p.add_argument("--repeat", type=int, default=20, help="profiling runs per node (default 20)")
+    p.add_argument("--active-power", type=float, default=2.0, metavar="W", help="device active power (energy)")
+    p.add_argument("--idle-power", type=float, default=0.3, metavar="W", help="device idle power (energy)")
+    p.add_argument("--radio-nj-per-byte", type=float, default=400.0, metavar="NJ",
+                   help="device radio energy per byte sent or received (energy, default 400)")
+    p.add_argument("--name", help="served model name prefix (default: the model file's name)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="plan directory to write")
+    p.set_defaults(func=cmd_partition)

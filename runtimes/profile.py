@@ -1,0 +1,233 @@
+"""Per-node latency and tensor sizes of a model on edgekit's runtime, the data of the flow partitioner.
+
+Each node of the ONNX graph gets the median time of its plan step over ``repeat`` runs. Nodes the
+plan fused away (BatchNormalization and activations folded into a Conv/Gemm/pool) cost 0 and name
+the surviving node, which carries the fused time; reshapes that became views, nodes folded into
+constants and dead nodes cost 0. Every tensor gets its shape, dtype and byte size, its zstd size
+on the profiled data, and the time to encode and decode it with each transfer codec (fp16, int8
+with one float32 scale, zstd level 3). A ``Profile`` round-trips through JSON, the form
+``converters/partition.py`` reads (``Profile.to_dict()``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from edgekit.errors import InputError
+from edgekit.ir import read_graph
+from edgekit.model import ModelSource, load_model
+from edgekit.stats import concrete_shape
+
+from .plan import prepare, specialize
+
+FORMAT = "edgekit.profile/1"
+ZSTD_LEVEL = 3
+CODEC_REPEAT = 5
+
+
+def _fp16(a: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    h = a.astype(np.float16)
+    return h, lambda: h.astype(np.float32)
+
+
+def _int8(a: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """Symmetric per-tensor int8: q = round(a / s) with s = max|a| / 127 (s sent as one float32)."""
+    scale = np.float32(np.abs(a).max() / 127.0) if a.size else np.float32(0)
+    q = np.clip(np.rint(a / scale), -127, 127).astype(np.int8) if scale > 0 else np.zeros(a.shape, np.int8)
+    return q, lambda: q.astype(np.float32) * scale
+
+
+def _zstd(a: np.ndarray) -> tuple[bytes, Callable[[], np.ndarray]]:
+    import zstandard
+
+    blob = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(np.ascontiguousarray(a).tobytes())
+    return blob, lambda: np.frombuffer(zstandard.ZstdDecompressor().decompress(blob), a.dtype).reshape(a.shape)
+
+
+# codec -> encode(a) returning (payload, decode); fp16 and int8 apply to float32 tensors only.
+CODECS: dict[str, Callable] = {"fp16": _fp16, "int8": _int8, "zstd": _zstd}
+
+
+def codec_round_trip(a: np.ndarray, codec: str) -> np.ndarray:
+    """What the receiver gets when ``a`` is sent with ``codec`` (lossy for fp16 and int8)."""
+    if codec == "none" or (codec in ("fp16", "int8") and a.dtype != np.float32):
+        return a
+    return CODECS[codec](a)[1]()
+
+
+@dataclass
+class NodeProfile:
+    """One ONNX node: ``kind`` is kernel (timed), fused (into ``fused_into``), free (view or
+    folded constant) or dead (reaches no output)."""
+
+    name: str
+    op_type: str
+    time_s: float
+    kind: str
+    fused_into: str | None = None
+
+
+@dataclass
+class TensorProfile:
+    """Shape, dtype and bytes of a tensor; zstd size and codec (encode, decode) seconds measured here."""
+
+    shape: list[int]
+    dtype: str
+    bytes: int
+    zstd_bytes: int | None = None
+    codec_s: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class Profile:
+    """What the partitioner needs to know about a model on the profiling machine."""
+
+    model: str
+    machine: str
+    repeat: int
+    inputs: dict[str, list[int]]
+    outputs: list[str]
+    plan_s: float
+    nodes: list[NodeProfile]
+    tensors: dict[str, TensorProfile]
+    format: str = FORMAT
+
+    @property
+    def input_bytes(self) -> int:
+        """Size of the raw input (all graph inputs)."""
+        return sum(self.tensors[n].bytes for n in self.inputs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Profile":
+        if d.get("format") != FORMAT:
+            raise InputError(f"not an edgekit profile (format {d.get('format')!r}, expected {FORMAT!r})")
+        return cls(d["model"], d["machine"], d["repeat"], d["inputs"], d["outputs"], d["plan_s"],
+                   [NodeProfile(**n) for n in d["nodes"]],
+                   {k: TensorProfile(**t) for k, t in d["tensors"].items()}, d["format"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Profile":
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_dict(json.load(f))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"cannot read profile {os.fspath(path)!r}: {exc}") from None
+
+
+def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat: int = 20, warmup: int = 2,
+                  seed: int = 0, name: str | None = None) -> Profile:
+    """Profile ``model`` on this machine (dynamic input dims from ``dims``, default 1) on seeded
+    standard-normal float inputs (see module docstring)."""
+    proto = load_model(model)
+    original = read_graph(proto)
+    prep = prepare(read_graph(proto))  # fusion rewrites the nodes it is given: keep ``original`` intact
+    shapes = {vi.name: concrete_shape(vi, dims or {}) for vi in original.inputs}
+    plan = specialize(prep, shapes)
+    rng = np.random.default_rng(seed)
+    for vi in original.inputs:
+        buf = plan.input_buffers[vi.name]
+        buf[...] = rng.standard_normal(buf.shape) if buf.dtype.kind == "f" else rng.integers(0, 10, buf.shape)
+
+    values = _capture(plan, prep.nodes)
+    for _ in range(warmup):
+        plan.execute()
+    times = np.empty((repeat, len(plan.steps)))
+    clock = time.perf_counter_ns
+    for r in range(repeat):
+        for i, (fn, args) in enumerate(plan.steps):
+            t0 = clock()
+            fn(*args)
+            times[r, i] = clock() - t0
+    whole = []
+    for _ in range(repeat):
+        t0 = clock()
+        plan.execute()
+        whole.append(clock() - t0)
+    step_s = {id(n): float(t) * 1e-9 for n, t in zip(plan.step_nodes, np.median(times, axis=0))}
+
+    nodes, survivor_of = _attribute(original, prep.nodes, plan.step_nodes, step_s)
+    tensors = {}
+    for tname in [vi.name for vi in original.inputs] + [o for n in original.nodes for o in n.outputs if o]:
+        a = values.get(tname)
+        if a is None and tname in survivor_of:  # fused away: same shape and dtype as the fused output
+            a = values.get(survivor_of[tname])
+        if a is not None:
+            tensors[tname] = _tensor_profile(a)
+    return Profile(name or proto.graph.name or "model", f"{platform.machine()} {platform.processor()}".strip(),
+                   repeat, {k: list(v) for k, v in shapes.items()}, [o.name for o in original.outputs],
+                   float(np.median(whole)) * 1e-9, nodes, tensors)
+
+
+def _capture(plan, prepared_nodes: list) -> dict[str, np.ndarray]:
+    """Copies of every tensor's value, taken step by step (buffers are reused by liveness)."""
+    values = {k: v.copy() for k, v in plan.input_buffers.items()}
+    stepped = {id(n) for n in plan.step_nodes}
+    steps = iter(zip(plan.step_nodes, plan.steps))
+    for node in prepared_nodes:
+        if id(node) in stepped:
+            _, (fn, args) = next(steps)
+            fn(*args)
+        for o in node.outputs:
+            if o and o in plan.tensors and o not in values:
+                values[o] = plan.tensors[o].copy()
+    return values
+
+
+def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tuple[list[NodeProfile], dict[str, str]]:
+    """Per original node: its step's time, or 0 when fused, free or dead; and fused tensor -> fused output."""
+    producer = {o: i for i, n in enumerate(original.nodes) for o in n.outputs if o}
+    live = {producer[o] for p in prepared for o in p.outputs if o in producer}
+    by_index: dict[int, NodeProfile] = {}
+    survivor_of: dict[str, str] = {}
+    for p in prepared:
+        out = next(o for o in p.outputs if o)
+        chain = [producer[out]]
+        while original.nodes[chain[-1]].inputs[:1] != p.inputs[:1] and len(chain) < 8:
+            prev = original.nodes[chain[-1]].inputs[0] if original.nodes[chain[-1]].inputs else ""
+            if prev not in producer:
+                chain = chain[:1]
+                break
+            chain.append(producer[prev])
+        head = original.nodes[chain[-1]]
+        timed = id(p) in step_s
+        by_index[chain[-1]] = NodeProfile(head.name, head.op_type, step_s.get(id(p), 0.0), "kernel" if timed else "free")
+        for i in chain[:-1]:
+            live.add(i)
+            by_index[i] = NodeProfile(original.nodes[i].name, original.nodes[i].op_type, 0.0, "fused", head.name)
+        for i in chain[1:]:
+            for o in original.nodes[i].outputs:
+                survivor_of[o] = out
+    nodes = [by_index.get(i) or NodeProfile(n.name, n.op_type, 0.0, "dead") for i, n in enumerate(original.nodes)]
+    return nodes, survivor_of
+
+
+def _tensor_profile(a: np.ndarray) -> TensorProfile:
+    tp = TensorProfile(list(a.shape), a.dtype.name, int(a.nbytes))
+    for codec, encode in CODECS.items():
+        if codec != "zstd" and a.dtype != np.float32:
+            continue
+        enc, dec = [], []
+        for _ in range(CODEC_REPEAT):
+            t0 = time.perf_counter()
+            payload, decode = encode(a)
+            t1 = time.perf_counter()
+            decode()
+            dec.append(time.perf_counter() - t1)
+            enc.append(t1 - t0)
+        tp.codec_s[codec] = [float(np.median(enc)), float(np.median(dec))]
+        if codec == "zstd":
+            tp.zstd_bytes = len(payload)
+    return tp

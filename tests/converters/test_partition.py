@@ -1,0 +1,271 @@
+"""converters/partition.py: the solver is optimal against brute force over every monotone
+assignment of random small DAGs (branches, skip connections, 6-10 nodes, random costs and sizes;
+latency and energy; device memory and raw-input constraints; with and without a direct
+device-cloud link), objective values equal to 1e-9 relative. The written parts pass onnx.checker and,
+run one after another in onnxruntime, reproduce the model's outputs exactly without compression
+(and within 1e-2 relative to the output range for fp16, 3e-2 for int8 round trips of the cut
+tensors). A cut whose activations outgrow the input makes "send the raw input" win when the link is
+the bottleneck. The `edgekit partition` verb writes and prints a plan."""
+import argparse
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgekit.cli_partition import add_partition_verbs, parse_link, parse_size
+from edgekit.converters.partition import (Link, Options, Power, Problem, Result, Tier, evaluate, partition, solve,
+                                          write_plan)
+from edgekit.runtimes.profile import codec_round_trip, profile_model
+from oracle import make_model, ort_session
+
+TIERS = [Tier("device", 1.0), Tier("edge", 4.0), Tier("cloud", 16.0)]
+
+
+# ---------------------------------------------------------------- optimality on random problems
+
+def random_problem(rng: np.random.Generator, n: int) -> Problem:
+    """A random DAG: one or two raw inputs, each node reads 1-3 earlier tensors (skips and branches)."""
+    tensors, producer, consumers = ["x0"], [-1], [[]]
+    if rng.random() < 0.5:
+        tensors, producer, consumers = tensors + ["x1"], producer + [-1], consumers + [[]]
+    for v in range(n):
+        for t in rng.choice(len(tensors), size=min(len(tensors), int(rng.integers(1, 4))), replace=False):
+            consumers[t].append(v)
+        tensors.append(f"t{v}")
+        producer.append(v)
+        consumers.append([])
+    outputs = [t for t in range(len(tensors)) if producer[t] >= 0 and (not consumers[t] or rng.random() < 0.1)]
+    k = len(TIERS)
+    speeds = np.array([1.0, rng.uniform(1, 8), rng.uniform(4, 30)])
+    times = rng.uniform(1e-3, 3e-2, n)[None, :] / speeds[:, None]
+    size = np.exp(rng.uniform(np.log(1e2), np.log(3e5), len(tensors))).round()
+    wire = size * rng.uniform(0.2, 1.0, len(tensors))
+    enc = rng.uniform(0, 2e-4, (k, len(tensors))) / speeds[:, None]
+    dec = rng.uniform(0, 2e-4, (k, len(tensors))) / speeds[:, None]
+    params = [(int(rng.integers(1e3, 1e6)), sorted(rng.choice(n, size=int(rng.integers(1, 3)), replace=False).tolist()))
+              for _ in range(n // 2)]
+    return Problem([f"n{v}" for v in range(n)], times, tensors, producer, consumers, size, wire, enc, dec,
+                   outputs, params, rng.uniform(1e3, 1e5, n))
+
+
+def random_links(rng: np.random.Generator, direct: bool) -> list[Link]:
+    links = [Link("device", "edge", rng.uniform(1e6, 1e8), rng.uniform(1e-3, 2e-2)),
+             Link("edge", "cloud", rng.uniform(1e7, 1e9), rng.uniform(1e-3, 5e-2))]
+    if direct:
+        links.append(Link("device", "cloud", rng.uniform(1e6, 1e8), rng.uniform(1e-3, 6e-2)))
+    return links
+
+
+def monotone_assignments(p: Problem, k: int):
+    preds = [[p.producer[t] for t in range(len(p.tensors)) if v in p.consumers[t] and p.producer[t] >= 0]
+             for v in range(len(p.nodes))]
+    a = [0] * len(p.nodes)
+
+    def rec(v):
+        if v == len(p.nodes):
+            yield list(a)
+            return
+        for tier in range(max((a[u] for u in preds[v]), default=0), k):
+            a[v] = tier
+            yield from rec(v + 1)
+    yield from rec(0)
+
+
+CASES = [(seed, objective, constraint) for seed in range(10) for objective in ("latency", "energy")
+         for constraint in ("none", "input", "memory")]
+
+
+@pytest.mark.parametrize("seed,objective,constraint", CASES)
+def test_optimal_against_brute_force(seed, objective, constraint):
+    rng = np.random.default_rng(seed)
+    p = random_problem(rng, int(rng.integers(6, 11)))
+    links = random_links(rng, direct=seed % 2 == 1)
+    opts = Options(objective, power=Power(2.0, 0.3, 4e-7), keep_input_on_device=constraint == "input")
+    if constraint == "memory":
+        opts.device_memory = int(sum(b for b, _ in p.params) * rng.uniform(0.2, 0.7))
+    brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
+    got = solve(p, TIERS, links, opts)
+    assert np.isfinite(brute)
+    assert got.cost.feasible
+    assert got.cost.objective == pytest.approx(brute, rel=1e-9)
+
+
+def test_dp_value_is_the_evaluated_cost_on_a_chain():
+    rng = np.random.default_rng(42)
+    n = 12
+    p = Problem([f"n{v}" for v in range(n)], rng.uniform(1e-4, 1e-2, (3, n)), ["x"] + [f"t{v}" for v in range(n)],
+                [-1] + list(range(n)), [[v] for v in range(n)] + [[]], rng.uniform(1e2, 1e5, n + 1),
+                rng.uniform(1e2, 1e5, n + 1), np.zeros((3, n + 1)), np.zeros((3, n + 1)), [n])
+    links = random_links(rng, direct=False)
+    got = solve(p, TIERS, links, Options())
+    brute = min(evaluate(p, a, TIERS, links, Options()).latency_s for a in monotone_assignments(p, 3))
+    assert got.cost.latency_s == pytest.approx(brute, rel=1e-12)
+
+
+# ---------------------------------------------------------------- real models: parts reproduce outputs
+
+def branchy_model() -> onnx.ModelProto:
+    """Conv stem, two branches (one with a skip Add), Concat, head; a second output from a branch."""
+    rng = np.random.default_rng(0)
+    w = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], pads=[1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["s1"]),
+        helper.make_node("Add", ["s1", "r0"], ["a1"]),
+        helper.make_node("Conv", ["r0", "w2"], ["c2"], pads=[0, 0]),
+        helper.make_node("Tanh", ["c2"], ["aux"]),
+        helper.make_node("MaxPool", ["a1"], ["p1"], kernel_shape=[2], strides=[2]),
+        helper.make_node("GlobalAveragePool", ["p1"], ["g1"]),
+        helper.make_node("GlobalAveragePool", ["aux"], ["g2"]),
+        helper.make_node("Concat", ["g1", "g2"], ["cat"], axis=1),
+        helper.make_node("Flatten", ["cat"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+    ]
+    inits = {"w0": w(8, 2, 3), "b0": w(8), "w1": w(8, 8, 3), "w2": w(4, 8, 1), "wf": w(3, 12), "bf": w(3)}
+    return make_model(nodes, {"x": ((1, 2, 32), np.float32)}, ["y", "aux"], inits)
+
+
+@pytest.fixture(scope="module")
+def branchy():
+    model = branchy_model()
+    return model, profile_model(model, repeat=3).to_dict()
+
+
+def run_parts(out_dir, plan: dict, feeds: dict) -> dict:
+    """Run the plan's parts one after another in onnxruntime; transfers go through their codec."""
+    env = dict(feeds)
+    for i, part in enumerate(plan["parts"]):
+        if i or plan["parts"][0]["tier"] != "device":
+            tr = plan["transfers"][i - (plan["parts"][0]["tier"] == "device")]
+            assert [t["name"] for t in tr["tensors"]] == part["inputs"]
+            env.update({n: codec_round_trip(env[n], tr["compression"]) for n in part["inputs"]})
+        model = onnx.load(str(out_dir / part["file"]))
+        onnx.checker.check_model(model)
+        assert [v.name for v in model.graph.input] == part["inputs"]
+        assert [v.name for v in model.graph.output] == part["outputs"]
+        env.update(zip(part["outputs"], ort_session(model).run(None, {n: env[n] for n in part["inputs"]})))
+    return {n: env[n] for n in plan["outputs"]}
+
+
+def forced(part, assignment):
+    """The same Partition with ``assignment`` instead of the optimum (to exercise every cut shape)."""
+    part.result = Result(list(assignment), evaluate(part.problem, assignment, part.tiers, part.links, part.options))
+    return part
+
+
+def test_every_kind_of_split_reproduces_the_outputs(branchy, tmp_path):
+    model, prof = branchy
+    links = [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)]
+    x = np.random.default_rng(1).standard_normal((1, 2, 32)).astype(np.float32)
+    expected = dict(zip(["y", "aux"], ort_session(model).run(None, {"x": x})))
+    part = partition(model, prof, TIERS, links)
+    everything = list(monotone_assignments(part.problem, 3))
+    rng = np.random.default_rng(0)
+    picks = [everything[i] for i in rng.choice(len(everything), 25, replace=False)]
+    picks += [[0] * len(everything[0]), [2] * len(everything[0]), [1] * len(everything[0])]
+    shapes = set()
+    for k, a in enumerate(picks):
+        out = tmp_path / f"plan{k}"
+        plan = write_plan(forced(part, a), out, "branchy")
+        shapes.add(tuple(p["tier"] for p in plan["parts"]))
+        got = run_parts(out, plan, {"x": x})
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name])
+        assert plan["predicted"]["total_s"] == pytest.approx(sum(plan["predicted"]["compute_s"].values())
+                                                             + sum(plan["predicted"]["transfer_s"].values()))
+    assert ("device", "edge", "cloud") in shapes and ("cloud",) in shapes and ("device", "cloud") in shapes
+
+
+@pytest.mark.parametrize("codec,tol", [("fp16", 1e-2), ("int8", 3e-2), ("zstd", 0.0)])
+def test_compressed_transfers_stay_close(branchy, tmp_path, codec, tol):
+    model, prof = branchy
+    links = [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)]
+    x = np.random.default_rng(2).standard_normal((1, 2, 32)).astype(np.float32)
+    expected = dict(zip(["y", "aux"], ort_session(model).run(None, {"x": x})))
+    part = partition(model, prof, TIERS, links, Options(compression=codec))
+    n = len(part.problem.nodes)
+    plan = write_plan(forced(part, [0] * 2 + [1] * 3 + [2] * (n - 5)), tmp_path, "branchy")
+    assert [t["compression"] for t in plan["transfers"]] == [codec, codec]
+    got = run_parts(tmp_path, plan, {"x": x})
+    for name, e in expected.items():
+        np.testing.assert_allclose(got[name], e, rtol=0, atol=tol * float(np.ptp(e) + 1e-6))
+
+
+# ---------------------------------------------------------------- the raw input cut
+
+def widening_model() -> onnx.ModelProto:
+    """The first Conv makes 32 channels of a 1-channel input: its output is 32x the input."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1]), helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1"], ["c1"], pads=[1, 1]),
+             helper.make_node("GlobalAveragePool", ["c1"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1)]
+    inits = {"w0": rng.standard_normal((32, 1, 3)).astype(np.float32),
+             "w1": rng.standard_normal((32, 32, 3)).astype(np.float32) * 0.1,
+             "wf": rng.standard_normal((4, 32)).astype(np.float32)}
+    return make_model(nodes, {"x": ((1, 1, 256), np.float32)}, ["y"], inits)
+
+
+def test_raw_input_wins_when_bandwidth_is_the_bottleneck(tmp_path):
+    model = widening_model()
+    prof = profile_model(model, repeat=3).to_dict()
+    tiers = [Tier("device", 0.001), Tier("cloud", 10.0)]  # a very slow device: offloading pays
+    links = [Link("device", "cloud", 1e6, 0.005)]
+    part = partition(model, prof, tiers, links)
+    plan = write_plan(part, tmp_path, "wide")
+    assert [p["tier"] for p in plan["parts"]] == ["cloud"]
+    assert plan["transfers"][0]["from"] == "device" and [t["name"] for t in plan["transfers"][0]["tensors"]] == ["x"]
+    first_layer_on_device = [0] + [1] * (len(part.problem.nodes) - 1)
+    assert evaluate(part.problem, first_layer_on_device, tiers, links, part.options).latency_s > plan["predicted"]["total_s"]
+    keep = partition(model, prof, tiers, links, Options(keep_input_on_device=True))
+    assert keep.result.assignment[0] == 0 and keep.result.cost.latency_s >= plan["predicted"]["total_s"]
+    assert plan["predicted"]["total_s"] <= min(plan["baselines"]["device_only_s"], plan["baselines"]["cloud_only_s"])
+
+
+def test_device_memory_limit_is_respected(branchy):
+    model, prof = branchy
+    links = [Link("device", "edge", 1e6, 0.05), Link("edge", "cloud", 1e6, 0.05)]
+    free = partition(model, prof, TIERS, links)
+    assert set(free.result.assignment) == {0}  # slow links: all on the device
+    limited = partition(model, prof, TIERS, links, Options(device_memory=1000))
+    from edgekit.converters.partition import device_memory
+    assert device_memory(limited.problem, np.asarray(limited.result.assignment) == 0) <= 1000
+    assert limited.result.cost.latency_s > free.result.cost.latency_s
+
+
+# ---------------------------------------------------------------- the CLI verb
+
+def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
+    model_path = tmp_path / "wide.onnx"
+    onnx.save(widening_model(), model_path)
+    parser = argparse.ArgumentParser()
+    add_partition_verbs(parser.add_subparsers())
+    out = tmp_path / "plan"
+    args = parser.parse_args(["partition", str(model_path), "--tier", "device:0.01", "--tier", "edge:4",
+                              "--tier", "cloud:16", "--link", "device-edge:20Mbps,10ms",
+                              "--link", "edge-cloud:200Mbps,40ms", "--compress", "int8", "--repeat", "3",
+                              "-o", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["format"] == "edgekit.flow/1" and plan["model"] == "wide"
+    assert "device only" in printed and "cloud only" in printed and "predicted total" in printed
+    for p in plan["parts"]:
+        onnx.checker.check_model(onnx.load(str(out / p["file"])))
+    again = parser.parse_args(["partition", str(model_path), "--tier", "device:1", "--tier", "cloud:16",
+                               "--link", "device-cloud:1Gbps,1ms", "--profile", str(out / "profile.json"),
+                               "--objective", "energy", "-o", str(tmp_path / "plan2")])
+    assert again.func(again) == 0
+
+
+def test_cli_units():
+    link = parse_link("device-edge:20Mbps,10ms")
+    assert (link.src, link.dst, link.bandwidth_bps, link.rtt_s) == ("device", "edge", 20e6, 0.01)
+    assert parse_link("edge-cloud:1.5Gbps,250us").bandwidth_bps == 1.5e9
+    assert parse_size("64MB") == 64_000_000 and parse_size("2KiB") == 2048
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_link("device-edge:20MB,10ms")

@@ -1,0 +1,89 @@
+"""runtimes/profile.py: every node gets a time >= 0; BN and activation fused into a Conv cost 0 and
+name the Conv; views, folded constants and dead nodes cost 0; tensor shapes and byte sizes equal
+onnx shape inference's; the raw input size; codec round trips (zstd exact, fp16 within 1e-3
+relative, int8 within half a quantisation step); JSON round trip."""
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgekit.errors import InputError
+from edgekit.runtimes.profile import Profile, codec_round_trip, profile_model
+from oracle import make_model
+
+
+def small_cnn() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("BatchNormalization", ["c", "g", "beta", "m", "v"], ["bn"], name="bn"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+        helper.make_node("Reshape", ["p", "shape"], ["flat"], name="reshape"),
+        helper.make_node("Gemm", ["flat", "wf"], ["y"], transB=1, name="fc"),
+        helper.make_node("Sigmoid", ["p"], ["unused"], name="dead"),
+        helper.make_node("Mul", ["shape", "ones"], ["shape2"], name="const_add"),
+        helper.make_node("Reshape", ["y", "shape2"], ["y2"], name="reshape2"),
+    ]
+    inits = {"w": f(4, 3, 3, 3), "b": f(4), "g": f(4), "beta": f(4), "m": f(4), "v": np.abs(f(4)) + 0.5,
+             "shape": np.array([1, -1], np.int64), "ones": np.ones(2, np.int64), "wf": f(5, 4 * 8 * 8)}
+    return make_model(nodes, {"x": ((1, 3, 16, 16), np.float32)}, ["y2"], inits)
+
+
+@pytest.fixture(scope="module")
+def profiled():
+    return profile_model(small_cnn(), repeat=5)
+
+
+def test_every_node_has_a_time_and_fusions_are_attributed(profiled):
+    nodes = {n.name: n for n in profiled.nodes}
+    assert [n.name for n in profiled.nodes] == [n.name for n in small_cnn().graph.node]
+    assert all(n.time_s >= 0 for n in profiled.nodes)
+    assert nodes["conv"].kind == "kernel"
+    for name in ("bn", "relu"):
+        assert (nodes[name].kind, nodes[name].fused_into, nodes[name].time_s) == ("fused", "conv", 0.0)
+    assert nodes["pool"].kind == nodes["fc"].kind == "kernel"
+    assert (nodes["reshape"].kind, nodes["reshape"].time_s) == ("free", 0.0)
+    assert (nodes["const_add"].kind, nodes["const_add"].time_s) == ("free", 0.0)
+    assert (nodes["dead"].kind, nodes["dead"].time_s) == ("dead", 0.0)
+    assert profiled.plan_s > 0
+
+
+def test_tensor_sizes_match_shape_inference(profiled):
+    inferred = onnx.shape_inference.infer_shapes(small_cnn()).graph
+    types = {v.name: v.type.tensor_type for v in list(inferred.value_info) + list(inferred.output) + list(inferred.input)}
+    for name in ["x", "c", "bn", "r", "p", "flat", "y"]:
+        t = profiled.tensors[name]
+        shape = [d.dim_value for d in types[name].shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(types[name].elem_type)
+        assert t.shape == shape, name
+        assert (t.dtype, t.bytes) == (dtype.name, int(np.prod(shape)) * dtype.itemsize), name
+        assert t.zstd_bytes > 0 and set(t.codec_s) == {"fp16", "int8", "zstd"}
+        assert all(s >= 0 for pair in t.codec_s.values() for s in pair)
+    assert (profiled.tensors["y2"].shape, profiled.tensors["y2"].bytes) == ([1, 5], 20)  # a computed shape
+    assert profiled.input_bytes == 3 * 16 * 16 * 4
+    assert "unused" not in profiled.tensors
+
+
+def test_codec_round_trips():
+    a = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    np.testing.assert_array_equal(codec_round_trip(a, "zstd"), a)
+    np.testing.assert_array_equal(codec_round_trip(a, "none"), a)
+    np.testing.assert_allclose(codec_round_trip(a, "fp16"), a, rtol=1e-3, atol=1e-4)
+    step = np.abs(a).max() / 127
+    assert np.abs(codec_round_trip(a, "int8") - a).max() <= step / 2 + 1e-7
+    ints = np.arange(10, dtype=np.int64)
+    np.testing.assert_array_equal(codec_round_trip(ints, "int8"), ints)
+
+
+def test_json_round_trip(profiled, tmp_path):
+    path = tmp_path / "p.json"
+    profiled.save(path)
+    assert Profile.load(path) == profiled
+    assert Profile.from_dict(profiled.to_dict()).to_dict() == profiled.to_dict()
+    bad = profiled.to_dict() | {"format": "other"}
+    with pytest.raises(InputError):
+        Profile.from_dict(bad)
+    with pytest.raises(InputError):
+        Profile.load(tmp_path / "missing.json")
