@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import io
 import socket
+import threading
 import time
 import urllib.parse
 import zlib
@@ -120,15 +121,40 @@ def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
+_local = threading.local()  # per thread: (host, port) -> kept-alive HTTPConnection
+
+
 def _post(url: str, path: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, dict, bytes]:
+    """One POST over this thread's kept-alive connection to the host; a connection the server has
+    closed since its last use is replaced once (the request never reached the server)."""
     u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
-    try:
-        conn.request("POST", u.path.rstrip("/") + path, body, headers)
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
+    pool = _local.__dict__.setdefault("conns", {})
+    key = (u.hostname, u.port or 80)
+    for fresh in (key not in pool, True):
+        conn = pool.get(key) if not fresh else None
+        if conn is None:
+            conn = pool[key] = http.client.HTTPConnection(*key, timeout=timeout)
+        else:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+        try:
+            conn.request("POST", u.path.rstrip("/") + path, body, headers)
+            r = conn.getresponse()
+            reply = r.read()
+            if r.will_close:
+                conn.close()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, reply
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            conn.close()
+            pool.pop(key, None)
+            if fresh:
+                raise
+        except BaseException:
+            conn.close()
+            pool.pop(key, None)
+            raise
+    raise AssertionError("unreachable")
 
 
 def infer(url: str, model: str, tensors: dict[str, np.ndarray], *, compression: str | None = None,

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edgekit.errors import ModelError
 
 FORMAT = "edgekit.flow/1"
@@ -49,6 +51,13 @@ class FlowPlan:
     def served_name(self, tier: str) -> str:
         return f"{self.model}-{tier}"
 
+    def input_shapes(self, k: int) -> dict[str, tuple[np.dtype, list]] | None:
+        """dtype and shape of part k's inputs as the plan's transfer records them (None if not sent)."""
+        t = k - len(self.parts) + len(self.raw.get("transfers", []))
+        if t < 0:
+            return None
+        return {x["name"]: (np.dtype(x["dtype"]), list(x["shape"])) for x in self.raw["transfers"][t]["tensors"]}
+
     def part_of(self, tier: str) -> int | None:
         return next((k for k, p in enumerate(self.parts) if p.tier == tier), None)
 
@@ -63,7 +72,7 @@ class FlowPlan:
                                                          order[order.index(src) + 1:order.index(dst) + 1])]
             if all(hops):
                 # bytes cross every hop one after the other: times add
-                return _Chain(tuple(hops))
+                return _Chain(hops=tuple(hops))
         return Link()
 
 

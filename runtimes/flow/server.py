@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -28,24 +29,40 @@ MAX_REQUEST_BYTES = 64 << 20
 _MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 
 
+@dataclass
+class Served:
+    """One served model: a plan's part run from its tier, with V2 metadata."""
+
+    name: str
+    chain: Chain
+    part: int
+    inputs: list[dict]
+    outputs: list[dict]
+
+
 class TierServer(ThreadingHTTPServer):
-    """Serve ``chain``'s own part; ``serve_forever()`` in a thread or process, ``shutdown()`` to stop."""
+    """Serve each chain's own part as ``{model}-{tier}`` (several plans may share one server);
+    ``serve_forever()`` in a thread or process, ``shutdown()`` to stop."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, chain: Chain, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 max_request_bytes: int = MAX_REQUEST_BYTES, log: bool = False) -> None:
-        k = chain.plan.part_of(chain.tier)
-        if k is None:
-            raise InputError(f"tier {chain.tier!r} runs no part of the plan in {chain.plan.dir}; "
-                             f"its parts run on {[p.tier for p in chain.plan.parts]}")
-        self.chain, self.part = chain, k
-        self.name = chain.plan.served_name(chain.tier)
+    def __init__(self, chains: Chain | list[Chain], host: str = "127.0.0.1", port: int = 0, *,
+                 token: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES, log: bool = False) -> None:
+        self.models: dict[str, Served] = {}
+        for chain in [chains] if isinstance(chains, Chain) else chains:
+            k = chain.plan.part_of(chain.tier)
+            if k is None:
+                raise InputError(f"tier {chain.tier!r} runs no part of the plan in {chain.plan.dir}; "
+                                 f"its parts run on {[p.tier for p in chain.plan.parts]}")
+            name = chain.plan.served_name(chain.tier)
+            if name in self.models:
+                raise InputError(f"two plans serve the model name {name!r}; give the plans different model names")
+            session = chain.session(k)
+            chain.warm(k)  # compile the own part for the plan's shapes before accepting requests
+            self.models[name] = Served(name, chain, k, [_meta(v.name, v.type, v.shape) for v in session.get_inputs()],
+                                       _final_outputs(chain))
         self.token, self.max_request_bytes, self.log = token, max_request_bytes, log
-        session = chain.session(k)  # compile the own part before accepting requests
-        self.inputs = [_meta(v.name, v.type, v.shape) for v in session.get_inputs()]
-        self.outputs = _final_outputs(chain)
         super().__init__((host, port), _Handler)
 
     @property
@@ -55,7 +72,7 @@ class TierServer(ThreadingHTTPServer):
 
     def start(self) -> threading.Thread:
         """Serve from a daemon thread (for tests and embedding)."""
-        t = threading.Thread(target=self.serve_forever, args=(0.05,), name=f"edgekit-{self.name}", daemon=True)
+        t = threading.Thread(target=self.serve_forever, args=(0.05,), name="edgekit-tier", daemon=True)
         t.start()
         return t
 
@@ -90,6 +107,7 @@ def _final_outputs(chain: Chain) -> list[dict]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server_version = f"edgekit/{__version__}"
     timeout = 60  # a client that stops sending mid-request frees its thread
     server: TierServer
@@ -141,12 +159,19 @@ class _Handler(BaseHTTPRequestHandler):
         if not m or m.group(3) == "/infer":
             return self._error(404 if not m else 405, f"no GET endpoint {self.path!r}" if not m
                                else "infer takes POST")
-        if m.group(1) != self.server.name:
-            return self._error(404, f"unknown model {m.group(1)!r}; this server serves {self.server.name!r}")
+        served = self._model(m.group(1))
+        if served is None:
+            return None
         if m.group(3) == "/ready":
-            return self._json(200, {"name": self.server.name, "ready": True})
-        return self._json(200, {"name": self.server.name, "versions": ["1"], "platform": "edgekit_onnx",
-                                "inputs": self.server.inputs, "outputs": self.server.outputs})
+            return self._json(200, {"name": served.name, "ready": True})
+        return self._json(200, {"name": served.name, "versions": ["1"], "platform": "edgekit_onnx",
+                                "inputs": served.inputs, "outputs": served.outputs})
+
+    def _model(self, name: str, close: bool = False) -> Served | None:
+        served = self.server.models.get(name)
+        if served is None:
+            self._error(404, f"unknown model {name!r}; this server serves {sorted(self.server.models)}", close=close)
+        return served
 
     do_HEAD = do_GET
 
@@ -157,9 +182,9 @@ class _Handler(BaseHTTPRequestHandler):
         m = _MODEL.match(self.path.split("?", 1)[0].rstrip("/"))
         if not m or m.group(3) != "/infer":
             return self._error(404, f"no POST endpoint {self.path!r}; infer is /v2/models/<name>/infer", close=True)
-        if m.group(1) != self.server.name:
-            return self._error(404, f"unknown model {m.group(1)!r}; this server serves {self.server.name!r}",
-                               close=True)
+        served = self._model(m.group(1), close=True)
+        if served is None:
+            return None
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             return self._error(411, "a Content-Length header is required (chunked bodies are not accepted)",
@@ -174,7 +199,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = decode_body(body, self.headers.get("Content-Encoding"), limit)
             request = decode_request(body, self.headers.get(HEADER_LENGTH))
-            self._infer(request, start)
+            self._infer(served, request, start)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (deadline): nothing to answer
+            self.close_connection = True
         except ProtocolError as exc:
             self._error(exc.status, str(exc))
         except InputError as exc:
@@ -184,15 +211,14 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug must cost one request, not the server
             self._error(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    def _infer(self, request, start: float) -> None:
-        server = self.server
-        results, trace = server.chain.run(server.part, request.tensors, request.tensor_parameters)
+    def _infer(self, served: Served, request, start: float) -> None:
+        results, trace = served.chain.run(served.part, request.tensors, request.tensor_parameters)
         names = request.outputs if request.outputs is not None else list(results)
         unknown = [n for n in names if n not in results]
         if unknown:
-            raise ProtocolError(f"unknown output(s) {unknown}; {server.name} returns {list(results)}")
+            raise ProtocolError(f"unknown output(s) {unknown}; {served.name} returns {list(results)}")
         binary = True if "*" in request.binary_outputs else request.binary_outputs
         params = {TRACE: json.dumps(trace), SERVER_TIME: time.perf_counter() - start}
-        body, headers = encode_response(server.name, {n: results[n] for n in names}, binary,
+        body, headers = encode_response(served.name, {n: results[n] for n in names}, binary,
                                         id=request.id, parameters=params)
         self._send(200, body, headers)

@@ -283,7 +283,7 @@ def test_tritonclient_against_the_edge_tier(tiers, binary):
     httpclient = pytest.importorskip("tritonclient.http")
     edge, _ = tiers
     x = np.random.default_rng(2).standard_normal((3, 16, 256)).astype(np.float32)
-    plan = load_plan(edge.chain.plan.dir)
+    plan = load_plan(edge.models["cnn-edge"].chain.plan.dir)
     want = edgekit.InferenceSession(plan.parts[2].path).run(
         None, {"maxpool11": edgekit.InferenceSession(plan.parts[1].path).run(None, {"maxpool3": x})[0]})[0]
     client = httpclient.InferenceServerClient(edge.url[len("http://"):])

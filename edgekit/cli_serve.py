@@ -1,0 +1,107 @@
+"""The `edgekit serve` verb: serve one tier's part of a partition plan over the Open Inference Protocol."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import EdgekitError, InputError
+
+
+def _endpoints(values: list[str], plan, tier: str) -> dict[str, str]:
+    """--next URL (the tier of the plan's next part) or --next TIER=URL, repeatable."""
+    k = plan.part_of(tier)
+    out = {}
+    for v in values:
+        name, sep, url = v.partition("=")
+        if not sep or "://" in name:
+            if k is None or k + 1 >= len(plan.parts):
+                continue  # this plan's part of the tier is its last: nothing to forward
+            name, url = plan.parts[k + 1].tier, v
+        if not url.startswith("http://"):
+            raise InputError(f"--next {v}: the URL must start with http://")
+        out[name] = url.rstrip("/")
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .runtimes.flow import Chain, TierServer, load_plan
+
+    chains = []
+    for plan_dir in args.plan:
+        plan = load_plan(plan_dir)
+        chains.append(Chain(plan, args.tier, endpoints=_endpoints(args.next, plan, args.tier),
+                            deadline_s=args.deadline, retries=args.retries, slowdown=args.slowdown,
+                            links=args.emulate_links))
+    token = args.token or os.environ.get("EDGEKIT_TOKEN") or None
+    server = TierServer(chains, args.host, args.port, token=token, max_request_bytes=args.max_request_bytes,
+                        log=args.verbose)
+    for served in server.models.values():
+        later = [p.tier for p in served.chain.plan.parts[served.part + 1:]]
+        print(f"  {served.name}: part {served.part} of {served.chain.plan.dir}"
+              f"{'; forwards to ' + ', '.join(later) + ' (runs them itself on failure)' if later else ''}")
+    print(f"serving {len(server.models)} model(s) on {server.url}{'; bearer token required' if token else ''}",
+          flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print("warning: listening beyond loopback without --token", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
+    """Register `serve` on the CLI's subparsers."""
+    p = verbs.add_parser("serve", help="serve a tier of a partition plan (KServe V2 REST)",
+                         description="Serve one tier's part of a plan made by `edgekit partition` as "
+                                     "MODEL-TIER over the Open Inference Protocol (KServe V2 REST, JSON and "
+                                     "binary tensors). The tier forwards the cut tensors to the next tier "
+                                     "(--next) and runs the remaining parts itself when that tier fails.")
+    p.add_argument("plan", metavar="DIR", nargs="+",
+                   help="plan directory (plan.json and the parts' .onnx files); several plans may share a server")
+    p.add_argument("--tier", required=True, help="which tier's part to serve (e.g. edge, cloud)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $EDGEKIT_TOKEN if set)")
+    p.add_argument("--max-request-bytes", type=int, default=64 << 20, metavar="N",
+                   help="larger request bodies get 413 (default 64 MiB)")
+    p.add_argument("--next", action="append", default=[], metavar="URL|TIER=URL",
+                   help="V2 base URL of the next tier (e.g. http://127.0.0.1:8001); repeatable as TIER=URL")
+    p.add_argument("--deadline", type=_positive_float, default=2.0, metavar="S",
+                   help="seconds to wait for the next tier before running its part here (default 2)")
+    p.add_argument("--retries", type=int, default=1, help="retries of a refused or 5xx forward (default 1)")
+    p.add_argument("--slowdown", type=_positive_float, default=1.0, metavar="F",
+                   help="emulate a slower tier: stretch compute F times by sleeping (default 1)")
+    p.add_argument("--emulate-links", action="store_true",
+                   help="sleep the plan's link time (RTT + bytes/bandwidth) on every forward")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edgekit.cli_serve DIR --tier T ...`: the serve verb on its own (used by the flow demo)."""
+    parser = argparse.ArgumentParser(prog="edgekit")
+    add_serve_verbs(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return cmd_serve(args)
+    except EdgekitError as exc:
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
