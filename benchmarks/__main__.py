@@ -1,12 +1,19 @@
-"""`python -m benchmarks`: edgekit vs onnxruntime on edge-sized models, batch 1, one thread each.
+"""`python -m benchmarks [SUITE ...]`: edgekit vs onnxruntime, batch 1, one thread each.
 
-Prints the machine, a latency table (medians, p90, ratio edgekit/onnxruntime, max output
-difference), the per-call overhead on a one-Relu model, and cold start per model (fresh process,
-empty and warm Numba cache). The full run takes a few minutes at most; --quick about half a minute.
+Suites (default: core stream binary paramfree; each is also its own `python -m benchmarks.<name>`):
+- core: edge-sized models: latency table (medians, p90, ratio edgekit/onnxruntime, max output
+  difference), the per-call overhead on a one-Relu model, and cold start per model (fresh process,
+  empty and warm Numba cache);
+- stream: StreamiNNC per-hop latency, StreamingSession vs recomputing the window (benchmarks.stream);
+- binary: BinaryConv vs float Conv (benchmarks.binary);
+- paramfree: parameter-free layers vs depthwise convolutions (benchmarks.paramfree);
+- lmu: LMUFormer per-step latency (benchmarks.lmu; not in the default run).
+The default run takes several minutes; --quick a minute or two.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from edgekit.errors import UnsupportedOpError
@@ -28,17 +35,50 @@ def _row(name: str, model, repeat: int) -> tuple[str, bool]:
             f"{c.p90_us('edgekit'):12.1f} {c.p90_us('ort'):12.1f} {c.max_abs_diff:10.1e}"), True
 
 
+# suite -> (module under benchmarks, its arguments for a full run, for --quick); "core" is this module.
+SUITES: dict[str, tuple[str, list[str], list[str]]] = {
+    "core": ("", [], []),
+    "stream": ("stream", [], ["--quick"]),
+    "binary": ("binary", [], ["--repeat", "30"]),
+    "paramfree": ("paramfree", ["--repeat", "50"], ["--repeat", "20"]),
+    "lmu": ("lmu", [], ["--quick"]),
+}
+DEFAULT_SUITES = ("core", "stream", "binary", "paramfree")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help=f"suites to run, of {', '.join(SUITES)} (default: {' '.join(DEFAULT_SUITES)})")
     parser.add_argument("--quick", action="store_true", help="fewer calls; cold start of relu16 and the first model only")
-    parser.add_argument("--repeat", type=int, default=None, help="timed calls per engine and model (default 300, quick 40)")
-    parser.add_argument("--no-cold", action="store_true", help="skip the cold-start measurements")
-    parser.add_argument("--models", default=",".join(SUITE), help=f"comma-separated subset of {','.join(SUITE)}")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed calls per engine and row in every suite (default: each suite's own; core 300, quick 40)")
+    parser.add_argument("--no-cold", action="store_true", help="core: skip the cold-start measurements")
+    parser.add_argument("--models", default=",".join(SUITE), help=f"core: comma-separated subset of {','.join(SUITE)}")
     args = parser.parse_args(argv)
+    suites = args.suites or list(DEFAULT_SUITES)
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        parser.error(f"unknown suite(s) {unknown}; choose from {list(SUITES)}")
     names = [n for n in args.models.split(",") if n]
     unknown = [n for n in names if n not in SUITE]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(SUITE)}")
+    status = 0
+    for i, suite in enumerate(suites):
+        print(f"{chr(10) if i else ''}# {suite}", flush=True)
+        module, full, quick = SUITES[suite]
+        if not module:
+            status |= _core(args, names)
+            continue
+        extra = [a for a in (quick if args.quick else full) if not (args.repeat and a == "--quick")]
+        extra += ["--repeat", str(args.repeat)] if args.repeat else []  # the last --repeat wins
+        status |= importlib.import_module(f"{__package__}.{module}").main(extra)
+    return status
+
+
+def _core(args: argparse.Namespace, names: list[str]) -> int:
+    """The core suite: model table, per-call overhead, cold start."""
     repeat = args.repeat or (40 if args.quick else 300)
     models = {n: SUITE[n]() for n in names}
 
