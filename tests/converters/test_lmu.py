@@ -223,3 +223,17 @@ def test_config_roundtrip_and_errors(tmp_path):
         LMUFormerConfig.from_json(json.dumps({**json.loads(c.to_json()), "reset": "never"}))
     with pytest.raises(ModelError, match="not an LMUFormer"):
         to_step(to_step(model).step_model)
+
+
+def test_euler_and_the_forms_streaming_session_takes(tmp_path):
+    c, w, model, x, ref = case(False, True, seed=6, batch=1, length=16, discretization="euler", theta=40.0)
+    np.testing.assert_allclose(edgekit.InferenceSession(model).run(None, {"x": x})[0], ref, rtol=RTOL, atol=ATOL)
+    sm = to_step(model)
+    path = tmp_path / "step.onnx"
+    onnx.save(sm.step_model, path)
+    outs = [np.concatenate([o[0] for o in edgekit.StreamingSession(m).push(x)], axis=2) for m in (model, sm, str(path))]
+    np.testing.assert_allclose(outs[0], ref[:, :, :x.shape[2] - c.n_embed], rtol=RTOL, atol=ATOL)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    with pytest.raises(ModelError, match="advances 1"):
+        edgekit.StreamingSession(model, hop=2)
