@@ -5,10 +5,12 @@ In a binary layer, output channel c can be computed from another channel p's pop
 correction over only the bits where their weights differ (m = w_c XOR w_p, d = popcount(m)):
 y_c = y_p + 2 * (d - 2 * popcount((a XOR w_c) AND m)). Computing the channels along a spanning
 tree of the Hamming graph over output channels cuts XNOR work and stored weights; the tree depth
-is the dependency chain, so it is bounded. The paper builds a minimum-depth MST; here a
-depth-bounded Prim (a virtual root joins every channel at the cost of computing it densely, and
-only channels above the depth bound may take children) gives a minimum spanning forest when the
-bound is loose and a bounded-depth tree otherwise.
+is the dependency chain, so it is bounded. As in the paper, the tree is a minimum-depth MST: a
+virtual root joins every channel at the cost of computing it densely, and among the spanning
+trees of least total cost one with the shallowest deepest channel is found exactly (every tie
+in Kruskal's order is tried, up to a budget; past it, a minimum spanning forest rooted at its
+trees' centres). When that depth exceeds the depth bound, a depth-bounded Prim respects the bound
+(the cheapest bounded tree, the hop-constrained MST, is NP-hard).
 
 On a CPU the saving is in 64-bit words, not bits: a child costs one XNOR-popcount per word where
 its mask is nonzero. So the edge weight is the predicted time of that work (``CostModel``), and
@@ -23,6 +25,7 @@ ceil(log2 binomial(K, d)) bits (the fewest any code of a d-of-K mask can use).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -35,7 +38,8 @@ from edgekit.model import ModelSource, check_model, load_model
 
 from .binarize import BINARY_OPS, DOMAIN, dense_weights, pack_bits, unpack_bits
 
-__all__ = ["CostModel", "LayerPlan", "MstReport", "compress", "plan_layer", "spanning_tree", "time_layers"]
+__all__ = ["CostModel", "LayerPlan", "MstReport", "compress", "min_depth_forest", "plan_layer", "spanning_tree",
+           "time_layers"]
 
 TILE = 8  # output pixels per kernel step (kernels/binary.py)
 
@@ -104,28 +108,49 @@ class LayerPlan:
         return dense, mst
 
 
-def _distances(w: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """(differing bits, nonzero words) between row i of packed ``w`` and every row."""
-    x = w ^ w[i]
-    return np.bitwise_count(x).sum(axis=1).astype(np.int64), (x != 0).sum(axis=1).astype(np.int64)
+def _costs(w: np.ndarray, cost: CostModel, metric: str) -> tuple[np.ndarray, float]:
+    """(edge, root): edge[i, j] the cost of computing row j from row i of packed ``w``, root the cost of
+    computing a row densely. metric "time": predicted child cost (nonzero words) and dense cost;
+    "bits": Hamming distance and K bits (the paper's graph). Bits break ties in the time metric."""
+    m, k_words = w.shape
+    k_bits = 64 * k_words
+    bits = np.empty((m, m), np.int64)
+    words = np.empty((m, m), np.int64)
+    for i in range(m):
+        x = w ^ w[i]
+        bits[i], words[i] = np.bitwise_count(x).sum(axis=1), (x != 0).sum(axis=1)
+    if metric == "time":
+        return cost.edge(words) + bits * 1e-9, cost.root(k_words) + k_bits * 1e-9
+    if metric == "bits":
+        return bits.astype(np.float64), float(k_bits)
+    raise ValueError(f"metric must be 'time' or 'bits', got {metric!r}")
 
 
 def spanning_tree(w: np.ndarray, depth: int | None, cost: CostModel = CostModel(),
-                  metric: str = "time") -> tuple[np.ndarray, np.ndarray]:
-    """(parents, depth) of a depth-bounded minimum spanning forest over the rows of packed ``w``.
+                  metric: str = "time", budget: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(parents, depth) of a spanning forest over the rows of packed ``w`` (edge costs: ``_costs``).
 
-    metric "time": edge = predicted child cost (nonzero words), root = dense cost; "bits": edge =
-    Hamming distance, root = K bits (the paper's graph). Bits break ties in either metric.
+    The minimum-depth minimum spanning forest (``min_depth_forest``: exact, or past ``budget`` tied
+    alternatives a minimum spanning forest rooted at its trees' centres) whenever its depth is
+    within the bound ``depth``; it is then also the cheapest forest of that depth. Otherwise the
+    bound binds, and a depth-bounded Prim gives a forest that respects it (the cheapest such forest
+    is the hop-constrained MST, NP-hard).
     """
-    m, k_words = w.shape
-    bound = m if depth is None else int(depth)
-    k_bits = 64 * k_words
-    if metric == "time":
-        key = np.full(m, cost.root(k_words) + k_bits * 1e-9)
-    elif metric == "bits":
-        key = np.full(m, float(k_bits))
-    else:
-        raise ValueError(f"metric must be 'time' or 'bits', got {metric!r}")
+    edge, root = _costs(w, cost, metric)
+    tree = min_depth_forest(edge, root, budget)
+    if tree is None:
+        tree = _centred(_prim(edge, root, None)[0])
+    if depth is None or tree[1].max(initial=0) <= depth:
+        return tree
+    return _prim(edge, root, depth)
+
+
+def _prim(edge: np.ndarray, root: float, bound: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Prim's algorithm from a virtual root joined to every row at cost ``root``, where only rows
+    above depth ``bound`` may take children: a minimum spanning forest when the bound is loose."""
+    m = edge.shape[0]
+    bound = m if bound is None else int(bound)
+    key = np.full(m, root)
     parents = np.full(m, -1, np.int64)
     level = np.zeros(m, np.int64)
     done = np.zeros(m, bool)
@@ -135,12 +160,180 @@ def spanning_tree(w: np.ndarray, depth: int | None, cost: CostModel = CostModel(
         level[i] = 0 if parents[i] < 0 else level[parents[i]] + 1
         if level[i] >= bound:
             continue
-        bits, words = _distances(w, i)
-        edge = cost.edge(words) + bits * 1e-9 if metric == "time" else bits.astype(np.float64)
-        better = ~done & (edge < key)
-        key[better] = edge[better]
+        better = ~done & (edge[i] < key)
+        key[better] = edge[i][better]
         parents[better] = i
     return parents, level
+
+
+def min_depth_forest(edge: np.ndarray, root: float, budget: int = 2048) -> tuple[np.ndarray, np.ndarray] | None:
+    """(parents, depth) of a minimum-depth minimum spanning forest, or None past ``budget``.
+
+    The plans are the spanning trees of the rows plus a virtual root joined to each row at cost
+    ``root`` (a row computed densely); this returns, among those of least total cost, one whose
+    deepest row is shallowest (the paper's minimum-depth MST; with root >= every edge, one tree).
+    Kruskal's view: a tree has least cost iff, for every cost class c < root in increasing order,
+    its edges of cost c form a spanning forest of the graph those edges make between the components
+    of the cheaper edges; edges costing more than ``root`` are never used, and edges costing exactly
+    ``root`` are never better than a root edge. So each minimum forest is one choice per class, and
+    each of its trees then hangs from the virtual root at its centre, the row whose farthest row is
+    nearest. Every combination of choices is tried; None when there are more than ``budget``.
+    """
+    m = edge.shape[0]
+    comp = np.arange(m)
+    fixed: list[tuple[int, int]] = []
+    options: list[list[list[tuple[int, int]]]] = []
+    count, parts = 1.0, m
+    iu, ju = np.triu_indices(m, 1)
+    costs = edge[iu, ju]
+    order = np.argsort(costs, kind="stable")
+    order = order[costs[order] < root]
+    iu, ju, costs = iu[order], ju[order], costs[order]
+    for sel in np.split(np.arange(costs.size), np.flatnonzero(np.diff(costs)) + 1):
+        if parts == 1:
+            break
+        a, b = comp[iu[sel]], comp[ju[sel]]
+        keep = a != b
+        if not keep.any():
+            continue
+        k = int(keep.sum())
+        pairs = list(zip(iu[sel][keep].tolist(), ju[sel][keep].tolist()))
+        labels, local = np.unique(np.concatenate([a[keep], b[keep]]), return_inverse=True)
+        local_edges = list(zip(local[:k].tolist(), local[k:].tolist()))
+        count *= _forest_count(labels.size, local_edges)
+        if count > budget:
+            return None
+        forests = [[pairs[e] for e in f] for f in _forests(labels.size, local_edges)]
+        if len(forests) == 1:
+            fixed += forests[0]
+        else:
+            options.append(forests)
+        for i, j in forests[0]:  # every choice joins the same components
+            comp[comp == comp[j]] = comp[i]
+        parts -= len(forests[0])
+    best, best_height = None, m + 1
+    for choice in itertools.product(*options):
+        edges = fixed + [e for f in choice for e in f]
+        height = _height(m, edges)
+        if height < best_height:
+            best, best_height = edges, height
+    return _centred_edges(m, best)
+
+
+def _forest_count(n: int, edges: list[tuple[int, int]]) -> float:
+    """Number of spanning forests of the multigraph (n nodes, ``edges``): Kirchhoff's theorem per component."""
+    lap = np.zeros((n, n))
+    for a, b in edges:
+        lap[a, a] += 1
+        lap[b, b] += 1
+        lap[a, b] -= 1
+        lap[b, a] -= 1
+    total, seen = 1.0, np.zeros(n, bool)
+    for s in range(n):
+        if seen[s]:
+            continue
+        part = _reach(n, edges, s)
+        seen[part] = True
+        if len(part) > 1:
+            total *= round(np.linalg.det(lap[np.ix_(part[1:], part[1:])]))
+    return total
+
+
+def _reach(n: int, edges: list[tuple[int, int]], s: int) -> list[int]:
+    adj = _adjacency(n, edges)
+    order, seen = [s], {s}
+    for u in order:
+        for v in adj[u]:
+            if v not in seen:
+                seen.add(v)
+                order.append(v)
+    return order
+
+
+def _forests(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    """Every spanning forest of the multigraph, as lists of edge indices: each edge in turn is taken
+    (unless it closes a cycle) or left out (unless the later edges can no longer join its ends)."""
+    out: list[list[int]] = []
+
+    def joined(label: list[int], k: int, a: int, b: int) -> bool:
+        group = list(label)
+        for u, v in edges[k:]:
+            gu, gv = group[u], group[v]
+            if gu != gv:
+                group = [gu if g == gv else g for g in group]
+        return group[a] == group[b]
+
+    def grow(k: int, label: list[int], chosen: list[int]) -> None:
+        if k == len(edges):
+            out.append(chosen)
+            return
+        a, b = label[edges[k][0]], label[edges[k][1]]
+        if a == b:
+            grow(k + 1, label, chosen)
+            return
+        grow(k + 1, [a if x == b else x for x in label], chosen + [k])
+        if joined(label, k + 1, edges[k][0], edges[k][1]):
+            grow(k + 1, label, chosen)
+
+    grow(0, list(range(n)), [])
+    return out
+
+
+def _adjacency(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    adj: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        adj[a].append(b)
+        adj[b].append(a)
+    return adj
+
+
+def _bfs(adj: list[list[int]], s: int) -> tuple[list[int], dict[int, int]]:
+    """Visit order and parent of every node reachable from s."""
+    order, parent = [s], {s: -1}
+    for u in order:
+        for v in adj[u]:
+            if v not in parent:
+                parent[v] = u
+                order.append(v)
+    return order, parent
+
+
+def _tree_centres(adj: list[list[int]]) -> list[tuple[int, int]]:
+    """(centre, radius) of every tree of a forest: the middle of a longest path (two sweeps)."""
+    seen, out = set(), []
+    for s in range(len(adj)):
+        if s in seen:
+            continue
+        order, _ = _bfs(adj, s)
+        seen.update(order)
+        far = order[-1]
+        order, parent = _bfs(adj, far)
+        path = [order[-1]]
+        while parent[path[-1]] >= 0:
+            path.append(parent[path[-1]])
+        out.append((path[len(path) // 2], len(path) // 2))
+    return out
+
+
+def _height(m: int, edges: list[tuple[int, int]]) -> int:
+    """Depth of the forest when every tree hangs from its centre: its largest radius."""
+    return max(r for _, r in _tree_centres(_adjacency(m, edges)))
+
+
+def _centred_edges(m: int, edges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(parents, depth) of the forest with every tree rooted at its centre."""
+    adj = _adjacency(m, edges)
+    parents, level = np.full(m, -1, np.int64), np.zeros(m, np.int64)
+    for centre, _ in _tree_centres(adj):
+        order, parent = _bfs(adj, centre)
+        for v in order[1:]:
+            parents[v], level[v] = parent[v], level[parent[v]] + 1
+    return parents, level
+
+
+def _centred(parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The forest of ``parents`` re-rooted at its trees' centres (same edges, least depth)."""
+    return _centred_edges(parents.size, [(int(p), c) for c, p in enumerate(parents) if p >= 0])
 
 
 def _blocks(w: np.ndarray, parents: np.ndarray, depth: np.ndarray) -> tuple[list, np.ndarray]:

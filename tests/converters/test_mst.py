@@ -1,13 +1,16 @@
 """MST compression: spanning forests under a depth bound, exactness of MST plans, the report.
 
 Checked: the tree respects the depth bound (0 = all dense) and, unbounded on the paper's Hamming
-graph, has the weight of scipy's minimum spanning tree; models with MST plans give bit-identical
+graph, has the weight of scipy's minimum spanning tree; on small layers with many tied distances
+it is, against brute force over every spanning tree, a cheapest tree of least depth (the paper's
+minimum-depth MST), and under a depth bound it meets, the cheapest tree of that depth; models with MST plans give bit-identical
 outputs to their dense form in edgekit and (exported to standard ops) in onnxruntime, including
 plans that reorder input channels (of a float input, and of a packed producer's outputs); the
 report's bit-ops, word-ops and stored bits equal a direct count from the written weights; the
 cost model keeps dense for random weights and picks MST for near-duplicate channels (the CLI's
 `convert --binarize --mst --report` is tested in tests/test_cli_convert.py).
 """
+import itertools
 import math
 
 import numpy as np
@@ -18,7 +21,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 
 import edgekit
 from edgekit.converters.binarize import binarize, pack_bits, to_float
-from edgekit.converters.mst import compress, plan_layer, spanning_tree
+from edgekit.converters.mst import compress, min_depth_forest, plan_layer, spanning_tree
 from edgekit.runtimes.ops import binary as _binary_ops  # noqa: F401  (registers the ops)
 from oracle import ort_session
 
@@ -99,6 +102,90 @@ def test_unbounded_tree_is_a_minimum_spanning_tree_of_the_hamming_graph():
     best = minimum_spanning_tree(graph).sum()
     ours = sum(dist[c, p] if p >= 0 else 64 * 3 for c, p in enumerate(parents))
     assert math.isclose(ours, round(best), abs_tol=1e-6)
+
+
+
+def all_trees(n: int):
+    """Parent arrays of every spanning tree of the complete graph on n nodes, rooted at node n - 1
+    (Pruefer sequences: n ** (n - 2) trees)."""
+    for seq in itertools.product(range(n), repeat=n - 2):
+        degree = [1] * n
+        for v in seq:
+            degree[v] += 1
+        edges = []
+        for v in seq:
+            leaf = min(u for u in range(n) if degree[u] == 1)
+            edges.append((leaf, v))
+            degree[leaf] -= 1
+            degree[v] -= 1
+        edges.append(tuple(u for u in range(n) if degree[u] == 1))
+        adj = {u: [] for u in range(n)}
+        for a, b in edges:
+            adj[a].append(b)
+            adj[b].append(a)
+        parent, order = {n - 1: -1}, [n - 1]
+        for u in order:
+            for v in adj[u]:
+                if v not in parent:
+                    parent[v] = u
+                    order.append(v)
+        yield [parent[u] for u in range(n - 1)]
+
+
+def cost_and_depth(parents, edge: np.ndarray, root: float) -> tuple[float, int]:
+    """Total cost and deepest channel of a plan given as parents (-1 or the virtual root = a root)."""
+    m = edge.shape[0]
+    parents = [-1 if p in (-1, m) else p for p in parents]
+    depth = []
+    for c in range(m):
+        p, d = parents[c], 0
+        while p >= 0:
+            p, d = parents[p], d + 1
+        depth.append(d)
+    return sum(root if p < 0 else edge[p, c] for c, p in enumerate(parents)), max(depth)
+
+
+def brute_force(edge: np.ndarray, root: float) -> list[tuple[float, int]]:
+    """(cost, depth) of every plan; min() of it is the least cost with the least depth among those."""
+    return [(round(c, 9), d) for c, d in (cost_and_depth(p, edge, root) for p in all_trees(edge.shape[0] + 1))]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_minimum_depth_mst_matches_brute_force_on_hamming_graphs(seed):
+    """Six channels whose weights differ in only 4 bits: distances 0..4, many tied MSTs and roots."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(0, 16, (6, 1)).astype(np.uint64) | np.uint64(0xF0F0 << 8)
+    edge = np.array([[np.bitwise_count(a ^ b).sum() for b in w] for a in w], float)
+    plans = brute_force(edge, 64.0)
+    best = min(plans)
+    assert sum(c == best[0] for c, _ in plans) > 1  # several minimum spanning trees to choose from
+    for depth in (None, best[1], best[1] + 1):
+        assert cost_and_depth(spanning_tree(w, depth, metric="bits")[0], edge, 64.0) == best
+    for depth in range(best[1]):  # the bound binds: it holds (the cheapest bounded tree is NP-hard to find)
+        cost, d = cost_and_depth(spanning_tree(w, depth, metric="bits")[0], edge, 64.0)
+        assert d <= depth and cost >= min(c for c, dd in plans if dd <= depth)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_minimum_depth_forest_matches_brute_force_on_general_costs(seed):
+    """Random integer costs with ties and a root cost inside their range: forests of several trees."""
+    rng = np.random.default_rng(10 + seed)
+    m = 6
+    edge = rng.integers(1, 5, (m, m)).astype(float)
+    edge = np.minimum(edge, edge.T)
+    root = float(rng.integers(2, 5))
+    parents, depth = min_depth_forest(edge, root)
+    assert cost_and_depth(parents, edge, root) == min(brute_force(edge, root))
+
+
+def test_past_the_budget_the_tree_is_still_minimum_and_centred():
+    rng = np.random.default_rng(3)
+    w = rng.integers(0, np.iinfo(np.uint64).max, (128, 2), dtype=np.uint64, endpoint=True)
+    edge = np.array([[np.bitwise_count(a ^ b).sum() for b in w] for a in w], float)
+    exact = spanning_tree(w, None, metric="bits")
+    cheap = spanning_tree(w, None, metric="bits", budget=0)
+    assert cost_and_depth(cheap[0], edge, 128.0)[0] == cost_and_depth(exact[0], edge, 128.0)[0]
+    assert exact[1].max() <= cheap[1].max()
 
 
 @pytest.mark.parametrize("depth", [1, 3, None])
