@@ -233,6 +233,7 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
     if opts.objective not in ("latency", "energy"):
         raise InputError(f"objective must be 'latency' or 'energy', got {opts.objective!r}")
     bits, subs = ideals(p)
+    allowed = np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits])  # constraints on D_1
     best: tuple[float, list[int]] | None = None
     for r in range(len(tiers)):
         for rest in itertools.combinations(range(1, len(tiers)), r):
@@ -240,7 +241,7 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
             path = hops(tiers, links, chain)
             if path is None:
                 continue
-            value, assignment = _solve_chain(p, chain, path, bits, subs, opts)
+            value, assignment = _solve_chain(p, chain, path, bits, subs, allowed, opts)
             if assignment is not None and (best is None or value < best[0] - 1e-15):
                 best = (value, assignment)
     if best is None:
@@ -276,23 +277,22 @@ def _hop_cost(p: Problem, bits: np.ndarray, src: int, dst: int, spb: float, rtt:
     return cost
 
 
-def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, subs: list, opts: Options):
+def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, subs: list, allowed: np.ndarray,
+                 opts: Options):
     """Best assignment whose used tiers are within ``chain`` with every middle tier running a node."""
     w_busy, w_wait, _ = _weights(opts)
     unary = [p.times[k] * (w_busy if k == 0 else w_wait) for k in chain]
-    h = None
-    args = []
+    h, args = allowed, []
     for j, (spb, rtt) in enumerate(path):
         f = bits.astype(float) @ (unary[j] - unary[j + 1]) + _hop_cost(p, bits, chain[j], chain[j + 1], spb, rtt, opts)
         if j == 0:
-            f = f + np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits])
-            h = f
+            h = f + allowed
         else:
             below, arg = _best_strictly_below(h, subs)
             args.append(arg)
             h = f + below
     if not path:  # device only
-        h = np.where(bits.all(axis=1), 0.0, np.inf) + [0.0 if _allowed(p, row, opts) else np.inf for row in bits]
+        h = np.where(bits.all(axis=1), 0.0, np.inf) + allowed
     i = int(np.argmin(h))
     value = float(h[i] + unary[-1].sum())
     if not np.isfinite(value):
@@ -565,8 +565,8 @@ def summary(plan: dict) -> str:
     pred = plan["predicted"]
     lines = [f"plan for {plan['model']} ({pred['objective']} objective):"]
     for tier, names in plan["assignment"].items():
-        shown = ", ".join(names[:6]) + (f", ... ({len(names)} nodes)" if len(names) > 6 else "")
-        lines.append(f"  {tier:8s} {ms(pred['compute_s'].get(tier, 0.0)):>12s}  runs {shown}")
+        span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+        lines.append(f"  {tier:16s} {ms(pred['compute_s'].get(tier, 0.0)):>12s}  runs {len(names)} node(s): {span}")
     for tr in plan["transfers"]:
         key = f"{tr['from']}->{tr['to']}"
         names = ", ".join(f"{t['name']} {t['bytes']} B" for t in tr["tensors"])

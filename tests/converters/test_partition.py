@@ -15,8 +15,8 @@ import pytest
 from onnx import helper
 
 from edgekit.cli_partition import add_partition_verbs, parse_link, parse_size
-from edgekit.converters.partition import (Link, Options, Power, Problem, Result, Tier, evaluate, partition, solve,
-                                          write_plan)
+from edgekit.converters.partition import (Link, Options, Power, Problem, Result, Tier, device_memory, evaluate,
+                                          partition, solve, write_plan)
 from edgekit.runtimes.profile import codec_round_trip, profile_model
 from oracle import make_model, ort_session
 
@@ -226,13 +226,25 @@ def test_raw_input_wins_when_bandwidth_is_the_bottleneck(tmp_path):
     assert plan["predicted"]["total_s"] <= min(plan["baselines"]["device_only_s"], plan["baselines"]["cloud_only_s"])
 
 
+def test_a_tier_with_its_own_profile_equals_its_speed_factor(branchy):
+    model, prof = branchy
+    links = [Link("device", "edge", 50e6, 0.002), Link("edge", "cloud", 500e6, 0.01)]
+    own = json.loads(json.dumps(prof))
+    for n in own["nodes"]:
+        n["time_s"] /= 4.0
+    own["plan_s"] = prof["plan_s"] / 4.0
+    by_speed = partition(model, prof, [Tier("device", 0.05), Tier("edge", 4.0), Tier("cloud", 16.0)], links)
+    by_profile = partition(model, prof, [Tier("device", 0.05), Tier("edge", profile=own), Tier("cloud", 16.0)], links)
+    assert by_profile.result.assignment == by_speed.result.assignment
+    assert by_profile.result.cost.latency_s == pytest.approx(by_speed.result.cost.latency_s, rel=1e-12)
+
+
 def test_device_memory_limit_is_respected(branchy):
     model, prof = branchy
     links = [Link("device", "edge", 1e6, 0.05), Link("edge", "cloud", 1e6, 0.05)]
     free = partition(model, prof, TIERS, links)
     assert set(free.result.assignment) == {0}  # slow links: all on the device
     limited = partition(model, prof, TIERS, links, Options(device_memory=1000))
-    from edgekit.converters.partition import device_memory
     assert device_memory(limited.problem, np.asarray(limited.result.assignment) == 0) <= 1000
     assert limited.result.cost.latency_s > free.result.cost.latency_s
 
