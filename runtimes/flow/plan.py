@@ -62,16 +62,16 @@ class FlowPlan:
         return next((k for k, p in enumerate(self.parts) if p.tier == tier), None)
 
     def link(self, src: str, dst: str) -> Link:
-        """The direct link, or the tiers' chain of links between src and dst (RTTs add, the
-        narrowest bandwidth limits) when the plan skips a tier in the middle."""
-        if (src, dst) in self.links:
-            return self.links[(src, dst)]
+        """The link between two tiers (either direction); when none is given for tiers that are not
+        neighbours, the links in between one after the other (their times add, as in the cost model)."""
+        for key in ((src, dst), (dst, src)):
+            if key in self.links:
+                return self.links[key]
         order = list(self.tiers)
         if src in order and dst in order and order.index(src) < order.index(dst):
-            hops = [self.links.get((a, b)) for a, b in zip(order[order.index(src):order.index(dst)],
-                                                         order[order.index(src) + 1:order.index(dst) + 1])]
+            path = order[order.index(src):order.index(dst) + 1]
+            hops = [self.links.get((a, b)) or self.links.get((b, a)) for a, b in zip(path, path[1:])]
             if all(hops):
-                # bytes cross every hop one after the other: times add
                 return _Chain(hops=tuple(hops))
         return Link()
 

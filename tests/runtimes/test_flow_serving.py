@@ -278,6 +278,55 @@ def test_a_failed_tier_is_skipped_during_its_cooldown(plan3, signal):
 
 # ---------------------------------------------------------------- interop
 
+class PlainV2:
+    """A minimal V2 server running one ONNX file with no chaining and no trace (like Triton would)."""
+
+    def __init__(self, path, name):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        from edgekit.runtimes.flow.protocol import decode_request, encode_response
+
+        session = edgekit.InferenceSession(path)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                assert self.path == f"/v2/models/{name}/infer"
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                req = decode_request(body, self.headers.get("Inference-Header-Content-Length"))
+                outs = dict(zip([o.name for o in session.get_outputs()], session.run(None, req.tensors)))
+                body, headers = encode_response(name, outs, True)
+                self.send_response(200)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_plain_v2_server_in_the_middle(plan3, tiers, signal, reference):
+    _, cloud = tiers
+    plain = PlainV2(load_plan(plan3).parts[1].path, "cnn-edge")
+    try:
+        flow = FlowSession(plan3, {"edge": plain.url, "cloud": cloud.url})
+        np.testing.assert_array_equal(flow.run(None, {"signal": signal})[0], reference)
+        assert flow.ran_on() == ["device", "edge", "cloud"]
+        assert [e["to"] for e in flow.last_trace if e["event"] == "transfer"] == ["edge", "cloud"]
+    finally:
+        plain.close()
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_tritonclient_against_the_edge_tier(tiers, binary):
     httpclient = pytest.importorskip("tritonclient.http")
@@ -308,3 +357,33 @@ def test_tritonclient_against_the_edge_tier(tiers, binary):
         np.testing.assert_array_equal(result.as_numpy("logits"), want)
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------- edgekit serve
+
+def test_serve_verb_in_a_subprocess(plan3, signal, reference):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, EDGEKIT_TOKEN="t0k")
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli_serve", plan3, "--tier", "cloud", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert lines[0].startswith("  cnn-cloud: part 2 of") and "bearer token required" in lines[1], lines
+        url = lines[1].split(" on ")[1].split(";")[0].strip()
+        edge = serve(plan3, "edge", {"cloud": url}, token=None)
+        edge.models["cnn-edge"].chain.token = "t0k"
+        try:
+            flow = FlowSession(plan3, {"edge": edge.url})
+            np.testing.assert_array_equal(flow.run(None, {"signal": signal})[0], reference)
+            assert flow.ran_on() == ["device", "edge", "cloud"]
+        finally:
+            edge.shutdown()
+            edge.server_close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = subprocess.run([sys.executable, "-m", "edgekit.cli_serve", plan3, "--tier", "fog"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "tier 'fog' runs no part of the plan" in bad.stderr

@@ -1,0 +1,208 @@
+"""AI Flow demo: a bundled CNN split across device, edge and cloud tiers on loopback, predicted vs
+measured latency at several device-edge bandwidths, then the edge tier killed mid-run.
+
+The edge and cloud tiers are real `edgekit serve` processes speaking the Open Inference Protocol
+on 127.0.0.1; the device is a FlowSession in this process. Everything runs on this one machine, so
+two things are emulated: links (the sender sleeps RTT + bytes / bandwidth, see
+runtimes/flow/client.py) and tier speeds (a tier with speed s < 1 sleeps (1/s - 1) x its measured
+compute; the cloud, speed 1, is this machine). The partitioner (converters/partition.py) gets
+the same speeds and links, and the model's profile on this machine (runtimes/profile.py).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = os.path.join(HERE, "models", "cnn1d.onnx")
+CONFIGS = ("device only", "cloud only", "chosen")
+
+
+@dataclasses.dataclass
+class Scenario:
+    device_speed: float
+    edge_speed: float
+    edge_rtt_s: float
+    cloud_rtt_s: float
+    cloud_bps: float
+
+    def tiers(self):
+        from edgekit.converters.partition import Tier
+
+        return [Tier("device", self.device_speed), Tier("edge", self.edge_speed), Tier("cloud", 1.0)]
+
+    def links(self, edge_bps: float):
+        from edgekit.converters.partition import Link
+
+        return [Link("device", "edge", edge_bps, self.edge_rtt_s), Link("edge", "cloud", self.cloud_bps, self.cloud_rtt_s)]
+
+
+def write_plans(model: onnx.ModelProto, profile: dict, sc: Scenario, bandwidths: list[float], root: str) -> dict:
+    """Plan dirs per (bandwidth index, config): the partitioner's choice and the two baselines, and one
+    device -> edge -> cloud plan (features on the edge, the head in the cloud) for the failure run."""
+    from edgekit.converters.partition import Result, evaluate, partition, write_plan
+
+    plans = {}
+    for i, bps in enumerate(bandwidths):
+        part = partition(model, profile, sc.tiers(), sc.links(bps))
+        n = len(part.problem.nodes)
+        forced = {"device only": [0] * n, "cloud only": [2] * n, "chosen": part.result.assignment}
+        for config, assignment in forced.items():
+            cost = evaluate(part.problem, assignment, part.tiers, part.links, part.options)
+            chosen = dataclasses.replace(part, result=Result(list(assignment), cost))
+            d = os.path.join(root, f"bw{i}-{config.replace(' ', '-')}")
+            write_plan(chosen, d, name=f"cnn1d-bw{i}-{config.split()[0]}")
+            plans[(i, config)] = d
+    part = partition(model, profile, sc.tiers(), sc.links(bandwidths[-1]))
+    head = {"flatten13", "logits"}
+    assignment = [2 if name in head else 1 for name in part.problem.nodes]
+    chosen = dataclasses.replace(part, result=Result(assignment, evaluate(part.problem, assignment, part.tiers,
+                                                                          part.links, part.options)))
+    plans["failover"] = os.path.join(root, "failover")
+    write_plan(chosen, plans["failover"], name="cnn1d-failover")
+    return plans
+
+
+def start_tier(tier: str, plan_dirs: list[str], slowdown: float, next_url: str | None) -> tuple[subprocess.Popen, str]:
+    """An `edgekit serve` process for ``tier`` on a free loopback port; returns it and its URL."""
+    cmd = [sys.executable, "-m", "edgekit.cli_serve", *plan_dirs, "--tier", tier, "--port", "0",
+           "--slowdown", repr(slowdown), "--emulate-links", "--deadline", "1.0", "--retries", "1"]
+    if next_url:
+        cmd += ["--next", f"cloud={next_url}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("serving "):
+            return proc, line.split(" on ")[1].split(";")[0].strip()
+    raise RuntimeError(f"the {tier} tier did not start (exit code {proc.wait()})")
+
+
+def measure(session, feed: dict, requests: int) -> float:
+    """Median wall time of ``requests`` calls after two warm-up calls."""
+    for _ in range(2):
+        session.run(None, feed)
+    times = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def plot(path: str, bandwidths: list[float], rows: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    mbps = [b / 1e6 for b in bandwidths]
+    for config, color in zip(CONFIGS, ("tab:blue", "tab:orange", "tab:green")):
+        pred = [rows[(i, config)][0] * 1e3 for i in range(len(bandwidths))]
+        meas = [rows[(i, config)][1] * 1e3 for i in range(len(bandwidths))]
+        ax.plot(mbps, pred, "--", color=color, label=f"{config} predicted")
+        ax.plot(mbps, meas, "o", color=color, label=f"{config} measured")
+    ax.set(xscale="log", yscale="log", xlabel="device-edge bandwidth (Mbit/s)", ylabel="latency per request (ms)",
+           title="cnn1d across device / edge / cloud on loopback (emulated links and speeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgekit demo flow", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16, help="windows per request (default 16)")
+    parser.add_argument("--bandwidths", default="2,10,50,200", help="device-edge Mbit/s to try (default 2,10,50,200)")
+    parser.add_argument("--requests", type=int, default=15, help="timed requests per configuration (default 15)")
+    parser.add_argument("--device-speed", type=float, default=0.02, help="device speed vs this machine (default 0.02)")
+    parser.add_argument("--edge-speed", type=float, default=0.25, help="edge speed vs this machine (default 0.25)")
+    parser.add_argument("--out", default="flow_demo.png", help="where to write the plot (default ./flow_demo.png)")
+    args = parser.parse_args(argv)
+    if not (0 < args.device_speed <= 1 and 0 < args.edge_speed <= 1):
+        parser.error("speeds must be in (0, 1]: slower tiers are emulated by sleeping, the cloud is this machine")
+
+    import edgekit
+    from edgekit.demos.quickstart import synthetic_signal
+    from edgekit.runtimes.flow import FlowSession, describe, load_plan
+    from edgekit.runtimes.profile import profile_model
+
+    sc = Scenario(args.device_speed, args.edge_speed, edge_rtt_s=0.002, cloud_rtt_s=0.010, cloud_bps=1e9)
+    bandwidths = [float(b) * 1e6 for b in args.bandwidths.split(",")]
+    model = onnx.load(MODEL)
+    feed = {"signal": np.concatenate([synthetic_signal(s) for s in range(args.batch)])}
+    want = edgekit.InferenceSession(MODEL).run(None, feed)[0]
+    print(f"model: {os.path.relpath(MODEL)}, batch of {args.batch} windows {list(feed['signal'].shape)}")
+    print(f"tiers: device {1 / sc.device_speed:.0f}x slower than this machine, edge {1 / sc.edge_speed:.0f}x "
+          f"slower, cloud = this machine (slower tiers sleep in proportion to their measured compute)")
+    print(f"links: device-edge {args.bandwidths} Mbit/s, RTT {sc.edge_rtt_s * 1e3:.0f} ms; edge-cloud "
+          f"{sc.cloud_bps / 1e6:.0f} Mbit/s, RTT {sc.cloud_rtt_s * 1e3:.0f} ms (emulated in the sender)\n")
+
+    profile = profile_model(model, {"batch": args.batch}, repeat=30).to_dict()
+    work = tempfile.mkdtemp(prefix="edgekit-flow-")
+    plans = write_plans(model, profile, sc, bandwidths, work)
+    served = {t: [d for d in plans.values() if load_plan(d).part_of(t) is not None] for t in ("edge", "cloud")}
+    cloud, cloud_url = start_tier("cloud", served["cloud"], 1.0, None)
+    edge, edge_url = start_tier("edge", served["edge"], 1 / sc.edge_speed, cloud_url)
+    endpoints = {"edge": edge_url, "cloud": cloud_url}
+    print(f"tiers up: edge {edge_url}, cloud {cloud_url}\n")
+    try:
+        rows = {}
+        print(f"{'Mbit/s':>7s} {'plan':12s} {'runs on':24s} {'predicted':>10s} {'measured':>10s} {'error':>7s}")
+        for i, bps in enumerate(bandwidths):
+            for config in CONFIGS:
+                plan = load_plan(plans[(i, config)])
+                session = FlowSession(plan, endpoints, slowdown=1 / sc.device_speed, emulate_links=True,
+                                      deadline_s=2.0)
+                measured = measure(session, feed, args.requests)
+                out = session.run(None, feed)[0]
+                assert np.array_equal(out, want), "a split run differs from the whole model"
+                predicted = plan.raw["predicted"]["total_s"]
+                rows[(i, config)] = (predicted, measured)
+                where = " -> ".join(p.tier for p in plan.parts)
+                print(f"{bps / 1e6:7.0f} {config:12s} {where:24s} {predicted * 1e3:8.2f}ms {measured * 1e3:8.2f}ms "
+                      f"{(measured - predicted) / predicted * 100:+6.1f}%")
+            print(f"{'':7s} one chosen request: {describe(session.last_trace)}")
+        errors = [abs(m - p) / p for p, m in rows.values()]
+        print(f"\nmeasured vs predicted: median error {np.median(errors) * 100:.1f}%, worst {max(errors) * 100:.1f}%")
+        worse = [(i, c) for i in range(len(bandwidths)) for c in CONFIGS[:2]
+                 if rows[(i, "chosen")][1] > rows[(i, c)][1] * 1.05]
+        print("the chosen plan is within 5% of or faster than both baselines at every bandwidth" if not worse
+              else f"the chosen plan was measured slower than a baseline at {worse}")
+        try:
+            plot(args.out, bandwidths, rows)
+            print(f"wrote {args.out}")
+        except ImportError:
+            print('plot skipped: it needs matplotlib (pip install "edgekit[demo]")', file=sys.stderr)
+
+        print("\nfailure: device -> edge (features) -> cloud (head); the edge process is killed after request 10")
+        session = FlowSession(plans["failover"], endpoints, slowdown=1 / sc.device_speed, emulate_links=True,
+                              deadline_s=1.0, retries=1)
+        answered, wrong, where = 0, 0, {}
+        for r in range(30):
+            if r == 10:
+                edge.kill()
+                edge.wait()
+                print("  request 10: edge tier killed")
+            out = session.run(None, feed)[0]
+            answered += 1
+            wrong += not np.array_equal(out, want)
+            route = " ".join(session.ran_on())
+            where[route] = where.get(route, 0) + 1
+            if r in (9, 10, 11):
+                print(f"  request {r}: {describe(session.last_trace)}")
+        for route, count in where.items():
+            print(f"  {count:2d} requests ran their parts on: {route}")
+        print(f"  answered {answered} of 30, wrong {wrong}, lost {30 - answered}")
+        return 0 if wrong == 0 and answered == 30 else 1
+    finally:
+        for proc in (edge, cloud):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
