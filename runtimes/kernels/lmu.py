@@ -15,6 +15,33 @@ from . import FASTMATH
 TILE = 16  # recurrent steps staged before a time-last store (one 64-byte line per channel)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _step(abar, bbar, ut, m, nxt):
+    """nxt = Abar m + Bbar ut, four rows per sweep over m (each m[j] load feeds four products)."""
+    d = m.shape[0]
+    d4 = d - d % 4
+    for i in range(0, d4, 4):
+        a0 = bbar[i] * ut
+        a1 = bbar[i + 1] * ut
+        a2 = bbar[i + 2] * ut
+        a3 = bbar[i + 3] * ut
+        for j in range(d):
+            mj = m[j]
+            a0 += abar[i, j] * mj
+            a1 += abar[i + 1, j] * mj
+            a2 += abar[i + 2, j] * mj
+            a3 += abar[i + 3, j] * mj
+        nxt[i] = a0
+        nxt[i + 1] = a1
+        nxt[i + 2] = a2
+        nxt[i + 3] = a3
+    for i in range(d4, d):
+        acc = bbar[i] * ut
+        for j in range(d):
+            acc += abar[i, j] * m[j]
+        nxt[i] = acc
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def lmu_recurrent(u, m0, abar, bbar, out, m_last):
     """Run m_t = Abar m_(t-1) + Bbar u_t over t for every batch row: d*d multiply-adds per step.
@@ -31,14 +58,8 @@ def lmu_recurrent(u, m0, abar, bbar, out, m_last):
         for t0 in range(0, steps, TILE):
             width = min(TILE, steps - t0)
             for s in range(width):
-                ut = np.float64(u[n, 0, t0 + s])
-                nxt = tile[s]
-                for i in range(d):
-                    acc = bbar[i] * ut
-                    for j in range(d):
-                        acc += abar[i, j] * m[j]
-                    nxt[i] = acc
-                m[:] = nxt
+                _step(abar, bbar, np.float64(u[n, 0, t0 + s]), m, tile[s])
+                m[:] = tile[s]
             for i in range(d):
                 for s in range(width):
                     out[n, i, t0 + s] = tile[s, i]
@@ -82,11 +103,7 @@ def free_response(m0, abar, acc):
     """
     steps, d = acc.shape
     m = m0.astype(np.float64)
+    zero = np.zeros(d)
     for t in range(steps):
-        row = acc[t]
-        for i in range(d):
-            v = 0.0
-            for j in range(d):
-                v += abar[i, j] * m[j]
-            row[i] = v
-        m[:] = row
+        _step(abar, zero, 0.0, m, acc[t])
+        m[:] = acc[t]

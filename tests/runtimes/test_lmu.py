@@ -171,7 +171,7 @@ def test_bad_shapes_and_dtypes():
 
 
 def test_print_throughput_of_the_forms():
-    """Parallel vs recurrent, order 256, theta 128 (printed; the numbers go to the report)."""
+    """Parallel vs recurrent, order 256, theta 128, best of 3 runs (printed, not asserted)."""
     order = 256
     abar, bbar = discretize(order, 128.0)
     rng = np.random.default_rng(0)
@@ -181,9 +181,12 @@ def test_print_throughput_of_the_forms():
         for mode in ("recurrent", "parallel"):
             sess = edgekit.InferenceSession(lmu_model(1, steps, order, 128.0, mode=mode))
             sess.run(None, {"u": u})
-            start = time.perf_counter()
-            sess.run(None, {"u": u})
-            times[mode] = time.perf_counter() - start
+            best = np.inf
+            for _ in range(3):
+                start = time.perf_counter()
+                sess.run(None, {"u": u})
+                best = min(best, time.perf_counter() - start)
+            times[mode] = best
         form = choose_form("parallel", order, steps, False)
         print(f"\nLMU order {order} T={steps}: recurrent {steps / times['recurrent']:,.0f} steps/s, "
               f"parallel ({form}) {steps / times['parallel']:,.0f} steps/s")
