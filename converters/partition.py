@@ -89,7 +89,8 @@ class Problem:
     ``producer[t]`` is a node index or -1 for a raw input; ``consumers[t]`` node indices;
     ``outputs`` the tensor indices that are model outputs; ``times``, ``enc`` and ``dec`` have one
     row per tier (seconds); ``params`` lists constant tensors as (bytes, consumer nodes);
-    ``work[v]`` is node v's activation bytes (inputs + outputs).
+    ``work[v]`` is node v's activation bytes (inputs + outputs); ``overhead[k]`` the fixed seconds
+    tier k spends per run when it runs any node (the session call around the node steps).
     """
 
     nodes: list[str]
@@ -104,6 +105,10 @@ class Problem:
     outputs: list[int]
     params: list[tuple[int, list[int]]] = field(default_factory=list)
     work: np.ndarray | None = None
+    overhead: np.ndarray | None = None
+
+    def fixed(self, k: int) -> float:
+        return 0.0 if self.overhead is None else float(self.overhead[k])
 
 
 @dataclass
@@ -158,7 +163,7 @@ def evaluate(p: Problem, assignment, tiers: list[Tier], links: list[Link], opts:
     a = np.asarray(assignment, int)
     used = sorted(set(a.tolist()) | {0})
     path = hops(tiers, links, used)
-    compute = {tiers[k].name: float(p.times[k][a == k].sum()) for k in used if (a == k).any()}
+    compute = {tiers[k].name: float(p.times[k][a == k].sum()) + p.fixed(k) for k in used if (a == k).any()}
     if path is None:
         return Cost(np.inf, np.inf, np.inf, compute, {}, False)
     prod = [a[i] if i >= 0 else 0 for i in p.producer]
@@ -282,19 +287,23 @@ def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, sub
     """Best assignment whose used tiers are within ``chain`` with every middle tier running a node."""
     w_busy, w_wait, _ = _weights(opts)
     unary = [p.times[k] * (w_busy if k == 0 else w_wait) for k in chain]
+    some_after, some_in = ~bits.all(axis=1), bits.any(axis=1)
+    fixed = [p.fixed(k) * (w_busy if k == 0 else w_wait) for k in chain]  # middle tiers always run
     h, args = allowed, []
     for j, (spb, rtt) in enumerate(path):
         f = bits.astype(float) @ (unary[j] - unary[j + 1]) + _hop_cost(p, bits, chain[j], chain[j + 1], spb, rtt, opts)
+        if j == len(path) - 1:
+            f = f + fixed[-1] * some_after
         if j == 0:
-            h = f + allowed
+            h = f + allowed + fixed[0] * some_in
         else:
             below, arg = _best_strictly_below(h, subs)
             args.append(arg)
             h = f + below
     if not path:  # device only
-        h = np.where(bits.all(axis=1), 0.0, np.inf) + allowed
+        h = np.where(bits.all(axis=1), fixed[0], np.inf) + allowed
     i = int(np.argmin(h))
-    value = float(h[i] + unary[-1].sum())
+    value = float(h[i] + unary[-1].sum() + sum(fixed[1:-1]))
     if not np.isfinite(value):
         return value, None
     cuts = [i]
@@ -411,8 +420,14 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
         [pos[gr.producer[t]] if t in gr.producer else -1 for t in tensors],
         [users.get(t, []) for t in tensors],
         np.array([x["bytes"] for x in tp], float), np.array([_wire_bytes(x, compression) for x in tp], float),
-        enc, dec, [k for k, t in enumerate(tensors) if t in outs], params, work)
+        enc, dec, [k for k, t in enumerate(tensors) if t in outs], params, work,
+        np.array([_overhead(tier.profile or profile) / (1.0 if tier.profile else tier.speed) for tier in tiers]))
     return problem, gr
+
+
+def _overhead(profile: dict) -> float:
+    """A run's time beyond its nodes' times (the session call), from the profile."""
+    return max(0.0, profile.get("run_s", 0.0) - sum(n["time_s"] for n in profile["nodes"]))
 
 
 def _init_bytes(g: onnx.GraphProto, name: str) -> int:

@@ -25,6 +25,7 @@ from edgekit.model import ModelSource, load_model
 from edgekit.stats import concrete_shape
 
 from .plan import prepare, specialize
+from .session import InferenceSession
 
 FORMAT = "edgekit.profile/1"
 ZSTD_LEVEL = 3
@@ -86,7 +87,8 @@ class TensorProfile:
 
 @dataclass
 class Profile:
-    """What the partitioner needs to know about a model on the profiling machine."""
+    """What the partitioner needs to know about a model on the profiling machine: ``plan_s`` is the
+    median of whole plan runs, ``run_s`` of ``InferenceSession.run`` calls (plan plus call overhead)."""
 
     model: str
     machine: str
@@ -96,6 +98,7 @@ class Profile:
     plan_s: float
     nodes: list[NodeProfile]
     tensors: dict[str, TensorProfile]
+    run_s: float = 0.0
     format: str = FORMAT
 
     @property
@@ -112,7 +115,7 @@ class Profile:
             raise InputError(f"not an edgekit profile (format {d.get('format')!r}, expected {FORMAT!r})")
         return cls(d["model"], d["machine"], d["repeat"], d["inputs"], d["outputs"], d["plan_s"],
                    [NodeProfile(**n) for n in d["nodes"]],
-                   {k: TensorProfile(**t) for k, t in d["tensors"].items()}, d["format"])
+                   {k: TensorProfile(**t) for k, t in d["tensors"].items()}, d.get("run_s", 0.0), d["format"])
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -157,6 +160,13 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
         plan.execute()
         whole.append(clock() - t0)
     step_s = {id(n): float(t) * 1e-9 for n, t in zip(plan.step_nodes, np.median(times, axis=0))}
+    session = InferenceSession(proto)
+    feeds = {k: v.copy() for k, v in plan.input_buffers.items()}
+    calls = []
+    for _ in range(repeat + warmup):
+        t0 = clock()
+        session.run(None, feeds)
+        calls.append(clock() - t0)
 
     nodes, survivor_of = _attribute(original, prep.nodes, plan.step_nodes, step_s)
     tensors = {}
@@ -168,7 +178,7 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
             tensors[tname] = _tensor_profile(a)
     return Profile(name or proto.graph.name or "model", f"{platform.machine()} {platform.processor()}".strip(),
                    repeat, {k: list(v) for k, v in shapes.items()}, [o.name for o in original.outputs],
-                   float(np.median(whole)) * 1e-9, nodes, tensors)
+                   float(np.median(whole)) * 1e-9, nodes, tensors, float(np.median(calls[warmup:])) * 1e-9)
 
 
 def _capture(plan, prepared_nodes: list) -> dict[str, np.ndarray]:

@@ -47,7 +47,7 @@ def random_problem(rng: np.random.Generator, n: int) -> Problem:
     params = [(int(rng.integers(1e3, 1e6)), sorted(rng.choice(n, size=int(rng.integers(1, 3)), replace=False).tolist()))
               for _ in range(n // 2)]
     return Problem([f"n{v}" for v in range(n)], times, tensors, producer, consumers, size, wire, enc, dec,
-                   outputs, params, rng.uniform(1e3, 1e5, n))
+                   outputs, params, rng.uniform(1e3, 1e5, n), rng.uniform(0, 3e-2, k) / speeds)
 
 
 def random_links(rng: np.random.Generator, direct: bool) -> list[Link]:
@@ -90,6 +90,18 @@ def test_optimal_against_brute_force(seed, objective, constraint):
     assert np.isfinite(brute)
     assert got.cost.feasible
     assert got.cost.objective == pytest.approx(brute, rel=1e-9)
+
+
+def test_optimal_on_many_smaller_dags():
+    """Many 4-6 node cases: each cost term (fixed per-tier costs, skipped tiers) decides some of them."""
+    for seed in range(150):
+        rng = np.random.default_rng(1000 + seed)
+        p = random_problem(rng, int(rng.integers(4, 7)))
+        links = random_links(rng, direct=seed % 2 == 1)
+        for objective in ("latency", "energy"):
+            opts = Options(objective)
+            brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
+            assert solve(p, TIERS, links, opts).cost.objective == pytest.approx(brute, rel=1e-9), (seed, objective)
 
 
 def test_dp_value_is_the_evaluated_cost_on_a_chain():
