@@ -11,6 +11,11 @@ columns of each output row are dropped when Y_wide is copied out with the activa
 Convolutions with a single output row (all 1-D ones) or with Qw == Wout write Y directly, and
 unpadded unit-stride inputs are read in place. A 1-D convolution is the 2-D one with H = KH = 1.
 
+Narrow single-row outputs (a few columns, as a streaming step computes per hop) vectorise over
+output channels instead of columns: with W packed as Wt (K, Cout/groups) per group, a tile of
+NARROW_COLS columns by NARROW_VECS channel vectors accumulates Wt[t] * broadcast B(t, j), so no
+lane idles when the width is below a vector, and the tile is written to Y transposed.
+
 Depthwise convolutions (one input and one output channel per group) are not products: their
 tiles accumulate vectors of output columns over the taps, one channel at a time, and the common
 3x3 case (stride 1 or 2) reads X itself through a sliding window of input rows.
@@ -34,9 +39,12 @@ the tap offsets ``boffs`` follow them."""
 ACTIVATION_RUN = 4096
 """Outputs activated per call after 3x3 depthwise channels: small enough to be in L1 still, large
 enough that the call costs less than the pass."""
-GEMM, GEMM_WIDE, DEPTHWISE, DEPTHWISE_3X3 = range(4)
+GEMM, GEMM_WIDE, DEPTHWISE, DEPTHWISE_3X3, GEMM_NARROW = range(5)
 """Methods: shifted product written to Y directly or through Y_wide, depthwise by generic tiles,
-and depthwise 3x3 (dilation 1, stride 1 or 2 in both axes) by a sliding window of input rows."""
+depthwise 3x3 (dilation 1, stride 1 or 2 in both axes) by a sliding window of input rows, and the
+channel-vectorised product for narrow single-row outputs (weights packed as Wt)."""
+NARROW_COLS, NARROW_VECS = 4, 4
+"""Tile of the narrow method: 4 columns by 4 vectors of output channels, 16 accumulators."""
 
 
 def plan(boffs: np.ndarray, **fields: int) -> np.ndarray:
@@ -77,6 +85,60 @@ def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
         for r in range(oh):
             vcopy(y, y_off + (i * oh + r) * ow, yw, yw_off + i * ncols + r * qw, ow)
     activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
+
+
+def _narrow_tile(vecs: int, masked: bool):
+    """Narrow micro-kernel: NARROW_COLS columns by ``vecs`` channel vectors (compile-time constants);
+    the masked variant serves a last block of fewer than vecs * LANES channels."""
+    cols = NARROW_COLS
+    count = cols * vecs
+
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m, tmp, t_off):
+        """y[y_off + c*ow + j] = bias[b_off + c] + sum_t wt[w_off + t*cout + c] * src[boffs[t] + b_add + j]
+        for c < m <= vecs * LANES and j < n <= NARROW_COLS; columns past n repeat column n - 1."""
+        acc = tile_new(count)
+        wv = tile_new(vecs)
+        for v in range(vecs):
+            b = vload(bias, b_off + v * LANES, m - v * LANES if masked else LANES)
+            for j in range(cols):
+                tile_set(acc, j * vecs + v, b)
+        last = n - 1
+        for t in range(boffs.size):
+            row = boffs[t] + b_add
+            w_row = w_off + t * cout
+            for v in range(vecs):
+                tile_set(wv, v, vload(wt, w_row + v * LANES, m - v * LANES if masked else LANES))
+            for j in range(cols):
+                xv = vsplat_at(src, row + min(j, last))
+                for v in range(vecs):
+                    tile_set(acc, j * vecs + v, vfma(xv, tile_get(wv, v), tile_get(acc, j * vecs + v)))
+        for j in range(cols):
+            if j < n:
+                for v in range(vecs):
+                    vstore(tmp, t_off, tile_get(acc, j * vecs + v), LANES)
+                    for lane in range(min(LANES, m - v * LANES)):
+                        y[y_off + (v * LANES + lane) * ow + j] = tmp[t_off + lane]
+
+    return tile
+
+
+_narrow_full = _narrow_tile(NARROW_VECS, False)
+_narrow_edge = _narrow_tile(NARROW_VECS, True)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, t_off):
+    """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile)."""
+    block = NARROW_VECS * LANES
+    for j0 in range(0, ow, NARROW_COLS):
+        n = min(NARROW_COLS, ow - j0)
+        for c0 in range(0, cout, block):
+            m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
+            if m >= block:
+                _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+            else:
+                _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
 
 
 def _depthwise_tile(rows: int, vecs: int):
@@ -198,10 +260,12 @@ def _depthwise3x3(x, x_off, h, wd, pt, pl, s, w, c, bias, y, dst, oh, ow):
 def conv_kernel(x, w, bias, y, scratch, plan, params):
     """y = act(conv(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
 
-    ``w`` is W (Cout, C/groups, [KH,] KW), ``bias`` has Cout entries, ``plan`` holds FIELDS then
+    ``w`` is W (Cout, C/groups, [KH,] KW), or Wt for GEMM_NARROW: per group, (K, Cout/groups) with
+    K = C/groups * KH * KW, reshaped to W's rank; ``bias`` has Cout entries, ``plan`` holds FIELDS then
     the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the activation's two float32
     parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept zero; one channel for a
-    depthwise convolution) then Y_wide of one group when the output is wide. Few arguments,
+    depthwise convolution) then Y_wide of one group when the output is wide, or LANES floats for
+    the narrow tile's transposed store. Few arguments,
     because Numba's dispatch costs about 80 ns per array argument on every call.
     """
     n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
@@ -241,7 +305,11 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
         for g in range(groups):
             y_off = (img * c_out + g * cout_g) * oh * ow
             b_add = src_off + g * cin_g * plane
-            if method == GEMM_WIDE:
+            if method == GEMM_NARROW:
+                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, scratch,
+                        scratch.size - LANES)
+                activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)
+            elif method == GEMM_WIDE:
                 matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
                              scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
                 _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2)

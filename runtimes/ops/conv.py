@@ -10,6 +10,12 @@ from ..kernels import conv as kc
 from .activation import fused_activation
 from .registry import In, Kernel, Out, Unsupported, register
 
+NARROW_WIDTH = kc.LANES // 2
+"""Single-row outputs at most this wide (half a vector) with constant weights and at least one
+narrow tile of output channels per group take the channel-vectorised method (kernels.conv
+GEMM_NARROW): measured 1.8-2.5x faster than the column-vectorised product for 128 -> 128 channels
+at 1-8 columns, about equal at 16."""
+
 
 def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
     """(begin, end) pads per spatial axis from ``pads`` or ``auto_pad`` (span = dilated kernel extent)."""
@@ -88,10 +94,15 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
         begin, end = [0] + begin, [0] + end
     depthwise = cin_g == 1 and c_out == groups
     method, in_place, qh, qw, plane = _layout(size, begin, end, kernel, strides, dilations, out, depthwise)
+    cout_g = c_out // groups
+    if method == kc.GEMM and out[0] == 1 and out[1] <= NARROW_WIDTH and cout_g >= kc.NARROW_VECS * kc.LANES \
+            and w.is_const:
+        method = kc.GEMM_NARROW
     boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
     h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw
-    scratch = np.zeros(q_len + (c_out // groups * out[0] * qw if method == kc.GEMM_WIDE else 0), np.float32)
+    tail = {kc.GEMM_WIDE: cout_g * out[0] * qw, kc.GEMM_NARROW: kc.LANES}.get(method, 0)
+    scratch = np.zeros(q_len + tail, np.float32)
     code, p1, p2 = fused_activation(node)
     plan = kc.plan(boffs, batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,
                    out_height=out[0], out_width=out[1], pad_top=begin[0], pad_left=begin[1], stride_h=strides[0],
@@ -100,6 +111,9 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     bias = In(2) if b is not None and not b.is_const else np.array(
         np.zeros(c_out) if b is None else b.value.reshape(-1), np.float32)
     weights = np.array(w.value, np.float32) if w.is_const else In(1)  # a writable copy: one compiled signature
+    if method == kc.GEMM_NARROW:  # Wt (groups, K, Cout/groups), in W's rank
+        wt = weights.reshape(groups, cout_g, -1).transpose(0, 2, 1)
+        weights = np.ascontiguousarray(wt).reshape(wt.shape + (1,) * (weights.ndim - 3))
     params = np.array([p1, p2], np.float32)
     y_shape = (n, c_out, *out[-nd:])
     return Kernel(kc.conv_kernel, (In(0), weights, bias, Out(0), scratch, plan, params), [(y_shape, x.dtype)])

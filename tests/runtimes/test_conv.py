@@ -1,6 +1,6 @@
 """Conv against onnxruntime on random float32 inputs: 1-D and 2-D, kernel sizes, strides, dilations,
 explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without a channel
-multiplier), with and without bias, batch 1 and 3; weights known only at run time; fused
+multiplier), narrow outputs (the channel-vectorised method), with and without bias, batch 1 and 3; weights known only at run time; fused
 activations; and the Conv -> BatchNormalization -> Relu fusion run through InferenceSession.
 Tolerance rtol 1e-4, atol 1e-4: float32 sums of up to a few hundred products of values of order 1,
 accumulated in a different order than onnxruntime's.
@@ -11,7 +11,9 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 import edgekit
+from edgekit.runtimes.kernels import conv as kc
 from edgekit.runtimes.ops import supported_ops
+from edgekit.runtimes.ops.conv import NARROW_WIDTH
 from edgekit.errors import UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
@@ -47,7 +49,14 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "2d_depthwise_wide_rows": ((3, 6, 70), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2])),
     "2d_depthwise_x2": ((4, 9, 8), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
     "2d_kernel_is_input": ((3, 5, 4), (2, 3, 5, 4), {}),
+    # narrow outputs (<= 8 columns, >= 64 output channels per group): channel-vectorised tiles
+    "1d_narrow_causal": ((40, 4), (128, 40, 3), dict(pads=[2, 0])),
+    "1d_narrow_8_columns": ((40, 8), (64, 40, 3), dict(pads=[2, 0])),
+    "1d_narrow_one_column": ((24, 5), (64, 24, 5), {}),
+    "1d_narrow_groups_edge": ((20, 9), (160, 10, 3), dict(group=2, strides=[2], dilations=[2], pads=[1, 1])),
+    "2d_narrow_one_row": ((4, 3, 4), (72, 4, 3, 3), dict(pads=[0, 1, 0, 1])),
 }
+NARROW = [case for case in CASES if "narrow" in case]
 
 
 def _conv_model(x_shape, w, attrs, bias, extra=(), extra_inits=None):
@@ -68,6 +77,17 @@ def test_conv_matches_onnxruntime(case, with_bias, batch):
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[0]).astype(np.float32) if with_bias else None
     assert_matches_ort(_conv_model(x.shape, w, attrs, b), {"x": x}, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("case", NARROW)
+def test_narrow_cases_take_the_narrow_method(case):
+    shape, w_shape, attrs = CASES[case]
+    w = np.ones(w_shape, np.float32)
+    session = edgekit.InferenceSession(_conv_model((1, *shape), w, attrs, None))
+    (y,) = session.run(None, {"x": np.ones((1, *shape), np.float32)})
+    (fn, args), = next(iter(session._plans.values())).steps
+    narrow = y.shape[-1] <= NARROW_WIDTH  # 8 columns with AVX-512, 4 with 8-lane vectors
+    assert (args[5][kc.FIELDS.index("method")] == kc.GEMM_NARROW) == narrow
 
 
 def test_same_padding_with_dilation_matches_reference_evaluator():
@@ -105,7 +125,7 @@ def test_weights_and_bias_known_only_at_run_time(case):
     helper.make_node("Clip", ["y", "lo", "hi"], ["z"]),
 ], ids=lambda n: n.op_type)
 @pytest.mark.parametrize("case", ["1d_k7_pad", "2d_3x3_stride2", "2d_depthwise", "2d_depthwise_large_rows",
-                                  "2d_depthwise_wide_rows", "2d_pointwise"])
+                                  "2d_depthwise_wide_rows", "2d_pointwise", "1d_narrow_groups_edge"])
 def test_fused_activation(case, activation):
     shape, w_shape, attrs = CASES[case]
     rng = np.random.default_rng(5)

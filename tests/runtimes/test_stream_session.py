@@ -7,7 +7,8 @@
 - Bad chunks (channels, dtype, rank, batch, NaN) raise InputError and leave the state untouched;
   0-sample pushes return []; (C, n) chunks for batch 1; no buffer is reallocated by pushes;
   a model that cannot stream raises ModelError naming the layer.
-- The paper's EEG and PPG networks (BN, causal Pad+Conv, pools) equal the step model in onnxruntime.
+- The paper's EEG and PPG networks (BN, causal Pad+Conv, pools) equal the step model in onnxruntime,
+  the EEG one also with 64 filters at hop 64, where the last convs take the narrow conv method.
 """
 from __future__ import annotations
 
@@ -181,9 +182,9 @@ def test_saved_step_model_and_public_name():
     assert getattr(edgekit, "StreamingSession", StreamingSession) is StreamingSession
 
 
-@pytest.mark.parametrize("kind,hop", [("eeg", 128), ("ppg", 64)])
-def test_paper_networks_on_edgekit(kind, hop):
-    model = conv_tests.paper_net(kind)
+@pytest.mark.parametrize("kind,hop,filters", [("eeg", 128, 8), ("eeg", 64, 64), ("ppg", 64, 8)])
+def test_paper_networks_on_edgekit(kind, hop, filters):
+    model = conv_tests.paper_net(kind, filters)  # 64 filters at hop 64: narrow convs (4 columns and fewer)
     sm = to_streaming(model, hop)
     x = np.random.default_rng(0).standard_normal((1, channels_of(model), (sm.warmup_hops + 20) * hop))
     x = x.astype(np.float32)
