@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edgekit.legendre import discretize, expm, impulse_response, lmu_matrices
+from edgekit.legendre import NEGLIGIBLE, discretize, expm, impulse_response, lmu_matrices
 
 scipy_linalg = pytest.importorskip("scipy.linalg")
 scipy_signal = pytest.importorskip("scipy.signal")
@@ -56,3 +56,11 @@ def test_impulse_response_is_powers_of_abar_times_bbar():
     # It is the response of the discrete system to a unit impulse.
     _, y = scipy_signal.dimpulse((abar, bbar[:, None], np.eye(10), np.zeros((10, 1)), 1.0), n=30)
     np.testing.assert_allclose(h[:-1], y[0][1:], rtol=1e-10, atol=1e-14)
+
+
+def test_impulse_response_tail_below_negligible_is_exactly_zero():
+    abar, bbar = discretize(32, 8.0)  # decays fast: float64 subnormals within ~1,000 steps
+    h = impulse_response(abar, bbar, 3000)
+    tail = np.flatnonzero(np.abs(h).max(axis=1) == 0)
+    assert tail.size and tail[0] > 100 and np.all(h[tail[0]:] == 0)
+    assert np.abs(h[tail[0] - 1]).max() >= NEGLIGIBLE > np.abs(abar @ h[tail[0] - 1]).max()

@@ -4,11 +4,13 @@ Layout: u (N, 1, T) float32, m0 (N, d) float32, out (N, d, T) float32, m_last (N
 Math: m_t = Abar m_(t-1) + Bbar u_t with m_(-1) = m0; equivalently (parallel form)
 m_t = sum_(k<=t) H_(t-k) u_k + Abar^(t+1) m0 with H_k = Abar^k Bbar (edgekit.legendre).
 Every sum accumulates in float64 (Abar, Bbar and H are float64), so the forms agree to ~1e-12
-relative before the float32 store. The FFT variant of the parallel form lives in ops/lmu.py
+relative before the float32 store; float64 values below NEGLIGIBLE (1e-200) are flushed to 0. The FFT variant of the parallel form lives in ops/lmu.py
 (numpy.fft cannot be called from Numba) and uses free_response for its M0 term.
 """
 import numpy as np
 from numba import njit
+
+from edgekit.legendre import NEGLIGIBLE
 
 from . import FASTMATH
 
@@ -31,15 +33,22 @@ def _step(abar, bbar, ut, m, nxt):
             a1 += abar[i + 1, j] * mj
             a2 += abar[i + 2, j] * mj
             a3 += abar[i + 3, j] * mj
-        nxt[i] = a0
-        nxt[i + 1] = a1
-        nxt[i + 2] = a2
-        nxt[i + 3] = a3
+        nxt[i] = _flush(a0)
+        nxt[i + 1] = _flush(a1)
+        nxt[i + 2] = _flush(a2)
+        nxt[i + 3] = _flush(a3)
     for i in range(d4, d):
         acc = bbar[i] * ut
         for j in range(d):
             acc += abar[i, j] * m[j]
-        nxt[i] = acc
+        nxt[i] = _flush(acc)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _flush(v):
+    """0 for |v| < NEGLIGIBLE: a state decaying under zero input would otherwise reach float64
+    subnormals (~100x slower per operation) while its float32 output is already 0."""
+    return v if abs(v) >= NEGLIGIBLE else 0.0
 
 
 @njit(cache=True, fastmath=FASTMATH)
