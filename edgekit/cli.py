@@ -1,4 +1,4 @@
-"""The `edgekit` command line: info, run, bench, demo, backend-test. Exit codes: 0 ok, 1 failure, 2 usage.
+"""The `edgekit` command line: info, run, bench, convert, stream, partition, serve, demo, backend-test. Exit codes: 0 ok, 1 failure, 2 usage.
 
 Heavy modules (the runtime, Numba, onnxruntime) load inside the verbs, so `edgekit --help` is instant.
 """
@@ -13,6 +13,8 @@ import numpy as np
 
 from . import __version__
 from .cli_convert import add_convert_verbs
+from .cli_partition import add_partition_verbs
+from .cli_serve import add_serve_verbs
 from .errors import EdgekitError, InputError
 
 # Demo name -> (module with `main(argv) -> int`, one-line description). Demos register here.
@@ -21,6 +23,7 @@ DEMOS = {
     "ppg": ("edgekit.demos.ppg", "heart rate from a real PPG recording, streamed hop by hop (StreamiNNC)"),
     "paramfree": ("edgekit.demos.paramfree", "depthwise vs parameter-free (max-pool) CNNs: accuracy, size, latency"),
     "bnn": ("edgekit.demos.bnn", "binary CNN on Fashion-MNIST: float vs XNOR/popcount, MST savings, latency"),
+    "flow": ("edgekit.demos.flow", "device/edge/cloud split over emulated links: predicted vs measured, tier failover"),
 }
 DEFAULT_DEMO = "ppg"
 
@@ -157,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     add_convert_verbs(verbs)
+    add_partition_verbs(verbs)
+    add_serve_verbs(verbs)
 
     p = verbs.add_parser("demo", help="run a bundled demo", description="Run a bundled demo.",
                          formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -18,7 +18,7 @@ from edgekit import __version__
 from edgekit.cli import DEMOS, main
 from oracle import make_model
 
-VERBS = ["info", "run", "bench", "demo", "backend-test"]
+VERBS = ["info", "run", "bench", "convert", "stream", "partition", "serve", "demo", "backend-test"]
 
 
 @pytest.fixture
