@@ -10,20 +10,41 @@ import numpy as np
 from numba import njit
 
 
+CB, TT = 16, 64  # channels updated together (one vector), time steps per transposed tile
+
+
 @njit(cache=True)
 def lif(x, v0, tau, threshold, soft, v_reset, spikes, v_last):
-    """Integrate, fire and reset every (n, c) neuron over t; tau, threshold, v_reset are float32."""
+    """Integrate, fire and reset every (n, c) neuron over t; tau, threshold, v_reset are float32.
+
+    Time is sequential, channels are independent: CB channels step together over a (TT, CB) tile
+    transposed from the time-last input, branch-free, so the update vectorises across channels.
+    """
     n_batch, channels, steps = x.shape
     one = np.float32(1.0)
     zero = np.float32(0.0)
+    v = np.empty(CB, np.float32)
+    xt = np.empty((TT, CB), np.float32)
+    st = np.empty((TT, CB), np.float32)
     for n in range(n_batch):
-        for c in range(channels):
-            v = v0[n, c]
-            for t in range(steps):
-                v = v + (x[n, c, t] - (v - v_reset)) / tau
-                if v >= threshold:
-                    spikes[n, c, t] = one
-                    v = v - threshold if soft else v_reset
-                else:
-                    spikes[n, c, t] = zero
-            v_last[n, c] = v
+        for c0 in range(0, channels, CB):
+            cb = min(CB, channels - c0)
+            for c in range(cb):
+                v[c] = v0[n, c0 + c]
+            for t0 in range(0, steps, TT):
+                tt = min(TT, steps - t0)
+                for c in range(cb):
+                    for s in range(tt):
+                        xt[s, c] = x[n, c0 + c, t0 + s]
+                for s in range(tt):
+                    for c in range(cb):
+                        h = v[c] + (xt[s, c] - (v[c] - v_reset)) / tau
+                        fire = h >= threshold
+                        st[s, c] = one if fire else zero
+                        after = h - threshold if soft else v_reset
+                        v[c] = after if fire else h
+                for c in range(cb):
+                    for s in range(tt):
+                        spikes[n, c0 + c, t0 + s] = st[s, c]
+            for c in range(cb):
+                v_last[n, c0 + c] = v[c]

@@ -59,12 +59,12 @@ def run(model, **feeds):
 ])
 def test_lif_matches_float32_reference_bit_for_bit(attrs):
     rng = np.random.default_rng(len(attrs))
-    x = (rng.standard_normal((2, 16, 200)) * 1.5 + 0.5).astype(F32)
-    v0 = rng.standard_normal((2, 16)).astype(F32)
+    x = (rng.standard_normal((2, 21, 200)) * 1.5 + 0.5).astype(F32)  # a partial channel block and time tile
+    v0 = rng.standard_normal((2, 21)).astype(F32)
     for start in (None, v0):
         want_s, want_v = reference(x, **attrs, v0=start)
         feeds = {"x": x} | ({} if start is None else {"v0": start})
-        s, v = run(lif_model(2, 16, 200, with_v0=start is not None, last=True, **attrs), **feeds)
+        s, v = run(lif_model(2, 21, 200, with_v0=start is not None, last=True, **attrs), **feeds)
         assert s.dtype == np.float32 and set(np.unique(s)) <= {0.0, 1.0}
         np.testing.assert_array_equal(s, want_s)
         np.testing.assert_array_equal(v, want_v)
