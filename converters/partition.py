@@ -421,13 +421,8 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
         [users.get(t, []) for t in tensors],
         np.array([x["bytes"] for x in tp], float), np.array([_wire_bytes(x, compression) for x in tp], float),
         enc, dec, [k for k, t in enumerate(tensors) if t in outs], params, work,
-        np.array([_overhead(tier.profile or profile) / (1.0 if tier.profile else tier.speed) for tier in tiers]))
+        np.array([(tier.profile or profile).get("overhead_s", 0.0) / (1.0 if tier.profile else tier.speed) for tier in tiers]))
     return problem, gr
-
-
-def _overhead(profile: dict) -> float:
-    """A run's time beyond its nodes' times (the session call), from the profile."""
-    return max(0.0, profile.get("run_s", 0.0) - sum(n["time_s"] for n in profile["nodes"]))
 
 
 def _init_bytes(g: onnx.GraphProto, name: str) -> int:
@@ -527,7 +522,7 @@ def _finite(x: float) -> float | None:
 def _speed(tier: Tier, part: Partition) -> float:
     """The speed factor, or for a tier with its own profile its measured speed-up over the profiling machine."""
     if tier.profile:
-        return float(part.profile["plan_s"] / tier.profile["plan_s"])
+        return float(sum(n["time_s"] for n in part.profile["nodes"]) / sum(n["time_s"] for n in tier.profile["nodes"]))
     return float(tier.speed)
 
 

@@ -5,7 +5,8 @@ plan fused away (BatchNormalization and activations folded into a Conv/Gemm/pool
 the surviving node, which carries the fused time; reshapes that became views, nodes folded into
 constants and dead nodes cost 0. Every tensor gets its shape, dtype and byte size, its zstd size
 on the profiled data, and the time to encode and decode it with each transfer codec (fp16, int8
-with one float32 scale, zstd level 3). A ``Profile`` round-trips through JSON, the form
+with one float32 scale, zstd level 3), and the model gets the fixed time an ``InferenceSession.run``
+call adds to its nodes (input and output copies). A ``Profile`` round-trips through JSON, the form
 ``converters/partition.py`` reads (``Profile.to_dict()``).
 """
 from __future__ import annotations
@@ -88,7 +89,7 @@ class TensorProfile:
 @dataclass
 class Profile:
     """What the partitioner needs to know about a model on the profiling machine: ``plan_s`` is the
-    median of whole plan runs, ``run_s`` of ``InferenceSession.run`` calls (plan plus call overhead)."""
+    median of whole plan runs, ``overhead_s`` what an ``InferenceSession.run`` call adds to one."""
 
     model: str
     machine: str
@@ -98,7 +99,7 @@ class Profile:
     plan_s: float
     nodes: list[NodeProfile]
     tensors: dict[str, TensorProfile]
-    run_s: float = 0.0
+    overhead_s: float = 0.0
     format: str = FORMAT
 
     @property
@@ -115,7 +116,7 @@ class Profile:
             raise InputError(f"not an edgekit profile (format {d.get('format')!r}, expected {FORMAT!r})")
         return cls(d["model"], d["machine"], d["repeat"], d["inputs"], d["outputs"], d["plan_s"],
                    [NodeProfile(**n) for n in d["nodes"]],
-                   {k: TensorProfile(**t) for k, t in d["tensors"].items()}, d.get("run_s", 0.0), d["format"])
+                   {k: TensorProfile(**t) for k, t in d["tensors"].items()}, d.get("overhead_s", 0.0), d["format"])
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -154,19 +155,20 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
             t0 = clock()
             fn(*args)
             times[r, i] = clock() - t0
-    whole = []
-    for _ in range(repeat):
-        t0 = clock()
-        plan.execute()
-        whole.append(clock() - t0)
     step_s = {id(n): float(t) * 1e-9 for n, t in zip(plan.step_nodes, np.median(times, axis=0))}
     session = InferenceSession(proto)
     feeds = {k: v.copy() for k, v in plan.input_buffers.items()}
-    calls = []
-    for _ in range(repeat + warmup):
-        t0 = clock()
+    for _ in range(warmup):
         session.run(None, feeds)
-        calls.append(clock() - t0)
+    whole, calls = [], []
+    for _ in range(repeat):
+        t0 = clock()
+        plan.execute()
+        t1 = clock()
+        session.run(None, feeds)
+        whole.append(t1 - t0)
+        calls.append(clock() - t1)
+    overhead = max(0.0, (min(calls) - min(whole)) * 1e-9)  # minima: robust to other load on the machine
 
     nodes, survivor_of = _attribute(original, prep.nodes, plan.step_nodes, step_s)
     tensors = {}
@@ -178,7 +180,7 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
             tensors[tname] = _tensor_profile(a)
     return Profile(name or proto.graph.name or "model", f"{platform.machine()} {platform.processor()}".strip(),
                    repeat, {k: list(v) for k, v in shapes.items()}, [o.name for o in original.outputs],
-                   float(np.median(whole)) * 1e-9, nodes, tensors, float(np.median(calls[warmup:])) * 1e-9)
+                   float(np.median(whole)) * 1e-9, nodes, tensors, overhead)
 
 
 def _capture(plan, prepared_nodes: list) -> dict[str, np.ndarray]:

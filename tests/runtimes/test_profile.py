@@ -47,7 +47,7 @@ def test_every_node_has_a_time_and_fusions_are_attributed(profiled):
     assert (nodes["reshape"].kind, nodes["reshape"].time_s) == ("free", 0.0)
     assert (nodes["const_add"].kind, nodes["const_add"].time_s) == ("free", 0.0)
     assert (nodes["dead"].kind, nodes["dead"].time_s) == ("dead", 0.0)
-    assert profiled.plan_s > 0 and profiled.run_s > 0
+    assert profiled.plan_s > 0 and profiled.overhead_s >= 0
 
 
 def test_tensor_sizes_match_shape_inference(profiled):
