@@ -3,7 +3,6 @@ and cloud at the cheapest cuts, write the plan directory and print the plan."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 
@@ -24,10 +23,9 @@ def parse_tier(text: str):
         raise argparse.ArgumentTypeError(f"expected NAME:SPEED or NAME:PROFILE.json, got {text!r}")
     if value.endswith(".json"):
         try:
-            with open(value, encoding="utf-8") as f:
-                return Tier(name, profile=json.load(f))
-        except (OSError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(f"tier {name!r}: cannot read profile {value!r}: {exc}") from None
+            return Tier(name, profile=_load_profile(value))
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(f"tier {name!r}: {exc}") from None
     try:
         speed = float(value)
     except ValueError:
@@ -35,6 +33,12 @@ def parse_tier(text: str):
     if not speed > 0:
         raise argparse.ArgumentTypeError(f"tier {name!r}: speed must be a positive number, got {value!r}")
     return Tier(name, speed)
+
+
+def _load_profile(path: str) -> dict:
+    from .runtimes.profile import Profile
+
+    return Profile.load(path).to_dict()
 
 
 def parse_link(text: str):
@@ -76,8 +80,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     proto = load_model(args.model)
     os.makedirs(args.output, exist_ok=True)
     if args.profile:
-        with open(args.profile, encoding="utf-8") as f:
-            profile = json.load(f)
+        profile = _load_profile(args.profile)
     else:
         from .runtimes.profile import profile_model
 

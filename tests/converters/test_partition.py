@@ -119,7 +119,8 @@ def test_dp_value_is_the_evaluated_cost_on_a_chain():
 # ---------------------------------------------------------------- real models: parts reproduce outputs
 
 def branchy_model() -> onnx.ModelProto:
-    """Conv stem, two branches (one with a skip Add), Concat, head; a second output from a branch."""
+    """Conv stem, two branches (one with a skip Add), Concat, head; a second output from a branch;
+    a second input read only by the last node (a device part must pass it on)."""
     rng = np.random.default_rng(0)
     w = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
     nodes = [
@@ -135,10 +136,11 @@ def branchy_model() -> onnx.ModelProto:
         helper.make_node("GlobalAveragePool", ["aux"], ["g2"]),
         helper.make_node("Concat", ["g1", "g2"], ["cat"], axis=1),
         helper.make_node("Flatten", ["cat"], ["f"]),
-        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
+        helper.make_node("Add", ["logits", "z"], ["y"]),
     ]
     inits = {"w0": w(8, 2, 3), "b0": w(8), "w1": w(8, 8, 3), "w2": w(4, 8, 1), "wf": w(3, 12), "bf": w(3)}
-    return make_model(nodes, {"x": ((1, 2, 32), np.float32)}, ["y", "aux"], inits)
+    return make_model(nodes, {"x": ((1, 2, 32), np.float32), "z": ((1, 3), np.float32)}, ["y", "aux"], inits)
 
 
 @pytest.fixture(scope="module")
@@ -172,37 +174,41 @@ def forced(part, assignment):
 def test_every_kind_of_split_reproduces_the_outputs(branchy, tmp_path):
     model, prof = branchy
     links = [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)]
-    x = np.random.default_rng(1).standard_normal((1, 2, 32)).astype(np.float32)
-    expected = dict(zip(["y", "aux"], ort_session(model).run(None, {"x": x})))
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 2, 32)).astype(np.float32),
+             "z": np.random.default_rng(2).standard_normal((1, 3)).astype(np.float32)}
+    expected = dict(zip(["y", "aux"], ort_session(model).run(None, feeds)))
     part = partition(model, prof, TIERS, links)
     everything = list(monotone_assignments(part.problem, 3))
     rng = np.random.default_rng(0)
     picks = [everything[i] for i in rng.choice(len(everything), 25, replace=False)]
     picks += [[0] * len(everything[0]), [2] * len(everything[0]), [1] * len(everything[0])]
-    shapes = set()
+    shapes, passes = set(), 0
     for k, a in enumerate(picks):
         out = tmp_path / f"plan{k}"
         plan = write_plan(forced(part, a), out, "branchy")
         shapes.add(tuple(p["tier"] for p in plan["parts"]))
-        got = run_parts(out, plan, {"x": x})
+        passes += any(set(p["inputs"]) & set(p["outputs"]) for p in plan["parts"])
+        got = run_parts(out, plan, feeds)
         for name in expected:
             np.testing.assert_array_equal(got[name], expected[name])
         assert plan["predicted"]["total_s"] == pytest.approx(sum(plan["predicted"]["compute_s"].values())
                                                              + sum(plan["predicted"]["transfer_s"].values()))
     assert ("device", "edge", "cloud") in shapes and ("cloud",) in shapes and ("device", "cloud") in shapes
+    assert passes  # some part passes a tensor on unchanged
 
 
 @pytest.mark.parametrize("codec,tol", [("fp16", 1e-2), ("int8", 3e-2), ("zstd", 0.0)])
 def test_compressed_transfers_stay_close(branchy, tmp_path, codec, tol):
     model, prof = branchy
     links = [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)]
-    x = np.random.default_rng(2).standard_normal((1, 2, 32)).astype(np.float32)
-    expected = dict(zip(["y", "aux"], ort_session(model).run(None, {"x": x})))
+    feeds = {"x": np.random.default_rng(2).standard_normal((1, 2, 32)).astype(np.float32),
+             "z": np.ones((1, 3), np.float32)}
+    expected = dict(zip(["y", "aux"], ort_session(model).run(None, feeds)))
     part = partition(model, prof, TIERS, links, Options(compression=codec))
     n = len(part.problem.nodes)
     plan = write_plan(forced(part, [0] * 2 + [1] * 3 + [2] * (n - 5)), tmp_path, "branchy")
     assert [t["compression"] for t in plan["transfers"]] == [codec, codec]
-    got = run_parts(tmp_path, plan, {"x": x})
+    got = run_parts(tmp_path, plan, feeds)
     for name, e in expected.items():
         np.testing.assert_allclose(got[name], e, rtol=0, atol=tol * float(np.ptp(e) + 1e-6))
 
