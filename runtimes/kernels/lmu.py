@@ -4,8 +4,9 @@ Layout: u (N, 1, T) float32, m0 (N, d) float32, out (N, d, T) float32, m_last (N
 Math: m_t = Abar m_(t-1) + Bbar u_t with m_(-1) = m0; equivalently (parallel form)
 m_t = sum_(k<=t) H_(t-k) u_k + Abar^(t+1) m0 with H_k = Abar^k Bbar (edgekit.legendre).
 Every sum accumulates in float64 (Abar, Bbar and H are float64), so the forms agree to ~1e-12
-relative before the float32 store; float64 values below NEGLIGIBLE (1e-200) are flushed to 0. The FFT variant of the parallel form lives in ops/lmu.py
-(numpy.fft cannot be called from Numba) and uses free_response for its M0 term.
+relative before the float32 store; float64 values below NEGLIGIBLE (1e-200) are flushed to 0.
+The FFT variant of the parallel form lives in ops/lmu.py (numpy.fft cannot be called from
+Numba) and uses free_response for its M0 term.
 """
 import numpy as np
 from numba import njit
