@@ -18,7 +18,7 @@ import numpy as np
 
 from edgekit.errors import InputError, TierError
 
-from .client import Reply, infer, restore_tensors
+from .client import infer, restore_tensors
 from .plan import FlowPlan, Link
 
 TRACE = "edgekit_trace"        # response parameter: JSON list of trace events
@@ -88,39 +88,24 @@ class Chain:
         if tensor_parameters:
             tensors = restore_tensors(tensors, tensor_parameters, self.input_dtypes(k))
         while k < len(plan.parts):
-            part = plan.parts[k]
-            if part.tier != self.tier and not local:
+            if plan.parts[k].tier != self.tier and not local:
                 try:
-                    reply = self._forward(k, tensors, trace)
+                    produced, finished = self._forward(k, tensors, trace)
                 except TierError as exc:
-                    trace.append({"event": "fallback", "part": k, "tier": part.tier, "ran_on": self.tier,
+                    trace.append({"event": "fallback", "part": k, "tier": plan.parts[k].tier, "ran_on": self.tier,
                                   "reason": str(exc)})
                     local = True
-                else:
-                    produced = reply.tensors
-                    if TRACE in reply.parameters:  # an edgekit tier: it ran the rest of the chain
-                        results.update({n: a for n, a in produced.items() if n in plan.outputs})
-                        return results, trace
-                    # a plain V2 server ran only its part: carry on with the next one from here
-                    results.update({n: a for n, a in produced.items() if n in plan.outputs})
-                    tensors = self._next_inputs(k, produced)
-                    k += 1
                     continue
-            outputs = self._compute(k, tensors, trace)
-            results.update({n: a for n, a in outputs.items() if n in plan.outputs})
-            tensors = self._next_inputs(k, outputs)
+                results.update({n: a for n, a in produced.items() if n in plan.outputs})
+                if finished:  # an edgekit tier ran the rest of the chain
+                    return results, trace
+            else:
+                produced = self._compute(k, tensors, trace)
+                results.update({n: a for n, a in produced.items() if n in plan.outputs})
+            # load_plan checked that part k outputs part k+1's inputs (_forward checks remote answers)
+            tensors = {n: produced[n] for n in plan.parts[k + 1].inputs} if k + 1 < len(plan.parts) else {}
             k += 1
         return results, trace
-
-    def _next_inputs(self, k: int, produced: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if k + 1 >= len(self.plan.parts):
-            return {}
-        need = self.plan.parts[k + 1].inputs
-        missing = [n for n in need if n not in produced]
-        if missing:
-            raise TierError(f"part {k} ({self.plan.parts[k].tier}) did not return {missing}, "
-                            f"which part {k + 1} needs")
-        return {n: produced[n] for n in need}
 
     def _compute(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict]) -> dict[str, np.ndarray]:
         sess = self.session(k)
@@ -149,29 +134,40 @@ class Chain:
             times.append(time.perf_counter() - t0)
         return float(np.median(times))
 
-    def _forward(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict]) -> Reply:
-        dst = self.plan.parts[k].tier
+    def _forward(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict]) -> tuple[dict, bool]:
+        """Send part k's inputs to its tier: (the tensors it answered, whether it ran the whole rest
+        of the chain). An edgekit tier answers with the model outputs and its trace; a plain V2
+        server with part k's outputs only. Raises TierError (and marks the tier down) on failure."""
+        plan, dst = self.plan, self.plan.parts[k].tier
         url = self.endpoints.get(dst)
         if url is None:
             raise TierError(f"no endpoint is known for tier {dst!r}")
         if time.monotonic() < self._down_until.get(dst, 0.0):
             raise TierError(f"tier {dst!r} failed less than {self.cooldown_s} s ago; not retried yet")
         try:
-            reply = infer(url, self.plan.served_name(dst), tensors, compression=self.plan.into[k],
-                          link=self.link(dst), deadline_s=self.deadline_s, retries=self.retries, token=self.token)
+            reply = infer(url, plan.served_name(dst), tensors, compression=plan.into[k], link=self.link(dst),
+                          deadline_s=self.deadline_s, retries=self.retries, token=self.token)
+            finished = TRACE in reply.parameters
+            if finished:
+                need = [n for p in plan.parts[k:] for n in p.outputs if n in plan.outputs]
+            else:
+                need = list(plan.parts[k + 1].inputs if k + 1 < len(plan.parts) else []) + [
+                    n for n in plan.parts[k].outputs if n in plan.outputs]
+            missing = [n for n in need if n not in reply.tensors]
+            if missing:
+                raise TierError(f"tier {dst!r} answered without {missing}")
+            remote = json.loads(reply.parameters[TRACE]) if finished else [
+                {"event": "compute", "part": k, "tier": dst, "ran_on": dst, "compute_s": None}]
+            remote_s = float(reply.parameters.get(SERVER_TIME, 0.0))
+        except (TypeError, ValueError):
+            self._down_until[dst] = time.monotonic() + self.cooldown_s
+            raise TierError(f"tier {dst!r} sent an unreadable trace or server time") from None
         except TierError:
             self._down_until[dst] = time.monotonic() + self.cooldown_s
             raise
         self._down_until.pop(dst, None)
-        remote_s = float(reply.parameters.get(SERVER_TIME, 0.0))
         trace.append({"event": "transfer", "from": self.tier, "to": dst, "bytes": reply.request_bytes,
                       "reply_bytes": reply.reply_bytes, "attempts": reply.attempts,
                       "transfer_s": round(reply.round_trip_s - remote_s, 7)})
-        if TRACE in reply.parameters:
-            try:
-                trace.extend(json.loads(reply.parameters[TRACE]))
-            except (TypeError, ValueError):
-                raise TierError(f"tier {dst!r} sent an unreadable trace") from None
-        else:
-            trace.append({"event": "compute", "part": k, "tier": dst, "ran_on": dst, "compute_s": None})
-        return reply
+        trace.extend(remote)
+        return reply.tensors, finished
