@@ -10,8 +10,8 @@ read at or after b, once, and costs
     sum(wire bytes) / bandwidth + rtt + encode time on a + decode time on b + returned outputs / bandwidth
 
 where a hop over a skipped tier uses the direct link if given, else both links in series. A
-tier's compute is the sum of its nodes' profiled times (divided by its speed factor, or taken
-from its own profile). Latency is the sum of all compute and hop times. Device energy is
+tier's compute is the sum of its nodes' profiled times plus the fixed cost of one session call
+(divided by its speed factor, or taken from its own profile). Latency is the sum of all compute and hop times. Device energy is
 ``active_w * (device compute + device encoding) + idle_w * (the rest of the latency) +
 radio_j_per_byte * (bytes over the device's hop, both ways)``.
 
@@ -400,17 +400,15 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
         raise InputError(f"the profile has no size for tensors {missing[:5]}; profile the model again")
     tp = [profile["tensors"][t] for t in tensors]
 
-    times = np.array([[(tier.profile or profile)["nodes"][i]["time_s"] / (1.0 if tier.profile else tier.speed)
-                       for i in gr.compute] for tier in tiers], float)
+    sources = [(tier.profile, 1.0) if tier.profile else (profile, 1.0 / tier.speed) for tier in tiers]
+    times = np.array([[prof["nodes"][i]["time_s"] * scale for i in gr.compute] for prof, scale in sources])
 
-    def codec(tier: Tier, t: str, side: int) -> float:
-        if compression == "none":
-            return 0.0
-        s = (tier.profile or profile)["tensors"].get(t, {}).get("codec_s", {}).get(compression)
-        return s[side] / (1.0 if tier.profile else tier.speed) if s else 0.0
+    def codec(prof: dict, scale: float, t: str, side: int) -> float:
+        s = prof["tensors"].get(t, {}).get("codec_s", {}).get(compression)
+        return s[side] * scale if s and compression != "none" else 0.0
 
-    enc = np.array([[codec(tier, t, 0) for t in tensors] for tier in tiers], float).reshape(len(tiers), len(tensors))
-    dec = np.array([[codec(tier, t, 1) for t in tensors] for tier in tiers], float).reshape(len(tiers), len(tensors))
+    enc, dec = (np.array([[codec(prof, scale, t, side) for t in tensors] for prof, scale in sources],
+                         float).reshape(len(tiers), len(tensors)) for side in (0, 1))
     size = {t: tp_["bytes"] for t, tp_ in profile["tensors"].items()}
     params = [(int(size.get(c) or _init_bytes(g, c)), users[c]) for c in sorted(gr.const_tensors) if c in users]
     work = np.array([sum(size.get(x, 0) for x in set(g.node[i].input) | set(g.node[i].output)
@@ -421,7 +419,7 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
         [users.get(t, []) for t in tensors],
         np.array([x["bytes"] for x in tp], float), np.array([_wire_bytes(x, compression) for x in tp], float),
         enc, dec, [k for k, t in enumerate(tensors) if t in outs], params, work,
-        np.array([(tier.profile or profile).get("overhead_s", 0.0) / (1.0 if tier.profile else tier.speed) for tier in tiers]))
+        np.array([prof.get("overhead_s", 0.0) * scale for prof, scale in sources]))
     return problem, gr
 
 
