@@ -49,7 +49,7 @@ def _step(abar, bbar, ut, m, nxt):
 def _flush(v):
     """0 for |v| < NEGLIGIBLE: a state decaying under zero input would otherwise reach float64
     subnormals (~100x slower per operation) while its float32 output is already 0."""
-    return v if abs(v) >= NEGLIGIBLE else 0.0
+    return 0.0 if abs(v) < NEGLIGIBLE else v  # NaN compares False: it propagates
 
 
 @njit(cache=True, fastmath=FASTMATH)

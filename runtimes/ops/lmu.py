@@ -117,9 +117,15 @@ def choose_form(mode: str, order: int, steps: int, has_m0: bool) -> str:
 
 
 def lmu_fft(u: np.ndarray, m0: np.ndarray, hf: np.ndarray, nfft: int, block: int, abar: np.ndarray,
-            free: np.ndarray | None, out: np.ndarray, m_last: np.ndarray) -> None:
+            bbar: np.ndarray, free: np.ndarray | None, out: np.ndarray, m_last: np.ndarray) -> None:
     """Parallel form by FFT: out[n, i] = the first T values of irfft(rfft(u[n]) * hf[i]), plus the
-    M0 term Abar^(t+1) m0 (float64, in ``free`` (T, d)) when ``free`` is given."""
+    M0 term Abar^(t+1) m0 (float64, in ``free`` (T, d)) when ``free`` is given.
+
+    An FFT would spread a NaN or Inf of u over every step, so such inputs run the recurrence,
+    which keeps them causal as the other forms do."""
+    if not np.isfinite(u).all():
+        kl.lmu_recurrent(u, m0, abar, bbar, out, m_last)
+        return
     steps = out.shape[2]
     spectra = np.fft.rfft(u[:, 0, :].astype(np.float64), n=nfft, axis=-1)
     for n in range(out.shape[0]):
@@ -160,7 +166,7 @@ def build_lmu(node: Node, inputs: list, opset: int) -> Kernel:
     hf = np.ascontiguousarray(np.fft.rfft(h, n=nfft, axis=0).T)
     block = max(1, FFT_ROWS // hf.shape[1])
     free = np.empty_like(h) if has_m0 else None
-    return Kernel(lmu_fft, (In(0), m0, hf, nfft, block, abar, free, Out(0), m_last), outputs)
+    return Kernel(lmu_fft, (In(0), m0, hf, nfft, block, abar, bbar, free, Out(0), m_last), outputs)
 
 
 @register("LIF", domain=DOMAIN)

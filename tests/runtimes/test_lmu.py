@@ -131,6 +131,16 @@ def test_unit_impulse_gives_the_impulse_response(mode):
     assert tail == 0 if mode == "recurrent" else tail < 1e-15 * np.abs(h).max()
 
 
+@pytest.mark.parametrize("steps", [24, 300])  # parallel: direct, FFT
+def test_nan_and_inf_stay_causal_in_every_form(steps):
+    u = np.random.default_rng(9).standard_normal((2, 1, steps)).astype(np.float32)
+    u[0, 0, 10], u[1, 0, 12] = np.nan, np.inf
+    for mode in ("recurrent", "parallel"):
+        m = run(lmu_model(2, steps, 16, 20.0, mode=mode), u=u)[0]
+        assert np.isfinite(m[0, :, :10]).all() and np.isnan(m[0, :, 10:]).all()
+        assert np.isfinite(m[1, :, :12]).all() and not np.isfinite(m[1, :, 12]).any()
+
+
 def test_auto_picks_by_cost():
     assert choose_form("auto", 256, 10_000, False) == "fft"
     assert choose_form("auto", 16, 10_000, False) == "recurrent"
