@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
 
 import numpy as np
+from onnx import helper
 
 from edgekit.errors import InputError, TierError
 
+from ..session import InferenceSession
 from .client import infer, restore_tensors
 from .plan import FlowPlan, Link
 
@@ -40,23 +41,22 @@ class Chain:
         self.endpoints = dict(endpoints or {})
         self.deadline_s, self.retries, self.slowdown = deadline_s, retries, slowdown
         self.links, self.token, self.cooldown_s = links, token, cooldown_s
-        self._sessions: dict[int, Any] = {}
+        self._sessions: dict[int, InferenceSession] = {}
         self._lock = threading.Lock()
         self._down_until: dict[str, float] = {}
         self._hot: dict[tuple, float] = {}
 
-    def session(self, k: int):
+    def session(self, k: int) -> InferenceSession:
         """The InferenceSession of part k, built on first use (fallback parts load lazily)."""
         with self._lock:
             if k not in self._sessions:
-                from edgekit import InferenceSession
-
                 self._sessions[k] = InferenceSession(self.plan.parts[k].path)
             return self._sessions[k]
 
     def warm(self, k: int) -> None:
         """Plan and run part k once on zeros of the shapes the plan recorded for its inputs, so a
         fresh tier's first request does not pay compilation (and miss a deadline)."""
+        self.session(k)
         shapes = self.plan.input_shapes(k)
         if shapes and all(isinstance(d, int) and d >= 0 for _, s in shapes.values() for d in s):
             try:
@@ -66,8 +66,6 @@ class Chain:
 
     def input_dtypes(self, k: int) -> dict[str, np.dtype]:
         proto = self.session(k).get_modelmeta()
-        from onnx import helper
-
         return {v.name: np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
                 for v in proto.graph.input}
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import onnx
+from onnx import helper
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, InputError
@@ -58,10 +60,8 @@ class TierServer(ThreadingHTTPServer):
             name = chain.plan.served_name(chain.tier)
             if name in self.models:
                 raise InputError(f"two plans serve the model name {name!r}; give the plans different model names")
-            session = chain.session(k)
             chain.warm(k)  # compile the own part for the plan's shapes before accepting requests
-            self.models[name] = Served(name, chain, k, [_meta(v.name, v.type, v.shape) for v in session.get_inputs()],
-                                       _final_outputs(chain))
+            self.models[name] = Served(name, chain, k, *_metadata(chain, k))
         self.token, self.max_request_bytes, self.log = token, max_request_bytes, log
         super().__init__((host, port), _Handler)
 
@@ -77,32 +77,18 @@ class TierServer(ThreadingHTTPServer):
         return t
 
 
-def _meta(name: str, onnx_type: str, shape: list) -> dict:
-    dt = _TYPE_TO_V2.get(onnx_type, "BYTES")
-    return {"name": name, "datatype": dt, "shape": [d if isinstance(d, int) and d > 0 else -1 for d in shape]}
+def _metadata(chain: Chain, k: int) -> tuple[list[dict], list[dict]]:
+    """V2 metadata (-1 for dynamic dims) of part k's inputs and of the model outputs that parts k..
+    return, from the parts' graphs."""
+    def meta(vi: onnx.ValueInfoProto) -> dict:
+        tt = vi.type.tensor_type
+        return {"name": vi.name, "datatype": datatype_of(np.empty(0, helper.tensor_dtype_to_np_dtype(tt.elem_type))),
+                "shape": [d.dim_value if d.dim_value > 0 else -1 for d in tt.shape.dim]}
 
-
-_TYPE_TO_V2 = {f"tensor({t})": v for t, v in [
-    ("float", "FP32"), ("float16", "FP16"), ("double", "FP64"), ("bool", "BOOL"), ("string", "BYTES"),
-    *[(f"{s}int{b}", f"{s.upper()}INT{b}") for s in ("", "u") for b in (8, 16, 32, 64)]]}
-
-
-def _final_outputs(chain: Chain) -> list[dict]:
-    """Metadata of the model outputs produced from this tier's part on, from the parts' graphs."""
-    from onnx import load
-
-    plan, found = chain.plan, {}
-    for part in plan.parts[chain.plan.part_of(chain.tier):]:
-        g = load(part.path, load_external_data=False).graph
-        for v in g.output:
-            if v.name in plan.outputs:
-                tt = v.type.tensor_type
-                from onnx import helper
-
-                dt = datatype_of(np.empty(0, helper.tensor_dtype_to_np_dtype(tt.elem_type)))
-                found[v.name] = {"name": v.name, "datatype": dt,
-                                 "shape": [d.dim_value if d.dim_value > 0 else -1 for d in tt.shape.dim]}
-    return [found[n] for n in plan.outputs if n in found]
+    plan = chain.plan
+    graphs = [onnx.load(p.path, load_external_data=False).graph for p in plan.parts[k:]]
+    outputs = {v.name: meta(v) for g in graphs for v in g.output if v.name in plan.outputs}
+    return [meta(v) for v in graphs[0].input], [outputs[n] for n in plan.outputs if n in outputs]
 
 
 class _Handler(BaseHTTPRequestHandler):
