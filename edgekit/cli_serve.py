@@ -27,19 +27,25 @@ def _endpoints(values: list[str], plan, tier: str) -> dict[str, str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .runtimes.flow import Chain, TierServer, load_plan
 
+    token = args.token or os.environ.get("EDGEKIT_TOKEN") or None
+    next_token = args.next_token or os.environ.get("EDGEKIT_NEXT_TOKEN") or token
     chains = []
     for plan_dir in args.plan:
         plan = load_plan(plan_dir)
         chains.append(Chain(plan, args.tier, endpoints=_endpoints(args.next, plan, args.tier),
                             deadline_s=args.deadline, retries=args.retries, slowdown=args.slowdown,
-                            links=args.emulate_links))
-    token = args.token or os.environ.get("EDGEKIT_TOKEN") or None
+                            links=args.emulate_links, token=next_token))
     server = TierServer(chains, args.host, args.port, token=token, max_request_bytes=args.max_request_bytes,
                         log=args.verbose)
     for served in server.models.values():
         later = [p.tier for p in served.chain.plan.parts[served.part + 1:]]
-        print(f"  {served.name}: part {served.part} of {served.chain.plan.dir}"
-              f"{'; forwards to ' + ', '.join(later) + ' (runs them itself on failure)' if later else ''}")
+        if not later:
+            how = ""
+        elif later[0] in served.chain.endpoints:
+            how = f"; forwards to {later[0]} at {served.chain.endpoints[later[0]]} (runs {', '.join(later)} itself on failure)"
+        else:
+            how = f"; no --next URL for {later[0]}: runs {', '.join(later)} itself"
+        print(f"  {served.name}: part {served.part} of {served.chain.plan.dir}{how}")
     print(f"serving {len(server.models)} model(s) on {server.url}{'; bearer token required' if token else ''}",
           flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
@@ -80,6 +86,8 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="larger request bodies get 413 (default 64 MiB)")
     p.add_argument("--next", action="append", default=[], metavar="URL|TIER=URL",
                    help="V2 base URL of the next tier (e.g. http://127.0.0.1:8001); repeatable as TIER=URL")
+    p.add_argument("--next-token", metavar="T",
+                   help="bearer token for the next tier (default: $EDGEKIT_NEXT_TOKEN, else this server's token)")
     p.add_argument("--deadline", type=_positive_float, default=2.0, metavar="S",
                    help="seconds to wait for the next tier before running its part here (default 2)")
     p.add_argument("--retries", type=int, default=1, help="retries of a refused or 5xx forward (default 1)")
