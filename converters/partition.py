@@ -369,7 +369,7 @@ def _graph(model: onnx.ModelProto) -> _Graph:
 
 def _wire_bytes(tp: dict, compression: str) -> float:
     if compression == "zstd":
-        return float(tp.get("zstd_bytes") or tp["bytes"])
+        return float(tp["zstd_bytes"])
     if compression in ("fp16", "int8") and tp["dtype"] == "float32":
         return tp["bytes"] / 2 if compression == "fp16" else tp["bytes"] / 4 + INT8_SCALE_BYTES
     return float(tp["bytes"])
@@ -399,6 +399,9 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
     if missing:
         raise InputError(f"the profile has no size for tensors {missing[:5]}; profile the model again")
     tp = [profile["tensors"][t] for t in tensors]
+    if compression == "zstd" and any(x.get("zstd_bytes") is None for x in tp):
+        raise InputError("the profile has no zstd sizes (profiled without the zstandard package); "
+                         "pip install zstandard and profile again, or choose another compression")
 
     sources = [(tier.profile, 1.0) if tier.profile else (profile, 1.0 / tier.speed) for tier in tiers]
     times = np.array([[prof["nodes"][i]["time_s"] * scale for i in gr.compute] for prof, scale in sources])

@@ -11,6 +11,7 @@ call adds to its nodes (input and output copies). A ``Profile`` round-trips thro
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -51,6 +52,8 @@ def _zstd(a: np.ndarray) -> tuple[bytes, Callable[[], np.ndarray]]:
     blob = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(np.ascontiguousarray(a).tobytes())
     return blob, lambda: np.frombuffer(zstandard.ZstdDecompressor().decompress(blob), a.dtype).reshape(a.shape)
 
+
+HAVE_ZSTD = importlib.util.find_spec("zstandard") is not None  # optional: zstd sizes need it
 
 # codec -> encode(a) returning (payload, decode); fp16 and int8 apply to float32 tensors only.
 CODECS: dict[str, Callable] = {"fp16": _fp16, "int8": _int8, "zstd": _zstd}
@@ -229,7 +232,7 @@ def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tupl
 def _tensor_profile(a: np.ndarray) -> TensorProfile:
     tp = TensorProfile(list(a.shape), a.dtype.name, int(a.nbytes))
     for codec, encode in CODECS.items():
-        if codec != "zstd" and a.dtype != np.float32:
+        if (codec != "zstd" and a.dtype != np.float32) or (codec == "zstd" and not HAVE_ZSTD):
             continue
         enc, dec = [], []
         for _ in range(CODEC_REPEAT):
