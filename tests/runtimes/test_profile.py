@@ -8,7 +8,7 @@ import pytest
 from onnx import helper
 
 from edgekit.errors import InputError
-from edgekit.runtimes.profile import Profile, codec_round_trip, profile_model
+from edgekit.runtimes.profile import HAVE_ZSTD, Profile, codec_round_trip, profile_model
 from oracle import make_model
 
 
@@ -59,7 +59,8 @@ def test_tensor_sizes_match_shape_inference(profiled):
         dtype = helper.tensor_dtype_to_np_dtype(types[name].elem_type)
         assert t.shape == shape, name
         assert (t.dtype, t.bytes) == (dtype.name, int(np.prod(shape)) * dtype.itemsize), name
-        assert t.zstd_bytes > 0 and set(t.codec_s) == {"fp16", "int8", "zstd"}
+        assert set(t.codec_s) == {"fp16", "int8"} | ({"zstd"} if HAVE_ZSTD else set())
+        assert (t.zstd_bytes > 0) if HAVE_ZSTD else t.zstd_bytes is None
         assert all(s >= 0 for pair in t.codec_s.values() for s in pair)
     assert (profiled.tensors["y2"].shape, profiled.tensors["y2"].bytes) == ([1, 5], 20)  # a computed shape
     assert profiled.input_bytes == 3 * 16 * 16 * 4
@@ -68,7 +69,8 @@ def test_tensor_sizes_match_shape_inference(profiled):
 
 def test_codec_round_trips():
     a = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
-    np.testing.assert_array_equal(codec_round_trip(a, "zstd"), a)
+    if HAVE_ZSTD:
+        np.testing.assert_array_equal(codec_round_trip(a, "zstd"), a)
     np.testing.assert_array_equal(codec_round_trip(a, "none"), a)
     np.testing.assert_allclose(codec_round_trip(a, "fp16"), a, rtol=1e-3, atol=1e-4)
     step = np.abs(a).max() / 127
