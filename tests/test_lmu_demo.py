@@ -92,3 +92,32 @@ def test_bundled_weights_rebuild_the_bundled_model(path):
     proto = onnx.load(path)
     assert cfg == config_of(proto)
     assert build_lmuformer(weights, cfg).graph == proto.graph
+
+
+@pytest.mark.parametrize("spiking, lookahead", [(False, False), (True, False), (False, True), (True, True)])
+def test_training_model_matches_the_converter(spiking, lookahead):
+    # The torch LMUFormer of train_lmu (parallel-form LMU) and build_lmuformer's ONNX model on
+    # edgekit agree on random weights and BN statistics: float32 round-off, 1e-4 of the logit scale.
+    torch = pytest.importorskip("torch")
+    import edgekit
+    from edgekit.converters.lmu import LMUFormerConfig
+    from edgekit.demos import train_lmu
+
+    torch.manual_seed(0)
+    cfg = LMUFormerConfig(c_in=3, dim=8, order=6, theta=20.0, n_embed=2, classes=5, spiking=spiking,
+                          lookahead=lookahead)
+    model = train_lmu.LMUFormer(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0.0, 0.5 if "weight" in name else 0.2)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.normal_(0.0, 0.3)
+            elif name.endswith("running_var"):
+                b.uniform_(0.5, 2.0)
+    x = np.random.default_rng(0).normal(0.0, 2.0, (2, 3, 40)).astype(np.float32)
+    ours = train_lmu.predict(model, x)
+    (got,) = edgekit.InferenceSession(build_lmuformer(model.weights(), cfg)).run(None, {"x": x})
+    np.testing.assert_allclose(got, ours, rtol=0, atol=1e-4 * np.abs(ours).max())
+    if spiking:
+        assert 0.0 < np.mean([s.mean() for s in model.spikes]) < 1.0
