@@ -23,6 +23,7 @@ DEMOS = {
     "ppg": ("edgekit.demos.ppg", "heart rate from a real PPG recording, streamed hop by hop (StreamiNNC)"),
     "paramfree": ("edgekit.demos.paramfree", "depthwise vs parameter-free (max-pool) CNNs: accuracy, size, latency"),
     "bnn": ("edgekit.demos.bnn", "binary CNN on Fashion-MNIST: float vs XNOR/popcount, MST savings, latency"),
+    "lmu": ("edgekit.demos.lmu", "LMUFormer (and its spiking form) classifying motion frame by frame: early decisions"),
     "flow": ("edgekit.demos.flow", "device/edge/cloud split over emulated links: predicted vs measured, tier failover"),
 }
 DEFAULT_DEMO = "ppg"
