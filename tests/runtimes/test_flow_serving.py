@@ -99,6 +99,34 @@ def free_port():
         return s.getsockname()[1]
 
 
+# ---------------------------------------------------------------- plans and links
+
+def test_plan_links_and_checks(plan3, tmp_path):
+    from edgekit.errors import ModelError
+
+    plan = load_plan(plan3)
+    assert [p.tier for p in plan.parts] == ["device", "edge", "cloud"] and plan.into == [None, "none", "none"]
+    assert plan.served_name("edge") == "cnn-edge" and plan.part_of("cloud") == 2 and plan.part_of("fog") is None
+    assert plan.link("edge", "device").time(1000) == pytest.approx(0.001 + 8e-6)  # links serve both ways
+    assert plan.link("device", "cloud").time(1000) == pytest.approx(2 * (0.001 + 8e-6))  # in series
+    doc = json.load(open(os.path.join(plan3, "plan.json")))
+    broken = [({"format": "other"}, "'format' must be"),
+              ({"parts": []}, "no parts"),
+              ({"transfers": doc["transfers"][:1]}, "need 2 or 3 transfers"),
+              ({"parts": [dict(doc["parts"][0], file="gone.onnx")] + doc["parts"][1:]}, "does not exist"),
+              ({"transfers": [dict(doc["transfers"][0], compression="brotli"), doc["transfers"][1]]}, "compression"),
+              ({"parts": [dict(doc["parts"][0], outputs=["relu2"])] + doc["parts"][1:]}, "does not output")]
+    for change, message in broken:
+        d = tmp_path / message.replace("'", "").replace(" ", "_")
+        d.mkdir()
+        for f in os.listdir(plan3):
+            if f.endswith(".onnx"):
+                os.symlink(os.path.join(plan3, f), d / f)
+        (d / "plan.json").write_text(json.dumps(dict(doc, **change)))
+        with pytest.raises(ModelError, match=message):
+            load_plan(str(d))
+
+
 # ---------------------------------------------------------------- endpoints and errors
 
 def test_endpoints(tiers):
