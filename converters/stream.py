@@ -24,6 +24,7 @@ from edgekit.errors import ModelError
 from edgekit.model import ModelSource, check_model, load_model, opset_version
 
 from .stream_graph import StateSpec, StepGraph
+from .stream_head import add_head
 from .stream_layers import RULES, Geo, LayerInfo, Stream, mixes_time
 from .stream_report import StreamReport, report
 
@@ -135,11 +136,7 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
 
     delay, warmup, fifo_names = _fifos(ctx, boundaries, x, length)
     heads = {t: HeadInput(ctx.geo[t].stride, ctx.geo[t].width, ctx.geo[t].edges) for t in boundaries}
-    for n in head:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(n)
-        copy.input[:] = [fifo_names.get(i, i) for i in n.input]
-        g.add(copy)
+    add_head(ctx, head, fifo_names, {o.name for o in proto.graph.output})
     step = _assemble(proto, g, x, dtype, channels, hop)
     meta = {"input": x, "outputs": [o.name for o in proto.graph.output], "hop": hop, "window": length,
             "delay": delay, "warmup_hops": warmup, "channels": channels,

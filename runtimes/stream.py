@@ -15,6 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from onnx import numpy_helper
+
 from edgekit.errors import InputError, ModelError
 from edgekit.model import ModelSource, load_model
 
@@ -45,12 +47,44 @@ class _Engine:
 
 
 def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> _Engine:
-    """The edgekit plan of ``step_model`` for these input shapes, used through its own buffers."""
+    """The edgekit plan of ``step_model`` for these input shapes, used through its own buffers.
+    Next states cut out of a tensor along time are views of that tensor's buffer (see _cut_states)."""
     from .session import InferenceSession
 
-    session = InferenceSession(step_model)
+    model, cuts = _cut_states(step_model)
+    session = InferenceSession(model)
     plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
-    return _Engine(plan.input_buffers, plan.outputs, plan.execute)
+    outputs = dict(plan.outputs)
+    outputs.update({o: plan.outputs[t][:, :, a:b] for o, (t, a, b) in cuts.items()})
+    return _Engine(plan.input_buffers, outputs, plan.execute)
+
+
+def _cut_states(step: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, int]]]:
+    """``step`` without the Slices that make a next state from columns [a, b) of a 3-D tensor t,
+    t made a model output instead, and {state output: (t, a, b)}."""
+    inits = {i.name: i for i in step.graph.initializer}
+    typed = {v.name: v for v in step.graph.value_info}
+    names = {o.name for o in step.graph.output}
+    cuts, kept = {}, []
+    for n in step.graph.node:
+        consts = [numpy_helper.to_array(inits[i]).tolist() if i in inits else None for i in n.input[1:]]
+        if (n.op_type == "Slice" and n.output[0] in names and len(consts) == 3 and consts[2] in ([2], [-1])
+                and None not in consts and n.input[0] in typed and len(consts[0]) == 1
+                and len(typed[n.input[0]].type.tensor_type.shape.dim) == 3 and 0 <= consts[0][0] <= consts[1][0]):
+            cuts[n.output[0]] = (n.input[0], consts[0][0], consts[1][0])
+        else:
+            kept.append(n)
+    if not cuts:
+        return step, {}
+    model = onnx.ModelProto()
+    model.CopyFrom(step)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    outputs = [o for o in step.graph.output if o.name not in cuts]
+    outputs += [typed[t] for t in dict.fromkeys(t for t, _, _ in cuts.values()) if t not in names]
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+    return model, cuts
 
 
 class StreamingSession:

@@ -39,10 +39,12 @@ the tap offsets ``boffs`` follow them."""
 ACTIVATION_RUN = 4096
 """Outputs activated per call after 3x3 depthwise channels: small enough to be in L1 still, large
 enough that the call costs less than the pass."""
-GEMM, GEMM_WIDE, DEPTHWISE, DEPTHWISE_3X3, GEMM_NARROW = range(5)
+GEMM, GEMM_WIDE, DEPTHWISE, DEPTHWISE_3X3, GEMM_NARROW, DOT = range(6)
 """Methods: shifted product written to Y directly or through Y_wide, depthwise by generic tiles,
-depthwise 3x3 (dilation 1, stride 1 or 2 in both axes) by a sliding window of input rows, and the
-channel-vectorised product for narrow single-row outputs (weights packed as Wt)."""
+depthwise 3x3 (dilation 1, stride 1 or 2 in both axes) by a sliding window of input rows, the
+channel-vectorised product for narrow single-row outputs (weights packed as Wt), and dot
+products for a single output column whose taps read one contiguous run of X (a kernel covering the
+whole unpadded input, as a Flatten + Gemm head written as a Conv)."""
 NARROW_COLS, NARROW_VECS = 4, 4
 """Tile of the narrow method: 4 columns by 4 vectors of output channels, 16 accumulators."""
 
@@ -139,6 +141,30 @@ def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, 
                 _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
             else:
                 _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _dot(w, w_off, k, src, b_add, bias, b_off, y, y_off, cout, tmp, t_off):
+    """y[y_off + c] = bias[b_off + c] + sum_t w[w_off + c*k + t] * src[b_add + t] for c < cout, in
+    four vector partial sums per channel."""
+    step = 4 * LANES
+    full = k - k % step
+    zero = vsplat(0.0)
+    for c in range(cout):
+        wo = w_off + c * k
+        a0, a1, a2, a3 = zero, zero, zero, zero
+        for t in range(0, full, step):
+            a0 = vfma(vload(w, wo + t, LANES), vload(src, b_add + t, LANES), a0)
+            a1 = vfma(vload(w, wo + t + LANES, LANES), vload(src, b_add + t + LANES, LANES), a1)
+            a2 = vfma(vload(w, wo + t + 2 * LANES, LANES), vload(src, b_add + t + 2 * LANES, LANES), a2)
+            a3 = vfma(vload(w, wo + t + 3 * LANES, LANES), vload(src, b_add + t + 3 * LANES, LANES), a3)
+        for t in range(full, k, LANES):
+            a0 = vfma(vload(w, wo + t, k - t), vload(src, b_add + t, k - t), a0)
+        vstore(tmp, t_off, vadd(vadd(a0, a1), vadd(a2, a3)), LANES)
+        total = bias[b_off + c]
+        for lane in range(LANES):
+            total += tmp[t_off + lane]
+        y[y_off + c] = total
 
 
 def _depthwise_tile(rows: int, vecs: int):
@@ -265,7 +291,7 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
     the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the activation's two float32
     parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept zero; one channel for a
     depthwise convolution) then Y_wide of one group when the output is wide, or LANES floats for
-    the narrow tile's transposed store. Few arguments,
+    the narrow tile's transposed store and the dot product's lane sum. Few arguments,
     because Numba's dispatch costs about 80 ns per array argument on every call.
     """
     n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
@@ -305,9 +331,13 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
         for g in range(groups):
             y_off = (img * c_out + g * cout_g) * oh * ow
             b_add = src_off + g * cin_g * plane
-            if method == GEMM_NARROW:
-                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, scratch,
-                        scratch.size - LANES)
+            if method == GEMM_NARROW or method == DOT:
+                if method == DOT:
+                    _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch,
+                         scratch.size - LANES)
+                else:
+                    _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, scratch,
+                            scratch.size - LANES)
                 activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)
             elif method == GEMM_WIDE:
                 matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,

@@ -95,13 +95,15 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     depthwise = cin_g == 1 and c_out == groups
     method, in_place, qh, qw, plane = _layout(size, begin, end, kernel, strides, dilations, out, depthwise)
     cout_g = c_out // groups
-    if method == kc.GEMM and out[0] == 1 and out[1] <= NARROW_WIDTH and cout_g >= kc.NARROW_VECS * kc.LANES \
+    boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
+    if method == kc.GEMM and out == [1, 1] and in_place and np.all(np.diff(boffs) == 1):
+        method = kc.DOT  # one column from one contiguous run of X (a kernel covering X): dot products
+    elif method == kc.GEMM and out[0] == 1 and out[1] <= NARROW_WIDTH and cout_g >= kc.NARROW_VECS * kc.LANES \
             and w.is_const:
         method = kc.GEMM_NARROW
-    boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
     h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw
-    tail = {kc.GEMM_WIDE: cout_g * out[0] * qw, kc.GEMM_NARROW: kc.LANES}.get(method, 0)
+    tail = {kc.GEMM_WIDE: cout_g * out[0] * qw, kc.GEMM_NARROW: kc.LANES, kc.DOT: kc.LANES}.get(method, 0)
     scratch = np.zeros(q_len + tail, np.float32)
     code, p1, p2 = fused_activation(node)
     plan = kc.plan(boffs, batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,

@@ -6,6 +6,7 @@
 - Zero-padded random stacks ('same' and causal convs, padded pools, Pad+Conv, residual Add around
   'same' convs): streamed feature maps equal the network run on the whole stream ("signal
   padding"), and the reported delay is the 'same' look-ahead.
+- A Flatten + Gemm head over a FIFO becomes a Conv covering the FIFO (alpha, beta, transB folded).
 - The step model passes onnx.checker; report() gives 0 error for valid nets and the bound plus a
   nonzero NRMSE for zero-padded ones; models that cannot stream raise ModelError naming the layer.
 """
@@ -393,3 +394,21 @@ def test_channel_local_ops_stream_exactly():
     sm = to_streaming(model, 8)
     assert [s.kind for s in sm.states] == ["shift", "shift", "fifo"]
     assert report(sm, hops=12).exact
+
+
+def test_flatten_gemm_head_becomes_a_conv_over_the_fifo():
+    """alpha, beta, transB = 0 and a (1, O) bias fold into the Conv; outputs still equal window inference."""
+    net = Net(np.random.default_rng(11), 2)
+    x, c, w = net.conv("x", 2, 24, 3, 1, 1, 4)
+    gemm_w = net._const(net.rng.standard_normal((c * w, 3)).astype(np.float32))
+    bias = net._const(net.rng.standard_normal((1, 3)).astype(np.float32))
+    out = net.add("Gemm", [net.add("Flatten", [x]), gemm_w, bias], alpha=0.5, beta=2.0)
+    model = make_model(net.nodes, {"x": (["N", 2, 24], np.float32)}, [out], net.inits)
+    sm = to_streaming(model, 8)
+    ops = [n.op_type for n in sm.step_model.graph.node]
+    assert "Gemm" not in ops and ops[-2:] == ["Conv", "Flatten"]
+    x = np.random.default_rng(12).standard_normal((2, 2, 8 * 12)).astype(np.float32)
+    outs = stream_in_ort(sm, x)
+    hops = list(range(sm.warmup_hops, len(outs)))
+    for h, want in zip(hops, window_outputs(model, x, 8, sm.window, hops)):
+        assert_close(outs[h][0], want)

@@ -1,6 +1,7 @@
 """Conv against onnxruntime on random float32 inputs: 1-D and 2-D, kernel sizes, strides, dilations,
 explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without a channel
-multiplier), narrow outputs (the channel-vectorised method), with and without bias, batch 1 and 3; weights known only at run time; fused
+multiplier), narrow outputs (the channel-vectorised method) and single columns over contiguous taps
+(dot products), with and without bias, batch 1 and 3; weights known only at run time; fused
 activations; and the Conv -> BatchNormalization -> Relu fusion run through InferenceSession.
 Tolerance rtol 1e-4, atol 1e-4: float32 sums of up to a few hundred products of values of order 1,
 accumulated in a different order than onnxruntime's.
@@ -52,11 +53,15 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     # narrow outputs (<= 8 columns, >= 64 output channels per group): channel-vectorised tiles
     "1d_narrow_causal": ((40, 4), (128, 40, 3), dict(pads=[2, 0])),
     "1d_narrow_8_columns": ((40, 8), (64, 40, 3), dict(pads=[2, 0])),
-    "1d_narrow_one_column": ((24, 5), (64, 24, 5), {}),
+    "1d_narrow_one_column": ((24, 5), (64, 24, 3), dict(dilations=[2])),
     "1d_narrow_groups_edge": ((20, 9), (160, 10, 3), dict(group=2, strides=[2], dilations=[2], pads=[1, 1])),
     "2d_narrow_one_row": ((4, 3, 4), (72, 4, 3, 3), dict(pads=[0, 1, 0, 1])),
+    # one output column from a kernel covering the whole input (a Flatten + Gemm head as Conv): dots
+    "1d_dot_head": ((128, 16), (2, 128, 16), {}),
+    "1d_dot_groups": ((8, 7), (6, 4, 7), dict(group=2)),
 }
 NARROW = [case for case in CASES if "narrow" in case]
+DOT = [case for case in CASES if "dot" in case] + ["2d_kernel_is_input"]
 
 
 def _conv_model(x_shape, w, attrs, bias, extra=(), extra_inits=None):
@@ -88,6 +93,15 @@ def test_narrow_cases_take_the_narrow_method(case):
     (fn, args), = next(iter(session._plans.values())).steps
     narrow = y.shape[-1] <= NARROW_WIDTH  # 8 columns with AVX-512, 4 with 8-lane vectors
     assert (args[5][kc.FIELDS.index("method")] == kc.GEMM_NARROW) == narrow
+
+
+@pytest.mark.parametrize("case", DOT)
+def test_single_column_over_contiguous_taps_takes_dot_products(case):
+    shape, w_shape, attrs = CASES[case]
+    session = edgekit.InferenceSession(_conv_model((1, *shape), np.ones(w_shape, np.float32), attrs, None))
+    session.run(None, {"x": np.ones((1, *shape), np.float32)})
+    (fn, args), = next(iter(session._plans.values())).steps
+    assert args[5][kc.FIELDS.index("method")] == kc.DOT
 
 
 def test_same_padding_with_dilation_matches_reference_evaluator():
@@ -125,7 +139,7 @@ def test_weights_and_bias_known_only_at_run_time(case):
     helper.make_node("Clip", ["y", "lo", "hi"], ["z"]),
 ], ids=lambda n: n.op_type)
 @pytest.mark.parametrize("case", ["1d_k7_pad", "2d_3x3_stride2", "2d_depthwise", "2d_depthwise_large_rows",
-                                  "2d_depthwise_wide_rows", "2d_pointwise", "1d_narrow_groups_edge"])
+                                  "2d_depthwise_wide_rows", "2d_pointwise", "1d_narrow_groups_edge", "1d_dot_groups"])
 def test_fused_activation(case, activation):
     shape, w_shape, attrs = CASES[case]
     rng = np.random.default_rng(5)

@@ -7,6 +7,7 @@
 - Bad chunks (channels, dtype, rank, batch, NaN) raise InputError and leave the state untouched;
   0-sample pushes return []; (C, n) chunks for batch 1; no buffer is reallocated by pushes;
   a model that cannot stream raises ModelError naming the layer.
+- Next states are copied from the shift buffers they are cut from (no Slice runs for them).
 - The paper's EEG and PPG networks (BN, causal Pad+Conv, pools) equal the step model in onnxruntime,
   the EEG one also with 64 filters at hop 64, where the last convs take the narrow conv method.
 """
@@ -196,3 +197,13 @@ def test_paper_networks_on_edgekit(kind, hop, filters):
     if kind == "eeg":  # valid padding: also equal to window inference
         for g, w in zip(got, window_outputs(model, x, hop, sm.window, list(range(sm.warmup_hops, len(x[0, 0]) // hop)))):
             assert_close(g[0], w)
+
+
+def test_next_states_are_read_from_the_shift_buffers():
+    """The session's plan skips the Slices that cut next states out of shift buffers."""
+    from edgekit.runtimes.stream import _cut_states
+
+    sm = to_streaming(conv_tests.paper_net("eeg"), 128)
+    stripped, cuts = _cut_states(sm.step_model)
+    assert set(cuts) == {s.output for s in sm.states}
+    assert not any(o in cuts for n in stripped.graph.node for o in n.output)
