@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from .client import decode_body
 from .protocol import HEADER_LENGTH, ProtocolError, datatype_of, decode_request, encode_error, encode_response
 
 MAX_REQUEST_BYTES = 64 << 20
+DRAIN_BYTES = 1 << 20  # a refused request body up to this size is read and dropped (keep-alive)
+LINGER_S = 1.0  # a refused larger body: how long to keep reading it before closing
 _MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 
 
@@ -122,14 +125,35 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self._send(status, encode_error(message))
 
-    def _authorized(self, close: bool = False) -> bool:
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a POST whose body has not been read. A small body is read and dropped so the
+        connection stays usable; otherwise the answer says Connection: close and the connection
+        lingers, reading what the client still sends for a moment: closing a socket with unread
+        data resets it, and the client could lose the answer."""
+        length = self.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) <= DRAIN_BYTES:
+            self.rfile.read(int(length))
+            return self._error(status, message)
+        self._error(status, message, close=True)
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_S)
+            end = time.monotonic() + LINGER_S
+            while time.monotonic() < end and self.connection.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    def _authorized(self, post: bool = False) -> bool:
         token = self.server.token
         if not token:
             return True
         got = self.headers.get("Authorization", "")
         if got.startswith("Bearer ") and hmac.compare_digest(got[7:].strip().encode(), token.encode()):
             return True
-        self._error(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'", close=close)
+        message = "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
+        self._refuse(401, message) if post else self._error(401, message)
         return False
 
     # -- routes
@@ -153,32 +177,30 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, {"name": served.name, "versions": ["1"], "platform": "edgekit_onnx",
                                 "inputs": served.inputs, "outputs": served.outputs})
 
-    def _model(self, name: str, close: bool = False) -> Served | None:
+    def _model(self, name: str) -> Served | None:
         served = self.server.models.get(name)
         if served is None:
-            self._error(404, f"unknown model {name!r}; this server serves {sorted(self.server.models)}", close=close)
+            self._error(404, f"unknown model {name!r}; this server serves {sorted(self.server.models)}")
         return served
 
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
         start = time.perf_counter()
-        if not self._authorized(close=True):  # the body is not read: the connection cannot be reused
+        if not self._authorized(post=True):
             return None
         m = _MODEL.match(self.path.split("?", 1)[0].rstrip("/"))
         if not m or m.group(3) != "/infer":
-            return self._error(404, f"no POST endpoint {self.path!r}; infer is /v2/models/<name>/infer", close=True)
-        served = self._model(m.group(1), close=True)
+            return self._refuse(404, f"no POST endpoint {self.path!r}; infer is /v2/models/<name>/infer")
+        served = self.server.models.get(m.group(1))
         if served is None:
-            return None
+            return self._refuse(404, f"unknown model {m.group(1)!r}; this server serves {sorted(self.server.models)}")
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
-            return self._error(411, "a Content-Length header is required (chunked bodies are not accepted)",
-                               close=True)
+            return self._refuse(411, "a Content-Length header is required (chunked bodies are not accepted)")
         limit = self.server.max_request_bytes
         if int(length) > limit:
-            return self._error(413, f"request body of {length} bytes exceeds the limit of {limit} bytes",
-                               close=True)
+            return self._refuse(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
         body = self.rfile.read(int(length))
         if len(body) != int(length):
             return self._error(400, f"the body ended after {len(body)} of {length} bytes", close=True)
