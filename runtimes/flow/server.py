@@ -3,7 +3,7 @@
 It serves its tier's part of a plan as ``{model}-{tier}``; an infer request runs that part and the
 rest of the chain (see chain.py) and answers with the model's outputs and a trace in the response
 ``parameters``. Binds 127.0.0.1 by default; an optional bearer token guards every endpoint but
-the health probes; bodies over ``max_request_bytes`` get 413 without being read. Every malformed
+the health probes; bodies over ``max_request_bytes`` get 413 without being decoded. Every malformed
 request gets a 4xx with a JSON ``{"error": ...}`` message and the server keeps serving.
 """
 from __future__ import annotations
