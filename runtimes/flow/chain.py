@@ -9,6 +9,7 @@ time measured back to back at its first run) to emulate a slower tier on one mac
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
@@ -24,6 +25,7 @@ from .plan import FlowPlan, Link
 
 TRACE = "edgekit_trace"        # response parameter: JSON list of trace events
 SERVER_TIME = "edgekit_server_s"  # response parameter: the tier's own wall time for the request
+BUDGET = "edgekit_deadline_s"  # request parameter: how long the caller waits for the answer
 CALIBRATION_RUNS = 7  # back-to-back runs of a part whose median compute time a slowdown stretches
 
 
@@ -37,6 +39,9 @@ class Chain:
                  cooldown_s: float = 1.0) -> None:
         if slowdown < 1.0:
             raise InputError(f"slowdown must be >= 1 (a sleep cannot speed compute up), got {slowdown}")
+        for comp, module in (("zstd", "zstandard"), ("lz4", "lz4.frame")):
+            if comp in plan.into and importlib.util.find_spec(module.split(".")[0]) is None:
+                raise InputError(f"the plan compresses transfers with {comp}: pip install {module.split('.')[0]}")
         self.plan, self.tier = plan, tier
         self.endpoints = dict(endpoints or {})
         self.deadline_s, self.retries, self.slowdown = deadline_s, retries, slowdown
@@ -76,10 +81,13 @@ class Chain:
             return self.links.get((self.tier, dst))
         return None
 
-    def run(self, k: int, tensors: dict[str, np.ndarray],
-            tensor_parameters: dict[str, dict] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
-        """The model outputs produced by parts k.. (fed with part k's inputs) and the trace events."""
+    def run(self, k: int, tensors: dict[str, np.ndarray], tensor_parameters: dict[str, dict] | None = None,
+            budget_s: float | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """The model outputs produced by parts k.. (fed with part k's inputs) and the trace events.
+        ``budget_s``: the time the caller waits for this answer (its deadline for this tier); a
+        forward then waits at most half of it, leaving the rest to run the parts here on failure."""
         plan = self.plan
+        deadline_s = self.deadline_s if budget_s is None else min(self.deadline_s, 0.5 * budget_s)
         results: dict[str, np.ndarray] = {}
         trace: list[dict] = []
         local = False
@@ -88,7 +96,7 @@ class Chain:
         while k < len(plan.parts):
             if plan.parts[k].tier != self.tier and not local:
                 try:
-                    produced, finished = self._forward(k, tensors, trace)
+                    produced, finished = self._forward(k, tensors, trace, deadline_s)
                 except TierError as exc:
                     trace.append({"event": "fallback", "part": k, "tier": plan.parts[k].tier, "ran_on": self.tier,
                                   "reason": str(exc)})
@@ -132,7 +140,8 @@ class Chain:
             times.append(time.perf_counter() - t0)
         return float(np.median(times))
 
-    def _forward(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict]) -> tuple[dict, bool]:
+    def _forward(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict],
+                 deadline_s: float) -> tuple[dict, bool]:
         """Send part k's inputs to its tier: (the tensors it answered, whether it ran the whole rest
         of the chain). An edgekit tier answers with the model outputs and its trace; a plain V2
         server with part k's outputs only. Raises TierError (and marks the tier down) on failure."""
@@ -144,7 +153,8 @@ class Chain:
             raise TierError(f"tier {dst!r} failed less than {self.cooldown_s} s ago; not retried yet")
         try:
             reply = infer(url, plan.served_name(dst), tensors, compression=plan.into[k], link=self.link(dst),
-                          deadline_s=self.deadline_s, retries=self.retries, token=self.token)
+                          deadline_s=deadline_s, retries=self.retries, token=self.token,
+                          parameters={BUDGET: deadline_s})
             finished = TRACE in reply.parameters
             if finished:
                 need = [n for p in plan.parts[k:] for n in p.outputs if n in plan.outputs]

@@ -24,7 +24,7 @@ from onnx import helper
 from edgekit import __version__
 from edgekit.errors import EdgekitError, InputError
 
-from .chain import SERVER_TIME, TRACE, Chain
+from .chain import BUDGET, SERVER_TIME, TRACE, Chain
 from .client import decode_body
 from .protocol import HEADER_LENGTH, ProtocolError, datatype_of, decode_request, encode_error, encode_response
 
@@ -220,7 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     def _infer(self, served: Served, request, start: float) -> None:
-        results, trace = served.chain.run(served.part, request.tensors, request.tensor_parameters)
+        budget = request.parameters.get(BUDGET)
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+            raise ProtocolError(f"parameter {BUDGET} must be a positive number of seconds, got {budget!r}")
+        results, trace = served.chain.run(served.part, request.tensors, request.tensor_parameters, budget)
         names = request.outputs if request.outputs is not None else list(results)
         unknown = [n for n in names if n not in results]
         if unknown:

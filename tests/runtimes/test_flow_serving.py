@@ -246,10 +246,13 @@ class Misbehaving:
                 if mode == "slow":
                     time.sleep(0.4)
                 body = b'{"error": "model crashed"}'
-                self.send_response(500)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the caller's deadline passed
+                    pass
 
         self.calls = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -294,6 +297,22 @@ def test_edge_runs_the_cloud_part_when_the_cloud_is_down(plan3, signal, referenc
     finally:
         edge.shutdown()
         edge.server_close()
+
+
+def test_a_slow_cloud_is_taken_over_by_the_edge_within_the_devices_deadline(plan3, signal, reference):
+    slow = Misbehaving("slow")  # answers after 0.4 s
+    edge = serve(plan3, "edge", {"cloud": slow.url}, deadline_s=5.0)
+    try:
+        flow = FlowSession(plan3, {"edge": edge.url}, deadline_s=0.6)  # the edge forwards with 0.3 s
+        (got,) = flow.run(None, {"signal": signal})
+        np.testing.assert_array_equal(got, reference)
+        assert flow.ran_on() == ["device", "edge", "edge"]
+        fb = next(e for e in flow.last_trace if e["event"] == "fallback")
+        assert fb["tier"] == "cloud" and fb["ran_on"] == "edge" and "deadline of 0.300 s" in fb["reason"]
+    finally:
+        edge.shutdown()
+        edge.server_close()
+        slow.close()
 
 
 def test_a_failed_tier_is_skipped_during_its_cooldown(plan3, signal):
