@@ -5,7 +5,7 @@ plus that tier's trace. When the next tier is down, answers with an error or mis
 (after bounded retries), this tier runs the remaining parts itself: it holds the whole plan, so a
 request is never lost. A tier that failed is skipped for ``cooldown_s`` so that later requests do
 not each pay for the retries. Compute can be slowed down by a factor (a sleep proportional to the
-time measured back to back at its first run) to emulate a slower tier on one machine.
+part's undisturbed compute time, measured at its first run) to emulate a slower tier on one machine.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .plan import FlowPlan, Link
 TRACE = "edgekit_trace"        # response parameter: JSON list of trace events
 SERVER_TIME = "edgekit_server_s"  # response parameter: the tier's own wall time for the request
 BUDGET = "edgekit_deadline_s"  # request parameter: how long the caller waits for the answer
-CALIBRATION_RUNS = 7  # back-to-back runs of a part whose median compute time a slowdown stretches
+CALIBRATION_RUNS = 7  # back-to-back runs of a part whose fastest time a slowdown stretches
 
 
 class Chain:
@@ -129,16 +129,16 @@ class Chain:
         return dict(zip(names, values))
 
     @staticmethod
-    def _calibrate(sess, tensors: dict[str, np.ndarray]) -> float:
-        """Median time of back-to-back runs: the part's compute on this machine with warm caches, which
-        the slowdown stretches (a run right after an emulated sleep finds cold caches: not the
-        device's own speed, and not worth multiplying)."""
+    def _calibrate(sess: InferenceSession, tensors: dict[str, np.ndarray]) -> float:
+        """The part's compute time on this machine undisturbed: the fastest of a few back-to-back
+        runs. A slowdown stretches this, not each run's time: a run right after an emulated sleep
+        finds cold caches, and one preempted by another process would be stretched F times."""
         times = []
         for _ in range(CALIBRATION_RUNS):
             t0 = time.perf_counter()
             sess.run(None, tensors)
             times.append(time.perf_counter() - t0)
-        return float(np.median(times))
+        return min(times)
 
     def _forward(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict],
                  deadline_s: float) -> tuple[dict, bool]:
