@@ -24,7 +24,9 @@ import onnx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "models", "cnn1d.onnx")
-CONFIGS = ("device only", "cloud only", "chosen")
+CONFIGS = ("device only", "cloud only", "chosen", "input on device")
+FIRST_BLOCK = {"conv0", "batchnormalization1", "relu2", "maxpool3"}
+HEAD = {"flatten13", "logits"}
 KILL_AFTER_S = 0.004  # into request 10: while its cut tensor is on the emulated link or the edge computes
 
 
@@ -48,28 +50,29 @@ class Scenario:
 
 
 def write_plans(model: onnx.ModelProto, profile: dict, sc: Scenario, bandwidths: list[float], root: str) -> dict:
-    """Plan dirs per (bandwidth index, config): the partitioner's choice and the two baselines, and one
-    device -> edge -> cloud plan (features on the edge, the head in the cloud) for the failure run."""
-    from edgekit.converters.partition import Result, evaluate, partition, write_plan
+    """Plan dirs per (bandwidth index, config): the two baselines, the partitioner's choice, and its
+    choice when the raw input must stay on the device; and for the failure run one plan over all
+    three tiers (first block on the device, features on the edge, the head in the cloud)."""
+    from edgekit.converters.partition import Options, Result, evaluate, partition, write_plan
+
+    def write(part, assignment, d: str, name: str) -> str:
+        cost = evaluate(part.problem, assignment, part.tiers, part.links, part.options)
+        write_plan(dataclasses.replace(part, result=Result(list(assignment), cost)), d, name=name)
+        return d
 
     plans = {}
     for i, bps in enumerate(bandwidths):
         part = partition(model, profile, sc.tiers(), sc.links(bps))
+        private = partition(model, profile, sc.tiers(), sc.links(bps), Options(keep_input_on_device=True))
         n = len(part.problem.nodes)
-        forced = {"device only": [0] * n, "cloud only": [2] * n, "chosen": part.result.assignment}
-        for config, assignment in forced.items():
-            cost = evaluate(part.problem, assignment, part.tiers, part.links, part.options)
-            chosen = dataclasses.replace(part, result=Result(list(assignment), cost))
-            d = os.path.join(root, f"bw{i}-{config.replace(' ', '-')}")
-            write_plan(chosen, d, name=f"cnn1d-bw{i}-{config.split()[0]}")
-            plans[(i, config)] = d
+        for config, p, assignment in (("device only", part, [0] * n), ("cloud only", part, [2] * n),
+                                      ("chosen", part, part.result.assignment),
+                                      ("input on device", private, private.result.assignment)):
+            key = config.replace(" ", "-")
+            plans[(i, config)] = write(p, assignment, os.path.join(root, f"bw{i}-{key}"), f"cnn1d-bw{i}-{key}")
     part = partition(model, profile, sc.tiers(), sc.links(bandwidths[-1]))
-    head = {"flatten13", "logits"}
-    assignment = [2 if name in head else 1 for name in part.problem.nodes]
-    chosen = dataclasses.replace(part, result=Result(assignment, evaluate(part.problem, assignment, part.tiers,
-                                                                          part.links, part.options)))
-    plans["failover"] = os.path.join(root, "failover")
-    write_plan(chosen, plans["failover"], name="cnn1d-failover")
+    assignment = [0 if v in FIRST_BLOCK else 2 if v in HEAD else 1 for v in part.problem.nodes]
+    plans["failover"] = write(part, assignment, os.path.join(root, "failover"), "cnn1d-failover")
     return plans
 
 
@@ -86,10 +89,16 @@ def start_tier(tier: str, plan_dirs: list[str], slowdown: float, next_url: str |
     raise RuntimeError(f"the {tier} tier did not start (exit code {proc.wait()})")
 
 
+def same_as(out: np.ndarray, want: np.ndarray) -> bool:
+    """Equal to the whole model's output up to float rounding: a cut between a Conv and the
+    BatchNormalization/Relu that the whole model fuses into it rounds differently (about 1e-6)."""
+    return bool(np.allclose(out, want, rtol=1e-5, atol=1e-5))
+
+
 def measure(sessions: dict, feed: dict, want: np.ndarray, requests: int) -> dict[str, float]:
     """Median wall time per session of ``requests`` calls, the sessions taking turns (so a busy
     moment of the machine hits all of them alike), after two warm-up calls each; every answer
-    must equal the whole model's."""
+    must match the whole model's (see same_as)."""
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for r in range(requests + 2):
         for name, session in sessions.items():
@@ -97,8 +106,9 @@ def measure(sessions: dict, feed: dict, want: np.ndarray, requests: int) -> dict
             out = session.run(None, feed)[0]
             if r >= 2:
                 times[name].append(time.perf_counter() - t0)
-            if not np.array_equal(out, want):
-                raise AssertionError(f"{name}: a split run differs from the whole model")
+            if not same_as(out, want):
+                raise AssertionError(f"{name}: a split run differs from the whole model by "
+                                     f"{np.abs(out - want).max():.2e}")
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -110,12 +120,12 @@ def plot(path: str, bandwidths: list[float], rows: dict) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     mbps = [b / 1e6 for b in bandwidths]
-    for config, color in zip(CONFIGS, ("tab:blue", "tab:orange", "tab:green")):
+    for config, color in zip(CONFIGS, ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
         pred = [rows[(i, config)][0] * 1e3 for i in range(len(bandwidths))]
         meas = [rows[(i, config)][1] * 1e3 for i in range(len(bandwidths))]
         ax.plot(mbps, pred, "--", color=color, label=f"{config} predicted")
         ax.plot(mbps, meas, "o", color=color, label=f"{config} measured")
-        if config == "chosen":
+        if config in ("chosen", "input on device"):
             for x, y, i in zip(mbps, meas, range(len(bandwidths))):
                 ax.annotate(rows[(i, config)][2], (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="device-edge bandwidth (Mbit/s)", ylabel="latency per request (ms)",
@@ -128,7 +138,8 @@ def plot(path: str, bandwidths: list[float], rows: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo flow", description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16, help="windows per request (default 16)")
-    parser.add_argument("--bandwidths", default="2,10,50,200", help="device-edge Mbit/s to try (default 2,10,50,200)")
+    parser.add_argument("--bandwidths", default="2,20,200,1000",
+                        help="device-edge Mbit/s to try (default 2,20,200,1000)")
     parser.add_argument("--requests", type=int, default=15, help="timed requests per configuration (default 15)")
     parser.add_argument("--device-speed", type=float, default=0.02, help="device speed vs this machine (default 0.02)")
     parser.add_argument("--edge-speed", type=float, default=0.25, help="edge speed vs this machine (default 0.25)")
@@ -155,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = profile_model(model, {"batch": args.batch}, repeat=30).to_dict()
     print(f"profiled here: {profile['plan_s'] * 1e3:.2f} ms per request on this machine (median of 30), "
-          f"input {feed['signal'].nbytes} B; every early activation is larger than the input, so the best "
-          f"plans send the raw input or nothing")
+          f"input {feed['signal'].nbytes} B. Every early activation is larger than the input (8-16x), so "
+          f"the best plan sends the raw input or nothing, unless the input must stay on the device: then "
+          f"the cut moves into the network as bandwidth grows")
     work = tempfile.mkdtemp(prefix="edgekit-flow-")
     plans = write_plans(model, profile, sc, bandwidths, work)
     served = {t: [d for d in plans.values() if load_plan(d).part_of(t) is not None] for t in ("edge", "cloud")}
@@ -166,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tiers up: edge {edge_url}, cloud {cloud_url}\n")
     try:
         rows = {}
-        print(f"{'Mbit/s':>7s} {'plan':12s} {'runs on':24s} {'predicted':>10s} {'measured':>10s} {'error':>7s}")
+        print(f"{'Mbit/s':>7s} {'plan':16s} {'runs on':24s} {'predicted':>10s} {'measured':>10s} {'error':>7s}")
         for i, bps in enumerate(bandwidths):
             loaded = {config: load_plan(plans[(i, config)]) for config in CONFIGS}
             sessions = {config: FlowSession(plan, endpoints, slowdown=1 / sc.device_speed, emulate_links=True,
@@ -176,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                 predicted = plan.raw["predicted"]["total_s"]
                 where = " -> ".join(p.tier for p in plan.parts)
                 rows[(i, config)] = (predicted, measured[config], where)
-                print(f"{bps / 1e6:7.0f} {config:12s} {where:24s} {predicted * 1e3:8.2f}ms "
+                print(f"{bps / 1e6:7.0f} {config:16s} {where:24s} {predicted * 1e3:8.2f}ms "
                       f"{measured[config] * 1e3:8.2f}ms {(measured[config] - predicted) / predicted * 100:+6.1f}%")
-            session = sessions["chosen"]
-            print(f"{'':7s} one chosen request: {describe(session.last_trace)}")
+            for config in ("chosen", "input on device"):
+                print(f"{'':7s} one {config} request: {describe(sessions[config].last_trace)}")
         errors = [abs(m - p) / p for p, m, _ in rows.values()]
         print(f"\nmeasured vs predicted: median error {np.median(errors) * 100:.1f}%, worst {max(errors) * 100:.1f}%")
         worse = [(i, c) for i in range(len(bandwidths)) for c in CONFIGS[:2]
@@ -192,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print('plot skipped: it needs matplotlib (pip install "edgekit[demo]")', file=sys.stderr)
 
-        print(f"\nfailure: device -> edge (features) -> cloud (head); the edge process is killed (SIGKILL) "
-              f"{KILL_AFTER_S * 1e3:.0f} ms into request 10")
+        print(f"\nfailure: device (first block) -> edge (features) -> cloud (head); the edge process is "
+              f"killed (SIGKILL) {KILL_AFTER_S * 1e3:.0f} ms into request 10")
         session = FlowSession(plans["failover"], endpoints, slowdown=1 / sc.device_speed, emulate_links=True,
                               deadline_s=1.0, retries=1)
         answered, wrong, where = 0, 0, {}
@@ -202,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 threading.Timer(KILL_AFTER_S, edge.kill).start()
             out = session.run(None, feed)[0]
             answered += 1
-            wrong += not np.array_equal(out, want)
+            wrong += not same_as(out, want)
             route = " ".join(session.ran_on())
             where[route] = where.get(route, 0) + 1
             if r in (9, 10, 11):

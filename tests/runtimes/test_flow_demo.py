@@ -1,6 +1,6 @@
 """`edgekit demo flow` end to end on a short schedule: edge and cloud tier processes on loopback, plans
-from the partitioner at two bandwidths, every split run equal to the whole model (the demo checks
-it), the plot written, and zero lost or wrong requests when the edge process is killed mid-run."""
+from the partitioner at two bandwidths (also with the input kept on the device), every split run
+equal to the whole model within 1e-5 (the demo checks it), the plot written, and zero lost or wrong requests when the edge process is killed mid-run."""
 import os
 
 from edgekit.demos import flow
@@ -11,6 +11,7 @@ def test_flow_demo(tmp_path, capsys):
     assert flow.main(["--bandwidths", "5,200", "--requests", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "answered 30 of 30, wrong 0, lost 0" in text
-    assert "FALLBACK edge->device" in text and "requests ran their parts on: device device" in text
-    assert text.count(" chosen     ") == 2 and "measured vs predicted" in text
+    assert "FALLBACK edge->device" in text and "requests ran their parts on: device device device" in text
+    assert text.count("one chosen request") == 2 and text.count("one input on device request") == 2
+    assert "measured vs predicted" in text
     assert os.path.getsize(out) > 10_000
