@@ -1,6 +1,7 @@
 """`edgekit demo flow` end to end on a short schedule: edge and cloud tier processes on loopback, plans
 from the partitioner at two bandwidths (also with the input kept on the device), every split run
-equal to the whole model within 1e-5 (the demo checks it), the plot written, and zero lost or wrong requests when the edge process is killed mid-run."""
+equal to the whole model within 1e-5 (the demo checks it), the plot written, and zero lost or
+wrong requests when the edge process is killed mid-run."""
 import os
 
 from edgekit.demos import flow
