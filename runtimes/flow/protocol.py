@@ -162,6 +162,8 @@ def _split(body: bytes, header_length: str | int | None) -> tuple[dict, memoryvi
     except ValueError as exc:
         hint = "" if header_length is not None else f" (binary tensor data needs the {HEADER_LENGTH} header)"
         raise ProtocolError(f"the body is not valid JSON: {exc}{hint}") from None
+    except RecursionError:
+        raise ProtocolError("the JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ProtocolError(f"the body must be a JSON object, got {type(doc).__name__}")
     return doc, memoryview(body)[n:]

@@ -112,6 +112,7 @@ MALFORMED = [
      None, "appears twice"),
     (json.dumps({"inputs": [], "outputs": "y"}).encode(), None, "'outputs' must be a list"),
     (json.dumps({"inputs": [], "id": 5}).encode(), None, "'id' must be a string"),
+    (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "nested too deeply"),
 ]
 
 
