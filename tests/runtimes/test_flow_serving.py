@@ -23,9 +23,12 @@ CUTS = {"device": "maxpool3", "edge": "maxpool11"}  # device ends at maxpool3, e
 
 
 def make_plan(path, tiers, compression="none"):
-    """A plan DIR cutting cnn1d by hand: ``tiers`` in order, each part ending at CUTS[tier]."""
+    """A plan DIR cutting cnn1d by hand: ``tiers`` in order, each part ending at CUTS[tier]; transfers
+    record batch-2 shapes, so servers compile their part before serving (as for a real plan)."""
     model = onnx.shape_inference.infer_shapes(onnx.load(MODEL))
     ex = onnx.utils.Extractor(model)
+    shapes = {v.name: [d.dim_value or 2 for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.input)}
     parts, transfers, prev = [], [], "signal"
     if tiers[0] != "device":
         transfers.append(("device", tiers[0], prev))
@@ -41,7 +44,8 @@ def make_plan(path, tiers, compression="none"):
             "links": [{"from": "device", "to": "edge", "bandwidth_bps": 1e9, "rtt_s": 0.001},
                       {"from": "edge", "to": "cloud", "bandwidth_bps": 1e9, "rtt_s": 0.001}],
             "parts": parts,
-            "transfers": [{"from": a, "to": b, "tensors": [{"name": t, "shape": [], "dtype": "float32", "bytes": 0}],
+            "transfers": [{"from": a, "to": b, "tensors": [{"name": t, "shape": shapes[t], "dtype": "float32",
+                                                                       "bytes": 4 * int(np.prod(shapes[t]))}],
                            "compression": compression} for a, b, t in transfers]}
     with open(os.path.join(path, "plan.json"), "w") as f:
         json.dump(plan, f)
@@ -80,7 +84,7 @@ def tiers(plan3):
 
 
 def request(server, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=120)
     conn.request(method, path, body, headers or {})
     r = conn.getresponse()
     data = r.read()
@@ -165,6 +169,22 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
     assert got == 200 and doc["outputs"][0]["shape"] == [1, 4]
 
 
+def test_random_bodies_get_4xx(tiers):
+    edge, _ = tiers
+    rng = np.random.default_rng(5)
+    good, headers = __import__("edgekit.runtimes.flow.protocol", fromlist=["x"]).encode_request(
+        {"maxpool3": np.zeros((1, 16, 256), np.float32)})
+    for i in range(40):
+        body = bytearray(good)
+        for pos in rng.integers(0, len(body), int(rng.integers(1, 20))):  # flip random bytes
+            body[pos] = int(rng.integers(0, 256))
+        if i % 4 == 0:
+            body = body[: int(rng.integers(0, len(body)))]
+        status, _ = request(edge, "POST", "/v2/models/cnn-edge/infer", bytes(body), dict(headers) if i % 3 else {})
+        assert 400 <= status < 500 or status == 200, status
+    assert request(edge, "GET", "/v2/health/ready")[0] == 200
+
+
 def test_oversized_and_unauthorized(plan3):
     cloud = serve(plan3, "cloud", token="s3cret", max_request_bytes=9000)
     try:
@@ -199,7 +219,7 @@ def test_chains_equal_the_whole_model(tmp_path, tiers_used, signal, reference):
         servers.append(serve(plan, tier, dict(endpoints)))
         endpoints[tier] = servers[-1].url
     try:
-        flow = FlowSession(plan, endpoints)
+        flow = FlowSession(plan, endpoints, deadline_s=60)
         (got,) = flow.run(None, {"signal": signal})
         np.testing.assert_array_equal(got, reference)
         assert flow.ran_on() == tiers_used
@@ -216,7 +236,7 @@ def test_compressed_transfers(tmp_path, compression, atol, signal, reference):
     plan = make_plan(tmp_path, ["device", "cloud"], compression)
     cloud = serve(plan, "cloud")
     try:
-        flow = FlowSession(plan, {"cloud": cloud.url})
+        flow = FlowSession(plan, {"cloud": cloud.url}, deadline_s=60)
         (got,) = flow.run(["logits"], {"signal": signal})
         assert flow.ran_on() == ["device", "cloud"]
         np.testing.assert_allclose(got, reference, rtol=0, atol=atol)
@@ -289,7 +309,7 @@ def test_device_falls_back_when_the_edge_fails(plan3, failure, signal, reference
 def test_edge_runs_the_cloud_part_when_the_cloud_is_down(plan3, signal, reference):
     edge = serve(plan3, "edge", {"cloud": f"http://127.0.0.1:{free_port()}"}, retries=0)
     try:
-        flow = FlowSession(plan3, {"edge": edge.url})
+        flow = FlowSession(plan3, {"edge": edge.url}, deadline_s=60)
         (got,) = flow.run(None, {"signal": signal})
         np.testing.assert_array_equal(got, reference)
         assert flow.ran_on() == ["device", "edge", "edge"]
@@ -303,6 +323,7 @@ def test_a_slow_cloud_is_taken_over_by_the_edge_within_the_devices_deadline(plan
     slow = Misbehaving("slow")  # answers after 0.4 s
     edge = serve(plan3, "edge", {"cloud": slow.url}, deadline_s=5.0)
     try:
+        edge.models["cnn-edge"].chain.warm(2)  # compile the cloud part on the edge: no deadline in this test
         flow = FlowSession(plan3, {"edge": edge.url}, deadline_s=0.6)  # the edge forwards with 0.3 s
         (got,) = flow.run(None, {"signal": signal})
         np.testing.assert_array_equal(got, reference)
@@ -366,7 +387,7 @@ def test_a_plain_v2_server_in_the_middle(plan3, tiers, signal, reference):
     _, cloud = tiers
     plain = PlainV2(load_plan(plan3).parts[1].path, "cnn-edge")
     try:
-        flow = FlowSession(plan3, {"edge": plain.url, "cloud": cloud.url})
+        flow = FlowSession(plan3, {"edge": plain.url, "cloud": cloud.url}, deadline_s=60)
         np.testing.assert_array_equal(flow.run(None, {"signal": signal})[0], reference)
         assert flow.ran_on() == ["device", "edge", "cloud"]
         assert [e["to"] for e in flow.last_trace if e["event"] == "transfer"] == ["edge", "cloud"]
@@ -422,7 +443,7 @@ def test_serve_verb_in_a_subprocess(plan3, signal, reference):
         edge = serve(plan3, "edge", {"cloud": url}, token=None)
         edge.models["cnn-edge"].chain.token = "t0k"
         try:
-            flow = FlowSession(plan3, {"edge": edge.url})
+            flow = FlowSession(plan3, {"edge": edge.url}, deadline_s=60)
             np.testing.assert_array_equal(flow.run(None, {"signal": signal})[0], reference)
             assert flow.ran_on() == ["device", "edge", "cloud"]
         finally:
