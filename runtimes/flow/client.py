@@ -66,15 +66,17 @@ def compress_tensors(tensors: dict[str, np.ndarray], compression: str | None
 
 def restore_tensors(tensors: dict[str, np.ndarray], params: dict[str, dict],
                     dtypes: dict[str, np.dtype]) -> dict[str, np.ndarray]:
-    """Undo compress_tensors on the receiving side, given the dtypes the part expects."""
+    """Undo compress_tensors on the receiving side, given the dtypes the part expects: FP16 to a
+    float input widens, INT8 with an ``edgekit_scale`` dequantizes; anything else is left for the
+    session to accept or reject."""
     out = {}
     for n, a in tensors.items():
         want = dtypes.get(n)
         scale = (params.get(n) or {}).get(INT8_SCALE)
-        if want is not None and a.dtype != want and want.kind == "f":
-            if scale is not None and a.dtype.kind in "iu":
+        if want is not None and want.kind == "f" and a.dtype != want:
+            if scale is not None and a.dtype == np.int8:
                 a = (a.astype(np.float32) * np.float32(scale)).astype(want)
-            elif a.dtype.kind == "f":
+            elif a.dtype == np.float16:
                 a = a.astype(want)
         out[n] = a
     return out
