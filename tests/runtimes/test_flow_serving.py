@@ -455,3 +455,44 @@ def test_serve_verb_in_a_subprocess(plan3, signal, reference):
     bad = subprocess.run([sys.executable, "-m", "edgekit.cli_serve", plan3, "--tier", "fog"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "tier 'fog' runs no part of the plan" in bad.stderr
+
+
+# ---------------------------------------------------------------- plans from the partitioner
+
+def test_partitioner_plans_of_a_residual_cnn(tmp_path):
+    """Every few cuts of a CNN with residual Adds over three tiers, as converters.partition writes
+    them (several tensors per transfer, tensors passed through a tier): the same outputs."""
+    import dataclasses
+
+    from edgekit.converters.partition import Link, Result, Tier, evaluate, partition, write_plan
+    from edgekit.runtimes.profile import profile_model
+
+    path = os.path.join(os.path.dirname(MODEL), "paramfree_dw.onnx")
+    model = onnx.load(path)
+    tiers = [Tier("device", 1), Tier("edge", 1), Tier("cloud", 1)]
+    links = [Link("device", "edge", 1e8, 0.001), Link("edge", "cloud", 1e8, 0.001)]
+    part = partition(model, profile_model(model, {"batch": 2}, repeat=1, warmup=0).to_dict(), tiers, links)
+    x = np.random.default_rng(3).random((2, 1, 28, 28)).astype(np.float32)
+    want = edgekit.InferenceSession(path).run(None, {"image": x})[0]
+    n, multi = len(part.problem.nodes), 0
+    for k in range(0, n + 1, 4):
+        for j in (k, min(n, k + 5)):
+            a = [0] * k + [1] * (j - k) + [2] * (n - j)
+            cost = evaluate(part.problem, a, tiers, links, part.options)
+            d = str(tmp_path / f"{k}-{j}")
+            write_plan(dataclasses.replace(part, result=Result(a, cost)), d, "pf")
+            plan = load_plan(d)
+            servers = {}
+            for tier in ("cloud", "edge"):
+                if plan.part_of(tier) is not None:
+                    servers[tier] = serve(plan.dir, tier, {t: s.url for t, s in servers.items()}, deadline_s=60)
+            try:
+                flow = FlowSession(plan, {t: s.url for t, s in servers.items()}, deadline_s=60)
+                np.testing.assert_array_equal(flow.run(None, {"image": x})[0], want)
+                assert "fallback" not in [e["event"] for e in flow.last_trace]
+                multi += max(len(p.inputs) for p in plan.parts) > 1
+            finally:
+                for s in servers.values():
+                    s.shutdown()
+                    s.server_close()
+    assert multi >= 4
