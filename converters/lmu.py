@@ -37,6 +37,7 @@ __all__ = ["CONFIG_KEY", "DOMAIN", "LMUFormerConfig", "StepModel", "build_lmufor
            "to_step"]
 
 CONFIG_KEY = "edgekit.lmuformer"
+STEP_KEY = "edgekit.lmuformer.step"  # the step's structure for the fused engine (runtimes/lmu_stream.py, docs/lmu.md)
 DOMAIN = "ai.edgekit"
 OPSET = 17
 BN_EPS = 1e-5
@@ -315,6 +316,7 @@ def to_step(model: ModelSource) -> StepModel:
     w = {k: v.astype(np.float64) for k, v in _checked_weights(
         {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}, c).items()}
     g = _StepBuilder("N")
+    roles: dict[str, str] = {}  # what each weight of the step is, for the fused engine
     delay = c.n_embed if c.lookahead else 0
     frames = g.state("frames", 1, "counter", "head", batched=False)
     gates: list[str | None] = [None] * c.n_embed
@@ -351,6 +353,7 @@ def to_step(model: ModelSource) -> StepModel:
         scale, shift = _bn_affine(w, f"{p}.bn")
         kernel = w[f"{p}.conv.weight"].transpose(2, 1, 0).reshape(3 * width, c.dim)  # rows: frame t-2, t-1, t
         z = act(g.gemm(window, kernel * scale, shift, f"{p}.conv"), p, c.dim, gates[i], gates[i])
+        roles.update({f"{p}.kernel": f"{p}.conv.w", f"{p}.shift": f"{p}.conv.b"})
         width = c.dim
 
     abar, bbar = discretize(c.order, c.theta, c.discretization)
@@ -367,6 +370,10 @@ def to_step(model: ModelSource) -> StepModel:
     a = act(g.gemm(z, w["mixer.fc1.weight"][:, :, 0].T * scale1, shift1, "mixer.fc1"), "mixer", 4 * c.dim, None, late)
     scale2, shift2 = _bn_affine(w, "mixer.bn2")
     z = g.gemm(a, w["mixer.fc2.weight"][:, :, 0].T * scale2, z, "mixer.out")  # + shift2, folded into the head bias
+    roles.update({"lmu.u": "lmu.u.w", "lmu.u.bias": "lmu.u.b", "lmu.bbar": "lmu.bbar",
+                  "lmu.abar_t": f"{m.output}{'.ungated' if late else ''}.w",
+                  "lmu.h.m": "lmu.h.m.w", "lmu.h.bias": "lmu.h.m.b", "lmu.h.z": "lmu.h.w", "mixer.fc1": "mixer.fc1.w",
+                  "mixer.fc1.shift": "mixer.fc1.b", "mixer.fc2": "mixer.out.w"})
 
     # The head is linear: the running mean of head.weight @ z_t (+ head.weight @ shift2) plus head.bias.
     total = g.state("head.sum", c.classes, "sum", "head")
@@ -379,6 +386,7 @@ def to_step(model: ModelSource) -> StepModel:
                             "head.one"], "head.count")
     mean = g.op("Div", [head_sum, seen], "head.mean")
     logits = g.op("Add", [mean, g.f32("head.bias", w["head.bias"] + w["head.weight"] @ shift2)], "head.logits")
+    roles.update({"head": f"{'head.proj' if late else total.output}.w", "head.bias": "head.bias"})
     g.op("Unsqueeze", [logits, g.const("head.time", np.array([2], np.int64))], "logits")
 
     io = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c.c_in, 1])]
@@ -393,7 +401,10 @@ def to_step(model: ModelSource) -> StepModel:
             "channels": c.c_in,
             "states": [{"input": s.input, "output": s.output, "shape": list(s.shape), "dtype": s.dtype,
                         "fill": s.fill, "layer": s.layer, "kind": s.kind, "batched": s.batched} for s in g.states]}
-    helper.set_model_props(step, {STREAM_KEY: json.dumps(meta)})
+    structure = {**{k: getattr(c, k) for k in ("c_in", "dim", "order", "classes", "n_embed", "spiking", "tau",
+                                                "threshold", "reset")},
+                 "delay": delay, "weights": roles}
+    helper.set_model_props(step, {STREAM_KEY: json.dumps(meta), STEP_KEY: json.dumps(structure)})
     try:
         step = onnx.shape_inference.infer_shapes(step, strict_mode=True)
     except Exception as exc:

@@ -39,11 +39,16 @@ class _State:
 @dataclass
 class _Engine:
     """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
-    (the same arrays after every run)."""
+    (the same arrays after every run). A state output that is its input array (updated in place by
+    ``run``) is not copied back."""
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     run: Callable[[], None]
+
+
+EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], _Engine]
+"""Builds the engine of a step model for its input shapes (default: the edgekit plan)."""
 
 
 def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> _Engine:
@@ -96,9 +101,12 @@ class StreamingSession:
     ``push`` returns nothing for the first
     ``warmup_hops`` hops (until a full window has been seen); from then on the entry of the hop
     ending at sample T is the window model's output for samples [T - delay - L, T - delay).
+    ``engine`` runs the step instead of the edgekit plan (an ``EngineFactory``, e.g. a fused kernel).
     """
 
-    def __init__(self, model: ModelSource | Any, hop: int | None = None, allow_nan: bool = False) -> None:
+    def __init__(self, model: ModelSource | Any, hop: int | None = None, allow_nan: bool = False,
+                 engine: EngineFactory | None = None) -> None:
+        self._make_engine = engine or _plan_engine  # (step model, input shapes) -> _Engine
         step = step_model_of(model)
         if step is None:
             raise ModelError("not a StreamiNNC step model: convert the window model with "
@@ -222,10 +230,11 @@ class StreamingSession:
         if self._engine is None or self._engine_batch != batch:
             shapes = {s.input: s.shape_for(batch) for s in self._states}
             shapes[self.input_name] = (batch, self.channels, self.hop)
-            self._engine = eng = _plan_engine(self._step, shapes)
+            self._engine = eng = self._make_engine(self._step, shapes)
             self._engine_batch = batch
             self._xbuf = eng.inputs[self.input_name]
-            self._feedback = [(eng.inputs[s.input], eng.outputs[s.output]) for s in self._states]
+            self._feedback = [(eng.inputs[s.input], eng.outputs[s.output]) for s in self._states
+                              if eng.outputs[s.output] is not eng.inputs[s.input]]
             self._outputs = [eng.outputs[name] for name in self.output_names]
         self._batch = batch
         for s in self._states:

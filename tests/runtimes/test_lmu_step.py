@@ -1,0 +1,121 @@
+"""The fused LMUFormer step engine (edgekit.runtimes.lmu_stream, kernels/lmu_step.py).
+
+Checked on random LMUFormers (spiking and not, causal and lookahead, hard and soft reset, a tau
+whose reciprocal is inexact, widths that leave partial weight panels, batch 2): over 300 frames the
+fused engine's logits and every next state match the same step model run by edgekit's plan and by
+onnxruntime to 1e-5 relative (the products are summed in the plan's order; divisions may round
+differently); spike trains equal the plan's (hard reset: a neuron spiked iff its next v is 0). Also: StreamingSession picks the fused engine for LMUFormers (1 and 2
+threads give the same stream), a non-finite weight switches zero-row skipping off, inputs that
+fade to subnormals are treated as zeros without moving the output, and bad thread counts raise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+import edgekit
+from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step, weight_shapes
+from edgekit.runtimes.lmu_stream import engine_factory, is_lmuformer_step, lmu_step_engine
+from oracle import ort_session
+
+FRAMES = 300
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def lmuformer(spiking: bool, lookahead: bool, seed: int = 0, **kw):
+    """A random LMUFormer whose LIF layers fire often; dim 40 and 4 * dim 160 leave partial panels."""
+    rng = np.random.default_rng(seed)
+    c = LMUFormerConfig(**{"c_in": 5, "dim": 40, "order": 24, "theta": 30.0, "n_embed": 2, "classes": 7,
+                           "spiking": spiking, "lookahead": lookahead, **kw})
+    gain, drive = (3.0, 1.0) if spiking else (1.0, 0.0)
+    w = {}
+    for name, shape in weight_shapes(c).items():
+        if name.endswith(("running_var", "bn.weight", "bn1.weight", "bn2.weight")):
+            v = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith(("bn.bias", "bn1.bias", "bn2.bias", "lmu.h.bias")):
+            v = rng.normal(drive, 0.5, shape)
+        elif name.endswith(("bias", "running_mean")):
+            v = rng.normal(0.0, 0.3, shape)
+        else:
+            v = gain * rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+        w[name] = v.astype(np.float32)
+    return c, to_step(build_lmuformer(w, c))
+
+
+def run_all(sm, x: np.ndarray, threads: int = 1) -> tuple[list, list, list, list]:
+    """Frame by frame on the fused engine, the plan and onnxruntime: per engine, per frame, all outputs."""
+    batch = x.shape[0]
+    names = [o.name for o in sm.step_model.graph.output]
+    fused = lmu_step_engine(sm.step_model, {"x": (batch, sm.channels, 1)}, threads)
+    plan = edgekit.InferenceSession(sm.step_model)
+    ort = ort_session(sm.step_model)
+    got = {"fused": [], "plan": [], "ort": []}
+    states = {"plan": sm.initial_states(batch), "ort": sm.initial_states(batch)}
+    for t in range(x.shape[2]):
+        frame = x[:, :, t:t + 1]
+        fused.inputs["x"][...] = frame
+        fused.run()
+        got["fused"].append({n: fused.outputs[n].copy() for n in names})
+        for key, sess in (("plan", plan), ("ort", ort)):
+            res = dict(zip(names, sess.run(None, {"x": frame, **states[key]})))
+            states[key] = {s.input: res[s.output] for s in sm.states}
+            got[key].append(res)
+    return got["fused"], got["plan"], got["ort"], names
+
+
+@pytest.mark.parametrize("spiking,lookahead,reset,tau", [(False, False, "hard", 2.0), (False, True, "hard", 2.0),
+                                                         (True, False, "hard", 2.0), (True, True, "soft", 3.0)])
+def test_fused_equals_plan_and_ort(spiking, lookahead, reset, tau):
+    c, sm = lmuformer(spiking, lookahead, reset=reset, tau=tau)
+    assert is_lmuformer_step(sm.step_model)
+    x = np.random.default_rng(1).standard_normal((2, c.c_in, FRAMES)).astype(np.float32)
+    fused, plan, ort, names = run_all(sm, x)
+    for f, p, o in zip(fused, plan, ort):
+        for n in names:
+            np.testing.assert_allclose(f[n], p[n], rtol=RTOL, atol=ATOL, err_msg=n)
+            np.testing.assert_allclose(f[n], o[n], rtol=RTOL, atol=ATOL, err_msg=n)
+    if spiking and reset == "hard":
+        for layer in [f"embed.{i}" for i in range(c.n_embed)] + ["lmu", "mixer"]:
+            v = np.stack([f[f"{layer}.v.next"] for f in fused])
+            assert 0.02 < np.mean(v == 0) < 0.98, layer  # the layer fires, and not always
+            np.testing.assert_array_equal(v == 0, np.stack([p[f"{layer}.v.next"] for p in plan]) == 0)
+
+
+def test_streaming_session_uses_fused_engine_with_threads():
+    c, sm = lmuformer(True, True, seed=2)
+    x = np.random.default_rng(3).standard_normal((1, c.c_in, 80)).astype(np.float32)
+    one, two = edgekit.StreamingSession(sm), edgekit.StreamingSession(sm, threads=2)
+    a = np.concatenate([o[0] for o in one.push(x)], axis=2)
+    b = np.concatenate([o[0] for o in two.push(x[0, :, :33])] + [o[0] for o in two.push(x[0, :, 33:])], axis=2)
+    np.testing.assert_array_equal(a, b)
+    assert one._feedback == []  # states updated in place: nothing copied back per frame
+    plan = edgekit.runtimes.stream.StreamingSession(sm)  # the runtime's own session runs the plan
+    np.testing.assert_allclose(np.concatenate([o[0] for o in plan.push(x)], axis=2), a, rtol=RTOL, atol=ATOL)
+    with pytest.raises(ValueError, match="threads"):
+        edgekit.StreamingSession(sm, threads=0)
+    with pytest.raises(ValueError, match="threads"):
+        engine_factory(10_000)
+
+
+def test_nonfinite_weight_disables_row_skipping():
+    c, sm = lmuformer(False, False, seed=4)
+    fc2 = next(t for t in sm.step_model.graph.initializer if t.name == "mixer.out.w")
+    w = numpy_helper.to_array(fc2).copy()
+    w[3, 5] = np.inf  # inf * 0 is NaN in the plan and onnxruntime: the fused engine must not skip row 3
+    fc2.CopyFrom(numpy_helper.from_array(w, fc2.name))
+    x = np.random.default_rng(5).standard_normal((1, c.c_in, 20)).astype(np.float32)
+    fused, plan, _, names = run_all(sm, x)
+    for f, p in zip(fused, plan):
+        np.testing.assert_allclose(f["logits"], p["logits"], rtol=RTOL, atol=ATOL)  # NaN where the plan has NaN
+    assert np.isnan(fused[-1]["logits"]).any()
+
+
+def test_fading_input_to_subnormals():
+    c, sm = lmuformer(False, False, seed=6, theta=4.0)
+    x = np.zeros((1, c.c_in, 200), np.float32)
+    x[:, :, :5] = np.random.default_rng(7).standard_normal((1, c.c_in, 5))
+    x[:, :, 5:] = np.float32(1e-37) * np.random.default_rng(8).standard_normal((1, c.c_in, 195))  # near subnormal
+    fused, plan, _, _ = run_all(sm, x)
+    for f, p in zip(fused, plan):
+        np.testing.assert_allclose(f["logits"], p["logits"], rtol=RTOL, atol=ATOL)
