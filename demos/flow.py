@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekit.runtimes.flow import FlowSession, describe, load_plan
     from edgekit.runtimes.profile import profile_model
 
-    sc = Scenario(args.device_speed, args.edge_speed, edge_rtt_s=0.002, cloud_rtt_s=0.010, cloud_bps=1e9)
+    sc = Scenario(args.device_speed, args.edge_speed, edge_rtt_s=0.010, cloud_rtt_s=0.040, cloud_bps=200e6)
     bandwidths = [float(b) * 1e6 for b in args.bandwidths.split(",")]
     model = onnx.load(MODEL)
     feed = {"signal": np.concatenate([synthetic_signal(s) for s in range(args.batch)])}
