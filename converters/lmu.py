@@ -176,8 +176,8 @@ def build_lmuformer(weights: Mapping[str, np.ndarray], config: LMUFormerConfig) 
     prediction per frame from the frames up to it (and n_embed frames after it with lookahead).
 
     Uses the ``ai.edgekit`` ops LMU and LIF (docs/ops.md); BatchNormalization stays a node (both
-    edgekit and onnxruntime fold it into the conv). The running mean of the head is a product with
-    a (T, T) triangular matrix (the head's projection first, so only ``classes`` rows).
+    edgekit and onnxruntime fold it into the conv). The running mean of the head is a CumSum over
+    time of the head's projection (first, so only ``classes`` rows) divided by the frame count.
     """
     c = config
     w = _checked_weights(weights, c)
@@ -209,18 +209,15 @@ def build_lmuformer(weights: Mapping[str, np.ndarray], config: LMUFormerConfig) 
     y = bn(g.op("Conv", [a, "mixer.fc2.weight"], "mixer.fc2", kernel_shape=[1]), "mixer.bn2", "mixer.bn2")
     z = g.op("Add", [z, y], "mixer.out")
 
-    # Running mean over frames s <= t of the head's projection, as a product with tri[s, t] = [s <= t] / (t + 1).
+    # Running mean over frames s <= t of the head's projection: its CumSum over time divided by CumSum of ones.
     proj = g.op("MatMul", ["head.weight", z], "head.proj")
+    time_axis = g.const("head.time", np.array(2, np.int64))
+    total = g.op("CumSum", [proj, time_axis], "head.sum")
     length = g.op("Shape", ["x"], "head.length", start=2, end=3)
-    frames = g.op("Range", [g.const("head.zero", np.array(0, np.int64)),
-                            g.op("Squeeze", [length], "head.length.scalar"),
-                            g.const("head.one", np.array(1, np.int64))], "head.frames")
-    axis0, axis1 = g.const("head.axis0", np.array([0], np.int64)), g.const("head.axis1", np.array([1], np.int64))
-    causal = g.op("LessOrEqual", [g.op("Unsqueeze", [frames, axis1], "head.s"),
-                                  g.op("Unsqueeze", [frames, axis0], "head.t")], "head.causal")
-    counts = g.op("Cast", [g.op("Add", [frames, "head.one"], "head.count")], "head.countf", to=TensorProto.FLOAT)
-    tri = g.op("Div", [g.op("Cast", [causal], "head.causalf", to=TensorProto.FLOAT), counts], "head.tri")
-    mean = g.op("MatMul", [proj, tri], "head.mean")
+    ones = g.op("ConstantOfShape", [length], "head.ones", value=numpy_helper.from_array(np.ones(1, np.float32)))
+    counts = g.op("CumSum", [ones, g.const("head.axis0", np.array(0, np.int64))], "head.count")
+    mean = g.op("Div", [total, counts], "head.mean")
+    axis1 = g.const("head.axis1", np.array([1], np.int64))
     bias = g.op("Unsqueeze", ["head.bias", axis1], "head.bias.col")
     g.op("Add", [mean, bias], "logits")
 

@@ -3,7 +3,8 @@
 A float64 NumPy forward written out below, from random weights, is the reference. Checked: the
 full model on edgekit.InferenceSession == the reference (spiking and not, causal and lookahead);
 the ONNX step model in onnxruntime == the same step model on edgekit's plan == the full model
-frame by frame; the StreamingSession with random chunk sizes == the full model; a checkpoint
+frame by frame; the StreamingSession with random chunk sizes == the full model; the running mean is a CumSum (a
+20,000-frame sequence fits); a checkpoint
 resumed in a new session == the uninterrupted stream; bad chunks raise InputError and leave the
 stream untouched; the config survives the .npz and the ONNX metadata.
 
@@ -132,6 +133,15 @@ def test_full_model_matches_reference(spiking, lookahead):
     c, w, model, x, ref = case(spiking, lookahead)
     onnx.checker.check_model(model)
     assert {i.name for i in model.graph.initializer} >= set(w)
+    got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
+
+
+def test_running_mean_is_a_cumsum_long_sequence():
+    """No (T, T) matrix: a 20,000-frame sequence runs in O(T) memory and matches the reference."""
+    c, w, model, x, ref = case(False, False, seed=7, batch=1, length=20_000)
+    ops = {n.op_type for n in model.graph.node}
+    assert "CumSum" in ops and not ops & {"Range", "LessOrEqual"}
     got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
 
