@@ -117,6 +117,7 @@ def plot(path: str, bandwidths: list[float], rows: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     mbps = [b / 1e6 for b in bandwidths]
@@ -130,7 +131,10 @@ def plot(path: str, bandwidths: list[float], rows: dict) -> None:
                 ax.annotate(rows[(i, config)][2], (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="device-edge bandwidth (Mbit/s)", ylabel="latency per request (ms)",
            title="cnn1d across device / edge / cloud on loopback (emulated links and speeds)")
-    ax.legend(fontsize=8)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
