@@ -98,6 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server_version = f"edgekit/{__version__}"
+    sys_version = ""
     timeout = 60  # a client that stops sending mid-request frees its thread
     server: TierServer
 
@@ -229,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         if unknown:
             raise ProtocolError(f"unknown output(s) {unknown}; {served.name} returns {list(results)}")
         binary = True if "*" in request.binary_outputs else request.binary_outputs
-        params = {TRACE: json.dumps(trace), SERVER_TIME: time.perf_counter() - start}
+        params = {TRACE: json.dumps(trace, separators=(",", ":")), SERVER_TIME: time.perf_counter() - start}
         body, headers = encode_response(served.name, {n: results[n] for n in names}, binary,
                                         id=request.id, parameters=params)
         self._send(200, body, headers)
