@@ -3,11 +3,17 @@ malformed, oversized and unauthorized requests with the server still serving; 2-
 equal to the whole model in InferenceSession (exact: float32 crosses the wire bit for bit);
 fallback with zero lost requests when a tier is down, errors or misses the deadline, with the trace
 naming where each part ran; tritonclient.http against the server, binary data on and off."""
+import dataclasses
 import http.client
 import json
 import os
 import re
 import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import onnx
@@ -15,8 +21,13 @@ import onnx.utils
 import pytest
 
 import edgekit
+from edgekit.converters.partition import Link, Result, Tier, evaluate, partition, write_plan
+from edgekit.errors import ModelError
 from edgekit.runtimes.flow import FlowSession, TierServer, load_plan
 from edgekit.runtimes.flow.chain import Chain
+from edgekit.runtimes.flow.client import infer
+from edgekit.runtimes.flow.protocol import decode_request, encode_request, encode_response
+from edgekit.runtimes.profile import profile_model
 
 MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "demos", "models", "cnn1d.onnx")
 CUTS = {"device": "maxpool3", "edge": "maxpool11"}  # device ends at maxpool3, edge at maxpool11
@@ -106,8 +117,6 @@ def free_port():
 # ---------------------------------------------------------------- plans and links
 
 def test_plan_links_and_checks(plan3, tmp_path):
-    from edgekit.errors import ModelError
-
     plan = load_plan(plan3)
     assert [p.tier for p in plan.parts] == ["device", "edge", "cloud"] and plan.into == [None, "none", "none"]
     assert plan.served_name("edge") == "cnn-edge" and plan.part_of("cloud") == 2 and plan.part_of("fog") is None
@@ -172,8 +181,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
 def test_random_bodies_get_4xx(tiers):
     edge, _ = tiers
     rng = np.random.default_rng(5)
-    good, headers = __import__("edgekit.runtimes.flow.protocol", fromlist=["x"]).encode_request(
-        {"maxpool3": np.zeros((1, 16, 256), np.float32)})
+    good, headers = encode_request({"maxpool3": np.zeros((1, 16, 256), np.float32)})
     for i in range(40):
         body = bytearray(good)
         for pos in rng.integers(0, len(body), int(rng.integers(1, 20))):  # flip random bytes
@@ -198,8 +206,6 @@ def test_oversized_and_unauthorized(plan3):
         status, doc = request(cloud, "POST", "/v2/models/cnn-cloud/infer", body, auth)
         assert status == 413 and "exceeds the limit of 9000 bytes" in doc["error"]
         small = np.random.default_rng(1).standard_normal((1, 32, 64)).astype(np.float32)
-        from edgekit.runtimes.flow.client import infer
-
         reply = infer(cloud.url, "cnn-cloud", {"maxpool11": small}, token="s3cret")
         want = edgekit.InferenceSession(load_plan(plan3).parts[2].path).run(None, {"maxpool11": small})[0]
         np.testing.assert_array_equal(reply.tensors["logits"], want)
@@ -253,10 +259,6 @@ class Misbehaving:
     """A V2 impostor on loopback that answers every request with HTTP 500 or too late."""
 
     def __init__(self, mode):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        import threading
-        import time
-
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
@@ -350,11 +352,6 @@ class PlainV2:
     """A minimal V2 server running one ONNX file with no chaining and no trace (like Triton would)."""
 
     def __init__(self, path, name):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        import threading
-
-        from edgekit.runtimes.flow.protocol import decode_request, encode_response
-
         session = edgekit.InferenceSession(path)
 
         class Handler(BaseHTTPRequestHandler):
@@ -430,9 +427,6 @@ def test_tritonclient_against_the_edge_tier(tiers, binary):
 # ---------------------------------------------------------------- edgekit serve
 
 def test_serve_verb_in_a_subprocess(plan3, signal, reference):
-    import subprocess
-    import sys
-
     env = dict(os.environ, EDGEKIT_TOKEN="t0k")
     proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli_serve", plan3, "--tier", "cloud", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -462,11 +456,6 @@ def test_serve_verb_in_a_subprocess(plan3, signal, reference):
 def test_partitioner_plans_of_a_residual_cnn(tmp_path):
     """Every few cuts of a CNN with residual Adds over three tiers, as converters.partition writes
     them (several tensors per transfer, tensors passed through a tier): the same outputs."""
-    import dataclasses
-
-    from edgekit.converters.partition import Link, Result, Tier, evaluate, partition, write_plan
-    from edgekit.runtimes.profile import profile_model
-
     path = os.path.join(os.path.dirname(MODEL), "paramfree_dw.onnx")
     model = onnx.load(path)
     tiers = [Tier("device", 1), Tier("edge", 1), Tier("cloud", 1)]
