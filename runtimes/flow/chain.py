@@ -170,8 +170,9 @@ class Chain:
         except (TypeError, ValueError):
             self._down_until[dst] = time.monotonic() + self.cooldown_s
             raise TierError(f"tier {dst!r} sent an unreadable trace or server time") from None
-        except TierError:
-            self._down_until[dst] = time.monotonic() + self.cooldown_s
+        except TierError as exc:
+            if not 400 <= (getattr(exc, "status", None) or 0) < 500:  # a 4xx blames the request, not the tier
+                self._down_until[dst] = time.monotonic() + self.cooldown_s
             raise
         self._down_until.pop(dst, None)
         trace.append({"event": "transfer", "from": self.tier, "to": dst, "bytes": reply.request_bytes,

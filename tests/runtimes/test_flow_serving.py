@@ -338,6 +338,21 @@ def test_a_slow_cloud_is_taken_over_by_the_edge_within_the_devices_deadline(plan
         slow.close()
 
 
+def test_a_bad_input_is_reported_and_does_not_mark_the_tier_down(tmp_path, signal, reference):
+    plan = make_plan(tmp_path, ["cloud"])  # the raw input goes to the cloud as it is
+    cloud = serve(plan, "cloud")
+    try:
+        flow = FlowSession(plan, {"cloud": cloud.url}, retries=0, deadline_s=60)
+        with pytest.raises(edgekit.InputError, match="expects shape"):  # the cloud's 400, then the device's own
+            flow.run(None, {"signal": signal[:, :, :100]})
+        (got,) = flow.run(None, {"signal": signal})
+        np.testing.assert_array_equal(got, reference)
+        assert flow.ran_on() == ["cloud"]  # not skipped as if it had failed
+    finally:
+        cloud.shutdown()
+        cloud.server_close()
+
+
 def test_a_failed_tier_is_skipped_during_its_cooldown(plan3, signal):
     flow = FlowSession(plan3, {"edge": f"http://127.0.0.1:{free_port()}"}, retries=0, cooldown_s=60)
     flow.run(None, {"signal": signal})
