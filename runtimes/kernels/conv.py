@@ -11,8 +11,9 @@ columns of each output row are dropped when Y_wide is copied out with the activa
 Convolutions with a single output row (all 1-D ones) or with Qw == Wout write Y directly, and
 unpadded unit-stride inputs are read in place. A 1-D convolution is the 2-D one with H = KH = 1.
 
-Products at most two quads wide (64 to 128 columns with AVX-512, as a streaming step's first layers)
-take whole blocks of four vectors by 6 x 4-vector tiles first (``_quads``).
+Products at most 128 columns wide (with AVX-512; a streaming step's layers are this narrow) take
+their whole blocks of four vectors by 6 x 4-vector tiles and a last block of two by 8 x 2-vector
+tiles first (``_quads``); the generic 8 x 3 tiles would leave lanes idle or be bound by loads there.
 
 Narrow single-row outputs (a few columns, as a streaming step computes per hop) vectorise over
 output channels instead of columns: with W packed as Wt (K, Cout/groups) per group, a tile of
@@ -147,24 +148,30 @@ def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, 
                 _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
 
 
-QUAD_ROWS = 6
+QUAD_ROWS, DUO_ROWS = 6, 8
 QUAD_MAX = 8 * LANES if AVX512 else 0
-"""Products at most this wide (two quads) start with whole quads: 6 x 4-vector tiles, 24 of the 32
-zmm registers, 10 loads per 24 FMAs where the 8 x 3 tile and its one-vector edge take 11 per 24 and
-9 per 8 (measured 8-18 % faster at 64 and 128 columns, equal when wider). Without AVX-512 there are
-16 vector registers: none."""
+"""Products at most this wide start with quads (6 x 4-vector tiles, 24 of the 32 zmm registers, 10
+loads per 24 FMAs where the 8 x 3 tile and its one-vector edge take 11 per 24 and 9 per 8) and a
+duo (8 x 2 vectors, unmasked). Measured 128 -> 128 channels, kernel 3: 1.7x faster at 32 columns,
+1.1-1.2x at 64-128, equal when wider. Without AVX-512 (16 vector registers): none."""
 _quad_tile = _micro_kernel(QUAD_ROWS, 4, False)
+_duo_tile = _micro_kernel(DUO_ROWS, 2, False)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _quads(a, a_off, k, b, boffs, b_add, bias, b_off, y, y_off, y_rs, m, full):
-    """Y[:, :full] of the shifted product (``full`` a multiple of 4 * LANES) by QUAD_ROWS x 4-vector
-    tiles: 4 loads of B per 6 broadcasts of A and 24 FMAs."""
+    """Y[:, :full] of the shifted product (``full`` a multiple of 2 * LANES) by QUAD_ROWS x 4-vector
+    tiles, then DUO_ROWS x 2-vector tiles for a last block of two vectors."""
     one, zero, unit = np.int64(1), np.int64(0), np.float32(1.0)
-    for j0 in range(0, full, 4 * LANES):
+    quads = full - full % (4 * LANES)
+    for j0 in range(0, quads, 4 * LANES):
         for i0 in range(0, m, QUAD_ROWS):
             _quad_tile(a, a_off + i0 * k, k, one, b, boffs, b_add + j0, k, bias, b_off + i0, one, zero, unit, y,
                        y_off + i0 * y_rs + j0, y_rs, min(QUAD_ROWS, m - i0), 4 * LANES, unit)
+    if quads < full:
+        for i0 in range(0, m, DUO_ROWS):
+            _duo_tile(a, a_off + i0 * k, k, one, b, boffs, b_add + quads, k, bias, b_off + i0, one, zero, unit, y,
+                      y_off + i0 * y_rs + quads, y_rs, min(DUO_ROWS, m - i0), 2 * LANES, unit)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -367,8 +374,8 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
                 matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
                              scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
                 _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2)
-            else:  # whole blocks of 4 vectors by quads, the rest by the product's own tiles
-                full = ncols - ncols % (4 * LANES) if ncols <= QUAD_MAX else 0
+            else:  # whole blocks of 4 and 2 vectors by quads and duos, the rest by the product's tiles
+                full = ncols - ncols % (2 * LANES) if ncols <= QUAD_MAX else 0
                 if full:
                     _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ncols, cout_g, full)
                     activate_rows(yf, y_off, ncols, cout_g, full, code, p1, p2)

@@ -1,8 +1,9 @@
 """Conv against onnxruntime on random float32 inputs: 1-D and 2-D, kernel sizes, strides, dilations,
 explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without a channel
-multiplier), 64-128 columns (6-row quads first), narrow outputs (the channel-vectorised method),
-single columns over contiguous taps (dot products), with and without bias, batch 1 and 3; weights known only at run time; fused
-activations; and the Conv -> BatchNormalization -> Relu fusion run through InferenceSession.
+multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised method),
+single columns over contiguous taps (dot products), with and without bias, batch 1 and 3; weights
+known only at run time; fused activations; and the Conv -> BatchNormalization -> Relu fusion run
+through InferenceSession.
 Tolerance rtol 1e-4, atol 1e-4: float32 sums of up to a few hundred products of values of order 1,
 accumulated in a different order than onnxruntime's.
 """
@@ -50,8 +51,10 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "2d_depthwise_wide_rows": ((3, 6, 70), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2])),
     "2d_depthwise_x2": ((4, 9, 8), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
     "2d_kernel_is_input": ((3, 5, 4), (2, 3, 5, 4), {}),
-    # 64..128 output columns: whole 4-vector blocks by 6-row quads, the rest by the product's tiles
+    # <= 128 output columns: whole 4- and 2-vector blocks by quads and duos, the rest by the product's tiles
     "1d_quads_and_rest": ((5, 100), (13, 5, 3), dict(pads=[2, 0])),
+    "1d_quad_duo_rest": ((9, 120), (20, 9, 3), dict(pads=[2, 0])),
+    "1d_duo": ((8, 34), (11, 8, 3), {}),
     "2d_pointwise_quads": ((6, 8, 16), (7, 6, 1, 1), {}),
     # narrow outputs (<= 8 columns, >= 64 output channels per group): channel-vectorised tiles
     "1d_narrow_causal": ((40, 4), (128, 40, 3), dict(pads=[2, 0])),
@@ -143,7 +146,7 @@ def test_weights_and_bias_known_only_at_run_time(case):
 ], ids=lambda n: n.op_type)
 @pytest.mark.parametrize("case", ["1d_k7_pad", "2d_3x3_stride2", "2d_depthwise", "2d_depthwise_large_rows",
                                   "2d_depthwise_wide_rows", "2d_pointwise", "1d_narrow_groups_edge", "1d_dot_groups",
-                                  "1d_quads_and_rest"])
+                                  "1d_quad_duo_rest"])
 def test_fused_activation(case, activation):
     shape, w_shape, attrs = CASES[case]
     rng = np.random.default_rng(5)
