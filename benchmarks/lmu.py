@@ -3,10 +3,13 @@ parallel form vs its recurrent form.
 
 Table 1: an LMUFormer (one k=3 embedding conv from 40 features, the LMU block, the 4x channel
 mixer, 35 classes; random weights) run one frame per step. Columns: edgekit.StreamingSession.push
-of one frame; the edgekit plan of the step model alone (no push bookkeeping); the same ONNX step
-model on onnxruntime (1 thread), states fed back; ratio push / onnxruntime; and 'weights us', one
-pass of a vectorised Numba sum over the step's weight bytes: every float32 engine reads all of
-them once per step, so when they exceed the core's L2 cache this is the single-thread floor.
+of one frame on the fused LMUFormer step kernel with 1 and 2 threads; the same push with the
+generic edgekit plan of the step model (edgekit.runtimes.stream.StreamingSession); the ONNX step
+model on onnxruntime with 1 and 2 intra-op threads, states fed back; the ratios fused / onnxruntime
+at equal thread counts; and 'weights us', one pass of a vectorised Numba sum over the step's
+weight bytes: a dense float32 engine reads all of them once per step, so when they exceed the
+core's L2 cache this is its single-thread floor (the fused kernel skips the rows of zero inputs:
+ReLU zeros and silent neurons).
 
 Table 2: the ai.edgekit LMU op (order 256, theta 128, batch 1) on sequences of T frames, mode
 'recurrent' (one step per frame) vs 'parallel' (causal convolution with the impulse response,
@@ -29,6 +32,7 @@ from edgekit import InferenceSession, StreamingSession
 from edgekit.benchmarks.timing import machine, ort_session
 from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step, weight_shapes
 from edgekit.runtimes.ops.lmu import choose_form
+from edgekit.runtimes.stream import StreamingSession as PlanSession
 
 ROUND = 10
 BLOCKS = ((256, 256), (128, 128))
@@ -76,33 +80,32 @@ def _interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str,
 
 
 def step_latency(model: onnx.ModelProto, repeat: int, seed: int = 0) -> dict[str, float]:
-    """Median seconds per frame of each column of table 1, plus the step's weight bytes and node count."""
+    """Median seconds per frame of each column of table 1, plus the step's weight megabytes."""
     sm = to_step(model)
     step = sm.step_model
-    rng = np.random.default_rng(seed)
-    frames = rng.standard_normal((32, 1, sm.channels, 1)).astype(np.float32)
-    stream = StreamingSession(sm)
-    plan = InferenceSession(step).plan(tuple(((1, sm.channels, 1) if i.name == sm.input else
-                                              sm.initial_states(1)[i.name].shape) for i in step.graph.input))
-    for s in sm.states:
-        plan.input_buffers[s.input][...] = s.fill
-    ort, states = ort_session(step), sm.initial_states(1)
-    names = [s.input for s in sm.states]
+    frames = np.random.default_rng(seed).standard_normal((32, 1, sm.channels, 1)).astype(np.float32)
+    streams = {"fused1": StreamingSession(sm), "fused2": StreamingSession(sm, threads=2),
+               "plan": PlanSession(sm)}
     weights = np.concatenate([numpy_helper.to_array(t).reshape(-1) for t in step.graph.initializer
                               if t.data_type == TensorProto.FLOAT]).astype(np.float32)
+    names = [s.input for s in sm.states]
     k = [0]
 
     def frame() -> np.ndarray:
         k[0] = (k[0] + 1) % len(frames)
         return frames[k[0]]
 
-    def ort_step() -> None:
-        res = ort.run(None, {sm.input: frame(), **states})
-        states.update(zip(names, res[1:]))
+    def ort_stepper(threads: int) -> Callable[[], None]:
+        ort, states = ort_session(step, threads), sm.initial_states(1)
 
-    fns = {"push": lambda: stream.push(frame()), "plan": plan.execute, "ort": ort_step,
-           "weights": lambda: _read_all(weights)}
-    return {**_interleaved(fns, repeat), "mb": weights.nbytes / 1e6, "nodes": len(step.graph.node)}
+        def run() -> None:
+            res = ort.run(None, {sm.input: frame(), **states})
+            states.update(zip(names, res[1:]))
+        return run
+
+    fns = {name: (lambda s=s: s.push(frame())) for name, s in streams.items()}
+    fns.update({"ort1": ort_stepper(1), "ort2": ort_stepper(2), "weights": lambda: _read_all(weights)})
+    return {**_interleaved(fns, repeat), "mb": weights.nbytes / 1e6}
 
 
 def lmu_model(order: int, steps: int, mode: str, theta: float = 128.0) -> onnx.ModelProto:
@@ -133,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeat = 60 if args.quick else args.repeat
     print(f"machine: {machine()}")
-    print(f"LMUFormer step (c_in 40, 1 embedding conv, mixer 4x, 35 classes), batch 1, one thread each; "
-          f"median of {repeat} steps\n")
-    print(f"{'dim':>4s} {'order':>5s} {'spiking':>7s} {'nodes':>5s} {'weights MB':>10s} {'edgekit push us':>15s} "
-          f"{'edgekit plan us':>15s} {'ort step us':>11s} {'ratio':>6s} {'weights us':>10s}")
+    print(f"LMUFormer step (c_in 40, 1 embedding conv, mixer 4x, 35 classes), batch 1, StreamingSession.push "
+          f"per frame vs onnxruntime on the step model; median of {repeat} steps, microseconds\n")
+    print(f"{'dim':>4s} {'order':>5s} {'spiking':>7s} {'weights MB':>10s} {'fused 1t':>8s} {'fused 2t':>8s} "
+          f"{'plan':>6s} {'ort 1t':>6s} {'ort 2t':>6s} {'1t ratio':>8s} {'2t ratio':>8s} {'weights us':>10s}")
     for spiking in (False, True):
         for dim, order in BLOCKS:
-            m = step_latency(lmuformer(dim, order, spiking), repeat)
-            print(f"{dim:4d} {order:5d} {'yes' if spiking else 'no':>7s} {m['nodes']:5d} {m['mb']:10.2f} "
-                  f"{m['push'] * 1e6:15.1f} {m['plan'] * 1e6:15.1f} {m['ort'] * 1e6:11.1f} "
-                  f"{m['push'] / m['ort']:6.2f} {m['weights'] * 1e6:10.1f}", flush=True)
+            m = {k: v * 1e6 for k, v in step_latency(lmuformer(dim, order, spiking), repeat).items()}
+            print(f"{dim:4d} {order:5d} {'yes' if spiking else 'no':>7s} {m['mb'] / 1e6:10.2f} {m['fused1']:8.1f} "
+                  f"{m['fused2']:8.1f} {m['plan']:6.1f} {m['ort1']:6.1f} {m['ort2']:6.1f} "
+                  f"{m['fused1'] / m['ort1']:8.2f} {m['fused2'] / m['ort2']:8.2f} {m['weights']:10.1f}", flush=True)
     print("\nLMU op, order 256, theta 128, batch 1: recurrent vs parallel form on edgekit")
     print(f"{'T':>6s} {'recurrent ms':>12s} {'parallel ms':>11s} {'form':>6s} {'speedup':>8s} "
           f"{'Mframes/s par':>13s} {'max rel diff':>12s} {'auto picks':>10s}")

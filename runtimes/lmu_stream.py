@@ -128,12 +128,4 @@ def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], t
     def run() -> None:
         step_kernel(xf, state_array, w_array, scratch, rows, lf, plan, params)
 
-    def run_threaded() -> None:
-        before = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            step_kernel(xf, state_array, w_array, scratch, rows, lf, plan, params)
-        finally:
-            numba.set_num_threads(before)
-
-    return _Engine(inputs, outputs, run_threaded if threads > 1 else run)
+    return _Engine(inputs, outputs, run)

@@ -39,6 +39,9 @@ make a vector multiply-add take ~100 cycles (an LMU memory fading after the inpu
 PANEL = ROW_VECS * LANES
 """Columns per weight panel: the single-row tile of the Gemm micro-kernel."""
 
+THREAD_MIN = 1 << 15
+"""Weights of the smallest product split over threads: below, a parallel region costs more than it saves."""
+
 # plan (int64): sizes and flags, then offsets into the weights (W_*) and states (S_*), then E_SIZE
 # entries per embedding layer from P_EMBED on (E_*: offsets of its kernel, shift, tail and v; input width).
 (P_BATCH, P_CIN, P_DIM, P_ORDER, P_CLASSES, P_NEMBED, P_SPIKING, P_SOFT, P_DELAY, P_SKIP, P_THREADS,
@@ -104,19 +107,21 @@ def _matvec_serial(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, row
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
-def _matvec_threaded(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows):
+def _matvec_threaded(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows, threads):
     nnz = _nonzero_rows(x, x_off, k, skip, rows)
-    for p in prange((n + PANEL - 1) // PANEL):
-        _panel_at(p, x, x_off, rows, nnz, k, w, w_off, n, c, c_off, y, y_off, relu)
+    panels = (n + PANEL - 1) // PANEL
+    for part in prange(threads):  # each thread the same panels every frame: its share of the weights stays cached
+        for p in range(part * panels // threads, (part + 1) * panels // threads):
+            _panel_at(p, x, x_off, rows, nnz, k, w, w_off, n, c, c_off, y, y_off, relu)
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def matvec(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, work):
-    """y = act(x @ W + c) for a packed (k, n) matrix W; ``work`` = (skip zero rows, threaded, int64
+    """y = act(x @ W + c) for a packed (k, n) matrix W; ``work`` = (skip zero rows, threads, int64
     scratch of k entries)."""
-    skip, threaded, rows = work
-    if threaded:
-        _matvec_threaded(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows)
+    skip, threads, rows = work
+    if threads > 1 and k * n >= THREAD_MIN and n > PANEL:
+        _matvec_threaded(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows, threads)
     else:
         _matvec_serial(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows)
 
@@ -141,7 +146,7 @@ def step(x, state, w, scratch, rows, logits, plan, params):
     batch, c_in, dim, order, classes = plan[P_BATCH], plan[P_CIN], plan[P_DIM], plan[P_ORDER], plan[P_CLASSES]
     n_embed, spiking, soft, delay = plan[P_NEMBED], plan[P_SPIKING], plan[P_SOFT], plan[P_DELAY]
     tau, threshold, one, zero, lag = params[0], params[1], params[2], params[3], params[4]
-    work = (plan[P_SKIP] != 0, plan[P_THREADS] > 1, rows)  # how products run (see matvec)
+    work = (plan[P_SKIP] != 0, plan[P_THREADS], rows)  # how products run (see matvec)
     frames = state[plan[S_FRAMES]]
     late = one if delay == 0 or frames >= n_embed else zero
     inv_seen = one / (frames + one if delay == 0 else max(frames + lag, one))  # the plan's Div, as fastmath does it
