@@ -76,6 +76,20 @@ def write_plans(model: onnx.ModelProto, profile: dict, sc: Scenario, bandwidths:
     return plans
 
 
+def undisturbed_profile(model: onnx.ModelProto, batch: int, runs: int = 3) -> dict:
+    """The model's profile on this machine, per node the least of ``runs`` profiles (each a median
+    of 30): what the emulated tiers stretch is the undisturbed compute time too (see chain.py),
+    and another process busy on the machine during one profile must not inflate the prediction."""
+    from edgekit.runtimes.profile import profile_model
+
+    profiles = [profile_model(model, {"batch": batch}, repeat=30).to_dict() for _ in range(runs)]
+    best = profiles[0]
+    for i, node in enumerate(best["nodes"]):
+        node["time_s"] = min(p["nodes"][i]["time_s"] for p in profiles)
+    best["plan_s"] = min(p["plan_s"] for p in profiles)
+    return best
+
+
 def start_tier(tier: str, plan_dirs: list[str], slowdown: float, next_url: str | None) -> tuple[subprocess.Popen, str]:
     """An `edgekit serve` process for ``tier`` on a free loopback port; returns it and its URL."""
     cmd = [sys.executable, "-m", "edgekit.cli_serve", *plan_dirs, "--tier", tier, "--port", "0",
@@ -155,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     import edgekit
     from edgekit.demos.quickstart import synthetic_signal
     from edgekit.runtimes.flow import FlowSession, describe, load_plan
-    from edgekit.runtimes.profile import profile_model
-
     sc = Scenario(args.device_speed, args.edge_speed, edge_rtt_s=0.010, cloud_rtt_s=0.040, cloud_bps=200e6)
     bandwidths = [float(b) * 1e6 for b in args.bandwidths.split(",")]
     model = onnx.load(MODEL)
@@ -168,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"links: device-edge {args.bandwidths} Mbit/s, RTT {sc.edge_rtt_s * 1e3:.0f} ms; edge-cloud "
           f"{sc.cloud_bps / 1e6:.0f} Mbit/s, RTT {sc.cloud_rtt_s * 1e3:.0f} ms (emulated in the sender)\n")
 
-    profile = profile_model(model, {"batch": args.batch}, repeat=30).to_dict()
-    print(f"profiled here: {profile['plan_s'] * 1e3:.2f} ms per request on this machine (median of 30), "
+    profile = undisturbed_profile(model, args.batch)
+    print(f"profiled here: {profile['plan_s'] * 1e3:.2f} ms per request on this machine, "
           f"input {feed['signal'].nbytes} B. Every early activation is larger than the input (8-16x), so "
           f"the best plan sends the raw input or nothing, unless the input must stay on the device: then "
           f"the cut moves into the network as bandwidth grows")

@@ -5,7 +5,7 @@ plus that tier's trace. When the next tier is down, answers with an error or mis
 (after bounded retries), this tier runs the remaining parts itself: it holds the whole plan, so a
 request is never lost. A tier that failed is skipped for ``cooldown_s`` so that later requests do
 not each pay for the retries. Compute can be slowed down by a factor (a sleep proportional to the
-part's undisturbed compute time, measured at its first run) to emulate a slower tier on one machine.
+part's undisturbed compute time, the fastest run seen) to emulate a slower tier on one machine.
 """
 from __future__ import annotations
 
@@ -122,8 +122,9 @@ class Chain:
             self._hot[key] = self._calibrate(sess, tensors) if self.slowdown > 1.0 else 0.0
         t0 = time.perf_counter()
         values = sess.run(None, tensors)
-        if self.slowdown > 1.0:
-            time.sleep(self._hot[key] * (self.slowdown - 1.0))
+        if self.slowdown > 1.0:  # every run refines the undisturbed time: the fastest seen
+            hot = self._hot[key] = min(self._hot[key], time.perf_counter() - t0)
+            time.sleep(hot * (self.slowdown - 1.0))
         trace.append({"event": "compute", "part": k, "tier": self.plan.parts[k].tier, "ran_on": self.tier,
                       "compute_s": round(time.perf_counter() - t0, 7)})
         return dict(zip(names, values))
@@ -131,8 +132,9 @@ class Chain:
     @staticmethod
     def _calibrate(sess: InferenceSession, tensors: dict[str, np.ndarray]) -> float:
         """The part's compute time on this machine undisturbed: the fastest of a few back-to-back
-        runs. A slowdown stretches this, not each run's time: a run right after an emulated sleep
-        finds cold caches, and one preempted by another process would be stretched F times."""
+        runs (later runs lower it if they are faster). A slowdown stretches this, not each run's
+        time: a run right after an emulated sleep finds cold caches, and one preempted by another
+        process would be stretched F times."""
         times = []
         for _ in range(CALIBRATION_RUNS):
             t0 = time.perf_counter()
