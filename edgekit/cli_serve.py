@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from .cli_partition import parse_link
 from .errors import EdgekitError, InputError
 
 
@@ -29,12 +30,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("EDGEKIT_TOKEN") or None
     next_token = args.next_token or os.environ.get("EDGEKIT_NEXT_TOKEN") or token
+    links = args.emulate_links
+    if args.link:
+        from .runtimes.flow import Link
+
+        links = {(lk.src, lk.dst): Link(lk.rtt_s, lk.bandwidth_bps) for lk in args.link}
     chains = []
     for plan_dir in args.plan:
         plan = load_plan(plan_dir)
         chains.append(Chain(plan, args.tier, endpoints=_endpoints(args.next, plan, args.tier),
                             deadline_s=args.deadline, retries=args.retries, slowdown=args.slowdown,
-                            links=args.emulate_links, token=next_token))
+                            links=links, token=next_token))
     server = TierServer(chains, args.host, args.port, token=token, max_request_bytes=args.max_request_bytes,
                         log=args.verbose)
     for served in server.models.values():
@@ -95,6 +101,9 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="emulate a slower tier: stretch compute F times by sleeping (default 1)")
     p.add_argument("--emulate-links", action="store_true",
                    help="sleep the plan's link time (RTT + bytes/bandwidth) on every forward")
+    p.add_argument("--link", type=parse_link, action="append", default=[], metavar="A-B:BANDWIDTH,RTT",
+                   help="emulate this link with these figures instead of the plan's, e.g. "
+                        "edge-cloud:200Mbps,40ms (repeatable; only the links given are emulated)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 

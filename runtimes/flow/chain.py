@@ -78,7 +78,7 @@ class Chain:
         if self.links is True:
             return self.plan.link(self.tier, dst)
         if isinstance(self.links, dict):
-            return self.links.get((self.tier, dst))
+            return self.links.get((self.tier, dst)) or self.links.get((dst, self.tier))
         return None
 
     def run(self, k: int, tensors: dict[str, np.ndarray], tensor_parameters: dict[str, dict] | None = None,

@@ -24,6 +24,7 @@ import edgekit
 from edgekit.converters.partition import Link, Result, Tier, evaluate, partition, write_plan
 from edgekit.errors import ModelError
 from edgekit.runtimes.flow import FlowSession, TierServer, load_plan
+from edgekit.runtimes.flow import Link as FlowLink
 from edgekit.runtimes.flow.chain import Chain
 from edgekit.runtimes.flow.client import infer
 from edgekit.runtimes.flow.protocol import decode_request, encode_request, encode_response
@@ -122,6 +123,9 @@ def test_plan_links_and_checks(plan3, tmp_path):
     assert plan.served_name("edge") == "cnn-edge" and plan.part_of("cloud") == 2 and plan.part_of("fog") is None
     assert plan.link("edge", "device").time(1000) == pytest.approx(0.001 + 8e-6)  # links serve both ways
     assert plan.link("device", "cloud").time(1000) == pytest.approx(2 * (0.001 + 8e-6))  # in series
+    chain = Chain(plan, "edge", links={("cloud", "edge"): FlowLink(0.04, 200e6)})
+    assert chain.link("cloud").time(25_000) == pytest.approx(0.041) and chain.link("device") is None
+    assert Chain(plan, "edge", links=True).link("cloud") == plan.link("edge", "cloud")
     doc = json.load(open(os.path.join(plan3, "plan.json")))
     broken = [({"format": "other"}, "'format' must be"),
               ({"parts": []}, "no parts"),
