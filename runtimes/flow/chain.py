@@ -169,6 +169,8 @@ class Chain:
             remote = json.loads(reply.parameters[TRACE]) if finished else [
                 {"event": "compute", "part": k, "tier": dst, "ran_on": dst, "compute_s": None}]
             remote_s = float(reply.parameters.get(SERVER_TIME, 0.0))
+            if not isinstance(remote, list) or not all(isinstance(e, dict) and "event" in e for e in remote):
+                raise ValueError("not a list of events")
         except (TypeError, ValueError):
             self._down_until[dst] = time.monotonic() + self.cooldown_s
             raise TierError(f"tier {dst!r} sent an unreadable trace or server time") from None
