@@ -11,9 +11,11 @@ columns of each output row are dropped when Y_wide is copied out with the activa
 Convolutions with a single output row (all 1-D ones) or with Qw == Wout write Y directly, and
 unpadded unit-stride inputs are read in place. A 1-D convolution is the 2-D one with H = KH = 1.
 
-Products at most 128 columns wide (with AVX-512; a streaming step's layers are this narrow) take
-their whole blocks of four vectors by 6 x 4-vector tiles and a last block of two by 8 x 2-vector
-tiles first (``_quads``); the generic 8 x 3 tiles would leave lanes idle or be bound by loads there.
+Single-row outputs at most 128 columns wide (with AVX-512; a streaming step's layers are this
+narrow) take their whole blocks of four vectors by 6 x 4-vector tiles and a last block of two by
+8 x 2-vector tiles first (``_quads``); the generic 8 x 3 tiles would leave lanes idle or be bound
+by loads there. These, the narrow and the dot methods live in ``conv_rows_kernel``, compiled only
+for models that have such convolutions.
 
 Narrow single-row outputs (a few columns, as a streaming step computes per hop) vectorise over
 output channels instead of columns: with W packed as Wt (K, Cout/groups) per group, a tile of
@@ -317,13 +319,14 @@ def _depthwise3x3(x, x_off, h, wd, pt, pl, s, w, c, bias, y, dst, oh, ow):
 def conv_kernel(x, w, bias, y, scratch, plan, params):
     """y = act(conv(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
 
-    ``w`` is W (Cout, C/groups, [KH,] KW), or Wt for GEMM_NARROW: per group, (K, Cout/groups) with
-    K = C/groups * KH * KW, reshaped to W's rank; ``bias`` has Cout entries, ``plan`` holds FIELDS then
-    the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the activation's two float32
-    parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept zero; one channel for a
-    depthwise convolution) then Y_wide of one group when the output is wide, or LANES floats for
-    the narrow tile's transposed store and the dot product's lane sum. Few arguments,
-    because Numba's dispatch costs about 80 ns per array argument on every call.
+    ``w`` is W (Cout, C/groups, [KH,] KW), or Wt for GEMM_NARROW (conv_rows_kernel): per group,
+    (K, Cout/groups) with K = C/groups * KH * KW, reshaped to W's rank; ``bias`` has Cout entries,
+    ``plan`` holds FIELDS then the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the
+    activation's two float32 parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept
+    zero; one channel for a depthwise convolution) then Y_wide of one group when the output is
+    wide, or LANES floats for the narrow tile's transposed store and the dot product's lane sum
+    (conv_rows_kernel). Few arguments, because Numba's dispatch costs about 80 ns per array
+    argument on every call.
     """
     n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
     oh, ow, pt, pl, sh, sw = plan[6], plan[7], plan[8], plan[9], plan[10], plan[11]
@@ -362,23 +365,47 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
         for g in range(groups):
             y_off = (img * c_out + g * cout_g) * oh * ow
             b_add = src_off + g * cin_g * plane
-            if method == GEMM_NARROW or method == DOT:
-                if method == DOT:
-                    _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch,
-                         scratch.size - LANES)
-                else:
-                    _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, scratch,
-                            scratch.size - LANES)
-                activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)
-            elif method == GEMM_WIDE:
+            if method == GEMM_WIDE:
                 matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
                              scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
                 _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2)
-            else:  # whole blocks of 4 and 2 vectors by quads and duos, the rest by the product's tiles
-                full = ncols - ncols % (2 * LANES) if ncols <= QUAD_MAX else 0
+            else:
+                matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
+                             yf, y_off, ncols, cout_g, ncols, k, unit, code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
+    """``conv_kernel`` for single-row outputs of at most QUAD_MAX columns (a streaming step's layers):
+    methods GEMM (quads and a duo, then the product's tiles for the rest), GEMM_NARROW (``w`` is Wt)
+    and DOT. A kernel of its own, so that models without such convolutions do not compile its tiles.
+    """
+    n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
+    ow, pt, pl, sh, sw = plan[7], plan[8], plan[9], plan[10], plan[11]
+    qh, qw, plane, repack, method, code = plan[12], plan[13], plan[14], plan[15], plan[16], plan[17]
+    boffs, p1, p2 = plan[18:], params[0], params[1]
+    cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
+    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
+    one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
+    full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
+    tmp = scratch.size - LANES
+    for img in range(n_img):
+        x_off = img * c_in * h * wd
+        src, src_off = xf, x_off
+        if repack:
+            _repack(xf, x_off, c_in, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
+            src, src_off = scratch, zero
+        for g in range(groups):
+            y_off = (img * c_out + g * cout_g) * ow
+            b_add = src_off + g * cin_g * plane
+            if method == DOT:
+                _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch, tmp)
+            elif method == GEMM_NARROW:
+                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, scratch, tmp)
+            else:
                 if full:
-                    _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ncols, cout_g, full)
-                    activate_rows(yf, y_off, ncols, cout_g, full, code, p1, p2)
-                if full < ncols:
+                    _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)
+                if full < ow:
                     matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + full, bias, g * cout_g, one, zero,
-                                 unit, yf, y_off + full, ncols, cout_g, ncols - full, k, unit, code, p1, p2)
+                                 unit, yf, y_off + full, ow, cout_g, ow - full, k, unit, identity, p1, p2)
+            activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)  # the group is contiguous

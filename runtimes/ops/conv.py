@@ -118,4 +118,6 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
         weights = np.ascontiguousarray(wt).reshape(wt.shape + (1,) * (weights.ndim - 3))
     params = np.array([p1, p2], np.float32)
     y_shape = (n, c_out, *out[-nd:])
-    return Kernel(kc.conv_kernel, (In(0), weights, bias, Out(0), scratch, plan, params), [(y_shape, x.dtype)])
+    rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= kc.QUAD_MAX)
+    fn = kc.conv_rows_kernel if rows else kc.conv_kernel
+    return Kernel(fn, (In(0), weights, bias, Out(0), scratch, plan, params), [(y_shape, x.dtype)])
