@@ -1,21 +1,19 @@
 """Max and average pooling of (planes, H, W) float32 arrays (NCHW with planes = N*C; NCL runs as H = 1).
 
-Pooling windows are rectangles of taps, so both poolings are separable: a column pass reduces the H
-taps of every output row into a scratch ``s`` (OH x W, whole contiguous rows whatever the stride),
-then a row pass reduces the W taps of ``s`` into the output: kh + kw operations per output instead
-of kh * kw. Tap t of an axis reads input ``o * stride + off[t]`` for output o, with
-``off[t] = t * dilation - pad_head``; [lo[t], hi[t]) are the outputs for which that index is inside
-the input (the builder computes them). The taps valid at an output form a contiguous range.
-
-Every pass is a few calls of one primitive, ``_sweep``: m rows of n outputs at fixed strides, up to
-three taps fused per loop. Interior outputs (all taps valid) are swept first, as one flat vector
-across rows and whole groups of planes whenever the strides line up (stride-1 'same' columns, rows
-with W == stride * OW); the outputs at the borders (taps outside the input, or sweeps that crossed
-a row or plane edge) are then redone with their valid taps, a whole border row or column of the
-group per call. Max propagates NaN (np.maximum semantics) and a window without taps gives -inf.
-Average sums in float64 scratches and multiplies by ``inv`` = 1 / tap count per output, which
-encodes count_include_pad. Max and average each get their own kernel, compiled with the reduction
-as a literal.
+Pooling windows are rectangles of taps, so both poolings are separable: per output row, a column
+pass reduces its H taps into a scratch row ``s`` (contiguous, vectorised along the row whatever the
+stride), then a row pass reduces the W taps of ``s`` into the output row: kh + kw operations per
+output instead of kh * kw. Per axis the builder gives, for every output o, the valid taps
+[ta[o], tb[o]) (a contiguous range) and the input index ``first[o]`` of the first of them, so
+padding, dilation and ceil_mode need no tests in the loops. Interior outputs of a row (every tap
+valid) run as one sweep, with literal stride and tap count for the usual 3x3 stride-2 window;
+border outputs run one by one. Planes narrower than DIRECT_WIDTH are pooled window by
+window, which costs less there than the per-row loops. The loops index with unsigned integers:
+numba's negative-index wraparound on signed indices, and the reference counts of slices made in
+loops, would each keep them from vectorising. Max propagates NaN (np.maximum semantics) and a
+window without taps gives -inf. Average sums in float64 and multiplies by ``inv`` = 1 / tap count
+per output, which encodes count_include_pad. Max and average each get their own kernel, compiled
+with the reduction as a literal.
 
 Stride-1 'same' pools (output size = input size, the parameter-free block's 3x3 pool) take their
 own kernels, SAME_POOL: the row pass sweeps the group flat, the column pass either flat with its
@@ -24,12 +22,13 @@ rows of the reduction's identity (no border fixes at all), and a fused BN/activa
 on each group while it is in L1.
 """
 import numpy as np
-from numba import literally, njit
+from numba import njit
 
 from . import FASTMATH
 from .activation import CLIP, RELU, activate, activate_rows
 
 MAX, AVG = 0, 1
+DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -42,163 +41,143 @@ def _comb(a, b, code):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _valid_taps(lo, hi, o):
-    """The range [ta, tb) of taps whose input index is inside the axis at output o."""
-    ta = 0
-    while ta < lo.size and not lo[ta] <= o < hi[ta]:
-        ta += 1
-    tb = ta
-    while tb < lo.size and lo[tb] <= o < hi[tb]:
-        tb += 1
-    return ta, tb
+def _finish(acc, scale, code):
+    """The pooled value of a window: the max itself, or the float64 sum times 1 / tap count."""
+    if code == MAX:
+        return acc
+    return np.float32(acc * scale)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, step, code):
-    """The loops of ``_sweep``; inlined with literal steps so that the loads vectorise."""
-    nt = offs.size
-    for r in range(m):
-        d = dst[r * dstride:]
-        s0 = start + r * sstride
-        if nt == 0:
-            for k in range(n):
-                d[k] = -np.inf if code == MAX else 0.0
-            continue
-        a = src[s0 + offs[0]:]
-        if nt == 1:
-            for k in range(n):
-                d[k] = a[k * step]
-            continue
-        b = src[s0 + offs[1]:]
-        if nt == 2:
-            for k in range(n):
-                d[k] = _comb(a[k * step], b[k * step], code)
-            continue
-        c = src[s0 + offs[2]:]
-        for k in range(n):
-            d[k] = _comb(_comb(a[k * step], b[k * step], code), c[k * step], code)
-        for t in range(3, nt):
-            a = src[s0 + offs[t]:]
-            for k in range(n):
-                d[k] = _comb(d[k], a[k * step], code)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _column(dst, dstride, src, start, sstride, offs, m, code):
-    """``_sweep`` with one output per row."""
-    if offs.size == 0:
-        for r in range(m):
-            dst[r * dstride] = -np.inf if code == MAX else 0.0
-        return
-    a = src[start + offs[0]:]
-    for r in range(m):
-        dst[r * dstride] = a[r * sstride]
-    for t in range(1, offs.size):
-        a = src[start + offs[t]:]
-        for r in range(m):
-            dst[r * dstride] = _comb(dst[r * dstride], a[r * sstride], code)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _sweep(dst, dstride, src, start, sstride, offs, m, n, step, code):
-    """dst[r*dstride + k] = reduce over taps t of src[start + r*sstride + k*step + offs[t]] (r < m, k < n).
-
-    Every index must be valid. No taps gives the identity (-inf or 0). Rows that are back to back in
-    both arrays run as one long row. The first loop fuses up to three taps, later taps fold in one
-    by one; ``code`` is compiled as a literal.
-    """
-    literally(code)
-    if n == 1:  # one output per row (a border column): run down the rows, one tap at a time
-        _column(dst, dstride, src, start, sstride, offs, m, code)
-        return
-    if m > 1 and dstride == n and sstride == n * step:
-        n, m = n * m, 1
-    if step == 1:
-        _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, 1, code)
-    elif step == 2:
-        _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, 2, code)
+def _row_taps(out, o0, s, first, n, stride, nt, inv, v0, code):
+    """out[o0 + k] = finish(reduce over taps t < nt of s[first + k*stride + t], inv[v0 + k]) for k < n;
+    inlined with a literal stride and tap count. Unsigned indices: numba then skips the negative-index
+    wraparound, which would keep the loop from vectorising (so do slices, which cost reference counts)."""
+    o, f, v, st = np.uint64(o0), np.uint64(first), np.uint64(v0), np.uint64(stride)
+    one, two = np.uint64(1), np.uint64(2)
+    if nt == 1:
+        for k in range(np.uint64(n)):
+            out[o + k] = _finish(s[f + k * st], inv[v + k], code)
+    elif nt == 2:
+        for k in range(np.uint64(n)):
+            c = f + k * st
+            out[o + k] = _finish(_fold(s[c], s[c + one], code), inv[v + k], code)
     else:
-        _sweep_rows(dst, dstride, src, start, sstride, offs, m, n, step, code)
+        for k in range(np.uint64(n)):
+            c = f + k * st
+            acc = _fold(_fold(s[c], s[c + one], code), s[c + two], code)
+            for t in range(3, nt):
+                acc = _fold(acc, s[c + np.uint64(t)], code)
+            out[o + k] = _finish(acc, inv[v + k], code)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _column_pass(x, s, group, h, oh, w, sh, offs, lo, hi, code):
-    """s (group x oh x w) = reduce over the taps down the columns of x (group x h x w); ``offs`` are
-    row offsets times w."""
-    literally(code)
-    one = np.int64(1)  # not a literal, so every _sweep call shares one compiled signature
-    i0, i1 = lo.max(), max(lo.max(), hi.min())
-    if i1 > i0:
-        if h == sh * oh:  # output row R of the group reads input rows sh * R + off: one sweep
-            _sweep(s[i0 * w:], w, x, i0 * sh * w, sh * w, offs, (group - 1) * oh + i1 - i0, w, one, code)
-        else:
-            for q in range(group):
-                _sweep(s[(q * oh + i0) * w:], w, x, (q * h + i0 * sh) * w, sh * w, offs, i1 - i0, w, one, code)
-    for i in range(oh):  # border rows of every plane (and rows a group-wide sweep read across planes)
-        if i0 <= i < i1:
-            continue
-        ta, tb = _valid_taps(lo, hi, i)
-        _sweep(s[i * w:], oh * w, x, i * sh * w, h * w, offs[ta:tb], group, w, one, code)
+@njit(inline="always", fastmath=FASTMATH)
+def _border_outputs(out, o0, s, inv, v0, j_from, j_to, dw, w_first, w_ta, w_tb, code):
+    """out[o0 + j] (scaled by inv[v0 + j]) for j in [j_from, j_to), each over its own valid taps."""
+    for j in range(j_from, j_to):
+        nt = w_tb[j] - w_ta[j]
+        acc = _identity(code) if nt == 0 else s[w_first[j]]
+        for t in range(1, nt):
+            acc = _fold(acc, s[w_first[j] + t * dw], code)
+        out[o0 + j] = _finish(acc, inv[v0 + j], code)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _row_pass(s, v, w, ow, sw, offs, lo, hi, code):
-    """v (rows x ow) = reduce over the taps along every row of s (rows x w), stride ``sw``."""
-    literally(code)
-    one = np.int64(1)  # not a literal, so every _sweep call shares one compiled signature
-    rows = v.size // ow
-    j0, j1 = lo.max(), max(lo.max(), hi.min())
-    if j1 > j0:
-        if w == sw * ow:  # output k of the flat v reads sw * k + off of the flat s: one sweep
-            _sweep(v[j0:], ow, s, sw * j0, w, offs, one, rows * ow - j0 - (ow - j1), sw, code)
-        else:
-            _sweep(v[j0:], ow, s, sw * j0, w, offs, rows, j1 - j0, sw, code)
-    for j in range(ow):  # border columns of every row (and columns a flat sweep read across rows)
-        if j0 <= j < j1:
-            continue
-        ta, tb = _valid_taps(lo, hi, j)
-        _sweep(v[j:], ow, s, sw * j, w, offs[ta:tb], rows, one, sw, code)
+@njit(inline="always", fastmath=FASTMATH)
+def _column_taps(s, x, first, step, nt, w, code):
+    """s[k] = reduce over taps t < nt of x[first + t*step + k], k < w: two or three rows fused per pass
+    (unsigned indices, as in ``_row_taps``)."""
+    f, st, n = np.uint64(first), np.uint64(step), np.uint64(w)
+    if nt == 3:
+        f2 = f + st + st
+        for k in range(n):
+            s[k] = _fold(_fold(x[f + k], x[f + st + k], code), x[f2 + k], code)
+    elif nt == 2:
+        for k in range(n):
+            s[k] = _fold(x[f + k], x[f + st + k], code)
+    elif nt == 0:
+        for k in range(n):
+            s[k] = _identity(code)
+    else:
+        for k in range(n):
+            s[k] = x[f + k]
+        for t in range(1, nt):
+            o = f + np.uint64(t) * st
+            for k in range(n):
+                s[k] = _fold(s[k], x[o + k], code)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _pool_planes(x, out, s, v, inv, planes, group, h, w, oh, ow, sh, h_off, h_lo, h_hi, sw, w_off, w_lo, w_hi, code):
-    """Both passes over flat x and out, ``group`` planes at a time; ``code`` a literal."""
-    literally(code)
+@njit(inline="always", fastmath=FASTMATH)
+def _planes(xf, of, s, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, sw, dw, w_first, w_ta, w_tb, j0, j1, kw, code):
+    """The loops of the pooling kernel: per plane and output row, the column pass into s, then the row
+    pass: interior outputs [j0, j1) in one sweep, the others one by one."""
     n_in, n_out = h * w, oh * ow
-    if n_out == 0:
-        return
-    for p in range(0, planes, group):
-        g = min(group, planes - p)
-        sp = s[:g * oh * w]
-        _column_pass(x[p * n_in:(p + g) * n_in], sp, g, h, oh, w, sh, h_off, h_lo, h_hi, code)
-        if code == MAX:  # v is out itself
-            _row_pass(sp, v[p * n_out:(p + g) * n_out], w, ow, sw, w_off, w_lo, w_hi, code)
-        else:
-            _row_pass(sp, v[:g * n_out], w, ow, sw, w_off, w_lo, w_hi, code)
-            for q in range(g):
-                o, vq = out[(p + q) * n_out:], v[q * n_out:]
-                for k in range(n_out):
-                    o[k] = vq[k] * inv[k]
+    for p in range(planes):
+        for i in range(oh):
+            _column_taps(s, xf, p * n_in + h_first[i] * w, dh * w, h_tb[i] - h_ta[i], w, code)
+            o0 = p * n_out + i * ow
+            if j1 > j0:
+                _row_taps(of, o0 + j0, s, w_first[j0], j1 - j0, sw, kw, inv, i * ow + j0, code)
+            _border_outputs(of, o0, s, inv, i * ow, 0, j0, dw, w_first, w_ta, w_tb, code)
+            _border_outputs(of, o0, s, inv, i * ow, j1, ow, dw, w_first, w_ta, w_tb, code)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _direct(xf, of, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, dw, w_first, w_ta, w_tb, code):
+    """Every output straight from its window (no scratch rows): faster on narrow planes, where the
+    separable passes' per-row loops would cost more than the window itself."""
+    n_in, n_out = h * w, oh * ow
+    for p in range(planes):
+        for i in range(oh):
+            rows = h_tb[i] - h_ta[i]
+            r0 = p * n_in + h_first[i] * w
+            for j in range(ow):
+                cols, o = w_tb[j] - w_ta[j], p * n_out + i * ow + j
+                if code == MAX:  # float32 throughout, from the window's first tap
+                    if rows == 0 or cols == 0:
+                        of[o] = -np.inf
+                        continue
+                    top = xf[r0 + w_first[j]]
+                    for a in range(rows):
+                        base = r0 + a * dh * w + w_first[j]
+                        for b in range(cols):
+                            top = _comb(top, xf[base + b * dw], MAX)
+                    of[o] = top
+                else:
+                    total = 0.0
+                    for a in range(rows):
+                        base = r0 + a * dh * w + w_first[j]
+                        for b in range(cols):
+                            total += xf[base + b * dw]
+                    of[o] = np.float32(total * inv[i * ow + j])
 
 
 def _pooling(code: int):
-    """The any-rank kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
+    """The 1D/2D kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
 
     @njit(cache=True, fastmath=FASTMATH)
-    def kernel(x, out, s, v, inv, planes, group, h, w, oh, ow, sh, h_off, h_lo, h_hi, sw, w_off, w_lo, w_hi):
-        """out[p, i, j] = reduce over valid taps (a, b) of x[p, i*sh + h_off[a]/w, j*sw + w_off[b]].
+    def kernel(x, out, s, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, sw, dw, w_first, w_ta, w_tb, j0, j1, kw):
+        """out[p, i, j] = reduce over the valid taps (a, b) of x[p, h_first[i] + a*dh, w_first[j] + b*dw].
 
-        ``h_off`` arrives multiplied by ``w`` (flat row offsets). Planes run ``group`` at a time.
-        MAX: NaN-propagating max, ``s`` a float32 scratch of group*oh*w, ``v`` is ``out`` itself.
-        AVG: sum times ``inv[i*ow + j]``, with float64 scratches ``s`` (group*oh*w) and ``v`` (group*oh*ow).
+        Per axis, output o has the valid taps [ta[o], tb[o]) (a contiguous range) starting at input
+        index first[o]; interior columns [j0, j1) have all kw taps. Separable, one output row at a
+        time: a column pass reduces its H taps into the scratch row ``s`` (w values, vectorised along
+        the row), then a row pass reduces the W taps at stride sw into the output row. MAX:
+        NaN-propagating max, ``s`` float32, a window without taps gives -inf. AVG: float64 sums times
+        ``inv[i, j]`` (1 / tap count, which encodes count_include_pad), ``s`` float64.
         """
-        _pool_planes(x.reshape(-1), out.reshape(-1), s, v.reshape(-1), inv, planes, group, h, w, oh, ow,
-                     sh, h_off, h_lo, h_hi, sw, w_off, w_lo, w_hi, code)
+        xf, of = x.reshape(-1), out.reshape(-1)
+        if w < DIRECT_WIDTH:
+            _direct(xf, of, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, dw, w_first, w_ta, w_tb, code)
+            return
+        if dw != 1:  # no interior sweep: the taps are not adjacent
+            j0 = j1 = 0
+        if sw == 2 and kw == 3:  # the usual strided window gets its own loops, with literal stride and taps
+            _planes(xf, of, s, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, 2, dw, w_first, w_ta, w_tb, j0, j1, 3, code)
+        else:
+            _planes(xf, of, s, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, sw, dw, w_first, w_ta, w_tb, j0, j1, kw,
+                    code)
 
     return kernel
-
-
-POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}
 
 
 # Stride-1 'same' fast path (the parameter-free block's pool): output size = input size, no dilation,
@@ -379,3 +358,5 @@ def _same_pooling(code: int):
 
 
 SAME_POOL = {MAX: _same_pooling(MAX), AVG: _same_pooling(AVG)}
+
+POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}

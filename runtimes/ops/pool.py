@@ -20,7 +20,6 @@ from .activation import fused_activation
 from .registry import In, Kernel, Out, Unsupported, register
 
 POOL_AFFINE = "_edgekit_pool_affine"  # node attribute: (scale, shift) of a BatchNormalization fused after the pool
-GROUP_ELEMENTS = 16384  # planes are pooled in groups of about this many inputs (64 KB), so a group stays in L2
 SAME_GROUP_ELEMENTS = 4096  # the stride-1 'same' path: input, scratch and output of a group fit in L1 together
 
 
@@ -50,20 +49,24 @@ def _out_size(n: int, k: int, s: int, d: int, head: int, tail: int, ceil_mode: i
 
 
 def _axis(n: int, k: int, s: int, d: int, head: int, tail: int, out: int, average: bool, include_pad: bool) -> tuple:
-    """Per-tap offsets and valid output ranges of one axis, plus 1/count per output for averaging.
+    """Per output of one axis: the first valid input index, the valid taps [ta, tb) (a contiguous
+    range), 1/count for averaging; and the interior outputs [o0, o1) where every tap is valid.
 
     Like onnxruntime, average pooling also ends its windows at a negative tail pad (auto_pad SAME
     with stride > kernel); max pooling reads to the end of the input.
     """
     end = n + min(tail, 0) if average else n
-    off = np.arange(k, dtype=np.int64) * d - head
-    lo = np.clip(-(off // s), 0, out)  # first o with o*s + off >= 0, i.e. ceil(-off / s)
-    hi = np.clip((end - 1 - off) // s + 1, lo, out)
-    taps = np.arange(out, dtype=np.int64)[:, None] * s + off[None, :]
-    valid = (taps >= -head) & (taps < n + tail) if include_pad else (taps >= 0) & (taps < end)
-    count = valid.sum(axis=1)
+    taps = np.arange(out, dtype=np.int64)[:, None] * s + np.arange(k, dtype=np.int64)[None, :] * d - head
+    inside = (taps >= 0) & (taps < end)
+    nt = inside.sum(axis=1)
+    ta = np.where(nt > 0, inside.argmax(axis=1), 0)
+    first = np.where(nt > 0, taps[np.arange(out), ta], 0)
+    counted = (taps >= -head) & (taps < n + tail) if include_pad else inside
+    count = counted.sum(axis=1)
     inv = np.where(count > 0, 1.0 / np.maximum(count, 1), 0.0)
-    return off, lo.astype(np.int64), hi.astype(np.int64), inv
+    full = np.flatnonzero(nt == k)
+    o0, o1 = (int(full[0]), int(full[-1]) + 1) if full.size else (0, 0)
+    return first.astype(np.int64), ta.astype(np.int64), (ta + nt).astype(np.int64), inv, o0, o1
 
 
 @register("MaxPool", "AveragePool")
@@ -90,24 +93,22 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         heads.append(head)
         out = _out_size(n, k, st, d, head, tail, ceil_mode)
         out_shape.append(out)
-        axes.append((st,) + _axis(n, k, st, d, head, tail, out, node.op_type == "AveragePool", include_pad))
-    if rank == 1:  # NCL pools as a height-1 image with one tap down the columns
-        axes.insert(0, (1, np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1)))
-    h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])
-    oh, ow = (out_shape[2], out_shape[3]) if rank == 2 else (1, out_shape[2])
-    (sh, h_off, h_lo, h_hi, h_inv), (sw, w_off, w_lo, w_hi, w_inv) = axes
+        axes.append(_axis(n, k, st, d, head, tail, out, node.op_type == "AveragePool", include_pad))
     code = kp.MAX if node.op_type == "MaxPool" else kp.AVG
+    if rank == 1:  # NCL pools as a height-1 image with one tap down the columns
+        axes.insert(0, (np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), 0, 1))
+    (h_first, h_ta, h_tb, h_inv, _, _), (w_first, w_ta, w_tb, w_inv, j0, j1) = axes
+    inv = np.outer(h_inv, w_inv).ravel()
     if strides == [1] * rank and dilations == [1] * rank and out_shape[2:] == list(x.shape[2:]):
-        return _same_pool(node, x, code, kernel, heads, np.outer(h_inv, w_inv).ravel())
+        return _same_pool(node, x, code, kernel, heads, inv)
     if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
         raise Unsupported("a fused epilogue on a pool that is not stride-1 'same'")
-    group = max(1, GROUP_ELEMENTS // (h * w))
-    if node.op_type == "MaxPool":
-        code, scratch, v, inv = kp.MAX, np.empty(group * oh * w, np.float32), Out(0), np.empty(0)
-    else:
-        code, scratch, v, inv = kp.AVG, np.empty(group * oh * w), np.empty(group * oh * ow), np.outer(h_inv, w_inv).ravel()
-    args = (In(0), Out(0), scratch, v, inv, x.shape[0] * x.shape[1], group, h, w, oh, ow,
-            sh, h_off * w, h_lo, h_hi, sw, w_off, w_lo, w_hi)
+    h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])
+    oh, ow = (out_shape[2], out_shape[3]) if rank == 2 else (1, out_shape[2])
+    dh, dw = ([1] + dilations if rank == 1 else dilations)
+    scratch = np.empty(w, np.float32 if code == kp.MAX else np.float64)
+    args = (In(0), Out(0), scratch, inv, x.shape[0] * x.shape[1], h, w, oh, ow, dh, h_first, h_ta, h_tb,
+            strides[-1], dw, w_first, w_ta, w_tb, j0, j1, kernel[-1])
     return Kernel(kp.POOL[code], args, [(tuple(out_shape), x.dtype)])
 
 

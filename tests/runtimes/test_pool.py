@@ -1,7 +1,7 @@
 """Pooling against onnxruntime: MaxPool and AveragePool (1D and 2D) over random kernel shapes, strides,
 explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
-attribute appeared and at the latest; the stride-1 'same' fast path on realistic shapes; Global pools
-of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
+attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
+shapes; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
 """
@@ -81,6 +81,20 @@ def test_stride_one_same_fast_path(shape, k):
     assert_matches_ort(_model("MaxPool", shape, 12, kernel_shape=[k, k], auto_pad="SAME_UPPER"), {"x": x}, 0, 0)
     avg = _model("AveragePool", shape, 19, kernel_shape=[k, k], pads=[p] * 4, count_include_pad=int(k == 5))
     assert_matches_ort(avg, {"x": x}, 1e-6, 0)
+
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 56, 56), (2, 24, 14, 15), (1, 40, 7, 7), (1, 3, 5, 30), (1, 6, 31)])
+@pytest.mark.parametrize("k,pad", [(3, 1), (2, 0)])
+def test_strided_paths(shape, k, pad):
+    """Stride 2 at edge shapes: the literal 3x3 sweep, the generic sweep, narrow planes pooled window by
+    window, odd sizes with ceil_mode, and NCL."""
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    rank = len(shape) - 2
+    attrs = dict(kernel_shape=[k] * rank, strides=[2] * rank, pads=[pad] * 2 * rank, ceil_mode=int(shape[-1] % 2))
+    assert_matches_ort(_model("MaxPool", shape, 12, **attrs), {"x": x}, 0, 0)
+    assert_matches_ort(_model("AveragePool", shape, 19, count_include_pad=int(k == 3), **attrs), {"x": x}, 1e-6, 0)
 
 
 def _numpy_max_pool(x, k, stride, pad):
