@@ -39,7 +39,7 @@ def engine_factory(threads: int = 1) -> EngineFactory:
 
 
 class _Arena:
-    """Named float32 blocks laid out in one array, each aligned to ALIGN floats."""
+    """float32 blocks laid out one after another in one array, each aligned to ALIGN floats."""
 
     def __init__(self) -> None:
         self.blocks: list[np.ndarray] = []
@@ -66,15 +66,39 @@ def _panels(matrix: np.ndarray) -> np.ndarray:
                            for j in range(0, matrix.shape[1], k.PANEL)])
 
 
+def _weight_shapes(c_in: int, dim: int, order: int, classes: int, n_embed: int) -> dict[str, tuple[int, ...]]:
+    """Role -> shape of every weight the fused step reads (docs/lmu.md); matrices (K, N) for x @ W."""
+    shapes = {}
+    for i in range(n_embed):
+        shapes.update({f"embed.{i}.kernel": (3 * (c_in if i == 0 else dim), dim), f"embed.{i}.shift": (dim,)})
+    return {**shapes, "lmu.u": (dim, 1), "lmu.u.bias": (1,), "lmu.bbar": (order,), "lmu.abar_t": (order, order),
+            "lmu.h.m": (order, dim), "lmu.h.bias": (dim,), "lmu.h.z": (dim, dim), "mixer.fc1": (dim, 4 * dim),
+            "mixer.fc1.shift": (4 * dim,), "mixer.fc2": (4 * dim, dim), "head": (dim, classes), "head.bias": (classes,)}
+
+
+def _weights(step: onnx.ModelProto, names: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The step's float32 weights by role, checked against ``shapes`` (the kernel trusts every offset)."""
+    inits = {t.name: t for t in step.graph.initializer}
+    out = {}
+    for role, shape in shapes.items():
+        if names.get(role) not in inits:
+            raise ModelError(f"LMUFormer step model: no initializer for {role!r} (its {STEP_KEY!r} metadata names "
+                             f"{names.get(role)!r})")
+        a = numpy_helper.to_array(inits[names[role]])
+        if a.shape != shape or a.dtype != np.float32:
+            raise ModelError(f"LMUFormer step model: {role!r} ({names[role]!r}) is {a.dtype} {list(a.shape)}, "
+                             f"the fused step needs float32 {list(shape)}")
+        out[role] = a
+    return out
+
+
 def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], threads: int = 1) -> _Engine:
     """The fused engine of LMUFormer step model ``step`` for these input shapes (batch from the input)."""
     s = json.loads({p.key: p.value for p in step.metadata_props}[STEP_KEY])
-    inits = {t.name: t for t in step.graph.initializer}
-    try:
-        w = {role: numpy_helper.to_array(inits[name]).astype(np.float32) for role, name in s["weights"].items()}
-    except KeyError as exc:
-        raise ModelError(f"LMUFormer step model lacks initializer {exc} named in its {STEP_KEY!r} metadata") from None
     c_in, dim, order, classes, n_embed = (int(s[key]) for key in ("c_in", "dim", "order", "classes", "n_embed"))
+    w = _weights(step, s["weights"], _weight_shapes(c_in, dim, order, classes, n_embed))
+    if "x" not in shapes:
+        raise ModelError("LMUFormer step model: its frame input must be called 'x'")
     batch = shapes["x"][0]
     weights, states = _Arena(), _Arena()
     plan = np.zeros(k.P_EMBED + n_embed * k.E_SIZE, np.int64)
@@ -112,9 +136,9 @@ def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], t
 
     state_array, w_array = states.array(), weights.array()
     inputs = {name: state_array[o:o + int(np.prod(shape))].reshape(shape) for name, (o, shape) in views.items()}
-    missing = {i.name for i in step.graph.input} - set(inputs) - {"x"}
-    if missing or set(inputs) - {i.name for i in step.graph.input}:
-        raise ModelError(f"LMUFormer step model states do not match its {STEP_KEY!r} metadata: {sorted(missing)}")
+    given = {name: tuple(shape) for name, shape in shapes.items() if name != "x"}
+    if given != {name: shape for name, (_, shape) in views.items()}:
+        raise ModelError(f"LMUFormer step model: states {given} do not match its {STEP_KEY!r} metadata")
     inputs["x"] = x = np.zeros((batch, c_in, 1), np.float32)
     outputs = {f"{name}.next": a for name, a in inputs.items() if name != "x"}
     outputs["logits"] = logits = np.zeros((batch, classes, 1), np.float32)

@@ -6,7 +6,8 @@ fused engine's logits and every next state match the same step model run by edge
 onnxruntime to 1e-5 relative (the products are summed in the plan's order; divisions may round
 differently); spike trains equal the plan's (hard reset: a neuron spiked iff its next v is 0). Also: StreamingSession picks the fused engine for LMUFormers (1 and 2
 threads give the same stream), a non-finite weight switches zero-row skipping off, inputs that
-fade to subnormals are treated as zeros without moving the output, and bad thread counts raise.
+fade to subnormals are treated as zeros without moving the output, bad thread counts raise, and a
+step model whose weights do not fit its metadata raises ModelError.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from onnx import numpy_helper
 
 import edgekit
 from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step, weight_shapes
+from edgekit.errors import ModelError
 from edgekit.runtimes.lmu_stream import engine_factory, is_lmuformer_step, lmu_step_engine
 from oracle import ort_session
 
@@ -43,11 +45,12 @@ def lmuformer(spiking: bool, lookahead: bool, seed: int = 0, **kw):
     return c, to_step(build_lmuformer(w, c))
 
 
-def run_all(sm, x: np.ndarray, threads: int = 1) -> tuple[list, list, list, list]:
+def run_all(sm, x: np.ndarray) -> tuple[list, list, list, list]:
     """Frame by frame on the fused engine, the plan and onnxruntime: per engine, per frame, all outputs."""
     batch = x.shape[0]
     names = [o.name for o in sm.step_model.graph.output]
-    fused = lmu_step_engine(sm.step_model, {"x": (batch, sm.channels, 1)}, threads)
+    shapes = {"x": (batch, sm.channels, 1), **{k: v.shape for k, v in sm.initial_states(batch).items()}}
+    fused = lmu_step_engine(sm.step_model, shapes)
     plan = edgekit.InferenceSession(sm.step_model)
     ort = ort_session(sm.step_model)
     got = {"fused": [], "plan": [], "ort": []}
@@ -96,6 +99,14 @@ def test_streaming_session_uses_fused_engine_with_threads():
         edgekit.StreamingSession(sm, threads=0)
     with pytest.raises(ValueError, match="threads"):
         engine_factory(10_000)
+
+
+def test_inconsistent_step_model_raises():
+    c, sm = lmuformer(False, False, seed=8)
+    head = next(t for t in sm.step_model.graph.initializer if t.name == "head.bias")
+    head.CopyFrom(numpy_helper.from_array(np.zeros(c.classes + 1, np.float32), head.name))
+    with pytest.raises(ModelError, match="head.bias"):
+        edgekit.StreamingSession(sm).push(np.zeros((c.c_in, 1), np.float32))
 
 
 def test_nonfinite_weight_disables_row_skipping():
