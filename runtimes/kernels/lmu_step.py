@@ -120,6 +120,10 @@ def matvec(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, work):
     """y = act(x @ W + c) for a packed (k, n) matrix W; ``work`` = (skip zero rows, threads, int64
     scratch of k entries)."""
     skip, threads, rows = work
+    # typed, not literal, arguments: one compiled product for every call site
+    x_off, k, w_off, n, c_off, y_off = np.int64(x_off), np.int64(k), np.int64(w_off), np.int64(n), np.int64(c_off), \
+        np.int64(y_off)
+    relu = np.int64(relu)
     if threads > 1 and k * n >= THREAD_MIN and n > PANEL:
         _matvec_threaded(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows, threads)
     else:
