@@ -1,12 +1,14 @@
 """`python -m benchmarks.paramfree`: parameter-free layers vs depthwise convolutions, edgekit vs onnxruntime.
 
-Three tables, batch 1, one thread per engine, calls interleaved in rounds (benchmarks.timing):
+Four tables, batch 1, one thread per engine, calls interleaved in rounds (benchmarks.timing):
 1. pools: 3x3 stride-1 'same' MaxPool and AveragePool alone, channels 32..256 at 7x7..56x56, per
    call of the session and, for edgekit, of the plan's kernel alone (a pool inside a model pays
    no copy of its input into the session and of its output out of it);
-2. blocks: the 3x3 spatial op with its BN + ReLU6 (depthwise Conv vs MaxPool), the MobileNetV2
+2. strided: the downsampling pools (MaxPool 3x3 stride 2 pad 1, AveragePool 2x2 stride 2) at the
+   block shapes, timed the same way;
+3. blocks: the 3x3 spatial op with its BN + ReLU6 (depthwise Conv vs MaxPool), the MobileNetV2
    inverted residual (expansion 6) with either, and the ResNet bottleneck (3x3 Conv vs R-max);
-3. models: the demo pair (28x28 Fashion-MNIST CNN) and random-weight MobileNetV2-style and
+4. models: the demo pair (28x28 Fashion-MNIST CNN) and random-weight MobileNetV2-style and
    ResNet-style networks at 112x112, depthwise/conv against max-pool (and the hybrid ResNet).
 "speedup" is time(depthwise or conv form) / time(parameter-free form) on the same engine.
 """
@@ -76,6 +78,30 @@ def pool_table(repeat: int) -> list[str]:
     return lines
 
 
+STRIDED = {"MaxPool 3x3 s2": ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+           "AvgPool 2x2 s2": ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]))}
+
+
+def strided_table(repeat: int) -> list[str]:
+    from onnx import TensorProto, helper
+
+    head = f"{'edgekit us':>10s} {'kernel us':>9s} {'ort us':>8s} {'ek/ort':>6s} {'kern/ort':>8s}"
+    lines = [f"{'':18s} | " + " | ".join(f"{name:^45s}" for name in STRIDED), f"{'channels x size':18s} | {head} | {head}"]
+    for c, s in BLOCK_SHAPES + ((64, 112),):
+        cells = []
+        for op, attrs in STRIDED.values():
+            graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "pool",
+                                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, s, s])],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, None, None])])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", pf.OPSET)], ir_version=8)
+            r = _timed(op, model, repeat)
+            k = kernel_us(model, repeat)
+            cells.append(f"{r.edgekit_median_us:10.1f} {k:9.1f} {r.ort_median_us:8.1f} {r.ratio:6.2f} "
+                         f"{k / r.ort_median_us:8.2f}")
+        lines.append(f"{f'{c} x {s}x{s}':18s} | " + " | ".join(cells))
+    return lines
+
+
 def _pair_line(label: str, base: Comparison | None, free: Comparison | None) -> str:
     if base is None or free is None:
         return f"{label:34s} | not runnable on edgekit yet"
@@ -127,10 +153,10 @@ def model_table(repeat: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.paramfree", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per engine and model (default 200)")
-    parser.add_argument("--only", choices=("pools", "blocks", "models"), help="run one table")
+    parser.add_argument("--only", choices=("pools", "strided", "blocks", "models"), help="run one table")
     args = parser.parse_args(argv)
     print(machine())
-    tables = {"pools": pool_table, "blocks": block_table, "models": model_table}
+    tables = {"pools": pool_table, "strided": strided_table, "blocks": block_table, "models": model_table}
     for name, fn in tables.items():
         if args.only in (None, name):
             print(f"\n## {name} (medians of {args.repeat} calls, batch 1, one thread)")

@@ -126,28 +126,30 @@ def _direct(xf, of, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, dw, w_fi
     """Every output straight from its window (no scratch rows): faster on narrow planes, where the
     separable passes' per-row loops would cost more than the window itself."""
     n_in, n_out = h * w, oh * ow
+    rstep, cstep = np.uint64(dh * w), np.uint64(dw)
     for p in range(planes):
         for i in range(oh):
-            rows = h_tb[i] - h_ta[i]
+            rows = np.uint64(h_tb[i] - h_ta[i])
             r0 = p * n_in + h_first[i] * w
             for j in range(ow):
-                cols, o = w_tb[j] - w_ta[j], p * n_out + i * ow + j
+                cols, o = np.uint64(w_tb[j] - w_ta[j]), p * n_out + i * ow + j
+                start = np.uint64(r0 + w_first[j])
                 if code == MAX:  # float32 throughout, from the window's first tap
                     if rows == 0 or cols == 0:
                         of[o] = -np.inf
                         continue
-                    top = xf[r0 + w_first[j]]
+                    top = xf[start]
                     for a in range(rows):
-                        base = r0 + a * dh * w + w_first[j]
+                        base = start + a * rstep
                         for b in range(cols):
-                            top = _comb(top, xf[base + b * dw], MAX)
+                            top = _comb(top, xf[base + b * cstep], MAX)
                     of[o] = top
                 else:
                     total = 0.0
                     for a in range(rows):
-                        base = r0 + a * dh * w + w_first[j]
+                        base = start + a * rstep
                         for b in range(cols):
-                            total += xf[base + b * dw]
+                            total += xf[base + b * cstep]
                     of[o] = np.float32(total * inv[i * ow + j])
 
 
