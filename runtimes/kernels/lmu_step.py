@@ -21,8 +21,9 @@ product walks contiguous memory. A panel keeps its outputs in vector registers o
 reduction, summed t = 0..k-1 by fused multiply-adds and then + c, as the plan's Gemm does, so
 products equal the plan's bit for bit (divisions may round in the last bit differently). Rows
 whose input is 0 (spikes, ReLU zeros) are skipped when every weight is finite (they add exactly 0);
-so are subnormal inputs (see TINY). The threaded variant splits the panels of
-every product over Numba's threads (each core reads its share of the weights).
+so are subnormal inputs (see TINY). With plan[P_THREADS] > 1 the panels of every product of at
+least THREAD_MIN weights are split over that many of Numba's threads, each thread always the same
+panels (each core reads, and keeps in its cache, its share of the weights).
 """
 from __future__ import annotations
 
