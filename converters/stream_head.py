@@ -44,13 +44,22 @@ def _flatten_gemm(ctx: Stream, n: onnx.NodeProto, x: str, fifos: set[str], outpu
         return None
     gemm = users[0]
     a = attrs(gemm)
-    if gemm.op_type != "Gemm" or gemm.input[0] != n.output[0] or a.get("transA", 0) or gemm.input[1] not in ctx.consts:
+    w = ctx.consts.get(gemm.input[1]) if len(gemm.input) > 1 else None
+    if gemm.op_type != "Gemm" or gemm.input[0] != n.output[0] or a.get("transA", 0) or w is None:
         return None
-    bias = ctx.consts.get(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else np.zeros(1, np.float32)
-    out = ctx.consts[gemm.input[1]].shape[0 if a.get("transB", 0) else 1]
-    if bias is None or bias.size not in (1, out) or ctx.consts[gemm.input[1]].dtype != np.float32:
+    bias = _bias(ctx, gemm)
+    out = w.shape[0 if a.get("transB", 0) else 1] if w.ndim == 2 else -1
+    # C must broadcast along the output columns only: a scalar or (1, ..., O)
+    if w.dtype != np.float32 or bias is None or bias.size not in (1, out) or bias.shape[-1:] not in ((), (bias.size,)):
         return None
     return gemm
+
+
+def _bias(ctx: Stream, gemm: onnx.NodeProto) -> np.ndarray | None:
+    """The Gemm's C (zero when absent), None when it is not a constant."""
+    if len(gemm.input) < 3 or not gemm.input[2]:
+        return np.zeros(1, np.float32)
+    return ctx.consts.get(gemm.input[2])
 
 
 def _gemm_as_conv(ctx: Stream, flatten: onnx.NodeProto, gemm: onnx.NodeProto, fifo: str) -> None:
@@ -61,8 +70,8 @@ def _gemm_as_conv(ctx: Stream, flatten: onnx.NodeProto, gemm: onnx.NodeProto, fi
     _, channels, width = ctx.shapes[flatten.input[0]]
     base = gemm.output[0]
     weight = ctx.g.const(f"{base}.conv.w", w.reshape(w.shape[0], channels, width).astype(np.float32))
-    bias = ctx.consts.get(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else np.zeros(1, np.float32)
-    bias = np.broadcast_to(bias.reshape(-1) * np.float32(a.get("beta", 1.0)), (w.shape[0],)).astype(np.float32)
+    bias = np.broadcast_to(_bias(ctx, gemm).reshape(-1) * np.float32(a.get("beta", 1.0)), (w.shape[0],))
     col = ctx.g.name(f"{base}.conv")
-    ctx.g.node("Conv", [fifo, weight, ctx.g.const(f"{base}.conv.b", bias)], [col], col, kernel_shape=[width])
+    ctx.g.node("Conv", [fifo, weight, ctx.g.const(f"{base}.conv.b", bias.astype(np.float32))], [col], col,
+               kernel_shape=[width])
     ctx.g.node("Flatten", [col], [base], f"{base}.flatten")
