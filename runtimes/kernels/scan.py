@@ -3,7 +3,8 @@
 The input is viewed C-contiguous as (outer, n, inner) around the scanned axis. Slice t of the output
 is the previous slice plus input slice t (inclusive) or t - 1 (exclusive; the first slice is 0),
 walking t upward, or downward with ``reverse``. Sums run in order, one slice of ``inner``
-contiguous values at a time, as onnxruntime accumulates them.
+contiguous values at a time, as onnxruntime accumulates them. The axis is read at run time (ONNX
+feeds it as a tensor), so one plan serves every axis.
 """
 from __future__ import annotations
 
@@ -13,8 +14,19 @@ from . import FASTMATH
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def cumsum(x, out, outer, n, inner, exclusive, reverse):
-    """out = CumSum(x) along the middle axis of (outer, n, inner); x and out flat, any numeric dtype."""
+def cumsum(x, axis, out, shape, exclusive, reverse):
+    """out = CumSum(x) along axis[0] (int32/int64, negative from the end) of a C-contiguous x of
+    ``shape`` (int64); any numeric dtype. ValueError for an axis out of range."""
+    rank = shape.size
+    a = axis.reshape(-1)[0]
+    if a < -rank or a >= rank:
+        raise ValueError("CumSum axis is out of range")
+    a = a % rank
+    outer, n, inner = 1, shape[a], 1
+    for i in range(a):
+        outer *= shape[i]
+    for i in range(a + 1, rank):
+        inner *= shape[i]
     xf, of = x.reshape(-1), out.reshape(-1)
     step = -inner if reverse else inner
     for o in range(outer):

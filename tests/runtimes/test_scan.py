@@ -1,6 +1,7 @@
 """CumSum against onnxruntime: every axis (also negative) of 1-D to 4-D inputs, exclusive and reverse
 in all four combinations, float32 / float64 / int32 / int64 inputs, an int32 axis, a dynamic-T model
-as the LMUFormer head uses it, and a non-constant axis raising UnsupportedOpError. Tolerance: rtol
+as the LMUFormer head uses it, an axis fed at run time (out of range: ValueError) and a constant
+axis out of range (UnsupportedOpError). Tolerance: rtol
 1e-6 / atol 1e-6 for float32 (both sum in order), exact otherwise.
 """
 import numpy as np
@@ -53,8 +54,17 @@ def test_dynamic_length_running_mean():
         np.testing.assert_allclose(sess.run(None, {"x": x})[0], np.cumsum(x, 2) / np.arange(1, length + 1), rtol=1e-5)
 
 
-def test_axis_must_be_constant():
-    node = helper.make_node("CumSum", ["x", "axis"], ["y"])
-    model = make_model([node], {"x": ((2, 3), np.float32), "axis": ((), np.int64)}, ["y"])
+def test_axis_fed_at_run_time():
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"], reverse=1)
+    model = make_model([node], {"x": ((2, 3, 4), np.float32), "axis": ((), np.int32)}, ["y"])
+    x = np.random.default_rng(2).standard_normal((2, 3, 4)).astype(np.float32)
+    sess = edgekit.InferenceSession(model)
+    for axis in (0, 2, -1, -3):
+        assert_matches_ort(model, {"x": x, "axis": np.array(axis, np.int32)}, RTOL, ATOL, session=sess)
+    with pytest.raises(ValueError, match="out of range"):
+        sess.run(None, {"x": x, "axis": np.array(3, np.int32)})
+
+
+def test_constant_axis_out_of_range():
     with pytest.raises(UnsupportedOpError, match="axis"):
-        edgekit.InferenceSession(model).run(None, {"x": np.ones((2, 3), np.float32), "axis": np.array(1)})
+        edgekit.InferenceSession(cumsum_model((2, 3), 2))
