@@ -7,9 +7,11 @@ input starts on the device, the outputs return to it. Between the tiers that run
 device always counts as the origin) each hop a -> b carries every tensor made at or before a and
 read at or after b, once, and costs
 
-    sum(wire bytes) / bandwidth + rtt + encode time on a + decode time on b + returned outputs / bandwidth
+    sum(wire bytes) / bandwidth + rtt + hop overhead + encode time on a + decode time on b
+    + returned outputs / bandwidth
 
-where a hop over a skipped tier uses the direct link if given, else both links in series. A
+where a hop over a skipped tier uses the direct link if given, else both links in series (their
+RTTs add; the hop overhead, the fixed cost of handling one request, is paid once per hop). A
 tier's compute is the sum of its nodes' profiled times plus the fixed cost of one session call
 (divided by its speed factor, or taken from its own profile). Latency is the sum of all compute and hop times. Device energy is
 ``active_w * (device compute + device encoding) + idle_w * (the rest of the latency) +
@@ -80,6 +82,7 @@ class Options:
     keep_input_on_device: bool = False  # every node reading a raw input runs on the device
     device_memory: int | None = None  # bytes: device weights + largest node working set
     power: Power = field(default_factory=Power)
+    hop_overhead_s: float = 0.0  # fixed seconds per hop: handling one request (encode, HTTP, decode)
 
 
 @dataclass
@@ -133,8 +136,10 @@ class Result:
 
 # ---------------------------------------------------------------- ground-truth cost of an assignment
 
-def hops(tiers: list[Tier], links: list[Link], used: list[int]) -> list[tuple[float, float]] | None:
-    """(seconds per byte, rtt) of each hop between consecutive used tiers; None when a hop has no path."""
+def hops(tiers: list[Tier], links: list[Link], used: list[int], overhead_s: float = 0.0
+         ) -> list[tuple[float, float]] | None:
+    """(seconds per byte, fixed seconds) of each hop between consecutive used tiers: the fixed part is
+    the RTT (of every link crossed) plus ``overhead_s`` once; None when a hop has no path."""
     table = {}
     for lk in links:
         table[(lk.src, lk.dst)] = table[(lk.dst, lk.src)] = (1.0 / lk.bandwidth_bps * 8.0, lk.rtt_s)
@@ -146,7 +151,7 @@ def hops(tiers: list[Tier], links: list[Link], used: list[int]) -> list[tuple[fl
             if b == a + 1 or any(p is None for p in parts):
                 return None
             direct = (sum(p[0] for p in parts), sum(p[1] for p in parts))
-        out.append(direct)
+        out.append((direct[0], direct[1] + overhead_s))
     return out
 
 
@@ -162,20 +167,20 @@ def evaluate(p: Problem, assignment, tiers: list[Tier], links: list[Link], opts:
     """Predicted latency, device energy and breakdown of a monotone ``assignment`` (see docstring)."""
     a = np.asarray(assignment, int)
     used = sorted(set(a.tolist()) | {0})
-    path = hops(tiers, links, used)
+    path = hops(tiers, links, used, opts.hop_overhead_s)
     compute = {tiers[k].name: float(p.times[k][a == k].sum()) + p.fixed(k) for k in used if (a == k).any()}
     if path is None:
         return Cost(np.inf, np.inf, np.inf, compute, {}, False)
     prod = [a[i] if i >= 0 else 0 for i in p.producer]
     last = [max(a[c]) if c else -1 for c in p.consumers]
     transfer, device_extra, radio_bytes = {}, 0.0, 0.0
-    for (src, dst), (spb, rtt) in zip(zip(used, used[1:]), path):
+    for (src, dst), (spb, fixed) in zip(zip(used, used[1:]), path):
         sent = [t for t in range(len(p.tensors)) if prod[t] <= src and last[t] >= dst]
         back = [t for t in p.outputs if p.producer[t] >= 0 and prod[t] >= dst]
         wire = sum(p.wire[t] for t in sent)
         enc = sum(p.enc[src][t] for t in sent)
         transfer[f"{tiers[src].name}->{tiers[dst].name}"] = (
-            (wire + sum(p.bytes[t] for t in back)) * spb + rtt + enc + sum(p.dec[dst][t] for t in sent))
+            (wire + sum(p.bytes[t] for t in back)) * spb + fixed + enc + sum(p.dec[dst][t] for t in sent))
         if src == 0:
             device_extra = enc
             radio_bytes = wire + sum(p.bytes[t] for t in back)
@@ -237,13 +242,15 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
     no assignment meets the constraints."""
     if opts.objective not in ("latency", "energy"):
         raise InputError(f"objective must be 'latency' or 'energy', got {opts.objective!r}")
+    if not opts.hop_overhead_s >= 0:
+        raise InputError(f"the hop overhead must be >= 0 seconds, got {opts.hop_overhead_s!r}")
     bits, subs = ideals(p)
     allowed = np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits])  # constraints on D_1
     best: tuple[float, list[int]] | None = None
     for r in range(len(tiers)):
         for rest in itertools.combinations(range(1, len(tiers)), r):
             chain = [0, *rest]
-            path = hops(tiers, links, chain)
+            path = hops(tiers, links, chain, opts.hop_overhead_s)
             if path is None:
                 continue
             value, assignment = _solve_chain(p, chain, path, bits, subs, allowed, opts)
@@ -262,11 +269,11 @@ def _weights(opts: Options) -> tuple[float, float, float]:
     return opts.power.active_w, opts.power.idle_w, opts.power.radio_j_per_byte
 
 
-def _hop_cost(p: Problem, bits: np.ndarray, src: int, dst: int, spb: float, rtt: float, opts: Options) -> np.ndarray:
+def _hop_cost(p: Problem, bits: np.ndarray, src: int, dst: int, spb: float, fixed: float, opts: Options) -> np.ndarray:
     """F_j without compute: every ideal's cost of the hop src -> dst when the ideal runs before it."""
     w_busy, w_wait, w_radio = _weights(opts)
     full = bits.all(axis=1)
-    cost = np.where(full, 0.0, w_wait * rtt)
+    cost = np.where(full, 0.0, w_wait * fixed)  # RTT and hop overhead
     for t, users in enumerate(p.consumers):
         if not users:
             continue
@@ -290,8 +297,8 @@ def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, sub
     some_after, some_in = ~bits.all(axis=1), bits.any(axis=1)
     fixed = [p.fixed(k) * (w_busy if k == 0 else w_wait) for k in chain]  # middle tiers always run
     h, args = allowed, []
-    for j, (spb, rtt) in enumerate(path):
-        f = bits.astype(float) @ (unary[j] - unary[j + 1]) + _hop_cost(p, bits, chain[j], chain[j + 1], spb, rtt, opts)
+    for j, (spb, fixed_s) in enumerate(path):
+        f = bits.astype(float) @ (unary[j] - unary[j + 1]) + _hop_cost(p, bits, chain[j], chain[j + 1], spb, fixed_s, opts)
         if j == len(path) - 1:
             f = f + fixed[-1] * some_after
         if j == 0:
@@ -502,6 +509,7 @@ def write_plan(part: Partition, out_dir: str | os.PathLike, name: str = "model")
         "outputs": [o.name for o in g.output],
         "tiers": [{"name": t.name, "speed": _speed(t, part)} for t in tiers],
         "links": [{"from": lk.src, "to": lk.dst, "bandwidth_bps": lk.bandwidth_bps, "rtt_s": lk.rtt_s} for lk in part.links],
+        "hop_overhead_s": part.options.hop_overhead_s,
         "parts": parts, "transfers": transfers,
         "predicted": {"total_s": cost.latency_s, "compute_s": cost.compute_s, "transfer_s": cost.transfer_s,
                       "objective": part.options.objective, "energy_j": cost.energy_j},
@@ -584,6 +592,8 @@ def summary(plan: dict) -> str:
         lines.append(f"  {key:16s} {ms(pred['transfer_s'].get(key)):>12s}  sends {names} "
                      f"({tr['compression']}: {tr['wire_bytes']:.0f} B on the wire)")
     base = plan["baselines"]
+    if plan.get("hop_overhead_s"):
+        lines.append(f"  every transfer includes {ms(plan['hop_overhead_s'])} of request handling (hop overhead)")
     lines.append(f"  predicted total {ms(pred['total_s'])} (device energy {pred['energy_j'] * 1e3:.3f} mJ); "
                  f"device only {ms(base['device_only_s'])}, cloud only {ms(base['cloud_only_s'])}")
     return "\n".join(lines)

@@ -55,6 +55,19 @@ def parse_link(text: str):
     return Link(a, b, bandwidth, float(rtt) * _TIME[tunit.lower()])
 
 
+def parse_duration(text: str) -> float:
+    """Seconds from ``0.8ms``, ``500us``, ``0.002s``."""
+    m = re.fullmatch(rf"{_NUMBER}\s*(s|ms|us)", text.strip(), re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a time like 0.8ms, 500us or 0.002s; got {text!r}")
+    return float(m.group(1)) * _TIME[m.group(2).lower()]
+
+
+def parse_hop_overhead(text: str) -> float | str:
+    """``measure`` (measured here by runtimes.flow.measure_hop_overhead) or a time such as ``0.8ms``."""
+    return "measure" if text.strip().lower() == "measure" else parse_duration(text)
+
+
 def parse_size(text: str) -> int:
     """Bytes from ``64MB``, ``512KiB``, ``1000000``."""
     m = re.fullmatch(rf"{_NUMBER}\s*([kmg]i?b|b)?", text.strip(), re.I)
@@ -90,8 +103,14 @@ def cmd_partition(args: argparse.Namespace) -> int:
         print(f"profiled {len(prof.nodes)} nodes ({args.repeat} runs): node medians sum to "
               f"{sum(n.time_s for n in prof.nodes) * 1e3:.3f} ms here; "
               f"wrote {os.path.join(args.output, 'profile.json')}")
+    overhead = args.hop_overhead
+    if overhead == "measure":
+        from .runtimes.flow import measure_hop_overhead
+
+        overhead = measure_hop_overhead(sum(profile["tensors"][n]["bytes"] for n in profile["inputs"]))
+        print(f"measured the hop overhead (one V2 request on loopback, beyond compute): {overhead * 1e3:.3f} ms")
     opts = Options(args.objective, args.compress, args.keep_input_on_device, args.device_memory,
-                   Power(args.active_power, args.idle_power, args.radio_nj_per_byte * 1e-9))
+                   Power(args.active_power, args.idle_power, args.radio_nj_per_byte * 1e-9), overhead)
     part = partition(proto, profile, args.tier, args.link, opts)
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
     plan = write_plan(part, args.output, name)
@@ -110,6 +129,9 @@ def add_partition_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="a tier, in data-flow order (device first); repeatable")
     p.add_argument("--link", type=parse_link, action="append", default=[], metavar="A-B:BW,RTT",
                    help="a link such as device-edge:20Mbps,10ms; repeatable")
+    p.add_argument("--hop-overhead", type=parse_hop_overhead, default=0.0, metavar="TIME|measure",
+                   help="fixed time each transfer adds beyond RTT and bandwidth (request encoding, HTTP, "
+                        "decoding), e.g. 0.8ms, or 'measure' to measure it here over loopback (default 0)")
     p.add_argument("--objective", choices=("latency", "energy"), default="latency",
                    help="minimise end-to-end latency (default) or device energy")
     p.add_argument("--compress", choices=("none", "fp16", "int8", "zstd"), default="none",

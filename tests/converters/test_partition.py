@@ -1,10 +1,11 @@
 """converters/partition.py: the solver is optimal against brute force over every monotone
 assignment of random small DAGs (branches, skip connections, 6-10 nodes, random costs and sizes;
 latency and energy; device memory and raw-input constraints; with and without a direct
-device-cloud link), objective values equal to 1e-9 relative. The written parts pass onnx.checker and,
-run one after another in onnxruntime, reproduce the model's outputs exactly without compression
-(and within 1e-2 relative to the output range for fp16, 3e-2 for int8 round trips of the cut
-tensors). A cut whose activations outgrow the input makes "send the raw input" win when the link is
+device-cloud link; with and without a fixed per-hop overhead), objective values equal to 1e-9
+relative. The hop overhead is paid once per hop, also by a hop over a skipped tier, and a large
+one keeps the work on fewer tiers. The written parts pass onnx.checker and, run one after another
+in onnxruntime, reproduce the model's outputs exactly without compression (and within 1e-2
+relative to the output range for fp16, 3e-2 for int8 round trips of the cut tensors). A cut whose activations outgrow the input makes "send the raw input" win when the link is
 the bottleneck. The `edgekit partition` verb writes and prints a plan."""
 import argparse
 import json
@@ -14,9 +15,10 @@ import onnx
 import pytest
 from onnx import helper
 
-from edgekit.cli_partition import add_partition_verbs, parse_link, parse_size
+from edgekit.cli_partition import add_partition_verbs, parse_hop_overhead, parse_link, parse_size
 from edgekit.converters.partition import (Link, Options, Power, Problem, Result, Tier, device_memory, evaluate,
                                           partition, solve, write_plan)
+from edgekit.errors import InputError
 from edgekit.runtimes.profile import codec_round_trip, profile_model
 from oracle import make_model, ort_session
 
@@ -82,7 +84,8 @@ def test_optimal_against_brute_force(seed, objective, constraint):
     rng = np.random.default_rng(seed)
     p = random_problem(rng, int(rng.integers(6, 11)))
     links = random_links(rng, direct=seed % 2 == 1)
-    opts = Options(objective, power=Power(2.0, 0.3, 4e-7), keep_input_on_device=constraint == "input")
+    opts = Options(objective, power=Power(2.0, 0.3, 4e-7), keep_input_on_device=constraint == "input",
+                   hop_overhead_s=float(rng.uniform(0, 5e-3)) if seed % 3 else 0.0)
     if constraint == "memory":
         opts.device_memory = int(sum(b for b, _ in p.params) * rng.uniform(0.2, 0.7))
     brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
@@ -99,7 +102,7 @@ def test_optimal_on_many_smaller_dags():
         p = random_problem(rng, int(rng.integers(4, 7)))
         links = random_links(rng, direct=seed % 2 == 1)
         for objective in ("latency", "energy"):
-            opts = Options(objective)
+            opts = Options(objective, hop_overhead_s=float(rng.choice([0.0, 1e-3, 2e-2])))
             brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
             assert solve(p, TIERS, links, opts).cost.objective == pytest.approx(brute, rel=1e-9), (seed, objective)
 
@@ -114,6 +117,34 @@ def test_dp_value_is_the_evaluated_cost_on_a_chain():
     got = solve(p, TIERS, links, Options())
     brute = min(evaluate(p, a, TIERS, links, Options()).latency_s for a in monotone_assignments(p, 3))
     assert got.cost.latency_s == pytest.approx(brute, rel=1e-12)
+
+
+def test_hop_overhead_is_paid_once_per_hop():
+    rng = np.random.default_rng(7)
+    p = random_problem(rng, 6)
+    links = random_links(rng, direct=False)
+    n = len(p.nodes)
+    for assignment, hops in (([0] * n, 0), ([2] * n, 1), ([1] * n, 1), ([0] * 2 + [2] * (n - 2), 1),
+                             ([0] * 2 + [1] * 2 + [2] * (n - 4), 2)):
+        plain = evaluate(p, assignment, TIERS, links, Options())
+        loaded = evaluate(p, assignment, TIERS, links, Options(hop_overhead_s=0.003))
+        assert loaded.latency_s == pytest.approx(plain.latency_s + 0.003 * hops, rel=1e-12)
+        assert loaded.compute_s == plain.compute_s
+        for key, t in plain.transfer_s.items():
+            assert loaded.transfer_s[key] == pytest.approx(t + 0.003, rel=1e-12)
+    with pytest.raises(InputError):
+        solve(p, TIERS, links, Options(hop_overhead_s=-1e-3))
+
+
+def test_a_large_hop_overhead_keeps_the_work_on_fewer_tiers():
+    rng = np.random.default_rng(11)
+    p = random_problem(rng, 8)
+    links = random_links(rng, direct=False)
+    counts = []
+    for overhead in (0.0, 1e-3, 1e-2, 1e-1, 10.0):
+        got = solve(p, TIERS, links, Options(hop_overhead_s=overhead))
+        counts.append(len(got.cost.transfer_s))
+    assert counts == sorted(counts, reverse=True) and counts[-1] == 0  # 10 s per hop: device only
 
 
 # ---------------------------------------------------------------- real models: parts reproduce outputs
@@ -280,18 +311,21 @@ def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
     args = parser.parse_args(["partition", str(model_path), "--tier", "device:0.01", "--tier", "edge:4",
                               "--tier", "cloud:16", "--link", "device-edge:20Mbps,10ms",
                               "--link", "edge-cloud:200Mbps,40ms", "--compress", "int8", "--repeat", "3",
-                              "-o", str(out)])
+                              "--hop-overhead", "0.8ms", "-o", str(out)])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["format"] == "edgekit.flow/1" and plan["model"] == "wide"
+    assert plan["format"] == "edgekit.flow/1" and plan["model"] == "wide" and plan["hop_overhead_s"] == 0.0008
+    assert "0.800 ms of request handling" in printed
     assert "device only" in printed and "cloud only" in printed and "predicted total" in printed
     for p in plan["parts"]:
         onnx.checker.check_model(onnx.load(str(out / p["file"])))
     again = parser.parse_args(["partition", str(model_path), "--tier", "device:1", "--tier", "cloud:16",
                                "--link", "device-cloud:1Gbps,1ms", "--profile", str(out / "profile.json"),
-                               "--objective", "energy", "-o", str(tmp_path / "plan2")])
+                               "--objective", "energy", "--hop-overhead", "measure", "-o", str(tmp_path / "plan2")])
     assert again.func(again) == 0
+    assert "measured the hop overhead" in capsys.readouterr().out
+    assert json.loads((tmp_path / "plan2" / "plan.json").read_text())["hop_overhead_s"] > 0
 
 
 def test_cli_units():
@@ -299,5 +333,9 @@ def test_cli_units():
     assert (link.src, link.dst, link.bandwidth_bps, link.rtt_s) == ("device", "edge", 20e6, 0.01)
     assert parse_link("edge-cloud:1.5Gbps,250us").bandwidth_bps == 1.5e9
     assert parse_size("64MB") == 64_000_000 and parse_size("2KiB") == 2048
+    assert parse_hop_overhead("0.8ms") == pytest.approx(8e-4) and parse_hop_overhead("250us") == pytest.approx(2.5e-4)
+    assert parse_hop_overhead("Measure") == "measure"
     with pytest.raises(argparse.ArgumentTypeError):
         parse_link("device-edge:20MB,10ms")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_hop_overhead("0.8")
