@@ -146,7 +146,7 @@ def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], t
     scratch = np.zeros(wide + 13 * dim + k.LANES + 2 * order + classes, np.float32)
     rows = np.zeros(max(wide, 4 * dim, order), np.int64)
     params = np.array([s["tau"], s["threshold"], 1.0, 0.0, 1.0 - int(s["delay"])], np.float32)
-    step_kernel = k.step
+    step_kernel = k.step_threaded if threads > 1 else k.step
     xf, lf = x.reshape(-1), logits.reshape(-1)
 
     def run() -> None:

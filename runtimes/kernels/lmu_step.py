@@ -122,10 +122,17 @@ def matvec(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, work):
     scratch of k entries)."""
     skip, threads, rows = work
     # typed, not literal, arguments: one compiled product for every call site
-    x_off, k, w_off, n, c_off, y_off = np.int64(x_off), np.int64(k), np.int64(w_off), np.int64(n), np.int64(c_off), \
-        np.int64(y_off)
-    relu = np.int64(relu)
-    if threads > 1 and k * n >= THREAD_MIN and n > PANEL:
+    _product(x, np.int64(x_off), np.int64(k), w, np.int64(w_off), np.int64(n), c, np.int64(c_off), y,
+             np.int64(y_off), np.int64(relu), skip, rows, threads)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _product(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows, threads):
+    """``matvec`` on one thread, or (``threads`` > 1, a large product) on ``threads`` threads; threads
+    None compiles the single-threaded product only (the threaded one costs seconds of cold compile)."""
+    if threads is None:
+        _matvec_serial(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows)
+    elif threads > 1 and k * n >= THREAD_MIN and n > PANEL:
         _matvec_threaded(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows, threads)
     else:
         _matvec_serial(x, x_off, k, w, w_off, n, c, c_off, y, y_off, relu, skip, rows)
@@ -145,13 +152,25 @@ def _lif(pre, p_off, v, v_off, out, o_off, n, tau, threshold, soft, out_gate, st
 
 @njit(cache=True, fastmath=FASTMATH)
 def step(x, state, w, scratch, rows, logits, plan, params):
+    """One frame (see ``frame``) on one thread."""
+    frame(x, state, w, scratch, rows, logits, plan, params, None)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def step_threaded(x, state, w, scratch, rows, logits, plan, params):
+    """One frame (see ``frame``), large products on plan[P_THREADS] threads."""
+    frame(x, state, w, scratch, rows, logits, plan, params, plan[P_THREADS])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def frame(x, state, w, scratch, rows, logits, plan, params, threads):
     """One frame for every stream: x (N * c_in), logits (N * classes) flat; states updated in place;
     scratch float32 and rows int64 (4 * dim + 3 * c_in entries) are work space.
     params (float32): tau, threshold, 1, 0 and 1 - delay."""
     batch, c_in, dim, order, classes = plan[P_BATCH], plan[P_CIN], plan[P_DIM], plan[P_ORDER], plan[P_CLASSES]
     n_embed, spiking, soft, delay = plan[P_NEMBED], plan[P_SPIKING], plan[P_SOFT], plan[P_DELAY]
     tau, threshold, one, zero, lag = params[0], params[1], params[2], params[3], params[4]
-    work = (plan[P_SKIP] != 0, plan[P_THREADS], rows)  # how products run (see matvec)
+    work = (plan[P_SKIP] != 0, threads, rows)  # how products run (see matvec)
     frames = state[plan[S_FRAMES]]
     late = one if delay == 0 or frames >= n_embed else zero
     inv_seen = one / (frames + one if delay == 0 else max(frames + lag, one))  # the plan's Div, as fastmath does it
