@@ -1,6 +1,7 @@
-"""Graph fusions done once per model: fold BatchNormalization into a preceding Conv or Gemm with
-constant weights, fuse a following activation into the Conv/Gemm epilogue, then fuse BN and
-activations after stride-1 'same' pools into the pool kernel (runtimes/pool_fusion.py).
+"""Graph fusions done once per model: Constant nodes' values join the constants (exporters write
+Clip bounds that way); BatchNormalization folds into a preceding Conv or Gemm with constant weights;
+a following activation fuses into the Conv/Gemm epilogue; then BN and activations after stride-1
+'same' pools fuse into the pool kernel (runtimes/pool_fusion.py).
 
 All only fire when the intermediate tensor has a single consumer and is not a graph output,
 so the fused graph computes exactly the same outputs (up to float rounding of the folded
@@ -23,9 +24,29 @@ def fuse(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_
     gains folded weights."""
     from .pool_fusion import fuse_pools  # here, not at the top: pool_fusion builds on this module's helpers
 
+    nodes = _constant_nodes(nodes, constants, graph_outputs)
     nodes = _fold_batchnorm(nodes, constants, graph_outputs)
     nodes = _fuse_activations(nodes, constants, opset, graph_outputs)
     return fuse_pools(nodes, constants, opset, graph_outputs)
+
+
+CONSTANT_ATTRS = {"value": None, "value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                  "value_ints": np.int64}
+
+
+def _constant_nodes(nodes: list[Node], constants: dict, graph_outputs: set[str]) -> list[Node]:
+    """Move the values of Constant nodes (as exporters write Clip bounds and BN statistics) into
+    ``constants``, so the fusions below see them; Constant nodes that feed a graph output stay."""
+    kept = []
+    for n in nodes:
+        attr = next(iter(n.attrs), None)
+        if n.op_type != "Constant" or n.domain or len(n.attrs) != 1 or attr not in CONSTANT_ATTRS \
+                or n.outputs[0] in graph_outputs:
+            kept.append(n)
+            continue
+        dtype = CONSTANT_ATTRS[attr]
+        constants[n.outputs[0]] = np.asarray(n.attrs[attr], dtype)
+    return kept
 
 
 def single_consumer(nodes: list[Node], graph_outputs: set[str]) -> dict[str, Node]:

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .activation import CLIP, RELU, activate, activate_rows
+from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
@@ -309,8 +309,11 @@ def _same_planes_flat(x, s, out, g, h, w, kh, kw, ph, pw, code):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _affine_activate(o, a, b, act, alpha, beta):
-    """o = activate(o * a + b) in one pass; Relu and Clip (ReLU6) get their own vectorised loops."""
-    if act == RELU:
+    """o = activate(o * a + b) in one pass; BN alone, Relu and Clip (ReLU6) get their own vectorised loops."""
+    if act == IDENTITY:
+        for k in range(o.size):
+            o[k] = o[k] * a + b
+    elif act == RELU:
         for k in range(o.size):
             o[k] = max(o[k] * a + b, np.float32(0.0))
     elif act == CLIP:

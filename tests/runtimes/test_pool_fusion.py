@@ -213,3 +213,24 @@ def test_block_through_the_session_matches_onnxruntime(pool_attrs, steps):
     assert len(session.plan(((2, 3, 13, 11),)).steps) == steps
     x = np.random.default_rng(7).standard_normal((2, 3, 13, 11)).astype(np.float32)
     assert_matches_ort(model, {"x": x}, 1e-4, 1e-5, session=session)  # float32 convs with folded BN: 1e-4 relative
+
+
+def test_constant_node_bounds_fuse_like_initializers():
+    """Exporters write Clip bounds as Constant nodes: Conv + Clip and MaxPool + BN + Clip still fuse."""
+    rng = np.random.default_rng(8)
+    c = 6
+    inits = {"w": rng.standard_normal((c, 3, 3, 3)).astype(np.float32) / 3,
+             "g": rng.uniform(0.5, 1.5, c).astype(np.float32), "b": rng.normal(0, 1, c).astype(np.float32),
+             "m": rng.normal(0, 1, c).astype(np.float32), "v": rng.uniform(0.1, 2, c).astype(np.float32)}
+    nodes = [helper.make_node("Constant", [], ["lo"], value_float=0.0),
+             helper.make_node("Constant", [], ["hi"], value=helper.make_tensor("hi", 1, [], [6.0])),
+             helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["ca"]),
+             helper.make_node("MaxPool", ["ca"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["p", "g", "b", "m", "v"], ["pn"]),
+             helper.make_node("Clip", ["pn", "lo", "hi"], ["y"])]
+    model = make_model(nodes, {"x": ((1, 3, 12, 12), np.float32)}, ["y"], inits)
+    session = edgekit.InferenceSession(model)
+    assert len(session.plan(((1, 3, 12, 12),)).steps) == 2  # Conv+Clip, MaxPool+BN+Clip
+    x = np.random.default_rng(9).standard_normal((1, 3, 12, 12)).astype(np.float32) * 4
+    assert_matches_ort(model, {"x": x}, 1e-5, 1e-5, session=session)  # float32 conv and BN affine
