@@ -1,6 +1,7 @@
 """Per-node latency and tensor sizes of a model on edgekit's runtime, the data of the flow partitioner.
 
-Each node of the ONNX graph gets the median time of its plan step over ``repeat`` runs. Nodes the
+Each node of the ONNX graph gets the median time of its plan step over ``repeat`` runs (or the
+fastest, ``statistic="min"``: the undisturbed time, robust to other load on the machine). Nodes the
 plan fused away (BatchNormalization and activations folded into a Conv/Gemm/pool) cost 0 and name
 the surviving node, which carries the fused time; reshapes that became views, nodes folded into
 constants and dead nodes cost 0. Every tensor gets its shape, dtype and byte size, its zstd size
@@ -32,6 +33,7 @@ from .session import InferenceSession
 FORMAT = "edgekit.profile/1"
 ZSTD_LEVEL = 3
 CODEC_REPEAT = 5
+STATISTICS = {"median": np.median, "min": np.min}
 
 
 def _fp16(a: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
@@ -103,6 +105,7 @@ class Profile:
     nodes: list[NodeProfile]
     tensors: dict[str, TensorProfile]
     overhead_s: float = 0.0
+    statistic: str = "median"  # of the repeats, for node times and plan_s: median or min
     format: str = FORMAT
 
     @property
@@ -119,7 +122,8 @@ class Profile:
             raise InputError(f"not an edgekit profile (format {d.get('format')!r}, expected {FORMAT!r})")
         return cls(d["model"], d["machine"], d["repeat"], d["inputs"], d["outputs"], d["plan_s"],
                    [NodeProfile(**n) for n in d["nodes"]],
-                   {k: TensorProfile(**t) for k, t in d["tensors"].items()}, d.get("overhead_s", 0.0), d["format"])
+                   {k: TensorProfile(**t) for k, t in d["tensors"].items()}, d.get("overhead_s", 0.0),
+                   d.get("statistic", "median"), d["format"])
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -135,9 +139,12 @@ class Profile:
 
 
 def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat: int = 20, warmup: int = 2,
-                  seed: int = 0, name: str | None = None) -> Profile:
+                  seed: int = 0, name: str | None = None, statistic: str = "median") -> Profile:
     """Profile ``model`` on this machine (dynamic input dims from ``dims``, default 1) on seeded
-    standard-normal float inputs (see module docstring)."""
+    standard-normal float inputs; ``statistic`` of the repeats: median or min (see module docstring)."""
+    if statistic not in STATISTICS:
+        raise InputError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
+    stat = STATISTICS[statistic]
     proto = load_model(model)
     original = read_graph(proto)
     prep = prepare(read_graph(proto))  # fusion rewrites the nodes it is given: keep ``original`` intact
@@ -158,7 +165,7 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
             t0 = clock()
             fn(*args)
             times[r, i] = clock() - t0
-    step_s = {id(n): float(t) * 1e-9 for n, t in zip(plan.step_nodes, np.median(times, axis=0))}
+    step_s = {id(n): float(t) * 1e-9 for n, t in zip(plan.step_nodes, stat(times, axis=0))}
     session = InferenceSession(proto)
     feeds = {k: v.copy() for k, v in plan.input_buffers.items()}
     for _ in range(warmup):
@@ -183,7 +190,7 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
             tensors[tname] = _tensor_profile(a)
     return Profile(name or proto.graph.name or "model", f"{platform.machine()} {platform.processor()}".strip(),
                    repeat, {k: list(v) for k, v in shapes.items()}, [o.name for o in original.outputs],
-                   float(np.median(whole)) * 1e-9, nodes, tensors, overhead)
+                   float(stat(whole)) * 1e-9, nodes, tensors, overhead, statistic)
 
 
 def _capture(plan, prepared_nodes: list) -> dict[str, np.ndarray]:

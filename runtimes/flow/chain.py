@@ -26,7 +26,9 @@ from .plan import FlowPlan, Link
 TRACE = "edgekit_trace"        # response parameter: JSON list of trace events
 SERVER_TIME = "edgekit_server_s"  # response parameter: the tier's own wall time for the request
 BUDGET = "edgekit_deadline_s"  # request parameter: how long the caller waits for the answer
-CALIBRATION_RUNS = 7  # back-to-back runs of a part whose fastest time a slowdown stretches
+CALIBRATION_RUNS = 7  # back-to-back runs of a part whose fastest time a slowdown stretches ...
+CALIBRATION_ROUNDS = 3  # ... in a few rounds apart, so that one busy moment of the machine
+CALIBRATION_GAP_S = 0.005  # cannot inflate them all
 
 
 class Chain:
@@ -131,15 +133,19 @@ class Chain:
 
     @staticmethod
     def _calibrate(sess: InferenceSession, tensors: dict[str, np.ndarray]) -> float:
-        """The part's compute time on this machine undisturbed: the fastest of a few back-to-back
-        runs (later runs lower it if they are faster). A slowdown stretches this, not each run's
-        time: a run right after an emulated sleep finds cold caches, and one preempted by another
-        process would be stretched F times."""
+        """The part's compute time on this machine undisturbed: the fastest of a few rounds of
+        back-to-back runs, a few ms apart (later runs lower it if they are faster). A slowdown
+        stretches this, not each run's time: a run right after an emulated sleep finds cold caches,
+        and one preempted by another process would be stretched F times. Rounds apart, because
+        on a busy machine all runs of one short burst may share the cores with another process."""
         times = []
-        for _ in range(CALIBRATION_RUNS):
-            t0 = time.perf_counter()
-            sess.run(None, tensors)
-            times.append(time.perf_counter() - t0)
+        for r in range(CALIBRATION_ROUNDS):
+            if r:
+                time.sleep(CALIBRATION_GAP_S)
+            for _ in range(CALIBRATION_RUNS):
+                t0 = time.perf_counter()
+                sess.run(None, tensors)
+                times.append(time.perf_counter() - t0)
         return min(times)
 
     def _forward(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict],

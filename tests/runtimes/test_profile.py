@@ -1,7 +1,7 @@
 """runtimes/profile.py: every node gets a time >= 0; BN and activation fused into a Conv cost 0 and
 name the Conv; views, folded constants and dead nodes cost 0; tensor shapes and byte sizes equal
 onnx shape inference's; the raw input size; codec round trips (zstd exact, fp16 within 1e-3
-relative, int8 within half a quantisation step); JSON round trip."""
+relative, int8 within half a quantisation step); JSON round trip; the fastest-of-repeats statistic."""
 import numpy as np
 import onnx
 import pytest
@@ -89,3 +89,11 @@ def test_json_round_trip(profiled, tmp_path):
         Profile.from_dict(bad)
     with pytest.raises(InputError):
         Profile.load(tmp_path / "missing.json")
+
+
+def test_fastest_of_the_repeats():
+    fastest = profile_model(small_cnn(), repeat=5, statistic="min")
+    assert fastest.statistic == "min" and fastest.plan_s > 0
+    assert [n.kind for n in fastest.nodes] == [n.kind for n in profile_model(small_cnn(), repeat=3).nodes]
+    with pytest.raises(InputError):
+        profile_model(small_cnn(), statistic="mean")
