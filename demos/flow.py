@@ -5,11 +5,13 @@ The model (demos/models/frame_cnn.onnx, made by make_models.py) classifies 3x64x
 stem shrinks a frame 6x, so sending the stem's features instead of the frames pays when the link
 is slow and the device is too slow for the rest. The edge and cloud tiers are real `edgekit serve`
 processes speaking the Open Inference Protocol on 127.0.0.1; the device is a FlowSession in this
-process. Everything runs on this one machine, so three things are emulated: links (the sender
-sleeps RTT + bytes / bandwidth, see runtimes/flow/client.py), tier speeds (a tier with speed s < 1
-sleeps (1/s - 1) x its measured compute; the cloud, speed 1, is this machine) and nothing else:
-the request handling of every hop (encoding, HTTP, decoding) is real, measured beforehand
-(runtimes/flow/overhead.py) and given to the partitioner as its hop overhead.
+process. Everything runs on this one machine, so two things are emulated: links (the sender
+sleeps RTT + bytes / bandwidth, see runtimes/flow/client.py) and tier speeds (a tier with speed
+s < 1 sleeps (1/s - 1) x its measured compute; the cloud, speed 1, is this machine); and nothing else:
+the request handling of every hop (encoding, HTTP, decoding) is real, measured
+(runtimes/flow/overhead.py) and given to the partitioner as its hop overhead. Each bandwidth is a
+round of its own: profile, hop overhead, plans and tier processes are made afresh right before
+its requests, so that a drift of the machine's speed between rounds does not skew the comparison.
 """
 from __future__ import annotations
 
@@ -79,30 +81,30 @@ def frames(batch: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def write_plans(model: onnx.ModelProto, profile: dict, sc: Scenario, bandwidths: list[float], root: str) -> dict:
-    """Plan dirs per (bandwidth index, config): the two baselines, the partitioner's choice, and its
-    choice when the raw input must stay on the device; and for the failure run one plan over all
-    three tiers (the stem on the device, the convolutions on the edge, the head in the cloud)."""
+def write_plans(model: onnx.ModelProto, profile: dict, sc: Scenario, bps: float, root: str,
+                failover: bool = False) -> dict:
+    """Plan dirs per config at device-edge bandwidth ``bps``: the two baselines, the partitioner's
+    choice, and its choice when the raw input must stay on the device; with ``failover`` also one
+    plan over all three tiers (the stem on the device, the convolutions on the edge, the head in the
+    cloud) for the failure run."""
     from edgekit.converters.partition import Result, evaluate, partition, write_plan
 
-    def write(part, assignment, d: str, name: str) -> str:
+    def write(part, assignment, key: str) -> str:
         cost = evaluate(part.problem, assignment, part.tiers, part.links, part.options)
-        write_plan(dataclasses.replace(part, result=Result(list(assignment), cost)), d, name=name)
+        d = os.path.join(root, key)
+        write_plan(dataclasses.replace(part, result=Result(list(assignment), cost)), d, name=f"{NAME}-{key}")
         return d
 
-    plans = {}
-    for i, bps in enumerate(bandwidths):
-        part = partition(model, profile, sc.tiers(), sc.links(bps), sc.options())
-        private = partition(model, profile, sc.tiers(), sc.links(bps), sc.options(keep_input_on_device=True))
-        n = len(part.problem.nodes)
-        for config, p, assignment in (("device only", part, [0] * n), ("cloud only", part, [2] * n),
-                                      ("chosen", part, part.result.assignment),
-                                      ("input on device", private, private.result.assignment)):
-            key = config.replace(" ", "-")
-            plans[(i, config)] = write(p, assignment, os.path.join(root, f"bw{i}-{key}"), f"{NAME}-bw{i}-{key}")
-    part = partition(model, profile, sc.tiers(), sc.links(bandwidths[-1]), sc.options())
-    assignment = [0 if v in STEM else 2 if v in HEAD else 1 for v in part.problem.nodes]
-    plans["failover"] = write(part, assignment, os.path.join(root, "failover"), f"{NAME}-failover")
+    part = partition(model, profile, sc.tiers(), sc.links(bps), sc.options())
+    private = partition(model, profile, sc.tiers(), sc.links(bps), sc.options(keep_input_on_device=True))
+    n = len(part.problem.nodes)
+    plans = {config: write(p, assignment, config.replace(" ", "-"))
+             for config, p, assignment in (("device only", part, [0] * n), ("cloud only", part, [2] * n),
+                                           ("chosen", part, part.result.assignment),
+                                           ("input on device", private, private.result.assignment))}
+    if failover:
+        plans["failover"] = write(part, [0 if v in STEM else 2 if v in HEAD else 1 for v in part.problem.nodes],
+                                  "failover")
     return plans
 
 
@@ -179,6 +181,15 @@ def plot(path: str, bandwidths: list[float], rows: dict) -> None:
     fig.savefig(path, dpi=100)
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate the tier processes this demo started that still run, and forget them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+    procs.clear()
+
+
 def load() -> str:
     """The 1, 5 and 15 minute load averages: how busy other processes keep the machine."""
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
@@ -214,28 +225,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"links: device-edge {args.bandwidths} Mbit/s, RTT {sc.edge_rtt_s * 1e3:.0f} ms; edge-cloud "
           f"{sc.cloud_bps / 1e6:.0f} Mbit/s, RTT {sc.cloud_rtt_s * 1e3:.0f} ms (emulated in the sender)")
 
-    profile = undisturbed_profile(model, args.batch)
-    sizes = profile["tensors"]
-    stem_s = sum(n["time_s"] for n in profile["nodes"] if n["name"] in STEM)
-    print(f"profiled here: {profile['plan_s'] * 1e3:.2f} ms per request, {stem_s * 1e3:.2f} ms of it in the stem; "
-          f"input {sizes['frame']['bytes']} B, stem features {sizes['maxpool3']['bytes']} B "
-          f"({sizes['frame']['bytes'] / sizes['maxpool3']['bytes']:.0f}x smaller)")
-    sc.hop_overhead_s = measure_hop_overhead(sizes["frame"]["bytes"])
-    print(f"hop overhead (one V2 request: encode, HTTP, decode) measured here: {sc.hop_overhead_s * 1e3:.2f} ms; "
-          f"the partitioner adds it to every transfer\n")
+    print("every round profiles the model, measures the hop overhead, plans and starts the tiers afresh, so that "
+          "the predictions are for this machine as it is then (its speed drifts over minutes when it is shared); "
+          f"load average {load()} on {os.cpu_count()} cores\n")
     work = tempfile.mkdtemp(prefix="edgekit-flow-")
-    plans = write_plans(model, profile, sc, bandwidths, work)
-    served = {t: [d for d in plans.values() if load_plan(d).part_of(t) is not None] for t in ("edge", "cloud")}
-    cloud, cloud_url = start_tier("cloud", served["cloud"], 1.0, None)
-    edge, edge_url = start_tier("edge", served["edge"], 1 / sc.edge_speed, cloud_url)
-    endpoints = {"edge": edge_url, "cloud": cloud_url}
-    print(f"tiers up: edge {edge_url}, cloud {cloud_url}; load average {load()} on {os.cpu_count()} cores "
-          f"(the predictions are for an undisturbed machine)\n")
+    rows, verdicts, procs = {}, [], []
     try:
-        rows, verdicts = {}, []
-        print(f"{'Mbit/s':>7s} {'plan':16s} {'runs on':24s} {'predicted':>10s} {'measured':>10s} {'error':>7s}")
         for i, bps in enumerate(bandwidths):
-            loaded = {config: load_plan(plans[(i, config)]) for config in CONFIGS}
+            last = i == len(bandwidths) - 1
+            profile = undisturbed_profile(model, args.batch)
+            sizes = profile["tensors"]
+            sc.hop_overhead_s = measure_hop_overhead(sizes["frame"]["bytes"])
+            plans = write_plans(model, profile, sc, bps, os.path.join(work, f"bw{i}"), failover=last)
+            served = {t: [d for d in plans.values() if load_plan(d).part_of(t) is not None] for t in ("edge", "cloud")}
+            endpoints = {}
+            for tier, slowdown in (("cloud", 1.0), ("edge", 1 / sc.edge_speed)):  # a tier no plan uses is not started
+                if served[tier]:
+                    proc, endpoints[tier] = start_tier(tier, served[tier], slowdown, endpoints.get("cloud"))
+                    procs.append(proc)
+            if i == 0:
+                print(f"input {sizes['frame']['bytes']} B a request, stem features {sizes['maxpool3']['bytes']} B "
+                      f"({sizes['frame']['bytes'] / sizes['maxpool3']['bytes']:.0f}x smaller)\n")
+                print(f"{'Mbit/s':>7s} {'plan':16s} {'runs on':24s} {'predicted':>10s} {'measured':>10s} {'error':>7s}")
+            stem_s = sum(n["time_s"] for n in profile["nodes"] if n["name"] in STEM)
+            print(f"{bps / 1e6:7.0f} profiled here: {profile['plan_s'] * 1e3:.2f} ms a request ({stem_s * 1e3:.2f} ms "
+                  f"in the stem); hop overhead {sc.hop_overhead_s * 1e3:.2f} ms; tiers "
+                  + ", ".join(f"{t} {u}" for t, u in endpoints.items()))
+            loaded = {config: load_plan(plans[config]) for config in CONFIGS}
             sessions = {config: FlowSession(plan, endpoints, slowdown=1 / sc.device_speed, emulate_links=True,
                                             deadline_s=2.0) for config, plan in loaded.items()}
             measured = measure(sessions, feed, want, args.requests)
@@ -255,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ratio[c]:.2f}x faster than {c}" + (" (the same plan: the difference is noise)" if c in same else "")
                 for c in CONFIGS[:2]))
             print(f"{'':7s} one chosen request: {describe(sessions['chosen'].last_trace)}")
+            if not last:
+                stop(procs)
         try:
             plot(args.out, bandwidths, rows)
             print(f"wrote {args.out}")
@@ -268,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         answered, wrong, where = 0, 0, {}
         for r in range(30):
             if r == 10:
-                threading.Timer(KILL_AFTER_S, edge.kill).start()
+                threading.Timer(KILL_AFTER_S, procs[-1].kill).start()  # the edge, started last
             out = session.run(None, feed)[0]
             answered += 1
             wrong += not same_as(out, want)
@@ -297,7 +315,4 @@ def main(argv: list[str] | None = None) -> int:
               f"mid-run: {30 - answered} lost, {wrong} wrong")
         return 0 if wrong == 0 and answered == 30 else 1
     finally:
-        for proc in (edge, cloud):
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
+        stop(procs)

@@ -27,8 +27,8 @@ TRACE = "edgekit_trace"        # response parameter: JSON list of trace events
 SERVER_TIME = "edgekit_server_s"  # response parameter: the tier's own wall time for the request
 BUDGET = "edgekit_deadline_s"  # request parameter: how long the caller waits for the answer
 CALIBRATION_RUNS = 7  # back-to-back runs of a part whose fastest time a slowdown stretches ...
-CALIBRATION_ROUNDS = 3  # ... in a few rounds apart, so that one busy moment of the machine
-CALIBRATION_GAP_S = 0.005  # cannot inflate them all
+CALIBRATION_ROUNDS = 5  # ... in a few rounds apart, so that one busy moment of the machine
+CALIBRATION_GAP_S = 0.01  # cannot inflate them all
 
 
 class Chain:
