@@ -41,7 +41,7 @@ class ValueInfo:
 
 @dataclass
 class Graph:
-    """Nodes in file order, constants (initializers and Constant nodes) and graph I/O."""
+    """Nodes in file order, constants (initializers; Constant nodes stay nodes, fusion folds them) and graph I/O."""
 
     nodes: list[Node]
     constants: dict[str, np.ndarray]
