@@ -130,7 +130,7 @@ def undisturbed_profile(model: onnx.ModelProto, batch: int, runs: int = 3, repea
 def start_tier(tier: str, plan_dirs: list[str], slowdown: float, next_url: str | None) -> tuple[subprocess.Popen, str]:
     """An `edgekit serve` process for ``tier`` on a free loopback port, emulating the plans' links
     on its forwards; returns it and its URL."""
-    cmd = [sys.executable, "-m", "edgekit.cli_serve", *plan_dirs, "--tier", tier, "--port", "0",
+    cmd = [sys.executable, "-m", "edgekit", "serve", *plan_dirs, "--tier", tier, "--port", "0",
            "--slowdown", repr(slowdown), "--emulate-links", "--deadline", "1.0", "--retries", "1"]
     if next_url:
         cmd += ["--next", f"cloud={next_url}"]

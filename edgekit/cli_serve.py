@@ -6,7 +6,7 @@ import os
 import sys
 
 from .cli_partition import parse_link
-from .errors import EdgekitError, InputError
+from .errors import InputError
 
 
 def _endpoints(values: list[str], plan, tier: str) -> dict[str, str]:
@@ -107,18 +107,3 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m edgekit.cli_serve DIR --tier T ...`: the serve verb on its own (used by the flow demo)."""
-    parser = argparse.ArgumentParser(prog="edgekit")
-    add_serve_verbs(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cmd_serve(args)
-    except EdgekitError as exc:
-        print(f"edgekit: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -449,7 +449,7 @@ def test_tritonclient_against_the_edge_tier(tiers, binary):
 
 def test_serve_verb_in_a_subprocess(plan3, signal, reference):
     env = dict(os.environ, EDGEKIT_TOKEN="t0k")
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit.cli_serve", plan3, "--tier", "cloud", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve", plan3, "--tier", "cloud", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
@@ -467,7 +467,7 @@ def test_serve_verb_in_a_subprocess(plan3, signal, reference):
     finally:
         proc.terminate()
         proc.wait(10)
-    bad = subprocess.run([sys.executable, "-m", "edgekit.cli_serve", plan3, "--tier", "fog"],
+    bad = subprocess.run([sys.executable, "-m", "edgekit", "serve", plan3, "--tier", "fog"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "tier 'fog' runs no part of the plan" in bad.stderr
 
