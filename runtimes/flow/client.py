@@ -109,14 +109,17 @@ def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
         elif encoding == "zstd":
             import zstandard
 
-            out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read(limit + 1)
+            try:
+                out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read(limit + 1)
+            except zstandard.ZstdError as exc:  # not a RuntimeError
+                raise ValueError(exc) from None
         elif encoding == "lz4":
             import lz4.frame
 
-            out = lz4.frame.decompress(body)
+            out = lz4.frame.open(io.BytesIO(body), "rb").read(limit + 1)
     except ImportError:
         raise ProtocolError(f"Content-Encoding {encoding!r} needs a package this server lacks", 415) from None
-    except (zlib.error, ValueError, RuntimeError) as exc:  # zstandard.ZstdError is a RuntimeError subclass
+    except (zlib.error, ValueError, RuntimeError, EOFError) as exc:  # lz4: RuntimeError, EOFError
         raise ProtocolError(f"cannot decode the {encoding} body: {exc}") from None
     if len(out) > limit:
         raise ProtocolError(f"the request body inflates past the limit of {limit} bytes", 413)

@@ -173,6 +173,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
          "is 99 but the body"),
         ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "br"}, 415, "not supported"),
         ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "gzip"}, 400, "cannot decode"),
+        ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "zstd"}, 400, "cannot decode"),
     ]
     for method, path, body, headers, status, message in cases:
         got, doc = request(edge, method, path, body, headers)
