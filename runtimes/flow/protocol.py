@@ -178,13 +178,21 @@ def _shape(entry: dict, where: str) -> tuple[int, ...]:
 
 
 def _flatten(data: Any) -> list:
+    """The leaves of nested lists in order; iterative, as deep nesting is the client's choice."""
     if not isinstance(data, list):
         return [data]
     if all(not isinstance(v, list) for v in data):
         return data
     out: list = []
-    for v in data:
-        out.extend(_flatten(v))
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
     return out
 
 
@@ -292,8 +300,9 @@ def decode_request(body: bytes, header_length: str | int | None = None) -> Messa
     all_binary = params.get("binary_data_output") is True
     if "outputs" in doc:
         outs = doc["outputs"]
-        if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
-            raise ProtocolError("'outputs' must be a list of objects with a string 'name'")
+        if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                 and isinstance(o.get("parameters") or {}, dict) for o in outs):
+            raise ProtocolError("'outputs' must be a list of objects with a string 'name' (and object 'parameters')")
         msg.outputs = [o["name"] for o in outs]
         msg.binary_outputs = {o["name"] for o in outs
                               if (o.get("parameters") or {}).get("binary_data", all_binary) is True}

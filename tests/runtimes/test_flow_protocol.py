@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.runtimes.flow.protocol import (HEADER_LENGTH, ProtocolError, decode_request, decode_response,
+from edgekit.runtimes.flow.protocol import (HEADER_LENGTH, ProtocolError, _flatten, decode_request, decode_response,
                                             encode_request, encode_response)
 
 DTYPES = ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
@@ -70,6 +70,10 @@ def test_float32_json_is_exact_and_nested_data_is_accepted():
     np.testing.assert_array_equal(decode_request(body).tensors["x"], x)
     nested = json.dumps({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]})
     np.testing.assert_array_equal(decode_request(nested.encode()).tensors["x"], [[1, 2], [3, 4]])
+    deep: list = [1.0]
+    for _ in range(5000):  # deeper than Python's recursion limit: flattening must not recurse
+        deep = [deep, 2.0]
+    assert _flatten(deep) == [1.0] + [2.0] * 5000
 
 
 def test_requested_outputs_and_binary_flags():
@@ -111,6 +115,7 @@ MALFORMED = [
     (json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}] * 2}).encode(),
      None, "appears twice"),
     (json.dumps({"inputs": [], "outputs": "y"}).encode(), None, "'outputs' must be a list"),
+    (json.dumps({"inputs": [], "outputs": [{"name": "y", "parameters": [1]}]}).encode(), None, "object 'parameters'"),
     (json.dumps({"inputs": [], "id": 5}).encode(), None, "'id' must be a string"),
     (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "nested too deeply"),
 ]
