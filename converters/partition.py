@@ -465,14 +465,33 @@ def partition(model: onnx.ModelProto, profile: dict, tiers: list[Tier], links: l
               options: Options | None = None) -> Partition:
     """Choose the assignment of ``model``'s nodes to ``tiers`` (device first) for ``options``."""
     opts = options or Options()
-    if not tiers:
-        raise InputError("give at least one tier (the device)")
+    _check_network(tiers, links)
     problem, gr = build_problem(model, profile, tiers, opts.compression)
     result = solve(problem, tiers, links, opts)
     n = len(problem.nodes)
     baselines = {"device_only": evaluate(problem, [0] * n, tiers, links, opts),
                  "cloud_only": evaluate(problem, [len(tiers) - 1] * n, tiers, links, opts)}
     return Partition(gr, problem, tiers, links, opts, result, baselines, profile)
+
+
+def _check_network(tiers: list[Tier], links: list[Link]) -> None:
+    """Tier names unique, links between known tiers, every tier reachable from the device: a typo
+    in a link must not silently leave a tier out of the plan."""
+    if not tiers:
+        raise InputError("give at least one tier (the device)")
+    names = [t.name for t in tiers]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"tier names must be unique; {twice} given twice")
+    for lk in links:
+        unknown = [n for n in (lk.src, lk.dst) if n not in names]
+        if unknown or lk.src == lk.dst:
+            raise InputError(f"link {lk.src}-{lk.dst} must join two of the tiers {names}"
+                             + (f"; unknown: {unknown}" if unknown else ""))
+    cut_off = [names[k] for k in range(1, len(tiers)) if hops(tiers, links, [0, k]) is None]
+    if cut_off:
+        raise InputError(f"no link reaches tier(s) {cut_off} from {names[0]!r}: give a link to each tier, "
+                         f"e.g. {names[0]}-{cut_off[0]}:100Mbps,10ms")
 
 
 def write_plan(part: Partition, out_dir: str | os.PathLike, name: str = "model") -> dict:
@@ -596,4 +615,7 @@ def summary(plan: dict) -> str:
         lines.append(f"  every transfer includes {ms(plan['hop_overhead_s'])} of request handling (hop overhead)")
     lines.append(f"  predicted total {ms(pred['total_s'])} (device energy {pred['energy_j'] * 1e3:.3f} mJ); "
                  f"device only {ms(base['device_only_s'])}, cloud only {ms(base['cloud_only_s'])}")
+    if pred["objective"] == "energy":
+        mj = lambda j: "n/a" if j is None else f"{j * 1e3:.3f} mJ"  # noqa: E731
+        lines.append(f"  device energy: device only {mj(base['device_only_j'])}, cloud only {mj(base['cloud_only_j'])}")
     return "\n".join(lines)

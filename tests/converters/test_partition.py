@@ -300,6 +300,19 @@ def test_device_memory_limit_is_respected(branchy):
     assert limited.result.cost.latency_s > free.result.cost.latency_s
 
 
+@pytest.mark.parametrize("tiers,links,message", [
+    (TIERS, [Link("device", "egde", 1e7, 0.01), Link("edge", "cloud", 1e8, 0.01)], "unknown: \\['egde'\\]"),
+    (TIERS, [Link("device", "edge", 1e7, 0.01)], "no link reaches tier\\(s\\) \\['cloud'\\]"),
+    ([Tier("device"), Tier("device", 4.0)], [Link("device", "device", 1e7, 0.01)], "given twice"),
+    ([], [], "at least one tier"),
+])
+def test_a_network_with_a_typo_is_refused(branchy, tiers, links, message):
+    """A link to an unknown tier or a tier no link reaches would silently leave that tier out."""
+    model, prof = branchy
+    with pytest.raises(InputError, match=message):
+        partition(model, prof, tiers, links)
+
+
 # ---------------------------------------------------------------- the CLI verb
 
 def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
@@ -318,13 +331,15 @@ def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
     assert plan["format"] == "edgekit.flow/1" and plan["model"] == "wide" and plan["hop_overhead_s"] == 0.0008
     assert "0.800 ms of request handling" in printed
     assert "device only" in printed and "cloud only" in printed and "predicted total" in printed
+    assert "device energy: device only" not in printed
     for p in plan["parts"]:
         onnx.checker.check_model(onnx.load(str(out / p["file"])))
     again = parser.parse_args(["partition", str(model_path), "--tier", "device:1", "--tier", "cloud:16",
                                "--link", "device-cloud:1Gbps,1ms", "--profile", str(out / "profile.json"),
                                "--objective", "energy", "--hop-overhead", "measure", "-o", str(tmp_path / "plan2")])
     assert again.func(again) == 0
-    assert "measured the hop overhead" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "measured the hop overhead" in printed and "device energy: device only" in printed
     assert json.loads((tmp_path / "plan2" / "plan.json").read_text())["hop_overhead_s"] > 0
 
 
