@@ -165,7 +165,8 @@ def step_threaded(x, state, w, scratch, rows, logits, plan, params):
 @njit(cache=True, fastmath=FASTMATH)
 def frame(x, state, w, scratch, rows, logits, plan, params, threads):
     """One frame for every stream: x (N * c_in), logits (N * classes) flat; states updated in place;
-    scratch float32 and rows int64 (4 * dim + 3 * c_in entries) are work space.
+    work space: scratch float32 of at least 3 max(c_in, dim) + 11 dim + LANES + 2 order + classes
+    entries, rows int64 of max(3 max(c_in, dim), 4 dim, order).
     params (float32): tau, threshold, 1, 0 and 1 - delay."""
     batch, c_in, dim, order, classes = plan[P_BATCH], plan[P_CIN], plan[P_DIM], plan[P_ORDER], plan[P_CLASSES]
     n_embed, spiking, soft, delay = plan[P_NEMBED], plan[P_SPIKING], plan[P_SOFT], plan[P_DELAY]
