@@ -34,7 +34,7 @@ from .stream import METADATA_KEY as STREAM_KEY
 from .stream_graph import StateSpec
 
 __all__ = ["CONFIG_KEY", "DOMAIN", "LMUFormerConfig", "StepModel", "build_lmuformer", "config_of", "load_npz",
-           "to_step"]
+           "to_step", "weight_shapes"]
 
 CONFIG_KEY = "edgekit.lmuformer"
 STEP_KEY = "edgekit.lmuformer.step"  # the step's structure for the fused engine (runtimes/lmu_stream.py, docs/lmu.md)
@@ -396,8 +396,7 @@ def to_step(model: ModelSource) -> StepModel:
     step.ir_version = 8
     meta = {"input": "x", "outputs": ["logits"], "hop": 1, "window": 1, "delay": delay, "warmup_hops": delay,
             "channels": c.c_in,
-            "states": [{"input": s.input, "output": s.output, "shape": list(s.shape), "dtype": s.dtype,
-                        "fill": s.fill, "layer": s.layer, "kind": s.kind, "batched": s.batched} for s in g.states]}
+            "states": [{**asdict(s), "shape": list(s.shape)} for s in g.states]}
     structure = {**{k: getattr(c, k) for k in ("c_in", "dim", "order", "classes", "n_embed", "spiking", "tau",
                                                 "threshold", "reset")},
                  "delay": delay, "weights": roles}
