@@ -53,8 +53,10 @@ def _choice(node: Node, name: str, default: str, allowed: tuple[str, ...]) -> st
 
 
 def _arity(node: Node, inputs: list, max_in: int, max_out: int) -> None:
-    if not inputs or inputs[0] is None or len(inputs) > max_in:
+    if not 1 <= len(inputs) <= max_in:
         raise _fail(node, f"takes 1 to {max_in} inputs, got {len(inputs)}")
+    if inputs[0] is None:
+        raise _fail(node, "input 0 is required, got an empty name")
     if not 1 <= len(node.outputs) <= max_out or not node.outputs[0]:
         raise _fail(node, f"has 1 or {max_out} outputs and output 0 is required, got {node.outputs}")
 
@@ -75,6 +77,11 @@ def _state(node: Node, inputs: list, shape: tuple[int, int], what: str) -> tuple
     if s.dtype != np.float32 or tuple(s.shape) != shape:
         raise _fail(node, f"input 1 ({what}) must be float32 {list(shape)}, got {s.dtype} {list(s.shape)}")
     return In(1), True
+
+
+def _final_state(node: Node, shape: tuple[int, int]) -> Out | np.ndarray:
+    """Out(1) when the node asks for its final state, else a scratch array the kernel writes it to."""
+    return Out(1) if len(node.outputs) > 1 and node.outputs[1] else np.empty(shape, np.float32)
 
 
 def _fft_len(n: int) -> int:
@@ -141,6 +148,7 @@ def lmu_fft(u: np.ndarray, m0: np.ndarray, hf: np.ndarray, nfft: int, block: int
 
 @register("LMU", domain=DOMAIN)
 def build_lmu(node: Node, inputs: list, opset: int) -> Kernel:
+    """LMU(U[, M0]) -> M[, M_last] by the form ``mode`` allows and the cost estimate picks for this T."""
     _arity(node, inputs, 2, 2)
     n, one, steps = _sequence(node, inputs[0], "U")
     if one != 1:
@@ -156,7 +164,7 @@ def build_lmu(node: Node, inputs: list, opset: int) -> Kernel:
     abar, bbar = discretize(order, theta, method)
     form = choose_form(mode, order, steps, has_m0)
     outputs = [((n, order, steps), np.dtype(np.float32)), ((n, order), np.dtype(np.float32))]
-    m_last = Out(1) if len(node.outputs) > 1 and node.outputs[1] else np.empty((n, order), np.float32)
+    m_last = _final_state(node, (n, order))
     if form == RECURRENT:
         return Kernel(kl.lmu_recurrent, (In(0), m0, abar, bbar, Out(0), m_last), outputs)
     h = impulse_response(abar, bbar, steps)
@@ -171,6 +179,7 @@ def build_lmu(node: Node, inputs: list, opset: int) -> Kernel:
 
 @register("LIF", domain=DOMAIN)
 def build_lif(node: Node, inputs: list, opset: int) -> Kernel:
+    """LIF(X[, V0]) -> S[, V_last]: one float32 kernel call over the whole sequence."""
     _arity(node, inputs, 2, 2)
     n, c, steps = _sequence(node, inputs[0], "X")
     tau = _number(node, "tau", 2.0, positive=True)
@@ -178,6 +187,6 @@ def build_lif(node: Node, inputs: list, opset: int) -> Kernel:
     soft = _choice(node, "reset", "hard", ("hard", "soft")) == "soft"
     v_reset = _number(node, "v_reset", 0.0)
     v0, _ = _state(node, inputs, (n, c), "V0")
-    v_last = Out(1) if len(node.outputs) > 1 and node.outputs[1] else np.empty((n, c), np.float32)
+    v_last = _final_state(node, (n, c))
     args = (In(0), v0, np.float32(tau), np.float32(threshold), soft, np.float32(v_reset), Out(0), v_last)
     return Kernel(ks.lif, args, [((n, c, steps), np.dtype(np.float32)), ((n, c), np.dtype(np.float32))])

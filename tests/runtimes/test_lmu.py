@@ -4,8 +4,9 @@ Recurrent == parallel (FFT) over 10,000 steps within 1e-5 relative (orders 256 a
 and 1000); every form (recurrent, direct convolution, FFT) against a plain float64 NumPy
 recurrence, with and without the initial memory M0; the optional M_last output; a sequence run
 in two halves (M_last fed back as M0) equals one pass; the form "auto" picks; a checked ONNX
-model through edgekit.InferenceSession; clear errors for malformed nodes. Throughput of the
-forms is printed (pytest -s), never asserted.
+model through edgekit.InferenceSession; clear errors naming the node for malformed nodes
+(attributes, arity, shapes, dtypes). Throughput of the forms is printed (pytest -s), never
+asserted.
 """
 import time
 
@@ -173,6 +174,24 @@ def test_bad_attributes_raise_model_error(attrs, match):
     with pytest.raises(ModelError, match=match) as err:
         edgekit.InferenceSession(model).run(None, {"u": np.zeros((1, 1, 5), np.float32)})
     assert "'bad'" in str(err.value)
+
+
+@pytest.mark.parametrize("ins,outs,match", [
+    (["u", "m0", "u"], ["m"], "takes 1 to 2 inputs, got 3"),
+    ([""], ["m"], "input 0 is required"),
+    (["u"], ["m", "m_last", "extra"], "has 1 or 2 outputs"),
+])
+def test_bad_arity_raises_model_error_naming_the_node(ins, outs, match):
+    node = helper.make_node("LMU", ins, outs, name="bad", domain=DOMAIN, order=4, theta=4.0)
+    vi = [helper.make_tensor_value_info("u", TensorProto.FLOAT, [1, 1, 5]),
+          helper.make_tensor_value_info("m0", TensorProto.FLOAT, [1, 4])]
+    graph = helper.make_graph([node], "g", vi, [helper.make_tensor_value_info("m", TensorProto.FLOAT, ["n", "d", "t"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+                              ir_version=10)
+    with pytest.raises(ModelError, match=match) as err:
+        edgekit.InferenceSession(model).run(None, {"u": np.zeros((1, 1, 5), np.float32),
+                                                   "m0": np.zeros((1, 4), np.float32)})
+    assert "'bad' (LMU)" in str(err.value)
 
 
 def test_bad_shapes_and_dtypes():
