@@ -30,13 +30,12 @@ class StreamingSession(_StepSession):
                  window: int | None = None, allow_nan: bool = False, threads: int = 1) -> None:
         if getattr(model, "step_model", None) is None:
             model = load_model(model)
-            if is_step_model(model):
-                pass
-            elif config_of(model) is not None:
-                model = to_step(model)
-            elif hop is None:
-                raise ModelError("hop is required to stream a window model")
-            else:
-                model = to_streaming(model, hop, split=split, window=window)
+            if not is_step_model(model):
+                if config_of(model) is not None:
+                    model = to_step(model)
+                elif hop is None:
+                    raise ModelError("hop is required to stream a window model")
+                else:
+                    model = to_streaming(model, hop, split=split, window=window)
         engine = engine_factory(threads) if is_lmuformer_step(step_model_of(model)) else None
         super().__init__(model, hop, allow_nan=allow_nan, engine=engine)
