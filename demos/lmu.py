@@ -16,8 +16,14 @@ import importlib.util
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only; the functions import what they run
+    import onnx
+
+    import edgekit
 
 _MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 MODEL = os.path.join(_MODELS, "lmu_basicmotions.onnx")
@@ -44,13 +50,18 @@ def _requirements(plot: bool) -> str | None:
     return INSTALL_HINT if any(importlib.util.find_spec(m) is None for m in needed) else None
 
 
+def accuracy_curve(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Accuracy of the argmax at every frame, (T,), from logits (N, classes, T) and labels (N,)."""
+    return (logits.argmax(axis=1) == labels[:, None]).mean(axis=0)
+
+
 def at_fractions(curve: np.ndarray) -> np.ndarray:
     """Values of a per-frame curve (T,) after each of FRACTIONS of the T frames."""
     t = len(curve)
     return curve[np.maximum(np.round(FRACTIONS * t).astype(int), 1) - 1]
 
 
-def _with_spike_outputs(proto):
+def _with_spike_outputs(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """The model with every LIF node's spikes as extra outputs (names returned too)."""
     import onnx
 
@@ -60,7 +71,7 @@ def _with_spike_outputs(proto):
     return proto, names
 
 
-def stream(sess, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def stream(sess: edgekit.StreamingSession, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Push every sequence of x (N, C, T) through the streaming session one frame per push (a
     reset between sequences): per-frame logits (N, classes, T) and the seconds of each push (N, T)."""
     n, _, t = x.shape
@@ -77,7 +88,7 @@ def stream(sess, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(logits), seconds
 
 
-def ort_step_seconds(proto, x: np.ndarray) -> np.ndarray:
+def ort_step_seconds(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """Seconds per step of the LMUFormer's standard-op step model on onnxruntime (1 thread), state
     fed back by hand, over the sequences of x (N, C, T)."""
     from edgekit.benchmarks.timing import ort_session
@@ -120,7 +131,7 @@ def run(verbose: bool = True) -> dict[str, dict]:
         sess.push(x[0, :, :1])  # compile the step plan before timing
         logits, seconds = stream(sess, x)
         results[kind] = {
-            "full": full, "stream": logits, "curve": (logits.argmax(axis=1) == y[:, None]).mean(axis=0),
+            "full": full, "stream": logits, "curve": accuracy_curve(logits, y),
             "seconds": seconds.ravel(), "ort_seconds": ort_step_seconds(proto, x[:4]),
             "layer_spike_rate": {name: float(s.mean()) for name, s in zip(spike_names, spikes)},
             "spike_rate": sum(float(s.sum()) for s in spikes) / max(1, sum(s.size for s in spikes)),
@@ -184,6 +195,7 @@ def plot(results: dict[str, dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``edgekit demo lmu``: 0 on success, 1 when pyts (or matplotlib, to plot) is missing."""
     parser = argparse.ArgumentParser(prog="edgekit demo lmu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="lmu_demo.png", help="where to write the plot (default ./lmu_demo.png)")
     parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")

@@ -156,11 +156,6 @@ class LMUFormer(nn.Module):
                 for k, v in self.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
-def accuracy_curve(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Accuracy of the argmax at every frame, (T,), from logits (N, classes, T)."""
-    return (logits.argmax(axis=1) == labels[:, None]).mean(axis=0)
-
-
 def train(cfg: LMUFormerConfig, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           epochs: int, seed: int) -> LMUFormer:
     """Adam + one-cycle on every frame's cross-entropy, batches of 8 with random start and gain."""
@@ -190,13 +185,14 @@ def train(cfg: LMUFormerConfig, x: np.ndarray, y: np.ndarray, x_test: np.ndarray
             sched.step()
             total += loss.item() * batch
         if epoch % 50 == 49 or epoch == epochs - 1:
-            curve = accuracy_curve(predict(model, x_test), y_test)
+            curve = demo.accuracy_curve(predict(model, x_test), y_test)
             print(f"  epoch {epoch + 1}: loss {total / (len(x) // batch * batch):.4f}, test accuracy at "
                   f"frame 10/50/100: {curve[9]:.3f} {curve[49]:.3f} {curve[-1]:.3f}")
     return model.eval()
 
 
 def predict(model: LMUFormer, x: np.ndarray) -> np.ndarray:
+    """The model's logits (N, classes, T) for x (N, c_in, T), in eval mode, as NumPy."""
     model.eval()
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
@@ -247,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         model = train(cfg, x / scale[:, None], y, x_test / scale[:, None], y_test, args.epochs, args.seed)
         print(f"  trained in {time.perf_counter() - t0:.0f} s")
         fold_input_scale(model, scale)
-        curve = accuracy_curve(predict(model, x_test), y_test)
-        print(f"  test accuracy after 10/25/50/100% of the frames: "
+        curve = demo.accuracy_curve(predict(model, x_test), y_test)
+        print("  test accuracy after 10/25/50/100% of the frames: "
               + " ".join(f"{curve[int(f * len(curve)) - 1]:.3f}" for f in (0.1, 0.25, 0.5, 1.0)))
         if spiking:
             print(f"  spike rate {float(torch.cat([s.flatten() for s in model.spikes]).mean()):.3f}")
