@@ -3,10 +3,10 @@
 A float64 NumPy forward written out below, from random weights, is the reference. Checked: the
 full model on edgekit.InferenceSession == the reference (spiking and not, causal and lookahead);
 the ONNX step model in onnxruntime == the same step model on edgekit's plan == the full model
-frame by frame; the StreamingSession with random chunk sizes == the full model; the running mean is a CumSum (a
-20,000-frame sequence fits); a checkpoint
-resumed in a new session == the uninterrupted stream; bad chunks raise InputError and leave the
-stream untouched; the config survives the .npz and the ONNX metadata.
+frame by frame; the StreamingSession with random chunk sizes == the full model; the running mean
+is a CumSum (a 20,000-frame sequence fits); a checkpoint resumed in a new session == the
+uninterrupted stream, and so is the stream after reset(); bad chunks raise InputError and leave
+the stream untouched; the config survives the .npz and the ONNX metadata.
 
 Spiking models are compared through their logits, which a single flipped spike would move by far
 more than the tolerance. Float32 engines round differently from the float64 reference, so a
@@ -193,6 +193,11 @@ def test_checkpoint_resume(spiking, lookahead):
     tail = [o[0] for o in resumed.push(x[:, :, 13:])]
     assert len(head) + len(tail) == len(expected)
     for a, b in zip(head + tail, expected):
+        np.testing.assert_array_equal(a, b)
+    first.reset()  # a new stream from the initial states: the same outputs again
+    again = [o[0] for o in first.push(x)]
+    assert len(again) == len(expected)
+    for a, b in zip(again, expected):
         np.testing.assert_array_equal(a, b)
 
 
