@@ -3,11 +3,12 @@
 Checked on random LMUFormers (spiking and not, causal and lookahead, hard and soft reset, a tau
 whose reciprocal is inexact, widths that leave partial weight panels, batch 2): over 300 frames the
 fused engine's logits and every next state match the same step model run by edgekit's plan and by
-onnxruntime to 1e-5 relative (the products are summed in the plan's order; divisions may round
-differently); spike trains equal the plan's (hard reset: a neuron spiked iff its next v is 0). Also: StreamingSession picks the fused engine for LMUFormers (1 and 2
-threads give the same stream), a non-finite weight switches zero-row skipping off, inputs that
-fade to subnormals are treated as zeros without moving the output, bad thread counts raise, and a
-step model whose weights do not fit its metadata raises ModelError.
+onnxruntime to 1e-5 of each tensor's scale (float32 rounding: summation orders and divisions may
+differ); spike trains equal the plan's (hard reset: a neuron spiked iff its next v is 0). Also:
+StreamingSession picks the fused engine for LMUFormers (1 and 2 threads give the same stream), a
+non-finite weight switches zero-row skipping off, inputs that fade to subnormals are treated as
+zeros without moving the output, bad thread counts raise, and a step model whose weights do not
+fit its metadata raises ModelError.
 """
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ from oracle import ort_session
 
 FRAMES = 300
 RTOL, ATOL = 1e-5, 1e-6
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, err_msg: str = "") -> None:
+    """Equal to float32 rounding: RTOL of each tensor's scale (max |want|), since a value summed from
+    larger terms (a running sum near 0, a membrane potential after a reset) carries their rounding,
+    and the plan's products need not sum in the fused kernel's order (a Gemm of few outputs may be
+    dot products)."""
+    finite = np.abs(want[np.isfinite(want)])
+    scale = finite.max() if finite.size else 0.0
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL + RTOL * scale, err_msg=err_msg)
 
 
 def lmuformer(spiking: bool, lookahead: bool, seed: int = 0, **kw):
@@ -76,8 +87,8 @@ def test_fused_equals_plan_and_ort(spiking, lookahead, reset, tau):
     fused, plan, ort, names = run_all(sm, x)
     for f, p, o in zip(fused, plan, ort):
         for n in names:
-            np.testing.assert_allclose(f[n], p[n], rtol=RTOL, atol=ATOL, err_msg=n)
-            np.testing.assert_allclose(f[n], o[n], rtol=RTOL, atol=ATOL, err_msg=n)
+            assert_close(f[n], p[n], err_msg=n)
+            assert_close(f[n], o[n], err_msg=n)
     if spiking and reset == "hard":
         for layer in [f"embed.{i}" for i in range(c.n_embed)] + ["lmu", "mixer"]:
             v = np.stack([f[f"{layer}.v.next"] for f in fused])
@@ -116,7 +127,7 @@ def test_nonfinite_weight_disables_row_skipping():
     x = np.random.default_rng(5).standard_normal((1, c.c_in, 20)).astype(np.float32)
     fused, plan, _, names = run_all(sm, x)
     for f, p in zip(fused, plan):
-        np.testing.assert_allclose(f["logits"], p["logits"], rtol=RTOL, atol=ATOL)  # NaN where the plan has NaN
+        assert_close(f["logits"], p["logits"])  # NaN where the plan has NaN
     assert np.isnan(fused[-1]["logits"]).any()
 
 
@@ -127,4 +138,4 @@ def test_fading_input_to_subnormals():
     x[:, :, 5:] = np.float32(1e-37) * np.random.default_rng(8).standard_normal((1, c.c_in, 195))  # near subnormal
     fused, plan, _, _ = run_all(sm, x)
     for f, p in zip(fused, plan):
-        np.testing.assert_allclose(f["logits"], p["logits"], rtol=RTOL, atol=ATOL)
+        assert_close(f["logits"], p["logits"])
