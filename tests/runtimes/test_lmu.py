@@ -5,11 +5,8 @@ and 1000); every form (recurrent, direct convolution, FFT) against a plain float
 recurrence, with and without the initial memory M0; the optional M_last output; a sequence run
 in two halves (M_last fed back as M0) equals one pass; the form "auto" picks; a checked ONNX
 model through edgekit.InferenceSession; clear errors naming the node for malformed nodes
-(attributes, arity, shapes, dtypes). Throughput of the forms is printed (pytest -s), never
-asserted.
+(attributes, arity, shapes, dtypes). Throughput of the forms: python -m benchmarks.lmu.
 """
-import time
-
 import numpy as np
 import onnx
 import pytest
@@ -210,25 +207,3 @@ def test_bad_shapes_and_dtypes():
         bad.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
         edgekit.InferenceSession(bad).run(None, {"u": np.zeros((1, 1, 5), np.float64)})
     assert run(model, u=np.ones((1, 1, 5), np.float32), m0=np.zeros((1, 4), np.float32))[0].shape == (1, 4, 5)
-
-
-def test_print_throughput_of_the_forms():
-    """Parallel vs recurrent, order 256, theta 128, best of 3 runs (printed, not asserted)."""
-    order = 256
-    abar, bbar = discretize(order, 128.0)
-    rng = np.random.default_rng(0)
-    for steps in (128, 1024, 10_000):
-        u = rng.standard_normal((1, 1, steps)).astype(np.float32)
-        times = {}
-        for mode in ("recurrent", "parallel"):
-            sess = edgekit.InferenceSession(lmu_model(1, steps, order, 128.0, mode=mode))
-            sess.run(None, {"u": u})
-            best = np.inf
-            for _ in range(3):
-                start = time.perf_counter()
-                sess.run(None, {"u": u})
-                best = min(best, time.perf_counter() - start)
-            times[mode] = best
-        form = choose_form("parallel", order, steps, False)
-        print(f"\nLMU order {order} T={steps}: recurrent {steps / times['recurrent']:,.0f} steps/s, "
-              f"parallel ({form}) {steps / times['parallel']:,.0f} steps/s")
