@@ -24,10 +24,10 @@ import onnxruntime as ort
 import pytest
 
 import edgekit
-from edgekit.converters.lmu import (CONFIG_KEY, LMUFormerConfig, build_lmuformer, config_of, load_npz, to_step,
-                                    weight_shapes)
+from edgekit.converters.lmu import CONFIG_KEY, LMUFormerConfig, build_lmuformer, config_of, load_npz, to_step
 from edgekit.errors import InputError, ModelError
 from edgekit.legendre import discretize
+from lmu_weights import random_weights
 
 MARGIN = 2e-5
 RTOL, ATOL = 1e-4, 1e-5
@@ -37,25 +37,6 @@ VARIANTS = [(s, la) for s in (False, True) for la in (False, True)]
 def config(spiking: bool, lookahead: bool, **kw) -> LMUFormerConfig:
     return LMUFormerConfig(**{"c_in": 3, "dim": 8, "order": 6, "theta": 12.0, "n_embed": 2, "classes": 4,
                               "spiking": spiking, "lookahead": lookahead, **kw})
-
-
-def random_weights(c: LMUFormerConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Weights of the right shapes; spiking models get a larger gain so every LIF layer fires often."""
-    gain, drive = (3.0, 1.0) if c.spiking else (1.0, 0.0)
-    out = {}
-    for name, shape in weight_shapes(c).items():
-        if name.endswith("running_var"):
-            v = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("bn.weight", "bn1.weight", "bn2.weight")):
-            v = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("bn.bias", "bn1.bias", "bn2.bias", "lmu.h.bias")):  # biases in front of an act
-            v = rng.normal(drive, 0.5, shape)
-        elif name.endswith(("bias", "running_mean")):
-            v = rng.normal(0.0, 0.3, shape)
-        else:
-            v = gain * rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
-        out[name] = v.astype(np.float32)
-    return out
 
 
 def reference(w: dict[str, np.ndarray], c: LMUFormerConfig, x: np.ndarray) -> tuple[np.ndarray, float, list[float]]:

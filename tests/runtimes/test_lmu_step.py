@@ -17,9 +17,10 @@ import pytest
 from onnx import numpy_helper
 
 import edgekit
-from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step, weight_shapes
+from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step
 from edgekit.errors import ModelError
 from edgekit.runtimes.lmu_stream import engine_factory, is_lmuformer_step, lmu_step_engine
+from lmu_weights import random_weights
 from oracle import ort_session
 
 FRAMES = 300
@@ -38,21 +39,9 @@ def assert_close(got: np.ndarray, want: np.ndarray, err_msg: str = "") -> None:
 
 def lmuformer(spiking: bool, lookahead: bool, seed: int = 0, **kw):
     """A random LMUFormer whose LIF layers fire often; dim 40 and 4 * dim 160 leave partial panels."""
-    rng = np.random.default_rng(seed)
     c = LMUFormerConfig(**{"c_in": 5, "dim": 40, "order": 24, "theta": 30.0, "n_embed": 2, "classes": 7,
                            "spiking": spiking, "lookahead": lookahead, **kw})
-    gain, drive = (3.0, 1.0) if spiking else (1.0, 0.0)
-    w = {}
-    for name, shape in weight_shapes(c).items():
-        if name.endswith(("running_var", "bn.weight", "bn1.weight", "bn2.weight")):
-            v = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("bn.bias", "bn1.bias", "bn2.bias", "lmu.h.bias")):
-            v = rng.normal(drive, 0.5, shape)
-        elif name.endswith(("bias", "running_mean")):
-            v = rng.normal(0.0, 0.3, shape)
-        else:
-            v = gain * rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
-        w[name] = v.astype(np.float32)
+    w = random_weights(c, np.random.default_rng(seed))
     return c, to_step(build_lmuformer(w, c))
 
 
