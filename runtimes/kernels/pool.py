@@ -20,6 +20,12 @@ own kernels, SAME_POOL: the row pass sweeps the group flat, the column pass eith
 border rows redone (windows that fit the plane) or per plane from a scratch whose planes sit behind
 rows of the reduction's identity (no border fixes at all), and a fused BN/activation epilogue runs
 on each group while it is in L1.
+
+1-D pools whose windows all lie inside the input (no padding reached, no dilation: the k=s MaxPool of
+signal CNNs and their streamed hops) take WINDOW_POOL: one sweep over the output windows, with the
+whole tensor as one row when the windows tile it, and literal taps for kernel = stride in 2..4 (the
+loads then vectorise as interleaved groups). It takes four arguments (Numba's dispatch costs per
+argument) and, like every kernel here, compiles only when a model first runs it.
 """
 import numpy as np
 from numba import njit
@@ -365,3 +371,44 @@ def _same_pooling(code: int):
 SAME_POOL = {MAX: _same_pooling(MAX), AVG: _same_pooling(AVG)}
 
 POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}
+
+
+def _window_pooling(code: int):
+    """The 1-D full-window kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
+
+    @njit(inline="always", fastmath=FASTMATH)
+    def sweep(xf, of, x0, o0, n, stride, k, scale):
+        """of[o0 + j] = finish(reduce over t < k of xf[x0 + j*stride + t], scale) for j < n; inlined with
+        literal stride and taps. Unsigned indices, as in ``_row_taps``."""
+        x, o, st = np.uint64(x0), np.uint64(o0), np.uint64(stride)
+        for j in range(np.uint64(n)):
+            c = x + j * st
+            acc = xf[c] if code == MAX else np.float64(xf[c])
+            for t in range(1, k):
+                acc = _fold(acc, xf[c + np.uint64(t)], code)
+            of[o + j] = _finish(acc, scale, code)
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def kernel(x, out, k, stride):
+        """out[p, j] = reduce over t < k of x[p, j*stride + t]: x (N, C, L), out (N, C, Lo) with
+        (Lo - 1) * stride + k <= L (every window full). MAX: NaN-propagating max; AVG: float64 sum / k.
+        When the windows tile the planes (k = stride, L = Lo * k) all planes run as one sweep."""
+        xf, of = x.reshape(-1), out.reshape(-1)
+        rows, n, lo = x.shape[0] * x.shape[1], x.shape[2], out.shape[2]
+        if k == stride and n == lo * k:
+            rows, n, lo = 1, rows * n, rows * lo
+        scale = 1.0 / k
+        for p in range(rows):
+            if k == stride == 4:
+                sweep(xf, of, p * n, p * lo, lo, 4, 4, scale)
+            elif k == stride == 2:
+                sweep(xf, of, p * n, p * lo, lo, 2, 2, scale)
+            elif k == stride == 3:
+                sweep(xf, of, p * n, p * lo, lo, 3, 3, scale)
+            else:
+                sweep(xf, of, p * n, p * lo, lo, stride, k, scale)
+
+    return kernel
+
+
+WINDOW_POOL = {MAX: _window_pooling(MAX), AVG: _window_pooling(AVG)}

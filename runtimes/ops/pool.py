@@ -103,6 +103,8 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         return _same_pool(node, x, code, kernel, heads, inv)
     if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
         raise Unsupported("a fused epilogue on a pool that is not stride-1 'same'")
+    if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
+        return Kernel(kp.WINDOW_POOL[code], (In(0), Out(0), kernel[0], strides[0]), [(tuple(out_shape), x.dtype)])
     h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])
     oh, ow = (out_shape[2], out_shape[3]) if rank == 2 else (1, out_shape[2])
     dh, dw = ([1] + dilations if rank == 1 else dilations)

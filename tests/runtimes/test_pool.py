@@ -1,7 +1,8 @@
 """Pooling against onnxruntime: MaxPool and AveragePool (1D and 2D) over random kernel shapes, strides,
 explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
-shapes; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
+shapes; the 1-D full-window path (no padding reached: kernel = stride and other small windows, windows
+that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
 """
@@ -11,6 +12,7 @@ from onnx import helper
 
 import edgekit
 from edgekit.errors import UnsupportedOpError
+from edgekit.runtimes.kernels import pool as kp
 from oracle import assert_matches_ort, make_model, ort_session
 
 
@@ -95,6 +97,33 @@ def test_strided_paths(shape, k, pad):
     attrs = dict(kernel_shape=[k] * rank, strides=[2] * rank, pads=[pad] * 2 * rank, ceil_mode=int(shape[-1] % 2))
     assert_matches_ort(_model("MaxPool", shape, 12, **attrs), {"x": x}, 0, 0)
     assert_matches_ort(_model("AveragePool", shape, 19, count_include_pad=int(k == 3), **attrs), {"x": x}, 1e-6, 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 128, 64), (1, 128, 16), (1, 128, 4), (2, 3, 17), (1, 5, 9)])
+@pytest.mark.parametrize("k,stride", [(4, 4), (2, 2), (3, 3), (5, 5), (3, 2), (2, 3), (1, 2)])
+def test_one_d_full_window_path(shape, k, stride):
+    """Windows inside the input take the four-argument sweep kernel (WINDOW_POOL) and match exactly
+    (max) or within rtol 1e-6 (average); a ceil_mode window that would leave the input does not."""
+    if k > shape[-1]:
+        pytest.skip("kernel longer than the input")
+    rng = np.random.default_rng(k * 10 + stride)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    for op, opset, rtol in (("MaxPool", 12, 0), ("AveragePool", 19, 1e-6)):
+        model = _model(op, shape, opset, kernel_shape=[k], strides=[stride])
+        session = edgekit.InferenceSession(model)
+        assert_matches_ort(model, {"x": x}, rtol, 0, session=session)
+        (fn, _), = next(iter(session._plans.values())).steps
+        assert fn is kp.WINDOW_POOL[kp.MAX if op == "MaxPool" else kp.AVG]
+    ceil = _model("MaxPool", (1, 2, 10), 12, kernel_shape=[4], strides=[4], ceil_mode=1)
+    assert_matches_ort(ceil, {"x": rng.uniform(0.5, 1.5, (1, 2, 10)).astype(np.float32)}, 0, 0)
+
+
+def test_one_d_full_window_max_propagates_nan():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 3, 16)).astype(np.float32)
+    x[0, 0, 1] = x[0, 2, 15] = np.nan
+    got = edgekit.InferenceSession(_model("MaxPool", x.shape, 12, kernel_shape=[4], strides=[4])).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, x.reshape(1, 3, 4, 4).max(axis=3))
 
 
 def _numpy_max_pool(x, k, stride, pad):
