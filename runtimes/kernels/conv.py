@@ -34,7 +34,7 @@ from numba import njit
 from . import FASTMATH
 from .activation import IDENTITY
 from .activation import activate_rows
-from .gemm import AVX512, _micro_kernel
+from .gemm import AVX512, micro_kernel
 from .gemm import (LANES, matmul_tiles, tile_get, tile_new, tile_set,
                    vadd, vcopy, vcopy_even, vfma, vload, vload_even, vload_lanes, vsplat, vsplat_at, vstore)
 
@@ -156,8 +156,8 @@ QUAD_MAX = 8 * LANES if AVX512 else 0
 loads per 24 FMAs where the 8 x 3 tile and its one-vector edge take 11 per 24 and 9 per 8) and a
 duo (8 x 2 vectors, unmasked). Measured 128 -> 128 channels, kernel 3: 1.7x faster at 32 columns,
 1.1-1.2x at 64-128, equal when wider. Without AVX-512 (16 vector registers): none."""
-_quad_tile = _micro_kernel(QUAD_ROWS, 4, False)
-_duo_tile = _micro_kernel(DUO_ROWS, 2, False)
+_quad_tile = micro_kernel(QUAD_ROWS, 4, False)
+_duo_tile = micro_kernel(DUO_ROWS, 2, False)
 
 
 @njit(cache=True, fastmath=FASTMATH)

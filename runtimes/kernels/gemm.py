@@ -229,7 +229,7 @@ def vcopy_even(dst, d_off, src, s_off, n):
         vstore(dst, d_off + full, vload_even(src, s_off + 2 * full, 0, n - full), n - full)
 
 
-def _micro_kernel(rows: int, vecs: int, masked: bool):
+def micro_kernel(rows: int, vecs: int, masked: bool):
     """The micro-kernel for one tile shape; arguments are compile-time constants. The unmasked
     variant serves full tiles (its constant all-lanes masks fold away into plain loads and stores)."""
     count = rows * vecs
@@ -267,11 +267,11 @@ def _micro_kernel(rows: int, vecs: int, masked: bool):
     return micro
 
 
-_wide_tile = _micro_kernel(PANEL_ROWS, WIDE_VECS, False)
-_wide_edge = _micro_kernel(PANEL_ROWS, WIDE_VECS, True)
-_wide_last = _micro_kernel(PANEL_ROWS, 1, True)  # a last block of at most one vector
-_row_tile = _micro_kernel(1, ROW_VECS, False)
-_row_edge = _micro_kernel(1, ROW_VECS, True)
+_wide_tile = micro_kernel(PANEL_ROWS, WIDE_VECS, False)
+_wide_edge = micro_kernel(PANEL_ROWS, WIDE_VECS, True)
+_wide_last = micro_kernel(PANEL_ROWS, 1, True)  # a last block of at most one vector
+_row_tile = micro_kernel(1, ROW_VECS, False)
+_row_edge = micro_kernel(1, ROW_VECS, True)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -329,6 +329,33 @@ def gemm_kernel(a, b, c, y, bt, plan, params):
     zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
     matmul_tiles(a.reshape(-1), zero, a_rs, a_ks, bf, plan[9:], zero, c.reshape(-1), zero, c_rs, c_cs, params[1],
                  y.reshape(-1), zero, n, m, n, k, params[0], code, params[2], params[3])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def gemm_dot_kernel(a, bt, c, y, plan, params):
+    """ONNX Gemm with fewer outputs than a vector (N < LANES) and few rows: y (M, N) = act(alpha *
+    A' @ B' + beta * C) as M * N dot products over K, each vectorised along K (the tiled path would
+    leave most lanes of every vector idle).
+
+    ``a`` holds A' row-major (M, K), ``bt`` B'^T row-major (N, K); ``plan`` = (M, N, K, c_rs, c_cs,
+    activation), ``params`` = float32 (alpha, beta, and the activation's two parameters); C(i, j) =
+    c[i * c_rs + j * c_cs], not read when beta == 0.
+    """
+    m, n, k, c_rs, c_cs, code = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
+    af, bf, cf, yf = a.reshape(-1), bt.reshape(-1), c.reshape(-1), y.reshape(-1)
+    alpha, beta = params[0], params[1]
+    for i in range(m):
+        for j in range(n):
+            ao, bo = np.uint64(i * k), np.uint64(j * k)  # unsigned: no wraparound test in the loop
+            acc = np.float32(0.0)
+            for t in range(np.uint64(k)):
+                acc += af[ao + t] * bf[bo + t]
+            v = alpha * acc
+            if beta != 0.0:
+                v += beta * cf[i * c_rs + j * c_cs]
+            yf[i * n + j] = v
+    if code != IDENTITY:
+        activate_rows(yf, np.int64(0), n, m, n, code, params[2], params[3])
 
 
 @njit(cache=True, fastmath=FASTMATH)

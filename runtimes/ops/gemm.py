@@ -1,6 +1,7 @@
 """Gemm and MatMul (float32) on ``kernels.gemm``: constant B laid out once as row-major (K, N),
 ONNX C broadcasting as strides, numpy matmul batching as per-batch offsets, and the fused
-activation of Gemm. Constants are passed as writable copies so that every kernel compiles one
+activation of Gemm. A Gemm of few rows and fewer outputs than a vector (a classifier head at batch 1)
+runs as dot products over K instead of mostly idle vector tiles. Constants are passed as writable copies so that every kernel compiles one
 signature (Numba types read-only arrays apart)."""
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from edgekit.ir import Node
 from ..kernels import gemm as kg
 from .activation import fused_activation
 from .registry import In, Kernel, Out, Unsupported, register
+
+DOT_MAX_ROWS = 4
+"""Gemm with at most this many rows and fewer outputs than a vector runs as dot products over K."""
 
 
 def _float32(op: str, *tensors) -> None:
@@ -49,13 +53,17 @@ def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
     else:
         c_rs, c_cs = _c_strides(c.shape, m, n)
         c_arg = np.array(c.value, np.float32) if c.is_const else In(2)
+    code, p1, p2 = fused_activation(node)
+    params = np.array([alpha, beta, p1, p2], np.float32)
+    a_arg = np.array(a.value, np.float32) if a.is_const else In(0)
+    if m <= DOT_MAX_ROWS and n < kg.LANES and (m == 1 or not trans_a) and (b.is_const or trans_b):
+        bt_arg = np.array(b.value if trans_b else b.value.T, np.float32, order="C") if b.is_const else In(1)
+        plan = np.array([m, n, k, c_rs, c_cs, code], np.int64)
+        return Kernel(kg.gemm_dot_kernel, (a_arg, bt_arg, c_arg, Out(0), plan, params), [((m, n), a.dtype)])
     b_transposed = int(trans_b and not b.is_const)
     b_arg = np.array(b.value.T if trans_b else b.value, np.float32, order="C") if b.is_const else In(1)
-    a_arg = np.array(a.value, np.float32) if a.is_const else In(0)
     bt = np.zeros(k * n if b_transposed else 1, np.float32)
-    code, p1, p2 = fused_activation(node)
     plan = np.concatenate([[m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed, code], np.arange(k) * n]).astype(np.int64)
-    params = np.array([alpha, beta, p1, p2], np.float32)
     return Kernel(kg.gemm_kernel, (a_arg, b_arg, c_arg, Out(0), bt, plan, params), [((m, n), a.dtype)])
 
 

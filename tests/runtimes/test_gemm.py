@@ -2,9 +2,11 @@
 
 Gemm: every transA/transB pair, alpha and beta, C absent or of each shape that broadcasts to
 (M, N), B and C constant or given at run time, one row (the batch-1 path) and several (tiles of
-eight rows), fused activations and the Gemm -> BatchNormalization -> Clip fusion. MatMul: 1-D
+eight rows), few rows with fewer outputs than a vector (the dot-product path, checked to be taken
+where it applies), fused activations and the Gemm -> BatchNormalization -> Clip fusion. MatMul: 1-D
 operands, 2-D, and N-D with batch broadcasting. Tolerance rtol 1e-4, atol 1e-5 (float32 sums of
-up to a few hundred products, in a different order than onnxruntime's).
+up to a few hundred products, in a different order than onnxruntime's); the dot-product path sums
+up to 2048 products: rtol 1e-4, atol 1e-4.
 """
 import itertools
 
@@ -13,7 +15,9 @@ import pytest
 from onnx import helper
 
 import edgekit
+from edgekit.runtimes.kernels import gemm as kg
 from edgekit.runtimes.ops import supported_ops
+from edgekit.runtimes.ops.gemm import DOT_MAX_ROWS
 from oracle import assert_matches_ort, make_model
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -54,6 +58,25 @@ def test_gemm_alpha_beta(alpha, beta):
 def test_gemm_shapes(m, k, n):
     model, feeds = _gemm_case(m, k, n, 0, 1, ("n",), True, True, seed=k)
     assert_matches_ort(model, feeds, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 2048, 2), (1, 64, 1), (3, 300, 5), (4, 17, 7), (5, 33, 3)])
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([0, 1], [0, 1])))
+def test_gemm_few_outputs(m, k, n, trans_a, trans_b):
+    """The dot-product path (M <= DOT_MAX_ROWS, N < LANES, rows of A' and of B'^T read in place) and
+    the tiled path where it does not apply; C of every broadcast shape, B constant or not, a fused Relu."""
+    for i, (c_shape, b_const) in enumerate(itertools.product(C_SHAPES, (True, False))):
+        model, feeds = _gemm_case(m, k, n, trans_a, trans_b, c_shape, b_const, b_const, seed=i, alpha=0.7, beta=-1.3)
+        session = edgekit.InferenceSession(model)
+        assert_matches_ort(model, feeds, 1e-4, 1e-4, session=session)
+        (fn, _), = next(iter(session._plans.values())).steps
+        dot = m <= DOT_MAX_ROWS and (m == 1 or not trans_a) and (b_const or trans_b)
+        assert (fn is kg.gemm_dot_kernel) == dot
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    inits = {"w": rng.standard_normal((n, k)).astype(np.float32), "b": rng.standard_normal(n).astype(np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1), helper.make_node("Relu", ["y"], ["z"])]
+    assert_matches_ort(make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], inits), {"x": x}, 1e-4, 1e-4)
 
 
 @pytest.mark.parametrize("activation", [
