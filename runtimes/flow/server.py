@@ -204,7 +204,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refuse(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
         body = self.rfile.read(int(length))
         if len(body) != int(length):
-            return self._error(400, f"the body ended after {len(body)} of {length} bytes", close=True)
+            try:
+                self._error(400, f"the body ended after {len(body)} of {length} bytes", close=True)
+            except OSError:  # the client has gone: nobody to answer
+                pass
+            return None
         try:
             body = decode_body(body, self.headers.get("Content-Encoding"), limit)
             request = decode_request(body, self.headers.get(HEADER_LENGTH))

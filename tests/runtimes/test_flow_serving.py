@@ -148,6 +148,7 @@ def test_plan_links_and_checks(plan3, tmp_path):
 
 def test_endpoints(tiers):
     edge, _ = tiers
+    assert edge.server_address[0] == "127.0.0.1"  # loopback unless told otherwise
     assert request(edge, "GET", "/v2/health/live") == (200, {"live": True})
     assert request(edge, "GET", "/v2/health/ready") == (200, {"ready": True})
     status, meta = request(edge, "GET", "/v2")
@@ -179,8 +180,13 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
         got, doc = request(edge, method, path, body, headers)
         assert got == status, (path, doc)
         assert re.search(message, doc["error"]), doc
-    got, doc = request(edge, "POST", "/v2/models/cnn-edge/infer", infer_body(x))
-    assert got == 200 and doc["outputs"][0]["shape"] == [1, 4]
+    stalled = socket.create_connection(edge.server_address[:2])  # a client that stops mid-request
+    try:
+        stalled.sendall(b"POST /v2/models/cnn-edge/infer HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        got, doc = request(edge, "POST", "/v2/models/cnn-edge/infer", infer_body(x))
+        assert got == 200 and doc["outputs"][0]["shape"] == [1, 4]
+    finally:
+        stalled.close()
 
 
 def test_random_bodies_get_4xx(tiers):
@@ -455,6 +461,7 @@ def test_serve_verb_in_a_subprocess(plan3, signal, reference):
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
         assert lines[0].startswith("  cnn-cloud: part 2 of") and "bearer token required" in lines[1], lines
+        assert " on http://127.0.0.1:" in lines[1]  # the verb binds loopback by default
         url = lines[1].split(" on ")[1].split(";")[0].strip()
         edge = serve(plan3, "edge", {"cloud": url}, token=None)
         edge.models["cnn-edge"].chain.token = "t0k"
