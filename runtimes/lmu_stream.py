@@ -42,21 +42,21 @@ class _Arena:
     """float32 blocks laid out one after another in one array, each aligned to ALIGN floats."""
 
     def __init__(self) -> None:
-        self.blocks: list[np.ndarray] = []
+        self.blocks: list[tuple[int, np.ndarray]] = []
         self.size = 0
 
     def add(self, block: np.ndarray) -> int:
-        offset = self.size
-        self.blocks.append(np.asarray(block, np.float32).reshape(-1))
-        self.size += -(-self.blocks[-1].size // ALIGN) * ALIGN
+        """Append ``block`` (flattened to float32); its offset in the array."""
+        offset, flat = self.size, np.asarray(block, np.float32).reshape(-1)
+        self.blocks.append((offset, flat))
+        self.size += -(-flat.size // ALIGN) * ALIGN
         return offset
 
     def array(self) -> np.ndarray:
+        """Every block at its offset, zeros between."""
         out = np.zeros(max(self.size, 1), np.float32)
-        offset = 0
-        for b in self.blocks:
-            out[offset:offset + b.size] = b
-            offset += -(-b.size // ALIGN) * ALIGN
+        for offset, flat in self.blocks:
+            out[offset:offset + flat.size] = flat
         return out
 
 
