@@ -1,8 +1,8 @@
 """CumSum against onnxruntime: every axis (also negative) of 1-D to 4-D inputs, exclusive and reverse
 in all four combinations, float32 / float64 / int32 / int64 inputs, an int32 axis, a dynamic-T model
 as the LMUFormer head uses it, an axis fed at run time (out of range: ValueError) and a constant
-axis out of range (UnsupportedOpError). Tolerance: rtol
-1e-6 / atol 1e-6 for float32 (both sum in order), exact otherwise.
+axis out of range (UnsupportedOpError). Tolerance: rtol 1e-6 / atol 1e-6 for float32 (both sum
+in order), exact otherwise.
 """
 import numpy as np
 import pytest
