@@ -65,6 +65,13 @@ class LMUFormerConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ModelError(f"LMUFormerConfig.{name} must be a positive integer, got {v!r}")
+        for name in ("spiking", "lookahead"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ModelError(f"LMUFormerConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("theta", "tau", "threshold"):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ModelError(f"LMUFormerConfig.{name} must be a number, got {v!r}")
         if not (np.isfinite(self.theta) and self.theta > 0):
             raise ModelError(f"LMUFormerConfig.theta must be a positive number, got {self.theta!r}")
         if not (np.isfinite(self.tau) and self.tau > 0) or not np.isfinite(self.threshold):

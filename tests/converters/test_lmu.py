@@ -215,8 +215,9 @@ def test_config_roundtrip_and_errors(tmp_path):
         build_lmuformer({k: v for k, v in w.items() if k != "lmu.h.weight"}, c)
     with pytest.raises(ModelError, match="head.weight"):
         build_lmuformer({**w, "head.weight": w["head.weight"].T}, c)
-    with pytest.raises(ModelError):
-        LMUFormerConfig.from_json(json.dumps({**json.loads(c.to_json()), "reset": "never"}))
+    for bad in ({"reset": "never"}, {"spiking": "no"}, {"lookahead": 1}, {"theta": "12"}, {"tau": None}):
+        with pytest.raises(ModelError, match=next(iter(bad))):
+            LMUFormerConfig.from_json(json.dumps({**json.loads(c.to_json()), **bad}))
     with pytest.raises(ModelError, match="not an LMUFormer"):
         to_step(to_step(model).step_model)
 
