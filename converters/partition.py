@@ -111,6 +111,7 @@ class Problem:
     overhead: np.ndarray | None = None
 
     def fixed(self, k: int) -> float:
+        """Tier k's fixed seconds per run (0 without ``overhead``)."""
         return 0.0 if self.overhead is None else float(self.overhead[k])
 
 
@@ -163,7 +164,7 @@ def device_memory(p: Problem, on_device: np.ndarray) -> float:
     return weights + (float(p.work[on_device].max()) if p.work is not None else 0.0)
 
 
-def evaluate(p: Problem, assignment, tiers: list[Tier], links: list[Link], opts: Options) -> Cost:
+def evaluate(p: Problem, assignment: list[int] | np.ndarray, tiers: list[Tier], links: list[Link], opts: Options) -> Cost:
     """Predicted latency, device energy and breakdown of a monotone ``assignment`` (see docstring)."""
     a = np.asarray(assignment, int)
     used = sorted(set(a.tolist()) | {0})

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .converters.partition import Link, Tier
 
 _RATE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -14,7 +18,7 @@ _SIZE = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "
 _NUMBER = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?)"
 
 
-def parse_tier(text: str):
+def parse_tier(text: str) -> Tier:
     """``NAME:SPEED`` (speed relative to the profiling machine) or ``NAME:PROFILE.json`` (its own profile)."""
     from .converters.partition import Tier
 
@@ -41,7 +45,7 @@ def _load_profile(path: str) -> dict:
     return Profile.load(path).to_dict()
 
 
-def parse_link(text: str):
+def parse_link(text: str) -> Link:
     """``A-B:BANDWIDTH,RTT`` such as ``device-edge:20Mbps,10ms`` (bandwidth in bps/kbps/Mbps/Gbps)."""
     from .converters.partition import Link
 

@@ -75,11 +75,13 @@ class Chain:
                 pass
 
     def input_dtypes(self, k: int) -> dict[str, np.dtype]:
+        """Part k's input dtypes (what compressed tensors are restored to)."""
         proto = self.session(k).get_modelmeta()
         return {v.name: np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
                 for v in proto.graph.input}
 
     def link(self, dst: str) -> Link | None:
+        """The emulated link from this tier to ``dst``, None when links are not emulated."""
         if self.links is True:
             return self.plan.link(self.tier, dst)
         if isinstance(self.links, dict):

@@ -37,6 +37,8 @@ class RemoteError(TierError):
 
 @dataclass
 class Reply:
+    """A decoded answer and what it cost: attempts, bytes each way, wall time of the last attempt."""
+
     tensors: dict[str, np.ndarray]
     parameters: dict
     attempts: int

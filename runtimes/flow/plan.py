@@ -16,6 +16,8 @@ COMPRESSIONS = ("none", "fp16", "int8", "zstd", "lz4")
 
 @dataclass(frozen=True)
 class Part:
+    """One tier's sub-model: its ONNX file and the tensors it reads and hands on."""
+
     tier: str
     path: str
     inputs: tuple[str, ...]
@@ -30,6 +32,7 @@ class Link:
     bandwidth_bps: float = float("inf")
 
     def time(self, nbytes: int) -> float:
+        """Seconds to send ``nbytes``: one RTT plus the bytes at the bandwidth."""
         return self.rtt_s + 8.0 * nbytes / self.bandwidth_bps
 
 
@@ -49,6 +52,7 @@ class FlowPlan:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def served_name(self, tier: str) -> str:
+        """The V2 model name under which ``tier`` serves its part."""
         return f"{self.model}-{tier}"
 
     def input_shapes(self, k: int) -> dict[str, tuple[np.dtype, list]] | None:
@@ -59,6 +63,7 @@ class FlowPlan:
         return {x["name"]: (np.dtype(x["dtype"]), list(x["shape"])) for x in self.raw["transfers"][t]["tensors"]}
 
     def part_of(self, tier: str) -> int | None:
+        """Index of the part ``tier`` runs, None when it runs none."""
         return next((k for k, p in enumerate(self.parts) if p.tier == tier), None)
 
     def link(self, src: str, dst: str) -> Link:
@@ -102,6 +107,17 @@ def load_plan(plan_dir: str) -> FlowPlan:
         raise ModelError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelError(f"{path}: 'format' must be {FORMAT!r}")
+    try:
+        return _parse(plan_dir, path, doc)
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field of the wrong kind
+        raise ModelError(f"{path} is malformed ({type(exc).__name__}: {exc}); "
+                         "make the plan again with `edgekit partition`") from None
+
+
+def _parse(plan_dir: str, path: str, doc: dict) -> FlowPlan:
+    """The checks of load_plan on a parsed plan.json."""
     tiers = {_need(t, "name", str, path): float(t.get("speed", 1.0)) for t in _need(doc, "tiers", list, path)}
     links = {(lk["from"], lk["to"]): Link(float(lk.get("rtt_s", 0.0)), float(lk.get("bandwidth_bps", float("inf"))))
              for lk in doc.get("links", [])}

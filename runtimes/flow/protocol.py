@@ -139,6 +139,7 @@ def encode_response(model_name: str, outputs: dict[str, np.ndarray], binary: set
 
 
 def encode_error(message: str) -> bytes:
+    """The JSON body of an error answer."""
     return json.dumps({"error": message}).encode()
 
 

@@ -132,7 +132,9 @@ def test_plan_links_and_checks(plan3, tmp_path):
               ({"transfers": doc["transfers"][:1]}, "need 2 or 3 transfers"),
               ({"parts": [dict(doc["parts"][0], file="gone.onnx")] + doc["parts"][1:]}, "does not exist"),
               ({"transfers": [dict(doc["transfers"][0], compression="brotli"), doc["transfers"][1]]}, "compression"),
-              ({"parts": [dict(doc["parts"][0], outputs=["relu2"])] + doc["parts"][1:]}, "does not output")]
+              ({"parts": [dict(doc["parts"][0], outputs=["relu2"])] + doc["parts"][1:]}, "does not output"),
+              ({"links": [{"to": "edge"}]}, "malformed \\(KeyError"),
+              ({"transfers": ["x", "y"]}, "malformed \\(AttributeError")]
     for change, message in broken:
         d = tmp_path / message.replace("'", "").replace(" ", "_")
         d.mkdir()
