@@ -1,5 +1,4 @@
-"""`python -m benchmarks.lmu`: LMUFormer per-step latency on edgekit vs onnxruntime, and the LMU op's
-parallel form vs its recurrent form.
+"""`python -m benchmarks.lmu`: LMUFormer per-step latency, edgekit vs onnxruntime; LMU parallel vs recurrent.
 
 Table 1: an LMUFormer (one k=3 embedding conv from 40 features, the LMU block, the 4x channel
 mixer, 35 classes; random weights) run one frame per step. Columns: edgekit.StreamingSession.push
