@@ -456,11 +456,6 @@ class Partition:
     baselines: dict[str, Cost]
     profile: dict
 
-    @property
-    def tier_of(self) -> dict[str, str]:
-        """Node name -> tier name, for the partitioned (non-constant) nodes."""
-        return {n: self.tiers[k].name for n, k in zip(self.problem.nodes, self.result.assignment)}
-
 
 def partition(model: onnx.ModelProto, profile: dict, tiers: list[Tier], links: list[Link],
               options: Options | None = None) -> Partition:
