@@ -43,6 +43,7 @@ TILE = 8
 BLOCK = 4
 PACKED, SIGN, FLOAT = 0, 1, 2
 _THREADS = [1]
+_BITS = np.uint64(1) << np.arange(64, dtype=np.uint64)  # bit b set (a table: the epilogue reads it as a broadcast)
 
 
 def set_threads(n: int) -> None:
@@ -158,13 +159,12 @@ def vchild(typingctx, parent, q, d):
 
 
 @intrinsic
-def vbitset(typingctx, word, v, s, bit):
-    """word with bit ``bit`` set in the lanes where v > s (signed): a compare and a masked OR."""
+def vbitset(typingctx, word, v, s, one):
+    """word OR one in the lanes where v > s (signed): a compare and a masked OR with a broadcast."""
     def codegen(context, builder, sig, args):
         gt = builder.icmp_signed(">", args[1], _splat(builder, args[2]))
-        one = builder.shl(ir.Constant(ir.IntType(64), 1), args[3])
-        return builder.or_(args[0], builder.select(gt, _splat(builder, one), ir.Constant(_VEC, None)))
-    return u64x8(word, v, s, bit), codegen
+        return builder.select(gt, builder.or_(args[0], _splat(builder, args[3])), args[0])
+    return u64x8(word, v, s, one), codegen
 
 
 # --- the plan tables a builder prepares once --------------------------------------------------------
@@ -354,9 +354,17 @@ def _tiles(t0, t1, xp, g, words, floats, out):
             lim = limh[cls * m:(cls + 1) * m]
             for wi in range(wo):
                 word = vzero()
-                for b in range(min(64, m - 64 * wi)):
-                    word = vbitset(word, vload(pcs, (64 * wi + b) * TILE), lim[64 * wi + b], b)
+                c0 = 64 * wi
+                for b in range(min(64, m - c0)):
+                    word = vbitset(word, vload(pcs, (c0 + b) * TILE), item(lim, c0 + b), item(_BITS, b))
                 vstore(ob, wi * TILE, word)
+            at = pout[s0]
+            uniform = nv == TILE and pout[s0 + TILE - 1] == at + TILE - 1
+            for i in range(nv):
+                uniform &= pcls[s0 + i] == cls
+            if wo == 1 and uniform:  # 8 adjacent one-word pixels of the tile's class: one vector store
+                vstore(of, at, vload(ob, 0))
+                continue
             for i in range(nv):
                 if pcls[s0 + i] != cls:  # a lane of another border class: its own thresholds
                     lim = limh[pcls[s0 + i] * m:]
