@@ -92,10 +92,23 @@ def _weights(step: onnx.ModelProto, names: dict[str, str], shapes: dict[str, tup
     return out
 
 
+def _structure(step: onnx.ModelProto) -> dict:
+    """The step's STEP_KEY metadata with typed values; ModelError naming what is malformed."""
+    try:
+        s = json.loads({p.key: p.value for p in step.metadata_props}[STEP_KEY])
+        out = {key: int(s[key]) for key in ("c_in", "dim", "order", "classes", "n_embed", "delay")}
+        out.update(spiking=bool(s["spiking"]), reset=str(s["reset"]), tau=float(s["tau"]),
+                   threshold=float(s["threshold"]), weights=dict(s["weights"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"LMUFormer step model: malformed {STEP_KEY!r} metadata ({exc!r}); rebuild the step "
+                         "model with edgekit.converters.lmu.to_step") from None
+    return out
+
+
 def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], threads: int = 1) -> _Engine:
     """The fused engine of LMUFormer step model ``step`` for these input shapes (batch from the input)."""
-    s = json.loads({p.key: p.value for p in step.metadata_props}[STEP_KEY])
-    c_in, dim, order, classes, n_embed = (int(s[key]) for key in ("c_in", "dim", "order", "classes", "n_embed"))
+    s = _structure(step)
+    c_in, dim, order, classes, n_embed = (s[key] for key in ("c_in", "dim", "order", "classes", "n_embed"))
     w = _weights(step, s["weights"], _weight_shapes(c_in, dim, order, classes, n_embed))
     if "x" not in shapes:
         raise ModelError("LMUFormer step model: its frame input must be called 'x'")

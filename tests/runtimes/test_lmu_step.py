@@ -8,9 +8,11 @@ differ); spike trains equal the plan's (hard reset: a neuron spiked iff its next
 StreamingSession picks the fused engine for LMUFormers (1 and 2 threads give the same stream), a
 non-finite weight switches zero-row skipping off, inputs that fade to subnormals are treated as
 zeros without moving the output, bad thread counts raise, and a step model whose weights do not
-fit its metadata raises ModelError.
+fit its metadata, or whose metadata is malformed, raises ModelError.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from onnx import numpy_helper
 import edgekit
 from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step
 from edgekit.errors import ModelError
-from edgekit.runtimes.lmu_stream import engine_factory, is_lmuformer_step, lmu_step_engine
+from edgekit.runtimes.lmu_stream import STEP_KEY, engine_factory, is_lmuformer_step, lmu_step_engine
 from lmu_weights import random_weights
 from oracle import ort_session
 
@@ -104,6 +106,18 @@ def test_inconsistent_step_model_raises():
     head = next(t for t in sm.step_model.graph.initializer if t.name == "head.bias")
     head.CopyFrom(numpy_helper.from_array(np.zeros(c.classes + 1, np.float32), head.name))
     with pytest.raises(ModelError, match="head.bias"):
+        edgekit.StreamingSession(sm).push(np.zeros((c.c_in, 1), np.float32))
+
+
+@pytest.mark.parametrize("edit", [lambda d: d.pop("c_in"), lambda d: d.update(weights=None),
+                                  lambda d: d.update(dim="x")], ids=["missing key", "null weights", "text size"])
+def test_malformed_step_metadata_raises(edit):
+    c, sm = lmuformer(False, False, seed=8)
+    prop = next(p for p in sm.step_model.metadata_props if p.key == STEP_KEY)
+    structure = json.loads(prop.value)
+    edit(structure)
+    prop.value = json.dumps(structure)
+    with pytest.raises(ModelError, match="malformed"):
         edgekit.StreamingSession(sm).push(np.zeros((c.c_in, 1), np.float32))
 
 
