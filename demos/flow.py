@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -343,5 +344,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if wrong == 0 and answered == 30 else 1
     finally:
         stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
         if cores:
             os.sched_setaffinity(0, cores)
