@@ -66,7 +66,10 @@ class TierServer(ThreadingHTTPServer):
             chain.warm(k)  # compile the own part for the plan's shapes before accepting requests
             self.models[name] = Served(name, chain, k, *_metadata(chain, k))
         self.token, self.max_request_bytes, self.log = token, max_request_bytes, log
-        super().__init__((host, port), _Handler)
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as exc:  # port taken, address not on this machine, no permission
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
     @property
     def url(self) -> str:

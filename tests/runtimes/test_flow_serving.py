@@ -227,6 +227,15 @@ def test_oversized_and_unauthorized(plan3):
         cloud.server_close()
 
 
+def test_a_taken_port_is_a_clear_error(plan3):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(edgekit.InputError, match=f"cannot listen on 127.0.0.1:{port}"):
+            TierServer(Chain(load_plan(plan3), "cloud"), port=port)
+
+
 # ---------------------------------------------------------------- chains
 
 @pytest.mark.parametrize("tiers_used", [["device", "edge", "cloud"], ["device", "cloud"], ["edge", "cloud"],
