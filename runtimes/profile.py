@@ -27,6 +27,7 @@ from edgekit.ir import read_graph
 from edgekit.model import ModelSource, load_model
 from edgekit.stats import concrete_shape
 
+from .flow.client import compress_tensors, restore_tensors
 from .plan import prepare, specialize
 from .session import InferenceSession
 
@@ -36,16 +37,12 @@ CODEC_REPEAT = 5
 STATISTICS = {"median": np.median, "min": np.min}
 
 
-def _fp16(a: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
-    h = a.astype(np.float16)
-    return h, lambda: h.astype(np.float32)
-
-
-def _int8(a: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
-    """Symmetric per-tensor int8: q = round(a / s) with s = max|a| / 127 (s sent as one float32)."""
-    scale = np.float32(np.abs(a).max() / 127.0) if a.size else np.float32(0)
-    q = np.clip(np.rint(a / scale), -127, 127).astype(np.int8) if scale > 0 else np.zeros(a.shape, np.int8)
-    return q, lambda: q.astype(np.float32) * scale
+def _tensor_codec(codec: str) -> Callable:
+    """fp16 or symmetric per-tensor int8 exactly as the flow's sender and receiver apply them."""
+    def encode(a: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        sent, params = compress_tensors({"t": a}, codec)
+        return sent["t"], lambda: restore_tensors(sent, params, {"t": a.dtype})["t"]
+    return encode
 
 
 def _zstd(a: np.ndarray) -> tuple[bytes, Callable[[], np.ndarray]]:
@@ -58,7 +55,7 @@ def _zstd(a: np.ndarray) -> tuple[bytes, Callable[[], np.ndarray]]:
 HAVE_ZSTD = importlib.util.find_spec("zstandard") is not None  # optional: zstd sizes need it
 
 # codec -> encode(a) returning (payload, decode); fp16 and int8 apply to float32 tensors only.
-CODECS: dict[str, Callable] = {"fp16": _fp16, "int8": _int8, "zstd": _zstd}
+CODECS: dict[str, Callable] = {"fp16": _tensor_codec("fp16"), "int8": _tensor_codec("int8"), "zstd": _zstd}
 
 
 def codec_round_trip(a: np.ndarray, codec: str) -> np.ndarray:
