@@ -18,8 +18,9 @@ seen = frames + 1, or max(frames + 1 - delay, 1). ``frames`` (shared by the batc
 
 Matrices are packed in column panels of PANEL columns, each panel row-major (k, width), so a
 product walks contiguous memory. A panel keeps its outputs in vector registers over the whole
-reduction, summed t = 0..k-1 by fused multiply-adds and then + c, as the plan's Gemm does, so
-products equal the plan's bit for bit (divisions may round in the last bit differently). Rows
+reduction, summed t = 0..k-1 by fused multiply-adds and then + c, as the plan's tiled Gemm does, so
+those products equal the plan's bit for bit (the plan runs a Gemm of fewer outputs than a vector,
+such as u's, as dot products in another order; divisions may round differently). Rows
 whose input is 0 (spikes, ReLU zeros) are skipped when every weight is finite (they add exactly 0);
 so are subnormal inputs (see TINY). With plan[P_THREADS] > 1 the panels of every product of at
 least THREAD_MIN weights are split over that many of Numba's threads, each thread always the same
