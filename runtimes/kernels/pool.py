@@ -373,20 +373,21 @@ SAME_POOL = {MAX: _same_pooling(MAX), AVG: _same_pooling(AVG)}
 POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _sweep(xf, of, x0, o0, n, stride, k, scale, code):
+    """of[o0 + j] = finish(reduce over t < k of xf[x0 + j*stride + t], scale) for j < n; inlined with
+    literal stride and taps. Unsigned indices, as in ``_row_taps``."""
+    x, o, st = np.uint64(x0), np.uint64(o0), np.uint64(stride)
+    for j in range(np.uint64(n)):
+        c = x + j * st
+        acc = xf[c] if code == MAX else np.float64(xf[c])
+        for t in range(1, k):
+            acc = _fold(acc, xf[c + np.uint64(t)], code)
+        of[o + j] = _finish(acc, scale, code)
+
+
 def _window_pooling(code: int):
     """The 1-D full-window kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
-
-    @njit(inline="always", fastmath=FASTMATH)
-    def sweep(xf, of, x0, o0, n, stride, k, scale):
-        """of[o0 + j] = finish(reduce over t < k of xf[x0 + j*stride + t], scale) for j < n; inlined with
-        literal stride and taps. Unsigned indices, as in ``_row_taps``."""
-        x, o, st = np.uint64(x0), np.uint64(o0), np.uint64(stride)
-        for j in range(np.uint64(n)):
-            c = x + j * st
-            acc = xf[c] if code == MAX else np.float64(xf[c])
-            for t in range(1, k):
-                acc = _fold(acc, xf[c + np.uint64(t)], code)
-            of[o + j] = _finish(acc, scale, code)
 
     @njit(cache=True, fastmath=FASTMATH)
     def kernel(x, out, k, stride):
@@ -400,13 +401,13 @@ def _window_pooling(code: int):
         scale = 1.0 / k
         for p in range(rows):
             if k == stride == 4:
-                sweep(xf, of, p * n, p * lo, lo, 4, 4, scale)
+                _sweep(xf, of, p * n, p * lo, lo, 4, 4, scale, code)
             elif k == stride == 2:
-                sweep(xf, of, p * n, p * lo, lo, 2, 2, scale)
+                _sweep(xf, of, p * n, p * lo, lo, 2, 2, scale, code)
             elif k == stride == 3:
-                sweep(xf, of, p * n, p * lo, lo, 3, 3, scale)
+                _sweep(xf, of, p * n, p * lo, lo, 3, 3, scale, code)
             else:
-                sweep(xf, of, p * n, p * lo, lo, stride, k, scale)
+                _sweep(xf, of, p * n, p * lo, lo, stride, k, scale, code)
 
     return kernel
 
