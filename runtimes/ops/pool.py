@@ -2,7 +2,9 @@
 
 Output sizes follow onnxruntime: auto_pad SAME_* pads by the undilated kernel, ceil_mode also
 applies to auto_pad outputs, and a ceil-mode window that would start past the input plus its head
-padding is dropped. The global pools are reductions over the spatial axes.
+padding is dropped. 1-D pools whose windows all lie inside the input (no padding reached, no
+dilation) run on the four-argument WINDOW_POOL sweep. The global pools are reductions over the
+spatial axes.
 """
 from __future__ import annotations
 
