@@ -43,6 +43,7 @@ TILE = 8
 BLOCK = 4
 PACKED, SIGN, FLOAT = 0, 1, 2
 _THREADS = [1]
+_USE_AMX = [True]
 _BITS = np.uint64(1) << np.arange(64, dtype=np.uint64)  # bit b set (a table: the epilogue reads it as a broadcast)
 
 
@@ -56,6 +57,16 @@ def set_threads(n: int) -> None:
 def threads() -> int:
     """The thread count binary layers are planned with."""
     return _THREADS[0]
+
+
+def set_amx(on: bool) -> None:
+    """Whether sessions created from now on may plan eligible layers on the AMX tile unit (default on)."""
+    _USE_AMX[0] = bool(on)
+
+
+def amx() -> bool:
+    """Whether eligible layers are planned on the AMX tile unit: allowed and available."""
+    return _USE_AMX[0] and amx_available()
 
 
 # --- a minimal <8 x i64> vocabulary: Numba has no popcount and no explicit SIMD -------------------
@@ -408,3 +419,215 @@ def binary_conv_mt(x, xp, g, words, floats, out, nthreads):
     ntiles = g[NTILES]
     for c in prange(nthreads):
         _tiles(c * ntiles // nthreads, (c + 1) * ntiles // nthreads, xp, g, words, floats, out)
+
+
+# --- AMX: exact +-1 dot products as int8 tile matrix products (16 pixels x 16 channels x 64 per op) --
+#
+# A dense conv with packed input, C % 64 == 0 and stride 1 runs as an implicit GEMM on the AMX tile
+# unit where the CPU has one (amx_int8): the input is expanded to int8 +-1 in a zero-bordered buffer
+# (a padded position is 0, so padding is exact without border classes), and output "pixels" are the
+# flat positions q = y * WP + x of the padded grid (x >= OW are computed and dropped), so tap t of
+# 16 consecutive q is 16 rows of stride C bytes at q + offs[t]. Weights are prepacked in the VNNI
+# layout of the tile unit: wb[group of 64 channels][tap][64-channel chunk][4 blocks of 16][16][16][4].
+# Tiles 0-3 accumulate 16 q x 64 channels, tile 4 holds the input rows, 5-7 the weight blocks.
+
+# Header of the AMX int64 table.
+(A_N, A_H, A_W, A_WD, A_WP, A_PT, A_PL, A_OH, A_OW, A_M, A_MP, A_T, A_Q, A_ROWS, A_MODE, A_PLANE, A_OFFS,
+ A_HEADER) = range(18)
+_I8 = ir.IntType(8)
+_PTR = _I8.as_pointer()
+_AMX = []
+
+
+def amx_available() -> bool:
+    """Whether this CPU has AMX int8 and Linux lets this process use the tile registers (asked once)."""
+    if not _AMX:
+        ok = False
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line.split() for line in f if line.startswith("flags")), [])
+            if "amx_int8" in flags and "amx_tile" in flags:
+                import ctypes
+                libc = ctypes.CDLL(None, use_errno=True)
+                ok = libc.syscall(158, 0x1023, 18) == 0  # arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)
+        except OSError:
+            ok = False
+        _AMX.append(ok)
+    return _AMX[0]
+
+
+def _byte_ptr(context, builder, arrty, arr, idx):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [idx]), _PTR)
+
+
+def _void_call(builder, name, argtys, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), argtys), name)
+    builder.call(fn, args)
+
+
+def _tile_ids(*ts):
+    return [t.literal_value for t in ts] if all(isinstance(t, types.IntegerLiteral) for t in ts) else None
+
+
+@intrinsic
+def tile_config(typingctx, cfg):
+    """Load the 64-byte tile configuration cfg (uint8)."""
+    def codegen(context, builder, sig, args):
+        _void_call(builder, "llvm.x86.ldtilecfg", [_PTR], [_byte_ptr(context, builder, sig.args[0], args[0],
+                                                                       ir.Constant(ir.IntType(64), 0))])
+        return context.get_dummy_value()
+    return types.void(cfg), codegen
+
+
+@intrinsic
+def tile_release(typingctx):
+    """Release the tile registers."""
+    def codegen(context, builder, sig, args):
+        _void_call(builder, "llvm.x86.tilerelease", [], [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def tile_zero(typingctx, t):
+    """Tile register t (a literal) = 0."""
+    ids = _tile_ids(t)
+    if ids is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        _void_call(builder, "llvm.x86.tilezero", [_I8], [ir.Constant(_I8, ids[0])])
+        return context.get_dummy_value()
+    return types.void(t), codegen
+
+
+def _tile_move(name):
+    def typer(typingctx, t, arr, idx, stride):
+        ids = _tile_ids(t)
+        if ids is None:
+            return None
+
+        def codegen(context, builder, sig, args):
+            ptr = _byte_ptr(context, builder, sig.args[1], args[1], args[2])
+            _void_call(builder, name, [_I8, _PTR, ir.IntType(64)], [ir.Constant(_I8, ids[0]), ptr, args[3]])
+            return context.get_dummy_value()
+        return types.void(t, arr, idx, stride), codegen
+    return typer
+
+
+tile_load = intrinsic(_tile_move("llvm.x86.tileloadd64"))
+tile_load.__doc__ = "Tile register t = rows of arr from element idx, ``stride`` bytes apart."
+tile_store = intrinsic(_tile_move("llvm.x86.tilestored64"))
+tile_store.__doc__ = "Rows of tile register t to arr from element idx, ``stride`` bytes apart."
+
+
+@intrinsic
+def tile_dot(typingctx, c, a, b):
+    """Tile c += a (int8 rows) x b (int8, VNNI layout), int32 sums (tdpbssd)."""
+    ids = _tile_ids(c, a, b)
+    if ids is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        _void_call(builder, "llvm.x86.tdpbssd", [_I8, _I8, _I8], [ir.Constant(_I8, v) for v in ids])
+        return context.get_dummy_value()
+    return types.void(c, a, b), codegen
+
+
+@intrinsic
+def expand_word(typingctx, dst, idx, word):
+    """dst[idx:idx + 64] (int8) = -1 where bit i of word is set, else +1."""
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(_I8, 64)
+        bits = builder.bitcast(args[2], ir.VectorType(ir.IntType(1), 64))
+        val = builder.select(bits, ir.Constant(vec, [-1] * 64), ir.Constant(vec, [1] * 64))
+        builder.store(val, builder.bitcast(_byte_ptr(context, builder, sig.args[0], args[0], args[1]),
+                                           vec.as_pointer()), align=1)
+        return context.get_dummy_value()
+    return types.void(dst, idx, word), codegen
+
+
+@intrinsic
+def below64(typingctx, dots, idx, thr, tidx):
+    """Bit i set iff dots[idx + i] < thr[tidx + i], i < 64 (int32 arrays): four compares to one word."""
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(ir.IntType(32), 64)
+        d = builder.load(builder.bitcast(_byte_ptr(context, builder, sig.args[0], args[0], args[1]), vec.as_pointer()),
+                         align=4)
+        t = builder.load(builder.bitcast(_byte_ptr(context, builder, sig.args[2], args[2], args[3]), vec.as_pointer()),
+                         align=4)
+        return builder.bitcast(builder.icmp_signed("<", d, t), ir.IntType(64))
+    return types.uint64(dots, idx, thr, tidx), codegen
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def binary_conv_amx(x, xi, g, cfg, wb, thr, floats, dots, out):
+    """Dense binary conv on the AMX tile unit (see above): x packed uint64 (N, H, W, WD); xi int8
+    (N, ROWS, 64 * WD) zero-bordered scratch; g the AMX table; cfg the tile configuration; wb the
+    VNNI weights; thr int32 (MP) thresholds (padded channels never fire); floats scale, bias; dots
+    int32 (Q, MP) scratch. out: packed uint64 (N, OH, OW, ceil(M/64)) with bit c set iff dot < thr[c],
+    or float32 (N, M, OH, OW): -1/+1 (sign) or scale * dot + bias."""
+    n_, h_, w_, wd, wp, pt, pl = g[A_N], g[A_H], g[A_W], g[A_WD], g[A_WP], g[A_PT], g[A_PL]
+    oh, ow, m, mp, t_, q_, rows, mode, plane = g[A_OH], g[A_OW], g[A_M], g[A_MP], g[A_T], g[A_Q], g[A_ROWS], \
+        g[A_MODE], g[A_PLANE]
+    offs = g[A_OFFS:A_OFFS + t_]
+    c = 64 * wd
+    xs = x.reshape(-1)
+    xb = xi.reshape(-1)
+    of = out.reshape(-1)
+    ds = dots.reshape(-1)
+    wo = (m + 63) // 64
+    tile_config(cfg)
+    for n in range(n_):
+        img = n * rows * c
+        for h in range(h_):
+            src = (n * h_ + h) * w_ * wd
+            at = img + ((h + pt) * wp + pl) * c
+            for j in range(w_ * wd):
+                expand_word(xb, at + 64 * j, np.uint64(xs[src + j]))
+        for q0 in range(0, q_, 32):
+            for pair in range(mp // 32):
+                tile_zero(0)
+                tile_zero(1)
+                tile_zero(2)
+                tile_zero(3)
+                for t in range(t_):
+                    row = img + (q0 + offs[t]) * c
+                    for kc in range(wd):
+                        wq = ((pair * t_ + t) * wd + kc) * 2048
+                        tile_load(4, xb, row + 64 * kc, c)
+                        tile_load(6, wb, wq, 64)
+                        tile_dot(0, 4, 6)
+                        tile_load(5, xb, row + 16 * c + 64 * kc, c)
+                        tile_dot(2, 5, 6)
+                        tile_load(7, wb, wq + 1024, 64)
+                        tile_dot(1, 4, 7)
+                        tile_dot(3, 5, 7)
+                d = 32 * pair
+                tile_store(0, ds, d, 4 * mp)
+                tile_store(1, ds, d + 16, 4 * mp)
+                tile_store(2, ds, d + 16 * mp, 4 * mp)
+                tile_store(3, ds, d + 16 * mp + 16, 4 * mp)
+            y = q0 // wp
+            xo = q0 - y * wp - 1
+            for r in range(32):
+                xo += 1
+                if xo == wp:
+                    y += 1
+                    xo = 0
+                if y >= oh or xo >= ow:
+                    continue
+                q = r * mp
+                if mode == PACKED:
+                    at = ((n * oh + y) * ow + xo) * wo
+                    for wi in range(wo):
+                        of[at + wi] = below64(ds, q + 64 * wi, thr, 64 * wi)
+                elif mode == SIGN:
+                    for ch in range(m):
+                        of[(n * m + ch) * plane + y * ow + xo] = np.float32(-1.0) if ds[q + ch] < thr[ch] \
+                            else np.float32(1.0)
+                else:
+                    for ch in range(m):
+                        of[(n * m + ch) * plane + y * ow + xo] = floats[ch] * np.float32(ds[q + ch]) + floats[m + ch]
+    tile_release()

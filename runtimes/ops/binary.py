@@ -251,6 +251,45 @@ def _kernel(tables: kb.ConvTables, out_shape: tuple, mode: int) -> Kernel:
     return Kernel(kb.binary_conv, (In(0), xp, ints, words, floats, Out(0)), [(out_shape, out_dtype)])
 
 
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """A copy of a whose data starts on a 64-byte boundary (tile rows then never straddle cache lines)."""
+    raw = np.zeros(a.nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def _amx_kernel(dense_w: np.ndarray, geo: dict, mode: int, thresholds, scale, bias, out_shape: tuple) -> Kernel:
+    """A dense stride-1 conv with packed input of whole words on the AMX tile unit (kernels/binary.py):
+    int8 +-1 weights in the tile unit's VNNI layout, int32 thresholds, the flat padded output grid."""
+    m, t_, c = dense_w.shape[0], geo["kernel"][0] * geo["kernel"][1], geo["cin"]
+    wd, mp = c // 64, -(-m // 64) * 64
+    hp, wp = geo["h"] + geo["pt"] + geo["pb"], geo["w"] + geo["pl"] + geo["pr"]
+    offs = [i * geo["dh"] * wp + j * geo["dw"] for i in range(geo["kernel"][0]) for j in range(geo["kernel"][1])]
+    q = -(-(geo["oh"] * wp) // 32) * 32
+    rows = max(hp * wp, q + max(offs))
+    bits = (dense_w[:, :, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
+    signs = np.zeros((mp, t_, c), np.int8)
+    signs[:m] = 1 - 2 * bits.reshape(m, t_, c).astype(np.int8)
+    wb = _aligned(signs.reshape(mp // 32, 2, 16, t_, wd, 16, 4).transpose(0, 3, 4, 1, 5, 2, 6).reshape(-1))
+    thr = np.full(mp, np.iinfo(np.int32).min, np.int32)
+    if thresholds is not None:
+        thr[:m] = np.clip(thresholds, np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max)
+    cfg = np.zeros(64, np.uint8)
+    cfg[0] = 1  # palette 1; tiles 0-7: 16 rows of 64 bytes
+    cfg[16:32].view(np.uint16)[:] = 64
+    cfg[48:56] = 16
+    g = np.array([geo["n"], geo["h"], geo["w"], wd, wp, geo["pt"], geo["pl"], geo["oh"], geo["ow"], m, mp, t_, q, rows,
+                  mode, geo["oh"] * geo["ow"]] + offs, np.int64)
+    floats = np.concatenate([scale if scale is not None else np.zeros(m, np.float32),
+                             bias if bias is not None else np.zeros(m, np.float32)]).astype(np.float32)
+    xi = _aligned(np.zeros((geo["n"], rows, c), np.int8))
+    dots = _aligned(np.zeros((32, mp), np.int32))
+    out_dtype = np.dtype(np.uint64) if mode == kb.PACKED else np.dtype(np.float32)
+    return Kernel(kb.binary_conv_amx, (In(0), xi, g, cfg, wb, thr, floats, dots, Out(0)), [(out_shape, out_dtype)])
+
+
 def _channels(node: Node) -> int:
     c = node.attrs.get("channels")
     if not isinstance(c, (int, np.integer)) or c < 1:
@@ -291,10 +330,13 @@ def build_binary_conv(node: Node, inputs: list, opset: int) -> Kernel:
     _check_tail_bits(node, dense_w, kh * kw, c)
     geo = dict(n=n, h=h, w=w, cin=c, channels=c, groups=1, kernel=(kh, kw), sh=sh, sw=sw, dh=dh, dw=dw,
                pt=pt, pl=pl, pb=pb, pr=pr, oh=oh, ow=ow)
-    tables = _plan(node, x, w_, dense_w, depth, parents, geo, mode, _input_order(node, x, c),
-                   thr, scale, bias)
     m = w_.shape[0]
     shape = (n, oh, ow, (m + 63) // 64) if mode == kb.PACKED else (n, m, oh, ow)
+    if parents is None and x.dtype == np.uint64 and c % 64 == 0 and sh == sw == 1 and kb.threads() == 1 \
+            and kb.amx():
+        return _amx_kernel(dense_w, geo, mode, thr, scale, bias, shape)
+    tables = _plan(node, x, w_, dense_w, depth, parents, geo, mode, _input_order(node, x, c),
+                   thr, scale, bias)
     return _kernel(tables, shape, mode)
 
 

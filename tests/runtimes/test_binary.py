@@ -3,7 +3,9 @@
 Covered: float and packed inputs; packed, sign and float outputs; zero padding (exact, per border
 class, both tilings), strides, dilations, channel counts that are not multiples of 64; MST-coded
 weights (default and explicit block order) giving bit-identical results; the thread option; the
-hardware popcount in the compiled code; ModelError for malformed attributes. Sums are integers,
+hardware popcount in the compiled code; the AMX tile path (dense, packed input of whole words,
+stride 1) equal to the popcount path, the reference and onnxruntime's float Conv; ModelError for
+malformed attributes. Sums are integers,
 so thresholded outputs must match exactly; float outputs to rtol 1e-6.
 """
 import numpy as np
@@ -178,6 +180,65 @@ def test_popcount_compiles_to_hardware_popcount():
     tiles(0, 0, u4, np.zeros(kb.HEADER, np.int64), np.zeros(1, np.uint64), np.zeros(2, np.float32), u4)
     asm = tiles.inspect_asm(tiles.signatures[0])
     assert "vpopcntq" in asm or "popcnt" in asm
+
+
+AMX_CASES = [  # n, c, h, w, m, k, strides, pads, dilations: packed input of whole words, stride 1
+    (2, 64, 9, 11, 37, 3, (1, 1), (1, 1, 1, 1), (1, 1)),      # M not a multiple of 16, batch 2
+    (1, 128, 7, 13, 80, 3, (1, 1), (2, 0, 1, 2), (2, 1)),     # asymmetric padding, dilation
+    (1, 64, 5, 4, 130, 1, (1, 1), (0, 0, 0, 0), (1, 1)),      # 1x1, two output words
+]
+
+
+def _amx_session(onnx_model, on):
+    try:
+        kb.set_amx(on)
+        return edgekit.InferenceSession(onnx_model)
+    finally:
+        kb.set_amx(True)
+
+
+@pytest.mark.skipif(not kb.amx_available(), reason="no AMX tile unit")
+@pytest.mark.parametrize("case", AMX_CASES)
+@pytest.mark.parametrize("mode", ["float", "sign", "packed"])
+def test_amx_path_matches_popcount_path_and_reference(case, mode):
+    rng = np.random.default_rng(sum(case[:6]) + 1)
+    x, a, dot, inits, attrs = conv_case(rng, *case)
+    packed = pack_bits(x.transpose(0, 2, 3, 1) < 0)
+    out_type = TensorProto.UINT64 if mode == "packed" else TensorProto.FLOAT
+    onnx_model = model("BinaryConv", packed.shape, TensorProto.UINT64, inits, dict(attrs, output=mode), out_type=out_type)
+    amx, popcount = _amx_session(onnx_model, True), _amx_session(onnx_model, False)
+    assert amx.plan((packed.shape,)).steps[0][0] is kb.binary_conv_amx
+    assert popcount.plan((packed.shape,)).steps[0][0] is kb.binary_conv
+    got = amx.run(None, {"x": packed})[0]
+    np.testing.assert_array_equal(got, popcount.run(None, {"x": packed})[0])
+    want = expected(mode, dot, inits)
+    if mode == "packed":
+        got = np.where(unpack_bits(got, want.shape[1]).transpose(0, 3, 1, 2), -1.0, 1.0)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5 if mode == "float" else 0)
+
+
+@pytest.mark.skipif(not kb.amx_available(), reason="no AMX tile unit")
+def test_amx_path_equals_onnxruntime_float_conv():
+    """The benchmark's layer form: packed in and out, thresholds on onnxruntime's float sums."""
+    from oracle import ort_session
+    rng = np.random.default_rng(13)
+    c, m, hw = 64, 64, 10
+    wt = pm1(rng, (m, c, 3, 3))
+    a = pm1(rng, (1, c, hw, hw))
+    t = rng.integers(-8, 9, m).astype(np.int64)
+    conv = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])], "c",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, hw, hw])],
+                             [numpy_helper.from_array(wt.astype(np.float32), "w")])
+    float_model = helper.make_model(conv, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    sums = ort_session(float_model).run(None, {"x": a.astype(np.float32)})[0]
+    inits = {"w": pack_bits(wt.transpose(0, 2, 3, 1) < 0).reshape(m, -1), "t": t}
+    packed = pack_bits(a.transpose(0, 2, 3, 1) < 0)
+    binary = model("BinaryConv", packed.shape, TensorProto.UINT64, inits,
+                   dict(channels=c, kernel_shape=[3, 3], pads=[1, 1, 1, 1], output="packed"), inputs=("x", "w", "t"),
+                   out_type=TensorProto.UINT64)
+    got = unpack_bits(_amx_session(binary, True).run(None, {"x": packed})[0], m).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(got, sums < t[None, :, None, None])
 
 
 def _bad(attrs=None, inits=None, x_shape=(1, 70, 5, 5), x_type=TensorProto.FLOAT, op="BinaryConv", inputs=None):
