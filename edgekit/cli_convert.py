@@ -97,7 +97,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window)
     source = sys.stdin if args.source == "-" else open(args.source, encoding="utf-8")
     try:
-        for chunk in _chunks(source, sess.channels, args.hop if args.source != "-" else 1):
+        for chunk in _chunks(source, sess.channels, sess.hop if args.source != "-" else 1):
             for outputs in sess.push(chunk):
                 values = "  ".join(np.array2string(o.reshape(-1), precision=4, separator=",") for o in outputs)
                 print(f"hop {sess.hops} (sample {sess.hops * sess.hop}): {values}", flush=True)
@@ -158,11 +158,13 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--report", action="store_true", help="print what the conversion changes and costs")
     p.set_defaults(func=cmd_convert)
 
-    p = verbs.add_parser("stream", help="stream samples through a window CNN, outputs per hop",
+    p = verbs.add_parser("stream", help="stream samples through a window CNN or an LMUFormer, outputs per hop",
                          description="Stream CSV samples (one row per sample, one column per channel) "
-                                     "through a window CNN with StreamiNNC; prints the outputs of every hop.")
-    p.add_argument("model", help="window model (.onnx) or a step model from `edgekit convert --stream`")
-    p.add_argument("--hop", type=int, required=True, help="new samples per hop")
+                                     "through a window CNN with StreamiNNC, or an LMUFormer frame by frame; "
+                                     "prints the outputs of every hop.")
+    p.add_argument("model", help="window model (.onnx), a step model from `edgekit convert --stream`, "
+                                 "or an LMUFormer")
+    p.add_argument("--hop", type=int, help="new samples per hop (required for a window CNN; an LMUFormer steps by 1)")
     p.add_argument("--source", required=True, metavar="FILE.csv|-", help="CSV file, or - for standard input")
     p.add_argument("--split", help="tensor where the head starts (default: found automatically)")
     p.add_argument("--window", type=int, help="window length L when the model's time axis is dynamic")

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from edgekit.errors import ModelError
 
 from .kernels import lmu_step as k
-from .stream import EngineFactory, _Engine
+from .stream import EngineFactory, Engine
 
 STEP_KEY = "edgekit.lmuformer.step"  # written by edgekit.converters.lmu.to_step
 ALIGN = 16  # floats: every weight and state starts on a 64-byte line
@@ -105,7 +105,7 @@ def _structure(step: onnx.ModelProto) -> dict:
     return out
 
 
-def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], threads: int = 1) -> _Engine:
+def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], threads: int = 1) -> Engine:
     """The fused engine of LMUFormer step model ``step`` for these input shapes (batch from the input)."""
     s = _structure(step)
     c_in, dim, order, classes, n_embed = (s[key] for key in ("c_in", "dim", "order", "classes", "n_embed"))
@@ -165,4 +165,4 @@ def lmu_step_engine(step: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], t
     def run() -> None:
         step_kernel(xf, state_array, w_array, scratch, rows, lf, plan, params)
 
-    return _Engine(inputs, outputs, run)
+    return Engine(inputs, outputs, run)

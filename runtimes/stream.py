@@ -37,7 +37,7 @@ class _State:
 
 
 @dataclass
-class _Engine:
+class Engine:
     """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
     (the same arrays after every run). A state output that is its input array (updated in place by
     ``run``) is not copied back."""
@@ -47,11 +47,11 @@ class _Engine:
     run: Callable[[], None]
 
 
-EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], _Engine]
+EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], Engine]
 """Builds the engine of a step model for its input shapes (default: the edgekit plan)."""
 
 
-def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> _Engine:
+def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Engine:
     """The edgekit plan of ``step_model`` for these input shapes, used through its own buffers.
     Next states cut out of a tensor along time are views of that tensor's buffer (see _cut_states)."""
     from .session import InferenceSession
@@ -61,7 +61,7 @@ def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
     outputs = dict(plan.outputs)
     outputs.update({o: plan.outputs[t][:, :, a:b] for o, (t, a, b) in cuts.items()})
-    return _Engine(plan.input_buffers, outputs, plan.execute)
+    return Engine(plan.input_buffers, outputs, plan.execute)
 
 
 def _cut_states(step: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, int]]]:
@@ -106,7 +106,7 @@ class StreamingSession:
 
     def __init__(self, model: ModelSource | Any, hop: int | None = None, allow_nan: bool = False,
                  engine: EngineFactory | None = None) -> None:
-        self._make_engine = engine or _plan_engine  # (step model, input shapes) -> _Engine
+        self._make_engine = engine or _plan_engine  # (step model, input shapes) -> Engine
         step = step_model_of(model)
         if step is None:
             raise ModelError("not a StreamiNNC step model: convert the window model with "
@@ -129,7 +129,7 @@ class StreamingSession:
         self.dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type))
         dim = x.type.tensor_type.shape.dim[0]
         self._static_batch: int | None = dim.dim_value if dim.HasField("dim_value") else None
-        self._engine: _Engine | None = None
+        self._engine: Engine | None = None
         self._engine_batch = 0
         self._batch: int | None = None
         self._fill = 0
@@ -255,8 +255,10 @@ class StreamingSession:
             raise InputError(f"chunk has {a.shape[1]} channels, the model takes {self.channels}")
         if self._batch is not None and a.shape[0] != self._batch:
             raise InputError(f"chunk has batch {a.shape[0]}, this stream has batch {self._batch} (reset() first)")
-        if not self.allow_nan and a.dtype.kind == "f" and math.isnan(np.vdot(a, a)):  # NaN iff a NaN is in a
-            raise InputError("chunk contains NaN (pass allow_nan=True to stream it anyway)")
+        if (not self.allow_nan and a.dtype.kind == "f" and a.size
+                and not (math.isfinite(a.min()) and math.isfinite(a.max()))):
+            raise InputError("chunk contains NaN or Inf, which would poison the stream's state "
+                             "(pass allow_nan=True to stream it anyway)")
         return a
 
 

@@ -4,7 +4,7 @@
   window inference on the last L samples in onnxruntime (rtol 1e-5), from the first full window.
 - The step model run in onnxruntime equals the session (zero-padded stacks too: masks, delays).
 - state_dict()/load_state_dict() in a fresh session mid-hop resumes bit-exactly; reset() restarts.
-- Bad chunks (channels, dtype, rank, batch, NaN) raise InputError and leave the state untouched;
+- Bad chunks (channels, dtype, rank, batch, NaN, Inf) raise InputError and leave the state untouched;
   0-sample pushes return []; (C, n) chunks for batch 1; no buffer is reallocated by pushes;
   a model that cannot stream raises ModelError naming the layer.
 - Next states are copied from the shift buffers they are cut from (no Slice runs for them).
@@ -113,8 +113,10 @@ def test_bad_chunks_raise_and_leave_state_untouched():
     sess = StreamingSession(model, hop)
     nan = x[:, :, :5].copy()
     nan[0, 0, 2] = np.nan
+    inf = x[:, :, :5].copy()
+    inf[0, -1, 4] = -np.inf
     bad = [np.zeros((1, c + 1, 5), np.float32), x[:, :, :5].astype(np.float64), np.zeros(5, np.float32),
-           np.zeros((1, 1, c, 5), np.float32), np.zeros((2, c, 5), np.float32), nan]
+           np.zeros((1, 1, c, 5), np.float32), np.zeros((2, c, 5), np.float32), nan, inf]
     got, pos = [], 0
     for i, chunk in enumerate(bad * 3):
         n = int(rng.integers(1, 2 * hop))
