@@ -3,8 +3,9 @@
 Shapes of ResNet-18 / VGG-small layers: 3x3, stride 1, pad 1, C -> C at 64@56x56, 128@28,
 256@14, 512@7, batch 1. BinaryConv reads packed bits and writes packed bits through its
 threshold (an inner layer of a binary network); onnxruntime runs the float Conv with the same
-+-1 weights on float input (intra_op_num_threads=1, default optimisations). Calls are
-interleaved in rounds; medians. MST columns: the same layer with the paper's MST plan (Hamming
++-1 weights on float input (intra_op_num_threads=1, default optimisations). "dense" is the plan
+edgekit picks (the AMX int8 tile path where the CPU has one, see kernels/binary.py), "popcount"
+the XNOR/popcount kernel on the same layer. Calls are interleaved in rounds; medians. MST columns: the same layer with the paper's MST plan (Hamming
 graph, unbounded depth, forced), its XNOR bit-ops and the 64-bit word-ops the kernel executes
 relative to dense, and what the cost model of converters/mst.py picks for the layer. Weights:
 random +-1, or "similar" (each channel a copy of an earlier one with 1% of its bits flipped at
@@ -100,25 +101,38 @@ def check(ort_y: np.ndarray, bits: np.ndarray, thresholds: np.ndarray) -> int:
     return int((expect != got).sum())
 
 
+def popcount_session(onnx_model: onnx.ModelProto) -> edgekit.InferenceSession:
+    """A session whose binary layers run the XNOR/popcount kernel even where the AMX path applies."""
+    try:
+        kernels.set_amx(False)
+        return edgekit.InferenceSession(onnx_model)
+    finally:
+        kernels.set_amx(True)
+
+
 def run(repeat: int) -> None:
     print(f"machine: {machine()}")
     print("batch 1, one thread each; BinaryConv packed bits in and out; medians of "
           f"{repeat} interleaved calls; speedup = onnxruntime float / edgekit\n")
-    print(f"{'layer':<14}{'weights':<9}{'ort float us':>13}{'dense us':>10}{'MST us':>9}{'speedup dense':>15}"
-          f"{'speedup MST':>13}{'MST bit-ops':>13}{'MST word-ops':>14}{'picks':>8}{'bad bits':>10}")
+    print(f"AMX tile path: {'yes' if kernels.amx() else 'no'}")
+    print(f"{'layer':<14}{'weights':<9}{'ort float us':>13}{'dense us':>10}{'popcount us':>12}{'MST us':>9}"
+          f"{'speedup dense':>15}{'speedup popcount':>18}{'speedup MST':>13}{'MST bit-ops':>13}{'MST word-ops':>14}"
+          f"{'picks':>8}{'bad bits':>10}")
     for similar in (None, 0.01):
         for c, hw in SHAPES:
             fmodel, dense, mst, report, x, packed, thresholds = layer(c, hw, similar)
             ort, ek_dense, ek_mst = ort_session(fmodel), edgekit.InferenceSession(dense), edgekit.InferenceSession(mst)
+            ek_pop = popcount_session(dense)
             ort_y = ort.run(None, {"x": x})[0]
-            bad = check(ort_y, ek_dense.run(None, {"x": packed})[0], thresholds) + \
-                check(ort_y, ek_mst.run(None, {"x": packed})[0], thresholds)
-            t_ort, t_dense, t_mst = interleaved([lambda: ort.run(None, {"x": x}), lambda: ek_dense.run(None, {"x": packed}),
-                                                 lambda: ek_mst.run(None, {"x": packed})], repeat)
+            bad = sum(check(ort_y, s.run(None, {"x": packed})[0], thresholds) for s in (ek_dense, ek_pop, ek_mst))
+            t_ort, t_dense, t_pop, t_mst = interleaved(
+                [lambda: ort.run(None, {"x": x}), lambda: ek_dense.run(None, {"x": packed}),
+                 lambda: ek_pop.run(None, {"x": packed}), lambda: ek_mst.run(None, {"x": packed})], repeat)
             (bd, bm), (wd, wm) = report.layers[0].plan.bit_ops(), report.layers[0].plan.word_ops()
             choice = compress(dense)[1].layers[0].chosen
             print(f"{c}@{hw}x{hw}".ljust(14) + ("random" if similar is None else "similar").ljust(9)
-                  + f"{t_ort:>13.0f}{t_dense:>10.0f}{t_mst:>9.0f}{t_ort / t_dense:>14.1f}x{t_ort / t_mst:>12.1f}x"
+                  + f"{t_ort:>13.0f}{t_dense:>10.0f}{t_pop:>12.0f}{t_mst:>9.0f}{t_ort / t_dense:>14.1f}x"
+                  f"{t_ort / t_pop:>17.1f}x{t_ort / t_mst:>12.1f}x"
                   f"{bm / bd:>12.2f}x{wm / wd:>13.2f}x{choice:>8}{bad:>10}", flush=True)
 
 
@@ -133,7 +147,7 @@ def calibrate(repeat: int) -> CostModel:
                 mst, report = compress(dense, force=True)
                 plan = report.layers[0].plan
             tiles = -(-hw * hw // 8)
-            s_dense, s_mst = edgekit.InferenceSession(dense), edgekit.InferenceSession(mst)
+            s_dense, s_mst = popcount_session(dense), edgekit.InferenceSession(mst)
             t_dense, t_mst = interleaved([lambda: s_dense.run(None, {"x": packed}), lambda: s_mst.run(None, {"x": packed})],
                                          repeat)
             blocks = -(-c // 4) * plan.k_words

@@ -428,12 +428,14 @@ def binary_conv_mt(x, xp, g, words, floats, out, nthreads):
 # (a padded position is 0, so padding is exact without border classes), and output "pixels" are the
 # flat positions q = y * WP + x of the padded grid (x >= OW are computed and dropped), so tap t of
 # 16 consecutive q is 16 rows of stride C bytes at q + offs[t]. Weights are prepacked in the VNNI
-# layout of the tile unit: wb[group of 64 channels][tap][64-channel chunk][4 blocks of 16][16][16][4].
-# Tiles 0-3 accumulate 16 q x 64 channels, tile 4 holds the input rows, 5-7 the weight blocks.
+# layout of the tile unit: wb[pair of 16-channel blocks][tap][64-channel chunk][2][16][16][4].
+# Tiles 0-3 accumulate 32 q x 32 channels (2 x 2 blocks of 16), tiles 4-5 hold the input rows and
+# 6-7 the weight blocks. A sweep over all weights covers QB rows of q (one 32-row block when the
+# weights fit the L2 cache, else as many as the dots scratch holds, so large weights stream once).
 
 # Header of the AMX int64 table.
-(A_N, A_H, A_W, A_WD, A_WP, A_PT, A_PL, A_OH, A_OW, A_M, A_MP, A_T, A_Q, A_ROWS, A_MODE, A_PLANE, A_OFFS,
- A_HEADER) = range(18)
+(A_N, A_H, A_W, A_WD, A_WP, A_PT, A_PL, A_OH, A_OW, A_M, A_MP, A_T, A_Q, A_ROWS, A_MODE, A_PLANE, A_QB, A_OFFS,
+ A_HEADER) = range(19)
 _I8 = ir.IntType(8)
 _PTR = _I8.as_pointer()
 _AMX = []
@@ -566,11 +568,12 @@ def binary_conv_amx(x, xi, g, cfg, wb, thr, floats, dots, out):
     """Dense binary conv on the AMX tile unit (see above): x packed uint64 (N, H, W, WD); xi int8
     (N, ROWS, 64 * WD) zero-bordered scratch; g the AMX table; cfg the tile configuration; wb the
     VNNI weights; thr int32 (MP) thresholds (padded channels never fire); floats scale, bias; dots
-    int32 (Q, MP) scratch. out: packed uint64 (N, OH, OW, ceil(M/64)) with bit c set iff dot < thr[c],
+    int32 (QB, MP) scratch. out: packed uint64 (N, OH, OW, ceil(M/64)) with bit c set iff dot < thr[c],
     or float32 (N, M, OH, OW): -1/+1 (sign) or scale * dot + bias."""
     n_, h_, w_, wd, wp, pt, pl = g[A_N], g[A_H], g[A_W], g[A_WD], g[A_WP], g[A_PT], g[A_PL]
     oh, ow, m, mp, t_, q_, rows, mode, plane = g[A_OH], g[A_OW], g[A_M], g[A_MP], g[A_T], g[A_Q], g[A_ROWS], \
         g[A_MODE], g[A_PLANE]
+    qb = g[A_QB]
     offs = g[A_OFFS:A_OFFS + t_]
     c = 64 * wd
     xs = x.reshape(-1)
@@ -586,32 +589,34 @@ def binary_conv_amx(x, xi, g, cfg, wb, thr, floats, dots, out):
             at = img + ((h + pt) * wp + pl) * c
             for j in range(w_ * wd):
                 expand_word(xb, at + 64 * j, np.uint64(xs[src + j]))
-        for q0 in range(0, q_, 32):
+        for q0 in range(0, q_, qb):
+            q1 = min(q0 + qb, q_)
             for pair in range(mp // 32):
-                tile_zero(0)
-                tile_zero(1)
-                tile_zero(2)
-                tile_zero(3)
-                for t in range(t_):
-                    row = img + (q0 + offs[t]) * c
-                    for kc in range(wd):
-                        wq = ((pair * t_ + t) * wd + kc) * 2048
-                        tile_load(4, xb, row + 64 * kc, c)
-                        tile_load(6, wb, wq, 64)
-                        tile_dot(0, 4, 6)
-                        tile_load(5, xb, row + 16 * c + 64 * kc, c)
-                        tile_dot(2, 5, 6)
-                        tile_load(7, wb, wq + 1024, 64)
-                        tile_dot(1, 4, 7)
-                        tile_dot(3, 5, 7)
-                d = 32 * pair
-                tile_store(0, ds, d, 4 * mp)
-                tile_store(1, ds, d + 16, 4 * mp)
-                tile_store(2, ds, d + 16 * mp, 4 * mp)
-                tile_store(3, ds, d + 16 * mp + 16, 4 * mp)
+                for qt in range(q0, q1, 32):
+                    tile_zero(0)
+                    tile_zero(1)
+                    tile_zero(2)
+                    tile_zero(3)
+                    for t in range(t_):
+                        row = img + (qt + offs[t]) * c
+                        for kc in range(wd):
+                            wq = ((pair * t_ + t) * wd + kc) * 2048
+                            tile_load(4, xb, row + 64 * kc, c)
+                            tile_load(6, wb, wq, 64)
+                            tile_dot(0, 4, 6)
+                            tile_load(5, xb, row + 16 * c + 64 * kc, c)
+                            tile_dot(2, 5, 6)
+                            tile_load(7, wb, wq + 1024, 64)
+                            tile_dot(1, 4, 7)
+                            tile_dot(3, 5, 7)
+                    d = (qt - q0) * mp + 32 * pair
+                    tile_store(0, ds, d, 4 * mp)
+                    tile_store(1, ds, d + 16, 4 * mp)
+                    tile_store(2, ds, d + 16 * mp, 4 * mp)
+                    tile_store(3, ds, d + 16 * mp + 16, 4 * mp)
             y = q0 // wp
             xo = q0 - y * wp - 1
-            for r in range(32):
+            for r in range(q1 - q0):
                 xo += 1
                 if xo == wp:
                     y += 1

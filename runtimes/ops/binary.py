@@ -19,6 +19,8 @@ from .registry import In, Kernel, Out, Unsupported, register
 
 DOMAIN = "ai.edgekit"
 MODES = {"packed": kb.PACKED, "sign": kb.SIGN, "float": kb.FLOAT}
+L2_WEIGHTS = 1 << 20  # AMX path: int8 weights up to this size are swept once per 32 rows (they stay in L2)
+DOTS_BYTES = 1 << 17  # else rows per sweep: as many as an int32 dots scratch of this size holds
 
 
 def _fail(node: Node, what: str) -> ModelError:
@@ -280,12 +282,13 @@ def _amx_kernel(dense_w: np.ndarray, geo: dict, mode: int, thresholds, scale, bi
     cfg[0] = 1  # palette 1; tiles 0-7: 16 rows of 64 bytes
     cfg[16:32].view(np.uint16)[:] = 64
     cfg[48:56] = 16
+    qb = 32 if wb.nbytes <= L2_WEIGHTS else 32 * max(1, min(q // 32, DOTS_BYTES // (32 * 4 * mp)))
     g = np.array([geo["n"], geo["h"], geo["w"], wd, wp, geo["pt"], geo["pl"], geo["oh"], geo["ow"], m, mp, t_, q, rows,
-                  mode, geo["oh"] * geo["ow"]] + offs, np.int64)
+                  mode, geo["oh"] * geo["ow"], qb] + offs, np.int64)
     floats = np.concatenate([scale if scale is not None else np.zeros(m, np.float32),
                              bias if bias is not None else np.zeros(m, np.float32)]).astype(np.float32)
     xi = _aligned(np.zeros((geo["n"], rows, c), np.int8))
-    dots = _aligned(np.zeros((32, mp), np.int32))
+    dots = _aligned(np.zeros((qb, mp), np.int32))
     out_dtype = np.dtype(np.uint64) if mode == kb.PACKED else np.dtype(np.float32)
     return Kernel(kb.binary_conv_amx, (In(0), xi, g, cfg, wb, thr, floats, dots, Out(0)), [(out_shape, out_dtype)])
 

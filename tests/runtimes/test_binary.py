@@ -218,6 +218,20 @@ def test_amx_path_matches_popcount_path_and_reference(case, mode):
 
 
 @pytest.mark.skipif(not kb.amx_available(), reason="no AMX tile unit")
+@pytest.mark.parametrize("case", AMX_CASES[:2])
+def test_amx_path_with_several_row_blocks_per_weight_sweep(case, monkeypatch):
+    """Large-weight plans sweep the weights once for many 32-row blocks: forced here on small layers."""
+    monkeypatch.setattr(_binary_ops, "L2_WEIGHTS", 0)
+    rng = np.random.default_rng(sum(case[:6]) + 2)
+    x, a, dot, inits, attrs = conv_case(rng, *case)
+    packed = pack_bits(x.transpose(0, 2, 3, 1) < 0)
+    sess = _amx_session(model("BinaryConv", packed.shape, TensorProto.UINT64, inits, dict(attrs, output="sign")), True)
+    fn, args = sess.plan((packed.shape,)).steps[0]
+    assert fn is kb.binary_conv_amx and args[2][kb.A_QB] > 32
+    np.testing.assert_array_equal(sess.run(None, {"x": packed})[0], expected("sign", dot, inits))
+
+
+@pytest.mark.skipif(not kb.amx_available(), reason="no AMX tile unit")
 def test_amx_path_equals_onnxruntime_float_conv():
     """The benchmark's layer form: packed in and out, thresholds on onnxruntime's float sums."""
     from oracle import ort_session
