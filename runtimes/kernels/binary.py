@@ -23,9 +23,13 @@ of 4 over the union of their nonzero mask words (a block never holds a child's p
 parents are always computed first). The epilogue writes packed bits (a compare and a masked OR
 per channel, for the next binary layer), +-1 floats or scale * dot + bias (NCHW).
 
+AMX: where the CPU has the int8 tile unit, a dense stride-1 conv with packed input of whole words
+runs ``binary_conv_amx`` instead (exact int8 +-1 tile products, see the section at the end);
+``set_amx(False)`` keeps such layers on the popcount kernel.
+
 Threads: ``set_threads(n)`` before creating a session plans its binary layers with the prange
 variant, the output tiles split into n chunks run by Numba's thread pool
-(``numba.set_num_threads``); the default 1 uses the single-threaded kernel.
+(``numba.set_num_threads``); the default 1 uses the single-threaded kernel (and the AMX path).
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 They validate the node's attributes and constant inputs (ModelError when malformed), decode an
 MST plan (children's rows hold difference masks), and precompute the tables of
 ``kernels/binary.py``: root blocks, child entries over nonzero mask words, border classes for
-exact zero padding, integer thresholds in popcount units and the float epilogue.
+exact zero padding, integer thresholds in popcount units and the float epilogue. Dense stride-1
+convs with packed input of whole words go to the AMX tile kernel where the CPU has one.
 """
 from __future__ import annotations
 
