@@ -5,13 +5,14 @@ Shapes of ResNet-18 / VGG-small layers: 3x3, stride 1, pad 1, C -> C at 64@56x56
 threshold (an inner layer of a binary network); onnxruntime runs the float Conv with the same
 +-1 weights on float input (intra_op_num_threads=1, default optimisations). "dense" is the plan
 edgekit picks (the AMX int8 tile path where the CPU has one, see kernels/binary.py), "popcount"
-the XNOR/popcount kernel on the same layer. Calls are interleaved in rounds; medians. MST columns: the same layer with the paper's MST plan (Hamming
-graph, unbounded depth, forced), its XNOR bit-ops and the 64-bit word-ops the kernel executes
-relative to dense, and what the cost model of converters/mst.py picks for the layer. Weights:
+the XNOR/popcount kernel on the same layer. Calls are interleaved in rounds; medians. MST
+columns: the same layer with the paper's MST plan (Hamming graph, unbounded depth, forced, run
+by the popcount kernel), its XNOR bit-ops and the 64-bit word-ops the kernel executes relative
+to dense popcount, and what the cost model of converters/mst.py picks for the layer. Weights:
 random +-1, or "similar" (each channel a copy of an earlier one with 1% of its bits flipped at
 random positions, as an MST-regularised network tends to have). "bad bits" counts output bits
 that differ from onnxruntime's float sums thresholded (0 = exact).
---calibrate fits the CostModel constants of converters/mst.py on this machine.
+--calibrate fits the CostModel constants of converters/mst.py (popcount kernel) on this machine.
 """
 from __future__ import annotations
 

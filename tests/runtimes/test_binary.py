@@ -205,7 +205,8 @@ def test_amx_path_matches_popcount_path_and_reference(case, mode):
     x, a, dot, inits, attrs = conv_case(rng, *case)
     packed = pack_bits(x.transpose(0, 2, 3, 1) < 0)
     out_type = TensorProto.UINT64 if mode == "packed" else TensorProto.FLOAT
-    onnx_model = model("BinaryConv", packed.shape, TensorProto.UINT64, inits, dict(attrs, output=mode), out_type=out_type)
+    onnx_model = model("BinaryConv", packed.shape, TensorProto.UINT64, inits, dict(attrs, output=mode),
+                       out_type=out_type)
     amx, popcount = _amx_session(onnx_model, True), _amx_session(onnx_model, False)
     assert amx.plan((packed.shape,)).steps[0][0] is kb.binary_conv_amx
     assert popcount.plan((packed.shape,)).steps[0][0] is kb.binary_conv
