@@ -174,6 +174,12 @@ def vchild(typingctx, parent, q, d):
 
 
 @intrinsic
+def vor(typingctx, a, b):
+    """a OR b."""
+    return u64x8(a, b), lambda context, builder, sig, args: builder.or_(args[0], args[1])
+
+
+@intrinsic
 def vbitset(typingctx, word, v, s, one):
     """word OR one in the lanes where v > s (signed): a compare and a masked OR with a broadcast."""
     def codegen(context, builder, sig, args):
@@ -367,12 +373,22 @@ def _tiles(t0, t1, xp, g, words, floats, out):
             vstore(pcs, kb[3] * TILE, vchild(vload(pcs, kb[7] * TILE), q3, kb[11]))
         if mode == PACKED:
             lim = limh[cls * m:(cls + 1) * m]
-            for wi in range(wo):
-                word = vzero()
+            for wi in range(wo):  # four partial words: independent compare/OR chains
                 c0 = 64 * wi
-                for b in range(min(64, m - c0)):
-                    word = vbitset(word, vload(pcs, (c0 + b) * TILE), item(lim, c0 + b), item(_BITS, b))
-                vstore(ob, wi * TILE, word)
+                nbits = min(64, m - c0)
+                w0 = vzero()
+                w1 = vzero()
+                w2 = vzero()
+                w3 = vzero()
+                for b in range(0, nbits - 3, 4):
+                    c = c0 + b
+                    w0 = vbitset(w0, vload(pcs, c * TILE), item(lim, c), item(_BITS, b))
+                    w1 = vbitset(w1, vload(pcs, (c + 1) * TILE), item(lim, c + 1), item(_BITS, b + 1))
+                    w2 = vbitset(w2, vload(pcs, (c + 2) * TILE), item(lim, c + 2), item(_BITS, b + 2))
+                    w3 = vbitset(w3, vload(pcs, (c + 3) * TILE), item(lim, c + 3), item(_BITS, b + 3))
+                for b in range(nbits - nbits % 4, nbits):
+                    w0 = vbitset(w0, vload(pcs, (c0 + b) * TILE), item(lim, c0 + b), item(_BITS, b))
+                vstore(ob, wi * TILE, vor(vor(w0, w1), vor(w2, w3)))
             at = pout[s0]
             uniform = nv == TILE and pout[s0 + TILE - 1] == at + TILE - 1
             for i in range(nv):
