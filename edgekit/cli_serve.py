@@ -42,7 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             deadline_s=args.deadline, retries=args.retries, slowdown=args.slowdown,
                             links=links, token=next_token))
     server = TierServer(chains, args.host, args.port, token=token, max_request_bytes=args.max_request_bytes,
-                        log=args.verbose)
+                        max_json_bytes=args.max_json_bytes, request_timeout=args.request_timeout,
+                        max_connections=args.max_connections, log=args.verbose)
     for served in server.models.values():
         later = [p.tier for p in served.chain.plan.parts[served.part + 1:]]
         if not later:
@@ -75,6 +76,12 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
     """Register `serve` on the CLI's subparsers."""
     p = verbs.add_parser("serve", help="serve a tier of a partition plan (KServe V2 REST)",
@@ -90,6 +97,15 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $EDGEKIT_TOKEN if set)")
     p.add_argument("--max-request-bytes", type=int, default=64 << 20, metavar="N",
                    help="larger request bodies get 413 (default 64 MiB)")
+    p.add_argument("--max-json-bytes", type=int, default=8 << 20, metavar="N",
+                   help="requests whose JSON part is larger get 413 (default 8 MiB; parsing JSON tensors takes "
+                        "many times their size in memory: send large tensors as binary data)")
+    p.add_argument("--request-timeout", type=_positive_float, default=30.0, metavar="S",
+                   help="a request's line, headers and body must arrive within S seconds of its first byte, "
+                        "else 408 or the connection is closed; also the idle time of a kept-alive "
+                        "connection (default 30)")
+    p.add_argument("--max-connections", type=_positive_int, default=64, metavar="N",
+                   help="connections served at once (one thread each); more get 503 with Retry-After (default 64)")
     p.add_argument("--next", action="append", default=[], metavar="URL|TIER=URL",
                    help="V2 base URL of the next tier (e.g. http://127.0.0.1:8001); repeatable as TIER=URL")
     p.add_argument("--next-token", metavar="T",

@@ -145,7 +145,17 @@ def encode_error(message: str) -> bytes:
 
 # ---------------------------------------------------------------- decoding
 
-def _split(body: bytes, header_length: str | int | None) -> tuple[dict, memoryview]:
+def check_json_size(size: int, limit: int | None) -> None:
+    """Refuse (413) a JSON part larger than ``limit`` bytes: parsing JSON tensors takes many times
+    their text in memory, the binary tensor data extension only its own size."""
+    if limit is not None and size > limit:
+        raise ProtocolError(f"the JSON part of the request is {size} bytes, over the limit of {limit} bytes "
+                            "for JSON (parsing JSON tensors takes many times their size in memory); send "
+                            "tensors with the binary tensor data extension (parameters.binary_data_size and "
+                            f"the {HEADER_LENGTH} header), which only the request size limit bounds", 413)
+
+
+def _split(body: bytes, header_length: str | int | None, max_json_bytes: int | None = None) -> tuple[dict, memoryview]:
     if header_length in (None, ""):
         n = len(body)
     else:
@@ -155,6 +165,7 @@ def _split(body: bytes, header_length: str | int | None) -> tuple[dict, memoryvi
             raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
         if not 0 <= n <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} is {n} but the body has only {len(body)} bytes")
+    check_json_size(n, max_json_bytes)
     try:
         doc = json.loads(bytes(body[:n]))
     except UnicodeDecodeError:
@@ -288,9 +299,10 @@ def _decode_tensors(entries: Any, blob: memoryview, key: str) -> tuple[dict[str,
     return tensors, params
 
 
-def decode_request(body: bytes, header_length: str | int | None = None) -> Message:
-    """Parse an infer request body (``header_length``: the Inference-Header-Content-Length header)."""
-    doc, blob = _split(body, header_length)
+def decode_request(body: bytes, header_length: str | int | None = None, max_json_bytes: int | None = None) -> Message:
+    """Parse an infer request body (``header_length``: the Inference-Header-Content-Length header);
+    a JSON part over ``max_json_bytes`` raises ProtocolError 413 before parsing."""
+    doc, blob = _split(body, header_length, max_json_bytes)
     if "inputs" not in doc:
         raise ProtocolError("the request has no 'inputs'")
     tensors, tparams = _decode_tensors(doc["inputs"], blob, "inputs")

@@ -3,12 +3,16 @@
 It serves its tier's part of a plan as ``{model}-{tier}``; an infer request runs that part and the
 rest of the chain (see chain.py) and answers with the model's outputs and a trace in the response
 ``parameters``. Binds 127.0.0.1 by default; an optional bearer token guards every endpoint but
-the health probes; bodies over ``max_request_bytes`` get 413 without being decoded. Every malformed
-request gets a 4xx with a JSON ``{"error": ...}`` message and the server keeps serving.
+the health probes; bodies over ``max_request_bytes`` and JSON parts over ``max_json_bytes`` get
+413 without being decoded. Each request must arrive whole within ``request_timeout`` s of its first
+byte (else 408 or a closed connection), and at most ``max_connections`` connections are served at
+once (more get 503 from the accepting thread). Every malformed request gets a 4xx with a JSON
+``{"error": ...}`` message and the server keeps serving.
 """
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import re
 import socket
@@ -26,11 +30,18 @@ from edgekit.errors import EdgekitError, InputError
 
 from .chain import BUDGET, SERVER_TIME, TRACE, Chain
 from .client import decode_body
-from .protocol import HEADER_LENGTH, ProtocolError, datatype_of, decode_request, encode_error, encode_response
+from .protocol import (HEADER_LENGTH, ProtocolError, check_json_size, datatype_of, decode_request, encode_error,
+                       encode_response)
 
 MAX_REQUEST_BYTES = 64 << 20
+MAX_JSON_BYTES = 8 << 20  # parsing JSON tensors takes 2.6-9x their text in memory (measured); binary data 1x
+REQUEST_TIMEOUT_S = 30.0  # a request's line, headers and body must arrive within this of its first byte
+MAX_CONNECTIONS = 64
 DRAIN_BYTES = 1 << 20  # a refused request body up to this size is read and dropped (keep-alive)
 LINGER_S = 1.0  # a refused larger body: how long to keep reading it before closing
+MAX_LINGERING = 256  # connections refused by the cap still being drained; beyond it, closed at once
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
 _MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 
 
@@ -53,7 +64,11 @@ class TierServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, chains: Chain | list[Chain], host: str = "127.0.0.1", port: int = 0, *,
-                 token: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES, log: bool = False) -> None:
+                 token: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 max_json_bytes: int = MAX_JSON_BYTES, request_timeout: float = REQUEST_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS, log: bool = False) -> None:
+        if not (request_timeout > 0 and max_connections >= 1 and max_request_bytes >= 0 and max_json_bytes >= 0):
+            raise InputError("request_timeout must be > 0, max_connections >= 1 and the byte limits >= 0")
         self.models: dict[str, Served] = {}
         for chain in [chains] if isinstance(chains, Chain) else chains:
             k = chain.plan.part_of(chain.tier)
@@ -65,7 +80,11 @@ class TierServer(ThreadingHTTPServer):
                 raise InputError(f"two plans serve the model name {name!r}; give the plans different model names")
             chain.warm(k)  # compile the own part for the plan's shapes before accepting requests
             self.models[name] = Served(name, chain, k, *_metadata(chain, k))
-        self.token, self.max_request_bytes, self.log = token, max_request_bytes, log
+        self.token, self.max_request_bytes, self.max_json_bytes = token, max_request_bytes, max_json_bytes
+        self.request_timeout, self.max_connections, self.log = request_timeout, max_connections, log
+        self.active = 0  # connections being served (one thread each)
+        self._lock = threading.Lock()
+        self._lingering: list[tuple[float, socket.socket]] = []  # (close at, socket) refused by the cap
         try:
             super().__init__((host, port), _Handler)
         except OSError as exc:  # port taken, address not on this machine, no permission
@@ -75,6 +94,67 @@ class TierServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        """Serve the connection from a thread when under ``max_connections``; otherwise answer 503
+        from here (non-blocking, a few hundred bytes) and drain the connection a moment before
+        closing it (see ``service_actions``), so a flood costs no threads."""
+        with self._lock:
+            admit = self.active < self.max_connections
+            self.active += admit
+        if admit:
+            try:
+                return super().process_request(request, client_address)
+            except BaseException:  # no thread started (the caller closes the connection)
+                with self._lock:
+                    self.active -= 1
+                raise
+        body = encode_error(f"the server is serving its limit of {self.max_connections} connections; "
+                            "retry shortly")
+        try:
+            request.setblocking(False)
+            request.send(_BUSY % (len(body), body))
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if len(self._lingering) < MAX_LINGERING:
+            self._lingering.append((time.monotonic() + LINGER_S, request))
+        else:
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def service_actions(self) -> None:
+        """Between accepts: read what connections refused by the cap still send; close each at
+        the client's end of stream or after LINGER_S (closing unread data would reset the
+        connection, and the client could lose the 503)."""
+        keep = []
+        for close_at, sock in self._lingering:
+            try:
+                for _ in range(16):  # a bounded share of the accepting thread per pass
+                    if not (data := sock.recv(1 << 16)):
+                        break
+                done = data == b""
+            except BlockingIOError:
+                done = False
+            except OSError:
+                done = True
+            if done or time.monotonic() >= close_at:
+                sock.close()
+            else:
+                keep.append((close_at, sock))
+        self._lingering = keep
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _, sock in self._lingering:
+            sock.close()
+        self._lingering = []
 
     def start(self) -> threading.Thread:
         """Serve from a daemon thread (for tests and embedding)."""
@@ -97,13 +177,50 @@ def _metadata(chain: Chain, k: int) -> tuple[list[dict], list[dict]]:
     return [meta(v) for v in graphs[0].input], [outputs[n] for n in plan.outputs if n in outputs]
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads with one deadline per request: the clock starts at the request's
+    first byte and its line, headers and body must all arrive within ``limit_s`` (a client
+    dripping a byte at a time cannot hold a thread longer); waiting for the next request on a
+    kept-alive connection is bounded by ``limit_s`` too. Past the deadline reads raise TimeoutError."""
+
+    def __init__(self, sock: socket.socket, limit_s: float) -> None:
+        super().__init__()
+        self.sock, self.limit_s = sock, limit_s
+        self.deadline: float | None = None  # None: between requests
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.deadline is None:
+            self.sock.settimeout(self.limit_s)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request deadline has passed")
+            self.sock.settimeout(left)
+        n = self.sock.recv_into(b)
+        if self.deadline is None and n:
+            self.deadline = time.monotonic() + self.limit_s
+        return n
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server_version = f"edgekit/{__version__}"
     sys_version = ""
-    timeout = 60  # a client that stops sending mid-request frees its thread
     server: TierServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self.reader = _DeadlineReader(self.connection, self.server.request_timeout)
+        self.rfile = io.BufferedReader(self.reader, 1 << 16)
+
+    def handle_one_request(self) -> None:
+        self.reader.deadline = None  # the next request's clock starts at its first byte
+        super().handle_one_request()
 
     def log_message(self, fmt: str, *args) -> None:
         if self.server.log:
@@ -111,6 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- answers
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.connection.settimeout(self.server.request_timeout)  # a client that stops reading is dropped
         self.send_response(status)
         for k, v in (headers or {"Content-Type": "application/json"}).items():
             self.send_header(k, v)
@@ -138,8 +256,12 @@ class _Handler(BaseHTTPRequestHandler):
         if length.isdigit() and int(length) <= DRAIN_BYTES:
             self.rfile.read(int(length))
             return self._error(status, message)
-        self._error(status, message, close=True)
+        self._close_with(status, message)
+
+    def _close_with(self, status: int, message: str) -> None:
+        """Answer with Connection: close, then read what the client still sends for LINGER_S."""
         try:
+            self._error(status, message, close=True)
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_WR)
             self.connection.settimeout(LINGER_S)
@@ -205,7 +327,18 @@ class _Handler(BaseHTTPRequestHandler):
         limit = self.server.max_request_bytes
         if int(length) > limit:
             return self._refuse(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
-        body = self.rfile.read(int(length))
+        header_length = self.headers.get(HEADER_LENGTH)
+        if self.headers.get("Content-Encoding", "identity").strip().lower() == "identity":
+            json_length = header_length if header_length is not None else length
+            try:
+                check_json_size(int(json_length) if json_length.isdigit() else 0, self.server.max_json_bytes)
+            except ProtocolError as exc:
+                return self._refuse(exc.status, str(exc))
+        try:
+            body = self.rfile.read(int(length))
+        except TimeoutError:  # a client dripping its body: answer if it still listens
+            return self._close_with(408, f"the request did not arrive within {self.server.request_timeout:g} s "
+                                         "of its first byte: the body was incomplete")
         if len(body) != int(length):
             try:
                 self._error(400, f"the body ended after {len(body)} of {length} bytes", close=True)
@@ -214,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         try:
             body = decode_body(body, self.headers.get("Content-Encoding"), limit)
-            request = decode_request(body, self.headers.get(HEADER_LENGTH))
+            request = decode_request(body, header_length, self.server.max_json_bytes)
             self._infer(served, request, start)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (deadline): nothing to answer
             self.close_connection = True

@@ -1,5 +1,6 @@
 """Open Inference Protocol codec (edgekit.runtimes.flow.protocol): JSON and binary round trips for
-every datatype (exact equality), requested outputs, and a clear ProtocolError for malformed bodies."""
+every datatype (exact equality), requested outputs, a clear ProtocolError for malformed bodies, and
+413 for a JSON part over its limit (binary tensor data does not count)."""
 import json
 
 import numpy as np
@@ -143,3 +144,15 @@ def test_binary_sizes_are_checked():
     bad = body[:n].replace(b'"binary_data_size":16', b'"binary_data_size":12')
     with pytest.raises(ProtocolError, match="needs 16"):
         decode_request(bad + body[n:n + 12], len(bad))
+
+
+def test_the_json_part_limit():
+    x = sample("float32", (64, 64))
+    body, headers = encode_request({"x": x}, binary=False)
+    with pytest.raises(ProtocolError, match="over the limit of 1000 bytes for JSON.*binary tensor data") as info:
+        decode_request(body, None, max_json_bytes=1000)
+    assert info.value.status == 413
+    np.testing.assert_array_equal(decode_request(body, None, max_json_bytes=len(body)).tensors["x"], x)
+    body, headers = encode_request({"x": x}, binary=True)  # only the JSON header counts
+    assert len(body) > 16384 > int(headers[HEADER_LENGTH])
+    np.testing.assert_array_equal(decode_request(body, headers[HEADER_LENGTH], max_json_bytes=1000).tensors["x"], x)

@@ -2,12 +2,15 @@
 malformed, oversized and unauthorized requests with the server still serving; 2- and 3-tier chains
 equal to the whole model in InferenceSession (exact: float32 crosses the wire bit for bit);
 fallback with zero lost requests when a tier is down, errors or misses the deadline, with the trace
-naming where each part ran; tritonclient.http against the server, binary data on and off."""
+naming where each part ran; tritonclient.http against the server, binary data on and off; the
+JSON part limit, the per-request read deadline (slow-drip clients) and the connection cap (503)."""
 import dataclasses
 import http.client
 import json
 import os
+import gzip
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -80,7 +83,8 @@ def plan3(tmp_path_factory):
 
 
 def serve(plan_dir, tier, endpoints=None, **kw):
-    server_kw = {k: kw.pop(k) for k in ("token", "max_request_bytes") if k in kw}
+    server_kw = {k: kw.pop(k) for k in ("token", "max_request_bytes", "max_json_bytes", "request_timeout",
+                                        "max_connections") if k in kw}
     server = TierServer(Chain(load_plan(plan_dir), tier, endpoints=endpoints, **kw), **server_kw)
     server.start()
     return server
@@ -223,6 +227,103 @@ def test_oversized_and_unauthorized(plan3):
         want = edgekit.InferenceSession(load_plan(plan3).parts[2].path).run(None, {"maxpool11": small})[0]
         np.testing.assert_array_equal(reply.tensors["logits"], want)
     finally:
+        cloud.shutdown()
+        cloud.server_close()
+
+
+def test_the_json_part_limit(plan3):
+    cloud = serve(plan3, "cloud", max_json_bytes=20_000)
+    try:
+        x = np.random.default_rng(3).standard_normal((1, 32, 64)).astype(np.float32)
+        body = infer_body(x, "maxpool11")
+        assert len(body) > 20_000
+        for data, headers in [(body, {}), (gzip.compress(body), {"Content-Encoding": "gzip"}),
+                              (b"\0" * 100, {"Inference-Header-Content-Length": "30000"})]:
+            status, doc = request(cloud, "POST", "/v2/models/cnn-cloud/infer", data, headers)
+            assert status == 413 and "over the limit of 20000 bytes for JSON" in doc["error"], doc
+            assert "binary tensor data extension" in doc["error"]
+        reply = infer(cloud.url, "cnn-cloud", {"maxpool11": x})  # binary: the same tensor passes
+        want = edgekit.InferenceSession(load_plan(plan3).parts[2].path).run(None, {"maxpool11": x})[0]
+        np.testing.assert_array_equal(reply.tensors["logits"], want)
+    finally:
+        cloud.shutdown()
+        cloud.server_close()
+
+
+def drip(server, head: bytes, step: float = 0.05, steps: int = 200) -> tuple[bytes, bool]:
+    """Send ``head``, then one byte every ``step`` s for up to ``steps`` bytes (10 s, far past the
+    test servers' deadline); returns what the server answered and whether it ended the connection
+    before the drip ran out."""
+    s = socket.create_connection(server.server_address[:2])
+    got = b""
+    try:
+        s.sendall(head)
+        for _ in range(steps):
+            if select.select([s], [], [], step)[0]:
+                data = s.recv(1 << 16)
+                if not data:
+                    return got, True
+                got += data
+            elif not got:
+                s.sendall(b"x")
+    except OSError:  # reset: also an ended connection
+        return got, True
+    finally:
+        s.close()
+    return got, False
+
+
+def test_a_slow_drip_client_is_cut_off_at_the_request_deadline(plan3):
+    cloud = serve(plan3, "cloud", request_timeout=0.5)
+    path = b"POST /v2/models/cnn-cloud/infer HTTP/1.1\r\n"
+    results = {}
+    drips = [threading.Thread(target=lambda k=k, h=h: results.__setitem__(k, drip(cloud, h)))
+             for k, h in [("headers", path + b"X-Drip: "),
+                          ("body", path + b"Content-Length: 1000\r\n\r\n{")]]
+    try:
+        for t in drips:
+            t.start()
+        x = np.random.default_rng(4).standard_normal((1, 32, 64)).astype(np.float32)
+        reply = infer(cloud.url, "cnn-cloud", {"maxpool11": x})  # served meanwhile
+        assert reply.tensors["logits"].shape == (1, 4)
+        for t in drips:
+            t.join()
+        got, ended = results["headers"]
+        assert ended and got == b""  # headers never finished: the connection is closed
+        got, ended = results["body"]
+        assert ended and got.startswith(b"HTTP/1.1 408 ") and b"within 0.5 s" in got, got
+        assert b"Connection: close" in got
+        assert request(cloud, "GET", "/v2/health/ready")[0] == 200
+    finally:
+        cloud.shutdown()
+        cloud.server_close()
+
+
+def test_the_connection_cap_answers_503_and_the_server_keeps_serving(plan3):
+    cloud = serve(plan3, "cloud", max_connections=2, request_timeout=30)
+    held = [socket.create_connection(cloud.server_address[:2]) for _ in range(2)]
+    try:
+        for s in held:  # each holds a thread, mid-request
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
+        conn = http.client.HTTPConnection(*cloud.server_address[:2], timeout=30)
+        conn.request("GET", "/v2/health/live")
+        r = conn.getresponse()
+        doc = json.loads(r.read())
+        conn.close()
+        assert r.status == 503 and r.getheader("Retry-After") == "1", (r.status, doc)
+        assert "limit of 2 connections" in doc["error"]
+        for s in held:
+            s.close()
+        for _ in range(200):  # the held connections' threads end on their close
+            if cloud.active == 0:
+                break
+            time.sleep(0.05)
+        assert request(cloud, "GET", "/v2/health/ready") == (200, {"ready": True})
+        x = np.random.default_rng(5).standard_normal((1, 32, 64)).astype(np.float32)
+        assert infer(cloud.url, "cnn-cloud", {"maxpool11": x}).tensors["logits"].shape == (1, 4)
+    finally:
+        for s in held:
+            s.close()
         cloud.shutdown()
         cloud.server_close()
 
@@ -467,7 +568,8 @@ def test_tritonclient_against_the_edge_tier(tiers, binary):
 
 def test_serve_verb_in_a_subprocess(plan3, signal, reference):
     env = dict(os.environ, EDGEKIT_TOKEN="t0k")
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve", plan3, "--tier", "cloud", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve", plan3, "--tier", "cloud", "--port", "0",
+                             "--request-timeout", "20", "--max-connections", "8", "--max-json-bytes", "1000000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
