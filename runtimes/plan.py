@@ -5,7 +5,9 @@ every op is supported, and graph fusions (BatchNormalization folded into Conv/Ge
 fused into their epilogue). ``specialize`` runs once per distinct set of input shapes: every
 builder sees concrete shapes, nodes whose inputs are all known are folded into constants, and
 every remaining tensor gets a buffer from a pool reused by liveness. Running the plan is then a
-loop of ``fn(*args)`` calls with all arguments bound in advance.
+loop of ``fn(*args)`` calls with all arguments bound in advance. ``Plan.run`` can also read the
+caller's input arrays in place and write outputs into fresh arrays, by swapping those arguments
+of the few steps that touch them (see ``Sites``).
 """
 from __future__ import annotations
 
@@ -35,6 +37,23 @@ class Prepared:
 
 
 @dataclass
+class Sites:
+    """Where steps read the input buffers and read or write the output buffers, so a run can swap in
+    the caller's input arrays and fresh output arrays instead of copying in and out.
+
+    Slots are the inputs (in input order) then the output roots (buffers behind the graph outputs).
+    ``steps`` lists (step index, ((arg position, slot, reshape or None), ...)). ``outputs`` maps each
+    graph output to (slot, reshape or None), or None for a folded constant. ``inputs_safe`` is False
+    when a step writes into an input buffer (then inputs are always copied in).
+    """
+
+    steps: list[tuple[int, tuple[tuple[int, int, tuple | None], ...]]]
+    roots: list[tuple[tuple[int, ...], np.dtype]]
+    outputs: dict[str, tuple[int, tuple | None] | None]
+    inputs_safe: bool
+
+
+@dataclass
 class Plan:
     """Bound steps for one set of input shapes."""
 
@@ -46,15 +65,63 @@ class Plan:
     # folded value. Buffers are shared by liveness: a tensor's data is valid from its step to its last use.
     step_nodes: list[Node] = field(default_factory=list)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    sites: Sites | None = None
 
     def __post_init__(self) -> None:
         self.input_list = list(self.input_buffers.values())
         self.output_list = list(self.outputs.values())
+        # None until the first run has checked that no step writes into the input buffers.
+        self._inputs_untouched: bool | None = None
 
     def execute(self) -> None:
         """Run every step on the bound buffers (inputs must already be in ``input_buffers``)."""
         for fn, args in self.steps:
             fn(*args)
+
+    def run(self, arrays: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """Run on ``arrays`` (in input order, shapes as specialized) and return the outputs ``names``.
+
+        Inputs that are C-contiguous, aligned, writeable arrays of the buffer's dtype are read in place
+        (never written) once a first run, with copied inputs, has seen the steps leave the input
+        buffers intact; others are copied into the input buffers. Outputs are written into fresh
+        arrays that are handed out (a copy when that array was already handed out or is an input).
+        """
+        sites = self.sites
+        verify = self._inputs_untouched is None
+        direct = sites.inputs_safe and self._inputs_untouched is True
+        vals: list[np.ndarray | None] = []
+        for buf, a in zip(self.input_list, arrays):
+            if direct and a is not buf and a.dtype == buf.dtype and a.flags.carray:
+                vals.append(a)
+            else:
+                buf[...] = a
+                vals.append(None)
+        vals += [np.empty(shape, dtype) for shape, dtype in sites.roots]
+        steps = self.steps.copy()
+        for i, group in sites.steps:
+            fn, args = steps[i]
+            args = list(args)
+            for pos, slot, shape in group:
+                v = vals[slot]
+                if v is not None:
+                    args[pos] = v if shape is None else v.reshape(shape)
+            steps[i] = (fn, tuple(args))
+        for fn, args in steps:
+            fn(*args)
+        if verify:
+            self._inputs_untouched = all(_same_bytes(b, a) for b, a in zip(self.input_list, arrays))
+        out, given = [], set()
+        for name in names:
+            where = sites.outputs[name]
+            if where is None:
+                out.append(self.outputs[name].copy())
+                continue
+            slot, shape = where
+            v = vals[slot] if vals[slot] is not None else self.input_list[slot]
+            v = v if shape is None else v.reshape(shape)
+            out.append(v if slot >= len(arrays) and slot not in given else v.copy())
+            given.add(slot)
+        return out
 
 
 def prepare(graph: Graph) -> Prepared:
@@ -213,7 +280,46 @@ def _bind(graph: Graph, env: dict[str, Tensor], lowered: list, pool: "_ArenaPool
             pool.give_back(name)
     outputs = {o.name: env[o.name].value if env[o.name].is_const else arrays[o.name] for o in graph.outputs}
     tensors = {name: t.value if t.is_const else arrays[name] for name, t in env.items() if t.is_const or name in arrays}
-    return Plan({vi.name: arrays[vi.name] for vi in graph.inputs}, steps, outputs, pool.total, step_nodes, tensors)
+    inputs = {vi.name: arrays[vi.name] for vi in graph.inputs}
+    sites = _sites(graph, env, [(n, s) for n, s in lowered if isinstance(s, Kernel)], steps, owner, arrays)
+    return Plan(inputs, steps, outputs, pool.total, step_nodes, tensors, sites)
+
+
+def _sites(graph: Graph, env: dict[str, Tensor], kernels: list, steps: list, owner: dict[str, str],
+           arrays: dict[str, np.ndarray]) -> Sites:
+    """Find every kernel argument that is an input buffer or an output root, or a view of one."""
+    slots = {vi.name: k for k, vi in enumerate(graph.inputs)}
+    for o in graph.outputs:
+        if not env[o.name].is_const:
+            slots.setdefault(owner[o.name], len(slots))
+    roots = list(slots)[len(graph.inputs):]
+
+    def where(name: str) -> tuple[int, tuple | None] | None:
+        slot = slots.get(owner.get(name, ""))
+        if slot is None:
+            return None
+        shape = arrays[name].shape
+        return slot, None if shape == arrays[owner[name]].shape else shape
+
+    found, inputs_safe = [], True
+    for i, ((node, step), (_, bound)) in enumerate(zip(kernels, steps)):
+        group = []
+        for pos, a in enumerate(step.args):
+            name = node.inputs[a] if type(a) is In else node.outputs[a] if type(a) is Out else ""
+            w = where(name) if name and not env[name].is_const else None
+            if w is not None:
+                group.append((pos, *w))
+            if type(a) is Out and any(np.may_share_memory(bound[pos], arrays[vi.name]) for vi in graph.inputs):
+                inputs_safe = False
+        if group:
+            found.append((i, tuple(group)))
+    outputs = {o.name: None if env[o.name].is_const else where(o.name) for o in graph.outputs}
+    return Sites(found, [(arrays[r].shape, arrays[r].dtype) for r in roots], outputs, inputs_safe)
+
+
+def _same_bytes(buf: np.ndarray, a: np.ndarray) -> bool:
+    """Whether the C-contiguous ``buf`` holds exactly the bytes of ``a`` (NaNs and -0.0 included)."""
+    return buf.tobytes() == np.ascontiguousarray(a).tobytes()
 
 
 class _ArenaPool:

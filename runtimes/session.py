@@ -82,12 +82,7 @@ class InferenceSession:
         key = tuple([a.shape for a in arrays])
         with self._lock:
             plan = self._plans.get(key) or self._plan_for(key)
-            for buf, a in zip(plan.input_list, arrays):
-                buf[...] = a
-            plan.execute()
-            if output_names is None:
-                return [a.copy() for a in plan.output_list]
-            return [plan.outputs[n].copy() for n in output_names]
+            return plan.run(arrays, self._output_names if output_names is None else output_names)
 
     def plan(self, shapes: tuple) -> Plan:
         """The compiled plan for these input shapes (in input order), for runtimes that drive its

@@ -1,5 +1,14 @@
 """InferenceSession behaviour beyond single kernels: model sources, onnxruntime-compatible metadata,
-dynamic dims, dead-node removal, buffer reuse and result ownership (float32, rtol/atol 1e-6)."""
+dynamic dims, dead-node removal, buffer reuse and result ownership (float32, rtol/atol 1e-6).
+
+Zero-copy binding (Plan.run): on random graphs of elementwise ops and views (inputs read by several
+nodes, Reshape/Flatten/Identity views of inputs and of outputs, inputs that are outputs) results equal
+the copy-in/execute/copy-out path bit for bit, for contiguous, non-contiguous, read-only and
+misaligned feeds; the caller's arrays are never written; outputs are fresh arrays sharing memory
+with no input and no other output; a step that writes into its input turns zero-copy off.
+"""
+import threading
+
 import numpy as np
 import onnx
 import pytest
@@ -85,3 +94,144 @@ def test_output_names_select_and_order_outputs():
     b, a = edgekit.InferenceSession(model).run(["b", "a"], {"x": x})
     np.testing.assert_allclose(a, np.maximum(x, 0))
     np.testing.assert_allclose(b, 1 / (1 + np.exp(-x)), rtol=RTOL)
+
+
+def random_model(seed: int) -> tuple[onnx.ModelProto, list[str]]:
+    """Elementwise ops and views over inputs x, y of shape (2, 3, 4); a few tensors are outputs."""
+    rng = np.random.default_rng(seed)
+    shapes = {"x": (2, 3, 4), "y": (2, 3, 4)}
+    nodes, inits = [], {"shape46": np.array([4, 6], np.int64), "shape234": np.array([2, 3, 4], np.int64)}
+    for i in range(int(rng.integers(3, 9))):
+        name, pick = f"t{i}", str(rng.choice(sorted(shapes)))
+        kind, shape = int(rng.integers(5)), shapes[pick]
+        if kind == 0:
+            nodes.append(helper.make_node(str(rng.choice(["Relu", "Tanh", "Neg", "Abs"])), [pick], [name]))
+        elif kind == 1:
+            other = str(rng.choice([n for n, s in shapes.items() if s == shape]))
+            nodes.append(helper.make_node(str(rng.choice(["Add", "Mul", "Sub"])), [pick, other], [name]))
+        elif kind == 2:
+            shape = (4, 6) if shape != (4, 6) else (2, 3, 4)
+            nodes.append(helper.make_node("Reshape", [pick, "shape46" if shape == (4, 6) else "shape234"], [name]))
+        elif kind == 3:
+            nodes.append(helper.make_node("Identity", [pick], [name]))
+        else:
+            shape = (1, 24)
+            nodes.append(helper.make_node("Flatten", [pick], [name], axis=0))
+        shapes[name] = shape
+    outputs = {str(n) for n in rng.choice(sorted(shapes)[:-2], size=int(rng.integers(1, 4)))}
+    if seed % 3 == 0:  # an input that is also an output
+        nodes.append(helper.make_node("Identity", ["x"], ["x_out"]))
+        outputs.add("x_out")
+    inputs = {"x": ((2, 3, 4), np.float32), "y": ((2, 3, 4), np.float32)}
+    return make_model(nodes, inputs, sorted(outputs), inits), sorted(outputs)
+
+
+def copy_path(sess: edgekit.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The plan run as the StreamingSession drives it: copy in, execute, copy out."""
+    plan = sess.plan(tuple(feeds[n].shape for n in sess._input_names))
+    for name, buf in plan.input_buffers.items():
+        buf[...] = feeds[name]
+    plan.execute()
+    return [a.copy() for a in plan.output_list]
+
+
+def feeds_in_layouts(rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Contiguous, strided, Fortran-order, read-only and misaligned feeds of shape (2, 3, 4)."""
+    def fresh():
+        return rng.standard_normal((2, 3, 4)).astype(np.float32)
+    readonly = fresh()
+    readonly.flags.writeable = False
+    misaligned = np.ndarray((2, 3, 4), np.float32, buffer=np.empty(24 * 4 + 1, np.uint8).data, offset=1)
+    misaligned[...] = fresh()
+    strided = rng.standard_normal((2, 3, 8)).astype(np.float32)[:, :, ::2]
+    return [{"x": fresh(), "y": fresh()}, {"x": strided, "y": fresh()}, {"x": np.asfortranarray(fresh()), "y": readonly},
+            {"x": misaligned, "y": fresh()}, {"x": fresh(), "y": fresh()}]
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_zero_copy_equals_copy_path_on_random_graphs(seed):
+    model, outputs = random_model(seed)
+    sess, ref = edgekit.InferenceSession(model), edgekit.InferenceSession(model)
+    rng = np.random.default_rng(seed)
+    for feeds in feeds_in_layouts(rng):
+        kept = {k: v.copy() for k, v in feeds.items()}
+        got = sess.run(None, feeds)
+        for k in feeds:
+            np.testing.assert_array_equal(feeds[k], kept[k])  # the caller's arrays are never written
+        expected = copy_path(ref, kept)
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape
+            assert g.tobytes() == e.tobytes()
+        for i, g in enumerate(got):
+            assert g.flags.writeable and g.flags.owndata or g.base is not None
+            assert not any(np.shares_memory(g, a) for a in feeds.values())
+            assert not any(np.shares_memory(g, h) for h in got[i + 1:])
+        snapshot = [g.copy() for g in got]
+        for a in feeds.values():
+            if a.flags.writeable:
+                a[...] = 7.0  # mutating the caller's arrays after run leaves the results alone
+        for g, s in zip(got, snapshot):
+            np.testing.assert_array_equal(g, s)
+    assert_matches_ort(model, {k: v for k, v in feeds_in_layouts(rng)[0].items()}, RTOL, ATOL, session=sess)
+
+
+def test_contiguous_inputs_are_read_in_place_and_others_copied():
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["x", "a"], ["b"]),
+             helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Tanh", ["f"], ["y"]),
+             helper.make_node("Identity", ["x"], ["same"])]
+    model = make_model(nodes, {"x": ((2, 8), np.float32)}, ["b", "y", "same"])
+    sess = edgekit.InferenceSession(model)
+    plan = next(iter(sess._plans.values()))
+    rng = np.random.default_rng(3)
+    sess.run(None, {"x": rng.standard_normal((2, 8)).astype(np.float32)})  # first run checks the steps
+    buf = plan.input_buffers["x"]
+    buf.fill(np.nan)
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    b, y, same = sess.run(None, {"x": x})
+    assert np.isnan(buf).all()  # read from the caller's array, not the buffer
+    np.testing.assert_array_equal(b, x + np.maximum(x, 0))
+    np.testing.assert_allclose(y, np.tanh(x).reshape(2, 8), rtol=RTOL)
+    np.testing.assert_array_equal(same, x)
+    assert not np.shares_memory(same, x)
+    strided = rng.standard_normal((2, 16)).astype(np.float32)[:, ::2]
+    b, _, _ = sess.run(None, {"x": strided})
+    np.testing.assert_array_equal(buf, strided)  # copied in
+    np.testing.assert_array_equal(b, strided + np.maximum(strided, 0))
+
+
+def test_a_step_that_writes_its_input_turns_zero_copy_off():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": ((4,), np.float32)}, ["y"])
+    sess = edgekit.InferenceSession(model)
+    plan = next(iter(sess._plans.values()))
+    (fn, args), = plan.steps
+    slot = next(i for i, a in enumerate(args) if a is plan.input_buffers["x"])
+
+    def scribbles(*a):
+        fn(*a)
+        a[slot][...] = -1.0
+
+    plan.steps[0] = (scribbles, args)
+    for _ in range(3):
+        x = np.array([1, -2, 3, -4], np.float32)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], [1, 0, 3, 0])
+        np.testing.assert_array_equal(x, [1, -2, 3, -4])
+
+
+def test_threads_share_a_session():
+    sess = edgekit.InferenceSession(chain_model(dims=(4, 64)))
+    ref = edgekit.InferenceSession(chain_model(dims=(4, 64)))
+    xs = [np.random.default_rng(i).standard_normal((4, 64)).astype(np.float32) for i in range(8)]
+    expected = [copy_path(ref, {"x": x})[0] for x in xs]
+    results: dict[int, list] = {}
+
+    def work(k: int) -> None:
+        results[k] = [sess.run(None, {"x": xs[(k + j) % 8]})[0] for j in range(50)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, got in results.items():
+        for j, g in enumerate(got):
+            np.testing.assert_array_equal(g, expected[(k + j) % 8])
