@@ -9,17 +9,22 @@ from onnx import helper, numpy_helper
 import edgekit
 
 
-def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, tuple], outputs: list[str] | dict[str, int],
-               initializers: dict[str, np.ndarray] | None = None, opset: int = 17) -> onnx.ModelProto:
-    """A checked model. ``inputs`` maps name -> (shape, numpy dtype); outputs default to float32."""
+def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, tuple], outputs: list[str] | dict[str, int | tuple],
+               initializers: dict[str, np.ndarray] | None = None, opset: int = 17,
+               domains: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """A checked model. ``inputs`` maps name -> (shape, numpy dtype); ``outputs`` are names (float32)
+    or name -> TensorProto type or (shape, numpy dtype), a shape being needed where inference cannot
+    give one (custom ops); ``domains`` are custom op domains imported at version 1."""
     ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(dt)), list(shape))
            for n, (shape, dt) in inputs.items()]
     if not isinstance(outputs, dict):
         outputs = {n: onnx.TensorProto.FLOAT for n in outputs}
-    outs = [helper.make_tensor_value_info(n, t, None) for n, t in outputs.items()]
+    outs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(t[1])), list(t[0]))
+            if isinstance(t, tuple) else helper.make_tensor_value_info(n, t, None) for n, t in outputs.items()]
     inits = [numpy_helper.from_array(np.asarray(v), name=k) for k, v in (initializers or {}).items()]
     graph = helper.make_graph(nodes, "test", ins, outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]
+                              + [helper.make_opsetid(d, 1) for d in domains])
     model.ir_version = min(model.ir_version, 10)
     inferred = onnx.shape_inference.infer_shapes(model).graph
     known = {v.name: v for v in list(inferred.value_info) + list(inferred.output)}

@@ -17,6 +17,7 @@ from edgekit.errors import ModelError, UnsupportedOpError
 from edgekit.legendre import discretize, impulse_response
 from edgekit.runtimes.kernels import lmu as kl
 from edgekit.runtimes.ops.lmu import DOMAIN, choose_form
+from oracle import make_model
 
 RTOL = 1e-5  # forms against each other and against float64: float32 storage dominates (~6e-8 seen)
 
@@ -39,18 +40,13 @@ def lmu_model(n, steps, order, theta, with_m0=False, last=False, **attrs) -> onn
     outs = ["m"] + (["m_last"] if last else [])
     nodes = [helper.make_node("LMU", ins, outs, name="lmu", domain=DOMAIN, order=order, theta=theta, **attrs),
              helper.make_node("Relu", ["m"], ["m_relu"])]
-    vi = [helper.make_tensor_value_info("u", TensorProto.FLOAT, [n, 1, steps])]
+    inputs = {"u": ([n, 1, steps], np.float32)}
     if with_m0:
-        vi.append(helper.make_tensor_value_info("m0", TensorProto.FLOAT, [n, order]))
-    graph_outs = [helper.make_tensor_value_info("m", TensorProto.FLOAT, [n, order, steps]),
-                  helper.make_tensor_value_info("m_relu", TensorProto.FLOAT, [n, order, steps])]
+        inputs["m0"] = ([n, order], np.float32)
+    outputs = {"m": ([n, order, steps], np.float32), "m_relu": ([n, order, steps], np.float32)}
     if last:
-        graph_outs.append(helper.make_tensor_value_info("m_last", TensorProto.FLOAT, [n, order]))
-    graph = helper.make_graph(nodes, "lmu", vi, graph_outs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
-                              ir_version=10)
-    onnx.checker.check_model(model)
-    return model
+        outputs["m_last"] = ([n, order], np.float32)
+    return make_model(nodes, inputs, outputs, domains=(DOMAIN,))
 
 
 def run(model, **feeds):

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 import edgekit
 from edgekit.errors import ModelError, UnsupportedOpError
 from edgekit.runtimes.ops.lmu import DOMAIN
-from oracle import ort_session
+from oracle import make_model, ort_session
 
 F32 = np.float32
 
@@ -36,17 +36,13 @@ def lif_model(n, c, steps, with_v0=False, last=False, **attrs) -> onnx.ModelProt
     ins = ["x"] + (["v0"] if with_v0 else [])
     outs = ["s"] + (["v_last"] if last else [])
     node = helper.make_node("LIF", ins, outs, name="lif", domain=DOMAIN, **attrs)
-    vi = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, steps])]
+    inputs = {"x": ([n, c, steps], np.float32)}
     if with_v0:
-        vi.append(helper.make_tensor_value_info("v0", TensorProto.FLOAT, [n, c]))
-    graph_outs = [helper.make_tensor_value_info("s", TensorProto.FLOAT, [n, c, steps])]
+        inputs["v0"] = ([n, c], np.float32)
+    outputs = {"s": ([n, c, steps], np.float32)}
     if last:
-        graph_outs.append(helper.make_tensor_value_info("v_last", TensorProto.FLOAT, [n, c]))
-    graph = helper.make_graph([node], "lif", vi, graph_outs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
-                              ir_version=10)
-    onnx.checker.check_model(model)
-    return model
+        outputs["v_last"] = ([n, c], np.float32)
+    return make_model([node], inputs, outputs, domains=(DOMAIN,))
 
 
 def run(model, **feeds):
