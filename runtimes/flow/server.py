@@ -62,6 +62,7 @@ class TierServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a burst waits to be accepted (and served or refused) rather than dropped
 
     def __init__(self, chains: Chain | list[Chain], host: str = "127.0.0.1", port: int = 0, *,
                  token: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES,
