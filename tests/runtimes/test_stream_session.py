@@ -142,6 +142,8 @@ def test_zero_samples_two_dim_chunks_nan_option_and_reset():
     again = sess.push(x[None])
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a[0], b[0])
+    huge = np.full((c, hop), 1e30, np.float32)  # finite, though its squares overflow float32
+    assert len(sess.push(huge)) == 1
     x[0, 3] = np.nan
     tolerant = StreamingSession(model, hop, allow_nan=True)
     assert len(tolerant.push(x)) == len(first)
