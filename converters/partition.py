@@ -7,11 +7,11 @@ input starts on the device, the outputs return to it. Between the tiers that run
 device always counts as the origin) each hop a -> b carries every tensor made at or before a and
 read at or after b, once, and costs
 
-    sum(wire bytes) / bandwidth + rtt + hop overhead + encode time on a + decode time on b
-    + returned outputs / bandwidth
+    sum(wire bytes) * (1 / bandwidth + per-byte hop overhead) + rtt + hop overhead
+    + encode time on a + decode time on b + returned outputs * (1 / bandwidth + per-byte hop overhead)
 
 where a hop over a skipped tier uses the direct link if given, else both links in series (their
-RTTs add; the hop overhead, the fixed cost of handling one request, is paid once per hop). A
+RTTs add; the hop overhead, the affine cost of handling one request, is paid once per hop). A
 tier's compute is the sum of its nodes' profiled times plus the fixed cost of one session call
 (divided by its speed factor, or taken from its own profile). Latency is the sum of all compute and hop times. Device energy is
 ``active_w * (device compute + device encoding) + idle_w * (the rest of the latency) +
@@ -83,6 +83,7 @@ class Options:
     device_memory: int | None = None  # bytes: device weights + largest node working set
     power: Power = field(default_factory=Power)
     hop_overhead_s: float = 0.0  # fixed seconds per hop: handling one request (encode, HTTP, decode)
+    hop_overhead_per_byte_s: float = 0.0  # plus seconds per byte on the wire (after compression) of that hop
 
 
 @dataclass
@@ -137,10 +138,11 @@ class Result:
 
 # ---------------------------------------------------------------- ground-truth cost of an assignment
 
-def hops(tiers: list[Tier], links: list[Link], used: list[int], overhead_s: float = 0.0
-         ) -> list[tuple[float, float]] | None:
-    """(seconds per byte, fixed seconds) of each hop between consecutive used tiers: the fixed part is
-    the RTT (of every link crossed) plus ``overhead_s`` once; None when a hop has no path."""
+def hops(tiers: list[Tier], links: list[Link], used: list[int], overhead_s: float = 0.0,
+         overhead_per_byte_s: float = 0.0) -> list[tuple[float, float]] | None:
+    """(seconds per byte, fixed seconds) of each hop between consecutive used tiers: the per-byte part
+    is 1 / bandwidth (of every link crossed) plus ``overhead_per_byte_s`` once, the fixed part the RTT
+    (of every link crossed) plus ``overhead_s`` once; None when a hop has no path."""
     table = {}
     for lk in links:
         table[(lk.src, lk.dst)] = table[(lk.dst, lk.src)] = (1.0 / lk.bandwidth_bps * 8.0, lk.rtt_s)
@@ -152,7 +154,7 @@ def hops(tiers: list[Tier], links: list[Link], used: list[int], overhead_s: floa
             if b == a + 1 or any(p is None for p in parts):
                 return None
             direct = (sum(p[0] for p in parts), sum(p[1] for p in parts))
-        out.append((direct[0], direct[1] + overhead_s))
+        out.append((direct[0] + overhead_per_byte_s, direct[1] + overhead_s))
     return out
 
 
@@ -168,7 +170,7 @@ def evaluate(p: Problem, assignment: list[int] | np.ndarray, tiers: list[Tier], 
     """Predicted latency, device energy and breakdown of a monotone ``assignment`` (see docstring)."""
     a = np.asarray(assignment, int)
     used = sorted(set(a.tolist()) | {0})
-    path = hops(tiers, links, used, opts.hop_overhead_s)
+    path = hops(tiers, links, used, opts.hop_overhead_s, opts.hop_overhead_per_byte_s)
     compute = {tiers[k].name: float(p.times[k][a == k].sum()) + p.fixed(k) for k in used if (a == k).any()}
     if path is None:
         return Cost(np.inf, np.inf, np.inf, compute, {}, False)
@@ -245,13 +247,15 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
         raise InputError(f"objective must be 'latency' or 'energy', got {opts.objective!r}")
     if not opts.hop_overhead_s >= 0:
         raise InputError(f"the hop overhead must be >= 0 seconds, got {opts.hop_overhead_s!r}")
+    if not opts.hop_overhead_per_byte_s >= 0:
+        raise InputError(f"the hop overhead per byte must be >= 0 seconds, got {opts.hop_overhead_per_byte_s!r}")
     bits, subs = ideals(p)
     allowed = np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits])  # constraints on D_1
     best: tuple[float, list[int]] | None = None
     for r in range(len(tiers)):
         for rest in itertools.combinations(range(1, len(tiers)), r):
             chain = [0, *rest]
-            path = hops(tiers, links, chain, opts.hop_overhead_s)
+            path = hops(tiers, links, chain, opts.hop_overhead_s, opts.hop_overhead_per_byte_s)
             if path is None:
                 continue
             value, assignment = _solve_chain(p, chain, path, bits, subs, allowed, opts)
@@ -525,6 +529,7 @@ def write_plan(part: Partition, out_dir: str | os.PathLike, name: str = "model")
         "tiers": [{"name": t.name, "speed": _speed(t, part)} for t in tiers],
         "links": [{"from": lk.src, "to": lk.dst, "bandwidth_bps": lk.bandwidth_bps, "rtt_s": lk.rtt_s} for lk in part.links],
         "hop_overhead_s": part.options.hop_overhead_s,
+        "hop_overhead_per_byte_s": part.options.hop_overhead_per_byte_s,
         "parts": parts, "transfers": transfers,
         "predicted": {"total_s": cost.latency_s, "compute_s": cost.compute_s, "transfer_s": cost.transfer_s,
                       "objective": part.options.objective, "energy_j": cost.energy_j},
@@ -607,8 +612,9 @@ def summary(plan: dict) -> str:
         lines.append(f"  {key:16s} {ms(pred['transfer_s'].get(key)):>12s}  sends {names} "
                      f"({tr['compression']}: {tr['wire_bytes']:.0f} B on the wire)")
     base = plan["baselines"]
-    if plan.get("hop_overhead_s"):
-        lines.append(f"  every transfer includes {ms(plan['hop_overhead_s'])} of request handling (hop overhead)")
+    if plan.get("hop_overhead_s") or plan.get("hop_overhead_per_byte_s"):
+        lines.append(f"  every transfer includes {ms(plan.get('hop_overhead_s', 0.0))} + "
+                     f"{plan.get('hop_overhead_per_byte_s', 0.0) * 1e9:.3f} us/KB of request handling (hop overhead)")
     lines.append(f"  predicted total {ms(pred['total_s'])} (device energy {pred['energy_j'] * 1e3:.3f} mJ); "
                  f"device only {ms(base['device_only_s'])}, cloud only {ms(base['cloud_only_s'])}")
     if pred["objective"] == "energy":

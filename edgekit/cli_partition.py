@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .converters.partition import Link, Tier
 
 _RATE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _SIZE = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 _NUMBER = r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?)"
 
@@ -67,9 +67,18 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _TIME[m.group(2).lower()]
 
 
-def parse_hop_overhead(text: str) -> float | str:
-    """``measure`` (measured here by runtimes.flow.measure_hop_overhead) or a time such as ``0.8ms``."""
-    return "measure" if text.strip().lower() == "measure" else parse_duration(text)
+def parse_hop_overhead(text: str) -> tuple[float, float] | str:
+    """``measure`` (measured here by runtimes.flow.overhead.measure_affine_hop_overhead) or (fixed
+    seconds, seconds per byte) from ``0.8ms`` or ``0.8ms,0.7us/KB`` (per ``B``, ``KB``, ``MB``, ``KiB``, ``MiB``)."""
+    if text.strip().lower() == "measure":
+        return "measure"
+    fixed, sep, rate = text.partition(",")
+    if not sep:
+        return parse_duration(fixed), 0.0
+    m = re.fullmatch(rf"{_NUMBER}\s*(s|ms|us|ns)\s*/\s*([km]i?b|b)", rate.strip(), re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a time per size like 0.7us/KB after the comma; got {rate!r}")
+    return parse_duration(fixed), float(m.group(1)) * _TIME[m.group(2).lower()] / _SIZE[m.group(3).lower()]
 
 
 def parse_size(text: str) -> int:
@@ -109,12 +118,14 @@ def cmd_partition(args: argparse.Namespace) -> int:
               f"wrote {os.path.join(args.output, 'profile.json')}")
     overhead = args.hop_overhead
     if overhead == "measure":
-        from .runtimes.flow import measure_hop_overhead
+        from .runtimes.flow.overhead import measure_affine_hop_overhead
 
-        overhead = measure_hop_overhead(sum(profile["tensors"][n]["bytes"] for n in profile["inputs"]))
-        print(f"measured the hop overhead (one V2 request on loopback, beyond compute): {overhead * 1e3:.3f} ms")
+        largest = max(t["bytes"] for t in profile["tensors"].values())  # the fit spans the cut sizes
+        overhead = measure_affine_hop_overhead(min(max(1_000_000, largest), 8_000_000))
+        print(f"measured the hop overhead (one V2 request on loopback, beyond compute): {overhead[0] * 1e3:.3f} ms "
+              f"+ {overhead[1] * 1e9:.3f} us/KB")
     opts = Options(args.objective, args.compress, args.keep_input_on_device, args.device_memory,
-                   Power(args.active_power, args.idle_power, args.radio_nj_per_byte * 1e-9), overhead)
+                   Power(args.active_power, args.idle_power, args.radio_nj_per_byte * 1e-9), *overhead)
     part = partition(proto, profile, args.tier, args.link, opts)
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
     plan = write_plan(part, args.output, name)
@@ -133,9 +144,10 @@ def add_partition_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="a tier, in data-flow order (device first); repeatable")
     p.add_argument("--link", type=parse_link, action="append", default=[], metavar="A-B:BW,RTT",
                    help="a link such as device-edge:20Mbps,10ms; repeatable")
-    p.add_argument("--hop-overhead", type=parse_hop_overhead, default=0.0, metavar="TIME|measure",
-                   help="fixed time each transfer adds beyond RTT and bandwidth (request encoding, HTTP, "
-                        "decoding), e.g. 0.8ms, or 'measure' to measure it here over loopback (default 0)")
+    p.add_argument("--hop-overhead", type=parse_hop_overhead, default=(0.0, 0.0), metavar="TIME[,TIME/SIZE]|measure",
+                   help="time each transfer adds beyond RTT and bandwidth (request encoding, HTTP, decoding): "
+                        "fixed, plus optionally per byte on the wire, e.g. 0.8ms or 0.8ms,0.7us/KB; or 'measure' "
+                        "to measure both here over loopback (default 0)")
     p.add_argument("--objective", choices=("latency", "energy"), default="latency",
                    help="minimise end-to-end latency (default) or device energy")
     p.add_argument("--compress", choices=("none", "fp16", "int8", "zstd"), default="none",

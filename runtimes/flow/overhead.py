@@ -1,5 +1,6 @@
-"""Measure the hop overhead of the cost model: the fixed time one V2 request adds on this machine
-beyond the remote compute (encode, HTTP over loopback, decode, answer), with no link emulation.
+"""Measure the hop overhead of the cost model: the time one V2 request adds on this machine beyond
+the remote compute (encode, HTTP over loopback, decode, answer), with no link emulation, as a fixed
+part plus a part per byte sent (``measure_affine_hop_overhead``, a line through three sizes).
 
 A tier server in a thread of this process serves a one-node model (GlobalAveragePool of a float32
 tensor of the given size, so the request carries that many bytes and the answer almost none); a
@@ -64,3 +65,13 @@ def measure_hop_overhead(nbytes: int = 4096, requests: int = 30) -> float:
         finally:
             server.shutdown()
             server.server_close()
+
+
+def measure_affine_hop_overhead(max_bytes: int = 1_000_000, requests: int = 30) -> tuple[float, float]:
+    """(fixed seconds, seconds per byte) of one request: the least-squares line through the overheads
+    measured (first quartiles, see measure_hop_overhead) at 1 kB, max_bytes / 4 and max_bytes, each
+    part clipped at 0: the ``hop_overhead_s`` and ``hop_overhead_per_byte_s`` of the partitioner."""
+    sizes = np.array([1000, max(2000, max_bytes // 4), max(4000, max_bytes)], dtype=float)
+    times = np.array([measure_hop_overhead(int(n), requests) for n in sizes])
+    slope = max(0.0, float(np.polyfit(sizes, times, 1)[0]))  # the intercept below is the fit's unless clipped
+    return max(0.0, float(np.mean(times - slope * sizes))), slope

@@ -1,9 +1,10 @@
 """converters/partition.py: the solver is optimal against brute force over every monotone
 assignment of random small DAGs (branches, skip connections, 6-10 nodes, random costs and sizes;
 latency and energy; device memory and raw-input constraints; with and without a direct
-device-cloud link; with and without a fixed per-hop overhead), objective values equal to 1e-9
-relative. The hop overhead is paid once per hop, also by a hop over a skipped tier, and a large
-one keeps the work on fewer tiers. The written parts pass onnx.checker and, run one after another
+device-cloud link; with and without an affine per-hop overhead, fixed plus per wire byte),
+objective values equal to 1e-9 relative. The hop overhead is paid once per hop, also by a hop over
+a skipped tier, its per-byte part on every byte the hop carries, and a large one keeps the work on
+fewer tiers. The written parts pass onnx.checker and, run one after another
 in onnxruntime, reproduce the model's outputs exactly without compression (and within 1e-2
 relative to the output range for fp16, 3e-2 for int8 round trips of the cut tensors). A cut whose activations outgrow the input makes "send the raw input" win when the link is
 the bottleneck. The `edgekit partition` verb writes and prints a plan."""
@@ -85,7 +86,8 @@ def test_optimal_against_brute_force(seed, objective, constraint):
     p = random_problem(rng, int(rng.integers(6, 11)))
     links = random_links(rng, direct=seed % 2 == 1)
     opts = Options(objective, power=Power(2.0, 0.3, 4e-7), keep_input_on_device=constraint == "input",
-                   hop_overhead_s=float(rng.uniform(0, 5e-3)) if seed % 3 else 0.0)
+                   hop_overhead_s=float(rng.uniform(0, 5e-3)) if seed % 3 else 0.0,
+                   hop_overhead_per_byte_s=float(rng.uniform(0, 1e-7)) if seed % 3 != 1 else 0.0)
     if constraint == "memory":
         opts.device_memory = int(sum(b for b, _ in p.params) * rng.uniform(0.2, 0.7))
     brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
@@ -102,7 +104,8 @@ def test_optimal_on_many_smaller_dags():
         p = random_problem(rng, int(rng.integers(4, 7)))
         links = random_links(rng, direct=seed % 2 == 1)
         for objective in ("latency", "energy"):
-            opts = Options(objective, hop_overhead_s=float(rng.choice([0.0, 1e-3, 2e-2])))
+            opts = Options(objective, hop_overhead_s=float(rng.choice([0.0, 1e-3, 2e-2])),
+                           hop_overhead_per_byte_s=float(rng.choice([0.0, 7e-10, 1e-7])))
             brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
             assert solve(p, TIERS, links, opts).cost.objective == pytest.approx(brute, rel=1e-9), (seed, objective)
 
@@ -134,6 +137,22 @@ def test_hop_overhead_is_paid_once_per_hop():
             assert loaded.transfer_s[key] == pytest.approx(t + 0.003, rel=1e-12)
     with pytest.raises(InputError):
         solve(p, TIERS, links, Options(hop_overhead_s=-1e-3))
+
+
+def test_hop_overhead_per_byte_is_paid_on_every_byte_a_hop_carries():
+    """The per-byte part adds rate x (bytes / bandwidth) to each hop: the same as a slower link."""
+    rng = np.random.default_rng(8)
+    p = random_problem(rng, 6)
+    links = random_links(rng, direct=True)  # every hop is one link
+    n, rate = len(p.nodes), 5e-9
+    for assignment in ([2] * n, [1] * n, [0] * 2 + [2] * (n - 2), [0] * 2 + [1] * 2 + [2] * (n - 4)):
+        plain = evaluate(p, assignment, TIERS, links, Options())
+        loaded = evaluate(p, assignment, TIERS, links, Options(hop_overhead_per_byte_s=rate))
+        slow = [Link(lk.src, lk.dst, 8.0 / (8.0 / lk.bandwidth_bps + rate), lk.rtt_s) for lk in links]
+        for key, t in evaluate(p, assignment, TIERS, slow, Options()).transfer_s.items():
+            assert loaded.transfer_s[key] == pytest.approx(t, rel=1e-12) and loaded.transfer_s[key] > plain.transfer_s[key]
+    with pytest.raises(InputError):
+        solve(p, TIERS, links, Options(hop_overhead_per_byte_s=-1e-9))
 
 
 def test_a_large_hop_overhead_keeps_the_work_on_fewer_tiers():
@@ -324,12 +343,13 @@ def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
     args = parser.parse_args(["partition", str(model_path), "--tier", "device:0.01", "--tier", "edge:4",
                               "--tier", "cloud:16", "--link", "device-edge:20Mbps,10ms",
                               "--link", "edge-cloud:200Mbps,40ms", "--compress", "int8", "--repeat", "3",
-                              "--hop-overhead", "0.8ms", "-o", str(out)])
+                              "--hop-overhead", "0.8ms,0.7us/KB", "-o", str(out)])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     plan = json.loads((out / "plan.json").read_text())
     assert plan["format"] == "edgekit.flow/1" and plan["model"] == "wide" and plan["hop_overhead_s"] == 0.0008
-    assert "0.800 ms of request handling" in printed
+    assert plan["hop_overhead_per_byte_s"] == pytest.approx(7e-10)
+    assert "0.800 ms + 0.700 us/KB of request handling" in printed
     assert "device only" in printed and "cloud only" in printed and "predicted total" in printed
     assert "device energy: device only" not in printed
     for p in plan["parts"]:
@@ -340,7 +360,8 @@ def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
     assert again.func(again) == 0
     printed = capsys.readouterr().out
     assert "measured the hop overhead" in printed and "device energy: device only" in printed
-    assert json.loads((tmp_path / "plan2" / "plan.json").read_text())["hop_overhead_s"] > 0
+    measured = json.loads((tmp_path / "plan2" / "plan.json").read_text())
+    assert measured["hop_overhead_s"] > 0 and measured["hop_overhead_per_byte_s"] >= 0
 
 
 def test_cli_units():
@@ -348,9 +369,12 @@ def test_cli_units():
     assert (link.src, link.dst, link.bandwidth_bps, link.rtt_s) == ("device", "edge", 20e6, 0.01)
     assert parse_link("edge-cloud:1.5Gbps,250us").bandwidth_bps == 1.5e9
     assert parse_size("64MB") == 64_000_000 and parse_size("2KiB") == 2048
-    assert parse_hop_overhead("0.8ms") == pytest.approx(8e-4) and parse_hop_overhead("250us") == pytest.approx(2.5e-4)
+    assert parse_hop_overhead("0.8ms") == (pytest.approx(8e-4), 0.0)
+    assert parse_hop_overhead("250us, 0.7us/KB") == (pytest.approx(2.5e-4), pytest.approx(7e-10))
+    assert parse_hop_overhead("1ms,1ms/MiB")[1] == pytest.approx(1e-3 / 2**20)
     assert parse_hop_overhead("Measure") == "measure"
     with pytest.raises(argparse.ArgumentTypeError):
         parse_link("device-edge:20MB,10ms")
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_hop_overhead("0.8")
+    for bad in ("0.8", "0.8ms,0.7us", "0.8ms,0.7/KB"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_hop_overhead(bad)

@@ -1,5 +1,6 @@
 """runtimes/flow/overhead.py: measure_hop_overhead serves its one-node probe plan from a thread and
-returns a positive, finite time (no bound on its size is asserted: it depends on the machine);
+returns a positive, finite time, and measure_affine_hop_overhead a finite fixed part > 0 and a
+finite part per byte >= 0 (no bound on their sizes is asserted: they depend on the machine);
 the probe plan it writes is a valid plan whose part matches the whole probe model."""
 import math
 
@@ -7,12 +8,17 @@ import numpy as np
 
 import edgekit
 from edgekit.runtimes.flow import load_plan, measure_hop_overhead
-from edgekit.runtimes.flow.overhead import _probe_plan
+from edgekit.runtimes.flow.overhead import _probe_plan, measure_affine_hop_overhead
 
 
 def test_measure_hop_overhead_is_a_positive_time():
     got = measure_hop_overhead(1000, requests=5)
     assert math.isfinite(got) and got > 0
+
+
+def test_measure_affine_hop_overhead_is_a_fixed_time_and_a_rate():
+    fixed, per_byte = measure_affine_hop_overhead(40_000, requests=5)
+    assert math.isfinite(fixed) and fixed > 0 and math.isfinite(per_byte) and per_byte >= 0
 
 
 def test_probe_plan_is_a_cloud_only_plan_of_the_given_size(tmp_path):
