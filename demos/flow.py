@@ -9,9 +9,10 @@ process. Everything runs on this one machine, so two things are emulated: links 
 sleeps RTT + bytes / bandwidth, see runtimes/flow/client.py) and tier speeds (a tier with speed
 s < 1 sleeps (1/s - 1) x its measured compute; the cloud, speed 1, is this machine); and nothing else:
 the request handling of every hop (encoding, HTTP, decoding) is real, measured
-(runtimes/flow/overhead.py) and given to the partitioner as its hop overhead. Each bandwidth is a
-round of its own: profile, hop overhead, plans and tier processes are made afresh right before
-its requests, so that a drift of the machine's speed between rounds does not skew the comparison.
+(runtimes/flow/overhead.py: a fixed part plus a part per byte) and given to the partitioner as
+its hop overhead. Each bandwidth is a round of its own: profile, hop overhead, plans and tier
+processes are made afresh right before its requests, so that a drift of the machine's speed
+between rounds does not skew the comparison.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class Scenario:
     edge_rtt_s: float
     cloud_rtt_s: float
     cloud_bps: float
-    hop_overhead_s: float = 0.0  # measured: measure_hop_overhead
+    hop_overhead_s: float = 0.0  # measured: measure_affine_hop_overhead
+    hop_overhead_per_byte_s: float = 0.0
 
     def tiers(self):
         from edgekit.converters.partition import Tier
@@ -63,7 +65,8 @@ class Scenario:
     def options(self, keep_input_on_device: bool = False):
         from edgekit.converters.partition import Options
 
-        return Options(keep_input_on_device=keep_input_on_device, hop_overhead_s=self.hop_overhead_s)
+        return Options(keep_input_on_device=keep_input_on_device, hop_overhead_s=self.hop_overhead_s,
+                       hop_overhead_per_byte_s=self.hop_overhead_per_byte_s)
 
 
 def frames(batch: int, seed: int = 0) -> np.ndarray:
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("speeds must be in (0, 1]: slower tiers are emulated by sleeping, the cloud is this machine")
 
     import edgekit
-    from edgekit.runtimes.flow import FlowSession, describe, load_plan, measure_hop_overhead
+    from edgekit.runtimes.flow import FlowSession, describe, load_plan
+    from edgekit.runtimes.flow.overhead import measure_affine_hop_overhead
     sc = Scenario(args.device_speed, args.edge_speed, edge_rtt_s=0.010, cloud_rtt_s=0.040, cloud_bps=200e6)
     bandwidths = [float(b) * 1e6 for b in args.bandwidths.split(",")]
     model = onnx.load(MODEL)
@@ -263,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             last = i == len(bandwidths) - 1
             profile = undisturbed_profile(model, args.batch)
             sizes = profile["tensors"]
-            sc.hop_overhead_s = measure_hop_overhead(sizes["frame"]["bytes"])
+            sc.hop_overhead_s, sc.hop_overhead_per_byte_s = measure_affine_hop_overhead(
+                max(t["bytes"] for t in sizes.values()))  # the fit spans every cut size
             plans = write_plans(model, profile, sc, bps, os.path.join(work, f"bw{i}"), failover=last)
             served = {t: [d for d in plans.values() if load_plan(d).part_of(t) is not None] for t in ("edge", "cloud")}
             endpoints = {}
@@ -277,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'Mbit/s':>7s} {'plan':16s} {'runs on':24s} {'predicted':>10s} {'measured':>10s} {'error':>7s}")
             stem_s = sum(n["time_s"] for n in profile["nodes"] if n["name"] in STEM)
             print(f"{bps / 1e6:7.0f} profiled here: {profile['plan_s'] * 1e3:.2f} ms a request ({stem_s * 1e3:.2f} ms "
-                  f"in the stem); hop overhead {sc.hop_overhead_s * 1e3:.2f} ms; tiers "
+                  f"in the stem); hop overhead {sc.hop_overhead_s * 1e3:.2f} ms + "
+                  f"{sc.hop_overhead_per_byte_s * 1e9:.2f} us/KB; tiers "
                   + ", ".join(f"{t} {u}" for t, u in endpoints.items()))
             loaded = {config: load_plan(plans[config]) for config in CONFIGS}
             sessions = {config: FlowSession(plan, endpoints, slowdown=1 / sc.device_speed, emulate_links=True,
