@@ -19,7 +19,8 @@ Stride-1 'same' pools (output size = input size, the parameter-free block's 3x3 
 own kernels, SAME_POOL: the row pass sweeps the group flat, the column pass either flat with its
 border rows redone (windows that fit the plane) or per plane from a scratch whose planes sit behind
 rows of the reduction's identity (no border fixes at all), and a fused BN/activation epilogue runs
-on each group while it is in L1.
+on each group while it is in L1; the 3x3 max pool with a fused BN (the parameter-free block) on
+planes at least AFFINE_WIDTH wide applies it in its column pass's store instead.
 
 1-D pools whose windows all lie inside the input (no padding reached, no dilation: the k=s MaxPool of
 signal CNNs and their streamed hops) take WINDOW_POOL: one sweep over the output windows, with the
@@ -35,6 +36,7 @@ from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
+AFFINE_WIDTH = 16  # narrower planes run the fused 3x3 max pool's epilogue as its own pass (per-plane loops cost more)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -314,6 +316,50 @@ def _same_planes_flat(x, s, out, g, h, w, kh, kw, ph, pw, code):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _max_taps(s, c, step, nt):
+    """NaN-propagating max of s[c + t*step] for t < nt (a literal tap count once inlined)."""
+    v = s[c]
+    for t in range(1, nt):
+        v = _comb(v, s[c + np.uint64(t) * step], MAX)
+    return v
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _max_columns_affine(out, o0, s, s0, step, nt, n, a, b, act, alpha, beta):
+    """out[o0 + k] = activate(max over t < nt of s[s0 + k + t*step] * a + b) for k < n: the max pool's
+    column pass with the BN/activation epilogue on the store (one loop per activation, unsigned indices)."""
+    o, c0, st = np.uint64(o0), np.uint64(s0), np.uint64(step)
+    if act == CLIP:
+        for k in range(np.uint64(n)):
+            out[o + k] = min(max(_max_taps(s, c0 + k, st, nt) * a + b, alpha), beta)
+    elif act == RELU:
+        for k in range(np.uint64(n)):
+            out[o + k] = max(_max_taps(s, c0 + k, st, nt) * a + b, np.float32(0.0))
+    elif act == IDENTITY:
+        for k in range(np.uint64(n)):
+            out[o + k] = _max_taps(s, c0 + k, st, nt) * a + b
+    else:
+        for k in range(np.uint64(n)):
+            out[o + k] = activate(_max_taps(s, c0 + k, st, nt) * a + b, act, alpha, beta)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _max3_planes_affine(x, s, out, g, h, w, c0, channels, scale, shift, act, alpha, beta):
+    """The 3x3 pads-1 max pool of g planes (h, w >= 3) with a per-channel affine epilogue: the row pass
+    sweeps the group flat into s, then per plane the column pass stores through the epilogue (the
+    top and bottom rows over their two valid taps)."""
+    n, m = h * w, g * h * w
+    _same_taps(s[1:], x, 0, 1, 3, m - 2, MAX)
+    _edge_columns(s, 0, x, 0, w, g * h, 3, 1, MAX)
+    for q in range(g):
+        c = (c0 + q) % channels
+        a, b, p0 = scale[c], shift[c], q * n
+        _max_columns_affine(out, p0, s, p0, w, 2, w, a, b, act, alpha, beta)
+        _max_columns_affine(out, p0 + w, s, p0, w, 3, n - 2 * w, a, b, act, alpha, beta)
+        _max_columns_affine(out, p0 + n - w, s, p0 + n - 2 * w, w, 2, w, a, b, act, alpha, beta)
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _affine_activate(o, a, b, act, alpha, beta):
     """o = activate(o * a + b) in one pass; BN alone, Relu and Clip (ReLU6) get their own vectorised loops."""
     if act == IDENTITY:
@@ -349,6 +395,9 @@ def _same_pooling(code: int):
         for p in range(0, planes, group):
             g = min(group, planes - p)
             xs, os_ = xf[p * n:(p + g) * n], of[p * n:(p + g) * n]
+            if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= AFFINE_WIDTH and code == MAX and scale.size:
+                _max3_planes_affine(xs, s, os_, g, h, w, p, channels, scale, shift, act, alpha, beta)  # the block's pool
+                continue
             if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= 3:  # the usual window, as constants
                 _same_planes_flat(xs, s, os_, g, h, w, 3, 3, 1, 1, code)
             else:

@@ -13,7 +13,7 @@ from edgekit.runtimes.kernels import activation as act
 from edgekit.runtimes.ops.registry import FUSED_ACTIVATION
 from edgekit.runtimes.ops.pool import POOL_AFFINE, pool_affine
 from edgekit.runtimes.pool_fusion import fuse_pools, same_stride1
-from oracle import assert_matches_ort, make_model
+from oracle import assert_matches_ort, make_model, ort_session
 
 C = 4
 
@@ -157,6 +157,8 @@ def test_same_pool_matches_onnxruntime(op, shape, kernel, attrs):
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 @pytest.mark.parametrize("epilogue", ["bn", "relu", "bn+relu", "bn+relu6"])
 @pytest.mark.parametrize("shape,kernel,pads", [((1, 24, 14, 14), [3, 3], [1, 1, 1, 1]),
+                                               ((2, 6, 20, 17), [3, 3], [1, 1, 1, 1]),  # the fused column pass
+                                               ((1, 3, 3, 16), [3, 3], [1, 1, 1, 1]),
                                                ((2, 5, 6, 9), [5, 3], [2, 1, 2, 1])])
 def test_fused_epilogue_matches_onnxruntime(op, epilogue, shape, kernel, pads):
     model = _pool_model(op, shape, kernel, epilogue, 2, pads=pads)
@@ -164,6 +166,26 @@ def test_fused_epilogue_matches_onnxruntime(op, epilogue, shape, kernel, pads):
     assert len(session.plan((shape,)).steps) == 1  # pool, BN and activation run as one kernel call
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     assert_matches_ort(model, {"x": x}, 1e-5, 1e-6, session=session)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 9, 20), (1, 4, 3, 3), (1, 4, 2, 2)])
+def test_fused_max_pool_propagates_nan(shape):
+    """A NaN in a window makes its output NaN through the fused BN store (np.maximum semantics; wide
+    planes take the fused column pass, narrow ones the separate epilogue pass); elsewhere, infinities
+    included, the block matches onnxruntime."""
+    model = _pool_model("MaxPool", shape, [3, 3], "bn", 2, pads=[1, 1, 1, 1])
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    x[0, 0, 0, 0], x[0, 1, -1, -1], x[0, 2, shape[2] // 2, 1], x[0, 3, 0, -1] = np.nan, np.inf, np.nan, -np.inf
+    got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    want = ort_session(model).run(None, {"x": x})[0]
+    h, w = shape[2:]
+    padded = np.pad(np.isnan(x), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    nan = np.zeros(shape, bool)
+    for a in range(3):
+        for b in range(3):
+            nan |= padded[:, :, a:a + h, b:b + w]
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_allclose(got[~nan], want[~nan], 1e-5, 1e-6)
 
 
 def test_plan_fuses_pools_after_the_conv_fusions():
