@@ -81,8 +81,7 @@ class InferenceSession:
                     raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
         key = tuple([a.shape for a in arrays])
         with self._lock:
-            plan = self._plans.get(key) or self._plan_for(key)
-            return plan.run(arrays, self._output_names if output_names is None else output_names)
+            return self.plan(key).run(arrays, self._output_names if output_names is None else output_names)
 
     def plan(self, shapes: tuple) -> Plan:
         """The compiled plan for these input shapes (in input order), for runtimes that drive its
