@@ -228,26 +228,16 @@ def _forest_count(n: int, edges: list[tuple[int, int]]) -> float:
         lap[b, b] += 1
         lap[a, b] -= 1
         lap[b, a] -= 1
+    adj = _adjacency(n, edges)
     total, seen = 1.0, np.zeros(n, bool)
     for s in range(n):
         if seen[s]:
             continue
-        part = _reach(n, edges, s)
+        part, _ = _bfs(adj, s)
         seen[part] = True
         if len(part) > 1:
             total *= round(np.linalg.det(lap[np.ix_(part[1:], part[1:])]))
     return total
-
-
-def _reach(n: int, edges: list[tuple[int, int]], s: int) -> list[int]:
-    adj = _adjacency(n, edges)
-    order, seen = [s], {s}
-    for u in order:
-        for v in adj[u]:
-            if v not in seen:
-                seen.add(v)
-                order.append(v)
-    return order
 
 
 def _forests(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
