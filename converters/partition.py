@@ -507,12 +507,13 @@ def write_plan(part: Partition, out_dir: str | os.PathLike, name: str = "model")
     chain = used if used[0] == 0 else [0, *used]
     parts, transfers = [], []
     for sender, k in zip([None, *chain], chain):
-        inputs = [p.tensors[t] for t in range(len(p.tensors)) if prod[t] < k <= last[t]]
+        arriving = [t for t in range(len(p.tensors)) if prod[t] < k <= last[t]]
+        inputs = [p.tensors[t] for t in arriving]
         if sender is not None:
             transfers.append({"from": tiers[sender].name, "to": tiers[k].name, "tensors": [
                 {"name": t, "shape": sizes[t]["shape"], "dtype": sizes[t]["dtype"], "bytes": sizes[t]["bytes"]}
                 for t in inputs], "compression": part.options.compression,
-                "wire_bytes": float(sum(p.wire[p.tensors.index(t)] for t in inputs))})
+                "wire_bytes": float(sum(p.wire[t] for t in arriving))})
         if k not in used:
             continue
         later = [p.tensors[t] for t in range(len(p.tensors)) if prod[t] <= k < last[t]]
@@ -522,9 +523,10 @@ def write_plan(part: Partition, out_dir: str | os.PathLike, name: str = "model")
         onnx.save(model, os.path.join(out_dir, f"{tiers[k].name}.onnx"))
         parts.append({"tier": tiers[k].name, "file": f"{tiers[k].name}.onnx", "inputs": inputs, "outputs": later + held})
     cost, base = part.result.cost, part.baselines
+    inits = {t.name for t in g.initializer}
     plan = {
         "format": "edgekit.flow/1", "model": name,
-        "inputs": [vi.name for vi in g.input if vi.name not in {t.name for t in g.initializer}],
+        "inputs": [vi.name for vi in g.input if vi.name not in inits],
         "outputs": [o.name for o in g.output],
         "tiers": [{"name": t.name, "speed": _speed(t, part)} for t in tiers],
         "links": [{"from": lk.src, "to": lk.dst, "bandwidth_bps": lk.bandwidth_bps, "rtt_s": lk.rtt_s} for lk in part.links],
