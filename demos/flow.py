@@ -29,6 +29,8 @@ import time
 import numpy as np
 import onnx
 
+from .plotting import figure
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "models", "frame_cnn.onnx")
 NAME = "frame_cnn"
@@ -169,31 +171,26 @@ def measure(sessions: dict, feed: dict, want: np.ndarray, requests: int) -> dict
 
 
 def plot(path: str, bandwidths: list[float], rows: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    mbps = [b / 1e6 for b in bandwidths]
-    for config, color in zip(CONFIGS, ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
-        pred = [rows[(i, config)][0] * 1e3 for i in range(len(bandwidths))]
-        meas = [rows[(i, config)][1] * 1e3 for i in range(len(bandwidths))]
-        ax.plot(mbps, pred, "--", color=color, label=f"{config} predicted")
-        ax.plot(mbps, meas, "o", color=color, label=f"{config} measured")
-        if config == "chosen":
-            for x, y, i in zip(mbps, meas, range(len(bandwidths))):
-                ax.annotate(rows[(i, config)][2], (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7)
-    ax.set(xscale="log", yscale="log", xlabel="device-edge bandwidth (Mbit/s)", ylabel="latency per request (ms)",
-           title=f"{NAME} across device / edge / cloud (loopback, emulated links and speeds)")
-    ax.title.set_fontsize(10)
-    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with figure(path, figsize=(7, 4.2)) as (fig, ax):
+        mbps = [b / 1e6 for b in bandwidths]
+        for config, color in zip(CONFIGS, ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
+            pred = [rows[(i, config)][0] * 1e3 for i in range(len(bandwidths))]
+            meas = [rows[(i, config)][1] * 1e3 for i in range(len(bandwidths))]
+            ax.plot(mbps, pred, "--", color=color, label=f"{config} predicted")
+            ax.plot(mbps, meas, "o", color=color, label=f"{config} measured")
+            if config == "chosen":
+                for x, y, i in zip(mbps, meas, range(len(bandwidths))):
+                    ax.annotate(rows[(i, config)][2], (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7)
+        ax.set(xscale="log", yscale="log", xlabel="device-edge bandwidth (Mbit/s)", ylabel="latency per request (ms)",
+               title=f"{NAME} across device / edge / cloud (loopback, emulated links and speeds)")
+        ax.title.set_fontsize(10)
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
+        fig.tight_layout()
 
 
 def pin_to_one_core() -> set[int] | None:
@@ -270,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             sc.hop_overhead_s, sc.hop_overhead_per_byte_s = measure_affine_hop_overhead(
                 max(t["bytes"] for t in sizes.values()))  # the fit spans every cut size
             plans = write_plans(model, profile, sc, bps, os.path.join(work, f"bw{i}"), failover=last)
-            served = {t: [d for d in plans.values() if load_plan(d).part_of(t) is not None] for t in ("edge", "cloud")}
+            loaded = {key: load_plan(d) for key, d in plans.items()}
+            served = {t: [d for key, d in plans.items() if loaded[key].part_of(t) is not None] for t in ("edge", "cloud")}
             endpoints = {}
             for tier, slowdown in (("cloud", 1.0), ("edge", 1 / sc.edge_speed)):  # a tier no plan uses is not started
                 if served[tier]:
@@ -285,11 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"in the stem); hop overhead {sc.hop_overhead_s * 1e3:.2f} ms + "
                   f"{sc.hop_overhead_per_byte_s * 1e9:.2f} us/KB; tiers "
                   + ", ".join(f"{t} {u}" for t, u in endpoints.items()))
-            loaded = {config: load_plan(plans[config]) for config in CONFIGS}
-            sessions = {config: FlowSession(plan, endpoints, slowdown=1 / sc.device_speed, emulate_links=True,
-                                            deadline_s=2.0) for config, plan in loaded.items()}
+            sessions = {config: FlowSession(loaded[config], endpoints, slowdown=1 / sc.device_speed,
+                                            emulate_links=True, deadline_s=2.0) for config in CONFIGS}
             measured = measure(sessions, feed, want, args.requests)
-            for config, plan in loaded.items():
+            for config in CONFIGS:
+                plan = loaded[config]
                 predicted = plan.raw["predicted"]["total_s"]
                 where = " -> ".join(p.tier for p in plan.parts)
                 if plan.parts[0].tier != "device":
@@ -315,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"\nfailure: device (stem) -> edge (convolutions) -> cloud (head); the edge process is "
               f"killed (SIGKILL) {KILL_AFTER_S * 1e3:.0f} ms into request 10")
-        session = FlowSession(load_plan(plans["failover"]), endpoints, slowdown=1 / sc.device_speed,
+        session = FlowSession(loaded["failover"], endpoints, slowdown=1 / sc.device_speed,
                               emulate_links=True, deadline_s=1.0, retries=1)
         answered, wrong, where = 0, 0, {}
         for r in range(30):

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .plotting import figure
+
 if TYPE_CHECKING:  # annotations only; the functions import what they run
     import onnx
 
@@ -166,32 +168,25 @@ def summary(results: dict[str, dict]) -> str:
 
 def plot(results: dict[str, dict], path: str) -> None:
     """Two panels: accuracy against the fraction of the recording seen; latency per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    us = np.concatenate([r["seconds"] for r in results.values()]) * 1e6
-    bins = np.geomspace(us.min(), us.max(), 80)
-    for (kind, r), color in zip(results.items(), ("tab:blue", "tab:red")):
-        t = len(r["curve"])
-        a.plot(np.arange(1, t + 1) / t * 100, r["curve"] * 100, color=color, label=f"{kind} LMUFormer")
-        b.hist(r["seconds"] * 1e6, bins=bins, histtype="step", color=color, label=f"{kind}, edgekit")
-        b.axvline(np.median(r["ort_seconds"]) * 1e6, color=color, ls=":", label=f"{kind}, onnxruntime median")
-    a.axhline(100 / results["spiking"]["full"].shape[1], color="0.5", ls="--", label="chance")
-    a.set_xlabel("% of the recording seen (10 s, 100 frames)")
-    a.set_ylabel("test accuracy (%)")
-    a.set_title("early decisions on BasicMotions, streamed")
-    a.legend(loc="lower right", fontsize=8)
-    b.set_xscale("log")
-    b.set_xlabel("latency per step (us)")
-    b.set_ylabel("steps")
-    b.set_yscale("log")
-    b.set_title("one frame per StreamingSession.push")
-    b.legend(loc="best", fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, 1, 2, figsize=(11, 4), constrained_layout=True) as (_, (a, b)):
+        us = np.concatenate([r["seconds"] for r in results.values()]) * 1e6
+        bins = np.geomspace(us.min(), us.max(), 80)
+        for (kind, r), color in zip(results.items(), ("tab:blue", "tab:red")):
+            t = len(r["curve"])
+            a.plot(np.arange(1, t + 1) / t * 100, r["curve"] * 100, color=color, label=f"{kind} LMUFormer")
+            b.hist(r["seconds"] * 1e6, bins=bins, histtype="step", color=color, label=f"{kind}, edgekit")
+            b.axvline(np.median(r["ort_seconds"]) * 1e6, color=color, ls=":", label=f"{kind}, onnxruntime median")
+        a.axhline(100 / results["spiking"]["full"].shape[1], color="0.5", ls="--", label="chance")
+        a.set_xlabel("% of the recording seen (10 s, 100 frames)")
+        a.set_ylabel("test accuracy (%)")
+        a.set_title("early decisions on BasicMotions, streamed")
+        a.legend(loc="lower right", fontsize=8)
+        b.set_xscale("log")
+        b.set_xlabel("latency per step (us)")
+        b.set_ylabel("steps")
+        b.set_yscale("log")
+        b.set_title("one frame per StreamingSession.push")
+        b.legend(loc="best", fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ import sys
 import numpy as np
 import onnx
 
+from .plotting import figure
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = {"depthwise": os.path.join(HERE, "models", "paramfree_dw.onnx"),
           "max-pool": os.path.join(HERE, "models", "paramfree_max.onnx")}
@@ -84,24 +86,17 @@ def table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: str) -> None:
     """Accuracy vs batch-1 latency: one colour per model, one marker per engine."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for r, colour in zip(rows, ("tab:blue", "tab:orange")):
-        for key, marker, engine in (("edgekit_us", "o", "edgekit"), ("ort_us", "s", "onnxruntime")):
-            ax.scatter(r[key], r["accuracy"] * 100, s=80, c=colour, marker=marker, label=f"{r['name']}, {engine}")
-            ax.annotate(f"{r['params'] / 1000:.1f}k params, {r['macs'] / 1e6:.2f}M MACs" if marker == "o" else "",
-                        (r[key], r["accuracy"] * 100), textcoords="offset points", xytext=(8, -4), fontsize=8)
-    ax.set_xlabel("latency per image, batch 1, one thread (us)")
-    ax.set_ylabel("accuracy on 1,000 Fashion-MNIST test images (%)")
-    ax.set_title("Depthwise convolutions vs parameter-free max-pools")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(7, 4.5), constrained_layout=True) as (_, ax):
+        for r, colour in zip(rows, ("tab:blue", "tab:orange")):
+            for key, marker, engine in (("edgekit_us", "o", "edgekit"), ("ort_us", "s", "onnxruntime")):
+                ax.scatter(r[key], r["accuracy"] * 100, s=80, c=colour, marker=marker, label=f"{r['name']}, {engine}")
+                ax.annotate(f"{r['params'] / 1000:.1f}k params, {r['macs'] / 1e6:.2f}M MACs" if marker == "o" else "",
+                            (r[key], r["accuracy"] * 100), textcoords="offset points", xytext=(8, -4), fontsize=8)
+        ax.set_xlabel("latency per image, batch 1, one thread (us)")
+        ax.set_ylabel("accuracy on 1,000 Fashion-MNIST test images (%)")
+        ax.set_title("Depthwise convolutions vs parameter-free max-pools")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
 
 
 def main(argv: list[str] | None = None) -> int:

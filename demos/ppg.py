@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from . import ppg_data as data
+from .plotting import figure
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "ppg_cnn.onnx")
 
@@ -112,30 +113,23 @@ def summary(cols: dict[str, np.ndarray]) -> str:
 
 def plot(cols: dict[str, np.ndarray], path: str) -> None:
     """Three panels: the preprocessed signal, heart rate (reference, streamed, window), latency per hop."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     t_end = (np.arange(len(cols["ref"])) * data.HOP + data.WINDOW) / data.FS
-    fig, (a, b, c) = plt.subplots(3, 1, figsize=(10, 8), sharex=True, constrained_layout=True)
-    a.plot(np.arange(len(cols["signal"])) / data.FS, cols["signal"], lw=0.6, color="0.3")
-    a.set_ylabel("PPG (normalised)")
-    a.set_title("edgekit streaming CNN: heart rate from PPG (8 s window, 2 s hop)")
-    b.plot(t_end, cols["ref"], "o", color="0.6", ms=4, label="reference (peaks)")
-    b.plot(t_end, cols["window"], "-", color="tab:orange", label="window inference")
-    b.plot(t_end, cols["stream"], "--", color="tab:blue", label="streaming")
-    b.set_ylabel("heart rate (bpm)")
-    b.legend(loc="best", fontsize=8)
-    for key, label in (("t_ort", "full window, onnxruntime"), ("t_edgekit", "full window, edgekit"),
-                       ("t_stream", "streaming, edgekit")):
-        c.plot(t_end, cols[key] * 1e6, ".-", label=label)
-    c.set_yscale("log")
-    c.set_ylabel("latency per hop (us)")
-    c.set_xlabel("time (s), at the end of each window")
-    c.legend(loc="best", fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, 3, 1, figsize=(10, 8), sharex=True, constrained_layout=True) as (_, (a, b, c)):
+        a.plot(np.arange(len(cols["signal"])) / data.FS, cols["signal"], lw=0.6, color="0.3")
+        a.set_ylabel("PPG (normalised)")
+        a.set_title("edgekit streaming CNN: heart rate from PPG (8 s window, 2 s hop)")
+        b.plot(t_end, cols["ref"], "o", color="0.6", ms=4, label="reference (peaks)")
+        b.plot(t_end, cols["window"], "-", color="tab:orange", label="window inference")
+        b.plot(t_end, cols["stream"], "--", color="tab:blue", label="streaming")
+        b.set_ylabel("heart rate (bpm)")
+        b.legend(loc="best", fontsize=8)
+        for key, label in (("t_ort", "full window, onnxruntime"), ("t_edgekit", "full window, edgekit"),
+                           ("t_stream", "streaming, edgekit")):
+            c.plot(t_end, cols[key] * 1e6, ".-", label=label)
+        c.set_yscale("log")
+        c.set_ylabel("latency per hop (us)")
+        c.set_xlabel("time (s), at the end of each window")
+        c.legend(loc="best", fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> int:
