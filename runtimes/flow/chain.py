@@ -23,7 +23,7 @@ from edgekit.errors import InputError, TierError
 
 from ..session import InferenceSession
 from .client import infer, restore_tensors
-from .plan import FlowPlan, Link
+from .plan import FlowPlan, Link, either_way
 
 TRACE = "edgekit_trace"        # response parameter: JSON list of trace events
 SERVER_TIME = "edgekit_server_s"  # response parameter: the tier's own wall time for the request
@@ -85,7 +85,7 @@ class Chain:
         if self.links is True:
             return self.plan.link(self.tier, dst)
         if isinstance(self.links, dict):
-            return self.links.get((self.tier, dst)) or self.links.get((dst, self.tier))
+            return either_way(self.links, self.tier, dst)
         return None
 
     def run(self, k: int, tensors: dict[str, np.ndarray], tensor_parameters: dict[str, dict] | None = None,

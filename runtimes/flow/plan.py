@@ -69,16 +69,21 @@ class FlowPlan:
     def link(self, src: str, dst: str) -> Link:
         """The link between two tiers (either direction); when none is given for tiers that are not
         neighbours, the links in between one after the other (their times add, as in the cost model)."""
-        for key in ((src, dst), (dst, src)):
-            if key in self.links:
-                return self.links[key]
+        direct = either_way(self.links, src, dst)
+        if direct is not None:
+            return direct
         order = list(self.tiers)
         if src in order and dst in order and order.index(src) < order.index(dst):
             path = order[order.index(src):order.index(dst) + 1]
-            hops = [self.links.get((a, b)) or self.links.get((b, a)) for a, b in zip(path, path[1:])]
+            hops = [either_way(self.links, a, b) for a, b in zip(path, path[1:])]
             if all(hops):
                 return _Chain(hops=tuple(hops))
         return Link()
+
+
+def either_way(links: dict[tuple[str, str], Link], a: str, b: str) -> Link | None:
+    """The link given between tiers ``a`` and ``b`` in either direction, None when there is none."""
+    return links.get((a, b)) or links.get((b, a))
 
 
 @dataclass(frozen=True)
