@@ -33,6 +33,7 @@ from numba import njit
 
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
+from .elementwise import nan_max
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
@@ -43,8 +44,7 @@ AFFINE_WIDTH = 16  # narrower planes run the fused 3x3 max pool's epilogue as it
 def _comb(a, b, code):
     """Fold b into a: NaN-propagating max, or sum."""
     if code == MAX:
-        m = b if b > a else a
-        return b if b != b else m
+        return nan_max(a, b)
     return a + b
 
 
