@@ -18,19 +18,13 @@ import sys
 import numpy as np
 import onnx
 
+from .bnn import DATA, load_images  # the bundled evaluation images, [N, 1, 28, 28] float32 in [0, 1], and labels
 from .plotting import figure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = {"depthwise": os.path.join(HERE, "models", "paramfree_dw.onnx"),
           "max-pool": os.path.join(HERE, "models", "paramfree_max.onnx")}
-DATA = os.path.join(HERE, "data", "fashion_mnist_test1000.npz")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-
-
-def load_images() -> tuple[np.ndarray, np.ndarray]:
-    """The bundled evaluation images as the models take them ([N, 1, 28, 28] float32 in [0, 1]) and labels."""
-    with np.load(DATA) as d:
-        return (d["images"].astype(np.float32) / 255.0)[:, None], d["labels"].astype(np.int64)
 
 
 def measure(name: str, path: str, images: np.ndarray, labels: np.ndarray, repeat: int) -> dict:
