@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
     time_layers(dense, paper, paper_report, run)
 
-    (float_logits,) = ort_session(float_model).run(None, {"image": images})
-    (binary_logits,) = edgekit.InferenceSession(planned).run(None, {"image": images})
+    ort, ours = ort_session(float_model), edgekit.InferenceSession(planned)
+    (float_logits,) = ort.run(None, {"image": images})
+    (binary_logits,) = ours.run(None, {"image": images})
     float_pred, binary_pred = float_logits.argmax(1), binary_logits.argmax(1)
     print(f"accuracy  float model (onnxruntime)        {np.mean(float_pred == labels) * 100:6.2f}%")
     print(f"          binary model (edgekit, packed)   {np.mean(binary_pred == labels) * 100:6.2f}%   "
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = float(meta["edgekit.bnn.float_reference_accuracy"])
         print(f"          same network in full precision   {ref * 100:6.2f}%   (trained alongside, for reference)")
 
-    bits, stored = paper_report.totals()["bit_ops"], paper_report.totals()["stored_bits"]
+    totals = paper_report.totals()
+    bits, stored = totals["bit_ops"], totals["stored_bits"]
     print(f"\nMST at depth <= {args.depth} (the paper's plan: Hamming graph, every binary layer):")
     print(f"  XNOR bit-ops per image  {bits[0]:>12,} -> {bits[1]:>12,}  ({(1 - bits[1] / bits[0]) * 100:.0f}% saved)")
     print(f"  weight storage, bits    {stored[0]:>12,} -> {stored[1]:>12,}  ({(1 - stored[1] / stored[0]) * 100:.0f}% saved)\n")
@@ -91,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on this CPU (64-bit words) the cost model picks: {picks}")
 
     one = {"image": images[:1]}
-    ort, ours = ort_session(float_model), edgekit.InferenceSession(planned)
     t_ort, t_ours = interleaved([lambda: ort.run(None, one), lambda: ours.run(None, one)], args.repeat)
     print(f"\nlatency, batch 1, one thread, median of {args.repeat}: onnxruntime float {t_ort:.1f} us, "
           f"edgekit binary {t_ours:.1f} us ({t_ort / t_ours:.1f}x)")
