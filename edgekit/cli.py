@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from . import __version__
+from .cli_args import positive_int
 from .cli_convert import add_convert_verbs
 from .cli_partition import add_partition_verbs
 from .cli_serve import add_serve_verbs
@@ -125,12 +126,6 @@ def cmd_backend_test(args: argparse.Namespace) -> int:
     return 1 if report(args.pattern, args.verbose) else 0
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="Run ONNX models fast on small CPUs.")
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
@@ -155,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("bench", help="edgekit vs onnxruntime latency on random inputs",
                          description="Median and p90 latency of edgekit and onnxruntime on random inputs.")
     p.add_argument("model", help="path of an .onnx file")
-    p.add_argument("--threads", type=_positive, default=1, help="threads per engine (default 1)")
-    p.add_argument("--repeat", type=_positive, default=200, help="timed calls per engine (default 200)")
+    p.add_argument("--threads", type=positive_int, default=1, help="threads per engine (default 1)")
+    p.add_argument("--repeat", type=positive_int, default=200, help="timed calls per engine (default 200)")
     _add_dims(p)
     p.set_defaults(func=cmd_bench)
 

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from .cli_args import positive_int
 from .cli_partition import parse_link
 from .errors import InputError
 
@@ -76,12 +77,6 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
     """Register `serve` on the CLI's subparsers."""
     p = verbs.add_parser("serve", help="serve a tier of a partition plan (KServe V2 REST)",
@@ -104,7 +99,7 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="a request's line, headers and body must arrive within S seconds of its first byte, "
                         "else 408 or the connection is closed; also the idle time of a kept-alive "
                         "connection (default 30)")
-    p.add_argument("--max-connections", type=_positive_int, default=64, metavar="N",
+    p.add_argument("--max-connections", type=positive_int, default=64, metavar="N",
                    help="connections served at once (one thread each); more get 503 with Retry-After (default 64)")
     p.add_argument("--next", action="append", default=[], metavar="URL|TIER=URL",
                    help="V2 base URL of the next tier (e.g. http://127.0.0.1:8001); repeatable as TIER=URL")
