@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .cli_args import positive_int
+from .cli_args import dim, name_value, positive_int
 from .cli_convert import add_convert_verbs
 from .cli_partition import add_partition_verbs
 from .cli_serve import add_serve_verbs
@@ -30,22 +30,8 @@ DEMOS = {
 DEFAULT_DEMO = "ppg"
 
 
-def _name_value(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name or not value:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, value
-
-
-def _dim(text: str) -> tuple[str, int]:
-    name, value = _name_value(text)
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"dimension {name!r} must be a positive integer, got {value!r}")
-    return name, int(value)
-
-
 def _add_dims(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--dim", type=dim, action="append", default=[], metavar="NAME=VALUE",
                    help="value of a dynamic input dimension (default 1); repeatable")
 
 
@@ -139,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("run", help="run a model on .npy inputs", description="Run a model on edgekit.")
     p.add_argument("model", help="path of an .onnx file")
-    p.add_argument("--input", type=_name_value, action="append", default=[], metavar="NAME=FILE.npy",
+    p.add_argument("--input", type=name_value, action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input array; repeatable")
     p.add_argument("--random", action="store_true", help="fill inputs not given with seeded random data")
     p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")

@@ -9,3 +9,20 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+def name_value(text: str) -> tuple[str, str]:
+    """argparse type: ``NAME=VALUE`` with both parts non-empty."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def dim(text: str) -> tuple[str, int]:
+    """argparse type: ``NAME=VALUE``, the positive value of a dynamic input dimension."""
+    name, value = name_value(text)
+    try:
+        return name, positive_int(value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"dimension {name!r}: {exc}") from None

@@ -7,6 +7,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
+from .cli_args import dim
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -89,14 +90,6 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _SIZE[(m.group(2) or "").lower()])
 
 
-def parse_dim(text: str) -> tuple[str, int]:
-    """``NAME=VALUE``: the value of a dynamic input dimension for profiling."""
-    name, sep, value = text.partition("=")
-    if not sep or not name or not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected NAME=POSITIVE_INT, got {text!r}")
-    return name, int(value)
-
-
 def cmd_partition(args: argparse.Namespace) -> int:
     from .converters.partition import Options, Power, partition, summary, write_plan
     from .model import load_model
@@ -156,7 +149,7 @@ def add_partition_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--device-memory", type=parse_size, metavar="SIZE",
                    help="device memory limit (weights + largest node working set), e.g. 64MB")
     p.add_argument("--profile", metavar="PROFILE.json", help="use this profile instead of profiling now")
-    p.add_argument("--dim", type=parse_dim, action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--dim", type=dim, action="append", default=[], metavar="NAME=VALUE",
                    help="value of a dynamic input dimension when profiling (default 1); repeatable")
     p.add_argument("--repeat", type=int, default=20, help="profiling runs per node (default 20)")
     p.add_argument("--active-power", type=float, default=2.0, metavar="W", help="device active power (energy)")

@@ -52,6 +52,13 @@ def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2
 
 
+@pytest.mark.parametrize("verb", ["info", "partition"])
+def test_bad_dim_same_message_in_every_verb(verb, capsys):
+    extra = ["-o", "out"] if verb == "partition" else []
+    assert main([verb, "m.onnx", "--dim", "batch=0", *extra]) == 2
+    assert "dimension 'batch': expected a positive integer, got '0'" in capsys.readouterr().err
+
+
 def test_missing_model_exits_1_with_message(tmp_path, capsys):
     missing = str(tmp_path / "nope.onnx")
     for verb in ("info", "run", "bench"):
