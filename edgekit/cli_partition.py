@@ -50,14 +50,18 @@ def parse_link(text: str) -> Link:
     """``A-B:BANDWIDTH,RTT`` such as ``device-edge:20Mbps,10ms`` (bandwidth in bps/kbps/Mbps/Gbps)."""
     from .converters.partition import Link
 
-    m = re.fullmatch(rf"([^-:]+)-([^-:]+):{_NUMBER}\s*([kmg]?)bps,{_NUMBER}\s*(s|ms|us)", text.strip(), re.I)
+    m = re.fullmatch(rf"([^-:]+)-([^-:]+):{_NUMBER}\s*([kmg]?)bps,(.+)", text.strip(), re.I)
     if not m:
         raise argparse.ArgumentTypeError(f"expected A-B:BANDWIDTH,RTT like device-edge:20Mbps,10ms; got {text!r}")
-    a, b, bw, unit, rtt, tunit = m.groups()
+    a, b, bw, unit, rtt = m.groups()
     bandwidth = float(bw) * _RATE[unit.lower()]
     if bandwidth <= 0:
         raise argparse.ArgumentTypeError(f"link {a}-{b}: bandwidth must be positive")
-    return Link(a, b, bandwidth, float(rtt) * _TIME[tunit.lower()])
+    try:
+        rtt_s = parse_duration(rtt)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"link {a}-{b}: RTT: {exc}") from None
+    return Link(a, b, bandwidth, rtt_s)
 
 
 def parse_duration(text: str) -> float:

@@ -368,6 +368,7 @@ def test_cli_units():
     link = parse_link("device-edge:20Mbps,10ms")
     assert (link.src, link.dst, link.bandwidth_bps, link.rtt_s) == ("device", "edge", 20e6, 0.01)
     assert parse_link("edge-cloud:1.5Gbps,250us").bandwidth_bps == 1.5e9
+    assert parse_link("a-b:1kbps,0.002s").rtt_s == pytest.approx(0.002)
     assert parse_size("64MB") == 64_000_000 and parse_size("2KiB") == 2048
     assert parse_hop_overhead("0.8ms") == (pytest.approx(8e-4), 0.0)
     assert parse_hop_overhead("250us, 0.7us/KB") == (pytest.approx(2.5e-4), pytest.approx(7e-10))
@@ -375,6 +376,8 @@ def test_cli_units():
     assert parse_hop_overhead("Measure") == "measure"
     with pytest.raises(argparse.ArgumentTypeError):
         parse_link("device-edge:20MB,10ms")
+    with pytest.raises(argparse.ArgumentTypeError, match="link a-b: RTT: expected a time"):
+        parse_link("a-b:1kbps,10 minutes")
     for bad in ("0.8", "0.8ms,0.7us", "0.8ms,0.7/KB"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_hop_overhead(bad)
