@@ -76,6 +76,17 @@ def _calls(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
+def median_seconds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: int = 50) -> float:
+    """Median seconds of one ``edgekit.InferenceSession`` run of ``model`` on ``feeds``, after one
+    untimed call: the ``run`` that converters.mst.time_layers takes to time a layer alone."""
+    import edgekit
+
+    sess = edgekit.InferenceSession(model)
+    run = lambda: sess.run(None, feeds)  # noqa: E731
+    _calls(run, 1)
+    return float(np.median(_calls(run, repeat)))
+
+
 def compare(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: int = 200,
             threads: int = 1, warmup: int = 5) -> Comparison:
     """Time ``repeat`` calls of each engine on ``feeds`` after ``warmup`` untimed calls each."""

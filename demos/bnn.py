@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import edgekit
     from edgekit.benchmarks.binary import interleaved
-    from edgekit.benchmarks.timing import ort_session
+    from edgekit.benchmarks.timing import median_seconds, ort_session
     from edgekit.converters.binarize import binarize
     from edgekit.converters.mst import compress, time_layers
     from edgekit.runtimes.kernels import binary as kernels
@@ -65,11 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     planned, report = compress(dense, depth=args.depth)  # the cost model's choice: what runs below
     paper, paper_report = compress(dense, depth=args.depth, force=True, metric="bits")
 
-    def run(model: onnx.ModelProto, feeds: dict) -> float:
-        session = edgekit.InferenceSession(model)
-        return interleaved([lambda: session.run(None, feeds)], 50)[0] / 1e6
-
-    time_layers(dense, paper, paper_report, run)
+    time_layers(dense, paper, paper_report, median_seconds)
 
     ort, ours = ort_session(float_model), edgekit.InferenceSession(planned)
     (float_logits,) = ort.run(None, {"image": images})

@@ -3,13 +3,12 @@ window CNN hop by hop. Converters load lazily inside the verbs so `edgekit --hel
 
 Converters never import the runtime; where a report runs models (`--binarize --report` times
 layers, `--stream --report` measures the streaming error), this module hands them the public
-``edgekit.InferenceSession``.
+``edgekit.InferenceSession`` (layers timed by ``edgekit.benchmarks.timing.median_seconds``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from typing import Iterator, TextIO
 
@@ -55,6 +54,7 @@ def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | 
     gives every binary layer's op counts and its time alone in edgekit, dense and MST."""
     import onnx
 
+    from .benchmarks.timing import median_seconds
     from .converters import mst as mst_plans
     from .converters.binarize import DOMAIN, BinarizeWarning, binarize
 
@@ -69,26 +69,12 @@ def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | 
         planned, rep = mst_plans.compress(converted, depth=mst_depth, apply=mst)
         if report:
             forced, _ = mst_plans.compress(converted, depth=mst_depth, force=True)
-            mst_plans.time_layers(converted, forced, rep, _median_seconds)
+            mst_plans.time_layers(converted, forced, rep, median_seconds)
             print(rep.format())
         converted = planned if mst else converted
     onnx.save(converted, out_path)
     print(f"wrote {out_path}")
     return 0
-
-
-def _median_seconds(model, feeds: dict, repeat: int = 50) -> float:
-    """Median seconds of one ``edgekit.InferenceSession`` run of ``model`` on ``feeds`` (after a warm-up)."""
-    from . import InferenceSession
-
-    sess = InferenceSession(model)
-    sess.run(None, feeds)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
