@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
-from edgekit.benchmarks.timing import machine, ort_session
+from edgekit.benchmarks.timing import interleaved, machine, ort_session
 from edgekit.converters.binarize import DOMAIN, pack_bits, unpack_bits
 from edgekit.converters.mst import CostModel, compress
 from edgekit.runtimes.kernels import binary as kernels
 from edgekit.runtimes.ops import binary as _registers_binary_ops  # noqa: F401
 
 SHAPES = ((64, 56), (128, 28), (256, 14), (512, 7))
-ROUND = 10
 
 
 def random_signs(rng: np.random.Generator, c: int, similar: float | None) -> np.ndarray:
@@ -67,20 +65,6 @@ def binary_conv(signs: np.ndarray, hw: int, thresholds: np.ndarray) -> onnx.Mode
          numpy_helper.from_array(thresholds, "t")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
                              ir_version=10)
-
-
-def interleaved(fns: list, repeat: int) -> list[float]:
-    """Median microseconds of each zero-argument callable, calls interleaved in rounds."""
-    for f in fns:
-        f()
-    times: list[list[float]] = [[] for _ in fns]
-    while len(times[0]) < repeat:
-        for f, t in zip(fns, times):
-            for _ in range(ROUND):
-                t0 = time.perf_counter()
-                f()
-                t.append(time.perf_counter() - t0)
-    return [float(np.median(t)) * 1e6 for t in times]
 
 
 def layer(c: int, hw: int, similar: float | None, seed: int = 0):
@@ -126,9 +110,10 @@ def run(repeat: int) -> None:
             ek_pop = popcount_session(dense)
             ort_y = ort.run(None, {"x": x})[0]
             bad = sum(check(ort_y, s.run(None, {"x": packed})[0], thresholds) for s in (ek_dense, ek_pop, ek_mst))
-            t_ort, t_dense, t_pop, t_mst = interleaved(
-                [lambda: ort.run(None, {"x": x}), lambda: ek_dense.run(None, {"x": packed}),
-                 lambda: ek_pop.run(None, {"x": packed}), lambda: ek_mst.run(None, {"x": packed})], repeat)
+            t_ort, t_dense, t_pop, t_mst = (t * 1e6 for t in interleaved(
+                {"ort": lambda: ort.run(None, {"x": x}), "dense": lambda: ek_dense.run(None, {"x": packed}),
+                 "popcount": lambda: ek_pop.run(None, {"x": packed}), "mst": lambda: ek_mst.run(None, {"x": packed})},
+                repeat, warmup=1).values())
             (bd, bm), (wd, wm) = report.layers[0].plan.bit_ops(), report.layers[0].plan.word_ops()
             choice = compress(dense)[1].layers[0].chosen
             print(f"{c}@{hw}x{hw}".ljust(14) + ("random" if similar is None else "similar").ljust(9)
@@ -149,8 +134,9 @@ def calibrate(repeat: int) -> CostModel:
                 plan = report.layers[0].plan
             tiles = -(-hw * hw // 8)
             s_dense, s_mst = popcount_session(dense), edgekit.InferenceSession(mst)
-            t_dense, t_mst = interleaved([lambda: s_dense.run(None, {"x": packed}), lambda: s_mst.run(None, {"x": packed})],
-                                         repeat)
+            t_dense, t_mst = (t * 1e6 for t in interleaved(
+                {"dense": lambda: s_dense.run(None, {"x": packed}), "mst": lambda: s_mst.run(None, {"x": packed})},
+                repeat, warmup=1).values())
             blocks = -(-c // 4) * plan.k_words
             rows.append([blocks, 0, 0])
             times.append(t_dense * 1000 / tiles)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Callable
 
 import numpy as np
@@ -36,12 +35,11 @@ from numba import njit
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit import InferenceSession, StreamingSession
-from edgekit.benchmarks.timing import machine, ort_session
+from edgekit.benchmarks.timing import interleaved, machine, ort_session
 from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step, weight_shapes
 from edgekit.runtimes.ops.lmu import choose_form
 from edgekit.runtimes.stream import StreamingSession as PlanSession
 
-ROUND = 10
 BLOCKS = ((256, 256), (128, 128))
 LENGTHS = (128, 1024, 10000)
 
@@ -71,22 +69,6 @@ def _read_all(w: np.ndarray) -> float:
     return acc
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeat: int, q: float = 50) -> dict[str, float]:
-    """Seconds per call of each function (percentile ``q``: the median by default), calls taken in
-    rounds of ROUND per function."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    while len(next(iter(times.values()))) < repeat:
-        for name, fn in fns.items():
-            for _ in range(min(ROUND, repeat)):
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-    return {k: float(np.percentile(v, q)) for k, v in times.items()}
-
-
 def step_latency(model: onnx.ModelProto, repeat: int, seed: int = 0) -> dict[str, float]:
     """Median seconds per frame of each column of table 1, the 10th percentiles of the two-thread
     engines (timed again, on their own), and the step's weight megabytes."""
@@ -114,8 +96,8 @@ def step_latency(model: onnx.ModelProto, repeat: int, seed: int = 0) -> dict[str
 
     fns = {name: (lambda s=s: s.push(frame())) for name, s in streams.items()}
     fns.update({"ort1": ort_stepper(1), "ort2": ort_stepper(2), "weights": lambda: _read_all(weights)})
-    fast = _interleaved({k: fns[k] for k in ("fused2", "ort2")}, repeat, q=10)
-    return {**_interleaved(fns, repeat), "fused2_p10": fast["fused2"], "ort2_p10": fast["ort2"],
+    fast = interleaved({k: fns[k] for k in ("fused2", "ort2")}, repeat, warmup=3, q=10)
+    return {**interleaved(fns, repeat, warmup=3), "fused2_p10": fast["fused2"], "ort2_p10": fast["ort2"],
             "mb": weights.nbytes / 1e6}
 
 
@@ -135,7 +117,7 @@ def lmu_forms(order: int, steps: int, repeat: int, seed: int = 0) -> dict[str, f
     sessions = {mode: InferenceSession(lmu_model(order, steps, mode)) for mode in ("recurrent", "parallel")}
     out = {mode: s.run(None, u)[0] for mode, s in sessions.items()}
     diff = float(np.abs(out["recurrent"] - out["parallel"]).max() / np.abs(out["recurrent"]).max())
-    times = _interleaved({mode: (lambda s=s: s.run(None, u)) for mode, s in sessions.items()}, repeat)
+    times = interleaved({mode: (lambda s=s: s.run(None, u)) for mode, s in sessions.items()}, repeat, warmup=3)
     return {**times, "diff": diff, "parallel_form": choose_form("parallel", order, steps, False),
             "auto": choose_form("auto", order, steps, False)}
 

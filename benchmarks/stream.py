@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from typing import Callable
 
 import numpy as np
@@ -23,12 +22,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
-from edgekit.benchmarks.timing import machine, ort_session
+from edgekit.benchmarks.timing import interleaved, machine, ort_session
 from edgekit.converters.stream import to_streaming
 from edgekit import StreamingSession
 
 RATIOS = (2, 4, 8, 16, 32)
-ROUND = 10
 
 
 def ppg_net(window: int) -> onnx.ModelProto:
@@ -85,18 +83,6 @@ def shapes(window: int, pool: int, ratio: int) -> tuple[int, int]:
     return hop * ratio, hop
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median seconds per call of each function, calls taken in rounds of ROUND per function."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    while len(next(iter(times.values()))) < repeat:
-        for name, fn in fns.items():
-            for _ in range(ROUND):
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def measure(net: str, ratio: int, repeat: int, seed: int = 0) -> dict[str, float]:
     """Median latency per hop (s) of each column of the table, and the row's L and S."""
     build, channels, window0, pool = NETS[net]
@@ -122,7 +108,7 @@ def measure(net: str, ratio: int, repeat: int, seed: int = 0) -> dict[str, float
     for fn in fns.values():
         for _ in range(5):
             fn()
-    return {"L": window, "S": hop, **_interleaved(fns, repeat)}
+    return {"L": window, "S": hop, **interleaved(fns, repeat)}
 
 
 def main(argv: list[str] | None = None) -> int:

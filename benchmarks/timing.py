@@ -76,32 +76,41 @@ def _calls(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
+def interleaved_times(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 0) -> dict[str, np.ndarray]:
+    """Seconds of each of ``repeat`` timed calls of every zero-argument function, after ``warmup``
+    untimed calls each; the timed calls go in rounds of ROUND per function, so load from other
+    processes hits all of them alike."""
+    for fn in fns.values():
+        _calls(fn, warmup)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for done in range(0, repeat, ROUND):
+        for k, fn in fns.items():
+            times[k] += _calls(fn, min(ROUND, repeat - done))
+    return {k: np.array(t) for k, t in times.items()}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 0, q: float = 50) -> dict[str, float]:
+    """Seconds per call of every function, percentile ``q`` (the median by default) of interleaved_times."""
+    return {k: float(np.percentile(t, q)) for k, t in interleaved_times(fns, repeat, warmup).items()}
+
+
 def median_seconds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: int = 50) -> float:
     """Median seconds of one ``edgekit.InferenceSession`` run of ``model`` on ``feeds``, after one
     untimed call: the ``run`` that converters.mst.time_layers takes to time a layer alone."""
     import edgekit
 
     sess = edgekit.InferenceSession(model)
-    run = lambda: sess.run(None, feeds)  # noqa: E731
-    _calls(run, 1)
-    return float(np.median(_calls(run, repeat)))
+    return interleaved({"edgekit": lambda: sess.run(None, feeds)}, repeat, warmup=1)["edgekit"]
 
 
 def compare(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: int = 200,
             threads: int = 1, warmup: int = 5) -> Comparison:
     """Time ``repeat`` calls of each engine on ``feeds`` after ``warmup`` untimed calls each."""
     ek, ort = edgekit_session(model, threads), ort_session(model, threads)
-    run_ek, run_ort = (lambda: ek.run(None, feeds)), (lambda: ort.run(None, feeds))
-    _calls(run_ek, warmup)
-    _calls(run_ort, warmup)
-    diff = max((float(np.max(np.abs(a - b), initial=0)) for a, b in zip(run_ek(), run_ort())), default=0.0)
-    t_ek: list[float] = []
-    t_ort: list[float] = []
-    while len(t_ek) < repeat:
-        n = min(ROUND, repeat - len(t_ek))
-        t_ek += _calls(run_ek, n)
-        t_ort += _calls(run_ort, n)
-    return Comparison(name, np.array(t_ek), np.array(t_ort), diff)
+    run = {"edgekit": lambda: ek.run(None, feeds), "ort": lambda: ort.run(None, feeds)}
+    diff = max((float(np.max(np.abs(a - b), initial=0)) for a, b in zip(run["edgekit"](), run["ort"]())), default=0.0)
+    t = interleaved_times(run, repeat, warmup)
+    return Comparison(name, t["edgekit"], t["ort"], diff)
 
 
 def machine() -> str:

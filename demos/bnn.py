@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import edgekit
-    from edgekit.benchmarks.binary import interleaved
-    from edgekit.benchmarks.timing import median_seconds, ort_session
+    from edgekit.benchmarks.timing import interleaved, median_seconds, ort_session
     from edgekit.converters.binarize import binarize
     from edgekit.converters.mst import compress, time_layers
     from edgekit.runtimes.kernels import binary as kernels
@@ -89,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on this CPU (64-bit words) the cost model picks: {picks}")
 
     one = {"image": images[:1]}
-    t_ort, t_ours = interleaved([lambda: ort.run(None, one), lambda: ours.run(None, one)], args.repeat)
+    engines = {"ort": lambda: ort.run(None, one), "edgekit": lambda: ours.run(None, one)}
+    t_ort, t_ours = (t * 1e6 for t in interleaved(engines, args.repeat, warmup=1).values())
     print(f"\nlatency, batch 1, one thread, median of {args.repeat}: onnxruntime float {t_ort:.1f} us, "
           f"edgekit binary {t_ours:.1f} us ({t_ort / t_ours:.1f}x)")
     return 0
