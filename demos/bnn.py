@@ -13,30 +13,15 @@ of both engines interleaved.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 
 import numpy as np
 import onnx
 
+from .fashion_mnist import DATA, load_images  # noqa: F401 (DATA: demos.paramfree and the test read it here)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "models", "bnn_fashion.onnx")
-DATA = os.path.join(HERE, "data", "fashion_mnist_test1000.npz")
-DEBIAN = "/usr/share/datasets/fashion-mnist"
-
-
-def load_images(n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` <= 1000 Fashion-MNIST test images ([n, 1, 28, 28] float32 in [0, 1]) and labels:
-    the bundled subset, or Debian's dataset-fashion-mnist when the subset is missing."""
-    if os.path.exists(DATA):
-        with np.load(DATA) as d:
-            images, labels = d["images"], d["labels"]
-    else:
-        with gzip.open(os.path.join(DEBIAN, "t10k-images-idx3-ubyte.gz")) as f:
-            images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-        with gzip.open(os.path.join(DEBIAN, "t10k-labels-idx1-ubyte.gz")) as f:
-            labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return (images[:n].astype(np.float32) / 255.0)[:, None], labels[:n].astype(np.int64)
 
 
 def main(argv: list[str] | None = None) -> int:

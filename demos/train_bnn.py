@@ -21,28 +21,15 @@ the binarizers, same schedule) is stored in the model's metadata as a reference.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import sys
 
 import numpy as np
 
+from .fashion_mnist import SUBSET_SIZE, as_float, read  # SUBSET_SIZE: the bundled evaluation images, never trained on
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 OUT = os.path.join(HERE, "models", "bnn_fashion.onnx")
-TEST_SUBSET = 1000  # the first test images are the bundled evaluation set: never trained on
-
-
-def load_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images float32 [N, 1, 28, 28] in [0, 1], labels int64 [N]) of 'train' or 't10k'."""
-    path = os.path.join(FASHION_DIR, f"{split}-images-idx3-ubyte.gz")
-    if not os.path.exists(path):
-        sys.exit(f"Fashion-MNIST not found in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
-    with gzip.open(path) as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(os.path.join(FASHION_DIR, f"{split}-labels-idx1-ubyte.gz")) as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images.astype(np.float32) / 255.0, labels.astype(np.int64)
 
 
 def build(binary: bool):
@@ -114,8 +101,8 @@ def train(binary: bool, epochs: int, reg: float, seed: int, log) -> tuple:
     import torch
 
     torch.manual_seed(seed)
-    x, y = load_fashion_mnist("train")
-    xt, yt = load_fashion_mnist("t10k")
+    x, y = as_float(*read("train"))
+    xt, yt = as_float(*read("t10k"))
     model = build(binary)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     steps = epochs * (len(x) // 128)
@@ -142,10 +129,10 @@ def train(binary: bool, epochs: int, reg: float, seed: int, log) -> tuple:
             opt.step()
             sched.step()
             step += 1
-        acc = accuracy(model, xt[TEST_SUBSET:], yt[TEST_SUBSET:])
+        acc = accuracy(model, xt[SUBSET_SIZE:], yt[SUBSET_SIZE:])
         log(f"{'binary' if binary else 'float '} epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, "
-            f"accuracy on test images {TEST_SUBSET}+ {acc * 100:.2f}%")
-    return model, accuracy(model, xt[:TEST_SUBSET], yt[:TEST_SUBSET])
+            f"accuracy on test images {SUBSET_SIZE}+ {acc * 100:.2f}%")
+    return model, accuracy(model, xt[:SUBSET_SIZE], yt[:SUBSET_SIZE])
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
@@ -191,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_reference:
         _, ref = train(False, args.epochs, 0.0, args.seed, print)
         meta["edgekit.bnn.float_reference_accuracy"] = f"{ref:.4f}"
-        print(f"full-precision reference: {ref * 100:.2f}% on the {TEST_SUBSET} evaluation images")
+        print(f"full-precision reference: {ref * 100:.2f}% on the {SUBSET_SIZE} evaluation images")
     model, acc = train(True, args.epochs, args.mst_reg, args.seed, print)
     meta["edgekit.bnn.torch_accuracy"] = f"{acc:.4f}"
     export(model, args.out, meta)
-    print(f"binary network: {acc * 100:.2f}% on the {TEST_SUBSET} evaluation images; wrote {args.out} "
+    print(f"binary network: {acc * 100:.2f}% on the {SUBSET_SIZE} evaluation images; wrote {args.out} "
           f"({os.path.getsize(args.out) / 1024:.0f} KiB)")
     return 0
 

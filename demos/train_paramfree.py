@@ -22,7 +22,6 @@ machine), accuracy on the 10,000 test images / on the bundled 1,000:
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import os
 import sys
@@ -37,26 +36,13 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - the bundled models need no torch
     sys.exit('train_paramfree needs torch: pip install "edgekit[train]"')
 
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+from .fashion_mnist import DATA, SUBSET_SIZE, pixels, read
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = {s: os.path.join(HERE, "models", f"paramfree_{s}.onnx") for s in ("dw", "max")}
-SUBSET = os.path.join(HERE, "data", "fashion_mnist_test1000.npz")
-SUBSET_SIZE = 1000
 STEM = 16
 BLOCKS = ((16, 24, 4, 1), (24, 24, 4, 1), (24, 48, 4, 2), (48, 48, 4, 1))  # cin, cout, expansion, stride
 CLASSES = 10
-
-
-def load_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N, 28, 28], labels uint8 [N]) of 'train' or 't10k' from the Debian package."""
-    paths = [os.path.join(FASHION_DIR, f"{split}-{kind}-idx{d}-ubyte.gz") for kind, d in (("images", 3), ("labels", 1))]
-    if not all(os.path.isfile(p) for p in paths):
-        sys.exit(f"Fashion-MNIST not found in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
-    with gzip.open(paths[0]) as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(paths[1]) as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images, labels
 
 
 def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
@@ -95,7 +81,7 @@ class Net(nn.Module):
 
 
 def _tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+    return torch.from_numpy(pixels(images))
 
 
 def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
@@ -159,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small convs gain little from more)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train_set, test_set = load_fashion_mnist("train"), load_fashion_mnist("t10k")
-    os.makedirs(os.path.dirname(SUBSET), exist_ok=True)
-    np.savez_compressed(SUBSET, images=test_set[0][:SUBSET_SIZE], labels=test_set[1][:SUBSET_SIZE])
+    train_set, test_set = read("train"), read("t10k")
+    os.makedirs(os.path.dirname(DATA), exist_ok=True)
+    np.savez_compressed(DATA, images=test_set[0][:SUBSET_SIZE], labels=test_set[1][:SUBSET_SIZE])
     results = {}
     for spatial in ("dw", "max"):
         model = train(spatial, (train_set, test_set), args.epochs, args.seed)

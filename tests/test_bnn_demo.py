@@ -1,4 +1,5 @@
-"""BNN demo: the bundled Fashion-MNIST subset and float model (small, checked, binarizable), the demo
+"""BNN demo: the bundled Fashion-MNIST subset (the Debian test set's first images, read by the one
+reader demos.fashion_mnist) and float model (small, checked, binarizable), the demo
 end to end (accuracy far above chance, binary and float predictions identical), and the converted
 model, dense and MST-compressed, against its standard-op float export run in onnxruntime."""
 import os
@@ -12,6 +13,7 @@ import edgekit
 from edgekit.converters.binarize import DOMAIN, binarize, to_float
 from edgekit.converters.mst import compress
 from edgekit.demos import bnn as demo
+from edgekit.demos import fashion_mnist
 from oracle import ort_session
 
 # Ten balanced classes: chance is 10%. The bundled model scores 91.3% on the 1,000 images (float and
@@ -27,6 +29,15 @@ def test_bundled_subset_and_model_are_small_and_sane():
     assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.1
     assert set(np.unique(labels)) == set(range(10))
     onnx.checker.check_model(onnx.load(demo.MODEL), full_check=True)
+
+
+def test_bundled_subset_is_the_first_debian_test_images():
+    """The one Fashion-MNIST reader (demos, training scripts) reads Debian's files as the subset was written."""
+    if not os.path.isdir(fashion_mnist.DEBIAN):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    images, labels = fashion_mnist.as_float(*fashion_mnist.read("t10k"))
+    subset = fashion_mnist.load_images(200)
+    assert np.array_equal(subset[0], images[:200]) and np.array_equal(subset[1], labels[:200])
 
 
 def test_demo_end_to_end(capsys):
