@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import ModelError
 from edgekit.legendre import discretize
+from edgekit.metadata import STEP_KEY
 from edgekit.model import ModelSource, check_model, load_model
 
 from .stream import METADATA_KEY as STREAM_KEY
@@ -37,7 +38,6 @@ __all__ = ["CONFIG_KEY", "DOMAIN", "LMUFormerConfig", "StepModel", "build_lmufor
            "to_step", "weight_shapes"]
 
 CONFIG_KEY = "edgekit.lmuformer"
-STEP_KEY = "edgekit.lmuformer.step"  # the step's structure for the fused engine (runtimes/lmu_stream.py, docs/lmu.md)
 DOMAIN = "ai.edgekit"
 OPSET = 17
 BN_EPS = 1e-5

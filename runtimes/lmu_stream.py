@@ -2,8 +2,8 @@
 call per frame (``runtimes/kernels/lmu_step.py``) instead of the plan's one call per node.
 
 It reads the step model itself (a saved one too): ``edgekit.converters.lmu.to_step`` writes the
-step's structure under the metadata key STEP_KEY (sizes, LIF parameters, delay, and which
-initializer is which folded weight; docs/lmu.md). The float32 weights are those the plan uses,
+step's structure under the metadata key ``edgekit.metadata.STEP_KEY`` (sizes, LIF parameters, delay,
+and which initializer is which folded weight; docs/lmu.md). The float32 weights are those the plan uses,
 packed in panels into one array; every state is a view of one state array that the kernel updates
 in place, so an engine output state is its input array and nothing is copied back per frame.
 """
@@ -16,11 +16,11 @@ import onnx
 from onnx import numpy_helper
 
 from edgekit.errors import ModelError
+from edgekit.metadata import STEP_KEY
 
 from .kernels import lmu_step as k
 from .stream import EngineFactory, Engine
 
-STEP_KEY = "edgekit.lmuformer.step"  # written by edgekit.converters.lmu.to_step
 ALIGN = 16  # floats: every weight and state starts on a 64-byte line
 
 

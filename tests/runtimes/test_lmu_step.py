@@ -21,7 +21,8 @@ from onnx import numpy_helper
 import edgekit
 from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step
 from edgekit.errors import ModelError
-from edgekit.runtimes.lmu_stream import STEP_KEY, engine_factory, is_lmuformer_step, lmu_step_engine
+from edgekit.metadata import STEP_KEY
+from edgekit.runtimes.lmu_stream import engine_factory, is_lmuformer_step, lmu_step_engine
 from lmu_weights import random_weights
 from oracle import ort_session
 
