@@ -28,7 +28,6 @@ from edgekit.model import ModelSource, load_model
 from edgekit.stats import concrete_shape
 
 from .flow.client import compress_tensors, restore_tensors
-from .plan import prepare, specialize
 from .session import InferenceSession
 
 FORMAT = "edgekit.profile/1"
@@ -143,10 +142,11 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
         raise InputError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
     stat = STATISTICS[statistic]
     proto = load_model(model)
-    original = read_graph(proto)
-    prep = prepare(read_graph(proto))  # fusion rewrites the nodes it is given: keep ``original`` intact
+    original = read_graph(proto)  # the session fuses a graph of its own: ``original`` stays intact
     shapes = {vi.name: concrete_shape(vi, dims or {}) for vi in original.inputs}
-    plan = specialize(prep, shapes)
+    session = InferenceSession(proto)
+    plan = session.plan(tuple(shapes.values()))  # the plan the session's run uses: compiled once
+    prep = session._prepared  # the fused nodes plan.step_nodes are (the session has no public accessor)
     rng = np.random.default_rng(seed)
     for vi in original.inputs:
         buf = plan.input_buffers[vi.name]
@@ -163,7 +163,6 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
             fn(*args)
             times[r, i] = clock() - t0
     step_s = {id(n): float(t) * 1e-9 for n, t in zip(plan.step_nodes, stat(times, axis=0))}
-    session = InferenceSession(proto)
     feeds = {k: v.copy() for k, v in plan.input_buffers.items()}
     for _ in range(warmup):
         session.run(None, feeds)

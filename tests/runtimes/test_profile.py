@@ -1,13 +1,14 @@
 """runtimes/profile.py: every node gets a time >= 0; BN and activation fused into a Conv cost 0 and
 name the Conv; views, folded constants and dead nodes cost 0; tensor shapes and byte sizes equal
 onnx shape inference's; the raw input size; codec round trips (zstd exact, fp16 within 1e-3
-relative, int8 within half a quantisation step); JSON round trip; the fastest-of-repeats statistic."""
+relative, int8 within half a quantisation step); JSON round trip; the fastest-of-repeats statistic; the model is compiled once."""
 import numpy as np
 import onnx
 import pytest
 from onnx import helper
 
 from edgekit.errors import InputError
+from edgekit.runtimes import session as session_module
 from edgekit.runtimes.profile import HAVE_ZSTD, Profile, codec_round_trip, profile_model
 from oracle import make_model
 
@@ -97,3 +98,12 @@ def test_fastest_of_the_repeats():
     assert [n.kind for n in fastest.nodes] == [n.kind for n in profile_model(small_cnn(), repeat=3).nodes]
     with pytest.raises(InputError):
         profile_model(small_cnn(), statistic="mean")
+
+
+def test_the_model_is_compiled_once(monkeypatch):
+    """Profiling times the plan the InferenceSession runs: one specialisation, not one per use."""
+    calls = []
+    specialize = session_module.specialize
+    monkeypatch.setattr(session_module, "specialize", lambda *a, **k: calls.append(1) or specialize(*a, **k))
+    profile_model(small_cnn(), repeat=2)
+    assert len(calls) == 1
