@@ -52,6 +52,7 @@ class Chain:
         self.deadline_s, self.retries, self.slowdown = deadline_s, retries, slowdown
         self.links, self.token, self.cooldown_s = links, token, cooldown_s
         self._sessions: dict[int, InferenceSession] = {}
+        self._input_dtypes: dict[int, dict[str, np.dtype]] = {}
         self._lock = threading.Lock()
         self._down_until: dict[str, float] = {}
         self._hot: dict[tuple, float] = {}
@@ -60,7 +61,9 @@ class Chain:
         """The InferenceSession of part k, built on first use (fallback parts load lazily)."""
         with self._lock:
             if k not in self._sessions:
-                self._sessions[k] = InferenceSession(self.plan.parts[k].path)
+                sess = self._sessions[k] = InferenceSession(self.plan.parts[k].path)
+                self._input_dtypes[k] = {v.name: np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+                                         for v in sess.get_modelmeta().graph.input}
             return self._sessions[k]
 
     def warm(self, k: int) -> None:
@@ -75,10 +78,9 @@ class Chain:
                 pass
 
     def input_dtypes(self, k: int) -> dict[str, np.dtype]:
-        """Part k's input dtypes (what compressed tensors are restored to)."""
-        proto = self.session(k).get_modelmeta()
-        return {v.name: np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
-                for v in proto.graph.input}
+        """Part k's input dtypes (what compressed tensors are restored to), read once with its session."""
+        self.session(k)
+        return self._input_dtypes[k]
 
     def link(self, dst: str) -> Link | None:
         """The emulated link from this tier to ``dst``, None when links are not emulated."""

@@ -373,6 +373,8 @@ def test_compressed_transfers(tmp_path, compression, atol, signal, reference):
         np.testing.assert_allclose(got, reference, rtol=0, atol=atol)
         sent = next(e["bytes"] for e in flow.last_trace if e["event"] == "transfer")
         assert sent < signal.shape[0] * 16 * 256 * 4 * (0.6 if compression != "zstd" else 1.01)
+        served = next(iter(cloud.models.values()))  # it restored the tensors to its part's input dtypes
+        assert served.chain.input_dtypes(served.part) is served.chain.input_dtypes(served.part)  # read once
     finally:
         cloud.shutdown()
         cloud.server_close()
