@@ -53,6 +53,7 @@ class Chain:
         self.links, self.token, self.cooldown_s = links, token, cooldown_s
         self._sessions: dict[int, InferenceSession] = {}
         self._input_dtypes: dict[int, dict[str, np.dtype]] = {}
+        self._output_names: dict[int, list[str]] = {}
         self._lock = threading.Lock()
         self._down_until: dict[str, float] = {}
         self._hot: dict[tuple, float] = {}
@@ -64,6 +65,7 @@ class Chain:
                 sess = self._sessions[k] = InferenceSession(self.plan.parts[k].path)
                 self._input_dtypes[k] = {v.name: np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
                                          for v in sess.get_modelmeta().graph.input}
+                self._output_names[k] = [o.name for o in sess.get_outputs()]
             return self._sessions[k]
 
     def warm(self, k: int) -> None:
@@ -124,7 +126,7 @@ class Chain:
 
     def _compute(self, k: int, tensors: dict[str, np.ndarray], trace: list[dict]) -> dict[str, np.ndarray]:
         sess = self.session(k)
-        names = [o.name for o in sess.get_outputs()]
+        names = self._output_names[k]
         key = (k, tuple((n, a.shape) for n, a in tensors.items()))
         if key not in self._hot:  # the first run of new shapes plans and compiles: keep it out of the timing
             sess.run(None, tensors)

@@ -27,6 +27,7 @@ class FlowSession:
                  emulate_links: bool | dict[tuple[str, str], Link] = False, token: str | None = None,
                  cooldown_s: float = 1.0, tier: str = "device") -> None:
         self.plan = plan_dir if isinstance(plan_dir, FlowPlan) else load_plan(plan_dir)
+        self._input_set = set(self.plan.inputs)
         self.chain = Chain(self.plan, tier, endpoints=endpoints, deadline_s=deadline_s, retries=retries,
                            slowdown=slowdown, links=emulate_links, token=token, cooldown_s=cooldown_s)
         if self.plan.parts[0].tier == tier:
@@ -36,7 +37,7 @@ class FlowSession:
 
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any]) -> list[np.ndarray]:
         """The model's outputs (all when ``output_names`` is None) for ``input_feed``."""
-        if not isinstance(input_feed, dict) or set(input_feed) != set(self.plan.inputs):
+        if not isinstance(input_feed, dict) or input_feed.keys() != self._input_set:
             got = list(input_feed) if isinstance(input_feed, dict) else type(input_feed).__name__
             raise InputError(f"input_feed must map exactly the model inputs {self.plan.inputs}, got {got}")
         names = list(output_names) if output_names is not None else self.plan.outputs
