@@ -22,10 +22,10 @@ def add_head(ctx: Stream, head: list[onnx.NodeProto], fifos: dict[str, str], out
         if n.output and n.output[0] in done:
             continue
         inputs = [fifos.get(i, i) for i in n.input]
-        gemm = _flatten_gemm(ctx, n, inputs[0] if inputs else "", fifo_tensors, outputs)
-        if gemm is not None:
-            _gemm_as_conv(ctx, n, gemm, inputs[0])
-            done.add(gemm.output[0])
+        found = _flatten_gemm(ctx, n, inputs[0] if inputs else "", fifo_tensors, outputs)
+        if found is not None:
+            _gemm_as_conv(ctx, n, inputs[0], *found)
+            done.add(found[0].output[0])
             continue
         copy = onnx.NodeProto()
         copy.CopyFrom(n)
@@ -33,8 +33,10 @@ def add_head(ctx: Stream, head: list[onnx.NodeProto], fifos: dict[str, str], out
         ctx.g.add(copy)
 
 
-def _flatten_gemm(ctx: Stream, n: onnx.NodeProto, x: str, fifos: set[str], outputs: set[str]) -> onnx.NodeProto | None:
-    """The Gemm that alone consumes this Flatten of a FIFO, when it can become a Conv; else None."""
+def _flatten_gemm(ctx: Stream, n: onnx.NodeProto, x: str, fifos: set[str],
+                  outputs: set[str]) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray] | None:
+    """The Gemm that alone consumes this Flatten of a FIFO, when it can become a Conv, with its weight
+    (O, K) and bias (O,), alpha and beta folded in; else None."""
     if n.op_type != "Flatten" or n.domain not in ("", "ai.onnx") or x not in fifos or attrs(n).get("axis", 1) != 1:
         return None
     if len(ctx.shapes.get(n.input[0]) or ()) != 3:
@@ -52,7 +54,8 @@ def _flatten_gemm(ctx: Stream, n: onnx.NodeProto, x: str, fifos: set[str], outpu
     # C must broadcast along the output columns only: a scalar or (1, ..., O)
     if w.dtype != np.float32 or bias is None or bias.size not in (1, out) or bias.shape[-1:] not in ((), (bias.size,)):
         return None
-    return gemm
+    rows = (w if a.get("transB", 0) else w.T) * np.float32(a.get("alpha", 1.0))
+    return gemm, rows, np.broadcast_to(bias.reshape(-1) * np.float32(a.get("beta", 1.0)), (out,))
 
 
 def _bias(ctx: Stream, gemm: onnx.NodeProto) -> np.ndarray | None:
@@ -62,15 +65,13 @@ def _bias(ctx: Stream, gemm: onnx.NodeProto) -> np.ndarray | None:
     return ctx.consts.get(gemm.input[2])
 
 
-def _gemm_as_conv(ctx: Stream, flatten: onnx.NodeProto, gemm: onnx.NodeProto, fifo: str) -> None:
-    """Flatten -> Gemm as Conv (kernel = the FIFO's width) -> Flatten, writing the Gemm's output."""
-    a = attrs(gemm)
-    w = ctx.consts[gemm.input[1]]
-    w = (w if a.get("transB", 0) else w.T) * np.float32(a.get("alpha", 1.0))
+def _gemm_as_conv(ctx: Stream, flatten: onnx.NodeProto, fifo: str, gemm: onnx.NodeProto, w: np.ndarray,
+                  bias: np.ndarray) -> None:
+    """Flatten -> Gemm as Conv (kernel = the FIFO's width) -> Flatten, writing the Gemm's output;
+    ``w`` and ``bias`` as _flatten_gemm gives them."""
     _, channels, width = ctx.shapes[flatten.input[0]]
     base = gemm.output[0]
     weight = ctx.g.const(f"{base}.conv.w", w.reshape(w.shape[0], channels, width).astype(np.float32))
-    bias = np.broadcast_to(_bias(ctx, gemm).reshape(-1) * np.float32(a.get("beta", 1.0)), (w.shape[0],))
     col = ctx.g.name(f"{base}.conv")
     ctx.g.node("Conv", [fifo, weight, ctx.g.const(f"{base}.conv.b", bias.astype(np.float32))], [col], col,
                kernel_shape=[width])
