@@ -11,6 +11,17 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
 def name_value(text: str) -> tuple[str, str]:
     """argparse type: ``NAME=VALUE`` with both parts non-empty."""
     name, sep, value = text.partition("=")

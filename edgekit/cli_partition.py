@@ -7,7 +7,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from .cli_args import dim
+from .cli_args import dim, positive_float
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -32,11 +32,9 @@ def parse_tier(text: str) -> Tier:
         except InputError as exc:
             raise argparse.ArgumentTypeError(f"tier {name!r}: {exc}") from None
     try:
-        speed = float(value)
-    except ValueError:
-        speed = 0.0
-    if not speed > 0:
-        raise argparse.ArgumentTypeError(f"tier {name!r}: speed must be a positive number, got {value!r}")
+        speed = positive_float(value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"tier {name!r} speed: {exc}") from None
     return Tier(name, speed)
 
 

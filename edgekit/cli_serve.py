@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .cli_args import positive_int
+from .cli_args import positive_float, positive_int
 from .cli_partition import parse_link
 from .errors import InputError
 
@@ -67,16 +67,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
-
-
 def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
     """Register `serve` on the CLI's subparsers."""
     p = verbs.add_parser("serve", help="serve a tier of a partition plan (KServe V2 REST)",
@@ -95,7 +85,7 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-json-bytes", type=int, default=8 << 20, metavar="N",
                    help="requests whose JSON part is larger get 413 (default 8 MiB; parsing JSON tensors takes "
                         "many times their size in memory: send large tensors as binary data)")
-    p.add_argument("--request-timeout", type=_positive_float, default=30.0, metavar="S",
+    p.add_argument("--request-timeout", type=positive_float, default=30.0, metavar="S",
                    help="a request's line, headers and body must arrive within S seconds of its first byte, "
                         "else 408 or the connection is closed; also the idle time of a kept-alive "
                         "connection (default 30)")
@@ -105,10 +95,10 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="V2 base URL of the next tier (e.g. http://127.0.0.1:8001); repeatable as TIER=URL")
     p.add_argument("--next-token", metavar="T",
                    help="bearer token for the next tier (default: $EDGEKIT_NEXT_TOKEN, else this server's token)")
-    p.add_argument("--deadline", type=_positive_float, default=2.0, metavar="S",
+    p.add_argument("--deadline", type=positive_float, default=2.0, metavar="S",
                    help="seconds to wait for the next tier before running its part here (default 2)")
     p.add_argument("--retries", type=int, default=1, help="retries of a refused or 5xx forward (default 1)")
-    p.add_argument("--slowdown", type=_positive_float, default=1.0, metavar="F",
+    p.add_argument("--slowdown", type=positive_float, default=1.0, metavar="F",
                    help="emulate a slower tier: stretch compute F times by sleeping (default 1)")
     p.add_argument("--emulate-links", action="store_true",
                    help="sleep the plan's link time (RTT + bytes/bandwidth) on every forward")

@@ -47,6 +47,7 @@ def test_every_verb_has_help(verb, capsys):
     [], ["frobnicate"], ["info"], ["run"], ["bench", "m.onnx", "--threads", "0"],
     ["info", "m.onnx", "--dim", "batch"], ["info", "m.onnx", "--dim", "batch=-3"],
     ["run", "m.onnx", "--input", "x"], ["demo", "no-such-demo"],
+    ["serve", "plan", "--tier", "edge", "--deadline", "0"],
 ])
 def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from edgekit.cli_partition import add_partition_verbs, parse_hop_overhead, parse_link, parse_size
+from edgekit.cli_partition import add_partition_verbs, parse_hop_overhead, parse_link, parse_size, parse_tier
 from edgekit.converters.partition import (Link, Options, Power, Problem, Result, Tier, device_memory, evaluate,
                                           partition, solve, write_plan)
 from edgekit.errors import InputError
@@ -378,6 +378,10 @@ def test_cli_units():
         parse_link("device-edge:20MB,10ms")
     with pytest.raises(argparse.ArgumentTypeError, match="link a-b: RTT: expected a time"):
         parse_link("a-b:1kbps,10 minutes")
+    assert parse_tier("edge:4").speed == 4.0
+    for bad in ("edge:0", "edge:-1", "edge:fast"):
+        with pytest.raises(argparse.ArgumentTypeError, match="tier 'edge' speed: expected a positive number"):
+            parse_tier(bad)
     for bad in ("0.8", "0.8ms,0.7us", "0.8ms,0.7/KB"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_hop_overhead(bad)
