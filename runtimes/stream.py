@@ -20,6 +20,10 @@ from onnx import numpy_helper
 from edgekit.errors import InputError, ModelError
 from edgekit.model import ModelSource, load_model
 
+from .kernels.layout import copy_blocks
+from .ops.layout import block_table
+from .step_program import StepProgram
+
 METADATA_KEY = "edgekit.stream"  # written by edgekit.converters.stream; schema in docs/streaming.md
 
 
@@ -52,8 +56,10 @@ EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], Engine]
 
 
 def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Engine:
-    """The edgekit plan of ``step_model`` for these input shapes, used through its own buffers.
-    Next states cut out of a tensor along time are views of that tensor's buffer (see _cut_states)."""
+    """The edgekit plan of ``step_model`` for these input shapes, run as one StepProgram (one compiled
+    call per hop where every kernel is known to it). Next states cut out of a tensor along time are
+    views of that tensor's buffer (see _cut_states); float32 states are copied back by the program
+    itself, so they need no copy after the run."""
     from .session import InferenceSession
 
     model, cuts = _cut_states(step_model)
@@ -61,7 +67,23 @@ def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
     outputs = dict(plan.outputs)
     outputs.update({o: plan.outputs[t][:, :, a:b] for o, (t, a, b) in cuts.items()})
-    return Engine(plan.input_buffers, outputs, plan.execute)
+    whole = {o: plan.outputs[cuts[o][0]] if o in cuts else outputs[o] for o in outputs}
+    feedback = [(s["input"], s["output"]) for s in _metadata(step_model)["states"]
+                if plan.input_buffers[s["input"]].dtype == np.float32 and plan.input_buffers[s["input"]].ndim == 3]
+    steps = plan.steps + [_copy_step(plan.input_buffers[i], outputs[o], whole[o]) for i, o in feedback]
+    program = StepProgram(steps, also=[*plan.input_buffers.values(), *outputs.values()])
+    inputs = {name: program.view(a) for name, a in plan.input_buffers.items()}
+    outputs = {name: program.view(a) for name, a in outputs.items()}
+    outputs.update({o: inputs[i] for i, o in feedback})
+    return Engine(inputs, outputs, program.run)
+
+
+def _copy_step(dst: np.ndarray, src: np.ndarray, base: np.ndarray) -> tuple:
+    """A copy_blocks step writing ``src``, a view into the C-contiguous ``base``, into the C-contiguous ``dst``."""
+    offset = (src.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // src.itemsize
+    table = block_table([(0, offset, 0, list(src.shape), [s // src.itemsize for s in src.strides],
+                          [s // dst.itemsize for s in dst.strides])])
+    return copy_blocks, (dst, table, base)
 
 
 def _cut_states(step: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, int]]]:
@@ -111,7 +133,7 @@ class StreamingSession:
         if step is None:
             raise ModelError("not a StreamiNNC step model: convert the window model with "
                              "edgekit.converters.stream.to_streaming, or use edgekit.StreamingSession")
-        meta = json.loads({p.key: p.value for p in step.metadata_props}[METADATA_KEY])
+        meta = _metadata(step)
         if hop is not None and hop != meta["hop"]:
             raise ModelError(f"this step model advances {meta['hop']} samples per hop, not {hop}")
         self._step = step
@@ -260,6 +282,11 @@ class StreamingSession:
             raise InputError("chunk contains NaN or Inf, which would poison the stream's state "
                              "(pass allow_nan=True to stream it anyway)")
         return a
+
+
+def _metadata(step: onnx.ModelProto) -> dict[str, Any]:
+    """The step model's StreamiNNC metadata (schema in docs/streaming.md)."""
+    return json.loads({p.key: p.value for p in step.metadata_props}[METADATA_KEY])
 
 
 def step_model_of(model: Any) -> onnx.ModelProto | None:

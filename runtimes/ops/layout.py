@@ -52,7 +52,7 @@ def _coalesce(shape, src, dst) -> tuple[list[int], list[int], list[int]]:
     return [d[0] for d in dims], [d[1] for d in dims], [d[2] for d in dims]
 
 
-def _table(blocks: list[Block]) -> np.ndarray:
+def block_table(blocks: list[Block]) -> np.ndarray:
     """Blocks as the int64 rows the kernels read, coalesced and padded to one rank (at least 2)."""
     rows = [(i, so, do, *_coalesce(shape, ss, ds)) for i, so, do, shape, ss, ds in blocks if 0 not in shape]
     rank = max([2] + [len(r[3]) for r in rows])
@@ -85,7 +85,7 @@ def _copy(node: Node, inputs: list, blocks: list[Block], out_shape, extra: tuple
     out_shape = tuple(int(d) for d in out_shape)
     if 0 in out_shape:
         return Constant([np.empty(out_shape, x.dtype)])
-    table = _table(blocks)
+    table = block_table(blocks)
     size = math.prod(x.shape)
     if len(table) == 1 and list(table[0]) == [0, 0, 0, 1, size, 0, 1, 0, 1]:
         return View(out_shape)
@@ -410,7 +410,7 @@ def build_split(node: Node, inputs: list, opset: int) -> Kernel | View:
         blocks.append((j, at * src[axis], 0, shape, src, _strides(shape)))
         outs.append((tuple(shape), x.dtype))
         at += size
-    return Kernel(k.split_blocks, (_source(inputs, 0), _table(blocks), *(Out(j) for j in range(count))), outs)
+    return Kernel(k.split_blocks, (_source(inputs, 0), block_table(blocks), *(Out(j) for j in range(count))), outs)
 
 
 @register("Gather")

@@ -1,0 +1,89 @@
+"""One compiled call that runs a sequence of kernel steps: an interpreter over a program of rows.
+
+A plan calls one Numba kernel per step, and each call costs about half a microsecond of dispatch
+(type checks of every argument) on top of the kernel: for a streaming step whose layers compute a
+few columns each, dispatch is a third of the time. Here every array the steps touch lives in one
+byte ``arena`` and each step is one int64 row of ``program``:
+
+    [opcode, argument count, then ARG_SLOTS slots per argument: element offset in the arena (or
+     the value of an int argument), element count, then up to three dimensions]
+
+``run_program`` passes each array argument as a flat slice of the arena (these kernels flatten
+their arrays anyway; the pools, which read shapes, get 3-D views), so a whole sequence costs one
+dispatch and a few nanoseconds per argument. The opcodes name the kernels it knows (``KERNELS`` in
+``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
+by the caller between programs.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .conv import conv_rows_kernel
+from .gemm import gemm_dot_kernel, gemm_kernel
+from .layout import copy_block
+from .pool import AVG, MAX, WINDOW_POOL
+from .reduce import MEAN, REDUCE, ROWS
+
+COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, MEAN_ROWS, GEMM, GEMM_DOT = range(7)
+"""Opcodes: Concat/Slice-style block copies (destination, block table, sources), the single-row
+convolution, the 1-D full-window max and average pools, mean over rows (GlobalAveragePool), Gemm,
+and the dot-product Gemm."""
+HEAD = 2
+ARG_SLOTS = 5
+MAX_ARGS = 10
+ROW = HEAD + ARG_SLOTS * MAX_ARGS
+
+_window_max = WINDOW_POOL[MAX]
+_window_avg = WINDOW_POOL[AVG]
+_mean_rows = REDUCE[MEAN, ROWS]
+
+
+@njit(inline="always")
+def _flat(arena, r, j):
+    """Argument j as a flat slice of ``arena`` (float32 or int64 elements)."""
+    s = HEAD + ARG_SLOTS * j
+    return arena[r[s]:r[s] + r[s + 1]]
+
+
+@njit(inline="always")
+def _f3(f32, r, j):
+    """Argument j as a 3-D float32 array (for kernels that read its shape)."""
+    s = HEAD + ARG_SLOTS * j
+    return f32[r[s]:r[s] + r[s + 2] * r[s + 3] * r[s + 4]].reshape((r[s + 2], r[s + 3], r[s + 4]))
+
+
+@njit(inline="always")
+def _int(r, j):
+    return r[HEAD + ARG_SLOTS * j]
+
+
+@njit(cache=True)
+def run_program(program, f32, i64):
+    """Run every row of ``program`` (see the module docstring) on slices of the arena, seen as
+    float32 (``f32``) and as int64 (``i64``) elements."""
+    for i in range(program.shape[0]):
+        r = program[i]
+        op = r[0]
+        if op == COPY_BLOCKS:  # destination, table, sources
+            dst = _flat(f32, r, 0)
+            s = HEAD + ARG_SLOTS
+            blocks = i64[r[s]:r[s] + r[s + 1]].reshape((r[s + 2], r[s + 3]))
+            for b in range(blocks.shape[0]):
+                copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
+        elif op == CONV_ROWS:
+            conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
+                             _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
+        elif op == WINDOW_MAX:
+            _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
+        elif op == WINDOW_AVG:
+            _window_avg(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
+        elif op == MEAN_ROWS:
+            _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4), _flat(i64, r, 5),
+                       _flat(i64, r, 6))
+        elif op == GEMM:
+            gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), _flat(f32, r, 4),
+                        _flat(i64, r, 5), _flat(f32, r, 6))
+        elif op == GEMM_DOT:
+            gemm_dot_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
+                            _flat(i64, r, 4), _flat(f32, r, 5))

@@ -1,0 +1,150 @@
+"""Run a plan's bound steps with one compiled call instead of one call per step.
+
+Every array the steps touch (buffers, constants, views) is moved into one byte arena, keeping its
+place relative to the arrays it shares memory with and its alignment; each run of consecutive steps
+whose kernel ``kernels.program`` knows becomes one program run by ``run_program``, and any other
+step is called as before on arena views. Worth it where dispatch is a large share of a step: a
+streaming hop whose layers compute a few columns each.
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+from typing import Any, Callable
+
+import numpy as np
+from numpy.lib.array_utils import byte_bounds
+
+from .kernels import conv as kc
+from .kernels import gemm as kg
+from .kernels import layout as kl
+from .kernels import program as kprog
+
+ALIGN = 64
+F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
+KIND = {"f": (F32, None), "f3": (F32, 3), "i": (I64, None), "i2": (I64, 2)}
+KERNELS: dict[Any, tuple[int, tuple[str, ...], str | None]] = {
+    kl.copy_blocks: (kprog.COPY_BLOCKS, ("f", "i2"), "f"),
+    kc.conv_rows_kernel: (kprog.CONV_ROWS, ("f", "f", "f", "f", "f", "i", "f"), None),
+    kprog._window_max: (kprog.WINDOW_MAX, ("f3", "f3", "n", "n"), None),
+    kprog._window_avg: (kprog.WINDOW_AVG, ("f3", "f3", "n", "n"), None),
+    kprog._mean_rows: (kprog.MEAN_ROWS, ("f", "f", "n", "n", "n", "i", "i"), None),
+    kg.gemm_kernel: (kprog.GEMM, ("f", "f", "f", "f", "f", "i", "f"), None),
+    kg.gemm_dot_kernel: (kprog.GEMM_DOT, ("f", "f", "f", "f", "i", "f"), None),
+}
+"""Kernels the program interpreter calls: opcode, kinds of the leading arguments ("f"/"i": a
+C-contiguous float32/int64 array of any rank, which the kernel only reads flat; "f3"/"i2": of that
+rank; "n": an int) and the kind of any further arguments."""
+
+Step = tuple[Callable[..., Any], tuple]
+
+
+class StepProgram:
+    """The steps of a plan over one arena: ``run()`` executes them, ``view(a)`` is the arena's copy of
+    any array the steps or ``also`` reference (read and write through it from then on)."""
+
+    def __init__(self, steps: list[Step], also: list[np.ndarray] = ()) -> None:
+        arrays = [a for _, args in steps for a in _arrays(args)] + list(also)
+        self._regions, size = _regions(arrays)
+        size += (-size) % 8
+        self.arena = np.zeros(size + ALIGN, np.uint8)
+        shift = (-self.arena.ctypes.data) % ALIGN
+        self.arena = self.arena[shift:shift + size]
+        for a in arrays:
+            self.view(a)[...] = a
+        parts: list[Any] = []
+        for fn, args in steps:
+            row = self._encode(fn, args)
+            if row is None:
+                parts.append((fn, tuple(_remap(args, self.view))))
+            elif parts and isinstance(parts[-1], list):
+                parts[-1].append(row)
+            else:
+                parts.append([row])
+        words = (self.arena.view(np.float32), self.arena.view(np.int64))
+        self._parts = [(kprog.run_program, (np.array(p, np.int64), *words)) if isinstance(p, list) else p
+                       for p in parts]
+        self.programs = sum(isinstance(p, list) for p in parts)
+        self.calls = len(self._parts)
+        if len(self._parts) == 1:
+            fn, args = self._parts[0]
+            self.run: Callable[[], None] = functools.partial(fn, *args)
+        else:
+            self.run = self._run_parts
+
+    def _run_parts(self) -> None:
+        for fn, args in self._parts:
+            fn(*args)
+
+    def view(self, a: np.ndarray) -> np.ndarray:
+        """The arena's array at the place of ``a`` (same shape, dtype and strides)."""
+        if a.size == 0:
+            return np.ndarray(a.shape, a.dtype, buffer=self.arena, offset=0)
+        p = a.__array_interface__["data"][0]
+        lo = byte_bounds(a)[0]
+        start, new = self._regions[_find(self._regions, lo)][0::2]
+        return np.ndarray(a.shape, a.dtype, buffer=self.arena, offset=new + p - start, strides=a.strides)
+
+    def _encode(self, fn: Any, args: tuple) -> list[int] | None:
+        """The program row of a step, or None when the interpreter does not know its kernel or arguments."""
+        known = KERNELS.get(fn)
+        if known is None:
+            return None
+        op, kinds, rest = known
+        if len(args) < len(kinds) or (len(args) > len(kinds) and rest is None) or len(args) > kprog.MAX_ARGS:
+            return None
+        row = [op, len(args)]
+        for j, a in enumerate(args):
+            kind = kinds[j] if j < len(kinds) else rest
+            if kind == "n":
+                if type(a) is not int:
+                    return None
+                slots = [a]
+            else:
+                dtype, ndim = KIND[kind]
+                if (not isinstance(a, np.ndarray) or a.dtype != dtype or ndim not in (None, a.ndim)
+                        or not a.flags.c_contiguous):
+                    return None
+                offset = self.view(a).__array_interface__["data"][0] - self.arena.ctypes.data
+                if offset % a.itemsize:
+                    return None
+                slots = [offset // a.itemsize, a.size, *(a.shape if ndim else ())]
+            row += slots + [0] * (kprog.ARG_SLOTS - len(slots))
+        return row + [0] * (kprog.ROW - len(row))
+
+
+def _arrays(args: Any):
+    """Every array among ``args``, nested tuples included."""
+    for a in args:
+        if isinstance(a, np.ndarray):
+            yield a
+        elif isinstance(a, tuple):
+            yield from _arrays(a)
+
+
+def _remap(args: tuple, view: Callable[[np.ndarray], np.ndarray]) -> list:
+    return [view(a) if isinstance(a, np.ndarray) else tuple(_remap(a, view)) if isinstance(a, tuple) else a
+            for a in args]
+
+
+def _regions(arrays: list[np.ndarray]) -> tuple[list[tuple[int, int, int]], int]:
+    """Disjoint memory ranges (start, end, arena offset) covering ``arrays``, each placed at an arena
+    offset congruent to its start modulo ALIGN (so every array keeps its alignment); and the arena size."""
+    spans = sorted(byte_bounds(a) for a in arrays if a.size)
+    merged: list[list[int]] = []
+    for lo, hi in spans:
+        if merged and lo < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    regions, size = [], 0
+    for lo, hi in merged:
+        size += (lo - size) % ALIGN
+        regions.append((lo, hi, size))
+        size += hi - lo
+    return regions, size
+
+
+def _find(regions: list[tuple[int, int, int]], p: int) -> int:
+    """Index of the region holding address ``p``."""
+    return bisect.bisect_right([r[0] for r in regions], p) - 1
