@@ -28,10 +28,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import ModelError
 from edgekit.legendre import discretize
-from edgekit.metadata import STEP_KEY
+from edgekit.metadata import STEP_KEY, STREAM_KEY
 from edgekit.model import ModelSource, check_model, load_model
 
-from .stream import METADATA_KEY as STREAM_KEY
 from .stream_graph import StateSpec
 
 __all__ = ["CONFIG_KEY", "DOMAIN", "LMUFormerConfig", "StepModel", "build_lmuformer", "config_of", "load_npz",

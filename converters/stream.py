@@ -21,6 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import ModelError
+from edgekit.metadata import STREAM_KEY
 from edgekit.model import ModelSource, check_model, load_model, opset_version
 
 from .stream_graph import StateSpec, StepGraph
@@ -30,7 +31,7 @@ from .stream_report import StreamReport, report
 
 __all__ = ["HeadInput", "LayerInfo", "METADATA_KEY", "StateSpec", "StreamReport", "StreamingModel", "report", "to_streaming"]
 
-METADATA_KEY = "edgekit.stream"
+METADATA_KEY = STREAM_KEY  # the step-model metadata key, exported for users
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,8 @@ def _writable(a: np.ndarray) -> np.ndarray:
 
 
 def _bind(graph: Graph, env: dict[str, Tensor], lowered: list, pool: "_ArenaPool") -> Plan:
-    """Give every non-constant tensor a buffer, reusing the memory of tensors that are dead."""
+    """Give every non-constant tensor a buffer, reusing the memory of tensors that are dead; inputs and
+    outputs get memory of their own, so it holds their values for the whole run and between runs."""
     owner = {vi.name: vi.name for vi in graph.inputs}
     for node, step in lowered:
         for o in node.outputs:
@@ -271,7 +272,7 @@ def _bind(graph: Graph, env: dict[str, Tensor], lowered: list, pool: "_ArenaPool
             outs = []
             for name, (shape, dtype) in zip(node.outputs, step.outputs):
                 if name:
-                    arrays[name] = pool.take(name, env[name])
+                    arrays[name] = pool.take(name, env[name], fresh=name in pinned)
                 outs.append(arrays[name] if name else np.empty(shape, dtype))
             ins = [None if not x else env[x].value if env[x].is_const else arrays[x] for x in node.inputs]
             steps.append((step.fn, _resolve(step.args, ins, outs)))
@@ -332,9 +333,10 @@ class _ArenaPool:
         self.max_bytes = max_bytes
         self.input_shapes = input_shapes
 
-    def take(self, name: str, t: Tensor) -> np.ndarray:
+    def take(self, name: str, t: Tensor, fresh: bool = False) -> np.ndarray:
+        """A buffer for tensor ``name``; ``fresh`` ones never reuse a dead tensor's memory."""
         nbytes = int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize
-        fits = [a for a in self.free if a.nbytes >= nbytes]
+        fits = [] if fresh else [a for a in self.free if a.nbytes >= nbytes]
         if fits:
             arena = min(fits, key=lambda a: a.nbytes)
             self.free = [a for a in self.free if a is not arena]

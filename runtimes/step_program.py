@@ -28,6 +28,8 @@ KERNELS: dict[Any, tuple[int, tuple[str, ...], str | None]] = {
     kc.conv_rows_kernel: (kprog.CONV_ROWS, ("f", "f", "f", "f", "f", "i", "f"), None),
     kprog._window_max: (kprog.WINDOW_MAX, ("f3", "f3", "n", "n"), None),
     kprog._window_avg: (kprog.WINDOW_AVG, ("f3", "f3", "n", "n"), None),
+    kprog._window_max_into: (kprog.WINDOW_MAX_INTO, ("f3", "f3", "n", "n", "n"), None),
+    kprog._window_avg_into: (kprog.WINDOW_AVG_INTO, ("f3", "f3", "n", "n", "n"), None),
     kprog._mean_rows: (kprog.MEAN_ROWS, ("f", "f", "n", "n", "n", "i", "i"), None),
     kg.gemm_kernel: (kprog.GEMM, ("f", "f", "f", "f", "f", "i", "f"), None),
     kg.gemm_dot_kernel: (kprog.GEMM_DOT, ("f", "f", "f", "f", "i", "f"), None),

@@ -1,13 +1,12 @@
 """StreamingSession: push samples of a live signal, get the window CNN's outputs once per hop.
 
-It runs the StreamiNNC step model (see ``edgekit.converters.stream``) on edgekit's plan: the step
-model's new-sample input and its state inputs are the plan's own preallocated input buffers, so a
-push copies the new samples in place, and after each hop the next states are copied back into the
-state buffers. Nothing is allocated per hop except the output arrays handed to the caller.
+It runs the StreamiNNC step model (see ``edgekit.converters.stream``) on an Engine, by default
+edgekit's plan as one compiled program (``stream_engine``): a push copies the new samples into the
+engine's own input buffer, each completed hop is one run that also updates the states in place.
+Nothing is allocated per hop except the output arrays handed to the caller.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,16 +14,14 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from onnx import numpy_helper
-
 from edgekit.errors import InputError, ModelError
 from edgekit.model import ModelSource, load_model
 
-from .kernels.layout import copy_blocks
-from .ops.layout import block_table
-from .step_program import StepProgram
+from edgekit.metadata import STREAM_KEY
 
-METADATA_KEY = "edgekit.stream"  # written by edgekit.converters.stream; schema in docs/streaming.md
+from .stream_engine import Engine, EngineFactory, metadata, plan_engine
+
+__all__ = ["Engine", "EngineFactory", "StreamingSession", "is_step_model", "step_model_of"]
 
 
 @dataclass
@@ -38,80 +35,6 @@ class _State:
 
     def shape_for(self, batch: int) -> tuple[int, ...]:
         return (batch, *self.shape[1:]) if self.batched else tuple(self.shape)
-
-
-@dataclass
-class Engine:
-    """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
-    (the same arrays after every run). A state output that is its input array (updated in place by
-    ``run``) is not copied back."""
-
-    inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
-    run: Callable[[], None]
-
-
-EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], Engine]
-"""Builds the engine of a step model for its input shapes (default: the edgekit plan)."""
-
-
-def _plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Engine:
-    """The edgekit plan of ``step_model`` for these input shapes, run as one StepProgram (one compiled
-    call per hop where every kernel is known to it). Next states cut out of a tensor along time are
-    views of that tensor's buffer (see _cut_states); float32 states are copied back by the program
-    itself, so they need no copy after the run."""
-    from .session import InferenceSession
-
-    model, cuts = _cut_states(step_model)
-    session = InferenceSession(model)
-    plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
-    outputs = dict(plan.outputs)
-    outputs.update({o: plan.outputs[t][:, :, a:b] for o, (t, a, b) in cuts.items()})
-    whole = {o: plan.outputs[cuts[o][0]] if o in cuts else outputs[o] for o in outputs}
-    feedback = [(s["input"], s["output"]) for s in _metadata(step_model)["states"]
-                if plan.input_buffers[s["input"]].dtype == np.float32 and plan.input_buffers[s["input"]].ndim == 3]
-    steps = plan.steps + [_copy_step(plan.input_buffers[i], outputs[o], whole[o]) for i, o in feedback]
-    program = StepProgram(steps, also=[*plan.input_buffers.values(), *outputs.values()])
-    inputs = {name: program.view(a) for name, a in plan.input_buffers.items()}
-    outputs = {name: program.view(a) for name, a in outputs.items()}
-    outputs.update({o: inputs[i] for i, o in feedback})
-    return Engine(inputs, outputs, program.run)
-
-
-def _copy_step(dst: np.ndarray, src: np.ndarray, base: np.ndarray) -> tuple:
-    """A copy_blocks step writing ``src``, a view into the C-contiguous ``base``, into the C-contiguous ``dst``."""
-    offset = (src.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // src.itemsize
-    table = block_table([(0, offset, 0, list(src.shape), [s // src.itemsize for s in src.strides],
-                          [s // dst.itemsize for s in dst.strides])])
-    return copy_blocks, (dst, table, base)
-
-
-def _cut_states(step: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, int]]]:
-    """``step`` without the Slices that make a next state from columns [a, b) of a 3-D tensor t,
-    t made a model output instead, and {state output: (t, a, b)}."""
-    inits = {i.name: i for i in step.graph.initializer}
-    typed = {v.name: v for v in step.graph.value_info}
-    names = {o.name for o in step.graph.output}
-    cuts, kept = {}, []
-    for n in step.graph.node:
-        consts = [numpy_helper.to_array(inits[i]).tolist() if i in inits else None for i in n.input[1:]]
-        if (n.op_type == "Slice" and n.output[0] in names and len(consts) == 3 and consts[2] in ([2], [-1])
-                and None not in consts and n.input[0] in typed and len(consts[0]) == 1
-                and len(typed[n.input[0]].type.tensor_type.shape.dim) == 3 and 0 <= consts[0][0] <= consts[1][0]):
-            cuts[n.output[0]] = (n.input[0], consts[0][0], consts[1][0])
-        else:
-            kept.append(n)
-    if not cuts:
-        return step, {}
-    model = onnx.ModelProto()
-    model.CopyFrom(step)
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    outputs = [o for o in step.graph.output if o.name not in cuts]
-    outputs += [typed[t] for t in dict.fromkeys(t for t, _, _ in cuts.values()) if t not in names]
-    del model.graph.output[:]
-    model.graph.output.extend(outputs)
-    return model, cuts
 
 
 class StreamingSession:
@@ -128,12 +51,12 @@ class StreamingSession:
 
     def __init__(self, model: ModelSource | Any, hop: int | None = None, allow_nan: bool = False,
                  engine: EngineFactory | None = None) -> None:
-        self._make_engine = engine or _plan_engine  # (step model, input shapes) -> Engine
+        self._make_engine = engine or plan_engine  # (step model, input shapes) -> Engine
         step = step_model_of(model)
         if step is None:
             raise ModelError("not a StreamiNNC step model: convert the window model with "
                              "edgekit.converters.stream.to_streaming, or use edgekit.StreamingSession")
-        meta = _metadata(step)
+        meta = metadata(step)
         if hop is not None and hop != meta["hop"]:
             raise ModelError(f"this step model advances {meta['hop']} samples per hop, not {hop}")
         self._step = step
@@ -284,11 +207,6 @@ class StreamingSession:
         return a
 
 
-def _metadata(step: onnx.ModelProto) -> dict[str, Any]:
-    """The step model's StreamiNNC metadata (schema in docs/streaming.md)."""
-    return json.loads({p.key: p.value for p in step.metadata_props}[METADATA_KEY])
-
-
 def step_model_of(model: Any) -> onnx.ModelProto | None:
     """The step model held by a StreamingModel or given as a saved step model; None for other models."""
     step = getattr(model, "step_model", None)
@@ -300,4 +218,4 @@ def step_model_of(model: Any) -> onnx.ModelProto | None:
 
 def is_step_model(proto: onnx.ModelProto) -> bool:
     """Whether ``proto`` carries the step-model metadata written by the StreamiNNC converter."""
-    return any(p.key == METADATA_KEY for p in proto.metadata_props)
+    return any(p.key == STREAM_KEY for p in proto.metadata_props)

@@ -24,11 +24,12 @@ from .gemm import gemm_dot_kernel, gemm_kernel
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import MEAN, REDUCE, ROWS
+from .shift import WINDOW_POOL_INTO
 
-COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, MEAN_ROWS, GEMM, GEMM_DOT = range(7)
+COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM, GEMM_DOT = range(9)
 """Opcodes: Concat/Slice-style block copies (destination, block table, sources), the single-row
-convolution, the 1-D full-window max and average pools, mean over rows (GlobalAveragePool), Gemm,
-and the dot-product Gemm."""
+convolution, the 1-D full-window max and average pools, the same writing into a shift buffer's
+last columns, mean over rows (GlobalAveragePool), Gemm, and the dot-product Gemm."""
 HEAD = 2
 ARG_SLOTS = 5
 MAX_ARGS = 10
@@ -36,6 +37,8 @@ ROW = HEAD + ARG_SLOTS * MAX_ARGS
 
 _window_max = WINDOW_POOL[MAX]
 _window_avg = WINDOW_POOL[AVG]
+_window_max_into = WINDOW_POOL_INTO[MAX]
+_window_avg_into = WINDOW_POOL_INTO[AVG]
 _mean_rows = REDUCE[MEAN, ROWS]
 
 
@@ -78,6 +81,10 @@ def run_program(program, f32, i64):
             _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
         elif op == WINDOW_AVG:
             _window_avg(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
+        elif op == WINDOW_MAX_INTO:
+            _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4))
+        elif op == WINDOW_AVG_INTO:
+            _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4))
         elif op == MEAN_ROWS:
             _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4), _flat(i64, r, 5),
                        _flat(i64, r, 6))

@@ -78,6 +78,17 @@ def test_buffers_are_reused_along_a_chain():
     assert plan.arena_bytes <= 4 * one_tensor + 4 * 64
 
 
+def test_inputs_and_outputs_own_their_memory():
+    """No intermediate tensor reuses an input's or an output's buffer, so they hold their values for
+    the whole run (a streaming step keeps its history in an output buffer between runs)."""
+    sess = edgekit.InferenceSession(chain_model(length=10, dims=(4, 1000)))
+    plan = next(iter(sess._plans.values()))
+    owned = [*plan.input_buffers.values(), *plan.outputs.values()]
+    others = [t for name, t in plan.tensors.items() if name not in plan.input_buffers and name not in plan.outputs]
+    assert len(others) == 9
+    assert not any(np.shares_memory(a, t) for a in owned for t in others)
+
+
 def test_dead_nodes_are_removed_even_if_unsupported():
     nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("NoSuchOp", ["x"], ["z"], domain="custom")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],

@@ -205,9 +205,26 @@ def test_paper_networks_on_edgekit(kind, hop, filters):
 
 def test_next_states_are_read_from_the_shift_buffers():
     """The session's plan skips the Slices that cut next states out of shift buffers."""
-    from edgekit.runtimes.stream import _cut_states
+    from edgekit.runtimes.stream_engine import cut_states as _cut_states
 
     sm = to_streaming(conv_tests.paper_net("eeg"), 128)
     stripped, cuts = _cut_states(sm.step_model)
     assert set(cuts) == {s.output for s in sm.states}
     assert not any(o in cuts for n in stripped.graph.node for o in n.output)
+
+
+def test_shift_buffers_are_written_in_place():
+    """The pushed samples land in the first layer's shift buffer and each pool writes into the next
+    layer's, so the engine's history inputs are views of those buffers (no Concat copies per hop)."""
+    sm = to_streaming(conv_tests.paper_net("eeg"), 128)
+    session = StreamingSession(sm)
+    channels = session.channels
+    session.push(np.zeros((channels, 128), np.float32))
+    engine = session._engine
+    first = [engine.inputs[s.input] for s in sm.states if engine.inputs[s.input].shape[1] == channels]
+    x = engine.inputs[sm.input]
+    assert len(first) == 1 and x.strides == first[0].strides  # columns [h, h + hop) of the same rows
+    assert x.ctypes.data == first[0].ctypes.data + first[0].shape[2] * x.itemsize
+    histories = [s for s in sm.states if not engine.inputs[s.input].flags.c_contiguous]
+    assert len(histories) >= 3  # one per conv layer at least
+    assert all(engine.outputs[s.output] is engine.inputs[s.input] for s in sm.states)  # updated in the run

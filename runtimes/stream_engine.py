@@ -1,0 +1,152 @@
+"""The engine that runs a StreamiNNC step model hop by hop: edgekit's plan as one StepProgram.
+
+The step model (``edgekit.converters.stream``) gives each layer a shift buffer B = Concat(history,
+new) along time, and cuts the next history out of B with a Slice. Here:
+- the Slices are dropped and next states are read from B's buffer (``cut_states``);
+- the history input is B's own first columns and, when the new columns are the pushed samples or a
+  1-D pool's output read by nothing else, they are written straight into B's last columns, so the
+  Concat disappears;
+- float32 states are copied back inside the program, at the end of the hop.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgekit.metadata import STREAM_KEY
+
+from .kernels import pool as kp
+from .kernels.layout import copy_blocks
+from .kernels.shift import WINDOW_POOL_INTO
+from .ops.layout import block_table
+from .plan import Plan
+from .step_program import StepProgram
+
+POOL_CODES = {fn: code for code, fn in kp.WINDOW_POOL.items()}
+
+
+@dataclass
+class Engine:
+    """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
+    (the same arrays after every run). A state output that is its input array (updated in place by
+    ``run``) is not copied back."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    run: Callable[[], None]
+
+
+EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], Engine]
+"""Builds the engine of a step model for its input shapes (default: ``plan_engine``)."""
+
+
+def metadata(step: onnx.ModelProto) -> dict[str, Any]:
+    """The step model's StreamiNNC metadata (schema in docs/streaming.md)."""
+    return json.loads({p.key: p.value for p in step.metadata_props}[STREAM_KEY])
+
+
+def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Engine:
+    """The edgekit plan of ``step_model`` for these input shapes, rewritten as the module docstring
+    says and run as one StepProgram (one compiled call per hop where every kernel is known to it)."""
+    from .session import InferenceSession
+
+    model, cuts = cut_states(step_model)
+    session = InferenceSession(model)
+    plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
+    outputs = dict(plan.outputs)
+    outputs.update({o: plan.outputs[t][:, :, a:b] for o, (t, a, b) in cuts.items()})
+    states = {s["input"]: s["output"] for s in metadata(step_model)["states"]}
+    inputs, steps, shift_buffers = _write_in_place(plan, states, cuts, {o.name for o in model.graph.output})
+    feedback = [(i, o) for i, o in states.items() if inputs[i].dtype == np.float32 and inputs[i].ndim == 3]
+    whole = {o: plan.outputs[cuts[o][0]] if o in cuts else outputs[o] for _, o in feedback}
+    steps += [_copy_step(inputs[i], shift_buffers.get(i, inputs[i]), outputs[o], whole[o]) for i, o in feedback]
+    program = StepProgram(steps, also=[*inputs.values(), *outputs.values()])
+    inputs = {name: program.view(a) for name, a in inputs.items()}
+    outputs = {name: program.view(a) for name, a in outputs.items()}
+    outputs.update({o: inputs[i] for i, o in feedback})
+    return Engine(inputs, outputs, program.run)
+
+
+def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[str, int, int]],
+                    graph_outputs: set[str]) -> tuple[dict[str, np.ndarray], list, dict[str, np.ndarray]]:
+    """The engine's input arrays and the plan's steps, with every shift-buffer Concat that can be
+    removed removed: its history input becomes a view of B's first columns, and its new columns are
+    written into B's last ones by their producer (the pushed samples, or a 1-D full-window pool).
+    Also {history input: B} for those."""
+    inputs = dict(plan.input_buffers)
+    steps = list(plan.steps)
+    nodes = plan.step_nodes
+    readers: dict[str, int] = {}
+    for n in nodes:
+        for x in n.inputs:
+            readers[x] = readers.get(x, 0) + 1
+    producer = {o: i for i, n in enumerate(nodes) for o in n.outputs}
+    dropped, shift_buffers = set(), {}
+    for i, node in enumerate(nodes):
+        if steps[i][0] is not copy_blocks or node.op_type != "Concat" or len(node.inputs) != 2:
+            continue
+        history, new = node.inputs
+        buf = steps[i][1][0]
+        if (history not in states or history not in inputs or readers[history] != 1 or buf.ndim != 3
+                or node.attrs.get("axis") not in (2, -1) or cuts.get(states[history], ("",))[0] != node.outputs[0]
+                or readers[new] != 1 or new in graph_outputs):
+            continue  # B must stay B (a graph output, through the cut) and the parts must be read only here
+        h = inputs[history].shape[2]
+        if new in inputs and new not in states:  # the pushed samples
+            inputs[new] = buf[:, :, h:]
+        elif new in producer and steps[producer[new]][0] in POOL_CODES:
+            j = producer[new]
+            fn, (x, _, k, stride) = steps[j]
+            steps[j] = (WINDOW_POOL_INTO[POOL_CODES[fn]], (x, buf, k, stride, h))
+        else:
+            continue
+        inputs[history] = buf[:, :, :h]
+        shift_buffers[history] = buf
+        dropped.add(i)
+    return inputs, [s for i, s in enumerate(steps) if i not in dropped], shift_buffers
+
+
+def _copy_step(dst: np.ndarray, dst_base: np.ndarray, src: np.ndarray, src_base: np.ndarray) -> tuple:
+    """A copy_blocks step writing ``src`` into ``dst``, each a view into (or the same as) a C-contiguous
+    array of the plan."""
+    table = block_table([(0, _offset(src, src_base), _offset(dst, dst_base), list(src.shape),
+                          [s // src.itemsize for s in src.strides], [s // dst.itemsize for s in dst.strides])])
+    return copy_blocks, (dst_base, table, src_base)
+
+
+def _offset(view: np.ndarray, base: np.ndarray) -> int:
+    """Element offset of ``view``'s first element in ``base``."""
+    return (view.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // view.itemsize
+
+
+def cut_states(step: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, int]]]:
+    """``step`` without the Slices that make a next state from columns [a, b) of a 3-D tensor t,
+    t made a model output instead, and {state output: (t, a, b)}."""
+    inits = {i.name: i for i in step.graph.initializer}
+    typed = {v.name: v for v in step.graph.value_info}
+    names = {o.name for o in step.graph.output}
+    cuts, kept = {}, []
+    for n in step.graph.node:
+        consts = [numpy_helper.to_array(inits[i]).tolist() if i in inits else None for i in n.input[1:]]
+        if (n.op_type == "Slice" and n.output[0] in names and len(consts) == 3 and consts[2] in ([2], [-1])
+                and None not in consts and n.input[0] in typed and len(consts[0]) == 1
+                and len(typed[n.input[0]].type.tensor_type.shape.dim) == 3 and 0 <= consts[0][0] <= consts[1][0]):
+            cuts[n.output[0]] = (n.input[0], consts[0][0], consts[1][0])
+        else:
+            kept.append(n)
+    if not cuts:
+        return step, {}
+    model = onnx.ModelProto()
+    model.CopyFrom(step)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    outputs = [o for o in step.graph.output if o.name not in cuts]
+    outputs += [typed[t] for t in dict.fromkeys(t for t, _, _ in cuts.values()) if t not in names]
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+    return model, cuts
