@@ -7,7 +7,6 @@ Nothing is allocated per hop except the output arrays handed to the caller.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ from edgekit.model import ModelSource, load_model
 
 from edgekit.metadata import STREAM_KEY
 
+from .kernels.shift import all_finite, copy_if_finite
 from .stream_engine import Engine, EngineFactory, metadata, plan_engine
 
 __all__ = ["Engine", "EngineFactory", "StreamingSession", "is_step_model", "step_model_of"]
@@ -72,6 +72,7 @@ class StreamingSession:
                                s["batched"]) for s in meta["states"]]
         x = next(i for i in step.graph.input if i.name == self.input_name)
         self.dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type))
+        self._float32 = self.dtype == np.float32  # float32 chunks are checked for NaN/Inf as they are copied in
         dim = x.type.tensor_type.shape.dim[0]
         self._static_batch: int | None = dim.dim_value if dim.HasField("dim_value") else None
         self._engine: Engine | None = None
@@ -103,10 +104,17 @@ class StreamingSession:
         xbuf, run, feedback, outputs = self._xbuf, self._engine.run, self._feedback, self._outputs
         results = []
         pos = 0
+        check = self._float32 and not self.allow_nan
+        if check and n > self.hop - self._fill and not all_finite(a):
+            raise _non_finite()
         while pos < n:
             take = min(self.hop - self._fill, n - pos)
-            if take == n:  # the whole chunk (often exactly one hop) lands in one copy
-                np.copyto(xbuf[:, :, self._fill:self._fill + take] if take < self.hop else xbuf, a)
+            if take == n:  # the whole chunk (often exactly one hop) lands in one copy, checked on the way
+                dst = xbuf[:, :, self._fill:self._fill + take] if take < self.hop else xbuf
+                if check and not copy_if_finite(dst, a):
+                    raise _non_finite()
+                if not check:
+                    np.copyto(dst, a)
             else:
                 xbuf[:, :, self._fill:self._fill + take] = a[:, :, pos:pos + take]
             self._fill += take
@@ -200,11 +208,14 @@ class StreamingSession:
             raise InputError(f"chunk has {a.shape[1]} channels, the model takes {self.channels}")
         if self._batch is not None and a.shape[0] != self._batch:
             raise InputError(f"chunk has batch {a.shape[0]}, this stream has batch {self._batch} (reset() first)")
-        if (not self.allow_nan and a.dtype.kind == "f" and not math.isfinite(np.vdot(a, a))  # one fast pass
-                and not (math.isfinite(a.min()) and math.isfinite(a.max()))):  # huge finite values overflow vdot
-            raise InputError("chunk contains NaN or Inf, which would poison the stream's state "
-                             "(pass allow_nan=True to stream it anyway)")
+        if not self._float32 and not self.allow_nan and a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise _non_finite()  # float32 chunks are checked by push on their way in
         return a
+
+
+def _non_finite() -> InputError:
+    return InputError("chunk contains NaN or Inf, which would poison the stream's state "
+                      "(pass allow_nan=True to stream it anyway)")
 
 
 def step_model_of(model: Any) -> onnx.ModelProto | None:

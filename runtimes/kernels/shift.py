@@ -1,12 +1,15 @@
-"""Pooling that writes its output into the tail columns of a streaming shift buffer.
+"""Kernels of the streaming engine: pools that write into a shift buffer, and the checked copy of
+pushed samples.
 
 A streaming step keeps, per layer, a buffer B (N, C, H + S) whose first H columns are the layer's
 history and whose last S columns are this hop's new inputs. When a 1-D pool produces those S
 columns, writing them straight into B saves the Concat that would copy them there (a few hundred
-short rows per hop).
+short rows per hop). Pushed samples are checked for NaN/Inf and copied in one call, because a
+stream must reject a bad chunk before it touches the state (numpy's check costs more than the copy).
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from . import FASTMATH
@@ -36,3 +39,34 @@ def _window_pooling_into(code: int):
 
 
 WINDOW_POOL_INTO = {MAX: _window_pooling_into(MAX), AVG: _window_pooling_into(AVG)}
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _all_finite(a) -> bool:
+    """Whether every value of the 3-D float array ``a`` is finite: x * 0 is 0 for finite x and NaN
+    for NaN or +-Inf, so one vectorised sum tells."""
+    total = np.float32(0.0)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            for k in range(a.shape[2]):
+                total += a[i, j, k] * np.float32(0.0)
+    return total == 0.0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def all_finite(a) -> bool:
+    """Whether every value of the 3-D float32 array ``a`` is finite (neither NaN nor +-Inf)."""
+    return _all_finite(a)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def copy_if_finite(dst, src) -> bool:
+    """dst[...] = src (3-D, same shape, any strides) if every value of ``src`` is finite, and True;
+    else False with ``dst`` untouched."""
+    if not _all_finite(src):
+        return False
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            for k in range(src.shape[2]):
+                dst[i, j, k] = src[i, j, k]
+    return True
