@@ -115,8 +115,10 @@ def test_bad_chunks_raise_and_leave_state_untouched():
     nan[0, 0, 2] = np.nan
     inf = x[:, :, :5].copy()
     inf[0, -1, 4] = -np.inf
+    long_inf = x[:, :, :2 * hop + 3].copy()  # spans hops: checked before its first hop runs
+    long_inf[0, 0, -1] = np.inf
     bad = [np.zeros((1, c + 1, 5), np.float32), x[:, :, :5].astype(np.float64), np.zeros(5, np.float32),
-           np.zeros((1, 1, c, 5), np.float32), np.zeros((2, c, 5), np.float32), nan, inf]
+           np.zeros((1, 1, c, 5), np.float32), np.zeros((2, c, 5), np.float32), nan, inf, long_inf]
     got, pos = [], 0
     for i, chunk in enumerate(bad * 3):
         n = int(rng.integers(1, 2 * hop))
