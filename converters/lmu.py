@@ -31,7 +31,7 @@ from edgekit.legendre import discretize
 from edgekit.metadata import STEP_KEY, STREAM_KEY
 from edgekit.model import ModelSource, check_model, load_model
 
-from .stream_graph import StateSpec
+from .stream_graph import StateSpec, finish_step_model
 
 __all__ = ["CONFIG_KEY", "DOMAIN", "LMUFormerConfig", "StepModel", "build_lmuformer", "config_of", "load_npz",
            "to_step", "weight_shapes"]
@@ -407,9 +407,5 @@ def to_step(model: ModelSource) -> StepModel:
                                                 "threshold", "reset")},
                  "delay": delay, "weights": roles}
     helper.set_model_props(step, {STREAM_KEY: json.dumps(meta), STEP_KEY: json.dumps(structure)})
-    try:
-        step = onnx.shape_inference.infer_shapes(step, strict_mode=True)
-    except Exception as exc:
-        raise ModelError(f"the step model fails shape inference (a converter bug): {str(exc).splitlines()[0]}") from None
-    check_model(step)
+    step = finish_step_model(step)
     return StepModel(step, c, "x", ["logits"], list(g.states), delay, delay)

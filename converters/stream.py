@@ -22,9 +22,9 @@ from onnx import helper, numpy_helper
 
 from edgekit.errors import ModelError
 from edgekit.metadata import STREAM_KEY
-from edgekit.model import ModelSource, check_model, load_model, opset_version
+from edgekit.model import ModelSource, load_model, opset_version
 
-from .stream_graph import StateSpec, StepGraph
+from .stream_graph import StateSpec, StepGraph, finish_step_model
 from .stream_head import add_head
 from .stream_layers import RULES, Geo, LayerInfo, Stream, mixes_time
 from .stream_report import StreamReport, report
@@ -311,12 +311,7 @@ def _assemble(proto: onnx.ModelProto, g: StepGraph, x: str, dtype: np.dtype, cha
                               [i for i in inits if i.name in used])
     step = helper.make_model(graph, opset_imports=list(proto.opset_import), producer_name="edgekit.stream")
     step.ir_version = proto.ir_version
-    try:
-        step = onnx.shape_inference.infer_shapes(step, strict_mode=True)
-    except Exception as exc:
-        raise ModelError(f"the step model fails shape inference (a converter bug): {str(exc).splitlines()[0]}") from None
-    check_model(step)
-    return step
+    return finish_step_model(step)
 
 
 def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:

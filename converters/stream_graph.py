@@ -13,6 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import ModelError
+from edgekit.model import check_model
 
 TIME = 2  # the time axis of an (N, C, L) tensor
 
@@ -149,3 +150,13 @@ def check_ts_shape(name: str, shape, layer: str) -> tuple[int, int]:
         raise ModelError(f"layer {layer!r}: tensor {name!r} must have a static (N, C, L) shape to stream, "
                          f"shape inference gives {shape}")
     return shape[1], shape[2]
+
+
+def finish_step_model(step: onnx.ModelProto) -> onnx.ModelProto:
+    """``step`` with inferred shapes, checked: a step model that fails either is a converter bug."""
+    try:
+        step = onnx.shape_inference.infer_shapes(step, strict_mode=True)
+    except Exception as exc:
+        raise ModelError(f"the step model fails shape inference (a converter bug): {str(exc).splitlines()[0]}") from None
+    check_model(step)
+    return step

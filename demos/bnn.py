@@ -18,7 +18,7 @@ import os
 import numpy as np
 import onnx
 
-from .fashion_mnist import DATA, load_images  # noqa: F401 (DATA: demos.paramfree and the test read it here)
+from .fashion_mnist import load_images
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "models", "bnn_fashion.onnx")

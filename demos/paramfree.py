@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import onnx
 
-from .bnn import DATA, load_images  # the bundled evaluation images, [N, 1, 28, 28] float32 in [0, 1], and labels
+from .fashion_mnist import load_images  # the bundled evaluation images, [N, 1, 28, 28] float32 in [0, 1], and labels
 from .plotting import figure
 
 HERE = os.path.dirname(os.path.abspath(__file__))

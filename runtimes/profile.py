@@ -146,7 +146,7 @@ def profile_model(model: ModelSource, dims: dict[str, int] | None = None, repeat
     shapes = {vi.name: concrete_shape(vi, dims or {}) for vi in original.inputs}
     session = InferenceSession(proto)
     plan = session.plan(tuple(shapes.values()))  # the plan the session's run uses: compiled once
-    prep = session._prepared  # the fused nodes plan.step_nodes are (the session has no public accessor)
+    prep = session.prepared  # the fused nodes that plan.step_nodes are
     rng = np.random.default_rng(seed)
     for vi in original.inputs:
         buf = plan.input_buffers[vi.name]

@@ -13,7 +13,7 @@ from edgekit.errors import InputError
 from edgekit.ir import Dim, ValueInfo, read_graph
 from edgekit.model import ModelSource, load_model
 
-from .plan import Plan, prepare, specialize
+from .plan import Plan, Prepared, prepare, specialize
 
 MAX_CACHED_PLANS = 16
 PROVIDER = "EdgekitNumbaExecutionProvider"
@@ -82,6 +82,11 @@ class InferenceSession:
         key = tuple([a.shape for a in arrays])
         with self._lock:
             return self.plan(key).run(arrays, self._output_names if output_names is None else output_names)
+
+    @property
+    def prepared(self) -> Prepared:
+        """The model's graph as the plans run it: ordered, pruned and fused (for profilers)."""
+        return self._prepared
 
     def plan(self, shapes: tuple) -> Plan:
         """The compiled plan for these input shapes (in input order), for runtimes that drive its

@@ -23,7 +23,7 @@ MIN_ACCURACY = 0.80
 
 
 def test_bundled_subset_and_model_are_small_and_sane():
-    assert os.path.getsize(demo.DATA) < 500 * 1024 and os.path.getsize(demo.MODEL) < 1024 * 1024
+    assert os.path.getsize(fashion_mnist.DATA) < 500 * 1024 and os.path.getsize(demo.MODEL) < 1024 * 1024
     images, labels = demo.load_images()
     assert images.shape == (1000, 1, 28, 28) and images.dtype == np.float32
     assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.1

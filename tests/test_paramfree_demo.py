@@ -7,12 +7,13 @@ import numpy as np
 import onnx
 import pytest
 
+from edgekit.demos import fashion_mnist
 from edgekit.demos import paramfree as demo
 from oracle import assert_matches_ort
 
 
 def test_bundled_subset_is_small_and_sane():
-    assert os.path.getsize(demo.DATA) < 500 * 1024
+    assert os.path.getsize(fashion_mnist.DATA) < 500 * 1024
     images, labels = demo.load_images()
     assert images.shape == (1000, 1, 28, 28) and images.dtype == np.float32
     assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.1
