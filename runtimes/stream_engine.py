@@ -101,8 +101,8 @@ def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[st
             inputs[new] = buf[:, :, h:]
         elif new in producer and steps[producer[new]][0] in POOL_CODES:
             j = producer[new]
-            fn, (x, _, k, stride) = steps[j]
-            steps[j] = (WINDOW_POOL_INTO[POOL_CODES[fn]], (x, buf, k, stride, h))
+            fn, (x, out, k, stride) = steps[j]
+            steps[j] = (WINDOW_POOL_INTO[POOL_CODES[fn]], (x, out, buf, k, stride, h))
         else:
             continue
         inputs[history] = buf[:, :, :h]

@@ -82,9 +82,9 @@ def run_program(program, f32, i64):
         elif op == WINDOW_AVG:
             _window_avg(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
         elif op == WINDOW_MAX_INTO:
-            _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4))
+            _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4), _int(r, 5))
         elif op == WINDOW_AVG_INTO:
-            _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4))
+            _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4), _int(r, 5))
         elif op == MEAN_ROWS:
             _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4), _flat(i64, r, 5),
                        _flat(i64, r, 6))

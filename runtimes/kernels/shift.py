@@ -3,8 +3,8 @@ pushed samples.
 
 A streaming step keeps, per layer, a buffer B (N, C, H + S) whose first H columns are the layer's
 history and whose last S columns are this hop's new inputs. When a 1-D pool produces those S
-columns, writing them straight into B saves the Concat that would copy them there (a few hundred
-short rows per hop). Pushed samples are checked for NaN/Inf and copied in one call, because a
+columns, copying them into B as they are made saves the Concat's pass over the history and a
+kernel call. Pushed samples are checked for NaN/Inf and copied in one call, because a
 stream must reject a bad chunk before it touches the state (numpy's check costs more than the copy).
 """
 from __future__ import annotations
@@ -13,27 +13,25 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .pool import AVG, MAX, _sweep
+from .gemm import vcopy
+from .pool import AVG, MAX, WINDOW_POOL
 
 
 def _window_pooling_into(code: int):
     """The 1-D full-window pool of ``code`` writing into columns [col, W) of (N, C, W) rows."""
+    pool = WINDOW_POOL[code]
 
     @njit(cache=True, fastmath=FASTMATH)
-    def kernel(x, buf, k, stride, col):
-        """buf[p, col + j] = reduce over t < k of x[p, j*stride + t] for j < W - col: x (N, C, L),
-        buf (N, C, W), every window full (as ``pool.WINDOW_POOL``, whose NaN and rounding rules apply)."""
-        xf, bf = x.reshape(-1), buf.reshape(-1)
-        rows, n, w = x.shape[0] * x.shape[1], x.shape[2], buf.shape[2]
+    def kernel(x, out, buf, k, stride, col):
+        """buf[p, col + j] = out[p, j] = reduce over t < k of x[p, j*stride + t]: x (N, C, L), out
+        (N, C, W - col), buf (N, C, W). The pool runs as ``pool.WINDOW_POOL`` (one long sweep when
+        the windows tile the rows), then each row is copied into place."""
+        pool(x, out, k, stride)
+        of, bf = out.reshape(-1), buf.reshape(-1)
+        rows, w = out.shape[0] * out.shape[1], buf.shape[2]
         lo = w - col
-        scale = 1.0 / k
         for p in range(rows):
-            if k == stride == 4:
-                _sweep(xf, bf, p * n, p * w + col, lo, 4, 4, scale, code)
-            elif k == stride == 2:
-                _sweep(xf, bf, p * n, p * w + col, lo, 2, 2, scale, code)
-            else:
-                _sweep(xf, bf, p * n, p * w + col, lo, stride, k, scale, code)
+            vcopy(bf, p * w + col, of, p * lo, lo)
 
     return kernel
 
