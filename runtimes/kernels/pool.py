@@ -20,7 +20,13 @@ own kernels, SAME_POOL: the row pass sweeps the group flat, the column pass eith
 border rows redone (windows that fit the plane) or per plane from a scratch whose planes sit behind
 rows of the reduction's identity (no border fixes at all), and a fused BN/activation epilogue runs
 on each group while it is in L1; the 3x3 max pool with a fused BN (the parameter-free block) on
-planes at least AFFINE_WIDTH wide applies it in its column pass's store instead.
+planes at least AFFINE_WIDTH wide applies it in its column pass's store instead. The 3x3 pads-1 max pool
+(with an Identity, Relu or Clip epilogue, BN or not) first tries MAX3 on each group: plain max
+instructions in two flat sweeps (columns into the scratch, then rows through the epilogue into the
+output), with the sweeps' taps that cross a plane's edge either redone afterwards (wide planes) or
+masked by min with a +-inf mask (narrow ones, where per-row fixes would cost more than the sweep). The
+column sweep sums its input; a group whose sum is not finite (a NaN or an infinity) is pooled by the
+NaN-propagating path above instead. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
 
 1-D pools whose windows all lie inside the input (no padding reached, no dilation: the k=s MaxPool of
 signal CNNs and their streamed hops) take WINDOW_POOL: one sweep over the output windows, with the
@@ -29,7 +35,8 @@ loads then vectorise as interleaved groups). It takes four arguments (Numba's di
 argument) and, like every kernel here, compiles only when a model first runs it.
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
@@ -38,6 +45,21 @@ from .elementwise import nan_max
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
 AFFINE_WIDTH = 16  # narrower planes run the fused 3x3 max pool's epilogue as its own pass (per-plane loops cost more)
+FIX_COLUMNS_WIDTH = 32  # MAX3 on planes at least this wide redoes the row pass's edge columns; narrower ones mask them
+FIX_ROWS_WIDTH = 8  # MAX3 on planes at least this wide redoes the column pass's edge rows; narrower ones mask them
+
+
+@intrinsic
+def _prefer_512(typingctx):
+    """Let LLVM vectorise the calling kernel with 512-bit registers where the CPU has them (its tuning for
+    AVX-512 CPUs prefers 256 bits; the pool's loops are bound by instruction count, so 16 lanes run them
+    faster). Without AVX-512 the attribute changes nothing."""
+
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute llvmlite does not list
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -376,11 +398,131 @@ def _affine_activate(o, a, b, act, alpha, beta):
             o[k] = activate(o[k] * a + b, act, alpha, beta)
 
 
+# The 3x3 pads-1 max pool of all-finite planes (MAX3): plain max instructions, both passes swept flat over
+# a group of planes, the BN affine and a clamp (Identity, Relu, Clip) on the second pass's store.
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _fmax(a, b):
+    """max(a, b) as one instruction (it would drop a NaN in a: MAX3 runs on finite inputs only)."""
+    return a if a > b else b
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _masked(v, m):
+    """v where the mask m is +inf, -inf where it is -inf (one min instruction, no branch)."""
+    return v if v < m else m
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _clamp(v, a, b, lo, hi):
+    return min(max(v * a + b, lo), hi)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _max3_columns(x, x0, v, g, n, w, top, bottom):
+    """v[k] = max of x[x0 + k + {-w, 0, w}] over the rows inside the plane, for the g planes at x0 (k < g*n).
+    One flat sweep; a plane's edge rows are redone afterwards (wide planes) or masked by top/bottom
+    (narrow ones). Returns the sum of the planes, which is finite only if every value is."""
+    ww, m, xo = np.uint64(w), np.uint64(g * n), np.uint64(x0)
+    total = np.float32(0.0)
+    if w >= FIX_ROWS_WIDTH:
+        for k in range(ww, m - ww):
+            c = x[xo + k]
+            total += c
+            v[k] = _fmax(_fmax(x[xo + k - ww], c), x[xo + k + ww])
+        for q in range(np.uint64(g)):
+            t = q * np.uint64(n)
+            e = t + np.uint64(n) - ww
+            for j in range(ww):
+                v[t + j] = _fmax(x[xo + t + j], x[xo + t + ww + j])
+            for j in range(ww):
+                v[e + j] = _fmax(x[xo + e - ww + j], x[xo + e + j])
+    else:
+        for k in range(ww, m - ww):
+            c = x[xo + k]
+            total += c
+            v[k] = _fmax(_fmax(_masked(x[xo + k - ww], top[k]), c), _masked(x[xo + k + ww], bottom[k]))
+        for j in range(ww):
+            v[j] = _fmax(x[xo + j], x[xo + ww + j])
+            e = m - ww + j
+            v[e] = _fmax(x[xo + e - ww], x[xo + e])
+    for j in range(ww):
+        total += x[xo + j] + x[xo + m - ww + j]
+    return total
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _max3_rows_fixed(v, v0, out, o0, n, w, a, b, lo, hi):
+    """out[o0 + k] = clamp(max of v[v0 + k + {-1, 0, 1}] inside the row) for the plane at v0 (k < n): one
+    flat sweep, then the edge columns redone (wide planes: two scalar stores per row)."""
+    vo, oo, one, nn, ww = np.uint64(v0), np.uint64(o0), np.uint64(1), np.uint64(n), np.uint64(w)
+    for k in range(one, nn - one):
+        out[oo + k] = _clamp(_fmax(_fmax(v[vo + k - one], v[vo + k]), v[vo + k + one]), a, b, lo, hi)
+    for r in range(np.uint64(n // w)):
+        s, e = r * ww, r * ww + ww - one
+        out[oo + s] = _clamp(_fmax(v[vo + s], v[vo + s + one]), a, b, lo, hi)
+        out[oo + e] = _clamp(_fmax(v[vo + e - one], v[vo + e]), a, b, lo, hi)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _max3_rows_masked(v, v0, out, o0, n, left, right, a, b, lo, hi):
+    """The same with the sweep's taps outside the row masked by left/right (narrow planes)."""
+    vo, oo, one, nn = np.uint64(v0), np.uint64(o0), np.uint64(1), np.uint64(n)
+    out[oo] = _clamp(_fmax(v[vo], v[vo + one]), a, b, lo, hi)
+    for k in range(one, nn - one):
+        m = _fmax(_fmax(_masked(v[vo + k - one], left[k]), v[vo + k]), _masked(v[vo + k + one], right[k]))
+        out[oo + k] = _clamp(m, a, b, lo, hi)
+    e = nn - one
+    out[oo + e] = _clamp(_fmax(v[vo + e - one], v[vo + e]), a, b, lo, hi)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _max3_group(x, v, out, p, g, h, w, top, bottom, left, right, channels, scale, shift, lo, hi):
+    """MAX3 on the g planes from plane p (x, out flat); False, with out untouched, when they hold a NaN or
+    infinity (the caller then pools them with NaN propagation). The masks are rows of max3_masks (taken
+    once per call: a view made in a loop costs two atomic reference count updates)."""
+    n = h * w
+    total = _max3_columns(x, p * n, v, g, n, w, top, bottom)
+    if not total - total == 0:  # NaN or infinite
+        return False
+    if scale.size:  # one loop per variant, branches outside: LLVM vectorises a loop with a branch inside less well
+        _max3_planes(v, out, p, g, n, w, left, right, channels, scale, shift, lo, hi, True)
+    else:
+        _max3_planes(v, out, p, g, n, w, left, right, channels, scale, shift, lo, hi, False)
+    return True
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _max3_planes(v, out, p, g, n, w, left, right, channels, scale, shift, lo, hi, affine):
+    """The row pass of the g planes from plane p, through the BN affine of their channels when ``affine``
+    (a literal), else through the clamp alone."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    if w >= FIX_COLUMNS_WIDTH:
+        for q in range(g):
+            c = (p + q) % channels
+            a, b = (scale[c], shift[c]) if affine else (one, zero)
+            _max3_rows_fixed(v, q * n, out, (p + q) * n, n, w, a, b, lo, hi)
+    else:
+        for q in range(g):
+            c = (p + q) % channels
+            a, b = (scale[c], shift[c]) if affine else (one, zero)
+            _max3_rows_masked(v, q * n, out, (p + q) * n, n, left, right, a, b, lo, hi)
+
+
+def max3_masks(group: int, h: int, w: int) -> np.ndarray:
+    """The (4, group*h*w) float32 masks of MAX3 on narrow planes: +inf where the tap above / below / left /
+    right of a position lies inside its plane, -inf where it does not."""
+    rows, cols = np.indices((h, w))
+    inside = [rows > 0, rows < h - 1, cols > 0, cols < w - 1]
+    return np.stack([np.tile(np.where(m, np.inf, -np.inf).ravel(), group) for m in inside]).astype(np.float32)
+
+
 def _same_pooling(code: int):
     """The stride-1 'same' kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
 
     @njit(cache=True, fastmath=FASTMATH)
-    def kernel(x, out, s, planes, group, h, w, kh, kw, ph, pw, inv, channels, scale, shift, act, alpha, beta):
+    def kernel(x, out, s, planes, group, h, w, kh, kw, ph, pw, inv, channels, scale, shift, act, alpha, beta, masks):
         """out[p, i, j] = epilogue(reduce over the window taps inside the plane of x[p, i + a - ph, j + b - pw]).
 
         Stride 1, no dilation, output size = input size (NCL as h = kh = 1). MAX: NaN-propagating max,
@@ -388,12 +530,22 @@ def _same_pooling(code: int):
         encodes count_include_pad). ``s`` holds (group + 1) * (h + max(ph, kh - 1 - ph)) * w values.
         Epilogue: with ``scale`` non-empty activate(v * scale[c] + shift[c]), c = p % channels, else
         activate(v); ``act`` IDENTITY skips it. Planes run ``group`` at a time so the scratch stays in L1.
+        The 3x3 pads-1 max pool with an Identity, Relu or Clip epilogue runs groups whose values are all
+        finite as MAX3 (``masks`` from max3_masks(group, h, w) on planes narrower than FIX_COLUMNS_WIDTH).
         """
+        _prefer_512()
         xf = x.reshape(-1)
         of = out.reshape(-1)
         n = h * w
+        max3 = code == MAX and kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= 3
+        max3 = max3 and (act == IDENTITY or act == RELU or act == CLIP)
+        lo = np.float32(alpha) if act == CLIP else np.float32(0.0) if act == RELU else np.float32(-np.inf)
+        hi = np.float32(beta) if act == CLIP else np.float32(np.inf)
+        top, bottom, left, right = masks[0], masks[1], masks[2], masks[3]
         for p in range(0, planes, group):
             g = min(group, planes - p)
+            if max3 and _max3_group(xf, s, of, p, g, h, w, top, bottom, left, right, channels, scale, shift, lo, hi):
+                continue
             xs, os_ = xf[p * n:(p + g) * n], of[p * n:(p + g) * n]
             if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= AFFINE_WIDTH and code == MAX and scale.size:
                 _max3_planes_affine(xs, s, os_, g, h, w, p, channels, scale, shift, act, alpha, beta)  # the block's pool
