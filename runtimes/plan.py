@@ -87,7 +87,7 @@ class Plan:
         arrays that are handed out (a copy when that array was already handed out or is an input).
         """
         sites = self.sites
-        verify = self._inputs_untouched is None
+        verify = sites.inputs_safe and self._inputs_untouched is None  # no step writes an input: check once
         direct = sites.inputs_safe and self._inputs_untouched is True
         vals: list[np.ndarray | None] = []
         for buf, a in zip(self.input_list, arrays):
