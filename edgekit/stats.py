@@ -65,11 +65,12 @@ def model_stats(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> M
             if isinstance(d, str):
                 dims.setdefault(d, 1)
     floats = [a for a in graph.constants.values() if a.dtype.kind == "f"]
+    unsupported, planned = _plan(proto, dims)
     return ModelStats(
         inputs=graph.inputs, outputs=graph.outputs, opset=graph.opset,
         op_counts=Counter(n.op_type if not n.domain else f"{n.domain}::{n.op_type}" for n in graph.nodes),
         parameters=sum(a.size for a in floats), parameter_bytes=sum(a.nbytes for a in graph.constants.values()),
-        macs=macs(proto, dims), dims=dims, unsupported=unsupported_ops(proto, dims))
+        macs=macs(proto, dims) if planned is None else _planned_macs(*planned), dims=dims, unsupported=unsupported)
 
 
 def _static_model(proto: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
@@ -100,25 +101,40 @@ def macs(proto: onnx.ModelProto, dims: dict[str, int]) -> Counter:
             shapes[vi.name] = tuple(d.dim_value for d in t.shape.dim)
     counts: Counter = Counter()
     for node in inferred.graph.node:
-        ins = [shapes.get(x) for x in node.input]
-        out = shapes.get(node.output[0]) if node.output else None
-        if out is None or len(ins) < 2 or ins[0] is None or ins[1] is None:
-            continue
-        if node.op_type == "Conv":
-            counts["Conv"] += int(np.prod(out)) * int(np.prod(ins[1][1:]))
-        elif node.op_type == "ConvTranspose":
-            counts["ConvTranspose"] += int(np.prod(ins[0])) * int(np.prod(ins[1][1:]))
-        elif node.op_type == "Gemm":
-            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            counts["Gemm"] += int(np.prod(out)) * ins[0][0 if trans_a else 1]
-        elif node.op_type == "MatMul":
-            counts["MatMul"] += int(np.prod(out)) * ins[0][-1]
+        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+        _count(counts, node.op_type, [shapes.get(x) for x in node.input],
+               shapes.get(node.output[0]) if node.output else None, trans_a)
     return counts
 
 
-def unsupported_ops(proto: onnx.ModelProto, dims: dict[str, int]) -> list[str]:
-    """Human-readable lines for nodes edgekit cannot run: ops missing from the registry, else the
-    forms a plan for these input dims refuses."""
+def _count(counts: Counter, op: str, ins: list, out: tuple | None, trans_a: int) -> None:
+    """Add one node's multiply-accumulates (Conv, ConvTranspose, Gemm, MatMul) when its shapes are known."""
+    if out is None or len(ins) < 2 or ins[0] is None or ins[1] is None:
+        return
+    if op == "Conv":
+        counts["Conv"] += int(np.prod(out)) * int(np.prod(ins[1][1:]))
+    elif op == "ConvTranspose":
+        counts["ConvTranspose"] += int(np.prod(ins[0])) * int(np.prod(ins[1][1:]))
+    elif op == "Gemm":
+        counts["Gemm"] += int(np.prod(out)) * ins[0][0 if trans_a else 1]
+    elif op == "MatMul":
+        counts["MatMul"] += int(np.prod(out)) * ins[0][-1]
+
+
+def _planned_macs(nodes: list, tensors: dict[str, np.ndarray]) -> Counter:
+    """Multiply-accumulates of the fused nodes of an edgekit plan, whose shapes are known everywhere
+    (also past custom ops, which ONNX shape inference stops at)."""
+    counts: Counter = Counter()
+    shapes = {name: t.shape for name, t in tensors.items()}
+    for n in nodes:
+        _count(counts, n.op_type, [shapes.get(x) for x in n.inputs], shapes.get(n.outputs[0]) if n.outputs else None,
+               int(n.attrs.get("transA", 0)))
+    return counts
+
+
+def _plan(proto: onnx.ModelProto, dims: dict[str, int]) -> tuple[list[str], tuple | None]:
+    """Human-readable lines for nodes edgekit cannot run (ops missing from the registry, else the forms
+    a plan for these input dims refuses), and (fused nodes, tensors) of the plan when it builds."""
     from .runtimes.ops import BUILDERS
     from .runtimes.plan import prepare, specialize
 
@@ -129,15 +145,16 @@ def unsupported_ops(proto: onnx.ModelProto, dims: dict[str, int]) -> list[str]:
             missing.setdefault(f"{n.domain + '::' if n.domain else ''}{n.op_type}", []).append(n.name)
     if missing:
         return [f"{op}: not implemented ({len(names)} node(s): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-                for op, names in sorted(missing.items())]
+                for op, names in sorted(missing.items())], None
     try:
-        specialize(prepare(graph), input_shapes(proto, dims))
+        prepared = prepare(graph)
+        plan = specialize(prepared, input_shapes(proto, dims))
     except EdgekitError as exc:
         unsupported = getattr(exc, "unsupported", None)
         if unsupported is None:
-            return [f"the plan for dims {dims} fails: {exc}"]
-        return [f"{op}: {why or 'not implemented'} (node {name})" for name, op, _, _, why in unsupported]
-    return []
+            return [f"the plan for dims {dims} fails: {exc}"], None
+        return [f"{op}: {why or 'not implemented'} (node {name})" for name, op, _, _, why in unsupported], None
+    return [], (prepared.nodes, plan.tensors)
 
 
 def _shape(vi: ValueInfo) -> str:

@@ -93,6 +93,20 @@ def test_info_counts_macs_and_parameters(tmp_path, capsys):
     assert "parameters: 40 " in out and "MACs at n=4: 140 (Gemm 140)" in out
 
 
+def test_info_counts_macs_past_custom_ops():
+    """ONNX shape inference stops at the bundled LMUFormer's ai.edgekit LMU op; edgekit's plan does
+    not, so the convolutions and the MatMul after it are counted too (from their weight shapes)."""
+    from edgekit.demos.lmu import MODEL
+    from edgekit.stats import model_stats
+
+    proto = onnx.load(MODEL)
+    weights = {t.name: t.dims for t in proto.graph.initializer}
+    expected_conv = sum(int(np.prod(weights[n.input[1]][1:])) * weights[n.input[1]][0]
+                        for n in proto.graph.node if n.op_type == "Conv")  # one output column per conv (T = 1)
+    got = model_stats(proto, {"N": 1, "T": 1}).macs
+    assert got["Conv"] == expected_conv and got["MatMul"] > 0
+
+
 def test_run_writes_npz(relu_model, tmp_path, capsys):
     x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
