@@ -477,11 +477,13 @@ def _max3_rows_masked(v, v0, out, o0, n, left, right, a, b, lo, hi):
     out[oo + e] = _clamp(_fmax(v[vo + e - one], v[vo + e]), a, b, lo, hi)
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _max3_group(x, v, out, p, g, h, w, top, bottom, left, right, channels, scale, shift, lo, hi):
     """MAX3 on the g planes from plane p (x, out flat); False, with out untouched, when they hold a NaN or
     infinity (the caller then pools them with NaN propagation). The masks are rows of max3_masks (taken
-    once per call: a view made in a loop costs two atomic reference count updates)."""
+    once per call: a view made in a loop costs two atomic reference count updates). A function of its
+    own, not inlined: compiled once for both SAME_POOL kernels, which keeps their first compile shorter."""
+    _prefer_512()
     n = h * w
     total = _max3_columns(x, p * n, v, g, n, w, top, bottom)
     if not total - total == 0:  # NaN or infinite

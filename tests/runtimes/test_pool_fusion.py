@@ -2,7 +2,8 @@
 folded into it (stride-1 'same' 2D pools only, single consumer, not a graph output, inference BN
 with constant statistics, activations with constant parameters) and the per-channel affine it
 computes; end to end against onnxruntime, the stride-1 'same' pool kernels (max exact, average
-within 1e-6 relative) with and without the fused epilogue."""
+within 1e-6 relative) with and without the fused epilogue, including the 3x3 max pool's MAX3 path
+on wide and narrow planes, and NaN through the whole block (np.max then np.clip semantics)."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -168,6 +169,17 @@ def test_fused_epilogue_matches_onnxruntime(op, epilogue, shape, kernel, pads):
     assert_matches_ort(model, {"x": x}, 1e-5, 1e-6, session=session)
 
 
+def _nan_windows(x: np.ndarray) -> np.ndarray:
+    """True where a 3x3 pads-1 window of x holds a NaN."""
+    h, w = x.shape[2:]
+    padded = np.pad(np.isnan(x), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    nan = np.zeros(x.shape, bool)
+    for a in range(3):
+        for b in range(3):
+            nan |= padded[:, :, a:a + h, b:b + w]
+    return nan
+
+
 @pytest.mark.parametrize("shape", [(1, 4, 9, 20), (1, 4, 3, 3), (1, 4, 2, 2)])
 def test_fused_max_pool_propagates_nan(shape):
     """A NaN in a window makes its output NaN through the fused BN store (np.maximum semantics; wide
@@ -178,12 +190,43 @@ def test_fused_max_pool_propagates_nan(shape):
     x[0, 0, 0, 0], x[0, 1, -1, -1], x[0, 2, shape[2] // 2, 1], x[0, 3, 0, -1] = np.nan, np.inf, np.nan, -np.inf
     got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
     want = ort_session(model).run(None, {"x": x})[0]
-    h, w = shape[2:]
-    padded = np.pad(np.isnan(x), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    nan = np.zeros(shape, bool)
-    for a in range(3):
-        for b in range(3):
-            nan |= padded[:, :, a:a + h, b:b + w]
+    nan = _nan_windows(x)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_allclose(got[~nan], want[~nan], 1e-5, 1e-6)
+
+
+MAX3_SHAPES = [(1, 6, 9, 40),    # wide planes: the row pass redoes its edge columns
+               (1, 30, 12, 12),  # two groups; edge rows redone, edge columns masked
+               (2, 100, 7, 7)]   # narrow planes, three groups: edge rows and columns masked
+
+
+@pytest.mark.parametrize("epilogue", ["", "relu", "bn", "bn+relu6"])
+@pytest.mark.parametrize("shape", MAX3_SHAPES)
+def test_max3_block_matches_onnxruntime(shape, epilogue):
+    """The 3x3 max pool of finite inputs (MAX3: plain max instructions, the epilogue on the row pass's
+    store): exact alone and with Relu, within float32 rounding of the BN affine otherwise."""
+    model = _pool_model("MaxPool", shape, [3, 3], epilogue, 10, pads=[1, 1, 1, 1])
+    x = (np.random.default_rng(11).standard_normal(shape) * 3).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, *((0, 0) if "bn" not in epilogue else (1e-5, 1e-6)))
+
+
+@pytest.mark.parametrize("shape", MAX3_SHAPES)
+def test_block_propagates_nan_through_bn_and_relu6(shape):
+    """edgekit's rule for NaN in the parameter-free block (MaxPool + BN + Clip): every output whose window
+    holds a NaN is NaN, as np.max then np.clip give (and as onnxruntime's own Max and Clip ops do). Not
+    checked against onnxruntime's MaxPool, which keeps a NaN in only some of those windows: MLAS's vector
+    max returns its second operand when either is NaN, its scalar std::max its first, so the result
+    depends on tap order and code path (the ONNX spec leaves NaN in MaxPool unspecified). The groups of
+    planes holding NaN or an infinity take the NaN-propagating path, the others MAX3; values off the NaN
+    windows, infinities included, match onnxruntime."""
+    model = _pool_model("MaxPool", shape, [3, 3], "bn+relu6", 12, pads=[1, 1, 1, 1])
+    x = np.random.default_rng(13).standard_normal(shape).astype(np.float32)
+    c = shape[1]
+    x[0, 1, 0, 0] = x[0, c - 1, -1, -1] = x[-1, c // 2, 3, 1] = np.nan
+    x[0, c // 3, 2, 2], x[-1, 2 * c // 3, -1, 0] = np.inf, -np.inf
+    got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    want = ort_session(model).run(None, {"x": x})[0]
+    nan = _nan_windows(x)
     np.testing.assert_array_equal(np.isnan(got), nan)
     np.testing.assert_allclose(got[~nan], want[~nan], 1e-5, 1e-6)
 
