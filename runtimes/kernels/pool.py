@@ -27,6 +27,7 @@ output), with the sweeps' taps that cross a plane's edge either redone afterward
 masked by min with a +-inf mask (narrow ones, where per-row fixes would cost more than the sweep). The
 column sweep sums its input; a group whose sum is not finite (a NaN or an infinity) is pooled by the
 NaN-propagating path above instead. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
+MaxPool 3x3 stride 2 pads 1 takes STRIDED_MAX3: that stride-1 pool, then a gather of the even positions.
 
 1-D pools whose windows all lie inside the input (no padding reached, no dilation: the k=s MaxPool of
 signal CNNs and their streamed hops) take WINDOW_POOL: one sweep over the output windows, with the
@@ -572,6 +573,21 @@ def _same_pooling(code: int):
 
 
 SAME_POOL = {MAX: _same_pooling(MAX), AVG: _same_pooling(AVG)}
+_SAME_MAX = SAME_POOL[MAX]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def STRIDED_MAX3(x, out, full, s, planes, group, h, w, inv, none, masks, index):
+    """MaxPool 3x3 stride 2 with head pads 1 (output (h+1)//2 x (w+1)//2): the stride-1 'same' pool of every
+    position into ``full`` (x's shape; SAME_POOL, so MAX3 on finite groups, NaN-propagating otherwise),
+    then out.flat[k] = full.flat[index[k]], index holding each plane's positions (2i, 2j). Pooling every
+    position costs 4x the outputs' work, yet two flat sweeps beat the strided path's per-row loops on the
+    planes of edge CNNs. ``none`` is an empty float32 array (no fused BN), ``inv`` any float64 array."""
+    _SAME_MAX(x, full, s, planes, group, h, w, 3, 3, 1, 1, inv, 1, none, none, IDENTITY, np.float32(0.0),
+              np.float32(0.0), masks)
+    ff, of = full.reshape(-1), out.reshape(-1)
+    for k in range(index.size):
+        of[k] = ff[index[k]]
 
 POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}
 

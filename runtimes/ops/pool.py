@@ -3,7 +3,8 @@
 Output sizes follow onnxruntime: auto_pad SAME_* pads by the undilated kernel, ceil_mode also
 applies to auto_pad outputs, and a ceil-mode window that would start past the input plus its head
 padding is dropped. 1-D pools whose windows all lie inside the input (no padding reached, no
-dilation) run on the four-argument WINDOW_POOL sweep. The global pools are reductions over the
+dilation) run on the four-argument WINDOW_POOL sweep; MaxPool 3x3 stride 2 pads 1 on the stride-1
+pool (STRIDED_MAX3). The global pools are reductions over the
 spatial axes.
 """
 from __future__ import annotations
@@ -105,6 +106,9 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         return _same_pool(node, x, code, kernel, heads, inv)
     if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
         raise Unsupported("a fused epilogue on a pool that is not stride-1 'same'")
+    halves = [-(-n // 2) for n in x.shape[2:]]
+    if code == kp.MAX and (kernel, strides, dilations, heads) == ([3, 3], [2, 2], [1, 1], [1, 1]) and out_shape[2:] == halves:
+        return _strided_max3(x, out_shape)
     if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
         return Kernel(kp.WINDOW_POOL[code], (In(0), Out(0), kernel[0], strides[0]), [(tuple(out_shape), x.dtype)])
     h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])
@@ -131,11 +135,27 @@ def _same_pool(node: Node, x, code: int, kernel: list[int], heads: list[int], in
     empty = np.empty(0, np.float32)
     scale, shift = pool_affine(node) or (empty, empty)
     act, alpha, beta = fused_activation(node)
-    narrow = code == kp.MAX and (kh, kw, ph, pw) == (3, 3, 1, 1) and w < kp.FIX_COLUMNS_WIDTH
-    masks = kp.max3_masks(group, h, w) if narrow else np.empty((4, 0), np.float32)
+    masks = _max3_masks(group, h, w, code == kp.MAX and (kh, kw, ph, pw) == (3, 3, 1, 1))
     args = (In(0), Out(0), scratch, x.shape[0] * x.shape[1], group, h, w, kh, kw, ph, pw, inv, x.shape[1],
             scale, shift, act, np.float32(alpha), np.float32(beta), masks)
     return Kernel(kp.SAME_POOL[code], args, [(x.shape, x.dtype)])
+
+
+def _max3_masks(group: int, h: int, w: int, max3: bool = True) -> np.ndarray:
+    """The edge masks MAX3 reads on planes narrower than FIX_COLUMNS_WIDTH; an empty (4, 0) array otherwise."""
+    return kp.max3_masks(group, h, w) if max3 and w < kp.FIX_COLUMNS_WIDTH else np.empty((4, 0), np.float32)
+
+
+def _strided_max3(x, out_shape: list[int]) -> Kernel:
+    """MaxPool 3x3 stride 2 pads 1 as the stride-1 'same' pool of every position, then the positions (2i, 2j)."""
+    planes, (h, w), (oh, ow) = x.shape[0] * x.shape[1], x.shape[2:], out_shape[2:]
+    group = max(1, SAME_GROUP_ELEMENTS // (h * w))
+    scratch = np.empty(max((group + 1) * (h + 1) * w, group * h * w), np.float32)
+    index = (np.arange(planes)[:, None, None] * (h * w) + np.arange(oh)[None, :, None] * (2 * w)
+             + np.arange(ow)[None, None, :] * 2).ravel().astype(np.int32)
+    args = (In(0), Out(0), np.empty(x.shape, np.float32), scratch, planes, group, h, w, np.zeros(1), np.empty(0, np.float32),
+            _max3_masks(group, h, w), index)
+    return Kernel(kp.STRIDED_MAX3, args, [(tuple(out_shape), x.dtype)])
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

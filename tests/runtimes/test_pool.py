@@ -2,7 +2,7 @@
 explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
 shapes (the 3x3 one, MAX3, on planes wide and narrow, several groups, and groups holding NaN or
-infinities); the 1-D full-window path (no padding reached: kernel = stride and other small windows, windows
+infinities; the 3x3 stride-2 pool, which runs on it); the 1-D full-window path (no padding reached: kernel = stride and other small windows, windows
 that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
@@ -146,19 +146,21 @@ def test_max_pool_propagates_nan(stride):
     np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, stride, 1))
 
 
-@pytest.mark.parametrize("shape", [(1, 64, 10, 40), (1, 200, 7, 7), (2, 30, 12, 12)])
-def test_same_max_pool_groups_with_nan_or_infinity(shape):
-    """The 3x3 stride-1 pool runs groups of planes with plain max instructions (MAX3) when all their values
-    are finite, and the others with NaN propagation: NaN and infinities in a few planes of several groups
-    (wide planes, narrow planes with masked edges) give NumPy's NaN-propagating max everywhere."""
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 64, 10, 40), (1, 200, 7, 7), (2, 30, 12, 13)])
+def test_max3_groups_with_nan_or_infinity(shape, stride):
+    """The 3x3 pads-1 pool (stride 1, and stride 2 through it) runs groups of planes with plain max
+    instructions (MAX3) when all their values are finite, and the others with NaN propagation: NaN and
+    infinities in a few planes of several groups (wide planes, narrow planes with masked edges) give
+    NumPy's NaN-propagating max everywhere."""
     rng = np.random.default_rng(9)
     x = rng.standard_normal(shape).astype(np.float32)
     c = shape[1]
     x[0, 3, 0, 0] = x[0, c - 1, -1, -1] = x[-1, c // 2, 5, 1] = np.nan
     x[0, c // 3, 2, 2], x[-1, 2 * c // 3, -1, 0] = np.inf, -np.inf
-    model = _model("MaxPool", shape, 12, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = _model("MaxPool", shape, 12, kernel_shape=[3, 3], strides=[stride] * 2, pads=[1, 1, 1, 1])
     got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
-    np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, 1, 1))
+    np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, stride, 1))
 
 
 def test_max_pool_indices_output_is_unsupported():
