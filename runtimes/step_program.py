@@ -18,19 +18,22 @@ from numpy.lib.array_utils import byte_bounds
 from .kernels import conv as kc
 from .kernels import gemm as kg
 from .kernels import layout as kl
+from .kernels import pool as kp
 from .kernels import program as kprog
+from .kernels import reduce as kr
+from .kernels.shift import WINDOW_POOL_INTO
+from .plan import ALIGN
 
-ALIGN = 64
 F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
 KIND = {"f": (F32, None), "f3": (F32, 3), "i": (I64, None), "i2": (I64, 2)}
 KERNELS: dict[Any, tuple[int, tuple[str, ...], str | None]] = {
     kl.copy_blocks: (kprog.COPY_BLOCKS, ("f", "i2"), "f"),
     kc.conv_rows_kernel: (kprog.CONV_ROWS, ("f", "f", "f", "f", "f", "i", "f"), None),
-    kprog._window_max: (kprog.WINDOW_MAX, ("f3", "f3", "n", "n"), None),
-    kprog._window_avg: (kprog.WINDOW_AVG, ("f3", "f3", "n", "n"), None),
-    kprog._window_max_into: (kprog.WINDOW_MAX_INTO, ("f3", "f3", "f3", "n", "n", "n"), None),
-    kprog._window_avg_into: (kprog.WINDOW_AVG_INTO, ("f3", "f3", "f3", "n", "n", "n"), None),
-    kprog._mean_rows: (kprog.MEAN_ROWS, ("f", "f", "n", "n", "n", "i", "i"), None),
+    kp.WINDOW_POOL[kp.MAX]: (kprog.WINDOW_MAX, ("f3", "f3", "n", "n"), None),
+    kp.WINDOW_POOL[kp.AVG]: (kprog.WINDOW_AVG, ("f3", "f3", "n", "n"), None),
+    WINDOW_POOL_INTO[kp.MAX]: (kprog.WINDOW_MAX_INTO, ("f3", "f3", "f3", "n", "n", "n"), None),
+    WINDOW_POOL_INTO[kp.AVG]: (kprog.WINDOW_AVG_INTO, ("f3", "f3", "f3", "n", "n", "n"), None),
+    kr.REDUCE[kr.MEAN, kr.ROWS]: (kprog.MEAN_ROWS, ("f", "f", "n", "n", "n", "i", "i"), None),
     kg.gemm_kernel: (kprog.GEMM, ("f", "f", "f", "f", "f", "i", "f"), None),
     kg.gemm_dot_kernel: (kprog.GEMM_DOT, ("f", "f", "f", "f", "i", "f"), None),
 }
@@ -64,7 +67,8 @@ class StepProgram:
             else:
                 parts.append([row])
         words = (self.arena.view(np.float32), self.arena.view(np.int64))
-        self._parts = [(kprog.run_program, (np.array(p, np.int64), *words)) if isinstance(p, list) else p
+        run_program = kprog.interpreter({row[0] for p in parts if isinstance(p, list) for row in p})
+        self._parts = [(run_program, (np.array(p, np.int64), *words)) if isinstance(p, list) else p
                        for p in parts]
         self.programs = sum(isinstance(p, list) for p in parts)
         self.calls = len(self._parts)
@@ -83,8 +87,10 @@ class StepProgram:
         if a.size == 0:
             return np.ndarray(a.shape, a.dtype, buffer=self.arena, offset=0)
         p = a.__array_interface__["data"][0]
-        lo = byte_bounds(a)[0]
-        start, new = self._regions[_find(self._regions, lo)][0::2]
+        lo, hi = byte_bounds(a)
+        start, end, new = self._regions[_find(self._regions, lo)]
+        if not start <= lo <= hi <= end:
+            raise ValueError("the array is not one the steps or ``also`` referenced")
         return np.ndarray(a.shape, a.dtype, buffer=self.arena, offset=new + p - start, strides=a.strides)
 
     def _encode(self, fn: Any, args: tuple) -> list[int] | None:
@@ -125,6 +131,7 @@ def _arrays(args: Any):
 
 
 def _remap(args: tuple, view: Callable[[np.ndarray], np.ndarray]) -> list:
+    """``args`` with every array (nested tuples included) replaced by ``view(array)``."""
     return [view(a) if isinstance(a, np.ndarray) else tuple(_remap(a, view)) if isinstance(a, tuple) else a
             for a in args]
 

@@ -14,9 +14,8 @@ import numpy as np
 import onnx
 
 from edgekit.errors import InputError, ModelError
-from edgekit.model import ModelSource, load_model
-
 from edgekit.metadata import STREAM_KEY
+from edgekit.model import ModelSource, load_model
 
 from .kernels.shift import all_finite, copy_if_finite
 from .stream_engine import Engine, EngineFactory, metadata, plan_engine
@@ -99,14 +98,14 @@ class StreamingSession:
         n = a.shape[2]
         if n == 0:
             return []
+        check = self._float32 and not self.allow_nan
+        if check and (self._batch is None or n > self.hop - self._fill) and not all_finite(a):
+            raise _non_finite()  # before a first chunk binds the batch, or before a first hop runs
         if self._batch is None:
             self._bind(a.shape[0])
         xbuf, run, feedback, outputs = self._xbuf, self._engine.run, self._feedback, self._outputs
         results = []
         pos = 0
-        check = self._float32 and not self.allow_nan
-        if check and n > self.hop - self._fill and not all_finite(a):
-            raise _non_finite()
         while pos < n:
             take = min(self.hop - self._fill, n - pos)
             if take == n:  # the whole chunk (often exactly one hop) lands in one copy, checked on the way

@@ -55,13 +55,17 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     says and run as one StepProgram (one compiled call per hop where every kernel is known to it)."""
     from .session import InferenceSession
 
-    model, cuts = cut_states(step_model)
+    states = {s["input"]: s["output"] for s in metadata(step_model)["states"]}
+    model, cuts = cut_states(step_model, set(states.values()))
     session = InferenceSession(model)
     plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
     outputs = dict(plan.outputs)
     outputs.update({o: plan.outputs[t][:, :, a:b] for o, (t, a, b) in cuts.items()})
-    states = {s["input"]: s["output"] for s in metadata(step_model)["states"]}
-    inputs, steps, shift_buffers = _write_in_place(plan, states, cuts, {o.name for o in model.graph.output})
+    readers: dict[str, int] = {o.name: 1 for o in step_model.graph.output}  # read by the caller
+    for n in session.prepared.nodes:  # every node the plans run, views (Identity, Reshape...) included
+        for x in n.inputs:
+            readers[x] = readers.get(x, 0) + 1
+    inputs, steps, shift_buffers = _write_in_place(plan, states, cuts, readers)
     feedback = [(i, o) for i, o in states.items() if inputs[i].dtype == np.float32 and inputs[i].ndim == 3]
     whole = {o: plan.outputs[cuts[o][0]] if o in cuts else outputs[o] for _, o in feedback}
     steps += [_copy_step(inputs[i], shift_buffers.get(i, inputs[i]), outputs[o], whole[o]) for i, o in feedback]
@@ -73,18 +77,18 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
 
 
 def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[str, int, int]],
-                    graph_outputs: set[str]) -> tuple[dict[str, np.ndarray], list, dict[str, np.ndarray]]:
+                    readers: dict[str, int]) -> tuple[dict[str, np.ndarray], list, dict[str, np.ndarray]]:
     """The engine's input arrays and the plan's steps, with every shift-buffer Concat that can be
     removed removed: its history input becomes a view of B's first columns, and its new columns are
     written into B's last ones by their producer (the pushed samples, or a 1-D full-window pool).
-    Also {history input: B} for those."""
+    ``readers`` counts the nodes (and the caller, for step-model outputs) reading each tensor.
+    Also returns {history input: B} for those."""
     inputs = dict(plan.input_buffers)
     steps = list(plan.steps)
     nodes = plan.step_nodes
-    readers: dict[str, int] = {}
-    for n in nodes:
-        for x in n.inputs:
-            readers[x] = readers.get(x, 0) + 1
+    cut_from: dict[str, int] = {}
+    for t, _, _ in cuts.values():
+        cut_from[t] = cut_from.get(t, 0) + 1
     producer = {o: i for i, n in enumerate(nodes) for o in n.outputs}
     dropped, shift_buffers = set(), {}
     for i, node in enumerate(nodes):
@@ -94,8 +98,8 @@ def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[st
         buf = steps[i][1][0]
         if (history not in states or history not in inputs or readers[history] != 1 or buf.ndim != 3
                 or node.attrs.get("axis") not in (2, -1) or cuts.get(states[history], ("",))[0] != node.outputs[0]
-                or readers[new] != 1 or new in graph_outputs):
-            continue  # B must stay B (a graph output, through the cut) and the parts must be read only here
+                or cut_from[node.outputs[0]] != 1 or readers.get(node.outputs[0], 0) != 1 or readers[new] != 1):
+            continue  # B only feeds the next layer and its own next state; the parts are read only here
         h = inputs[history].shape[2]
         if new in inputs and new not in states:  # the pushed samples
             inputs[new] = buf[:, :, h:]
@@ -124,16 +128,16 @@ def _offset(view: np.ndarray, base: np.ndarray) -> int:
     return (view.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // view.itemsize
 
 
-def cut_states(step: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, int]]]:
-    """``step`` without the Slices that make a next state from columns [a, b) of a 3-D tensor t,
-    t made a model output instead, and {state output: (t, a, b)}."""
+def cut_states(step: onnx.ModelProto, state_outputs: set[str]) -> tuple[onnx.ModelProto, dict[str, tuple[str, int, int]]]:
+    """``step`` without the Slices that make a next state (one of ``state_outputs``) from columns
+    [a, b) of a 3-D tensor t, t made a model output instead, and {state output: (t, a, b)}."""
     inits = {i.name: i for i in step.graph.initializer}
     typed = {v.name: v for v in step.graph.value_info}
     names = {o.name for o in step.graph.output}
     cuts, kept = {}, []
     for n in step.graph.node:
         consts = [numpy_helper.to_array(inits[i]).tolist() if i in inits else None for i in n.input[1:]]
-        if (n.op_type == "Slice" and n.output[0] in names and len(consts) == 3 and consts[2] in ([2], [-1])
+        if (n.op_type == "Slice" and n.output[0] in names and n.output[0] in state_outputs and len(consts) == 3 and consts[2] in ([2], [-1])
                 and None not in consts and n.input[0] in typed and len(consts[0]) == 1
                 and len(typed[n.input[0]].type.tensor_type.shape.dim) == 3 and 0 <= consts[0][0] <= consts[1][0]):
             cuts[n.output[0]] = (n.input[0], consts[0][0], consts[1][0])

@@ -8,17 +8,22 @@ byte ``arena`` and each step is one int64 row of ``program``:
     [opcode, argument count, then ARG_SLOTS slots per argument: element offset in the arena (or
      the value of an int argument), element count, then up to three dimensions]
 
-``run_program`` passes each array argument as a flat slice of the arena (these kernels flatten
+``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array argument as a flat slice of the arena (these kernels flatten
 their arrays anyway; the pools, which read shapes, get 3-D views), so a whole sequence costs one
 dispatch and a few nanoseconds per argument. The opcodes name the kernels it knows (``KERNELS`` in
 ``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
 by the caller between programs.
+
+Numba's cache of an interpreter checks only this file's timestamp, not those of the kernels it
+calls: after editing one of them in a checkout, delete ``__pycache__/program.*`` (a fresh install
+compiles everything anew).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
+from . import FASTMATH
 from .conv import conv_rows_kernel
 from .gemm import gemm_dot_kernel, gemm_kernel
 from .layout import copy_block
@@ -26,7 +31,8 @@ from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import MEAN, REDUCE, ROWS
 from .shift import WINDOW_POOL_INTO
 
-COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM, GEMM_DOT = range(9)
+OPCODES = 9
+COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM, GEMM_DOT = range(OPCODES)
 """Opcodes: Concat/Slice-style block copies (destination, block table, sources), the single-row
 convolution, the 1-D full-window max and average pools, the same writing into a shift buffer's
 last columns, mean over rows (GlobalAveragePool), Gemm, and the dot-product Gemm."""
@@ -35,10 +41,8 @@ ARG_SLOTS = 5
 MAX_ARGS = 10
 ROW = HEAD + ARG_SLOTS * MAX_ARGS
 
-_window_max = WINDOW_POOL[MAX]
-_window_avg = WINDOW_POOL[AVG]
-_window_max_into = WINDOW_POOL_INTO[MAX]
-_window_avg_into = WINDOW_POOL_INTO[AVG]
+_window_max, _window_avg = WINDOW_POOL[MAX], WINDOW_POOL[AVG]  # module globals: Numba resolves them
+_window_max_into, _window_avg_into = WINDOW_POOL_INTO[MAX], WINDOW_POOL_INTO[AVG]
 _mean_rows = REDUCE[MEAN, ROWS]
 
 
@@ -58,39 +62,69 @@ def _f3(f32, r, j):
 
 @njit(inline="always")
 def _int(r, j):
+    """Argument j, an int, as stored in its row."""
     return r[HEAD + ARG_SLOTS * j]
 
 
-@njit(cache=True)
-def run_program(program, f32, i64):
-    """Run every row of ``program`` (see the module docstring) on slices of the arena, seen as
-    float32 (``f32``) and as int64 (``i64``) elements."""
-    for i in range(program.shape[0]):
-        r = program[i]
-        op = r[0]
-        if op == COPY_BLOCKS:  # destination, table, sources
-            dst = _flat(f32, r, 0)
-            s = HEAD + ARG_SLOTS
-            blocks = i64[r[s]:r[s] + r[s + 1]].reshape((r[s + 2], r[s + 3]))
-            for b in range(blocks.shape[0]):
-                copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
-        elif op == CONV_ROWS:
-            conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
-                             _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
-        elif op == WINDOW_MAX:
-            _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
-        elif op == WINDOW_AVG:
-            _window_avg(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
-        elif op == WINDOW_MAX_INTO:
-            _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4), _int(r, 5))
-        elif op == WINDOW_AVG_INTO:
-            _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4), _int(r, 5))
-        elif op == MEAN_ROWS:
-            _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4), _flat(i64, r, 5),
-                       _flat(i64, r, 6))
-        elif op == GEMM:
-            gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), _flat(f32, r, 4),
-                        _flat(i64, r, 5), _flat(f32, r, 6))
-        elif op == GEMM_DOT:
-            gemm_dot_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
-                            _flat(i64, r, 4), _flat(f32, r, 5))
+def _interpreter(copy, conv, wmax, wavg, wmaxi, wavgi, mean, gemm, gdot):
+    """run_program with a branch only for the opcodes whose flag is True: Numba prunes the others
+    before typing, so a model compiles only the kernels it uses (a closure over bools keeps the
+    cache key stable, one cache entry per set of opcodes)."""
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def run_program(program, f32, i64):
+        """Run every row of ``program`` (see the module docstring) on slices of the arena, seen as
+        float32 (``f32``) and as int64 (``i64``) elements."""
+        for i in range(program.shape[0]):
+            r = program[i]
+            op = r[0]
+            if op == COPY_BLOCKS:  # destination, table, sources
+                if copy:
+                    dst = _flat(f32, r, 0)
+                    s = HEAD + ARG_SLOTS
+                    blocks = i64[r[s]:r[s] + r[s + 1]].reshape((r[s + 2], r[s + 3]))
+                    for b in range(blocks.shape[0]):
+                        copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
+            elif op == CONV_ROWS:
+                if conv:
+                    conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
+                                     _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
+            elif op == WINDOW_MAX:
+                if wmax:
+                    _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
+            elif op == WINDOW_AVG:
+                if wavg:
+                    _window_avg(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
+            elif op == WINDOW_MAX_INTO:
+                if wmaxi:
+                    _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4),
+                                     _int(r, 5))
+            elif op == WINDOW_AVG_INTO:
+                if wavgi:
+                    _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4),
+                                     _int(r, 5))
+            elif op == MEAN_ROWS:
+                if mean:
+                    _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4),
+                               _flat(i64, r, 5), _flat(i64, r, 6))
+            elif op == GEMM:
+                if gemm:
+                    gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
+                                _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
+            elif op == GEMM_DOT:
+                if gdot:
+                    gemm_dot_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
+                                    _flat(i64, r, 4), _flat(f32, r, 5))
+
+    return run_program
+
+
+_INTERPRETERS: dict[tuple[bool, ...], object] = {}
+
+
+def interpreter(opcodes: set[int]):
+    """The compiled ``run_program(program, f32, i64)`` for programs that use only ``opcodes``."""
+    flags = tuple(op in opcodes for op in range(OPCODES))
+    if flags not in _INTERPRETERS:
+        _INTERPRETERS[flags] = _interpreter(*flags)
+    return _INTERPRETERS[flags]

@@ -33,8 +33,9 @@ def _random_cnn(rng: np.random.Generator, residual: bool) -> tuple:
             nodes += [helper.make_node("Sigmoid", [prev], [f"sig{i}"]),
                       helper.make_node("Add", [prev, f"sig{i}"], [f"res{i}"])]
             prev = f"res{i}"
-    inits["fc"] = rng.standard_normal((3, cin)).astype(np.float32)
-    inits["fcb"] = rng.standard_normal(3).astype(np.float32)
+    classes = int(rng.choice([3, 20]))  # fewer outputs than a vector: dot products; else the tiled Gemm
+    inits["fc"] = rng.standard_normal((classes, cin)).astype(np.float32)
+    inits["fcb"] = rng.standard_normal(classes).astype(np.float32)
     nodes += [helper.make_node("GlobalAveragePool", [prev], ["gap"]),
               helper.make_node("Flatten", ["gap"], ["flat"]),
               helper.make_node("Gemm", ["flat", "fc", "fcb"], ["y"], transB=1)]

@@ -83,9 +83,12 @@ def test_step_model_in_onnxruntime_equals_session(seed, padded):
         assert_close(g[0], w[0])
 
 
-def test_checkpoint_restore_mid_hop_is_bit_exact():
-    model, hop, _ = random_model(9)
-    x = np.random.default_rng(1).standard_normal((1, channels_of(model), 40 * hop + 3)).astype(np.float32)
+@pytest.mark.parametrize("net", ["random", "eeg"])
+def test_checkpoint_restore_mid_hop_is_bit_exact(net):
+    """Also on the paper's EEG net at batch 2, whose histories live in the shift buffers (strided views)."""
+    model, hop, _ = random_model(9) if net == "random" else (conv_tests.paper_net("eeg"), 64, None)
+    batch = 1 if net == "random" else 2
+    x = np.random.default_rng(1).standard_normal((batch, channels_of(model), 40 * hop + 3)).astype(np.float32)
     whole = StreamingSession(model, hop).push(x)
     first = StreamingSession(model, hop)
     cut = 17 * hop + hop // 2 + 1
@@ -210,7 +213,7 @@ def test_next_states_are_read_from_the_shift_buffers():
     from edgekit.runtimes.stream_engine import cut_states as _cut_states
 
     sm = to_streaming(conv_tests.paper_net("eeg"), 128)
-    stripped, cuts = _cut_states(sm.step_model)
+    stripped, cuts = _cut_states(sm.step_model, {s.output for s in sm.states})
     assert set(cuts) == {s.output for s in sm.states}
     assert not any(o in cuts for n in stripped.graph.node for o in n.output)
 
@@ -230,3 +233,82 @@ def test_shift_buffers_are_written_in_place():
     histories = [s for s in sm.states if not engine.inputs[s.input].flags.c_contiguous]
     assert len(histories) >= 3  # one per conv layer at least
     assert all(engine.outputs[s.output] is engine.inputs[s.input] for s in sm.states)  # updated in the run
+
+
+def _delay_line(channels: int, hop: int, history: int):
+    """A hand-made step model: B = Concat(state, x), next state = B[:, :, hop:hop + history], and the
+    output y = B[:, :, :hop] also cut from B (so B cannot hold the history in place)."""
+    import json
+
+    from onnx import helper, numpy_helper, TensorProto
+    from edgekit.metadata import STREAM_KEY
+
+    consts = {"s0": [hop], "e0": [hop + history], "ax": [2], "s1": [0], "e1": [hop]}
+    nodes = [helper.make_node("Concat", ["state", "x"], ["B"], axis=2),
+             helper.make_node("Slice", ["B", "s0", "e0", "ax"], ["state.next"]),
+             helper.make_node("Slice", ["B", "s1", "e1", "ax"], ["y"])]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "delay", [helper.make_tensor_value_info("x", f, ["N", channels, hop]),
+                         helper.make_tensor_value_info("state", f, ["N", channels, history])],
+        [helper.make_tensor_value_info("y", f, ["N", channels, hop]),
+         helper.make_tensor_value_info("state.next", f, ["N", channels, history])],
+        [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()],
+        value_info=[helper.make_tensor_value_info("B", f, ["N", channels, history + hop])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = {"input": "x", "outputs": ["y"], "hop": hop, "window": history + hop, "delay": 0, "warmup_hops": 0,
+            "channels": channels, "states": [{"input": "state", "output": "state.next", "shape": ["N", channels, history],
+                                              "dtype": "float32", "fill": 0.0, "layer": "l", "kind": "shift",
+                                              "batched": True}]}
+    helper.set_model_props(model, {STREAM_KEY: json.dumps(meta)})
+    return model
+
+
+@pytest.mark.parametrize("hop, history", [(3, 2), (3, 5)])
+def test_an_output_cut_from_a_shift_buffer_keeps_its_values(hop, history):
+    """y = B[:, :, :hop] is the signal delayed by ``history`` samples; B is left as a buffer of its own."""
+    x = np.random.default_rng(0).standard_normal((2, 2, 8 * hop)).astype(np.float32)
+    got = StreamingSession(_delay_line(2, hop, history)).push(x)
+    delayed = np.concatenate([np.zeros((2, 2, history), np.float32), x], axis=2)
+    assert len(got) == 8
+    for k, out in enumerate(got):
+        np.testing.assert_array_equal(out[0], delayed[:, :, k * hop:(k + 1) * hop])
+
+
+@pytest.mark.parametrize("view", ["Identity", "Reshape"])
+def test_samples_also_read_through_a_view_stay_in_place(view):
+    """y = Conv(x) + x[2:] with x reaching the Add through a view: the pushed samples are read by two
+    nodes, so they keep their own buffer; streaming equals window inference."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    c, window, hop = 2, 32, 8
+    inits = {"w": rng.standard_normal((c, c, 3)).astype(np.float32), "b": np.zeros(c, np.float32),
+             "st": np.array([2], np.int64), "en": np.array([window], np.int64), "ax": np.array([2], np.int64),
+             "shape": np.array([0, c, -1], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["conv"], kernel_shape=[3]),
+             helper.make_node("Identity", ["x"], ["xv"]) if view == "Identity"
+             else helper.make_node("Reshape", ["x", "shape"], ["xv"]),
+             helper.make_node("Slice", ["xv", "st", "en", "ax"], ["skip"]),
+             helper.make_node("Add", ["conv", "skip"], ["y"])]
+    model = make_model(nodes, {"x": (["N", c, window], np.float32)}, ["y"], inits)
+    sm = to_streaming(model, hop)
+    x = rng.standard_normal((1, c, 20 * hop)).astype(np.float32)
+    got = StreamingSession(sm).push(x)
+    want = window_outputs(model, x, hop, sm.window, list(range(sm.warmup_hops, 20)))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert_close(g[0], w)
+
+
+def test_a_rejected_first_chunk_does_not_bind_the_batch():
+    model, hop, _ = random_model(2)
+    c = channels_of(model)
+    session = StreamingSession(model, hop)
+    bad = np.zeros((2, c, hop), np.float32)
+    bad[1, 0, 0] = np.nan
+    with pytest.raises(InputError):
+        session.push(bad)
+    assert session.state_dict()["batch"] == 0
+    session.push(np.zeros((1, c, 3 * hop), np.float32))  # batch 1 is still free to choose
+    assert session.state_dict()["batch"] == 1
