@@ -3,8 +3,8 @@
 Output sizes follow onnxruntime: auto_pad SAME_* pads by the undilated kernel, ceil_mode also
 applies to auto_pad outputs, and a ceil-mode window that would start past the input plus its head
 padding is dropped. 1-D pools whose windows all lie inside the input (no padding reached, no
-dilation) run on the four-argument WINDOW_POOL sweep; MaxPool 3x3 stride 2 pads 1 on the stride-1
-pool (STRIDED_MAX3). The global pools are reductions over the
+dilation) run on the four-argument WINDOW_POOL sweep; MaxPool 3x3 stride 2 pads 1 on planes
+narrower than STRIDED_MAX3_WIDTH on the stride-1 pool (STRIDED_MAX3). The global pools are reductions over the
 spatial axes.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .registry import In, Kernel, Out, Unsupported, register
 
 POOL_AFFINE = "_edgekit_pool_affine"  # node attribute: (scale, shift) of a BatchNormalization fused after the pool
 SAME_GROUP_ELEMENTS = 4096  # the stride-1 'same' path: input, scratch and output of a group fit in L1 together
+STRIDED_MAX3_WIDTH = 64  # MaxPool 3x3/2 on narrower planes runs on the stride-1 pool; wider rows amortise the strided path's loops
 
 
 def _pads(auto_pad: str, n: int, k: int, s: int, head: int, tail: int) -> tuple[int, int]:
@@ -107,7 +108,8 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
         raise Unsupported("a fused epilogue on a pool that is not stride-1 'same'")
     halves = [-(-n // 2) for n in x.shape[2:]]
-    if code == kp.MAX and (kernel, strides, dilations, heads) == ([3, 3], [2, 2], [1, 1], [1, 1]) and out_shape[2:] == halves:
+    if (code == kp.MAX and (kernel, strides, dilations, heads) == ([3, 3], [2, 2], [1, 1], [1, 1])
+            and out_shape[2:] == halves and x.shape[-1] < STRIDED_MAX3_WIDTH):
         return _strided_max3(x, out_shape)
     if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
         return Kernel(kp.WINDOW_POOL[code], (In(0), Out(0), kernel[0], strides[0]), [(tuple(out_shape), x.dtype)])
