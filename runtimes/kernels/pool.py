@@ -28,6 +28,8 @@ masked by min with a +-inf mask (narrow ones, where per-row fixes would cost mor
 column sweep sums its input; a group whose sum is not finite (a NaN or an infinity) is pooled by the
 NaN-propagating path above instead. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
 MaxPool 3x3 stride 2 pads 1 takes STRIDED_MAX3: that stride-1 pool, then a gather of the even positions.
+2x2 stride-2 pools whose windows all lie inside the planes take WINDOW2_POOL, one flat loop over the
+outputs from a precomputed index of their windows.
 
 1-D pools whose windows all lie inside the input (no padding reached, no dilation: the k=s MaxPool of
 signal CNNs and their streamed hops) take WINDOW_POOL: one sweep over the output windows, with the
@@ -632,3 +634,26 @@ def _window_pooling(code: int):
 
 
 WINDOW_POOL = {MAX: _window_pooling(MAX), AVG: _window_pooling(AVG)}
+
+
+def _window2_pooling(code: int):
+    """The 2x2 full-window kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def kernel(x, out, index, w):
+        """out.flat[k] = reduce of the 2x2 window whose top-left tap is x.flat[index[k]] (taps +0, +1, +w,
+        +w+1; every window inside its plane): one flat loop over all outputs, no per-row loops. MAX:
+        NaN-propagating max; AVG: float64 sum / 4."""
+        xf, of = x.reshape(-1), out.reshape(-1)
+        ww, one = np.uint64(w), np.uint64(1)
+        for k in range(index.size):
+            b = np.uint64(index[k])
+            if code == MAX:
+                of[k] = nan_max(nan_max(nan_max(xf[b], xf[b + one]), xf[b + ww]), xf[b + ww + one])
+            else:
+                of[k] = np.float32((np.float64(xf[b]) + xf[b + one] + xf[b + ww] + xf[b + ww + one]) * 0.25)
+
+    return kernel
+
+
+WINDOW2_POOL = {MAX: _window2_pooling(MAX), AVG: _window2_pooling(AVG)}

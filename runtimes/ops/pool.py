@@ -3,9 +3,10 @@
 Output sizes follow onnxruntime: auto_pad SAME_* pads by the undilated kernel, ceil_mode also
 applies to auto_pad outputs, and a ceil-mode window that would start past the input plus its head
 padding is dropped. 1-D pools whose windows all lie inside the input (no padding reached, no
-dilation) run on the four-argument WINDOW_POOL sweep; MaxPool 3x3 stride 2 pads 1 on planes
-narrower than STRIDED_MAX3_WIDTH on the stride-1 pool (STRIDED_MAX3). The global pools are reductions over the
-spatial axes.
+dilation) run on the four-argument WINDOW_POOL sweep; on planes narrower than STRIDED_MAX3_WIDTH,
+MaxPool 3x3 stride 2 pads 1 runs on the stride-1 pool (STRIDED_MAX3) and 2x2 stride-2 pools whose
+windows all lie inside on one flat loop over the outputs (WINDOW2_POOL). The global pools are
+reductions over the spatial axes.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .registry import In, Kernel, Out, Unsupported, register
 
 POOL_AFFINE = "_edgekit_pool_affine"  # node attribute: (scale, shift) of a BatchNormalization fused after the pool
 SAME_GROUP_ELEMENTS = 4096  # the stride-1 'same' path: input, scratch and output of a group fit in L1 together
-STRIDED_MAX3_WIDTH = 64  # MaxPool 3x3/2 on narrower planes runs on the stride-1 pool; wider rows amortise the strided path's loops
+STRIDED_MAX3_WIDTH = 64  # 3x3/2 max and 2x2/2 pools of narrower planes skip the strided path, whose per-row loops wider rows amortise
 
 
 def _pads(auto_pad: str, n: int, k: int, s: int, head: int, tail: int) -> tuple[int, int]:
@@ -111,6 +112,10 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     if (code == kp.MAX and (kernel, strides, dilations, heads) == ([3, 3], [2, 2], [1, 1], [1, 1])
             and out_shape[2:] == halves and x.shape[-1] < STRIDED_MAX3_WIDTH):
         return _strided_max3(x, out_shape)
+    if (rank == 2 and (kernel, strides, dilations, heads) == ([2, 2], [2, 2], [1, 1], [0, 0])
+            and all(2 * o <= n for o, n in zip(out_shape[2:], x.shape[2:])) and x.shape[-1] < STRIDED_MAX3_WIDTH):
+        index = _window_starts(x.shape[0] * x.shape[1], *x.shape[2:], *out_shape[2:])
+        return Kernel(kp.WINDOW2_POOL[code], (In(0), Out(0), index, x.shape[3]), [(tuple(out_shape), x.dtype)])
     if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
         return Kernel(kp.WINDOW_POOL[code], (In(0), Out(0), kernel[0], strides[0]), [(tuple(out_shape), x.dtype)])
     h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])
@@ -153,11 +158,15 @@ def _strided_max3(x, out_shape: list[int]) -> Kernel:
     planes, (h, w), (oh, ow) = x.shape[0] * x.shape[1], x.shape[2:], out_shape[2:]
     group = max(1, SAME_GROUP_ELEMENTS // (h * w))
     scratch = np.empty(max((group + 1) * (h + 1) * w, group * h * w), np.float32)
-    index = (np.arange(planes)[:, None, None] * (h * w) + np.arange(oh)[None, :, None] * (2 * w)
-             + np.arange(ow)[None, None, :] * 2).ravel().astype(np.int32)
     args = (In(0), Out(0), np.empty(x.shape, np.float32), scratch, planes, group, h, w, np.zeros(1), np.empty(0, np.float32),
-            _max3_masks(group, h, w), index)
+            _max3_masks(group, h, w), _window_starts(planes, h, w, oh, ow))
     return Kernel(kp.STRIDED_MAX3, args, [(tuple(out_shape), x.dtype)])
+
+
+def _window_starts(planes: int, h: int, w: int, oh: int, ow: int) -> np.ndarray:
+    """The flat input index of position (2i, 2j) of every plane, for the oh x ow outputs of each (int32)."""
+    return (np.arange(planes)[:, None, None] * (h * w) + np.arange(oh)[None, :, None] * (2 * w)
+            + np.arange(ow)[None, None, :] * 2).ravel().astype(np.int32)
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

@@ -2,7 +2,7 @@
 explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
 shapes (the 3x3 one, MAX3, on planes wide and narrow, several groups, and groups holding NaN or
-infinities; the 3x3 stride-2 pool, which runs on it); the 1-D full-window path (no padding reached: kernel = stride and other small windows, windows
+infinities; the 3x3 stride-2 pool, which runs on it); the flat 2x2 stride-2 path; the 1-D full-window path (no padding reached: kernel = stride and other small windows, windows
 that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
@@ -161,6 +161,25 @@ def test_max3_groups_with_nan_or_infinity(shape, stride):
     model = _model("MaxPool", shape, 12, kernel_shape=[3, 3], strides=[stride] * 2, pads=[1, 1, 1, 1])
     got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, stride, 1))
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 14, 14), (2, 30, 7, 9), (1, 8, 56, 56)])
+def test_two_by_two_stride_two_window_path(shape):
+    """2x2 stride-2 pools with every window inside the planes (odd sizes drop the last row or column) take
+    the flat WINDOW2_POOL loop and match onnxruntime; its max propagates NaN like np.max."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(shape).astype(np.float32)
+    attrs = dict(kernel_shape=[2, 2], strides=[2, 2])
+    for op, opset, rtol in (("MaxPool", 12, 0), ("AveragePool", 19, 1e-6)):
+        session = edgekit.InferenceSession(_model(op, shape, opset, **attrs))
+        assert_matches_ort(_model(op, shape, opset, **attrs), {"x": x}, rtol, 1e-7, session=session)
+        (fn, _), = next(iter(session._plans.values())).steps
+        assert fn is kp.WINDOW2_POOL[kp.MAX if op == "MaxPool" else kp.AVG]
+    x[0, 1, 0, 0] = x[-1, -1, 5, 6] = np.nan
+    got = edgekit.InferenceSession(_model("MaxPool", shape, 12, **attrs)).run(None, {"x": x})[0]
+    h, w = shape[2] // 2 * 2, shape[3] // 2 * 2
+    want = x[:, :, :h, :w].reshape(shape[0], shape[1], h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    np.testing.assert_array_equal(got, want)
 
 
 def test_max_pool_indices_output_is_unsupported():
