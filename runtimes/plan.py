@@ -72,6 +72,11 @@ class Plan:
         self.output_list = list(self.outputs.values())
         # None until the first run has checked that no step writes into the input buffers.
         self._inputs_untouched: bool | None = None
+        # The steps as ``run`` calls them: a step that touches inputs or outputs gets an argument list
+        # of its own and (position, slot, reshape, bound buffer) for each argument ``run`` swaps.
+        patched = dict(self.sites.steps) if self.sites else {}
+        self._runs = [(fn, list(args), tuple((pos, slot, shape, args[pos]) for pos, slot, shape in patched[i]))
+                      if i in patched else (fn, args, ()) for i, (fn, args) in enumerate(self.steps)]
 
     def execute(self) -> None:
         """Run every step on the bound buffers (inputs must already be in ``input_buffers``)."""
@@ -85,6 +90,7 @@ class Plan:
         (never written) once a first run, with copied inputs, has seen the steps leave the input
         buffers intact; others are copied into the input buffers. Outputs are written into fresh
         arrays that are handed out (a copy when that array was already handed out or is an input).
+        One run at a time: the swapped arguments live in the plan (the session runs under a lock).
         """
         sites = self.sites
         verify = sites.inputs_safe and self._inputs_untouched is None  # no step writes an input: check once
@@ -97,16 +103,10 @@ class Plan:
                 buf[...] = a
                 vals.append(None)
         vals += [np.empty(shape, dtype) for shape, dtype in sites.roots]
-        steps = self.steps.copy()
-        for i, group in sites.steps:
-            fn, args = steps[i]
-            args = list(args)
-            for pos, slot, shape in group:
+        for fn, args, patches in self._runs:
+            for pos, slot, shape, bound in patches:
                 v = vals[slot]
-                if v is not None:
-                    args[pos] = v if shape is None else v.reshape(shape)
-            steps[i] = (fn, tuple(args))
-        for fn, args in steps:
+                args[pos] = bound if v is None else v if shape is None else v.reshape(shape)
             fn(*args)
         if verify:
             self._inputs_untouched = all(_same_bytes(b, a) for b, a in zip(self.input_list, arrays))
