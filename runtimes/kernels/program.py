@@ -31,8 +31,7 @@ from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import MEAN, REDUCE, ROWS
 from .shift import WINDOW_POOL_INTO
 
-OPCODES = 9
-COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM, GEMM_DOT = range(OPCODES)
+COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM, GEMM_DOT = range(9)
 """Opcodes: Concat/Slice-style block copies (destination, block table, sources), the single-row
 convolution, the 1-D full-window max and average pools, the same writing into a shift buffer's
 last columns, mean over rows (GlobalAveragePool), Gemm, and the dot-product Gemm."""
@@ -66,10 +65,15 @@ def _int(r, j):
     return r[HEAD + ARG_SLOTS * j]
 
 
-def _interpreter(copy, conv, wmax, wavg, wmaxi, wavgi, mean, gemm, gdot):
-    """run_program with a branch only for the opcodes whose flag is True: Numba prunes the others
+FAMILIES = ((CONV_ROWS,), (WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS), (GEMM, GEMM_DOT))
+"""Opcodes compiled together: an interpreter has the block copies and every family one of its
+opcodes is in (the costly kernels, convolution and Gemm, only where used; few variants to compile)."""
+
+
+def _interpreter(conv, pools, gemms):
+    """run_program with branches only for the families whose flag is True: Numba prunes the others
     before typing, so a model compiles only the kernels it uses (a closure over bools keeps the
-    cache key stable, one cache entry per set of opcodes)."""
+    cache key stable, one cache entry per set of families)."""
 
     @njit(cache=True, fastmath=FASTMATH)
     def run_program(program, f32, i64):
@@ -79,40 +83,39 @@ def _interpreter(copy, conv, wmax, wavg, wmaxi, wavgi, mean, gemm, gdot):
             r = program[i]
             op = r[0]
             if op == COPY_BLOCKS:  # destination, table, sources
-                if copy:
-                    dst = _flat(f32, r, 0)
-                    s = HEAD + ARG_SLOTS
-                    blocks = i64[r[s]:r[s] + r[s + 1]].reshape((r[s + 2], r[s + 3]))
-                    for b in range(blocks.shape[0]):
-                        copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
+                dst = _flat(f32, r, 0)
+                s = HEAD + ARG_SLOTS
+                blocks = i64[r[s]:r[s] + r[s + 1]].reshape((r[s + 2], r[s + 3]))
+                for b in range(blocks.shape[0]):
+                    copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
             elif op == CONV_ROWS:
                 if conv:
                     conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
                                      _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
             elif op == WINDOW_MAX:
-                if wmax:
+                if pools:
                     _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == WINDOW_AVG:
-                if wavg:
+                if pools:
                     _window_avg(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == WINDOW_MAX_INTO:
-                if wmaxi:
+                if pools:
                     _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4),
                                      _int(r, 5))
             elif op == WINDOW_AVG_INTO:
-                if wavgi:
+                if pools:
                     _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4),
                                      _int(r, 5))
             elif op == MEAN_ROWS:
-                if mean:
+                if pools:
                     _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4),
                                _flat(i64, r, 5), _flat(i64, r, 6))
             elif op == GEMM:
-                if gemm:
+                if gemms:
                     gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
                                 _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
             elif op == GEMM_DOT:
-                if gdot:
+                if gemms:
                     gemm_dot_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
                                     _flat(i64, r, 4), _flat(f32, r, 5))
 
@@ -124,7 +127,7 @@ _INTERPRETERS: dict[tuple[bool, ...], object] = {}
 
 def interpreter(opcodes: set[int]):
     """The compiled ``run_program(program, f32, i64)`` for programs that use only ``opcodes``."""
-    flags = tuple(op in opcodes for op in range(OPCODES))
+    flags = tuple(any(op in opcodes for op in family) for family in FAMILIES)
     if flags not in _INTERPRETERS:
         _INTERPRETERS[flags] = _interpreter(*flags)
     return _INTERPRETERS[flags]
