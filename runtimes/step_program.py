@@ -21,13 +21,14 @@ from .kernels import layout as kl
 from .kernels import pool as kp
 from .kernels import program as kprog
 from .kernels import reduce as kr
-from .kernels.shift import WINDOW_POOL_INTO
+from .kernels.shift import WINDOW_POOL_INTO, shift_history
 from .plan import ALIGN
 
 F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
 KIND = {"f": (F32, None), "f3": (F32, 3), "i": (I64, None), "i2": (I64, 2)}
 KERNELS: dict[Any, tuple[int, tuple[str, ...], str | None]] = {
     kl.copy_blocks: (kprog.COPY_BLOCKS, ("f", "i2"), "f"),
+    shift_history: (kprog.SHIFT_HISTORY, ("f3", "n", "n"), None),
     kc.conv_rows_kernel: (kprog.CONV_ROWS, ("f", "f", "f", "f", "f", "i", "f"), None),
     kp.WINDOW_POOL[kp.MAX]: (kprog.WINDOW_MAX, ("f3", "f3", "n", "n"), None),
     kp.WINDOW_POOL[kp.AVG]: (kprog.WINDOW_AVG, ("f3", "f3", "n", "n"), None),

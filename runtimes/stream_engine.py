@@ -22,7 +22,7 @@ from edgekit.metadata import STREAM_KEY
 
 from .kernels import pool as kp
 from .kernels.layout import copy_blocks
-from .kernels.shift import WINDOW_POOL_INTO
+from .kernels.shift import WINDOW_POOL_INTO, shift_history
 from .ops.layout import block_table
 from .plan import Plan
 from .step_program import StepProgram
@@ -65,10 +65,11 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     for n in session.prepared.nodes:  # every node the plans run, views (Identity, Reshape...) included
         for x in n.inputs:
             readers[x] = readers.get(x, 0) + 1
-    inputs, steps, shift_buffers = _write_in_place(plan, states, cuts, readers)
+    inputs, steps, in_place = _write_in_place(plan, states, cuts, readers)
     feedback = [(i, o) for i, o in states.items() if inputs[i].dtype == np.float32 and inputs[i].ndim == 3]
     whole = {o: plan.outputs[cuts[o][0]] if o in cuts else outputs[o] for _, o in feedback}
-    steps += [_copy_step(inputs[i], shift_buffers.get(i, inputs[i]), outputs[o], whole[o]) for i, o in feedback]
+    steps += [(shift_history, (whole[o], inputs[i].shape[2], cuts[o][1])) if i in in_place
+              else _copy_step(inputs[i], outputs[o], whole[o]) for i, o in feedback]
     program = StepProgram(steps, also=[*inputs.values(), *outputs.values()])
     inputs = {name: program.view(a) for name, a in inputs.items()}
     outputs = {name: program.view(a) for name, a in outputs.items()}
@@ -77,12 +78,12 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
 
 
 def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[str, int, int]],
-                    readers: dict[str, int]) -> tuple[dict[str, np.ndarray], list, dict[str, np.ndarray]]:
+                    readers: dict[str, int]) -> tuple[dict[str, np.ndarray], list, set[str]]:
     """The engine's input arrays and the plan's steps, with every shift-buffer Concat that can be
     removed removed: its history input becomes a view of B's first columns, and its new columns are
     written into B's last ones by their producer (the pushed samples, or a 1-D full-window pool).
     ``readers`` counts the nodes (and the caller, for step-model outputs) reading each tensor.
-    Also returns {history input: B} for those."""
+    Also returns the history inputs so kept in their buffers."""
     inputs = dict(plan.input_buffers)
     steps = list(plan.steps)
     nodes = plan.step_nodes
@@ -90,7 +91,7 @@ def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[st
     for t, _, _ in cuts.values():
         cut_from[t] = cut_from.get(t, 0) + 1
     producer = {o: i for i, n in enumerate(nodes) for o in n.outputs}
-    dropped, shift_buffers = set(), {}
+    dropped, in_place = set(), set()
     for i, node in enumerate(nodes):
         if steps[i][0] is not copy_blocks or node.op_type != "Concat" or len(node.inputs) != 2:
             continue
@@ -110,17 +111,18 @@ def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[st
         else:
             continue
         inputs[history] = buf[:, :, :h]
-        shift_buffers[history] = buf
+        in_place.add(history)
         dropped.add(i)
-    return inputs, [s for i, s in enumerate(steps) if i not in dropped], shift_buffers
+    return inputs, [s for i, s in enumerate(steps) if i not in dropped], in_place
 
 
-def _copy_step(dst: np.ndarray, dst_base: np.ndarray, src: np.ndarray, src_base: np.ndarray) -> tuple:
-    """A copy_blocks step writing ``src`` into ``dst``, each a view into (or the same as) a C-contiguous
-    array of the plan."""
-    table = block_table([(0, _offset(src, src_base), _offset(dst, dst_base), list(src.shape),
+def _copy_step(dst: np.ndarray, src: np.ndarray, src_base: np.ndarray) -> tuple:
+    """A copy_blocks step writing ``src``, a view into (or the same as) the C-contiguous ``src_base``,
+    into the C-contiguous state buffer ``dst`` (a history kept in its shift buffer moves by
+    ``shift_history`` instead)."""
+    table = block_table([(0, _offset(src, src_base), 0, list(src.shape),
                           [s // src.itemsize for s in src.strides], [s // dst.itemsize for s in dst.strides])])
-    return copy_blocks, (dst_base, table, src_base)
+    return copy_blocks, (dst, table, src_base)
 
 
 def _offset(view: np.ndarray, base: np.ndarray) -> int:

@@ -29,10 +29,12 @@ from .gemm import gemm_dot_kernel, gemm_kernel
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import MEAN, REDUCE, ROWS
-from .shift import WINDOW_POOL_INTO
+from .shift import WINDOW_POOL_INTO, shift_history
 
-COPY_BLOCKS, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM, GEMM_DOT = range(9)
-"""Opcodes: Concat/Slice-style block copies (destination, block table, sources), the single-row
+(COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
+ GEMM_DOT) = range(10)
+"""Opcodes: Concat/Slice-style block copies (destination, block table, sources), a shift buffer's
+history moved to its first columns, the single-row
 convolution, the 1-D full-window max and average pools, the same writing into a shift buffer's
 last columns, mean over rows (GlobalAveragePool), Gemm, and the dot-product Gemm."""
 HEAD = 2
@@ -67,7 +69,8 @@ def _int(r, j):
 
 FAMILIES = ((CONV_ROWS,), (WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS), (GEMM, GEMM_DOT))
 """Opcodes compiled together: an interpreter has the block copies and every family one of its
-opcodes is in (the costly kernels, convolution and Gemm, only where used; few variants to compile)."""
+opcodes is in (the costly kernels, convolution and Gemm, only where used; few variants to compile).
+The block copies and the history shift are in every interpreter."""
 
 
 def _interpreter(conv, pools, gemms):
@@ -88,6 +91,8 @@ def _interpreter(conv, pools, gemms):
                 blocks = i64[r[s]:r[s] + r[s + 1]].reshape((r[s + 2], r[s + 3]))
                 for b in range(blocks.shape[0]):
                     copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
+            elif op == SHIFT_HISTORY:
+                shift_history(_f3(f32, r, 0), _int(r, 1), _int(r, 2))
             elif op == CONV_ROWS:
                 if conv:
                     conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),

@@ -39,6 +39,17 @@ def _window_pooling_into(code: int):
 WINDOW_POOL_INTO = {MAX: _window_pooling_into(MAX), AVG: _window_pooling_into(AVG)}
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def shift_history(buf, keep, start):
+    """buf[p, :keep] = buf[p, start:start + keep] for every row of the (N, C, W) shift buffer, by
+    vectors loaded before they are stored, so the overlapping copy (start < keep: a history longer
+    than the hop) runs vectorised and stays exact (the destination is always before the source)."""
+    bf = buf.reshape(-1)
+    w = buf.shape[2]
+    for p in range(buf.shape[0] * buf.shape[1]):
+        vcopy(bf, p * w, bf, p * w + start, keep)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _all_finite(a) -> bool:
     """Whether every value of the 3-D float array ``a`` is finite: x * 0 is 0 for finite x and NaN
