@@ -549,8 +549,9 @@ def _same_pooling(code: int):
         top, bottom, left, right = masks[0], masks[1], masks[2], masks[3]
         for p in range(0, planes, group):
             g = min(group, planes - p)
-            if max3 and _max3_group(xf, s, of, p, g, h, w, top, bottom, left, right, channels, scale, shift, lo, hi):
-                continue
+            if code == MAX:  # a constant: the average kernel does not compile MAX3
+                if max3 and _max3_group(xf, s, of, p, g, h, w, top, bottom, left, right, channels, scale, shift, lo, hi):
+                    continue
             xs, os_ = xf[p * n:(p + g) * n], of[p * n:(p + g) * n]
             if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= AFFINE_WIDTH and code == MAX and scale.size:
                 _max3_planes_affine(xs, s, os_, g, h, w, p, channels, scale, shift, act, alpha, beta)  # the block's pool
@@ -585,8 +586,9 @@ def STRIDED_MAX3(x, out, full, s, planes, group, h, w, inv, none, masks, index):
     then out.flat[k] = full.flat[index[k]], index holding each plane's positions (2i, 2j). Pooling every
     position costs 4x the outputs' work, yet two flat sweeps beat the strided path's per-row loops on the
     planes of edge CNNs. ``none`` is an empty float32 array (no fused BN), ``inv`` any float64 array."""
-    _SAME_MAX(x, full, s, planes, group, h, w, 3, 3, 1, 1, inv, 1, none, none, IDENTITY, np.float32(0.0),
-              np.float32(0.0), masks)
+    three, one = np.int64(3), np.int64(1)  # typed, not literals: the kernel's one compiled signature serves
+    _SAME_MAX(x, full, s, planes, group, h, w, three, three, one, one, inv, one, none, none, np.int64(IDENTITY),
+              np.float32(0.0), np.float32(0.0), masks)
     ff, of = full.reshape(-1), out.reshape(-1)
     for k in range(index.size):
         of[k] = ff[index[k]]
