@@ -52,6 +52,7 @@ class StepProgram:
     def __init__(self, steps: list[Step], also: list[np.ndarray] = ()) -> None:
         arrays = [a for _, args in steps for a in _arrays(args)] + list(also)
         self._regions, size = _regions(arrays)
+        self._starts = [r[0] for r in self._regions]  # for bisect in ``view``
         size += (-size) % 8
         self.arena = np.zeros(size + ALIGN, np.uint8)
         shift = (-self.arena.ctypes.data) % ALIGN
@@ -89,7 +90,7 @@ class StepProgram:
             return np.ndarray(a.shape, a.dtype, buffer=self.arena, offset=0)
         p = a.__array_interface__["data"][0]
         lo, hi = byte_bounds(a)
-        start, end, new = self._regions[_find(self._regions, lo)]
+        start, end, new = self._regions[bisect.bisect_right(self._starts, lo) - 1]
         if not start <= lo <= hi <= end:
             raise ValueError("the array is not one the steps or ``also`` referenced")
         return np.ndarray(a.shape, a.dtype, buffer=self.arena, offset=new + p - start, strides=a.strides)
@@ -153,8 +154,3 @@ def _regions(arrays: list[np.ndarray]) -> tuple[list[tuple[int, int, int]], int]
         regions.append((lo, hi, size))
         size += hi - lo
     return regions, size
-
-
-def _find(regions: list[tuple[int, int, int]], p: int) -> int:
-    """Index of the region holding address ``p``."""
-    return bisect.bisect_right([r[0] for r in regions], p) - 1

@@ -8,9 +8,10 @@ byte ``arena`` and each step is one int64 row of ``program``:
     [opcode, argument count, then ARG_SLOTS slots per argument: element offset in the arena (or
      the value of an int argument), element count, then up to three dimensions]
 
-``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array argument as a flat slice of the arena (these kernels flatten
-their arrays anyway; the pools, which read shapes, get 3-D views), so a whole sequence costs one
-dispatch and a few nanoseconds per argument. The opcodes name the kernels it knows (``KERNELS`` in
+``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array
+argument as a flat slice of the arena (these kernels flatten their arrays anyway; the pools and the
+history shift, which read shapes, get 3-D views), so a whole sequence costs one dispatch and a few
+nanoseconds per argument. The opcodes name the kernels it knows (``KERNELS`` in
 ``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
 by the caller between programs.
 
@@ -34,9 +35,9 @@ from .shift import WINDOW_POOL_INTO, shift_history
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
  GEMM_DOT) = range(10)
 """Opcodes: Concat/Slice-style block copies (destination, block table, sources), a shift buffer's
-history moved to its first columns, the single-row
-convolution, the 1-D full-window max and average pools, the same writing into a shift buffer's
-last columns, mean over rows (GlobalAveragePool), Gemm, and the dot-product Gemm."""
+history moved to its first columns, the single-row convolution, the 1-D full-window max and average
+pools, the same writing into a shift buffer's last columns, mean over rows (GlobalAveragePool),
+Gemm, and the dot-product Gemm."""
 HEAD = 2
 ARG_SLOTS = 5
 MAX_ARGS = 10
