@@ -81,7 +81,8 @@ class InferenceSession:
                     raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
         key = tuple([a.shape for a in arrays])
         with self._lock:
-            return self.plan(key).run(arrays, self._output_names if output_names is None else output_names)
+            plan = self._plans.get(key) or self._plan_for(key)
+            return plan.run(arrays, self._output_names if output_names is None else output_names)
 
     @property
     def prepared(self) -> Prepared:
@@ -115,7 +116,8 @@ class InferenceSession:
             a = feed[vi.name]
             if not isinstance(a, np.ndarray):
                 a = np.asarray(a)
-            _check_array(vi, a, symbols)
+            if a.shape != vi.shape or a.dtype != vi.dtype:  # else it matches a fully static input as declared
+                _check_array(vi, a, symbols)
             arrays.append(a)
         return arrays
 
