@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .gemm import vcopy
+from .gemm import LANES, tile_get, tile_new, tile_set, vcopy, vload, vstore
 from .pool import AVG, MAX, WINDOW_POOL
 
 
@@ -39,15 +39,51 @@ def _window_pooling_into(code: int):
 WINDOW_POOL_INTO = {MAX: _window_pooling_into(MAX), AVG: _window_pooling_into(AVG)}
 
 
+SHIFT_GROUP = 8
+"""Rows of one vector each that ``shift_history`` loads together (a tile of vector registers)."""
+
+
+@njit(inline="always")
+def _load_rows(t, bf, p0, rows, w, start, keep):
+    """Tile t = the vectors bf[p*w + start : + keep] of rows p0 <= p < p0 + SHIFT_GROUP (the last row
+    repeated past ``rows``)."""
+    for i in range(SHIFT_GROUP):
+        tile_set(t, i, vload(bf, min(p0 + i, rows - 1) * w + start, keep))
+
+
+@njit(inline="always")
+def _store_rows(t, bf, p0, rows, w, keep):
+    """bf[p*w : p*w + keep] = tile t for rows p0 <= p < min(rows, p0 + SHIFT_GROUP)."""
+    for i in range(SHIFT_GROUP):
+        if p0 + i < rows:
+            vstore(bf, (p0 + i) * w, tile_get(t, i), keep)
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def shift_history(buf, keep, start):
     """buf[p, :keep] = buf[p, start:start + keep] for every row of the (N, C, W) shift buffer, by
     vectors loaded before they are stored, so the overlapping copy (start < keep: a history longer
-    than the hop) runs vectorised and stays exact (the destination is always before the source)."""
+    than the hop) runs vectorised and stays exact (the destination is always before the source).
+
+    Histories of at most one vector are moved SHIFT_GROUP rows at a time, the loads of the next
+    group issued before the stores of this one: a load that overlaps the span of a pending masked
+    store waits for that store to retire, which on short rows (every next row) cost 4x the copy."""
     bf = buf.reshape(-1)
     w = buf.shape[2]
-    for p in range(buf.shape[0] * buf.shape[1]):
-        vcopy(bf, p * w, bf, p * w + start, keep)
+    rows = buf.shape[0] * buf.shape[1]
+    if rows == 0:
+        return
+    if keep > LANES:
+        for p in range(rows):
+            vcopy(bf, p * w, bf, p * w + start, keep)
+        return
+    a, b = tile_new(SHIFT_GROUP), tile_new(SHIFT_GROUP)
+    _load_rows(a, bf, 0, rows, w, start, keep)
+    for p0 in range(0, rows, 2 * SHIFT_GROUP):
+        _load_rows(b, bf, p0 + SHIFT_GROUP, rows, w, start, keep)
+        _store_rows(a, bf, p0, rows, w, keep)
+        _load_rows(a, bf, p0 + 2 * SHIFT_GROUP, rows, w, start, keep)
+        _store_rows(b, bf, p0 + SHIFT_GROUP, rows, w, keep)
 
 
 @njit(inline="always", fastmath=FASTMATH)
