@@ -21,12 +21,12 @@ border rows redone (windows that fit the plane) or per plane from a scratch whos
 rows of the reduction's identity (no border fixes at all), and a fused BN/activation epilogue runs
 on each group while it is in L1; the 3x3 max pool with a fused BN (the parameter-free block) on
 planes at least AFFINE_WIDTH wide applies it in its column pass's store instead. The 3x3 pads-1 max pool
-(with an Identity, Relu or Clip epilogue, BN or not) first tries MAX3 on each group: plain max
-instructions in two flat sweeps (columns into the scratch, then rows through the epilogue into the
-output), with the sweeps' taps that cross a plane's edge either redone afterwards (wide planes) or
-masked by min with a +-inf mask (narrow ones, where per-row fixes would cost more than the sweep). The
-column sweep sums its input; a group whose sum is not finite (a NaN or an infinity) is pooled by the
-NaN-propagating path above instead. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
+(with an Identity, Relu or Clip epilogue, BN or not) runs as MAX3: one pass of explicit vectors (simd.py)
+over each plane taken flat, so vectors stay full on narrow planes: per vector the column max of its three
+rows, then the left and right taps as lane shifts of the neighbouring vectors' column maxes, every tap
+outside the plane masked by precomputed lane masks, then the epilogue and the store. Its max instructions
+drop NaN, so it also checks its input for NaN; a tensor holding one is pooled again by the
+NaN-propagating path above. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
 MaxPool 3x3 stride 2 pads 1 takes STRIDED_MAX3: that stride-1 pool, then a gather of the even positions.
 2x2 stride-2 pools whose windows all lie inside the planes take WINDOW2_POOL, one flat loop over the
 outputs from a precomputed index of their windows.
@@ -44,12 +44,13 @@ from numba.extending import intrinsic
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
 from .elementwise import nan_max
+from .gemm import LANES, vfma, vload, vsplat, vstore
+from .simd import mask_full, mask_of, mask_ordered, vload_mask, vmax, vmax_mask, vmin, vshift_next, vshift_prev, vstore_mask
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
 AFFINE_WIDTH = 16  # narrower planes run the fused 3x3 max pool's epilogue as its own pass (per-plane loops cost more)
-FIX_COLUMNS_WIDTH = 32  # MAX3 on planes at least this wide redoes the row pass's edge columns; narrower ones mask them
-FIX_ROWS_WIDTH = 8  # MAX3 on planes at least this wide redoes the column pass's edge rows; narrower ones mask them
+M3_MID, M3_UP, M3_DOWN, M3_LEFT, M3_RIGHT = range(5)  # the rows of max3_masks
 
 
 @intrinsic
@@ -401,126 +402,91 @@ def _affine_activate(o, a, b, act, alpha, beta):
             o[k] = activate(o[k] * a + b, act, alpha, beta)
 
 
-# The 3x3 pads-1 max pool of all-finite planes (MAX3): plain max instructions, both passes swept flat over
-# a group of planes, the BN affine and a clamp (Identity, Relu, Clip) on the second pass's store.
+# The 3x3 pads-1 max pool of planes without NaN (MAX3): one pass of explicit vectors over each plane, flat.
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _fmax(a, b):
-    """max(a, b) as one instruction (it would drop a NaN in a: MAX3 runs on finite inputs only)."""
-    return a if a > b else b
+def _max3_column(x, k, w, masks, j, inside):
+    """(max of x[k + {-w, 0, w} + i] over the rows inside the plane, x[k + i]) for the lanes i of vector j of
+    a plane (at k); lanes past the plane read 0. ``inside`` (a literal): every tap of the vector lies in
+    the plane, so no masks are read."""
+    if inside:
+        mid = vload(x, k, LANES)
+        return vmax(vmax(mid, vload(x, k - w, LANES)), vload(x, k + w, LANES)), mid
+    mid = vload_mask(x, k, mask_of(masks[M3_MID, j]))
+    up, down = mask_of(masks[M3_UP, j]), mask_of(masks[M3_DOWN, j])
+    top = vmax_mask(mid, vload_mask(x, k - w, up), up)
+    return vmax_mask(top, vload_mask(x, k + w, down), down), mid
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _masked(v, m):
-    """v where the mask m is +inf, -inf where it is -inf (one min instruction, no branch)."""
-    return v if v < m else m
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _clamp(v, a, b, lo, hi):
-    return min(max(v * a + b, lo), hi)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _max3_columns(x, x0, v, g, n, w, top, bottom):
-    """v[k] = max of x[x0 + k + {-w, 0, w}] over the rows inside the plane, for the g planes at x0 (k < g*n).
-    One flat sweep; a plane's edge rows are redone afterwards (wide planes) or masked by top/bottom
-    (narrow ones). Returns the sum of the planes, which is finite only if every value is."""
-    ww, m, xo = np.uint64(w), np.uint64(g * n), np.uint64(x0)
-    total = np.float32(0.0)
-    if w >= FIX_ROWS_WIDTH:
-        for k in range(ww, m - ww):
-            c = x[xo + k]
-            total += c
-            v[k] = _fmax(_fmax(x[xo + k - ww], c), x[xo + k + ww])
-        for q in range(np.uint64(g)):
-            t = q * np.uint64(n)
-            e = t + np.uint64(n) - ww
-            for j in range(ww):
-                v[t + j] = _fmax(x[xo + t + j], x[xo + t + ww + j])
-            for j in range(ww):
-                v[e + j] = _fmax(x[xo + e - ww + j], x[xo + e + j])
-    else:
-        for k in range(ww, m - ww):
-            c = x[xo + k]
-            total += c
-            v[k] = _fmax(_fmax(_masked(x[xo + k - ww], top[k]), c), _masked(x[xo + k + ww], bottom[k]))
-        for j in range(ww):
-            v[j] = _fmax(x[xo + j], x[xo + ww + j])
-            e = m - ww + j
-            v[e] = _fmax(x[xo + e - ww], x[xo + e])
-    for j in range(ww):
-        total += x[xo + j] + x[xo + m - ww + j]
-    return total
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _max3_rows_fixed(v, v0, out, o0, n, w, a, b, lo, hi):
-    """out[o0 + k] = clamp(max of v[v0 + k + {-1, 0, 1}] inside the row) for the plane at v0 (k < n): one
-    flat sweep, then the edge columns redone (wide planes: two scalar stores per row)."""
-    vo, oo, one, nn, ww = np.uint64(v0), np.uint64(o0), np.uint64(1), np.uint64(n), np.uint64(w)
-    for k in range(one, nn - one):
-        out[oo + k] = _clamp(_fmax(_fmax(v[vo + k - one], v[vo + k]), v[vo + k + one]), a, b, lo, hi)
-    for r in range(np.uint64(n // w)):
-        s, e = r * ww, r * ww + ww - one
-        out[oo + s] = _clamp(_fmax(v[vo + s], v[vo + s + one]), a, b, lo, hi)
-        out[oo + e] = _clamp(_fmax(v[vo + e - one], v[vo + e]), a, b, lo, hi)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _max3_rows_masked(v, v0, out, o0, n, left, right, a, b, lo, hi):
-    """The same with the sweep's taps outside the row masked by left/right (narrow planes)."""
-    vo, oo, one, nn = np.uint64(v0), np.uint64(o0), np.uint64(1), np.uint64(n)
-    out[oo] = _clamp(_fmax(v[vo], v[vo + one]), a, b, lo, hi)
-    for k in range(one, nn - one):
-        m = _fmax(_fmax(_masked(v[vo + k - one], left[k]), v[vo + k]), _masked(v[vo + k + one], right[k]))
-        out[oo + k] = _clamp(m, a, b, lo, hi)
-    e = nn - one
-    out[oo + e] = _clamp(_fmax(v[vo + e - one], v[vo + e]), a, b, lo, hi)
+def _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, affine, clamp):
+    """The loop of ``_max3``, with the BN affine and the clamp as literals (one loop per variant)."""
+    count = masks.shape[1] - 1
+    first, last = -(-w // LANES), (n - w - LANES) // LANES + 1  # vectors [first, last) have all taps inside
+    ordered = mask_of(-1)
+    low, high, a, b = vsplat(lo), vsplat(hi), vsplat(1.0), vsplat(0.0)
+    c = 0
+    for p in range(planes):
+        if affine:
+            a, b = vsplat(scale[c]), vsplat(shift[c])
+            c = c + 1 if c + 1 < channels else 0
+        base = p * n
+        cur, mid = _max3_column(x, base, w, masks, 0, False)
+        ordered = mask_ordered(ordered, mid)
+        prev = cur
+        for j in range(count):
+            k = base + j * LANES
+            if first <= j + 1 < last:
+                nxt, mid = _max3_column(x, k + LANES, w, masks, j + 1, True)
+            else:
+                nxt, mid = _max3_column(x, k + LANES, w, masks, j + 1, False)
+            ordered = mask_ordered(ordered, mid)
+            v = vmax_mask(cur, vshift_prev(prev, cur), mask_of(masks[M3_LEFT, j]))
+            v = vmax_mask(v, vshift_next(cur, nxt), mask_of(masks[M3_RIGHT, j]))
+            if affine:
+                v = vfma(v, a, b)
+            if clamp:
+                v = vmin(vmax(v, low), high)
+            if j + 1 < count:
+                vstore(out, k, v, LANES)
+            else:
+                vstore_mask(out, k, v, mask_of(masks[M3_MID, j]))
+            prev, cur = cur, nxt
+    return mask_full(ordered)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _max3_group(x, v, out, p, g, h, w, top, bottom, left, right, channels, scale, shift, lo, hi):
-    """MAX3 on the g planes from plane p (x, out flat); False, with out untouched, when they hold a NaN or
-    infinity (the caller then pools them with NaN propagation). The masks are rows of max3_masks (taken
-    once per call: a view made in a loop costs two atomic reference count updates). A function of its
-    own, not inlined: compiled once for both SAME_POOL kernels, which keeps their first compile shorter."""
-    _prefer_512()
-    n = h * w
-    total = _max3_columns(x, p * n, v, g, n, w, top, bottom)
-    if not total - total == 0:  # NaN or infinite
-        return False
-    if scale.size:  # one loop per variant, branches outside: LLVM vectorises a loop with a branch inside less well
-        _max3_planes(v, out, p, g, n, w, left, right, channels, scale, shift, lo, hi, True)
-    else:
-        _max3_planes(v, out, p, g, n, w, left, right, channels, scale, shift, lo, hi, False)
-    return True
+def _max3(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, clamp):
+    """MAX3: out[p, i, j] = epilogue(max of x[p, i + a, j + b] over a, b in {-1, 0, 1} inside the plane), for
+    the ``planes`` planes of n = h*w floats (x, out flat); False when x holds a NaN (out is then partly
+    written, and the caller pools again with NaN propagation). Epilogue: v * scale[c] + shift[c] (c = p %
+    channels) when ``scale`` is non-empty, then min(max(v, lo), hi) when ``clamp``.
+
+    One pass per plane in vectors of LANES positions k (flat, so the vectors are full whatever w): the
+    column max of k from its three rows (taps in the plane's first or last row masked), kept in registers
+    for vectors j - 1, j, j + 1, so the left and right taps of vector j are two lane shifts; taps across
+    a row's end masked. ``masks`` from max3_masks(h, w). Input read once, output written once, no
+    scratch; its own function, not inlined, so both SAME_POOL callers share one compile."""
+    if scale.size:
+        if clamp:
+            return _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, True, True)
+        return _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, True, False)
+    if clamp:
+        return _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, False, True)
+    return _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, False, False)
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _max3_planes(v, out, p, g, n, w, left, right, channels, scale, shift, lo, hi, affine):
-    """The row pass of the g planes from plane p, through the BN affine of their channels when ``affine``
-    (a literal), else through the clamp alone."""
-    one, zero = np.float32(1.0), np.float32(0.0)
-    if w >= FIX_COLUMNS_WIDTH:
-        for q in range(g):
-            c = (p + q) % channels
-            a, b = (scale[c], shift[c]) if affine else (one, zero)
-            _max3_rows_fixed(v, q * n, out, (p + q) * n, n, w, a, b, lo, hi)
-    else:
-        for q in range(g):
-            c = (p + q) % channels
-            a, b = (scale[c], shift[c]) if affine else (one, zero)
-            _max3_rows_masked(v, q * n, out, (p + q) * n, n, left, right, a, b, lo, hi)
-
-
-def max3_masks(group: int, h: int, w: int) -> np.ndarray:
-    """The (4, group*h*w) float32 masks of MAX3 on narrow planes: +inf where the tap above / below / left /
-    right of a position lies inside its plane, -inf where it does not."""
-    rows, cols = np.indices((h, w))
-    inside = [rows > 0, rows < h - 1, cols > 0, cols < w - 1]
-    return np.stack([np.tile(np.where(m, np.inf, -np.inf).ravel(), group) for m in inside]).astype(np.float32)
+def max3_masks(h: int, w: int) -> np.ndarray:
+    """The (5, vectors + 1) uint16 lane masks of MAX3 on an h x w plane: per vector j of LANES positions
+    (the last one past the plane, all off), bit i set when position j*LANES + i lies in the plane (row
+    M3_MID) and its tap above / below / left / right too (rows M3_UP, M3_DOWN, M3_LEFT, M3_RIGHT)."""
+    vectors = -(-h * w // LANES)
+    pos = np.arange((vectors + 1) * LANES)
+    rows, cols, inside = pos // w, pos % w, pos < h * w
+    on = [inside, inside & (rows > 0), inside & (rows < h - 1), inside & (cols > 0), inside & (cols < w - 1)]
+    weights = np.left_shift(1, np.arange(LANES))
+    return np.stack([(m.reshape(-1, LANES) * weights).sum(axis=1) for m in on]).astype(np.uint16)
 
 
 def _same_pooling(code: int):
@@ -535,23 +501,21 @@ def _same_pooling(code: int):
         encodes count_include_pad). ``s`` holds (group + 1) * (h + max(ph, kh - 1 - ph)) * w values.
         Epilogue: with ``scale`` non-empty activate(v * scale[c] + shift[c]), c = p % channels, else
         activate(v); ``act`` IDENTITY skips it. Planes run ``group`` at a time so the scratch stays in L1.
-        The 3x3 pads-1 max pool with an Identity, Relu or Clip epilogue runs groups whose values are all
-        finite as MAX3 (``masks`` from max3_masks(group, h, w) on planes narrower than FIX_COLUMNS_WIDTH).
+        A non-empty ``masks`` (max3_masks(h, w): the builder gives it to the 3x3 pads-1 max pool with an
+        Identity, Relu or Clip epilogue) runs the whole tensor as MAX3 first; only when it holds a NaN
+        do the groups below pool it again, with NaN propagation.
         """
         _prefer_512()
         xf = x.reshape(-1)
         of = out.reshape(-1)
         n = h * w
-        max3 = code == MAX and kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= 3
-        max3 = max3 and (act == IDENTITY or act == RELU or act == CLIP)
-        lo = np.float32(alpha) if act == CLIP else np.float32(0.0) if act == RELU else np.float32(-np.inf)
-        hi = np.float32(beta) if act == CLIP else np.float32(np.inf)
-        top, bottom, left, right = masks[0], masks[1], masks[2], masks[3]
+        if code == MAX:  # a constant: the average kernel does not compile MAX3
+            lo = np.float32(alpha) if act == CLIP else np.float32(0.0) if act == RELU else np.float32(-np.inf)
+            hi = np.float32(beta) if act == CLIP else np.float32(np.inf)
+            if masks.shape[1] and _max3(xf, of, planes, n, w, masks, channels, scale, shift, lo, hi, act != IDENTITY):
+                return
         for p in range(0, planes, group):
             g = min(group, planes - p)
-            if code == MAX:  # a constant: the average kernel does not compile MAX3
-                if max3 and _max3_group(xf, s, of, p, g, h, w, top, bottom, left, right, channels, scale, shift, lo, hi):
-                    continue
             xs, os_ = xf[p * n:(p + g) * n], of[p * n:(p + g) * n]
             if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= AFFINE_WIDTH and code == MAX and scale.size:
                 _max3_planes_affine(xs, s, os_, g, h, w, p, channels, scale, shift, act, alpha, beta)  # the block's pool
@@ -582,7 +546,7 @@ _SAME_MAX = SAME_POOL[MAX]
 @njit(cache=True, fastmath=FASTMATH)
 def STRIDED_MAX3(x, out, full, s, planes, group, h, w, inv, none, masks, index):
     """MaxPool 3x3 stride 2 with head pads 1 (output (h+1)//2 x (w+1)//2): the stride-1 'same' pool of every
-    position into ``full`` (x's shape; SAME_POOL, so MAX3 on finite groups, NaN-propagating otherwise),
+    position into ``full`` (x's shape; SAME_POOL, so MAX3 unless x holds a NaN),
     then out.flat[k] = full.flat[index[k]], index holding each plane's positions (2i, 2j). Pooling every
     position costs 4x the outputs' work, yet two flat sweeps beat the strided path's per-row loops on the
     planes of edge CNNs. ``none`` is an empty float32 array (no fused BN), ``inv`` any float64 array."""

@@ -142,15 +142,16 @@ def _same_pool(node: Node, x, code: int, kernel: list[int], heads: list[int], in
     empty = np.empty(0, np.float32)
     scale, shift = pool_affine(node) or (empty, empty)
     act, alpha, beta = fused_activation(node)
-    masks = _max3_masks(group, h, w, code == kp.MAX and (kh, kw, ph, pw) == (3, 3, 1, 1))
+    max3 = code == kp.MAX and (kh, kw, ph, pw) == (3, 3, 1, 1) and act in (ka.IDENTITY, ka.RELU, ka.CLIP)
+    masks = _max3_masks(h, w, max3)
     args = (In(0), Out(0), scratch, x.shape[0] * x.shape[1], group, h, w, kh, kw, ph, pw, inv, x.shape[1],
             scale, shift, act, np.float32(alpha), np.float32(beta), masks)
     return Kernel(kp.SAME_POOL[code], args, [(x.shape, x.dtype)])
 
 
-def _max3_masks(group: int, h: int, w: int, max3: bool = True) -> np.ndarray:
-    """The edge masks MAX3 reads on planes narrower than FIX_COLUMNS_WIDTH; an empty (4, 0) array otherwise."""
-    return kp.max3_masks(group, h, w) if max3 and w < kp.FIX_COLUMNS_WIDTH else np.empty((4, 0), np.float32)
+def _max3_masks(h: int, w: int, max3: bool = True) -> np.ndarray:
+    """The lane masks of MAX3 when the pool runs as MAX3; an empty (5, 0) array (no MAX3) otherwise."""
+    return kp.max3_masks(h, w) if max3 else np.empty((5, 0), np.uint16)
 
 
 def _strided_max3(x, out_shape: list[int]) -> Kernel:
@@ -159,7 +160,7 @@ def _strided_max3(x, out_shape: list[int]) -> Kernel:
     group = max(1, SAME_GROUP_ELEMENTS // (h * w))
     scratch = np.empty(max((group + 1) * (h + 1) * w, group * h * w), np.float32)
     args = (In(0), Out(0), np.empty(x.shape, np.float32), scratch, planes, group, h, w, np.zeros(1), np.empty(0, np.float32),
-            _max3_masks(group, h, w), _window_starts(planes, h, w, oh, ow))
+            _max3_masks(h, w), _window_starts(planes, h, w, oh, ow))
     return Kernel(kp.STRIDED_MAX3, args, [(tuple(out_shape), x.dtype)])
 
 
