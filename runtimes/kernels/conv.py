@@ -54,6 +54,9 @@ products for a single output column whose taps read one contiguous run of X (a k
 whole unpadded input, as a Flatten + Gemm head written as a Conv)."""
 NARROW_COLS, NARROW_VECS = 4, 4
 """Tile of the narrow method: 4 columns by 4 vectors of output channels, 16 accumulators."""
+PAIR_COLS = 8
+"""Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4) columns by 2
+vectors, 16 (8) accumulators, each broadcast input feeding two FMAs."""
 
 
 def plan(boffs: np.ndarray, **fields: int) -> np.ndarray:
@@ -96,16 +99,15 @@ def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
     activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
 
 
-def _narrow_tile(vecs: int, masked: bool):
-    """Narrow micro-kernel: NARROW_COLS columns by ``vecs`` channel vectors (compile-time constants);
+def _narrow_tile(cols: int, vecs: int, masked: bool):
+    """Narrow micro-kernel: ``cols`` columns by ``vecs`` channel vectors (compile-time constants);
     the masked variant serves a last block of fewer than vecs * LANES channels."""
-    cols = NARROW_COLS
     count = cols * vecs
 
     @njit(cache=True, fastmath=FASTMATH, inline="always")
     def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m, tmp, t_off):
         """y[y_off + c*ow + j] = bias[b_off + c] + sum_t wt[w_off + t*cout + c] * src[boffs[t] + b_add + j]
-        for c < m <= vecs * LANES and j < n <= NARROW_COLS; columns past n repeat column n - 1."""
+        for c < m <= vecs * LANES and j < n <= cols; columns past n repeat column n - 1."""
         acc = tile_new(count)
         wv = tile_new(vecs)
         for v in range(vecs):
@@ -132,22 +134,44 @@ def _narrow_tile(vecs: int, masked: bool):
     return tile
 
 
-_narrow_full = _narrow_tile(NARROW_VECS, False)
-_narrow_edge = _narrow_tile(NARROW_VECS, True)
+_narrow_full = _narrow_tile(NARROW_COLS, NARROW_VECS, False)
+_narrow_edge = _narrow_tile(NARROW_COLS, NARROW_VECS, True)
+_pair_wide = _narrow_tile(PAIR_COLS, 2, False)
+_pair_wide_edge = _narrow_tile(PAIR_COLS, 2, True)
+_pair = _narrow_tile(PAIR_COLS // 2, 2, False)
+_pair_edge = _narrow_tile(PAIR_COLS // 2, 2, True)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, t_off):
-    """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile)."""
-    block = NARROW_VECS * LANES
-    for j0 in range(0, ow, NARROW_COLS):
-        n = min(NARROW_COLS, ow - j0)
+    """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile).
+    Groups of fewer than NARROW_VECS vectors of channels take tiles of two vectors by PAIR_COLS
+    columns, or half as many for the last columns when at most that many remain."""
+    if cout >= NARROW_VECS * LANES:
+        block = NARROW_VECS * LANES
+        for j0 in range(0, ow, NARROW_COLS):
+            n = min(NARROW_COLS, ow - j0)
+            for c0 in range(0, cout, block):
+                m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
+                if m >= block:
+                    _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+                else:
+                    _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+        return
+    block = 2 * LANES
+    for j0 in range(0, ow, PAIR_COLS):
+        n = min(PAIR_COLS, ow - j0)
         for c0 in range(0, cout, block):
             m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
-            if m >= block:
-                _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+            if n > PAIR_COLS // 2:
+                if m >= block:
+                    _pair_wide(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+                else:
+                    _pair_wide_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+            elif m >= block:
+                _pair(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
             else:
-                _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+                _pair_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
 
 
 QUAD_ROWS, DUO_ROWS = 6, 8

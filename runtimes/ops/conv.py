@@ -11,10 +11,15 @@ from .activation import fused_activation
 from .registry import In, Kernel, Out, Unsupported, register
 
 NARROW_WIDTH = kc.LANES // 2
-"""Single-row outputs at most this wide (half a vector) with constant weights and at least one
-narrow tile of output channels per group take the channel-vectorised method (kernels.conv
+"""Single-row outputs at most this wide (half a vector) with constant weights and at least
+PAIR_MIN_CHANNELS output channels per group take the channel-vectorised method (kernels.conv
 GEMM_NARROW): measured 1.8-2.5x faster than the column-vectorised product for 128 -> 128 channels
 at 1-8 columns, about equal at 16."""
+PAIR_MIN_CHANNELS = 2 * kc.LANES
+"""Groups of PAIR_MIN_CHANNELS to NARROW_VECS * LANES - 1 output channels take it too, by tiles of two
+channel vectors (kernels.conv PAIR_COLS), up to NARROW_WIDTH columns: measured 32 -> 32 channels,
+kernel 4, 1.5x faster at 8 columns and 2.4x at 2 (a streaming hop's layers); slower at 16 columns,
+and with fewer channels (a masked vector)."""
 
 
 def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
@@ -98,8 +103,7 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
     if method == kc.GEMM and out == [1, 1] and in_place and np.all(np.diff(boffs) == 1):
         method = kc.DOT  # one column from one contiguous run of X (a kernel covering X): dot products
-    elif method == kc.GEMM and out[0] == 1 and out[1] <= NARROW_WIDTH and cout_g >= kc.NARROW_VECS * kc.LANES \
-            and w.is_const:
+    elif method == kc.GEMM and out[0] == 1 and out[1] <= NARROW_WIDTH and cout_g >= PAIR_MIN_CHANNELS and w.is_const:
         method = kc.GEMM_NARROW
     h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw

@@ -1,6 +1,6 @@
 """Conv against onnxruntime on random float32 inputs: 1-D and 2-D, kernel sizes, strides, dilations,
 explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without a channel
-multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised method),
+multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised method, 4- and 2-vector tiles),
 single columns over contiguous taps (dot products), with and without bias, batch 1 and 3; weights
 known only at run time; fused activations; and the Conv -> BatchNormalization -> Relu fusion run
 through InferenceSession.
@@ -56,12 +56,18 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_quad_duo_rest": ((9, 120), (20, 9, 3), dict(pads=[2, 0])),
     "1d_duo": ((8, 34), (11, 8, 3), {}),
     "2d_pointwise_quads": ((6, 8, 16), (7, 6, 1, 1), {}),
-    # narrow outputs (<= 8 columns, >= 64 output channels per group): channel-vectorised tiles
+    # narrow outputs (<= 8 columns, >= 32 output channels per group): channel-vectorised tiles
     "1d_narrow_causal": ((40, 4), (128, 40, 3), dict(pads=[2, 0])),
     "1d_narrow_8_columns": ((40, 8), (64, 40, 3), dict(pads=[2, 0])),
     "1d_narrow_one_column": ((24, 5), (64, 24, 3), dict(dilations=[2])),
     "1d_narrow_groups_edge": ((20, 9), (160, 10, 3), dict(group=2, strides=[2], dilations=[2], pads=[1, 1])),
     "2d_narrow_one_row": ((4, 3, 4), (72, 4, 3, 3), dict(pads=[0, 1, 0, 1])),
+    # 32 to 63 output channels per group: tiles of two channel vectors (8 or 4 columns, masked last block)
+    "1d_narrow_pair_8_columns": ((16, 16), (32, 16, 5), dict(dilations=[2])),
+    "1d_narrow_pair_two_columns": ((32, 11), (32, 32, 4), dict(dilations=[3])),
+    "1d_narrow_pair_edge": ((12, 7), (48, 12, 3), dict(pads=[2, 0])),
+    "1d_narrow_pair_edge_short": ((12, 3), (40, 12, 3), dict(pads=[2, 0])),
+    "1d_narrow_pair_groups": ((20, 6), (64, 10, 3), dict(group=2)),
     # one output column from a kernel covering the whole input (a Flatten + Gemm head as Conv): dots
     "1d_dot_head": ((128, 16), (2, 128, 16), {}),
     "1d_dot_groups": ((8, 7), (6, 4, 7), dict(group=2)),
