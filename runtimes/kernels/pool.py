@@ -446,8 +446,8 @@ def _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, aff
             v = vmax_mask(v, vshift_next(cur, nxt), mask_of(masks[M3_RIGHT, j]))
             if affine:
                 v = vfma(v, a, b)
-            if clamp:
-                v = vmin(vmax(v, low), high)
+            if clamp:  # bounds first: a NaN from the affine (infinity times 0) stays NaN, as np.clip keeps it
+                v = vmin(high, vmax(low, v))
             if j + 1 < count:
                 vstore(out, k, v, LANES)
             else:

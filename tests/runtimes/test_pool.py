@@ -1,7 +1,7 @@
 """Pooling against onnxruntime: MaxPool and AveragePool (1D and 2D) over random kernel shapes, strides,
 explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
-shapes (the 3x3 one, MAX3, on planes wide and narrow, several groups, and groups holding NaN or
+shapes (the 3x3 one, MAX3, on planes wide and narrow, and tensors holding NaN, alone or among
 infinities; the 3x3 stride-2 pool, which runs on it); the flat 2x2 stride-2 path; the 1-D full-window path (no padding reached: kernel = stride and other small windows, windows
 that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
@@ -149,10 +149,9 @@ def test_max_pool_propagates_nan(stride):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(1, 64, 10, 40), (1, 200, 7, 7), (2, 30, 12, 13)])
 def test_max3_groups_with_nan_or_infinity(shape, stride):
-    """The 3x3 pads-1 pool (stride 1, and stride 2 through it) runs groups of planes with plain max
-    instructions (MAX3) when all their values are finite, and the others with NaN propagation: NaN and
-    infinities in a few planes of several groups (wide planes, narrow planes with masked edges) give
-    NumPy's NaN-propagating max everywhere."""
+    """The 3x3 pads-1 pool (stride 1, and stride 2 through it) runs with plain max instructions (MAX3),
+    which drop NaN, and pools a tensor again with NaN propagation when MAX3 finds a NaN in it: NaN and
+    infinities in a few planes give NumPy's NaN-propagating max everywhere."""
     rng = np.random.default_rng(9)
     x = rng.standard_normal(shape).astype(np.float32)
     c = shape[1]
@@ -161,6 +160,17 @@ def test_max3_groups_with_nan_or_infinity(shape, stride):
     model = _model("MaxPool", shape, 12, kernel_shape=[3, 3], strides=[stride] * 2, pads=[1, 1, 1, 1])
     got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, stride, 1))
+
+
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (1, 4, 6, 8), (1, 2, 6, 8), (0, 3, 0, 8), (1, 0, 3, 0), (0, 2, 5, 4)])
+def test_max3_finds_a_single_nan_anywhere(where):
+    """One NaN, wherever it lies (first or last value of the tensor or of a plane, in a plane's last,
+    partial vector, inside), sends the 3x3 pads-1 pool to NaN propagation: NaN exactly in its window."""
+    x = np.random.default_rng(12).standard_normal((2, 5, 7, 9)).astype(np.float32)
+    x[where] = np.nan
+    model = _model("MaxPool", x.shape, 12, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, 1, 1))
 
 
 @pytest.mark.parametrize("shape", [(1, 64, 14, 14), (2, 30, 7, 9), (1, 8, 56, 56)])

@@ -3,7 +3,7 @@ folded into it (stride-1 'same' 2D pools only, single consumer, not a graph outp
 with constant statistics, activations with constant parameters) and the per-channel affine it
 computes; end to end against onnxruntime, the stride-1 'same' pool kernels (max exact, average
 within 1e-6 relative) with and without the fused epilogue, including the 3x3 max pool's MAX3 path
-on wide and narrow planes, and NaN through the whole block (np.max then np.clip semantics)."""
+on planes of any size, and NaN through the whole block (np.max then np.clip semantics)."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -195,30 +195,34 @@ def test_fused_max_pool_propagates_nan(shape):
     np.testing.assert_allclose(got[~nan], want[~nan], 1e-5, 1e-6)
 
 
-MAX3_SHAPES = [(1, 6, 9, 40),    # wide planes: the row pass redoes its edge columns
-               (1, 30, 12, 12),  # two groups; edge rows redone, edge columns masked
-               (2, 100, 7, 7)]   # narrow planes, three groups: edge rows and columns masked
+MAX3_SHAPES = [(1, 6, 9, 40),    # planes of 360 values: 22.5 vectors, the last one masked
+               (1, 30, 12, 12),  # 144 values: whole vectors, each spanning rows
+               (2, 100, 7, 7),   # 49 values: most vectors hold taps outside the plane
+               (1, 5, 1, 9),     # one row: no tap above or below
+               (1, 5, 8, 1),     # one column: no tap left or right
+               (1, 3, 2, 3)]     # a plane smaller than a vector
 
 
 @pytest.mark.parametrize("epilogue", ["", "relu", "bn", "bn+relu6"])
 @pytest.mark.parametrize("shape", MAX3_SHAPES)
 def test_max3_block_matches_onnxruntime(shape, epilogue):
-    """The 3x3 max pool of finite inputs (MAX3: plain max instructions, the epilogue on the row pass's
-    store): exact alone and with Relu, within float32 rounding of the BN affine otherwise."""
+    """The 3x3 max pool of inputs without NaN (MAX3: plain max instructions, the epilogue on the store),
+    infinities included: exact alone and with Relu, within float32 rounding of the BN affine otherwise."""
     model = _pool_model("MaxPool", shape, [3, 3], epilogue, 10, pads=[1, 1, 1, 1])
     x = (np.random.default_rng(11).standard_normal(shape) * 3).astype(np.float32)
+    x[0, 0, 0, 0], x[-1, -1, -1, -1] = np.inf, -np.inf
     assert_matches_ort(model, {"x": x}, *((0, 0) if "bn" not in epilogue else (1e-5, 1e-6)))
 
 
-@pytest.mark.parametrize("shape", MAX3_SHAPES)
+@pytest.mark.parametrize("shape", MAX3_SHAPES[:3])
 def test_block_propagates_nan_through_bn_and_relu6(shape):
     """edgekit's rule for NaN in the parameter-free block (MaxPool + BN + Clip): every output whose window
     holds a NaN is NaN, as np.max then np.clip give (and as onnxruntime's own Max and Clip ops do). Not
     checked against onnxruntime's MaxPool, which keeps a NaN in only some of those windows: MLAS's vector
     max returns its second operand when either is NaN, its scalar std::max its first, so the result
-    depends on tap order and code path (the ONNX spec leaves NaN in MaxPool unspecified). The groups of
-    planes holding NaN or an infinity take the NaN-propagating path, the others MAX3; values off the NaN
-    windows, infinities included, match onnxruntime."""
+    depends on tap order and code path (the ONNX spec leaves NaN in MaxPool unspecified). A tensor holding
+    NaN is pooled again by the NaN-propagating path after MAX3 finds it; values off the NaN windows,
+    infinities included, match onnxruntime."""
     model = _pool_model("MaxPool", shape, [3, 3], "bn+relu6", 12, pads=[1, 1, 1, 1])
     x = np.random.default_rng(13).standard_normal(shape).astype(np.float32)
     c = shape[1]
