@@ -68,10 +68,11 @@ class StepProgram:
                 parts[-1].append(row)
             else:
                 parts.append([row])
-        words = (self.arena.view(np.float32), self.arena.view(np.int64))
+        f32, no_chunk = self.arena.view(np.float32), np.zeros(0, np.float32)
         run_program = kprog.interpreter({row[0] for p in parts if isinstance(p, list) for row in p})
-        self._parts = [(run_program, (np.array(p, np.int64), *words)) if isinstance(p, list) else p
+        self._parts = [(run_program, (np.array(p, np.int64), f32, no_chunk)) if isinstance(p, list) else p
                        for p in parts]
+        self._run_program = run_program
         self.programs = sum(isinstance(p, list) for p in parts)
         self.calls = len(self._parts)
         if len(self._parts) == 1:
@@ -83,6 +84,37 @@ class StepProgram:
     def _run_parts(self) -> None:
         for fn, args in self._parts:
             fn(*args)
+
+    def feeder(self, dst: np.ndarray) -> Callable[[np.ndarray], bool] | None:
+        """``feed(chunk)``: when every value of the 1-D float32 ``chunk`` (dst's size, C order) is
+        finite, write it into ``dst`` (an array ``view`` gives: (N, C, W), unit last stride) and run
+        the steps, and return True; else return False with nothing written or run. A FEED row at
+        the head of the first program does it, so a single program stays one compiled call. None
+        when no step is in a program or ``dst`` is not of that form."""
+        if not self.programs or dst.dtype != F32 or dst.ndim != 3 or dst.strides[2] != 4:
+            return None
+        lo, hi = (b - self.arena.ctypes.data for b in byte_bounds(dst))
+        start = dst.__array_interface__["data"][0] - self.arena.ctypes.data
+        if not 0 <= lo <= hi <= self.arena.size or any(v % 4 for v in (start, *dst.strides)):
+            return None
+        row = [kprog.FEED, 3, start // 4, dst.size, *dst.shape, dst.strides[0] // 4, 0, 0, 0, 0, dst.strides[1] // 4]
+        fed = np.array([row + [0] * (kprog.ROW - len(row))], np.int64)
+        fn, args = self._parts[0]
+        rest = self._parts
+        if fn is self._run_program:
+            fed, rest = np.concatenate([fed, args[0]]), self._parts[1:]
+        first = functools.partial(self._run_program, fed, self.arena.view(np.float32))
+        if not rest:
+            return first
+
+        def feed(chunk: np.ndarray) -> bool:
+            if not first(chunk):
+                return False
+            for fn, args in rest:
+                fn(*args)
+            return True
+
+        return feed
 
     def view(self, a: np.ndarray) -> np.ndarray:
         """The arena's array at the place of ``a`` (same shape, dtype and strides)."""

@@ -3,7 +3,8 @@
 It runs the StreamiNNC step model (see ``edgekit.converters.stream``) on an Engine, by default
 edgekit's plan as one compiled program (``stream_engine``): a push copies the new samples into the
 engine's own input buffer, each completed hop is one run that also updates the states in place.
-Nothing is allocated per hop except the output arrays handed to the caller.
+Nothing is allocated per hop except the output arrays handed to the caller; a chunk of exactly one
+hop, pushed when no samples are pending, is checked, copied in and run by one call (``Engine.feed``).
 """
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ class StreamingSession:
         dim = x.type.tensor_type.shape.dim[0]
         self._static_batch: int | None = dim.dim_value if dim.HasField("dim_value") else None
         self._engine: Engine | None = None
+        self._feed: Callable[[np.ndarray], bool] | None = None  # the engine's one-call hop, once a batch is bound
         self._engine_batch = 0
         self._batch: int | None = None
         self._fill = 0
@@ -94,6 +96,13 @@ class StreamingSession:
 
     def push(self, chunk: np.ndarray) -> list[list[np.ndarray]]:
         """Feed new samples, (N, C, n) or (C, n) when N = 1; one output list per hop completed."""
+        feed = self._feed
+        if (feed is not None and type(chunk) is np.ndarray and chunk.shape in self._hop_shapes
+                and chunk.dtype == self.dtype and not self._fill and not self.allow_nan):
+            if not feed(chunk.ravel()):  # exactly one hop: checked, copied in and run by one call
+                raise _non_finite()
+            self._hops += 1
+            return [[o.copy() for o in self._outputs]] if self._hops > self.warmup_hops else []
         a = self._checked(chunk)
         n = a.shape[2]
         if n == 0:
@@ -137,6 +146,7 @@ class StreamingSession:
                 self._engine.inputs[s.input].fill(s.fill)
         if self._static_batch is None:
             self._batch = None
+            self._feed = None  # the next push binds a batch
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of everything needed to resume this stream bit-exactly (numpy arrays and ints)."""
@@ -188,7 +198,9 @@ class StreamingSession:
             self._feedback = [(eng.inputs[s.input], eng.outputs[s.output]) for s in self._states
                               if eng.outputs[s.output] is not eng.inputs[s.input]]
             self._outputs = [eng.outputs[name] for name in self.output_names]
+            self._hop_shapes = {(batch, self.channels, self.hop)} | ({(self.channels, self.hop)} if batch == 1 else set())
         self._batch = batch
+        self._feed = self._engine.feed if not self._feedback else None  # (the float32 states are fed back by run)
         for s in self._states:
             self._engine.inputs[s.input].fill(s.fill)
 

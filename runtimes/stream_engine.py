@@ -6,7 +6,8 @@ new) along time, and cuts the next history out of B with a Slice. Here:
 - the history input is B's own first columns and, when the new columns are the pushed samples or a
   1-D pool's output read by nothing else, they are written straight into B's last columns, so the
   Concat disappears;
-- float32 states are copied back inside the program, at the end of the hop.
+- float32 states are copied back inside the program, at the end of the hop;
+- a float32 hop of pushed samples can be checked, copied in and run by one call (``Engine.feed``).
 """
 from __future__ import annotations
 
@@ -34,11 +35,15 @@ POOL_CODES = {fn: code for code, fn in kp.WINDOW_POOL.items()}
 class Engine:
     """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
     (the same arrays after every run). A state output that is its input array (updated in place by
-    ``run``) is not copied back."""
+    ``run``) is not copied back. ``feed``, when given, does a whole hop in one call: ``feed(chunk)``
+    with the hop's samples as a 1-D float32 array in C order (the stream input's size) writes them
+    into the stream input and runs if they are all finite and returns True; else returns False
+    with nothing written or run."""
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     run: Callable[[], None]
+    feed: Callable[[np.ndarray], bool] | None = None
 
 
 EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], Engine]
@@ -74,7 +79,8 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     inputs = {name: program.view(a) for name, a in inputs.items()}
     outputs = {name: program.view(a) for name, a in outputs.items()}
     outputs.update({o: inputs[i] for i, o in feedback})
-    return Engine(inputs, outputs, program.run)
+    stream_input = inputs[metadata(step_model)["input"]]
+    return Engine(inputs, outputs, program.run, program.feeder(stream_input))
 
 
 def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[str, int, int]],

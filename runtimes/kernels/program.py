@@ -8,6 +8,11 @@ byte ``arena`` and each step is one int64 row of ``program``:
     [opcode, argument count, then ARG_SLOTS slots per argument: element offset in the arena (or
      the value of an int argument), element count, then up to three dimensions]
 
+A FEED row (first, when present) copies the third argument of ``run_program``, a hop of pushed
+samples in C order, into its (N, C, W) destination in the arena after checking that every value is
+finite; a chunk that is not makes the call return False before any row has run, so pushing the
+samples, checking them and running the hop take one call.
+
 ``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array
 argument as a flat slice of the arena (these kernels flatten their arrays anyway; the pools and the
 history shift, which read shapes, get 3-D views), so a whole sequence costs one dispatch and a few
@@ -33,14 +38,16 @@ from .gemm import gemm_dot_kernel, gemm_kernel
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import MEAN, REDUCE, ROWS
-from .shift import WINDOW_POOL_INTO, shift_history
+from .gemm import vcopy
+from .shift import WINDOW_POOL_INTO, finite, shift_history
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
- GEMM_DOT) = range(10)
+ GEMM_DOT, FEED) = range(11)
 """Opcodes: Concat/Slice-style block copies (destination, block table, sources), a shift buffer's
 history moved to its first columns, the single-row convolution, the 1-D full-window max and average
 pools, the same writing into a shift buffer's last columns, mean over rows (GlobalAveragePool),
-Gemm, and the dot-product Gemm."""
+Gemm, the dot-product Gemm, and the checked copy of pushed samples (destination (N, C, W) with
+row strides: offset, size, N, C, W, then the element strides of N and C as int arguments)."""
 HEAD = 2
 ARG_SLOTS = 5
 MAX_ARGS = 10
@@ -76,6 +83,23 @@ def _borrowed(typingctx, arena, start, shape):
     return rety(arena, start, shape), codegen
 
 
+@intrinsic
+def _words(typingctx, f32):
+    """The 1-D float32 ``f32`` seen as int64 elements (the arena's second view), holding no reference."""
+    rety = types.Array(types.int64, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        src = make_array(sig.args[0])(context, builder, args[0])
+        out = make_array(rety)(context, builder)
+        itemsize = context.get_constant(types.intp, 8)
+        data = builder.bitcast(src.data, context.get_data_type(types.int64).as_pointer())
+        count = builder.sdiv(builder.extract_value(src.shape, 0), context.get_constant(types.intp, 2))
+        populate_array(out, data=data, shape=[count], strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return out._getvalue()
+
+    return rety(f32), codegen
+
+
 @njit(inline="always")
 def _flat(arena, r, j):
     """Argument j as a flat slice of ``arena`` (float32 or int64 elements)."""
@@ -108,13 +132,23 @@ def _interpreter(conv, pools, gemms):
     cache key stable, one cache entry per set of families)."""
 
     @njit(cache=True, fastmath=FASTMATH)
-    def run_program(program, f32, i64):
+    def run_program(program, f32, chunk):
         """Run every row of ``program`` (see the module docstring) on slices of the arena, seen as
-        float32 (``f32``) and as int64 (``i64``) elements."""
+        float32 (``f32``) and as int64 elements; ``chunk`` (1-D float32) is read by a FEED row only.
+        False if a FEED row found a value that is not finite (then nothing has run), else True."""
+        i64 = _words(f32)
         for i in range(program.shape[0]):
             r = program[i]
             op = r[0]
-            if op == COPY_BLOCKS:  # destination, table, sources
+            if op == FEED:
+                if not finite(chunk):
+                    return False
+                s = HEAD
+                n, c, w, s0, s1 = r[s + 2], r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
+                for b in range(n):
+                    for ch in range(c):
+                        vcopy(f32, r[s] + b * s0 + ch * s1, chunk, (b * c + ch) * w, w)
+            elif op == COPY_BLOCKS:  # destination, table, sources
                 dst = _flat(f32, r, 0)
                 s = HEAD + ARG_SLOTS
                 blocks = _borrowed(i64, r[s], (r[s + 2], r[s + 3]))
@@ -152,6 +186,7 @@ def _interpreter(conv, pools, gemms):
                 if gemms:
                     gemm_dot_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
                                     _flat(i64, r, 4), _flat(f32, r, 5))
+        return True
 
     return run_program
 
@@ -160,7 +195,7 @@ _INTERPRETERS: dict[tuple[bool, ...], object] = {}
 
 
 def interpreter(opcodes: set[int]):
-    """The compiled ``run_program(program, f32, i64)`` for programs that use only ``opcodes``."""
+    """The compiled ``run_program(program, f32, chunk)`` for programs that use only ``opcodes``."""
     flags = tuple(any(op in opcodes for op in family) for family in FAMILIES)
     if flags not in _INTERPRETERS:
         _INTERPRETERS[flags] = _interpreter(*flags)

@@ -98,6 +98,15 @@ def _all_finite(a) -> bool:
     return total == 0.0
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def finite(v) -> bool:
+    """Whether every value of the 1-D float array ``v`` is finite (as ``_all_finite``)."""
+    total = np.float32(0.0)
+    for i in range(v.size):
+        total += v[i] * np.float32(0.0)
+    return total == 0.0
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def all_finite(a) -> bool:
     """Whether every value of the 3-D float32 array ``a`` is finite (neither NaN nor +-Inf)."""

@@ -4,7 +4,8 @@
   window inference on the last L samples in onnxruntime (rtol 1e-5), from the first full window.
 - The step model run in onnxruntime equals the session (zero-padded stacks too: masks, delays).
 - state_dict()/load_state_dict() in a fresh session mid-hop resumes bit-exactly; reset() restarts.
-- Bad chunks (channels, dtype, rank, batch, NaN, Inf) raise InputError and leave the state untouched;
+- Bad chunks (channels, dtype, rank, batch, NaN, Inf) raise InputError and leave the state untouched,
+  also as whole hops, which take the one-call path (Engine.feed) in every memory layout;
   0-sample pushes return []; (C, n) chunks for batch 1; no buffer is reallocated by pushes;
   a model that cannot stream raises ModelError naming the layer.
 - Next states are copied from the shift buffers they are cut from (no Slice runs for them).
@@ -130,6 +131,41 @@ def test_bad_chunks_raise_and_leave_state_untouched():
         with pytest.raises(InputError):
             sess.push(chunk)
     got += sess.push(x[:, :, pos:])
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("seed", [2, 4, 5])  # one program; a first step run outside programs; programs and others
+def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
+    """Chunks of exactly one hop pushed with nothing pending go through ``Engine.feed`` (checked, copied
+    in and run by the first program): (N, C, S) and (C, S), C-ordered, strided and Fortran-ordered,
+    between rejected one-hop chunks (NaN, Inf, float64, wrong channels), equal pushing everything at once."""
+    model, hop, _ = random_model(seed)
+    c = channels_of(model)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c, 40 * hop)).astype(np.float32)
+    want = StreamingSession(model, hop).push(x)
+    sess = StreamingSession(model, hop)
+    got = sess.push(x[:, :, :1])  # binds the batch: the one-call path is set up
+    got += sess.push(x[:, :, 1:hop])
+    assert sess._feed is not None
+    nan, inf = x[:, :, :hop].copy(), x[0, :, :hop].copy()
+    nan[0, -1, hop - 1], inf[0, 0] = np.nan, np.inf
+    bad = [nan, inf, x[:, :, :hop].astype(np.float64), np.zeros((1, c + 1, hop), np.float32)]
+    wide = np.repeat(x, 2, axis=2)  # wide[..., 2*i] == x[..., i]
+    for k in range(1, 40):
+        chunk = x[:, :, k * hop:(k + 1) * hop]
+        form = k % 4
+        if form == 1:
+            chunk = chunk[0]
+        elif form == 2:
+            chunk = wide[:, :, 2 * k * hop:2 * (k + 1) * hop:2]
+        elif form == 3:
+            chunk = np.asfortranarray(chunk)
+        got += sess.push(chunk)
+        with pytest.raises(InputError):
+            sess.push(bad[k % len(bad)])
     assert len(got) == len(want)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a[0], b[0])
