@@ -34,7 +34,7 @@ from numba import njit
 from . import FASTMATH
 from .activation import IDENTITY
 from .activation import activate_rows
-from .gemm import AVX512, micro_kernel
+from .gemm import AVX512, flat, micro_kernel
 from .gemm import (LANES, matmul_tiles, tile_get, tile_new, tile_set,
                    vadd, vcopy, vcopy_even, vfma, vload, vload_even, vload_lanes, vsplat, vsplat_at, vstore)
 
@@ -359,7 +359,7 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
     cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
     ncols = ow if oh == 1 else oh * qw
     q_len = c_in * plane + qw
-    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
+    xf, wf, yf = flat(x), flat(w), flat(y)
     one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
     chunk = max(1, ACTIVATION_RUN // (oh * ow))  # depthwise channels activated together
     for img in range(n_img):
@@ -409,7 +409,7 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
     qh, qw, plane, repack, method, code = plan[12], plan[13], plan[14], plan[15], plan[16], plan[17]
     boffs, p1, p2 = plan[18:], params[0], params[1]
     cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
-    xf, wf, yf = x.reshape(-1), w.reshape(-1), y.reshape(-1)
+    xf, wf, yf = flat(x), flat(w), flat(y)
     one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
     full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
     tmp = scratch.size - LANES

@@ -24,7 +24,7 @@ from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 from . import FASTMATH
 from .activation import IDENTITY, activate_rows
@@ -209,6 +209,19 @@ def tile_set(typingctx, t, index, value):
     return types.none(t, index, value), codegen
 
 
+def flat(x):
+    """``x`` (C-contiguous) as a 1-D array: ``x`` itself when it is 1-D (a reshape costs a helper
+    call, about 10 ns, on every kernel call: the step programs pass every array flat)."""
+    return x.reshape(-1)
+
+
+@overload(flat, inline="always")
+def _flat(x):
+    if x.ndim == 1:
+        return lambda x: x
+    return lambda x: x.reshape(-1)
+
+
 @njit(inline="always")
 def vcopy(dst, d_off, src, s_off, n):
     """dst[d_off : d_off + n] = src[s_off : s_off + n] by vectors; only the last one is masked."""
@@ -320,15 +333,15 @@ def gemm_kernel(a, b, c, y, bt, plan, params):
     """
     m, n, k, a_rs, a_ks = plan[0], plan[1], plan[2], plan[3], plan[4]
     c_rs, c_cs, b_transposed, code = plan[5], plan[6], plan[7], plan[8]
-    bf = b.reshape(-1)
+    bf = flat(b)
     if b_transposed:
         for j in range(n):
             for t in range(k):
                 bt[t * n + j] = bf[j * k + t]
         bf = bt
     zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
-    matmul_tiles(a.reshape(-1), zero, a_rs, a_ks, bf, plan[9:], zero, c.reshape(-1), zero, c_rs, c_cs, params[1],
-                 y.reshape(-1), zero, n, m, n, k, params[0], code, params[2], params[3])
+    matmul_tiles(flat(a), zero, a_rs, a_ks, bf, plan[9:], zero, flat(c), zero, c_rs, c_cs, params[1],
+                 flat(y), zero, n, m, n, k, params[0], code, params[2], params[3])
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -342,7 +355,7 @@ def gemm_dot_kernel(a, bt, c, y, plan, params):
     c[i * c_rs + j * c_cs], not read when beta == 0.
     """
     m, n, k, c_rs, c_cs, code = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
-    af, bf, cf, yf = a.reshape(-1), bt.reshape(-1), c.reshape(-1), y.reshape(-1)
+    af, bf, cf, yf = flat(a), flat(bt), flat(c), flat(y)
     alpha, beta = params[0], params[1]
     for i in range(m):
         for j in range(n):

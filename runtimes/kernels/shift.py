@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .gemm import LANES, tile_get, tile_new, tile_set, vcopy, vload, vstore
+from .gemm import LANES, flat, tile_get, tile_new, tile_set, vcopy, vload, vstore
 from .pool import AVG, MAX, WINDOW_POOL
 
 
@@ -27,7 +27,7 @@ def _window_pooling_into(code: int):
         (N, C, W - col), buf (N, C, W). The pool runs as ``pool.WINDOW_POOL`` (one long sweep when
         the windows tile the rows), then each row is copied into place."""
         pool(x, out, k, stride)
-        of, bf = out.reshape(-1), buf.reshape(-1)
+        of, bf = flat(out), flat(buf)
         rows, w = out.shape[0] * out.shape[1], buf.shape[2]
         lo = w - col
         for p in range(rows):
@@ -68,7 +68,7 @@ def shift_history(buf, keep, start):
     Histories of at most one vector are moved SHIFT_GROUP rows at a time, the loads of the next
     group issued before the stores of this one: a load that overlaps the span of a pending masked
     store waits for that store to retire, which on short rows (every next row) cost 4x the copy."""
-    bf = buf.reshape(-1)
+    bf = flat(buf)
     w = buf.shape[2]
     rows = buf.shape[0] * buf.shape[1]
     if rows == 0:
