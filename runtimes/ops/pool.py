@@ -156,11 +156,11 @@ def _max3_masks(h: int, w: int, max3: bool = True) -> np.ndarray:
 
 def _strided_max3(x, out_shape: list[int]) -> Kernel:
     """MaxPool 3x3 stride 2 pads 1 as the stride-1 'same' pool of every position, then the positions (2i, 2j)."""
-    planes, (h, w), (oh, ow) = x.shape[0] * x.shape[1], x.shape[2:], out_shape[2:]
+    planes, (h, w) = x.shape[0] * x.shape[1], x.shape[2:]
     group = max(1, SAME_GROUP_ELEMENTS // (h * w))
     scratch = np.empty(max((group + 1) * (h + 1) * w, group * h * w), np.float32)
     args = (In(0), Out(0), np.empty(x.shape, np.float32), scratch, planes, group, h, w, np.zeros(1), np.empty(0, np.float32),
-            _max3_masks(h, w), _window_starts(planes, h, w, oh, ow))
+            _max3_masks(h, w))
     return Kernel(kp.STRIDED_MAX3, args, [(tuple(out_shape), x.dtype)])
 
 
