@@ -54,6 +54,8 @@ products for a single output column whose taps read one contiguous run of X (a k
 whole unpadded input, as a Flatten + Gemm head written as a Conv)."""
 NARROW_COLS, NARROW_VECS = 4, 4
 """Tile of the narrow method: 4 columns by 4 vectors of output channels, 16 accumulators."""
+NARROW_TMP = NARROW_COLS * NARROW_VECS * LANES
+"""Scratch floats after Q for a narrow tile's transposed store (every tile holds at most 16 vectors)."""
 PAIR_COLS = 8
 """Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4) columns by 2
 vectors, 16 (8) accumulators, each broadcast input feeding two FMAs."""
@@ -124,12 +126,12 @@ def _narrow_tile(cols: int, vecs: int, masked: bool):
                 xv = vsplat_at(src, row + min(j, last))
                 for v in range(vecs):
                     tile_set(acc, j * vecs + v, vfma(xv, tile_get(wv, v), tile_get(acc, j * vecs + v)))
-        for j in range(cols):
-            if j < n:
-                for v in range(vecs):
-                    vstore(tmp, t_off, tile_get(acc, j * vecs + v), LANES)
-                    for lane in range(min(LANES, m - v * LANES)):
-                        y[y_off + (v * LANES + lane) * ow + j] = tmp[t_off + lane]
+        for i in range(count):  # constant indices: the tile stays in registers
+            vstore(tmp, t_off + i * LANES, tile_get(acc, i), LANES)
+        for c in range(m):  # tmp holds the tile as (column, channel): write it transposed
+            src_c = t_off + (c // LANES) * LANES + c % LANES
+            for j in range(n):
+                y[y_off + c * ow + j] = tmp[src_c + j * vecs * LANES]
 
     return tile
 
@@ -142,7 +144,7 @@ _pair = _narrow_tile(PAIR_COLS // 2, 2, False)
 _pair_edge = _narrow_tile(PAIR_COLS // 2, 2, True)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, t_off):
     """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile).
     Groups of fewer than NARROW_VECS vectors of channels take tiles of two vectors by PAIR_COLS
@@ -184,7 +186,7 @@ _quad_tile = micro_kernel(QUAD_ROWS, 4, False)
 _duo_tile = micro_kernel(DUO_ROWS, 2, False)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def _quads(a, a_off, k, b, boffs, b_add, bias, b_off, y, y_off, y_rs, m, full):
     """Y[:, :full] of the shifted product (``full`` a multiple of 2 * LANES) by QUAD_ROWS x 4-vector
     tiles, then DUO_ROWS x 2-vector tiles for a last block of two vectors."""
@@ -200,7 +202,7 @@ def _quads(a, a_off, k, b, boffs, b_add, bias, b_off, y, y_off, y_rs, m, full):
                       y_off + i0 * y_rs + quads, y_rs, min(DUO_ROWS, m - i0), 2 * LANES, unit)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def _dot(w, w_off, k, src, b_add, bias, b_off, y, y_off, cout, tmp, t_off):
     """y[y_off + c] = bias[b_off + c] + sum_t w[w_off + c*k + t] * src[b_add + t] for c < cout, in
     four vector partial sums per channel."""
@@ -348,7 +350,7 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
     ``plan`` holds FIELDS then the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the
     activation's two float32 parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept
     zero; one channel for a depthwise convolution) then Y_wide of one group when the output is
-    wide, or LANES floats for the narrow tile's transposed store and the dot product's lane sum
+    wide, or NARROW_TMP floats for the narrow tile's transposed store (LANES for the dot product's lane sum)
     (conv_rows_kernel). Few arguments, because Numba's dispatch costs about 80 ns per array
     argument on every call.
     """
@@ -398,7 +400,7 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
                              yf, y_off, ncols, cout_g, ncols, k, unit, code, p1, p2)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
     """``conv_kernel`` for single-row outputs of at most QUAD_MAX columns (a streaming step's layers):
     methods GEMM (quads and a duo, then the product's tiles for the rest), GEMM_NARROW (``w`` is Wt)
@@ -412,7 +414,7 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
     xf, wf, yf = flat(x), flat(w), flat(y)
     one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
     full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
-    tmp = scratch.size - LANES
+    tmp = scratch.size - (NARROW_TMP if method == GEMM_NARROW else LANES)
     for img in range(n_img):
         x_off = img * c_in * h * wd
         src, src_off = xf, x_off

@@ -131,7 +131,7 @@ def _interpreter(conv, pools, gemms):
     before typing, so a model compiles only the kernels it uses (a closure over bools keeps the
     cache key stable, one cache entry per set of families)."""
 
-    @njit(cache=True, fastmath=FASTMATH)
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
     def run_program(program, f32, chunk):
         """Run every row of ``program`` (see the module docstring) on slices of the arena, seen as
         float32 (``f32``) and as int64 elements; ``chunk`` (1-D float32) is read by a FEED row only.

@@ -21,7 +21,7 @@ def _window_pooling_into(code: int):
     """The 1-D full-window pool of ``code`` writing into columns [col, W) of (N, C, W) rows."""
     pool = WINDOW_POOL[code]
 
-    @njit(cache=True, fastmath=FASTMATH)
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
     def kernel(x, out, buf, k, stride, col):
         """buf[p, col + j] = out[p, j] = reduce over t < k of x[p, j*stride + t]: x (N, C, L), out
         (N, C, W - col), buf (N, C, W). The pool runs as ``pool.WINDOW_POOL`` (one long sweep when
@@ -59,7 +59,7 @@ def _store_rows(t, bf, p0, rows, w, keep):
             vstore(bf, (p0 + i) * w, tile_get(t, i), keep)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def shift_history(buf, keep, start):
     """buf[p, :keep] = buf[p, start:start + keep] for every row of the (N, C, W) shift buffer, by
     vectors loaded before they are stored, so the overlapping copy (start < keep: a history longer
@@ -107,13 +107,13 @@ def finite(v) -> bool:
     return total == 0.0
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def all_finite(a) -> bool:
     """Whether every value of the 3-D float32 array ``a`` is finite (neither NaN nor +-Inf)."""
     return _all_finite(a)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def copy_if_finite(dst, src) -> bool:
     """dst[...] = src (3-D, same shape, any strides) if every value of ``src`` is finite, and True;
     else False with ``dst`` untouched."""

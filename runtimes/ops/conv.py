@@ -107,7 +107,7 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
         method = kc.GEMM_NARROW
     h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw
-    tail = {kc.GEMM_WIDE: cout_g * out[0] * qw, kc.GEMM_NARROW: kc.LANES, kc.DOT: kc.LANES}.get(method, 0)
+    tail = {kc.GEMM_WIDE: cout_g * out[0] * qw, kc.GEMM_NARROW: kc.NARROW_TMP, kc.DOT: kc.LANES}.get(method, 0)
     scratch = np.zeros(q_len + tail, np.float32)
     code, p1, p2 = fused_activation(node)
     plan = kc.plan(boffs, batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,
