@@ -45,12 +45,14 @@ from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
 from .elementwise import nan_max
 from .gemm import LANES, vcopy_even, vfma, vload, vsplat, vstore
-from .simd import mask_full, mask_of, mask_ordered, vload_mask, vmax, vmax_mask, vmin, vshift_next, vshift_prev, vstore_mask
+from .simd import (mask_full, mask_of, mask_ordered, vload_mask, vmax, vmax_mask, vmin, vselect, vshift_next, vshift_prev,
+                   vstore_mask)
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
 AFFINE_WIDTH = 16  # narrower planes run the fused 3x3 max pool's epilogue as its own pass (per-plane loops cost more)
 M3_MID, M3_UP, M3_DOWN, M3_LEFT, M3_RIGHT = range(5)  # the rows of max3_masks
+MAX3_SPLIT_VECTORS = 16  # MAX3 runs planes of at least this many vectors as three loops (edges, inside, edges)
 
 
 @intrinsic
@@ -420,10 +422,33 @@ def _max3_column(x, k, w, masks, j, inside):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _max3_step(x, out, k, w, masks, j, prev, cur, a, b, low, high, inside, affine, clamp):
+    """Output vector j of a plane (at k) from the column maxes ``prev``, ``cur`` of its vectors j - 1, j;
+    returns the column max of vector j + 1 and its centre taps. ``inside`` (a literal): vector j + 1 has
+    every tap in the plane (so vector j is whole: a plain store)."""
+    nxt, mid = _max3_column(x, k + LANES, w, masks, j + 1, inside)
+    left = vselect(mask_of(masks[M3_LEFT, j]), vshift_prev(prev, cur), cur)  # one masked vpermt2ps each
+    right = vselect(mask_of(masks[M3_RIGHT, j]), vshift_next(cur, nxt), cur)
+    v = vmax(vmax(cur, left), right)
+    if affine:
+        v = vfma(v, a, b)
+    if clamp:  # bounds first: a NaN from the affine (infinity times 0) stays NaN, as np.clip keeps it
+        v = vmin(high, vmax(low, v))
+    if inside:
+        vstore(out, k, v, LANES)
+    else:
+        vstore_mask(out, k, v, mask_of(masks[M3_MID, j]))
+    return nxt, mid
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, affine, clamp):
-    """The loop of ``_max3``, with the BN affine and the clamp as literals (one loop per variant)."""
+    """The loops of ``_max3``, with the BN affine and the clamp as literals (one loop per variant). Planes
+    of at least MAX3_SPLIT_VECTORS vectors run their edge and inner vectors as loops of their own; smaller
+    ones as one loop that tests each vector (three loops would cost more to start)."""
     count = masks.shape[1] - 1
-    first, last = -(-w // LANES), (n - w - LANES) // LANES + 1  # vectors [first, last) have all taps inside
+    first = min(max(-(-w // LANES), 1), count)  # vectors [first, last) have every tap in the plane
+    last = max(min((n - w - LANES) // LANES + 1, count), first)
     ordered = mask_of(-1)
     low, high, a, b = vsplat(lo), vsplat(hi), vsplat(1.0), vsplat(0.0)
     c = 0
@@ -435,24 +460,28 @@ def _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, aff
         cur, mid = _max3_column(x, base, w, masks, 0, False)
         ordered = mask_ordered(ordered, mid)
         prev = cur
-        for j in range(count):
-            k = base + j * LANES
-            if first <= j + 1 < last:
-                nxt, mid = _max3_column(x, k + LANES, w, masks, j + 1, True)
-            else:
-                nxt, mid = _max3_column(x, k + LANES, w, masks, j + 1, False)
-            ordered = mask_ordered(ordered, mid)
-            v = vmax_mask(cur, vshift_prev(prev, cur), mask_of(masks[M3_LEFT, j]))
-            v = vmax_mask(v, vshift_next(cur, nxt), mask_of(masks[M3_RIGHT, j]))
-            if affine:
-                v = vfma(v, a, b)
-            if clamp:  # bounds first: a NaN from the affine (infinity times 0) stays NaN, as np.clip keeps it
-                v = vmin(high, vmax(low, v))
-            if j + 1 < count:
-                vstore(out, k, v, LANES)
-            else:
-                vstore_mask(out, k, v, mask_of(masks[M3_MID, j]))
-            prev, cur = cur, nxt
+        if count >= MAX3_SPLIT_VECTORS:
+            for j in range(first - 1):
+                nxt, mid = _max3_step(x, out, base + j * LANES, w, masks, j, prev, cur, a, b, low, high, False, affine, clamp)
+                ordered = mask_ordered(ordered, mid)
+                prev, cur = cur, nxt
+            for j in range(first - 1, last - 1):
+                nxt, mid = _max3_step(x, out, base + j * LANES, w, masks, j, prev, cur, a, b, low, high, True, affine, clamp)
+                ordered = mask_ordered(ordered, mid)
+                prev, cur = cur, nxt
+            for j in range(last - 1, count):
+                nxt, mid = _max3_step(x, out, base + j * LANES, w, masks, j, prev, cur, a, b, low, high, False, affine, clamp)
+                ordered = mask_ordered(ordered, mid)
+                prev, cur = cur, nxt
+        else:
+            for j in range(count):
+                k = base + j * LANES
+                if first <= j + 1 < last:
+                    nxt, mid = _max3_step(x, out, k, w, masks, j, prev, cur, a, b, low, high, True, affine, clamp)
+                else:
+                    nxt, mid = _max3_step(x, out, k, w, masks, j, prev, cur, a, b, low, high, False, affine, clamp)
+                ordered = mask_ordered(ordered, mid)
+                prev, cur = cur, nxt
     return mask_full(ordered)
 
 

@@ -139,3 +139,11 @@ def vshift_next(typingctx, cur, nxt):
     def codegen(context, builder, sig, args):
         return _align(builder, args[0], args[1], 1)
     return vec(cur, nxt), codegen
+
+
+@intrinsic
+def vselect(typingctx, m, a, b):
+    """a in the lanes of m, b in the others."""
+    def codegen(context, builder, sig, args):
+        return builder.select(args[0], args[1], args[2])
+    return vec(m, a, b), codegen
