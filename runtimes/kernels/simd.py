@@ -13,8 +13,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-from .gemm import LANES, _VEC, _I32, _address, vec
+from .gemm import LANES, vec
 
+_VEC = ir.VectorType(ir.FloatType(), LANES)  # the LLVM type of gemm.py's ``vec``
+_I32 = ir.IntType(32)
 _BITS = ir.VectorType(ir.IntType(1), LANES)
 
 
@@ -91,6 +93,12 @@ def vstore_mask(typingctx, arr, offset, value, m):
     return types.none(arr, offset, value, m), codegen
 
 
+def _address(context, builder, arrty, arr, offset):
+    """A vector pointer to arr[offset]."""
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
+
+
 def _pick(builder, op, a, b):
     return builder.select(builder.fcmp_ordered(op, a, b), a, b)
 
@@ -119,15 +127,23 @@ def vmax_mask(typingctx, a, b, m):
     return vec(a, b, m), codegen
 
 
+@intrinsic
+def vselect(typingctx, m, a, b):
+    """a in the lanes of m, b in the others."""
+    def codegen(context, builder, sig, args):
+        return builder.select(args[0], args[1], args[2])
+    return vec(m, a, b), codegen
+
+
 def _align(builder, lo, hi, shift):
-    """Lanes shift .. shift + LANES - 1 of the concatenation lo, hi (one valignd or vpermt2ps on AVX-512)."""
+    """Lanes shift .. shift + LANES - 1 of the concatenation lo, hi (one vpermt2ps on AVX-512)."""
     order = ir.Constant(ir.VectorType(_I32, LANES), list(range(shift, shift + LANES)))
     return builder.shuffle_vector(lo, hi, order)
 
 
 @intrinsic
 def vshift_prev(typingctx, prev, cur):
-    """Each lane of cur replaced by the lane before it: lane 0 takes the last lane of prev (one valignd)."""
+    """Each lane of cur replaced by the lane before it: lane 0 takes the last lane of prev."""
     def codegen(context, builder, sig, args):
         return _align(builder, args[0], args[1], LANES - 1)
     return vec(prev, cur), codegen
@@ -135,15 +151,7 @@ def vshift_prev(typingctx, prev, cur):
 
 @intrinsic
 def vshift_next(typingctx, cur, nxt):
-    """Each lane of cur replaced by the lane after it: the last lane takes lane 0 of nxt (one valignd)."""
+    """Each lane of cur replaced by the lane after it: the last lane takes lane 0 of nxt."""
     def codegen(context, builder, sig, args):
         return _align(builder, args[0], args[1], 1)
     return vec(cur, nxt), codegen
-
-
-@intrinsic
-def vselect(typingctx, m, a, b):
-    """a in the lanes of m, b in the others."""
-    def codegen(context, builder, sig, args):
-        return builder.select(args[0], args[1], args[2])
-    return vec(m, a, b), codegen
