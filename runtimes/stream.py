@@ -97,12 +97,16 @@ class StreamingSession:
     def push(self, chunk: np.ndarray) -> list[list[np.ndarray]]:
         """Feed new samples, (N, C, n) or (C, n) when N = 1; one output list per hop completed."""
         feed = self._feed
-        if (feed is not None and type(chunk) is np.ndarray and chunk.shape in self._hop_shapes
-                and chunk.dtype == self.dtype and not self._fill and not self.allow_nan):
-            if not feed(chunk.ravel()):  # exactly one hop: checked, copied in and run by one call
-                raise _non_finite()
-            self._hops += 1
-            return [[o.copy() for o in self._outputs]] if self._hops > self.warmup_hops else []
+        if feed is not None and type(chunk) is np.ndarray and chunk.dtype is self.dtype:  # (is: the common case)
+            shape = chunk.shape
+            if (shape == self._hop_shape or shape == self._hop_shape_2d) and not self._fill and not self.allow_nan:
+                if not feed(chunk.ravel()):  # exactly one hop: checked, copied in and run by one call
+                    raise _non_finite()
+                hops = self._hops = self._hops + 1
+                if hops <= self.warmup_hops:
+                    return []
+                out = self._single_output  # (no comprehension: it costs more than the copy)
+                return [[out.copy()]] if out is not None else [[o.copy() for o in self._outputs]]
         a = self._checked(chunk)
         n = a.shape[2]
         if n == 0:
@@ -198,7 +202,9 @@ class StreamingSession:
             self._feedback = [(eng.inputs[s.input], eng.outputs[s.output]) for s in self._states
                               if eng.outputs[s.output] is not eng.inputs[s.input]]
             self._outputs = [eng.outputs[name] for name in self.output_names]
-            self._hop_shapes = {(batch, self.channels, self.hop)} | ({(self.channels, self.hop)} if batch == 1 else set())
+            self._hop_shape = (batch, self.channels, self.hop)
+            self._hop_shape_2d = (self.channels, self.hop) if batch == 1 else None
+            self._single_output = self._outputs[0] if len(self._outputs) == 1 else None
         self._batch = batch
         self._feed = self._engine.feed if not self._feedback else None  # (the float32 states are fed back by run)
         for s in self._states:

@@ -53,9 +53,33 @@ ARG_SLOTS = 5
 MAX_ARGS = 10
 ROW = HEAD + ARG_SLOTS * MAX_ARGS
 
-_window_max, _window_avg = WINDOW_POOL[MAX], WINDOW_POOL[AVG]  # module globals: Numba resolves them
+_max_pool, _avg_pool = WINDOW_POOL[MAX], WINDOW_POOL[AVG]  # module globals: Numba resolves them
 _window_max_into, _window_avg_into = WINDOW_POOL_INTO[MAX], WINDOW_POOL_INTO[AVG]
-_mean_rows = REDUCE[MEAN, ROWS]
+_reduce_mean_rows = REDUCE[MEAN, ROWS]
+
+# The interpreter is compiled without reference counting (``_nrt=False``, see kernels.gemm), and a
+# kernel it calls inherits that unless it sets its own: the kernels of other families are called
+# through these wrappers, which set it, so those kernels (which may allocate) compile as usual.
+
+
+@njit(cache=True, fastmath=FASTMATH, _nrt=True)
+def _copy_block(dst, src, row):
+    copy_block(dst, src, row)
+
+
+@njit(cache=True, fastmath=FASTMATH, _nrt=True)
+def _window_max(x, out, k, stride):
+    _max_pool(x, out, k, stride)
+
+
+@njit(cache=True, fastmath=FASTMATH, _nrt=True)
+def _window_avg(x, out, k, stride):
+    _avg_pool(x, out, k, stride)
+
+
+@njit(cache=True, fastmath=FASTMATH, _nrt=True)
+def _mean_rows(x, out, outer, n, inner, a, b):
+    _reduce_mean_rows(x, out, outer, n, inner, a, b)
 
 
 @intrinsic
@@ -153,7 +177,7 @@ def _interpreter(conv, pools, gemms):
                 s = HEAD + ARG_SLOTS
                 blocks = _borrowed(i64, r[s], (r[s + 2], r[s + 3]))
                 for b in range(blocks.shape[0]):
-                    copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
+                    _copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
             elif op == SHIFT_HISTORY:
                 shift_history(_f3(f32, r, 0), _int(r, 1), _int(r, 2))
             elif op == CONV_ROWS:

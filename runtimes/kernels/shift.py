@@ -21,7 +21,7 @@ def _window_pooling_into(code: int):
     """The 1-D full-window pool of ``code`` writing into columns [col, W) of (N, C, W) rows."""
     pool = WINDOW_POOL[code]
 
-    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
+    @njit(cache=True, fastmath=FASTMATH, _nrt=True)  # explicit: the pool compiles as usual from any caller
     def kernel(x, out, buf, k, stride, col):
         """buf[p, col + j] = out[p, j] = reduce over t < k of x[p, j*stride + t]: x (N, C, L), out
         (N, C, W - col), buf (N, C, W). The pool runs as ``pool.WINDOW_POOL`` (one long sweep when
