@@ -19,13 +19,12 @@ Stride-1 'same' pools (output size = input size, the parameter-free block's 3x3 
 own kernels, SAME_POOL: the row pass sweeps the group flat, the column pass either flat with its
 border rows redone (windows that fit the plane) or per plane from a scratch whose planes sit behind
 rows of the reduction's identity (no border fixes at all), and a fused BN/activation epilogue runs
-on each group while it is in L1; the 3x3 max pool with a fused BN (the parameter-free block) on
-planes at least AFFINE_WIDTH wide applies it in its column pass's store instead. The 3x3 pads-1 max pool
-(with an Identity, Relu or Clip epilogue, BN or not) runs as MAX3: one pass of explicit vectors (simd.py)
-over each plane taken flat, so vectors stay full on narrow planes: per vector the column max of its three
-rows, then the left and right taps as lane shifts of the neighbouring vectors' column maxes, every tap
-outside the plane masked by precomputed lane masks, then the epilogue and the store. Its max instructions
-drop NaN, so it also checks its input for NaN; a tensor holding one is pooled again by the
+on each group while it is in L1. The 3x3 pads-1 max pool (BN or not, any activation) runs as MAX3: one
+pass of explicit vectors (simd.py) over each plane taken flat, so vectors stay full on narrow planes:
+per vector the column max of its three rows, then the left and right taps as lane shifts of the
+neighbouring vectors' column maxes, every tap outside the plane masked by precomputed lane masks, then
+the BN affine and a Relu/Clip clamp and the store (other activations take a pass of their own). Its max
+instructions drop NaN, so it also checks its input for NaN; a tensor holding one is pooled again by the
 NaN-propagating path above. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
 MaxPool 3x3 stride 2 pads 1 takes STRIDED_MAX3: that stride-1 pool, then a gather of the even positions.
 2x2 stride-2 pools whose windows all lie inside the planes take WINDOW2_POOL, one flat loop over the
@@ -50,7 +49,6 @@ from .simd import (mask_full, mask_of, mask_ordered, vload_mask, vmax, vmax_mask
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
-AFFINE_WIDTH = 16  # narrower planes run the fused 3x3 max pool's epilogue as its own pass (per-plane loops cost more)
 M3_MID, M3_UP, M3_DOWN, M3_LEFT, M3_RIGHT = range(5)  # the rows of max3_masks
 MAX3_SPLIT_VECTORS = 16  # MAX3 runs planes of at least this many vectors as three loops (edges, inside, edges)
 
@@ -344,50 +342,6 @@ def _same_planes_flat(x, s, out, g, h, w, kh, kw, ph, pw, code):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _max_taps(s, c, step, nt):
-    """NaN-propagating max of s[c + t*step] for t < nt (a literal tap count once inlined)."""
-    v = s[c]
-    for t in range(1, nt):
-        v = _comb(v, s[c + np.uint64(t) * step], MAX)
-    return v
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _max_columns_affine(out, o0, s, s0, step, nt, n, a, b, act, alpha, beta):
-    """out[o0 + k] = activate(max over t < nt of s[s0 + k + t*step] * a + b) for k < n: the max pool's
-    column pass with the BN/activation epilogue on the store (one loop per activation, unsigned indices)."""
-    o, c0, st = np.uint64(o0), np.uint64(s0), np.uint64(step)
-    if act == CLIP:
-        for k in range(np.uint64(n)):
-            out[o + k] = min(max(_max_taps(s, c0 + k, st, nt) * a + b, alpha), beta)
-    elif act == RELU:
-        for k in range(np.uint64(n)):
-            out[o + k] = max(_max_taps(s, c0 + k, st, nt) * a + b, np.float32(0.0))
-    elif act == IDENTITY:
-        for k in range(np.uint64(n)):
-            out[o + k] = _max_taps(s, c0 + k, st, nt) * a + b
-    else:
-        for k in range(np.uint64(n)):
-            out[o + k] = activate(_max_taps(s, c0 + k, st, nt) * a + b, act, alpha, beta)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _max3_planes_affine(x, s, out, g, h, w, c0, channels, scale, shift, act, alpha, beta):
-    """The 3x3 pads-1 max pool of g planes (h, w >= 3) with a per-channel affine epilogue: the row pass
-    sweeps the group flat into s, then per plane the column pass stores through the epilogue (the
-    top and bottom rows over their two valid taps)."""
-    n, m = h * w, g * h * w
-    _same_taps(s[1:], x, 0, 1, 3, m - 2, MAX)
-    _edge_columns(s, 0, x, 0, w, g * h, 3, 1, MAX)
-    for q in range(g):
-        c = (c0 + q) % channels
-        a, b, p0 = scale[c], shift[c], q * n
-        _max_columns_affine(out, p0, s, p0, w, 2, w, a, b, act, alpha, beta)
-        _max_columns_affine(out, p0 + w, s, p0, w, 3, n - 2 * w, a, b, act, alpha, beta)
-        _max_columns_affine(out, p0 + n - w, s, p0 + n - 2 * w, w, 2, w, a, b, act, alpha, beta)
-
-
-@njit(inline="always", fastmath=FASTMATH)
 def _affine_activate(o, a, b, act, alpha, beta):
     """o = activate(o * a + b) in one pass; BN alone, Relu and Clip (ReLU6) get their own vectorised loops."""
     if act == IDENTITY:
@@ -530,25 +484,25 @@ def _same_pooling(code: int):
         encodes count_include_pad). ``s`` holds (group + 1) * (h + max(ph, kh - 1 - ph)) * w values.
         Epilogue: with ``scale`` non-empty activate(v * scale[c] + shift[c]), c = p % channels, else
         activate(v); ``act`` IDENTITY skips it. Planes run ``group`` at a time so the scratch stays in L1.
-        A non-empty ``masks`` (max3_masks(h, w): the builder gives it to the 3x3 pads-1 max pool with an
-        Identity, Relu or Clip epilogue) runs the whole tensor as MAX3 first; only when it holds a NaN
-        do the groups below pool it again, with NaN propagation.
+        A non-empty ``masks`` (max3_masks(h, w): the builder gives it to the 3x3 pads-1 max pool) runs the
+        whole tensor as MAX3 first; only when it holds a NaN do the groups below pool it again, with NaN
+        propagation.
         """
         _prefer_512()
         xf = x.reshape(-1)
         of = out.reshape(-1)
         n = h * w
         if code == MAX:  # a constant: the average kernel does not compile MAX3
-            lo = np.float32(alpha) if act == CLIP else np.float32(0.0) if act == RELU else np.float32(-np.inf)
+            clamp = act == RELU or act == CLIP
+            lo = np.float32(alpha) if act == CLIP else np.float32(0.0)
             hi = np.float32(beta) if act == CLIP else np.float32(np.inf)
-            if masks.shape[1] and _max3(xf, of, planes, n, w, masks, channels, scale, shift, lo, hi, act != IDENTITY):
+            if masks.shape[1] and _max3(xf, of, planes, n, w, masks, channels, scale, shift, lo, hi, clamp):
+                if not (clamp or act == IDENTITY):  # other activations: a pass of their own
+                    activate_rows(of, np.int64(0), np.int64(planes * n), np.int64(1), np.int64(planes * n), act, alpha, beta)
                 return
         for p in range(0, planes, group):
             g = min(group, planes - p)
             xs, os_ = xf[p * n:(p + g) * n], of[p * n:(p + g) * n]
-            if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= AFFINE_WIDTH and code == MAX and scale.size:
-                _max3_planes_affine(xs, s, os_, g, h, w, p, channels, scale, shift, act, alpha, beta)  # the block's pool
-                continue
             if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= 3:  # the usual window, as constants
                 _same_planes_flat(xs, s, os_, g, h, w, 3, 3, 1, 1, code)
             else:

@@ -142,8 +142,7 @@ def _same_pool(node: Node, x, code: int, kernel: list[int], heads: list[int], in
     empty = np.empty(0, np.float32)
     scale, shift = pool_affine(node) or (empty, empty)
     act, alpha, beta = fused_activation(node)
-    max3 = code == kp.MAX and (kh, kw, ph, pw) == (3, 3, 1, 1) and act in (ka.IDENTITY, ka.RELU, ka.CLIP)
-    masks = _max3_masks(h, w, max3)
+    masks = _max3_masks(h, w, code == kp.MAX and (kh, kw, ph, pw) == (3, 3, 1, 1))
     args = (In(0), Out(0), scratch, x.shape[0] * x.shape[1], group, h, w, kh, kw, ph, pw, inv, x.shape[1],
             scale, shift, act, np.float32(alpha), np.float32(beta), masks)
     return Kernel(kp.SAME_POOL[code], args, [(x.shape, x.dtype)])

@@ -124,6 +124,10 @@ def _pool_model(op: str, shape: tuple, kernel: list, epilogue: str, seed: int, *
     if "relu6" in epilogue:
         inits |= {"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}
         nodes.append(helper.make_node("Clip", [y, "lo", "hi"], ["y"]))
+    elif "leaky" in epilogue:
+        nodes.append(helper.make_node("LeakyRelu", [y], ["y"], alpha=0.1))
+    elif "hardswish" in epilogue:
+        nodes.append(helper.make_node("HardSwish", [y], ["y"]))
     elif "relu" in epilogue:
         nodes.append(helper.make_node("Relu", [y], ["y"]))
     else:
@@ -203,15 +207,16 @@ MAX3_SHAPES = [(1, 6, 9, 40),    # planes of 360 values: 22.5 vectors, the last 
                (1, 3, 2, 3)]     # a plane smaller than a vector
 
 
-@pytest.mark.parametrize("epilogue", ["", "relu", "bn", "bn+relu6"])
+@pytest.mark.parametrize("epilogue", ["", "relu", "bn", "bn+relu6", "leaky", "bn+hardswish"])
 @pytest.mark.parametrize("shape", MAX3_SHAPES)
 def test_max3_block_matches_onnxruntime(shape, epilogue):
-    """The 3x3 max pool of inputs without NaN (MAX3: plain max instructions, the epilogue on the store),
-    infinities included: exact alone and with Relu, within float32 rounding of the BN affine otherwise."""
+    """The 3x3 max pool of inputs without NaN (MAX3: plain max instructions, the BN and a Relu/Clip on the
+    store, other activations as a pass of their own), infinities included: exact alone and with Relu,
+    within float32 rounding of the BN affine and the activation otherwise."""
     model = _pool_model("MaxPool", shape, [3, 3], epilogue, 10, pads=[1, 1, 1, 1])
     x = (np.random.default_rng(11).standard_normal(shape) * 3).astype(np.float32)
     x[0, 0, 0, 0], x[-1, -1, -1, -1] = np.inf, -np.inf
-    assert_matches_ort(model, {"x": x}, *((0, 0) if "bn" not in epilogue else (1e-5, 1e-6)))
+    assert_matches_ort(model, {"x": x}, *((0, 0) if epilogue in ("", "relu") else (1e-5, 1e-6)))
 
 
 @pytest.mark.parametrize("shape", MAX3_SHAPES[:3])
