@@ -57,8 +57,9 @@ NARROW_COLS, NARROW_VECS = 4, 4
 NARROW_TMP = NARROW_COLS * NARROW_VECS * LANES
 """Scratch floats after Q for a narrow tile's transposed store (every tile holds at most 16 vectors)."""
 PAIR_COLS = 8
-"""Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4) columns by 2
-vectors, 16 (8) accumulators, each broadcast input feeding two FMAs."""
+"""Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4, or 2 over two
+sums of alternate taps) columns by 2 vectors, 16 (8) accumulators, each broadcast input feeding
+two FMAs."""
 
 
 def plan(boffs: np.ndarray, **fields: int) -> np.ndarray:
@@ -101,33 +102,53 @@ def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
     activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
 
 
-def _narrow_tile(cols: int, vecs: int, masked: bool):
+def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
     """Narrow micro-kernel: ``cols`` columns by ``vecs`` channel vectors (compile-time constants);
-    the masked variant serves a last block of fewer than vecs * LANES channels."""
+    the masked variant serves a last block of fewer than vecs * LANES channels. With ``splits`` > 1
+    consecutive taps go to that many separate sums, added at the end: a tile of few accumulators
+    would otherwise wait on the latency of its FMA chains."""
     count = cols * vecs
+    sums = count * splits
+
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    def taps(acc, base, wv, wt, w_off, cout, src, boffs, b_add, t, m, last):
+        """Tap t into sums acc[base : base + count]."""
+        row = boffs[t] + b_add
+        w_row = w_off + t * cout
+        for v in range(vecs):
+            tile_set(wv, v, vload(wt, w_row + v * LANES, m - v * LANES if masked else LANES))
+        for j in range(cols):
+            xv = vsplat_at(src, row + min(j, last))
+            for v in range(vecs):
+                i = base + j * vecs + v
+                tile_set(acc, i, vfma(xv, tile_get(wv, v), tile_get(acc, i)))
 
     @njit(cache=True, fastmath=FASTMATH, inline="always")
     def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m, tmp, t_off):
         """y[y_off + c*ow + j] = bias[b_off + c] + sum_t wt[w_off + t*cout + c] * src[boffs[t] + b_add + j]
         for c < m <= vecs * LANES and j < n <= cols; columns past n repeat column n - 1."""
-        acc = tile_new(count)
+        acc = tile_new(sums)
         wv = tile_new(vecs)
+        zero = vsplat(0.0)
         for v in range(vecs):
             b = vload(bias, b_off + v * LANES, m - v * LANES if masked else LANES)
             for j in range(cols):
                 tile_set(acc, j * vecs + v, b)
+                for s in range(1, splits):
+                    tile_set(acc, s * count + j * vecs + v, zero)
         last = n - 1
-        for t in range(boffs.size):
-            row = boffs[t] + b_add
-            w_row = w_off + t * cout
-            for v in range(vecs):
-                tile_set(wv, v, vload(wt, w_row + v * LANES, m - v * LANES if masked else LANES))
-            for j in range(cols):
-                xv = vsplat_at(src, row + min(j, last))
-                for v in range(vecs):
-                    tile_set(acc, j * vecs + v, vfma(xv, tile_get(wv, v), tile_get(acc, j * vecs + v)))
+        k = boffs.size
+        whole = k - k % splits
+        for t in range(0, whole, splits):
+            for s in range(splits):
+                taps(acc, s * count, wv, wt, w_off, cout, src, boffs, b_add, t + s, m, last)
+        for t in range(whole, k):
+            taps(acc, 0, wv, wt, w_off, cout, src, boffs, b_add, t, m, last)
         for i in range(count):  # constant indices: the tile stays in registers
-            vstore(tmp, t_off + i * LANES, tile_get(acc, i), LANES)
+            total = tile_get(acc, i)
+            for s in range(1, splits):
+                total = vadd(total, tile_get(acc, s * count + i))
+            vstore(tmp, t_off + i * LANES, total, LANES)
         for c in range(m):  # tmp holds the tile as (column, channel): write it transposed
             src_c = t_off + (c // LANES) * LANES + c % LANES
             for j in range(n):
@@ -142,13 +163,15 @@ _pair_wide = _narrow_tile(PAIR_COLS, 2, False)
 _pair_wide_edge = _narrow_tile(PAIR_COLS, 2, True)
 _pair = _narrow_tile(PAIR_COLS // 2, 2, False)
 _pair_edge = _narrow_tile(PAIR_COLS // 2, 2, True)
+_pair_two = _narrow_tile(2, 2, False, 2)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, t_off):
     """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile).
     Groups of fewer than NARROW_VECS vectors of channels take tiles of two vectors by PAIR_COLS
-    columns, or half as many for the last columns when at most that many remain."""
+    columns, or half as many for the last columns when at most that many remain (two, over two
+    sums of alternate taps, when at most two remain)."""
     if cout >= NARROW_VECS * LANES:
         block = NARROW_VECS * LANES
         for j0 in range(0, ow, NARROW_COLS):
@@ -170,6 +193,8 @@ def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, 
                     _pair_wide(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
                 else:
                     _pair_wide_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+            elif m >= block and n <= 2:
+                _pair_two(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
             elif m >= block:
                 _pair(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
             else:

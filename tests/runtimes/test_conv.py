@@ -62,12 +62,14 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_narrow_one_column": ((24, 5), (64, 24, 3), dict(dilations=[2])),
     "1d_narrow_groups_edge": ((20, 9), (160, 10, 3), dict(group=2, strides=[2], dilations=[2], pads=[1, 1])),
     "2d_narrow_one_row": ((4, 3, 4), (72, 4, 3, 3), dict(pads=[0, 1, 0, 1])),
-    # 32 to 63 output channels per group: tiles of two channel vectors (8 or 4 columns, masked last block)
+    # 32 to 63 output channels per group: tiles of two channel vectors (8, 4 or 2 columns, masked last block)
     "1d_narrow_pair_8_columns": ((16, 16), (32, 16, 5), dict(dilations=[2])),
     "1d_narrow_pair_two_columns": ((32, 11), (32, 32, 4), dict(dilations=[3])),
     "1d_narrow_pair_edge": ((12, 7), (48, 12, 3), dict(pads=[2, 0])),
     "1d_narrow_pair_edge_short": ((12, 3), (40, 12, 3), dict(pads=[2, 0])),
     "1d_narrow_pair_groups": ((20, 6), (64, 10, 3), dict(group=2)),
+    "1d_narrow_pair_odd_taps": ((3, 4), (32, 3, 3), {}),  # two columns over two sums, a last odd tap
+    "1d_narrow_pair_one_column": ((5, 1), (32, 5, 3), dict(pads=[2, 0])),
     # one output column from a kernel covering the whole input (a Flatten + Gemm head as Conv): dots
     "1d_dot_head": ((128, 16), (2, 128, 16), {}),
     "1d_dot_groups": ((8, 7), (6, 4, 7), dict(group=2)),
