@@ -338,6 +338,40 @@ def matmul_tiles(a, a_off, a_rs, a_ks, b, boffs, b_add, c, c_off, c_rs, c_cs, be
         activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
 
 
+ROW_SPLITS = 4
+"""Partial sums per vector of ``_short_row`` (alternate taps): 8 independent FMA chains."""
+
+
+@njit(inline="always")
+def _short_row(a, a_ks, b, boffs, k, c, c_cs, beta, y, n, alpha):
+    """Y(0, j) = alpha * sum_t A(0, t) B(t, j) + beta * C(0, j) for j < n <= 2 * LANES (see module;
+    a_off = b_add = c_off = y_off = 0): two vectors of columns, each over ROW_SPLITS partial sums of
+    alternate taps, where the one-row tile would run eight vectors (most of them empty) over one."""
+    n1 = n - LANES  # lanes of the second vector (none when <= 0)
+    zero = vsplat(0.0)
+    p0, p1, p2, p3, q0, q1, q2, q3 = zero, zero, zero, zero, zero, zero, zero, zero
+    whole = k - k % ROW_SPLITS
+    for t in range(0, whole, ROW_SPLITS):
+        r0, r1, r2, r3 = boffs[t], boffs[t + 1], boffs[t + 2], boffs[t + 3]
+        x0, x1 = vsplat_at(a, t * a_ks), vsplat_at(a, (t + 1) * a_ks)
+        x2, x3 = vsplat_at(a, (t + 2) * a_ks), vsplat_at(a, (t + 3) * a_ks)
+        p0, q0 = vfma(x0, vload(b, r0, n), p0), vfma(x0, vload(b, r0 + LANES, n1), q0)
+        p1, q1 = vfma(x1, vload(b, r1, n), p1), vfma(x1, vload(b, r1 + LANES, n1), q1)
+        p2, q2 = vfma(x2, vload(b, r2, n), p2), vfma(x2, vload(b, r2 + LANES, n1), q2)
+        p3, q3 = vfma(x3, vload(b, r3, n), p3), vfma(x3, vload(b, r3 + LANES, n1), q3)
+    for t in range(whole, k):
+        x0 = vsplat_at(a, t * a_ks)
+        p0, q0 = vfma(x0, vload(b, boffs[t], n), p0), vfma(x0, vload(b, boffs[t] + LANES, n1), q0)
+    va, vb = vsplat(alpha), vsplat(beta)
+    lo = vfma(va, vadd(vadd(p0, p1), vadd(p2, p3)), zero)
+    hi = vfma(va, vadd(vadd(q0, q1), vadd(q2, q3)), zero)
+    if beta != 0.0:
+        lo = vfma(vb, vsplat_at(c, 0) if c_cs == 0 else vload(c, 0, n), lo)
+        hi = vfma(vb, vsplat_at(c, 0) if c_cs == 0 else vload(c, LANES, n1), hi)
+    vstore(y, 0, lo, n)
+    vstore(y, LANES, hi, n1)
+
+
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def gemm_kernel(a, b, c, y, bt, plan, params):
     """ONNX Gemm: y (M, N) = act(alpha * A' @ B' + beta * C), C broadcast to (M, N) by strides.
@@ -346,7 +380,8 @@ def gemm_kernel(a, b, c, y, bt, plan, params):
     of B'), ``params`` = float32 (alpha, beta, and the activation's two parameters); few
     arguments, because Numba's dispatch costs about 80 ns per array argument on every call.
     A'(i, t) = a[i * a_rs + t * a_ks] (transA swaps the strides). B' is row-major (K, N); when
-    b_transposed is 1, ``b`` holds B'^T (N, K) and is first transposed into ``bt``.
+    b_transposed is 1, ``b`` holds B'^T (N, K) and is first transposed into ``bt``. One row of at
+    most two vectors of outputs takes ``_short_row``.
     """
     m, n, k, a_rs, a_ks = plan[0], plan[1], plan[2], plan[3], plan[4]
     c_rs, c_cs, b_transposed, code = plan[5], plan[6], plan[7], plan[8]
@@ -357,6 +392,12 @@ def gemm_kernel(a, b, c, y, bt, plan, params):
                 bt[t * n + j] = bf[j * k + t]
         bf = bt
     zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
+    if m == 1 and n <= 2 * LANES:  # a classifier layer at batch 1
+        yf = flat(y)
+        _short_row(flat(a), a_ks, bf, plan[9:], k, flat(c), c_cs, params[1], yf, n, params[0])
+        if code != IDENTITY:
+            activate_rows(yf, zero, n, np.int64(1), n, code, params[2], params[3])
+        return
     matmul_tiles(flat(a), zero, a_rs, a_ks, bf, plan[9:], zero, flat(c), zero, c_rs, c_cs, params[1],
                  flat(y), zero, n, m, n, k, params[0], code, params[2], params[3])
 

@@ -1,9 +1,10 @@
 """Gemm and MatMul against onnxruntime on random float32 inputs.
 
 Gemm: every transA/transB pair, alpha and beta, C absent or of each shape that broadcasts to
-(M, N), B and C constant or given at run time, one row (the batch-1 path) and several (tiles of
-eight rows), few rows with fewer outputs than a vector (the dot-product path, checked to be taken
-where it applies), fused activations and the Gemm -> BatchNormalization -> Clip fusion. MatMul: 1-D
+(M, N), B and C constant or given at run time, one row (the batch-1 path; up to two vectors of
+outputs by partial sums over alternate taps) and several (tiles of eight rows), few rows with
+fewer outputs than a vector (the dot-product path, checked to be taken where it applies), fused
+activations and the Gemm -> BatchNormalization -> Clip fusion. MatMul: 1-D
 operands, 2-D, and N-D with batch broadcasting. Tolerance rtol 1e-4, atol 1e-5 (float32 sums of
 up to a few hundred products, in a different order than onnxruntime's); the dot-product path sums
 up to 2048 products: rtol 1e-4, atol 1e-4.
@@ -58,6 +59,21 @@ def test_gemm_alpha_beta(alpha, beta):
 def test_gemm_shapes(m, k, n):
     model, feeds = _gemm_case(m, k, n, 0, 1, ("n",), True, True, seed=k)
     assert_matches_ort(model, feeds, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("k", [1, 3, 4, 32, 37])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 32, 33])
+def test_gemm_one_short_row(n, k):
+    """One row of at most two vectors of outputs (the two-vector, four-sum path; 33 takes the tiles),
+    with C of every broadcast shape, B given at run time or constant, then a fused Relu."""
+    for i, (c_shape, b_const) in enumerate(itertools.product(C_SHAPES, (True, False))):
+        model, feeds = _gemm_case(1, k, n, 0, i % 2, c_shape, b_const, b_const, seed=i + n + k, alpha=0.7, beta=-1.3)
+        assert_matches_ort(model, feeds, RTOL, ATOL)
+    rng = np.random.default_rng(n + k)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    inits = {"w": rng.standard_normal((n, k)).astype(np.float32), "b": rng.standard_normal(n).astype(np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1), helper.make_node("Relu", ["y"], ["z"])]
+    assert_matches_ort(make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], inits), {"x": x}, RTOL, ATOL)
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 2048, 2), (1, 64, 1), (3, 300, 5), (4, 17, 7), (5, 33, 3)])
