@@ -40,23 +40,47 @@ WINDOW_POOL_INTO = {MAX: _window_pooling_into(MAX), AVG: _window_pooling_into(AV
 
 
 SHIFT_GROUP = 8
-"""Rows of one vector each that ``shift_history`` loads together (a tile of vector registers)."""
+"""Rows of one vector each that ``shift_history`` moves together (half as many rows of two vectors):
+a tile of eight vector registers, two tiles in flight."""
 
 
-@njit(inline="always")
-def _load_rows(t, bf, p0, rows, w, start, keep):
-    """Tile t = the vectors bf[p*w + start : + keep] of rows p0 <= p < p0 + SHIFT_GROUP (the last row
-    repeated past ``rows``)."""
-    for i in range(SHIFT_GROUP):
-        tile_set(t, i, vload(bf, min(p0 + i, rows - 1) * w + start, keep))
+def _grouped_shift(group: int, vecs: int):
+    """``shift_history``'s copy of histories of at most ``vecs`` vectors, ``group`` rows at a time
+    (compile-time constants), the loads of the next group issued before the stores of this one."""
+    size = group * vecs
+
+    @njit(inline="always")
+    def load(t, bf, p0, rows, w, start, keep):
+        """Tile t = the vectors of bf[p*w + start : + keep] for rows p0 <= p < p0 + group (the last
+        row repeated past ``rows``)."""
+        for i in range(group):
+            src = min(p0 + i, rows - 1) * w + start
+            for v in range(vecs):
+                tile_set(t, i * vecs + v, vload(bf, src + v * LANES, keep - v * LANES))
+
+    @njit(inline="always")
+    def store(t, bf, p0, rows, w, keep):
+        """bf[p*w : p*w + keep] = tile t for rows p0 <= p < min(rows, p0 + group)."""
+        for i in range(group):
+            if p0 + i < rows:
+                for v in range(vecs):
+                    vstore(bf, (p0 + i) * w + v * LANES, tile_get(t, i * vecs + v), keep - v * LANES)
+
+    @njit(inline="always")
+    def shift(bf, rows, w, start, keep):
+        a, b = tile_new(size), tile_new(size)
+        load(a, bf, 0, rows, w, start, keep)
+        for p0 in range(0, rows, 2 * group):
+            load(b, bf, p0 + group, rows, w, start, keep)
+            store(a, bf, p0, rows, w, keep)
+            load(a, bf, p0 + 2 * group, rows, w, start, keep)
+            store(b, bf, p0 + group, rows, w, keep)
+
+    return shift
 
 
-@njit(inline="always")
-def _store_rows(t, bf, p0, rows, w, keep):
-    """bf[p*w : p*w + keep] = tile t for rows p0 <= p < min(rows, p0 + SHIFT_GROUP)."""
-    for i in range(SHIFT_GROUP):
-        if p0 + i < rows:
-            vstore(bf, (p0 + i) * w, tile_get(t, i), keep)
+_shift_one = _grouped_shift(SHIFT_GROUP, 1)
+_shift_two = _grouped_shift(SHIFT_GROUP // 2, 2)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
@@ -65,25 +89,21 @@ def shift_history(buf, keep, start):
     vectors loaded before they are stored, so the overlapping copy (start < keep: a history longer
     than the hop) runs vectorised and stays exact (the destination is always before the source).
 
-    Histories of at most one vector are moved SHIFT_GROUP rows at a time, the loads of the next
-    group issued before the stores of this one: a load that overlaps the span of a pending masked
-    store waits for that store to retire, which on short rows (every next row) cost 4x the copy."""
+    Histories of at most two vectors are moved in groups of rows (``_grouped_shift``): a load that
+    overlaps the span of a pending masked store waits for that store to retire, which on short
+    rows (every next row) cost 4x the copy."""
     bf = flat(buf)
     w = buf.shape[2]
     rows = buf.shape[0] * buf.shape[1]
     if rows == 0:
         return
-    if keep > LANES:
+    if keep <= LANES:
+        _shift_one(bf, rows, w, start, keep)
+    elif keep <= 2 * LANES:
+        _shift_two(bf, rows, w, start, keep)
+    else:
         for p in range(rows):
             vcopy(bf, p * w, bf, p * w + start, keep)
-        return
-    a, b = tile_new(SHIFT_GROUP), tile_new(SHIFT_GROUP)
-    _load_rows(a, bf, 0, rows, w, start, keep)
-    for p0 in range(0, rows, 2 * SHIFT_GROUP):
-        _load_rows(b, bf, p0 + SHIFT_GROUP, rows, w, start, keep)
-        _store_rows(a, bf, p0, rows, w, keep)
-        _load_rows(a, bf, p0 + 2 * SHIFT_GROUP, rows, w, start, keep)
-        _store_rows(b, bf, p0 + SHIFT_GROUP, rows, w, keep)
 
 
 @njit(inline="always", fastmath=FASTMATH)
