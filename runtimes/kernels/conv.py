@@ -35,7 +35,7 @@ from . import FASTMATH
 from .activation import IDENTITY
 from .activation import activate_rows
 from .gemm import AVX512, flat, micro_kernel
-from .gemm import (LANES, matmul_tiles, tile_get, tile_new, tile_set,
+from .gemm import (LANES, matmul_tiles, tile_get, tile_new, tile_set, vstore_columns,
                    vadd, vcopy, vcopy_even, vfma, vload, vload_even, vload_lanes, vsplat, vsplat_at, vstore)
 
 FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
@@ -54,8 +54,6 @@ products for a single output column whose taps read one contiguous run of X (a k
 whole unpadded input, as a Flatten + Gemm head written as a Conv)."""
 NARROW_COLS, NARROW_VECS = 4, 4
 """Tile of the narrow method: 4 columns by 4 vectors of output channels, 16 accumulators."""
-NARROW_TMP = NARROW_COLS * NARROW_VECS * LANES
-"""Scratch floats after Q for a narrow tile's transposed store (every tile holds at most 16 vectors)."""
 PAIR_COLS = 8
 """Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4, or 2 over two
 sums of alternate taps) columns by 2 vectors, 16 (8) accumulators, each broadcast input feeding
@@ -124,7 +122,7 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
                 tile_set(acc, i, vfma(xv, tile_get(wv, v), tile_get(acc, i)))
 
     @njit(cache=True, fastmath=FASTMATH, inline="always")
-    def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m, tmp, t_off):
+    def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m):
         """y[y_off + c*ow + j] = bias[b_off + c] + sum_t wt[w_off + t*cout + c] * src[boffs[t] + b_add + j]
         for c < m <= vecs * LANES and j < n <= cols; columns past n repeat column n - 1."""
         acc = tile_new(sums)
@@ -144,15 +142,11 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
                 taps(acc, s * count, wv, wt, w_off, cout, src, boffs, b_add, t + s, m, last)
         for t in range(whole, k):
             taps(acc, 0, wv, wt, w_off, cout, src, boffs, b_add, t, m, last)
-        for i in range(count):  # constant indices: the tile stays in registers
-            total = tile_get(acc, i)
+        for i in range(count):
             for s in range(1, splits):
-                total = vadd(total, tile_get(acc, s * count + i))
-            vstore(tmp, t_off + i * LANES, total, LANES)
-        for c in range(m):  # tmp holds the tile as (column, channel): write it transposed
-            src_c = t_off + (c // LANES) * LANES + c % LANES
-            for j in range(n):
-                y[y_off + c * ow + j] = tmp[src_c + j * vecs * LANES]
+                tile_set(acc, i, vadd(tile_get(acc, i), tile_get(acc, s * count + i)))
+        for v in range(vecs):  # the tile holds (column, channel): write it transposed
+            vstore_columns(acc, v, vecs, cols, y, y_off, ow, n, v * LANES, m)
 
     return tile
 
@@ -167,7 +161,7 @@ _pair_two = _narrow_tile(2, 2, False, 2)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, t_off):
+def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow):
     """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile).
     Groups of fewer than NARROW_VECS vectors of channels take tiles of two vectors by PAIR_COLS
     columns, or half as many for the last columns when at most that many remain (two, over two
@@ -179,9 +173,9 @@ def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, 
             for c0 in range(0, cout, block):
                 m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
                 if m >= block:
-                    _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+                    _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
                 else:
-                    _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+                    _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m)
         return
     block = 2 * LANES
     for j0 in range(0, ow, PAIR_COLS):
@@ -190,15 +184,15 @@ def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, tmp, 
             m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
             if n > PAIR_COLS // 2:
                 if m >= block:
-                    _pair_wide(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+                    _pair_wide(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
                 else:
-                    _pair_wide_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+                    _pair_wide_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m)
             elif m >= block and n <= 2:
-                _pair_two(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+                _pair_two(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
             elif m >= block:
-                _pair(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, tmp, t_off)
+                _pair(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
             else:
-                _pair_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, tmp, t_off)
+                _pair_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m)
 
 
 QUAD_ROWS, DUO_ROWS = 6, 8
@@ -375,9 +369,8 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
     ``plan`` holds FIELDS then the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the
     activation's two float32 parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept
     zero; one channel for a depthwise convolution) then Y_wide of one group when the output is
-    wide, or NARROW_TMP floats for the narrow tile's transposed store (LANES for the dot product's lane sum)
-    (conv_rows_kernel). Few arguments, because Numba's dispatch costs about 80 ns per array
-    argument on every call.
+    wide, or LANES floats for the dot product's lane sum (conv_rows_kernel). Few arguments,
+    because Numba's dispatch costs about 80 ns per array argument on every call.
     """
     n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
     oh, ow, pt, pl, sh, sw = plan[6], plan[7], plan[8], plan[9], plan[10], plan[11]
@@ -439,7 +432,7 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
     xf, wf, yf = flat(x), flat(w), flat(y)
     one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
     full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
-    tmp = scratch.size - (NARROW_TMP if method == GEMM_NARROW else LANES)
+    tmp = scratch.size - LANES
     for img in range(n_img):
         x_off = img * c_in * h * wd
         src, src_off = xf, x_off
@@ -452,7 +445,7 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
             if method == DOT:
                 _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch, tmp)
             elif method == GEMM_NARROW:
-                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, scratch, tmp)
+                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow)
             else:
                 if full:
                     _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)

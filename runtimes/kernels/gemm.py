@@ -146,6 +146,50 @@ def vstore(typingctx, arr, offset, value, count):
 
 
 @intrinsic
+def vstore_columns(typingctx, t, first, step, cols, y, y_off, ow, n, c_first, m):
+    """Write ``cols`` vectors of tile t transposed: vector first + j*step (j < cols) holds column j
+    of channels c_first + lane; y[y_off + c*ow + j] = that value for c < m and j < n <= cols.
+
+    ``cols`` (a power of two up to LANES, a literal) columns take log2(cols) stages of two-vector
+    shuffles, each pairing neighbouring column blocks and halving the channels per vector, after
+    which every vector holds LANES / cols channels by cols columns; each channel is then one
+    masked store of its n lanes (the lanes before it masked, so its base may lie before y)."""
+    k = cols.literal_value if isinstance(cols, types.IntegerLiteral) else 0
+    if not 0 < k <= LANES or k & (k - 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        t, first, step, _, y, y_off, ow, n, c_first, m = args
+        groups = [(0, LANES, [builder.load(builder.gep(t, [builder.add(first, builder.mul(step, _I64(j)))]))
+                              for j in range(k)])]  # (first channel, channels, vectors by column block)
+        block = 1  # columns per channel in each vector: lane = channel * block + column
+        while block < k:
+            merged = []
+            for c0, count, vectors in groups:
+                half = count // 2
+                for h in range(2):
+                    mask = [src + lane for c in range(h * half, (h + 1) * half) for src in (0, LANES)
+                            for lane in range(c * block, (c + 1) * block)]
+                    pairs = [builder.shuffle_vector(vectors[i], vectors[i + 1], ir.Constant(ir.VectorType(_I32, LANES), mask))
+                             for i in range(0, len(vectors), 2)]
+                    merged.append((c0 + h * half, half, pairs))
+            groups, block = merged, 2 * block
+        fnty = ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, ir.VectorType(ir.IntType(1), LANES)])
+        store = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
+        zero = _I64(0)
+        for c0, count, (vector,) in groups:
+            for c in range(count):
+                channel = builder.add(c_first, _I64(c0 + c))
+                lanes = builder.select(builder.icmp_signed("<", channel, m), n, zero)
+                offset = builder.sub(builder.add(y_off, builder.mul(channel, ow)), _I64(c * k))
+                ptr = _address(context, builder, sig.args[4], y, offset)
+                builder.call(store, [vector, ptr, _I32(4), _mask(builder, _I64(c * k), builder.add(_I64(c * k), lanes))])
+        return context.get_dummy_value()
+
+    return types.none(t, first, step, cols, y, y_off, ow, n, c_first, m), codegen
+
+
+@intrinsic
 def vsplat(typingctx, x):
     """A vector with every lane equal to the scalar ``x`` (as float32)."""
     def codegen(context, builder, sig, args):

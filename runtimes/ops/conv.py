@@ -18,8 +18,12 @@ at 1-8 columns, about equal at 16."""
 PAIR_MIN_CHANNELS = 2 * kc.LANES
 """Groups of PAIR_MIN_CHANNELS to NARROW_VECS * LANES - 1 output channels take it too, by tiles of two
 channel vectors (kernels.conv PAIR_COLS), up to NARROW_WIDTH columns: measured 32 -> 32 channels,
-kernel 4, 1.5x faster at 8 columns and 2.4x at 2 (a streaming hop's layers); slower at 16 columns,
-and with fewer channels (a masked vector)."""
+kernel 4, 1.5x faster at 8 columns and 2.4x at 2 (a streaming hop's layers); slower with fewer
+channels (a masked vector)."""
+PAIR_WIDTH = kc.LANES
+"""Groups of exactly two vectors of output channels take it up to this width (a vector): measured
+16 -> 32 and 32 -> 32 channels at 12-16 columns, 1.2-1.4x faster; with a masked last block of
+channels (48) slower, so those stop at NARROW_WIDTH."""
 
 
 def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
@@ -103,11 +107,12 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     boffs = _tap_offsets(cin_g, kernel, dilations, strides, qh, qw, plane)
     if method == kc.GEMM and out == [1, 1] and in_place and np.all(np.diff(boffs) == 1):
         method = kc.DOT  # one column from one contiguous run of X (a kernel covering X): dot products
-    elif method == kc.GEMM and out[0] == 1 and out[1] <= NARROW_WIDTH and cout_g >= PAIR_MIN_CHANNELS and w.is_const:
+    elif method == kc.GEMM and out[0] == 1 and w.is_const and (
+            (out[1] <= NARROW_WIDTH and cout_g >= PAIR_MIN_CHANNELS) or (out[1] <= PAIR_WIDTH and cout_g == 2 * kc.LANES)):
         method = kc.GEMM_NARROW
     h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw
-    tail = {kc.GEMM_WIDE: cout_g * out[0] * qw, kc.GEMM_NARROW: kc.NARROW_TMP, kc.DOT: kc.LANES}.get(method, 0)
+    tail = {kc.GEMM_WIDE: cout_g * out[0] * qw, kc.DOT: kc.LANES}.get(method, 0)
     scratch = np.zeros(q_len + tail, np.float32)
     code, p1, p2 = fused_activation(node)
     plan = kc.plan(boffs, batch=n, channels=c, height=h, width=wd, groups=groups, out_channels=c_out,

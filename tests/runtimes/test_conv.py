@@ -15,7 +15,7 @@ from onnx.reference import ReferenceEvaluator
 import edgekit
 from edgekit.runtimes.kernels import conv as kc
 from edgekit.runtimes.ops import supported_ops
-from edgekit.runtimes.ops.conv import NARROW_WIDTH
+from edgekit.runtimes.ops.conv import NARROW_WIDTH, PAIR_WIDTH
 from edgekit.errors import UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
@@ -56,7 +56,7 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_quad_duo_rest": ((9, 120), (20, 9, 3), dict(pads=[2, 0])),
     "1d_duo": ((8, 34), (11, 8, 3), {}),
     "2d_pointwise_quads": ((6, 8, 16), (7, 6, 1, 1), {}),
-    # narrow outputs (<= 8 columns, >= 32 output channels per group): channel-vectorised tiles
+    # narrow outputs (<= 8 columns, >= 32 output channels per group; <= 16 for exactly 32): channel-vectorised tiles
     "1d_narrow_causal": ((40, 4), (128, 40, 3), dict(pads=[2, 0])),
     "1d_narrow_8_columns": ((40, 8), (64, 40, 3), dict(pads=[2, 0])),
     "1d_narrow_one_column": ((24, 5), (64, 24, 3), dict(dilations=[2])),
@@ -70,6 +70,9 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_narrow_pair_groups": ((20, 6), (64, 10, 3), dict(group=2)),
     "1d_narrow_pair_odd_taps": ((3, 4), (32, 3, 3), {}),  # two columns over two sums, a last odd tap
     "1d_narrow_pair_one_column": ((5, 1), (32, 5, 3), dict(pads=[2, 0])),
+    "1d_narrow_pair_16_columns": ((16, 24), (32, 16, 5), dict(dilations=[2])),  # exactly two vectors: up to 16
+    "1d_narrow_pair_12_columns": ((32, 14), (32, 32, 3), {}),
+    "1d_narrow_pair_edge_12_columns": ((16, 14), (48, 16, 3), {}),  # a masked block: not narrow past 8
     # one output column from a kernel covering the whole input (a Flatten + Gemm head as Conv): dots
     "1d_dot_head": ((128, 16), (2, 128, 16), {}),
     "1d_dot_groups": ((8, 7), (6, 4, 7), dict(group=2)),
@@ -105,7 +108,8 @@ def test_narrow_cases_take_the_narrow_method(case):
     session = edgekit.InferenceSession(_conv_model((1, *shape), w, attrs, None))
     (y,) = session.run(None, {"x": np.ones((1, *shape), np.float32)})
     (fn, args), = next(iter(session._plans.values())).steps
-    narrow = y.shape[-1] <= NARROW_WIDTH  # 8 columns with AVX-512, 4 with 8-lane vectors
+    cout_g = w_shape[0] // attrs.get("group", 1)  # 8 (16) columns with AVX-512, 4 (8) with 8-lane vectors
+    narrow = y.shape[-1] <= NARROW_WIDTH or (y.shape[-1] <= PAIR_WIDTH and cout_g == 2 * kc.LANES)
     assert (args[5][kc.FIELDS.index("method")] == kc.GEMM_NARROW) == narrow
 
 
