@@ -3,8 +3,8 @@ pushed samples.
 
 A streaming step keeps, per layer, a buffer B (N, C, H + S) whose first H columns are the layer's
 history and whose last S columns are this hop's new inputs. When a 1-D pool produces those S
-columns, copying them into B as they are made saves the Concat's pass over the history and a
-kernel call. Pushed samples are checked for NaN/Inf and copied in one call, because a
+columns, writing them into B as they are made saves the Concat's pass over the history, the
+pool's own output and a kernel call. Pushed samples are checked for NaN/Inf and copied in one call, because a
 stream must reject a bad chunk before it touches the state (numpy's check costs more than the copy).
 """
 from __future__ import annotations
@@ -14,24 +14,35 @@ from numba import njit
 
 from . import FASTMATH
 from .gemm import LANES, flat, tile_get, tile_new, tile_set, vcopy, vload, vstore
-from .pool import AVG, MAX, WINDOW_POOL
+from .pool import AVG, MAX, _sweep
 
 
 def _window_pooling_into(code: int):
     """The 1-D full-window pool of ``code`` writing into columns [col, W) of (N, C, W) rows."""
-    pool = WINDOW_POOL[code]
 
-    @njit(cache=True, fastmath=FASTMATH, _nrt=True)  # explicit: the pool compiles as usual from any caller
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
     def kernel(x, out, buf, k, stride, col):
-        """buf[p, col + j] = out[p, j] = reduce over t < k of x[p, j*stride + t]: x (N, C, L), out
-        (N, C, W - col), buf (N, C, W). The pool runs as ``pool.WINDOW_POOL`` (one long sweep when
-        the windows tile the rows), then each row is copied into place."""
-        pool(x, out, k, stride)
-        of, bf = flat(out), flat(buf)
-        rows, w = out.shape[0] * out.shape[1], buf.shape[2]
+        """buf[p, col + j] = reduce over t < k of x[p, j*stride + t] for j < W - col: x (N, C, L), out
+        (N, C, W - col) scratch, buf (N, C, W), every window full. ``pool.WINDOW_POOL``'s sweep
+        (NaN-propagating max; float64 sum / k) inlined: one long sweep into ``out`` then a copy of
+        each row into place when the windows tile the rows (long sweeps vectorise), else straight
+        into place row by row; one kernel call either way."""
+        xf, of, bf = flat(x), flat(out), flat(buf)
+        rows, n, w = x.shape[0] * x.shape[1], x.shape[2], buf.shape[2]
         lo = w - col
+        scale = 1.0 / k
+        if k == stride and n == lo * k:
+            if k == 4:  # literal taps, as the pool's own kernel
+                _sweep(xf, of, 0, 0, rows * lo, 4, 4, scale, code)
+            elif k == 2:
+                _sweep(xf, of, 0, 0, rows * lo, 2, 2, scale, code)
+            else:
+                _sweep(xf, of, 0, 0, rows * lo, k, k, scale, code)
+            for p in range(rows):
+                vcopy(bf, p * w + col, of, p * lo, lo)
+            return
         for p in range(rows):
-            vcopy(bf, p * w + col, of, p * lo, lo)
+            _sweep(xf, bf, p * n, p * w + col, lo, stride, k, scale, code)
 
     return kernel
 
