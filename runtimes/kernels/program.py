@@ -14,9 +14,10 @@ finite; a chunk that is not makes the call return False before any row has run, 
 samples, checking them and running the hop take one call.
 
 ``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array
-argument as a flat slice of the arena (these kernels flatten their arrays anyway; the pools and the
-history shift, which read shapes, get 3-D views), so a whole sequence costs one dispatch and a few
-nanoseconds per argument. The opcodes name the kernels it knows (``KERNELS`` in
+argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
+history shift, which read shapes, get 3-D views) that holds no reference, and it is compiled without
+reference counting (as the kernels of its own families), so a whole sequence costs one dispatch
+and a few nanoseconds per argument. The opcodes name the kernels it knows (``KERNELS`` in
 ``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
 by the caller between programs.
 
@@ -26,7 +27,6 @@ compiles everything anew).
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -34,11 +34,10 @@ from numba.np.arrayobj import make_array, populate_array
 
 from . import FASTMATH
 from .conv import conv_rows_kernel
-from .gemm import gemm_dot_kernel, gemm_kernel
+from .gemm import gemm_dot_kernel, gemm_kernel, vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import MEAN, REDUCE, ROWS
-from .gemm import vcopy
 from .shift import WINDOW_POOL_INTO, finite, shift_history
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
@@ -64,21 +63,25 @@ _reduce_mean_rows = REDUCE[MEAN, ROWS]
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=True)
 def _copy_block(dst, src, row):
+    """copy_block with reference counting (it may allocate)."""
     copy_block(dst, src, row)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=True)
 def _window_max(x, out, k, stride):
+    """The max WINDOW_POOL with reference counting."""
     _max_pool(x, out, k, stride)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=True)
 def _window_avg(x, out, k, stride):
+    """The average WINDOW_POOL with reference counting."""
     _avg_pool(x, out, k, stride)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=True)
 def _mean_rows(x, out, outer, n, inner, a, b):
+    """REDUCE[MEAN, ROWS] with reference counting (it allocates)."""
     _reduce_mean_rows(x, out, outer, n, inner, a, b)
 
 
