@@ -170,8 +170,8 @@ def vstore_columns(typingctx, t, first, step, cols, y, y_off, ow, n, c_first, m)
                 for h in range(2):
                     mask = [src + lane for c in range(h * half, (h + 1) * half) for src in (0, LANES)
                             for lane in range(c * block, (c + 1) * block)]
-                    pairs = [builder.shuffle_vector(vectors[i], vectors[i + 1], ir.Constant(ir.VectorType(_I32, LANES), mask))
-                             for i in range(0, len(vectors), 2)]
+                    order = ir.Constant(ir.VectorType(_I32, LANES), mask)
+                    pairs = [builder.shuffle_vector(vectors[i], vectors[i + 1], order) for i in range(0, len(vectors), 2)]
                     merged.append((c0 + h * half, half, pairs))
             groups, block = merged, 2 * block
         fnty = ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, ir.VectorType(ir.IntType(1), LANES)])
@@ -183,7 +183,8 @@ def vstore_columns(typingctx, t, first, step, cols, y, y_off, ow, n, c_first, m)
                 lanes = builder.select(builder.icmp_signed("<", channel, m), n, zero)
                 offset = builder.sub(builder.add(y_off, builder.mul(channel, ow)), _I64(c * k))
                 ptr = _address(context, builder, sig.args[4], y, offset)
-                builder.call(store, [vector, ptr, _I32(4), _mask(builder, _I64(c * k), builder.add(_I64(c * k), lanes))])
+                mask = _mask(builder, _I64(c * k), builder.add(_I64(c * k), lanes))
+                builder.call(store, [vector, ptr, _I32(4), mask])
         return context.get_dummy_value()
 
     return types.none(t, first, step, cols, y, y_off, ow, n, c_first, m), codegen

@@ -108,7 +108,8 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     if method == kc.GEMM and out == [1, 1] and in_place and np.all(np.diff(boffs) == 1):
         method = kc.DOT  # one column from one contiguous run of X (a kernel covering X): dot products
     elif method == kc.GEMM and out[0] == 1 and w.is_const and (
-            (out[1] <= NARROW_WIDTH and cout_g >= PAIR_MIN_CHANNELS) or (out[1] <= PAIR_WIDTH and cout_g == 2 * kc.LANES)):
+            (out[1] <= NARROW_WIDTH and cout_g >= PAIR_MIN_CHANNELS)
+            or (out[1] <= PAIR_WIDTH and cout_g == 2 * kc.LANES)):
         method = kc.GEMM_NARROW
     h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw

@@ -1,8 +1,8 @@
 """Conv against onnxruntime on random float32 inputs: 1-D and 2-D, kernel sizes, strides, dilations,
 explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without a channel
-multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised method, 4- and 2-vector tiles),
-single columns over contiguous taps (dot products), with and without bias, batch 1 and 3; weights
-known only at run time; fused activations; and the Conv -> BatchNormalization -> Relu fusion run
+multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised
+method, 4- and 2-vector tiles, written transposed), single columns over contiguous taps (dot
+products), with and without bias, batch 1 and 3; weights known only at run time; fused activations; and the Conv -> BatchNormalization -> Relu fusion run
 through InferenceSession.
 Tolerance rtol 1e-4, atol 1e-4: float32 sums of up to a few hundred products of values of order 1,
 accumulated in a different order than onnxruntime's.
