@@ -37,7 +37,7 @@ from .conv import conv_rows_kernel
 from .gemm import gemm_dot_kernel, gemm_kernel, vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
-from .reduce import MEAN, REDUCE, ROWS
+from .reduce import MEAN, _finish, _fold
 from .shift import WINDOW_POOL_INTO, finite, shift_history
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
@@ -54,7 +54,6 @@ ROW = HEAD + ARG_SLOTS * MAX_ARGS
 
 _max_pool, _avg_pool = WINDOW_POOL[MAX], WINDOW_POOL[AVG]  # module globals: Numba resolves them
 _window_max_into, _window_avg_into = WINDOW_POOL_INTO[MAX], WINDOW_POOL_INTO[AVG]
-_reduce_mean_rows = REDUCE[MEAN, ROWS]
 
 # The interpreter is compiled without reference counting (``_nrt=False``, see kernels.gemm), and a
 # kernel it calls inherits that unless it sets its own: the kernels of other families are called
@@ -79,10 +78,12 @@ def _window_avg(x, out, k, stride):
     _avg_pool(x, out, k, stride)
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=True)
-def _mean_rows(x, out, outer, n, inner, a, b):
-    """REDUCE[MEAN, ROWS] with reference counting (it allocates)."""
-    _reduce_mean_rows(x, out, outer, n, inner, a, b)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
+def _mean_rows(x, out, outer, n):
+    """out[o] = mean of x[o*n : (o+1)*n]: REDUCE[MEAN, ROWS]'s own fold and finish (float64 sums) on
+    flat arrays, without that kernel's reshapes and per-call scratch allocation (unused by a mean)."""
+    for o in range(outer):
+        out[o] = _finish(_fold(x[o * n:(o + 1) * n], n, MEAN, 0.0, x), n, MEAN, 0.0)
 
 
 @intrinsic
@@ -203,8 +204,7 @@ def _interpreter(conv, pools, gemms):
                                      _int(r, 5))
             elif op == MEAN_ROWS:
                 if pools:
-                    _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3), _int(r, 4),
-                               _flat(i64, r, 5), _flat(i64, r, 6))
+                    _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == GEMM:
                 if gemms:
                     gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
