@@ -442,8 +442,8 @@ def _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, aff
 @njit(cache=True, fastmath=FASTMATH)
 def _max3(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, clamp):
     """MAX3: out[p, i, j] = epilogue(max of x[p, i + a, j + b] over a, b in {-1, 0, 1} inside the plane), for
-    the ``planes`` planes of n = h*w floats (x, out flat); False when x holds a NaN (out is then partly
-    written, and the caller pools again with NaN propagation). Epilogue: v * scale[c] + shift[c] (c = p %
+    the ``planes`` planes of n = h*w floats (x, out flat); False when x holds a NaN (out then holds
+    values to discard: the caller pools again with NaN propagation). Epilogue: v * scale[c] + shift[c] (c = p %
     channels) when ``scale`` is non-empty, then min(max(v, lo), hi) when ``clamp``.
 
     One pass per plane in vectors of LANES positions k (flat, so the vectors are full whatever w): the

@@ -2,8 +2,9 @@
 explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
 shapes (the 3x3 one, MAX3, on planes wide and narrow, and tensors holding NaN, alone or among
-infinities; the 3x3 stride-2 pool, which runs on it); the flat 2x2 stride-2 path; the 1-D full-window path (no padding reached: kernel = stride and other small windows, windows
-that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
+infinities; MAX3 itself, called directly, on inputs without NaN and its NaN check; the 3x3 stride-2
+pool, which runs on it); the flat 2x2 stride-2 path; the 1-D full-window path (no padding reached:
+kernel = stride and other small windows, windows that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
 """
@@ -148,7 +149,7 @@ def test_max_pool_propagates_nan(stride):
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(1, 64, 10, 40), (1, 200, 7, 7), (2, 30, 12, 13)])
-def test_max3_groups_with_nan_or_infinity(shape, stride):
+def test_max3_with_nan_or_infinity(shape, stride):
     """The 3x3 pads-1 pool (stride 1, and stride 2 through it) runs with plain max instructions (MAX3),
     which drop NaN, and pools a tensor again with NaN propagation when MAX3 finds a NaN in it: NaN and
     infinities in a few planes give NumPy's NaN-propagating max everywhere."""
@@ -171,6 +172,29 @@ def test_max3_finds_a_single_nan_anywhere(where):
     model = _model("MaxPool", x.shape, 12, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, _numpy_max_pool(x, 3, 1, 1))
+
+
+@pytest.mark.parametrize("clamp", [False, True])
+@pytest.mark.parametrize("shape", [(1, 3, 2, 3), (2, 5, 7, 9), (1, 4, 1, 40), (1, 3, 40, 1), (1, 2, 30, 41), (1, 2, 1, 300)])
+def test_max3_itself_serves_inputs_without_nan(shape, clamp):
+    """MAX3 itself, not the NaN-propagating path behind it, pools an input without NaN (infinities
+    included) and says so: exact on planes smaller than a vector, one row, one column, planes of a few
+    vectors and of many (its edge/inside/edge loops, the inside one empty on a single long row); any one
+    NaN makes it say no. Through a session a wrong answer here would only cost speed, so the kernel is
+    called directly, with the argument types SAME_POOL gives it."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[rng.integers(0, x.size, 2)] = np.inf, -np.inf
+    planes, (h, w), empty = shape[0] * shape[1], shape[2:], np.empty(0, np.float32)
+    args = (planes, h * w, w, kp.max3_masks(h, w), shape[1], empty, empty, np.float32(0.0), np.float32(np.inf), clamp)
+    out = np.empty(x.size, np.float32)
+    assert kp._max3(x.reshape(-1), out, *args)
+    want = _numpy_max_pool(x, 3, 1, 1)
+    np.testing.assert_array_equal(out.reshape(shape), np.maximum(want, 0) if clamp else want)
+    for k in (0, x.size // 2, x.size - 1):
+        y = x.copy()
+        y.flat[k] = np.nan
+        assert not kp._max3(y.reshape(-1), out, *args)
 
 
 @pytest.mark.parametrize("shape", [(1, 64, 14, 14), (2, 30, 7, 9), (1, 8, 56, 56)])

@@ -199,7 +199,7 @@ def test_fused_max_pool_propagates_nan(shape):
     np.testing.assert_allclose(got[~nan], want[~nan], 1e-5, 1e-6)
 
 
-MAX3_SHAPES = [(1, 6, 9, 40),    # planes of 360 values: 22.5 vectors, the last one masked
+MAX3_SHAPES = [(1, 6, 9, 40),    # planes of 360 values: 22.5 vectors of 16 lanes, the last one masked
                (1, 30, 12, 12),  # 144 values: whole vectors, each spanning rows
                (2, 100, 7, 7),   # 49 values: most vectors hold taps outside the plane
                (1, 5, 1, 9),     # one row: no tap above or below
