@@ -24,6 +24,10 @@ PAIR_WIDTH = kc.LANES
 """Groups of exactly two vectors of output channels take it up to this width (a vector): measured
 16 -> 32 and 32 -> 32 channels at 12-16 columns, 1.2-1.4x faster; with a masked last block of
 channels (48) slower, so those stop at NARROW_WIDTH."""
+ROWS_WIDTH = 128
+"""Single-row outputs at most this wide (a streaming step's layers) run on ``conv_rows_kernel``,
+the one the streaming step interpreter calls: with AVX-512 its quads serve them (QUAD_MAX), with
+8-lane vectors its product tiles, as ``conv_kernel``'s would (the step stays in the compiled program)."""
 
 
 def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
@@ -128,6 +132,6 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
         weights = np.ascontiguousarray(wt).reshape(wt.shape + (1,) * (weights.ndim - 3))
     params = np.array([p1, p2], np.float32)
     y_shape = (n, c_out, *out[-nd:])
-    rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= kc.QUAD_MAX)
+    rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= ROWS_WIDTH)
     fn = kc.conv_rows_kernel if rows else kc.conv_kernel
     return Kernel(fn, (In(0), weights, bias, Out(0), scratch, plan, params), [(y_shape, x.dtype)])

@@ -15,7 +15,7 @@ from onnx.reference import ReferenceEvaluator
 import edgekit
 from edgekit.runtimes.kernels import conv as kc
 from edgekit.runtimes.ops import supported_ops
-from edgekit.runtimes.ops.conv import NARROW_WIDTH, PAIR_WIDTH
+from edgekit.runtimes.ops.conv import NARROW_WIDTH, PAIR_WIDTH, ROWS_WIDTH
 from edgekit.errors import UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
@@ -120,6 +120,24 @@ def test_single_column_over_contiguous_taps_takes_dot_products(case):
     session.run(None, {"x": np.ones((1, *shape), np.float32)})
     (fn, args), = next(iter(session._plans.values())).steps
     assert args[5][kc.FIELDS.index("method")] == kc.DOT
+
+
+@pytest.mark.parametrize("width", [1, 9, ROWS_WIDTH, ROWS_WIDTH + 1])
+def test_single_row_outputs_take_the_rows_kernel(width):
+    """Single-row outputs up to ROWS_WIDTH columns run on conv_rows_kernel, the kernel the streaming
+    step interpreter calls, with or without AVX-512 (8-lane vectors have no quads, and took
+    conv_kernel: every streaming conv then ran outside the compiled program); wider ones on
+    conv_kernel. Both match onnxruntime, with a fused Relu."""
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((2, 3, width + 2)).astype(np.float32)
+    inits = {"w": rng.standard_normal((5, 3, 3)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3]), helper.make_node("Relu", ["c"], ["y"])]
+    model = make_model(nodes, {"x": (x.shape, np.float32)}, ["y"], inits)
+    assert_matches_ort(model, {"x": x}, RTOL, ATOL)
+    session = edgekit.InferenceSession(model)
+    session.run(None, {"x": x})
+    (fn, _), = next(iter(session._plans.values())).steps
+    assert fn is (kc.conv_rows_kernel if width <= ROWS_WIDTH else kc.conv_kernel)
 
 
 def test_same_padding_with_dilation_matches_reference_evaluator():
