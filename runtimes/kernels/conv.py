@@ -420,9 +420,10 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
-    """``conv_kernel`` for single-row outputs of at most QUAD_MAX columns (a streaming step's layers):
-    methods GEMM (quads and a duo, then the product's tiles for the rest), GEMM_NARROW (``w`` is Wt)
-    and DOT. A kernel of its own, so that models without such convolutions do not compile its tiles.
+    """``conv_kernel`` for single-row outputs of at most ``ops.conv.ROWS_WIDTH`` columns (a streaming
+    step's layers): methods GEMM (quads and a duo up to QUAD_MAX columns, then the product's tiles
+    for the rest), GEMM_NARROW (``w`` is Wt) and DOT. A kernel of its own, so that models without
+    such convolutions do not compile its tiles.
     """
     n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
     ow, pt, pl, sh, sw = plan[7], plan[8], plan[9], plan[10], plan[11]
