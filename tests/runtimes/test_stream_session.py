@@ -149,7 +149,9 @@ def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
     sess = StreamingSession(model, hop)
     got = sess.push(x[:, :, :1])  # binds the batch: the one-call path is set up
     got += sess.push(x[:, :, 1:hop])
-    assert sess._feed is not None
+    feed, fed = sess._feed, []
+    assert feed is not None
+    sess._feed = lambda chunk: fed.append(chunk.size) or feed(chunk)  # counts the pushes it takes
     nan, inf = x[:, :, :hop].copy(), x[0, :, :hop].copy()
     nan[0, -1, hop - 1], inf[0, 0] = np.nan, np.inf
     bad = [nan, inf, x[:, :, :hop].astype(np.float64), np.zeros((1, c + 1, hop), np.float32)]
@@ -166,6 +168,7 @@ def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
         got += sess.push(chunk)
         with pytest.raises(InputError):
             sess.push(bad[k % len(bad)])
+    assert fed == [c * hop] * (39 + 19)  # every good hop and the NaN / Inf ones (k % 4 in (0, 1)) took it
     assert len(got) == len(want)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a[0], b[0])
