@@ -99,7 +99,8 @@ class StreamingSession:
         feed = self._feed
         if feed is not None and type(chunk) is np.ndarray and chunk.dtype is self.dtype:  # (is: the common case)
             shape = chunk.shape
-            if (shape == self._hop_shape or shape == self._hop_shape_2d) and not self._fill and not self.allow_nan:
+            if ((shape == self._hop_shape or shape == self._hop_shape_2d) and not self._fill and not self.allow_nan
+                    and chunk.flags.writeable):  # (a read-only chunk would compile the call again, for its type)
                 if not feed(chunk.ravel()):  # exactly one hop: checked, copied in and run by one call
                     raise _non_finite()
                 hops = self._hops = self._hops + 1
