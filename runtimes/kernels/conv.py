@@ -34,9 +34,9 @@ from numba import njit
 from . import FASTMATH
 from .activation import IDENTITY
 from .activation import activate_rows
-from .gemm import AVX512, flat, micro_kernel
-from .gemm import (LANES, matmul_tiles, tile_get, tile_new, tile_set, vstore_columns,
-                   vadd, vcopy, vcopy_even, vfma, vload, vload_even, vload_lanes, vsplat, vsplat_at, vstore)
+from .gemm import matmul_tiles, micro_kernel
+from .simd import (AVX512, LANES, flat, tile_get, tile_new, tile_set, vadd, vcopy, vcopy_even, vfma, vload, vload_even,
+                   vload_lanes, vsplat, vsplat_at, vstore, vstore_columns)
 
 FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
           "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "method",

@@ -33,7 +33,8 @@ from numba import njit, prange
 
 from . import FASTMATH
 from .activation import RELU, activate
-from .gemm import LANES, ROW_VECS, tile_get, tile_new, tile_set, vadd, vfma, vload, vsplat, vstore
+from .gemm import ROW_VECS
+from .simd import LANES, tile_get, tile_new, tile_set, vadd, vfma, vload, vsplat, vstore
 
 TINY = np.float32(np.finfo(np.float32).tiny)
 """Inputs below the smallest normal float32 count as 0 when rows are skipped: subnormal operands

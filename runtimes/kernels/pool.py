@@ -43,9 +43,8 @@ from numba.extending import intrinsic
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
 from .elementwise import nan_max
-from .gemm import LANES, vcopy_even, vfma, vload, vsplat, vstore
-from .simd import (mask_full, mask_of, mask_ordered, vload_mask, vmax, vmax_mask, vmin, vselect, vshift_next, vshift_prev,
-                   vstore_mask)
+from .simd import (LANES, mask_full, mask_of, mask_ordered, vcopy_even, vfma, vload, vload_mask, vmax, vmax_mask, vmin,
+                   vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask)
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)

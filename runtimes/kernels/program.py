@@ -34,7 +34,8 @@ from numba.np.arrayobj import make_array, populate_array
 
 from . import FASTMATH
 from .conv import conv_rows_kernel
-from .gemm import gemm_dot_kernel, gemm_kernel, vcopy
+from .gemm import gemm_dot_kernel, gemm_kernel
+from .simd import vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import MEAN, _finish, _fold

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .gemm import LANES, flat, tile_get, tile_new, tile_set, vcopy, vload, vstore
+from .simd import LANES, flat, tile_get, tile_new, tile_set, vcopy, vload, vstore
 from .pool import AVG, MAX, _sweep
 
 

@@ -1,23 +1,291 @@
-"""Lane masks, masked loads and stores, max/min and lane shifts on the explicit float32 vectors of gemm.py.
+"""Explicit float32 vectors for the kernels: LLVM vector types, masked loads and stores, broadcasts,
+FMA, register tiles, lane masks, max/min and lane shifts, as Numba intrinsics.
 
-A ``mask`` is an LLVM <LANES x i1> (an AVX-512 k register): lane i is on when bit i of the integer it
-was made from is set, so precomputed per-vector masks are plain integer tables (``mask_of``). vmax and
-vmin are the x86 MAXPS/MINPS instructions (the second operand wins when either is NaN: callers on
-data that may hold NaN check it with ``mask_ordered``). Every function here is an intrinsic; callers pass
-typed values, as gemm.py asks.
+Numba's auto-vectoriser neither keeps accumulators in registers nor picks 512-bit registers, so the
+hot loops (gemm.py's micro-kernel, the convolutions, MAX3, the streaming shifts) are written on these
+vectors. A vector holds LANES float32; partial vectors use masked loads and stores, so no operand
+needs padding. A ``mask`` is an LLVM <LANES x i1> (an AVX-512 k register): lane i is on when bit i of
+the integer it was made from is set, so precomputed per-vector masks are plain integer tables
+(``mask_of``). vmax and vmin are the x86 MAXPS/MINPS instructions (the second operand wins when
+either is NaN: callers on data that may hold NaN check it with ``mask_ordered``).
+
+Callers pass typed values (``np.int64(0)``, float32 scalars), never int literals: Numba compiles a
+separate specialisation for each literal value or argument type.
 """
 from __future__ import annotations
 
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+from numba.np.arrayobj import populate_array
 
-from .gemm import AVX512, LANES, vec
+AVX512 = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+LANES = 16 if AVX512 else 8
+"""float32 lanes per vector: one zmm register with AVX-512, one ymm (or two NEON) otherwise."""
 
-_VEC = ir.VectorType(ir.FloatType(), LANES)  # the LLVM type of gemm.py's ``vec``
+_VEC = ir.VectorType(ir.FloatType(), LANES)
 _I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
 _BITS = ir.VectorType(ir.IntType(1), LANES)
+
+
+class _Vec(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name=f"float32x{LANES}")
+
+
+class _Tile(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name=f"float32x{LANES}_tile")
+
+
+vec = _Vec()
+tile = _Tile()
+
+
+@register_model(_Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+@register_model(_Tile)
+class _TileModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC.as_pointer())
+
+
+def _address(context, builder, arrty, arr, offset):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
+
+
+def _splat_i64(builder, value):
+    v = builder.insert_element(ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), value, _I32(0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+
+def _mask(builder, lo, hi):
+    """<LANES x i1>: lanes i with lo <= i < hi on (a constant lo = 0 folds away)."""
+    lanes = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
+    return builder.and_(builder.icmp_signed(">=", lanes, _splat_i64(builder, lo)),
+                        builder.icmp_signed("<", lanes, _splat_i64(builder, hi)))
+
+
+def _masked_load(context, builder, arrty, arr, offset, mask):
+    ptr = _address(context, builder, arrty, arr, offset)
+    fnty = ir.FunctionType(_VEC, [ptr.type, _I32, _BITS, _VEC])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
+    return builder.call(fn, [ptr, _I32(4), mask, ir.Constant(_VEC, [0.0] * LANES)])
+
+
+def _masked_store(context, builder, arrty, arr, offset, value, mask):
+    ptr = _address(context, builder, arrty, arr, offset)
+    fnty = ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, _BITS])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
+    builder.call(fn, [value, ptr, _I32(4), mask])
+
+
+@intrinsic
+def vload(typingctx, arr, offset, count):
+    """The vector arr[offset : offset + LANES], lanes at and after ``count`` read as 0 (not touched)."""
+    def codegen(context, builder, sig, args):
+        return _masked_load(context, builder, sig.args[0], args[0], args[1], _mask(builder, _I64(0), args[2]))
+    return vec(arr, offset, count), codegen
+
+
+@intrinsic
+def vload_lanes(typingctx, arr, offset, lo, hi):
+    """The vector arr[offset : offset + LANES] with only lanes lo <= i < hi read (others 0, not
+    touched: the offset may point before the array when the lanes there are off)."""
+    def codegen(context, builder, sig, args):
+        return _masked_load(context, builder, sig.args[0], args[0], args[1], _mask(builder, args[2], args[3]))
+    return vec(arr, offset, lo, hi), codegen
+
+
+@intrinsic
+def vload_even(typingctx, arr, offset, lo, hi):
+    """The vector of arr[offset + 2*i], only lanes lo <= i < hi read (others 0, not touched)."""
+    def codegen(context, builder, sig, args):
+        first, last = builder.add(args[2], args[2]), builder.sub(builder.add(args[3], args[3]), _I64(1))
+        halves = []
+        for h in range(2):  # elements [2*lo, 2*hi - 1) of each half of arr[offset : offset + 2*LANES]
+            shift = _I64(h * LANES)
+            mask = _mask(builder, builder.sub(first, shift), builder.sub(last, shift))
+            halves.append(_masked_load(context, builder, sig.args[0], args[0], builder.add(args[1], shift), mask))
+        evens = ir.Constant(ir.VectorType(_I32, LANES), list(range(0, 2 * LANES, 2)))
+        return builder.shuffle_vector(halves[0], halves[1], evens)
+    return vec(arr, offset, lo, hi), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, offset, value, count):
+    """arr[offset : offset + min(count, LANES)] = the first lanes of ``value``."""
+    def codegen(context, builder, sig, args):
+        _masked_store(context, builder, sig.args[0], args[0], args[1], args[2], _mask(builder, _I64(0), args[3]))
+        return context.get_dummy_value()
+    return types.none(arr, offset, value, count), codegen
+
+
+@intrinsic
+def vstore_columns(typingctx, t, first, step, cols, y, y_off, ow, n, c_first, m):
+    """Write ``cols`` vectors of tile t transposed: vector first + j*step (j < cols) holds column j
+    of channels c_first + lane; y[y_off + c*ow + j] = that value for c < m and j < n <= cols.
+
+    ``cols`` (a power of two up to LANES, a literal) columns take log2(cols) stages of two-vector
+    shuffles, each pairing neighbouring column blocks and halving the channels per vector, after
+    which every vector holds LANES / cols channels by cols columns; each channel is then one
+    masked store of its n lanes (the lanes before it masked, so its base may lie before y)."""
+    k = cols.literal_value if isinstance(cols, types.IntegerLiteral) else 0
+    if not 0 < k <= LANES or k & (k - 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        t, first, step, _, y, y_off, ow, n, c_first, m = args
+        groups = [(0, LANES, [builder.load(builder.gep(t, [builder.add(first, builder.mul(step, _I64(j)))]))
+                              for j in range(k)])]  # (first channel, channels, vectors by column block)
+        block = 1  # columns per channel in each vector: lane = channel * block + column
+        while block < k:
+            merged = []
+            for c0, count, vectors in groups:
+                half = count // 2
+                for h in range(2):
+                    mask = [src + lane for c in range(h * half, (h + 1) * half) for src in (0, LANES)
+                            for lane in range(c * block, (c + 1) * block)]
+                    order = ir.Constant(ir.VectorType(_I32, LANES), mask)
+                    pairs = [builder.shuffle_vector(vectors[i], vectors[i + 1], order) for i in range(0, len(vectors), 2)]
+                    merged.append((c0 + h * half, half, pairs))
+            groups, block = merged, 2 * block
+        fnty = ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _BITS])
+        store = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
+        zero = _I64(0)
+        for c0, count, (vector,) in groups:
+            for c in range(count):
+                channel = builder.add(c_first, _I64(c0 + c))
+                lanes = builder.select(builder.icmp_signed("<", channel, m), n, zero)
+                offset = builder.sub(builder.add(y_off, builder.mul(channel, ow)), _I64(c * k))
+                ptr = _address(context, builder, sig.args[4], y, offset)
+                mask = _mask(builder, _I64(c * k), builder.add(_I64(c * k), lanes))
+                builder.call(store, [vector, ptr, _I32(4), mask])
+        return context.get_dummy_value()
+
+    return types.none(t, first, step, cols, y, y_off, ow, n, c_first, m), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """A vector with every lane equal to the scalar ``x`` (as float32)."""
+    def codegen(context, builder, sig, args):
+        x = context.cast(builder, args[0], sig.args[0], types.float32)
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, _I32(0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return vec(x), codegen
+
+
+@intrinsic
+def vsplat_at(typingctx, arr, offset):
+    """A vector with every lane equal to arr[offset] (no negative-index wrap: offset >= 0)."""
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        x = builder.load(builder.gep(data, [args[1]]))
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, _I32(0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+    return vec(arr, offset), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c, lane by lane, fused."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_VEC, [_VEC] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.v{LANES}f32")
+        return builder.call(fn, list(args))
+    return vec(a, b, c), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b, lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return vec(a, b), codegen
+
+
+@intrinsic
+def tile_new(typingctx, count):
+    """A stack array of ``count`` (a literal) zero vectors; constant indexing keeps it in registers."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    n = count.literal_value
+
+    def codegen(context, builder, sig, args):
+        ptr = cgutils.alloca_once(builder, ir.ArrayType(_VEC, n))
+        builder.store(ir.Constant(ir.ArrayType(_VEC, n), None), ptr)
+        return builder.bitcast(ptr, _VEC.as_pointer())
+    return tile(count), codegen
+
+
+@intrinsic
+def tile_get(typingctx, t, index):
+    """Vector ``index`` of tile ``t``."""
+    def codegen(context, builder, sig, args):
+        return builder.load(builder.gep(args[0], [args[1]]))
+    return vec(t, index), codegen
+
+
+@intrinsic
+def tile_set(typingctx, t, index, value):
+    """Set vector ``index`` of tile ``t``."""
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], builder.gep(args[0], [args[1]]))
+        return context.get_dummy_value()
+    return types.none(t, index, value), codegen
+
+
+@intrinsic
+def flat(typingctx, x):
+    """The C-contiguous array ``x`` as a 1-D view: ``x`` itself when it is 1-D. No reshape call
+    (a helper call, about 10 ns, on every kernel call), and usable in kernels compiled without
+    reference counting (``_nrt=False``), which may not call functions returning new arrays."""
+    if not isinstance(x, types.Array) or x.layout != "C":
+        return None
+    rety = x.copy(ndim=1, layout="C")
+
+    def codegen(context, builder, sig, args):
+        out = args[0]
+        if x.ndim != 1:
+            src = context.make_array(x)(context, builder, args[0])
+            view = context.make_array(rety)(context, builder)
+            populate_array(view, data=src.data, shape=[src.nitems], strides=[src.itemsize], itemsize=src.itemsize,
+                           meminfo=src.meminfo, parent=src.parent)
+            out = view._getvalue()
+        if context.enable_nrt:  # the caller owns a new reference
+            context.nrt.incref(builder, rety, out)
+        return out
+
+    return rety(x), codegen
+
+
+@njit(inline="always")
+def vcopy(dst, d_off, src, s_off, n):
+    """dst[d_off : d_off + n] = src[s_off : s_off + n] by vectors; only the last one is masked."""
+    full = n - n % LANES
+    for j in range(0, full, LANES):
+        vstore(dst, d_off + j, vload(src, s_off + j, LANES), LANES)
+    if full < n:
+        vstore(dst, d_off + full, vload(src, s_off + full, n - full), n - full)
+
+
+@njit(inline="always")
+def vcopy_even(dst, d_off, src, s_off, n):
+    """dst[d_off + j] = src[s_off + 2*j] for j < n, by vectors; only the last one is masked."""
+    full = n - n % LANES
+    for j in range(0, full, LANES):
+        vstore(dst, d_off + j, vload_even(src, s_off + 2 * j, 0, LANES), LANES)
+    if full < n:
+        vstore(dst, d_off + full, vload_even(src, s_off + 2 * full, 0, n - full), n - full)
 
 
 class _Mask(types.Type):
@@ -84,10 +352,7 @@ def vload_mask(typingctx, arr, offset, m):
     """The vector arr[offset : offset + LANES] with only the lanes of m read (others 0, not touched:
     the offset may point outside the array where the lanes there are off)."""
     def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1])
-        fnty = ir.FunctionType(_VEC, [ptr.type, _I32, _BITS, _VEC])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{LANES}f32.p0")
-        return builder.call(fn, [ptr, _I32(4), args[2], ir.Constant(_VEC, [0.0] * LANES)])
+        return _masked_load(context, builder, sig.args[0], args[0], args[1], args[2])
     return vec(arr, offset, m), codegen
 
 
@@ -95,18 +360,9 @@ def vload_mask(typingctx, arr, offset, m):
 def vstore_mask(typingctx, arr, offset, value, m):
     """arr[offset + i] = value[i] for the lanes i of m."""
     def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1])
-        fnty = ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, _BITS])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
-        builder.call(fn, [args[2], ptr, _I32(4), args[3]])
+        _masked_store(context, builder, sig.args[0], args[0], args[1], args[2], args[3])
         return context.get_dummy_value()
     return types.none(arr, offset, value, m), codegen
-
-
-def _address(context, builder, arrty, arr, offset):
-    """A vector pointer to arr[offset]."""
-    data = context.make_array(arrty)(context, builder, arr).data
-    return builder.bitcast(builder.gep(data, [offset]), _VEC.as_pointer())
 
 
 def _pick(builder, op, a, b):

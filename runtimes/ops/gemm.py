@@ -10,6 +10,7 @@ import numpy as np
 from edgekit.ir import Node
 
 from ..kernels import gemm as kg
+from ..kernels.simd import LANES
 from .activation import fused_activation
 from .registry import In, Kernel, Out, Unsupported, register
 
@@ -56,7 +57,7 @@ def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
     code, p1, p2 = fused_activation(node)
     params = np.array([alpha, beta, p1, p2], np.float32)
     a_arg = np.array(a.value, np.float32) if a.is_const else In(0)
-    if m <= DOT_MAX_ROWS and n < kg.LANES and (m == 1 or not trans_a) and (b.is_const or trans_b):
+    if m <= DOT_MAX_ROWS and n < LANES and (m == 1 or not trans_a) and (b.is_const or trans_b):
         bt_arg = np.array(b.value if trans_b else b.value.T, np.float32, order="C") if b.is_const else In(1)
         plan = np.array([m, n, k, c_rs, c_cs, code], np.int64)
         return Kernel(kg.gemm_dot_kernel, (a_arg, bt_arg, c_arg, Out(0), plan, params), [((m, n), a.dtype)])

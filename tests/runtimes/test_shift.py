@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.runtimes.kernels.gemm import LANES
+from edgekit.runtimes.kernels.simd import LANES
 from edgekit.runtimes.kernels.pool import AVG, MAX
 from edgekit.runtimes.kernels.shift import SHIFT_GROUP, WINDOW_POOL_INTO, shift_history
 
