@@ -27,8 +27,9 @@ the BN affine and a Relu/Clip clamp and the store (other activations take a pass
 instructions drop NaN, so it also checks its input for NaN; a tensor holding one is pooled again by the
 NaN-propagating path above. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
 MaxPool 3x3 stride 2 pads 1 takes STRIDED_MAX3: that stride-1 pool, then a gather of the even positions.
-2x2 stride-2 pools whose windows all lie inside the planes take WINDOW2_POOL, one flat loop over the
-outputs from a precomputed index of their windows.
+2x2 stride-2 max pools whose windows all lie inside the planes take WINDOW2_MAX, one flat loop over the
+outputs from a precomputed index of their windows; such average pools take AVG2_POOL: per output row, the
+two input rows in explicit vectors, added, then neighbouring lanes added (float32 sums).
 
 1-D pools whose windows all lie inside the input (no padding reached, no dilation: the k=s MaxPool of
 signal CNNs and their streamed hops) take WINDOW_POOL: one sweep over the output windows, with the
@@ -43,8 +44,8 @@ from numba.extending import intrinsic
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
 from .elementwise import nan_max
-from .simd import (LANES, mask_full, mask_of, mask_ordered, vcopy_even, vfma, vload, vload_mask, vmax, vmax_mask, vmin,
-                   vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask)
+from .simd import (LANES, flat, mask_full, mask_of, mask_ordered, vadd, vcopy_even, vfma, vload, vload_mask, vmax, vmax_mask,
+                   vmin, vmul, vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask, vsum_pairs)
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
@@ -587,24 +588,41 @@ def _window_pooling(code: int):
 WINDOW_POOL = {MAX: _window_pooling(MAX), AVG: _window_pooling(AVG)}
 
 
-def _window2_pooling(code: int):
-    """The 2x2 full-window kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
-
-    @njit(cache=True, fastmath=FASTMATH)
-    def kernel(x, out, index, w):
-        """out.flat[k] = reduce of the 2x2 window whose top-left tap is x.flat[index[k]] (taps +0, +1, +w,
-        +w+1; every window inside its plane): one flat loop over all outputs, no per-row loops. MAX:
-        NaN-propagating max; AVG: float64 sum / 4."""
-        xf, of = x.reshape(-1), out.reshape(-1)
-        ww, one = np.uint64(w), np.uint64(1)
-        for k in range(index.size):
-            b = np.uint64(index[k])
-            if code == MAX:
-                of[k] = nan_max(nan_max(nan_max(xf[b], xf[b + one]), xf[b + ww]), xf[b + ww + one])
-            else:
-                of[k] = np.float32((np.float64(xf[b]) + xf[b + one] + xf[b + ww] + xf[b + ww + one]) * 0.25)
-
-    return kernel
+@njit(cache=True, fastmath=FASTMATH)
+def WINDOW2_MAX(x, out, index, w):
+    """MaxPool 2x2 stride 2, every window inside its plane: out.flat[k] = NaN-propagating max of the 2x2 window
+    whose top-left tap is x.flat[index[k]] (taps +0, +1, +w, +w+1), one flat loop over all outputs, no
+    per-row loops."""
+    xf, of = x.reshape(-1), out.reshape(-1)
+    ww, one = np.uint64(w), np.uint64(1)
+    for k in range(index.size):
+        b = np.uint64(index[k])
+        of[k] = nan_max(nan_max(nan_max(xf[b], xf[b + one]), xf[b + ww]), xf[b + ww + one])
 
 
-WINDOW2_POOL = {MAX: _window2_pooling(MAX), AVG: _window2_pooling(AVG)}
+@njit(inline="always", fastmath=FASTMATH)
+def _avg2_vector(xf, of, k, w, o, n, quarter):
+    """of[o + j] = 0.25 * (x[k + 2j] + x[k + 2j + 1] + the same one row (w) down) for j < n <= LANES: the 2n
+    inputs of each row as two vectors (the second masked when n < LANES), the two rows added, then
+    neighbouring lanes (vsum_pairs)."""
+    first = vadd(vload(xf, k, 2 * n), vload(xf, k + w, 2 * n))
+    second = vadd(vload(xf, k + LANES, 2 * n - LANES), vload(xf, k + w + LANES, 2 * n - LANES))
+    vstore(of, o, vmul(vsum_pairs(first, second), quarter), n)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def AVG2_POOL(x, out, planes, h, w):
+    """AveragePool 2x2 stride 2, no padding, floor sizes: out[p, i, j] = 0.25 * (x[p, 2i, 2j] + x[p, 2i, 2j+1]
+    + x[p, 2i+1, 2j] + x[p, 2i+1, 2j+1]) in float32 (a trailing odd row or column is not read). Per output
+    row, LANES outputs at a time from two vectors of each of its two input rows; the last vector masked."""
+    xf, of = flat(x), flat(out)
+    oh, ow = h // 2, w // 2
+    full = ow - ow % LANES
+    quarter = vsplat(np.float32(0.25))
+    for p in range(planes):
+        for i in range(oh):
+            k, o = (p * h + 2 * i) * w, (p * oh + i) * ow
+            for j in range(0, full, LANES):
+                _avg2_vector(xf, of, k + 2 * j, w, o + j, LANES, quarter)
+            if full < ow:
+                _avg2_vector(xf, of, k + 2 * full, w, o + full, ow - full, quarter)

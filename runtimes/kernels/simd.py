@@ -421,3 +421,22 @@ def vshift_next(typingctx, cur, nxt):
     def codegen(context, builder, sig, args):
         return _align(builder, args[0], args[1], 1)
     return vec(cur, nxt), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    """a * b, lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+    return vec(a, b), codegen
+
+
+@intrinsic
+def vsum_pairs(typingctx, a, b):
+    """Lane i = c[2i] + c[2i + 1] of the concatenation c = a, b: the sums of neighbouring pairs (two
+    shuffles, one add)."""
+    def codegen(context, builder, sig, args):
+        evens = ir.Constant(ir.VectorType(_I32, LANES), list(range(0, 2 * LANES, 2)))
+        odds = ir.Constant(ir.VectorType(_I32, LANES), list(range(1, 2 * LANES, 2)))
+        return builder.fadd(builder.shuffle_vector(args[0], args[1], evens), builder.shuffle_vector(args[0], args[1], odds))
+    return vec(a, b), codegen

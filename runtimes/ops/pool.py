@@ -4,9 +4,9 @@ Output sizes follow onnxruntime: auto_pad SAME_* pads by the undilated kernel, c
 applies to auto_pad outputs, and a ceil-mode window that would start past the input plus its head
 padding is dropped. 1-D pools whose windows all lie inside the input (no padding reached, no
 dilation) run on the four-argument WINDOW_POOL sweep; on planes narrower than STRIDED_MAX3_WIDTH,
-MaxPool 3x3 stride 2 pads 1 runs on the stride-1 pool (STRIDED_MAX3) and 2x2 stride-2 pools whose
-windows all lie inside on one flat loop over the outputs (WINDOW2_POOL). The global pools are
-reductions over the spatial axes.
+MaxPool 3x3 stride 2 pads 1 runs on the stride-1 pool (STRIDED_MAX3) and 2x2 stride-2 max pools whose
+windows all lie inside on one flat loop over the outputs (WINDOW2_MAX); such average pools, at any width,
+run on explicit vectors (AVG2_POOL). The global pools are reductions over the spatial axes.
 """
 from __future__ import annotations
 
@@ -112,10 +112,13 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     if (code == kp.MAX and (kernel, strides, dilations, heads) == ([3, 3], [2, 2], [1, 1], [1, 1])
             and out_shape[2:] == halves and x.shape[-1] < STRIDED_MAX3_WIDTH):
         return _strided_max3(x, out_shape)
-    if (rank == 2 and (kernel, strides, dilations, heads) == ([2, 2], [2, 2], [1, 1], [0, 0])
-            and all(2 * o <= n for o, n in zip(out_shape[2:], x.shape[2:])) and x.shape[-1] < STRIDED_MAX3_WIDTH):
+    window2 = (rank == 2 and (kernel, strides, dilations, heads) == ([2, 2], [2, 2], [1, 1], [0, 0])
+               and all(2 * o <= n for o, n in zip(out_shape[2:], x.shape[2:])))
+    if window2 and code == kp.AVG:
+        return Kernel(kp.AVG2_POOL, (In(0), Out(0), x.shape[0] * x.shape[1], *x.shape[2:]), [(tuple(out_shape), x.dtype)])
+    if window2 and x.shape[-1] < STRIDED_MAX3_WIDTH:
         index = _window_starts(x.shape[0] * x.shape[1], *x.shape[2:], *out_shape[2:])
-        return Kernel(kp.WINDOW2_POOL[code], (In(0), Out(0), index, x.shape[3]), [(tuple(out_shape), x.dtype)])
+        return Kernel(kp.WINDOW2_MAX, (In(0), Out(0), index, x.shape[3]), [(tuple(out_shape), x.dtype)])
     if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
         return Kernel(kp.WINDOW_POOL[code], (In(0), Out(0), kernel[0], strides[0]), [(tuple(out_shape), x.dtype)])
     h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])

@@ -3,7 +3,8 @@ explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, 
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
 shapes (the 3x3 one, MAX3, on planes wide and narrow, and tensors holding NaN, alone or among
 infinities; MAX3 itself, called directly, on inputs without NaN and its NaN check; the 3x3 stride-2
-pool, which runs on it); the flat 2x2 stride-2 path; the 1-D full-window path (no padding reached:
+pool, which runs on it); the flat 2x2 stride-2 max path and the vector 2x2 stride-2 average (AVG2_POOL: odd
+sizes, NaN and infinities as in a sum, the generic kernel for windows past the plane); the 1-D full-window path (no padding reached:
 kernel = stride and other small windows, windows that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
@@ -200,7 +201,8 @@ def test_max3_itself_serves_inputs_without_nan(shape, clamp):
 @pytest.mark.parametrize("shape", [(1, 64, 14, 14), (2, 30, 7, 9), (1, 8, 56, 56)])
 def test_two_by_two_stride_two_window_path(shape):
     """2x2 stride-2 pools with every window inside the planes (odd sizes drop the last row or column) take
-    the flat WINDOW2_POOL loop and match onnxruntime; its max propagates NaN like np.max."""
+    the flat WINDOW2_MAX loop (max) or the vector AVG2_POOL (average) and match onnxruntime; the max
+    propagates NaN like np.max."""
     rng = np.random.default_rng(10)
     x = rng.standard_normal(shape).astype(np.float32)
     attrs = dict(kernel_shape=[2, 2], strides=[2, 2])
@@ -208,12 +210,61 @@ def test_two_by_two_stride_two_window_path(shape):
         session = edgekit.InferenceSession(_model(op, shape, opset, **attrs))
         assert_matches_ort(_model(op, shape, opset, **attrs), {"x": x}, rtol, 1e-7, session=session)
         (fn, _), = next(iter(session._plans.values())).steps
-        assert fn is kp.WINDOW2_POOL[kp.MAX if op == "MaxPool" else kp.AVG]
+        assert fn is (kp.WINDOW2_MAX if op == "MaxPool" else kp.AVG2_POOL)
     x[0, 1, 0, 0] = x[-1, -1, 5, 6] = np.nan
     got = edgekit.InferenceSession(_model("MaxPool", shape, 12, **attrs)).run(None, {"x": x})[0]
     h, w = shape[2] // 2 * 2, shape[3] // 2 * 2
     want = x[:, :, :h, :w].reshape(shape[0], shape[1], h // 2, 2, w // 2, 2).max(axis=(3, 5))
     np.testing.assert_array_equal(got, want)
+
+
+def _numpy_avg2(x):
+    h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+    return x[:, :, :h, :w].reshape(x.shape[0], x.shape[1], h // 2, 2, w // 2, 2).mean(axis=(3, 5), dtype=np.float64)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 7), (1, 5, 40, 3), (1, 4, 2, 70), (2, 6, 64, 64), (1, 3, 33, 65), (1, 2, 3, 2)])
+def test_average_two_by_two_vector_path(shape):
+    """AveragePool 2x2 stride 2 without padding runs on AVG2_POOL at every width (odd sizes drop the last row
+    or column; 1-wide and 1-high outputs; whole and partial vectors; batch 2), also with ceil_mode when the
+    sizes are even, and matches onnxruntime within rtol 1e-6 on positive inputs (float32 sums of four)."""
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    ceil = [0, 1] if shape[2] % 2 == shape[3] % 2 == 0 else [0]
+    for ceil_mode in ceil:
+        model = _model("AveragePool", shape, 19, kernel_shape=[2, 2], strides=[2, 2], ceil_mode=ceil_mode)
+        session = edgekit.InferenceSession(model)
+        assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)
+        (fn, _), = next(iter(session._plans.values())).steps
+        assert fn is kp.AVG2_POOL
+
+
+@pytest.mark.parametrize("attrs", [dict(ceil_mode=1), dict(pads=[0, 0, 1, 1]), dict(pads=[1, 1, 0, 0], count_include_pad=1)])
+def test_average_two_by_two_with_windows_past_the_plane_takes_the_generic_kernel(attrs):
+    """ceil_mode on odd sizes and padding give windows past the plane: the generic kernel pools them."""
+    rng = np.random.default_rng(13)
+    shape = (2, 3, 9, 11)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    model = _model("AveragePool", shape, 19, kernel_shape=[2, 2], strides=[2, 2], **attrs)
+    session = edgekit.InferenceSession(model)
+    assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)
+    (fn, _), = next(iter(session._plans.values())).steps
+    assert fn is kp.POOL[kp.AVG]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 10, 36), (1, 2, 7, 5)])
+def test_average_two_by_two_vector_path_propagates_nan_and_infinity(shape):
+    """NaN and infinities pass through AVG2_POOL as through a sum: NaN in a window gives NaN, an infinity
+    gives it, +inf and -inf together give NaN; other windows keep their mean."""
+    x = np.random.default_rng(15).standard_normal(shape).astype(np.float32)
+    x[0, 0, 0, 0] = x[-1, -1, 5, 3] = np.nan
+    x[0, 1, 2, 2] = x[-1, 0, 4, 4] = np.inf
+    x[0, 1, 2, 3] = x[-1, 0, 3, 1] = -np.inf
+    got = edgekit.InferenceSession(_model("AveragePool", shape, 19, kernel_shape=[2, 2], strides=[2, 2])).run(None, {"x": x})[0]
+    with np.errstate(invalid="ignore"):
+        want = _numpy_avg2(x)
+    assert np.isnan(want).sum() >= 2 and np.isinf(want).any()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_indices_output_is_unsupported():
