@@ -25,7 +25,9 @@ per vector the column max of its three rows, then the left and right taps as lan
 neighbouring vectors' column maxes, every tap outside the plane masked by precomputed lane masks, then
 the BN affine and a Relu/Clip clamp and the store (other activations take a pass of their own). Its max
 instructions drop NaN, so it also checks its input for NaN; a tensor holding one is pooled again by the
-NaN-propagating path above. The SAME_POOL kernels ask LLVM for 512-bit vectors (``_prefer_512``).
+NaN-propagating path above. The 3x3 pads-1 average pool runs as AVG3, the same pass with float32 sums
+(taps outside the plane read as 0) times a per-position 1 / tap count. The SAME_POOL kernels ask LLVM for
+512-bit vectors (``_prefer_512``).
 MaxPool 3x3 stride 2 pads 1 takes STRIDED_MAX3: that stride-1 pool, then a gather of the even positions.
 2x2 stride-2 max pools whose windows all lie inside the planes take WINDOW2_MAX, one flat loop over the
 outputs from a precomputed index of their windows; such average pools take AVG2_POOL: per output row, the
@@ -460,6 +462,92 @@ def _max3(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, clamp):
     return _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, False, False)
 
 
+# The 3x3 pads-1 average pool (AVG3): MAX3's pass with sums, taps outside the plane read as 0.
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _avg3_column(x, k, w, masks, j, inside):
+    """Sum of x[k + {-w, 0, w} + i] over the rows inside the plane for the lanes i of vector j of a plane (at
+    k); taps outside the plane (and lanes past it) read 0. ``inside`` (a literal) as in ``_max3_column``."""
+    if inside:
+        return vadd(vadd(vload(x, k - w, LANES), vload(x, k, LANES)), vload(x, k + w, LANES))
+    up = vload_mask(x, k - w, mask_of(masks[M3_UP, j]))
+    return vadd(vadd(up, vload_mask(x, k, mask_of(masks[M3_MID, j]))), vload_mask(x, k + w, mask_of(masks[M3_DOWN, j])))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _avg3_step(x, out, k, w, masks, inv, j, prev, cur, a, b, low, high, inside, affine, clamp):
+    """Output vector j of a plane (at k) from the column sums ``prev``, ``cur`` of its vectors j - 1, j, times
+    inv[j*LANES + i]; returns the column sum of vector j + 1. ``inside`` as in ``_max3_step``."""
+    nxt = _avg3_column(x, k + LANES, w, masks, j + 1, inside)
+    zero = vsplat(np.float32(0.0))
+    left = vselect(mask_of(masks[M3_LEFT, j]), vshift_prev(prev, cur), zero)
+    right = vselect(mask_of(masks[M3_RIGHT, j]), vshift_next(cur, nxt), zero)
+    v = vmul(vadd(vadd(left, cur), right), vload(inv, j * LANES, LANES))
+    if affine:
+        v = vfma(v, a, b)
+    if clamp:
+        v = vmin(high, vmax(low, v))
+    if inside:
+        vstore(out, k, v, LANES)
+    else:
+        vstore_mask(out, k, v, mask_of(masks[M3_MID, j]))
+    return nxt
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _avg3_sweep(x, out, planes, n, w, masks, inv, channels, scale, shift, lo, hi, affine, clamp):
+    """The loops of ``_avg3``, split as in ``_max3_sweep``, with the BN affine and the clamp as literals."""
+    count = masks.shape[1] - 1
+    first = min(max(-(-w // LANES), 1), count)  # vectors [first, last) have every tap in the plane
+    last = max(min((n - w - LANES) // LANES + 1, count), first)
+    low, high, a, b = vsplat(lo), vsplat(hi), vsplat(1.0), vsplat(0.0)
+    c = 0
+    for p in range(planes):
+        if affine:
+            a, b = vsplat(scale[c]), vsplat(shift[c])
+            c = c + 1 if c + 1 < channels else 0
+        base = p * n
+        cur = _avg3_column(x, base, w, masks, 0, False)
+        prev = cur
+        if count >= MAX3_SPLIT_VECTORS:
+            for j in range(first - 1):
+                prev, cur = cur, _avg3_step(x, out, base + j * LANES, w, masks, inv, j, prev, cur, a, b, low, high, False,
+                                            affine, clamp)
+            for j in range(first - 1, last - 1):
+                prev, cur = cur, _avg3_step(x, out, base + j * LANES, w, masks, inv, j, prev, cur, a, b, low, high, True,
+                                            affine, clamp)
+            for j in range(last - 1, count):
+                prev, cur = cur, _avg3_step(x, out, base + j * LANES, w, masks, inv, j, prev, cur, a, b, low, high, False,
+                                            affine, clamp)
+        else:
+            for j in range(count):
+                k = base + j * LANES
+                if first <= j + 1 < last:
+                    nxt = _avg3_step(x, out, k, w, masks, inv, j, prev, cur, a, b, low, high, True, affine, clamp)
+                else:
+                    nxt = _avg3_step(x, out, k, w, masks, inv, j, prev, cur, a, b, low, high, False, affine, clamp)
+                prev, cur = cur, nxt
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _avg3(x, out, planes, n, w, masks, inv, channels, scale, shift, lo, hi, clamp):
+    """AVG3: out[p, i, j] = epilogue(inv[i*w + j] * sum of x[p, i + a, j + b] over a, b in {-1, 0, 1} inside the
+    plane), float32 sums, for the ``planes`` planes of n = h*w floats (x, out flat); ``inv`` (float32, padded
+    to whole vectors) is 1 / tap count, which encodes count_include_pad. Epilogue as in ``_max3``. MAX3's
+    one pass per plane (column sums in registers, left and right taps by lane shifts, masks from
+    max3_masks(h, w)); NaN and infinities propagate as in any sum. Its own function, not inlined."""
+    if scale.size:
+        if clamp:
+            _avg3_sweep(x, out, planes, n, w, masks, inv, channels, scale, shift, lo, hi, True, True)
+        else:
+            _avg3_sweep(x, out, planes, n, w, masks, inv, channels, scale, shift, lo, hi, True, False)
+    elif clamp:
+        _avg3_sweep(x, out, planes, n, w, masks, inv, channels, scale, shift, lo, hi, False, True)
+    else:
+        _avg3_sweep(x, out, planes, n, w, masks, inv, channels, scale, shift, lo, hi, False, False)
+
+
 def max3_masks(h: int, w: int) -> np.ndarray:
     """The (5, vectors + 1) uint16 lane masks of MAX3 on an h x w plane: per vector j of LANES positions
     (the last one past the plane, all off), bit i set when position j*LANES + i lies in the plane (row
@@ -481,22 +569,27 @@ def _same_pooling(code: int):
 
         Stride 1, no dilation, output size = input size (NCL as h = kh = 1). MAX: NaN-propagating max,
         ``s`` float32; AVG: float64 sums (``s`` float64) times ``inv[i*w + j]`` (1 / tap count, which
-        encodes count_include_pad). ``s`` holds (group + 1) * (h + max(ph, kh - 1 - ph)) * w values.
-        Epilogue: with ``scale`` non-empty activate(v * scale[c] + shift[c]), c = p % channels, else
-        activate(v); ``act`` IDENTITY skips it. Planes run ``group`` at a time so the scratch stays in L1.
-        A non-empty ``masks`` (max3_masks(h, w): the builder gives it to the 3x3 pads-1 max pool) runs the
-        whole tensor as MAX3 first; only when it holds a NaN do the groups below pool it again, with NaN
-        propagation.
+        encodes count_include_pad; float32 for AVG, padded to whole vectors). ``s`` holds
+        (group + 1) * (h + max(ph, kh - 1 - ph)) * w values. Epilogue: with ``scale`` non-empty
+        activate(v * scale[c] + shift[c]), c = p % channels, else activate(v); ``act`` IDENTITY skips it.
+        Planes run ``group`` at a time so the scratch stays in L1. A non-empty ``masks`` (max3_masks(h, w):
+        the builder gives it to the 3x3 pads-1 pools) runs the whole tensor as MAX3 or AVG3 instead (the
+        max pool, when the tensor holds a NaN, then pools it again below, with NaN propagation).
         """
         _prefer_512()
         xf = x.reshape(-1)
         of = out.reshape(-1)
         n = h * w
-        if code == MAX:  # a constant: the average kernel does not compile MAX3
+        if masks.shape[1]:
             clamp = act == RELU or act == CLIP
             lo = np.float32(alpha) if act == CLIP else np.float32(0.0)
             hi = np.float32(beta) if act == CLIP else np.float32(np.inf)
-            if masks.shape[1] and _max3(xf, of, planes, n, w, masks, channels, scale, shift, lo, hi, clamp):
+            if code == MAX:  # a constant: each kernel compiles only its own pass
+                done = _max3(xf, of, planes, n, w, masks, channels, scale, shift, lo, hi, clamp)
+            else:
+                _avg3(xf, of, planes, n, w, masks, inv, channels, scale, shift, lo, hi, clamp)
+                done = True
+            if done:
                 if not (clamp or act == IDENTITY):  # other activations: a pass of their own
                     activate_rows(of, np.int64(0), np.int64(planes * n), np.int64(1), np.int64(planes * n), act, alpha, beta)
                 return

@@ -145,14 +145,16 @@ def _same_pool(node: Node, x, code: int, kernel: list[int], heads: list[int], in
     empty = np.empty(0, np.float32)
     scale, shift = pool_affine(node) or (empty, empty)
     act, alpha, beta = fused_activation(node)
-    masks = _max3_masks(h, w, code == kp.MAX and (kh, kw, ph, pw) == (3, 3, 1, 1))
+    masks = _max3_masks(h, w, (kh, kw, ph, pw) == (3, 3, 1, 1))
+    if code == kp.AVG:  # float32 and padded to whole vectors, for AVG3's vector loads
+        inv = np.concatenate([inv, np.zeros(-(h * w) % kp.LANES)]).astype(np.float32)
     args = (In(0), Out(0), scratch, x.shape[0] * x.shape[1], group, h, w, kh, kw, ph, pw, inv, x.shape[1],
             scale, shift, act, np.float32(alpha), np.float32(beta), masks)
     return Kernel(kp.SAME_POOL[code], args, [(x.shape, x.dtype)])
 
 
 def _max3_masks(h: int, w: int, max3: bool = True) -> np.ndarray:
-    """The lane masks of MAX3 when the pool runs as MAX3; an empty (5, 0) array (no MAX3) otherwise."""
+    """The lane masks of MAX3 when the pool runs as MAX3 or AVG3; an empty (5, 0) array otherwise."""
     return kp.max3_masks(h, w) if max3 else np.empty((5, 0), np.uint16)
 
 

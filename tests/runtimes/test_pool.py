@@ -4,7 +4,8 @@ attribute appeared and at the latest; the stride-1 'same' fast path and the stri
 shapes (the 3x3 one, MAX3, on planes wide and narrow, and tensors holding NaN, alone or among
 infinities; MAX3 itself, called directly, on inputs without NaN and its NaN check; the 3x3 stride-2
 pool, which runs on it); the flat 2x2 stride-2 max path and the vector 2x2 stride-2 average (AVG2_POOL: odd
-sizes, NaN and infinities as in a sum, the generic kernel for windows past the plane); the 1-D full-window path (no padding reached:
+sizes, NaN and infinities as in a sum, the generic kernel for windows past the plane) and 3x3 pads-1 average
+(AVG3) on planes of any size, NaN and infinities included; the 1-D full-window path (no padding reached:
 kernel = stride and other small windows, windows that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
 inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
@@ -265,6 +266,24 @@ def test_average_two_by_two_vector_path_propagates_nan_and_infinity(shape):
         want = _numpy_avg2(x)
     assert np.isnan(want).sum() >= 2 and np.isinf(want).any()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 2, 3), (2, 5, 7, 9), (1, 4, 1, 40), (1, 3, 40, 1), (1, 2, 30, 41), (1, 2, 1, 300)])
+@pytest.mark.parametrize("include_pad", [0, 1])
+def test_average_three_by_three_vector_path(shape, include_pad):
+    """The 3x3 pads-1 average pool (AVG3: float32 sums of the taps inside the plane times a per-position
+    1 / tap count) matches onnxruntime within rtol 1e-6 on positive inputs, with and without
+    count_include_pad, on planes smaller than a vector, one row, one column, planes of a few vectors and of
+    many, batch 2; NaN and infinities propagate as in a sum (+inf and -inf in one window give NaN) and
+    match onnxruntime's NaN positions."""
+    rng = np.random.default_rng(16)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    model = _model("AveragePool", shape, 19, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=include_pad)
+    session = edgekit.InferenceSession(model)
+    assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)
+    x.flat[rng.choice(x.size, 3, replace=False)] = np.nan, np.inf, -np.inf
+    got = assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)[0]
+    assert np.isnan(got).any()
 
 
 def test_max_pool_indices_output_is_unsupported():

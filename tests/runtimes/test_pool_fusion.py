@@ -2,8 +2,8 @@
 folded into it (stride-1 'same' 2D pools only, single consumer, not a graph output, inference BN
 with constant statistics, activations with constant parameters) and the per-channel affine it
 computes; end to end against onnxruntime, the stride-1 'same' pool kernels (max exact, average
-within 1e-6 relative) with and without the fused epilogue, including the 3x3 max pool's MAX3 path
-on planes of any size, and NaN through the whole block (np.max then np.clip semantics)."""
+within 1e-6 relative) with and without the fused epilogue, including the 3x3 pools' MAX3 and AVG3
+paths on planes of any size, and NaN through the whole block (np.max then np.clip semantics)."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -217,6 +217,19 @@ def test_max3_block_matches_onnxruntime(shape, epilogue):
     x = (np.random.default_rng(11).standard_normal(shape) * 3).astype(np.float32)
     x[0, 0, 0, 0], x[-1, -1, -1, -1] = np.inf, -np.inf
     assert_matches_ort(model, {"x": x}, *((0, 0) if epilogue in ("", "relu") else (1e-5, 1e-6)))
+
+
+@pytest.mark.parametrize("epilogue", ["", "relu", "bn", "bn+relu6", "leaky", "bn+hardswish"])
+@pytest.mark.parametrize("shape", MAX3_SHAPES)
+def test_avg3_block_matches_onnxruntime(shape, epilogue):
+    """The 3x3 pads-1 average pool (AVG3: MAX3's pass with float32 sums, the BN and a Relu/Clip on the store,
+    other activations as a pass of their own), count_include_pad 0 and 1, on the MAX3 shapes: within
+    float32 rounding of the sums, the BN affine and the activation."""
+    model = _pool_model("AveragePool", shape, [3, 3], epilogue, 10, pads=[1, 1, 1, 1], count_include_pad=shape[1] % 2)
+    session = edgekit.InferenceSession(model)
+    assert len(session.plan((shape,)).steps) == 1
+    x = (np.random.default_rng(11).standard_normal(shape) * 3).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, 1e-5, 1e-6, session=session)
 
 
 @pytest.mark.parametrize("shape", MAX3_SHAPES[:3])
