@@ -274,13 +274,15 @@ def test_average_three_by_three_vector_path(shape, include_pad):
     """The 3x3 pads-1 average pool (AVG3: float32 sums of the taps inside the plane times a per-position
     1 / tap count) matches onnxruntime within rtol 1e-6 on positive inputs, with and without
     count_include_pad, on planes smaller than a vector, one row, one column, planes of a few vectors and of
-    many, batch 2; NaN and infinities propagate as in a sum (+inf and -inf in one window give NaN) and
-    match onnxruntime's NaN positions."""
+    many, batch 2; NaN and infinities propagate as in a sum and match onnxruntime's NaN and infinity
+    positions."""
     rng = np.random.default_rng(16)
     x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
     model = _model("AveragePool", shape, 19, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=include_pad)
     session = edgekit.InferenceSession(model)
     assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)
+    (fn, args), = session.plan((shape,)).steps
+    assert fn is kp.SAME_POOL[kp.AVG] and args[-1].shape[1] > 0  # lane masks given: the pool runs as AVG3
     x.flat[rng.choice(x.size, 3, replace=False)] = np.nan, np.inf, -np.inf
     got = assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)[0]
     assert np.isnan(got).any()
