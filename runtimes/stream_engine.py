@@ -60,7 +60,8 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     says and run as one StepProgram (one compiled call per hop where every kernel is known to it)."""
     from .session import InferenceSession
 
-    states = {s["input"]: s["output"] for s in metadata(step_model)["states"]}
+    meta = metadata(step_model)
+    states = {s["input"]: s["output"] for s in meta["states"]}
     model, cuts = cut_states(step_model, set(states.values()))
     session = InferenceSession(model)
     plan = session.plan(tuple(shapes[i.name] for i in session.get_inputs()))
@@ -79,7 +80,7 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     inputs = {name: program.view(a) for name, a in inputs.items()}
     outputs = {name: program.view(a) for name, a in outputs.items()}
     outputs.update({o: inputs[i] for i, o in feedback})
-    stream_input = inputs[metadata(step_model)["input"]]
+    stream_input = inputs[meta["input"]]
     return Engine(inputs, outputs, program.run, program.feeder(stream_input))
 
 
