@@ -13,6 +13,7 @@ import functools
 from typing import Any, Callable
 
 import numpy as np
+from numba import types
 from numpy.lib.array_utils import byte_bounds
 
 from .kernels import conv as kc
@@ -69,7 +70,7 @@ class StepProgram:
             else:
                 parts.append([row])
         f32, no_chunk = self.arena.view(np.float32), np.zeros(0, np.float32)
-        run_program = kprog.interpreter({row[0] for p in parts if isinstance(p, list) for row in p})
+        run_program = _sealed(kprog.interpreter({row[0] for p in parts if isinstance(p, list) for row in p}))
         self._parts = [(run_program, (np.array(p, np.int64), f32, no_chunk)) if isinstance(p, list) else p
                        for p in parts]
         self._run_program = run_program
@@ -88,7 +89,8 @@ class StepProgram:
     def feeder(self, dst: np.ndarray) -> Callable[[np.ndarray], bool] | None:
         """``feed(chunk)``: when every value of the 1-D float32 ``chunk`` (dst's size, C order) is
         finite, write it into ``dst`` (an array ``view`` gives: (N, C, W), unit last stride) and run
-        the steps, and return True; else return False with nothing written or run. A FEED row at
+        the steps, and return True; else return False with nothing written or run. TypeError for a
+        chunk that is not a writeable C-contiguous native float32 vector (see ``_sealed``). A FEED row at
         the head of the first program does it, so a single program stays one compiled call. None
         when no step is in a program or ``dst`` is not of that form."""
         if not self.programs or dst.dtype != F32 or dst.ndim != 3 or dst.strides[2] != 4:
@@ -153,6 +155,24 @@ class StepProgram:
                 slots = [offset // a.itemsize, a.size, *(a.shape if ndim else ())]
             row += slots + [0] * (kprog.ARG_SLOTS - len(slots))
         return row + [0] * (kprog.ROW - len(row))
+
+
+PROGRAM_TYPES = (types.int64[:, ::1], types.float32[::1], types.float32[::1])
+"""The interpreter's one signature: program rows, the arena as float32, a pushed chunk."""
+
+
+def _sealed(run_program: Any) -> Any:
+    """The interpreter compiled for ``PROGRAM_TYPES`` and for nothing else: called with any other
+    types (a read-only, float64 or big-endian chunk) it raises TypeError instead of compiling again
+    for seconds, so ``feed`` takes any array and the caller falls back on that error."""
+    if run_program not in _SEALED:
+        run_program.compile(PROGRAM_TYPES)
+        run_program.disable_compile()
+        _SEALED.add(run_program)
+    return run_program
+
+
+_SEALED: set[Any] = set()
 
 
 def _arrays(args: Any):

@@ -97,17 +97,19 @@ class StreamingSession:
     def push(self, chunk: np.ndarray) -> list[list[np.ndarray]]:
         """Feed new samples, (N, C, n) or (C, n) when N = 1; one output list per hop completed."""
         feed = self._feed
-        if feed is not None and type(chunk) is np.ndarray and chunk.dtype is self.dtype:  # (is: the common case)
-            shape = chunk.shape
-            if ((shape == self._hop_shape or shape == self._hop_shape_2d) and not self._fill and not self.allow_nan
-                    and chunk.flags.writeable):  # (a read-only chunk would compile the call again, for its type)
-                if not feed(chunk.ravel()):  # exactly one hop: checked, copied in and run by one call
-                    raise _non_finite()
+        if feed is not None and not self._fill:
+            try:  # exactly one hop: checked, copied in and run by one call
+                fed = feed(chunk.ravel()) if chunk.shape in self._hop_shapes else None
+            except (AttributeError, TypeError):  # not an array, or one feed does not take: the general path
+                fed = None
+            if fed:
                 hops = self._hops = self._hops + 1
                 if hops <= self.warmup_hops:
                     return []
                 out = self._single_output  # (no comprehension: it costs more than the copy)
                 return [[out.copy()]] if out is not None else [[o.copy() for o in self._outputs]]
+            if fed is False and not self.allow_nan:  # (rejected with nothing written: allow_nan takes the general path)
+                raise _non_finite()
         a = self._checked(chunk)
         n = a.shape[2]
         if n == 0:
@@ -203,8 +205,7 @@ class StreamingSession:
             self._feedback = [(eng.inputs[s.input], eng.outputs[s.output]) for s in self._states
                               if eng.outputs[s.output] is not eng.inputs[s.input]]
             self._outputs = [eng.outputs[name] for name in self.output_names]
-            self._hop_shape = (batch, self.channels, self.hop)
-            self._hop_shape_2d = (self.channels, self.hop) if batch == 1 else None
+            self._hop_shapes = {(batch, self.channels, self.hop)} | ({(self.channels, self.hop)} if batch == 1 else set())
             self._single_output = self._outputs[0] if len(self._outputs) == 1 else None
         self._batch = batch
         self._feed = self._engine.feed if not self._feedback else None  # (the float32 states are fed back by run)

@@ -36,9 +36,10 @@ class Engine:
     """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
     (the same arrays after every run). A state output that is its input array (updated in place by
     ``run``) is not copied back. ``feed``, when given, does a whole hop in one call: ``feed(chunk)``
-    with the hop's samples as a 1-D float32 array in C order (the stream input's size) writes them
-    into the stream input and runs if they are all finite and returns True; else returns False
-    with nothing written or run."""
+    with the hop's samples as a 1-D array in C order (the stream input's size) writes them into the
+    stream input and runs if they are all finite and returns True; else returns False with nothing
+    written or run. It raises TypeError for an array it does not take (the session's general path
+    then checks and copies it), as ``StepProgram.feeder``'s does for any but a writeable float32 one."""
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]

@@ -140,7 +140,7 @@ def test_bad_chunks_raise_and_leave_state_untouched():
 def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
     """Chunks of exactly one hop pushed with nothing pending go through ``Engine.feed`` (checked, copied
     in and run by the first program): (N, C, S) and (C, S), C-ordered, strided and Fortran-ordered (a
-    read-only one takes the general path), between rejected one-hop chunks (NaN, Inf, float64, wrong channels), equal pushing everything at once."""
+    read-only or float64 one is refused by the compiled call's type check and takes the general path), between rejected one-hop chunks (NaN, Inf, float64, wrong channels), equal pushing everything at once."""
     model, hop, _ = random_model(seed)
     c = channels_of(model)
     rng = np.random.default_rng(5)
@@ -151,7 +151,7 @@ def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
     got += sess.push(x[:, :, 1:hop])
     feed, fed = sess._feed, []
     assert feed is not None
-    sess._feed = lambda chunk: fed.append(chunk.size) or feed(chunk)  # counts the pushes it takes
+    sess._feed = lambda chunk: (feed(chunk), fed.append(chunk.size))[0]  # counts the chunks it takes (no TypeError)
     nan, inf = x[:, :, :hop].copy(), x[0, :, :hop].copy()
     nan[0, -1, hop - 1], inf[0, 0] = np.nan, np.inf
     bad = [nan, inf, x[:, :, :hop].astype(np.float64), np.zeros((1, c + 1, hop), np.float32)]
