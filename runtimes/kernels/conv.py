@@ -29,14 +29,16 @@ tiles accumulate vectors of output columns over the taps, one channel at a time,
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from . import FASTMATH
-from .activation import IDENTITY
+from .activation import IDENTITY, RELU
 from .activation import activate_rows
 from .gemm import matmul_tiles, micro_kernel
 from .simd import (AVX512, LANES, flat, tile_get, tile_new, tile_set, vadd, vcopy, vcopy_even, vfma, vload, vload_even,
-                   vload_lanes, vsplat, vsplat_at, vstore, vstore_columns)
+                   vload_lanes, vmax, vsplat, vsplat_at, vstore, vstore_columns)
 
 FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
           "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "method",
@@ -100,6 +102,40 @@ def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
     activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
 
 
+@intrinsic
+def _transpose(typingctx, t, first, step, cols, out):
+    """out[g] (g < cols) = lanes g*LANES .. (g+1)*LANES - 1 of the row-major (LANES, cols) matrix
+    whose column j is vector first + j*step of tile t (column j of LANES channels): the same
+    log2(cols) stages of two-vector shuffles as ``simd.vstore_columns``, after which vector g holds
+    channels g*LANES/cols onwards, cols columns each; written to rows of exactly cols columns, the
+    tile is cols whole vectors of Y instead of LANES masked stores of cols lanes."""
+    k = cols.literal_value if isinstance(cols, types.IntegerLiteral) else 0
+    if not 0 < k <= LANES or k & (k - 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        t, first, step, _, out = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vectors = [builder.load(builder.gep(t, [builder.add(first, builder.mul(step, i64(j)))])) for j in range(k)]
+        groups, block = [vectors], 1  # vectors by column block, per group of channels in order
+        while block < k:
+            half = LANES // block // 2  # channels per vector after this stage
+            merged = []
+            for h in range(2):
+                order = ir.Constant(ir.VectorType(i32, LANES), [
+                    src + lane for c in range(h * half, (h + 1) * half) for src in (0, LANES)
+                    for lane in range(c * block, (c + 1) * block)])
+                merged.append([[builder.shuffle_vector(v[i], v[i + 1], order) for i in range(0, len(v), 2)]
+                               for v in groups])
+            groups = [g for pair in zip(*merged) for g in pair]  # group 2i + h: half h of group i
+            block *= 2
+        for g, (vector,) in enumerate(groups):
+            builder.store(vector, builder.gep(out, [i64(g)]))
+        return context.get_dummy_value()
+
+    return types.none(t, first, step, cols, out), codegen
+
+
 def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
     """Narrow micro-kernel: ``cols`` columns by ``vecs`` channel vectors (compile-time constants);
     the masked variant serves a last block of fewer than vecs * LANES channels. With ``splits`` > 1
@@ -122,11 +158,13 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
                 tile_set(acc, i, vfma(xv, tile_get(wv, v), tile_get(acc, i)))
 
     @njit(cache=True, fastmath=FASTMATH, inline="always")
-    def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m):
+    def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m, relu):
         """y[y_off + c*ow + j] = bias[b_off + c] + sum_t wt[w_off + t*cout + c] * src[boffs[t] + b_add + j]
-        for c < m <= vecs * LANES and j < n <= cols; columns past n repeat column n - 1."""
+        for c < m <= vecs * LANES and j < n <= cols, then Relu when ``relu``; columns past n repeat
+        column n - 1. Rows of exactly cols columns (n == ow == cols) are whole vectors of y."""
         acc = tile_new(sums)
         wv = tile_new(vecs)
+        rows = tile_new(cols)
         zero = vsplat(0.0)
         for v in range(vecs):
             b = vload(bias, b_off + v * LANES, m - v * LANES if masked else LANES)
@@ -145,8 +183,16 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
         for i in range(count):
             for s in range(1, splits):
                 tile_set(acc, i, vadd(tile_get(acc, i), tile_get(acc, s * count + i)))
+            if relu:  # 0 > v ? 0 : v, as activate's RELU (NaN and -0.0 pass)
+                tile_set(acc, i, vmax(zero, tile_get(acc, i)))
         for v in range(vecs):  # the tile holds (column, channel): write it transposed
-            vstore_columns(acc, v, vecs, cols, y, y_off, ow, n, v * LANES, m)
+            if n == cols and ow == cols:
+                _transpose(acc, v, vecs, cols, rows)
+                for g in range(cols):
+                    o = (v * cols + g) * LANES
+                    vstore(y, y_off + o, tile_get(rows, g), m * cols - o if masked else LANES)
+            else:
+                vstore_columns(acc, v, vecs, cols, y, y_off, ow, n, v * LANES, m)
 
     return tile
 
@@ -155,13 +201,13 @@ _narrow_full = _narrow_tile(NARROW_COLS, NARROW_VECS, False)
 _narrow_edge = _narrow_tile(NARROW_COLS, NARROW_VECS, True)
 _pair_wide = _narrow_tile(PAIR_COLS, 2, False)
 _pair_wide_edge = _narrow_tile(PAIR_COLS, 2, True)
-_pair = _narrow_tile(PAIR_COLS // 2, 2, False)
+_pair = _narrow_tile(PAIR_COLS // 2, 2, False, 2)
 _pair_edge = _narrow_tile(PAIR_COLS // 2, 2, True)
-_pair_two = _narrow_tile(2, 2, False, 2)
+_pair_two = _narrow_tile(2, 2, False, 4)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow):
+def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
     """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile).
     Groups of fewer than NARROW_VECS vectors of channels take tiles of two vectors by PAIR_COLS
     columns, or half as many for the last columns when at most that many remain (two, over two
@@ -173,9 +219,9 @@ def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow):
             for c0 in range(0, cout, block):
                 m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
                 if m >= block:
-                    _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
+                    _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
                 else:
-                    _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m)
+                    _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
         return
     block = 2 * LANES
     for j0 in range(0, ow, PAIR_COLS):
@@ -184,15 +230,15 @@ def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow):
             m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
             if n > PAIR_COLS // 2:
                 if m >= block:
-                    _pair_wide(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
+                    _pair_wide(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
                 else:
-                    _pair_wide_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m)
+                    _pair_wide_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
             elif m >= block and n <= 2:
-                _pair_two(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
+                _pair_two(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
             elif m >= block:
-                _pair(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block)
+                _pair(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
             else:
-                _pair_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m)
+                _pair_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
 
 
 QUAD_ROWS, DUO_ROWS = 6, 8
@@ -446,11 +492,12 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
             if method == DOT:
                 _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch, tmp)
             elif method == GEMM_NARROW:
-                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow)
+                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, code == RELU)
             else:
                 if full:
                     _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)
                 if full < ow:
                     matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + full, bias, g * cout_g, one, zero,
                                  unit, yf, y_off + full, ow, cout_g, ow - full, k, unit, identity, p1, p2)
-            activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)  # the group is contiguous
+            if method != GEMM_NARROW or code != RELU:  # (the narrow tiles apply Relu in registers)
+                activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)  # the group is contiguous
