@@ -27,8 +27,8 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .activation import IDENTITY, activate_rows
-from .simd import AVX512, LANES, flat, tile_get, tile_new, tile_set, vadd, vfma, vload, vsplat, vsplat_at, vstore
+from .activation import IDENTITY, RELU, activate_rows
+from .simd import AVX512, LANES, flat, tile_get, tile_new, tile_set, vadd, vfma, vload, vmax, vsplat, vsplat_at, vstore
 
 PANEL_ROWS = 8 if AVX512 else 4
 """Rows of the wide tile, PANEL_ROWS x WIDE_VECS vectors: 24 of the 32 zmm registers with
@@ -122,16 +122,19 @@ ROW_SPLITS = 4
 
 
 @njit(inline="always")
-def _short_row(a, a_ks, b, boffs, k, c, c_cs, beta, y, n, alpha):
+def _short_row(a, a_ks, b, k, c, c_cs, beta, y, n, alpha, relu):
     """Y(0, j) = alpha * sum_t A(0, t) B(t, j) + beta * C(0, j) for j < n <= 2 * LANES (see module;
-    a_off = b_add = c_off = y_off = 0): two vectors of columns, each over ROW_SPLITS partial sums of
-    alternate taps, where the one-row tile would run eight vectors (most of them empty) over one."""
+    B row-major (k, n), a_off = b_add = c_off = y_off = 0), then Relu when ``relu``: two vectors of
+    columns, each over ROW_SPLITS partial sums of alternate taps, where the one-row tile would run
+    eight vectors (most of them empty) over one. Rows of B are found as t * n (no offset table:
+    fewer loads, the loop's bound), the Relu is applied in registers (as ``activate``: NaN kept)."""
     n1 = n - LANES  # lanes of the second vector (none when <= 0)
     zero = vsplat(0.0)
     p0, p1, p2, p3, q0, q1, q2, q3 = zero, zero, zero, zero, zero, zero, zero, zero
     whole = k - k % ROW_SPLITS
     for t in range(0, whole, ROW_SPLITS):
-        r0, r1, r2, r3 = boffs[t], boffs[t + 1], boffs[t + 2], boffs[t + 3]
+        r0 = t * n
+        r1, r2, r3 = r0 + n, r0 + 2 * n, r0 + 3 * n
         x0, x1 = vsplat_at(a, t * a_ks), vsplat_at(a, (t + 1) * a_ks)
         x2, x3 = vsplat_at(a, (t + 2) * a_ks), vsplat_at(a, (t + 3) * a_ks)
         p0, q0 = vfma(x0, vload(b, r0, n), p0), vfma(x0, vload(b, r0 + LANES, n1), q0)
@@ -140,13 +143,15 @@ def _short_row(a, a_ks, b, boffs, k, c, c_cs, beta, y, n, alpha):
         p3, q3 = vfma(x3, vload(b, r3, n), p3), vfma(x3, vload(b, r3 + LANES, n1), q3)
     for t in range(whole, k):
         x0 = vsplat_at(a, t * a_ks)
-        p0, q0 = vfma(x0, vload(b, boffs[t], n), p0), vfma(x0, vload(b, boffs[t] + LANES, n1), q0)
+        p0, q0 = vfma(x0, vload(b, t * n, n), p0), vfma(x0, vload(b, t * n + LANES, n1), q0)
     va, vb = vsplat(alpha), vsplat(beta)
     lo = vfma(va, vadd(vadd(p0, p1), vadd(p2, p3)), zero)
     hi = vfma(va, vadd(vadd(q0, q1), vadd(q2, q3)), zero)
     if beta != 0.0:
         lo = vfma(vb, vsplat_at(c, 0) if c_cs == 0 else vload(c, 0, n), lo)
         hi = vfma(vb, vsplat_at(c, 0) if c_cs == 0 else vload(c, LANES, n1), hi)
+    if relu:  # 0 > v ? 0 : v, as activate's RELU (NaN and -0.0 pass)
+        lo, hi = vmax(zero, lo), vmax(zero, hi)
     vstore(y, 0, lo, n)
     vstore(y, LANES, hi, n1)
 
@@ -173,8 +178,8 @@ def gemm_kernel(a, b, c, y, bt, plan, params):
     zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
     if m == 1 and n <= 2 * LANES:  # a classifier layer at batch 1
         yf = flat(y)
-        _short_row(flat(a), a_ks, bf, plan[9:], k, flat(c), c_cs, params[1], yf, n, params[0])
-        if code != IDENTITY:
+        _short_row(flat(a), a_ks, bf, k, flat(c), c_cs, params[1], yf, n, params[0], code == RELU)
+        if code != IDENTITY and code != RELU:
             activate_rows(yf, zero, n, np.int64(1), n, code, params[2], params[3])
         return
     matmul_tiles(flat(a), zero, a_rs, a_ks, bf, plan[9:], zero, flat(c), zero, c_rs, c_cs, params[1],

@@ -38,7 +38,7 @@ from .gemm import gemm_dot_kernel, gemm_kernel
 from .simd import vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
-from .reduce import MEAN, _finish, _fold
+from .reduce import mean_rows
 from .shift import WINDOW_POOL_INTO, finite, shift_history
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
@@ -77,14 +77,6 @@ def _window_max(x, out, k, stride):
 def _window_avg(x, out, k, stride):
     """The average WINDOW_POOL with reference counting."""
     _avg_pool(x, out, k, stride)
-
-
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def _mean_rows(x, out, outer, n):
-    """out[o] = mean of x[o*n : (o+1)*n]: REDUCE[MEAN, ROWS]'s own fold and finish (float64 sums) on
-    flat arrays, without that kernel's reshapes and per-call scratch allocation (unused by a mean)."""
-    for o in range(outer):
-        out[o] = _finish(_fold(x[o * n:(o + 1) * n], n, MEAN, 0.0, x), n, MEAN, 0.0)
 
 
 @intrinsic
@@ -205,7 +197,7 @@ def _interpreter(conv, pools, gemms):
                                      _int(r, 5))
             elif op == MEAN_ROWS:
                 if pools:
-                    _mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
+                    mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == GEMM:
                 if gemms:
                     gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),

@@ -4,7 +4,8 @@ The builder rewrites every reduction into one of three index forms over the flat
 (outer, n), reducing each row), columns (x as (outer, n, inner), reducing the middle axis with one
 accumulator per inner position so the loads stay contiguous), and gather for reduced axes that are
 not adjacent (out[j] = reduce over r of x[base[j] + offs[r]]). Sums accumulate in float64 (softmax's
-row sum in float32, which vectorises); max and min propagate NaN (np.max semantics); log-sum-exp and
+row sum in float32, which vectorises), except the mean of rows (GlobalAveragePool, also run by the
+step-program interpreter): float32 vector partial sums, as onnxruntime's, 16 rows at a time; max and min propagate NaN (np.max semantics); log-sum-exp and
 softmax subtract the maximum first, so they never overflow. Each reduction code and form gets its own any-rank kernel, ``REDUCE[code, form]``
 (a closure over ints, so numba's cache keys stay stable), that calls the flat loop with the code as a
 literal: a model compiles only the reductions and forms it uses.
@@ -18,6 +19,8 @@ from numba import literally, njit
 
 from . import FASTMATH
 from .elementwise import exp32, nan_max, nan_min
+from . import simd
+from .simd import tile_get, tile_new, tile_set, vadd, vload, vmul, vsplat, vstore, vsum_pairs
 
 SUM, MEAN, MAX, MIN, PROD, L1, L2, SUM_SQUARE, LOG_SUM, LOG_SUM_EXP = range(10)
 ROWS, COLUMNS, GATHER = range(3)
@@ -102,6 +105,63 @@ def _fold(row, n, code, shift, lanes):
     return acc
 
 
+CHAINS = 4
+"""Vector accumulators per row of ``mean_rows`` on rows of at least CHAINS vectors (add latency)."""
+_STAGES = simd.LANES.bit_length() - 1  # log2 of the vector width: pairwise stages merging LANES rows
+
+
+def _tile_maker(count: int):
+    """An inlined ``tile_new(count)`` (a closure: the tile size must be a literal)."""
+
+    @njit(inline="always")
+    def new():
+        return tile_new(count)
+
+    return new
+
+
+_row_tile = _tile_maker(simd.LANES)
+
+
+@njit(inline="always")
+def _row_partials(x, start, n):
+    """One vector of float32 partial sums of x[start : start + n]: CHAINS accumulators over blocks of
+    CHAINS vectors, then the rest into the first, the last vector masked (nothing past n is read)."""
+    w = simd.LANES
+    a0 = a1 = a2 = a3 = vsplat(0.0)
+    block = n - n % (CHAINS * w)
+    for c in range(0, block, CHAINS * w):
+        a0 = vadd(a0, vload(x, start + c, w))
+        a1 = vadd(a1, vload(x, start + c + w, w))
+        a2 = vadd(a2, vload(x, start + c + 2 * w, w))
+        a3 = vadd(a3, vload(x, start + c + 3 * w, w))
+    for c in range(block, n, w):
+        a0 = vadd(a0, vload(x, start + c, n - c))
+    return vadd(vadd(a0, a1), vadd(a2, a3))
+
+
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
+def mean_rows(x, out, outer, n):
+    """out[o] = mean of x[o*n : (o+1)*n] for o < outer (flat float32 arrays), in float32 like
+    onnxruntime's: per group of LANES rows, one vector of partial sums per row (``_row_partials``),
+    then log2(LANES) stages of pairwise lane sums (``vsum_pairs``) leave lane i = the sum of row i,
+    times 1 / n, one store. Plain IEEE adds: NaN and Inf propagate as in any sum."""
+    w = simd.LANES
+    inv = vsplat(np.float32(1.0) / np.float32(n)) if n > 0 else vsplat(np.float32(np.nan))
+    for r0 in range(0, outer, w):
+        rows = min(w, outer - r0)
+        t = _row_tile()
+        for i in range(w):
+            if i < rows:
+                tile_set(t, i, _row_partials(x, (r0 + i) * n, n))
+        width = w
+        for _ in range(_STAGES):
+            width //= 2
+            for i in range(width):
+                tile_set(t, i, vsum_pairs(tile_get(t, 2 * i), tile_get(t, 2 * i + 1)))
+        vstore(out, r0, vmul(tile_get(t, 0), inv), rows)
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _rows(x, out, outer, n, code):
     """out[o] = reduce(x[o*n:(o+1)*n]) for flat x; ``code`` a literal."""
@@ -171,7 +231,9 @@ def _reduction(code: int, form: int):
     def kernel(x, out, outer, n, inner, base, offs):
         """Reduce x into out in this kernel's index form (ROWS, COLUMNS or GATHER; see the module doc)."""
         xf, of = x.reshape(-1), out.reshape(-1)
-        if form == ROWS:
+        if form == ROWS and code == MEAN:
+            mean_rows(xf, of, outer, n)
+        elif form == ROWS:
             _rows(xf, of, outer, n, code)
         elif form == COLUMNS:
             _columns(xf, of, outer, n, inner, code)

@@ -2,7 +2,7 @@
 
 Gemm: every transA/transB pair, alpha and beta, C absent or of each shape that broadcasts to
 (M, N), B and C constant or given at run time, one row (the batch-1 path; up to two vectors of
-outputs by partial sums over alternate taps) and several (tiles of eight rows), few rows with
+outputs by partial sums over alternate taps; its Relu applied in registers, NaN kept) and several (tiles of eight rows), few rows with
 fewer outputs than a vector (the dot-product path, checked to be taken where it applies), fused
 activations and the Gemm -> BatchNormalization -> Clip fusion. MatMul: 1-D
 operands, 2-D, and N-D with batch broadcasting. Tolerance rtol 1e-4, atol 1e-5 (float32 sums of
@@ -74,6 +74,22 @@ def test_gemm_one_short_row(n, k):
     inits = {"w": rng.standard_normal((n, k)).astype(np.float32), "b": rng.standard_normal(n).astype(np.float32)}
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1), helper.make_node("Relu", ["y"], ["z"])]
     assert_matches_ort(make_model(nodes, {"x": (x.shape, np.float32)}, ["z"], inits), {"x": x}, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "LeakyRelu", "Sigmoid"])
+def test_gemm_one_short_row_activation_keeps_nan(activation):
+    """The short row's fused activation (Relu in registers, others after the store), a NaN input
+    giving NaN outputs as onnxruntime's; -0.0 and negative values through Relu as Relu's own kernel."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 32)).astype(np.float32)
+    x[1, 5] = np.nan
+    inits = {"w": rng.standard_normal((20, 32)).astype(np.float32), "b": rng.standard_normal(20).astype(np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1), helper.make_node(activation, ["y"], ["z"])]
+    model = make_model(nodes, {"x": ((1, 32), np.float32)}, ["z"], inits)
+    session = edgekit.InferenceSession(model)
+    assert [fn for fn, _ in session.plan(((1, 32),)).steps] == [kg.gemm_kernel]  # the activation fused
+    for row in x:
+        assert_matches_ort(model, {"x": row[None]}, RTOL, ATOL, session=session)
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 2048, 2), (1, 64, 1), (3, 300, 5), (4, 17, 7), (5, 33, 3)])

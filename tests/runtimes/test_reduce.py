@@ -2,8 +2,11 @@
 all axes, keepdims on and off, axes as attribute (opset 13) and as input (opset 18), the empty-axes
 rules, int64 constant folding, log-sum-exp stability, and Softmax/LogSoftmax in both the opset >= 13
 (one axis) and opset < 13 (coerce to 2D) semantics. NaN handling of ReduceMax/Min is checked against
-NumPy, since onnxruntime's result depends on where the NaN sits. Tolerances: rtol 1e-5 / atol 1e-5
-for sums of float32 (onnxruntime accumulates in float32), exact for max/min.
+NumPy, since onnxruntime's result depends on where the NaN sits. The mean of rows (GlobalAveragePool,
+ReduceMean over trailing axes: float32 vector partial sums, LANES rows per group) on row counts and
+lengths around the vector width, and its NaN/Inf propagation against NumPy, also called directly as
+the step-program interpreter does. Tolerances: rtol 1e-5 / atol 1e-5 for sums of float32
+(onnxruntime accumulates in float32; GlobalAveragePool atol 1e-6), exact for max/min.
 """
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ from onnx import TensorProto, helper
 
 import edgekit
 from edgekit.errors import UnsupportedOpError
+from edgekit.runtimes.kernels.reduce import mean_rows
+from edgekit.runtimes.kernels.simd import LANES
 from oracle import assert_matches_ort, make_model
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -119,3 +124,28 @@ def test_softmax_is_stable_for_large_logits(op):
     x = np.array([[1000.0, 999.0, -1000.0, 0.0], [-50.0, 80.0, 88.0, 89.0]], np.float32)
     model = make_model([helper.make_node(op, ["x"], ["y"])], {"x": (x.shape, np.float32)}, ["y"], opset=13)
     assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 15, 25), (2, LANES, LANES), (1, LANES + 1, 2 * LANES + 1),
+                                   (3, 11, 7, 9), (1, 32, 4 * LANES), (1, 5, 1000)])
+def test_mean_of_rows_matches_onnxruntime(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    gap = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], {"x": (shape, np.float32)}, ["y"])
+    assert_matches_ort(gap, {"x": x}, RTOL, 1e-6)
+    assert_matches_ort(_model("ReduceMean", shape, [-1], 13), {"x": x}, RTOL, ATOL)
+
+
+def test_mean_of_rows_propagates_nan_and_infinity():
+    """A NaN, +Inf, both infinities, -Inf alone: NaN, +Inf, NaN, -Inf, as NumPy's mean; through a
+    session and called directly (flat arrays, as the interpreter does)."""
+    x = np.random.default_rng(0).standard_normal((1, 2 * LANES + 3, 25)).astype(np.float32)
+    x[0, 1, 3], x[0, 4, 24], x[0, 7, 0], x[0, 7, 1], x[0, LANES + 2, 0] = np.nan, np.inf, np.inf, -np.inf, -np.inf
+    with np.errstate(invalid="ignore"):
+        want = x.astype(np.float64).mean(axis=2)
+    gap = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], {"x": (x.shape, np.float32)}, ["y"])
+    got = edgekit.InferenceSession(gap).run(None, {"x": x})[0][..., 0]
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    out = np.zeros(x.shape[1], np.float32)
+    mean_rows(x.ravel(), out, x.shape[1], x.shape[2])
+    np.testing.assert_array_equal(out, got[0])
