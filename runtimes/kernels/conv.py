@@ -141,6 +141,8 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
     the masked variant serves a last block of fewer than vecs * LANES channels. With ``splits`` > 1
     consecutive taps go to that many separate sums, added at the end: a tile of few accumulators
     would otherwise wait on the latency of its FMA chains."""
+    if vecs > 4 or splits not in (1, 2, 4):
+        raise ValueError(f"narrow tiles have at most 4 vectors and 1, 2 or 4 sums, not {vecs} and {splits}")
     count = cols * vecs
     sums = count * splits
 
@@ -158,10 +160,23 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
                 tile_set(acc, i, vfma(xv, tile_get(wv, v), tile_get(acc, i)))
 
     @njit(cache=True, fastmath=FASTMATH, inline="always")
+    def store(acc, rows, v, y, y_off, ow, n, m):
+        """Write channel vector v (a literal: constant tile indices) of the tile, transposed."""
+        if n == cols and ow == cols:
+            _transpose(acc, v, vecs, cols, rows)
+            for g in range(cols):
+                o = (v * cols + g) * LANES
+                vstore(y, y_off + o, tile_get(rows, g), m * cols - o if masked else LANES)
+        else:
+            vstore_columns(acc, v, vecs, cols, y, y_off, ow, n, v * LANES, m)
+
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
     def tile(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, n, m, relu):
         """y[y_off + c*ow + j] = bias[b_off + c] + sum_t wt[w_off + t*cout + c] * src[boffs[t] + b_add + j]
         for c < m <= vecs * LANES and j < n <= cols, then Relu when ``relu``; columns past n repeat
-        column n - 1. Rows of exactly cols columns (n == ow == cols) are whole vectors of y."""
+        column n - 1. Rows of exactly cols columns (n == ow == cols) are whole vectors of y.
+        Calls with literal sums and vectors (not loops LLVM might keep) keep every index constant,
+        so the whole tile stays in registers."""
         acc = tile_new(sums)
         wv = tile_new(vecs)
         rows = tile_new(cols)
@@ -176,8 +191,12 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
         k = boffs.size
         whole = k - k % splits
         for t in range(0, whole, splits):
-            for s in range(splits):
-                taps(acc, s * count, wv, wt, w_off, cout, src, boffs, b_add, t + s, m, last)
+            taps(acc, 0, wv, wt, w_off, cout, src, boffs, b_add, t, m, last)
+            if splits > 1:
+                taps(acc, count, wv, wt, w_off, cout, src, boffs, b_add, t + 1, m, last)
+            if splits > 2:
+                taps(acc, 2 * count, wv, wt, w_off, cout, src, boffs, b_add, t + 2, m, last)
+                taps(acc, 3 * count, wv, wt, w_off, cout, src, boffs, b_add, t + 3, m, last)
         for t in range(whole, k):
             taps(acc, 0, wv, wt, w_off, cout, src, boffs, b_add, t, m, last)
         for i in range(count):
@@ -185,14 +204,12 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
                 tile_set(acc, i, vadd(tile_get(acc, i), tile_get(acc, s * count + i)))
             if relu:  # 0 > v ? 0 : v, as activate's RELU (NaN and -0.0 pass)
                 tile_set(acc, i, vmax(zero, tile_get(acc, i)))
-        for v in range(vecs):  # the tile holds (column, channel): write it transposed
-            if n == cols and ow == cols:
-                _transpose(acc, v, vecs, cols, rows)
-                for g in range(cols):
-                    o = (v * cols + g) * LANES
-                    vstore(y, y_off + o, tile_get(rows, g), m * cols - o if masked else LANES)
-            else:
-                vstore_columns(acc, v, vecs, cols, y, y_off, ow, n, v * LANES, m)
+        store(acc, rows, 0, y, y_off, ow, n, m)  # the tile holds (column, channel): write it transposed
+        if vecs > 1:
+            store(acc, rows, 1, y, y_off, ow, n, m)
+        if vecs > 2:
+            store(acc, rows, 2, y, y_off, ow, n, m)
+            store(acc, rows, 3, y, y_off, ow, n, m)
 
     return tile
 
@@ -206,7 +223,7 @@ _pair_edge = _narrow_tile(PAIR_COLS // 2, 2, True)
 _pair_two = _narrow_tile(2, 2, False, 4)
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
     """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile).
     Groups of fewer than NARROW_VECS vectors of channels take tiles of two vectors by PAIR_COLS
@@ -265,6 +282,70 @@ def _quads(a, a_off, k, b, boffs, b_add, bias, b_off, y, y_off, y_rs, m, full):
         for i0 in range(0, m, DUO_ROWS):
             _duo_tile(a, a_off + i0 * k, k, one, b, boffs, b_add + quads, k, bias, b_off + i0, one, zero, unit, y,
                       y_off + i0 * y_rs + quads, y_rs, min(DUO_ROWS, m - i0), 2 * LANES, unit)
+
+
+SHORT_ROWS = 8 if AVX512 else 4
+"""Rows of the short tiles (products at most two vectors wide): SHORT_ROWS output channels by one
+or two vectors of columns, each tap one load per vector and one broadcast weight per channel."""
+
+
+def _short_tile(rows: int, vecs: int, masked: bool):
+    """Short micro-kernel for ``rows`` channels by ``vecs`` vectors of columns (compile-time constants);
+    the masked variant serves rows that are not whole vectors."""
+    count = rows * vecs
+
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
+    def tile(w, w_off, k, src, boffs, b_add, bias, b_off, y, y_off, ow, m, relu):
+        """y[y_off + i*ow + j] = bias[b_off + i] + sum_t w[w_off + i*k + t] * src[boffs[t] + b_add + j]
+        for i < m <= rows and j < ow <= vecs * LANES, then Relu when ``relu`` (in registers); rows past
+        m repeat row m - 1 and are not stored."""
+        acc = tile_new(count)
+        xv = tile_new(vecs)
+        last = m - 1
+        for i in range(rows):
+            b = vsplat_at(bias, b_off + min(i, last))
+            for j in range(vecs):
+                tile_set(acc, i * vecs + j, b)
+        for t in range(k):
+            row = boffs[t] + b_add
+            for j in range(vecs):
+                tile_set(xv, j, vload(src, row + j * LANES, ow - j * LANES if masked else LANES))
+            for i in range(rows):
+                wv = vsplat_at(w, w_off + min(i, last) * k + t)
+                for j in range(vecs):
+                    tile_set(acc, i * vecs + j, vfma(wv, tile_get(xv, j), tile_get(acc, i * vecs + j)))
+        zero = vsplat(0.0)
+        for i in range(rows):
+            if i < m:
+                for j in range(vecs):
+                    v = tile_get(acc, i * vecs + j)
+                    if relu:  # 0 > v ? 0 : v, as activate's RELU (NaN and -0.0 pass)
+                        v = vmax(zero, v)
+                    vstore(y, y_off + i * ow + j * LANES, v, ow - j * LANES if masked else LANES)
+
+    return tile
+
+
+_short_one = _short_tile(SHORT_ROWS, 1, False)
+_short_one_edge = _short_tile(SHORT_ROWS, 1, True)
+_short_two = _short_tile(SHORT_ROWS, 2, False)
+_short_two_edge = _short_tile(SHORT_ROWS, 2, True)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _short(w, w_off, k, src, boffs, b_add, bias, b_off, y, y_off, ow, m, relu):
+    """Y (m, ow) of the shifted product for ow <= 2 * LANES by SHORT_ROWS x 1- or 2-vector tiles: no
+    lane idles past the row (a masked last vector), bias and Relu applied in registers."""
+    for i0 in range(0, m, SHORT_ROWS):
+        mi, wo, bo, yo = min(SHORT_ROWS, m - i0), w_off + i0 * k, b_off + i0, y_off + i0 * ow
+        if ow == LANES:
+            _short_one(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
+        elif ow == 2 * LANES:
+            _short_two(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
+        elif ow < LANES:
+            _short_one_edge(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
+        else:
+            _short_two_edge(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
@@ -493,11 +574,13 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
                 _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch, tmp)
             elif method == GEMM_NARROW:
                 _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, code == RELU)
+            elif ow <= 2 * LANES:
+                _short(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, code == RELU)
             else:
                 if full:
                     _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)
                 if full < ow:
                     matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + full, bias, g * cout_g, one, zero,
                                  unit, yf, y_off + full, ow, cout_g, ow - full, k, unit, identity, p1, p2)
-            if method != GEMM_NARROW or code != RELU:  # (the narrow tiles apply Relu in registers)
+            if code != RELU or method == DOT or ow > 2 * LANES:  # (narrow and short tiles apply Relu in registers)
                 activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)  # the group is contiguous

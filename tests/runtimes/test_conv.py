@@ -1,18 +1,27 @@
 """Conv against onnxruntime on random float32 inputs: 1-D and 2-D, kernel sizes, strides, dilations,
 explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without a channel
 multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised
-method, 4- and 2-vector tiles, written transposed), single columns over contiguous taps (dot
-products), with and without bias, batch 1 and 3; weights known only at run time; fused activations; and the Conv -> BatchNormalization -> Relu fusion run
-through InferenceSession.
+method, 4- and 2-vector tiles, written transposed; rows of exactly a tile's columns as whole
+vectors), rows of at most two vectors (short tiles), single columns over contiguous taps (dot
+products), with and without bias, batch 1 and 3; weights known only at run time; fused activations
+(Relu applied in the narrow and short tiles' registers: NaN and Inf propagate); the Conv ->
+BatchNormalization -> Relu fusion run through InferenceSession; the PPG demo net streamed
+(StreamingSession, batch 1 and 2) against its step model in onnxruntime.
 Tolerance rtol 1e-4, atol 1e-4: float32 sums of up to a few hundred products of values of order 1,
 accumulated in a different order than onnxruntime's.
 """
+import importlib.util
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 import edgekit
+from edgekit.converters.stream import to_streaming
+from edgekit.demos.ppg import MODEL as PPG_MODEL
 from edgekit.runtimes.kernels import conv as kc
 from edgekit.runtimes.ops import supported_ops
 from edgekit.runtimes.ops.conv import NARROW_WIDTH, PAIR_WIDTH, ROWS_WIDTH
@@ -20,6 +29,11 @@ from edgekit.errors import UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
 RTOL, ATOL = 1e-4, 1e-4
+_spec = importlib.util.spec_from_file_location(  # the step model run hop by hop in onnxruntime
+    "stream_converter_tests", Path(__file__).parents[1] / "converters" / "test_stream.py")
+_stream_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_stream_tests)
+stream_in_ort = _stream_tests.stream_in_ort
 
 CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_k7_pad": ((1, 64), (4, 1, 7), dict(pads=[3, 3])),
@@ -73,6 +87,15 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_narrow_pair_16_columns": ((16, 24), (32, 16, 5), dict(dilations=[2])),  # exactly two vectors: up to 16
     "1d_narrow_pair_12_columns": ((32, 14), (32, 32, 3), {}),
     "1d_narrow_pair_edge_12_columns": ((16, 14), (48, 16, 3), {}),  # a masked block: not narrow past 8
+    # rows of exactly a tile's columns (4, 2; a masked last block of channels): whole transposed vectors
+    "1d_narrow_pair_edge_4_columns": ((12, 4), (48, 12, 3), dict(pads=[2, 0])),
+    "1d_narrow_edge_4_columns": ((10, 6), (80, 10, 3), {}),
+    "1d_narrow_pair_2_columns_groups": ((8, 6), (64, 4, 5), dict(group=2)),
+    # other rows of at most two vectors: short tiles (one or two vectors, whole or masked, edge rows)
+    "1d_short_one_vector": ((3, 20), (20, 3, 5), {}),
+    "1d_short_masked": ((4, 13), (10, 4, 3), dict(pads=[1, 1])),
+    "1d_short_stride2": ((5, 40), (12, 5, 4), dict(strides=[2], pads=[1, 2])),
+    "1d_short_groups": ((6, 30), (9, 2, 3), dict(group=3)),
     # one output column from a kernel covering the whole input (a Flatten + Gemm head as Conv): dots
     "1d_dot_head": ((128, 16), (2, 128, 16), {}),
     "1d_dot_groups": ((8, 7), (6, 4, 7), dict(group=2)),
@@ -176,7 +199,8 @@ def test_weights_and_bias_known_only_at_run_time(case):
 ], ids=lambda n: n.op_type)
 @pytest.mark.parametrize("case", ["1d_k7_pad", "2d_3x3_stride2", "2d_depthwise", "2d_depthwise_large_rows",
                                   "2d_depthwise_wide_rows", "2d_pointwise", "1d_narrow_groups_edge", "1d_dot_groups",
-                                  "1d_quad_duo_rest"])
+                                  "1d_quad_duo_rest", "1d_narrow_causal", "1d_narrow_pair_two_columns",
+                                  "1d_narrow_pair_edge_4_columns", "1d_short_one_vector", "1d_duo"])
 def test_fused_activation(case, activation):
     shape, w_shape, attrs = CASES[case]
     rng = np.random.default_rng(5)
@@ -214,6 +238,35 @@ def test_nan_propagates():
     x[0, 1, 4] = np.nan
     w = np.ones((3, 2, 3), np.float32)
     assert_matches_ort(_conv_model(x.shape, w, dict(pads=[1, 1]), None), {"x": x}, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("case", ["1d_narrow_causal", "1d_narrow_pair_two_columns", "1d_narrow_pair_8_columns",
+                                  "1d_narrow_edge_4_columns", "1d_short_one_vector", "1d_short_masked", "1d_duo"])
+def test_nan_and_inf_propagate_through_fused_relu(case):
+    """The narrow and short tiles apply Relu in registers: NaN stays NaN, +-Inf spread as in onnxruntime."""
+    shape, w_shape, attrs = CASES[case]
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
+    x[0, 0, 1], x[1, -1, -2], x[1, 0, 0] = np.nan, np.inf, -np.inf
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    model = _conv_model(x.shape, w, attrs, rng.standard_normal(w_shape[0]).astype(np.float32),
+                        [helper.make_node("Relu", ["y"], ["z"])])
+    assert_matches_ort(model, {"x": x}, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("hop,batch", [(16, 1), (32, 2), (64, 1)])
+def test_streaming_ppg_demo_matches_step_model_in_onnxruntime(hop, batch):
+    """The PPG demo net streamed (its convs at 16, 4 and 2 columns per hop of 16, narrow and short
+    tiles inside the compiled step program) equals its step model hop by hop in onnxruntime."""
+    model = onnx.load(PPG_MODEL)
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 256
+    sm = to_streaming(model, hop)
+    x = np.random.default_rng(hop).standard_normal((batch, 1, (sm.warmup_hops + 12) * hop)).astype(np.float32)
+    got = edgekit.StreamingSession(model, hop).push(x)
+    want = stream_in_ort(sm, x)[sm.warmup_hops:]
+    assert len(got) == len(want) == 12
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g[0], w[0], rtol=RTOL, atol=ATOL)
 
 
 def test_3d_conv_is_unsupported():
