@@ -152,8 +152,12 @@ def _short_row(a, a_ks, b, k, c, c_cs, beta, y, n, alpha, relu):
         hi = vfma(vb, vsplat_at(c, 0) if c_cs == 0 else vload(c, LANES, n1), hi)
     if relu:  # 0 > v ? 0 : v, as activate's RELU (NaN and -0.0 pass)
         lo, hi = vmax(zero, lo), vmax(zero, hi)
-    vstore(y, 0, lo, n)
-    vstore(y, LANES, hi, n1)
+    if n == 2 * LANES:  # unmasked: a load of a masked store's data waits for it to retire (not forwarded)
+        vstore(y, 0, lo, LANES)
+        vstore(y, LANES, hi, LANES)
+    else:
+        vstore(y, 0, lo, n)
+        vstore(y, LANES, hi, n1)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)

@@ -17,7 +17,8 @@ samples, checking them and running the hop take one call.
 argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
 history shift, which read shapes, get 3-D views) that holds no reference, and it is compiled without
 reference counting (as the kernels of its own families), so a whole sequence costs one dispatch
-and a few nanoseconds per argument. The opcodes name the kernels it knows (``KERNELS`` in
+and a few nanoseconds per argument. The two smallest bodies, the history shift's flat move and the
+pair sums of pools into shift buffers, are inlined rather than called. The opcodes name the kernels it knows (``KERNELS`` in
 ``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
 by the caller between programs.
 
@@ -39,7 +40,7 @@ from .simd import vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import mean_rows
-from .shift import WINDOW_POOL_INTO, finite, shift_history
+from .shift import WINDOW_POOL_INTO, finite, moves_flat, pair_sums_into, shift_history, takes_pair_sums
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
  GEMM_DOT, FEED) = range(11)
@@ -175,8 +176,13 @@ def _interpreter(conv, pools, gemms):
                 blocks = _borrowed(i64, r[s], (r[s + 2], r[s + 3]))
                 for b in range(blocks.shape[0]):
                     _copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
-            elif op == SHIFT_HISTORY:
-                shift_history(_f3(f32, r, 0), _int(r, 1), _int(r, 2))
+            elif op == SHIFT_HISTORY:  # a flat move inlined (a call costs as much as the move)
+                s = HEAD
+                rows, w, keep, start = r[s + 2] * r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
+                if rows > 0 and moves_flat(rows, w, keep, start):
+                    vcopy(f32, r[s], f32, r[s] + start, rows * w - start)
+                else:
+                    shift_history(_f3(f32, r, 0), keep, start)
             elif op == CONV_ROWS:
                 if conv:
                     conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
@@ -192,9 +198,13 @@ def _interpreter(conv, pools, gemms):
                     _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4),
                                      _int(r, 5))
             elif op == WINDOW_AVG_INTO:
-                if pools:
-                    _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4),
-                                     _int(r, 5))
+                if pools:  # the pair sums inlined (a call passing three 3-D arrays costs 5-7 ns)
+                    s = HEAD
+                    rows, n, w, col, k = r[s + 2] * r[s + 3], r[s + 4], r[s + 2 * ARG_SLOTS + 4], _int(r, 5), _int(r, 3)
+                    if takes_pair_sums(AVG, k, _int(r, 4), n, w - col):
+                        pair_sums_into(_flat(f32, r, 0), _flat(f32, r, 2), rows, n, w, col, k)
+                    else:
+                        _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), k, _int(r, 4), col)
             elif op == MEAN_ROWS:
                 if pools:
                     mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))

@@ -159,7 +159,11 @@ def mean_rows(x, out, outer, n):
             width //= 2
             for i in range(width):
                 tile_set(t, i, vsum_pairs(tile_get(t, 2 * i), tile_get(t, 2 * i + 1)))
-        vstore(out, r0, vmul(tile_get(t, 0), inv), rows)
+        means = vmul(tile_get(t, 0), inv)
+        if rows == w:  # unmasked: a load of a masked store's data waits for it to retire (not forwarded)
+            vstore(out, r0, means, simd.LANES)
+        else:
+            vstore(out, r0, means, rows)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

@@ -18,7 +18,7 @@ from .pool import AVG, MAX, _sweep
 
 
 @njit(inline="always")
-def _pair_sums_into(xf, bf, rows, n, w, col, k):
+def pair_sums_into(xf, bf, rows, n, w, col, k):
     """bf[p*w + col + j] = (sum over t < k of xf[p*n + j*k + t]) / k for j < n / k, every row p: the
     AVG kernel of 1-D windows that tile rows of n <= 2 * LANES inputs, k = 2 or 4. Per row: its
     inputs in one or two vectors, neighbouring lanes summed once (k = 2) or twice (k = 4) by
@@ -45,6 +45,13 @@ def _pair_sums_into(xf, bf, rows, n, w, col, k):
             vstore(bf, p * w + col, vmul(s, scale), lo)
 
 
+@njit(inline="always")
+def takes_pair_sums(code, k, stride, n, lo):
+    """Whether the pool of ``code`` into a shift buffer (windows of k at ``stride`` over rows of n
+    inputs, lo outputs each) runs as ``pair_sums_into``."""
+    return code == AVG and k == stride and (k == 2 or k == 4) and n == lo * k and n <= 2 * LANES
+
+
 def _window_pooling_into(code: int):
     """The 1-D full-window pool of ``code`` writing into columns [col, W) of (N, C, W) rows."""
 
@@ -53,7 +60,7 @@ def _window_pooling_into(code: int):
         """buf[p, col + j] = reduce over t < k of x[p, j*stride + t] for j < W - col: x (N, C, L), out
         (N, C, W - col) scratch, buf (N, C, W), every window full. Average pools whose windows of 2
         or 4 tile rows of at most two vectors (the streamed hops of signal CNNs) take
-        ``_pair_sums_into`` (float32 sums). Otherwise ``pool.WINDOW_POOL``'s sweep (NaN-propagating
+        ``pair_sums_into`` (float32 sums). Otherwise ``pool.WINDOW_POOL``'s sweep (NaN-propagating
         max; float64 sum / k) inlined: one long sweep into ``out`` then a copy of each row into place
         when the windows tile the rows (long sweeps vectorise), else straight into place row by
         row; one kernel call either way."""
@@ -61,10 +68,9 @@ def _window_pooling_into(code: int):
         rows, n, w = x.shape[0] * x.shape[1], x.shape[2], buf.shape[2]
         lo = w - col
         scale = 1.0 / k
-        if k == stride and n == lo * k:
-            if code == AVG and (k == 2 or k == 4) and n <= 2 * LANES:
-                _pair_sums_into(xf, bf, rows, n, w, col, k)
-                return
+        if takes_pair_sums(code, k, stride, n, lo):
+            pair_sums_into(xf, bf, rows, n, w, col, k)
+        elif k == stride and n == lo * k:
             if k == 4:  # literal taps, as the pool's own kernel
                 _sweep(xf, of, 0, 0, rows * lo, 4, 4, scale, code)
             elif k == 2:
@@ -73,9 +79,9 @@ def _window_pooling_into(code: int):
                 _sweep(xf, of, 0, 0, rows * lo, k, k, scale, code)
             for p in range(rows):
                 vcopy(bf, p * w + col, of, p * lo, lo)
-            return
-        for p in range(rows):
-            _sweep(xf, bf, p * n, p * w + col, lo, stride, k, scale, code)
+        else:
+            for p in range(rows):
+                _sweep(xf, bf, p * n, p * w + col, lo, stride, k, scale, code)
 
     return kernel
 
@@ -127,6 +133,13 @@ _shift_one = _grouped_shift(SHIFT_GROUP, 1)
 _shift_two = _grouped_shift(SHIFT_GROUP // 2, 2)
 
 
+@njit(inline="always")
+def moves_flat(rows, w, keep, start):
+    """Whether ``shift_history`` moves a buffer of rows > 0 rows of w columns as one flat block: when
+    that takes at most 6/5 as many vectors as the rows' histories."""
+    return 5 * ((rows * w - start + LANES - 1) // LANES) <= 6 * rows * ((keep + LANES - 1) // LANES)
+
+
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def shift_history(buf, keep, start):
     """buf[p, :keep] = buf[p, start:start + keep] for every row of the (N, C, W) shift buffer
@@ -136,7 +149,7 @@ def shift_history(buf, keep, start):
     its producer rewrites before anything reads them again.
 
     When moving the whole buffer by ``start`` elements as one flat block takes at most 6/5 as many
-    vectors as the rows' histories (histories nearly as long as the rows), that is how it moves:
+    vectors as the rows' histories (``moves_flat``: histories nearly as long as the rows), it moves so:
     full vectors, no per-row masks (3x faster on 32 rows of 24 of 25 columns); each row's history
     lands in place, its other columns get the next row's first values. Otherwise histories of at
     most two vectors are moved in groups of rows (``_grouped_shift``): a load that overlaps the span
@@ -147,9 +160,8 @@ def shift_history(buf, keep, start):
     rows = buf.shape[0] * buf.shape[1]
     if rows == 0:
         return
-    whole = rows * w - start
-    if 5 * ((whole + LANES - 1) // LANES) <= 6 * rows * ((keep + LANES - 1) // LANES):
-        vcopy(bf, 0, bf, start, whole)
+    if moves_flat(rows, w, keep, start):
+        vcopy(bf, 0, bf, start, rows * w - start)
     elif keep <= LANES:
         _shift_one(bf, rows, w, start, keep)
     elif keep <= 2 * LANES:
