@@ -18,9 +18,9 @@ argument as a flat view of the arena (these kernels flatten their arrays anyway;
 history shift, which read shapes, get 3-D views) that holds no reference, and it is compiled without
 reference counting (as the kernels of its own families), so a whole sequence costs one dispatch
 and a few nanoseconds per argument. The two smallest bodies, the history shift's flat move and the
-pair sums of pools into shift buffers, are inlined rather than called. The opcodes name the kernels it knows (``KERNELS`` in
-``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
-by the caller between programs.
+pair sums of pools into shift buffers, are inlined rather than called. The opcodes name the kernels
+it knows (``KERNELS`` in ``runtimes.step_program`` pairs them with their argument kinds); a step of
+any other kernel is run by the caller between programs.
 
 Numba's cache of an interpreter checks only this file's timestamp, not those of the kernels it
 calls: after editing one of them in a checkout, delete ``__pycache__/program.*`` (a fresh install
@@ -200,7 +200,8 @@ def _interpreter(conv, pools, gemms):
             elif op == WINDOW_AVG_INTO:
                 if pools:  # the pair sums inlined (a call passing three 3-D arrays costs 5-7 ns)
                     s = HEAD
-                    rows, n, w, col, k = r[s + 2] * r[s + 3], r[s + 4], r[s + 2 * ARG_SLOTS + 4], _int(r, 5), _int(r, 3)
+                    rows, n, w = r[s + 2] * r[s + 3], r[s + 4], r[s + 2 * ARG_SLOTS + 4]  # x (rows, n), buf (rows, w)
+                    col, k = _int(r, 5), _int(r, 3)
                     if takes_pair_sums(AVG, k, _int(r, 4), n, w - col):
                         pair_sums_into(_flat(f32, r, 0), _flat(f32, r, 2), rows, n, w, col, k)
                     else:

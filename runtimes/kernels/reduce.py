@@ -5,8 +5,10 @@ The builder rewrites every reduction into one of three index forms over the flat
 accumulator per inner position so the loads stay contiguous), and gather for reduced axes that are
 not adjacent (out[j] = reduce over r of x[base[j] + offs[r]]). Sums accumulate in float64 (softmax's
 row sum in float32, which vectorises), except the mean of rows (GlobalAveragePool, also run by the
-step-program interpreter): float32 vector partial sums, as onnxruntime's, 16 rows at a time; max and min propagate NaN (np.max semantics); log-sum-exp and
-softmax subtract the maximum first, so they never overflow. Each reduction code and form gets its own any-rank kernel, ``REDUCE[code, form]``
+step-program interpreter): float32 vector partial sums, as onnxruntime's, a vector width of rows
+(16 with AVX-512) at a time.
+Max and min propagate NaN (np.max semantics); log-sum-exp and softmax subtract the maximum first,
+so they never overflow. Each reduction code and form gets its own any-rank kernel, ``REDUCE[code, form]``
 (a closure over ints, so numba's cache keys stay stable), that calls the flat loop with the code as a
 literal: a model compiles only the reductions and forms it uses.
 
@@ -107,7 +109,7 @@ def _fold(row, n, code, shift, lanes):
 
 CHAINS = 4
 """Vector accumulators per row of ``mean_rows`` on rows of at least CHAINS vectors (add latency)."""
-_STAGES = simd.LANES.bit_length() - 1  # log2 of the vector width: pairwise stages merging LANES rows
+_STAGES = simd.LANES.bit_length() - 1  # log2 of the vector width: pairwise stages merging simd.LANES rows
 
 
 def _tile_maker(count: int):
@@ -143,8 +145,8 @@ def _row_partials(x, start, n):
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def mean_rows(x, out, outer, n):
     """out[o] = mean of x[o*n : (o+1)*n] for o < outer (flat float32 arrays), in float32 like
-    onnxruntime's: per group of LANES rows, one vector of partial sums per row (``_row_partials``),
-    then log2(LANES) stages of pairwise lane sums (``vsum_pairs``) leave lane i = the sum of row i,
+    onnxruntime's: per group of simd.LANES rows, one vector of partial sums per row (``_row_partials``),
+    then log2(simd.LANES) stages of pairwise lane sums (``vsum_pairs``) leave lane i = the sum of row i,
     times 1 / n, one store. Plain IEEE adds: NaN and Inf propagate as in any sum."""
     w = simd.LANES
     inv = vsplat(np.float32(1.0) / np.float32(n)) if n > 0 else vsplat(np.float32(np.nan))

@@ -4,8 +4,10 @@ pushed samples.
 A streaming step keeps, per layer, a buffer B (N, C, H + S) whose first H columns are the layer's
 history and whose last S columns are this hop's new inputs. When a 1-D pool produces those S
 columns, writing them into B as they are made saves the Concat's pass over the history and a
-kernel call (k = 2 or 4 average pools sum in float32 there, as onnxruntime does). Pushed samples are checked for NaN/Inf and copied in one call, because a stream must
-reject a bad chunk before it touches the state (numpy's check costs more than the copy).
+kernel call (k = 2 or 4 average pools sum in float32 there, as onnxruntime does). At the end of
+the hop ``shift_history`` moves each row's next history to its first columns. Pushed samples are
+checked for NaN/Inf and copied in one call, because a stream must reject a bad chunk before it
+touches the state (numpy's check costs more than the copy).
 """
 from __future__ import annotations
 
