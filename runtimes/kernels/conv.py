@@ -564,7 +564,7 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
         _rows_general(x, w, bias, y, scratch, plan, params)
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _rows_fast(x, w, bias, y, plan):
     """conv_rows_kernel for one group read in place (no repack), GEMM_NARROW or GEMM at most two
     vectors wide, Relu (applied in the tiles' registers) or no activation."""
