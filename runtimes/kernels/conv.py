@@ -14,13 +14,17 @@ unpadded unit-stride inputs are read in place. A 1-D convolution is the 2-D one 
 Single-row outputs at most 128 columns wide (with AVX-512; a streaming step's layers are this
 narrow) take their whole blocks of four vectors by 6 x 4-vector tiles and a last block of two by
 8 x 2-vector tiles first (``_quads``); the generic 8 x 3 tiles would leave lanes idle or be bound
-by loads there. These, the narrow and the dot methods live in ``conv_rows_kernel``, compiled only
-for models that have such convolutions.
+by loads there. Rows of at most two vectors take short tiles (SHORT_ROWS channels by one or two
+vectors, the last masked) instead, bias and Relu applied in registers. These, the narrow and the
+dot methods live in ``conv_rows_kernel``, compiled only for models that have such convolutions;
+its common streaming case (one group read in place, Relu or none) skips the general body.
 
 Narrow single-row outputs (a few columns, as a streaming step computes per hop) vectorise over
 output channels instead of columns: with W packed as Wt (K, Cout/groups) per group, a tile of
 NARROW_COLS columns by NARROW_VECS channel vectors accumulates Wt[t] * broadcast B(t, j), so no
-lane idles when the width is below a vector, and the tile is written to Y transposed.
+lane idles when the width is below a vector, and the tile is written to Y transposed: when the
+rows are exactly the tile's columns (a hop's usual case) the transposed tile is whole vectors of
+Y, else one masked store per channel. Relu is applied in registers before the store.
 
 Depthwise convolutions (one input and one output channel per group) are not products: their
 tiles accumulate vectors of output columns over the taps, one channel at a time, and the common
@@ -57,9 +61,12 @@ whole unpadded input, as a Flatten + Gemm head written as a Conv)."""
 NARROW_COLS, NARROW_VECS = 4, 4
 """Tile of the narrow method: 4 columns by 4 vectors of output channels, 16 accumulators."""
 PAIR_COLS = 8
-"""Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4, or 2 over two
-sums of alternate taps) columns by 2 vectors, 16 (8) accumulators, each broadcast input feeding
-two FMAs."""
+"""Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4, or 2) columns by 2
+vectors, each broadcast input feeding two FMAs."""
+PAIR_SPLITS = 2 if AVX512 else 1
+"""Sums of alternate taps in the 4-column pair tile (twice as many in the 2-column one): 16
+accumulators of the 32 zmm registers, where 8 wait on FMA latency (measured 16 -> 32 channels at 4
+columns and 32 -> 32 at 2, 1.2-1.3x faster); half as many with 16 vector registers."""
 
 
 def plan(boffs: np.ndarray, **fields: int) -> np.ndarray:
@@ -218,9 +225,9 @@ _narrow_full = _narrow_tile(NARROW_COLS, NARROW_VECS, False)
 _narrow_edge = _narrow_tile(NARROW_COLS, NARROW_VECS, True)
 _pair_wide = _narrow_tile(PAIR_COLS, 2, False)
 _pair_wide_edge = _narrow_tile(PAIR_COLS, 2, True)
-_pair = _narrow_tile(PAIR_COLS // 2, 2, False, 2)
+_pair = _narrow_tile(PAIR_COLS // 2, 2, False, PAIR_SPLITS)
 _pair_edge = _narrow_tile(PAIR_COLS // 2, 2, True)
-_pair_two = _narrow_tile(2, 2, False, 4)
+_pair_two = _narrow_tile(2, 2, False, 2 * PAIR_SPLITS)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
