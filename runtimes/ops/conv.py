@@ -21,9 +21,10 @@ channel vectors (kernels.conv PAIR_COLS), up to NARROW_WIDTH columns: measured 3
 kernel 4, 1.5x faster at 8 columns and 2.4x at 2 (a streaming hop's layers); slower with fewer
 channels (a masked vector)."""
 PAIR_WIDTH = kc.LANES
-"""Groups of exactly two vectors of output channels take it up to this width (a vector): measured
-16 -> 32 and 32 -> 32 channels at 12-16 columns, 1.2-1.4x faster; with a masked last block of
-channels (48) slower, so those stop at NARROW_WIDTH."""
+"""Groups of exactly two vectors of output channels, or of whole blocks of NARROW_VECS vectors, take
+it up to this width (a vector): measured 16 -> 32 and 32 -> 32 channels at 12-16 columns, 1.2-1.4x
+faster, 64 -> 64 at 12 columns 1.6x and 128 -> 128 at 16 (kernel 3) 1.2-1.3x; with a masked last
+block of channels (48, 96) slower, so those stop at NARROW_WIDTH."""
 ROWS_WIDTH = 128
 """Single-row outputs at most this wide (a streaming step's layers) run on ``conv_rows_kernel``,
 the one the streaming step interpreter calls: with AVX-512 its quads serve them (QUAD_MAX), with
@@ -124,7 +125,7 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
         method = kc.DOT  # one column from one contiguous run of X (a kernel covering X): dot products
     elif method == kc.GEMM and out[0] == 1 and w.is_const and (
             (out[1] <= NARROW_WIDTH and cout_g >= PAIR_MIN_CHANNELS)
-            or (out[1] <= PAIR_WIDTH and cout_g == 2 * kc.LANES)):
+            or (out[1] <= PAIR_WIDTH and (cout_g == 2 * kc.LANES or cout_g % (kc.NARROW_VECS * kc.LANES) == 0))):
         method = kc.GEMM_NARROW
     h, wd = size
     q_len = 0 if in_place else (1 if method == kc.DEPTHWISE else c) * plane + qw

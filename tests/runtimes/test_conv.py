@@ -70,7 +70,8 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_quad_duo_rest": ((9, 120), (20, 9, 3), dict(pads=[2, 0])),
     "1d_duo": ((8, 34), (11, 8, 3), {}),
     "2d_pointwise_quads": ((6, 8, 16), (7, 6, 1, 1), {}),
-    # narrow outputs (<= 8 columns, >= 32 output channels per group; <= 16 for exactly 32): channel-vectorised tiles
+    # narrow outputs (<= 8 columns, >= 32 output channels per group; <= 16 for exactly 32 or multiples of 64):
+    # channel-vectorised tiles
     "1d_narrow_causal": ((40, 4), (128, 40, 3), dict(pads=[2, 0])),
     "1d_narrow_8_columns": ((40, 8), (64, 40, 3), dict(pads=[2, 0])),
     "1d_narrow_one_column": ((24, 5), (64, 24, 3), dict(dilations=[2])),
@@ -87,6 +88,9 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "1d_narrow_pair_16_columns": ((16, 24), (32, 16, 5), dict(dilations=[2])),  # exactly two vectors: up to 16
     "1d_narrow_pair_12_columns": ((32, 14), (32, 32, 3), {}),
     "1d_narrow_pair_edge_12_columns": ((16, 14), (48, 16, 3), {}),  # a masked block: not narrow past 8
+    "1d_narrow_64_channels_16_columns": ((16, 18), (64, 16, 3), {}),  # whole 4-vector blocks: up to 16
+    "1d_narrow_128_channels_12_columns": ((8, 16), (128, 8, 3), dict(pads=[2, 0])),
+    "1d_narrow_96_channels_16_columns": ((8, 18), (96, 8, 3), {}),  # a masked block: not narrow past 8
     # rows of exactly a tile's columns (4, 2; a masked last block of channels): whole transposed vectors
     "1d_narrow_pair_edge_4_columns": ((12, 4), (48, 12, 3), dict(pads=[2, 0])),
     "1d_narrow_edge_4_columns": ((10, 6), (80, 10, 3), {}),
@@ -132,7 +136,8 @@ def test_narrow_cases_take_the_narrow_method(case):
     (y,) = session.run(None, {"x": np.ones((1, *shape), np.float32)})
     (fn, args), = next(iter(session._plans.values())).steps
     cout_g = w_shape[0] // attrs.get("group", 1)  # 8 (16) columns with AVX-512, 4 (8) with 8-lane vectors
-    narrow = y.shape[-1] <= NARROW_WIDTH or (y.shape[-1] <= PAIR_WIDTH and cout_g == 2 * kc.LANES)
+    whole = cout_g == 2 * kc.LANES or cout_g % (kc.NARROW_VECS * kc.LANES) == 0  # no masked block of channels
+    narrow = y.shape[-1] <= NARROW_WIDTH or (y.shape[-1] <= PAIR_WIDTH and whole)
     assert (args[5][kc.FIELDS.index("method")] == kc.GEMM_NARROW) == narrow
 
 
