@@ -160,6 +160,22 @@ def _short_row(a, a_ks, b, k, c, c_cs, beta, y, n, alpha, relu):
         vstore(y, LANES, hi, n1)
 
 
+@njit(inline="always")
+def takes_one_row(plan):
+    """Whether ``gemm_kernel`` with this plan runs ``one_row``: one row of at most two vectors."""
+    return plan[0] == 1 and plan[1] <= 2 * LANES
+
+
+@njit(inline="always")
+def one_row(af, bf, cf, yf, plan, params):
+    """``gemm_kernel`` for one row (``takes_one_row``) on flat arrays, B' row-major in ``bf``:
+    ``_short_row``, then an activation other than Relu (inlined by the step-program interpreter)."""
+    n, k, a_ks, c_cs, code = plan[1], plan[2], plan[4], plan[6], plan[8]
+    _short_row(af, a_ks, bf, k, cf, c_cs, params[1], yf, n, params[0], code == RELU)
+    if code != IDENTITY and code != RELU:
+        activate_rows(yf, np.int64(0), n, np.int64(1), n, code, params[2], params[3])
+
+
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def gemm_kernel(a, b, c, y, bt, plan, params):
     """ONNX Gemm: y (M, N) = act(alpha * A' @ B' + beta * C), C broadcast to (M, N) by strides.
@@ -179,13 +195,10 @@ def gemm_kernel(a, b, c, y, bt, plan, params):
             for t in range(k):
                 bt[t * n + j] = bf[j * k + t]
         bf = bt
-    zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
-    if m == 1 and n <= 2 * LANES:  # a classifier layer at batch 1
-        yf = flat(y)
-        _short_row(flat(a), a_ks, bf, k, flat(c), c_cs, params[1], yf, n, params[0], code == RELU)
-        if code != IDENTITY and code != RELU:
-            activate_rows(yf, zero, n, np.int64(1), n, code, params[2], params[3])
+    if takes_one_row(plan):  # a classifier layer at batch 1
+        one_row(flat(a), bf, flat(c), flat(y), plan, params)
         return
+    zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
     matmul_tiles(flat(a), zero, a_rs, a_ks, bf, plan[9:], zero, flat(c), zero, c_rs, c_cs, params[1],
                  flat(y), zero, n, m, n, k, params[0], code, params[2], params[3])
 
@@ -200,8 +213,13 @@ def gemm_dot_kernel(a, bt, c, y, plan, params):
     activation), ``params`` = float32 (alpha, beta, and the activation's two parameters); C(i, j) =
     c[i * c_rs + j * c_cs], not read when beta == 0.
     """
+    dot_rows(flat(a), flat(bt), flat(c), flat(y), plan, params)
+
+
+@njit(inline="always")
+def dot_rows(af, bf, cf, yf, plan, params):
+    """``gemm_dot_kernel`` on flat arrays (inlined by the step-program interpreter)."""
     m, n, k, c_rs, c_cs, code = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
-    af, bf, cf, yf = flat(a), flat(bt), flat(c), flat(y)
     alpha, beta = params[0], params[1]
     for i in range(m):
         for j in range(n):

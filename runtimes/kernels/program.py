@@ -17,10 +17,11 @@ samples, checking them and running the hop take one call.
 argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
 history shift, which read shapes, get 3-D views) that holds no reference, and it is compiled without
 reference counting (as the kernels of its own families), so a whole sequence costs one dispatch
-and a few nanoseconds per argument. The two smallest bodies, the history shift's flat move and the
-pair sums of pools into shift buffers, are inlined rather than called. The opcodes name the kernels
-it knows (``KERNELS`` in ``runtimes.step_program`` pairs them with their argument kinds); a step of
-any other kernel is run by the caller between programs.
+and a few nanoseconds per argument. The small steps' bodies (the history shift's flat move, the
+pair sums of pools into shift buffers, the mean of rows, the one-row and the dot-product Gemm) are
+inlined rather than called: a call passes each array as 7 (11 when 3-D) words, 3-7 ns a step. The
+opcodes name the kernels it knows (``KERNELS`` in ``runtimes.step_program`` pairs them with their
+argument kinds); a step of any other kernel is run by the caller between programs.
 
 Numba's cache of an interpreter checks only this file's timestamp, not those of the kernels it
 calls: after editing one of them in a checkout, delete ``__pycache__/program.*`` (a fresh install
@@ -35,11 +36,11 @@ from numba.np.arrayobj import make_array, populate_array
 
 from . import FASTMATH
 from .conv import conv_rows_kernel
-from .gemm import gemm_dot_kernel, gemm_kernel
+from .gemm import dot_rows, gemm_kernel, one_row, takes_one_row
 from .simd import vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
-from .reduce import mean_rows
+from .reduce import mean_rows_inline
 from .shift import WINDOW_POOL_INTO, finite, moves_flat, pair_sums_into, shift_history, takes_pair_sums
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
@@ -208,15 +209,20 @@ def _interpreter(conv, pools, gemms):
                         _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), k, _int(r, 4), col)
             elif op == MEAN_ROWS:
                 if pools:
-                    mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
+                    mean_rows_inline(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == GEMM:
                 if gemms:
-                    gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
-                                _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
+                    plan = _flat(i64, r, 5)
+                    if takes_one_row(plan) and plan[7] == 0:  # B' stored row-major: the one-row path inlined
+                        one_row(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), plan,
+                                _flat(f32, r, 6))
+                    else:
+                        gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
+                                    _flat(f32, r, 4), plan, _flat(f32, r, 6))
             elif op == GEMM_DOT:
                 if gemms:
-                    gemm_dot_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
-                                    _flat(i64, r, 4), _flat(f32, r, 5))
+                    dot_rows(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), _flat(i64, r, 4),
+                             _flat(f32, r, 5))
         return True
 
     return run_program

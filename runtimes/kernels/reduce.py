@@ -148,6 +148,12 @@ def mean_rows(x, out, outer, n):
     onnxruntime's: per group of simd.LANES rows, one vector of partial sums per row (``_row_partials``),
     then log2(simd.LANES) stages of pairwise lane sums (``vsum_pairs``) leave lane i = the sum of row i,
     times 1 / n, one store. Plain IEEE adds: NaN and Inf propagate as in any sum."""
+    mean_rows_inline(x, out, outer, n)
+
+
+@njit(inline="always")
+def mean_rows_inline(x, out, outer, n):
+    """``mean_rows``'s body (inlined by the step-program interpreter)."""
     w = simd.LANES
     inv = vsplat(np.float32(1.0) / np.float32(n)) if n > 0 else vsplat(np.float32(np.nan))
     for r0 in range(0, outer, w):
