@@ -27,8 +27,9 @@ faster, 64 -> 64 at 12 columns 1.6x and 128 -> 128 at 16 (kernel 3) 1.2-1.3x; wi
 block of channels (48, 96) slower, so those stop at NARROW_WIDTH."""
 ROWS_WIDTH = 128
 """Single-row outputs at most this wide (a streaming step's layers) run on ``conv_rows_kernel``,
-the one the streaming step interpreter calls: with AVX-512 its quads serve them (QUAD_MAX), with
-8-lane vectors its product tiles, as ``conv_kernel``'s would (the step stays in the compiled program)."""
+the one the streaming step interpreter calls: up to two vectors its short tiles serve them, wider
+ones with AVX-512 its quads (QUAD_MAX), with 8-lane vectors its product tiles, as ``conv_kernel``'s
+would (the step stays in the compiled program)."""
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:
