@@ -64,9 +64,10 @@ PAIR_COLS = 8
 """Narrow groups of fewer than NARROW_VECS vectors of channels: tiles of 8 (or 4, or 2) columns by 2
 vectors, each broadcast input feeding two FMAs."""
 PAIR_SPLITS = 2 if AVX512 else 1
-"""Sums of alternate taps in the 4-column pair tile (twice as many in the 2-column one): 16
-accumulators of the 32 zmm registers, where 8 wait on FMA latency (measured 16 -> 32 channels at 4
-columns and 32 -> 32 at 2, 1.2-1.3x faster); half as many with 16 vector registers."""
+"""Sums of consecutive taps in the 4-column pair tile (twice as many in the 2-column one): 16
+accumulators instead of 8 (4), whose FMA chains would otherwise bound the tile by their latency
+(measured 16 -> 32 channels at 4 columns and 32 -> 32 at 2: 1.2-1.3x faster). With 16 vector
+registers (no AVX-512) the tiles keep 8 (4 over two sums)."""
 
 
 def plan(boffs: np.ndarray, **fields: int) -> np.ndarray:
