@@ -560,22 +560,22 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
     columns, then the product's tiles for the rest), GEMM_NARROW (``w`` is Wt) and DOT. A kernel of
     its own, so that models without such convolutions do not compile its tiles.
 
-    A streaming hop's usual layer (one group read in place, narrow or short, Relu or none) takes
-    ``_rows_fast``, everything else ``_rows_general``: entering the general body costs about 0.02 us
+    A streaming hop's usual layer (one group read in place, narrow or short, Relu or none; a dot
+    head) takes ``_rows_fast``, everything else ``_rows_general``: entering the general body costs about 0.02 us
     per call (measured), a sixth of a 4-column 16 -> 32 channel narrow convolution.
     """
     method, code = plan[16], plan[17]
-    if plan[4] == 1 and plan[15] == 0 and (code == RELU or code == IDENTITY) and (
-            method == GEMM_NARROW or (method == GEMM and plan[7] <= 2 * LANES)):
-        _rows_fast(x, w, bias, y, plan)
+    if plan[4] == 1 and plan[15] == 0 and (code == IDENTITY or (code == RELU and method != DOT)) and (
+            method != GEMM or plan[7] <= 2 * LANES):
+        _rows_fast(x, w, bias, y, scratch, plan)
     else:
         _rows_general(x, w, bias, y, scratch, plan, params)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _rows_fast(x, w, bias, y, plan):
-    """conv_rows_kernel for one group read in place (no repack), GEMM_NARROW or GEMM at most two
-    vectors wide, Relu (applied in the tiles' registers) or no activation."""
+def _rows_fast(x, w, bias, y, scratch, plan):
+    """conv_rows_kernel for one group read in place (no repack): GEMM_NARROW or GEMM at most two
+    vectors wide with Relu (applied in the tiles' registers) or no activation, DOT without one."""
     n_img, c_in, h, wd, c_out, ow, method = plan[0], plan[1], plan[2], plan[3], plan[5], plan[7], plan[16]
     boffs, relu = plan[18:], plan[17] == RELU
     xf, wf, yf = flat(x), flat(w), flat(y)
@@ -584,6 +584,8 @@ def _rows_fast(x, w, bias, y, plan):
         x_off, y_off = img * c_in * h * wd, img * c_out * ow
         if method == GEMM_NARROW:
             _narrow(wf, zero, c_out, xf, boffs, x_off, bias, zero, yf, y_off, ow, relu)
+        elif method == DOT:
+            _dot(wf, zero, boffs.size, xf, x_off + boffs[0], bias, zero, yf, y_off, c_out, scratch, scratch.size - LANES)
         else:
             _short(wf, zero, boffs.size, xf, boffs, x_off, bias, zero, yf, y_off, ow, c_out, relu)
 
