@@ -22,9 +22,7 @@ from edgekit.ir import Graph, Node
 
 from . import fusion
 from .ops import BUILDERS
-from .ops.registry import Constant, In, Kernel, Out, Tensor, Unsupported, View
-
-ALIGN = 64
+from .ops.registry import Constant, In, Kernel, Out, Tensor, Unsupported, View, aligned_bytes
 MAX_PLAN_BYTES = 4 << 30
 
 
@@ -355,7 +353,7 @@ class _ArenaPool:
                 raise InputError(
                     f"inputs of shapes {self.input_shapes} need more than {self.max_bytes / 2**30:.1f} GiB of "
                     f"intermediate buffers (at tensor {name!r} of shape {list(t.shape)}); run smaller inputs")
-            arena = _aligned(max(nbytes, 1))
+            arena = aligned_bytes(max(nbytes, 1))
             self.total += arena.nbytes
         self.held[name] = arena
         return arena[:nbytes].view(t.dtype).reshape(t.shape)
@@ -363,9 +361,3 @@ class _ArenaPool:
     def give_back(self, name: str) -> None:
         if name in self.held:
             self.free.append(self.held.pop(name))
-
-
-def _aligned(nbytes: int) -> np.ndarray:
-    raw = np.empty(nbytes + ALIGN, np.uint8)
-    offset = (-raw.ctypes.data) % ALIGN
-    return raw[offset:offset + nbytes]

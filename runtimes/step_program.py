@@ -23,7 +23,7 @@ from .kernels import pool as kp
 from .kernels import program as kprog
 from .kernels import reduce as kr
 from .kernels.shift import WINDOW_POOL_INTO, shift_history
-from .plan import ALIGN
+from .ops.registry import ALIGN
 
 F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
 KIND = {"f": (F32, None), "f3": (F32, 3), "i": (I64, None), "i2": (I64, 2)}

@@ -16,7 +16,7 @@ from edgekit.errors import ModelError
 from edgekit.ir import Node
 
 from ..kernels import binary as kb
-from .registry import In, Kernel, Out, Unsupported, register
+from .registry import In, Kernel, Out, Unsupported, aligned_copy, register
 
 DOMAIN = "ai.edgekit"
 MODES = {"packed": kb.PACKED, "sign": kb.SIGN, "float": kb.FLOAT}
@@ -254,15 +254,6 @@ def _kernel(tables: kb.ConvTables, out_shape: tuple, mode: int) -> Kernel:
     return Kernel(kb.binary_conv, (In(0), xp, ints, words, floats, Out(0)), [(out_shape, out_dtype)])
 
 
-def _aligned(a: np.ndarray) -> np.ndarray:
-    """A copy of a whose data starts on a 64-byte boundary (tile rows then never straddle cache lines)."""
-    raw = np.zeros(a.nbytes + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
-
-
 def _amx_kernel(dense_w: np.ndarray, geo: dict, mode: int, thresholds, scale, bias, out_shape: tuple) -> Kernel:
     """A dense stride-1 conv with packed input of whole words on the AMX tile unit (kernels/binary.py):
     int8 +-1 weights in the tile unit's VNNI layout, int32 thresholds, the flat padded output grid."""
@@ -275,7 +266,7 @@ def _amx_kernel(dense_w: np.ndarray, geo: dict, mode: int, thresholds, scale, bi
     bits = (dense_w[:, :, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
     signs = np.zeros((mp, t_, c), np.int8)
     signs[:m] = 1 - 2 * bits.reshape(m, t_, c).astype(np.int8)
-    wb = _aligned(signs.reshape(mp // 32, 2, 16, t_, wd, 16, 4).transpose(0, 3, 4, 1, 5, 2, 6).reshape(-1))
+    wb = aligned_copy(signs.reshape(mp // 32, 2, 16, t_, wd, 16, 4).transpose(0, 3, 4, 1, 5, 2, 6).reshape(-1))
     thr = np.full(mp, np.iinfo(np.int32).min, np.int32)
     if thresholds is not None:
         thr[:m] = np.clip(thresholds, np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max)
@@ -288,8 +279,8 @@ def _amx_kernel(dense_w: np.ndarray, geo: dict, mode: int, thresholds, scale, bi
                   mode, geo["oh"] * geo["ow"], qb] + offs, np.int64)
     floats = np.concatenate([scale if scale is not None else np.zeros(m, np.float32),
                              bias if bias is not None else np.zeros(m, np.float32)]).astype(np.float32)
-    xi = _aligned(np.zeros((geo["n"], rows, c), np.int8))
-    dots = _aligned(np.zeros((qb, mp), np.int32))
+    xi = aligned_copy(np.zeros((geo["n"], rows, c), np.int8))
+    dots = aligned_copy(np.zeros((qb, mp), np.int32))
     out_dtype = np.dtype(np.uint64) if mode == kb.PACKED else np.dtype(np.float32)
     return Kernel(kb.binary_conv_amx, (In(0), xi, g, cfg, wb, thr, floats, dots, Out(0)), [(out_shape, out_dtype)])
 

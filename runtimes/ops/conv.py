@@ -8,7 +8,7 @@ from edgekit.ir import Node
 
 from ..kernels import conv as kc
 from .activation import fused_activation
-from .registry import In, Kernel, Out, Unsupported, register
+from .registry import In, Kernel, Out, Unsupported, aligned_copy, register
 
 NARROW_WIDTH = kc.LANES // 2
 """Single-row outputs at most this wide (half a vector) with constant weights and at least
@@ -30,17 +30,6 @@ ROWS_WIDTH = 128
 the one the streaming step interpreter calls: up to two vectors its short tiles serve them, wider
 ones with AVX-512 its quads (QUAD_MAX), with 8-lane vectors its product tiles, as ``conv_kernel``'s
 would (the step stays in the compiled program)."""
-
-
-def _aligned(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous float32 copy of ``a`` starting on a 64-byte boundary: the narrow tiles load
-    vectors of Wt and of the bias, and a vector straddling two cache lines costs two loads
-    (measured 32 -> 32 channels at 2 columns and 128 -> 128 at 4-6 columns: 1.2-1.4x faster)."""
-    raw = np.zeros(a.size * 4 + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    out = raw[start:start + a.size * 4].view(np.float32).reshape(a.shape)
-    out[...] = a
-    return out
 
 
 def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
@@ -137,12 +126,12 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
                    out_height=out[0], out_width=out[1], pad_top=begin[0], pad_left=begin[1], stride_h=strides[0],
                    stride_w=strides[1], q_height=qh, q_width=qw, plane=plane, repack=not in_place, method=method,
                    activation=code)
-    bias = In(2) if b is not None and not b.is_const else _aligned(
-        np.zeros(c_out, np.float32) if b is None else b.value.reshape(-1))
-    weights = _aligned(w.value) if w.is_const else In(1)  # a writable copy: one compiled signature
+    bias = In(2) if b is not None and not b.is_const else aligned_copy(
+        np.zeros(c_out, np.float32) if b is None else b.value.reshape(-1), np.float32)
+    weights = aligned_copy(w.value, np.float32) if w.is_const else In(1)  # a writable copy: one compiled signature
     if method == kc.GEMM_NARROW:  # Wt (groups, K, Cout/groups), in W's rank
         wt = weights.reshape(groups, cout_g, -1).transpose(0, 2, 1)
-        weights = _aligned(wt.reshape(-1, cout_g)).reshape(wt.shape + (1,) * (weights.ndim - 3))
+        weights = aligned_copy(wt.reshape(-1, cout_g), np.float32).reshape(wt.shape + (1,) * (weights.ndim - 3))
     params = np.array([p1, p2], np.float32)
     y_shape = (n, c_out, *out[-nd:])
     rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= ROWS_WIDTH)
