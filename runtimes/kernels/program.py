@@ -17,11 +17,12 @@ samples, checking them and running the hop take one call.
 argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
 history shift, which read shapes, get 3-D views) that holds no reference, and it is compiled without
 reference counting (as the kernels of its own families), so a whole sequence costs one dispatch
-and a few nanoseconds per argument. The small steps' bodies (the history shift's flat move, the
-pair sums of pools into shift buffers, the mean of rows, the one-row and the dot-product Gemm) are
-inlined rather than called: a call passes each array as 7 (11 when 3-D) words, 3-7 ns a step. The
-opcodes name the kernels it knows (``KERNELS`` in ``runtimes.step_program`` pairs them with their
-argument kinds); a step of any other kernel is run by the caller between programs.
+and a few nanoseconds per argument. The small steps' bodies (the pair sums of pools into shift
+buffers, the one-row and the dot-product Gemm) are inlined rather than called: a call passes each
+array as 7 (11 when 3-D) words, 3-7 ns a step (the history shift and the mean of rows are called:
+the mean ran 1.5x slower inlined). The opcodes name the kernels it knows (``KERNELS`` in
+``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
+by the caller between programs.
 
 Numba's cache of an interpreter checks only this file's timestamp, not those of the kernels it
 calls: after editing one of them in a checkout, delete ``__pycache__/program.*`` (a fresh install
@@ -40,8 +41,8 @@ from .gemm import dot_rows, gemm_kernel, one_row, takes_one_row
 from .simd import vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
-from .reduce import mean_rows_inline
-from .shift import WINDOW_POOL_INTO, finite, moves_flat, pair_sums_into, shift_history, takes_pair_sums
+from .reduce import mean_rows
+from .shift import WINDOW_POOL_INTO, finite, pair_sums_into, shift_history, takes_pair_sums
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
  GEMM_DOT, FEED) = range(11)
@@ -177,13 +178,8 @@ def _interpreter(conv, pools, gemms):
                 blocks = _borrowed(i64, r[s], (r[s + 2], r[s + 3]))
                 for b in range(blocks.shape[0]):
                     _copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
-            elif op == SHIFT_HISTORY:  # a flat move inlined (a call costs as much as the move)
-                s = HEAD
-                rows, w, keep, start = r[s + 2] * r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
-                if rows > 0 and moves_flat(rows, w, keep, start):
-                    vcopy(f32, r[s], f32, r[s] + start, rows * w - start)
-                else:
-                    shift_history(_f3(f32, r, 0), keep, start)
+            elif op == SHIFT_HISTORY:
+                shift_history(_f3(f32, r, 0), _int(r, 1), _int(r, 2))
             elif op == CONV_ROWS:
                 if conv:
                     conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
@@ -209,7 +205,7 @@ def _interpreter(conv, pools, gemms):
                         _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), k, _int(r, 4), col)
             elif op == MEAN_ROWS:
                 if pools:
-                    mean_rows_inline(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
+                    mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == GEMM:
                 if gemms:
                     plan = _flat(i64, r, 5)
