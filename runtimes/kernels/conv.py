@@ -33,16 +33,14 @@ tiles accumulate vectors of output columns over the taps, one channel at a time,
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from . import FASTMATH
 from .activation import IDENTITY, RELU
 from .activation import activate_rows
 from .gemm import matmul_tiles, micro_kernel
 from .simd import (AVX512, LANES, flat, tile_get, tile_new, tile_set, vadd, vcopy, vcopy_even, vfma, vload, vload_even,
-                   vload_lanes, vmax, vsplat, vsplat_at, vstore, vstore_columns)
+                   vload_lanes, vmax, vsplat, vsplat_at, vstore, vstore_columns, vtranspose)
 
 FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
           "pad_top", "pad_left", "stride_h", "stride_w", "q_height", "q_width", "plane", "repack", "method",
@@ -110,40 +108,6 @@ def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2):
     activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
 
 
-@intrinsic
-def _transpose(typingctx, t, first, step, cols, out):
-    """out[g] (g < cols) = lanes g*LANES .. (g+1)*LANES - 1 of the row-major (LANES, cols) matrix
-    whose column j is vector first + j*step of tile t (column j of LANES channels): the same
-    log2(cols) stages of two-vector shuffles as ``simd.vstore_columns``, after which vector g holds
-    channels g*LANES/cols onwards, cols columns each; written to rows of exactly cols columns, the
-    tile is cols whole vectors of Y instead of LANES masked stores of cols lanes."""
-    k = cols.literal_value if isinstance(cols, types.IntegerLiteral) else 0
-    if not 0 < k <= LANES or k & (k - 1):
-        return None
-
-    def codegen(context, builder, sig, args):
-        t, first, step, _, out = args
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        vectors = [builder.load(builder.gep(t, [builder.add(first, builder.mul(step, i64(j)))])) for j in range(k)]
-        groups, block = [vectors], 1  # vectors by column block, per group of channels in order
-        while block < k:
-            half = LANES // block // 2  # channels per vector after this stage
-            merged = []
-            for h in range(2):
-                order = ir.Constant(ir.VectorType(i32, LANES), [
-                    src + lane for c in range(h * half, (h + 1) * half) for src in (0, LANES)
-                    for lane in range(c * block, (c + 1) * block)])
-                merged.append([[builder.shuffle_vector(v[i], v[i + 1], order) for i in range(0, len(v), 2)]
-                               for v in groups])
-            groups = [g for pair in zip(*merged) for g in pair]  # group 2i + h: half h of group i
-            block *= 2
-        for g, (vector,) in enumerate(groups):
-            builder.store(vector, builder.gep(out, [i64(g)]))
-        return context.get_dummy_value()
-
-    return types.none(t, first, step, cols, out), codegen
-
-
 def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
     """Narrow micro-kernel: ``cols`` columns by ``vecs`` channel vectors (compile-time constants);
     the masked variant serves a last block of fewer than vecs * LANES channels. With ``splits`` > 1
@@ -171,7 +135,7 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
     def store(acc, rows, v, y, y_off, ow, n, m):
         """Write channel vector v (a literal: constant tile indices) of the tile, transposed."""
         if n == cols and ow == cols:
-            _transpose(acc, v, vecs, cols, rows)
+            vtranspose(acc, v, vecs, cols, rows)
             for g in range(cols):
                 o = (v * cols + g) * LANES
                 vstore(y, y_off + o, tile_get(rows, g), m * cols - o if masked else LANES)

@@ -129,39 +129,52 @@ def vstore(typingctx, arr, offset, value, count):
     return types.none(arr, offset, value, count), codegen
 
 
+def _channels_by_columns(builder, t, first, step, k):
+    """The ``k`` vectors first + j*step (column j of LANES channels, j < k, k a power of two up to
+    LANES) of tile t after log2(k) stages of two-vector shuffles, each pairing neighbouring column
+    blocks and halving the channels per vector: [(first channel, LANES // k, vector)] in channel
+    order, each vector holding its channels' k columns one channel after the other."""
+    groups = [(0, LANES, [builder.load(builder.gep(t, [builder.add(first, builder.mul(step, _I64(j)))]))
+                          for j in range(k)])]  # (first channel, channels, vectors by column block)
+    block = 1  # columns per channel in each vector: lane = channel * block + column
+    while block < k:
+        merged = []
+        for c0, count, vectors in groups:
+            half = count // 2
+            for h in range(2):
+                mask = [src + lane for c in range(h * half, (h + 1) * half) for src in (0, LANES)
+                        for lane in range(c * block, (c + 1) * block)]
+                order = ir.Constant(ir.VectorType(_I32, LANES), mask)
+                pairs = [builder.shuffle_vector(vectors[i], vectors[i + 1], order) for i in range(0, len(vectors), 2)]
+                merged.append((c0 + h * half, half, pairs))
+        groups, block = merged, 2 * block
+    return [(c0, count, vector) for c0, count, (vector,) in groups]
+
+
+def _literal_columns(cols) -> int:
+    """The literal column count of a transposing intrinsic (a power of two up to LANES), else 0."""
+    k = cols.literal_value if isinstance(cols, types.IntegerLiteral) else 0
+    return k if 0 < k <= LANES and not k & (k - 1) else 0
+
+
 @intrinsic
 def vstore_columns(typingctx, t, first, step, cols, y, y_off, ow, n, c_first, m):
     """Write ``cols`` vectors of tile t transposed: vector first + j*step (j < cols) holds column j
     of channels c_first + lane; y[y_off + c*ow + j] = that value for c < m and j < n <= cols.
 
-    ``cols`` (a power of two up to LANES, a literal) columns take log2(cols) stages of two-vector
-    shuffles, each pairing neighbouring column blocks and halving the channels per vector, after
-    which every vector holds LANES / cols channels by cols columns; each channel is then one
-    masked store of its n lanes (the lanes before it masked, so its base may lie before y)."""
-    k = cols.literal_value if isinstance(cols, types.IntegerLiteral) else 0
-    if not 0 < k <= LANES or k & (k - 1):
+    ``cols`` (a power of two up to LANES, a literal) columns are regrouped by channel
+    (``_channels_by_columns``); each channel is then one masked store of its n lanes (the lanes
+    before it masked, so its base may lie before y)."""
+    k = _literal_columns(cols)
+    if not k:
         return None
 
     def codegen(context, builder, sig, args):
         t, first, step, _, y, y_off, ow, n, c_first, m = args
-        groups = [(0, LANES, [builder.load(builder.gep(t, [builder.add(first, builder.mul(step, _I64(j)))]))
-                              for j in range(k)])]  # (first channel, channels, vectors by column block)
-        block = 1  # columns per channel in each vector: lane = channel * block + column
-        while block < k:
-            merged = []
-            for c0, count, vectors in groups:
-                half = count // 2
-                for h in range(2):
-                    mask = [src + lane for c in range(h * half, (h + 1) * half) for src in (0, LANES)
-                            for lane in range(c * block, (c + 1) * block)]
-                    order = ir.Constant(ir.VectorType(_I32, LANES), mask)
-                    pairs = [builder.shuffle_vector(vectors[i], vectors[i + 1], order) for i in range(0, len(vectors), 2)]
-                    merged.append((c0 + h * half, half, pairs))
-            groups, block = merged, 2 * block
         fnty = ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _BITS])
         store = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{LANES}f32.p0")
         zero = _I64(0)
-        for c0, count, (vector,) in groups:
+        for c0, count, vector in _channels_by_columns(builder, t, first, step, k):
             for c in range(count):
                 channel = builder.add(c_first, _I64(c0 + c))
                 lanes = builder.select(builder.icmp_signed("<", channel, m), n, zero)
@@ -172,6 +185,25 @@ def vstore_columns(typingctx, t, first, step, cols, y, y_off, ow, n, c_first, m)
         return context.get_dummy_value()
 
     return types.none(t, first, step, cols, y, y_off, ow, n, c_first, m), codegen
+
+
+@intrinsic
+def vtranspose(typingctx, t, first, step, cols, out):
+    """Tile ``out`` vector g (g < cols) = lanes g*LANES .. (g+1)*LANES - 1 of the channel-major
+    (LANES, cols) matrix whose column j is vector first + j*step of tile t: vector g holds channels
+    g*LANES/cols onwards, cols columns each, so rows of exactly cols columns take cols whole-vector
+    stores instead of LANES masked ones (``vstore_columns``)."""
+    k = _literal_columns(cols)
+    if not k:
+        return None
+
+    def codegen(context, builder, sig, args):
+        t, first, step, _, out = args
+        for g, (_, _, vector) in enumerate(_channels_by_columns(builder, t, first, step, k)):
+            builder.store(vector, builder.gep(out, [_I64(g)]))
+        return context.get_dummy_value()
+
+    return types.none(t, first, step, cols, out), codegen
 
 
 @intrinsic
