@@ -17,10 +17,10 @@ samples, checking them and running the hop take one call.
 argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
 history shift, which read shapes, get 3-D views) that holds no reference, and it is compiled without
 reference counting (as the kernels of its own families), so a whole sequence costs one dispatch
-and a few nanoseconds per argument. The small steps' bodies (the pair sums of pools into shift
-buffers, the one-row and the dot-product Gemm) are inlined rather than called: a call passes each
-array as 7 (11 when 3-D) words, 3-7 ns a step (the history shift and the mean of rows are called:
-the mean ran 1.5x slower inlined). The opcodes name the kernels it knows (``KERNELS`` in
+and a few nanoseconds per argument. The small steps' bodies (the history shift's flat move, the
+pair sums of pools into shift buffers, the one-row and the dot-product Gemm) are inlined rather
+than called: a call passes each array as 7 (11 when 3-D) words, 3-7 ns a step (the mean of rows is
+called: it ran 1.5x slower inlined). The opcodes name the kernels it knows (``KERNELS`` in
 ``runtimes.step_program`` pairs them with their argument kinds); a step of any other kernel is run
 by the caller between programs.
 
@@ -42,7 +42,7 @@ from .simd import vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import mean_rows
-from .shift import WINDOW_POOL_INTO, finite, pair_sums_into, shift_history, takes_pair_sums
+from .shift import WINDOW_POOL_INTO, finite, moves_flat, pair_sums_into, shift_history, takes_pair_sums
 
 (COPY_BLOCKS, SHIFT_HISTORY, CONV_ROWS, WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS, GEMM,
  GEMM_DOT, FEED) = range(11)
@@ -178,8 +178,13 @@ def _interpreter(conv, pools, gemms):
                 blocks = _borrowed(i64, r[s], (r[s + 2], r[s + 3]))
                 for b in range(blocks.shape[0]):
                     _copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
-            elif op == SHIFT_HISTORY:
-                shift_history(_f3(f32, r, 0), _int(r, 1), _int(r, 2))
+            elif op == SHIFT_HISTORY:  # a flat move inlined
+                s = HEAD
+                rows, w, keep, start = r[s + 2] * r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
+                if rows > 0 and moves_flat(rows, w, keep, start):
+                    vcopy(f32, r[s], f32, r[s] + start, rows * w - start)
+                else:
+                    shift_history(_f3(f32, r, 0), keep, start)
             elif op == CONV_ROWS:
                 if conv:
                     conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
