@@ -100,8 +100,10 @@ class StreamingSession:
         if feed is not None and not self._fill:
             try:  # exactly one hop: checked, copied in and run by one call
                 fed = feed(chunk.ravel()) if chunk.shape in self._hop_shapes else None
-            except (AttributeError, TypeError):  # not an array, or one feed does not take: the general path
+            except AttributeError:  # not an array: the general path
                 fed = None
+            except TypeError:  # an array feed does not take (read-only?): the general path, and a guard
+                fed, self._feed = None, _guarded(feed)  # (a refused call costs about 70 us, the guard 0.1)
             if fed:
                 hops = self._hops = self._hops + 1
                 if hops <= self.warmup_hops:
@@ -230,6 +232,15 @@ class StreamingSession:
         if not self._float32 and not self.allow_nan and a.dtype.kind == "f" and not np.isfinite(a).all():
             raise _non_finite()  # float32 chunks are checked by push on their way in
         return a
+
+
+def _guarded(feed: Callable[[np.ndarray], bool]) -> Callable[[np.ndarray], bool | None]:
+    """``feed`` called only with writeable float32 chunks (None for others): once a stream has pushed
+    a chunk the compiled call refused, such as a read-only ``np.frombuffer`` view, checking its
+    flags costs less than letting the call refuse it again."""
+    def guarded(chunk: np.ndarray) -> bool | None:
+        return feed(chunk) if chunk.flags.writeable and chunk.dtype == np.float32 else None
+    return guarded
 
 
 def _non_finite() -> InputError:

@@ -5,7 +5,8 @@
 - The step model run in onnxruntime equals the session (zero-padded stacks too: masks, delays).
 - state_dict()/load_state_dict() in a fresh session mid-hop resumes bit-exactly; reset() restarts.
 - Bad chunks (channels, dtype, rank, batch, NaN, Inf) raise InputError and leave the state untouched,
-  also as whole hops, which take the one-call path (Engine.feed) in every memory layout;
+  also as whole hops, which take the one-call path (Engine.feed) in every memory layout; read-only
+  hops are refused by that call once, then guarded;
   0-sample pushes return []; (C, n) chunks for batch 1; no buffer is reallocated by pushes;
   a model that cannot stream raises ModelError naming the layer.
 - Next states are copied from the shift buffers they are cut from (no Slice runs for them).
@@ -172,6 +173,26 @@ def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
         with pytest.raises(InputError):
             sess.push(bad[k % len(bad)])
     assert fed == [c * hop] * (38 + 19)  # every writeable good hop and the NaN / Inf ones (k % 4 in (0, 1))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_read_only_hops_reach_the_compiled_call_once():
+    """Read-only one-hop chunks (np.frombuffer, as from a socket) are refused by the compiled call's
+    type check once (a TypeError, which costs tens of us), then guarded in Python so later ones go
+    straight to the general path; the outputs equal writeable pushes of the same samples."""
+    model, hop, _ = random_model(3)
+    c = channels_of(model)
+    x = np.random.default_rng(1).standard_normal((c, 12 * hop)).astype(np.float32)
+    want = StreamingSession(model, hop).push(x)
+    sess = StreamingSession(model, hop)
+    got = sess.push(x[:, :hop])  # binds the batch: the one-call path is set up
+    feed, calls = sess._feed, []
+    sess._feed = lambda chunk: (calls.append(chunk.flags.writeable), feed(chunk))[1]
+    for k in range(1, 12):
+        got += sess.push(np.frombuffer(x[:, k * hop:(k + 1) * hop].tobytes(), np.float32).reshape(c, hop))
+    assert calls == [False]
     assert len(got) == len(want)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a[0], b[0])
