@@ -260,10 +260,8 @@ def _softmax_rows(x, out, outer, n, log):
         row, dst = x[o * n:(o + 1) * n], out[o * n:(o + 1) * n]
         m = np.float32(_fold(row, n, MAX, 0.0, lanes))
         s = np.float32(0.0)  # a float32 sum vectorises (in lanes, which also keeps it accurate)
-        for r in range(n):
-            e = exp32(row[r] - m)
-            s += e
-            dst[r] = e
+        for r in range(n):  # reads only: a loop that also stored would be vectorised or not by where
+            s += exp32(row[r] - m)  # dst lies (LLVM's overlap check), and the sum's order with it
         if log:  # in float64: fastmath may reassociate to x - (m + log s), which float32 would round
             ls = math.log(np.float64(s)) + m
             for r in range(n):
@@ -271,7 +269,7 @@ def _softmax_rows(x, out, outer, n, log):
         else:
             inv = 1.0 / s
             for r in range(n):
-                dst[r] *= inv
+                dst[r] = exp32(row[r] - m) * inv
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

@@ -5,7 +5,8 @@ rules, int64 constant folding, log-sum-exp stability, and Softmax/LogSoftmax in 
 NumPy, since onnxruntime's result depends on where the NaN sits. The mean of rows (GlobalAveragePool,
 ReduceMean over trailing axes: float32 vector partial sums, LANES rows per group) on row counts and
 lengths around the vector width, and its NaN/Inf propagation against NumPy, also called directly as
-the step-program interpreter does. Tolerances: rtol 1e-5 / atol 1e-5 for sums of float32
+the step-program interpreter does. Softmax rows give the same bits wherever the output lies.
+Tolerances: rtol 1e-5 / atol 1e-5 for sums of float32
 (onnxruntime accumulates in float32; GlobalAveragePool atol 1e-6), exact for max/min.
 """
 import numpy as np
@@ -14,7 +15,7 @@ from onnx import TensorProto, helper
 
 import edgekit
 from edgekit.errors import UnsupportedOpError
-from edgekit.runtimes.kernels.reduce import mean_rows
+from edgekit.runtimes.kernels.reduce import mean_rows, softmax
 from edgekit.runtimes.kernels.simd import LANES
 from oracle import assert_matches_ort, make_model
 
@@ -124,6 +125,24 @@ def test_softmax_is_stable_for_large_logits(op):
     x = np.array([[1000.0, 999.0, -1000.0, 0.0], [-50.0, 80.0, 88.0, 89.0]], np.float32)
     model = make_model([helper.make_node(op, ["x"], ["y"])], {"x": (x.shape, np.float32)}, ["y"], opset=13)
     assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
+
+
+@pytest.mark.parametrize("n", [5, 7, 16, 33])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_rows_do_not_depend_on_where_the_output_lies(n, log):
+    """The same row gives the same bits wherever ``out`` sits (in place, just after the input, far):
+    a streaming session restored from a state_dict lays its buffers out anew and must stay
+    bit-exact. (A sum inside a loop that also stored was vectorised or not by LLVM's overlap check.)"""
+    x0 = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    results = set()
+    for gap in [*range(0, 70), 300, None]:
+        buf = np.zeros(2 * n + 400, np.float32)
+        x = buf[:n]
+        x[:] = x0
+        out = x if gap is None else buf[n + gap:2 * n + gap]
+        softmax(x, out, 1, n, 1, log)
+        results.add(out.tobytes())
+    assert len(results) == 1
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 15, 25), (2, LANES, LANES), (1, LANES + 1, 2 * LANES + 1),
