@@ -23,7 +23,7 @@ from .kernels import pool as kp
 from .kernels import program as kprog
 from .kernels import reduce as kr
 from .kernels.shift import WINDOW_POOL_INTO, shift_history
-from .ops.registry import ALIGN
+from .ops.registry import ALIGN, aligned_bytes
 
 F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
 KIND = {"f": (F32, None), "f3": (F32, 3), "i": (I64, None), "i2": (I64, 2)}
@@ -55,9 +55,8 @@ class StepProgram:
         self._regions, size = _regions(arrays)
         self._starts = [r[0] for r in self._regions]  # for bisect in ``view``
         size += (-size) % 8
-        self.arena = np.zeros(size + ALIGN, np.uint8)
-        shift = (-self.arena.ctypes.data) % ALIGN
-        self.arena = self.arena[shift:shift + size]
+        self.arena = aligned_bytes(size)
+        self.arena.fill(0)
         for a in arrays:
             self.view(a)[...] = a
         parts: list[Any] = []
@@ -89,8 +88,9 @@ class StepProgram:
     def feeder(self, dst: np.ndarray) -> Callable[[np.ndarray], bool] | None:
         """``feed(chunk)``: when every value of the 1-D float32 ``chunk`` (dst's size, C order) is
         finite, write it into ``dst`` (an array ``view`` gives: (N, C, W), unit last stride) and run
-        the steps, and return True; else return False with nothing written or run. TypeError for a
-        chunk that is not a writeable C-contiguous native float32 vector (see ``_sealed``). A FEED row at
+        the steps, and return True; else return False with nothing written or run. TypeError, with
+        nothing written or run, for a chunk whose Numba type is not the call's (see ``_sealed``):
+        read-only, not native float32, not 1-D (an ``np.matrix``), possibly not aligned. A FEED row at
         the head of the first program does it, so a single program stays one compiled call. None
         when no step is in a program or ``dst`` is not of that form."""
         if not self.programs or dst.dtype != F32 or dst.ndim != 3 or dst.strides[2] != 4:
@@ -110,10 +110,13 @@ class StepProgram:
             return first
 
         def feed(chunk: np.ndarray) -> bool:
-            if not first(chunk):
+            if not first(chunk):  # (a TypeError here is the call refusing the chunk: nothing has run)
                 return False
-            for fn, args in rest:
-                fn(*args)
+            try:
+                for fn, args in rest:
+                    fn(*args)
+            except TypeError as exc:  # not a refusal: the hop has run, the caller must not push it again
+                raise RuntimeError(f"a step after the fed program failed: {exc}") from exc
             return True
 
         return feed

@@ -103,7 +103,9 @@ class StreamingSession:
             except AttributeError:  # not an array: the general path
                 fed = None
             except TypeError:  # an array feed does not take (read-only?): the general path, and a guard
-                fed, self._feed = None, _guarded(feed)  # (a refused call costs about 70 us, the guard 0.1)
+                fed = None  # from now on (a refused call costs about 70 us, the guard 0.1)
+                if not hasattr(feed, "guards"):
+                    self._feed = _guarded(feed)
             if fed:
                 hops = self._hops = self._hops + 1
                 if hops <= self.warmup_hops:
@@ -235,11 +237,12 @@ class StreamingSession:
 
 
 def _guarded(feed: Callable[[np.ndarray], bool]) -> Callable[[np.ndarray], bool | None]:
-    """``feed`` called only with writeable float32 chunks (None for others): once a stream has pushed
-    a chunk the compiled call refused, such as a read-only ``np.frombuffer`` view, checking its
-    flags costs less than letting the call refuse it again."""
+    """``feed`` called only with plain, aligned, writeable float32 arrays (None for others): once a
+    stream has pushed a chunk the compiled call refused, such as a read-only ``np.frombuffer`` view
+    or an ``np.matrix``, checking costs less than letting the call refuse it again."""
     def guarded(chunk: np.ndarray) -> bool | None:
-        return feed(chunk) if chunk.flags.writeable and chunk.dtype == np.float32 else None
+        return feed(chunk) if type(chunk) is np.ndarray and chunk.flags.behaved and chunk.dtype == np.float32 else None
+    guarded.guards = feed
     return guarded
 
 

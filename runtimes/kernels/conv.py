@@ -113,8 +113,8 @@ def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
     the masked variant serves a last block of fewer than vecs * LANES channels. With ``splits`` > 1
     consecutive taps go to that many separate sums, added at the end: a tile of few accumulators
     would otherwise wait on the latency of its FMA chains."""
-    if vecs > 4 or splits not in (1, 2, 4):
-        raise ValueError(f"narrow tiles have at most 4 vectors and 1, 2 or 4 sums, not {vecs} and {splits}")
+    if vecs not in (1, 2, 4) or splits not in (1, 2, 4):
+        raise ValueError(f"narrow tiles have 1, 2 or 4 vectors and 1, 2 or 4 sums, not {vecs} and {splits}")
     count = cols * vecs
     sums = count * splits
 

@@ -108,21 +108,13 @@ def _fold(row, n, code, shift, lanes):
 
 
 CHAINS = 4
-"""Vector accumulators per row of ``mean_rows`` on rows of at least CHAINS vectors (add latency)."""
+"""Vector accumulators per row of ``mean_rows`` on rows of at least CHAINS vectors (add latency);
+``_row_partials`` holds exactly four (a0..a3), so this stays 4."""
 _STAGES = simd.LANES.bit_length() - 1  # log2 of the vector width: pairwise stages merging simd.LANES rows
 
 
-def _tile_maker(count: int):
-    """An inlined ``tile_new(count)`` (a closure: the tile size must be a literal)."""
-
-    @njit(inline="always")
-    def new():
-        return tile_new(count)
-
-    return new
-
-
-_row_tile = _tile_maker(simd.LANES)
+_GROUP = simd.LANES
+"""Rows merged per group by ``mean_rows`` (a module constant: ``tile_new`` needs a literal size)."""
 
 
 @njit(inline="always")
@@ -153,7 +145,7 @@ def mean_rows(x, out, outer, n):
     inv = vsplat(np.float32(1.0) / np.float32(n)) if n > 0 else vsplat(np.float32(np.nan))
     for r0 in range(0, outer, w):
         rows = min(w, outer - r0)
-        t = _row_tile()
+        t = tile_new(_GROUP)
         for i in range(w):
             if i < rows:
                 tile_set(t, i, _row_partials(x, (r0 + i) * n, n))

@@ -1,8 +1,8 @@
 """The streaming engine's history shift (runtimes/kernels/shift.py ``shift_history``) against numpy:
 buf[:, :, :keep] = buf[:, :, start:start + keep] for histories of one, two and more vectors (up
 to two take the grouped paths), overlapping (start < keep) or not, row counts around the
-group size, in rows one column longer than start + keep (moved as one flat block) and many
-columns longer (moved row by row); columns past keep are left undefined, nothing outside the
+group size, in rows exactly start + keep long (as the engine's shift buffers), one column longer
+(moved as one flat block where ``moves_flat`` holds) and many columns longer (row by row); columns past keep are left undefined, nothing outside the
 buffer is written. Exact (a copy). The 1-D window pools that write into a shift buffer, against
 numpy. And the PPG demo CNN, whose hop runs these kernels (and the mean of rows, the one-row Gemm),
 streamed by a StreamingSession against onnxruntime's window inference at every hop."""
@@ -20,7 +20,7 @@ from edgekit.runtimes.kernels.shift import SHIFT_GROUP, WINDOW_POOL_INTO, shift_
 from oracle import ort_session
 
 
-@pytest.mark.parametrize("extra", [1, 3 * LANES])
+@pytest.mark.parametrize("extra", [0, 1, 3 * LANES])
 @pytest.mark.parametrize("channels", [0, 1, 3, SHIFT_GROUP, 2 * SHIFT_GROUP + 1, 32])
 @pytest.mark.parametrize("keep, start", [(1, 1), (5, 4), (8, 1), (9, 2), (8, 16), (LANES, 3), (LANES + 3, 2),
                                          (LANES + 1, 30), (2 * LANES, 1), (2 * LANES + 1, 40), (3 * LANES + 5, 2)])

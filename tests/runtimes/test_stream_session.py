@@ -198,6 +198,30 @@ def test_read_only_hops_reach_the_compiled_call_once():
         np.testing.assert_array_equal(a[0], b[0])
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix, on purpose
+def test_matrix_and_unaligned_hops_are_guarded_once():
+    """np.matrix hops (ravel keeps them 2-D, so the compiled call refuses them) and unaligned float32
+    views stream like plain arrays; the session wraps its call in one guard however many are pushed."""
+    model, hop, _ = random_model(3)
+    c = channels_of(model)
+    x = np.random.default_rng(2).standard_normal((c, 40 * hop)).astype(np.float32)
+    want = StreamingSession(model, hop).push(x)
+    sess = StreamingSession(model, hop)
+    got = sess.push(x[:, :hop])
+    raw = sess._feed
+    for k in range(1, 40):
+        chunk = x[:, k * hop:(k + 1) * hop]
+        if k % 2:
+            chunk = np.asmatrix(chunk)
+        else:
+            chunk = np.frombuffer(bytearray(b"\0" + chunk.tobytes()), np.float32, offset=1).reshape(c, hop)
+        got += sess.push(chunk)
+    assert sess._feed is raw or sess._feed.guards is raw  # at most one guard
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a[0]), b[0])
+
+
 def test_zero_samples_two_dim_chunks_nan_option_and_reset():
     model, hop, _ = random_model(5)
     c = channels_of(model)
