@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -172,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # (a reader that went away shows here, not as a traceback at exit)
+        return code
     except EdgekitError as exc:
         print(f"edgekit: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # stdout's reader stopped reading (``| head``): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush finds no pipe
         return 1
 
 

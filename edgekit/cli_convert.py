@@ -87,8 +87,6 @@ def cmd_stream(args: argparse.Namespace) -> int:
             for outputs in sess.push(chunk):
                 values = "  ".join(np.array2string(o.reshape(-1), precision=4, separator=",") for o in outputs)
                 print(f"hop {sess.hops} (sample {sess.hops * sess.hop}): {values}", flush=True)
-    except BrokenPipeError:  # the reader (e.g. `| head`) has gone: stop quietly
-        sys.stderr.close()
     finally:
         if source is not sys.stdin:
             source.close()

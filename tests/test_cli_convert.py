@@ -1,11 +1,14 @@
 """`edgekit convert --stream` and `edgekit stream` on the bundled PPG model: the step model and the
-streamed outputs equal StreamingSession's (exactly), bad sources and flag mixes give exit 1 / 2.
+streamed outputs equal StreamingSession's (exactly), bad sources and flag mixes give exit 1 / 2, a
+closed stdout pipe ends the stream quietly.
 `edgekit convert --binarize --mst --report` on the bundled BNN: the written model gives the float
 model's predictions and the report times every layer; converters never import the runtime (the
 report's timing runs in the CLI through edgekit.InferenceSession)."""
 import ast
 import glob
 import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -47,6 +50,16 @@ def test_stream_prints_the_session_outputs_per_hop(signal_csv, capsys):
     for line, outputs in zip(lines, expected):
         printed = float(line.split("[")[1].rstrip("]"))
         np.testing.assert_allclose(printed, outputs[0].item(), rtol=1e-4)  # printed with 4 decimals
+
+
+def test_stream_into_a_closed_pipe_stops_quietly(signal_csv):
+    """``edgekit stream ... | head``: once the reader has gone, exit 1 without a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "stream", PPG, "--hop", "64", "--source",
+                             signal_csv[0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the first hop is printed: the child is still importing
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Exception ignored" not in err, err
 
 
 def test_stream_rejects_rows_with_the_wrong_channel_count(tmp_path, capsys):
