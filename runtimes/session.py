@@ -114,12 +114,20 @@ class InferenceSession:
         symbols: dict[str, int] = {}
         for vi in self._inputs:
             a = feed[vi.name]
-            if not isinstance(a, np.ndarray):
-                a = np.asarray(a)
+            if type(a) is not np.ndarray:
+                a = as_array(a, f"input {vi.name!r}")
             if a.shape != vi.shape or a.dtype != vi.dtype:  # else it matches a fully static input as declared
                 _check_array(vi, a, symbols)
             arrays.append(a)
         return arrays
+
+
+def as_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as a plain ndarray (an ``np.matrix`` or ``np.memmap`` seen as one). A masked array with
+    masked entries is refused: the values under its mask are not data, and kernels would read them."""
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise InputError(f"{what} is a masked array with masked entries: fill them first (.filled(value))")
+    return np.asarray(value)
 
 
 def _check_array(vi: ValueInfo, a: np.ndarray, symbols: dict[str, int]) -> None:

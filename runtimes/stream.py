@@ -19,6 +19,7 @@ from edgekit.metadata import STREAM_KEY
 from edgekit.model import ModelSource, load_model
 
 from .kernels.shift import all_finite, copy_if_finite
+from .session import as_array
 from .stream_engine import Engine, EngineFactory, metadata, plan_engine
 
 __all__ = ["Engine", "EngineFactory", "StreamingSession", "is_step_model", "step_model_of"]
@@ -97,11 +98,9 @@ class StreamingSession:
     def push(self, chunk: np.ndarray) -> list[list[np.ndarray]]:
         """Feed new samples, (N, C, n) or (C, n) when N = 1; one output list per hop completed."""
         feed = self._feed
-        if feed is not None and not self._fill:
+        if feed is not None and not self._fill and type(chunk) is np.ndarray:  # (no subclass: a masked array)
             try:  # exactly one hop: checked, copied in and run by one call
                 fed = feed(chunk.ravel()) if chunk.shape in self._hop_shapes else None
-            except AttributeError:  # not an array: the general path
-                fed = None
             except TypeError:  # an array feed does not take (read-only?): the general path, and a guard
                 fed = None  # from now on (a refused call costs about 70 us, the guard 0.1)
                 if not hasattr(feed, "guards"):
@@ -218,7 +217,7 @@ class StreamingSession:
 
     def _checked(self, chunk: Any) -> np.ndarray:
         """Validate a chunk without touching the session's state."""
-        a = chunk if isinstance(chunk, np.ndarray) else np.asarray(chunk)
+        a = chunk if type(chunk) is np.ndarray else as_array(chunk, "chunk")
         if a.dtype != self.dtype:
             raise InputError(f"chunk has dtype {a.dtype}, the model takes {self.dtype} (convert with .astype)")
         if a.ndim == 2:
@@ -237,11 +236,11 @@ class StreamingSession:
 
 
 def _guarded(feed: Callable[[np.ndarray], bool]) -> Callable[[np.ndarray], bool | None]:
-    """``feed`` called only with plain, aligned, writeable float32 arrays (None for others): once a
-    stream has pushed a chunk the compiled call refused, such as a read-only ``np.frombuffer`` view
-    or an ``np.matrix``, checking costs less than letting the call refuse it again."""
+    """``feed`` called only with aligned, writeable float32 arrays (None for others): once a stream
+    has pushed a chunk the compiled call refused, such as a read-only ``np.frombuffer`` view, checking
+    costs less than letting the call refuse it again."""
     def guarded(chunk: np.ndarray) -> bool | None:
-        return feed(chunk) if type(chunk) is np.ndarray and chunk.flags.behaved and chunk.dtype == np.float32 else None
+        return feed(chunk) if chunk.flags.behaved and chunk.dtype == np.float32 else None
     guarded.guards = feed
     return guarded
 

@@ -66,11 +66,22 @@ def test_model_failing_the_checker_raises_model_error():
     ({"x": np.zeros((2, 4), np.float32)}, "expects shape \\[2, 3\\], got \\[2, 4\\]"),
     ({"x": np.zeros((2, 3, 1), np.float32)}, "rank 2"),
     ([np.zeros((2, 3), np.float32)], "must be a dict"),
+    ({"x": np.ma.masked_less(np.arange(6, dtype=np.float32).reshape(2, 3), 2)}, "'x' is a masked array"),
 ])
 def test_bad_inputs_raise_input_error_naming_the_input(relu_model, feed, pattern):
     sess = edgekit.InferenceSession(relu_model)
     with pytest.raises(InputError, match=pattern):
         sess.run(None, feed)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix, on purpose
+def test_array_subclasses_without_hidden_values_run_as_plain_arrays(relu_model):
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    sess = edgekit.InferenceSession(relu_model)
+    for same in (np.ma.masked_array(x), np.asmatrix(x)):
+        (y,) = sess.run(None, {"x": same})
+        assert type(y) is np.ndarray
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
 
 
 def test_inconsistent_symbolic_dims_raise_input_error():

@@ -8,6 +8,7 @@ import numpy as np
 
 from edgekit.errors import InputError
 
+from ..session import as_array
 from .chain import Chain
 from .plan import FlowPlan, Link, load_plan
 
@@ -45,7 +46,7 @@ class FlowSession:
         if unknown:
             raise InputError(f"{unknown} are not outputs of the model; outputs are {self.plan.outputs}")
         t0 = time.perf_counter()
-        feed = {n: np.asarray(input_feed[n]) for n in self.plan.parts[0].inputs}
+        feed = {n: as_array(input_feed[n], f"input {n!r}") for n in self.plan.parts[0].inputs}
         results, self.last_trace = self.chain.run(0, feed)
         self.last_total_s = time.perf_counter() - t0
         return [results[n] for n in names]

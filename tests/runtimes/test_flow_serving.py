@@ -480,6 +480,12 @@ def test_a_bad_input_is_reported_and_does_not_mark_the_tier_down(tmp_path, signa
         cloud.server_close()
 
 
+def test_a_masked_input_is_refused_before_anything_runs(plan3, signal):
+    flow = FlowSession(plan3, {"edge": f"http://127.0.0.1:{free_port()}"}, retries=0)
+    with pytest.raises(edgekit.InputError, match="'signal' is a masked array with masked entries"):
+        flow.run(None, {"signal": np.ma.masked_greater(signal, 0)})
+
+
 def test_a_failed_tier_is_skipped_during_its_cooldown(plan3, signal):
     flow = FlowSession(plan3, {"edge": f"http://127.0.0.1:{free_port()}"}, retries=0, cooldown_s=60)
     flow.run(None, {"signal": signal})

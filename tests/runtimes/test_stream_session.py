@@ -200,8 +200,9 @@ def test_read_only_hops_reach_the_compiled_call_once():
 
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix, on purpose
 def test_matrix_and_unaligned_hops_are_guarded_once():
-    """np.matrix hops (ravel keeps them 2-D, so the compiled call refuses them) and unaligned float32
-    views stream like plain arrays; the session wraps its call in one guard however many are pushed."""
+    """np.matrix hops (the general path: array subclasses never reach the compiled call) and unaligned
+    float32 views stream like plain arrays; the session wraps its call in one guard however many are
+    pushed."""
     model, hop, _ = random_model(3)
     c = channels_of(model)
     x = np.random.default_rng(2).standard_normal((c, 40 * hop)).astype(np.float32)
@@ -220,6 +221,27 @@ def test_matrix_and_unaligned_hops_are_guarded_once():
     assert len(got) == len(want)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(np.asarray(a[0]), b[0])
+
+
+@pytest.mark.parametrize("size", ["part", "hop", "hops"])
+def test_masked_chunks_are_refused_with_the_state_kept(size):
+    """A masked array with masked entries is refused whatever its length (a one-hop chunk would take
+    the one-call path), and the stream goes on as if it had not been pushed; one without masked
+    entries streams like its data."""
+    model, hop, _ = random_model(4)
+    c = channels_of(model)
+    x = np.random.default_rng(3).standard_normal((c, 20 * hop)).astype(np.float32)
+    want = StreamingSession(model, hop).push(x)
+    sess = StreamingSession(model, hop)
+    got = sess.push(x[:, :8 * hop])
+    n = {"part": hop // 2 or 1, "hop": hop, "hops": 3 * hop}[size]
+    with pytest.raises(InputError, match="masked array"):
+        sess.push(np.ma.masked_greater(np.ones((c, n), np.float32), 0.5))
+    got += sess.push(np.ma.masked_array(x[:, 8 * hop:9 * hop]))
+    got += sess.push(x[:, 9 * hop:])
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a[0], b[0])
 
 
 def test_zero_samples_two_dim_chunks_nan_option_and_reset():
