@@ -29,7 +29,7 @@ import time
 import numpy as np
 import onnx
 
-from .plotting import figure
+from .plotting import figure, output_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "models", "frame_cnn.onnx")
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=15, help="timed requests per configuration (default 15)")
     parser.add_argument("--device-speed", type=float, default=0.02, help="device speed vs this machine (default 0.02)")
     parser.add_argument("--edge-speed", type=float, default=0.25, help="edge speed vs this machine (default 0.25)")
-    parser.add_argument("--out", default="flow_demo.png", help="where to write the plot (default ./flow_demo.png)")
+    parser.add_argument("--out", default="flow_demo.png", type=output_path,
+                        help="where to write the plot (default ./flow_demo.png)")
     args = parser.parse_args(argv)
     if not (0 < args.device_speed <= 1 and 0 < args.edge_speed <= 1):
         parser.error("speeds must be in (0, 1]: slower tiers are emulated by sleeping, the cloud is this machine")

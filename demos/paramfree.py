@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from .fashion_mnist import load_images  # the bundled evaluation images, [N, 1, 28, 28] float32 in [0, 1], and labels
-from .plotting import figure
+from .plotting import figure, output_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = {"depthwise": os.path.join(HERE, "models", "paramfree_dw.onnx"),
@@ -96,7 +96,8 @@ def plot(rows: list[dict], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo paramfree", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=300, help="timed calls per engine and model (default 300)")
-    parser.add_argument("--out", default="paramfree_demo.png", help="where to write the plot (default ./paramfree_demo.png)")
+    parser.add_argument("--out", default="paramfree_demo.png", type=output_path,
+                        help="where to write the plot (default ./paramfree_demo.png)")
     args = parser.parse_args(argv)
     images, labels = load_images()
     print(f"Fashion-MNIST: {len(labels)} bundled test images, 28x28 grey, 10 classes ({', '.join(CLASSES[:3])}, ...)")

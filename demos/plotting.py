@@ -1,8 +1,19 @@
 """Figures for the demos: matplotlib on its file-only backend, saved and closed in one place."""
 from __future__ import annotations
 
+import argparse
+import os
 from contextlib import contextmanager
 from typing import Any, Iterator
+
+
+def output_path(path: str) -> str:
+    """An argparse type for a demo's --out: refused at once when its directory does not exist,
+    rather than after the whole run."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"no such directory: {folder}")
+    return path
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from . import ppg_data as data
-from .plotting import figure
+from .plotting import figure, output_path
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "ppg_cnn.onnx")
 
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo ppg", description=__doc__.splitlines()[0])
     parser.add_argument("--recording", default="data2", choices=sorted(data.RECORDINGS),
                         help="heartpy recording to stream (default data2, held out from training)")
-    parser.add_argument("--out", default="ppg_demo.png", help="where to write the plot (default ./ppg_demo.png)")
+    parser.add_argument("--out", default="ppg_demo.png", type=output_path,
+                        help="where to write the plot (default ./ppg_demo.png)")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
     args = parser.parse_args(argv)
     missing = _requirements()

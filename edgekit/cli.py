@@ -182,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # stdout's reader stopped reading (``| head``): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush finds no pipe
         return 1
+    except OSError as exc:  # a file to read that is not there, a directory to write into that is not
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError as exc:
+        print(f"edgekit: error: expected a UTF-8 text file (CSV), got bytes that are not text ({exc.reason} "
+              f"at byte {exc.start})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.hop is None:
         print("edgekit convert: --stream needs --hop S", file=sys.stderr)
         return 2
+    if args.data and not args.report:
+        print("edgekit convert: --data is the signal of --report: add --report", file=sys.stderr)
+        return 2
     import onnx
 
     from .converters.stream import report, to_streaming
@@ -80,7 +83,7 @@ def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | 
 def cmd_stream(args: argparse.Namespace) -> int:
     from . import StreamingSession
 
-    sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window)
+    sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window, allow_nan=args.allow_nan)
     source = sys.stdin if args.source == "-" else open(args.source, encoding="utf-8")
     try:
         for chunk in _chunks(source, sess.channels, sess.hop if args.source != "-" else 1):
@@ -152,4 +155,5 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--source", required=True, metavar="FILE.csv|-", help="CSV file, or - for standard input")
     p.add_argument("--split", help="tensor where the head starts (default: found automatically)")
     p.add_argument("--window", type=int, help="window length L when the model's time axis is dynamic")
+    p.add_argument("--allow-nan", action="store_true", help="stream NaN / Inf samples instead of refusing them")
     p.set_defaults(func=cmd_stream)

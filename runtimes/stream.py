@@ -247,7 +247,7 @@ def _guarded(feed: Callable[[np.ndarray], bool]) -> Callable[[np.ndarray], bool 
 
 def _non_finite() -> InputError:
     return InputError("chunk contains NaN or Inf, which would poison the stream's state "
-                      "(pass allow_nan=True to stream it anyway)")
+                      "(allow_nan=True, or --allow-nan in `edgekit stream`, streams it anyway)")
 
 
 def step_model_of(model: Any) -> onnx.ModelProto | None:

@@ -140,6 +140,14 @@ def test_demo_table_entries_have_main():
         assert callable(importlib.import_module(module).main)
 
 
+@pytest.mark.parametrize("demo", ["ppg", "paramfree", "lmu", "flow"])
+def test_demo_plot_into_a_missing_directory_is_refused_before_running(demo, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", demo, "--out", str(tmp_path / "missing" / "plot.png")])
+    assert stop.value.code == 2
+    assert f"no such directory: {tmp_path / 'missing'}" in capsys.readouterr().err
+
+
 def test_demo_quickstart_runs(capsys):
     assert main(["demo", "quickstart", "--repeat", "3"]) == 0
     assert "max |difference|" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """`edgekit convert --stream` and `edgekit stream` on the bundled PPG model: the step model and the
 streamed outputs equal StreamingSession's (exactly), bad sources and flag mixes give exit 1 / 2, a
-closed stdout pipe ends the stream quietly.
+closed stdout pipe ends the stream quietly, NaN samples need --allow-nan.
 `edgekit convert --binarize --mst --report` on the bundled BNN: the written model gives the float
 model's predictions and the report times every layer; converters never import the runtime (the
 report's timing runs in the CLI through edgekit.InferenceSession)."""
@@ -69,10 +69,32 @@ def test_stream_rejects_rows_with_the_wrong_channel_count(tmp_path, capsys):
     assert "has 2 values; the model takes 1 channels" in capsys.readouterr().err
 
 
+def test_file_errors_exit_1_with_a_message(signal_csv, tmp_path, capsys):
+    cases = [(["stream", PPG, "--hop", "64", "--source", str(tmp_path / "missing.csv")], "No such file"),
+             (["stream", PPG, "--hop", "64", "--source", PPG], "expected a UTF-8 text file (CSV)"),
+             (["convert", PPG, "--stream", "--hop", "64", "--report", "--data", str(tmp_path / "no.csv"),
+               "-o", str(tmp_path / "x.onnx")], "No such file"),
+             (["convert", PPG, "--stream", "--hop", "64", "-o", str(tmp_path / "missing" / "x.onnx")], "No such file")]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("edgekit: error: ") and message in err, err
+
+
+def test_stream_refuses_nan_samples_unless_allowed(tmp_path, capsys):
+    path = tmp_path / "nan.csv"
+    path.write_text("\n".join(["0.5"] * 100 + ["nan"] + ["0.5"] * 199) + "\n")
+    assert main(["stream", PPG, "--hop", "64", "--source", str(path)]) == 1
+    assert "--allow-nan" in capsys.readouterr().err
+    assert main(["stream", PPG, "--hop", "64", "--source", str(path), "--allow-nan"]) == 0
+    assert capsys.readouterr().out.count("hop ") == 300 // 64 - 3
+
+
 def test_convert_needs_exactly_one_technique(tmp_path):
     assert main(["convert", PPG, "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--stream", "--binarize", "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--stream", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert main(["convert", PPG, "--stream", "--hop", "64", "--data", "x.csv", "-o", str(tmp_path / "x.onnx")]) == 2
 
 
 def test_convert_binarize_mst_report(tmp_path, capsys):
