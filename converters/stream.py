@@ -26,7 +26,7 @@ from edgekit.model import ModelSource, load_model, opset_version
 
 from .stream_graph import StateSpec, StepGraph, finish_step_model
 from .stream_head import add_head
-from .stream_layers import RULES, Geo, LayerInfo, Stream, mixes_time
+from .stream_layers import RULES, Geo, LayerInfo, Stream, layer_name, mixes_time
 from .stream_report import StreamReport, report
 
 __all__ = ["HeadInput", "LayerInfo", "METADATA_KEY", "StateSpec", "StreamReport", "StreamingModel", "report", "to_streaming"]
@@ -121,7 +121,7 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
     if boundaries == [x]:
         first = head[0] if head else None
         raise ModelError(f"nothing to stream: the head starts at the input"
-                         + (f" (layer {first.name!r}, {first.op_type})" if first else ""))
+                         + (f" (layer {layer_name(first)!r}, {first.op_type})" if first else ""))
     ctx.block_names.update({t: g.name(f"{t}.block") for t in boundaries if t != x})
 
     for n in static_nodes:
@@ -131,8 +131,8 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
         rule = RULES.get(n.op_type) if n.domain in ("", "ai.onnx") else None
         if rule is None:
             hint = "; pass split= naming a tensor before it so it runs in the head" if not splits else ""
-            raise ModelError(f"layer {n.name!r} ({n.op_type}) cannot stream: it is neither a per-column op nor a "
-                             f"1-D convolution or pooling{hint}")
+            raise ModelError(f"layer {layer_name(n)!r} ({n.op_type}) cannot stream: it is neither a per-column op "
+                             f"nor a 1-D convolution or pooling{hint}")
         rule(ctx, n)
 
     delay, warmup, fifo_names = _fifos(ctx, boundaries, x, length)

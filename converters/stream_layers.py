@@ -26,6 +26,12 @@ from edgekit.errors import ModelError
 from .stream_graph import TIME, StepGraph, check_ts_shape
 
 
+def layer_name(node: onnx.NodeProto) -> str:
+    """The name the converter gives ``node`` in errors, state names and reports: its own name, or, as
+    ONNX node names are optional, its first output tensor's (unique in the graph)."""
+    return node.name or next((o for o in node.output if o), node.op_type)
+
+
 @dataclass
 class Geo:
     """A stream tensor: step-model name of its block, stride P, lag o, window width W, channels, dtype."""
@@ -68,13 +74,13 @@ class Stream:
     consumers: dict[str, list[onnx.NodeProto]]
     block_names: dict[str, str]
     geo: dict[str, Geo] = field(default_factory=dict)
-    extra_pads: dict[str, tuple[int, int]] = field(default_factory=dict)
+    extra_pads: dict[str, tuple[int, int]] = field(default_factory=dict)  # 1st output of a layer -> Pad folded in
     layers: list[LayerInfo] = field(default_factory=list)
 
     def ts(self, node: onnx.NodeProto, name: str) -> Geo:
         if name not in self.geo:
-            raise ModelError(f"layer {node.name!r} ({node.op_type}): input {name!r} must be a stream tensor of the "
-                             f"feature extractor")
+            raise ModelError(f"layer {layer_name(node)!r} ({node.op_type}): input {name!r} must be a stream "
+                             f"tensor of the feature extractor")
         return self.geo[name]
 
     def const(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray | None:
@@ -82,13 +88,13 @@ class Stream:
             return None
         value = self.consts.get(node.input[index])
         if value is None:
-            raise ModelError(f"layer {node.name!r} ({node.op_type}): its {what} must be a constant to stream")
+            raise ModelError(f"layer {layer_name(node)!r} ({node.op_type}): its {what} must be a constant to stream")
         return value
 
     def out(self, node: onnx.NodeProto, index: int, stride: int, lag: int, edges: tuple[int, int]) -> Geo:
         """Register output ``index`` of ``node`` as a stream tensor."""
         name = node.output[index]
-        channels, width = check_ts_shape(name, self.shapes.get(name), node.name)
+        channels, width = check_ts_shape(name, self.shapes.get(name), layer_name(node))
         geo = Geo(self.block_names.get(name, name), stride, lag, width, channels, self.dtypes[name],
                   (min(edges[0], width), min(edges[1], width)))
         self.geo[name] = geo
@@ -101,18 +107,18 @@ class Stream:
         for x, g in zip(names, geos):
             if g.stride != first.stride or g.width != first.width:
                 raise ModelError(
-                    f"layer {node.name!r} ({node.op_type}): its inputs are not aligned branches: {names[0]!r} has "
-                    f"stride {first.stride} and {first.width} columns per window, {x!r} stride {g.stride} and "
-                    f"{g.width}; both branches must downsample and crop alike")
+                    f"layer {layer_name(node)!r} ({node.op_type}): its inputs are not aligned branches: "
+                    f"{names[0]!r} has stride {first.stride} and {first.width} columns per window, {x!r} stride "
+                    f"{g.stride} and {g.width}; both branches must downsample and crop alike")
         lag = max(g.lag for g in geos)
         n = self.hop // first.stride
-        blocks = [g.name if g.lag == lag else self.g.delay(g.name, n, lag - g.lag, g.channels, g.dtype, node.name)
-                  for g in geos]
+        blocks = [g.name if g.lag == lag
+                  else self.g.delay(g.name, n, lag - g.lag, g.channels, g.dtype, layer_name(node)) for g in geos]
         edges = (max(g.edges[0] for g in geos), max(g.edges[1] for g in geos))
         return blocks, Geo("", first.stride, lag, first.width, first.channels, first.dtype, edges)
 
     def info(self, node: onnx.NodeProto, geo: Geo, **kw) -> None:
-        self.layers.append(LayerInfo(node.name, node.op_type, geo.stride, self.hop // geo.stride, geo.width,
+        self.layers.append(LayerInfo(layer_name(node), node.op_type, geo.stride, self.hop // geo.stride, geo.width,
                                      geo.lag, **kw))
 
 
@@ -132,8 +138,8 @@ def _copy(ctx: Stream, node: onnx.NodeProto, inputs: list[str], drop: tuple[str,
 def _static_has_no_time_extent(ctx: Stream, node: onnx.NodeProto, name: str) -> None:
     shape = ctx.shapes.get(name)
     if shape is None or len(shape) > 3 or (len(shape) >= 1 and shape[-1] != 1):
-        raise ModelError(f"layer {node.name!r} ({node.op_type}): constant input {name!r} of shape {shape} varies "
-                         f"along time, which breaks shift invariance; only per-channel constants stream")
+        raise ModelError(f"layer {layer_name(node)!r} ({node.op_type}): constant input {name!r} of shape {shape} "
+                         f"varies along time, which breaks shift invariance; only per-channel constants stream")
 
 
 # --- windowed layers -------------------------------------------------------------------------
@@ -149,7 +155,7 @@ def _pads(node: onnx.NodeProto, a: dict, width: int, stride: int, span: int) -> 
         return 0, 0
     pads = list(a.get("pads") or [0, 0])
     if len(pads) != 2:
-        raise ModelError(f"layer {node.name!r} ({node.op_type}): pads {pads} are not those of a 1-D layer")
+        raise ModelError(f"layer {layer_name(node)!r} ({node.op_type}): pads {pads} are not those of a 1-D layer")
     return int(pads[0]), int(pads[1])
 
 
@@ -162,48 +168,50 @@ def windowed(ctx: Stream, node: onnx.NodeProto) -> None:
         w = ctx.const(node, 1, "weight")
         ctx.const(node, 2, "bias")
         if w.ndim != 3:
-            raise ModelError(f"layer {node.name!r} (Conv): only 1-D convolutions stream, its weight has rank {w.ndim}")
+            raise ModelError(f"layer {layer_name(node)!r} (Conv): only 1-D convolutions stream, its weight has "
+                             f"rank {w.ndim}")
         k = int(w.shape[2])
         macs = int(w.shape[0] * w.shape[1] * k)
     else:
         ks = list(a.get("kernel_shape") or [])
         if len(ks) != 1:
-            raise ModelError(f"layer {node.name!r} ({op}): only 1-D pooling streams, kernel_shape is {ks}")
+            raise ModelError(f"layer {layer_name(node)!r} ({op}): only 1-D pooling streams, kernel_shape is {ks}")
         k = int(ks[0])
         macs = src.channels * k
         if len(node.output) > 1 and node.output[1]:
-            raise ModelError(f"layer {node.name!r} (MaxPool): its Indices output holds absolute positions in the "
-                             f"window and cannot stream")
+            raise ModelError(f"layer {layer_name(node)!r} (MaxPool): its Indices output holds absolute "
+                             f"positions in the window and cannot stream")
     s = int((a.get("strides") or [1])[0])
     d = int((a.get("dilations") or [1])[0])
     span = (k - 1) * d + 1
-    pl, pr = _pads(node, a, check_ts_shape(x, ctx.shapes.get(x), node.name)[1], s, span)
+    pl, pr = _pads(node, a, check_ts_shape(x, ctx.shapes.get(x), layer_name(node))[1], s, span)
     if op == "AveragePool" and (pl or pr) and not a.get("count_include_pad", 0):
-        raise ModelError(f"layer {node.name!r} (AveragePool): padding with count_include_pad=0 divides the first "
-                         f"outputs of a stream by fewer samples; export with count_include_pad=1 or no padding")
-    extra = ctx.extra_pads.get(node.name, (0, 0))
+        raise ModelError(f"layer {layer_name(node)!r} (AveragePool): padding with count_include_pad=0 divides "
+                         f"the first outputs of a stream by fewer samples; export with count_include_pad=1 or no "
+                         f"padding")
+    extra = ctx.extra_pads.get(node.output[0], (0, 0))
     pl, pr = pl + extra[0], pr + extra[1]
     n_in = ctx.hop // src.stride
     if n_in % s:
         raise ModelError(
-            f"layer {node.name!r} ({op}): the hop of {ctx.hop} samples is not a multiple of the cumulative stride "
-            f"{src.stride * s} (= {src.stride} before this layer x stride {s}); choose a hop that is a multiple "
+            f"layer {layer_name(node)!r} ({op}): the hop of {ctx.hop} samples is not a multiple of the cumulative "
+            f"stride {src.stride * s} (= {src.stride} before this layer x stride {s}); choose a hop that is a multiple "
             f"of {src.stride * s}, or pass split={x!r} to run this layer and the rest in the head")
     if pl >= span:
-        raise ModelError(f"layer {node.name!r} ({op}): left padding {pl} is not smaller than the kernel span {span}, "
-                         f"so the first outputs would see padding only")
+        raise ModelError(f"layer {layer_name(node)!r} ({op}): left padding {pl} is not smaller than the kernel "
+                         f"span {span}, so the first outputs would see padding only")
     lag = -(-(src.lag + span - pl) // s) - 1
     keep = lag * s + pl - src.lag
     fill = -np.inf if op == "MaxPool" else 0.0
     block = src.name
     if pl > 0 and src.lag > 0:
-        block = ctx.g.mask(block, n_in, src.lag, fill, src.dtype, node.name)
+        block = ctx.g.mask(block, n_in, src.lag, fill, src.dtype, layer_name(node))
     if keep > 0:
-        block = ctx.g.shift(block, n_in, keep, src.channels, src.dtype, fill, node.name, "shift")
+        block = ctx.g.shift(block, n_in, keep, src.channels, src.dtype, fill, layer_name(node), "shift")
     elif keep < 0:
         block = ctx.g.slice_time(block, -keep, n_in)
     _copy(ctx, node, [block] + list(node.input[1:]), drop=("pads", "auto_pad", "ceil_mode", "count_include_pad"))
-    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), node.name)[1]
+    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), layer_name(node))[1]
     left = -(-(src.edges[0] + pl) // s)
     right = width_out - 1 - (src.width - src.edges[1] - span + pl) // s
     geo = ctx.out(node, 0, src.stride * s, lag, (left, max(right, 0)))
@@ -235,10 +243,10 @@ def pad(ctx: Stream, node: onnx.NodeProto) -> None:
         or (user.op_type == "MaxPool" and value == -np.inf))
     if (mode != "constant" or any(begin.get(i, 0) or end.get(i, 0) for i in (0, 1)) or not foldable
             or node.output[0] in ctx.block_names):
-        raise ModelError(f"layer {node.name!r} (Pad): padding along time streams only as zero padding directly "
+        raise ModelError(f"layer {layer_name(node)!r} (Pad): padding along time streams only as zero padding directly "
                          f"in front of one Conv/AveragePool (or -inf in front of a MaxPool)")
-    prev = ctx.extra_pads.get(user.name, (0, 0))
-    ctx.extra_pads[user.name] = (prev[0] + begin.get(TIME, 0), prev[1] + end.get(TIME, 0))
+    prev = ctx.extra_pads.get(user.output[0], (0, 0))
+    ctx.extra_pads[user.output[0]] = (prev[0] + begin.get(TIME, 0), prev[1] + end.get(TIME, 0))
     ctx.geo[node.output[0]] = src
 
 
@@ -263,11 +271,11 @@ def unary(ctx: Stream, node: onnx.NodeProto) -> None:
     """Activations and other per-value ops: one stream input, constant parameters."""
     src = ctx.ts(node, node.input[0])
     if any(x in ctx.geo for x in node.input[1:]):
-        raise ModelError(f"layer {node.name!r} ({node.op_type}): only its first input may be a stream tensor")
+        raise ModelError(f"layer {layer_name(node)!r} ({node.op_type}): only its first input may be a stream tensor")
     if node.op_type in ("Dropout", "BatchNormalization") and any(node.output[1:]):
-        raise ModelError(f"layer {node.name!r} ({node.op_type}): only the first output streams (inference mode)")
+        raise ModelError(f"layer {layer_name(node)!r} ({node.op_type}): only the first output streams (inference mode)")
     if node.op_type == "BatchNormalization" and attrs(node).get("training_mode", 0):
-        raise ModelError(f"layer {node.name!r} (BatchNormalization): training_mode=1 does not stream")
+        raise ModelError(f"layer {layer_name(node)!r} (BatchNormalization): training_mode=1 does not stream")
     _copy(ctx, node, [src.name] + list(node.input[1:]))
     ctx.info(node, ctx.out(node, 0, src.stride, src.lag, src.edges))
 
@@ -276,7 +284,8 @@ def channel_axis_op(ctx: Stream, node: onnx.NodeProto) -> None:
     """Concat / Split / Softmax-like / Reduce ops along channels only."""
     axes = channel_axes(ctx, node)
     if axes is None or axes != [1]:
-        raise ModelError(f"layer {node.name!r} ({node.op_type}): only its channel-axis form streams (axes {axes})")
+        raise ModelError(f"layer {layer_name(node)!r} ({node.op_type}): only its channel-axis form streams "
+                         f"(axes {axes})")
     if node.op_type == "Concat":
         elementwise(ctx, node)
         return
@@ -329,11 +338,11 @@ def slice_(ctx: Stream, node: onnx.NodeProto) -> None:
         ctx.info(node, ctx.out(node, 0, src.stride, src.lag, src.edges))
         return
     if axes != [TIME] or steps != [1]:
-        raise ModelError(f"layer {node.name!r} (Slice): only a crop along time alone (step 1) streams; "
+        raise ModelError(f"layer {layer_name(node)!r} (Slice): only a crop along time alone (step 1) streams; "
                          f"slice channels in a separate Slice")
     crop = slice(starts[0], ends[0]).indices(src.width)[0]
     ctx.block_names[node.output[0]] = src.name
-    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), node.name)[1]
+    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), layer_name(node))[1]
     edges = (max(src.edges[0] - crop, 0), max(src.edges[1] - (src.width - crop - width_out), 0))
     ctx.info(node, ctx.out(node, 0, src.stride, src.lag + crop, edges))
 

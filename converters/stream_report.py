@@ -71,20 +71,21 @@ def report(sm: "StreamingModel", data: np.ndarray | None = None, hops: int = 64,
     """The error bound of ``sm`` and its measured NRMSE against window inference.
 
     ``data`` is the user's signal, (C, T) or (N, C, T); all its full hops are used. Without data,
-    a synthetic band-limited signal covering ``hops`` compared hops is generated. ``session(model)``
+    a synthetic band-limited signal covering ``hops`` compared hops is generated. A (C, T) signal
+    (or the synthetic one) is repeated to the model's batch when it is fixed. ``session(model)``
     returns an object with onnxruntime's ``run(output_names, feeds)`` (e.g. edgekit.InferenceSession);
     default: onnxruntime on one thread.
     """
     if data is None:
-        samples = (sm.warmup_hops + hops) * sm.hop
-        x = band_limited(sm.channels, samples, seed=seed)[None]
+        x = band_limited(sm.channels, (sm.warmup_hops + hops) * sm.hop, seed=seed)
         source = "a synthetic band-limited signal (f_max = 0.05 f_s)"
     else:
         x = np.asarray(data)
-        x = x[None] if x.ndim == 2 else x
-        if x.ndim != 3 or x.shape[1] != sm.channels:
+        if x.ndim not in (2, 3) or x.shape[-2] != sm.channels:
             raise InputError(f"data must be (C, T) or (N, C, T) with C = {sm.channels}, got {np.shape(data)}")
         source = f"the given data ({x.shape[-1]} samples)"
+    if x.ndim == 2:  # one signal: every stream of a fixed batch gets it
+        x = np.repeat(x[None], sm.batch if isinstance(sm.batch, int) else 1, axis=0)
     x = np.ascontiguousarray(x, dtype=sm.dtype)
     if isinstance(sm.batch, int) and x.shape[0] != sm.batch:
         raise InputError(f"the model takes batch {sm.batch}, data has {x.shape[0]}")

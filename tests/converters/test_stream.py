@@ -9,8 +9,18 @@
 - A Flatten + Gemm head over a FIFO becomes a Conv covering the FIFO (alpha, beta, transB folded).
 - The step model passes onnx.checker; report() gives 0 error for valid nets and the bound plus a
   nonzero NRMSE for zero-padded ones; models that cannot stream raise ModelError naming the layer.
+- report() repeats one signal (synthetic or (C, T)) to a model's fixed batch.
+- Nodes without a name are named by their first output (errors, state names, layer rows); named
+  models keep their state names (the bundled PPG model's are pinned).
+- The output delay follows the rule docs/streaming.md states (right padding each layer's last
+  column reads); the docs' first example imports what it uses.
 """
 from __future__ import annotations
+
+import ast
+import builtins
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,7 +28,7 @@ import pytest
 from onnx import helper
 
 from edgekit.converters.stream import report, to_streaming
-from edgekit.errors import ModelError
+from edgekit.errors import InputError, ModelError
 from oracle import make_model, ort_session
 
 RTOL = 1e-5
@@ -412,3 +422,160 @@ def test_flatten_gemm_head_becomes_a_conv_over_the_fifo():
     hops = list(range(sm.warmup_hops, len(outs)))
     for h, want in zip(hops, window_outputs(model, x, 8, sm.window, hops)):
         assert_close(outs[h][0], want)
+
+
+class _BatchSeen:
+    """An onnxruntime session recording the batch of the signal ``x`` in every run."""
+
+    def __init__(self, model, seen: set):
+        self.sess, self.seen = ort_session(model), seen
+
+    def run(self, names, feeds):
+        self.seen.add(feeds["x"].shape[0])
+        return self.sess.run(names, feeds)
+
+
+@pytest.mark.parametrize("batch", [2, "N"])
+def test_report_repeats_one_signal_to_a_fixed_batch(batch):
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["y"], name="gap")]
+    model = make_model(nodes, {"x": ([batch, 2, 32], np.float32)}, ["y"],
+                       {"w": rng.standard_normal((3, 2, 3)).astype(np.float32)})
+    sm = to_streaming(model, 8)
+    want = 2 if batch == 2 else 1
+    for data in (None, rng.standard_normal((2, 80)).astype(np.float32)):
+        seen: set = set()
+        rep = report(sm, data, hops=4, session=lambda m: _BatchSeen(m, seen))
+        assert rep.exact and seen == {want}
+    if batch == 2:
+        with pytest.raises(InputError, match="batch 2, data has 3"):
+            report(sm, rng.standard_normal((3, 2, 80)).astype(np.float32))
+
+
+def _unnamed(model: onnx.ModelProto) -> onnx.ModelProto:
+    for n in model.graph.node:
+        n.ClearField("name")
+    return model
+
+
+@pytest.mark.parametrize("case", sorted(NOT_STREAMABLE))
+def test_unnamed_layers_are_named_by_their_first_output_in_errors(case):
+    build_model, hop, match = NOT_STREAMABLE[case]
+    model = build_model()
+    for n in model.graph.node:
+        match = match.replace(f"'{n.name}'", f"'{n.output[0]}'") if n.name else match
+    with pytest.raises(ModelError, match=match) as err:
+        to_streaming(_unnamed(model), hop)
+    assert "layer ''" not in str(err.value)
+
+
+def _described(sm) -> tuple:
+    return ([(s.input, s.output, s.layer, s.kind) for s in sm.states], [(la.name, la.op) for la in sm.layers],
+            sm.delay, sm.warmup_hops)
+
+
+@pytest.mark.parametrize("seed", [0, 4, 1001, 1002, 1005])
+def test_unnamed_layers_get_the_state_names_of_layers_named_as_their_outputs(seed):
+    """The random stacks name every node as its output: without names they convert the same (Pad
+    folding, shift buffers, masks and delay lines included) and stream the same outputs."""
+    model, hop, _ = random_model(seed, padded=seed >= 1000)
+    named, unnamed = to_streaming(model, hop), to_streaming(_unnamed(model), hop)
+    assert _described(unnamed) == _described(named)
+    onnx.checker.check_model(unnamed.step_model, full_check=True)
+    x = np.random.default_rng(seed).standard_normal((1, named.channels, (named.warmup_hops + 6) * hop))
+    for a, b in zip(stream_in_ort(named, x.astype(np.float32)), stream_in_ort(unnamed, x.astype(np.float32))):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_unnamed_pads_fold_into_their_own_conv():
+    """PyTorch's F.pad + Conv without node names: each Pad's padding goes to the Conv it feeds."""
+    named, unnamed = to_streaming(paper_net("ppg"), 64), to_streaming(_unnamed(paper_net("ppg")), 64)
+    assert _described(unnamed) == _described(named)
+    assert [la.pads for la in unnamed.layers] == [la.pads for la in named.layers]
+
+
+def test_state_names_stay_unique_when_a_node_name_equals_an_unnamed_nodes_output():
+    w = {"w": np.ones((2, 2, 3), np.float32)}
+    model = _chain(helper.make_node("Conv", ["x", "w"], ["b"], kernel_shape=[3], name="a"),
+                   helper.make_node("Conv", ["b", "w"], ["a"], kernel_shape=[3]), inits=w)
+    sm = to_streaming(model, 8)
+    names = [s.input for s in sm.states] + [s.output for s in sm.states]
+    assert [s.layer for s in sm.states] == ["a", "a", "a"] and len(set(names)) == len(names)
+    onnx.checker.check_model(sm.step_model, full_check=True)
+
+
+def test_bundled_ppg_model_keeps_its_state_names():
+    """Saved state_dicts of the demo model depend on these names."""
+    sm = to_streaming(Path(__file__).parents[2] / "demos" / "models" / "ppg_cnn.onnx", 64)
+    assert [s.input for s in sm.states] == ["state.conv0.shift", "state.conv1.shift", "state.conv2.shift",
+                                            "state.pool2.fifo"]
+    assert [s.output for s in sm.states] == [s.input + ".next" for s in sm.states]
+
+
+def documented_delay(model: onnx.ModelProto, length: int, head_inputs: list[str]) -> int:
+    """The delay by the rule of docs/streaming.md ("Output delay"): the reach e of the window's last
+    column past the window's end grows by P_in * (r - (W_in + p + r - span) mod s) per layer, a crop
+    subtracts P * (columns cut at the end), branches take the larger reach; the delay is e rounded up
+    to whole head-input columns, at least 0. Tensors: name -> (stride P, width W, reach e)."""
+    consts = {i.name for i in model.graph.initializer}
+    t = {"x": (1, length, 0)}
+    for n in model.graph.node:
+        a = {at.name: helper.get_attribute_value(at) for at in n.attribute}
+        if n.input[0] not in t:
+            continue
+        P, W, e = t[n.input[0]]
+        if n.op_type in ("Conv", "MaxPool", "AveragePool", "Pad"):
+            if n.op_type == "Pad":
+                pads = next(i for i in model.graph.initializer if i.name == n.input[1])
+                p, r = onnx.numpy_helper.to_array(pads)[[2, 5]]
+                k, d, s = 1, 1, 1
+            else:
+                p, r = a.get("pads", [0, 0])
+                k = a["kernel_shape"][0]
+                d, s = a.get("dilations", [1])[0], a.get("strides", [1])[0]
+            span = (k - 1) * d + 1
+            t[n.output[0]] = (P * s, (W + p + r - span) // s + 1, e + P * (r - (W + p + r - span) % s))
+        elif n.op_type == "Slice":
+            start, end = (int(onnx.numpy_helper.to_array(next(i for i in model.graph.initializer
+                                                               if i.name == n.input[j]))[0]) for j in (1, 2))
+            start, stop, _ = slice(start, end).indices(W)
+            t[n.output[0]] = (P, stop - start, e - P * (W - stop))
+        else:  # per-column ops and branch merges
+            ins = [t[i] for i in n.input if i in t and i not in consts]
+            t[n.output[0]] = (P, W, max(reach for _, _, reach in ins))
+    return max(0, *(-(-t[h][2] // t[h][0]) * t[h][0] for h in head_inputs))
+
+
+def strided_same_net(length: int, layers: list[tuple[int, int, tuple[int, int]]]):
+    """A chain of Convs (kernel, stride, pads) on (1, 2, length)."""
+    nodes, x = [], "x"
+    for i, (k, s, pads) in enumerate(layers):
+        nodes.append(helper.make_node("Conv", [x, f"w{k}"], [f"c{i}"], kernel_shape=[k], strides=[s], pads=list(pads),
+                                      name=f"s{i}"))
+        x = f"c{i}"
+    inits = {f"w{k}": np.ones((2, 2, k), np.float32) for k, _, _ in layers}
+    return make_model(nodes, {"x": ([1, 2, length], np.float32)}, [x], inits)
+
+
+def test_delay_is_the_right_padding_the_last_window_column_reads():
+    audit = strided_same_net(64, [(3, 2, (1, 1)), (3, 2, (1, 1))])
+    assert to_streaming(audit, 8).delay == 0 == documented_delay(audit, 64, ["c1"])
+    reads = strided_same_net(64, [(4, 2, (1, 2)), (5, 1, (2, 2))])  # reach 1*1 + 2*2 = 5, rounded up to 6
+    assert to_streaming(reads, 8).delay == 6 == documented_delay(reads, 64, ["c1"])
+    rounded = strided_same_net(64, [(5, 1, (2, 2)), (4, 4, (0, 0))])  # reach 2, rounded up to a column of 4
+    assert to_streaming(rounded, 8).delay == 4 == documented_delay(rounded, 64, ["c1"])
+    for seed in range(40):
+        model, hop, _ = random_model(2000 + seed, padded=True)
+        sm = to_streaming(model, hop)
+        assert sm.delay == documented_delay(model, sm.window, sm.split), seed
+
+
+def test_docs_first_example_imports_what_it_uses():
+    text = (Path(__file__).parents[2] / "docs" / "streaming.md").read_text(encoding="utf-8")
+    tree = ast.parse(re.findall(r"```python\n(.*?)```", text, re.S)[0])
+    bound = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+             for a in n.names}
+    names = [n for n in ast.walk(tree) if isinstance(n, ast.Name)]
+    bound |= {n.id for n in names if isinstance(n.ctx, ast.Store)}
+    assert {n.id for n in names if isinstance(n.ctx, ast.Load)} - bound - set(dir(builtins)) == {"source"}
