@@ -7,9 +7,10 @@ convolutional feature extractor h, streamed, and the head g, which runs every ho
 last window's worth of h's output (the window's feature map). Streamed features equal h run on the
 whole stream so far ("signal padding": layers see their true past, zeros only at the stream
 start), so a network without zero padding gives exactly window inference on the last L samples,
-and non-causal 'same' padding becomes a fixed output delay (its look-ahead). The result is a
-standard-op ONNX step model with explicit state inputs/outputs (one call = one hop) plus the
-metadata a runtime needs (key ``edgekit.stream``, see docs/streaming.md).
+and non-causal 'same' padding becomes a fixed output delay (the look-ahead it reads, see
+docs/streaming.md, "Output delay"). The result is a standard-op ONNX step model with explicit
+state inputs/outputs (one call = one hop) plus the metadata a runtime needs (key
+``edgekit.stream``, see docs/streaming.md).
 """
 from __future__ import annotations
 
