@@ -169,7 +169,7 @@ def _window_input(proto: onnx.ModelProto, window: int | None) -> tuple[str, int 
             raise ModelError(f"window={window} disagrees with the model's input length {length}")
         length = int(window)
     if not isinstance(length, int) or length < 1:
-        raise ModelError(f"input {vi.name!r} has a dynamic length {length!r}: pass window=L")
+        raise ModelError(f"input {vi.name!r} has a dynamic length {length!r}: pass window=L (--window L in the CLI)")
     if not isinstance(batch, int) or batch < 1:
         batch = batch if isinstance(batch, str) else "N"
     return vi.name, batch, channels, length, np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
