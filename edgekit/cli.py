@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return 1
     except UnicodeDecodeError as exc:
-        print(f"edgekit: error: expected a UTF-8 text file (CSV), got bytes that are not text ({exc.reason} "
-              f"at byte {exc.start})", file=sys.stderr)
+        print(f"edgekit: error: a file read as text is not UTF-8 text ({exc.reason})", file=sys.stderr)
         return 1
 
 

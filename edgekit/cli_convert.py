@@ -23,6 +23,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if len(chosen) != 1:
         print("edgekit convert: choose exactly one of --stream, --binarize, --paramfree", file=sys.stderr)
         return 2
+    if args.data and not (args.stream and args.report):
+        print("edgekit convert: --data is the signal of --stream --report", file=sys.stderr)
+        return 2
     if args.binarize:
         return _convert_binary(args.model, args.output, args.mst, args.mst_depth, args.report)
     if args.paramfree:
@@ -32,20 +35,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.hop is None:
         print("edgekit convert: --stream needs --hop S", file=sys.stderr)
         return 2
-    if args.data and not args.report:
-        print("edgekit convert: --data is the signal of --report: add --report", file=sys.stderr)
-        return 2
     import onnx
 
     from .converters.stream import report, to_streaming
 
     sm = to_streaming(args.model, args.hop, split=args.split, window=args.window)
+    data = _read_samples_file(args.data, sm.channels) if args.data else None  # (a bad file: nothing written)
     onnx.save(sm.step_model, args.output)
     states = ", ".join(f"{s.input} {list(s.shape)}" for s in sm.states) or "none"
     print(f"wrote {args.output}: step model, {sm.hop} new samples per call, window {sm.window}, "
           f"output delay {sm.delay} samples; states: {states}")
     if args.report:
-        data = _read_samples_file(args.data, sm.channels) if args.data else None
         from . import InferenceSession
 
         print(report(sm, data, session=InferenceSession))
@@ -83,9 +83,10 @@ def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | 
 def cmd_stream(args: argparse.Namespace) -> int:
     from . import StreamingSession
 
-    sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window, allow_nan=args.allow_nan)
-    source = sys.stdin if args.source == "-" else open(args.source, encoding="utf-8")
+    source = sys.stdin if args.source == "-" else open(args.source, encoding="utf-8-sig")  # (before compiling)
     try:
+        sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window,
+                                allow_nan=args.allow_nan)
         for chunk in _chunks(source, sess.channels, sess.hop if args.source != "-" else 1):
             for outputs in sess.push(chunk):
                 values = "  ".join(np.array2string(o.reshape(-1), precision=4, separator=",") for o in outputs)
@@ -122,9 +123,15 @@ def _chunks(lines: TextIO, channels: int, rows_per_chunk: int) -> Iterator[np.nd
 def _read_samples_file(path: str, channels: int) -> np.ndarray:
     """(channels, n) from a .npy array or a CSV file of one sample per row."""
     if path.endswith(".npy"):
-        return np.load(path).astype(np.float32)
-    with open(path, encoding="utf-8") as f:
-        return np.concatenate(list(_chunks(f, channels, 1 << 20)), axis=1)
+        try:
+            return np.load(path, allow_pickle=False).astype(np.float32)
+        except (ValueError, TypeError) as exc:  # not a .npy file, or not numbers
+            raise InputError(f"cannot read {path} as a numeric .npy array: {exc}") from exc
+    with open(path, encoding="utf-8-sig") as f:
+        chunks = list(_chunks(f, channels, 1 << 20))
+    if not chunks:
+        raise InputError(f"{path} has no samples")
+    return np.concatenate(chunks, axis=1)
 
 
 def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:

@@ -71,14 +71,30 @@ def test_stream_rejects_rows_with_the_wrong_channel_count(tmp_path, capsys):
 
 def test_file_errors_exit_1_with_a_message(signal_csv, tmp_path, capsys):
     cases = [(["stream", PPG, "--hop", "64", "--source", str(tmp_path / "missing.csv")], "No such file"),
-             (["stream", PPG, "--hop", "64", "--source", PPG], "expected a UTF-8 text file (CSV)"),
+             (["stream", PPG, "--hop", "64", "--source", PPG], "is not UTF-8 text"),
              (["convert", PPG, "--stream", "--hop", "64", "--report", "--data", str(tmp_path / "no.csv"),
                "-o", str(tmp_path / "x.onnx")], "No such file"),
              (["convert", PPG, "--stream", "--hop", "64", "-o", str(tmp_path / "missing" / "x.onnx")], "No such file")]
+    (tmp_path / "bad.npy").write_bytes(b"not npy")
+    (tmp_path / "empty.csv").write_text("ppg\n")
+    for data, message in (("bad.npy", "cannot read"), ("empty.csv", "has no samples")):
+        cases.append((["convert", PPG, "--stream", "--hop", "64", "--report", "--data", str(tmp_path / data),
+                       "-o", str(tmp_path / "y.onnx")], message))
     for argv, message in cases:
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith("edgekit: error: ") and message in err, err
+    assert not (tmp_path / "y.onnx").exists()  # a bad --data file is read before anything is written
+
+
+def test_stream_reads_a_csv_with_a_byte_order_mark_from_its_first_sample(signal_csv, tmp_path, capsys):
+    path, x = signal_csv
+    bom = tmp_path / "bom.csv"
+    bom.write_text("\n".join(f"{v:.7g}" for v in x), encoding="utf-8-sig")  # no header: every line is a sample
+    assert main(["stream", PPG, "--hop", "64", "--source", str(bom)]) == 0
+    plain = capsys.readouterr().out
+    assert main(["stream", PPG, "--hop", "64", "--source", path]) == 0
+    assert plain == capsys.readouterr().out and plain.count("hop ") == 700 // 64 - 3
 
 
 def test_stream_refuses_nan_samples_unless_allowed(tmp_path, capsys):
@@ -95,6 +111,7 @@ def test_convert_needs_exactly_one_technique(tmp_path):
     assert main(["convert", PPG, "--stream", "--binarize", "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--stream", "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--stream", "--hop", "64", "--data", "x.csv", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert main(["convert", PPG, "--paramfree", "max", "--data", "x.csv", "-o", str(tmp_path / "x.onnx")]) == 2
 
 
 def test_convert_binarize_mst_report(tmp_path, capsys):

@@ -200,9 +200,8 @@ def test_read_only_hops_reach_the_compiled_call_once():
 
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix, on purpose
 def test_matrix_and_unaligned_hops_are_guarded_once():
-    """np.matrix hops (the general path: array subclasses never reach the compiled call) and unaligned
-    float32 views stream like plain arrays; the session wraps its call in one guard however many are
-    pushed."""
+    """np.matrix hops and unaligned float32 views stream like plain arrays; the session wraps its
+    call in one guard however many are pushed."""
     model, hop, _ = random_model(3)
     c = channels_of(model)
     x = np.random.default_rng(2).standard_normal((c, 40 * hop)).astype(np.float32)
