@@ -32,6 +32,8 @@ from onnx import helper, numpy_helper
 from edgekit.errors import ModelError
 from edgekit.model import ModelSource, check_model, load_model
 
+from .naming import layer_name
+
 __all__ = ["BinarizeWarning", "DOMAIN", "binarize", "dense_weights", "pack_bits", "to_float",
            "unpack_bits"]
 
@@ -397,7 +399,7 @@ def _prune_initializers(model: onnx.ModelProto) -> None:
 
 def _binary_node(l: _Layer, g: _Graph):
     """The BinaryConv/BinaryGemm node of a layer, its initializers and the value_info of its output."""
-    name = l.node.name or l.node.output[0]
+    name = layer_name(l.node)
     m = l.signs.shape[0]
     signs = l.signs.astype(np.int64)
     attrs: dict = {"output": l.mode}
@@ -512,7 +514,7 @@ def dense_weights(w: np.ndarray, parents: list[int] | None) -> np.ndarray:
 
 def _float_form(n: onnx.NodeProto, consts: dict, renamed: dict) -> tuple[list, list]:
     a = _attrs(n)
-    name = n.name or n.output[0]
+    name = layer_name(n)
     mode = a.get("output", b"float")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     c = int(a["channels"])

@@ -39,6 +39,8 @@ from edgekit.ir import read_graph
 from edgekit.model import ModelSource, check_model, load_model, opset_version
 from edgekit.stats import macs
 
+from .naming import layer_name
+
 OPSET = 17
 POOL_OPS = {"max": "MaxPool", "avg": "AveragePool"}
 Size = int | tuple[int, int]
@@ -305,7 +307,7 @@ def replace_depthwise(model: ModelSource, op: str = "max", dims: dict[str, int] 
     for i, node in enumerate(graph.node):
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
             continue
-        name = node.name or node.output[0]
+        name = layer_name(node)
         why = _depthwise_reason(node, weights, opset, op)
         if why is not None:
             if why != "not depthwise":

@@ -25,9 +25,10 @@ from edgekit.errors import ModelError
 from edgekit.metadata import STREAM_KEY
 from edgekit.model import ModelSource, load_model, opset_version
 
+from .naming import layer_name
 from .stream_graph import StateSpec, StepGraph, finish_step_model
 from .stream_head import add_head
-from .stream_layers import RULES, Geo, LayerInfo, Stream, layer_name, mixes_time
+from .stream_layers import RULES, Geo, LayerInfo, Stream, mixes_time
 from .stream_report import StreamReport, report
 
 __all__ = ["HeadInput", "LayerInfo", "METADATA_KEY", "StateSpec", "StreamReport", "StreamingModel", "report", "to_streaming"]

@@ -23,13 +23,8 @@ from onnx import helper
 
 from edgekit.errors import ModelError
 
+from .naming import layer_name
 from .stream_graph import TIME, StepGraph, check_ts_shape
-
-
-def layer_name(node: onnx.NodeProto) -> str:
-    """The name the converter gives ``node`` in errors, state names and reports: its own name, or, as
-    ONNX node names are optional, its first output tensor's (unique in the graph)."""
-    return node.name or next((o for o in node.output if o), node.op_type)
 
 
 @dataclass
