@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush finds no pipe
         return 1
     except OSError as exc:  # a file to read that is not there, a directory to write into that is not
+        if exc.filename is None:  # not about a file the user named: keep the traceback
+            raise
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return 1
     except UnicodeDecodeError as exc:
