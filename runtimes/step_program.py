@@ -68,9 +68,9 @@ class StepProgram:
                 parts[-1].append(row)
             else:
                 parts.append([row])
-        f32, no_chunk = self.arena.view(np.float32), np.zeros(0, np.float32)
+        f32 = self.arena.view(np.float32)
         run_program = _sealed(kprog.interpreter({row[0] for p in parts if isinstance(p, list) for row in p}))
-        self._parts = [(run_program, (np.array(p, np.int64), f32, no_chunk)) if isinstance(p, list) else p
+        self._parts = [(run_program, (np.array(p, np.int64), f32, NO_ROWS, NO_ROWS)) if isinstance(p, list) else p
                        for p in parts]
         self._run_program = run_program
         self.programs = sum(isinstance(p, list) for p in parts)
@@ -85,21 +85,28 @@ class StepProgram:
         for fn, args in self._parts:
             fn(*args)
 
-    def feeder(self, dst: np.ndarray) -> Callable[[np.ndarray], bool] | None:
-        """``feed(chunk)``: when every value of the 1-D float32 ``chunk`` (dst's size, C order) is
-        finite, write it into ``dst`` (an array ``view`` gives: (N, C, W), unit last stride) and run
-        the steps, and return True; else return False with nothing written or run. TypeError, with
-        nothing written or run, for a chunk whose Numba type is not the call's (see ``_sealed``):
-        read-only, not native float32, not 1-D (an ``np.matrix``), possibly not aligned. A FEED row at
-        the head of the first program does it, so a single program stays one compiled call. None
-        when no step is in a program or ``dst`` is not of that form."""
+    def feeder(self, dst: np.ndarray, result: np.ndarray | None = None
+               ) -> Callable[[np.ndarray, np.ndarray], bool] | None:
+        """``feed(chunk, out)``: when every value of ``chunk``, float32 (N*C, W) rows in C order for
+        ``dst`` (an array ``view`` gives: (N, C, W), unit last stride), is finite, write it into
+        ``dst``, run the steps, copy ``result`` (a C-contiguous float32 array ``view`` gives) into
+        ``out`` unless ``out`` is empty (else float32, C order, result's size), and return True; else
+        return False with nothing written or run. TypeError, with nothing written or run, for arrays
+        whose Numba types are not the call's (see ``_sealed``): read-only, not native float32, not 2-D
+        C-contiguous, possibly not aligned. A FEED row at the head of the first program does it, so a
+        single program stays one compiled call. None when no step is in a program, or ``dst`` or
+        ``result`` is not of that form; without ``result``, ``out`` must be empty."""
         if not self.programs or dst.dtype != F32 or dst.ndim != 3 or dst.strides[2] != 4:
             return None
-        lo, hi = (b - self.arena.ctypes.data for b in byte_bounds(dst))
-        start = dst.__array_interface__["data"][0] - self.arena.ctypes.data
-        if not 0 <= lo <= hi <= self.arena.size or any(v % 4 for v in (start, *dst.strides)):
+        start, end, base = (v - self.arena.ctypes.data for v in (*byte_bounds(dst), dst.ctypes.data))
+        if not 0 <= start <= end <= self.arena.size or any(v % 4 for v in (base, *dst.strides)):
             return None
-        row = [kprog.FEED, 3, start // 4, dst.size, *dst.shape, dst.strides[0] // 4, 0, 0, 0, 0, dst.strides[1] // 4]
+        at = -4 if result is None else result.ctypes.data - self.arena.ctypes.data
+        if result is not None and (result.dtype != F32 or not result.flags.c_contiguous or at % 4
+                                   or not 0 <= at <= at + result.nbytes <= self.arena.size):
+            return None
+        row = [kprog.FEED, 4, base // 4, dst.size, *dst.shape, dst.strides[0] // 4, 0, 0, 0, 0, dst.strides[1] // 4,
+               0, 0, 0, 0, at // 4]
         fed = np.array([row + [0] * (kprog.ROW - len(row))], np.int64)
         fn, args = self._parts[0]
         rest = self._parts
@@ -109,14 +116,16 @@ class StepProgram:
         if not rest:
             return first
 
-        def feed(chunk: np.ndarray) -> bool:
-            if not first(chunk):  # (a TypeError here is the call refusing the chunk: nothing has run)
+        def feed(chunk: np.ndarray, out: np.ndarray) -> bool:
+            if not first(chunk, NO_ROWS):  # (a TypeError here is the call refusing the chunk: nothing has run)
                 return False
             try:
                 for fn, args in rest:
                     fn(*args)
             except TypeError as exc:  # not a refusal: the hop has run, the caller must not push it again
                 raise RuntimeError(f"a step after the fed program failed: {exc}") from exc
+            if out.size:
+                out[...] = result
             return True
 
         return feed
@@ -160,8 +169,11 @@ class StepProgram:
         return row + [0] * (kprog.ROW - len(row))
 
 
-PROGRAM_TYPES = (types.int64[:, ::1], types.float32[::1], types.float32[::1])
-"""The interpreter's one signature: program rows, the arena as float32, a pushed chunk."""
+PROGRAM_TYPES = (types.int64[:, ::1], types.float32[::1], types.float32[:, ::1], types.float32[:, ::1])
+"""The interpreter's one signature: program rows, the arena as float32, a pushed chunk as rows, the
+array the result is copied into."""
+NO_ROWS = np.zeros((0, 0), np.float32)
+"""No chunk, no result wanted."""
 
 
 def _sealed(run_program: Any) -> Any:

@@ -3,11 +3,13 @@
 It runs the StreamiNNC step model (see ``edgekit.converters.stream``) on an Engine, by default
 edgekit's plan as one compiled program (``stream_engine``): a push copies the new samples into the
 engine's own input buffer, each completed hop is one run that also updates the states in place.
-Nothing is allocated per hop except the output arrays handed to the caller; a chunk of exactly one
-hop, pushed when no samples are pending, is checked, copied in and run by one call (``Engine.feed``).
+Nothing is allocated per hop but the output arrays handed to the caller, and those only while the
+caller keeps earlier ones; a chunk of exactly one hop, pushed when no samples are pending, is
+checked, copied in, run and its output copied out by one call (``Engine.feed``).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,9 +22,13 @@ from edgekit.model import ModelSource, load_model
 
 from .kernels.shift import all_finite, copy_if_finite
 from .session import as_array
+from .step_program import NO_ROWS
 from .stream_engine import Engine, EngineFactory, metadata, plan_engine
 
 __all__ = ["Engine", "EngineFactory", "StreamingSession", "is_step_model", "step_model_of"]
+
+
+_refs = sys.getrefcount  # an array only the session's list of spares refers to counts 2 here
 
 
 @dataclass
@@ -99,20 +105,25 @@ class StreamingSession:
         """Feed new samples, (N, C, n) or (C, n) when N = 1; one output list per hop completed."""
         feed = self._feed
         if feed is not None and not self._fill and type(chunk) is np.ndarray:  # (no subclass: a masked array)
-            try:  # exactly one hop: checked, copied in and run by one call
-                fed = feed(chunk.ravel()) if chunk.shape in self._hop_shapes else None
-            except TypeError:  # an array feed does not take (read-only?): the general path, and a guard
-                fed = None  # from now on (a refused call costs about 70 us, the guard 0.1)
-                if not hasattr(feed, "guards"):
-                    self._feed = _guarded(feed)
-            if fed:
-                hops = self._hops = self._hops + 1
-                if hops <= self.warmup_hops:
-                    return []
-                out = self._single_output  # (no comprehension: it costs more than the copy)
-                return [[out.copy()]] if out is not None else [[o.copy() for o in self._outputs]]
-            if fed is False and not self.allow_nan:  # (rejected with nothing written: allow_nan takes the general path)
-                raise _non_finite()
+            shape = chunk.shape
+            rows = chunk if shape == self._hop_2d else chunk.reshape(self._hop_rows) if shape == self._hop_3d else None
+            if rows is not None:
+                spare = self._spare  # earlier hops' output arrays, reused once the caller has let go of them
+                out = (spare[0] if _refs(spare[0]) == 2 else spare[1] if _refs(spare[1]) == 2 else self._new_output()
+                       ) if spare else NO_ROWS
+                try:  # exactly one hop: checked, copied in, run and its output copied out by one call
+                    fed = feed(rows, out)
+                except TypeError:  # arrays the call does not take (read-only?): the general path, and a guard
+                    fed = None  # from now on (a refused call costs about 70 us, the guard 0.1)
+                    if not hasattr(feed, "guards"):
+                        self._feed = _guarded(feed)
+                if fed:
+                    hops = self._hops = self._hops + 1
+                    if hops <= self.warmup_hops:
+                        return []
+                    return [[out]] if spare else [[o.copy() for o in self._outputs]]
+                if fed is False and not self.allow_nan:  # (rejected with nothing written: allow_nan takes the general path)
+                    raise _non_finite()
         a = self._checked(chunk)
         n = a.shape[2]
         if n == 0:
@@ -208,12 +219,18 @@ class StreamingSession:
             self._feedback = [(eng.inputs[s.input], eng.outputs[s.output]) for s in self._states
                               if eng.outputs[s.output] is not eng.inputs[s.input]]
             self._outputs = [eng.outputs[name] for name in self.output_names]
-            self._hop_shapes = {(batch, self.channels, self.hop)} | ({(self.channels, self.hop)} if batch == 1 else set())
-            self._single_output = self._outputs[0] if len(self._outputs) == 1 else None
+            self._hop_3d, self._hop_rows = (batch, self.channels, self.hop), (batch * self.channels, self.hop)
+            self._hop_2d = (self.channels, self.hop) if batch == 1 else None
+            self._spare = [np.empty(eng.result_shape, np.float32) for _ in range(2)] if eng.result_shape else None
         self._batch = batch
         self._feed = self._engine.feed if not self._feedback else None  # (the float32 states are fed back by run)
         for s in self._states:
             self._engine.inputs[s.input].fill(s.fill)
+
+    def _new_output(self) -> np.ndarray:
+        """A fresh output array in place of the first spare, which the caller still holds."""
+        out = self._spare[0] = np.empty_like(self._spare[0])
+        return out
 
     def _checked(self, chunk: Any) -> np.ndarray:
         """Validate a chunk without touching the session's state."""
@@ -235,12 +252,15 @@ class StreamingSession:
         return a
 
 
-def _guarded(feed: Callable[[np.ndarray], bool]) -> Callable[[np.ndarray], bool | None]:
-    """``feed`` called only with aligned, writeable float32 arrays (None for others): once a stream
-    has pushed a chunk the compiled call refused, such as a read-only ``np.frombuffer`` view, checking
-    costs less than letting the call refuse it again."""
-    def guarded(chunk: np.ndarray) -> bool | None:
-        return feed(chunk) if chunk.flags.behaved and chunk.dtype == np.float32 else None
+def _guarded(feed: Callable[[np.ndarray, np.ndarray], bool]) -> Callable[[np.ndarray, np.ndarray], bool | None]:
+    """``feed`` called only with aligned, writeable float32 chunks, made C-contiguous (None for
+    others): once a stream has pushed a chunk the compiled call refused, such as a read-only
+    ``np.frombuffer`` view or columns sliced out of a recording, checking costs less than letting the
+    call refuse it again."""
+    def guarded(chunk: np.ndarray, out: np.ndarray) -> bool | None:
+        if not chunk.flags.behaved or chunk.dtype != np.float32:
+            return None
+        return feed(chunk if chunk.flags.c_contiguous else np.ascontiguousarray(chunk), out)
     guarded.guards = feed
     return guarded
 

@@ -7,7 +7,8 @@ new) along time, and cuts the next history out of B with a Slice. Here:
   1-D pool's output read by nothing else, they are written straight into B's last columns, so the
   Concat disappears;
 - float32 states are copied back inside the program, at the end of the hop;
-- a float32 hop of pushed samples can be checked, copied in and run by one call (``Engine.feed``).
+- a float32 hop of pushed samples can be checked, copied in and run by one call that also hands
+  over the result (``Engine.feed``).
 """
 from __future__ import annotations
 
@@ -35,16 +36,20 @@ POOL_CODES = {fn: code for code, fn in kp.WINDOW_POOL.items()}
 class Engine:
     """Bound buffers of one compiled step: write ``inputs`` in place, call ``run``, read ``outputs``
     (the same arrays after every run). A state output that is its input array (updated in place by
-    ``run``) is not copied back. ``feed``, when given, does a whole hop in one call: ``feed(chunk)``
-    with the hop's samples as a 1-D array in C order (the stream input's size) writes them into the
-    stream input and runs if they are all finite and returns True; else returns False with nothing
-    written or run. It raises TypeError for an array it does not take (the session's general path
-    then checks and copies it), as ``StepProgram.feeder``'s does for any but a writeable float32 one."""
+    ``run``) is not copied back. ``feed``, when given, does a whole hop in one call: ``feed(chunk,
+    out)`` with the hop's samples as (N*C, W) rows in C order writes them into the stream input, runs
+    and, for a model of one output, copies it into ``out`` unless ``out`` is empty (else of the
+    output's shape), and returns True if they are all finite; else returns False with nothing
+    written or run. It raises TypeError for arrays it does not take (the session's general path then
+    checks and copies the chunk), as ``StepProgram.feeder``'s does for any but writeable float32 2-D
+    C-contiguous ones."""
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     run: Callable[[], None]
-    feed: Callable[[np.ndarray], bool] | None = None
+    feed: Callable[[np.ndarray, np.ndarray], bool] | None = None
+    result_shape: tuple[int, ...] | None = None
+    """The shape of the ``out`` that ``feed`` fills (None: ``out`` must be empty)."""
 
 
 EngineFactory = Callable[[onnx.ModelProto, dict[str, tuple[int, ...]]], Engine]
@@ -82,7 +87,11 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     outputs = {name: program.view(a) for name, a in outputs.items()}
     outputs.update({o: inputs[i] for i, o in feedback})
     stream_input = inputs[meta["input"]]
-    return Engine(inputs, outputs, program.run, program.feeder(stream_input))
+    result = outputs[meta["outputs"][0]] if len(meta["outputs"]) == 1 else None
+    if result is not None and (result.dtype != np.float32 or result.ndim != 2 or not result.flags.c_contiguous):
+        result = None  # (handed over by a copy in Python)
+    feed = program.feeder(stream_input, result)
+    return Engine(inputs, outputs, program.run, feed, result.shape if feed is not None and result is not None else None)
 
 
 def _write_in_place(plan: Plan, states: dict[str, str], cuts: dict[str, tuple[str, int, int]],

@@ -9,9 +9,11 @@ byte ``arena`` and each step is one int64 row of ``program``:
      the value of an int argument), element count, then up to three dimensions]
 
 A FEED row (first, when present) copies the third argument of ``run_program``, a hop of pushed
-samples in C order, into its (N, C, W) destination in the arena after checking that every value is
-finite; a chunk that is not makes the call return False before any row has run, so pushing the
-samples, checking them and running the hop take one call.
+samples as (N*C, W) rows, into its (N, C, W) destination in the arena after checking that every
+value is finite; a chunk that is not makes the call return False before any row has run. When the
+fourth argument, ``out``, is not empty, the call ends by copying the step's result (at the element
+offset the FEED row names) into it. So pushing the samples, checking them, running the hop and
+handing its result over take one call.
 
 ``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array
 argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
@@ -50,7 +52,8 @@ from .shift import WINDOW_POOL_INTO, finite, moves_flat, pair_sums_into, shift_h
 history moved to its first columns, the single-row convolution, the 1-D full-window max and average
 pools, the same writing into a shift buffer's last columns, mean over rows (GlobalAveragePool),
 Gemm, the dot-product Gemm, and the checked copy of pushed samples (destination (N, C, W) with
-row strides: offset, size, N, C, W, then the element strides of N and C as int arguments)."""
+row strides: offset, size, N, C, W, then the element strides of N and C and the element offset of
+the result to copy into ``out`` as int arguments)."""
 HEAD = 2
 ARG_SLOTS = 5
 MAX_ARGS = 10
@@ -124,6 +127,23 @@ def _words(typingctx, f32):
     return rety(f32), codegen
 
 
+@intrinsic
+def _flat_of(typingctx, a):
+    """The C-contiguous array ``a`` seen as 1-D, holding no reference (as ``_borrowed``)."""
+    if not isinstance(a, types.Array) or a.layout != "C":
+        return None
+    rety = types.Array(a.dtype, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        src = make_array(sig.args[0])(context, builder, args[0])
+        out = make_array(rety)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
+        populate_array(out, data=src.data, shape=[src.nitems], strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return out._getvalue()
+
+    return rety(a), codegen
+
+
 @njit(inline="always")
 def _flat(arena, r, j):
     """Argument j as a flat slice of ``arena`` (float32 or int64 elements)."""
@@ -156,22 +176,26 @@ def _interpreter(conv, pools, gemms):
     cache key stable, one cache entry per set of families)."""
 
     @njit(cache=True, fastmath=FASTMATH, _nrt=False)
-    def run_program(program, f32, chunk):
+    def run_program(program, f32, chunk, out):
         """Run every row of ``program`` (see the module docstring) on slices of the arena, seen as
-        float32 (``f32``) and as int64 elements; ``chunk`` (1-D float32) is read by a FEED row only.
+        float32 (``f32``) and as int64 elements; ``chunk`` (float32 rows) is read by a FEED row only,
+        which also names the result copied into ``out`` (float32, C order) when that is not empty.
         False if a FEED row found a value that is not finite (then nothing has run), else True."""
         i64 = _words(f32)
+        result = -1
         for i in range(program.shape[0]):
             r = program[i]
             op = r[0]
             if op == FEED:
-                if not finite(chunk):
+                x = _flat_of(chunk)
+                if not finite(x):
                     return False
                 s = HEAD
                 n, c, w, s0, s1 = r[s + 2], r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
+                result = _int(r, 3)
                 for b in range(n):
                     for ch in range(c):
-                        vcopy(f32, r[s] + b * s0 + ch * s1, chunk, (b * c + ch) * w, w)
+                        vcopy(f32, r[s] + b * s0 + ch * s1, x, (b * c + ch) * w, w)
             elif op == COPY_BLOCKS:  # destination, table, sources
                 dst = _flat(f32, r, 0)
                 s = HEAD + ARG_SLOTS
@@ -224,6 +248,8 @@ def _interpreter(conv, pools, gemms):
                 if gemms:
                     dot_rows(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), _flat(i64, r, 4),
                              _flat(f32, r, 5))
+        if out.size and result >= 0:
+            vcopy(_flat_of(out), 0, f32, result, out.size)
         return True
 
     return run_program
@@ -233,7 +259,7 @@ _INTERPRETERS: dict[tuple[bool, ...], object] = {}
 
 
 def interpreter(opcodes: set[int]):
-    """The compiled ``run_program(program, f32, chunk)`` for programs that use only ``opcodes``."""
+    """The compiled ``run_program(program, f32, chunk, out)`` for programs that use only ``opcodes``."""
     flags = tuple(any(op in opcodes for op in family) for family in FAMILIES)
     if flags not in _INTERPRETERS:
         _INTERPRETERS[flags] = _interpreter(*flags)

@@ -152,7 +152,7 @@ def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
     got += sess.push(x[:, :, 1:hop])
     feed, fed = sess._feed, []
     assert feed is not None
-    sess._feed = lambda chunk: (feed(chunk), fed.append(chunk.size))[0]  # counts the chunks it takes (no TypeError)
+    sess._feed = lambda chunk, out: (feed(chunk, out), fed.append(chunk.size))[0]  # counts the chunks it takes (no TypeError)
     nan, inf = x[:, :, :hop].copy(), x[0, :, :hop].copy()
     nan[0, -1, hop - 1], inf[0, 0] = np.nan, np.inf
     bad = [nan, inf, x[:, :, :hop].astype(np.float64), np.zeros((1, c + 1, hop), np.float32)]
@@ -172,10 +172,38 @@ def test_whole_hop_pushes_take_one_call_and_check_like_the_rest(seed):
         got += sess.push(chunk)
         with pytest.raises(InputError):
             sess.push(bad[k % len(bad)])
-    assert fed == [c * hop] * (38 + 19)  # every writeable good hop and the NaN / Inf ones (k % 4 in (0, 1))
+    # every writeable good hop and the NaN / Inf ones (k % 4 in (0, 1)), but the first strided one (k = 2),
+    # which the call's type check refuses (from then on the guard copies such chunks to C order first)
+    assert fed == [c * hop] * (38 + 19 - 1)
     assert len(got) == len(want)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_output_arrays_are_reused_only_once_the_caller_has_let_go():
+    """One-hop pushes hand over the output in arrays of the session's that no one else refers to: an
+    array (or a view of it) the caller keeps is never written again, one it dropped is reused; every
+    hop's values equal pushing everything at once."""
+    model, hop, _ = random_model(2)
+    c = channels_of(model)
+    x = np.random.default_rng(4).standard_normal((c, 30 * hop)).astype(np.float32)
+    want = [o[0] for o in StreamingSession(model, hop).push(x)]
+    sess = StreamingSession(model, hop)
+    first = sess.push(x[:, :8 * hop])  # (the general path: fresh copies)
+    got, ids, kept = [o[0] for o in first], [], []
+    for k in range(8, 30):
+        (out,), = sess.push(x[:, k * hop:(k + 1) * hop])
+        ids.append(id(out))
+        got.append(out.copy())
+        if k % 5 == 0:
+            kept.append((out[0], out[0].copy()))  # a view keeps its array from being reused
+        del out
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    for view, values in kept:
+        np.testing.assert_array_equal(view, values)
+    assert len(set(ids)) <= 2 + len(kept)  # no new array per hop once they are let go
 
 
 def test_read_only_hops_reach_the_compiled_call_once():
@@ -189,7 +217,7 @@ def test_read_only_hops_reach_the_compiled_call_once():
     sess = StreamingSession(model, hop)
     got = sess.push(x[:, :hop])  # binds the batch: the one-call path is set up
     feed, calls = sess._feed, []
-    sess._feed = lambda chunk: (calls.append(chunk.flags.writeable), feed(chunk))[1]
+    sess._feed = lambda chunk, out: (calls.append(chunk.flags.writeable), feed(chunk, out))[1]
     for k in range(1, 12):
         got += sess.push(np.frombuffer(x[:, k * hop:(k + 1) * hop].tobytes(), np.float32).reshape(c, hop))
     assert calls == [False]
