@@ -534,7 +534,7 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
             method != GEMM or plan[7] <= 2 * LANES):
         _rows_fast(x, w, bias, y, scratch, plan)
     else:
-        _rows_general(x, w, bias, y, scratch, plan, params)
+        _rows_general(flat(x), flat(w), bias, flat(y), scratch, plan, params)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -556,14 +556,14 @@ def _rows_fast(x, w, bias, y, scratch, plan):
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def _rows_general(x, w, bias, y, scratch, plan, params):
-    """conv_rows_kernel's every case: images, groups, repacked inputs, any activation."""
+def _rows_general(xf, wf, bias, yf, scratch, plan, params):
+    """conv_rows_kernel's every case: images, groups, repacked inputs, any activation. On flat arrays,
+    so that callers passing arrays of any rank share one compile of it."""
     n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
     ow, pt, pl, sh, sw = plan[7], plan[8], plan[9], plan[10], plan[11]
     qh, qw, plane, repack, method, code = plan[12], plan[13], plan[14], plan[15], plan[16], plan[17]
     boffs, p1, p2 = plan[18:], params[0], params[1]
     cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
-    xf, wf, yf = flat(x), flat(w), flat(y)
     one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
     full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
     tmp = scratch.size - LANES
