@@ -361,9 +361,11 @@ def _affine_activate(o, a, b, act, alpha, beta):
 
 
 # The 3x3 pads-1 max pool of planes without NaN (MAX3): one pass of explicit vectors over each plane, flat.
+# Its helpers (and AVG3's) are plain @njit functions, compiled once per literal variant and inlined by LLVM:
+# inlined by Numba (inline="always") they were typed again at every call site, twice the cold compile time.
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _max3_column(x, k, w, masks, j, inside):
     """(max of x[k + {-w, 0, w} + i] over the rows inside the plane, x[k + i]) for the lanes i of vector j of
     a plane (at k); lanes past the plane read 0. ``inside`` (a literal): every tap of the vector lies in
@@ -377,7 +379,7 @@ def _max3_column(x, k, w, masks, j, inside):
     return vmax_mask(top, vload_mask(x, k + w, down), down), mid
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _max3_step(x, out, k, w, masks, j, prev, cur, a, b, low, high, inside, affine, clamp):
     """Output vector j of a plane (at k) from the column maxes ``prev``, ``cur`` of its vectors j - 1, j;
     returns the column max of vector j + 1 and its centre taps. ``inside`` (a literal): vector j + 1 has
@@ -397,7 +399,7 @@ def _max3_step(x, out, k, w, masks, j, prev, cur, a, b, low, high, inside, affin
     return nxt, mid
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _max3_sweep(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, affine, clamp):
     """The loops of ``_max3``, with the BN affine and the clamp as literals (one loop per variant). Planes
     of at least MAX3_SPLIT_VECTORS vectors run their edge and inner vectors as loops of their own; smaller
@@ -465,7 +467,7 @@ def _max3(x, out, planes, n, w, masks, channels, scale, shift, lo, hi, clamp):
 # The 3x3 pads-1 average pool (AVG3): MAX3's pass with sums, taps outside the plane read as 0.
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _avg3_column(x, k, w, masks, j, inside):
     """Sum of x[k + {-w, 0, w} + i] over the rows inside the plane for the lanes i of vector j of a plane (at
     k); taps outside the plane (and lanes past it) read 0. ``inside`` (a literal) as in ``_max3_column``."""
@@ -475,7 +477,7 @@ def _avg3_column(x, k, w, masks, j, inside):
     return vadd(vadd(up, vload_mask(x, k, mask_of(masks[M3_MID, j]))), vload_mask(x, k + w, mask_of(masks[M3_DOWN, j])))
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _avg3_step(x, out, k, w, masks, inv, j, prev, cur, a, b, low, high, inside, affine, clamp):
     """Output vector j of a plane (at k) from the column sums ``prev``, ``cur`` of its vectors j - 1, j, times
     inv[j*LANES + i]; returns the column sum of vector j + 1. ``inside`` as in ``_max3_step``."""
@@ -495,7 +497,7 @@ def _avg3_step(x, out, k, w, masks, inv, j, prev, cur, a, b, low, high, inside, 
     return nxt
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(fastmath=FASTMATH)
 def _avg3_sweep(x, out, planes, n, w, masks, inv, channels, scale, shift, lo, hi, affine, clamp):
     """The loops of ``_avg3``, split as in ``_max3_sweep``, with the BN affine and the clamp as literals."""
     count = masks.shape[1] - 1
