@@ -30,7 +30,7 @@ KIND = {"f": (F32, None), "f3": (F32, 3), "i": (I64, None), "i2": (I64, 2)}
 KERNELS: dict[Any, tuple[int, tuple[str, ...], str | None]] = {
     kl.copy_blocks: (kprog.COPY_BLOCKS, ("f", "i2"), "f"),
     shift_history: (kprog.SHIFT_HISTORY, ("f3", "n", "n"), None),
-    kc.conv_rows_kernel: (kprog.CONV_ROWS, ("f", "f", "f", "f", "f", "i", "f"), None),
+    kc.conv_rows_kernel: (kprog.CONV_ROWS, ("f3", "f3", "f", "f3", "f", "i", "f"), None),
     kp.WINDOW_POOL[kp.MAX]: (kprog.WINDOW_MAX, ("f3", "f3", "n", "n"), None),
     kp.WINDOW_POOL[kp.AVG]: (kprog.WINDOW_AVG, ("f3", "f3", "n", "n"), None),
     WINDOW_POOL_INTO[kp.MAX]: (kprog.WINDOW_MAX_INTO, ("f3", "f3", "f3", "n", "n", "n"), None),

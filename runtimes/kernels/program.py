@@ -211,8 +211,8 @@ def _interpreter(conv, pools, gemms):
                     shift_history(_f3(f32, r, 0), keep, start)
             elif op == CONV_ROWS:
                 if conv:
-                    conv_rows_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
-                                     _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))
+                    conv_rows_kernel(_f3(f32, r, 0), _f3(f32, r, 1), _flat(f32, r, 2), _f3(f32, r, 3),  # (the
+                                     _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))  # session's types: one compile)
             elif op == WINDOW_MAX:
                 if pools:
                     _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
