@@ -69,14 +69,6 @@ def _prefer_512(typingctx):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _comb(a, b, code):
-    """Fold b into a: NaN-propagating max, or sum."""
-    if code == MAX:
-        return nan_max(a, b)
-    return a + b
-
-
-@njit(inline="always", fastmath=FASTMATH)
 def _finish(acc, scale, code):
     """The pooled value of a window: the max itself, or the float64 sum times 1 / tap count."""
     if code == MAX:
@@ -178,7 +170,7 @@ def _direct(xf, of, inv, planes, h, w, oh, ow, dh, h_first, h_ta, h_tb, dw, w_fi
                     for a in range(rows):
                         base = start + a * rstep
                         for b in range(cols):
-                            top = _comb(top, xf[base + b * cstep], MAX)
+                            top = nan_max(top, xf[base + b * cstep])
                     of[o] = top
                 else:
                     total = 0.0
@@ -231,7 +223,7 @@ def _identity(code):
 def _fold(a, b, code):
     """Fold b into a: NaN-propagating max, or a float64 sum (the same-path average's accumulator)."""
     if code == MAX:
-        return _comb(a, b, MAX)
+        return nan_max(a, b)
     return np.float64(a) + b
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -598,7 +590,8 @@ def _same_pooling(code: int):
         for p in range(0, planes, group):
             g = min(group, planes - p)
             xs, os_ = xf[p * n:(p + g) * n], of[p * n:(p + g) * n]
-            if kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= 3:  # the usual window, as constants
+            # the usual window, as constants; only the max pool's NaN fallback gets here with it (AVG3 takes the average)
+            if code == MAX and kh == 3 and kw == 3 and ph == 1 and pw == 1 and h >= 3 and w >= 3:
                 _same_planes_flat(xs, s, os_, g, h, w, 3, 3, 1, 1, code)
             else:
                 _same_planes(xs, s, os_, g, h, w, kh, kw, ph, pw, code)
