@@ -76,10 +76,11 @@ def _finish(acc, scale, code):
     return np.float32(acc * scale)
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(forceinline=True, fastmath=FASTMATH)
 def _row_taps(out, o0, s, first, n, stride, nt, inv, v0, code):
     """out[o0 + k] = finish(reduce over taps t < nt of s[first + k*stride + t], inv[v0 + k]) for k < n;
-    inlined with a literal stride and tap count. Unsigned indices: numba then skips the negative-index
+    typed once per literal stride and tap count and inlined by LLVM (forceinline, as its two helpers below:
+    Numba's own inlining re-typed them at each call site). Unsigned indices: numba then skips the negative-index
     wraparound, which would keep the loop from vectorising (so do slices, which cost reference counts)."""
     o, f, v, st = np.uint64(o0), np.uint64(first), np.uint64(v0), np.uint64(stride)
     one, two = np.uint64(1), np.uint64(2)
@@ -99,7 +100,7 @@ def _row_taps(out, o0, s, first, n, stride, nt, inv, v0, code):
             out[o + k] = _finish(acc, inv[v + k], code)
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(forceinline=True, fastmath=FASTMATH)
 def _border_outputs(out, o0, s, inv, v0, j_from, j_to, dw, w_first, w_ta, w_tb, code):
     """out[o0 + j] (scaled by inv[v0 + j]) for j in [j_from, j_to), each over its own valid taps."""
     for j in range(j_from, j_to):
@@ -110,7 +111,7 @@ def _border_outputs(out, o0, s, inv, v0, j_from, j_to, dw, w_first, w_ta, w_tb, 
         out[o0 + j] = _finish(acc, inv[v0 + j], code)
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(forceinline=True, fastmath=FASTMATH)
 def _column_taps(s, x, first, step, nt, w, code):
     """s[k] = reduce over taps t < nt of x[first + t*step + k], k < w: two or three rows fused per pass
     (unsigned indices, as in ``_row_taps``)."""
