@@ -101,12 +101,12 @@ class StepProgram:
         start, end, base = (v - self.arena.ctypes.data for v in (*byte_bounds(dst), dst.ctypes.data))
         if not 0 <= start <= end <= self.arena.size or any(v % 4 for v in (base, *dst.strides)):
             return None
-        at = -4 if result is None else result.ctypes.data - self.arena.ctypes.data
+        at, size = (-4, 0) if result is None else (result.ctypes.data - self.arena.ctypes.data, result.size)
         if result is not None and (result.dtype != F32 or not result.flags.c_contiguous or at % 4
                                    or not 0 <= at <= at + result.nbytes <= self.arena.size):
             return None
-        row = [kprog.FEED, 4, base // 4, dst.size, *dst.shape, dst.strides[0] // 4, 0, 0, 0, 0, dst.strides[1] // 4,
-               0, 0, 0, 0, at // 4]
+        row = [kprog.FEED, 5, base // 4, dst.size, *dst.shape, dst.strides[0] // 4, 0, 0, 0, 0, dst.strides[1] // 4,
+               0, 0, 0, 0, at // 4, 0, 0, 0, 0, size]
         fed = np.array([row + [0] * (kprog.ROW - len(row))], np.int64)
         fn, args = self._parts[0]
         rest = self._parts
@@ -117,6 +117,8 @@ class StepProgram:
             return first
 
         def feed(chunk: np.ndarray, out: np.ndarray) -> bool:
+            if out.size and (out.dtype != F32 or not out.flags.writeable or result is None or out.shape != result.shape):
+                raise TypeError("out is not a writeable float32 array of the result's shape")  # (nothing has run)
             if not first(chunk, NO_ROWS):  # (a TypeError here is the call refusing the chunk: nothing has run)
                 return False
             try:

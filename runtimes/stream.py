@@ -83,7 +83,7 @@ class StreamingSession:
         dim = x.type.tensor_type.shape.dim[0]
         self._static_batch: int | None = dim.dim_value if dim.HasField("dim_value") else None
         self._engine: Engine | None = None
-        self._feed: Callable[[np.ndarray], bool] | None = None  # the engine's one-call hop, once a batch is bound
+        self._feed: Callable[[np.ndarray, np.ndarray], bool] | None = None  # the engine's one-call hop, once a batch is bound
         self._engine_batch = 0
         self._batch: int | None = None
         self._fill = 0
@@ -109,13 +109,18 @@ class StreamingSession:
             rows = chunk if shape == self._hop_2d else chunk.reshape(self._hop_rows) if shape == self._hop_3d else None
             if rows is not None:
                 spare = self._spare  # earlier hops' output arrays, reused once the caller has let go of them
-                out = (spare[0] if _refs(spare[0]) == 2 else spare[1] if _refs(spare[1]) == 2 else self._new_output()
-                       ) if spare else NO_ROWS
+                out = NO_ROWS
+                if spare:
+                    out = spare[0] if _refs(spare[0]) == 2 else spare[1] if _refs(spare[1]) == 2 else None
+                    if out is None or out.shape != self._result_shape:  # (both held, or one reshaped in place)
+                        out = self._new_output(out)
                 try:  # exactly one hop: checked, copied in, run and its output copied out by one call
                     fed = feed(rows, out)
-                except TypeError:  # arrays the call does not take (read-only?): the general path, and a guard
-                    fed = None  # from now on (a refused call costs about 70 us, the guard 0.1)
-                    if not hasattr(feed, "guards"):
+                except TypeError:  # arrays the call does not take: the general path and, for a chunk
+                    fed = None  # (read-only?), a guard from now on (a refusal costs about 70 us, the guard 0.1)
+                    if spare and not (out.flags.writeable and out.dtype == np.float32):
+                        self._new_output(out)  # a result made read-only (or retyped) in place, then let go
+                    elif not hasattr(feed, "guards"):
                         self._feed = _guarded(feed)
                 if fed:
                     hops = self._hops = self._hops + 1
@@ -221,15 +226,18 @@ class StreamingSession:
             self._outputs = [eng.outputs[name] for name in self.output_names]
             self._hop_3d, self._hop_rows = (batch, self.channels, self.hop), (batch * self.channels, self.hop)
             self._hop_2d = (self.channels, self.hop) if batch == 1 else None
+            self._result_shape = eng.result_shape
             self._spare = [np.empty(eng.result_shape, np.float32) for _ in range(2)] if eng.result_shape else None
         self._batch = batch
         self._feed = self._engine.feed if not self._feedback else None  # (the float32 states are fed back by run)
         for s in self._states:
             self._engine.inputs[s.input].fill(s.fill)
 
-    def _new_output(self) -> np.ndarray:
-        """A fresh output array in place of the first spare, which the caller still holds."""
-        out = self._spare[0] = np.empty_like(self._spare[0])
+    def _new_output(self, old: np.ndarray | None) -> np.ndarray:
+        """A fresh output array in place of the spare ``old`` (the first one when None: the caller
+        holds both)."""
+        i = 1 if self._spare[1] is old else 0
+        out = self._spare[i] = np.empty(self._result_shape, np.float32)
         return out
 
     def _checked(self, chunk: Any) -> np.ndarray:

@@ -12,7 +12,8 @@ A FEED row (first, when present) copies the third argument of ``run_program``, a
 samples as (N*C, W) rows, into its (N, C, W) destination in the arena after checking that every
 value is finite; a chunk that is not makes the call return False before any row has run. When the
 fourth argument, ``out``, is not empty, the call ends by copying the step's result (at the element
-offset the FEED row names) into it. So pushing the samples, checking them, running the hop and
+offset the FEED row names) into it. A chunk or an ``out`` of another size than the row's raises
+TypeError before anything is written, as a chunk of another Numba type does. So pushing the samples, checking them, running the hop and
 handing its result over take one call.
 
 ``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array
@@ -40,7 +41,7 @@ from numba.np.arrayobj import make_array, populate_array
 from . import FASTMATH
 from .conv import conv_rows_kernel
 from .gemm import dot_rows, gemm_kernel, one_row, takes_one_row
-from .simd import vcopy
+from .simd import flat, vcopy
 from .layout import copy_block
 from .pool import AVG, MAX, WINDOW_POOL
 from .reduce import mean_rows
@@ -52,8 +53,8 @@ from .shift import WINDOW_POOL_INTO, finite, moves_flat, pair_sums_into, shift_h
 history moved to its first columns, the single-row convolution, the 1-D full-window max and average
 pools, the same writing into a shift buffer's last columns, mean over rows (GlobalAveragePool),
 Gemm, the dot-product Gemm, and the checked copy of pushed samples (destination (N, C, W) with
-row strides: offset, size, N, C, W, then the element strides of N and C and the element offset of
-the result to copy into ``out`` as int arguments)."""
+row strides: offset, size, N, C, W, then the element strides of N and C and the element offset and
+size of the result to copy into ``out`` as int arguments)."""
 HEAD = 2
 ARG_SLOTS = 5
 MAX_ARGS = 10
@@ -127,23 +128,6 @@ def _words(typingctx, f32):
     return rety(f32), codegen
 
 
-@intrinsic
-def _flat_of(typingctx, a):
-    """The C-contiguous array ``a`` seen as 1-D, holding no reference (as ``_borrowed``)."""
-    if not isinstance(a, types.Array) or a.layout != "C":
-        return None
-    rety = types.Array(a.dtype, 1, "C")
-
-    def codegen(context, builder, sig, args):
-        src = make_array(sig.args[0])(context, builder, args[0])
-        out = make_array(rety)(context, builder)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
-        populate_array(out, data=src.data, shape=[src.nitems], strides=[itemsize], itemsize=itemsize, meminfo=None)
-        return out._getvalue()
-
-    return rety(a), codegen
-
-
 @njit(inline="always")
 def _flat(arena, r, j):
     """Argument j as a flat slice of ``arena`` (float32 or int64 elements)."""
@@ -187,11 +171,13 @@ def _interpreter(conv, pools, gemms):
             r = program[i]
             op = r[0]
             if op == FEED:
-                x = _flat_of(chunk)
-                if not finite(x):
-                    return False
+                x = flat(chunk)
                 s = HEAD
                 n, c, w, s0, s1 = r[s + 2], r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
+                if x.size != n * c * w or (out.size and out.size != _int(r, 4)):
+                    raise TypeError("the chunk or out is not of the fed step's size")
+                if not finite(x):
+                    return False
                 result = _int(r, 3)
                 for b in range(n):
                     for ch in range(c):
@@ -249,7 +235,7 @@ def _interpreter(conv, pools, gemms):
                     dot_rows(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), _flat(i64, r, 4),
                              _flat(f32, r, 5))
         if out.size and result >= 0:
-            vcopy(_flat_of(out), 0, f32, result, out.size)
+            vcopy(flat(out), 0, f32, result, out.size)
         return True
 
     return run_program

@@ -206,6 +206,53 @@ def test_output_arrays_are_reused_only_once_the_caller_has_let_go():
     assert len(set(ids)) <= 2 + len(kept)  # no new array per hop once they are let go
 
 
+@pytest.mark.parametrize("seed", [0, 19])  # a program with steps after it; one program
+@pytest.mark.parametrize("change", ["read-only", "reshaped", "retyped"])
+def test_results_changed_in_place_then_let_go_are_replaced(seed, change):
+    """A caller may freeze, reshape or retype a result in place and drop it: the session does not
+    reuse that array (nor fail, nor lose a hop); every hop equals pushing everything at once."""
+    model, hop, _ = random_model(seed)
+    c = channels_of(model)
+    x = np.random.default_rng(6).standard_normal((c, 24 * hop)).astype(np.float32)
+    want = [o[0] for o in StreamingSession(model, hop).push(x)]
+    sess = StreamingSession(model, hop)
+    got = [o[0] for o in sess.push(x[:, :8 * hop])]
+    for k in range(8, 24):
+        for outputs in sess.push(x[:, k * hop:(k + 1) * hop]):
+            out = outputs.pop()
+            got.append(out.copy())
+            if change == "read-only":
+                out.flags.writeable = False
+            elif change == "reshaped":
+                out.shape = out.shape[::-1]
+            else:
+                out.dtype = np.int32
+            del out
+    assert sess.hops == 24
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_engine_feed_refuses_chunks_and_outputs_of_another_size():
+    """Engine.feed (one compiled call) checks the sizes it copies: a TypeError before anything runs."""
+    model, hop, _ = random_model(19)
+    c = channels_of(model)
+    sess = StreamingSession(model, hop)
+    x = np.random.default_rng(7).standard_normal((c, 10 * hop)).astype(np.float32)
+    sess.push(x[:, :8 * hop])
+    before = sess.state_dict()
+    eng = sess._engine
+    with pytest.raises(TypeError):
+        eng.feed(x[:1, :1], np.empty(eng.result_shape, np.float32))
+    with pytest.raises(TypeError):
+        eng.feed(np.ascontiguousarray(x[:, 8 * hop:9 * hop]), np.empty((1, 64), np.float32))
+    after = sess.state_dict()
+    for key in before:
+        np.testing.assert_array_equal(np.asarray(before[key]), np.asarray(after[key]))
+
+
 def test_read_only_hops_reach_the_compiled_call_once():
     """Read-only one-hop chunks (np.frombuffer, as from a socket) are refused by the compiled call's
     type check once (a TypeError, which costs tens of us), then guarded in Python so later ones go
