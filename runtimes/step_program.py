@@ -89,7 +89,7 @@ class StepProgram:
                ) -> Callable[[np.ndarray, np.ndarray], bool] | None:
         """``feed(chunk, out)``: when every value of ``chunk``, float32 (N*C, W) rows in C order for
         ``dst`` (an array ``view`` gives: (N, C, W), unit last stride), is finite, write it into
-        ``dst``, run the steps, copy ``result`` (a C-contiguous float32 array ``view`` gives) into
+        ``dst``, run the steps, copy ``result`` (a C-contiguous 2-D float32 array ``view`` gives) into
         ``out`` unless ``out`` is empty (else float32, C order, result's size), and return True; else
         return False with nothing written or run. TypeError, with nothing written or run, for arrays
         whose Numba types are not the call's (see ``_sealed``): read-only, not native float32, not 2-D
@@ -101,12 +101,13 @@ class StepProgram:
         start, end, base = (v - self.arena.ctypes.data for v in (*byte_bounds(dst), dst.ctypes.data))
         if not 0 <= start <= end <= self.arena.size or any(v % 4 for v in (base, *dst.strides)):
             return None
-        at, size = (-4, 0) if result is None else (result.ctypes.data - self.arena.ctypes.data, result.size)
-        if result is not None and (result.dtype != F32 or not result.flags.c_contiguous or at % 4
+        at, (rows, cols) = ((-4, (0, 0)) if result is None
+                            else (result.ctypes.data - self.arena.ctypes.data, result.shape))
+        if result is not None and (result.dtype != F32 or result.ndim != 2 or not result.flags.c_contiguous or at % 4
                                    or not 0 <= at <= at + result.nbytes <= self.arena.size):
             return None
-        row = [kprog.FEED, 5, base // 4, dst.size, *dst.shape, dst.strides[0] // 4, 0, 0, 0, 0, dst.strides[1] // 4,
-               0, 0, 0, 0, at // 4, 0, 0, 0, 0, size]
+        ints = [s // 4 for s in dst.strides[:2]] + [at // 4, rows, cols]
+        row = [kprog.FEED, 6, base // 4, dst.size, *dst.shape] + [v for i in ints for v in (i, 0, 0, 0, 0)]
         fed = np.array([row + [0] * (kprog.ROW - len(row))], np.int64)
         fn, args = self._parts[0]
         rest = self._parts

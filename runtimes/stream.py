@@ -109,17 +109,15 @@ class StreamingSession:
             rows = chunk if shape == self._hop_2d else chunk.reshape(self._hop_rows) if shape == self._hop_3d else None
             if rows is not None:
                 spare = self._spare  # earlier hops' output arrays, reused once the caller has let go of them
-                out = NO_ROWS
-                if spare:
-                    out = spare[0] if _refs(spare[0]) == 2 else spare[1] if _refs(spare[1]) == 2 else None
-                    if out is None or out.shape != self._result_shape:  # (both held, or one reshaped in place)
-                        out = self._new_output(out)
+                out = (spare[0] if _refs(spare[0]) == 2 else spare[1] if _refs(spare[1]) == 2
+                       else self._new_output(None)) if spare else NO_ROWS
                 try:  # exactly one hop: checked, copied in, run and its output copied out by one call
                     fed = feed(rows, out)
                 except TypeError:  # arrays the call does not take: the general path and, for a chunk
                     fed = None  # (read-only?), a guard from now on (a refusal costs about 70 us, the guard 0.1)
-                    if spare and not (out.flags.writeable and out.dtype == np.float32):
-                        self._new_output(out)  # a result made read-only (or retyped) in place, then let go
+                    if spare and not (out.flags.writeable and out.dtype == np.float32
+                                      and out.shape == self._result_shape):  # a result made read-only,
+                        self._new_output(out)  # retyped or reshaped in place, then let go: not reused
                     elif not hasattr(feed, "guards"):
                         self._feed = _guarded(feed)
                 if fed:

@@ -12,9 +12,9 @@ A FEED row (first, when present) copies the third argument of ``run_program``, a
 samples as (N*C, W) rows, into its (N, C, W) destination in the arena after checking that every
 value is finite; a chunk that is not makes the call return False before any row has run. When the
 fourth argument, ``out``, is not empty, the call ends by copying the step's result (at the element
-offset the FEED row names) into it. A chunk or an ``out`` of another size than the row's raises
-TypeError before anything is written, as a chunk of another Numba type does. So pushing the samples, checking them, running the hop and
-handing its result over take one call.
+offset the FEED row names) into it. So pushing the samples, checking them, running the hop and
+handing its result over take one call. A chunk of another size or an ``out`` of another shape than
+the row's raises TypeError before anything is written, as arrays of another Numba type do.
 
 ``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array
 argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
@@ -53,8 +53,8 @@ from .shift import WINDOW_POOL_INTO, finite, moves_flat, pair_sums_into, shift_h
 history moved to its first columns, the single-row convolution, the 1-D full-window max and average
 pools, the same writing into a shift buffer's last columns, mean over rows (GlobalAveragePool),
 Gemm, the dot-product Gemm, and the checked copy of pushed samples (destination (N, C, W) with
-row strides: offset, size, N, C, W, then the element strides of N and C and the element offset and
-size of the result to copy into ``out`` as int arguments)."""
+row strides: offset, size, N, C, W, then the element strides of N and C, and the element offset,
+rows and columns of the result to copy into ``out`` as int arguments)."""
 HEAD = 2
 ARG_SLOTS = 5
 MAX_ARGS = 10
@@ -174,7 +174,7 @@ def _interpreter(conv, pools, gemms):
                 x = flat(chunk)
                 s = HEAD
                 n, c, w, s0, s1 = r[s + 2], r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
-                if x.size != n * c * w or (out.size and out.size != _int(r, 4)):
+                if x.size != n * c * w or (out.size and (out.shape[0], out.shape[1]) != (_int(r, 4), _int(r, 5))):
                     raise TypeError("the chunk or out is not of the fed step's size")
                 if not finite(x):
                     return False
@@ -197,8 +197,8 @@ def _interpreter(conv, pools, gemms):
                     shift_history(_f3(f32, r, 0), keep, start)
             elif op == CONV_ROWS:
                 if conv:
-                    conv_rows_kernel(_f3(f32, r, 0), _f3(f32, r, 1), _flat(f32, r, 2), _f3(f32, r, 3),  # (the
-                                     _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))  # session's types: one compile)
+                    conv_rows_kernel(_f3(f32, r, 0), _f3(f32, r, 1), _flat(f32, r, 2), _f3(f32, r, 3),
+                                     _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))  # (the session's types)
             elif op == WINDOW_MAX:
                 if pools:
                     _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
