@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from edgekit.arrays import as_array
 from edgekit.errors import InputError
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def report(sm: "StreamingModel", data: np.ndarray | None = None, hops: int = 64,
         x = band_limited(sm.channels, (sm.warmup_hops + hops) * sm.hop, seed=seed)
         source = "a synthetic band-limited signal (f_max = 0.05 f_s)"
     else:
-        x = np.asarray(data)
+        x = as_array(data, "data")
         if x.ndim not in (2, 3) or x.shape[-2] != sm.channels:
             raise InputError(f"data must be (C, T) or (N, C, T) with C = {sm.channels}, got {np.shape(data)}")
         source = f"the given data ({x.shape[-1]} samples)"

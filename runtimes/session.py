@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgekit.arrays import as_array
 from edgekit.errors import InputError
 from edgekit.ir import Dim, ValueInfo, read_graph
 from edgekit.model import ModelSource, load_model
@@ -120,14 +121,6 @@ class InferenceSession:
                 _check_array(vi, a, symbols)
             arrays.append(a)
         return arrays
-
-
-def as_array(value: Any, what: str) -> np.ndarray:
-    """``value`` as a plain ndarray (an ``np.matrix`` or ``np.memmap`` seen as one). A masked array with
-    masked entries is refused: the values under its mask are not data, and kernels would read them."""
-    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
-        raise InputError(f"{what} is a masked array with masked entries: fill them first (.filled(value))")
-    return np.asarray(value)
 
 
 def _check_array(vi: ValueInfo, a: np.ndarray, symbols: dict[str, int]) -> None:

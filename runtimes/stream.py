@@ -16,12 +16,12 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from edgekit.arrays import as_array
 from edgekit.errors import InputError, ModelError
 from edgekit.metadata import STREAM_KEY
 from edgekit.model import ModelSource, load_model
 
 from .kernels.shift import all_finite, copy_if_finite
-from .session import as_array
 from .step_program import NO_ROWS
 from .stream_engine import Engine, EngineFactory, metadata, plan_engine
 

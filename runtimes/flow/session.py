@@ -6,9 +6,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgekit.arrays import as_array
 from edgekit.errors import InputError
 
-from ..session import as_array
 from .chain import Chain
 from .plan import FlowPlan, Link, load_plan
 

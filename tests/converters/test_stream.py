@@ -453,6 +453,19 @@ def test_report_repeats_one_signal_to_a_fixed_batch(batch):
             report(sm, rng.standard_normal((3, 2, 80)).astype(np.float32))
 
 
+def test_report_refuses_masked_data():
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["y"], name="gap")]
+    model = make_model(nodes, {"x": ([1, 2, 32], np.float32)}, ["y"],
+                       {"w": rng.standard_normal((3, 2, 3)).astype(np.float32)})
+    sm = to_streaming(model, 8)
+    data = rng.standard_normal((2, 80)).astype(np.float32)
+    with pytest.raises(InputError, match="data is a masked array"):
+        report(sm, np.ma.masked_greater(data, 1.0))
+    assert report(sm, np.ma.masked_array(data), hops=4).exact  # nothing masked: its data
+
+
 def _unnamed(model: onnx.ModelProto) -> onnx.ModelProto:
     for n in model.graph.node:
         n.ClearField("name")
