@@ -156,32 +156,32 @@ def _pads(node: onnx.NodeProto, a: dict, width: int, stride: int, span: int) -> 
 
 def windowed(ctx: Stream, node: onnx.NodeProto) -> None:
     """Conv / MaxPool / AveragePool over time: a shift buffer of past inputs, then the layer unpadded."""
-    op, a, x = node.op_type, attrs(node), node.input[0]
+    op, a, x, name = node.op_type, attrs(node), node.input[0], layer_name(node)
     src = ctx.ts(node, x)
     macs = 0
     if op == "Conv":
         w = ctx.const(node, 1, "weight")
         ctx.const(node, 2, "bias")
         if w.ndim != 3:
-            raise ModelError(f"layer {layer_name(node)!r} (Conv): only 1-D convolutions stream, its weight has "
+            raise ModelError(f"layer {name!r} (Conv): only 1-D convolutions stream, its weight has "
                              f"rank {w.ndim}")
         k = int(w.shape[2])
         macs = int(w.shape[0] * w.shape[1] * k)
     else:
         ks = list(a.get("kernel_shape") or [])
         if len(ks) != 1:
-            raise ModelError(f"layer {layer_name(node)!r} ({op}): only 1-D pooling streams, kernel_shape is {ks}")
+            raise ModelError(f"layer {name!r} ({op}): only 1-D pooling streams, kernel_shape is {ks}")
         k = int(ks[0])
         macs = src.channels * k
         if len(node.output) > 1 and node.output[1]:
-            raise ModelError(f"layer {layer_name(node)!r} (MaxPool): its Indices output holds absolute "
+            raise ModelError(f"layer {name!r} (MaxPool): its Indices output holds absolute "
                              f"positions in the window and cannot stream")
     s = int((a.get("strides") or [1])[0])
     d = int((a.get("dilations") or [1])[0])
     span = (k - 1) * d + 1
-    pl, pr = _pads(node, a, check_ts_shape(x, ctx.shapes.get(x), layer_name(node))[1], s, span)
+    pl, pr = _pads(node, a, check_ts_shape(x, ctx.shapes.get(x), name)[1], s, span)
     if op == "AveragePool" and (pl or pr) and not a.get("count_include_pad", 0):
-        raise ModelError(f"layer {layer_name(node)!r} (AveragePool): padding with count_include_pad=0 divides "
+        raise ModelError(f"layer {name!r} (AveragePool): padding with count_include_pad=0 divides "
                          f"the first outputs of a stream by fewer samples; export with count_include_pad=1 or no "
                          f"padding")
     extra = ctx.extra_pads.get(node.output[0], (0, 0))
@@ -189,24 +189,24 @@ def windowed(ctx: Stream, node: onnx.NodeProto) -> None:
     n_in = ctx.hop // src.stride
     if n_in % s:
         raise ModelError(
-            f"layer {layer_name(node)!r} ({op}): the hop of {ctx.hop} samples is not a multiple of the cumulative "
+            f"layer {name!r} ({op}): the hop of {ctx.hop} samples is not a multiple of the cumulative "
             f"stride {src.stride * s} (= {src.stride} before this layer x stride {s}); choose a hop that is a multiple "
             f"of {src.stride * s}, or pass split={x!r} to run this layer and the rest in the head")
     if pl >= span:
-        raise ModelError(f"layer {layer_name(node)!r} ({op}): left padding {pl} is not smaller than the kernel "
+        raise ModelError(f"layer {name!r} ({op}): left padding {pl} is not smaller than the kernel "
                          f"span {span}, so the first outputs would see padding only")
     lag = -(-(src.lag + span - pl) // s) - 1
     keep = lag * s + pl - src.lag
     fill = -np.inf if op == "MaxPool" else 0.0
     block = src.name
     if pl > 0 and src.lag > 0:
-        block = ctx.g.mask(block, n_in, src.lag, fill, src.dtype, layer_name(node))
+        block = ctx.g.mask(block, n_in, src.lag, fill, src.dtype, name)
     if keep > 0:
-        block = ctx.g.shift(block, n_in, keep, src.channels, src.dtype, fill, layer_name(node), "shift")
+        block = ctx.g.shift(block, n_in, keep, src.channels, src.dtype, fill, name, "shift")
     elif keep < 0:
         block = ctx.g.slice_time(block, -keep, n_in)
     _copy(ctx, node, [block] + list(node.input[1:]), drop=("pads", "auto_pad", "ceil_mode", "count_include_pad"))
-    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), layer_name(node))[1]
+    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), name)[1]
     left = -(-(src.edges[0] + pl) // s)
     right = width_out - 1 - (src.width - src.edges[1] - span + pl) // s
     geo = ctx.out(node, 0, src.stride * s, lag, (left, max(right, 0)))

@@ -101,11 +101,10 @@ class StepProgram:
         start, end, base = (v - self.arena.ctypes.data for v in (*byte_bounds(dst), dst.ctypes.data))
         if not 0 <= start <= end <= self.arena.size or any(v % 4 for v in (base, *dst.strides)):
             return None
+        if result is not None and not self.hands_over(result):
+            return None
         at, (rows, cols) = ((-4, (0, 0)) if result is None
                             else (result.ctypes.data - self.arena.ctypes.data, result.shape))
-        if result is not None and (result.dtype != F32 or result.ndim != 2 or not result.flags.c_contiguous or at % 4
-                                   or not 0 <= at <= at + result.nbytes <= self.arena.size):
-            return None
         ints = [s // 4 for s in dst.strides[:2]] + [at // 4, rows, cols]
         row = [kprog.FEED, 6, base // 4, dst.size, *dst.shape] + [v for i in ints for v in (i, 0, 0, 0, 0)]
         fed = np.array([row + [0] * (kprog.ROW - len(row))], np.int64)
@@ -132,6 +131,13 @@ class StepProgram:
             return True
 
         return feed
+
+    def hands_over(self, result: np.ndarray) -> bool:
+        """Whether ``feeder``'s call can copy ``result`` out: a C-contiguous 2-D float32 array
+        within the arena, on a 4-byte boundary."""
+        at = result.ctypes.data - self.arena.ctypes.data
+        return (result.dtype == F32 and result.ndim == 2 and result.flags.c_contiguous and at % 4 == 0
+                and 0 <= at <= at + result.nbytes <= self.arena.size)
 
     def view(self, a: np.ndarray) -> np.ndarray:
         """The arena's array at the place of ``a`` (same shape, dtype and strides)."""

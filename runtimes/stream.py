@@ -116,7 +116,7 @@ class StreamingSession:
                 except TypeError:  # arrays the call does not take: the general path and, for a chunk
                     fed = None  # (read-only?), a guard from now on (a refusal costs about 70 us, the guard 0.1)
                     if spare and not (out.flags.writeable and out.dtype == np.float32
-                                      and out.shape == self._result_shape):  # a result made read-only,
+                                      and out.shape == self._engine.result_shape):  # a result made read-only,
                         self._new_output(out)  # retyped or reshaped in place, then let go: not reused
                     elif not hasattr(feed, "guards"):
                         self._feed = _guarded(feed)
@@ -224,7 +224,6 @@ class StreamingSession:
             self._outputs = [eng.outputs[name] for name in self.output_names]
             self._hop_3d, self._hop_rows = (batch, self.channels, self.hop), (batch * self.channels, self.hop)
             self._hop_2d = (self.channels, self.hop) if batch == 1 else None
-            self._result_shape = eng.result_shape
             self._spare = [np.empty(eng.result_shape, np.float32) for _ in range(2)] if eng.result_shape else None
         self._batch = batch
         self._feed = self._engine.feed if not self._feedback else None  # (the float32 states are fed back by run)
@@ -235,7 +234,7 @@ class StreamingSession:
         """A fresh output array in place of the spare ``old`` (the first one when None: the caller
         holds both)."""
         i = 1 if self._spare[1] is old else 0
-        out = self._spare[i] = np.empty(self._result_shape, np.float32)
+        out = self._spare[i] = np.empty(self._engine.result_shape, np.float32)
         return out
 
     def _checked(self, chunk: Any) -> np.ndarray:

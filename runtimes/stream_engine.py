@@ -88,7 +88,7 @@ def plan_engine(step_model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     outputs.update({o: inputs[i] for i, o in feedback})
     stream_input = inputs[meta["input"]]
     result = outputs[meta["outputs"][0]] if len(meta["outputs"]) == 1 else None
-    if result is not None and (result.dtype != np.float32 or result.ndim != 2 or not result.flags.c_contiguous):
+    if result is not None and not program.hands_over(result):
         result = None  # (handed over by a copy in Python)
     feed = program.feeder(stream_input, result)
     return Engine(inputs, outputs, program.run, feed, result.shape if feed is not None and result is not None else None)
