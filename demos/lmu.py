@@ -192,11 +192,16 @@ def plot(results: dict[str, dict], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``edgekit demo lmu``: 0 on success, 1 when pyts (or matplotlib, to plot) is missing."""
     parser = argparse.ArgumentParser(prog="edgekit demo lmu", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="lmu_demo.png", type=output_path,
+    parser.add_argument("--out", default="lmu_demo.png",
                         help="where to write the plot (default ./lmu_demo.png)")
     parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
     args = parser.parse_args(argv)
+    if not args.no_plot:  # refused before the run, and only when a plot will be written
+        try:
+            output_path(args.out)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --out: {exc}")
     missing = _requirements(plot=not args.no_plot)
     if missing:
         print(f"edgekit demo lmu: {missing}", file=sys.stderr)

@@ -76,6 +76,18 @@ def test_demo_prints_and_plots(results, monkeypatch, capsys, tmp_path):
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@needs_pyts
+def test_no_plot_ignores_out_and_a_plot_checks_it_first(results, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(lmu, "run", lambda verbose: results)
+    missing = tmp_path / "no_such_dir" / "lmu.png"
+    assert lmu.main(["--no-plot", "--quiet", "--out", str(missing)]) == 0  # --out unused: not checked
+    assert "accuracy (%) after this fraction" in capsys.readouterr().out
+    monkeypatch.setattr(lmu, "run", lambda verbose: pytest.fail("ran before refusing --out"))
+    with pytest.raises(SystemExit) as exc:
+        lmu.main(["--quiet", "--out", str(missing)])
+    assert exc.value.code == 2 and "no such directory" in capsys.readouterr().err
+
+
 def test_demo_without_pyts_exits_1_with_install_hint(monkeypatch, capsys, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyts" else real(name, *a))
