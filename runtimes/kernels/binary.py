@@ -329,7 +329,8 @@ def _tiles(t0, t1, xp, g, words, floats, out):
     ob = np.empty(TILE * wo, np.uint64)
     for tile in range(t0, t1):
         s0, nv, cls = tiles[3 * tile], tiles[3 * tile + 1], tiles[3 * tile + 2]
-        if wd == 1 and pin[s0 + TILE - 1] == pin[s0] + TILE - 1:
+        # 8 adjacent pixels: one vector per tap (a short tile repeats its last pixel, so its ends can lie 7 apart)
+        if wd == 1 and nv == TILE and pin[s0 + TILE - 1] == pin[s0] + TILE - 1:
             for t in range(offs.size):
                 vstore(a, t * TILE, vload(xs, pin[s0] + offs[t]))
         else:

@@ -55,14 +55,16 @@ def model(op, x_shape, x_type, inits, attrs, inputs=("x", "w", "t", "s", "b"), o
 
 
 def conv_case(rng, n, c, h, w, m, k, strides, pads, dilations):
+    """A random +-1 conv (k: an int or (kh, kw)): float input, its signs, the sums, initializers, attributes."""
+    kh, kw = (k, k) if isinstance(k, int) else k
     a = pm1(rng, (n, c, h, w))
     x = (a * rng.uniform(0.1, 2.0, a.shape)).astype(np.float32)
-    wt = pm1(rng, (m, c, k, k))
+    wt = pm1(rng, (m, c, kh, kw))
     packed_w = pack_bits(wt.transpose(0, 2, 3, 1) < 0).reshape(m, -1)
     dot = reference_dot(a, wt, strides, pads, dilations)
     inits = {"w": packed_w, "t": rng.integers(-6, 7, m).astype(np.int64),
              "s": rng.standard_normal(m).astype(np.float32), "b": rng.standard_normal(m).astype(np.float32)}
-    attrs = dict(channels=c, kernel_shape=[k, k], strides=list(strides), pads=list(pads), dilations=list(dilations))
+    attrs = dict(channels=c, kernel_shape=[kh, kw], strides=list(strides), pads=list(pads), dilations=list(dilations))
     return x, a, dot, inits, attrs
 
 
@@ -95,6 +97,30 @@ def test_conv_matches_reference(case, mode):
     if mode == "packed":
         got = np.where(unpack_bits(got, want.shape[1]).transpose(0, 3, 1, 2), -1.0, 1.0)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5 if mode == "float" else 0)
+
+
+@pytest.mark.parametrize("packed_input", [False, True])
+@pytest.mark.parametrize("mode", ["float", "sign", "packed"])
+def test_short_tile_of_border_pixels_reads_its_own_pixels(mode, packed_input):
+    """Border pixels (0, 0), (0, 1), (0, 7) form one short tile whose repeated last slot lies 7
+    words past its first: the kernel must not take it for 8 adjacent pixels. Pixel (0, 7) lies
+    wholly in the padding (dot 0); thresholds 0 and 1 catch any other sum there."""
+    rng = np.random.default_rng(13)
+    x, a, dot, inits, attrs = conv_case(rng, 1, 5, 3, 5, 4, (2, 1), (1, 1), (1, 2, 0, 1), (1, 1))
+    if packed_input:
+        x, x_type = pack_bits(a.transpose(0, 2, 3, 1) < 0), TensorProto.UINT64
+    else:
+        x_type = TensorProto.FLOAT
+    out_type = TensorProto.UINT64 if mode == "packed" else TensorProto.FLOAT
+    for t in (0, 1):
+        inits = dict(inits, t=np.full(4, t, np.int64))
+        sess = edgekit.InferenceSession(model("BinaryConv", x.shape, x_type, inits, dict(attrs, output=mode),
+                                              out_type=out_type))
+        got = sess.run(None, {"x": x})[0]
+        want = expected(mode, dot, inits)
+        if mode == "packed":
+            got = np.where(unpack_bits(got, want.shape[1]).transpose(0, 3, 1, 2), -1.0, 1.0)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5 if mode == "float" else 0)
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:3])
