@@ -473,7 +473,7 @@ def to_float(model: ModelSource) -> onnx.ModelProto:
     """
     proto = load_model(model)
     consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    renamed: dict[str, str] = {}
+    renamed: dict[str, tuple[str, bool]] = {}  # packed tensor -> (its +-1 float form, made by a conv)
     nodes, inits = [], []
     for n in proto.graph.node:
         if n.domain != DOMAIN or n.op_type not in BINARY_OPS:
@@ -527,10 +527,9 @@ def _float_form(n: onnx.NodeProto, consts: dict, renamed: dict) -> tuple[list, l
                 numpy_helper.from_array(np.array(0.0, np.float32), f"{name}::zero")]
     x = n.input[0]
     if x in renamed:
-        xb = renamed[x]
-        packed_in = True
+        xb, from_conv = renamed[x]
     else:
-        packed_in = False
+        from_conv = False
         xb = f"{name}::x_pm1"
         nodes += [helper.make_node("Less", [x, f"{name}::zero"], [f"{name}::x_neg"]),
                   helper.make_node("Where", [f"{name}::x_neg", minus, one], [xb])]
@@ -550,7 +549,7 @@ def _float_form(n: onnx.NodeProto, consts: dict, renamed: dict) -> tuple[list, l
         wd = (c + 63) // 64
         groups = w.shape[1] // wd
         signs = np.where(unpack_bits(w.reshape(m, groups, wd), c), -1.0, 1.0).reshape(m, -1)
-        if packed_in and groups > 1:  # packed conv output (N, H, W, words): NCHW -> NHWC -> (N, H*W*C)
+        if from_conv:  # packed conv output (N, H, W, words), even of one pixel: NCHW -> NHWC -> (N, H*W*C)
             tensors.append(numpy_helper.from_array(np.array([0, -1], np.int64), f"{name}::flat"))
             nodes += [helper.make_node("Transpose", [xb], [f"{name}::nhwc"], perm=[0, 2, 3, 1]),
                       helper.make_node("Reshape", [f"{name}::nhwc", f"{name}::flat"], [f"{name}::x_flat"])]
@@ -572,6 +571,6 @@ def _float_form(n: onnx.NodeProto, consts: dict, renamed: dict) -> tuple[list, l
         nodes += [helper.make_node("Less", [dot, f"{name}::t_float"], [f"{name}::below"]),
                   helper.make_node("Where", [f"{name}::below", minus, one], [out])]
         if mode == "packed":
-            renamed[y] = out
+            renamed[y] = (out, n.op_type == "BinaryConv")
     return nodes, tensors
 

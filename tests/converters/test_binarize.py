@@ -150,6 +150,19 @@ def test_edgekit_session_gives_the_float_models_outputs(side_outputs):
         np.testing.assert_array_equal(got[1], expected[1])
 
 
+def test_packed_one_pixel_conv_output_into_a_gemm():
+    """A 1x1 input keeps every conv output at one pixel: the Flatten before the Gemm is still needed
+    in the float export (packed (N, 1, 1, words) -> +-1 (N, C, 1, 1) -> (N, C))."""
+    rng = np.random.default_rng(12)
+    model = network(rng, "Sign", hw=1)
+    converted = binarize(model)
+    x = rng.standard_normal((2, 3, 1, 1)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ort_session(to_float(converted)).run(None, {"x": x})[0], expected, rtol=RTOL, atol=1e-5)
+    np.testing.assert_allclose(edgekit.InferenceSession(converted).run(None, {"x": x})[0], expected, rtol=RTOL,
+                               atol=1e-5)
+
+
 def test_bipolarquant_network_matches_its_where_form():
     rng = np.random.default_rng(2)
     model = network(rng, "BipolarQuant")
