@@ -27,6 +27,8 @@ def cumsum(x, axis, out, shape, exclusive, reverse):
         outer *= shape[i]
     for i in range(a + 1, rank):
         inner *= shape[i]
+    if n == 0:
+        return  # an empty output: the first slice below would be written out of bounds
     xf, of = x.reshape(-1), out.reshape(-1)
     step = -inner if reverse else inner
     for o in range(outer):

@@ -1,15 +1,18 @@
 """CumSum against onnxruntime: every axis (also negative) of 1-D to 4-D inputs, exclusive and reverse
 in all four combinations, float32 / float64 / int32 / int64 inputs, an int32 axis, a dynamic-T model
-as the LMUFormer head uses it, an axis fed at run time (out of range: ValueError) and a constant
-axis out of range (UnsupportedOpError). Tolerance: rtol 1e-6 / atol 1e-6 for float32 (both sum
+as the LMUFormer head uses it, an axis fed at run time (out of range: ValueError), a constant
+axis out of range (UnsupportedOpError) and an empty scanned axis (nothing written outside the
+empty output). Tolerance: rtol 1e-6 / atol 1e-6 for float32 (both sum
 in order), exact otherwise.
 """
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import as_strided
 from onnx import helper
 
 import edgekit
 from edgekit.errors import UnsupportedOpError
+from edgekit.runtimes.kernels.scan import cumsum
 from oracle import assert_matches_ort, make_model
 
 RTOL, ATOL = 1e-6, 1e-6
@@ -68,3 +71,16 @@ def test_axis_fed_at_run_time():
 def test_constant_axis_out_of_range():
     with pytest.raises(UnsupportedOpError, match="axis"):
         edgekit.InferenceSession(cumsum_model((2, 3), 2))
+
+
+@pytest.mark.parametrize("exclusive,reverse", FLAGS)
+def test_empty_axis_writes_nothing(exclusive, reverse):
+    # The (2, 0, 3) output views the middle of a sentinel buffer: a slice written for a scanned axis
+    # of length 0 would land on the sentinels on either side.
+    buf = np.full(16, 7.0, np.float32)
+    out = as_strided(buf[8:], shape=(2, 0, 3), strides=(12, 12, 4))
+    cumsum(np.ones((2, 0, 3), np.float32), np.array([1]), out, np.array([2, 0, 3], np.int64), bool(exclusive),
+           bool(reverse))
+    np.testing.assert_array_equal(buf, 7.0)
+    x = np.zeros((2, 0, 3), np.float32)
+    assert_matches_ort(cumsum_model((2, 0, 3), 1, exclusive=exclusive, reverse=reverse), {"x": x}, 0, 0)
