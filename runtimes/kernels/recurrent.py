@@ -1,0 +1,223 @@
+"""Recurrent layers (ONNX LSTM, GRU, RNN) in float32, one kernel for the three.
+
+Layouts (ONNX): X is (S, B, I) for layout 0 or (B, S, I) for layout 1; Y is (S, D, B, H) or
+(B, S, D, H); initial and final states are (D, B, H) or (B, D, H). D is 2 for bidirectional (the
+second direction runs in reverse), G the gates per step (LSTM 4: i, o, f, c; GRU 3: z, r, h; RNN 1).
+
+Math. The input projection of every step and direction is one product over X's rows,
+XW = X @ W'^T + bias (W' packed as (I, D * G * H), bias = Wb + Rb where it may be folded). The
+recurrence then runs per direction and step t on the batch rows: gates = H @ R'^T (R' packed as
+(H, G * H)) plus XW's rows of step t, and the elementwise cell:
+  LSTM: i = f(g_i + P_i C), f = f(g_f + P_f C) (1 - i with input_forget), c = g(g_c),
+        C' = f C + i c, o = f(g_o + P_o C'), H' = o h(C')
+  GRU:  z = f(g_z), r = f(g_r), h = g(x_h + (r H) @ Rh^T + Rb_h) (linear_before_reset 0) or
+        g(x_h + r (H @ Rh^T + Rb_h)) (1), H' = (1 - z) h + z H
+  RNN:  H' = f(g)
+with every pre-activation clipped to [-clip, clip] when clip is set. A batch row b is active at steps
+t < lens[b] (read in reverse order by a reverse direction): inactive steps write zeros to Y and keep
+the state; a row of length 0 ends with zero final states, as onnxruntime does.
+
+``plan`` (int64) holds the sizes, flags and offsets below, the activation codes (three per
+direction), then the row offsets of W' and of R' for gemm's ``matmul_tiles``; ``params`` (float32)
+holds clip then (alpha, beta) per activation. ``packed`` holds W', R', the projection bias, GRU's
+Rb_h and the peepholes, packed once by ``pack_weights`` (at build time when they are constants, else
+at each call); ``work`` holds XW, the gates, the states and GRU's r * H.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import FASTMATH
+from .activation import IDENTITY, activate
+from .gemm import matmul_tiles
+from .simd import flat
+
+LSTM, GRU, RNN = range(3)
+AFFINE, SCALED_TANH, THRESHOLDED_RELU, ELU, SOFTSIGN, SOFTPLUS = range(100, 106)
+"""Activation codes of the recurrent ops beyond activation.py's (which the others use)."""
+
+# plan fields
+(KIND, SEQ, BATCH, INPUT, HIDDEN, DIRS, LAYOUT, REVERSE, WANT_Y, PACK, HAS_CLIP, PEEP, FLAG,
+ WT, RT, BX, RBH, PW, XW, GATES, STATE_H, STATE_C, RH, HEAD) = range(24)
+ACTS = HEAD
+"""Activation codes start here: three per direction (f, g, h), then W' and R' row offsets."""
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _act(v, code, alpha, beta):
+    """Activation ``code`` of the scalar v (activation.py's codes and the six above)."""
+    if code < AFFINE:
+        return activate(v, code, alpha, beta)
+    if code == AFFINE:
+        return alpha * v + beta
+    if code == SCALED_TANH:
+        return alpha * math.tanh(beta * v)
+    if code == THRESHOLDED_RELU:
+        return v if v > alpha else 0.0
+    if code == ELU:
+        return v if v >= 0.0 else alpha * (math.exp(v) - 1.0)
+    if code == SOFTSIGN:
+        return v / (1.0 + abs(v))
+    return math.log(1.0 + math.exp(v))  # SOFTPLUS
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _clip(v, has_clip, clip):
+    if has_clip:
+        return min(max(v, -clip), clip)
+    return v
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def pack_weights(w, r, b, p, packed, plan):
+    """Pack W (D, G*H, I), R (D, G*H, H), B (D, 2*G*H) and P (D, 3*H) into ``packed`` (see module).
+
+    An absent B or P is given as zeros. GRU with linear_before_reset keeps Rb_h apart (it is scaled
+    by r); everywhere else Wb + Rb is the projection's bias."""
+    kind, hid, dirs, inp = plan[KIND], plan[HIDDEN], plan[DIRS], plan[INPUT]
+    gh = w.shape[1]
+    dgh = dirs * gh
+    split = kind == GRU and plan[FLAG] != 0
+    for d in range(dirs):
+        for j in range(gh):
+            for i in range(inp):
+                packed[plan[WT] + i * dgh + d * gh + j] = w[d, j, i]
+            for k in range(hid):
+                packed[plan[RT] + d * hid * gh + k * gh + j] = r[d, j, k]
+            keep_rb = split and j >= 2 * hid
+            packed[plan[BX] + d * gh + j] = b[d, j] + (0.0 if keep_rb else b[d, gh + j])
+        for j in range(hid):
+            packed[plan[RBH] + d * hid + j] = b[d, gh + 2 * hid + j] if split else 0.0
+        for j in range(3 * hid):
+            packed[plan[PW] + d * 3 * hid + j] = p[d, j] if plan[PEEP] else 0.0
+
+
+@njit(inline="always")
+def _state_at(layout, d, b, dirs, batch, hid):
+    """Offset of row (direction d, batch b) of a (D, B, H) or (B, D, H) state."""
+    return (d * batch + b) * hid if layout == 0 else (b * dirs + d) * hid
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan, params):
+    """ONNX LSTM / GRU / RNN over the whole sequence (see module); w, r, b, p are read only when
+    plan[PACK] asks to pack at this call."""
+    kind, seq, batch, inp, hid, dirs = plan[KIND], plan[SEQ], plan[BATCH], plan[INPUT], plan[HIDDEN], plan[DIRS]
+    layout, want_y, has_clip, peep, flag = plan[LAYOUT], plan[WANT_Y], plan[HAS_CLIP], plan[PEEP], plan[FLAG]
+    for bi in range(batch):
+        if lens[bi] < 0 or lens[bi] > seq:
+            raise ValueError("sequence_lens values must lie in [0, seq_length]")
+    if plan[PACK]:
+        pack_weights(w, r, b, p, packed, plan)
+    gates = 4 if kind == LSTM else 3 if kind == GRU else 1
+    gh = gates * hid
+    dgh = dirs * gh
+    clip = params[0]
+    zero, one, ident = np.int64(0), np.int64(1), np.int64(IDENTITY)
+    fzero, fone = np.float32(0.0), np.float32(1.0)
+    wt_offs = plan[ACTS + 3 * dirs: ACTS + 3 * dirs + inp]
+    rt_offs = plan[ACTS + 3 * dirs + inp: ACTS + 3 * dirs + inp + hid]
+    wk = flat(work)
+    pk = flat(packed)
+    xw, g0, hs, cs, rh = plan[XW], plan[GATES], plan[STATE_H], plan[STATE_C], plan[RH]
+    matmul_tiles(flat(x), zero, inp, one, pk, wt_offs, plan[WT], pk, plan[BX], zero, one, fone,
+                 wk, xw, dgh, seq * batch, dgh, inp, fone, ident, fzero, fzero)
+    h0f, c0f, yf, yhf, ycf = flat(h0), flat(c0), flat(y), flat(yh), flat(yc)
+    for d in range(dirs):
+        for bi in range(batch):
+            src = _state_at(layout, d, bi, dirs, batch, hid)
+            dst = (d * batch + bi) * hid
+            for j in range(hid):
+                wk[hs + dst + j] = h0f[src + j]
+                if kind == LSTM:
+                    wk[cs + dst + j] = c0f[src + j]
+    for d in range(dirs):
+        reverse = d == 1 or plan[REVERSE] != 0
+        a = 3 * d
+        cf, cg, ch = plan[ACTS + a], plan[ACTS + a + 1], plan[ACTS + a + 2]
+        af, bf = params[1 + 2 * a], params[2 + 2 * a]
+        ag, bg = params[3 + 2 * a], params[4 + 2 * a]
+        ah, bh = params[5 + 2 * a], params[6 + 2 * a]
+        r_at = plan[RT] + d * hid * gh
+        h_at = hs + d * batch * hid
+        c_at = cs + d * batch * hid
+        first = gh if kind != GRU or flag != 0 else 2 * hid
+        for s in range(seq):
+            t = seq - 1 - s if reverse else s
+            matmul_tiles(wk, h_at, hid, one, pk, rt_offs, r_at, wk, zero, zero, zero, fzero,
+                         wk, g0, gh, batch, first, hid, fone, ident, fzero, fzero)
+            if kind == GRU:
+                for bi in range(batch):  # z and r (kept in the gates), and r * H
+                    g = g0 + bi * gh
+                    xr = xw + (t * batch + bi if layout == 0 else bi * seq + t) * dgh + d * gh
+                    hp = h_at + bi * hid
+                    for j in range(2 * hid):
+                        wk[g + j] = _act(_clip(wk[g + j] + wk[xr + j], has_clip, clip), cf, af, bf)
+                    for j in range(hid):
+                        wk[rh + bi * hid + j] = wk[g + hid + j] * wk[hp + j]
+                if flag == 0:
+                    matmul_tiles(wk, rh, hid, one, pk, rt_offs, r_at + 2 * hid, wk, zero, zero, zero, fzero,
+                                 wk, g0 + 2 * hid, gh, batch, hid, hid, fone, ident, fzero, fzero)
+            for bi in range(batch):
+                yo = ((t * dirs + d) * batch + bi) * hid if layout == 0 else ((bi * seq + t) * dirs + d) * hid
+                if t >= lens[bi]:
+                    if want_y:
+                        for j in range(hid):
+                            yf[yo + j] = 0.0
+                    continue
+                g = g0 + bi * gh
+                xr = xw + (t * batch + bi if layout == 0 else bi * seq + t) * dgh + d * gh
+                hp = h_at + bi * hid
+                if kind == LSTM:
+                    cp = c_at + bi * hid
+                    pw = plan[PW] + d * 3 * hid
+                    for j in range(hid):
+                        c_prev = wk[cp + j]
+                        vi = wk[g + j] + wk[xr + j]
+                        vo = wk[g + hid + j] + wk[xr + hid + j]
+                        vf = wk[g + 2 * hid + j] + wk[xr + 2 * hid + j]
+                        vc = wk[g + 3 * hid + j] + wk[xr + 3 * hid + j]
+                        if peep:
+                            vi += pk[pw + j] * c_prev
+                            vf += pk[pw + 2 * hid + j] * c_prev
+                        gi = _act(_clip(vi, has_clip, clip), cf, af, bf)
+                        if flag:  # input_forget
+                            gf = 1.0 - gi
+                        else:
+                            gf = _act(_clip(vf, has_clip, clip), cf, af, bf)
+                        gc = _act(_clip(vc, has_clip, clip), cg, ag, bg)
+                        c_new = gf * c_prev + gi * gc
+                        if peep:
+                            vo += pk[pw + hid + j] * c_new
+                        go = _act(_clip(vo, has_clip, clip), cf, af, bf)
+                        h_new = go * _act(c_new, ch, ah, bh)
+                        wk[cp + j] = c_new
+                        wk[hp + j] = h_new
+                elif kind == GRU:
+                    rb = plan[RBH] + d * hid
+                    for j in range(hid):
+                        z = wk[g + j]
+                        if flag == 0:
+                            vh = wk[g + 2 * hid + j] + wk[xr + 2 * hid + j]
+                        else:
+                            vh = wk[xr + 2 * hid + j] + wk[g + hid + j] * (wk[g + 2 * hid + j] + pk[rb + j])
+                        hh = _act(_clip(vh, has_clip, clip), cg, ag, bg)
+                        wk[hp + j] = (1.0 - z) * hh + z * wk[hp + j]
+                else:
+                    for j in range(hid):
+                        wk[hp + j] = _act(_clip(wk[g + j] + wk[xr + j], has_clip, clip), cf, af, bf)
+                if want_y:
+                    for j in range(hid):
+                        yf[yo + j] = wk[hp + j]
+    for d in range(dirs):
+        for bi in range(batch):
+            dst = _state_at(layout, d, bi, dirs, batch, hid)
+            src = (d * batch + bi) * hid
+            empty = lens[bi] == 0
+            for j in range(hid):
+                yhf[dst + j] = 0.0 if empty else wk[hs + src + j]
+                if kind == LSTM:
+                    ycf[dst + j] = 0.0 if empty else wk[cs + src + j]
