@@ -33,16 +33,17 @@ def _stash_float32(node: Node) -> None:
 
 def _row_operand(t: Tensor | None, index: int, shape: tuple[int, ...], axis: int, what: str) -> tuple:
     """(argument, row stride) of LayerNormalization's Scale or B read as rows of the normalized size."""
-    outer, n = int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64))
+    n = int(np.prod(shape[axis:], dtype=np.int64))
     if t is None:
         return np.zeros(n, np.float32), 0
     if np.broadcast_shapes(t.shape, shape) != shape:
         raise ValueError(f"{what} of shape {t.shape} does not broadcast to X of shape {shape}")
     padded = (1,) * (len(shape) - len(t.shape)) + tuple(t.shape)
     one_row = all(d == 1 for d in padded[:axis])
+    if t.is_const and one_row:
+        return aligned_copy(np.broadcast_to(t.value.reshape(padded[axis:]), shape[axis:]).reshape(-1)), 0
     if t.is_const:
-        full = np.broadcast_to(t.value, shape).reshape(outer, n)
-        return aligned_copy(full[0] if one_row else full.reshape(-1)), 0 if one_row else n
+        return aligned_copy(np.broadcast_to(t.value, shape).reshape(-1)), n
     if one_row and padded[axis:] == shape[axis:]:
         return In(index), 0
     if padded == shape:

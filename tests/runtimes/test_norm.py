@@ -92,12 +92,12 @@ def test_layer_norm_runtime_parameters(s_shape, axis):
 
 
 def test_layer_norm_symbolic_dims():
-    """One model with symbolic batch and sequence dims run at several shapes."""
+    """One model with symbolic batch and sequence dims run at several shapes, an empty batch too."""
     rng = np.random.default_rng(2)
     params = {"s": _rand(rng, (64,)), "b": _rand(rng, (64,))}
     model = _model("LayerNormalization", ("N", "T", 64), params, ["y", "mean", "inv"], 17, ("s", "b"))
     session = edgekit.InferenceSession(model)
-    for shape in ((1, 1, 64), (3, 10, 64), (2, 33, 64)):
+    for shape in ((1, 1, 64), (3, 10, 64), (2, 33, 64), (0, 4, 64)):
         assert_matches_ort(model, {"x": _rand(rng, shape)}, RTOL, ATOL, session=session)
 
 
