@@ -113,14 +113,26 @@ def lmu_costs(order: int, steps: int, has_m0: bool) -> dict[str, float]:
     }
 
 
-def choose_form(mode: str, order: int, steps: int, has_m0: bool) -> str:
-    """The cheapest form ``mode`` allows: recurrent, direct or fft ("parallel" excludes recurrent)."""
+def choose_form(mode: str, order: int, steps: int, has_m0: bool, stable: bool = True) -> str:
+    """The cheapest form ``mode`` allows: recurrent, direct or fft ("parallel" excludes recurrent).
+
+    An unstable discretisation (``stable`` False) excludes the FFT: its error scales with the largest
+    output, so a growing response swamps the early frames (and past float64's range, NaN spreads over
+    every frame); the direct convolution stays causal."""
     if mode == RECURRENT:
         return RECURRENT
     costs = lmu_costs(order, steps, has_m0)
     if mode == "parallel":
         costs.pop(RECURRENT)
+    if not stable:
+        costs.pop(FFT)
     return min(costs, key=costs.get)
+
+
+def is_stable(abar: np.ndarray, method: str) -> bool:
+    """Whether m_t = Abar m_(t-1) decays: always for zoh (exp of a stable A), for Euler only when theta
+    is long enough for the order (spectral radius of I + A/theta at most 1)."""
+    return method == "zoh" or float(np.abs(np.linalg.eigvals(abar)).max()) <= 1.0
 
 
 def lmu_fft(u: np.ndarray, m0: np.ndarray, hf: np.ndarray, nfft: int, block: int, abar: np.ndarray,
@@ -162,7 +174,7 @@ def build_lmu(node: Node, inputs: list, opset: int) -> Kernel:
     mode = _choice(node, "mode", "auto", ("auto", RECURRENT, "parallel"))
     m0, has_m0 = _state(node, inputs, (n, order), "M0")
     abar, bbar = discretize(order, theta, method)
-    form = choose_form(mode, order, steps, has_m0)
+    form = choose_form(mode, order, steps, has_m0, is_stable(abar, method))
     outputs = [((n, order, steps), np.dtype(np.float32)), ((n, order), np.dtype(np.float32))]
     m_last = _final_state(node, (n, order))
     if form == RECURRENT:

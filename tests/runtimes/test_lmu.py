@@ -5,7 +5,8 @@ and 1000); every form (recurrent, direct convolution, FFT) against a plain float
 recurrence, with and without the initial memory M0; the optional M_last output; a sequence run
 in two halves (M_last fed back as M0) equals one pass; the form "auto" picks; a checked ONNX
 model through edgekit.InferenceSession; clear errors naming the node for malformed nodes
-(attributes, arity, shapes, dtypes). Throughput of the forms: python -m benchmarks.lmu.
+(attributes, arity, shapes, dtypes); an unstable (Euler, short theta) LMU's parallel form equals the
+recurrence frame by frame (no FFT). Throughput of the forms: python -m benchmarks.lmu.
 """
 import numpy as np
 import onnx
@@ -133,6 +134,24 @@ def test_nan_and_inf_stay_causal_in_every_form(steps):
         m = run(lmu_model(2, steps, 16, 20.0, mode=mode), u=u)[0]
         assert np.isfinite(m[0, :, :10]).all() and np.isnan(m[0, :, 10:]).all()
         assert np.isfinite(m[1, :, :12]).all() and not np.isfinite(m[1, :, 12]).any()
+
+
+@pytest.mark.parametrize("order,theta,steps", [(64, 500.0, 3000), (24, 2.0, 300)])
+def test_unstable_euler_parallel_equals_recurrent_frame_by_frame(order, theta, steps):
+    # Euler with a theta short for the order is unstable (|eigenvalue| of Abar 1.006 and 21): the
+    # response grows, so an FFT's error (relative to the largest output) swamps the early frames, and
+    # an impulse response past float64's range spreads NaN over every frame. Each frame must match
+    # the recurrence relative to its own scale, and be finite wherever the recurrence is.
+    u = np.random.default_rng(13).standard_normal((1, 1, steps)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rec = run(lmu_model(1, steps, order, theta, mode="recurrent", discretization="euler"), u=u)[0]
+        par = run(lmu_model(1, steps, order, theta, mode="parallel", discretization="euler"), u=u)[0]
+    finite = np.isfinite(rec).all(axis=1)[0]
+    assert finite[:10].all()
+    np.testing.assert_array_equal(np.isfinite(par).all(axis=1)[0], finite)
+    scale = np.abs(rec[:, :, finite]).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(par[:, :, finite] / scale, rec[:, :, finite] / scale, rtol=0, atol=RTOL)
+    assert choose_form("parallel", order, steps, False, stable=False) == "direct"
 
 
 def test_auto_picks_by_cost():
