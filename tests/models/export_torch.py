@@ -1,0 +1,152 @@
+"""Export the small PyTorch models of tests/test_exported_models.py to ONNX (needs torch; the
+exported files are committed, so the tests never do): `python tests/models/export_torch.py`.
+
+Each model is a typical signal or image network as users write it, exported by torch.onnx's
+TorchScript exporter at opset 17 with a dynamic batch dimension, so the tests see the exact
+node patterns exporters emit (Shape/Gather chains, Constant nodes, LSTM gate layouts ...).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class CnnLstm(nn.Module):
+    """Conv front end and a one-layer LSTM over its feature sequence (activity recognition)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(3, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(), nn.MaxPool1d(2))
+        self.lstm = nn.LSTM(16, 32, batch_first=True)
+        self.fc = nn.Linear(32, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(self.conv(x).transpose(1, 2))
+        return self.fc(y[:, -1])
+
+
+class BiGru(nn.Module):
+    """Two-layer bidirectional GRU, mean over time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(8, 16, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.gru(x)
+        return self.fc(y.mean(1))
+
+
+class TinyTransformer(nn.Module):
+    """One transformer encoder layer (attention, LayerNorm, GELU-free MLP) over 8 features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 32)
+        self.layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer(self.embed(x)).mean(1))
+
+
+class Unet1d(nn.Module):
+    """A one-level 1-D U-Net: strided conv down, ConvTranspose up, skip concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv1d(1, 8, 4, stride=2, padding=1)
+        self.up = nn.ConvTranspose1d(8, 8, 4, stride=2, padding=1)
+        self.out = nn.Conv1d(9, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.relu(self.up(torch.relu(self.down(x))))
+        return self.out(torch.cat([u, x], 1))
+
+
+class Tcn(nn.Module):
+    """Causal dilated convolutions (F.pad on the left), GELU and ELU, a residual, softmax head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 16, 3, dilation=2)
+        self.c2 = nn.Conv1d(16, 16, 3, dilation=4)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.c1(F.pad(x, (4, 0))))
+        h = F.elu(self.c2(F.pad(h, (8, 0)))) + h
+        return torch.softmax(self.fc(h.mean(-1)), -1)
+
+
+class SqueezeExcite1d(nn.Module):
+    """HardSwish, depthwise conv, PReLU, a squeeze-excitation gate and a log-softmax head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 16, 3, padding=1)
+        self.dw = nn.Conv1d(16, 16, 5, padding=2, groups=16)
+        self.prelu = nn.PReLU(16)
+        self.fc1, self.fc2, self.fc = nn.Linear(16, 4), nn.Linear(4, 16), nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.prelu(self.dw(F.hardswish(self.conv(x))))
+        h = h * torch.sigmoid(self.fc2(torch.relu(self.fc1(h.mean(-1))))).unsqueeze(-1)
+        return F.log_softmax(self.fc(F.adaptive_max_pool1d(h, 1).flatten(1)), -1)
+
+
+class Mlp(nn.Module):
+    """Flatten, Tanh, LeakyReLU, Softplus."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(60, 32), nn.Tanh(), nn.Linear(32, 32), nn.LeakyReLU(0.1),
+                                 nn.Linear(32, 3), nn.Softplus())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Cnn2d(nn.Module):
+    """Nearest upsampling, conv + BN + SiLU, global pooling, dropout, argmax of the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Dropout(0.1), nn.Linear(8, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.up(x)).argmax(-1)
+
+
+MODELS = {"cnn_lstm": (CnnLstm, (3, 64)), "bigru": (BiGru, (20, 8)), "transformer": (TinyTransformer, (10, 8)),
+          "unet1d": (Unet1d, (1, 64)), "tcn": (Tcn, (2, 50)), "se1d": (SqueezeExcite1d, (4, 40)),
+          "mlp": (Mlp, (3, 20)), "cnn2d": (Cnn2d, (1, 14, 14))}
+"""name -> (model class, input shape without the batch dimension)."""
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore")
+    for name, (cls, shape) in MODELS.items():
+        model = cls().eval()
+        for m in model.modules():  # non-trivial BN statistics, so folding them is tested
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        torch.onnx.export(model, (torch.randn(2, *shape),), os.path.join(HERE, f"{name}.onnx"), opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                          dynamo=False)
+        print(f"{name}.onnx")
+
+
+if __name__ == "__main__":
+    main()
