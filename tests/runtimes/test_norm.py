@@ -4,7 +4,8 @@ float32 inputs.
 LayerNormalization: every axis of rank-2 to rank-4 inputs, epsilon, B present or not, the Mean and
 InvStdDev outputs in every requested combination, Scale and B broadcast from every shape (constant)
 or given at run time as a row of the normalized axes or with X's shape, opsets 17 and 23.
-InstanceNormalization: ranks 3 to 5, opsets 6 and 22, parameters constant or at run time.
+InstanceNormalization: ranks 3 to 5, opsets 6 and 22 (1 against NumPy), parameters constant or at
+run time.
 GroupNormalization: opset 21 (scale and bias per channel) and opset 18 (per group), one group to one
 per channel, ranks 2 to 4. All: batch > 1, symbolic batch and length dims run at several shapes,
 NaN inputs, large groups, data offset by 100 standard deviations (GroupNormalization's against a
@@ -123,6 +124,17 @@ def test_instance_norm(shape, opset):
     for consts, attrs in ((("s", "b"), {}), ((), {"epsilon": 0.1})):
         model = _model("InstanceNormalization", shape, params, ["y"], opset, consts, attrs)
         assert_matches_ort(model, _feeds(x, params, consts), RTOL, ATOL)
+
+
+def test_instance_norm_opset1_against_numpy():
+    """Opset 1 (its legacy consumed_inputs ignored): onnxruntime has no kernel for it, so NumPy is the reference."""
+    rng = np.random.default_rng(1)
+    x, s, b = _rand(rng, (2, 3, 7)), _rand(rng, (3,)), _rand(rng, (3,))
+    node = helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], consumed_inputs=[0, 0, 0])
+    model = make_model([node], {"x": (x.shape, F32)}, {"y": (x.shape, F32)}, {"s": s, "b": b}, opset=1)
+    got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    want = (x - x.mean(2, keepdims=True)) / np.sqrt(x.var(2, keepdims=True) + 1e-5) * s[:, None] + b[:, None]
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("shape", [(3, 8), (2, 8, 13), (2, 8, 5, 6)])
