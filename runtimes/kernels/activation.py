@@ -28,8 +28,8 @@ def activate(v, code, alpha, beta):
         return 1.0 / (1.0 + math.exp(-v))
     if code == TANH:
         return math.tanh(v)
-    if code == HARD_SIGMOID:
-        return max(0.0, min(1.0, alpha * v + beta))
+    if code == HARD_SIGMOID:  # the NaN first: min and max return their first argument when it is NaN
+        return min(max(alpha * v + beta, 0.0), 1.0)
     if code == HARD_SWISH:
         return v * max(0.0, min(1.0, v / 6.0 + 0.5))
     return v

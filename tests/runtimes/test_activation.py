@@ -1,4 +1,5 @@
-"""Activation ops against onnxruntime, standalone (float32, rtol 1e-6 / atol 1e-6)."""
+"""Activation ops against onnxruntime, standalone and fused into a Conv epilogue (float32, rtol 1e-6 /
+atol 1e-6), including NaN and +-Inf inputs."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -31,7 +32,18 @@ def test_clip_with_constant_bounds_and_missing_max():
     assert_matches_ort(model, {"x": x}, RTOL, ATOL)
 
 
-def test_nan_propagates_through_relu():
-    x = np.array([[np.nan, -1.0, 2.0]], np.float32)
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (x.shape, np.float32)}, ["y"])
-    assert_matches_ort(model, {"x": x}, 0, 0)
+SPECIAL = np.array([[np.nan, -np.inf, np.inf, -1.0, 0.0, 2.0]], np.float32)
+
+
+@pytest.mark.parametrize("op,attrs", CASES)
+def test_nan_and_inf_propagate_like_onnxruntime(op, attrs):
+    model = make_model([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": (SPECIAL.shape, np.float32)}, ["y"])
+    assert_matches_ort(model, {"x": SPECIAL}, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("op,attrs", CASES)
+def test_nan_and_inf_propagate_through_a_fused_conv_epilogue(op, attrs):
+    x = SPECIAL.reshape(1, 1, 1, -1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node(op, ["c"], ["y"], **attrs)]
+    model = make_model(nodes, {"x": (x.shape, np.float32)}, ["y"], {"w": np.ones((1, 1, 1, 1), np.float32)})
+    assert_matches_ort(model, {"x": x}, RTOL, ATOL)
