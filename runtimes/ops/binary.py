@@ -181,6 +181,8 @@ def _tiling(geo: dict, cls: np.ndarray, hp: int, wp: int, wd: int, m: int, mode:
     dest = (np.arange(n * oh * ow) * ((m + 63) // 64) if mode == kb.PACKED
             else nn.reshape(-1) * m * oh * ow + pixel)
     classes = np.broadcast_to(cls, (n, oh, ow)).reshape(-1)
+    if classes.size == 0:  # an empty batch: no tiles
+        return np.zeros((0, 3), np.int64), *(np.zeros(0, np.int64) for _ in range(3))
     groups = [np.flatnonzero(classes == c) for c in np.unique(classes)]
     raster = [np.arange(len(classes))]
     extra_tiles = sum(-(-g.size // kb.TILE) for g in groups) - -(-len(classes) // kb.TILE)

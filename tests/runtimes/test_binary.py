@@ -123,6 +123,20 @@ def test_short_tile_of_border_pixels_reads_its_own_pixels(mode, packed_input):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5 if mode == "float" else 0)
 
 
+@pytest.mark.parametrize("c,packed_input", [(70, False), (70, True), (64, True)])
+def test_empty_batch_gives_an_empty_output(c, packed_input):
+    """Batch 0 (as onnxruntime's Conv and Gemm allow) gives empty outputs, on the popcount and AMX paths."""
+    rng = np.random.default_rng(15)
+    x, a, _, inits, attrs = conv_case(rng, 1, c, 6, 6, 8, 3, (1, 1), (1, 1, 1, 1), (1, 1))
+    x, x_type = (pack_bits(a.transpose(0, 2, 3, 1) < 0), TensorProto.UINT64) if packed_input else (x, TensorProto.FLOAT)
+    conv = model("BinaryConv", ("n",) + x.shape[1:], x_type, inits, dict(attrs, output="sign"))
+    assert edgekit.InferenceSession(conv).run(None, {"x": x[:0]})[0].shape == (0, 8, 6, 6)
+    gemm_x = x[:, :, 0, 0] if not packed_input else x
+    gemm_inits = dict(inits, w=pack_bits(pm1(rng, (8, 36 if packed_input else 1, c)) < 0).reshape(8, -1))
+    gemm = model("BinaryGemm", ("n",) + gemm_x.shape[1:], x_type, gemm_inits, dict(channels=c, output="sign"))
+    assert edgekit.InferenceSession(gemm).run(None, {"x": gemm_x[:0]})[0].shape == (0, 8)
+
+
 @pytest.mark.parametrize("case", CONV_CASES[:3])
 def test_packed_input_equals_float_input(case):
     rng = np.random.default_rng(7)
