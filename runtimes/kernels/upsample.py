@@ -1,0 +1,149 @@
+"""Upsampling (ONNX ConvTranspose and Resize/Upsample, float32, NCL or NCHW).
+
+ConvTranspose, polyphase: for one image and group, Yfull[co, t] = sum_{ci, k} X[ci, i] W[ci, co, k]
+over t = i*s + k*d (per spatial axis), and Y is Yfull[pad_begin : pad_begin + Out]. Splitting t =
+j*s + r by output phase r < s, only the taps with (k*d) % s == r reach phase r, each from input
+i = j - m_k (m_k = (k*d - r) // s), so a phase is a stride-1 correlation of X with its sub-kernel:
+no product with an inserted zero. X is copied into a zero-padded plane P (M = max m_k rows and
+columns ahead of it, so P[ci, j + M - m_k] = X[ci, j - m_k]) unless no tap shifts it (kernel ==
+stride, the usual U-Net up-convolution), and each phase's taps are rows of B at fixed offsets in P
+(``boffs``), so Y_phase (Cout/g, rows * Pw) = W_phase (Cout/g, Cin/g * taps) @ B runs on the gemm
+micro-kernel with the bias as its C; its rows are Pw wide (the extra columns read the next row
+and are dropped) and are scattered to Y[co, j_h*s_h + r_h - pad_top, j_w*s_w + r_w - pad_left]
+with the activation applied. A 1-D ConvTranspose is the 2-D one with a single row.
+
+Resize: the last two axes (H, W) of the input are resampled by per-axis source indices computed
+once at plan time; leading axes keep their size, or, for nearest, map whole planes (``plane_map``).
+Nearest is a gather, y[p, i, j] = x[pm[p], ih[i], iw[j]] (a row equal to the previous one is a copy);
+linear is separable, (1 - a) * v0 + a * v1 along W into a scratch of H rows, then along H.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import FASTMATH
+from .activation import IDENTITY, activate
+from .gemm import matmul_tiles
+from .simd import flat, vcopy
+
+FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
+          "stride_h", "stride_w", "p_height", "p_width", "shift_h", "shift_w", "in_place", "phases", "activation")
+"""Leading fields of ConvTranspose's int64 ``plan``: P is p_height x p_width per channel, X sits at
+(shift_h, shift_w) in it. PHASE_FIELDS per phase follow, then the tap offsets of every phase."""
+PHASE_FIELDS = ("row0", "rows", "col0", "cols", "out_row0", "out_col0", "taps", "w_off", "b_first")
+"""Per phase: first P-grid row j_h and count, first column j_w and count, the output position of
+(row0, col0), taps per group (Cin/g * kernel taps of the phase), its offset in the packed weights,
+and the index of its first tap offset."""
+
+
+def plan(fields: dict, phases: list[tuple[int, ...]], boffs: np.ndarray) -> np.ndarray:
+    """ConvTranspose's ``plan``: FIELDS by name, PHASE_FIELDS of each phase, then the tap offsets."""
+    head = [int(fields[f]) for f in FIELDS]
+    return np.array(head + [int(v) for p in phases for v in p] + [int(b) for b in boffs], np.int64)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _scatter(yw, yw_off, n, pw, y, y_off, ow, rows, cols, sh, sw, code, p1, p2):
+    """y[y_off + r*sh*ow + c*sw] = act(yw[yw_off + r*pw + c]) for one output channel of a phase."""
+    for r in range(rows):
+        src, dst = yw_off + r * pw, y_off + r * sh * ow
+        if sw == 1 and code == IDENTITY:
+            vcopy(y, dst, yw, src, cols)
+        else:
+            for c in range(cols):
+                y[dst + c * sw] = activate(yw[src + c], code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
+    """y = act(conv_transpose(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
+
+    ``w`` holds per phase and group W_phase (Cout/g, taps) row-major (offsets in ``plan``), ``bias``
+    Cout entries, ``params`` the activation's two parameters. ``scratch`` holds P (C * p_height *
+    p_width floats, its pad kept zero; absent when X is read in place) then one group's Y_phase.
+    """
+    n_img, c_in, h, wd, groups, c_out, oh, ow = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7]
+    sh, sw, ph, pw, mh, mw, in_place, n_phases, code = (plan[8], plan[9], plan[10], plan[11], plan[12], plan[13],
+                                                        plan[14], plan[15], plan[16])
+    nf = 9
+    boffs = plan[17 + n_phases * nf:]
+    p1, p2 = params[0], params[1]
+    cin_g, cout_g = c_in // groups, c_out // groups
+    plane = h * wd if in_place else ph * pw
+    yw_off = 0 if in_place else c_in * plane
+    xf, wf, yf = flat(x), flat(w), flat(y)
+    one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)
+    for img in range(n_img):
+        x_off = img * c_in * h * wd
+        src, src_off = xf, x_off
+        if not in_place:
+            for c in range(c_in):
+                for i in range(h):
+                    vcopy(scratch, c * plane + (mh + i) * pw + mw, xf, x_off + (c * h + i) * wd, wd)
+            src, src_off = scratch, zero
+        for f in range(n_phases):
+            rec = 17 + f * nf
+            row0, rows, col0, cols, orow, ocol = plan[rec], plan[rec + 1], plan[rec + 2], plan[rec + 3], plan[rec + 4], \
+                plan[rec + 5]
+            k, w_off, b0 = plan[rec + 6], plan[rec + 7], plan[rec + 8]
+            n = (rows - 1) * pw + cols
+            taps = boffs[b0:b0 + k]
+            for g in range(groups):
+                b_add = src_off + g * cin_g * plane + row0 * pw + col0
+                matmul_tiles(wf, w_off + g * cout_g * k, k, one, src, taps, b_add, bias, g * cout_g, one, zero, unit,
+                             scratch, yw_off, n, cout_g, n, k, unit, identity, p1, p2)
+                for co in range(cout_g):
+                    y_off = ((img * c_out + g * cout_g + co) * oh + orow) * ow + ocol
+                    _scatter(scratch, yw_off + co * n, n, pw, yf, y_off, ow, rows, cols, sh, sw, code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def resize_nearest_kernel(x, y, plan, index):
+    """y[p, i, j] = x[pm[p], ih[i], iw[j]] over the last two axes of C-contiguous x and y.
+
+    ``plan`` = (output planes, H, W, Hout, Wout); ``index`` = pm (one source plane per output
+    plane), ih (Hout), iw (Wout). An output row with the same source row as the previous one is
+    copied from it.
+    """
+    planes, h, wd, oh, ow = plan[0], plan[1], plan[2], plan[3], plan[4]
+    pm, ih, iw = index[:planes], index[planes:planes + oh], index[planes + oh:]
+    xf, yf = flat(x), flat(y)
+    for p in range(planes):
+        src, dst = pm[p] * h * wd, p * oh * ow
+        for i in range(oh):
+            row = dst + i * ow
+            if i > 0 and ih[i] == ih[i - 1]:
+                vcopy(yf, row, yf, row - ow, ow)
+            else:
+                s = src + ih[i] * wd
+                for j in range(ow):
+                    yf[row + j] = xf[s + iw[j]]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def resize_linear_kernel(x, y, scratch, plan, index, weight):
+    """Bilinear resampling of the last two axes of C-contiguous x (P, H, W) into y (P, Hout, Wout).
+
+    ``index`` = h0, h1 (Hout), w0, w1 (Wout): the two source positions per output position;
+    ``weight`` = their weights, bh0, bh1, bw0, bw1 (summing to 1 per position). Along W first,
+    for every input row, into ``scratch`` (H * Wout), then y[p, i, j] = bh0[i] * s[h0[i], j] +
+    bh1[i] * s[h1[i], j]; a row with bh1 == 0 is a copy.
+    """
+    planes, h, wd, oh, ow = plan[0], plan[1], plan[2], plan[3], plan[4]
+    h0, h1, w0, w1 = index[:oh], index[oh:2 * oh], index[2 * oh:2 * oh + ow], index[2 * oh + ow:]
+    bh0, bh1, bw0, bw1 = weight[:oh], weight[oh:2 * oh], weight[2 * oh:2 * oh + ow], weight[2 * oh + ow:]
+    xf, yf = flat(x), flat(y)
+    for p in range(planes):
+        src, dst = p * h * wd, p * oh * ow
+        for i in range(h):
+            s, t = src + i * wd, i * ow
+            for j in range(ow):
+                scratch[t + j] = bw0[j] * xf[s + w0[j]] + bw1[j] * xf[s + w1[j]]
+        for i in range(oh):
+            a0, a1, r0, r1, row = bh0[i], bh1[i], h0[i] * ow, h1[i] * ow, dst + i * ow
+            if a1 == 0:
+                vcopy(yf, row, scratch, r0, ow)
+            else:
+                for j in range(ow):
+                    yf[row + j] = a0 * scratch[r0 + j] + a1 * scratch[r1 + j]
