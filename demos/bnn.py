@@ -18,7 +18,9 @@ import os
 import numpy as np
 import onnx
 
-from .fashion_mnist import load_images
+from edgekit.cli_args import positive_int
+
+from .fashion_mnist import SUBSET_SIZE, load_images
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "models", "bnn_fashion.onnx")
@@ -26,10 +28,15 @@ MODEL = os.path.join(HERE, "models", "bnn_fashion.onnx")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo bnn", description=__doc__.splitlines()[0])
-    parser.add_argument("--depth", type=int, default=3, help="MST depth bound (default 3)")
-    parser.add_argument("--repeat", type=int, default=200, help="timed calls per engine (default 200)")
-    parser.add_argument("--images", type=int, default=1000, help="evaluation images, at most 1000 (default 1000)")
+    parser.add_argument("--depth", type=int, default=3, help="MST depth bound, >= 0 (default 3)")
+    parser.add_argument("--repeat", type=positive_int, default=200, help="timed calls per engine (default 200)")
+    parser.add_argument("--images", type=positive_int, default=SUBSET_SIZE,
+                        help=f"evaluation images, at most {SUBSET_SIZE} (default {SUBSET_SIZE})")
     args = parser.parse_args(argv)
+    if args.depth < 0:
+        parser.error(f"argument --depth: expected an integer >= 0, got {args.depth}")
+    if args.images > SUBSET_SIZE:
+        parser.error(f"argument --images: the bundled subset holds {SUBSET_SIZE} images, got {args.images}")
 
     import edgekit
     from edgekit.benchmarks.timing import interleaved, median_seconds, ort_session

@@ -52,6 +52,13 @@ def test_demo_end_to_end(capsys):
     assert re.search(r"onnxruntime float [\d.]+ us, edgekit binary [\d.]+ us", text)
 
 
+@pytest.mark.parametrize("argv", [["--repeat", "0"], ["--images", "0"], ["--images", "1001"], ["--depth", "-1"]])
+def test_bad_arguments_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo.main(argv)
+    assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("plan", ["dense", "mst"])
 def test_binary_model_agrees_with_its_float_export_in_onnxruntime(plan):
     """The binary model (edgekit, XNOR/popcount) against ``to_float`` of it (onnxruntime, +-1 float convs):
