@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgekit.errors import ModelError
+from edgekit.errors import InputError, ModelError
 from edgekit.model import ModelSource, check_model, load_model
 
 from .binarize import BINARY_OPS, DOMAIN, dense_weights, pack_bits, unpack_bits
@@ -136,6 +136,8 @@ def spanning_tree(w: np.ndarray, depth: int | None, cost: CostModel = CostModel(
     bound binds, and a depth-bounded Prim gives a forest that respects it (the cheapest such forest
     is the hop-constrained MST, NP-hard).
     """
+    if depth is not None and depth < 0:
+        raise InputError(f"the MST depth bound must be >= 0 (0: every channel dense) or None, got {depth}")
     edge, root = _costs(w, cost, metric)
     tree = min_depth_forest(edge, root, budget)
     if tree is None:

@@ -22,6 +22,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 import edgekit
 from edgekit.converters.binarize import binarize, pack_bits, to_float
 from edgekit.converters.mst import compress, min_depth_forest, plan_layer, spanning_tree
+from edgekit.errors import InputError
 from edgekit.runtimes.ops import binary as _binary_ops  # noqa: F401  (registers the ops)
 from oracle import ort_session
 
@@ -87,6 +88,13 @@ def test_depth_bound_holds(metric, depth):
     assert level.max() <= (40 if depth is None else depth)
     if depth == 0:
         assert (parents < 0).all()
+
+
+def test_negative_depth_bound_is_refused():
+    rng = np.random.default_rng(2)
+    dense = binarize(two_layers(rng, signs(rng, (8, 5, 3, 3)), signs(rng, (8, 8, 3, 3))))
+    with pytest.raises(InputError, match="depth bound must be >= 0"):
+        compress(dense, depth=-1)
 
 
 def test_unbounded_tree_is_a_minimum_spanning_tree_of_the_hamming_graph():
