@@ -505,6 +505,9 @@ def write_plan(part: Partition, out_dir: str | os.PathLike, name: str = "model")
     types = _value_types(part.graph.model)
     sizes = part.profile["tensors"]
     chain = used if used[0] == 0 else [0, *used]
+    # model outputs no compute node makes (constants) come back with the last part; raw inputs
+    # that are outputs too stay with the caller (FlowSession returns them from its feed)
+    constant_outputs = [o.name for o in g.output if o.name in part.graph.const_tensors]
     parts, transfers = [], []
     for sender, k in zip([None, *chain], chain):
         arriving = [t for t in range(len(p.tensors)) if prod[t] < k <= last[t]]
@@ -518,6 +521,8 @@ def write_plan(part: Partition, out_dir: str | os.PathLike, name: str = "model")
             continue
         later = [p.tensors[t] for t in range(len(p.tensors)) if prod[t] <= k < last[t]]
         held = [p.tensors[t] for t in p.outputs if prod[t] == k and p.tensors[t] not in later]
+        if k == used[-1]:
+            held += [o for o in constant_outputs if o not in held]
         nodes = [i for i, tier in zip(part.graph.compute, a) if tier == k]
         model = _part_model(part.graph, nodes, inputs, later + held, types, sizes)
         onnx.save(model, os.path.join(out_dir, f"{tiers[k].name}.onnx"))
@@ -563,7 +568,8 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
         g = onnx.shape_inference.infer_shapes(model).graph
     except Exception:  # custom domains or partial models: fall back to the profile's shapes
         g = model.graph
-    return {v.name: v for v in list(g.value_info) + list(g.input) + list(g.output)
+    inits = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer]
+    return {v.name: v for v in inits + list(g.value_info) + list(g.input) + list(g.output)
             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
 
 
@@ -572,14 +578,14 @@ def _part_model(gr: _Graph, nodes: list[int], inputs: list[str], outputs: list[s
     """The sub-model running ``nodes`` (plus the constant nodes they read) from ``inputs`` to
     ``outputs``; a tensor in both is passed on unchanged (a graph output that is a graph input)."""
     g = gr.model.graph
-    keep, todo = set(nodes), [x for i in nodes for x in g.node[i].input]
+    keep, todo = set(nodes), [x for i in nodes for x in g.node[i].input] + list(outputs)
     while todo:
         x = todo.pop()
         i = gr.producer.get(x)
         if i is not None and i in gr.const_nodes and i not in keep:
             keep.add(i)
             todo.extend(g.node[i].input)
-    read = {x for i in keep for x in g.node[i].input}
+    read = {x for i in keep for x in g.node[i].input} | set(outputs)  # an output may be an initializer
     graph = helper.make_graph(
         [g.node[i] for i in sorted(keep)], f"{g.name}_part",
         [_typed(x, types, sizes) for x in inputs], [_typed(x, types, sizes) for x in outputs],

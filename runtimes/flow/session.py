@@ -49,7 +49,8 @@ class FlowSession:
         feed = {n: as_array(input_feed[n], f"input {n!r}") for n in self.plan.parts[0].inputs}
         results, self.last_trace = self.chain.run(0, feed)
         self.last_total_s = time.perf_counter() - t0
-        return [results[n] for n in names]
+        # a model output that is a raw input is in no part: it never leaves the caller
+        return [results[n] if n in results else as_array(input_feed[n], f"input {n!r}") for n in names]
 
     def ran_on(self) -> list[str]:
         """Where each part of the last run ran, in part order (from ``last_trace``)."""

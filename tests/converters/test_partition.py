@@ -6,7 +6,8 @@ objective values equal to 1e-9 relative. The hop overhead is paid once per hop, 
 a skipped tier, its per-byte part on every byte the hop carries, and a large one keeps the work on
 fewer tiers. The written parts pass onnx.checker and, run one after another
 in onnxruntime, reproduce the model's outputs exactly without compression (and within 1e-2
-relative to the output range for fp16, 3e-2 for int8 round trips of the cut tensors). A cut whose activations outgrow the input makes "send the raw input" win when the link is
+relative to the output range for fp16, 3e-2 for int8 round trips of the cut tensors), also
+when outputs are constants or raw inputs. A cut whose activations outgrow the input makes "send the raw input" win when the link is
 the bottleneck. The `edgekit partition` verb writes and prints a plan."""
 import argparse
 import json
@@ -263,6 +264,31 @@ def test_compressed_transfers_stay_close(branchy, tmp_path, codec, tol):
     got = run_parts(tmp_path, plan, feeds)
     for name, e in expected.items():
         np.testing.assert_allclose(got[name], e, rtol=0, atol=tol * float(np.ptp(e) + 1e-6))
+
+
+def test_outputs_that_no_compute_node_makes(tmp_path):
+    """A model may return its raw input, a Constant node's output or an initializer unchanged: every
+    split still returns them (the constants from the last part, the raw input from the caller)."""
+    from edgekit.runtimes.flow import FlowSession
+
+    nodes = [helper.make_node("Constant", [], ["k"], value=helper.make_tensor("v", onnx.TensorProto.FLOAT, [2], [1, 2])),
+             helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "w"], ["m"]),
+             helper.make_node("Neg", ["m"], ["y"])]
+    w = np.random.default_rng(4).standard_normal((1, 4)).astype(np.float32)
+    model = make_model(nodes, {"x": ((1, 4), np.float32)},
+                       {"y": onnx.TensorProto.FLOAT, "x": ((1, 4), np.float32), "k": ((2,), np.float32),
+                        "w": ((1, 4), np.float32)}, {"w": w})
+    feeds = {"x": np.random.default_rng(5).standard_normal((1, 4)).astype(np.float32)}
+    expected = dict(zip(["y", "x", "k", "w"], ort_session(model).run(None, feeds)))
+    part = partition(model, profile_model(model, repeat=2).to_dict(), TIERS,
+                     [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)])
+    for i, a in enumerate(monotone_assignments(part.problem, 3)):
+        plan = write_plan(forced(part, a), tmp_path / f"p{i}", "consts")
+        got = run_parts(tmp_path / f"p{i}", plan, feeds)
+        flow = dict(zip(plan["outputs"], FlowSession(str(tmp_path / f"p{i}")).run(None, feeds)))
+        for name, e in expected.items():
+            np.testing.assert_array_equal(got[name], e)
+            np.testing.assert_array_equal(flow[name], e)
 
 
 # ---------------------------------------------------------------- the raw input cut
