@@ -87,10 +87,12 @@ def child_blocks(node: Node, parents: list[int] | None, depth: np.ndarray) -> li
     """The blocks of up to 4 children the kernel computes together: consecutive runs of 4 of the
     ``mst_order`` attribute (-1 = empty lane), or by default the children by depth, then channel,
     cut into 4s within each depth. A child's parent must be a root or in an earlier block."""
+    order = node.attrs.get("mst_order")
     if parents is None:
+        if order is not None:
+            raise _fail(node, "attribute 'mst_order' needs 'mst_parents'")
         return []
     kids = [c for c in range(len(parents)) if parents[c] >= 0]
-    order = node.attrs.get("mst_order")
     if order is None:
         blocks = []
         for d in np.unique(depth[kids]):

@@ -318,6 +318,7 @@ def _bad(attrs=None, inits=None, x_shape=(1, 70, 5, 5), x_type=TensorProto.FLOAT
     (dict(attrs={"mst_parents": [-1, 0, 0, 9, -1, -1]}), "mst_parents"),
     (dict(attrs={"mst_parents": [-1, 0, 1, -1, -1, -1], "mst_order": [1, 2, -1, -1]}), "before its parent"),
     (dict(attrs={"mst_parents": [-1, 0, 0, -1, -1, -1], "mst_order": [1, -1, -1]}), "mst_order"),
+    (dict(attrs={"mst_order": [0, -1, -1, -1]}), "needs 'mst_parents'"),
     (dict(attrs={"input_order": [0] * 70}), "permutation"),
     (dict(inits={"w": np.zeros((6, 5), np.uint64)}), "packed weights"),
     (dict(inits={"w": np.zeros((6, 18), np.int64)}), "packed weights"),
