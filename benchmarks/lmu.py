@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit import InferenceSession, StreamingSession
 from edgekit.benchmarks.timing import interleaved, machine, ort_session
+from edgekit.cli_args import positive_int
 from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer, to_step, weight_shapes
 from edgekit.runtimes.ops.lmu import choose_form
 from edgekit.runtimes.stream import StreamingSession as PlanSession
@@ -124,7 +125,7 @@ def lmu_forms(order: int, steps: int, repeat: int, seed: int = 0) -> dict[str, f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.lmu", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=300, help="timed steps per engine and row (default 300)")
+    parser.add_argument("--repeat", type=positive_int, default=300, help="timed steps per engine and row (default 300)")
     parser.add_argument("--quick", action="store_true", help="60 timed steps per row, fewer LMU calls")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "active")  # read when Numba starts its OpenMP threads (see above)

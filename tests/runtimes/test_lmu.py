@@ -6,7 +6,8 @@ recurrence, with and without the initial memory M0; the optional M_last output; 
 in two halves (M_last fed back as M0) equals one pass; the form "auto" picks; a checked ONNX
 model through edgekit.InferenceSession; clear errors naming the node for malformed nodes
 (attributes, arity, shapes, dtypes); an unstable (Euler, short theta) LMU's parallel form equals the
-recurrence frame by frame (no FFT). Throughput of the forms: python -m benchmarks.lmu.
+recurrence frame by frame (no FFT); the benchmark's LMU-forms row, and its refusal of a
+repeat count below 1. Throughput of the forms: python -m benchmarks.lmu.
 """
 import numpy as np
 import onnx
@@ -222,3 +223,15 @@ def test_bad_shapes_and_dtypes():
         bad.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
         edgekit.InferenceSession(bad).run(None, {"u": np.zeros((1, 1, 5), np.float64)})
     assert run(model, u=np.ones((1, 1, 5), np.float32), m0=np.zeros((1, 4), np.float32))[0].shape == (1, 4, 5)
+
+
+def test_benchmark_forms_row_and_repeat_check():
+    from edgekit.benchmarks import lmu as bench
+
+    row = bench.lmu_forms(16, 50, 3)
+    assert row["diff"] < RTOL and row["recurrent"] > 0 and row["parallel"] > 0
+    assert row["parallel_form"] == choose_form("parallel", 16, 50, False)
+    for bad in ("0", "-3", "x"):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(["--repeat", bad])
+        assert exc.value.code == 2
