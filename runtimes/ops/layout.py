@@ -420,6 +420,8 @@ def build_gather(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     if idx.dtype not in (np.int32, np.int64):
         raise Unsupported(f"Gather indices of type {idx.dtype}")
     axis = normalize_axis(node.attrs.get("axis", 0), len(data.shape))
+    if idx.is_const and idx.value.size and not (-data.shape[axis] <= idx.value.min() <= idx.value.max() < data.shape[axis]):
+        raise ValueError(f"Gather indices {idx.value.min()}..{idx.value.max()} are out of range for an axis of {data.shape[axis]}")
     out = data.shape[:axis] + idx.shape + data.shape[axis + 1:]
     if 0 in out:
         return Constant([np.empty(out, data.dtype)])

@@ -12,12 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import edgekit
-from edgekit.errors import UnsupportedOpError
+from edgekit.errors import InputError, ModelError, UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
 I64 = np.iinfo(np.int64)
-# runtimes/plan.py stores folded constants through np.ascontiguousarray, which turns 0-d values
-# into shape (1,); remove this mark with that fix (strict, so the fix makes these tests fail).
 
 
 def _rand(rng, shape, dtype=np.float32):
@@ -295,11 +293,22 @@ def test_gather_with_runtime_and_constant_indices(data_dtype, index_dtype, axis,
     assert_matches_ort(model, {"x": idx}, 0, 0)
 
 
-def test_gather_out_of_range_raises():
-    node = helper.make_node("Gather", ["x", "i"], ["y"])
-    model = make_model([node], {"x": ((3, 2), np.float32), "i": ((1,), np.int64)}, ["y"])
-    with pytest.raises(IndexError):
-        edgekit.InferenceSession(model).run(None, {"x": np.zeros((3, 2), np.float32), "i": np.array([3])})
+@pytest.mark.parametrize("bad", [3, -4])
+def test_gather_out_of_range_raises_named_errors(bad):
+    """A fed index out of range is bad input (InputError); a constant one is a bad model (ModelError
+    naming the node), also when the whole Gather folds at load time."""
+    node = helper.make_node("Gather", ["x", "i"], ["y"], name="lookup")
+    model = make_model([node], {"x": ((3, 2), np.float32), "i": ((2,), np.int64)}, ["y"])
+    with pytest.raises(InputError, match="Gather"):
+        edgekit.InferenceSession(model).run(None, {"x": np.zeros((3, 2), np.float32), "i": np.array([0, bad])})
+    idx = {"i": np.array([0, bad], np.int64)}
+    model = make_model([node], {"x": ((3, 2), np.float32)}, ["y"], idx)
+    with pytest.raises(ModelError, match="'lookup'"):
+        edgekit.InferenceSession(model)
+    table = {"x": np.zeros((3, 2), np.float32)}
+    folded = make_model([node, helper.make_node("Relu", ["y", ], ["z"])], {"u": ((1,), np.float32)}, ["z"], {**table, **idx})
+    with pytest.raises(ModelError, match="'lookup'"):
+        edgekit.InferenceSession(folded)
 
 
 def test_float16_copy_is_unsupported():
