@@ -29,6 +29,8 @@ import time
 import numpy as np
 import onnx
 
+from edgekit.cli_args import positive_float, positive_int
+
 from .plotting import figure, output_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -222,36 +224,51 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def bandwidths_mbps(text: str) -> list[float]:
+    """An argparse type: comma-separated positive Mbit/s such as ``10,50,200``."""
+    try:
+        return [positive_float(b) for b in text.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated Mbit/s like 10,50,200: {exc}") from None
+
+
 def check(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo flow", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4, help="frames per request (default 4)")
-    parser.add_argument("--bandwidths", default="10,50,200,1000",
+    parser.add_argument("--batch", type=positive_int, default=4, help="frames per request (default 4)")
+    parser.add_argument("--bandwidths", type=bandwidths_mbps, default="10,50,200,1000",
                         help="device-edge Mbit/s to try (default 10,50,200,1000)")
-    parser.add_argument("--requests", type=int, default=15, help="timed requests per configuration (default 15)")
+    parser.add_argument("--requests", type=positive_int, default=15,
+                        help="timed requests per configuration (default 15)")
     parser.add_argument("--device-speed", type=float, default=0.02, help="device speed vs this machine (default 0.02)")
     parser.add_argument("--edge-speed", type=float, default=0.25, help="edge speed vs this machine (default 0.25)")
-    parser.add_argument("--out", default="flow_demo.png", type=output_path,
-                        help="where to write the plot (default ./flow_demo.png)")
+    parser.add_argument("--out", default="flow_demo.png", help="where to write the plot (default ./flow_demo.png)")
+    parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")
     args = parser.parse_args(argv)
     if not (0 < args.device_speed <= 1 and 0 < args.edge_speed <= 1):
         parser.error("speeds must be in (0, 1]: slower tiers are emulated by sleeping, the cloud is this machine")
+    if not args.no_plot:  # refused before the run, and only when a plot will be written
+        try:
+            output_path(args.out)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --out: {exc}")
 
     import edgekit
     from edgekit.runtimes.flow import FlowSession, describe, load_plan
     from edgekit.runtimes.flow.overhead import measure_affine_hop_overhead
     sc = Scenario(args.device_speed, args.edge_speed, edge_rtt_s=0.010, cloud_rtt_s=0.040, cloud_bps=200e6)
-    bandwidths = [float(b) * 1e6 for b in args.bandwidths.split(",")]
+    bandwidths = [b * 1e6 for b in args.bandwidths]
     model = onnx.load(MODEL)
     feed = {"frame": frames(args.batch)}
     want = edgekit.InferenceSession(MODEL).run(None, feed)[0]
     print(f"model: {os.path.relpath(MODEL)}, a batch of {args.batch} frames {list(feed['frame'].shape)} per request")
     print(f"tiers: device {1 / sc.device_speed:.0f}x slower than this machine, edge {1 / sc.edge_speed:.0f}x "
           f"slower, cloud = this machine (slower tiers sleep in proportion to their measured compute)")
-    print(f"links: device-edge {args.bandwidths} Mbit/s, RTT {sc.edge_rtt_s * 1e3:.0f} ms; edge-cloud "
+    mbps = ",".join(f"{b:g}" for b in args.bandwidths)
+    print(f"links: device-edge {mbps} Mbit/s, RTT {sc.edge_rtt_s * 1e3:.0f} ms; edge-cloud "
           f"{sc.cloud_bps / 1e6:.0f} Mbit/s, RTT {sc.cloud_rtt_s * 1e3:.0f} ms (emulated in the sender)")
 
     print("every round profiles the model, measures the hop overhead, plans and starts the tiers afresh, so that "
@@ -306,11 +323,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'':7s} one chosen request: {describe(sessions['chosen'].last_trace)}")
             if not last:
                 stop(procs)
-        try:
-            plot(args.out, bandwidths, rows)
-            print(f"wrote {args.out}")
-        except ImportError:
-            print('plot skipped: it needs matplotlib (pip install "edgekit[demo]")', file=sys.stderr)
+        if not args.no_plot:
+            try:
+                plot(args.out, bandwidths, rows)
+                print(f"wrote {args.out}")
+            except ImportError:
+                print('plot skipped: it needs matplotlib (pip install "edgekit[demo]")', file=sys.stderr)
 
         print(f"\nfailure: device (stem) -> edge (convolutions) -> cloud (head); the edge process is "
               f"killed (SIGKILL) {KILL_AFTER_S * 1e3:.0f} ms into request 10")
