@@ -10,7 +10,8 @@ stride, the usual U-Net up-convolution), and each phase's taps are rows of B at 
 (``boffs``), so Y_phase (Cout/g, rows * Pw) = W_phase (Cout/g, Cin/g * taps) @ B runs on the gemm
 micro-kernel with the bias as its C; its rows are Pw wide (the extra columns read the next row
 and are dropped) and are scattered to Y[co, j_h*s_h + r_h - pad_top, j_w*s_w + r_w - pad_left]
-with the activation applied. A 1-D ConvTranspose is the 2-D one with a single row.
+with the activation applied. A 1-D ConvTranspose is the 2-D one with a single row. Weights are
+packed per phase at plan time, or by a gather on every call when they are given at run time.
 
 Resize: the last two axes (H, W) of the input are resampled by per-axis source indices computed
 once at plan time; leading axes keep their size, or, for nearest, map whole planes (``plane_map``).
@@ -96,6 +97,15 @@ def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
                 for co in range(cout_g):
                     y_off = ((img * c_out + g * cout_g + co) * oh + orow) * ow + ocol
                     _scatter(scratch, yw_off + co * n, n, pw, yf, y_off, ow, rows, cols, sh, sw, code, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv_transpose_packing_kernel(x, w, bias, y, scratch, plan, params, gather, packed):
+    """``conv_transpose_kernel`` for W given at run time: packs it first, packed[i] = W.flat[gather[i]]."""
+    wf = flat(w)
+    for i in range(gather.size):
+        packed[i] = wf[gather[i]]
+    conv_transpose_kernel(x, packed, bias, y, scratch, plan, params)
 
 
 @njit(cache=True, fastmath=FASTMATH)

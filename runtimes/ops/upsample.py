@@ -71,8 +71,6 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
     nd = len(x.shape) - 2
     if nd not in (1, 2) or len(w.shape) != nd + 2:
         raise Unsupported(f"{nd}-D ConvTranspose (edgekit implements 1-D and 2-D)")
-    if not w.is_const:
-        raise Unsupported("ConvTranspose weights given at run time (edgekit prepacks constant weights)")
     groups = int(node.attrs.get("group", 1))
     n, c, *size = x.shape
     cin, cout_g, *kernel = w.shape
@@ -90,7 +88,7 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
     (mh, ph, rows), (mw, pw, cols) = (_phases(*a) for a in zip(size, kernel, strides, dilations, begin, out))
     in_place = mh == mw == 0 and (ph, pw) == tuple(size)
     cin_g = c // groups
-    wv = w.value.reshape(groups, cin_g, cout_g, kernel[0], kernel[1])
+    wv = np.arange(int(np.prod(w.shape))).reshape(groups, cin_g, cout_g, kernel[0], kernel[1])  # W's flat indices
     packed, records, boffs = [], [], []
     for rh, taps_h, i0, i1 in rows:
         for rw, taps_w, j0, j1 in cols:
@@ -112,12 +110,18 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
                         out_height=out[0], out_width=out[1], stride_h=strides[0], stride_w=strides[1], p_height=ph,
                         p_width=pw, shift_h=mh, shift_w=mw, in_place=in_place, phases=len(records), activation=code),
                    records, np.concatenate(boffs))
-    weights = aligned_copy(np.concatenate(packed), np.float32)
+    gather = np.concatenate(packed)  # packed weights = W.flat[gather]
     bias = In(2) if b is not None and not b.is_const else aligned_copy(
         np.zeros(cout_g * groups, np.float32) if b is None else b.value.reshape(-1), np.float32)
     y_shape = (n, cout_g * groups, *out[-nd:])
-    return Kernel(ku.conv_transpose_kernel, (In(0), weights, bias, Out(0), scratch, plan,
-                                             np.array([p1, p2], np.float32)), [(y_shape, x.dtype)])
+    params = np.array([p1, p2], np.float32)
+    if w.is_const:
+        weights = aligned_copy(w.value.reshape(-1)[gather], np.float32)
+        return Kernel(ku.conv_transpose_kernel, (In(0), weights, bias, Out(0), scratch, plan, params),
+                      [(y_shape, x.dtype)])
+    return Kernel(ku.conv_transpose_packing_kernel, (In(0), In(1), bias, Out(0), scratch, plan, params, gather,
+                                                     aligned_copy(np.zeros(gather.size, np.float32))),
+                  [(y_shape, x.dtype)])
 
 
 # ---------------------------------------------------------------- Resize, Upsample

@@ -2,7 +2,7 @@
 
 ConvTranspose (1-D and 2-D): strides, dilations, explicit pads, output_padding, output_shape (a
 negative total padding included), auto_pad SAME_UPPER / SAME_LOWER / VALID, groups and depthwise,
-bias constant, absent or given at run time, X read in place (kernel == stride) and phases no tap
+bias constant, absent or given at run time, weights given at run time, X read in place (kernel == stride) and phases no tap
 reaches (kernel 1, stride 2), batch > 1, dynamic batch and length in one session, opsets 9-17, and
 an activation fused into its epilogue. Resize: nearest with every coordinate mode and nearest_mode,
 by scales and by sizes, leading axes mapped (5-D, batch and channel scales); linear (1-D and 2-D)
@@ -119,11 +119,19 @@ def test_conv_transpose_unsupported_forms_name_the_node():
     with pytest.raises(UnsupportedOpError, match="'up'.*3-D ConvTranspose"):
         edgekit.InferenceSession(_conv_transpose_model((1, 2, 3, 3, 3), w3, None, {})).run(
             None, {"x": np.ones((1, 2, 3, 3, 3), np.float32)})
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up")
-    model = make_model([node], {"x": ((1, 2, 5), np.float32), "w": ((2, 3, 3), np.float32)}, ["y"])
-    with pytest.raises(UnsupportedOpError, match="'up'.*weights given at run time"):
-        edgekit.InferenceSession(model).run(None, {"x": np.ones((1, 2, 5), np.float32),
-                                                   "w": np.ones((2, 3, 3), np.float32)})
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [((2, 2, 5), (2, 3, 3), {"strides": [2], "pads": [1, 0]}),
+                                                     ((1, 4, 4, 5), (4, 1, 3, 3), {"strides": [2, 2], "group": 2})])
+def test_conv_transpose_weights_given_at_run_time(x_shape, w_shape, attrs):
+    rng = np.random.default_rng(5)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], **attrs)
+    model = make_model([node], {"x": (x_shape, np.float32), "w": (w_shape, np.float32)}, ["y"])
+    session = edgekit.InferenceSession(model)
+    for _ in range(2):  # new weights each call
+        feeds = {"x": rng.standard_normal(x_shape).astype(np.float32),
+                 "w": rng.standard_normal(w_shape).astype(np.float32)}
+        assert_matches_ort(model, feeds, RTOL, ATOL, session=session)
 
 
 def _resize_model(x_shape, scales=None, sizes=None, opset=19, **attrs):
