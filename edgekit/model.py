@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Union
 
 import onnx
@@ -60,3 +61,28 @@ def opset_version(proto: onnx.ModelProto, domain: str = "") -> int:
         if entry.domain in (domain, "ai.onnx" if domain == "" else domain):
             return entry.version
     return 0
+
+
+UNSET_VERSION = 2**63 - 1
+"""The version onnxruntime reports for a model that sets no model_version."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """A model's metadata with the fields of onnxruntime's ModelMetadata (``get_modelmeta()``)."""
+
+    producer_name: str
+    graph_name: str
+    domain: str
+    description: str
+    graph_description: str
+    version: int
+    custom_metadata_map: dict[str, str]
+
+
+def model_metadata(proto: onnx.ModelProto) -> ModelMetadata:
+    """The metadata onnxruntime's ``get_modelmeta()`` gives for ``proto``."""
+    return ModelMetadata(
+        proto.producer_name, proto.graph.name, proto.domain, proto.doc_string, proto.graph.doc_string,
+        proto.model_version if proto.HasField("model_version") else UNSET_VERSION,
+        {p.key: p.value for p in proto.metadata_props})

@@ -5,13 +5,14 @@ size every Conv/Gemm/MatMul; the same concrete shapes give random inputs to `run
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
-from .errors import EdgekitError
+from .errors import EdgekitError, InputError
 from .ir import ValueInfo, read_graph
 
 
@@ -27,11 +28,21 @@ def input_shapes(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> 
 
 
 def random_inputs(proto: onnx.ModelProto, dims: dict[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random inputs: standard normal floats, integers in [0, 10), random booleans."""
+    """Seeded random inputs: standard normal floats, integers in [0, 10), random booleans.
+
+    Raises InputError, before drawing anything, when the inputs would exceed the plan's memory cap."""
+    from .runtimes.plan import MAX_PLAN_BYTES
+
     rng = np.random.default_rng(seed)
+    inputs = read_graph(proto).inputs
+    shapes = {vi.name: concrete_shape(vi, dims or {}) for vi in inputs}
+    nbytes = sum(math.prod(shapes[vi.name]) * 8 for vi in inputs)  # drawn as float64 or int64 first
+    if nbytes > MAX_PLAN_BYTES:
+        raise InputError(f"random inputs of shapes {shapes} need {nbytes / 2**30:.1f} GiB, more than "
+                         f"{MAX_PLAN_BYTES / 2**30:.1f} GiB; give smaller --dim values")
     feeds = {}
-    for vi in read_graph(proto).inputs:
-        shape, dtype = concrete_shape(vi, dims or {}), vi.dtype or np.dtype(np.float32)
+    for vi in inputs:
+        shape, dtype = shapes[vi.name], vi.dtype or np.dtype(np.float32)
         if dtype.kind == "f":
             feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":

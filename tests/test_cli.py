@@ -123,6 +123,13 @@ def test_run_random_inputs_and_missing_input(relu_model, capsys):
     assert "no value for input(s) ['x']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("verb", ["run", "bench"])
+def test_random_inputs_too_large_exit_1_before_allocating(verb, relu_model, capsys):
+    extra = ["--random"] if verb == "run" else []
+    assert main([verb, relu_model, *extra, "--dim", "batch=100000000000"]) == 1
+    assert "give smaller --dim values" in capsys.readouterr().err
+
+
 def test_run_unreadable_input_exits_1(relu_model, tmp_path, capsys):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     assert main(["run", relu_model, "--input", f"x={tmp_path / 'bad.npy'}"]) == 1

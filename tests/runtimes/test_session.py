@@ -16,6 +16,7 @@ import pytest
 from onnx import helper
 
 import edgekit
+from edgekit.model import model_metadata
 from oracle import assert_matches_ort, make_model, ort_session
 
 RTOL = ATOL = 1e-6
@@ -48,6 +49,20 @@ def test_metadata_matches_onnxruntime():
     ours, theirs = edgekit.InferenceSession(model), ort_session(model)
     for a, b in zip(ours.get_inputs() + ours.get_outputs(), theirs.get_inputs() + theirs.get_outputs()):
         assert (a.name, a.shape, a.type) == (b.name, b.shape, b.type)
+
+
+@pytest.mark.parametrize("props", [{}, {"producer_name": "p", "domain": "d", "model_version": 7, "doc_string": "m"}])
+def test_model_metadata_has_onnxruntime_fields(props):
+    """edgekit.model.model_metadata gives what onnxruntime's get_modelmeta() gives (the session
+    returns the ModelProto itself until runtimes/session.py switches to it)."""
+    model = chain_model()
+    for key, value in props.items():
+        setattr(model, key, value)
+    model.graph.doc_string = "g" if props else ""
+    helper.set_model_props(model, {"k": "v"} if props else {})
+    ours, theirs = model_metadata(model), ort_session(model).get_modelmeta()
+    for field in dataclasses.fields(ours):
+        assert getattr(ours, field.name) == getattr(theirs, field.name), field.name
 
 
 def test_dynamic_batch_and_length_get_their_own_plans():
