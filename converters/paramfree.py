@@ -272,8 +272,9 @@ def _depthwise_reason(node: onnx.NodeProto, weights: dict[str, np.ndarray], opse
         return f"{w.ndim - 2}D convolution (pools here are 1D or 2D)"
     if max(w.shape[2:]) == 1:
         return "1x1 kernel (a per-channel scale: nothing spatial to replace)"
-    if op == "avg" and any(int(d) != 1 for d in attrs.get("dilations", [])) and opset < 19:
-        return "dilated, and AveragePool takes dilations only from opset 19"
+    since = {"max": 10, "avg": 19}[op]  # the first opset whose pool takes dilations
+    if any(int(d) != 1 for d in attrs.get("dilations", [])) and opset < since:
+        return f"dilated, and {POOL_OPS[op]} takes dilations only from opset {since}"
     return None
 
 

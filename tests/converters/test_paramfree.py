@@ -117,6 +117,14 @@ def test_replace_depthwise_keeps_what_it_cannot_replace(cin, cout, group, k, ops
     assert not dense.replaced and not dense.skipped
 
 
+def test_replace_depthwise_keeps_a_dilated_conv_before_maxpool_takes_dilations():
+    """MaxPool takes dilations from opset 10: at opset 9 the dilated depthwise conv stays, with its reason."""
+    result = pf.replace_depthwise(_conv_model(8, 8, 8, 3, opset=9, dilations=[2, 2], pads=[2, 2, 2, 2]), "max")
+    assert not result.replaced and "opset 10" in result.skipped["dw"]
+    with pytest.warns(UserWarning):
+        assert pf.replace_depthwise(_conv_model(8, 8, 8, 3, opset=10, dilations=[2, 2]), "max").replaced == ["dw"]
+
+
 def test_replace_depthwise_dilated_avg_from_opset_19():
     with pytest.warns(UserWarning):
         result = pf.replace_depthwise(_conv_model(8, 8, 8, 3, opset=19, dilations=[2, 2], pads=[2, 2, 2, 2]), "avg")
