@@ -7,7 +7,8 @@ residual blocks: a depthwise Conv (9 weights per channel) or a MaxPool (none), t
 trade (Han et al., ICLR 2022). Accuracy is measured on the 1,000 bundled test images
 (demos/data/fashion_mnist_test1000.npz, never trained on), latency at batch 1 on one thread with
 the calls of both engines interleaved. Prints a table and the accuracy of the depthwise model
-rewritten to max-pools by replace_depthwise without retraining; writes accuracy vs latency to --out.
+rewritten to max-pools by replace_depthwise without retraining; writes accuracy vs latency to --out
+(unless --no-plot).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import sys
 
 import numpy as np
 import onnx
+
+from edgekit.cli_args import positive_int
 
 from .fashion_mnist import load_images  # the bundled evaluation images, [N, 1, 28, 28] float32 in [0, 1], and labels
 from .plotting import figure, output_path
@@ -95,16 +98,24 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo paramfree", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=300, help="timed calls per engine and model (default 300)")
-    parser.add_argument("--out", default="paramfree_demo.png", type=output_path,
+    parser.add_argument("--repeat", type=positive_int, default=300, help="timed calls per engine and model (default 300)")
+    parser.add_argument("--out", default="paramfree_demo.png",
                         help="where to write the plot (default ./paramfree_demo.png)")
+    parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")
     args = parser.parse_args(argv)
+    if not args.no_plot:  # refused before the run, and only when a plot will be written
+        try:
+            output_path(args.out)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --out: {exc}")
     images, labels = load_images()
     print(f"Fashion-MNIST: {len(labels)} bundled test images, 28x28 grey, 10 classes ({', '.join(CLASSES[:3])}, ...)")
     rows = [measure(name, path, images, labels, args.repeat) for name, path in MODELS.items()]
     print(table(rows))
     print(f"the depthwise model rewritten by replace_depthwise(op='max') without retraining: "
           f"{rewrite_accuracy(images, labels):.1%} accuracy (so the max-pool model is trained, not rewritten)")
+    if args.no_plot:
+        return 0
     try:
         plot(rows, args.out)
     except ModuleNotFoundError:

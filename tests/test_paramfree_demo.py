@@ -57,3 +57,13 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "depthwise" in text and "max-pool" in text and "speedup" in text and "same predictions" in text
     assert "without retraining" in text
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_plot_writes_nothing_and_bad_arguments_are_usage_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["--repeat", "1", "--no-plot", "--out", str(tmp_path / "missing" / "pf.png")]) == 0
+    assert "speedup" in capsys.readouterr().out and not list(tmp_path.iterdir())
+    for argv in (["--repeat", "0"], ["--out", str(tmp_path / "missing" / "pf.png")]):
+        with pytest.raises(SystemExit) as exc:
+            demo.main(argv)
+        assert exc.value.code == 2 and argv[0] in capsys.readouterr().err
