@@ -337,10 +337,14 @@ def convert_paramfree(model_path: str, out_path: str, op: str) -> int:
     Returns 0 when the model was written, 1 when it cannot be read or has no depthwise convolution.
     """
     try:
-        result = replace_depthwise(model_path, op)
+        with warnings.catch_warnings(record=True) as caught:  # printed as a line of the CLI, not a Python warning
+            warnings.simplefilter("always")
+            result = replace_depthwise(model_path, op)
     except EdgekitError as exc:
         print(f"edgekit convert: {exc}", file=sys.stderr)
         return 1
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     print(result)
     if not result.replaced:
         print(f"edgekit convert: {model_path} has no depthwise convolution to replace; nothing written",
