@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .activation import IDENTITY, activate
+from .activation import IDENTITY, activate_rows
 from .gemm import matmul_tiles
 from .simd import flat, vcopy
 
@@ -45,15 +45,18 @@ def plan(fields: dict, phases: list[tuple[int, ...]], boffs: np.ndarray) -> np.n
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _scatter(yw, yw_off, n, pw, y, y_off, ow, rows, cols, sh, sw, code, p1, p2):
-    """y[y_off + r*sh*ow + c*sw] = act(yw[yw_off + r*pw + c]) for one output channel of a phase."""
+def _scatter(yw, yw_off, pw, y, y_off, ow, rows, cols, sh, sw):
+    """y[y_off + r*sh*ow + c*sw] = yw[yw_off + r*pw + c] for one output channel of a phase."""
     for r in range(rows):
         src, dst = yw_off + r * pw, y_off + r * sh * ow
-        if sw == 1 and code == IDENTITY:
+        if sw == 1:
             vcopy(y, dst, yw, src, cols)
+        elif sw == 2:  # a constant stride, so the loop vectorises
+            for c in range(cols):
+                y[dst + 2 * c] = yw[src + c]
         else:
             for c in range(cols):
-                y[dst + c * sw] = activate(yw[src + c], code, p1, p2)
+                y[dst + c * sw] = yw[src + c]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -96,7 +99,10 @@ def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
                              scratch, yw_off, n, cout_g, n, k, unit, identity, p1, p2)
                 for co in range(cout_g):
                     y_off = ((img * c_out + g * cout_g + co) * oh + orow) * ow + ocol
-                    _scatter(scratch, yw_off + co * n, n, pw, yf, y_off, ow, rows, cols, sh, sw, code, p1, p2)
+                    _scatter(scratch, yw_off + co * n, pw, yf, y_off, ow, rows, cols, sh, sw)
+        if code != IDENTITY:
+            size = c_out * oh * ow
+            activate_rows(yf, img * size, size, one, size, code, p1, p2)
 
 
 @njit(cache=True, fastmath=FASTMATH)
