@@ -83,11 +83,12 @@ def impulse_response(abar: np.ndarray, bbar: np.ndarray, length: int) -> np.ndar
     """
     h = np.zeros((length, bbar.shape[0]))
     v = np.asarray(bbar, np.float64)
-    for k in range(length):
-        if np.abs(v).max(initial=0.0) < NEGLIGIBLE:
-            break
-        h[k] = v
-        v = abar @ v
+    with np.errstate(over="ignore", invalid="ignore"):  # an unstable (Euler) LMU's response may overflow: inf
+        for k in range(length):
+            if np.abs(v).max(initial=0.0) < NEGLIGIBLE:
+                break
+            h[k] = v
+            v = abar @ v
     return h
 
 

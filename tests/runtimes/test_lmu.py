@@ -18,7 +18,7 @@ import edgekit
 from edgekit.errors import ModelError, UnsupportedOpError
 from edgekit.legendre import discretize, impulse_response
 from edgekit.runtimes.kernels import lmu as kl
-from edgekit.runtimes.ops.lmu import DOMAIN, choose_form
+from edgekit.runtimes.ops.lmu import DOMAIN, choose_form, is_bounded
 from oracle import make_model
 
 RTOL = 1e-5  # forms against each other and against float64: float32 storage dominates (~6e-8 seen)
@@ -144,15 +144,17 @@ def test_unstable_euler_parallel_equals_recurrent_frame_by_frame(order, theta, s
     # an impulse response past float64's range spreads NaN over every frame. Each frame must match
     # the recurrence relative to its own scale, and be finite wherever the recurrence is.
     u = np.random.default_rng(13).standard_normal((1, 1, steps)).astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        rec = run(lmu_model(1, steps, order, theta, mode="recurrent", discretization="euler"), u=u)[0]
-        par = run(lmu_model(1, steps, order, theta, mode="parallel", discretization="euler"), u=u)[0]
+    rec = run(lmu_model(1, steps, order, theta, mode="recurrent", discretization="euler"), u=u)[0]
+    par = run(lmu_model(1, steps, order, theta, mode="parallel", discretization="euler"), u=u)[0]
     finite = np.isfinite(rec).all(axis=1)[0]
     assert finite[:10].all()
     np.testing.assert_array_equal(np.isfinite(par).all(axis=1)[0], finite)
     scale = np.abs(rec[:, :, finite]).max(axis=1, keepdims=True)
     np.testing.assert_allclose(par[:, :, finite] / scale, rec[:, :, finite] / scale, rtol=0, atol=RTOL)
     assert choose_form("parallel", order, steps, False, stable=False) == "direct"
+    assert not is_bounded(impulse_response(*discretize(order, theta, "euler"), steps))
+    assert is_bounded(impulse_response(*discretize(256, 128.0), 10_000))  # stable: the FFT stays
+    assert is_bounded(impulse_response(*discretize(24, 200.0, "euler"), steps))
 
 
 def test_auto_picks_by_cost():
