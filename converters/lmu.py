@@ -80,6 +80,10 @@ class LMUFormerConfig:
             raise ModelError(f"LMUFormerConfig.reset must be 'hard' or 'soft', got {self.reset!r}")
         if self.discretization not in ("zoh", "euler"):
             raise ModelError(f"LMUFormerConfig.discretization must be 'zoh' or 'euler', got {self.discretization!r}")
+        for names, kind in ((("c_in", "dim", "order", "n_embed", "classes"), int), (("spiking", "lookahead"), bool),
+                            (("theta", "tau", "threshold"), float), (("reset", "discretization"), str)):
+            for name in names:  # NumPy scalars as Python ones: ONNX shapes and the JSON metadata take only those
+                object.__setattr__(self, name, kind(getattr(self, name)))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -6,7 +6,7 @@ the ONNX step model in onnxruntime == the same step model on edgekit's plan == t
 frame by frame; the StreamingSession with random chunk sizes == the full model; the running mean
 is a CumSum (a 20,000-frame sequence fits); a checkpoint resumed in a new session == the
 uninterrupted stream, and so is the stream after reset(); bad chunks raise InputError and leave
-the stream untouched; the config survives the .npz and the ONNX metadata.
+the stream untouched; the config survives the .npz and the ONNX metadata and takes NumPy scalars.
 
 Spiking models are compared through their logits, which a single flipped spike would move by far
 more than the tolerance. Float32 engines round differently from the float64 reference, so a
@@ -220,6 +220,18 @@ def test_config_roundtrip_and_errors(tmp_path):
             LMUFormerConfig.from_json(json.dumps({**json.loads(c.to_json()), **bad}))
     with pytest.raises(ModelError, match="not an LMUFormer"):
         to_step(to_step(model).step_model)
+
+
+def test_config_takes_numpy_scalars():
+    # NumPy ints, floats and bools pass the config's checks, so they must build as Python ones do.
+    plain = config(True, False, tau=3.0)
+    c = LMUFormerConfig(c_in=np.int64(3), dim=np.int32(8), order=np.int64(6), theta=np.float32(12.0),
+                        n_embed=np.int64(2), classes=np.int16(4), spiking=np.bool_(True), lookahead=np.bool_(False),
+                        tau=np.float64(3.0), threshold=np.int64(1))
+    assert c == plain and type(c.c_in) is int and type(c.theta) is float and type(c.spiking) is bool
+    assert LMUFormerConfig.from_json(c.to_json()) == plain
+    w = random_weights(plain, np.random.default_rng(0))
+    assert build_lmuformer(w, c).graph == build_lmuformer(w, plain).graph
 
 
 def test_euler_and_the_forms_streaming_session_takes(tmp_path):
