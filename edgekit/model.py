@@ -25,15 +25,27 @@ def load_model(model: ModelSource, check: bool = True) -> onnx.ModelProto:
             raise ModelError(f"model file {path!r} does not exist")
         with open(path, "rb") as f:
             proto = _parse(f.read(), repr(path))
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-            onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+        _load_external_data(proto, path)
     else:
         raise ModelError(
             f"cannot load a model from {type(model).__name__}: give a path, bytes or onnx.ModelProto"
         )
+    external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:  # (a path's external data is loaded by now)
+        raise ModelError(f"initializer(s) {external[:3]} are stored as external data, which only a model "
+                         f"loaded from its path can find: give the path of the .onnx file")
     if check:
         check_model(proto)
     return proto
+
+
+def _load_external_data(proto: onnx.ModelProto, path: str) -> None:
+    """Read the external data of ``proto`` from the files next to ``path``, raising ModelError when a
+    file is missing, too short or outside the model's directory."""
+    try:
+        onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+    except (onnx.checker.ValidationError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the external data of {path!r}: {exc}") from None
 
 
 def _parse(data: bytes, origin: str) -> onnx.ModelProto:

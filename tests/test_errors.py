@@ -51,6 +51,42 @@ def test_missing_file_and_wrong_type_raise_model_error(tmp_path):
         edgekit.InferenceSession(12345)
 
 
+def _external_model(tmp_path):
+    """A MatMul whose random weight lives in w.bin next to m.onnx, and a feed for it."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((16, 16)).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": ((2, 16), np.float32)}, ["y"], {"w": w})
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    return tmp_path / "m.onnx", w, rng.standard_normal((2, 16)).astype(np.float32)
+
+
+def test_external_data_loads_from_the_model_path(tmp_path):
+    path, w, x = _external_model(tmp_path)
+    np.testing.assert_allclose(edgekit.InferenceSession(str(path)).run(None, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["missing", "short", "outside"])
+def test_broken_external_data_raises_model_error(damage, tmp_path):
+    path, _, _ = _external_model(tmp_path)
+    if damage == "missing":
+        (tmp_path / "w.bin").unlink()
+    elif damage == "short":
+        (tmp_path / "w.bin").write_bytes(b"\0" * 10)
+    else:
+        model = onnx.load(path, load_external_data=False)
+        next(e for e in model.graph.initializer[0].external_data if e.key == "location").value = "../w.bin"
+        onnx.save(model, path)
+    with pytest.raises(ModelError, match="external data"):
+        edgekit.InferenceSession(str(path))
+
+
+def test_external_data_without_a_path_raises_model_error_saying_so(tmp_path):
+    path, _, _ = _external_model(tmp_path)
+    for source in (path.read_bytes(), onnx.load(path, load_external_data=False)):
+        with pytest.raises(ModelError, match="external data.*path"):
+            edgekit.InferenceSession(source)
+
+
 def test_model_failing_the_checker_raises_model_error():
     node = helper.make_node("Relu", ["x"], ["y"])
     graph = helper.make_graph([node, node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
