@@ -29,49 +29,51 @@ from .gemm import matmul_tiles
 from .simd import flat, vcopy
 
 FIELDS = ("batch", "channels", "height", "width", "groups", "out_channels", "out_height", "out_width",
-          "stride_h", "stride_w", "p_height", "p_width", "shift_h", "shift_w", "in_place", "phases", "activation")
+          "stride_h", "stride_w", "p_height", "p_width", "shift_h", "shift_w", "in_place", "row_phases", "col_phases",
+          "slot", "activation")
 """Leading fields of ConvTranspose's int64 ``plan``: P is p_height x p_width per channel, X sits at
-(shift_h, shift_w) in it. PHASE_FIELDS per phase follow, then the tap offsets of every phase."""
-PHASE_FIELDS = ("row0", "rows", "col0", "cols", "out_row0", "out_col0", "taps", "w_off", "b_first")
-"""Per phase: first P-grid row j_h and count, first column j_w and count, the output position of
-(row0, col0), taps per group (Cin/g * kernel taps of the phase), its offset in the packed weights,
-and the index of its first tap offset."""
+(shift_h, shift_w) in it; ``slot`` is the length of one output channel's rows in a phase's product.
+Then per row phase (row0, rows, out_row0), per column phase (col0, cols), per pair of them (taps,
+w_off, b_first), the source of every output column (``columns``, Wout entries), and the tap
+offsets of every pair."""
 
 
-def plan(fields: dict, phases: list[tuple[int, ...]], boffs: np.ndarray) -> np.ndarray:
-    """ConvTranspose's ``plan``: FIELDS by name, PHASE_FIELDS of each phase, then the tap offsets."""
-    head = [int(fields[f]) for f in FIELDS]
-    return np.array(head + [int(v) for p in phases for v in p] + [int(b) for b in boffs], np.int64)
+def plan(fields: dict, row_phases: list, col_phases: list, pairs: list, columns: np.ndarray,
+         boffs: np.ndarray) -> np.ndarray:
+    """ConvTranspose's ``plan``: FIELDS by name, then the phase records, ``columns`` and tap offsets."""
+    parts = [[int(fields[f]) for f in FIELDS]] + [list(r) for r in row_phases + col_phases + pairs]
+    return np.concatenate([np.array(p, np.int64) for p in parts] + [columns.astype(np.int64), boffs.astype(np.int64)])
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _scatter(yw, yw_off, pw, y, y_off, ow, rows, cols, sh, sw):
-    """y[y_off + r*sh*ow + c*sw] = yw[yw_off + r*pw + c] for one output channel of a phase."""
-    for r in range(rows):
-        src, dst = yw_off + r * pw, y_off + r * sh * ow
-        if sw == 1:
-            vcopy(y, dst, yw, src, cols)
-        elif sw == 2:  # a constant stride, so the loop vectorises
-            for c in range(cols):
-                y[dst + 2 * c] = yw[src + c]
-        else:
-            for c in range(cols):
-                y[dst + c * sw] = yw[src + c]
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _gather_row(prod, base, columns, y, dst, ow, sw):
+    """y[dst + o] = prod[base + columns[o]] for o < ow: a copy at stride 1 (one column phase), else a
+    gather (measured 1.4x faster than a two-way interleave loop at stride 2)."""
+    if sw == 1:
+        vcopy(y, dst, prod, base + columns[0], ow)
+    else:
+        for o in range(ow):
+            y[dst + o] = prod[base + columns[o]]
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
     """y = act(conv_transpose(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
 
-    ``w`` holds per phase and group W_phase (Cout/g, taps) row-major (offsets in ``plan``), ``bias``
-    Cout entries, ``params`` the activation's two parameters. ``scratch`` holds P (C * p_height *
-    p_width floats, its pad kept zero; absent when X is read in place) then one group's Y_phase.
+    ``w`` holds per phase pair and group W_phase (Cout/g, taps) row-major (offsets in ``plan``),
+    ``bias`` Cout entries, ``params`` the activation's two parameters. ``scratch`` holds P (C *
+    p_height * p_width floats, its pad kept zero; absent when X is read in place), then the products
+    of one row phase's column phases, one slot per output channel each. Every output row is then
+    gathered whole from them: y[.., o] = product[columns[o] + row offset].
     """
     n_img, c_in, h, wd, groups, c_out, oh, ow = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7]
-    sh, sw, ph, pw, mh, mw, in_place, n_phases, code = (plan[8], plan[9], plan[10], plan[11], plan[12], plan[13],
-                                                        plan[14], plan[15], plan[16])
-    nf = 9
-    boffs = plan[17 + n_phases * nf:]
+    sh, sw, ph, pw, mh, mw, in_place = plan[8], plan[9], plan[10], plan[11], plan[12], plan[13], plan[14]
+    n_rows, n_cols, slot, code = plan[15], plan[16], plan[17], plan[18]
+    rec_rows = 19
+    rec_cols = rec_rows + 3 * n_rows
+    rec_pairs = rec_cols + 2 * n_cols
+    columns = plan[rec_pairs + 3 * n_rows * n_cols:rec_pairs + 3 * n_rows * n_cols + ow]
+    boffs = plan[rec_pairs + 3 * n_rows * n_cols + ow:]
     p1, p2 = params[0], params[1]
     cin_g, cout_g = c_in // groups, c_out // groups
     plane = h * wd if in_place else ph * pw
@@ -86,20 +88,22 @@ def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
                 for i in range(h):
                     vcopy(scratch, c * plane + (mh + i) * pw + mw, xf, x_off + (c * h + i) * wd, wd)
             src, src_off = scratch, zero
-        for f in range(n_phases):
-            rec = 17 + f * nf
-            row0, rows, col0, cols, orow, ocol = plan[rec], plan[rec + 1], plan[rec + 2], plan[rec + 3], plan[rec + 4], \
-                plan[rec + 5]
-            k, w_off, b0 = plan[rec + 6], plan[rec + 7], plan[rec + 8]
-            n = (rows - 1) * pw + cols
-            taps = boffs[b0:b0 + k]
-            for g in range(groups):
-                b_add = src_off + g * cin_g * plane + row0 * pw + col0
-                matmul_tiles(wf, w_off + g * cout_g * k, k, one, src, taps, b_add, bias, g * cout_g, one, zero, unit,
-                             scratch, yw_off, n, cout_g, n, k, unit, identity, p1, p2)
+        for g in range(groups):
+            for fr in range(n_rows):
+                row0, rows, orow = plan[rec_rows + 3 * fr], plan[rec_rows + 3 * fr + 1], plan[rec_rows + 3 * fr + 2]
+                for fc in range(n_cols):
+                    col0, cols = plan[rec_cols + 2 * fc], plan[rec_cols + 2 * fc + 1]
+                    pair = rec_pairs + 3 * (fr * n_cols + fc)
+                    k, w_off, b0 = plan[pair], plan[pair + 1], plan[pair + 2]
+                    n = (rows - 1) * pw + cols
+                    b_add = src_off + g * cin_g * plane + row0 * pw + col0
+                    matmul_tiles(wf, w_off + g * cout_g * k, k, one, src, boffs[b0:b0 + k], b_add, bias, g * cout_g,
+                                 one, zero, unit, scratch, yw_off + fc * cout_g * slot, slot, cout_g, n, k, unit,
+                                 identity, p1, p2)
                 for co in range(cout_g):
-                    y_off = ((img * c_out + g * cout_g + co) * oh + orow) * ow + ocol
-                    _scatter(scratch, yw_off + co * n, pw, yf, y_off, ow, rows, cols, sh, sw)
+                    for r in range(rows):
+                        dst = ((img * c_out + g * cout_g + co) * oh + orow + r * sh) * ow
+                        _gather_row(scratch, yw_off + co * slot + r * pw, columns, yf, dst, ow, sw)
         if code != IDENTITY:
             size = c_out * oh * ow
             activate_rows(yf, img * size, size, one, size, code, p1, p2)

@@ -89,9 +89,14 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
     in_place = mh == mw == 0 and (ph, pw) == tuple(size)
     cin_g = c // groups
     wv = np.arange(int(np.prod(w.shape))).reshape(groups, cin_g, cout_g, kernel[0], kernel[1])  # W's flat indices
-    packed, records, boffs = [], [], []
-    for rh, taps_h, i0, i1 in rows:
-        for rw, taps_w, j0, j1 in cols:
+    slot = max(r[3] - r[2] for r in rows) * pw  # rows of the tallest row phase
+    columns = np.zeros(out[1], np.int64)  # output column -> its column phase's slot and column there
+    for fc, (rw, _, j0, j1) in enumerate(cols):
+        o = np.arange(j0, j1) * strides[1] + rw - begin[1]
+        columns[o] = fc * cout_g * slot + np.arange(j1 - j0)
+    packed, pairs, boffs = [], [], []
+    for rh, taps_h, _, _ in rows:
+        for rw, taps_w, _, _ in cols:
             th = np.array([t for t, _ in taps_h], np.int64)
             tw = np.array([t for t, _ in taps_w], np.int64)
             sub = wv[:, :, :, th][:, :, :, :, tw]  # (g, cin_g, cout_g, |th|, |tw|)
@@ -99,17 +104,17 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
             ci, dh, dw = np.meshgrid(np.arange(cin_g), [mh - m for _, m in taps_h], [mw - m for _, m in taps_w],
                                      indexing="ij")
             offs = (ci * (size[0] * size[1] if in_place else ph * pw) + dh * pw + dw).reshape(-1)
-            records.append((i0, i1 - i0, j0, j1 - j0, i0 * strides[0] + rh - begin[0], j0 * strides[1] + rw - begin[1],
-                            a.shape[2], sum(p.size for p in packed), sum(len(o) for o in boffs)))
+            pairs.append((a.shape[2], sum(p.size for p in packed), sum(len(o) for o in boffs)))
             packed.append(a.reshape(-1))
             boffs.append(offs)
-    widest = max(r[1] * pw for r in records)
-    scratch = np.zeros((0 if in_place else c * ph * pw) + cout_g * widest, np.float32)
+    scratch = np.zeros((0 if in_place else c * ph * pw) + len(cols) * cout_g * slot, np.float32)
     code, p1, p2 = fused_activation(node)
     plan = ku.plan(dict(batch=n, channels=c, height=size[0], width=size[1], groups=groups, out_channels=cout_g * groups,
                         out_height=out[0], out_width=out[1], stride_h=strides[0], stride_w=strides[1], p_height=ph,
-                        p_width=pw, shift_h=mh, shift_w=mw, in_place=in_place, phases=len(records), activation=code),
-                   records, np.concatenate(boffs))
+                        p_width=pw, shift_h=mh, shift_w=mw, in_place=in_place, row_phases=len(rows),
+                        col_phases=len(cols), slot=slot, activation=code),
+                   [(i0, i1 - i0, i0 * strides[0] + rh - begin[0]) for rh, _, i0, i1 in rows],
+                   [(j0, j1 - j0) for _, _, j0, j1 in cols], pairs, columns, np.concatenate(boffs))
     gather = np.concatenate(packed)  # packed weights = W.flat[gather]
     bias = In(2) if b is not None and not b.is_const else aligned_copy(
         np.zeros(cout_g * groups, np.float32) if b is None else b.value.reshape(-1), np.float32)
