@@ -28,10 +28,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from . import FASTMATH
-from .activation import IDENTITY, activate
+from .activation import IDENTITY, RELU, SIGMOID, TANH, activate
 from .gemm import matmul_tiles
 from .simd import flat
 
@@ -44,6 +46,39 @@ AFFINE, SCALED_TANH, THRESHOLDED_RELU, ELU, SOFTSIGN, SOFTPLUS = range(100, 106)
  WT, RT, BX, RBH, PW, XW, GATES, STATE_H, STATE_C, RH, HEAD) = range(24)
 ACTS = HEAD
 """Activation codes start here: three per direction (f, g, h), then W' and R' row offsets."""
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the low 32 bits of the integer ``bits`` (a bitcast,
+    vectorisable)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+LOG2E, LN2_HI, LN2_LO = np.float32(1.44269504), np.float32(0.693145752), np.float32(1.42860677e-06)
+EXP_LO, EXP_HI = np.float32(-87.0), np.float32(88.0)
+HALF, ONE, TWO = np.float32(0.5), np.float32(1.0), np.float32(2.0)
+C2, C3, C4, C5, C6 = (np.float32(1 / 2), np.float32(1 / 6), np.float32(1 / 24), np.float32(1 / 120),
+                      np.float32(1 / 720))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def fast_exp(x):
+    """exp(x) in float32 (relative error ~2e-7) without a libm call, so loops of it vectorise:
+    2^n * e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts), e^r by its degree-6
+    Taylor polynomial (|r| <= ln 2 / 2), 2^n from exponent bits. x is clamped to [-87, 88], NaN kept."""
+    x = EXP_LO if x < EXP_LO else EXP_HI if x > EXP_HI else x
+    n = np.floor(x * LOG2E + HALF)
+    r = (x - n * LN2_HI) - n * LN2_LO
+    p = ONE + r * (ONE + r * (C2 + r * (C3 + r * (C4 + r * (C5 + r * C6)))))
+    return p * _float_from_bits((np.int64(n) + 127) << 23)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -65,10 +100,32 @@ def _act(v, code, alpha, beta):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _clip(v, has_clip, clip):
+def _apply(a, off, n, code, alpha, beta):
+    """a[off:off + n] = act(a[off:off + n]) in place. The code is dispatched outside the loops, so
+    Sigmoid and Tanh (on fast_exp) and Relu vectorise."""
+    v = a[off:off + n]
+    if code == SIGMOID:
+        for j in range(n):
+            v[j] = ONE / (ONE + fast_exp(-v[j]))
+    elif code == TANH:
+        for j in range(n):
+            v[j] = ONE - TWO / (fast_exp(TWO * v[j]) + ONE)
+    elif code == RELU:
+        for j in range(n):
+            v[j] = activate(v[j], RELU, alpha, beta)
+    else:
+        for j in range(n):
+            v[j] = _act(v[j], code, alpha, beta)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _clip(a, off, n, has_clip, clip):
+    """Clip a[off:off + n] to [-clip, clip] in place when ``has_clip`` (NaN kept)."""
     if has_clip:
-        return min(max(v, -clip), clip)
-    return v
+        v = a[off:off + n]
+        for j in range(n):
+            x = v[j]
+            v[j] = -clip if x < -clip else clip if x > clip else x
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -99,6 +156,40 @@ def pack_weights(w, r, b, p, packed, plan):
 def _state_at(layout, d, b, dirs, batch, hid):
     """Offset of row (direction d, batch b) of a (D, B, H) or (B, D, H) state."""
     return (d * batch + b) * hid if layout == 0 else (b * dirs + d) * hid
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _lstm_cell(wk, g, xr, hp, cp, pk, pw, hid, peep, input_forget, has_clip, clip, cf, af, bf, cg, ag, bg, ch, ah, bh):
+    """One LSTM row: gates i, o, f, c at wk[g:], their X projection at wk[xr:], H and C at wk[hp:] and
+    wk[cp:] (updated in place), peepholes i, o, f at pk[pw:]. Each stage is a loop of its own, so the
+    activations vectorise; h(C') is computed in the c gate's place."""
+    for j in range(4 * hid):
+        wk[g + j] += wk[xr + j]
+    if peep:
+        for j in range(hid):
+            wk[g + j] += pk[pw + j] * wk[cp + j]
+            wk[g + 2 * hid + j] += pk[pw + 2 * hid + j] * wk[cp + j]
+    _clip(wk, g, hid, has_clip, clip)
+    _clip(wk, g + 2 * hid, 2 * hid, has_clip, clip)
+    _apply(wk, g, hid, cf, af, bf)
+    if input_forget:
+        for j in range(hid):
+            wk[g + 2 * hid + j] = ONE - wk[g + j]
+    else:
+        _apply(wk, g + 2 * hid, hid, cf, af, bf)
+    _apply(wk, g + 3 * hid, hid, cg, ag, bg)
+    for j in range(hid):
+        c_new = wk[g + 2 * hid + j] * wk[cp + j] + wk[g + j] * wk[g + 3 * hid + j]
+        wk[cp + j] = c_new
+        wk[g + 3 * hid + j] = c_new
+    if peep:
+        for j in range(hid):
+            wk[g + hid + j] += pk[pw + hid + j] * wk[cp + j]
+    _clip(wk, g + hid, hid, has_clip, clip)
+    _apply(wk, g + hid, hid, cf, af, bf)
+    _apply(wk, g + 3 * hid, hid, ch, ah, bh)
+    for j in range(hid):
+        wk[hp + j] = wk[g + hid + j] * wk[g + 3 * hid + j]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -153,11 +244,12 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
                 for bi in range(batch):  # z and r (kept in the gates), and r * H
                     g = g0 + bi * gh
                     xr = xw + (t * batch + bi if layout == 0 else bi * seq + t) * dgh + d * gh
-                    hp = h_at + bi * hid
                     for j in range(2 * hid):
-                        wk[g + j] = _act(_clip(wk[g + j] + wk[xr + j], has_clip, clip), cf, af, bf)
+                        wk[g + j] += wk[xr + j]
+                    _clip(wk, g, 2 * hid, has_clip, clip)
+                    _apply(wk, g, 2 * hid, cf, af, bf)
                     for j in range(hid):
-                        wk[rh + bi * hid + j] = wk[g + hid + j] * wk[hp + j]
+                        wk[rh + bi * hid + j] = wk[g + hid + j] * wk[h_at + bi * hid + j]
                 if flag == 0:
                     matmul_tiles(wk, rh, hid, one, pk, rt_offs, r_at + 2 * hid, wk, zero, zero, zero, fzero,
                                  wk, g0 + 2 * hid, gh, batch, hid, hid, fone, ident, fzero, fzero)
@@ -172,43 +264,29 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
                 xr = xw + (t * batch + bi if layout == 0 else bi * seq + t) * dgh + d * gh
                 hp = h_at + bi * hid
                 if kind == LSTM:
-                    cp = c_at + bi * hid
-                    pw = plan[PW] + d * 3 * hid
-                    for j in range(hid):
-                        c_prev = wk[cp + j]
-                        vi = wk[g + j] + wk[xr + j]
-                        vo = wk[g + hid + j] + wk[xr + hid + j]
-                        vf = wk[g + 2 * hid + j] + wk[xr + 2 * hid + j]
-                        vc = wk[g + 3 * hid + j] + wk[xr + 3 * hid + j]
-                        if peep:
-                            vi += pk[pw + j] * c_prev
-                            vf += pk[pw + 2 * hid + j] * c_prev
-                        gi = _act(_clip(vi, has_clip, clip), cf, af, bf)
-                        if flag:  # input_forget
-                            gf = 1.0 - gi
-                        else:
-                            gf = _act(_clip(vf, has_clip, clip), cf, af, bf)
-                        gc = _act(_clip(vc, has_clip, clip), cg, ag, bg)
-                        c_new = gf * c_prev + gi * gc
-                        if peep:
-                            vo += pk[pw + hid + j] * c_new
-                        go = _act(_clip(vo, has_clip, clip), cf, af, bf)
-                        h_new = go * _act(c_new, ch, ah, bh)
-                        wk[cp + j] = c_new
-                        wk[hp + j] = h_new
+                    _lstm_cell(wk, g, xr, hp, c_at + bi * hid, pk, plan[PW] + d * 3 * hid, hid, peep, flag,
+                               has_clip, clip, cf, af, bf, cg, ag, bg, ch, ah, bh)
                 elif kind == GRU:
-                    rb = plan[RBH] + d * hid
+                    gh_at = g + 2 * hid
+                    if flag == 0:
+                        for j in range(hid):
+                            wk[gh_at + j] += wk[xr + 2 * hid + j]
+                    else:
+                        rb = plan[RBH] + d * hid
+                        for j in range(hid):
+                            wk[gh_at + j] = wk[xr + 2 * hid + j] + wk[g + hid + j] * (wk[gh_at + j] + pk[rb + j])
+                    _clip(wk, gh_at, hid, has_clip, clip)
+                    _apply(wk, gh_at, hid, cg, ag, bg)
                     for j in range(hid):
                         z = wk[g + j]
-                        if flag == 0:
-                            vh = wk[g + 2 * hid + j] + wk[xr + 2 * hid + j]
-                        else:
-                            vh = wk[xr + 2 * hid + j] + wk[g + hid + j] * (wk[g + 2 * hid + j] + pk[rb + j])
-                        hh = _act(_clip(vh, has_clip, clip), cg, ag, bg)
-                        wk[hp + j] = (1.0 - z) * hh + z * wk[hp + j]
+                        wk[hp + j] = (ONE - z) * wk[gh_at + j] + z * wk[hp + j]
                 else:
                     for j in range(hid):
-                        wk[hp + j] = _act(_clip(wk[g + j] + wk[xr + j], has_clip, clip), cf, af, bf)
+                        wk[g + j] += wk[xr + j]
+                    _clip(wk, g, hid, has_clip, clip)
+                    _apply(wk, g, hid, cf, af, bf)
+                    for j in range(hid):
+                        wk[hp + j] = wk[g + j]
                 if want_y:
                     for j in range(hid):
                         yf[yo + j] = wk[hp + j]
