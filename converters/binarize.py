@@ -210,7 +210,8 @@ def _analyse(node: onnx.NodeProto, g: _Graph) -> tuple[_Layer | None, str | None
             return None, "its bias is not constant"
         kind = "conv"
     else:
-        if a.get("transA", 0) or w.ndim != 2:
+        rank = len(g.shapes.get(node.input[0], (0, 0)))  # (unknown: taken as 2-D, as a Gemm's input is)
+        if a.get("transA", 0) or w.ndim != 2 or rank != 2:
             return None, "only 2-D products with constant right-hand weights are binarized"
         rows = w if a.get("transB", 0) else w.T
         gemm_alpha = float(a.get("alpha", 1.0))

@@ -206,6 +206,24 @@ def test_matmul_and_gemm_heads(op):
     np.testing.assert_allclose(ort_session(to_float(converted)).run(None, {"x": x})[0], expected, rtol=RTOL, atol=1e-5)
 
 
+@pytest.mark.parametrize("x_shape", [[2, 4, 70], [70]])
+def test_matmul_of_other_than_2d_activations_stays_float_with_a_warning(x_shape):
+    """BinaryGemm takes [N, K]: a MatMul over a batch of sequences or a single vector stays a float MatMul."""
+    rng = np.random.default_rng(14)
+    w = (np.where(rng.random((70, 5)) < 0.5, -1.0, 1.0) * 0.5).astype(np.float32)
+    nodes = [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, x_shape[:-1] + [5])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    with pytest.warns(BinarizeWarning, match="'mm'.*only 2-D products"):
+        converted = binarize(model)
+    assert [n.op_type for n in converted.graph.node] == ["Sign", "MatMul"]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    np.testing.assert_array_equal(edgekit.InferenceSession(converted).run(None, {"x": x})[0],
+                                  ort_session(model).run(None, {"x": x})[0])
+
+
 def test_weights_not_plus_minus_alpha_stay_float_with_a_warning():
     rng = np.random.default_rng(8)
     model = network(rng, "Sign")
