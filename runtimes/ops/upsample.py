@@ -20,6 +20,7 @@ from .registry import In, Kernel, Out, Unsupported, aligned_copy, const_input, n
 
 
 def _text(node: Node, name: str, default: str) -> str:
+    """A string attribute (stored as bytes or str)."""
     value = node.attrs.get(name, default)
     return value.decode() if isinstance(value, bytes) else value
 
@@ -141,6 +142,8 @@ def _source(out: int, n: int, scale: np.float32, mode: str) -> np.ndarray:
     precision (float32; half_pixel_symmetric's last step in float64), so nearest ties agree."""
     f = np.float32
     x = np.arange(out, dtype=f)
+    if scale == 1:  # onnxruntime maps such an axis to itself whatever the mode
+        return x
     if mode == "half_pixel":
         return (x + f(0.5)) / scale - f(0.5)
     if mode == "pytorch_half_pixel":
@@ -156,10 +159,7 @@ def _source(out: int, n: int, scale: np.float32, mode: str) -> np.ndarray:
 
 
 def _nearest(coord: np.ndarray, n: int, rule: str, scale: np.float32) -> np.ndarray:
-    """Source index per output position: ``coord`` rounded by ``rule``, clamped into [0, n); an
-    axis of scale 1 maps to itself whatever the coordinate mode (as onnxruntime)."""
-    if scale == 1:
-        return np.arange(n, dtype=np.int64)
+    """Source index per output position: ``coord`` rounded by ``rule``, clamped into [0, n)."""
     coord = coord.astype(np.float64)  # rounding a float32 in float64 cannot carry
     away = np.where(coord >= 0, np.floor(coord + 0.5), np.ceil(coord - 0.5))  # std::round
     if rule == "round_prefer_floor":

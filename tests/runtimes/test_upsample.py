@@ -2,12 +2,14 @@
 
 ConvTranspose (1-D and 2-D): strides, dilations, explicit pads, output_padding, output_shape (a
 negative total padding included), auto_pad SAME_UPPER / SAME_LOWER / VALID, groups and depthwise,
-bias constant, absent or given at run time, weights given at run time, X read in place (kernel == stride) and phases no tap
-reaches (kernel 1, stride 2), batch > 1, dynamic batch and length in one session, opsets 9-17, and
-an activation fused into its epilogue. Resize: nearest with every coordinate mode and nearest_mode,
-by scales and by sizes, leading axes mapped (5-D, batch and channel scales); linear (1-D and 2-D)
-with every coordinate mode, up, down and mixed; opsets 10, 11, 13, 18 (axes) and 19; Upsample 7
-and 9. Every refused form raises UnsupportedOpError naming the node. Tolerances: ConvTranspose
+bias constant, absent or given at run time, weights given at run time, X read in place (kernel ==
+stride) and phases no tap reaches (kernel 1, stride 2), batch > 1, dynamic batch and length in one
+session, opsets 9-17, and an activation fused into its epilogue. Resize: nearest with every
+coordinate mode and nearest_mode, by scales and by sizes, leading axes mapped (5-D, batch and
+channel scales); linear (1-D and 2-D) with every coordinate mode, up, down and mixed; opsets 10,
+11, 13, 18 (axes) and 19; Upsample 7 and 9. Every refused form (3-D ConvTranspose; Resize cubic,
+tf_crop_and_resize, antialias, keep_aspect_ratio_policy, linear on a leading axis, non-float32
+input, scales at run time) raises UnsupportedOpError naming the node. Tolerances: ConvTranspose
 rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products in another order); Resize
 1e-5 (nearest copies exactly; linear is two float32 blends in another order than onnxruntime's).
 """
@@ -26,7 +28,8 @@ from oracle import assert_matches_ort, make_model, ort_session
 
 RTOL, ATOL = 1e-4, 1e-4
 RESIZE_TOL = 1e-5
-COORDINATES = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"]
+COORDINATES = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+               "tf_half_pixel_for_nn"]
 NEAREST_MODES = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
 
 
@@ -156,7 +159,7 @@ def _check_resize(model, x_shape, seed):
     assert_matches_ort(model, {"x": x}, RESIZE_TOL, RESIZE_TOL)
 
 
-@pytest.mark.parametrize("coordinates", COORDINATES + ["tf_half_pixel_for_nn"])
+@pytest.mark.parametrize("coordinates", COORDINATES)
 @pytest.mark.parametrize("rule", NEAREST_MODES)
 def test_resize_nearest_every_coordinate_and_rounding_mode(coordinates, rule):
     attrs = {"mode": "nearest", "coordinate_transformation_mode": coordinates, "nearest_mode": rule}
@@ -212,11 +215,16 @@ def test_resize_unsupported_forms_name_the_node(attrs, reason):
         edgekit.InferenceSession(model).run(None, {"x": np.ones((1, 2, 4, 4), np.float32)})
 
 
-def test_resize_refuses_linear_on_leading_axes_and_scales_at_run_time():
+def test_resize_refuses_linear_on_leading_axes_other_dtypes_and_scales_at_run_time():
     model = _resize_model((2, 3, 4, 4), [1, 2, 2, 2], mode="linear")
     with pytest.raises(UnsupportedOpError, match="'rs'.*linear Resize of axis 1"):
         edgekit.InferenceSession(model).run(None, {"x": np.ones((2, 3, 4, 4), np.float32)})
     node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="rs")
+    uint8 = helper.np_dtype_to_tensor_dtype(np.dtype(np.uint8))
+    model = make_model([node], {"x": ((1, 2, 4, 4), np.uint8)}, {"y": uint8}, {"s": np.array([1, 1, 2, 2], np.float32)},
+                       opset=13)
+    with pytest.raises(UnsupportedOpError, match="'rs'.*uint8"):
+        edgekit.InferenceSession(model).run(None, {"x": np.ones((1, 2, 4, 4), np.uint8)})
     model = make_model([node], {"x": ((1, 2, 4, 4), np.float32), "s": ((4,), np.float32)}, ["y"], opset=13)
     with pytest.raises(UnsupportedOpError, match="'rs'.*scales"):
         edgekit.InferenceSession(model).run(None, {"x": np.ones((1, 2, 4, 4), np.float32),
