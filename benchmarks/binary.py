@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
 from edgekit.benchmarks.timing import interleaved, machine, ort_session
+from edgekit.cli_args import positive_int
 from edgekit.converters.binarize import DOMAIN, pack_bits, unpack_bits
 from edgekit.converters.mst import CostModel, compress
 from edgekit.runtimes.kernels import binary as kernels
@@ -148,7 +149,7 @@ def calibrate(repeat: int) -> CostModel:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.binary", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=100, help="timed calls per engine and layer (default 100)")
+    parser.add_argument("--repeat", type=positive_int, default=100, help="timed calls per engine and layer (default 100)")
     parser.add_argument("--calibrate", action="store_true", help="fit and print the MST cost model constants")
     args = parser.parse_args(argv)
     kernels.set_threads(1)

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import onnx
 
+from edgekit.cli_args import positive_int
 from edgekit.converters import paramfree as pf
 from edgekit.errors import UnsupportedOpError
 
@@ -152,7 +153,7 @@ def model_table(repeat: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.paramfree", description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=200, help="timed calls per engine and model (default 200)")
+    parser.add_argument("--repeat", type=positive_int, default=200, help="timed calls per engine and model (default 200)")
     parser.add_argument("--only", choices=("pools", "strided", "blocks", "models"), help="run one table")
     args = parser.parse_args(argv)
     print(machine())
