@@ -6,8 +6,8 @@ bias constant, absent or given at run time, weights given at run time, X read in
 stride) and phases no tap reaches (kernel 1, stride 2), batch > 1, dynamic batch and length in one
 session, opsets 9-17, and an activation fused into its epilogue. Resize: nearest with every
 coordinate mode and nearest_mode, by scales and by sizes, leading axes mapped (5-D, batch and
-channel scales); linear (1-D and 2-D) with every coordinate mode, up, down and mixed; opsets 10,
-11, 13, 18 (axes) and 19; Upsample 7 and 9. Every refused form (3-D ConvTranspose; Resize cubic,
+channel scales); linear (1-D and 2-D) with every coordinate mode, up, down and mixed; dynamic
+batch and spatial dims; opsets 10, 11, 13, 18 (axes) and 19; Upsample 7 and 9. Every refused form (3-D ConvTranspose; Resize cubic,
 tf_crop_and_resize, antialias, keep_aspect_ratio_policy, linear on a leading axis, non-float32
 input, scales at run time) raises UnsupportedOpError naming the node. Tolerances: ConvTranspose
 rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products in another order); Resize
@@ -190,6 +190,15 @@ def test_resize_axes_and_leading_axes():
     _check_resize(_resize_model((2, 3, 5, 7), sizes=[8, 9], mode="nearest", axes=[-1, 1]), (2, 3, 5, 7), 1)
     _check_resize(_resize_model((2, 3, 4, 5, 7), [1, 1, 2, 2, 2], mode="nearest"), (2, 3, 4, 5, 7), 2)
     _check_resize(_resize_model((2, 3, 4, 5), [2, 0.5, 1, 1.5], mode="nearest"), (2, 3, 4, 5), 3)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_dynamic_dims(mode):
+    model = _resize_model(("n", 3, "h", "w"), [1, 1, 2, 1.5], mode=mode)
+    session = edgekit.InferenceSession(model)
+    for shape in [(1, 3, 4, 6), (2, 3, 5, 7), (1, 3, 4, 6)]:
+        x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+        assert_matches_ort(model, {"x": x}, RESIZE_TOL, RESIZE_TOL, session=session)
 
 
 @pytest.mark.parametrize("opset", [7, 9])
