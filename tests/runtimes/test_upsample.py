@@ -6,12 +6,13 @@ bias constant, absent or given at run time, weights given at run time, X read in
 stride) and phases no tap reaches (kernel 1, stride 2), batch > 1, dynamic batch and length in one
 session, opsets 9-17, and an activation fused into its epilogue. Resize: nearest with every
 coordinate mode and nearest_mode, by scales and by sizes, leading axes mapped (5-D, batch and
-channel scales); linear (1-D and 2-D) with every coordinate mode, up, down and mixed; dynamic
-batch and spatial dims; opsets 10, 11, 13, 18 (axes) and 19; Upsample 7 and 9. Every refused form
-(3-D ConvTranspose; Resize cubic, tf_crop_and_resize, antialias, keep_aspect_ratio_policy, linear on
-a leading axis, non-float32 input, scales at run time) raises UnsupportedOpError naming the node. Tolerances: ConvTranspose
-rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products in another order); Resize
-1e-5 (nearest copies exactly; linear is two float32 blends in another order than onnxruntime's).
+channel scales); linear (1-D and 2-D) with every coordinate mode, up, down and mixed; dynamic batch
+and spatial dims; opsets 10, 11, 13, 18 (axes) and 19; Upsample 7 and 9. Every refused form (3-D
+ConvTranspose; Resize cubic, tf_crop_and_resize, antialias, keep_aspect_ratio_policy, linear on a
+leading axis, non-float32 input, scales at run time) raises UnsupportedOpError naming the node.
+Tolerances: ConvTranspose rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products in
+another order); Resize 1e-5 (nearest copies exactly; linear is two float32 blends in another order
+than onnxruntime's).
 """
 import numpy as np
 import pytest
