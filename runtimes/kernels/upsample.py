@@ -9,14 +9,16 @@ columns ahead of it, so P[ci, j + M - m_k] = X[ci, j - m_k]) unless no tap shift
 stride, the usual U-Net up-convolution), and each phase's taps are rows of B at fixed offsets in P
 (``boffs``), so Y_phase (Cout/g, rows * Pw) = W_phase (Cout/g, Cin/g * taps) @ B runs on the gemm
 micro-kernel with the bias as its C; its rows are Pw wide (the extra columns read the next row
-and are dropped) and are scattered to Y[co, j_h*s_h + r_h - pad_top, j_w*s_w + r_w - pad_left]
-with the activation applied. A 1-D ConvTranspose is the 2-D one with a single row. Weights are
-packed per phase at plan time, or by a gather on every call when they are given at run time.
+and are never used). Output row j_h*s_h + r_h - pad_top interleaves the column phases of row phase
+r_h, so it is gathered whole from their products (contiguous stores; a copy at stride 1), and
+the activation is one pass over the image at the end. A 1-D ConvTranspose is the 2-D one with a
+single row. Weights are packed per phase at plan time, or by a gather on every call when they are
+given at run time.
 
 Resize: the last two axes (H, W) of the input are resampled by per-axis source indices computed
 once at plan time; leading axes keep their size, or, for nearest, map whole planes (``plane_map``).
-Nearest is a gather, y[p, i, j] = x[pm[p], ih[i], iw[j]] (a row equal to the previous one is a copy);
-linear is separable, (1 - a) * v0 + a * v1 along W into a scratch of H rows, then along H.
+Nearest is a gather, y[p, i, j] = x[pm[p], ih[i], iw[j]] (a row equal to the previous one is a
+copy); linear is separable, b0 * v0 + b1 * v1 along W into a scratch of H rows, then along H.
 """
 from __future__ import annotations
 
