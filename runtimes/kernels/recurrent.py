@@ -99,7 +99,7 @@ def _act(v, code, alpha, beta):
     return math.log(1.0 + math.exp(v))  # SOFTPLUS
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _apply(a, off, n, code, alpha, beta):
     """a[off:off + n] = act(a[off:off + n]) in place. The code is dispatched outside the loops, so
     Sigmoid and Tanh (on fast_exp) and Relu vectorise."""

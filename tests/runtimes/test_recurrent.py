@@ -1,18 +1,19 @@
 """LSTM, GRU and RNN against onnxruntime on random float32 inputs.
 
-Every op in every direction and both layouts (opset 14), at opsets 7, 14 and 22; B, initial states
-and LSTM peepholes given or omitted; sequence_lens shorter than the sequence and zero (constant and
-fed at run time); clip; LSTM input_forget; GRU linear_before_reset 0 and 1; activation lists with
-alphas and betas (one list for both directions, or one per direction); weights fed at run time;
-any subset of the outputs; one session over several sequence lengths and batch sizes; the forms
-edgekit refuses. Tolerance rtol 1e-4, atol 2e-5: float32 sums over a few tens of products per
-step, through up to 7 steps, with onnxruntime's sigmoid/tanh approximations.
+Every op in every direction and both layouts (opset 14; onnxruntime runs layout 0 only, so layout 1
+is compared with its layout-0 twin), at opsets 7, 14 and 22; B, initial states (fed or constant)
+and LSTM peepholes given or omitted; infinite and huge inputs; sequence_lens shorter than the
+sequence and zero (constant and fed at run time); clip; LSTM input_forget; GRU linear_before_reset
+0 and 1; activation lists with alphas and betas; weights fed at run time; any subset of the
+outputs; one session over several sequence lengths and batch sizes; the forms edgekit refuses.
+Tolerance rtol 1e-4, atol 2e-5: float32 sums over a few tens of products per step, through up to 7
+steps, with onnxruntime's sigmoid/tanh approximations.
 """
 import itertools
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import edgekit
 import edgekit.runtimes.ops.recurrent  # noqa: F401  (registration)
@@ -100,6 +101,25 @@ def test_optional_inputs_omitted(op):
     """No B, no initial states, no peepholes: zeros."""
     for direction, layout in itertools.product(["forward", "bidirectional"], [0, 1]):
         _check(_case(op, direction, layout=layout, bias=False, h0=False, c0=False, peep=False))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_constant_initial_states(op):
+    """initial_h and initial_c as initializers (torch exports them computed from X's shape, folded)."""
+    model, feeds, _ = _case(op, "bidirectional", seed=10)
+    for name in ("h0", "c0"):
+        if name in feeds:
+            model.graph.initializer.append(numpy_helper.from_array(feeds.pop(name), name))
+            model.graph.input.remove(next(i for i in model.graph.input if i.name == name))
+    assert_matches_ort(model, feeds, RTOL, ATOL)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_saturating_inputs(op):
+    """Infinite and huge inputs: gates saturate to 0 or 1 (the exponential is clamped, not overflowed)."""
+    model, feeds, _ = _case(op, "bidirectional", seed=11)
+    feeds["x"][1, 0, 2], feeds["x"][2, 1, 0], feeds["x"][3, 2, 1] = np.inf, -1e30, 1e4
+    assert_matches_ort(model, feeds, RTOL, ATOL)
 
 
 @pytest.mark.parametrize("lens_fed", [False, True])
@@ -208,9 +228,13 @@ def test_larger_lstm_matches():
 
 @pytest.mark.parametrize("attrs,match", [
     ({"activations": ["Sigmoid", "Gelu"]}, "activation 'Gelu'"),
+    ({"opset": 6}, "before opset 7"),
 ])
 def test_unsupported_forms_name_the_node(attrs, match):
-    model, _, _ = _case("GRU", **attrs)
+    attrs = dict(attrs)
+    opset = attrs.pop("opset", 14)
+    model, _, _ = _case("GRU", opset=max(opset, 7), **attrs)
+    model.opset_import[0].version = opset  # GRU-3 (onnx's shape inference gives no shapes before 7)
     with pytest.raises(UnsupportedOpError, match=match) as err:
         edgekit.InferenceSession(model).run(None, {"x": np.zeros((5, 3, 4), np.float32)})
     assert "rnn0" in str(err.value)
