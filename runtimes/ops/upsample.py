@@ -1,9 +1,10 @@
 """Upsampling ops: ConvTranspose (1-D and 2-D), Resize (opsets 10-19, nearest and linear) and the
 deprecated Upsample (7, 9), bound once to ``kernels.upsample`` (see its docstring).
 
-ConvTranspose pads follow onnxruntime: with ``output_shape`` or auto_pad SAME_* the total padding
-s*(L-1) + output_padding + dilated kernel - Out is split with the extra one at the end for
-SAME_UPPER and at the beginning otherwise, and a negative total extends the end (bias only).
+ConvTranspose pads follow onnxruntime: with ``output_shape`` or auto_pad SAME_* (Out = L*s, or the
+full output s*(L-1) + output_padding + dilated kernel when shorter) the total padding full - Out is
+split with the extra one at the end for SAME_UPPER and at the beginning otherwise, and a negative
+total (an output_shape past the full output) extends the end with bias-only columns.
 Resize source coordinates follow onnxruntime's formulas at its precision (float32), so nearest
 picks the same pixel at ties; Resize-10 and Upsample use asymmetric coordinates and, for nearest, floor
 (ceil when downsampling), as onnxruntime does.
@@ -37,7 +38,8 @@ def _geometry(node: Node, size: list[int], span: list[int], strides: list[int]) 
         raise Unsupported(f"auto_pad {auto!r}")
     shape = node.attrs.get("output_shape")
     if shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
-        out = [int(v) for v in shape][-nd:] if shape is not None else [n * s for n, s in zip(size, strides)]
+        same = [min(n * s, f) for n, s, f in zip(size, strides, full)]  # L*s, or the full output when shorter
+        out = [int(v) for v in shape][-nd:] if shape is not None else same
         totals = [f - o for f, o in zip(full, out)]
         begin = [0 if t <= 0 else t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in totals]
         return begin, out

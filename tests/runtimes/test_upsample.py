@@ -1,18 +1,18 @@
 """ConvTranspose, Resize and Upsample against onnxruntime on random float32 inputs.
 
 ConvTranspose (1-D and 2-D): strides, dilations, explicit pads, output_padding, output_shape (a
-negative total padding included), auto_pad SAME_UPPER / SAME_LOWER / VALID, groups and depthwise,
-bias constant, absent or given at run time, weights given at run time, X read in place (kernel ==
-stride) and phases no tap reaches (kernel 1, stride 2), batch > 1, dynamic batch and length in one
-session, opsets 9-17, and an activation fused into its epilogue. Resize: nearest with every
-coordinate mode and nearest_mode, by scales and by sizes, leading axes mapped (5-D, batch and
-channel scales); linear (1-D and 2-D) with every coordinate mode, up, down and mixed; dynamic batch
-and spatial dims; opsets 10, 11, 13, 18 (axes) and 19; Upsample 7 and 9. Every refused form (3-D
-ConvTranspose; Resize cubic, tf_crop_and_resize, antialias, keep_aspect_ratio_policy, linear on a
-leading axis, non-float32 input, scales at run time) raises UnsupportedOpError naming the node.
-Tolerances: ConvTranspose rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products in
-another order); Resize 1e-5 (nearest copies exactly; linear is two float32 blends in another order
-than onnxruntime's).
+negative total padding included), auto_pad SAME_UPPER / SAME_LOWER (also where the full output is
+shorter than L*s) / VALID, groups and depthwise, bias constant, absent or given at run time, weights
+given at run time, X read in place (kernel == stride) and phases no tap reaches (kernel 1, stride
+2), batch > 1, dynamic batch and length in one session, opsets 9-17, and an activation fused into
+its epilogue. Resize: nearest with every coordinate mode and nearest_mode, by scales and by sizes,
+leading axes mapped (5-D, batch and channel scales); linear (1-D and 2-D) with every coordinate
+mode, up, down and mixed; dynamic batch and spatial dims; opsets 10, 11, 13, 18 (axes) and 19;
+Upsample 7 and 9. Every refused form (3-D ConvTranspose; Resize cubic, tf_crop_and_resize,
+antialias, keep_aspect_ratio_policy, linear on a leading axis, non-float32 input, scales at run
+time) raises UnsupportedOpError naming the node. Tolerances: ConvTranspose rtol 1e-4, atol 1e-4
+(float32 sums of up to a few hundred products in another order); Resize 1e-5 (nearest copies
+exactly; linear is two float32 blends in another order than onnxruntime's).
 """
 import numpy as np
 import pytest
@@ -57,6 +57,8 @@ CONV_TRANSPOSE_CASES = [  # (x shape, w shape, attributes)
     ((1, 2, 5), (2, 3, 3), {"strides": [2], "auto_pad": "SAME_UPPER"}),
     ((1, 2, 5), (2, 3, 3), {"strides": [2], "auto_pad": "SAME_LOWER", "output_padding": [1]}),
     ((1, 2, 5), (2, 3, 3), {"strides": [2], "auto_pad": "VALID"}),
+    ((2, 9, 5), (9, 3, 1), {"strides": [3], "group": 3, "auto_pad": "SAME_LOWER"}),  # full output < L*s
+    ((2, 6, 3, 4), (6, 2, 1, 2), {"strides": [3, 2], "group": 2, "output_padding": [1, 1], "auto_pad": "SAME_UPPER"}),
     ((2, 6, 8), (6, 1, 4), {"strides": [2], "pads": [1, 1], "group": 6}),  # depthwise
     ((2, 8, 16), (8, 4, 2), {"strides": [2]}),  # kernel == stride: X read in place
     ((2, 3, 6, 5), (3, 4, 2, 2), {"strides": [2, 2]}),  # the U-Net up-convolution, in place
