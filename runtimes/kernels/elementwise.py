@@ -24,6 +24,8 @@ from numba import literal_unroll, literally, njit
 from numba.core import types
 from numba.extending import intrinsic
 
+from edgekit.errors import InputError
+
 from . import FASTMATH
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU,
@@ -105,6 +107,8 @@ def _binop(x, y, code):
     if code == DIV:
         return x / y
     if code == IDIV:
+        if y == 0:
+            raise InputError("integer Div by zero: a divisor fed at run time is 0")
         q = x // y
         return q + 1 if q < 0 and q * y != x else q
     if code == POW:

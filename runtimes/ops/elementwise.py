@@ -102,6 +102,8 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     _check_dtype(node, a.dtype)
     if b.dtype != a.dtype and node.op_type != "Pow":
         raise Unsupported(f"{node.op_type} of {a.dtype} and {b.dtype}")
+    if node.op_type == "Div" and a.dtype.kind in "iu" and b.is_const and not b.value.all():
+        raise ValueError("integer Div by zero: the constant divisor holds a 0")
     b_shape = _legacy_shape(node, a.shape, b.shape, opset)
     folded = _fold(node, [a.value, None if b.value is None else b.value.reshape(b_shape)])
     if folded is not None:

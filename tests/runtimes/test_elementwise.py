@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgekit
-from edgekit.errors import UnsupportedOpError
+from edgekit.errors import InputError, ModelError, UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
 RTOL, ATOL = 1e-6, 1e-6
@@ -62,6 +62,27 @@ def test_int64_arithmetic_truncates_like_onnxruntime(op):
     b = rng.integers(1, 9, (4,)).astype(np.int64) * rng.choice([-1, 1], 4)
     _check(op, {"a": a, "b": b}, out_type=TensorProto.INT64, rtol=0, atol=0)
     _check(op, {"a": a}, inits={"b": b}, out_type=TensorProto.INT64, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_integer_division_by_zero_raises_like_onnxruntime(dtype):
+    """onnxruntime refuses an integer Div by zero; edgekit raises InputError for a fed divisor and
+    ModelError naming the node for a constant one (also when the node folds), never a silent 0."""
+    rng = np.random.default_rng(12)
+    a = rng.integers(-50, 50, (2, 3)).astype(dtype)
+    b = rng.integers(1, 9, (3,)).astype(dtype)
+    b[1] = 0
+    node = helper.make_node("Div", ["a", "b"], ["y"], name="ratio")
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    model = make_model([node], {"a": (a.shape, dtype), "b": (b.shape, dtype)}, {"y": elem})
+    with pytest.raises(InputError, match="Div by zero"):
+        edgekit.InferenceSession(model).run(None, {"a": a, "b": b})
+    model = make_model([node], {"a": (a.shape, dtype)}, {"y": elem}, {"b": b})
+    with pytest.raises(ModelError, match="'ratio'.*by zero"):
+        edgekit.InferenceSession(model)
+    folded = make_model([node, helper.make_node("Neg", ["y"], ["z"])], {"u": ((1,), dtype)}, {"z": elem}, {"a": a, "b": b})
+    with pytest.raises(ModelError, match="'ratio'.*by zero"):
+        edgekit.InferenceSession(folded)
 
 
 def test_int64_constant_arithmetic_folds():
