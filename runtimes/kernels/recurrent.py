@@ -99,10 +99,11 @@ def _act(v, code, alpha, beta):
     return math.log(1.0 + math.exp(v))  # SOFTPLUS
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _apply(a, off, n, code, alpha, beta):
     """a[off:off + n] = act(a[off:off + n]) in place. The code is dispatched outside the loops, so
-    Sigmoid and Tanh (on fast_exp) and Relu vectorise."""
+    Sigmoid and Tanh (on fast_exp) and Relu vectorise (numpy's error model: Python's check of
+    division by zero keeps a loop with a division scalar)."""
     v = a[off:off + n]
     if code == SIGMOID:
         for j in range(n):
