@@ -558,15 +558,17 @@ def _float_form(n: onnx.NodeProto, consts: dict, renamed: dict) -> tuple[list, l
         tensors.append(numpy_helper.from_array(signs.astype(np.float32), f"{name}::w_pm1"))
         nodes.append(helper.make_node("Gemm", [xb, f"{name}::w_pm1"], [dot], transB=1))
     y = n.output[0]
+    shape = (1, m, 1, 1) if n.op_type == "BinaryConv" else (1, m)  # per channel: axis 1
     if mode == "float":
         bias = n.input[4] if len(n.input) > 4 and n.input[4] else None
         scaled = f"{name}::scaled" if bias else y
-        nodes.append(helper.make_node("Mul", [dot, n.input[3]], [scaled]))
+        tensors.append(numpy_helper.from_array(consts[n.input[3]].reshape(shape), f"{name}::scale_c"))
+        nodes.append(helper.make_node("Mul", [dot, f"{name}::scale_c"], [scaled]))
         if bias:
-            nodes.append(helper.make_node("Add", [scaled, bias], [y]))
+            tensors.append(numpy_helper.from_array(consts[bias].reshape(shape), f"{name}::bias_c"))
+            nodes.append(helper.make_node("Add", [scaled, f"{name}::bias_c"], [y]))
     else:
         t = consts[n.input[2]].astype(np.float32)
-        shape = (1, m, 1, 1) if n.op_type == "BinaryConv" else (1, m)
         tensors.append(numpy_helper.from_array(t.reshape(shape), f"{name}::t_float"))
         out = f"{y}::pm1" if mode == "packed" else y
         nodes += [helper.make_node("Less", [dot, f"{name}::t_float"], [f"{name}::below"]),

@@ -163,6 +163,29 @@ def test_packed_one_pixel_conv_output_into_a_gemm():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("hw", [5, 6])
+def test_float_output_conv_in_the_float_export(hw):
+    """A binary conv with no binarizer after it writes scale * dot + bias per channel (axis 1): the
+    float export broadcasts them over NCHW (hw = 6 = M would hide a broadcast over the width)."""
+    rng = np.random.default_rng(16)
+    w = (np.where(rng.random((6, 7, 3, 3)) < 0.5, -1.0, 1.0) * 0.25).astype(np.float32)
+    bn = [rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32),
+          rng.standard_normal(6).astype(np.float32), (rng.random(6) + 0.5).astype(np.float32)]
+    nodes = [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Conv", ["s", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "float_out", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 7, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6, hw, hw])],
+                              [numpy_helper.from_array(v, k) for k, v in zip("wgbmv", [w] + bn)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    converted = binarize(model)
+    assert [n.op_type for n in converted.graph.node] == ["BinaryConv"]
+    x = rng.standard_normal((2, 7, hw, hw)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ort_session(to_float(converted)).run(None, {"x": x})[0], expected, rtol=RTOL, atol=1e-5)
+    np.testing.assert_allclose(edgekit.InferenceSession(converted).run(None, {"x": x})[0], expected, rtol=RTOL,
+                               atol=1e-5)
+
+
 def test_bipolarquant_network_matches_its_where_form():
     rng = np.random.default_rng(2)
     model = network(rng, "BipolarQuant")
