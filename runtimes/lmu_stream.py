@@ -97,8 +97,11 @@ def _structure(step: onnx.ModelProto) -> dict:
     try:
         s = json.loads({p.key: p.value for p in step.metadata_props}[STEP_KEY])
         out = {key: int(s[key]) for key in ("c_in", "dim", "order", "classes", "n_embed", "delay")}
-        out.update(spiking=bool(s["spiking"]), reset=str(s["reset"]), tau=float(s["tau"]),
+        out.update(spiking=s["spiking"], reset=str(s["reset"]), tau=float(s["tau"]),
                    threshold=float(s["threshold"]), weights=dict(s["weights"]))
+        if not isinstance(out["spiking"], bool) or out["delay"] not in (0, out["n_embed"]) or \
+                not all(isinstance(name, str) for name in out["weights"].values()):
+            raise ValueError("spiking must be true or false, delay 0 or n_embed, and weights map roles to names")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"LMUFormer step model: malformed {STEP_KEY!r} metadata ({exc!r}); rebuild the step "
                          "model with edgekit.converters.lmu.to_step") from None

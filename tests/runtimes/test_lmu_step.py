@@ -111,7 +111,10 @@ def test_inconsistent_step_model_raises():
 
 
 @pytest.mark.parametrize("edit", [lambda d: d.pop("c_in"), lambda d: d.update(weights=None),
-                                  lambda d: d.update(dim="x")], ids=["missing key", "null weights", "text size"])
+                                  lambda d: d.update(dim="x"), lambda d: d["weights"].update(head=["head.proj.w"]),
+                                  lambda d: d.update(delay=-5), lambda d: d.update(spiking="no")],
+                         ids=["missing key", "null weights", "text size", "listed name", "negative delay",
+                              "text flag"])
 def test_malformed_step_metadata_raises(edit):
     c, sm = lmuformer(False, False, seed=8)
     prop = next(p for p in sm.step_model.metadata_props if p.key == STEP_KEY)
