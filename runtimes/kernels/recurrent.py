@@ -13,7 +13,9 @@ recurrence then runs per direction and step t on the batch rows: gates = H @ R'^
   GRU:  z = f(g_z), r = f(g_r), h = g(x_h + (r H) @ Rh^T + Rb_h) (linear_before_reset 0) or
         g(x_h + r (H @ Rh^T + Rb_h)) (1), H' = (1 - z) h + z H
   RNN:  H' = f(g)
-with every pre-activation clipped to [-clip, clip] when clip is set. A batch row b is active at steps
+with every pre-activation clipped to [-clip, clip] when clip is set. Sigmoid and Tanh run on
+``fast_exp`` (vectorised; within 2e-7 of exact, as onnxruntime's own approximations are), the other
+activations on libm. A batch row b is active at steps
 t < lens[b] (read in reverse order by a reverse direction): inactive steps write zeros to Y and keep
 the state; a row of length 0 ends with zero final states, as onnxruntime does.
 
@@ -193,6 +195,30 @@ def _lstm_cell(wk, g, xr, hp, cp, pk, pw, hid, peep, input_forget, has_clip, cli
         wk[hp + j] = wk[g + hid + j] * wk[g + 3 * hid + j]
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _gru_cell(wk, g, xr, hp, pk, rb, hid, linear_before_reset, has_clip, clip, cg, ag, bg):
+    """One GRU row after its z and r: gates z, r (activated), h (H @ Rh^T or (r H) @ Rh^T) at wk[g:],
+    the X projection at wk[xr:], H at wk[hp:] (updated in place), Rb_h at pk[rb:]."""
+    gh_at = g + 2 * hid
+    if linear_before_reset:
+        for j in range(hid):
+            wk[gh_at + j] = wk[xr + 2 * hid + j] + wk[g + hid + j] * (wk[gh_at + j] + pk[rb + j])
+    else:
+        for j in range(hid):
+            wk[gh_at + j] += wk[xr + 2 * hid + j]
+    _clip(wk, gh_at, hid, has_clip, clip)
+    _apply(wk, gh_at, hid, cg, ag, bg)
+    for j in range(hid):
+        z = wk[g + j]
+        wk[hp + j] = (ONE - z) * wk[gh_at + j] + z * wk[hp + j]
+
+
+@njit(inline="always")
+def _xw_row(layout, t, b, seq, batch):
+    """Row of XW (and of X) holding step t of batch row b."""
+    return t * batch + b if layout == 0 else b * seq + t
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan, params):
     """ONNX LSTM / GRU / RNN over the whole sequence (see module); w, r, b, p are read only when
@@ -244,7 +270,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
             if kind == GRU:
                 for bi in range(batch):  # z and r (kept in the gates), and r * H
                     g = g0 + bi * gh
-                    xr = xw + (t * batch + bi if layout == 0 else bi * seq + t) * dgh + d * gh
+                    xr = xw + _xw_row(layout, t, bi, seq, batch) * dgh + d * gh
                     for j in range(2 * hid):
                         wk[g + j] += wk[xr + j]
                     _clip(wk, g, 2 * hid, has_clip, clip)
@@ -262,25 +288,13 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
                             yf[yo + j] = 0.0
                     continue
                 g = g0 + bi * gh
-                xr = xw + (t * batch + bi if layout == 0 else bi * seq + t) * dgh + d * gh
+                xr = xw + _xw_row(layout, t, bi, seq, batch) * dgh + d * gh
                 hp = h_at + bi * hid
                 if kind == LSTM:
                     _lstm_cell(wk, g, xr, hp, c_at + bi * hid, pk, plan[PW] + d * 3 * hid, hid, peep, flag,
                                has_clip, clip, cf, af, bf, cg, ag, bg, ch, ah, bh)
                 elif kind == GRU:
-                    gh_at = g + 2 * hid
-                    if flag == 0:
-                        for j in range(hid):
-                            wk[gh_at + j] += wk[xr + 2 * hid + j]
-                    else:
-                        rb = plan[RBH] + d * hid
-                        for j in range(hid):
-                            wk[gh_at + j] = wk[xr + 2 * hid + j] + wk[g + hid + j] * (wk[gh_at + j] + pk[rb + j])
-                    _clip(wk, gh_at, hid, has_clip, clip)
-                    _apply(wk, gh_at, hid, cg, ag, bg)
-                    for j in range(hid):
-                        z = wk[g + j]
-                        wk[hp + j] = (ONE - z) * wk[gh_at + j] + z * wk[hp + j]
+                    _gru_cell(wk, g, xr, hp, pk, plan[RBH] + d * hid, hid, flag, has_clip, clip, cg, ag, bg)
                 else:
                     for j in range(hid):
                         wk[g + j] += wk[xr + j]
