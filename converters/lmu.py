@@ -95,6 +95,9 @@ class LMUFormerConfig:
             d = dict(text) if isinstance(text, Mapping) else json.loads(text)
         except (TypeError, ValueError) as exc:
             raise ModelError(f"LMUFormer config is not valid JSON: {exc}") from None
+        if not isinstance(d, dict):
+            raise ModelError(f"LMUFormer config must be a JSON object (keys {[f.name for f in fields(cls)]}), "
+                             f"got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         if set(d) - known:
             raise ModelError(f"unknown LMUFormer config keys {sorted(set(d) - known)}; expected {sorted(known)}")

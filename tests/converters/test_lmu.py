@@ -222,6 +222,16 @@ def test_config_roundtrip_and_errors(tmp_path):
         to_step(to_step(model).step_model)
 
 
+@pytest.mark.parametrize("text", ["5", "null", "[1, 2]", '"abc"'])
+def test_config_that_is_not_a_json_object(tmp_path, text):
+    with pytest.raises(ModelError, match="JSON object"):
+        LMUFormerConfig.from_json(text)
+    path = tmp_path / "lmu.npz"
+    np.savez(path, config=np.array(text))
+    with pytest.raises(ModelError, match="JSON object"):
+        load_npz(path)
+
+
 def test_config_takes_numpy_scalars():
     # NumPy ints, floats and bools pass the config's checks, so they must build as Python ones do.
     plain = config(True, False, tau=3.0)
