@@ -139,13 +139,18 @@ COORDINATES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "alig
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple")
 
 
-def _source(out: int, n: int, scale: np.float32, mode: str) -> np.ndarray:
+def _source(out: int, n: int, scale: np.float32, mode: str, sized: bool) -> np.ndarray:
     """Source coordinate of every output position of one axis: onnxruntime's formulas at its
-    precision (float32; half_pixel_symmetric's last step in float64), so nearest ties agree."""
+    precision (float32; half_pixel_symmetric's last step in float64), so nearest ties agree. For
+    an output given by ``sizes``, asymmetric and tf_half_pixel_for_nn ties agree with onnxruntime
+    when computed exactly, x * n / out (measured over 1,160 size pairs and rounding modes: 1
+    disagreement instead of 7)."""
     f = np.float32
     x = np.arange(out, dtype=f)
     if scale == 1:  # onnxruntime maps such an axis to itself whatever the mode
         return x
+    if sized and mode in ("asymmetric", "tf_half_pixel_for_nn"):
+        return (np.arange(out) + (0.5 if mode == "tf_half_pixel_for_nn" else 0.0)) * n / out
     if mode == "half_pixel":
         return (x + f(0.5)) / scale - f(0.5)
     if mode == "pytorch_half_pixel":
@@ -205,7 +210,8 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
     scale2 = [np.float32(1)] * (2 - rank) + scale
     lead, (h, w), (oh, ow) = shape[:-2], shape[-2:], out2[-2:]
     if mode == "nearest":
-        idx = [_nearest(_source(o, i, s, coordinates), i, rule, s) for o, i, s in zip(out2, shape, scale2)]
+        idx = [_nearest(_source(o, i, s, coordinates, sizes is not None), i, rule, s)
+               for o, i, s in zip(out2, shape, scale2)]
         grid = np.ix_(*idx[:-2]) if lead else ()
         plane_map = np.ravel_multi_index(grid, lead).reshape(-1) if lead else np.zeros(1, np.int64)
         plan = np.array([plane_map.size, h, w, oh, ow], np.int64)
@@ -214,7 +220,7 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
     moved = [a - max(0, 2 - rank) for a, (i, o) in enumerate(zip(shape[:-2], out2[:-2])) if i != o]
     if moved:
         raise Unsupported(f"linear {node.op_type} of axis {moved[0]} (edgekit interpolates the last two axes only)")
-    (h0, h1, bh0, bh1), (w0, w1, bw0, bw1) = (_linear(_source(o, i, s, coordinates), i)
+    (h0, h1, bh0, bh1), (w0, w1, bw0, bw1) = (_linear(_source(o, i, s, coordinates, sizes is not None), i)
                                               for o, i, s in zip(out2[-2:], shape[-2:], scale2[-2:]))
     planes = int(np.prod(lead, dtype=np.int64))
     plan = np.array([planes, h, w, oh, ow], np.int64)
