@@ -74,8 +74,25 @@ def _arg(inputs: list, index: int, name: str, shape: tuple[int, ...], dtype: np.
     return (np.array(t.value, dtype) if t.is_const else In(index)), True
 
 
+def _plan(kind: int, seq: int, batch: int, inp: int, hid: int, dirs: int, gates: int, flags: tuple,
+          codes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's int64 plan (fields of kernels.recurrent) and its aligned ``packed`` and ``work``
+    buffers; ``flags`` are (layout, reverse, want_y, pack, has_clip, peep, input_forget or
+    linear_before_reset)."""
+    gh = gates * hid
+    dgh = dirs * gh
+    packed_at = np.cumsum([0, inp * dgh, dirs * hid * gh, dgh, dirs * hid, dirs * 3 * hid])  # W', R', bias, Rb_h, P
+    work_at = np.cumsum([0, seq * batch * dgh, batch * gh, dirs * batch * hid, dirs * batch * hid, batch * hid])
+    head = [kind, seq, batch, inp, hid, dirs, *flags, *packed_at[:5], *work_at[:5]]
+    plan = np.array(head + codes + list(np.arange(inp) * dgh) + list(np.arange(hid) * gh), np.int64)
+    packed = aligned_bytes(4 * int(packed_at[-1])).view(np.float32)
+    work = aligned_bytes(4 * int(work_at[-1])).view(np.float32)
+    return plan, packed, work
+
+
 @register("LSTM", "GRU", "RNN")
 def build_recurrent(node: Node, inputs: list, opset: int) -> Kernel:
+    """One ``recurrent_kernel`` step; absent optional inputs become zeros (lengths: the sequence)."""
     op = node.op_type
     if opset < 7:
         raise Unsupported(f"{op} before opset 7 (onnxruntime runs it from opset 7)")
@@ -107,8 +124,9 @@ def build_recurrent(node: Node, inputs: list, opset: int) -> Kernel:
     c0, _ = _arg(inputs, 6, "initial_c", state) if op == "LSTM" else (np.zeros(state, F32), False)
     p, peep = _arg(inputs, 7, "P", (dirs, 3 * hid)) if op == "LSTM" else (np.zeros((dirs, 3 * hid), F32), False)
     flag = int(node.attrs.get("input_forget", 0)) if op == "LSTM" else int(node.attrs.get("linear_before_reset", 0))
-    has_clip = "clip" in node.attrs
     codes, act_params = _activations(node, dirs)
+    weights = (w, r, inputs[3] if len(inputs) > 3 else None, inputs[7] if op == "LSTM" and len(inputs) > 7 else None)
+    pack_now = not all(t is None or t.is_const for t in weights)  # weights fed: packed at each call
 
     y_shape = (batch, seq, dirs, hid) if layout else (seq, dirs, batch, hid)
     shapes = [y_shape, state, state][:2 if op != "LSTM" else 3]
@@ -117,19 +135,10 @@ def build_recurrent(node: Node, inputs: list, opset: int) -> Kernel:
     outs = [Out(j) if j < len(node.outputs) else np.empty(s, F32) for j, s in enumerate(shapes)]
     yc = outs[2] if op == "LSTM" else np.empty(state, F32)
 
-    dgh = dirs * gh
-    sizes = {"wt": inp * dgh, "rt": dirs * hid * gh, "bx": dgh, "rbh": dirs * hid, "pw": dirs * 3 * hid}
-    packed_at = np.cumsum([0] + list(sizes.values()))
-    work_sizes = [seq * batch * dgh, batch * gh, dirs * batch * hid, dirs * batch * hid, batch * hid]
-    work_at = np.cumsum([0] + work_sizes)
-    weights = (w, r, inputs[3] if len(inputs) > 3 else None, inputs[7] if op == "LSTM" and len(inputs) > 7 else None)
-    pack_now = not all(t is None or t.is_const for t in weights)
-    head = [KINDS[op], seq, batch, inp, hid, dirs, layout, int(direction == "reverse"), int(bool(node.outputs[0])),
-            int(pack_now), int(has_clip), int(peep), flag, *packed_at[:5], *work_at[:5]]
-    plan = np.array(head + codes + list(np.arange(inp) * dgh) + list(np.arange(hid) * gh), np.int64)
+    flags = (layout, int(direction == "reverse"), int(bool(node.outputs[0])), int(pack_now), int("clip" in node.attrs),
+             int(peep), flag)
+    plan, packed, work = _plan(KINDS[op], seq, batch, inp, hid, dirs, gates, flags, codes)
     params = np.array([float(node.attrs.get("clip", 0.0))] + act_params, np.float32)
-    packed = aligned_bytes(4 * int(packed_at[-1])).view(np.float32)
-    work = aligned_bytes(4 * int(work_at[-1])).view(np.float32)
     w_arg, r_arg = (In(1), In(2)) if pack_now else (np.zeros((1, 1, 1), F32),) * 2
     if not pack_now:
         kr.pack_weights(np.array(w.value, F32), np.array(r.value, F32), b, p, packed, plan)
