@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from numba import njit
 
+from edgekit.errors import InputError
+
 from . import FASTMATH
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def cumsum(x, axis, out, shape, exclusive, reverse):
     """out = CumSum(x) along axis[0] (int32/int64, negative from the end) of a C-contiguous x of
-    ``shape`` (int64); any numeric dtype. ValueError for an axis out of range."""
+    ``shape`` (int64); any numeric dtype. InputError for an axis out of range."""
     rank = shape.size
     a = axis.reshape(-1)[0]
     if a < -rank or a >= rank:
-        raise ValueError("CumSum axis is out of range")
+        raise InputError("CumSum axis (input 1) is out of range for the rank of input 0")
     a = a % rank
     outer, n, inner = 1, shape[a], 1
     for i in range(a):

@@ -1,6 +1,6 @@
 """CumSum against onnxruntime: every axis (also negative) of 1-D to 4-D inputs, exclusive and reverse
 in all four combinations, float32 / float64 / int32 / int64 inputs, an int32 axis, a dynamic-T model
-as the LMUFormer head uses it, an axis fed at run time (out of range: ValueError), a constant
+as the LMUFormer head uses it, an axis fed at run time (out of range: InputError), a constant
 axis out of range (UnsupportedOpError) and an empty scanned axis (nothing written outside the
 empty output). Tolerance: rtol 1e-6 / atol 1e-6 for float32 (both sum
 in order), exact otherwise.
@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import as_strided
 from onnx import helper
 
 import edgekit
-from edgekit.errors import UnsupportedOpError
+from edgekit.errors import InputError, UnsupportedOpError
 from edgekit.runtimes.kernels.scan import cumsum
 from oracle import assert_matches_ort, make_model
 
@@ -64,8 +64,9 @@ def test_axis_fed_at_run_time():
     sess = edgekit.InferenceSession(model)
     for axis in (0, 2, -1, -3):
         assert_matches_ort(model, {"x": x, "axis": np.array(axis, np.int32)}, RTOL, ATOL, session=sess)
-    with pytest.raises(ValueError, match="out of range"):
-        sess.run(None, {"x": x, "axis": np.array(3, np.int32)})
+    for bad in (3, -4):
+        with pytest.raises(InputError, match="CumSum axis"):
+            sess.run(None, {"x": x, "axis": np.array(bad, np.int32)})
 
 
 def test_constant_axis_out_of_range():
