@@ -465,7 +465,7 @@ def partition(model: onnx.ModelProto, profile: dict, tiers: list[Tier], links: l
               options: Options | None = None) -> Partition:
     """Choose the assignment of ``model``'s nodes to ``tiers`` (device first) for ``options``."""
     opts = options or Options()
-    _check_network(tiers, links)
+    check_network(tiers, links)
     problem, gr = build_problem(model, profile, tiers, opts.compression)
     result = solve(problem, tiers, links, opts)
     n = len(problem.nodes)
@@ -474,7 +474,7 @@ def partition(model: onnx.ModelProto, profile: dict, tiers: list[Tier], links: l
     return Partition(gr, problem, tiers, links, opts, result, baselines, profile)
 
 
-def _check_network(tiers: list[Tier], links: list[Link]) -> None:
+def check_network(tiers: list[Tier], links: list[Link]) -> None:
     """Tier names unique, links between known tiers, every tier reachable from the device: a typo
     in a link must not silently leave a tier out of the plan."""
     if not tiers:

@@ -7,7 +7,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from .cli_args import dim, positive_float
+from .cli_args import dim, positive_float, positive_int
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -93,12 +93,18 @@ def parse_size(text: str) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from .converters.partition import Options, Power, partition, summary, write_plan
+    from .converters.partition import Options, Power, check_network, partition, summary, write_plan
     from .model import load_model
 
     if not args.tier:
         raise InputError("give the tiers, device first: --tier device:1 --tier edge:4 --tier cloud:16")
+    check_network(args.tier, args.link)  # before profiling: a typo must not cost a profile first
     proto = load_model(args.model)
+    dims = {d.dim_param for vi in proto.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
+    unknown = sorted(dict(args.dim).keys() - dims)
+    if unknown:
+        raise InputError(f"--dim {unknown}: the model's inputs have no such dimension; "
+                         f"their named dimensions are {sorted(dims)}")
     os.makedirs(args.output, exist_ok=True)
     if args.profile:
         profile = _load_profile(args.profile)
@@ -153,7 +159,7 @@ def add_partition_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", metavar="PROFILE.json", help="use this profile instead of profiling now")
     p.add_argument("--dim", type=dim, action="append", default=[], metavar="NAME=VALUE",
                    help="value of a dynamic input dimension when profiling (default 1); repeatable")
-    p.add_argument("--repeat", type=int, default=20, help="profiling runs per node (default 20)")
+    p.add_argument("--repeat", type=positive_int, default=20, help="profiling runs per node (default 20)")
     p.add_argument("--active-power", type=float, default=2.0, metavar="W", help="device active power (energy)")
     p.add_argument("--idle-power", type=float, default=0.3, metavar="W", help="device idle power (energy)")
     p.add_argument("--radio-nj-per-byte", type=float, default=400.0, metavar="NJ",

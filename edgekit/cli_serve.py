@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import urllib.parse
 
 from .cli_args import positive_float, positive_int
 from .cli_partition import parse_link
@@ -22,8 +23,29 @@ def _endpoints(values: list[str], plan, tier: str) -> dict[str, str]:
             name, url = plan.parts[k + 1].tier, v
         if not url.startswith("http://"):
             raise InputError(f"--next {v}: the URL must start with http://")
+        try:
+            split = urllib.parse.urlsplit(url)
+            split.port  # noqa: B018 (raises on a port that is no number or out of range)
+        except ValueError as exc:  # also a broken [IPv6] host
+            raise InputError(f"--next {v}: {exc}") from None
+        if not split.hostname:
+            raise InputError(f"--next {v}: the URL names no host")
         out[name] = url.rstrip("/")
     return out
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 (pick a free one) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -39,6 +61,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     chains = []
     for plan_dir in args.plan:
         plan = load_plan(plan_dir)
+        unknown = sorted({t for lk in args.link for t in (lk.src, lk.dst)} - set(plan.tiers))
+        if unknown:
+            raise InputError(f"--link names tier(s) {unknown} that the plan in {plan_dir} does not have; "
+                             f"its tiers are {list(plan.tiers)}")
         chains.append(Chain(plan, args.tier, endpoints=_endpoints(args.next, plan, args.tier),
                             deadline_s=args.deadline, retries=args.retries, slowdown=args.slowdown,
                             links=links, token=next_token))
@@ -77,12 +103,12 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("plan", metavar="DIR", nargs="+",
                    help="plan directory (plan.json and the parts' .onnx files); several plans may share a server")
     p.add_argument("--tier", required=True, help="which tier's part to serve (e.g. edge, cloud)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $EDGEKIT_TOKEN if set)")
-    p.add_argument("--max-request-bytes", type=int, default=64 << 20, metavar="N",
+    p.add_argument("--max-request-bytes", type=non_negative_int, default=64 << 20, metavar="N",
                    help="larger request bodies get 413 (default 64 MiB)")
-    p.add_argument("--max-json-bytes", type=int, default=8 << 20, metavar="N",
+    p.add_argument("--max-json-bytes", type=non_negative_int, default=8 << 20, metavar="N",
                    help="requests whose JSON part is larger get 413 (default 8 MiB; parsing JSON tensors takes "
                         "many times their size in memory: send large tensors as binary data)")
     p.add_argument("--request-timeout", type=positive_float, default=30.0, metavar="S",
@@ -97,7 +123,7 @@ def add_serve_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="bearer token for the next tier (default: $EDGEKIT_NEXT_TOKEN, else this server's token)")
     p.add_argument("--deadline", type=positive_float, default=2.0, metavar="S",
                    help="seconds to wait for the next tier before running its part here (default 2)")
-    p.add_argument("--retries", type=int, default=1, help="retries of a refused or 5xx forward (default 1)")
+    p.add_argument("--retries", type=non_negative_int, default=1, help="retries of a refused or 5xx forward (default 1)")
     p.add_argument("--slowdown", type=positive_float, default=1.0, metavar="F",
                    help="emulate a slower tier: stretch compute F times by sleeping (default 1)")
     p.add_argument("--emulate-links", action="store_true",

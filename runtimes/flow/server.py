@@ -88,8 +88,8 @@ class TierServer(ThreadingHTTPServer):
         self._lingering: list[tuple[float, socket.socket]] = []  # (close at, socket) refused by the cap
         try:
             super().__init__((host, port), _Handler)
-        except OSError as exc:  # port taken, address not on this machine, no permission
-            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except (OSError, OverflowError) as exc:  # port taken or out of range, address not here, no permission
+            raise InputError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
 
     @property
     def url(self) -> str:

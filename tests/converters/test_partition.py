@@ -390,6 +390,25 @@ def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
     assert measured["hop_overhead_s"] > 0 and measured["hop_overhead_per_byte_s"] >= 0
 
 
+def test_cli_partition_refuses_bad_arguments_before_profiling(tmp_path, capsys):
+    """A zero --repeat, a --dim the model lacks or a link to an unknown tier is refused before the
+    model is profiled (no profile.json is written), not after (or with a traceback)."""
+    model_path = tmp_path / "wide.onnx"
+    onnx.save(widening_model(), model_path)
+    parser = argparse.ArgumentParser()
+    add_partition_verbs(parser.add_subparsers())
+    base = ["partition", str(model_path), "--tier", "device:1", "--tier", "edge:4", "-o", str(tmp_path / "p")]
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--link", "device-edge:20Mbps,10ms", "--repeat", "0"])
+    assert "expected a positive integer" in capsys.readouterr().err
+    for extra, message in ((["--link", "device-egde:20Mbps,10ms"], "unknown: \\['egde'\\]"),
+                           (["--link", "device-edge:20Mbps,10ms", "--dim", "batch=2"], "no such dimension")):
+        args = parser.parse_args(base + extra)
+        with pytest.raises(InputError, match=message):
+            args.func(args)
+        assert not (tmp_path / "p" / "profile.json").exists()
+
+
 def test_cli_units():
     link = parse_link("device-edge:20Mbps,10ms")
     assert (link.src, link.dst, link.bandwidth_bps, link.rtt_s) == ("device", "edge", 20e6, 0.01)

@@ -4,6 +4,7 @@ equal to the whole model in InferenceSession (exact: float32 crosses the wire bi
 fallback with zero lost requests when a tier is down, errors or misses the deadline, with the trace
 naming where each part ran; tritonclient.http against the server, binary data on and off; the
 JSON part limit, the per-request read deadline (slow-drip clients) and the connection cap (503)."""
+import argparse
 import dataclasses
 import http.client
 import json
@@ -599,6 +600,49 @@ def test_serve_verb_in_a_subprocess(plan3, signal, reference):
     bad = subprocess.run([sys.executable, "-m", "edgekit", "serve", plan3, "--tier", "fog"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "tier 'fog' runs no part of the plan" in bad.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--port", "99999"], "expected a port from 0 to 65535"), (["--port", "-1"], "expected a port"),
+    (["--retries", "-3"], "expected an integer >= 0"), (["--max-request-bytes", "-5"], "expected an integer >= 0"),
+    (["--link", "edge-cloud:fast"], "expected A-B:BANDWIDTH,RTT"),
+])
+def test_serve_verb_refuses_bad_options(plan3, argv, message, capsys):
+    from edgekit.cli_serve import add_serve_verbs
+
+    parser = argparse.ArgumentParser()
+    add_serve_verbs(parser.add_subparsers())
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["serve", plan3, "--tier", "edge", *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--next", "http://127.0.0.1:notaport"], "Port could not be cast"),
+    (["--next", "http://127.0.0.1:70000"], "Port out of range"),
+    (["--next", "cloud=http://[::1"], "Invalid IPv6 URL"), (["--next", "http://:8001"], "names no host"),
+    (["--link", "edge-clod:1Mbps,1ms"], "tier(s) ['clod'] that the plan"),
+])
+def test_serve_verb_refuses_bad_next_urls_and_links_before_serving(plan3, argv, message, monkeypatch):
+    """A --next URL that cannot be reached by construction, or a link to a tier the plan lacks, is
+    refused at start (it used to fail every forward, reported as an unreadable trace, or do nothing)."""
+    from edgekit.cli_serve import add_serve_verbs
+
+    def served(self, *a):
+        raise AssertionError("the verb started serving")
+
+    monkeypatch.setattr(TierServer, "serve_forever", served)
+
+    parser = argparse.ArgumentParser()
+    add_serve_verbs(parser.add_subparsers())
+    args = parser.parse_args(["serve", plan3, "--tier", "edge", "--port", "0", *argv])
+    with pytest.raises(edgekit.InputError, match=re.escape(message)):
+        args.func(args)
+
+
+def test_a_port_out_of_range_is_a_clear_error(plan3):
+    with pytest.raises(edgekit.InputError, match="cannot listen on 127.0.0.1:70000"):
+        TierServer(Chain(load_plan(plan3), "cloud"), port=70000)
 
 
 # ---------------------------------------------------------------- plans from the partitioner
