@@ -259,7 +259,7 @@ def build_resize(node: Node, inputs: list, opset: int) -> Kernel:
     given = sizes if sizes is not None else scales
     if len(given) != len(axes):
         raise ValueError(f"Resize has {len(given)} scales or sizes for {len(axes)} axes")
-    full = (list(x.shape) if sizes is not None else [1.0] * rank)
+    full = list(x.shape) if sizes is not None else [1.0] * rank
     for a, v in zip(axes, given):
         full[a] = v
     return _resize(node, x, None if sizes is not None else np.array(full, np.float32),
@@ -269,10 +269,9 @@ def build_resize(node: Node, inputs: list, opset: int) -> Kernel:
 @register("Upsample")
 def build_upsample(node: Node, inputs: list, opset: int) -> Kernel:
     mode = _text(node, "mode", "nearest")
-    if mode not in ("nearest", "linear", "bilinear"):
+    if mode not in ("nearest", "linear"):
         raise Unsupported(f"Upsample mode {mode!r} (edgekit implements nearest and linear)")
     scales = node.attrs.get("scales") if opset < 9 else const_input(node, inputs, 1, "scales")
     if scales is None:
         raise ValueError("Upsample needs scales")
-    return _resize(node, inputs[0], np.asarray(scales, np.float32).reshape(-1), None,
-                   "nearest" if mode == "nearest" else "linear", "asymmetric", "simple")
+    return _resize(node, inputs[0], np.asarray(scales, np.float32).reshape(-1), None, mode, "asymmetric", "simple")
