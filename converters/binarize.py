@@ -326,8 +326,8 @@ def binarize(model: ModelSource) -> onnx.ModelProto:
     for node in g.nodes:
         layer, reason = _analyse(node, g)
         if reason:
-            warnings.warn(BinarizeWarning(f"node {node.name!r} ({node.op_type}) looks binary but stays float: {reason}"),
-                          stacklevel=2)
+            warnings.warn(BinarizeWarning(f"node {layer_name(node)!r} ({node.op_type}) looks binary but stays float: "
+                                          f"{reason}"), stacklevel=2)
         if layer is not None:
             layers.append(layer)
     for layer in layers:

@@ -264,6 +264,17 @@ def test_weights_not_plus_minus_alpha_stay_float_with_a_warning():
                                ort_session(model).run(None, {"x": x})[0], rtol=RTOL, atol=1e-5)
 
 
+def test_a_warning_names_an_unnamed_layer_by_its_output():
+    rng = np.random.default_rng(18)
+    model = network(rng, "Sign")
+    for n in model.graph.node:
+        n.name = ""
+    w = next(t for t in model.graph.initializer if t.name == "w2")  # conv2 (output c2) no longer +-alpha
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * np.linspace(1, 2, 9, dtype=np.float32).reshape(3, 3), "w2"))
+    with pytest.warns(BinarizeWarning, match="node 'c2' \\(Conv\\) looks binary"):
+        binarize(model)
+
+
 def test_sign_tie_is_reported():
     rng = np.random.default_rng(10)
     w = np.where(rng.random((4, 2, 1, 1)) < 0.5, -1.0, 1.0).astype(np.float32)  # fan-in 2: sums hit 0
