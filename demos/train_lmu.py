@@ -44,6 +44,7 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - the bundled models need no torch
     sys.exit('train_lmu needs torch: pip install "edgekit[train]"')
 
+from edgekit.cli_args import positive_int
 from edgekit.converters.lmu import LMUFormerConfig, build_lmuformer
 from edgekit.legendre import discretize, impulse_response
 
@@ -227,10 +228,12 @@ def export(model: LMUFormer, path: str, x_test: np.ndarray, y_test: np.ndarray) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=positive_int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=os.path.dirname(demo.MODEL))
     args = parser.parse_args(argv)
+    if not os.path.isdir(args.out_dir):  # before minutes of training
+        parser.error(f"--out-dir: no such directory: {args.out_dir}")
     torch.set_num_threads(1)  # tiny batches: more threads only contend
     x, y, x_test, y_test, classes = demo.load_data()
     scale = x.std(axis=(0, 2))

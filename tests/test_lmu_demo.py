@@ -133,3 +133,16 @@ def test_training_model_matches_the_converter(spiking, lookahead):
     np.testing.assert_allclose(got, ours, rtol=0, atol=1e-4 * np.abs(ours).max())
     if spiking:
         assert 0.0 < np.mean([s.mean() for s in model.spikes]) < 1.0
+
+
+def test_training_script_checks_its_arguments_before_training(tmp_path, monkeypatch):
+    # --epochs 0 would overwrite the bundled models with untrained ones; a missing --out-dir would
+    # fail only after minutes of training.
+    pytest.importorskip("torch")
+    from edgekit.demos import train_lmu
+
+    monkeypatch.setattr(lmu, "load_data", lambda: pytest.fail("trained before checking its arguments"))
+    for argv in (["--epochs", "0"], ["--epochs", "-3"], ["--out-dir", str(tmp_path / "missing")]):
+        with pytest.raises(SystemExit) as exc:
+            train_lmu.main(argv)
+        assert exc.value.code == 2
