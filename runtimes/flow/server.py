@@ -248,6 +248,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self._send(status, encode_error(message))
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The errors http.server answers by itself (a malformed request line, a header line too long,
+        too many headers) as JSON like every other error, and the connection closed."""
+        text = message or self.responses.get(code, ("error",))[0]
+        try:
+            self._error(code, f"{text}: {explain}" if explain else text, close=True)
+        except OSError:  # the client has gone
+            pass
+
+    def _not_allowed(self) -> None:
+        """405 for methods the protocol does not use (PUT, DELETE, PATCH, OPTIONS ...)."""
+        self._refuse(405, f"method {self.command} is not allowed: the Open Inference Protocol uses GET "
+                          "(health, metadata) and POST (infer)")
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
     def _refuse(self, status: int, message: str) -> None:
         """Answer a POST whose body has not been read. A small body is read and dropped so the
         connection stays usable; otherwise the answer says Connection: close and the connection
@@ -322,9 +338,13 @@ class _Handler(BaseHTTPRequestHandler):
         served = self.server.models.get(m.group(1))
         if served is None:
             return self._refuse(404, f"unknown model {m.group(1)!r}; this server serves {sorted(self.server.models)}")
-        length = self.headers.get("Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        length = lengths[0] if lengths else None
+        if len(set(lengths)) > 1:
+            return self._close_with(400, f"the request has several different Content-Length headers {lengths}")
         if length is None or not length.isdigit():
-            return self._refuse(411, "a Content-Length header is required (chunked bodies are not accepted)")
+            return self._close_with(411, "a Content-Length header giving the body's size in bytes is required "
+                                         f"(got {length!r}; chunked bodies are not accepted)")
         limit = self.server.max_request_bytes
         if int(length) > limit:
             return self._refuse(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")

@@ -196,6 +196,36 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
         stalled.close()
 
 
+def raw_exchange(server, data: bytes) -> tuple[bytes, dict]:
+    """Send raw bytes, read until the server closes: (status line, JSON body)."""
+    with socket.create_connection(server.server_address[:2], timeout=30) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(1 << 16):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    return (head.split(b"\r\n")[0], json.loads(body)) if head.startswith(b"HTTP/") else (b"", json.loads(out))
+
+
+@pytest.mark.parametrize("data,status,message", [
+    (b"PUT /v2/models/cnn-edge/infer HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", b"405",
+     "method PUT is not allowed"),
+    (b"DELETE /v2 HTTP/1.1\r\nConnection: close\r\n\r\n", b"405", "method DELETE is not allowed"),
+    (b"GARBAGE\r\n\r\n", b"", "Bad request syntax"),
+    (b"GET /v2 HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", b"431", "Line too long"),
+    (b"POST /v2/models/cnn-edge/infer HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\n{}", b"400",
+     "several different Content-Length"),
+    (b"POST /v2/models/cnn-edge/infer HTTP/1.1\r\nContent-Length: -1\r\n\r\n{}", b"411", "got '-1'"),
+])
+def test_requests_http_server_refuses_itself_get_json_errors(tiers, data, status, message):
+    """Methods the protocol does not use get 405 (was 501) and what http.server refuses by itself
+    (a malformed request line, an over-long header) answers JSON like every error (was HTML)."""
+    edge, _ = tiers
+    line, doc = raw_exchange(edge, data)
+    assert line.split(b" ")[1:2] == ([status] if status else []) and message in doc["error"], (line, doc)
+    assert request(edge, "GET", "/v2/health/ready")[0] == 200
+
+
 def test_random_bodies_get_4xx(tiers):
     edge, _ = tiers
     rng = np.random.default_rng(5)
