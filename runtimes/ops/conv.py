@@ -55,6 +55,14 @@ def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> t
     return begin, end
 
 
+def positive_ints(node: Node, name: str, n: int) -> list[int]:
+    """Attribute ``name`` of ``node`` (default n ones), raising ValueError unless it holds n integers >= 1."""
+    values = [int(v) for v in node.attrs.get(name, [1] * n)]
+    if len(values) != n or min(values, default=1) < 1:
+        raise ValueError(f"{name} {values} must be {n} integers >= 1")
+    return values
+
+
 def _tap_offsets(cin_g: int, kernel: list[int], dilations: list[int], strides: list[int], qh: int, qw: int,
                  plane: int) -> np.ndarray:
     """Offset in Q of the input row read by each tap (ci, kh, kw), in the order of W's rows."""
@@ -97,8 +105,11 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     c_out, cin_g, *kernel = w.shape
     if c != cin_g * groups or c_out % groups:
         raise ValueError(f"weights {w.shape} do not fit {c} input channels in {groups} groups")
-    strides = [int(s) for s in node.attrs.get("strides", [1] * nd)]
-    dilations = [int(d) for d in node.attrs.get("dilations", [1] * nd)]
+    if list(node.attrs.get("kernel_shape", kernel)) != kernel:
+        raise ValueError(f"kernel_shape {list(node.attrs['kernel_shape'])} does not match weights {w.shape}")
+    if b is not None and b.shape != (c_out,):
+        raise ValueError(f"bias of shape {b.shape} for {c_out} output channels")
+    strides, dilations = positive_ints(node, "strides", nd), positive_ints(node, "dilations", nd)
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     begin, end = _pads(node, size, span, strides)
     out = [(s + p0 + p1 - k) // st + 1 for s, p0, p1, k, st in zip(size, begin, end, span, strides)]

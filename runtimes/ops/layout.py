@@ -374,8 +374,8 @@ def build_tile(node: Node, inputs: list, opset: int) -> Kernel | View | Constant
         raise Unsupported("Tile before opset 6 (tiles/axis inputs)")
     shape = inputs[0].shape
     reps = [int(r) for r in const_input(node, inputs, 1, "repeats")]
-    if len(reps) != len(shape):
-        raise ValueError(f"Tile repeats {reps} do not match rank {len(shape)}")
+    if len(reps) != len(shape) or min(reps, default=0) < 0:
+        raise ValueError(f"Tile repeats {reps} are not {len(shape)} non-negative integers")
     out = [d * r for d, r in zip(shape, reps)]
     src, dst = _strides(shape), _strides(out)
     box = [v for r, d in zip(reps, shape) for v in (r, d)]

@@ -21,6 +21,7 @@ from ..kernels import pool as kp
 from ..kernels import reduce as kr
 from .reduce import NO_INDEX
 from .activation import fused_activation
+from .conv import positive_ints
 from .registry import In, Kernel, Out, Unsupported, register
 
 POOL_AFFINE = "_edgekit_pool_affine"  # node attribute: (scale, shift) of a BatchNormalization fused after the pool
@@ -85,10 +86,11 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     rank = len(kernel)
     if rank not in (1, 2) or len(x.shape) != rank + 2:
         raise Unsupported(f"{rank}D pooling on a rank-{len(x.shape)} input (edgekit pools 1D and 2D)")
-    strides = [int(v) for v in a.get("strides", [1] * rank)]
-    dilations = [int(v) for v in a.get("dilations", [1] * rank)]
+    kernel, strides, dilations = (positive_ints(node, name, rank) for name in ("kernel_shape", "strides", "dilations"))
     pads = [int(v) for v in a.get("pads", [0] * 2 * rank)]
     auto_pad = a.get("auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", "") and (len(pads) != 2 * rank or not all(0 <= p < k for p, k in zip(pads, kernel * 2))):
+        raise ValueError(f"pads {pads} must be {2 * rank} integers from 0 to below the kernel {kernel} (as onnxruntime)")
     ceil_mode = int(a.get("ceil_mode", 0))
     include_pad = bool(a.get("count_include_pad", 0))
     axes, out_shape, heads = [], list(x.shape[:2]), []

@@ -25,7 +25,7 @@ from edgekit.demos.ppg import MODEL as PPG_MODEL
 from edgekit.runtimes.kernels import conv as kc
 from edgekit.runtimes.ops import supported_ops
 from edgekit.runtimes.ops.conv import NARROW_WIDTH, PAIR_WIDTH, ROWS_WIDTH
-from edgekit.errors import UnsupportedOpError
+from edgekit.errors import ModelError, UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
 RTOL, ATOL = 1e-4, 1e-4
@@ -278,3 +278,22 @@ def test_3d_conv_is_unsupported():
     w = np.ones((2, 1, 2, 2, 2), np.float32)
     with pytest.raises(UnsupportedOpError, match="3-D Conv"):
         edgekit.InferenceSession(_conv_model((1, 1, 4, 4, 4), w, {}, None))
+
+
+@pytest.mark.parametrize("attrs,bias,match", [
+    ({"kernel_shape": [2, 2]}, None, "kernel_shape"), ({"dilations": [0, 1]}, None, "dilations"),
+    ({"strides": [1, 0]}, None, "strides"), ({"strides": [1]}, None, "strides"), ({}, 5, "bias"),
+])
+def test_inconsistent_attributes_raise_model_error_naming_the_node(attrs, bias, match):
+    """Forms onnxruntime refuses (kernel_shape not W's, dilations or strides below 1 or of the wrong
+    length, a bias not of C_out values) are ModelErrors naming the node, not silently run."""
+    rng = np.random.default_rng(21)
+    inits = {"w": rng.standard_normal((2, 3, 3, 3)).astype(np.float32)}
+    if bias:
+        inits["b"] = rng.standard_normal(bias).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["y"], name="conv7", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", 1, [])],
+                              [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+    with pytest.raises(ModelError, match=f"'conv7'.*{match}"):
+        edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))

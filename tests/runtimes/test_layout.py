@@ -274,6 +274,16 @@ def test_tile(dtype, shape, reps):
     _check(node, shape, {"r": np.array(reps, np.int64)}, 13, dtype=dtype, steps=0 if reps == [1, 1] else 1)
 
 
+def test_tile_negative_repeats_raise_model_error_naming_the_node():
+    """onnxruntime refuses negative repeats; edgekit no longer tiles them into an empty tensor."""
+    node = helper.make_node("Tile", ["x", "r"], ["y"], name="tile7")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                              [numpy_helper.from_array(np.array([-1, 1], np.int64), "r")])
+    with pytest.raises(ModelError, match="'tile7'.*non-negative"):
+        edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
 @pytest.mark.parametrize("data_dtype", [np.float32, np.int64])
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("axis,indices", [

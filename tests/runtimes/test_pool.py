@@ -15,7 +15,7 @@ import pytest
 from onnx import helper
 
 import edgekit
-from edgekit.errors import UnsupportedOpError
+from edgekit.errors import ModelError, UnsupportedOpError
 from edgekit.runtimes.kernels import pool as kp
 from oracle import assert_matches_ort, make_model, ort_session
 
@@ -286,6 +286,21 @@ def test_average_three_by_three_vector_path(shape, include_pad):
     x.flat[rng.choice(x.size, 3, replace=False)] = np.nan, np.inf, -np.inf
     got = assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)[0]
     assert np.isnan(got).any()
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("attrs,match", [
+    ({"pads": [2, 0, 0, 0]}, "pads"), ({"pads": [0, 0, 0, 3]}, "pads"), ({"pads": [-1, 0, 0, 0]}, "pads"),
+    ({"dilations": [0, 1]}, "dilations"), ({"strides": [0, 1]}, "strides"),
+])
+def test_attributes_onnxruntime_refuses_raise_model_error_naming_the_node(op, attrs, match):
+    """Pads not below the kernel, negative or of the wrong length, dilations or strides below 1:
+    onnxruntime refuses these, and edgekit raises ModelError naming the node instead of pooling."""
+    node = helper.make_node(op, ["x"], ["y"], name="pool7", kernel_shape=[2, 3], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", 1, [])])
+    with pytest.raises(ModelError, match=f"'pool7'.*{match}"):
+        edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
 
 
 def test_max_pool_indices_output_is_unsupported():

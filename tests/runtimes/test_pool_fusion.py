@@ -9,6 +9,7 @@ import pytest
 from onnx import helper
 
 import edgekit
+from edgekit.errors import ModelError
 from edgekit.ir import Node
 from edgekit.runtimes.kernels import activation as act
 from edgekit.runtimes.ops.registry import FUSED_ACTIVATION
@@ -321,3 +322,13 @@ def test_constant_node_bounds_fuse_like_initializers():
     assert len(session.plan(((1, 3, 12, 12),)).steps) == 2  # Conv+Clip, MaxPool+BN+Clip
     x = np.random.default_rng(9).standard_normal((1, 3, 12, 12)).astype(np.float32) * 4
     assert_matches_ort(model, {"x": x}, 1e-5, 1e-5, session=session)  # float32 conv and BN affine
+
+
+@pytest.mark.xfail(strict=True, raises=IndexError,
+                   reason="runtimes/pool_fusion.same_stride1 indexes pads[i + 2] before the builder checks their length")
+def test_pads_of_the_wrong_length_raise_model_error_naming_the_node():
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool7", kernel_shape=[2, 3], pads=[1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", 1, [])])
+    with pytest.raises(ModelError, match="'pool7'.*pads"):
+        edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
