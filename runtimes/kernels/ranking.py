@@ -92,10 +92,9 @@ def _ranks_above(v, top, largest):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _before(col, a, b, stride, largest):
-    """Element a of the column ranks before element b (a != b) in TopK's order: larger (or smaller)
+def _before(va, a, vb, b, largest):
+    """Value va at index a ranks before vb at index b (a != b) in TopK's order: larger (or smaller)
     first, NaN above +inf, equal values and NaNs by lower index."""
-    va, vb = col[a * stride], col[b * stride]
     if va > vb:
         return largest
     if va < vb:
@@ -107,47 +106,96 @@ def _before(col, a, b, stride, largest):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _sift_down(heap, i, size, col, stride, largest):
-    """Restore the heap below node i: every parent ranks after its children, so the root is the
-    element to drop first."""
+def _sift_down(hv, hi, i, size, largest):
+    """Move the entry at node i of the heap (values hv, indices hi) down until every parent ranks
+    after its children, so the root is the entry to drop first."""
+    v, r = hv[i], hi[i]
     while True:
-        child = 2 * i + 1
-        if child >= size:
-            return
-        if child + 1 < size and _before(col, heap[child], heap[child + 1], stride, largest):
-            child += 1
-        if not _before(col, heap[i], heap[child], stride, largest):
-            return
-        heap[i], heap[child] = heap[child], heap[i]
-        i = child
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and _before(hv[c], hi[c], hv[c + 1], hi[c + 1], largest):
+            c += 1
+        if not _before(v, r, hv[c], hi[c], largest):
+            break
+        hv[i], hi[i] = hv[c], hi[c]
+        i = c
+    hv[i], hi[i] = v, r
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _swap(hv, hi, a, b):
+    hv[a], hv[b] = hv[b], hv[a]
+    hi[a], hi[b] = hi[b], hi[a]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _select(hv, hi, n, k, largest, budget):
+    """Quickselect: reorder the n entries of (hv, hi) so the k best come first, in any order.
+    Median-of-three pivots, Lomuto partitions; False (the entries still a permutation) when it has
+    not converged within ``budget`` partitions, so adversarial inputs fall back to the heap."""
+    lo, hi_end = 0, n - 1
+    while lo < hi_end:
+        if budget == 0:
+            return False
+        budget -= 1
+        mid = (lo + hi_end) // 2
+        if _before(hv[mid], hi[mid], hv[lo], hi[lo], largest):
+            _swap(hv, hi, mid, lo)
+        if _before(hv[hi_end], hi[hi_end], hv[lo], hi[lo], largest):
+            _swap(hv, hi, hi_end, lo)
+        if _before(hv[mid], hi[mid], hv[hi_end], hi[hi_end], largest):
+            _swap(hv, hi, mid, hi_end)  # the median of the three is now at hi_end: the pivot
+        pv, pi = hv[hi_end], hi[hi_end]
+        store = lo
+        for j in range(lo, hi_end):
+            if _before(hv[j], hi[j], pv, pi, largest):
+                _swap(hv, hi, store, j)
+                store += 1
+        _swap(hv, hi, store, hi_end)
+        if store >= k:
+            hi_end = store - 1
+        elif store < k - 1:
+            lo = store + 1
+        else:
+            break
+    return True
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def top_k(x, values, indices, outer, n, inner, k, largest, heap):
+def top_k(x, values, indices, outer, n, inner, k, largest, budget, hv, hi):
     """TopK along the middle axis of x viewed as (outer, n, inner): values[o, j, i] and
     indices[o, j, i] are the j-th ranked element of column x[o, :, i] and its index r, best first
-    (always sorted; see the module doc for the order). Per column a heap of the k best indices seen
-    (``heap``: int64 scratch of k), its root the worst of them: O(n log k), then popped in order."""
+    (always sorted; see the module doc for the order). Per column, with a ``budget`` > 0 (k a large
+    part of n) a quickselect of the whole column in at most ``budget`` partitions; with none, or when
+    that runs out, a heap of the k best entries seen, its root the worst of them, which a later element
+    replaces only when it ranks above it (O(n log k)); then the k best are heapified and popped worst
+    first. Scratch: ``hv`` values of x's dtype and ``hi`` int64 indices, n of each with a budget, else k."""
     xf, vf, idf = x.reshape(-1), values.reshape(-1), indices.reshape(-1)
     if k == 0:
         return
     for o in range(outer):
         for i in range(inner):
             col = xf[o * n * inner + i:]
-            for r in range(k):
-                heap[r] = r
+            chosen = False
+            if budget:
+                for r in range(n):
+                    hv[r], hi[r] = col[r * inner], r
+                chosen = _select(hv, hi, n, k, largest, budget)
+            if not chosen:
+                for r in range(k):
+                    hv[r], hi[r] = col[r * inner], r
             for p in range(k // 2 - 1, -1, -1):
-                _sift_down(heap, p, k, col, inner, largest)
-            top = col[heap[0] * inner]
-            for r in range(k, n):
-                if _ranks_above(col[r * inner], top, largest):
-                    heap[0] = r
-                    _sift_down(heap, 0, k, col, inner, largest)
-                    top = col[heap[0] * inner]
+                _sift_down(hv, hi, p, k, largest)
+            top = hv[0]
+            for r in range(k, k if chosen else n):
+                v = col[r * inner]
+                if _ranks_above(v, top, largest):
+                    hv[0], hi[0] = v, r
+                    _sift_down(hv, hi, 0, k, largest)
+                    top = hv[0]
             dst = o * k * inner + i
             for size in range(k, 0, -1):
-                r = heap[0]
-                vf[dst + (size - 1) * inner] = col[r * inner]
-                idf[dst + (size - 1) * inner] = r
-                heap[0] = heap[size - 1]
-                _sift_down(heap, 0, size - 1, col, inner, largest)
+                vf[dst + (size - 1) * inner], idf[dst + (size - 1) * inner] = hv[0], hi[0]
+                hv[0], hi[0] = hv[size - 1], hi[size - 1]
+                _sift_down(hv, hi, 0, size - 1, largest)

@@ -6,7 +6,8 @@ vectorised scan, on lengths around its lane count) and columns (other axes), onn
 (a NaN wins only at index 0). TopK: k as an attribute (opset 1) and a constant input (10, 11), every
 axis, largest and smallest, k from 0 to the whole axis, ties (lower index first), NaN and infinities
 (NaN ranks above +inf), the three dtypes, sorted=0 (edgekit returns the same elements, sorted), a
-detection-sized axis. Also batch > 1, a symbolic batch dimension run at two sizes, folding of constant
+detection-sized axis, both selection paths (heap for small k, quickselect for large k, and its fallback
+to the heap) on ascending, descending and constant columns. Also batch > 1, a symbolic batch dimension run at two sizes, folding of constant
 inputs, and the refused forms (K fed at run time, float64) naming their node.
 """
 import numpy as np
@@ -16,7 +17,7 @@ from onnx import TensorProto, helper
 import edgekit
 import edgekit.runtimes.ops.ranking  # noqa: F401  (registration, until runtimes/ops/__init__ imports it)
 from edgekit.errors import ModelError, UnsupportedOpError
-from edgekit.runtimes.kernels.ranking import LANES
+from edgekit.runtimes.kernels.ranking import LANES, top_k
 from oracle import assert_matches_ort, make_model, ort_session
 
 DTYPES = [np.float32, np.int32, np.int64]
@@ -138,6 +139,31 @@ def test_top_k_detection_scores(k):
     """A detection head's scores: the k best of 8400 anchors per image, batch 2."""
     x = np.random.default_rng(k).random((2, 8400)).astype(np.float32)
     assert_matches_ort(_top_k_model(x, k, 11), {"x": x}, 0, 0)
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "constant"])
+def test_top_k_on_ordered_columns(order):
+    """Inputs that are worst cases of a heap (ascending) or of a naive quickselect pivot, on both
+    paths: the heap (k = 5) and quickselect (k = 200, 500 of 500), largest and smallest."""
+    x = np.random.default_rng(7).standard_normal((2, 500)).astype(np.float32)
+    x = {"ascending": np.sort(x), "descending": -np.sort(x), "constant": np.ones_like(x)}[order]
+    for largest in (0, 1):
+        for k in (5, 200, 500):
+            assert_matches_ort(_top_k_model(x, k, 11, largest=largest), {"x": x}, 0, 0)
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3])
+def test_quickselect_out_of_budget_falls_back_to_the_heap(budget):
+    """The kernel called directly (as the plan does) with a partition budget too small to finish:
+    the heap's result, NaNs and ties included."""
+    x = _ties((3, 300), np.float32, seed=8, nan=0.1)
+    k = 120
+    want = ort_session(_top_k_model(x, k, 11)).run(None, {"x": x})
+    for b in (0, budget, 40):
+        values, indices = np.empty((3, k), np.float32), np.empty((3, k), np.int64)
+        top_k(x, values, indices, 3, 300, 1, k, True, b, np.empty(300, np.float32), np.empty(300, np.int64))
+        np.testing.assert_array_equal(values, want[0])
+        np.testing.assert_array_equal(indices, want[1])
 
 
 def test_top_k_unsorted_selects_the_same_elements():
