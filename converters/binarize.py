@@ -365,8 +365,8 @@ def _rewrite(proto: onnx.ModelProto, g: _Graph, layers: list[_Layer]) -> onnx.Mo
     nodes, inits, infos = [], [], []
     for n in g.nodes:
         if id(n) in replaced:
-            node, tensors, info = _binary_node(replaced[id(n)], g)
-            nodes.append(node)
+            new, tensors, info = _binary_node(replaced[id(n)], g)
+            nodes.extend(new)
             inits.extend(tensors)
             infos.extend(info)
         elif id(n) not in absorbed:
@@ -399,7 +399,8 @@ def _prune_initializers(model: onnx.ModelProto) -> None:
 
 
 def _binary_node(l: _Layer, g: _Graph):
-    """The BinaryConv/BinaryGemm node of a layer, its initializers and the value_info of its output."""
+    """The BinaryConv/BinaryGemm node of a layer (and a Mul to +-scale after a 'sign' output of a scaled
+    binarizer), its initializers and the value_info of its output."""
     name = layer_name(l.node)
     m = l.signs.shape[0]
     signs = l.signs.astype(np.int64)
@@ -445,8 +446,16 @@ def _binary_node(l: _Layer, g: _Graph):
             packed = pack_bits(signs < 0)
         attrs.update(channels=c)
     tensors.insert(0, numpy_helper.from_array(packed, f"{name}::w"))
-    node = helper.make_node(op, inputs, [l.y], name=name, domain=DOMAIN, **attrs)
-    return node, tensors, _out_info(l, g)
+    if l.mode != "sign" or l.out.scale == 1.0:
+        return [helper.make_node(op, inputs, [l.y], name=name, domain=DOMAIN, **attrs)], tensors, _out_info(l, g)
+    # a scaled binarizer's +-scale, as its float readers see it (binary readers only take its sign)
+    tensors.append(numpy_helper.from_array(np.array(l.out.scale, np.float32), f"{name}::out_scale"))
+    nodes = [helper.make_node(op, inputs, [f"{l.y}::pm1"], name=name, domain=DOMAIN, **attrs),
+             helper.make_node("Mul", [f"{l.y}::pm1", f"{name}::out_scale"], [l.y], name=f"{name}::scale_out")]
+    info = _out_info(l, g)
+    return nodes, tensors, info + [helper.make_tensor_value_info(f"{l.y}::pm1", onnx.TensorProto.FLOAT,
+                                                                 [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim])
+                                   for v in info]
 
 
 def _out_info(l: _Layer, g: _Graph) -> list:

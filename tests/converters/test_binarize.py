@@ -186,6 +186,31 @@ def test_float_output_conv_in_the_float_export(hw):
                                atol=1e-5)
 
 
+def test_a_scaled_binarizer_read_by_a_float_op_keeps_its_scale():
+    """Where(x >= 0, 0.5, -0.5) after conv1 is a graph output and conv2's activation: the output
+    stays +-0.5 (conv1 then writes its float sums and the binarizer stays), conv2 still binary."""
+    rng = np.random.default_rng(20)
+    inits = {"w1": np.where(rng.random((6, 4, 3, 3)) < 0.5, -1.0, 1.0).astype(np.float32),
+             "w2": np.where(rng.random((5, 6, 3, 3)) < 0.5, -0.5, 0.5).astype(np.float32),
+             "zero": np.float32(0), "hi": np.float32(0.5), "lo": np.float32(-0.5), "b2": np.full(5, 0.1, np.float32)}
+    nodes = [helper.make_node("Sign", ["x"], ["s"]), helper.make_node("Conv", ["s", "w1"], ["c1"], pads=[1] * 4, name="conv1"),
+             helper.make_node("GreaterOrEqual", ["c1", "zero"], ["ge"]), helper.make_node("Where", ["ge", "hi", "lo"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1] * 4, name="conv2"),
+             helper.make_node("Sign", ["c2"], ["y"])]  # the bias 0.1 keeps c2 (a multiple of 0.25) off 0
+    graph = helper.make_graph(nodes, "scaled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 5, 5]),
+                               helper.make_tensor_value_info("a1", TensorProto.FLOAT, [2, 6, 5, 5])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    converted = binarize(model)
+    assert [n.op_type for n in converted.graph.node].count("BinaryConv") == 2
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})
+    for got in (edgekit.InferenceSession(converted).run(None, {"x": x}), ort_session(to_float(converted)).run(None, {"x": x})):
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_array_equal(got[0], expected[0])
+
+
 def test_bipolarquant_network_matches_its_where_form():
     rng = np.random.default_rng(2)
     model = network(rng, "BipolarQuant")
