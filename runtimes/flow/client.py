@@ -24,6 +24,7 @@ from .plan import Link
 from .protocol import HEADER_LENGTH, ProtocolError, decode_response, encode_request
 
 INT8_SCALE = "edgekit_scale"  # tensor parameter: float value = int8 value * scale
+FP16_MAX = float(np.finfo(np.float16).max)
 
 
 class RemoteError(TierError):
@@ -49,18 +50,19 @@ class Reply:
 
 def compress_tensors(tensors: dict[str, np.ndarray], compression: str | None
                      ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """Apply fp16 or int8 (symmetric, per tensor) to float tensors before they are sent."""
+    """Apply fp16 or int8 (symmetric, per tensor) to float tensors before they are sent; a tensor
+    the codec cannot represent (NaN or Inf for int8, values beyond 65504 for fp16) is sent exact."""
     if compression not in ("fp16", "int8"):
         return tensors, {}
     out, params = {}, {}
     for n, a in tensors.items():
-        if a.dtype.kind != "f":
-            out[n] = a
+        peak = float(np.max(np.abs(a), initial=0.0)) if a.dtype.kind == "f" else np.nan
+        if not (peak <= (FP16_MAX if compression == "fp16" else np.finfo(np.float64).max)):
+            out[n] = a  # not float, or NaN/Inf (int8 has neither) or beyond fp16's range: sent exact, not wrong
         elif compression == "fp16":
             out[n] = a.astype(np.float16)
         else:
-            peak = float(np.max(np.abs(a), initial=0.0))
-            scale = peak / 127.0 if peak > 0 and np.isfinite(peak) else 1.0
+            scale = peak / 127.0 if peak > 0 else 1.0
             out[n] = np.clip(np.rint(a / scale), -127, 127).astype(np.int8)
             params[n] = {INT8_SCALE: scale}
     return out, params

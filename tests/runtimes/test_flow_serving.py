@@ -411,6 +411,27 @@ def test_compressed_transfers(tmp_path, compression, atol, signal, reference):
         cloud.server_close()
 
 
+@pytest.mark.parametrize("compression,special", [("int8", np.inf), ("int8", np.nan), ("fp16", 1e6)])
+def test_a_cut_tensor_the_codec_cannot_hold_is_sent_exact(tmp_path, compression, special, signal):
+    """int8 has no NaN or Inf and fp16 stops at 65504: such a cut tensor crosses uncompressed, so the
+    answer is the whole model's (it was quantized with scale 1 or overflowed to Inf: finite garbage)."""
+    x = signal.copy()
+    x[0, 0, 100] = special
+    if special == 1e6:
+        x *= 1e5  # activations beyond fp16's range
+    reference = edgekit.InferenceSession(MODEL).run(None, {"signal": x})[0]
+    plan = make_plan(tmp_path, ["device", "cloud"], compression)
+    cloud = serve(plan, "cloud")
+    try:
+        flow = FlowSession(plan, {"cloud": cloud.url}, deadline_s=60)
+        (got,) = flow.run(["logits"], {"signal": x})
+        assert flow.ran_on() == ["device", "cloud"]
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=0)  # NaN where the reference has NaN
+    finally:
+        cloud.shutdown()
+        cloud.server_close()
+
+
 # ---------------------------------------------------------------- fallback
 
 class Misbehaving:
