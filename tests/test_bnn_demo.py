@@ -1,7 +1,8 @@
 """BNN demo: the bundled Fashion-MNIST subset (the Debian test set's first images, read by the one
 reader demos.fashion_mnist) and float model (small, checked, binarizable), the demo
 end to end (accuracy far above chance, binary and float predictions identical), and the converted
-model, dense and MST-compressed, against its standard-op float export run in onnxruntime."""
+model, dense and MST-compressed, against its standard-op float export run in onnxruntime; bad
+demo arguments are usage errors."""
 import os
 import re
 

@@ -1,6 +1,6 @@
 """Parameter-free demo: the bundled Fashion-MNIST subset and model pair (small, checked, differing
-only in the spatial op, accurate, the same on edgekit and onnxruntime), the table, and the demo
-end to end with its plot."""
+only in the spatial op, accurate, the same on edgekit and onnxruntime), the table, the demo end
+to end with its plot, --no-plot, and usage errors for bad arguments."""
 import os
 
 import numpy as np

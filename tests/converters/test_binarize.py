@@ -6,8 +6,11 @@ and 37 channels (not multiples of 64); stride 2; BatchNormalization with negativ
 per-channel Add; Flatten into a Gemm (packed bits through the flatten). Checked: the converted
 model exported back to standard ops (to_float) gives in onnxruntime integer-exact pre-activation
 sums and identical +-1 outputs after every threshold, and the float head to rtol 1e-5; the
-converted model in edgekit.InferenceSession gives the float model's outputs; bad input: weights
-that are not +-alpha stay float with a warning naming the conv, and Sign ties warn.
+converted model in edgekit.InferenceSession gives the float model's outputs; also one-pixel conv
+outputs into a Gemm, float-output convs (scale and bias per channel), a scaled binarizer read by a
+float op (+-s kept); bad input: weights that are not +-alpha, and a MatMul over other than 2-D
+activations, stay float with a warning naming the layer (an unnamed one by its output), and Sign
+ties warn.
 """
 import numpy as np
 import onnx

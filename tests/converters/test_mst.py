@@ -7,8 +7,9 @@ minimum-depth MST), and under a depth bound it meets, the cheapest tree of that 
 outputs to their dense form in edgekit and (exported to standard ops) in onnxruntime, including
 plans that reorder input channels (of a float input, and of a packed producer's outputs); the
 report's bit-ops, word-ops and stored bits equal a direct count from the written weights; the
-cost model keeps dense for random weights and picks MST for near-duplicate channels (the CLI's
-`convert --binarize --mst --report` is tested in tests/test_cli_convert.py).
+cost model keeps dense for random weights and picks MST for near-duplicate channels; a negative
+depth bound is refused (the CLI's `convert --binarize --mst --report` is tested in
+tests/test_cli_convert.py).
 """
 import itertools
 import math

@@ -1,7 +1,8 @@
 """Parameter-free layers converter: the block and network builders pass onnx.checker and run the
 same on edgekit and onnxruntime; replace_depthwise turns exactly the depthwise convolutions into
-pools with the same window geometry, reports parameters and MACs and warns about retraining;
-convert_paramfree (the CLI entry) writes the model and returns 0/1."""
+pools with the same window geometry, reports parameters and MACs and warns about retraining, and
+keeps (with the reason) what a pool cannot replace at the model's opset; convert_paramfree (the
+CLI entry) writes the model, prints the warning as a line, and returns 0/1."""
 import warnings
 
 import numpy as np

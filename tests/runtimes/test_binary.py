@@ -4,9 +4,9 @@ Covered: float and packed inputs; packed, sign and float outputs; zero padding (
 class, both tilings), strides, dilations, channel counts that are not multiples of 64; MST-coded
 weights (default and explicit block order) giving bit-identical results; the thread option; the
 hardware popcount in the compiled code; the AMX tile path (dense, packed input of whole words,
-stride 1) equal to the popcount path, the reference and onnxruntime's float Conv; ModelError for
-malformed attributes. Sums are integers,
-so thresholded outputs must match exactly; float outputs to rtol 1e-6.
+stride 1) equal to the popcount path, the reference and onnxruntime's float Conv; a short tile of
+border pixels; an empty batch; ModelError for malformed attributes. Sums are integers, so
+thresholded outputs must match exactly; float outputs to rtol 1e-6.
 """
 import numpy as np
 import onnx
