@@ -125,6 +125,7 @@ def _sift_down(hv, hi, i, size, largest):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _swap(hv, hi, a, b):
+    """Exchange entries a and b of the (values, indices) pair of arrays."""
     hv[a], hv[b] = hv[b], hv[a]
     hi[a], hi[b] = hi[b], hi[a]
 
