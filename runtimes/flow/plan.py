@@ -100,6 +100,19 @@ def _need(doc: dict, key: str, kind: type, where: str) -> Any:
     return doc[key]
 
 
+def _check_tensor(x: dict, where: str) -> None:
+    """A transfer's tensor record: a name, a dtype numpy knows and a shape of non-negative ints."""
+    where = f"{where}: tensor {x.get('name')!r}"
+    _need(x, "name", str, where)
+    try:
+        np.dtype(_need(x, "dtype", str, where))
+    except TypeError:
+        raise ModelError(f"{where}: dtype {x.get('dtype')!r} is not a numpy dtype") from None
+    shape = x.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ModelError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+
+
 def load_plan(plan_dir: str) -> FlowPlan:
     """Parse and check DIR/plan.json; raises ModelError naming what is wrong."""
     path = os.path.join(plan_dir, "plan.json")
@@ -123,7 +136,10 @@ def load_plan(plan_dir: str) -> FlowPlan:
 
 def _parse(plan_dir: str, path: str, doc: dict) -> FlowPlan:
     """The checks of load_plan on a parsed plan.json."""
-    tiers = {_need(t, "name", str, path): float(t.get("speed", 1.0)) for t in _need(doc, "tiers", list, path)}
+    tier_list = _need(doc, "tiers", list, path)
+    tiers = {_need(t, "name", str, path): float(t.get("speed", 1.0)) for t in tier_list}
+    if len(tiers) != len(tier_list):
+        raise ModelError(f"{path}: tier names must be unique, got {[t['name'] for t in tier_list]}")
     links = {(lk["from"], lk["to"]): Link(float(lk.get("rtt_s", 0.0)), float(lk.get("bandwidth_bps", float("inf"))))
              for lk in doc.get("links", [])}
     parts = []
@@ -147,6 +163,8 @@ def _parse(plan_dir: str, path: str, doc: dict) -> FlowPlan:
         if t < 0:
             into.append(None)
             continue
+        for x in transfers[t].get("tensors", []):
+            _check_tensor(x, f"{path}: transfers[{t}]")
         names = tuple(x["name"] for x in transfers[t].get("tensors", []))
         if set(names) != set(part.inputs) or transfers[t].get("to") != part.tier:
             raise ModelError(f"{path}: transfers[{t}] must carry part {k}'s inputs {list(part.inputs)} "

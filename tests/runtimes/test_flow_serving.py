@@ -139,7 +139,12 @@ def test_plan_links_and_checks(plan3, tmp_path):
               ({"transfers": [dict(doc["transfers"][0], compression="brotli"), doc["transfers"][1]]}, "compression"),
               ({"parts": [dict(doc["parts"][0], outputs=["relu2"])] + doc["parts"][1:]}, "does not output"),
               ({"links": [{"to": "edge"}]}, "malformed \\(KeyError"),
-              ({"transfers": ["x", "y"]}, "malformed \\(AttributeError")]
+              ({"transfers": ["x", "y"]}, "malformed \\(AttributeError"),
+              ({"transfers": [doc["transfers"][0], dict(doc["transfers"][1], tensors=[
+                  dict(doc["transfers"][1]["tensors"][0], dtype="float99")])]}, "not a numpy dtype"),
+              ({"transfers": [dict(doc["transfers"][0], tensors=[
+                  dict(doc["transfers"][0]["tensors"][0], shape="2x16")]), doc["transfers"][1]]}, "shape must be a list"),
+              ({"tiers": doc["tiers"] + [{"name": "edge", "speed": 2}]}, "tier names must be unique")]
     for change, message in broken:
         d = tmp_path / message.replace("'", "").replace(" ", "_")
         d.mkdir()
