@@ -272,6 +272,10 @@ def _depthwise_reason(node: onnx.NodeProto, weights: dict[str, np.ndarray], opse
         return f"{w.ndim - 2}D convolution (pools here are 1D or 2D)"
     if max(w.shape[2:]) == 1:
         return "1x1 kernel (a per-channel scale: nothing spatial to replace)"
+    pads = [int(v) for v in attrs.get("pads", [])]
+    if attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and pads and \
+            any(p >= k for p, k in zip(pads, list(w.shape[2:]) * 2)):
+        return f"padding {pads} not below the kernel {list(w.shape[2:])} (a pool window must reach into the input)"
     since = {"max": 10, "avg": 19}[op]  # the first opset whose pool takes dilations
     if any(int(d) != 1 for d in attrs.get("dilations", [])) and opset < since:
         return f"dilated, and {POOL_OPS[op]} takes dilations only from opset {since}"
