@@ -18,8 +18,9 @@ depthwise convolutions into pools:
 - ``spatial_op``: the 3x3 spatial op alone (depthwise Conv, MaxPool or AveragePool, + BN + ReLU6).
 - ``resnet`` and ``mobilenet``: small whole networks of these blocks.
 - ``replace_depthwise(model, op)``: every depthwise Conv (channel multiplier 1, kernel > 1)
-  becomes a MaxPool or AveragePool with the same kernel, stride, padding and dilation. The
-  weights and any bias go (a following BatchNormalization keeps the per-channel affine); the
+  becomes a MaxPool or AveragePool with the same kernel, stride, padding and dilation (one the
+  pool cannot express, dilated before the pool's opset takes dilations or padded by the kernel
+  size or more, stays and is reported with the reason). The weights and any bias go (a following BatchNormalization keeps the per-channel affine); the
   result is a different function that needs retraining, which it says with a warning.
 
 All models: opset 17 unless rewritten, float32, input ``x`` [1, C, H, W], output ``y``.
