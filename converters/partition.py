@@ -610,6 +610,7 @@ def summary(plan: dict) -> str:
     """A readable account of a plan.json: nodes per tier, predicted times, baselines."""
     ms = lambda s: "n/a" if s is None else f"{s * 1e3:.3f} ms"  # noqa: E731
     pred = plan["predicted"]
+    first, last = plan["tiers"][0]["name"], plan["tiers"][-1]["name"]  # the baselines' tiers
     lines = [f"plan for {plan['model']} ({pred['objective']} objective):"]
     for tier, names in plan["assignment"].items():
         span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
@@ -624,8 +625,8 @@ def summary(plan: dict) -> str:
         lines.append(f"  every transfer includes {ms(plan.get('hop_overhead_s', 0.0))} + "
                      f"{plan.get('hop_overhead_per_byte_s', 0.0) * 1e9:.3f} us/KB of request handling (hop overhead)")
     lines.append(f"  predicted total {ms(pred['total_s'])} (device energy {pred['energy_j'] * 1e3:.3f} mJ); "
-                 f"device only {ms(base['device_only_s'])}, cloud only {ms(base['cloud_only_s'])}")
+                 f"{first} only {ms(base['device_only_s'])}, {last} only {ms(base['cloud_only_s'])}")
     if pred["objective"] == "energy":
         mj = lambda j: "n/a" if j is None else f"{j * 1e3:.3f} mJ"  # noqa: E731
-        lines.append(f"  device energy: device only {mj(base['device_only_j'])}, cloud only {mj(base['cloud_only_j'])}")
+        lines.append(f"  device energy: {first} only {mj(base['device_only_j'])}, {last} only {mj(base['cloud_only_j'])}")
     return "\n".join(lines)

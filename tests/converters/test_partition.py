@@ -380,6 +380,12 @@ def test_cli_partition_writes_and_prints_the_plan(tmp_path, capsys):
     assert "device energy: device only" not in printed
     for p in plan["parts"]:
         onnx.checker.check_model(onnx.load(str(out / p["file"])))
+    two = parser.parse_args(["partition", str(model_path), "--tier", "phone:1", "--tier", "edge:4",
+                             "--link", "phone-edge:20Mbps,10ms", "--profile", str(out / "profile.json"),
+                             "-o", str(tmp_path / "plan1")])
+    assert two.func(two) == 0
+    printed = capsys.readouterr().out
+    assert "phone only" in printed and "edge only" in printed and "cloud only" not in printed  # the baselines' tiers
     again = parser.parse_args(["partition", str(model_path), "--tier", "device:1", "--tier", "cloud:16",
                                "--link", "device-cloud:1Gbps,1ms", "--profile", str(out / "profile.json"),
                                "--objective", "energy", "--hop-overhead", "measure", "-o", str(tmp_path / "plan2")])
