@@ -179,7 +179,7 @@ def top_k(x, values, indices, outer, n, inner, k, largest, budget, hv, hi):
         for i in range(inner):
             col = xf[o * n * inner + i:]
             chosen = False
-            if budget:
+            if budget and k < n:
                 for r in range(n):
                     hv[r], hi[r] = col[r * inner], r
                 chosen = _select(hv, hi, n, k, largest, budget)
