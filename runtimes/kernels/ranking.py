@@ -11,7 +11,6 @@ NaN follows onnxruntime, which differs between the two ops:
 - TopK ranks NaN above +inf (so first with largest=1, last with largest=0), equal values and
   NaNs by lower index first.
 """
-import numpy as np
 from numba import njit
 
 from . import FASTMATH
