@@ -254,10 +254,12 @@ def _softmax_rows(x, out, outer, n, log):
         s = np.float32(0.0)  # a float32 sum vectorises (in lanes, which also keeps it accurate)
         for r in range(n):  # reads only: a loop that also stored would be vectorised or not by where
             s += exp32(row[r] - m)  # dst lies (LLVM's overlap check), and the sum's order with it
-        if log:  # in float64: fastmath may reassociate to x - (m + log s), which float32 would round
-            ls = math.log(np.float64(s)) + m
+        if log:  # (x - m) - log s in two passes: in one, fastmath may reassociate it to x - (m + log s),
+            ls = np.float32(math.log(s))  # which loses log s next to a large m
             for r in range(n):
-                dst[r] = np.float64(row[r]) - ls
+                dst[r] = row[r] - m
+            for r in range(n):
+                dst[r] -= ls
         else:
             inv = 1.0 / s
             for r in range(n):
@@ -277,21 +279,22 @@ def _softmax_columns(x, out, outer, n, inner, log):
         for r in range(n):
             row, dst = xb[r * inner:], ob[r * inner:]
             for i in range(inner):
-                e = exp32(row[i] - m[i])
+                d = row[i] - m[i]
+                e = exp32(d)
                 s[i] += e
-                dst[i] = e
-        for i in range(inner):
-            s[i] = math.log(s[i]) + m[i] if log else 1.0 / s[i]
+                dst[i] = d if log else e
+        for i in range(inner):  # dst holds x - m (log) or e; a pass of its own keeps (x - m) - log s unreassociated
+            s[i] = math.log(s[i]) if log else 1.0 / s[i]
         for r in range(n):
-            row, dst = xb[r * inner:], ob[r * inner:]
+            dst = ob[r * inner:]
             for i in range(inner):
-                dst[i] = row[i] - s[i] if log else dst[i] * s[i]
+                dst[i] = dst[i] - s[i] if log else dst[i] * s[i]
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def softmax(x, out, outer, n, inner, log):
     """Softmax (log-softmax when ``log``) over the middle axis of x viewed as (outer, n, inner):
-    out = exp(x - max) / sum(exp(x - max)), or x - max - log(sum(exp(x - max)))."""
+    out = exp(x - max) / sum(exp(x - max)), or (x - max) - log(sum(exp(x - max))); ``out`` may be ``x``."""
     if inner == 1:
         _softmax_rows(x.reshape(-1), out.reshape(-1), outer, n, log)
     else:

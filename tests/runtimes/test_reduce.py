@@ -127,6 +127,18 @@ def test_softmax_is_stable_for_large_logits(op):
     assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
 
 
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("scale", [1e4, 1e20])
+def test_log_softmax_keeps_log_sum_next_to_large_tied_logits(axis, scale):
+    """Tied maxima far from zero: (x - max) - log(sum) as onnxruntime computes it gives -log(ties);
+    x - (max + log(sum)) would round log(sum) away. Rows (last axis) and columns (axis 1)."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((2, 6, 6)) * scale).astype(np.float32)
+    x[:, :3, :3] = x[:, 3:, 3:] = np.float32(8 * scale)
+    model = make_model([helper.make_node("LogSoftmax", ["x"], ["y"], axis=axis)], {"x": (x.shape, np.float32)}, ["y"])
+    assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
+
+
 @pytest.mark.parametrize("n", [5, 7, 16, 33])
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax_rows_do_not_depend_on_where_the_output_lies(n, log):
