@@ -32,6 +32,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from .converters.paramfree import convert_paramfree
 
         return convert_paramfree(args.model, args.output, args.paramfree)
+    from .converters.lmu import config_of
+
+    if config_of(args.model) is not None:
+        return _convert_lmuformer(args)
     if args.hop is None:
         print("edgekit convert: --stream needs --hop S", file=sys.stderr)
         return 2
@@ -42,13 +46,35 @@ def cmd_convert(args: argparse.Namespace) -> int:
     sm = to_streaming(args.model, args.hop, split=args.split, window=args.window)
     data = _read_samples_file(args.data, sm.channels) if args.data else None  # (a bad file: nothing written)
     onnx.save(sm.step_model, args.output)
-    states = ", ".join(f"{s.input} {list(s.shape)}" for s in sm.states) or "none"
     print(f"wrote {args.output}: step model, {sm.hop} new samples per call, window {sm.window}, "
-          f"output delay {sm.delay} samples; states: {states}")
+          f"output delay {sm.delay} samples; states: {_states_text(sm.states)}")
     if args.report:
         from . import InferenceSession
 
         print(report(sm, data, session=InferenceSession))
+    return 0
+
+
+def _states_text(states: list) -> str:
+    """A step model's state inputs and shapes, for the line that says what was written."""
+    return ", ".join(f"{s.input} {list(s.shape)}" for s in states) or "none"
+
+
+def _convert_lmuformer(args: argparse.Namespace) -> int:
+    """`convert --stream` of an LMUFormer: its step model (one frame per call), saved as it is."""
+    import onnx
+
+    from .converters.lmu import to_step
+
+    extra = [flag for flag, on in (("--hop other than 1", args.hop not in (None, 1)), ("--split", args.split),
+                                   ("--window", args.window), ("--report", args.report)) if on]
+    if extra:
+        print(f"edgekit convert: an LMUFormer streams one frame per step; drop {', '.join(extra)}", file=sys.stderr)
+        return 2
+    sm = to_step(args.model)
+    onnx.save(sm.step_model, args.output)
+    print(f"wrote {args.output}: LMUFormer step model, 1 frame per call, output delay {sm.delay} frames; "
+          f"states: {_states_text(sm.states)}")
     return 0
 
 
@@ -141,7 +167,7 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="path of an .onnx file")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the result")
     p.add_argument("--stream", action="store_true", help="StreamiNNC step model with explicit state I/O")
-    p.add_argument("--hop", type=int, help="new samples per step (--stream)")
+    p.add_argument("--hop", type=int, help="new samples per step (--stream; an LMUFormer steps by 1 frame)")
     p.add_argument("--split", help="tensor where the head starts (--stream; default: found automatically)")
     p.add_argument("--window", type=int, help="window length L when the model's time axis is dynamic (--stream)")
     p.add_argument("--data", help="--stream --report: measure the error on this .npy or CSV signal")

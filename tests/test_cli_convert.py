@@ -22,6 +22,7 @@ from edgekit.cli import main
 
 PPG = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "ppg_cnn.onnx")
 BNN = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "bnn_fashion.onnx")
+LMU = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "lmu_basicmotions.onnx")
 
 
 @pytest.fixture
@@ -104,6 +105,23 @@ def test_stream_refuses_nan_samples_unless_allowed(tmp_path, capsys):
     assert "--allow-nan" in capsys.readouterr().err
     assert main(["stream", PPG, "--hop", "64", "--source", str(path), "--allow-nan"]) == 0
     assert capsys.readouterr().out.count("hop ") == 300 // 64 - 3
+
+
+def test_convert_stream_of_an_lmuformer_writes_its_step_model(tmp_path, capsys):
+    """No --hop needed (one frame per step); the file streams in `edgekit stream` exactly as the
+    LMUFormer itself does; window-CNN flags are refused."""
+    out = str(tmp_path / "lmu_step.onnx")
+    assert main(["convert", LMU, "--stream", "-o", out]) == 0
+    assert "LMUFormer step model, 1 frame per call" in capsys.readouterr().out
+    frames = np.random.default_rng(3).standard_normal((6, 7)).astype(np.float32)
+    want = edgekit.StreamingSession(LMU).push(frames)
+    got = edgekit.StreamingSession(out).push(frames)
+    assert len(got) == len(want) == 7
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g[0], w[0])
+    for flags in (["--hop", "4"], ["--window", "100"], ["--report"]):
+        assert main(["convert", LMU, "--stream", "-o", out, *flags]) == 2
+        assert "one frame per step" in capsys.readouterr().err
 
 
 def test_convert_needs_exactly_one_technique(tmp_path):
