@@ -11,9 +11,11 @@ import numpy as np
 import onnx.backend.test
 from onnx import helper
 
-from edgekit.backend import EXPECTED_FAILURES, EdgekitBackend, node_test_cases, node_test_names, selection_pattern
+from edgekit.backend import (EXPECTED_FAILURES, EdgekitBackend, expected_failure, node_test_cases, node_test_names,
+                             run_node_test, selection_pattern)
 
-_selected = selection_pattern(node_test_names(node_test_cases()))  # cases generated once, quietly
+_cases = node_test_cases()
+_selected = selection_pattern(node_test_names(_cases))  # cases generated once, quietly
 _suite = onnx.backend.test.BackendTest(EdgekitBackend, __name__).include(_selected)
 for _pattern in EXPECTED_FAILURES:
     _suite.exclude(_pattern)
@@ -50,3 +52,13 @@ def test_cpu_only():
 def test_every_expected_failure_pattern_is_a_valid_regex_with_a_reason():
     for pattern, reason in EXPECTED_FAILURES.items():
         assert re.compile(pattern) and reason.strip()
+
+
+def test_expected_failures_are_refusals_not_wrong_outputs():
+    """Every selected case listed in EXPECTED_FAILURES fails by raising edgekit's UnsupportedOpError
+    (a form edgekit declines), never by returning wrong numbers a broad pattern would hide."""
+    names = set(node_test_names(_cases))
+    outcomes = [run_node_test(c) for c in _cases if c.name in names and expected_failure(c.name)]
+    assert outcomes
+    wrong = [(o.name, o.status, o.message) for o in outcomes if not o.message.startswith("UnsupportedOpError")]
+    assert not wrong, wrong[:5]
