@@ -196,6 +196,9 @@ class StreamingSession:
             return
         if self._static_batch is not None and batch != self._static_batch:
             raise InputError(f"state is for batch {batch}, the model has batch {self._static_batch}")
+        unknown = sorted(k for k in state if k.startswith("state/") and k[6:] not in {s.input for s in self._states})
+        if unknown:  # (a checkpoint of another model with the same sizes, e.g. the spiking form)
+            raise InputError(f"state has entries this session's model does not: {', '.join(unknown)}")
         arrays = {s.input: state.get(f"state/{s.input}") for s in self._states}
         arrays[self.input_name] = state.get("pending_samples")
         expect = {s.input: (s.shape_for(batch), s.dtype) for s in self._states}

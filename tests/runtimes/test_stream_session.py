@@ -107,6 +107,11 @@ def test_checkpoint_restore_mid_hop_is_bit_exact(net):
         resumed.load_state_dict({**saved, "hop": hop + 1})
     with pytest.raises(InputError):
         resumed.load_state_dict({k: v for k, v in saved.items() if not k.startswith("state/")})
+    kept = resumed.state_dict()
+    with pytest.raises(InputError, match="state/extra"):  # another model's checkpoint with the same sizes
+        resumed.load_state_dict({**first.state_dict(), "state/extra": np.zeros(1, np.float32)})
+    for k, v in resumed.state_dict().items():  # refused: nothing loaded
+        np.testing.assert_array_equal(v, kept[k])
 
 
 def test_bad_chunks_raise_and_leave_state_untouched():
