@@ -23,7 +23,6 @@ import edgekit
 from edgekit.converters.stream import to_streaming
 from edgekit.demos.ppg import MODEL as PPG_MODEL
 from edgekit.runtimes.kernels import conv as kc
-from edgekit.runtimes.ops import supported_ops
 from edgekit.runtimes.ops.conv import NARROW_WIDTH, PAIR_WIDTH, ROWS_WIDTH
 from edgekit.errors import ModelError, UnsupportedOpError
 from oracle import assert_matches_ort, make_model
@@ -218,8 +217,6 @@ def test_fused_activation(case, activation):
     assert_matches_ort(model, {"x": x}, RTOL, ATOL, session=session)
 
 
-@pytest.mark.skipif("BatchNormalization" not in supported_ops(),
-                    reason="plan.prepare checks support before fusion: a fused-away op still needs a builder")
 def test_conv_batchnorm_relu_fuse_into_one_step():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 4, 20, 18)).astype(np.float32)

@@ -17,7 +17,6 @@ from onnx import helper
 
 import edgekit
 from edgekit.runtimes.kernels import gemm as kg
-from edgekit.runtimes.ops import supported_ops
 from edgekit.runtimes.ops.gemm import DOT_MAX_ROWS
 from oracle import assert_matches_ort, make_model
 
@@ -129,8 +128,6 @@ def test_gemm_fused_activation(m, activation):
     assert_matches_ort(model, {"x": x}, RTOL, ATOL, session=session)
 
 
-@pytest.mark.skipif("BatchNormalization" not in supported_ops(),
-                    reason="plan.prepare checks support before fusion: a fused-away op still needs a builder")
 def test_gemm_batchnorm_clip_fuse_into_one_step():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 24)).astype(np.float32)
