@@ -44,6 +44,7 @@ from edgekit.errors import InputError, ModelError
 
 COMPRESSIONS = ("none", "fp16", "int8", "zstd")
 MAX_IDEALS = 200_000
+SHAPE_TO_DATA = ("ConstantOfShape", "Range", "EyeLike")  # read a shape, make data any part can be fed
 INT8_SCALE_BYTES = 4
 
 
@@ -94,7 +95,9 @@ class Problem:
     ``outputs`` the tensor indices that are model outputs; ``times``, ``enc`` and ``dec`` have one
     row per tier (seconds); ``params`` lists constant tensors as (bytes, consumer nodes);
     ``work[v]`` is node v's activation bytes (inputs + outputs); ``overhead[k]`` the fixed seconds
-    tier k spends per run when it runs any node (the session call around the node steps).
+    tier k spends per run when it runs any node (the session call around the node steps);
+    ``tied`` pairs of nodes that must run on the same tier (a shape value and its reader: a part
+    fed a shape at run time could not be planned ahead).
     """
 
     nodes: list[str]
@@ -110,6 +113,7 @@ class Problem:
     params: list[tuple[int, list[int]]] = field(default_factory=list)
     work: np.ndarray | None = None
     overhead: np.ndarray | None = None
+    tied: list[tuple[int, int]] = field(default_factory=list)
 
     def fixed(self, k: int) -> float:
         """Tier k's fixed seconds per run (0 without ``overhead``)."""
@@ -191,7 +195,7 @@ def evaluate(p: Problem, assignment: list[int] | np.ndarray, tiers: list[Tier], 
     device_busy = compute.get(tiers[0].name, 0.0) + device_extra
     pw = opts.power
     energy = pw.active_w * device_busy + pw.idle_w * (latency - device_busy) + pw.radio_j_per_byte * radio_bytes
-    feasible = _monotone(p, a) and _allowed(p, a == 0, opts)
+    feasible = _monotone(p, a) and _allowed(p, a == 0, opts) and all(a[u] == a[v] for u, v in p.tied)
     value = (latency if opts.objective == "latency" else energy) if feasible else np.inf
     return Cost(value, latency, energy, compute, transfer, feasible)
 
@@ -250,7 +254,10 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
     if not opts.hop_overhead_per_byte_s >= 0:
         raise InputError(f"the hop overhead per byte must be >= 0 seconds, got {opts.hop_overhead_per_byte_s!r}")
     bits, subs = ideals(p)
-    allowed = np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits])  # constraints on D_1
+    untied = np.zeros(len(bits))  # every D_j must hold both nodes of a tied pair or neither
+    for u, v in p.tied:
+        untied[bits[:, u] != bits[:, v]] = np.inf
+    allowed = np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits]) + untied  # on D_1
     best: tuple[float, list[int]] | None = None
     for r in range(len(tiers)):
         for rest in itertools.combinations(range(1, len(tiers)), r):
@@ -258,7 +265,7 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
             path = hops(tiers, links, chain, opts.hop_overhead_s, opts.hop_overhead_per_byte_s)
             if path is None:
                 continue
-            value, assignment = _solve_chain(p, chain, path, bits, subs, allowed, opts)
+            value, assignment = _solve_chain(p, chain, path, bits, subs, allowed, untied, opts)
             if assignment is not None and (best is None or value < best[0] - 1e-15):
                 best = (value, assignment)
     if best is None:
@@ -295,8 +302,9 @@ def _hop_cost(p: Problem, bits: np.ndarray, src: int, dst: int, spb: float, fixe
 
 
 def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, subs: list, allowed: np.ndarray,
-                 opts: Options):
-    """Best assignment whose used tiers are within ``chain`` with every middle tier running a node."""
+                 untied: np.ndarray, opts: Options):
+    """Best assignment whose used tiers are within ``chain`` with every middle tier running a node;
+    ``allowed`` is infinite on ideals D_1 may not be, ``untied`` on ideals no D_j may be."""
     w_busy, w_wait, _ = _weights(opts)
     unary = [p.times[k] * (w_busy if k == 0 else w_wait) for k in chain]
     some_after, some_in = ~bits.all(axis=1), bits.any(axis=1)
@@ -311,7 +319,7 @@ def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, sub
         else:
             below, arg = _best_strictly_below(h, subs)
             args.append(arg)
-            h = f + below
+            h = f + below + untied
     if not path:  # device only
         h = np.where(bits.all(axis=1), fixed[0], np.inf) + allowed
     i = int(np.argmin(h))
@@ -411,6 +419,14 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
     if missing:
         raise InputError(f"the profile has no size for tensors {missing[:5]}; profile the model again")
     tp = [profile["tensors"][t] for t in tensors]
+    shape_values: set[str] = set()  # made by Shape/Size, or from shape values and constants only
+    for i in gr.compute:  # in graph order, which ONNX keeps topological
+        node = g.node[i]
+        read = [x for x in node.input if x and x not in gr.const_tensors]
+        if node.op_type in ("Shape", "Size") or (node.op_type not in SHAPE_TO_DATA and read
+                                                 and all(x in shape_values for x in read)):
+            shape_values.update(o for o in node.output if o)
+    tied = [(pos[gr.producer[t]], k) for t in sorted(shape_values) for k in users.get(t, [])]
     if compression == "zstd" and any(x.get("zstd_bytes") is None for x in tp):
         raise InputError("the profile has no zstd sizes (profiled without the zstandard package); "
                          "pip install zstandard and profile again, or choose another compression")
@@ -434,7 +450,7 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
         [users.get(t, []) for t in tensors],
         np.array([x["bytes"] for x in tp], float), np.array([_wire_bytes(x, compression) for x in tp], float),
         enc, dec, [k for k, t in enumerate(tensors) if t in outs], params, work,
-        np.array([prof.get("overhead_s", 0.0) * scale for prof, scale in sources]))
+        np.array([prof.get("overhead_s", 0.0) * scale for prof, scale in sources]), tied)
     return problem, gr
 
 
@@ -602,8 +618,10 @@ def _typed(name: str, types: dict, sizes: dict) -> onnx.ValueInfoProto:
         vi = onnx.ValueInfoProto()
         vi.CopyFrom(types[name])
         return vi
-    tp = sizes[name]
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(tp["dtype"])), tp["shape"])
+    tp = sizes[name]  # shape inference could not type it (after a custom op): the profiled rank, dims
+    # left unknown, as the profile's sizes hold only for the profiled input dims
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(tp["dtype"])),
+                                         [None] * len(tp["shape"]))
 
 
 def summary(plan: dict) -> str:

@@ -11,6 +11,7 @@ when outputs are constants or raw inputs. A cut whose activations outgrow the in
 the bottleneck. The `edgekit partition` verb writes and prints a plan."""
 import argparse
 import json
+import os
 
 import numpy as np
 import onnx
@@ -109,6 +110,21 @@ def test_optimal_on_many_smaller_dags():
                            hop_overhead_per_byte_s=float(rng.choice([0.0, 7e-10, 1e-7])))
             brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
             assert solve(p, TIERS, links, opts).cost.objective == pytest.approx(brute, rel=1e-9), (seed, objective)
+
+
+def test_tied_nodes_share_a_tier_and_the_solver_stays_optimal():
+    """Tied pairs (a shape value and its reader) never straddle a cut; the solver is still exact."""
+    for seed in range(40):
+        rng = np.random.default_rng(500 + seed)
+        p = random_problem(rng, int(rng.integers(5, 9)))
+        edges = [(p.producer[t], c) for t in range(len(p.tensors)) if p.producer[t] >= 0 for c in p.consumers[t]]
+        p.tied = [edges[i] for i in rng.choice(len(edges), min(len(edges), int(rng.integers(1, 3))), replace=False)]
+        links = random_links(rng, direct=seed % 2 == 1)
+        opts = Options(hop_overhead_s=float(rng.choice([0.0, 1e-3])))
+        brute = min(evaluate(p, a, TIERS, links, opts).objective for a in monotone_assignments(p, 3))
+        got = solve(p, TIERS, links, opts)
+        assert got.cost.objective == pytest.approx(brute, rel=1e-9), seed
+        assert all(got.assignment[u] == got.assignment[v] for u, v in p.tied)
 
 
 def test_dp_value_is_the_evaluated_cost_on_a_chain():
@@ -289,6 +305,36 @@ def test_outputs_that_no_compute_node_makes(tmp_path):
         for name, e in expected.items():
             np.testing.assert_array_equal(got[name], e)
             np.testing.assert_array_equal(flow[name], e)
+
+
+def test_splits_of_a_model_with_a_custom_op_and_shape_values_run_at_other_sizes(tmp_path):
+    """The bundled LMUFormer (dynamic N and T, an ai.edgekit LMU op that shape inference cannot type,
+    a Shape -> ConstantOfShape head): every split, profiled at N = T = 1, runs at N = 2, T = 37 and
+    equals the whole model within 1e-5. Parts used to fix the profiled sizes on tensors after the
+    custom op, and a cut between Shape and ConstantOfShape gave a part edgekit cannot plan."""
+    import edgekit
+    from edgekit.runtimes.flow import FlowSession
+
+    model = onnx.load(os.path.join(os.path.dirname(__file__), "..", "..", "demos", "models", "lmu_basicmotions.onnx"))
+    part = partition(model, profile_model(model, repeat=1).to_dict(), TIERS,
+                     [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)])
+    names = part.problem.nodes
+    assert ("head.length.Shape", "head.ones.ConstantOfShape") in [(names[u], names[v]) for u, v in part.problem.tied]
+    x = np.random.default_rng(6).standard_normal((2, 6, 37)).astype(np.float32)
+    want = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    n, shape = len(names), names.index("head.ones.ConstantOfShape")
+    ran = 0
+    for k, (c1, c2) in enumerate([(1, 8), (4, 21), (13, 15), (16, 23), (shape, n), (shape - 1, shape), (3, n), (18, 22)]):
+        a = [0] * c1 + [1] * (c2 - c1) + [2] * (n - c2)
+        if not evaluate(part.problem, a, TIERS, part.links, part.options).feasible:
+            assert shape in (c1, c2)  # only cuts between Shape and ConstantOfShape are refused
+            continue
+        plan = write_plan(forced(part, a), tmp_path / f"p{k}", "lmu")
+        assert len(plan["parts"]) >= 2
+        got = FlowSession(str(tmp_path / f"p{k}")).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        ran += 1
+    assert ran == 5  # (4, 21), (21, n) and (20, 21) cut between Shape and ConstantOfShape
 
 
 # ---------------------------------------------------------------- the raw input cut
