@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import InputError, ModelError, UnsupportedOpError
+from edgekit.errors import EdgekitError, InputError, ModelError, UnsupportedOpError
 from edgekit.ir import Graph, Node
 
 from . import fusion
@@ -106,11 +106,17 @@ class Plan:
                 vals.append(None)
         for shape, dtype in self.sites.roots:
             vals.append(np.empty(shape, dtype))
-        for fn, args, patches in self._runs:
-            for pos, slot, shape, bound in patches:
-                v = vals[slot]
-                args[pos] = bound if v is None else v if shape is None else v.reshape(shape)
-            fn(*args)
+        try:
+            for fn, args, patches in self._runs:
+                for pos, slot, shape, bound in patches:
+                    v = vals[slot]
+                    args[pos] = bound if v is None else v if shape is None else v.reshape(shape)
+                fn(*args)
+        except (ValueError, IndexError, ZeroDivisionError, OverflowError) as exc:
+            if isinstance(exc, EdgekitError):
+                raise
+            node = self.step_nodes[next(i for i, run in enumerate(self._runs) if run[1] is args)]
+            raise InputError(f"node '{node.name}' ({node.op_type}) refused the values it was given: {exc}") from exc
         if untouched is None:
             self._inputs_untouched = all(_same_bytes(b, a) for b, a in zip(self.input_list, arrays))
         handout = self._handout

@@ -1,0 +1,29 @@
+"""A kernel that refuses the values of a run (a data-dependent check inside it) raises InputError
+naming the node and op, and the session runs again afterwards; a check that passes leaves the
+results equal to onnxruntime's."""
+import numpy as np
+import pytest
+from onnx import helper
+
+import edgekit
+from edgekit.errors import InputError
+from oracle import assert_matches_ort, make_model
+
+
+def lstm_with_fed_lengths() -> tuple:
+    rng = np.random.default_rng(0)
+    hidden, features = 4, 3
+    node = helper.make_node("LSTM", ["x", "w", "r", "", "lens"], ["y"], hidden_size=hidden, name="encoder")
+    inits = {"w": rng.standard_normal((1, 4 * hidden, features)).astype(np.float32),
+             "r": rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)}
+    model = make_model([node], {"x": ((5, 2, features), np.float32), "lens": ((2,), np.int32)},
+                       {"y": ((5, 1, 2, hidden), np.float32)}, inits, opset=14)
+    return model, rng.standard_normal((5, 2, features)).astype(np.float32)
+
+
+def test_a_kernel_refusal_names_the_node_and_the_session_recovers():
+    model, x = lstm_with_fed_lengths()
+    session = edgekit.InferenceSession(model)
+    with pytest.raises(InputError, match=r"node 'encoder' \(LSTM\)"):
+        session.run(None, {"x": x, "lens": np.array([5, 9], np.int32)})
+    assert_matches_ort(model, {"x": x, "lens": np.array([5, 3], np.int32)}, rtol=1e-5, atol=1e-6, session=session)
