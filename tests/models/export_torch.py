@@ -2,7 +2,7 @@
 exported files are committed, so the tests never do): `python tests/models/export_torch.py`.
 
 Each model is a typical signal or image network as users write it, exported by torch.onnx's
-TorchScript exporter at opset 17 with a dynamic batch dimension, so the tests see the exact
+TorchScript exporter at opsets 11, 17 and 20 with a dynamic batch dimension, so the tests see the exact
 node patterns exporters emit (Shape/Gather chains, Constant nodes, LSTM gate layouts ...).
 """
 from __future__ import annotations
@@ -131,6 +131,10 @@ MODELS = {"cnn_lstm": (CnnLstm, (3, 64)), "bigru": (BiGru, (20, 8)), "transforme
           "unet1d": (Unet1d, (1, 64)), "tcn": (Tcn, (2, 50)), "se1d": (SqueezeExcite1d, (4, 40)),
           "mlp": (Mlp, (3, 20)), "cnn2d": (Cnn2d, (1, 14, 14))}
 """name -> (model class, input shape without the batch dimension)."""
+OPSETS = (11, 17, 20)
+"""Each model is exported at each of these opsets it can be (exporters write other patterns per
+opset: Squeeze axes as an attribute or an input, Upsample or Resize, Gelu as one op or as Erf ...);
+files are named <model>_opset<N>.onnx."""
 
 
 def main() -> None:
@@ -142,10 +146,15 @@ def main() -> None:
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-        torch.onnx.export(model, (torch.randn(2, *shape),), os.path.join(HERE, f"{name}.onnx"), opset_version=17,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-                          dynamo=False)
-        print(f"{name}.onnx")
+        for opset in OPSETS:
+            path = os.path.join(HERE, f"{name}_opset{opset}.onnx")
+            try:
+                torch.onnx.export(model, (torch.randn(2, *shape),), path, opset_version=opset, input_names=["x"],
+                                  output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+            except torch.onnx.errors.UnsupportedOperatorError as exc:  # (attention before opset 14)
+                print(f"{os.path.basename(path)}: not exported ({str(exc).splitlines()[0]})")
+                continue
+            print(os.path.basename(path))
 
 
 if __name__ == "__main__":
