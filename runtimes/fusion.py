@@ -1,6 +1,6 @@
 """Graph fusions done once per model: Constant nodes' values join the constants (exporters write
-Clip bounds that way); BatchNormalization folds into a preceding Conv or Gemm with constant weights;
-a following activation fuses into the Conv/Gemm epilogue; then BN and activations after stride-1
+Clip bounds that way); BatchNormalization folds into a preceding Conv, ConvTranspose or Gemm with
+constant weights; a following activation fuses into their epilogue; then BN and activations after stride-1
 'same' pools fuse into the pool kernel (runtimes/pool_fusion.py).
 
 All only fire when the intermediate tensor has a single consumer and is not a graph output,
@@ -16,7 +16,7 @@ from edgekit.ir import Node
 from .ops.activation import ACTIVATIONS, activation_params
 from .ops.registry import FUSED_ACTIVATION, Unsupported
 
-FUSABLE = ("Conv", "Gemm")
+FUSABLE = ("Conv", "Gemm", "ConvTranspose")
 
 
 def fuse(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_outputs: set[str]) -> list[Node]:
@@ -95,7 +95,7 @@ def batchnorm_affine(bn: Node | None, x: str, constants: dict) -> tuple[np.ndarr
 
 
 def _folded(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """Weights and bias of Conv/Gemm ``n`` followed by the per-channel affine v * scale + shift."""
+    """Weights and bias of Conv/ConvTranspose/Gemm ``n`` followed by the per-channel affine v * scale + shift."""
     if len(n.inputs) < 2 or n.inputs[1] not in constants:
         return None
     if len(n.inputs) > 2 and n.inputs[2] and n.inputs[2] not in constants:
@@ -115,6 +115,13 @@ def _folded(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict) -> t
                 return None
             bias = bias + c.reshape(-1)
         w = w * scale[None, :]
+    elif n.op_type == "ConvTranspose":  # W (Cin, Cout/group, k...): output channels on axis 1, per group
+        groups = int(n.attrs.get("group", 1))
+        if w.ndim < 3 or w.shape[0] % groups or w.shape[1] * groups != scale.size:
+            return None
+        bias = constants[n.inputs[2]].astype(np.float64) if len(n.inputs) > 2 and n.inputs[2] else np.zeros(scale.size)
+        w = (w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)
+             * scale.reshape(groups, 1, -1, 1)).reshape(w.shape)
     else:
         if w.shape[0] != scale.size:
             return None

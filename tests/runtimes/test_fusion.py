@@ -1,0 +1,38 @@
+"""runtimes/fusion.py on ConvTranspose decoders: BatchNormalization folds into the ConvTranspose
+weights (output channels on axis 1, per group) and a following activation fuses into its epilogue;
+the fused session matches onnxruntime (rtol/atol 1e-5: folding rounds the weights once) for 1-D
+and 2-D, groups 1 and 2, with and without a bias."""
+import numpy as np
+import pytest
+from onnx import helper
+
+import edgekit
+from oracle import assert_matches_ort, make_model
+
+
+def decoder(nd: int, groups: int, bias: bool, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    cin, cout_g, k = 4, 3, 3
+    cout = cout_g * groups
+    size = (5,) * nd
+    inits = {"w": rng.standard_normal((cin, cout_g) + (k,) * nd).astype(np.float32),
+             "g": rng.uniform(0.5, 2, cout).astype(np.float32), "be": rng.standard_normal(cout).astype(np.float32),
+             "m": rng.standard_normal(cout).astype(np.float32), "v": rng.uniform(0.5, 2, cout).astype(np.float32)}
+    if bias:
+        inits["b"] = rng.standard_normal(cout).astype(np.float32)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"] + (["b"] if bias else []), ["t"], strides=[2] * nd,
+                              pads=[1] * 2 * nd, group=groups, name="up"),
+             helper.make_node("BatchNormalization", ["t", "g", "be", "m", "v"], ["n"], epsilon=1e-3, name="bn"),
+             helper.make_node("LeakyRelu", ["n"], ["y"], alpha=0.2, name="act")]
+    model = make_model(nodes, {"x": ((2, cin) + size, np.float32)}, ["y"], inits)
+    return model, rng.standard_normal((2, cin) + size).astype(np.float32)
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("bias", [False, True])
+def test_convtranspose_bn_activation_fold_into_one_node(nd, groups, bias):
+    model, x = decoder(nd, groups, bias)
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes] == ["ConvTranspose"]
+    assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
