@@ -30,10 +30,18 @@ def name_value(text: str) -> tuple[str, str]:
     return name, value
 
 
+MAX_DIM = 2**32
+"""The largest dynamic dimension a verb accepts: more elements than any plan's memory cap holds, and far
+from int64 overflow in the size arithmetic of shapes."""
+
+
 def dim(text: str) -> tuple[str, int]:
-    """argparse type: ``NAME=VALUE``, the positive value of a dynamic input dimension."""
+    """argparse type: ``NAME=VALUE``, the value (1 to MAX_DIM) of a dynamic input dimension."""
     name, value = name_value(text)
     try:
-        return name, positive_int(value)
+        n = positive_int(value)
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"dimension {name!r}: {exc}") from None
+    if n > MAX_DIM:
+        raise argparse.ArgumentTypeError(f"dimension {name!r}: {n} is larger than {MAX_DIM}")
+    return name, n

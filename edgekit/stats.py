@@ -147,7 +147,7 @@ def _plan(proto: onnx.ModelProto, dims: dict[str, int]) -> tuple[list[str], tupl
     """Human-readable lines for nodes edgekit cannot run (ops missing from the registry, else the forms
     a plan for these input dims refuses), and (fused nodes, tensors) of the plan when it builds."""
     from .runtimes.ops import BUILDERS
-    from .runtimes.plan import prepare, specialize
+    from .runtimes.plan import MAX_PLAN_BYTES, prepare, specialize
 
     graph = read_graph(proto)
     missing: dict[str, list[str]] = {}
@@ -157,9 +157,12 @@ def _plan(proto: onnx.ModelProto, dims: dict[str, int]) -> tuple[list[str], tupl
     if missing:
         return [f"{op}: not implemented ({len(names)} node(s): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
                 for op, names in sorted(missing.items())], None
+    shapes = input_shapes(proto, dims)
+    if any(math.prod(shape) > MAX_PLAN_BYTES for shape in shapes.values()):  # (before sizes overflow int64)
+        return [f"the plan for dims {dims} fails: inputs of shapes {shapes} exceed {MAX_PLAN_BYTES / 2**30:.1f} GiB"], None
     try:
         prepared = prepare(graph)
-        plan = specialize(prepared, input_shapes(proto, dims))
+        plan = specialize(prepared, shapes)
     except EdgekitError as exc:
         unsupported = getattr(exc, "unsupported", None)
         if unsupported is None:

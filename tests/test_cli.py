@@ -60,6 +60,21 @@ def test_bad_dim_same_message_in_every_verb(verb, capsys):
     assert "dimension 'batch': expected a positive integer, got '0'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["4000000000000000000", "99999999999999999999999"])
+def test_absurd_dims_are_usage_errors_not_tracebacks(value, relu_model, capsys):
+    """Dims whose byte sizes overflow int64 once crashed `info` deep in the planner."""
+    assert main(["info", relu_model, "--dim", f"batch={value}"]) == 2
+    assert "is larger than" in capsys.readouterr().err
+    assert main(["info", relu_model, "--dim", "batch=100000"]) == 0
+
+
+def test_info_with_dims_whose_product_overflows_int64(tmp_path, capsys):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (["a", "b", 3], np.float32)}, ["y"])
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["info", str(tmp_path / "m.onnx"), "--dim", "a=4294967296", "--dim", "b=4294967296"]) == 0
+    assert "exceed 4.0 GiB" in capsys.readouterr().out
+
+
 def test_missing_model_exits_1_with_message(tmp_path, capsys):
     missing = str(tmp_path / "nope.onnx")
     for verb in ("info", "run", "bench"):
