@@ -42,8 +42,11 @@ class Chain:
                  deadline_s: float = 2.0, retries: int = 1, slowdown: float = 1.0,
                  links: bool | dict[tuple[str, str], Link] = False, token: str | None = None,
                  cooldown_s: float = 1.0) -> None:
-        if slowdown < 1.0:
-            raise InputError(f"slowdown must be >= 1 (a sleep cannot speed compute up), got {slowdown}")
+        if not 1.0 <= slowdown < float("inf"):
+            raise InputError(f"slowdown must be a finite number >= 1 (a sleep cannot speed compute up), got {slowdown}")
+        if not (0 < deadline_s < float("inf") and retries >= 0 and cooldown_s >= 0):
+            raise InputError(f"need 0 < deadline_s < inf, retries >= 0 and cooldown_s >= 0; got deadline_s={deadline_s}, "
+                             f"retries={retries}, cooldown_s={cooldown_s}")
         for comp, module in (("zstd", "zstandard"), ("lz4", "lz4.frame")):
             if comp in plan.into and importlib.util.find_spec(module.split(".")[0]) is None:
                 raise InputError(f"the plan compresses transfers with {comp}: pip install {module.split('.')[0]}")

@@ -696,6 +696,16 @@ def test_serve_verb_refuses_bad_next_urls_and_links_before_serving(plan3, argv, 
         args.func(args)
 
 
+@pytest.mark.parametrize("kw,message", [({"slowdown": 0.5}, "slowdown must be"), ({"slowdown": float("inf")}, "slowdown"),
+                                        ({"deadline_s": 0}, "deadline_s"), ({"deadline_s": float("inf")}, "deadline_s"),
+                                        ({"retries": -1}, "retries"), ({"cooldown_s": -1}, "cooldown_s")])
+def test_bad_chain_settings_are_refused(plan3, kw, message):
+    """A non-positive or infinite deadline made every forward fail (silent fallback) or hang, an
+    infinite slowdown crashed every request."""
+    with pytest.raises(edgekit.InputError, match=message):
+        FlowSession(plan3, {}, **kw)
+
+
 def test_a_port_out_of_range_is_a_clear_error(plan3):
     with pytest.raises(edgekit.InputError, match="cannot listen on 127.0.0.1:70000"):
         TierServer(Chain(load_plan(plan3), "cloud"), port=70000)
