@@ -383,7 +383,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _infer(self, served: Served, request, start: float) -> None:
         budget = request.parameters.get(BUDGET)
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not 0 < budget < float("inf")):
             raise ProtocolError(f"parameter {BUDGET} must be a positive number of seconds, got {budget!r}")
         results, trace = served.chain.run(served.part, request.tensors, request.tensor_parameters, budget)
         names = request.outputs if request.outputs is not None else list(results)

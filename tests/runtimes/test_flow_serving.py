@@ -187,7 +187,9 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
         ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "br"}, 415, "not supported"),
         ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "gzip"}, 400, "cannot decode"),
         ("POST", "/v2/models/cnn-edge/infer", b"abc", {"Content-Encoding": "zstd"}, 400, "cannot decode"),
-    ]
+    ] + [("POST", "/v2/models/cnn-edge/infer", json.dumps(dict(json.loads(infer_body(x)), parameters={
+        "edgekit_deadline_s": budget})).encode(), {}, 400, "edgekit_deadline_s must be a positive number")
+        for budget in ("1", -1.0, 0, float("nan"), float("inf"), True)]
     for method, path, body, headers, status, message in cases:
         got, doc = request(edge, method, path, body, headers)
         assert got == status, (path, doc)
