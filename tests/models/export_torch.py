@@ -127,9 +127,64 @@ class Cnn2d(nn.Module):
         return self.net(self.up(x)).argmax(-1)
 
 
+class ShuffleBlock(nn.Module):
+    """A ShuffleNetV2 unit: channel split, depthwise stride-1 branch, concat, channel shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                                    nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8),
+                                    nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        a, b = h.chunk(2, dim=1)
+        h = torch.cat([a, self.branch(b)], 1)
+        n, c, hh, ww = h.shape
+        h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+class ResBlock(nn.Module):
+    """A ResNet stem (conv, BN, ReLU, 3x3/2 max pool) and a strided basic block with a 1x1 shortcut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.MaxPool2d(3, stride=2, padding=1))
+        self.c1 = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32))
+        self.down = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False), nn.BatchNorm2d(32))
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = torch.relu(self.c2(self.c1(h)) + self.down(h))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
+class KeywordSpotter(nn.Module):
+    """A DS-CNN keyword spotter on a (1, 49, 10) MFCC map: depthwise-separable 2-D convs, average pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Sequential(nn.Conv2d(1, 24, (10, 4), stride=(2, 2), padding=(5, 1)), nn.BatchNorm2d(24),
+                                   nn.ReLU())
+        self.ds = nn.Sequential(nn.Conv2d(24, 24, 3, padding=1, groups=24), nn.BatchNorm2d(24), nn.ReLU(),
+                                nn.Conv2d(24, 32, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.fc = nn.Linear(32, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ds(self.first(x))
+        return self.fc(F.avg_pool2d(h, (25, 5)).flatten(1))  # (the map is 25 x 5; a fixed kernel as in Keras)
+
+
 MODELS = {"cnn_lstm": (CnnLstm, (3, 64)), "bigru": (BiGru, (20, 8)), "transformer": (TinyTransformer, (10, 8)),
           "unet1d": (Unet1d, (1, 64)), "tcn": (Tcn, (2, 50)), "se1d": (SqueezeExcite1d, (4, 40)),
-          "mlp": (Mlp, (3, 20)), "cnn2d": (Cnn2d, (1, 14, 14))}
+          "mlp": (Mlp, (3, 20)), "cnn2d": (Cnn2d, (1, 14, 14)), "shuffle": (ShuffleBlock, (3, 32, 32)),
+          "resblock": (ResBlock, (3, 32, 32)), "kws": (KeywordSpotter, (1, 49, 10))}
 """name -> (model class, input shape without the batch dimension)."""
 OPSETS = (11, 17, 20)
 """Each model is exported at each of these opsets it can be (exporters write other patterns per
