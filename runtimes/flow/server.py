@@ -293,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not token:
             return True
         got = self.headers.get("Authorization", "")
-        if got.startswith("Bearer ") and hmac.compare_digest(got[7:].strip().encode(), token.encode()):
+        if got[:7].lower() == "bearer " and hmac.compare_digest(got[7:].strip().encode(), token.encode()):  # scheme: any case
             return True
         message = "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
         self._refuse(401, message) if post else self._error(401, message)

@@ -256,6 +256,7 @@ def test_oversized_and_unauthorized(plan3):
         auth = {"Authorization": "Bearer s3cret"}
         assert request(cloud, "GET", "/v2/health/live")[0] == 200  # probes need no token
         assert request(cloud, "GET", "/v2/models/cnn-cloud")[0] == 401
+        assert request(cloud, "GET", "/v2/models/cnn-cloud", headers={"Authorization": "bearer s3cret"})[0] == 200
         status, doc = request(cloud, "POST", "/v2/models/cnn-cloud/infer", body, {"Authorization": "Bearer nope"})
         assert status == 401 and "bearer token" in doc["error"]
         status, doc = request(cloud, "POST", "/v2/models/cnn-cloud/infer", body, auth)
