@@ -79,6 +79,10 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
     cin, cout_g, *kernel = w.shape
     if cin != c or c % groups:
         raise ValueError(f"weights {w.shape} do not fit {c} input channels in {groups} groups")
+    if [int(k) for k in node.attrs.get("kernel_shape", kernel)] != kernel:
+        raise ValueError(f"kernel_shape {list(node.attrs['kernel_shape'])} is not W's {kernel}")
+    if b is not None and tuple(b.shape) != (cout_g * groups,):
+        raise ValueError(f"bias of shape {list(b.shape)}, expected [{cout_g * groups}] (one per output channel)")
     strides = [int(s) for s in node.attrs.get("strides", [1] * nd)]
     dilations = [int(d) for d in node.attrs.get("dilations", [1] * nd)]
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]

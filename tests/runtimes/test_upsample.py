@@ -20,7 +20,7 @@ from onnx import helper
 
 import edgekit
 import edgekit.runtimes.ops.upsample  # noqa: F401  (registers the builders)
-from edgekit.errors import UnsupportedOpError
+from edgekit.errors import ModelError, UnsupportedOpError
 from edgekit.ir import Node
 from edgekit.runtimes.kernels import activation as ka
 from edgekit.runtimes.ops.registry import FUSED_ACTIVATION, Tensor
@@ -125,6 +125,22 @@ def test_conv_transpose_unsupported_forms_name_the_node():
     with pytest.raises(UnsupportedOpError, match="'up'.*3-D ConvTranspose"):
         edgekit.InferenceSession(_conv_transpose_model((1, 2, 3, 3, 3), w3, None, {})).run(
             None, {"x": np.ones((1, 2, 3, 3, 3), np.float32)})
+
+
+@pytest.mark.parametrize("bias_input", [False, True])
+def test_conv_transpose_refuses_a_bias_not_of_c_out_values(bias_input):
+    """A bias shorter than C_out was read past its end (onnxruntime refuses it)."""
+    w, b = np.ones((2, 4, 3), np.float32), np.ones(1, np.float32)
+    model = _conv_transpose_model((1, 2, 5), w, b, {}, bias_input=bias_input)
+    feeds = {"x": np.ones((1, 2, 5), np.float32), **({"b": b} if bias_input else {})}
+    with pytest.raises(ModelError, match="'up'.*bias of shape"):
+        edgekit.InferenceSession(model).run(None, feeds)
+
+
+def test_conv_transpose_refuses_kernel_shape_not_w_s():
+    model = _conv_transpose_model((1, 2, 5), np.ones((2, 4, 3), np.float32), None, {"kernel_shape": [2]})
+    with pytest.raises(ModelError, match="'up'.*kernel_shape"):
+        edgekit.InferenceSession(model).run(None, {"x": np.ones((1, 2, 5), np.float32)})
 
 
 @pytest.mark.parametrize("x_shape, w_shape, attrs", [((2, 2, 5), (2, 3, 3), {"strides": [2], "pads": [1, 0]}),
