@@ -203,12 +203,12 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
     rank = len(x.shape)
     if sizes is not None:
         out = [int(v) for v in sizes]
-        scale = [np.float32(o) / np.float32(i) for o, i in zip(out, x.shape)]
+        scale = [np.float32(o) / np.float32(i) if i else np.float32(1) for o, i in zip(out, x.shape)]
     else:
         scale = [np.float32(s) for s in scales]
         out = [int(np.floor(s * np.float32(i))) for s, i in zip(scale, x.shape)]
-    if min(out, default=1) < 1:
-        raise ValueError(f"{node.op_type} to an empty output {out}")
+    if min(out, default=0) < 0 or any(o and not i for o, i in zip(out, x.shape)):
+        raise ValueError(f"{node.op_type} of shape {list(x.shape)} to {out}: a negative size, or an empty axis resampled")
     shape = [1] * (2 - rank) + list(x.shape)  # at least (H, W)
     out2 = [1] * (2 - rank) + out
     scale2 = [np.float32(1)] * (2 - rank) + scale

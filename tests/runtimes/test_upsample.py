@@ -8,7 +8,8 @@ given at run time, X read in place (kernel == stride) and phases no tap reaches 
 its epilogue. Resize: nearest with every coordinate mode and nearest_mode, by scales and by sizes,
 leading axes mapped (5-D, batch and channel scales); linear (1-D and 2-D) with every coordinate
 mode, up, down and mixed; dynamic batch and spatial dims; opsets 10, 11, 13, 18 (axes) and 19;
-Upsample 7 and 9. Every refused form (3-D ConvTranspose; Resize cubic, tf_crop_and_resize,
+Upsample 7 and 9; an empty batch and an axis scaled to 0 (empty outputs). A bias not of C_out values
+and a kernel_shape not W's raise ModelError. Every refused form (3-D ConvTranspose; Resize cubic, tf_crop_and_resize,
 antialias, keep_aspect_ratio_policy, linear on a leading axis, non-float32 input, scales at run
 time) raises UnsupportedOpError naming the node. Tolerances: ConvTranspose rtol 1e-4, atol 1e-4
 (float32 sums of up to a few hundred products in another order); Resize 1e-5 (nearest copies
@@ -241,6 +242,20 @@ def test_resize_unsupported_forms_name_the_node(attrs, reason):
     model = _resize_model((1, 2, 4, 4), sizes=[1, 2, 8, 6], **attrs)
     with pytest.raises(UnsupportedOpError, match=f"'rs'.*{reason}"):
         edgekit.InferenceSession(model).run(None, {"x": np.ones((1, 2, 4, 4), np.float32)})
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_and_upsample_of_an_empty_batch_or_to_an_empty_axis(mode):
+    """An empty batch (a dynamic batch of 0), and scales flooring an axis to 0, give an empty output
+    as in onnxruntime (they were refused as an empty output)."""
+    empty = np.zeros((0, 2, 4, 4), np.float32)
+    model = _resize_model(("n", 2, 4, 4), [1, 1, 2, 2], opset=13, mode=mode)
+    assert assert_matches_ort(model, {"x": empty}, RESIZE_TOL, RESIZE_TOL)[0].shape == (0, 2, 8, 8)
+    _check_resize(_resize_model((1, 2, 4, 1), [1, 1, 1.5, 0.6], opset=13, mode=mode), (1, 2, 4, 1), 21)
+    node = helper.make_node("Upsample", ["x", "s"], ["y"], mode=mode)
+    model = make_model([node], {"x": (("n", 2, 4, 4), np.float32)}, ["y"], {"s": np.array([1, 1, 2, 2], np.float32)},
+                       opset=9)
+    assert_matches_ort(model, {"x": empty}, RESIZE_TOL, RESIZE_TOL)
 
 
 def test_resize_refuses_linear_on_leading_axes_other_dtypes_and_scales_at_run_time():
