@@ -14,6 +14,7 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
+from .cli_args import non_negative_int, positive_int
 from .errors import InputError
 
 
@@ -25,6 +26,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         return 2
     if args.data and not (args.stream and args.report):
         print("edgekit convert: --data is the signal of --stream --report", file=sys.stderr)
+        return 2
+    if (args.mst or args.mst_depth is not None) and not args.binarize:
+        print("edgekit convert: --mst and --mst-depth go with --binarize", file=sys.stderr)
+        return 2
+    if args.mst_depth is not None and not (args.mst or args.report):
+        print("edgekit convert: --mst-depth bounds the trees of --mst (or of --report's MST estimate)", file=sys.stderr)
         return 2
     if args.binarize:
         return _convert_binary(args.model, args.output, args.mst, args.mst_depth, args.report)
@@ -94,6 +101,10 @@ def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | 
         print(f"warning: {w.message}")
     count = sum(1 for n in converted.graph.node if n.domain == DOMAIN)
     print(f"{model_path}: {count} binary layer(s)")
+    if not count:
+        print(f"edgekit convert: {model_path} has no binary layer (sign activations and +-1 weights); nothing written",
+              file=sys.stderr)
+        return 1
     if mst or report:
         planned, rep = mst_plans.compress(converted, depth=mst_depth, apply=mst)
         if report:
@@ -167,13 +178,14 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="path of an .onnx file")
     p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the result")
     p.add_argument("--stream", action="store_true", help="StreamiNNC step model with explicit state I/O")
-    p.add_argument("--hop", type=int, help="new samples per step (--stream; an LMUFormer steps by 1 frame)")
+    p.add_argument("--hop", type=positive_int, help="new samples per step (--stream; an LMUFormer steps by 1 frame)")
     p.add_argument("--split", help="tensor where the head starts (--stream; default: found automatically)")
-    p.add_argument("--window", type=int, help="window length L when the model's time axis is dynamic (--stream)")
+    p.add_argument("--window", type=positive_int,
+                   help="window length L when the model's time axis is dynamic (--stream)")
     p.add_argument("--data", help="--stream --report: measure the error on this .npy or CSV signal")
     p.add_argument("--binarize", action="store_true", help="bit-packed XNOR/popcount binary layers")
     p.add_argument("--mst", action="store_true", help="--binarize: MST-compress the binary layers")
-    p.add_argument("--mst-depth", type=int, help="--binarize --mst: depth bound of the spanning trees")
+    p.add_argument("--mst-depth", type=non_negative_int, help="--binarize --mst: depth bound of the spanning trees")
     p.add_argument("--paramfree", choices=("max", "avg"), help="replace depthwise convs by max or avg pooling")
     p.add_argument("--report", action="store_true", help="print what the conversion changes and costs")
     p.set_defaults(func=cmd_convert)
@@ -184,9 +196,10 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
                                      "prints the outputs of every hop.")
     p.add_argument("model", help="window model (.onnx), a step model from `edgekit convert --stream`, "
                                  "or an LMUFormer")
-    p.add_argument("--hop", type=int, help="new samples per hop (required for a window CNN; an LMUFormer steps by 1)")
+    p.add_argument("--hop", type=positive_int,
+                   help="new samples per hop (required for a window CNN; an LMUFormer steps by 1)")
     p.add_argument("--source", required=True, metavar="FILE.csv|-", help="CSV file, or - for standard input")
     p.add_argument("--split", help="tensor where the head starts (default: found automatically)")
-    p.add_argument("--window", type=int, help="window length L when the model's time axis is dynamic")
+    p.add_argument("--window", type=positive_int, help="window length L when the model's time axis is dynamic")
     p.add_argument("--allow-nan", action="store_true", help="stream NaN / Inf samples instead of refusing them")
     p.set_defaults(func=cmd_stream)

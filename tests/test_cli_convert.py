@@ -130,6 +130,17 @@ def test_convert_needs_exactly_one_technique(tmp_path):
     assert main(["convert", PPG, "--stream", "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--stream", "--hop", "64", "--data", "x.csv", "-o", str(tmp_path / "x.onnx")]) == 2
     assert main(["convert", PPG, "--paramfree", "max", "--data", "x.csv", "-o", str(tmp_path / "x.onnx")]) == 2
+    for flags in (["--stream", "--hop", "64", "--mst"], ["--paramfree", "max", "--mst-depth", "2"],
+                  ["--binarize", "--mst-depth", "2"], ["--binarize", "--mst", "--mst-depth", "-1"],
+                  ["--stream", "--hop", "0"], ["--stream", "--hop", "64", "--window", "-5"]):
+        assert main(["convert", BNN if "--binarize" in flags else PPG, *flags, "-o", str(tmp_path / "x.onnx")]) == 2
+    assert not os.path.exists(tmp_path / "x.onnx")
+
+
+def test_convert_binarize_without_binary_layers_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "x.onnx"
+    assert main(["convert", PPG, "--binarize", "-o", str(out)]) == 1
+    assert "no binary layer" in capsys.readouterr().err and not out.exists()
 
 
 def test_convert_binarize_mst_report(tmp_path, capsys):
