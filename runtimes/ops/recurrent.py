@@ -111,6 +111,8 @@ def build_recurrent(node: Node, inputs: list, opset: int) -> Kernel:
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(f"direction must be forward, reverse or bidirectional, got {direction!r}")
     dirs = 2 if direction == "bidirectional" else 1
+    if "clip" in node.attrs and not float(node.attrs["clip"]) > 0:
+        raise ValueError(f"clip must be positive, got {node.attrs['clip']}")
     hid = int(node.attrs.get("hidden_size", r.shape[-1]))
     gh = gates * hid
     _check("W", w, (dirs, gh, inp))

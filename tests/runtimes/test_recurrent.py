@@ -3,7 +3,7 @@
 Every op in every direction and both layouts (opset 14; onnxruntime runs layout 0 only, so layout 1
 is compared with its layout-0 twin), at opsets 7, 14 and 22; B, initial states (fed or constant)
 and LSTM peepholes given or omitted; infinite and huge inputs; sequence_lens shorter than the
-sequence and zero (constant and fed at run time); clip; LSTM input_forget; GRU linear_before_reset
+sequence and zero (constant and fed at run time); clip (one of 0 or below refused); LSTM input_forget; GRU linear_before_reset
 0 and 1; activation lists with alphas and betas; weights fed at run time; any subset of the
 outputs; one session over several sequence lengths and batch sizes; the forms edgekit refuses.
 Tolerance rtol 1e-4, atol 2e-5: float32 sums over a few tens of products per step, through up to 7
@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 
 import edgekit
 import edgekit.runtimes.ops.recurrent  # noqa: F401  (registration)
-from edgekit.errors import UnsupportedOpError
+from edgekit.errors import ModelError, UnsupportedOpError
 from oracle import assert_matches_ort, make_model, ort_session
 
 RTOL, ATOL = 1e-4, 2e-5
@@ -135,6 +135,16 @@ def test_sequence_lens(op, direction, lens_fed):
 def test_sequence_lens_out_of_range_fails_at_run_time():
     model, feeds, _ = _case("GRU", lens=[5, 6, 1], lens_fed=True)
     with pytest.raises(ValueError, match="sequence_lens"):
+        edgekit.InferenceSession(model).run(None, feeds)
+
+
+@pytest.mark.parametrize("clip", [0.0, -1.0])
+@pytest.mark.parametrize("op", OPS)
+def test_clip_not_positive_is_refused(op, clip):
+    """A clip of 0 or below bounds nothing (it ran, clipping every pre-activation to a constant or
+    swapping the bounds); onnxruntime refuses it."""
+    model, feeds, _ = _case(op, clip=clip)
+    with pytest.raises(ModelError, match="'rnn0'.*clip"):
         edgekit.InferenceSession(model).run(None, feeds)
 
 
