@@ -165,10 +165,10 @@ def _toposort(graph: Graph) -> list[Node]:
             if x not in producers:
                 n = graph.nodes[i]
                 raise ModelError(f"node {n.name!r} ({n.op_type}) reads {x!r}, which no node, input or initializer defines")
-    consumers: dict[int, list[int]] = {}
+    consumers: dict[int, set[int]] = {}  # (a set: a node reading two outputs of one node is queued once)
     for i, missing in pending.items():
         for x in missing:
-            consumers.setdefault(producers[x], []).append(i)
+            consumers.setdefault(producers[x], set()).add(i)
     ready = [i for i, m in pending.items() if not m]
     heapq.heapify(ready)
     order = []

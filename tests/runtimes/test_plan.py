@@ -1,6 +1,7 @@
-"""A kernel that refuses the values of a run (a data-dependent check inside it) raises InputError
-naming the node and op, and the session runs again afterwards; a check that passes leaves the
-results equal to onnxruntime's."""
+"""runtimes/plan.py: a node reading two outputs of one node runs once, in order (as onnxruntime);
+a kernel that refuses the values of a run (a data-dependent check inside it) raises InputError
+naming the node and op, and the session runs again afterwards with results equal to onnxruntime's
+(tolerances in each test)."""
 import numpy as np
 import pytest
 from onnx import helper
@@ -27,3 +28,11 @@ def test_a_kernel_refusal_names_the_node_and_the_session_recovers():
     with pytest.raises(InputError, match=r"node 'encoder' \(LSTM\)"):
         session.run(None, {"x": x, "lens": np.array([5, 9], np.int32)})
     assert_matches_ort(model, {"x": x, "lens": np.array([5, 3], np.int32)}, rtol=1e-5, atol=1e-6, session=session)
+
+
+def test_a_node_reading_two_outputs_of_one_node():
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2, name="split"),
+             helper.make_node("Mul", ["a", "b"], ["y"], name="mul")]
+    model = make_model(nodes, {"x": ((3, 8), np.float32)}, ["y"], opset=18)
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, rtol=0, atol=0)
