@@ -208,7 +208,7 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
         scale = [np.float32(s) for s in scales]
         out = [int(np.floor(s * np.float32(i))) for s, i in zip(scale, x.shape)]
     if min(out, default=0) < 0 or any(o and not i for o, i in zip(out, x.shape)):
-        raise ValueError(f"{node.op_type} of shape {list(x.shape)} to {out}: a negative size, or an empty axis resampled")
+        raise ValueError(f"{node.op_type} of shape {list(x.shape)} to {out}: a negative size or an empty axis enlarged")
     shape = [1] * (2 - rank) + list(x.shape)  # at least (H, W)
     out2 = [1] * (2 - rank) + out
     scale2 = [np.float32(1)] * (2 - rank) + scale

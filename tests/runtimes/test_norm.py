@@ -20,7 +20,6 @@ import pytest
 from onnx import helper
 
 import edgekit
-import edgekit.runtimes.ops.norm  # noqa: F401  (registers the builders)
 from edgekit.errors import UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 

@@ -7,15 +7,15 @@ vectorised scan, on lengths around its lane count) and columns (other axes), onn
 axis, largest and smallest, k from 0 to the whole axis, ties (lower index first), NaN and infinities
 (NaN ranks above +inf), the three dtypes, sorted=0 (edgekit returns the same elements, sorted), a
 detection-sized axis, both selection paths (heap for small k, quickselect for large k, and its fallback
-to the heap) on ascending, descending and constant columns. Also batch > 1, a symbolic batch dimension run at two sizes, folding of constant
-inputs, and the refused forms (K fed at run time, float64) naming their node.
+to the heap) on ascending, descending and constant columns. Also batch > 1, a symbolic batch dimension
+run at two sizes, folding of constant inputs, and the refused forms (K fed at run time, float64) naming
+their node.
 """
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
 import edgekit
-import edgekit.runtimes.ops.ranking  # noqa: F401  (registration, until runtimes/ops/__init__ imports it)
 from edgekit.errors import ModelError, UnsupportedOpError
 from edgekit.runtimes.kernels.ranking import LANES, top_k
 from oracle import assert_matches_ort, make_model, ort_session

@@ -3,11 +3,11 @@
 Every op in every direction and both layouts (opset 14; onnxruntime runs layout 0 only, so layout 1
 is compared with its layout-0 twin), at opsets 7, 14 and 22; B, initial states (fed or constant)
 and LSTM peepholes given or omitted; infinite and huge inputs; sequence_lens shorter than the
-sequence and zero (constant and fed at run time); clip (one of 0 or below refused); LSTM input_forget; GRU linear_before_reset
-0 and 1; activation lists with alphas and betas; weights fed at run time; any subset of the
-outputs; one session over several sequence lengths and batch sizes; the forms edgekit refuses.
-Tolerance rtol 1e-4, atol 2e-5: float32 sums over a few tens of products per step, through up to 7
-steps, with onnxruntime's sigmoid/tanh approximations.
+sequence and zero (constant and fed at run time); clip (one of 0 or below refused); LSTM
+input_forget; GRU linear_before_reset 0 and 1; activation lists with alphas and betas; weights fed
+at run time; any subset of the outputs; one session over several sequence lengths and batch sizes;
+the forms edgekit refuses. Tolerance rtol 1e-4, atol 2e-5: float32 sums over a few tens of products
+per step, through up to 7 steps, with onnxruntime's sigmoid/tanh approximations.
 """
 import itertools
 
@@ -16,7 +16,6 @@ import pytest
 from onnx import helper, numpy_helper
 
 import edgekit
-import edgekit.runtimes.ops.recurrent  # noqa: F401  (registration)
 from edgekit.errors import ModelError, UnsupportedOpError
 from oracle import assert_matches_ort, make_model, ort_session
 

@@ -20,7 +20,6 @@ import pytest
 from onnx import helper
 
 import edgekit
-import edgekit.runtimes.ops.upsample  # noqa: F401  (registers the builders)
 from edgekit.errors import ModelError, UnsupportedOpError
 from edgekit.ir import Node
 from edgekit.runtimes.kernels import activation as ka
