@@ -141,7 +141,7 @@ def test_sequence_lens_out_of_range_fails_at_run_time():
 @pytest.mark.parametrize("op", OPS)
 def test_clip_not_positive_is_refused(op, clip):
     """A clip of 0 or below bounds nothing (it ran, clipping every pre-activation to a constant or
-    swapping the bounds); onnxruntime refuses it."""
+    swapping the bounds); onnxruntime refuses it for LSTM and GRU (and runs RNN's, to a constant)."""
     model, feeds, _ = _case(op, clip=clip)
     with pytest.raises(ModelError, match="'rnn0'.*clip"):
         edgekit.InferenceSession(model).run(None, feeds)
