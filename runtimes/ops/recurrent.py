@@ -37,7 +37,7 @@ def _activations(node: Node, dirs: int) -> tuple[list[int], list[float]]:
     list (``count`` per direction), alphas and betas consumed in order by the functions that take
     them (onnxruntime's rule)."""
     _, count, default = SPECS[node.op_type]
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in node.attrs.get("activations", default * dirs)]
+    names = list(node.attrs.get("activations", default * dirs))
     if len(names) != count * dirs:
         raise ValueError(f"{node.op_type} takes {count * dirs} activations here, got {names}")
     alphas = iter(float(v) for v in node.attrs.get("activation_alpha", []))
@@ -107,7 +107,6 @@ def build_recurrent(node: Node, inputs: list, opset: int) -> Kernel:
         raise ValueError(f"layout must be 0 or 1, got {layout}")
     seq, batch, inp = (x.shape[1], x.shape[0], x.shape[2]) if layout else x.shape
     direction = node.attrs.get("direction", "forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(f"direction must be forward, reverse or bidirectional, got {direction!r}")
     dirs = 2 if direction == "bidirectional" else 1

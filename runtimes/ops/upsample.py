@@ -20,12 +20,6 @@ from .activation import fused_activation
 from .registry import In, Kernel, Out, Unsupported, aligned_copy, const_input, normalize_axis, register
 
 
-def _text(node: Node, name: str, default: str) -> str:
-    """A string attribute (stored as bytes or str)."""
-    value = node.attrs.get(name, default)
-    return value.decode() if isinstance(value, bytes) else value
-
-
 # ---------------------------------------------------------------- ConvTranspose
 
 def _geometry(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
@@ -33,7 +27,7 @@ def _geometry(node: Node, size: list[int], span: list[int], strides: list[int]) 
     nd = len(size)
     extra = [int(p) for p in node.attrs.get("output_padding", [0] * nd)]
     full = [s * (n - 1) + e + k for n, s, e, k in zip(size, strides, extra, span)]
-    auto = _text(node, "auto_pad", "NOTSET")
+    auto = node.attrs.get("auto_pad", "NOTSET")
     if auto not in ("NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"):
         raise Unsupported(f"auto_pad {auto!r}")
     shape = node.attrs.get("output_shape")
@@ -237,20 +231,20 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
 @register("Resize")
 def build_resize(node: Node, inputs: list, opset: int) -> Kernel:
     x = inputs[0]
-    mode = _text(node, "mode", "nearest")
+    mode = node.attrs.get("mode", "nearest")
     if mode not in ("nearest", "linear"):
         raise Unsupported(f"Resize mode {mode!r} (edgekit implements nearest and linear)")
     if opset < 11:
         return _resize(node, x, const_input(node, inputs, 1, "scales"), None, mode, "asymmetric", "simple")
-    coordinates = _text(node, "coordinate_transformation_mode", "half_pixel")
+    coordinates = node.attrs.get("coordinate_transformation_mode", "half_pixel")
     if coordinates not in COORDINATES:
         raise Unsupported(f"Resize coordinate_transformation_mode {coordinates!r}")
-    rule = _text(node, "nearest_mode", "round_prefer_floor")
+    rule = node.attrs.get("nearest_mode", "round_prefer_floor")
     if rule not in NEAREST_MODES[:-1]:
         raise ValueError(f"Resize nearest_mode {rule!r}")
     if int(node.attrs.get("antialias", 0)):
         raise Unsupported("Resize with antialias")
-    policy = _text(node, "keep_aspect_ratio_policy", "stretch")
+    policy = node.attrs.get("keep_aspect_ratio_policy", "stretch")
     if policy != "stretch":
         raise Unsupported(f"Resize keep_aspect_ratio_policy {policy!r} (edgekit implements stretch)")
     scales, sizes = const_input(node, inputs, 2, "scales"), const_input(node, inputs, 3, "sizes")
@@ -272,7 +266,7 @@ def build_resize(node: Node, inputs: list, opset: int) -> Kernel:
 
 @register("Upsample")
 def build_upsample(node: Node, inputs: list, opset: int) -> Kernel:
-    mode = _text(node, "mode", "nearest")
+    mode = node.attrs.get("mode", "nearest")
     if mode not in ("nearest", "linear"):
         raise Unsupported(f"Upsample mode {mode!r} (edgekit implements nearest and linear)")
     scales = node.attrs.get("scales") if opset < 9 else const_input(node, inputs, 1, "scales")
