@@ -132,6 +132,33 @@ def one_hot_kernel(indices, values, out, depth, inner):
             of[((p // inner) * depth + t) * inner + p % inner] = on
 
 
+@njit(inline="always")
+def _inner(af, bf, of, pa, pb, po, m, sa, sb, so):
+    """The innermost einsum letter: a dot product when it is summed (so = 0), else an update
+    of out; unit-stride forms are written apart so they vectorise. Offsets are unsigned so Numba
+    drops its negative-index checks."""
+    if so == 0:
+        acc = of[po]
+        if sa == 1 and sb == 1:
+            for i in range(np.uint64(m)):
+                acc += af[pa + i] * bf[pb + i]
+        elif sa == 1 and sb == 0:
+            v = bf[pb]
+            for i in range(np.uint64(m)):
+                acc += af[pa + i] * v
+        else:
+            for i in range(np.uint64(m)):
+                acc += af[pa + i * sa] * bf[pb + i * sb]
+        of[po] = acc
+    elif so == 1 and sa == 1 and sb == 0:
+        v = bf[pb]
+        for i in range(np.uint64(m)):
+            of[po + i] += af[pa + i] * v
+    else:
+        for i in range(np.uint64(m)):
+            of[po + i * so] += af[pa + i * sa] * bf[pb + i * sb]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def einsum_loops_kernel(a, b, out, sizes, sa, sb, so):
     """out[sum(i_l * so_l)] = sum over the letters absent from out (so_l = 0) of
@@ -147,9 +174,9 @@ def einsum_loops_kernel(a, b, out, sizes, sa, sb, so):
     idx = np.zeros(n, np.int64)
     pa = pb = po = np.int64(0)
     last = n - 1
-    for _ in range(total // sizes[last]):
-        for i in range(sizes[last]):
-            of[po + i * so[last]] += af[pa + i * sa[last]] * bf[pb + i * sb[last]]
+    m, ua, ub, uo = sizes[last], np.uint64(sa[last]), np.uint64(sb[last]), np.uint64(so[last])
+    for _ in range(total // m):
+        _inner(af, bf, of, np.uint64(pa), np.uint64(pb), np.uint64(po), m, ua, ub, uo)
         l = last - 1
         while l >= 0:
             idx[l] += 1
@@ -182,3 +209,19 @@ def einsum_matmul_kernel(a, b, out, sa, sb, sy, ta, tb, ty, plan, offsets):
     matmul_kernel(x, w, y, plan, offsets)
     for r in range(ty.shape[0]):
         copy_block(of, sy, ty[r])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def space_to_depth_kernel(x, out, b, crd):
+    """SpaceToDepth of NCHW x: out[n, ch, h, w] = x[n, c, h * b + i, w * b + j] with channel
+    ch = (i * b + j) * C + c (DCR) or (c * b + i) * b + j (CRD); walks x row by row."""
+    nn, cc, hh, _ = x.shape
+    wo = out.shape[3]
+    for n in range(nn):
+        for c in range(cc):
+            for y in range(hh):
+                h, i = y // b, y % b
+                for j in range(b):
+                    ch = (c * b + i) * b + j if crd else (i * b + j) * cc + c
+                    for w in range(wo):
+                        out[n, ch, h, w] = x[n, c, y, w * b + j]
