@@ -24,8 +24,6 @@ from numba import literal_unroll, literally, njit
 from numba.core import types
 from numba.extending import intrinsic
 
-from edgekit.errors import InputError
-
 from . import FASTMATH
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU,
@@ -108,7 +106,7 @@ def _binop(x, y, code):
         return x / y
     if code == IDIV:
         if y == 0:
-            raise InputError("integer Div by zero: a divisor fed at run time is 0")
+            raise ValueError("integer Div by zero: a divisor fed at run time is 0")  # the plan names the node
         q = x // y
         return q + 1 if q < 0 and q * y != x else q
     if code == POW:

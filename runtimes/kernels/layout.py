@@ -15,8 +15,6 @@ import math
 import numpy as np
 from numba import njit
 
-from edgekit.errors import InputError
-
 from . import FASTMATH
 
 HEAD = 3  # columns before the shape in a block row
@@ -106,14 +104,14 @@ def split_blocks(src, blocks, *dsts):
 @njit(cache=True, fastmath=FASTMATH)
 def gather_kernel(data, indices, out, outer, n, inner):
     """out[o, j, i] = data[o, idx_j, i], data viewed as (outer, n, inner), out as
-    (outer, len(indices), inner); negative indices count from the end, others raise InputError."""
+    (outer, len(indices), inner); negative indices count from the end, others raise ValueError (the plan names the node)."""
     d = data.reshape(-1)
     ix = indices.reshape(-1)
     o = out.reshape(-1)
     m = ix.size
     for j in range(m):
         if not -n <= ix[j] < n:
-            raise InputError("an index fed to Gather is out of range for the axis it gathers along")
+            raise ValueError("an index fed to Gather is out of range for the axis it gathers along")
     for a in range(outer):
         for j in range(m):
             t = np.int64(ix[j])
