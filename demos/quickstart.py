@@ -43,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     session = edgekit.InferenceSession(MODEL)
     (ours,) = session.run(None, {"signal": x})
     first = time.perf_counter() - t0
-    (theirs,) = ort_session(session.get_modelmeta()).run(None, {"signal": x})
+    (theirs,) = ort_session(session.model).run(None, {"signal": x})
     with np.printoptions(precision=5, suppress=True):
         print(f"edgekit      logits {ours[0]}")
         print(f"onnxruntime  logits {theirs[0]}")
     print(f"max |difference| {np.abs(ours - theirs).max():.2e}\n")
 
-    c = compare("cnn1d", session.get_modelmeta(), {"signal": x}, repeat=args.repeat)
+    c = compare("cnn1d", session.model, {"signal": x}, repeat=args.repeat)
     print(f"edgekit: session + first run {first * 1e3:.1f} ms (the very first start compiles kernels; later starts load them from the Numba cache)")
     print(f"latency, one thread, median of {args.repeat}: edgekit {c.edgekit_median_us:.1f} us, "
           f"onnxruntime {c.ort_median_us:.1f} us (edgekit/onnxruntime {c.ratio:.2f})")

@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if missing and not args.random:
         raise InputError(f"no value for input(s) {missing}: pass --input NAME=FILE.npy or --random")
     if missing:
-        generated = random_inputs(session.get_modelmeta(), dict(args.dim), seed=args.seed)
+        generated = random_inputs(session.model, dict(args.dim), seed=args.seed)
         feeds.update({n: generated[n] for n in missing})
         print(f"random inputs (seed {args.seed}): {', '.join(f'{n} {list(generated[n].shape)}' for n in missing)}")
     names = [o.name for o in session.get_outputs()]

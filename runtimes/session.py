@@ -12,7 +12,7 @@ from onnx import helper
 from edgekit.arrays import as_array
 from edgekit.errors import InputError
 from edgekit.ir import Dim, ValueInfo, read_graph
-from edgekit.model import ModelSource, load_model
+from edgekit.model import ModelMetadata, ModelSource, load_model, model_metadata
 
 from .plan import Plan, Prepared, prepare, specialize
 
@@ -68,14 +68,22 @@ class InferenceSession:
     def get_providers(self) -> list[str]:
         return [PROVIDER]
 
-    def get_modelmeta(self) -> onnx.ModelProto:
-        """The loaded model (producer, domain, version and metadata_props live on it)."""
+    def get_modelmeta(self) -> ModelMetadata:
+        """The model's metadata with the fields of onnxruntime's ModelMetadata (producer_name,
+        graph_name, domain, description, graph_description, version, custom_metadata_map)."""
+        return model_metadata(self._proto)
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The loaded model, as it was given (not fused)."""
         return self._proto
 
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
             run_options: Any = None) -> list[np.ndarray]:
-        """Compute ``output_names`` (all outputs when None) for the arrays in ``input_feed``."""
+        """Compute ``output_names`` (all outputs when None or empty, as onnxruntime) for the arrays in
+        ``input_feed``."""
         arrays = self._check_feed(input_feed)
+        output_names = output_names or None
         if output_names is not None:
             for n in output_names:
                 if n not in self._output_set:

@@ -67,7 +67,7 @@ class Chain:
             if k not in self._sessions:
                 sess = self._sessions[k] = InferenceSession(self.plan.parts[k].path)
                 self._input_dtypes[k] = {v.name: np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
-                                         for v in sess.get_modelmeta().graph.input}
+                                         for v in sess.model.graph.input}
                 self._output_names[k] = [o.name for o in sess.get_outputs()]
             return self._sessions[k]
 

@@ -53,14 +53,14 @@ def test_metadata_matches_onnxruntime():
 
 @pytest.mark.parametrize("props", [{}, {"producer_name": "p", "domain": "d", "model_version": 7, "doc_string": "m"}])
 def test_model_metadata_has_onnxruntime_fields(props):
-    """edgekit.model.model_metadata gives what onnxruntime's get_modelmeta() gives (the session
-    returns the ModelProto itself until runtimes/session.py switches to it)."""
+    """The session's get_modelmeta() (edgekit.model.model_metadata) gives what onnxruntime's gives."""
     model = chain_model()
     for key, value in props.items():
         setattr(model, key, value)
     model.graph.doc_string = "g" if props else ""
     helper.set_model_props(model, {"k": "v"} if props else {})
-    ours, theirs = model_metadata(model), ort_session(model).get_modelmeta()
+    ours, theirs = edgekit.InferenceSession(model).get_modelmeta(), ort_session(model).get_modelmeta()
+    assert ours == model_metadata(model)
     for field in dataclasses.fields(ours):
         assert getattr(ours, field.name) == getattr(theirs, field.name), field.name
 
@@ -121,6 +121,8 @@ def test_output_names_select_and_order_outputs():
     b, a = edgekit.InferenceSession(model).run(["b", "a"], {"x": x})
     np.testing.assert_allclose(a, np.maximum(x, 0))
     np.testing.assert_allclose(b, 1 / (1 + np.exp(-x)), rtol=RTOL)
+    everything = [o.shape for o in ort_session(model).run([], {"x": x})]  # an empty list: all, as onnxruntime
+    assert [o.shape for o in edgekit.InferenceSession(model).run([], {"x": x})] == everything == [(3,), (3,)]
 
 
 def random_model(seed: int) -> tuple[onnx.ModelProto, list[str]]:
