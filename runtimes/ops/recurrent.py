@@ -59,6 +59,7 @@ def _activations(node: Node, dirs: int) -> tuple[list[int], list[float]]:
 
 
 def _check(name: str, t, shape: tuple[int, ...], dtype: np.dtype = F32) -> None:
+    """Unsupported unless input ``name`` has ``dtype``; ValueError unless it has ``shape``."""
     if t.dtype != dtype:
         raise Unsupported(f"{name} of type {t.dtype} (edgekit computes float32 with int32 lengths)")
     if tuple(t.shape) != shape:
