@@ -91,7 +91,7 @@ def scatter_nd_kernel(data, indices, updates, out, dims, strides, slice_, reduct
     o, ix, u = out.reshape(-1), indices.reshape(-1), updates.reshape(-1)
     o[:] = data.reshape(-1)
     k = dims.size
-    for j in range(ix.size // k):
+    for j in range(ix.size // k if k else u.size // slice_):
         dst = _tuple_offset(ix, j * k, dims, strides)
         src = j * slice_
         for i in range(slice_):

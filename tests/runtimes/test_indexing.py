@@ -320,3 +320,40 @@ def test_float16_data_is_unsupported():
     model = make_model([node], {"x": ((2, 3), np.float16)}, {"y": 10}, {"i": np.zeros((2, 3), np.int64)}, opset=13)
     with pytest.raises(UnsupportedOpError, match="g16.*float16"):
         edgekit.InferenceSession(model)
+
+
+def test_bool_scatter_reduction_and_bool_einsum_are_unsupported():
+    node = helper.make_node("ScatterND", ["x", "i", "u"], ["y"], name="mask_or", reduction="add")
+    model = make_model([node], {"x": ((4,), np.bool_), "u": ((1,), np.bool_)}, {"y": 9},
+                       {"i": np.array([[1]], np.int64)}, opset=16)
+    with pytest.raises(UnsupportedOpError, match="mask_or.*bool"):
+        edgekit.InferenceSession(model)
+    node = helper.make_node("Einsum", ["x"], ["y"], name="bsum", equation="ij->i")
+    model = make_model([node], {"x": ((2, 3), np.bool_)}, {"y": 9}, opset=12)
+    with pytest.raises(UnsupportedOpError, match="bsum.*ij->i"):
+        edgekit.InferenceSession(model)
+
+
+def test_dynamic_sequence_length_causal_attention_scores():
+    """Scores q.k^T by Einsum, a causal mask by Trilu and a GatherElements pick, with batch and
+    sequence length dynamic: one session runs several shapes (one plan each)."""
+    nodes = [helper.make_node("Einsum", ["q", "k"], ["s"], equation="bhqd,bhkd->bhqk"),
+             helper.make_node("Trilu", ["s"], ["m"], upper=0),
+             helper.make_node("GatherElements", ["m", "i"], ["y"], axis=3)]
+    model = make_model(nodes, {"q": (("B", 2, "T", 8), np.float32), "k": (("B", 2, "T", 8), np.float32),
+                               "i": (("B", 2, "T", 1), np.int64)}, ["y"], opset=14)
+    session = edgekit.InferenceSession(model)
+    rng = np.random.default_rng(11)
+    for b, t in ((1, 5), (3, 9), (1, 5)):
+        feeds = {"q": _rand(rng, (b, 2, t, 8)), "k": _rand(rng, (b, 2, t, 8)),
+                 "i": _indices(rng, t, (b, 2, t, 1), np.int64)}
+        assert_matches_ort(model, feeds, 1e-4, 1e-5, session=session)
+
+
+def test_nd_indices_of_depth_zero_take_whole_slices():
+    """Index tuples of length 0 address all of data: GatherND repeats it, ScatterND replaces it."""
+    rng = np.random.default_rng(2)
+    x = _rand(rng, (3, 4))
+    _check(helper.make_node("GatherND", ["x", "i"], ["y"]), {"x": x}, {"i": np.zeros((2, 0), np.int64)}, opset=13)
+    node = helper.make_node("ScatterND", ["x", "i", "u"], ["y"])
+    _check(node, {"x": x, "u": _rand(rng, (3, 4))}, {"i": np.zeros((0,), np.int64)}, opset=13)
