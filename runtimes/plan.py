@@ -12,6 +12,7 @@ of the few steps that touch them (see ``Sites``).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -140,6 +141,10 @@ class Plan:
 
 def prepare(graph: Graph) -> Prepared:
     """Order, prune, fuse and check the graph (see module docstring)."""
+    for vi in graph.inputs:
+        if vi.dtype is None or vi.dtype.kind in "OSUV":
+            raise ModelError(f"input {vi.name!r} is a {vi.dtype or 'non-numeric'} tensor: edgekit runs numeric and "
+                             "bool tensors only")
     nodes = _toposort(graph)
     nodes = _live_nodes(nodes, [o.name for o in graph.outputs])
     nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
@@ -349,7 +354,7 @@ class _ArenaPool:
 
     def take(self, name: str, t: Tensor, fresh: bool = False) -> np.ndarray:
         """A buffer for tensor ``name``; ``fresh`` ones never reuse a dead tensor's memory."""
-        nbytes = int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize
+        nbytes = math.prod(int(d) for d in t.shape) * t.dtype.itemsize  # (Python ints: no wrap-around)
         fits = [] if fresh else [a for a in self.free if a.nbytes >= nbytes]
         if fits:
             arena = min(fits, key=lambda a: a.nbytes)
