@@ -55,5 +55,5 @@ def same_stride1(node: Node) -> bool:
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         return True
-    pads = [int(v) for v in a.get("pads", [0] * 4)]
-    return auto_pad in ("NOTSET", "") and all(pads[i] + pads[i + 2] == k[i] - 1 for i in range(2))
+    pads = [int(v) for v in a.get("pads", [0] * 4)]  # (pads of another length: the pool's builder refuses them)
+    return auto_pad in ("NOTSET", "") and len(pads) == 4 and all(pads[i] + pads[i + 2] == k[i] - 1 for i in range(2))

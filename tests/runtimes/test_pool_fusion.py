@@ -324,8 +324,6 @@ def test_constant_node_bounds_fuse_like_initializers():
     assert_matches_ort(model, {"x": x}, 1e-5, 1e-5, session=session)  # float32 conv and BN affine
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="runtimes/pool_fusion.same_stride1 indexes pads[i + 2] before the builder checks their length")
 def test_pads_of_the_wrong_length_raise_model_error_naming_the_node():
     node = helper.make_node("MaxPool", ["x"], ["y"], name="pool7", kernel_shape=[2, 3], pads=[1, 1])
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [1, 2, 6, 6])],
