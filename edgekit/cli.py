@@ -62,6 +62,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import InferenceSession
     from .stats import random_inputs
 
+    given = [name for name, _ in args.input]
+    twice = sorted({n for n in given if given.count(n) > 1})
+    if twice:
+        print(f"edgekit run: --input given twice for {', '.join(twice)}", file=sys.stderr)
+        return 2
+    out_path = None
+    if args.output:  # checked before running: np.savez adds .npz to a name without it
+        out_path = args.output if args.output.endswith(".npz") else args.output + ".npz"
+        if not os.path.isdir(os.path.dirname(out_path) or "."):
+            raise InputError(f"cannot write {out_path}: no directory {os.path.dirname(out_path)!r}")
     session = InferenceSession(args.model)
     feeds = _load_inputs(args.input)
     missing = [i.name for i in session.get_inputs() if i.name not in feeds]
@@ -80,9 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                    if out.size and out.dtype.kind in "fiu" else "")
         print(f"{name}: {out.dtype} {list(out.shape)}{summary}")
     print(f"first run {elapsed * 1e3:.2f} ms (includes planning for these input shapes)")
-    if args.output:
-        np.savez(args.output, **dict(zip(names, outputs)))
-        print(f"wrote {args.output}")
+    if out_path:
+        np.savez(out_path, **dict(zip(names, outputs)))
+        print(f"wrote {out_path}")
     return 0
 
 

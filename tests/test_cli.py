@@ -129,6 +129,19 @@ def test_run_writes_npz(relu_model, tmp_path, capsys):
     assert main(["run", relu_model, "--input", f"x={tmp_path / 'x.npy'}", "-o", str(out)]) == 0
     assert "y: float32 [3, 8]" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(out)["y"], np.maximum(x, 0))
+    assert main(["run", relu_model, "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "bare")]) == 0
+    assert f"wrote {tmp_path / 'bare.npz'}" in capsys.readouterr().out  # the file np.savez writes
+    assert (tmp_path / "bare.npz").exists()
+
+
+def test_run_refuses_a_missing_output_directory_and_repeated_inputs(relu_model, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((3, 8), np.float32))
+    feed = ["--input", f"x={tmp_path / 'x.npy'}"]
+    assert main(["run", relu_model, *feed, "-o", str(tmp_path / "no" / "out.npz")]) == 1
+    err = capsys.readouterr()
+    assert "no directory" in err.err and "y: float32" not in err.out  # refused before running
+    assert main(["run", relu_model, *feed, *feed]) == 2
+    assert "given twice for x" in capsys.readouterr().err
 
 
 def test_run_random_inputs_and_missing_input(relu_model, capsys):
