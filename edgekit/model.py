@@ -60,11 +60,32 @@ def _parse(data: bytes, origin: str) -> onnx.ModelProto:
 
 
 def check_model(proto: onnx.ModelProto) -> None:
-    """Run onnx.checker, turning its failures into ModelError."""
+    """Run onnx.checker, turning its failures into ModelError. Nodes of ops the ONNX schemas mark
+    deprecated at the model's opset (GroupNormalization 18-20, which onnxruntime runs) are checked as
+    nodes of an unknown domain, so the checker looks at everything else instead of stopping there."""
+    deprecated = [i for i, n in enumerate(proto.graph.node) if n.domain in ("", "ai.onnx") and _deprecated(n, proto)]
+    if deprecated:
+        checked = onnx.ModelProto()
+        checked.CopyFrom(proto)
+        for i in deprecated:
+            checked.graph.node[i].domain = UNCHECKED_DOMAIN
+        checked.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))
+        proto = checked
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelError(f"the model fails onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+UNCHECKED_DOMAIN = "ai.edgekit.unchecked"
+
+
+def _deprecated(node: onnx.NodeProto, proto: onnx.ModelProto) -> bool:
+    """Whether the ONNX schema of ``node`` at the model's opset is marked deprecated."""
+    try:
+        return onnx.defs.get_schema(node.op_type, opset_version(proto), "").deprecated
+    except onnx.defs.SchemaError:
+        return False
 
 
 def opset_version(proto: onnx.ModelProto, domain: str = "") -> int:

@@ -95,6 +95,28 @@ def test_model_failing_the_checker_raises_model_error():
         edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
+def group_norm_18(extra: list | None = None) -> onnx.ModelProto:
+    """GroupNormalization at opset 18 (its schema is marked deprecated there; onnxruntime runs it)."""
+    rng = np.random.default_rng(0)
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2, name="gn")
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(2).astype(np.float32), n) for n in ("s", "b")]
+    graph = helper.make_graph([node] + (extra or []), "g", [helper.make_tensor_value_info("x", 1, [2, 4, 5])],
+                              [helper.make_tensor_value_info("y", 1, [2, 4, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_an_op_deprecated_at_its_opset_loads_and_the_rest_is_still_checked():
+    from oracle import ort_session
+
+    model = group_norm_18()
+    x = np.random.default_rng(1).standard_normal((2, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(edgekit.InferenceSession(model).run(None, {"x": x})[0],
+                               ort_session(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    twice = group_norm_18([helper.make_node("Relu", ["x"], ["y"])])  # y written twice
+    with pytest.raises(ModelError, match="checker"):
+        edgekit.InferenceSession(twice)
+
+
 @pytest.mark.parametrize("feed,pattern", [
     ({"z": np.zeros((2, 3), np.float32)}, "unknown \\['z'\\], missing \\['x'\\]"),
     ({}, "missing \\['x'\\]"),
