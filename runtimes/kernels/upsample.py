@@ -150,7 +150,8 @@ def resize_linear_kernel(x, y, scratch, plan, index, weight):
     ``index`` = h0, h1 (Hout), w0, w1 (Wout): the two source positions per output position;
     ``weight`` = their weights, bh0, bh1, bw0, bw1 (summing to 1 per position). Along W first,
     for every input row, into ``scratch`` (H * Wout), then y[p, i, j] = bh0[i] * s[h0[i], j] +
-    bh1[i] * s[h1[i], j]; a row with bh1 == 0 is a copy.
+    bh1[i] * s[h1[i], j]. Both terms always, a weight of 0 included, so NaN and infinities spread
+    to their neighbours as in onnxruntime's four-term blend (0 * inf is NaN).
     """
     planes, h, wd, oh, ow = plan[0], plan[1], plan[2], plan[3], plan[4]
     h0, h1, w0, w1 = index[:oh], index[oh:2 * oh], index[2 * oh:2 * oh + ow], index[2 * oh + ow:]
@@ -164,8 +165,5 @@ def resize_linear_kernel(x, y, scratch, plan, index, weight):
                 scratch[t + j] = bw0[j] * xf[s + w0[j]] + bw1[j] * xf[s + w1[j]]
         for i in range(oh):
             a0, a1, r0, r1, row = bh0[i], bh1[i], h0[i] * ow, h1[i] * ow, dst + i * ow
-            if a1 == 0:
-                vcopy(yf, row, scratch, r0, ow)
-            else:
-                for j in range(ow):
-                    yf[row + j] = a0 * scratch[r0 + j] + a1 * scratch[r1 + j]
+            for j in range(ow):
+                yf[row + j] = a0 * scratch[r0 + j] + a1 * scratch[r1 + j]

@@ -7,7 +7,10 @@ split with the extra one at the end for SAME_UPPER and at the beginning otherwis
 total (an output_shape past the full output) extends the end with bias-only columns.
 Resize source coordinates follow onnxruntime's formulas at its precision (float32), so nearest
 picks the same pixel at ties; Resize-10 and Upsample use asymmetric coordinates and, for nearest, floor
-(ceil when downsampling), as onnxruntime does.
+(ceil when downsampling), as onnxruntime does. An output of the input's shape is the input (onnxruntime
+copies it whatever the scales). Linear blends both neighbours, a weight of 0 included, so NaN and
+infinities spread within a plane as in onnxruntime's bilinear blend; its trilinear blend of 3-D and
+5-D inputs also spreads them across the leading axis (channel c + 1 into c), which edgekit does not.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from edgekit.ir import Node
 
 from ..kernels import upsample as ku
 from .activation import fused_activation
-from .registry import In, Kernel, Out, Unsupported, aligned_copy, const_input, normalize_axis, register
+from .registry import In, Kernel, Out, Unsupported, View, aligned_copy, const_input, normalize_axis, register
 
 
 # ---------------------------------------------------------------- ConvTranspose
@@ -181,17 +184,19 @@ def _nearest(coord: np.ndarray, n: int, rule: str, scale: np.float32) -> np.ndar
 
 
 def _linear(coord: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(i0, i1, weight of i0, weight of i1) per output position, coord clamped into [0, n - 1]."""
+    """(i0, i1, weight of i0, weight of i1) per output position, coord clamped into [0, n - 1]; an
+    edge sample clamped onto itself weighs 0.5 + 0.5, as in onnxruntime (so an infinity stays one)."""
     c = np.clip(coord, 0, n - 1).astype(np.float32)
     i0 = np.minimum(c.astype(np.int64), n - 1)
     i1 = np.minimum(i0 + 1, n - 1)
-    a = np.where(i0 == i1, np.float32(0), c - i0.astype(np.float32)).astype(np.float32)
+    a = np.where(i0 == i1, np.float32(0.5), c - i0.astype(np.float32)).astype(np.float32)
     return i0, i1, (np.float32(1) - a).astype(np.float32), a
 
 
 def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, mode: str, coordinates: str,
-            rule: str) -> Kernel:
-    """The Kernel resampling ``x`` to ``sizes`` (or by ``scales``), all axes given."""
+            rule: str) -> Kernel | View:
+    """The Kernel resampling ``x`` to ``sizes`` (or by ``scales``), all axes given; a View when
+    the output has the input's shape."""
     if x.dtype != np.float32:
         raise Unsupported(f"{node.op_type} on {x.dtype} (edgekit computes float32)")
     rank = len(x.shape)
@@ -203,6 +208,8 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
         out = [int(np.floor(s * np.float32(i))) for s, i in zip(scale, x.shape)]
     if min(out, default=0) < 0 or any(o and not i for o, i in zip(out, x.shape)):
         raise ValueError(f"{node.op_type} of shape {list(x.shape)} to {out}: a negative size or an empty axis enlarged")
+    if out == list(x.shape):  # onnxruntime copies the input then, whatever the scales (1.25 of 2 is 2)
+        return View(tuple(out))
     shape = [1] * (2 - rank) + list(x.shape)  # at least (H, W)
     out2 = [1] * (2 - rank) + out
     scale2 = [np.float32(1)] * (2 - rank) + scale
@@ -229,7 +236,7 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
 
 
 @register("Resize")
-def build_resize(node: Node, inputs: list, opset: int) -> Kernel:
+def build_resize(node: Node, inputs: list, opset: int) -> Kernel | View:
     x = inputs[0]
     mode = node.attrs.get("mode", "nearest")
     if mode not in ("nearest", "linear"):
@@ -265,7 +272,7 @@ def build_resize(node: Node, inputs: list, opset: int) -> Kernel:
 
 
 @register("Upsample")
-def build_upsample(node: Node, inputs: list, opset: int) -> Kernel:
+def build_upsample(node: Node, inputs: list, opset: int) -> Kernel | View:
     mode = node.attrs.get("mode", "nearest")
     if mode not in ("nearest", "linear"):
         raise Unsupported(f"Upsample mode {mode!r} (edgekit implements nearest and linear)")

@@ -8,12 +8,14 @@ given at run time, X read in place (kernel == stride) and phases no tap reaches 
 its epilogue. Resize: nearest with every coordinate mode and nearest_mode, by scales and by sizes,
 leading axes mapped (5-D, batch and channel scales); linear (1-D and 2-D) with every coordinate
 mode, up, down and mixed; dynamic batch and spatial dims; opsets 10, 11, 13, 18 (axes) and 19;
-Upsample 7 and 9; an empty batch and an axis scaled to 0 (empty outputs). A bias not of C_out values
-and a kernel_shape not W's raise ModelError. Every refused form (3-D ConvTranspose; Resize cubic, tf_crop_and_resize,
-antialias, keep_aspect_ratio_policy, linear on a leading axis, non-float32 input, scales at run
-time) raises UnsupportedOpError naming the node. Tolerances: ConvTranspose rtol 1e-4, atol 1e-4
-(float32 sums of up to a few hundred products in another order); Resize 1e-5 (nearest copies
-exactly; linear is two float32 blends in another order than onnxruntime's).
+Upsample 7 and 9; an empty batch and an axis scaled to 0 (empty outputs); scales giving the
+input's shape (a copy, as onnxruntime); NaN and infinities spread by linear as by onnxruntime. A
+bias not of C_out values and a kernel_shape not W's raise ModelError. Every refused form (3-D
+ConvTranspose; Resize cubic, tf_crop_and_resize, antialias, keep_aspect_ratio_policy, linear on a
+leading axis, non-float32 input, scales at run time) raises UnsupportedOpError naming the node.
+Tolerances: ConvTranspose rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products in
+another order); Resize 1e-5 (nearest copies exactly; linear is two float32 blends in another order
+than onnxruntime's).
 """
 import numpy as np
 import pytest
@@ -195,6 +197,34 @@ def test_resize_linear_every_coordinate_mode(coordinates):
     _check_resize(_resize_model((2, 3, 5, 7), sizes=[2, 3, 1, 4], **attrs), (2, 3, 5, 7), 4)
     _check_resize(_resize_model((2, 3, 7), [1, 1, 2.5], **attrs), (2, 3, 7), 5)  # 1-D, NCL
     _check_resize(_resize_model((5, 7), [2, 3], **attrs), (5, 7), 6)  # a bare 2-D input
+
+
+@pytest.mark.parametrize("coordinates", ["asymmetric", "align_corners", "half_pixel"])
+def test_resize_linear_spreads_nan_and_infinities_as_onnxruntime(coordinates):
+    """onnxruntime blends every output from its two (four) neighbours, a weight of 0 included, and
+    weighs an edge sample clamped onto itself 0.5 + 0.5: a NaN or an infinity reaches the positions
+    next to it (0 * inf is NaN) and an infinity at an edge stays one. Edgekit copied rows of weight
+    0 and weighed the edge 1 + 0 (NaN there)."""
+    attrs = {"mode": "linear", "coordinate_transformation_mode": coordinates}
+    x = np.random.default_rng(9).standard_normal((1, 2, 4, 5)).astype(np.float32)
+    x[0, 0, 1, 2], x[0, 0, 3, 4], x[0, 1, 2, 0], x[0, 1, 0, 3] = np.inf, -np.inf, np.nan, np.inf
+    for scales in ([1, 1, 2, 2], [1, 1, 1, 3], [1, 1, 3, 1], [1, 1, 0.5, 0.5], [1, 1, 2.5, 1.5]):
+        assert_matches_ort(_resize_model(x.shape, scales, opset=13, **attrs), {"x": x}, RESIZE_TOL, RESIZE_TOL)
+
+
+@pytest.mark.parametrize("mode,coordinates,rule", [("nearest", "tf_half_pixel_for_nn", "ceil"),
+                                                    ("linear", "asymmetric", "floor"),
+                                                    ("linear", "half_pixel", "floor")])
+def test_resize_to_the_input_shape_is_a_copy(mode, coordinates, rule):
+    """Scales whose output floors back to the input's shape (W = 2 at 1.25), or all 1: onnxruntime
+    copies the input (the scales are not applied); edgekit sampled at the scale (W: [1, 1] for [0, 1])
+    and blended NaN into the neighbours of a NaN."""
+    attrs = {"mode": mode, "coordinate_transformation_mode": coordinates, "nearest_mode": rule}
+    x = np.random.default_rng(10).standard_normal((2, 3, 4, 2)).astype(np.float32)
+    x[0, 1, 2, 1] = np.nan
+    for opset, scales in ((13, [1, 1, 1, 1.25]), (13, [1, 1, 1, 1]), (10, [1, 1, 1.2, 1.4])):
+        model = _resize_model(x.shape, scales, opset=opset, **(attrs if opset > 10 else {"mode": mode}))
+        np.testing.assert_array_equal(assert_matches_ort(model, {"x": x}, 0, 0)[0], x)
 
 
 @pytest.mark.parametrize("opset", [10, 11, 13, 18])
