@@ -76,11 +76,13 @@ def plan(boffs: np.ndarray, **fields: int) -> np.ndarray:
 @njit(cache=True, fastmath=FASTMATH)
 def _repack(x, x_off, channels, h, w, pt, pl, sh, sw, qh, qw, plane, q):
     """q[c*plane + (rh*sw + rw)*qh*qw + i*qw + j] = Xpad[c, i*sh + rh, j*sw + rw] for the positions
-    inside X; the pad positions of ``q`` are the same on every call and stay zero."""
-    for rh in range(sh):
+    inside X; the pad positions of ``q`` are the same on every call and stay zero. A ``plane`` of one
+    phase (qh*qw) holds phase (0, 0) only (the convolution reads no other)."""
+    one = plane == qh * qw
+    for rh in range(1 if one else sh):
         i0 = max(0, -((rh - pt) // sh))
         i1 = max(i0, min(qh, -((rh - pt - h) // sh)))
-        for rw in range(sw):
+        for rw in range(1 if one else sw):
             j0 = min(qw, max(0, -((rw - pl) // sw)))
             j1 = max(j0, min(qw, -((rw - pl - w) // sw)))
             for c in range(channels):

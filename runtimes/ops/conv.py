@@ -76,7 +76,9 @@ def _tap_offsets(cin_g: int, kernel: list[int], dilations: list[int], strides: l
 def _layout(size: list[int], begin: list[int], end: list[int], kernel: list[int], strides: list[int],
             dilations: list[int], out: list[int], depthwise: bool) -> tuple[int, bool, int, int, int]:
     """(method, in_place, Qh, Qw, plane) for a 2-D convolution: X is read in place when no pad or
-    stride needs the polyphase copy Q and no shifted row runs past the end of X."""
+    stride needs the polyphase copy Q and no shifted row runs past the end of X. When every tap reads
+    phase (0, 0) (a strided 1x1 convolution, or dilations that are multiples of the strides), Q holds
+    that phase only (``plane`` = Qh * Qw)."""
     (h, wd), unpadded = size, not any(begin + end) and strides == [1, 1]
     if depthwise and kernel == [3, 3] and dilations == [1, 1] and strides in ([1, 1], [2, 2]):
         return kc.DEPTHWISE_3X3, True, h, wd, h * wd  # the pads are read as zero lanes and rows
@@ -85,7 +87,8 @@ def _layout(size: list[int], begin: list[int], end: list[int], kernel: list[int]
     else:
         qh, qw = (-(-(s + p0 + p1) // st) for s, p0, p1, st in zip(size, begin, end, strides))
         in_place = False
-    plane = qh * qw if in_place else strides[0] * strides[1] * qh * qw
+    one_phase = all(k == 1 or d % st == 0 for k, d, st in zip(kernel, dilations, strides))  # every tap in phase 0
+    plane = qh * qw if in_place or one_phase else strides[0] * strides[1] * qh * qw
     if depthwise:
         return kc.DEPTHWISE, in_place, qh, qw, plane
     return (kc.GEMM_WIDE if out[0] > 1 and qw != out[1] else kc.GEMM), in_place, qh, qw, plane

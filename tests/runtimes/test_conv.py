@@ -52,6 +52,8 @@ CASES = {  # name: (input shape without batch, weight shape, attributes)
     "2d_valid": ((6, 9, 12), (4, 6, 3, 2), dict(auto_pad="VALID")),
     "2d_pointwise": ((24, 7, 9), (40, 24, 1, 1), {}),
     "2d_pointwise_stride2": ((8, 7, 9), (12, 8, 1, 1), dict(strides=[2, 2])),
+    "2d_pointwise_stride23_padded": ((8, 11, 13), (12, 8, 1, 1), dict(strides=[2, 3], pads=[1, 0, 2, 1])),  # one phase
+    "2d_dilated_by_the_stride": ((5, 15, 14), (6, 5, 3, 3), dict(strides=[2, 2], dilations=[2, 4], pads=[2, 4, 2, 4])),
     "2d_grouped": ((12, 10, 9), (18, 4, 3, 3), dict(group=3, pads=[1, 0, 1, 2])),
     "2d_depthwise": ((16, 15, 14), (16, 1, 3, 3), dict(group=16, pads=[1, 1, 1, 1])),
     "2d_depthwise_stride2": ((8, 28, 27), (8, 1, 3, 3), dict(group=8, strides=[2, 2], pads=[1, 1, 1, 1])),
