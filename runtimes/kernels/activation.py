@@ -1,8 +1,12 @@
 """Elementwise activations as one inlinable scalar function, so Conv/Gemm epilogues and the
 standalone activation ops share a single definition.
 
-Codes: 0 identity, 1 Relu, 2 LeakyRelu(alpha), 3 Clip(alpha=min, beta=max), 4 Sigmoid, 5 Tanh,
-6 HardSigmoid(alpha, beta), 7 HardSwish.
+Codes and parameters (alpha, beta):
+0 identity, 1 Relu, 2 LeakyRelu(alpha), 3 Clip(min, max), 4 Sigmoid, 5 Tanh, 6 HardSigmoid(alpha, beta),
+7 HardSwish, 8 Elu(alpha), 9 Selu(alpha, gamma), 10 Celu(alpha), 11 Softplus, 12 Softsign, 13 Mish,
+14 Gelu (erf), 15 Gelu (tanh approximation), 16 ThresholdedRelu(alpha), 17 Shrink(lambd, bias).
+Constants are float32, so float32 inputs stay float32 and their loops vectorise; exponentials use
+``exp32`` (no libm call, relative error below 3e-7).
 """
 import math
 
@@ -11,65 +15,123 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
+from .elementwise import exp32
 
-IDENTITY, RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH = range(8)
+(IDENTITY, RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, ELU, SELU, CELU, SOFTPLUS,
+ SOFTSIGN, MISH, GELU, GELU_TANH, THRESHOLDED_RELU, SHRINK) = range(18)
+ZERO, HALF, ONE, SIX = np.float32(0.0), np.float32(0.5), np.float32(1.0), np.float32(6.0)
+SQRT1_2 = np.float32(math.sqrt(0.5))
+GELU_K, GELU_C = np.float32(math.sqrt(2.0 / math.pi)), np.float32(0.044715)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _softplus(v):
+    """log(1 + e^v) without overflow: max(v, 0) + log1p(e^-|v|) (NaN stays NaN)."""
+    return (v if v > ZERO else ZERO) + math.log1p(exp32(-abs(v)))
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def activate(v, code, alpha, beta):
     """Apply activation ``code`` with parameters alpha, beta to the scalar ``v``."""
     if code == RELU:
-        return 0.0 if v < 0.0 else v
+        return ZERO if v < ZERO else v
     if code == LEAKY_RELU:
-        return v * alpha if v < 0.0 else v
+        return v * alpha if v < ZERO else v
     if code == CLIP:
         return min(max(v, alpha), beta)
     if code == SIGMOID:
-        return 1.0 / (1.0 + math.exp(-v))
+        return ONE / (ONE + exp32(-v))
     if code == TANH:
         return math.tanh(v)
     if code == HARD_SIGMOID:  # the NaN first: min and max return their first argument when it is NaN
-        return min(max(alpha * v + beta, 0.0), 1.0)
+        return min(max(alpha * v + beta, ZERO), ONE)
     if code == HARD_SWISH:
-        return v * max(0.0, min(1.0, v / 6.0 + 0.5))
+        return v * max(ZERO, min(ONE, v / SIX + HALF))
+    if code == ELU:
+        return v if v >= ZERO else alpha * (exp32(v) - ONE)
+    if code == SELU:
+        return beta * v if v > ZERO else beta * (alpha * exp32(v) - alpha)
+    if code == CELU:
+        return v if v > ZERO else alpha * (exp32(v / alpha) - ONE)
+    if code == SOFTPLUS:
+        return _softplus(v)
+    if code == SOFTSIGN:
+        return v / (ONE + abs(v))
+    if code == MISH:
+        return v * math.tanh(_softplus(v))
+    if code == GELU:
+        return HALF * v * (ONE + math.erf(v * SQRT1_2))
+    if code == GELU_TANH:
+        return HALF * v * (ONE + math.tanh(GELU_K * (v + GELU_C * v * v * v)))
+    if code == THRESHOLDED_RELU:
+        return v if v > alpha else ZERO
+    if code == SHRINK:
+        return v + beta if v < -alpha else (v - beta if v > alpha else ZERO)
     return v
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def activate_rows(y, offset, stride, m, n, code, p1, p2):
-    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j].
+@njit(inline="always", fastmath=FASTMATH)
+def _loop(src, dst, n, code, p1, p2):
+    for j in range(n):
+        dst[j] = activate(src[j], code, p1, p2)
 
-    The code is dispatched outside the loops, and each row is a slice indexed from 0 (no
-    negative-index wrap), so the loop of each piecewise-linear activation vectorises.
-    """
+
+@njit(inline="always", fastmath=FASTMATH)
+def _dispatch(src, dst, n, code, p1, p2):
+    """dst[j] = activation(src[j]) for j < n, src and dst slices indexed from 0 (no negative-index
+    wrap). Each branch passes its code as a constant, so its loop holds that activation alone and
+    vectorises wherever the activation has no libm call (tanh, erf, log1p)."""
+    if code == RELU:
+        _loop(src, dst, n, RELU, p1, p2)
+    elif code == LEAKY_RELU:
+        _loop(src, dst, n, LEAKY_RELU, p1, p2)
+    elif code == CLIP:
+        _loop(src, dst, n, CLIP, p1, p2)
+    elif code == SIGMOID:
+        _loop(src, dst, n, SIGMOID, p1, p2)
+    elif code == HARD_SIGMOID:
+        _loop(src, dst, n, HARD_SIGMOID, p1, p2)
+    elif code == HARD_SWISH:
+        _loop(src, dst, n, HARD_SWISH, p1, p2)
+    elif code == ELU:
+        _loop(src, dst, n, ELU, p1, p2)
+    elif code == SELU:
+        _loop(src, dst, n, SELU, p1, p2)
+    elif code == CELU:
+        _loop(src, dst, n, CELU, p1, p2)
+    elif code == SOFTSIGN:
+        _loop(src, dst, n, SOFTSIGN, p1, p2)
+    elif code == THRESHOLDED_RELU:
+        _loop(src, dst, n, THRESHOLDED_RELU, p1, p2)
+    elif code == SHRINK:
+        _loop(src, dst, n, SHRINK, p1, p2)
+    elif code == TANH:
+        _loop(src, dst, n, TANH, p1, p2)
+    elif code == SOFTPLUS:
+        _loop(src, dst, n, SOFTPLUS, p1, p2)
+    elif code == MISH:
+        _loop(src, dst, n, MISH, p1, p2)
+    elif code == GELU:
+        _loop(src, dst, n, GELU, p1, p2)
+    elif code == GELU_TANH:
+        _loop(src, dst, n, GELU_TANH, p1, p2)
+    else:
+        _loop(src, dst, n, IDENTITY, p1, p2)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def activate_rows(y, offset, stride, m, n, code, p1, p2):
+    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j]
+    (the code dispatched outside the loops, so each activation's loop vectorises)."""
     if code == IDENTITY:
         return
     for i in range(m):
         row = y[offset + i * stride: offset + i * stride + n]
-        if code == RELU:
-            for j in range(n):
-                row[j] = activate(row[j], RELU, p1, p2)
-        elif code == LEAKY_RELU:
-            for j in range(n):
-                row[j] = activate(row[j], LEAKY_RELU, p1, p2)
-        elif code == CLIP:
-            for j in range(n):
-                row[j] = activate(row[j], CLIP, p1, p2)
-        elif code == HARD_SIGMOID:
-            for j in range(n):
-                row[j] = activate(row[j], HARD_SIGMOID, p1, p2)
-        elif code == HARD_SWISH:
-            for j in range(n):
-                row[j] = activate(row[j], HARD_SWISH, p1, p2)
-        else:
-            for j in range(n):
-                row[j] = activate(row[j], code, p1, p2)
+        _dispatch(row, row, n, code, p1, p2)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activation_kernel(x, out, code, alpha, beta):
-    """out = activation(x) elementwise over C-contiguous arrays of equal size."""
+    """out = activation(x) elementwise over C-contiguous float32 arrays of equal size, in one pass."""
     of = out.reshape(-1)
-    of[:] = x.reshape(-1)
-    one = np.int64(1)
-    activate_rows(of, np.int64(0), of.size, one, of.size, code, alpha, beta)
+    _dispatch(x.reshape(-1), of, of.size, code, np.float32(alpha), np.float32(beta))

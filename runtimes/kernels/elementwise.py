@@ -12,9 +12,12 @@ as literals: a model compiles only the ops and patterns it uses, each once per d
 
 Binary codes: add, sub, mul, div, integer div (truncates like C), pow, max, min (NaN propagates),
 PRelu (x < 0 ? x * slope : x), the comparisons equal, less, greater, less-or-equal,
-greater-or-equal (bool results), and ``FIRST`` (copy the first operand, used to start folds).
+greater-or-equal (bool results), integer mod with the divisor's sign (Python's %) or the
+dividend's sign (C's %), float fmod (the dividend's sign), the bool and, or, xor, the unsigned
+shifts left and right (0 from a shift of 64 or more), and ``FIRST`` (copy the first operand, used to start folds).
 Unary codes: neg, abs, sign (NaN stays NaN), exp (``exp32``, vectorisable), log, sqrt, reciprocal,
-erf, floor, ceil.
+erf, floor, ceil, sin, cos, tan, asin, acos, atan, sinh, cosh, round (half to even), isnan, isinf
+(both signs, +inf only, -inf only; bool results) and the bool not.
 """
 import math
 
@@ -22,13 +25,14 @@ import numpy as np
 from llvmlite import ir
 from numba import literal_unroll, literally, njit
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from . import FASTMATH
 
-(ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU,
- EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL, FIRST) = range(15)
-NEG, ABS, SIGN, EXP, LOG, SQRT, RECIPROCAL, ERF, FLOOR, CEIL = range(10)
+(ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU, EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL,
+ MOD, CMOD, FMOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(23)
+(NEG, ABS, SIGN, EXP, LOG, SQRT, RECIPROCAL, ERF, FLOOR, CEIL, SIN, COS, TAN, ASIN, ACOS, ATAN, SINH, COSH,
+ ROUND, ISNAN, ISINF, ISINF_POS, ISINF_NEG, NOT) = range(24)
 
 
 @intrinsic
@@ -127,7 +131,55 @@ def _binop(x, y, code):
         return x <= y
     if code == GREATER_EQUAL:
         return x >= y
+    if code == MOD or code == CMOD:
+        return _int_mod(x, y, code == CMOD)
+    if code == FMOD:
+        return np.fmod(x, y)
+    if code >= AND:
+        return _bits(x, y, code)
     return x
+
+
+def _bits(x, y, code):
+    """The bitwise codes: and, or, xor of bools, those and the shifts of integers (typed per dtype,
+    since every branch of ``_binop`` is typed for every operand dtype)."""
+
+
+@overload(_bits, inline="always", fastmath=FASTMATH)
+def _bits_typed(x, y, code):
+    if isinstance(x, types.Boolean):
+        def logic(x, y, code):
+            if code == AND:
+                return x & y
+            if code == OR:
+                return x | y
+            return x ^ y
+        return logic
+    if isinstance(x, types.Integer):
+        def bitwise(x, y, code):
+            if code == AND:
+                return x & y
+            if code == OR:
+                return x | y
+            if code == XOR:
+                return x ^ y
+            if code == SHIFT_LEFT:
+                return x << y if y < 64 else x ^ x
+            return x >> y if y < 64 else x ^ x
+        return bitwise
+    return lambda x, y, code: x  # float operands never carry a bitwise code
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _int_mod(x, y, c_sign):
+    """Integer x mod y with the sign of the dividend when ``c_sign`` (C), else of the divisor (Python);
+    a divisor of 0 raises."""
+    if y == 0:
+        raise ValueError("integer Mod by zero: a divisor is 0")  # the plan names the node
+    r = x % y  # numba's integer % is Python's: the divisor's sign
+    if c_sign and r != 0 and (r < 0) != (x < 0):
+        r -= y
+    return r
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -151,7 +203,35 @@ def _unop(x, code):
         return math.erf(x)
     if code == FLOOR:
         return np.floor(x)
-    return np.ceil(x)
+    if code == CEIL:
+        return np.ceil(x)
+    if code == SIN:
+        return math.sin(x)
+    if code == COS:
+        return math.cos(x)
+    if code == TAN:
+        return math.tan(x)
+    if code == ASIN:
+        return math.asin(x)
+    if code == ACOS:
+        return math.acos(x)
+    if code == ATAN:
+        return math.atan(x)
+    if code == SINH:
+        return math.sinh(x)
+    if code == COSH:
+        return math.cosh(x)
+    if code == ROUND:
+        return np.rint(x)
+    if code == ISNAN:
+        return x != x
+    if code == ISINF:
+        return abs(x) == np.inf
+    if code == ISINF_POS:
+        return x == np.inf
+    if code == ISINF_NEG:
+        return x == -np.inf
+    return not x  # NOT
 
 
 @njit(inline="always")
@@ -271,7 +351,7 @@ def _unary(code: int):
 
 BINARY = {(code, ia, ib): _binary(code, ia, ib) for code in range(FIRST) for ia in (0, 1) for ib in (0, 1)}
 VARIADIC = {code: _variadic(code) for code in (ADD, MAX, MIN)}
-UNARY = {code: _unary(code) for code in range(CEIL + 1)}
+UNARY = {code: _unary(code) for code in range(NOT + 1)}
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

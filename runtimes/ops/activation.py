@@ -1,5 +1,6 @@
-"""Activation ops (Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSigmoid, HardSwish): standalone, and
-as (code, alpha, beta) triples that the plan fuses into a preceding Conv or Gemm."""
+"""Activation ops (Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Selu, Celu,
+Softplus, Softsign, Mish, Gelu, ThresholdedRelu, Shrink): standalone, and as (code, alpha, beta)
+triples that the plan fuses into a preceding Conv or Gemm."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,10 @@ from edgekit.ir import Node
 
 from ..kernels import activation as act
 from .registry import FUSED_ACTIVATION, In, Kernel, Out, Unsupported, register
+
+
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
+SIMPLE = {"Softplus": act.SOFTPLUS, "Softsign": act.SOFTSIGN, "Mish": act.MISH}
 
 
 def activation_params(node: Node, consts: list[np.ndarray | None], opset: int) -> tuple[int, float, float]:
@@ -25,6 +30,23 @@ def activation_params(node: Node, consts: list[np.ndarray | None], opset: int) -
         return act.HARD_SIGMOID, float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
     if op == "HardSwish":
         return act.HARD_SWISH, 0.0, 0.0
+    if op == "Elu":
+        return act.ELU, float(a.get("alpha", 1.0)), 0.0
+    if op == "Selu":
+        return act.SELU, float(a.get("alpha", SELU_ALPHA)), float(a.get("gamma", SELU_GAMMA))
+    if op == "Celu":
+        return act.CELU, float(a.get("alpha", 1.0)), 0.0
+    if op in SIMPLE:
+        return SIMPLE[op], 0.0, 0.0
+    if op == "Gelu":
+        approximate = a.get("approximate", "none")
+        if approximate not in ("none", "tanh"):
+            raise Unsupported(f"Gelu approximate={approximate!r} (the spec knows 'none' and 'tanh')")
+        return (act.GELU if approximate == "none" else act.GELU_TANH), 0.0, 0.0
+    if op == "ThresholdedRelu":
+        return act.THRESHOLDED_RELU, float(a.get("alpha", 1.0)), 0.0
+    if op == "Shrink":
+        return act.SHRINK, float(a.get("lambd", 0.5)), float(a.get("bias", 0.0))
     if op == "Clip":
         if opset < 11:
             return act.CLIP, float(a.get("min", -np.inf)), float(a.get("max", np.inf))
@@ -34,7 +56,8 @@ def activation_params(node: Node, consts: list[np.ndarray | None], opset: int) -
     raise Unsupported(f"{op} is not an activation")
 
 
-ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip")
+ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu", "Celu",
+               "Softplus", "Softsign", "Mish", "Gelu", "ThresholdedRelu", "Shrink")
 
 
 @register(*ACTIVATIONS)

@@ -1,5 +1,5 @@
-"""Elementwise ops: Add, Sub, Mul, Div, Pow, PRelu, comparisons, Max/Min/Sum/Mean (variadic), Where,
-unary maps and inference BatchNormalization.
+"""Elementwise ops: Add, Sub, Mul, Div, Pow, PRelu, Mod, comparisons, bool And/Or/Xor/Not, BitShift,
+Max/Min/Sum/Mean (variadic), Where, unary maps (with IsNaN/IsInf) and inference BatchNormalization.
 
 Builders compute the broadcast output shape and collapse it into the kernels' iteration space once.
 Integer tensors that are all constants (shape arithmetic of exported models) are folded here with
@@ -18,13 +18,19 @@ from .registry import Constant, In, Kernel, Out, Unsupported, register
 
 BINARY = {"Add": ke.ADD, "Sub": ke.SUB, "Mul": ke.MUL, "Div": ke.DIV, "Pow": ke.POW, "PRelu": ke.PRELU,
           "Equal": ke.EQUAL, "Less": ke.LESS, "Greater": ke.GREATER, "LessOrEqual": ke.LESS_EQUAL,
-          "GreaterOrEqual": ke.GREATER_EQUAL}
+          "GreaterOrEqual": ke.GREATER_EQUAL, "Mod": ke.MOD, "And": ke.AND, "Or": ke.OR, "Xor": ke.XOR,
+          "BitShift": ke.SHIFT_LEFT}
 COMPARE = ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")
 UNARY = {"Neg": ke.NEG, "Abs": ke.ABS, "Sign": ke.SIGN, "Exp": ke.EXP, "Log": ke.LOG, "Sqrt": ke.SQRT,
-         "Reciprocal": ke.RECIPROCAL, "Erf": ke.ERF, "Floor": ke.FLOOR, "Ceil": ke.CEIL}
+         "Reciprocal": ke.RECIPROCAL, "Erf": ke.ERF, "Floor": ke.FLOOR, "Ceil": ke.CEIL, "Sin": ke.SIN,
+         "Cos": ke.COS, "Tan": ke.TAN, "Asin": ke.ASIN, "Acos": ke.ACOS, "Atan": ke.ATAN, "Sinh": ke.SINH,
+         "Cosh": ke.COSH, "Round": ke.ROUND, "IsNaN": ke.ISNAN, "IsInf": ke.ISINF, "Not": ke.NOT}
 VARIADIC = {"Max": ke.MAX, "Min": ke.MIN, "Sum": ke.ADD, "Mean": ke.ADD}
-INTEGER_OK = {"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Sign", "Max", "Min", "Sum", *COMPARE}
+LOGICAL = ("And", "Or", "Xor", "Not")
+BOOL_OUT = (*COMPARE, *LOGICAL, "IsNaN", "IsInf")
+INTEGER_OK = {"Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Sign", "Max", "Min", "Sum", *COMPARE}
 DTYPES = (np.float32, np.int64, np.int32)
+UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
 
 
 def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -32,10 +38,11 @@ def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return q + ((q < 0) & (q * b != a))
 
 
-NUMPY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _trunc_div, "Equal": np.equal,
-         "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
+NUMPY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _trunc_div, "Mod": np.mod,
+         "Equal": np.equal, "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
          "GreaterOrEqual": np.greater_equal, "Neg": np.negative, "Abs": np.abs, "Sign": np.sign,
-         "Max": np.maximum, "Min": np.minimum, "Sum": np.add}
+         "Max": np.maximum, "Min": np.minimum, "Sum": np.add, "And": np.logical_and, "Or": np.logical_or,
+         "Xor": np.logical_xor, "Not": np.logical_not}
 
 
 def _strides(shape: tuple, out_shape: tuple) -> list[int]:
@@ -80,7 +87,9 @@ def _legacy_shape(node: Node, a: tuple, b: tuple, opset: int) -> tuple:
 
 
 def _check_dtype(node: Node, dtype: np.dtype) -> None:
-    ok = DTYPES if node.op_type in INTEGER_OK else (np.float32,)
+    op = node.op_type
+    ok = (np.bool_,) if op in LOGICAL else UNSIGNED if op == "BitShift" else DTYPES if op in INTEGER_OK \
+        else (np.float32,)
     if dtype not in ok:
         raise Unsupported(f"{node.op_type} on {dtype} (edgekit computes {', '.join(np.dtype(d).name for d in ok)})")
 
@@ -89,9 +98,28 @@ def _fold(node: Node, values: list) -> Constant | None:
     """NumPy result for all-constant non-float32 inputs (``values`` holds None when one is not), else None."""
     if node.op_type not in NUMPY or any(v is None for v in values) or values[0].dtype == np.float32:
         return None
-    fn = NUMPY[node.op_type]
+    fn = np.fmod if node.op_type == "Mod" and node.attrs.get("fmod", 0) else NUMPY[node.op_type]
     result = fn(values[0]) if node.op_type in UNARY else functools.reduce(fn, values)
-    return Constant([np.asarray(result, bool if node.op_type in COMPARE else values[0].dtype)])
+    return Constant([np.asarray(result, bool if node.op_type in BOOL_OUT else values[0].dtype)])
+
+
+def _binary_code(node: Node, dtype: np.dtype) -> int:
+    """The kernel code of a binary node on ``dtype`` operands (Div, Mod and BitShift have forms)."""
+    op, fmod = node.op_type, node.attrs.get("fmod", 0)
+    if op == "Div" and dtype != np.float32:
+        return ke.IDIV
+    if op == "Mod" and dtype == np.float32:
+        if not fmod:
+            raise Unsupported("Mod of float32 with fmod=0 (the spec requires fmod=1 for floats)")
+        return ke.FMOD
+    if op == "Mod":
+        return ke.CMOD if fmod else ke.MOD
+    if op == "BitShift":
+        direction = node.attrs.get("direction")
+        if direction not in ("LEFT", "RIGHT"):
+            raise Unsupported(f"BitShift direction={direction!r} (the spec knows 'LEFT' and 'RIGHT')")
+        return ke.SHIFT_LEFT if direction == "LEFT" else ke.SHIFT_RIGHT
+    return BINARY[op]
 
 
 @register(*BINARY)
@@ -102,8 +130,8 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     _check_dtype(node, a.dtype)
     if b.dtype != a.dtype and node.op_type != "Pow":
         raise Unsupported(f"{node.op_type} of {a.dtype} and {b.dtype}")
-    if node.op_type == "Div" and a.dtype.kind in "iu" and b.is_const and not b.value.all():
-        raise ValueError("integer Div by zero: the constant divisor holds a 0")
+    if node.op_type in ("Div", "Mod") and a.dtype.kind in "iu" and b.is_const and not b.value.all():
+        raise ValueError(f"integer {node.op_type} by zero: the constant divisor holds a 0")
     b_shape = _legacy_shape(node, a.shape, b.shape, opset)
     folded = _fold(node, [a.value, None if b.value is None else b.value.reshape(b_shape)])
     if folded is not None:
@@ -111,9 +139,7 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     out_shape = tuple(np.broadcast_shapes(a.shape, b_shape))
     if node.op_type == "PRelu" and out_shape != tuple(a.shape):
         raise Unsupported(f"PRelu slope {b.shape} does not broadcast to X {a.shape}")
-    code = BINARY[node.op_type]
-    if code == ke.DIV and a.dtype != np.float32:
-        code = ke.IDIV
+    code = _binary_code(node, a.dtype)
     b_arg = In(1)
     if node.op_type == "Pow" and b.dtype != a.dtype:
         if not b.is_const and b.dtype.kind == "i":  # Numba lowers float ** int to an unlinked compiler-rt call
@@ -121,7 +147,7 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
         if b.is_const:
             b_arg = b.value.astype(a.dtype)
     shape, (sa, sb) = collapse(out_shape, [a.shape, b_shape])
-    out_dtype = np.dtype(bool) if node.op_type in COMPARE else a.dtype
+    out_dtype = np.dtype(bool) if node.op_type in BOOL_OUT else a.dtype
     return Kernel(_binary_kernel(code, sa, sb), (In(0), b_arg, Out(0), shape, sa, sb), [(out_shape, out_dtype)])
 
 
@@ -154,7 +180,14 @@ def build_unary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     folded = _fold(node, [x.value])
     if folded is not None:
         return folded
-    return Kernel(ke.UNARY[UNARY[node.op_type]], (In(0), Out(0)), [(x.shape, x.dtype)])
+    out = [(x.shape, np.dtype(bool) if node.op_type in BOOL_OUT else x.dtype)]
+    code = UNARY[node.op_type]
+    if node.op_type == "IsInf":
+        positive, negative = node.attrs.get("detect_positive", 1), node.attrs.get("detect_negative", 1)
+        if not (positive or negative):
+            return Constant([np.zeros(x.shape, bool)])
+        code = ke.ISINF if positive and negative else ke.ISINF_POS if positive else ke.ISINF_NEG
+    return Kernel(ke.UNARY[code], (In(0), Out(0)), out)
 
 
 @register("Where")

@@ -1,8 +1,9 @@
 """Elementwise ops against onnxruntime: binary arithmetic over every broadcasting pattern (same shape,
 scalar, per-channel, row, two-sided, legacy opset-6 axis broadcasting), int64 arithmetic (kernel and
-constant-folded), Pow, PRelu, comparisons and Where, variadic Max/Min/Sum/Mean with NaN propagation,
-unary maps, and inference BatchNormalization across opsets. float32 tolerance rtol 1e-6 / atol 1e-6
-unless a case states otherwise; integers and NaN placement must match exactly.
+constant-folded), Pow, PRelu, Mod (fmod 0 and 1, float and integer signs, by zero), comparisons and
+Where, bool And/Or/Xor/Not, unsigned BitShift, variadic Max/Min/Sum/Mean with NaN propagation, unary
+maps (trigonometric, Round half to even, IsNaN, IsInf), and inference BatchNormalization across
+opsets. float32 tolerance rtol 1e-6 / atol 1e-6 unless a case states otherwise; integers and NaN placement must match exactly.
 """
 import numpy as np
 import pytest
@@ -129,6 +130,64 @@ def test_where_broadcasts_three_ways():
     _check("Where", {"c": c, "a": a.astype(np.int64), "b": b.astype(np.int64)}, out_type=TensorProto.INT64, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("opset", [10, 13])
+def test_float_fmod_keeps_the_dividends_sign(opset):
+    rng = np.random.default_rng(13)
+    a = (rng.standard_normal((2, 3, 5)) * 5).astype(np.float32)
+    b = rng.uniform(0.5, 3, (3, 1)).astype(np.float32) * np.array([[-1], [1], [-1]], np.float32)
+    _check("Mod", {"a": a, "b": b}, {"fmod": 1}, opset=opset)
+    edge = np.array([np.nan, np.inf, -np.inf, 5.0, -5.0, 0.0, 3.0], np.float32)
+    divisor = np.array([1, 2, 2, np.inf, 0, 3, np.nan], np.float32)
+    _check("Mod", {"a": edge, "b": divisor}, {"fmod": 1}, opset=opset, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_integer_mod_signs(fmod, dtype):
+    rng = np.random.default_rng(14)
+    a = rng.integers(-40, 40, (2, 3, 4)).astype(dtype)
+    b = (rng.integers(1, 7, (3, 1)) * rng.choice([-1, 1], (3, 1))).astype(dtype)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    _check("Mod", {"a": a, "b": b}, {"fmod": fmod}, out_type=elem, rtol=0, atol=0)
+    _check("Mod", {"a": a}, {"fmod": fmod}, inits={"b": b}, out_type=elem, rtol=0, atol=0)
+    nodes = [helper.make_node("Mod", ["a", "b"], ["m"], fmod=fmod), helper.make_node("Add", ["x", "m"], ["y"])]
+    folded = make_model(nodes, {"x": (a.shape, dtype)}, {"y": elem}, {"a": a, "b": b})
+    assert_matches_ort(folded, {"x": a}, 0, 0)
+
+
+def test_integer_mod_by_zero_raises_and_float_mod_needs_fmod():
+    a, b = np.array([3, 4, 5], np.int64), np.array([2, 0, 1], np.int64)
+    node = helper.make_node("Mod", ["a", "b"], ["y"], name="rem")
+    model = make_model([node], {"a": (a.shape, np.int64), "b": (b.shape, np.int64)}, {"y": TensorProto.INT64})
+    with pytest.raises(InputError, match="'rem' \\(Mod\\).*Mod by zero"):
+        edgekit.InferenceSession(model).run(None, {"a": a, "b": b})
+    with pytest.raises(ModelError, match="'rem'.*by zero"):
+        edgekit.InferenceSession(make_model([node], {"a": (a.shape, np.int64)}, {"y": TensorProto.INT64}, {"b": b}))
+    x = np.ones(3, np.float32)
+    model = make_model([node], {"a": (x.shape, np.float32), "b": (x.shape, np.float32)}, ["y"])
+    with pytest.raises(UnsupportedOpError, match="'rem'.*fmod=1"):
+        edgekit.InferenceSession(model).run(None, {"a": x, "b": x})
+
+
+@pytest.mark.parametrize("op", ["And", "Or", "Xor"])
+def test_bool_logic_broadcasts(op):
+    rng = np.random.default_rng(15)
+    a, b = rng.random((2, 3, 4)) < 0.5, rng.random((3, 1)) < 0.5
+    _check(op, {"a": a, "b": b}, out_type=TensorProto.BOOL, rtol=0, atol=0)
+    _check(op, {"a": a}, inits={"b": b}, out_type=TensorProto.BOOL, rtol=0, atol=0)
+    _check("Not", {"a": a}, out_type=TensorProto.BOOL, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.uint64])
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+def test_bitshift_unsigned(dtype, direction):
+    rng = np.random.default_rng(16)
+    a = rng.integers(0, 200, (2, 3, 4)).astype(dtype)
+    b = rng.integers(0, 8, (4,)).astype(dtype)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    _check("BitShift", {"a": a, "b": b}, {"direction": direction}, out_type=elem, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("op", ["Max", "Min", "Sum", "Mean"])
 def test_variadic_broadcasting(op):
     rng = np.random.default_rng(7)
@@ -148,7 +207,9 @@ def test_max_min_propagate_nan(op):
 
 
 UNARY = [("Neg", (-3, 3)), ("Abs", (-3, 3)), ("Sign", (-3, 3)), ("Exp", (-10, 10)), ("Log", (0.01, 100)),
-         ("Sqrt", (0, 100)), ("Reciprocal", (0.1, 10)), ("Erf", (-3, 3)), ("Floor", (-5, 5)), ("Ceil", (-5, 5))]
+         ("Sqrt", (0, 100)), ("Reciprocal", (0.1, 10)), ("Erf", (-3, 3)), ("Floor", (-5, 5)), ("Ceil", (-5, 5)),
+         ("Sin", (-7, 7)), ("Cos", (-7, 7)), ("Tan", (-1.5, 1.5)), ("Asin", (-1, 1)), ("Acos", (-1, 1)),
+         ("Atan", (-9, 9)), ("Sinh", (-5, 5)), ("Cosh", (-5, 5)), ("Round", (-5, 5))]
 
 
 @pytest.mark.parametrize("op,lohi", UNARY)
@@ -161,11 +222,24 @@ def test_unary(op, lohi):
 
 def test_unary_edge_values_and_integers():
     x = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.0], np.float32)
-    for op in ("Neg", "Abs", "Sign", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil"):
+    for op in ("Neg", "Abs", "Sign", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Sin", "Cos", "Tan",
+               "Asin", "Acos", "Atan", "Sinh", "Cosh", "Round"):
         _check(op, {"x": x}, rtol=0, atol=0)
+    halves = np.array([0.5, 1.5, 2.5, -0.5, -2.5, 3.5, 1.49999], np.float32)
+    _check("Round", {"x": halves}, rtol=0, atol=0)
+    _check("Asin", {"x": np.array([2.0, -1.5], np.float32)}, rtol=0, atol=0)
     i = np.array([-3, 0, 5], np.int64)
     for op in ("Neg", "Abs", "Sign"):
         _check(op, {"x": i}, out_type=TensorProto.INT64, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("opset", [13, 20])
+def test_isnan_isinf(opset):
+    x = np.array([[np.nan, -np.inf, np.inf, 0.0], [1.0, -2.0, np.nan, np.inf]], np.float32)
+    _check("IsNaN", {"x": x}, opset=opset, out_type=TensorProto.BOOL, rtol=0, atol=0)
+    for pos, neg in [(1, 1), (1, 0), (0, 1), (0, 0)]:
+        attrs = {"detect_positive": pos, "detect_negative": neg}
+        _check("IsInf", {"x": x}, attrs, opset=opset, out_type=TensorProto.BOOL, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("opset,shape", [(9, (2, 3, 4, 5)), (15, (2, 3, 4, 5)), (15, (4, 3)), (7, (1, 3, 10))])
