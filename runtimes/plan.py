@@ -141,16 +141,16 @@ class Plan:
 
 def prepare(graph: Graph) -> Prepared:
     """Order, prune, fuse and check the graph (see module docstring)."""
-    for vi in graph.inputs:
-        if vi.dtype is None or vi.dtype.kind in "OSUV":
-            raise ModelError(f"input {vi.name!r} is a {vi.dtype or 'non-numeric'} tensor: edgekit runs numeric and "
-                             "bool tensors only")
     nodes = _toposort(graph)
     nodes = _live_nodes(nodes, [o.name for o in graph.outputs])
     nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
+    odd = {vi.name: "a string" if vi.dtype is not None else "of a type NumPy has not (bfloat16, float8, int4 ...)"
+           for vi in graph.inputs if vi.dtype is None or vi.dtype.kind in "OSUV"}
     unsupported = [
-        (n.name, n.op_type, n.domain, graph.opsets.get(n.domain, 0), "")
-        for n in nodes if (n.domain, n.op_type) not in BUILDERS
+        (n.name, n.op_type, n.domain, graph.opsets.get(n.domain, 0),
+         "; ".join(f"input {x!r} is {odd[x]} tensor: edgekit computes numeric and bool tensors" for x in n.inputs
+                   if x in odd))
+        for n in nodes if (n.domain, n.op_type) not in BUILDERS or any(x in odd for x in n.inputs)
     ]
     if unsupported:
         raise UnsupportedOpError(unsupported)
