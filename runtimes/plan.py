@@ -23,8 +23,7 @@ from edgekit.ir import Graph, Node
 
 from . import fusion
 from .ops import BUILDERS
-from .ops.registry import Constant, In, Kernel, Out, Tensor, Unsupported, View, aligned_bytes
-MAX_PLAN_BYTES = 4 << 30
+from .ops.registry import MAX_PLAN_BYTES, Constant, In, Kernel, Out, Tensor, Unsupported, View, aligned_bytes
 
 
 @dataclass

@@ -52,7 +52,6 @@ def same_stride1(node: Node) -> bool:
     if len(k) != 2 or any(int(v) != 1 for v in list(a.get("strides", [])) + list(a.get("dilations", []))):
         return False
     auto_pad = a.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         return True
     pads = [int(v) for v in a.get("pads", [0] * 4)]  # (pads of another length: the pool's builder refuses them)

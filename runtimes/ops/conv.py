@@ -36,7 +36,6 @@ def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> t
     """(begin, end) pads per spatial axis from ``pads`` or ``auto_pad`` (span = dilated kernel extent)."""
     nd = len(size)
     auto = node.attrs.get("auto_pad", "NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto in ("NOTSET", ""):
         pads = [int(p) for p in node.attrs.get("pads", [0] * (2 * nd))]
         if len(pads) != 2 * nd or min(pads) < 0:

@@ -12,17 +12,10 @@ from edgekit.ir import Node
 from ..kernels import gemm as kg
 from ..kernels.simd import LANES
 from .activation import fused_activation
-from .registry import In, Kernel, Out, Unsupported, register
+from .registry import In, Kernel, Out, register, require_float32
 
 DOT_MAX_ROWS = 4
 """Gemm with at most this many rows and fewer outputs than a vector runs as dot products over K."""
-
-
-def _float32(op: str, *tensors) -> None:
-    """Unsupported unless every given tensor is float32."""
-    for t in tensors:
-        if t is not None and t.dtype != np.float32:
-            raise Unsupported(f"{op} on {t.dtype} (edgekit computes float32)")
 
 
 def _c_strides(shape: tuple[int, ...], m: int, n: int) -> tuple[int, int]:
@@ -39,7 +32,7 @@ def _c_strides(shape: tuple[int, ...], m: int, n: int) -> tuple[int, int]:
 def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
     a, b = inputs[0], inputs[1]
     c = inputs[2] if len(inputs) > 2 else None
-    _float32("Gemm", a, b, c)
+    require_float32("Gemm", a, b, c)
     if len(a.shape) != 2 or len(b.shape) != 2:
         raise ValueError(f"Gemm takes matrices, got shapes {a.shape} and {b.shape}")
     trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
@@ -71,7 +64,7 @@ def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
 @register("MatMul")
 def build_matmul(node: Node, inputs: list, opset: int) -> Kernel:
     a, b = inputs[0], inputs[1]
-    _float32("MatMul", a, b)
+    require_float32("MatMul", a, b)
     if not a.shape or not b.shape:
         raise ValueError("MatMul operands must have at least one dimension")
     a_shape = (1,) + a.shape if len(a.shape) == 1 else a.shape

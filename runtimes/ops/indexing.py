@@ -313,7 +313,6 @@ def _copy_table(letters: list, sizes: dict, src: dict, dst: dict) -> np.ndarray:
 @register("Einsum")
 def build_einsum(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     equation = node.attrs["equation"]
-    equation = equation.decode() if isinstance(equation, bytes) else equation
     if len(inputs) > 2:
         raise Unsupported(f"Einsum {equation!r} of {len(inputs)} operands (edgekit contracts one or two)")
     dtype = inputs[0].dtype

@@ -14,14 +14,7 @@ import numpy as np
 from edgekit.ir import Node
 
 from ..kernels import norm as kn
-from .registry import In, Kernel, Out, Tensor, Unsupported, aligned_copy, normalize_axis, register
-
-
-def _float32(node: Node, inputs: list) -> None:
-    """Unsupported unless every given input is float32."""
-    for t in inputs:
-        if t is not None and t.dtype != np.float32:
-            raise Unsupported(f"{node.op_type} on {t.dtype} (edgekit computes float32)")
+from .registry import In, Kernel, Out, Tensor, Unsupported, aligned_copy, normalize_axis, register, require_float32
 
 
 def _stash_float32(node: Node) -> None:
@@ -56,7 +49,7 @@ def _row_operand(t: Tensor | None, index: int, shape: tuple[int, ...], axis: int
 def build_layer_norm(node: Node, inputs: list, opset: int) -> Kernel:
     x, scale = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
-    _float32(node, inputs)
+    require_float32(node.op_type, *inputs)
     _stash_float32(node)
     shape = tuple(x.shape)
     if not shape:
@@ -84,7 +77,7 @@ def _channel_operand(t: Tensor, index: int, size: int, what: str) -> np.ndarray 
 def _group_norm(node: Node, inputs: list, groups: int, per_group_params: bool) -> Kernel:
     """The group_norm kernel of X (N, C, D1...) in ``groups`` groups of channels."""
     x, scale, bias = inputs[:3]
-    _float32(node, inputs)
+    require_float32(node.op_type, *inputs)
     shape = tuple(x.shape)
     if len(shape) < 2:
         raise ValueError(f"{node.op_type} needs X of shape (N, C, D1, ...), got {shape}")

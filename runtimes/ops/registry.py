@@ -7,16 +7,36 @@ the hot path: they pick and prepare a Numba kernel and its arguments once per pl
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from edgekit.errors import InputError
 from edgekit.ir import Node
 
+MAX_PLAN_BYTES = 4 << 30
+"""The most bytes of buffers one plan may hold: larger requests raise InputError before allocating."""
 ALIGN = 64
 """Byte alignment of plan buffers and prepacked constants: a cache line (and an AVX-512 vector), so
 vector loads of a row start never straddle two lines."""
+
+
+def check_output_bytes(op: str, shape: Any, dtype: Any) -> None:
+    """InputError when one tensor of ``shape`` would exceed MAX_PLAN_BYTES: builders whose tables
+    grow with the output size call it before building them (a scale of 1e9 would not fit memory)."""
+    nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+    if nbytes > MAX_PLAN_BYTES:
+        raise InputError(f"{op} output of shape {list(shape)} needs {nbytes / 2**30:.3g} GiB, more than a plan's "
+                         f"{MAX_PLAN_BYTES / 2**30:.1f} GiB")
+
+
+def require_float32(op: str, *tensors: Any) -> None:
+    """Unsupported unless every given tensor is float32 (the op's kernels compute float32)."""
+    for t in tensors:
+        if t is not None and t.dtype != np.float32:
+            raise Unsupported(f"{op} on {t.dtype} (edgekit computes float32)")
 
 
 def aligned_bytes(nbytes: int) -> np.ndarray:

@@ -65,7 +65,7 @@ def test_activation_alone_and_bn_alone():
 @pytest.mark.parametrize("attrs,same", [
     ({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, True),
     ({"kernel_shape": [2, 4], "pads": [0, 2, 1, 1]}, True),
-    ({"kernel_shape": [3, 3], "auto_pad": b"SAME_LOWER", "strides": [1, 1]}, True),
+    ({"kernel_shape": [3, 3], "auto_pad": "SAME_LOWER", "strides": [1, 1]}, True),
     ({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}, False),
     ({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "dilations": [1, 2]}, False),
     ({"kernel_shape": [3, 3], "pads": [1, 1, 0, 1]}, False),
