@@ -8,7 +8,7 @@ from edgekit.ir import Node
 
 from ..kernels import conv as kc
 from .activation import fused_activation
-from .registry import In, Kernel, Out, Unsupported, aligned_copy, register
+from .registry import In, Kernel, Out, Unsupported, aligned_copy, register, require_float32
 
 NARROW_WIDTH = kc.LANES // 2
 """Single-row outputs at most this wide (half a vector) with constant weights and at least
@@ -93,25 +93,34 @@ def _layout(size: list[int], begin: list[int], end: list[int], kernel: list[int]
     return (kc.GEMM_WIDE if out[0] > 1 and qw != out[1] else kc.GEMM), in_place, qh, qw, plane
 
 
-@register("Conv")
-def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
+def conv_operands(node: Node, inputs: list) -> tuple:
+    """(x, w, b, nd, groups, kernel, strides, dilations) of a Conv or ConvTranspose node, checked as
+    onnxruntime checks them: float32, 1-D or 2-D, W fitting the input channels in the groups,
+    kernel_shape W's, one bias per output channel, strides and dilations >= 1. W is (Cout, C/groups,
+    k...) for Conv, (C, Cout/groups, k...) for ConvTranspose."""
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 else None
-    if x.dtype != np.float32 or w.dtype != np.float32:
-        raise Unsupported(f"Conv on {x.dtype} (edgekit computes float32)")
+    require_float32(node.op_type, x, w)
     nd = len(x.shape) - 2
     if nd not in (1, 2) or len(w.shape) != nd + 2:
-        raise Unsupported(f"{nd}-D Conv (edgekit implements 1-D and 2-D)")
-    groups = int(node.attrs.get("group", 1))
-    n, c, *size = x.shape
-    c_out, cin_g, *kernel = w.shape
-    if c != cin_g * groups or c_out % groups:
+        raise Unsupported(f"{nd}-D {node.op_type} (edgekit implements 1-D and 2-D)")
+    groups, c, kernel = int(node.attrs.get("group", 1)), x.shape[1], list(w.shape[2:])
+    transposed = node.op_type == "ConvTranspose"
+    if (w.shape[0] != c or c % groups) if transposed else (c != w.shape[1] * groups or w.shape[0] % groups):
         raise ValueError(f"weights {w.shape} do not fit {c} input channels in {groups} groups")
-    if list(node.attrs.get("kernel_shape", kernel)) != kernel:
-        raise ValueError(f"kernel_shape {list(node.attrs['kernel_shape'])} does not match weights {w.shape}")
-    if b is not None and b.shape != (c_out,):
-        raise ValueError(f"bias of shape {b.shape} for {c_out} output channels")
-    strides, dilations = positive_ints(node, "strides", nd), positive_ints(node, "dilations", nd)
+    if [int(k) for k in node.attrs.get("kernel_shape", kernel)] != kernel:
+        raise ValueError(f"kernel_shape {list(node.attrs['kernel_shape'])} is not W's {kernel}")
+    c_out = w.shape[1] * groups if transposed else w.shape[0]
+    if b is not None and tuple(b.shape) != (c_out,):
+        raise ValueError(f"bias of shape {list(b.shape)}, expected [{c_out}] (one per output channel)")
+    return x, w, b, nd, groups, kernel, positive_ints(node, "strides", nd), positive_ints(node, "dilations", nd)
+
+
+@register("Conv")
+def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
+    x, w, b, nd, groups, kernel, strides, dilations = conv_operands(node, inputs)
+    n, c, *size = x.shape
+    c_out, cin_g = w.shape[:2]
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     begin, end = _pads(node, size, span, strides)
     out = [(s + p0 + p1 - k) // st + 1 for s, p0, p1, k, st in zip(size, begin, end, span, strides)]

@@ -20,6 +20,7 @@ from edgekit.ir import Node
 
 from ..kernels import upsample as ku
 from .activation import fused_activation
+from .conv import conv_operands
 from .registry import (In, Kernel, Out, Unsupported, View, aligned_copy, check_output_bytes, const_input, normalize_axis,
                        register)
 
@@ -65,24 +66,9 @@ def _phases(n: int, k: int, s: int, d: int, begin: int, out: int) -> tuple[int, 
 
 @register("ConvTranspose")
 def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
-    x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
-    if x.dtype != np.float32 or w.dtype != np.float32:
-        raise Unsupported(f"ConvTranspose on {x.dtype} (edgekit computes float32)")
-    nd = len(x.shape) - 2
-    if nd not in (1, 2) or len(w.shape) != nd + 2:
-        raise Unsupported(f"{nd}-D ConvTranspose (edgekit implements 1-D and 2-D)")
-    groups = int(node.attrs.get("group", 1))
+    x, w, b, nd, groups, kernel, strides, dilations = conv_operands(node, inputs)
     n, c, *size = x.shape
-    cin, cout_g, *kernel = w.shape
-    if cin != c or c % groups:
-        raise ValueError(f"weights {w.shape} do not fit {c} input channels in {groups} groups")
-    if [int(k) for k in node.attrs.get("kernel_shape", kernel)] != kernel:
-        raise ValueError(f"kernel_shape {list(node.attrs['kernel_shape'])} is not W's {kernel}")
-    if b is not None and tuple(b.shape) != (cout_g * groups,):
-        raise ValueError(f"bias of shape {list(b.shape)}, expected [{cout_g * groups}] (one per output channel)")
-    strides = [int(s) for s in node.attrs.get("strides", [1] * nd)]
-    dilations = [int(d) for d in node.attrs.get("dilations", [1] * nd)]
+    cout_g = w.shape[1]
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     begin, out = _geometry(node, size, span, strides)
     if min(out) < 1:
