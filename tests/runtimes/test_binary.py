@@ -84,19 +84,25 @@ CONV_CASES = [  # n, c, h, w, m, k, strides, pads, dilations
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("mode", ["float", "sign", "packed"])
-def test_conv_matches_reference(case, mode):
-    rng = np.random.default_rng(sum(case[:6]))
-    x, a, dot, inits, attrs = conv_case(rng, *case)
+def assert_conv_output(x, x_type, inits, attrs, mode, dot):
+    """A BinaryConv on ``x`` (float or packed) gives the reference output of ``mode`` for these sums
+    (packed bits unpacked to +-1; float outputs within 1e-5, the others exact)."""
     out_type = TensorProto.UINT64 if mode == "packed" else TensorProto.FLOAT
-    sess = edgekit.InferenceSession(model("BinaryConv", x.shape, TensorProto.FLOAT, inits, dict(attrs, output=mode),
+    sess = edgekit.InferenceSession(model("BinaryConv", x.shape, x_type, inits, dict(attrs, output=mode),
                                           out_type=out_type))
     got = sess.run(None, {"x": x})[0]
     want = expected(mode, dot, inits)
     if mode == "packed":
         got = np.where(unpack_bits(got, want.shape[1]).transpose(0, 3, 1, 2), -1.0, 1.0)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5 if mode == "float" else 0)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("mode", ["float", "sign", "packed"])
+def test_conv_matches_reference(case, mode):
+    rng = np.random.default_rng(sum(case[:6]))
+    x, a, dot, inits, attrs = conv_case(rng, *case)
+    assert_conv_output(x, TensorProto.FLOAT, inits, attrs, mode, dot)
 
 
 @pytest.mark.parametrize("packed_input", [False, True])
@@ -111,16 +117,8 @@ def test_short_tile_of_border_pixels_reads_its_own_pixels(mode, packed_input):
         x, x_type = pack_bits(a.transpose(0, 2, 3, 1) < 0), TensorProto.UINT64
     else:
         x_type = TensorProto.FLOAT
-    out_type = TensorProto.UINT64 if mode == "packed" else TensorProto.FLOAT
     for t in (0, 1):
-        inits = dict(inits, t=np.full(4, t, np.int64))
-        sess = edgekit.InferenceSession(model("BinaryConv", x.shape, x_type, inits, dict(attrs, output=mode),
-                                              out_type=out_type))
-        got = sess.run(None, {"x": x})[0]
-        want = expected(mode, dot, inits)
-        if mode == "packed":
-            got = np.where(unpack_bits(got, want.shape[1]).transpose(0, 3, 1, 2), -1.0, 1.0)
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5 if mode == "float" else 0)
+        assert_conv_output(x, x_type, dict(inits, t=np.full(4, t, np.int64)), attrs, mode, dot)
 
 
 @pytest.mark.parametrize("c,packed_input", [(70, False), (70, True), (64, True)])
