@@ -13,8 +13,10 @@ as literals: a model compiles only the ops and patterns it uses, each once per d
 Binary codes: add, sub, mul, div, integer div (truncates like C), pow, max, min (NaN propagates),
 PRelu (x < 0 ? x * slope : x), the comparisons equal, less, greater, less-or-equal,
 greater-or-equal (bool results), integer mod with the divisor's sign (Python's %) or the
-dividend's sign (C's %), float fmod (the dividend's sign), the bool and, or, xor, the unsigned
-shifts left and right (0 from a shift of 64 or more), and ``FIRST`` (copy the first operand, used to start folds).
+dividend's sign (C's %), float mod with the dividend's sign (fmod) or the divisor's
+(x - floor(x / y) y), the bool and, or, xor, the integer shifts left and right (right is arithmetic
+for signed types; a shift by a negative count or by the type's width or more gives -1 for a negative x
+shifted right, else 0), and ``FIRST`` (copy the first operand, used to start folds).
 Unary codes: neg, abs, sign (NaN stays NaN), exp (``exp32``, vectorisable), log, sqrt, reciprocal,
 erf, floor, ceil, sin, cos, tan, asin, acos, atan, sinh, cosh, round (half to even), isnan, isinf
 (both signs, +inf only, -inf only; bool results) and the bool not.
@@ -30,7 +32,7 @@ from numba.extending import intrinsic, overload
 from . import FASTMATH
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU, EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL,
- MOD, CMOD, FMOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(23)
+ MOD, CMOD, FMOD, FLOOR_MOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(24)
 (NEG, ABS, SIGN, EXP, LOG, SQRT, RECIPROCAL, ERF, FLOOR, CEIL, SIN, COS, TAN, ASIN, ACOS, ATAN, SINH, COSH,
  ROUND, ISNAN, ISINF, ISINF_POS, ISINF_NEG, NOT) = range(24)
 
@@ -135,6 +137,9 @@ def _binop(x, y, code):
         return _int_mod(x, y, code == CMOD)
     if code == FMOD:
         return np.fmod(x, y)
+    if code == FLOOR_MOD:
+        r = np.fmod(x, y)  # NaN and the infinities follow from fmod; x + inf = inf keeps y
+        return r + y if r != 0 and (r < 0) != (y < 0) else r
     if code >= AND:
         return _bits(x, y, code)
     return x
@@ -156,6 +161,8 @@ def _bits_typed(x, y, code):
             return x ^ y
         return logic
     if isinstance(x, types.Integer):
+        bits = x.bitwidth
+
         def bitwise(x, y, code):
             if code == AND:
                 return x & y
@@ -163,9 +170,11 @@ def _bits_typed(x, y, code):
                 return x | y
             if code == XOR:
                 return x ^ y
+            if y < 0 or y >= bits:
+                return x ^ x if code == SHIFT_LEFT or x >= 0 else (x ^ x) - 1
             if code == SHIFT_LEFT:
-                return x << y if y < 64 else x ^ x
-            return x >> y if y < 64 else x ^ x
+                return x << y
+            return x >> y
         return bitwise
     return lambda x, y, code: x  # float operands never carry a bitwise code
 

@@ -30,7 +30,7 @@ LOGICAL = ("And", "Or", "Xor", "Not")
 BOOL_OUT = (*COMPARE, *LOGICAL, "IsNaN", "IsInf")
 INTEGER_OK = {"Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Sign", "Max", "Min", "Sum", *COMPARE}
 DTYPES = (np.float32, np.int64, np.int32)
-UNSIGNED = (np.uint8, np.uint16, np.uint32, np.uint64)
+SHIFTABLE = (np.uint8, np.uint16, np.uint32, np.uint64, np.int32, np.int64)
 
 
 def _trunc_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -88,7 +88,7 @@ def _legacy_shape(node: Node, a: tuple, b: tuple, opset: int) -> tuple:
 
 def _check_dtype(node: Node, dtype: np.dtype) -> None:
     op = node.op_type
-    ok = (np.bool_,) if op in LOGICAL else UNSIGNED if op == "BitShift" else DTYPES if op in INTEGER_OK \
+    ok = (np.bool_,) if op in LOGICAL else SHIFTABLE if op == "BitShift" else DTYPES if op in INTEGER_OK \
         else (np.float32,)
     if dtype not in ok:
         raise Unsupported(f"{node.op_type} on {dtype} (edgekit computes {', '.join(np.dtype(d).name for d in ok)})")
@@ -103,18 +103,21 @@ def _fold(node: Node, values: list) -> Constant | None:
     return Constant([np.asarray(result, bool if node.op_type in BOOL_OUT else values[0].dtype)])
 
 
-def _binary_code(node: Node, dtype: np.dtype) -> int:
+def _binary_code(node: Node, dtype: np.dtype, opset: int) -> int:
     """The kernel code of a binary node on ``dtype`` operands (Div, Mod and BitShift have forms)."""
     op, fmod = node.op_type, node.attrs.get("fmod", 0)
     if op == "Div" and dtype != np.float32:
         return ke.IDIV
     if op == "Mod" and dtype == np.float32:
-        if not fmod:
-            raise Unsupported("Mod of float32 with fmod=0 (the spec requires fmod=1 for floats)")
-        return ke.FMOD
+        if not fmod and opset < 28:
+            raise Unsupported(f"Mod of float32 with fmod=0 at opset {opset} (before 28 the spec requires fmod=1 "
+                              "for floats)")
+        return ke.FMOD if fmod else ke.FLOOR_MOD
     if op == "Mod":
         return ke.CMOD if fmod else ke.MOD
     if op == "BitShift":
+        if dtype.kind == "i" and opset < 28:
+            raise Unsupported(f"BitShift on {dtype} at opset {opset} (signed shifts come with opset 28)")
         direction = node.attrs.get("direction")
         if direction not in ("LEFT", "RIGHT"):
             raise Unsupported(f"BitShift direction={direction!r} (the spec knows 'LEFT' and 'RIGHT')")
@@ -139,7 +142,7 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     out_shape = tuple(np.broadcast_shapes(a.shape, b_shape))
     if node.op_type == "PRelu" and out_shape != tuple(a.shape):
         raise Unsupported(f"PRelu slope {b.shape} does not broadcast to X {a.shape}")
-    code = _binary_code(node, a.dtype)
+    code = _binary_code(node, a.dtype, opset)
     b_arg = In(1)
     if node.op_type == "Pow" and b.dtype != a.dtype:
         if not b.is_const and b.dtype.kind == "i":  # Numba lowers float ** int to an unlinked compiler-rt call

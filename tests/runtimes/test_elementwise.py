@@ -1,7 +1,8 @@
 """Elementwise ops against onnxruntime: binary arithmetic over every broadcasting pattern (same shape,
 scalar, per-channel, row, two-sided, legacy opset-6 axis broadcasting), int64 arithmetic (kernel and
-constant-folded), Pow, PRelu, Mod (fmod 0 and 1, float and integer signs, by zero), comparisons and
-Where, bool And/Or/Xor/Not, unsigned BitShift, variadic Max/Min/Sum/Mean with NaN propagation, unary
+constant-folded), Pow, PRelu, Mod (fmod 0 and 1, float and integer signs, by zero; opset 28's float
+fmod=0 against NumPy), comparisons and Where, bool And/Or/Xor/Not, BitShift (unsigned; opset 28's
+signed shifts against NumPy), variadic Max/Min/Sum/Mean with NaN propagation, unary
 maps (trigonometric, Round half to even, IsNaN, IsInf), and inference BatchNormalization across
 opsets. float32 tolerance rtol 1e-6 / atol 1e-6 unless a case states otherwise; integers and NaN placement must match exactly.
 """
@@ -186,6 +187,41 @@ def test_bitshift_unsigned(dtype, direction):
     b = rng.integers(0, 8, (4,)).astype(dtype)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     _check("BitShift", {"a": a, "b": b}, {"direction": direction}, out_type=elem, rtol=0, atol=0)
+
+
+def _run(op, feeds, attrs, opset, out_type):
+    node = helper.make_node(op, list(feeds), ["y"], **attrs)
+    model = make_model([node], {k: (v.shape, v.dtype) for k, v in feeds.items()}, {"y": out_type}, opset=opset)
+    return edgekit.InferenceSession(model).run(None, feeds)[0]
+
+
+def test_opset28_float_mod_with_the_divisors_sign_against_numpy():
+    """Opset 28 allows fmod=0 on floats (x - floor(x / y) y, NumPy's mod); onnxruntime has no opset 28."""
+    rng = np.random.default_rng(17)
+    a = np.concatenate([rng.standard_normal(40) * 5, [np.nan, np.inf, -np.inf, 5, -5, 0, 3, -3, 2]]).astype(np.float32)
+    b = np.concatenate([rng.uniform(0.5, 3, 40) * rng.choice([-1, 1], 40), [1, 2, 2, 0, 1, 3, np.inf, np.inf, np.nan]])
+    b = b.astype(np.float32)
+    got = _run("Mod", {"a": a, "b": b}, {"fmod": 0}, 28, TensorProto.FLOAT)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(got, np.mod(a, b), rtol=1e-6, atol=1e-6)
+    with pytest.raises(UnsupportedOpError, match="fmod=1"):
+        _run("Mod", {"a": a, "b": b}, {"fmod": 0}, 13, TensorProto.FLOAT)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_opset28_signed_bitshift_against_numpy(dtype):
+    """Opset 28 shifts signed integers: right is arithmetic, a negative or too-wide count gives the
+    sign fill (onnxruntime has no opset 28)."""
+    rng = np.random.default_rng(18)
+    bits = np.iinfo(dtype).bits
+    x = rng.integers(-1000, 1000, (3, 40)).astype(dtype)
+    y = rng.integers(-3, bits + 5, (40,)).astype(dtype)
+    wide = (y < 0) | (y >= bits)
+    safe = np.where(wide, 0, y)
+    left = np.where(wide, 0, np.left_shift(x, safe))
+    right = np.where(wide, np.where(x < 0, -1, 0), np.right_shift(x, safe))
+    for direction, want in (("LEFT", left), ("RIGHT", right)):
+        np.testing.assert_array_equal(_run("BitShift", {"a": x, "b": y}, {"direction": direction}, 28, (x.shape, dtype)), want)
 
 
 @pytest.mark.parametrize("op", ["Max", "Min", "Sum", "Mean"])
