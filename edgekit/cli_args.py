@@ -6,14 +6,14 @@ import argparse
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return int(text)
 

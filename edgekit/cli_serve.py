@@ -6,7 +6,7 @@ import os
 import sys
 import urllib.parse
 
-from .cli_args import positive_float, positive_int
+from .cli_args import non_negative_int, positive_float, positive_int
 from .cli_partition import parse_link
 from .errors import InputError
 
@@ -36,15 +36,8 @@ def _endpoints(values: list[str], plan, tier: str) -> dict[str, str]:
 
 def port(text: str) -> int:
     """argparse type: a TCP port, 0 (pick a free one) to 65535."""
-    if not text.isdigit() or int(text) > 65535:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
-    return int(text)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return int(text)
 
 

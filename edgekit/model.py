@@ -60,9 +60,9 @@ def _parse(data: bytes, origin: str) -> onnx.ModelProto:
 
 
 def check_model(proto: onnx.ModelProto) -> None:
-    """Run onnx.checker, turning its failures into ModelError. Nodes of ops the ONNX schemas mark
-    deprecated at the model's opset (GroupNormalization 18-20, which onnxruntime runs) are checked as
-    nodes of an unknown domain, so the checker looks at everything else instead of stopping there."""
+    """Run onnx.checker, turning its failures into ModelError. Nodes of RUNS_DEPRECATED ops at an opset
+    where their schema is marked deprecated (GroupNormalization 18-20) are checked as nodes of an
+    unknown domain, so the checker looks at everything else instead of stopping there."""
     deprecated = [i for i, n in enumerate(proto.graph.node) if n.domain in ("", "ai.onnx") and _deprecated(n, proto)]
     if deprecated:
         checked = onnx.ModelProto()
@@ -78,10 +78,15 @@ def check_model(proto: onnx.ModelProto) -> None:
 
 
 UNCHECKED_DOMAIN = "ai.edgekit.unchecked"
+RUNS_DEPRECATED = {"GroupNormalization"}
+"""Ops whose schema is marked deprecated at some opsets that onnxruntime still runs there (it refuses
+Upsample from opset 10 and Scatter from 11, so edgekit does too)."""
 
 
 def _deprecated(node: onnx.NodeProto, proto: onnx.ModelProto) -> bool:
-    """Whether the ONNX schema of ``node`` at the model's opset is marked deprecated."""
+    """Whether ``node`` is of an op onnxruntime runs though its schema at the model's opset is marked deprecated."""
+    if node.op_type not in RUNS_DEPRECATED:
+        return False
     try:
         return onnx.defs.get_schema(node.op_type, opset_version(proto), "").deprecated
     except onnx.defs.SchemaError:

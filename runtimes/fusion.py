@@ -20,8 +20,8 @@ FUSABLE = ("Conv", "Gemm", "ConvTranspose")
 
 
 def fuse(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_outputs: set[str]) -> list[Node]:
-    """Return the node list with BN folded and activations fused (Conv/Gemm, then pools); ``constants``
-    gains folded weights."""
+    """Return the node list with BN folded and activations fused (Conv/ConvTranspose/Gemm, then
+    pools); ``constants`` gains folded weights."""
     from .pool_fusion import fuse_pools  # here, not at the top: pool_fusion builds on this module's helpers
 
     nodes = _constant_nodes(nodes, constants, graph_outputs)
@@ -127,6 +127,8 @@ def _folded(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict) -> t
             return None
         bias = constants[n.inputs[2]].astype(np.float64) if len(n.inputs) > 2 and n.inputs[2] else np.zeros(w.shape[0])
         w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    if bias.shape != (scale.size,):  # (a bias the builder refuses: leave the node to it)
+        return None
     bias = bias * scale + shift
     dtype = constants[n.inputs[1]].dtype
     return np.ascontiguousarray(w.astype(dtype)), bias.astype(dtype)

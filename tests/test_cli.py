@@ -88,12 +88,12 @@ def test_info_reports_io_ops_and_unsupported(relu_model, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "x: float32 [batch, 8]" in out and "Relu" in out and "unsupported by edgekit: none" in out
 
-    odd = make_model([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Einsum", ["h", "h"], ["y"], equation="ij,ij->i")],
-                     {"x": ([2, 4], np.float32)}, ["y"])
+    odd = make_model([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Det", ["h"], ["y"])],
+                     {"x": ([2, 4, 4], np.float32)}, ["y"])
     path = tmp_path / "odd.onnx"
     onnx.save(odd, path)
     assert main(["info", str(path)]) == 0
-    assert "Einsum: not implemented" in capsys.readouterr().out
+    assert "Det: not implemented" in capsys.readouterr().out
 
 
 def test_info_counts_macs_and_parameters(tmp_path, capsys):

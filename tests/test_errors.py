@@ -115,6 +115,12 @@ def test_an_op_deprecated_at_its_opset_loads_and_the_rest_is_still_checked():
     twice = group_norm_18([helper.make_node("Relu", ["x"], ["y"])])  # y written twice
     with pytest.raises(ModelError, match="checker"):
         edgekit.InferenceSession(twice)
+    node = helper.make_node("Upsample", ["x", "s"], ["y"])  # deprecated from opset 10; onnxruntime refuses it there
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", 1, [1, 1, 4, 4])],
+                              [onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")])
+    with pytest.raises(ModelError, match="checker"):
+        edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]))
 
 
 @pytest.mark.parametrize("feed,pattern", [

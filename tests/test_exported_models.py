@@ -1,9 +1,10 @@
 """Models as PyTorch exports them (tests/models/*.onnx, written by tests/models/export_torch.py at
-opsets 11, 17 and 20 with a dynamic batch: LSTM and GRU nets, a transformer encoder layer, a 1-D
-U-Net, a TCN, a squeeze-excitation net, an MLP, 2-D CNNs with Resize and ArgMax, a ShuffleNet unit,
-a ResNet block, a keyword spotter) run on edgekit as on onnxruntime: every output within 1e-4
-(absolute and relative; recurrent and attention layers sum a few hundred products) on fresh
-standard-normal inputs, at batch 1 and 3, through one session (one plan per batch size)."""
+opsets 11, 17 and 20 with a dynamic batch; the transformer from 17, as attention exports from 14):
+LSTM and GRU nets, a transformer encoder layer, a 1-D U-Net, a TCN, a squeeze-excitation net, an
+MLP, 2-D CNNs with Resize and ArgMax, a ShuffleNet unit, a ResNet block, a keyword spotter. They run
+on edgekit as on onnxruntime: every output within 1e-4 (absolute and relative; recurrent and
+attention layers sum a few hundred products) on fresh standard-normal inputs, at batch 1 and 3,
+through one session (one plan per batch size)."""
 import glob
 import os
 import zlib

@@ -23,13 +23,14 @@ ALIGN = 64
 vector loads of a row start never straddle two lines."""
 
 
-def check_output_bytes(op: str, shape: Any, dtype: Any) -> None:
-    """InputError when one tensor of ``shape`` would exceed MAX_PLAN_BYTES: builders whose tables
-    grow with the output size call it before building them (a scale of 1e9 would not fit memory)."""
+def check_output_bytes(node: Node, shape: Any, dtype: Any) -> None:
+    """InputError naming ``node`` when its output of ``shape`` would exceed MAX_PLAN_BYTES: builders
+    whose tables grow with the output size call it before building them (a scale of 1e9 would not
+    fit memory)."""
     nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
     if nbytes > MAX_PLAN_BYTES:
-        raise InputError(f"{op} output of shape {list(shape)} needs {nbytes / 2**30:.3g} GiB, more than a plan's "
-                         f"{MAX_PLAN_BYTES / 2**30:.1f} GiB")
+        raise InputError(f"node {node.name!r} ({node.op_type}): an output of shape {list(shape)} needs "
+                         f"{nbytes / 2**30:.3g} GiB, more than a plan's {MAX_PLAN_BYTES / 2**30:.1f} GiB")
 
 
 def require_float32(op: str, *tensors: Any) -> None:

@@ -73,7 +73,7 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
     begin, out = _geometry(node, size, span, strides)
     if min(out) < 1:
         raise ValueError(f"pads leave no output (sizes {out})")
-    check_output_bytes("ConvTranspose", (n, cout_g * groups, *out), x.dtype)  # (before tables of the output's size)
+    check_output_bytes(node, (n, cout_g * groups, *out), x.dtype)  # (before tables of the output's size)
     if nd == 1:  # a single row
         size, kernel, strides, dilations, out = ([1] + v for v in (size, kernel, strides, dilations, out))
         begin = [0] + begin
@@ -196,7 +196,7 @@ def _resize(node: Node, x, scales: np.ndarray | None, sizes: np.ndarray | None, 
         out = [int(np.floor(s * np.float32(i))) for s, i in zip(scale, x.shape)]
     if min(out, default=0) < 0 or any(o and not i for o, i in zip(out, x.shape)):
         raise ValueError(f"{node.op_type} of shape {list(x.shape)} to {out}: a negative size or an empty axis enlarged")
-    check_output_bytes(node.op_type, out, x.dtype)  # (before tables of the output's size)
+    check_output_bytes(node, out, x.dtype)  # (before tables of the output's size)
     if out == list(x.shape):  # onnxruntime copies the input then, whatever the scales (1.25 of 2 is 2)
         return View(tuple(out))
     shape = [1] * (2 - rank) + list(x.shape)  # at least (H, W)

@@ -1,12 +1,14 @@
 """runtimes/fusion.py on ConvTranspose decoders: BatchNormalization folds into the ConvTranspose
 weights (output channels on axis 1, per group) and a following activation fuses into its epilogue;
 the fused session matches onnxruntime (rtol/atol 1e-5: folding rounds the weights once) for 1-D
-and 2-D, groups 1 and 2, with and without a bias."""
+and 2-D, groups 1 and 2, with and without a bias; a bias of the wrong size is refused, folded or not."""
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
 import edgekit
+from edgekit.errors import ModelError
 from oracle import assert_matches_ort, make_model
 
 
@@ -36,3 +38,18 @@ def test_convtranspose_bn_activation_fold_into_one_node(nd, groups, bias):
     session = edgekit.InferenceSession(model)
     assert [n.op_type for n in session.prepared.nodes] == ["ConvTranspose"]
     assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_a_bias_of_the_wrong_size_is_refused_with_or_without_a_batchnorm_after(op):
+    """The fold must not broadcast a 1-value bias over the channels (onnxruntime refuses the model)."""
+    model, _ = decoder(2, 1, True)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    inits["b"] = np.ones(1, np.float32)
+    if op == "Conv":  # W (Cout, Cin, k, k) for the same 3 output channels
+        inits["w"] = inits["w"].transpose(1, 0, 2, 3).copy()
+    model.graph.ClearField("initializer")
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in inits.items())
+    model.graph.node[0].op_type = op
+    with pytest.raises(ModelError, match="'up'.*bias"):
+        edgekit.InferenceSession(model)

@@ -9,7 +9,7 @@ import pytest
 from onnx import helper
 
 import edgekit
-from edgekit.errors import InputError, UnsupportedOpError
+from edgekit.errors import InputError, ModelError, UnsupportedOpError
 from oracle import assert_matches_ort, make_model
 
 
@@ -45,6 +45,10 @@ def test_string_inputs_and_overflowing_shapes_are_refused_by_name():
     strings = make_model(nodes, {"s": ((2,), np.str_)}, {"t": onnx.TensorProto.STRING})
     with pytest.raises(UnsupportedOpError, match="input 's' is a string tensor"):
         edgekit.InferenceSession(strings)
+    passed_on = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": ((2,), np.float32), "s": ((2,), np.str_)},
+                           {"y": ((2,), np.float32), "s": ((2,), np.str_)})
+    with pytest.raises(ModelError, match="graph input 's' is a string tensor"):
+        edgekit.InferenceSession(passed_on)
     huge = 2**31  # (2**32, 2**32), 2**64 elements: int64 size arithmetic would wrap to 0 bytes
     tile = make_model([helper.make_node("Tile", ["x", "repeats"], ["y"])], {"x": ((2, 2), np.float32)}, ["y"],
                       {"repeats": np.array([huge, huge], np.int64)})
