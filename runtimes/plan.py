@@ -18,10 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, InputError, ModelError, UnsupportedOpError
+from edgekit.errors import InputError, ModelError, UnsupportedOpError
 from edgekit.ir import Graph, Node
 
 from . import fusion
+from .kernels import KernelInputError
 from .ops import BUILDERS
 from .ops.registry import MAX_PLAN_BYTES, Constant, In, Kernel, Out, Tensor, Unsupported, View, aligned_bytes
 
@@ -95,6 +96,7 @@ class Plan:
         buffers intact; others are copied into the input buffers. Outputs are written into fresh
         arrays that are handed out (a copy when that array was already handed out or is an input).
         One run at a time: the swapped arguments live in the plan (the session runs under a lock).
+        A kernel refusing the values (KernelInputError) becomes InputError naming its node.
         """
         untouched = self._inputs_untouched
         vals: list[np.ndarray | None] = []
@@ -112,9 +114,7 @@ class Plan:
                     v = vals[slot]
                     args[pos] = bound if v is None else v if shape is None else v.reshape(shape)
                 fn(*args)
-        except (ValueError, IndexError, ZeroDivisionError, OverflowError) as exc:
-            if isinstance(exc, EdgekitError):
-                raise
+        except KernelInputError as exc:  # (a bug in a kernel raises anything else, and passes through)
             node = self.step_nodes[next(i for i, run in enumerate(self._runs) if run[1] is args)]
             raise InputError(f"node '{node.name}' ({node.op_type}) refused the values it was given: {exc}") from exc
         if untouched is None:

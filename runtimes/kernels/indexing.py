@@ -8,7 +8,7 @@ InputError naming the node). Scatter reductions are codes: NONE (overwrite), ADD
 import numpy as np
 from numba import njit
 
-from . import FASTMATH
+from . import FASTMATH, KernelInputError
 from .gemm import matmul_kernel
 from .layout import copy_block
 
@@ -23,7 +23,7 @@ def _wrap(t, n):
     if t < 0:
         t += n
     if t < 0 or t >= n:
-        raise IndexError("an index fed at run time is out of range for the axis it indexes")
+        raise KernelInputError("an index fed at run time is out of range for the axis it indexes")
     return t
 
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from . import FASTMATH
+from . import FASTMATH, KernelInputError
 
 HEAD = 3  # columns before the shape in a block row
 TILE = 8  # tile edge of transposing copies (larger tiles thrash L1 sets on power-of-two strides)
@@ -104,14 +104,15 @@ def split_blocks(src, blocks, *dsts):
 @njit(cache=True, fastmath=FASTMATH)
 def gather_kernel(data, indices, out, outer, n, inner):
     """out[o, j, i] = data[o, idx_j, i], data viewed as (outer, n, inner), out as
-    (outer, len(indices), inner); negative indices count from the end, others raise ValueError (the plan names the node)."""
+    (outer, len(indices), inner); negative indices count from the end, others raise KernelInputError
+    (the plan names the node)."""
     d = data.reshape(-1)
     ix = indices.reshape(-1)
     o = out.reshape(-1)
     m = ix.size
     for j in range(m):
         if not -n <= ix[j] < n:
-            raise ValueError("an index fed to Gather is out of range for the axis it gathers along")
+            raise KernelInputError("an index fed to Gather is out of range for the axis it gathers along")
     for a in range(outer):
         for j in range(m):
             t = np.int64(ix[j])

@@ -34,7 +34,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from . import FASTMATH
+from . import FASTMATH, KernelInputError
 from .activation import IDENTITY, RELU, SIGMOID, TANH, activate
 from .gemm import matmul_tiles
 from .simd import flat
@@ -227,7 +227,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
     layout, want_y, has_clip, peep, flag = plan[LAYOUT], plan[WANT_Y], plan[HAS_CLIP], plan[PEEP], plan[FLAG]
     for bi in range(batch):
         if lens[bi] < 0 or lens[bi] > seq:
-            raise ValueError("sequence_lens values must lie in [0, seq_length]")
+            raise KernelInputError("sequence_lens values must lie in [0, seq_length]")
     if plan[PACK]:
         pack_weights(w, r, b, p, packed, plan)
     gates = 4 if kind == LSTM else 3 if kind == GRU else 1
