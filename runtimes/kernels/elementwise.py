@@ -29,7 +29,7 @@ from numba import literal_unroll, literally, njit
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-from . import FASTMATH
+from . import FASTMATH, KernelInputError
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU, EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL,
  MOD, CMOD, FMOD, FLOOR_MOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(24)
@@ -112,7 +112,7 @@ def _binop(x, y, code):
         return x / y
     if code == IDIV:
         if y == 0:
-            raise ValueError("integer Div by zero: a divisor fed at run time is 0")  # the plan names the node
+            raise KernelInputError("integer Div by zero: a divisor fed at run time is 0")  # the plan names the node
         q = x // y
         return q + 1 if q < 0 and q * y != x else q
     if code == POW:
@@ -184,7 +184,7 @@ def _int_mod(x, y, c_sign):
     """Integer x mod y with the sign of the dividend when ``c_sign`` (C), else of the divisor (Python);
     a divisor of 0 raises."""
     if y == 0:
-        raise ValueError("integer Mod by zero: a divisor is 0")  # the plan names the node
+        raise KernelInputError("integer Mod by zero: a divisor is 0")  # the plan names the node
     r = x % y  # numba's integer % is Python's: the divisor's sign
     if c_sign and r != 0 and (r < 0) != (x < 0):
         r -= y
