@@ -145,11 +145,9 @@ def prepare(graph: Graph) -> Prepared:
     nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
     odd = {vi.name: "an untyped" if vi.dtype is None else "a string" if vi.dtype.kind in "OSU" else f"a {vi.dtype.name}"
            for vi in graph.inputs if vi.dtype is None or vi.dtype.kind in "OSUV"}  # (bfloat16, float8: kind V)
-    unread = sorted(set(odd) - {x for n in nodes for x in n.inputs})
-    if unread:
-        raise ModelError(f"graph input {unread[0]!r} is {odd[unread[0]]} tensor: edgekit computes float, integer and "
-                         "bool tensors")
-    unsupported = [
+    unread = sorted(set(odd) - {x for n in nodes for x in n.inputs})  # (listed as the graph inputs they are)
+    unsupported = [(x, "graph input", "", graph.opset, f"{odd[x]} tensor: edgekit computes float, integer and bool "
+                    "tensors") for x in unread] + [
         (n.name, n.op_type, n.domain, graph.opsets.get(n.domain, 0),
          "; ".join(f"input {x!r} is {odd[x]} tensor: edgekit computes float, integer and bool tensors"
                    for x in n.inputs if x in odd))
