@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Iterator, TextIO
+from typing import Any, Iterator, TextIO
 
 import numpy as np
 
@@ -40,9 +40,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
         return convert_paramfree(args.model, args.output, args.paramfree)
     from .converters.lmu import config_of
+    from .model import load_model
 
-    if config_of(args.model) is not None:
-        return _convert_lmuformer(args)
+    model = load_model(args.model)  # (read once: the LMUFormer test and the converter share it)
+    if config_of(model) is not None:
+        return _convert_lmuformer(args, model)
     if args.hop is None:
         print("edgekit convert: --stream needs --hop S", file=sys.stderr)
         return 2
@@ -50,7 +52,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     from .converters.stream import report, to_streaming
 
-    sm = to_streaming(args.model, args.hop, split=args.split, window=args.window)
+    sm = to_streaming(model, args.hop, split=args.split, window=args.window)
     data = _read_samples_file(args.data, sm.channels) if args.data else None  # (a bad file: nothing written)
     onnx.save(sm.step_model, args.output)
     print(f"wrote {args.output}: step model, {sm.hop} new samples per call, window {sm.window}, "
@@ -67,7 +69,7 @@ def _states_text(states: list) -> str:
     return ", ".join(f"{s.input} {list(s.shape)}" for s in states) or "none"
 
 
-def _convert_lmuformer(args: argparse.Namespace) -> int:
+def _convert_lmuformer(args: argparse.Namespace, model: Any) -> int:
     """`convert --stream` of an LMUFormer: its step model (one frame per call), saved as it is."""
     import onnx
 
@@ -78,7 +80,7 @@ def _convert_lmuformer(args: argparse.Namespace) -> int:
     if extra:
         print(f"edgekit convert: an LMUFormer streams one frame per step; drop {', '.join(extra)}", file=sys.stderr)
         return 2
-    sm = to_step(args.model)
+    sm = to_step(model)
     onnx.save(sm.step_model, args.output)
     print(f"wrote {args.output}: LMUFormer step model, 1 frame per call, output delay {sm.delay} frames; "
           f"states: {_states_text(sm.states)}")

@@ -12,7 +12,6 @@ of the few steps that touch them (see ``Sites``).
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -24,7 +23,8 @@ from edgekit.ir import Graph, Node
 from . import fusion
 from .kernels import KernelInputError
 from .ops import BUILDERS
-from .ops.registry import MAX_PLAN_BYTES, Constant, In, Kernel, Out, Tensor, Unsupported, View, aligned_bytes
+from .ops.registry import (MAX_PLAN_BYTES, Constant, In, Kernel, Out, Tensor, Unsupported, View, aligned_bytes,
+                            tensor_bytes)
 
 
 @dataclass
@@ -143,14 +143,13 @@ def prepare(graph: Graph) -> Prepared:
     nodes = _toposort(graph)
     nodes = _live_nodes(nodes, [o.name for o in graph.outputs])
     nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
-    odd = {vi.name: "an untyped" if vi.dtype is None else "a string" if vi.dtype.kind in "OSU" else f"a {vi.dtype.name}"
+    odd = {vi.name: ("an untyped" if vi.dtype is None else "a string" if vi.dtype.kind in "OSU"
+                     else f"a {vi.dtype.name}") + " tensor: edgekit computes float, integer and bool tensors"
            for vi in graph.inputs if vi.dtype is None or vi.dtype.kind in "OSUV"}  # (bfloat16, float8: kind V)
     unread = sorted(set(odd) - {x for n in nodes for x in n.inputs})  # (listed as the graph inputs they are)
-    unsupported = [(x, "graph input", "", graph.opset, f"{odd[x]} tensor: edgekit computes float, integer and bool "
-                    "tensors") for x in unread] + [
+    unsupported = [(x, "graph input", "", graph.opset, odd[x]) for x in unread] + [
         (n.name, n.op_type, n.domain, graph.opsets.get(n.domain, 0),
-         "; ".join(f"input {x!r} is {odd[x]} tensor: edgekit computes float, integer and bool tensors"
-                   for x in n.inputs if x in odd))
+         "; ".join(f"input {x!r} is {odd[x]}" for x in n.inputs if x in odd))
         for n in nodes if (n.domain, n.op_type) not in BUILDERS or any(x in odd for x in n.inputs)
     ]
     if unsupported:
@@ -355,7 +354,7 @@ class _ArenaPool:
 
     def take(self, name: str, t: Tensor, fresh: bool = False) -> np.ndarray:
         """A buffer for tensor ``name``; ``fresh`` ones never reuse a dead tensor's memory."""
-        nbytes = math.prod(int(d) for d in t.shape) * t.dtype.itemsize  # (Python ints: no wrap-around)
+        nbytes = tensor_bytes(t.shape, t.dtype)
         fits = [] if fresh else [a for a in self.free if a.nbytes >= nbytes]
         if fits:
             arena = min(fits, key=lambda a: a.nbytes)

@@ -83,7 +83,7 @@ class StreamingSession:
         dim = x.type.tensor_type.shape.dim[0]
         self._static_batch: int | None = dim.dim_value if dim.HasField("dim_value") else None
         self._engine: Engine | None = None
-        self._feed: Callable[[np.ndarray, np.ndarray], bool] | None = None  # the engine's one-call hop, once a batch is bound
+        self._feed: Callable[[np.ndarray, np.ndarray], bool] | None = None  # the one-call hop, once a batch is bound
         self._engine_batch = 0
         self._batch: int | None = None
         self._fill = 0
@@ -196,7 +196,8 @@ class StreamingSession:
             return
         if self._static_batch is not None and batch != self._static_batch:
             raise InputError(f"state is for batch {batch}, the model has batch {self._static_batch}")
-        unknown = sorted(k for k in state if k.startswith("state/") and k[6:] not in {s.input for s in self._states})
+        known = {f"state/{s.input}" for s in self._states}
+        unknown = sorted(k for k in state if k.startswith("state/") and k not in known)
         if unknown:  # (a checkpoint of another model with the same sizes, e.g. the spiking form)
             raise InputError(f"state has entries this session's model does not: {', '.join(unknown)}")
         arrays = {s.input: state.get(f"state/{s.input}") for s in self._states}

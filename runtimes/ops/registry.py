@@ -23,11 +23,16 @@ ALIGN = 64
 vector loads of a row start never straddle two lines."""
 
 
+def tensor_bytes(shape: Any, dtype: Any) -> int:
+    """Bytes of a tensor of ``shape`` and ``dtype``, in Python ints (no int64 wrap-around for huge shapes)."""
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+
+
 def check_output_bytes(node: Node, shape: Any, dtype: Any) -> None:
     """InputError naming ``node`` when its output of ``shape`` would exceed MAX_PLAN_BYTES: builders
     whose tables grow with the output size call it before building them (a scale of 1e9 would not
     fit memory)."""
-    nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+    nbytes = tensor_bytes(shape, dtype)
     if nbytes > MAX_PLAN_BYTES:
         raise InputError(f"node {node.name!r} ({node.op_type}): an output of shape {list(shape)} needs "
                          f"{nbytes / 2**30:.3g} GiB, more than a plan's {MAX_PLAN_BYTES / 2**30:.1f} GiB")
