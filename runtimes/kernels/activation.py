@@ -114,13 +114,25 @@ def activate_all(v, code, alpha, beta):
     return v
 
 
-@njit(forceinline=True, fastmath=FASTMATH, error_model="numpy")
+@njit(inline="always", fastmath=FASTMATH)
+def _activate_common(v, code, alpha, beta):
+    """``activate`` with Sigmoid and Tanh inline too: the standalone loops' (which vectorise them)."""
+    if code == SIGMOID:
+        return ONE / (ONE + exp32(-v))
+    if code == TANH:
+        return tanh32(v)
+    return activate(v, code, alpha, beta)
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _loop(src, dst, n, code, p1, p2):
+    """dst[j] = activation ``code`` of src[j]; inlined by Numba with ``code`` a constant, so only that
+    activation's branch is left in the loop and it vectorises."""
     for j in range(n):
-        dst[j] = activate_all(src[j], code, p1, p2)
+        dst[j] = _activate_common(src[j], code, p1, p2)
 
 
-@njit(forceinline=True, fastmath=FASTMATH, error_model="numpy")
+@njit(inline="always", fastmath=FASTMATH)
 def _dispatch(src, dst, n, code, p1, p2):
     """dst[j] = activation(src[j]) for j < n, src and dst slices indexed from 0 (no negative-index
     wrap). The common activations get a loop each, their code a constant, so the loop holds that
