@@ -1,6 +1,8 @@
 """Graph fusions done once per model: Constant nodes' values join the constants (exporters write
 Clip bounds that way); BatchNormalization folds into a preceding Conv, ConvTranspose or Gemm with
-constant weights; a following activation fuses into their epilogue; then BN and activations after stride-1
+constant weights; a residual ``Add(Conv(...), R)`` (R not a constant: a shortcut, not a bias) fuses
+into the Conv as a fourth input, so a ResNet block's Conv(+BN) -> Add -> Relu is one node; a following
+activation fuses into their epilogue (after the residual); then BN and activations after stride-1
 'same' pools fuse into the pool kernel (runtimes/pool_fusion.py).
 
 All only fire when the intermediate tensor has a single consumer and is not a graph output,
@@ -26,6 +28,7 @@ def fuse(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_
 
     nodes = _constant_nodes(nodes, constants, graph_outputs)
     nodes = _fold_batchnorm(nodes, constants, graph_outputs)
+    nodes = _fuse_residuals(nodes, constants, graph_outputs)
     nodes = _fuse_activations(nodes, constants, opset, graph_outputs)
     return fuse_pools(nodes, constants, opset, graph_outputs)
 
@@ -132,6 +135,32 @@ def _folded(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict) -> t
     bias = bias * scale + shift
     dtype = constants[n.inputs[1]].dtype
     return np.ascontiguousarray(w.astype(dtype)), bias.astype(dtype)
+
+
+def _fuse_residuals(nodes: list[Node], constants: dict, graph_outputs: set[str]) -> list[Node]:
+    """``Add(Conv(...), R)`` (either order) -> the Conv with R as a fourth input, placed where the Add
+    was (R is computed before it; R cannot depend on the Conv, whose output only the Add reads). A
+    Conv whose output is read elsewhere or is a graph output, or already has an activation (applied
+    before the Add), is left alone; so is a constant R (a bias-like broadcast). The Conv's builder
+    checks R's shape: one of the output's is added in its epilogue (see ops/conv.py)."""
+    consumer = single_consumer(nodes, graph_outputs)
+    producer = {o: n for n in nodes for o in n.outputs if o}
+    fused: dict[int, Node] = {}
+    for add in nodes:
+        if add.op_type != "Add" or add.domain or len(add.inputs) != 2 or add.attrs:  # (attrs: legacy broadcast)
+            continue
+        for x, r in (add.inputs, add.inputs[::-1]):
+            conv = producer.get(x)
+            if conv is not None and conv.op_type == "Conv" and not conv.domain and consumer.get(x) is add \
+                    and len(conv.inputs) in (2, 3) and FUSED_ACTIVATION not in conv.attrs \
+                    and r and r not in constants:
+                conv.inputs = [*conv.inputs[:2], conv.inputs[2] if len(conv.inputs) > 2 else "", r]
+                conv.outputs = list(add.outputs)
+                conv.name = f"{conv.name}+{add.name}"
+                fused[id(add)] = conv
+                break
+    moved = {id(c) for c in fused.values()}
+    return [fused.get(id(n), n) for n in nodes if id(n) not in moved]
 
 
 def fusable_activation(a: Node | None, x: str, constants: dict, opset: int) -> tuple[int, float, float] | None:

@@ -1,5 +1,10 @@
 """Conv (1-D and 2-D, float32): output geometry, pads and auto_pad, the method and the input layout
-Q chosen per shape, and the fused activation, bound once to ``kernels.conv`` (see its docstring)."""
+Q chosen per shape, and the fused epilogue, bound once to ``kernels.conv`` (see its docstring).
+
+A fourth input (never an ONNX Conv's: runtimes/fusion.py adds it for ``Add(Conv(...), R)``) is a
+residual R added after the bias and before the fused activation. R of the output's shape is added
+in the kernel's epilogue; any other (broadcast) shape runs the convolution, then the Add and the
+activation as separate kernels (correct, not fast: plans never see it in the usual networks)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +12,10 @@ import numpy as np
 from edgekit.ir import Node
 
 from ..kernels import conv as kc
+from ..kernels.activation import IDENTITY, activation_kernel
 from .activation import fused_activation
-from .registry import In, Kernel, Out, Unsupported, aligned_copy, register, require_float32
+from .elementwise import build_binary
+from .registry import In, Kernel, Out, Tensor, Unsupported, aligned_copy, register, require_float32
 
 NARROW_WIDTH = kc.LANES // 2
 """Single-row outputs at most this wide (half a vector) with constant weights and at least
@@ -157,5 +164,36 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     params = np.array([p1, p2], np.float32)
     y_shape = (n, c_out, *out[-nd:])
     rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= ROWS_WIDTH)
-    fn = kc.conv_rows_kernel if rows else kc.conv_kernel
-    return Kernel(fn, (In(0), weights, bias, Out(0), scratch, plan, params), [(y_shape, x.dtype)])
+    args = (In(0), weights, bias, Out(0), scratch, plan, params)
+    residual = inputs[3] if len(inputs) > 3 else None
+    if residual is None:
+        return Kernel(kc.conv_rows_kernel if rows else kc.conv_kernel, args, [(y_shape, x.dtype)])
+    require_float32("Conv residual", residual)
+    if tuple(residual.shape) == y_shape:
+        fn = kc.conv_rows_residual_kernel if rows else kc.conv_residual_kernel
+        return Kernel(fn, args + (In(3),), [(y_shape, x.dtype)])
+    plan[kc.FIELDS.index("activation")] = IDENTITY  # the activation follows the Add
+    return _unfused_residual(node, Kernel(kc.conv_rows_kernel if rows else kc.conv_kernel, args, []), y_shape,
+                             residual, (code, p1, p2), opset)
+
+
+def _unfused_residual(node: Node, conv: Kernel, y_shape: tuple, residual: Tensor, act: tuple, opset: int) -> Kernel:
+    """The convolution into a buffer of its own, then Add (broadcasting) and the activation into the output."""
+    add = build_binary(Node(f"{node.name}/add", "Add", "", ["", ""], [""]), [Tensor(y_shape, np.dtype(np.float32)),
+                                                                             residual], opset)
+    out_shape = add.outputs[0][0]
+    conv_out = np.empty(y_shape, np.float32)
+    conv_args = tuple(conv_out if type(a) is Out else a for a in conv.args)
+    add_args = tuple(conv_out if type(a) is In and a == 0 else In(3) if type(a) is In else a for a in add.args)
+    y_at = len(conv_args) + next(i for i, a in enumerate(add_args) if type(a) is Out)
+    return Kernel(_conv_add_activate, (conv.fn, len(conv_args), add.fn, y_at, *act, *conv_args, *add_args),
+                  [(out_shape, np.float32)])
+
+
+def _conv_add_activate(conv, n: int, add, y_at: int, code: int, p1: float, p2: float, *args) -> None:
+    """``conv(*args[:n])`` into its own buffer, ``add(*args[n:])`` into the output ``args[y_at]``, then
+    the activation in place there (a Python step of three kernels)."""
+    conv(*args[:n])
+    add(*args[n:])
+    if code != IDENTITY:
+        activation_kernel(args[y_at], args[y_at], code, p1, p2)
