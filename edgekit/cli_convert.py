@@ -53,14 +53,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .converters.stream import report, to_streaming
 
     sm = to_streaming(model, args.hop, split=args.split, window=args.window)
-    data = _read_samples_file(args.data, sm.channels) if args.data else None  # (a bad file: nothing written)
+    data = _read_samples_file(args.data, sm.channels) if args.data else None
+    rep = None
+    if args.report:  # before saving: data that does not fit the model (shape, length) writes nothing
+        from . import InferenceSession
+
+        rep = report(sm, data, session=InferenceSession)
     onnx.save(sm.step_model, args.output)
     print(f"wrote {args.output}: step model, {sm.hop} new samples per call, window {sm.window}, "
           f"output delay {sm.delay} samples; states: {_states_text(sm.states)}")
-    if args.report:
-        from . import InferenceSession
-
-        print(report(sm, data, session=InferenceSession))
+    if rep is not None:
+        print(rep)
     return 0
 
 
@@ -123,16 +126,25 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from . import StreamingSession
 
     source = sys.stdin if args.source == "-" else open(args.source, encoding="utf-8-sig")  # (before compiling)
+    name = "standard input" if args.source == "-" else args.source
     try:
         sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window,
                                 allow_nan=args.allow_nan)
+        samples = printed = 0
         for chunk in _chunks(source, sess.channels, sess.hop if args.source != "-" else 1):
+            samples += chunk.shape[1]
             for outputs in sess.push(chunk):
                 values = "  ".join(np.array2string(o.reshape(-1), precision=4, separator=",") for o in outputs)
                 print(f"hop {sess.hops} (sample {sess.hops * sess.hop}): {values}", flush=True)
+                printed += 1
     finally:
         if source is not sys.stdin:
             source.close()
+    if not samples:
+        raise InputError(f"{name} has no samples (one CSV row per sample, {sess.channels} value(s) per row)")
+    if not printed:  # (not an error: a live source may simply have stopped early)
+        print(f"edgekit stream: {name} ended after {samples} samples; the first output needs "
+              f"{(sess.warmup_hops + 1) * sess.hop}", file=sys.stderr)
     return 0
 
 
