@@ -548,6 +548,8 @@ def documented_delay(model: onnx.ModelProto, length: int, head_inputs: list[str]
                 k = a["kernel_shape"][0]
                 d, s = a.get("dilations", [1])[0], a.get("strides", [1])[0]
             span = (k - 1) * d + 1
+            if a.get("ceil_mode"):  # the columns ceil_mode adds read right padding of their own
+                r += -(W + p + r - span) % s
             t[n.output[0]] = (P * s, (W + p + r - span) // s + 1, e + P * (r - (W + p + r - span) % s))
         elif n.op_type == "Slice":
             start, end = (int(onnx.numpy_helper.to_array(next(i for i in model.graph.initializer
@@ -578,6 +580,12 @@ def test_delay_is_the_right_padding_the_last_window_column_reads():
     assert to_streaming(reads, 8).delay == 6 == documented_delay(reads, 64, ["c1"])
     rounded = strided_same_net(64, [(5, 1, (2, 2)), (4, 4, (0, 0))])  # reach 2, rounded up to a column of 4
     assert to_streaming(rounded, 8).delay == 4 == documented_delay(rounded, 64, ["c1"])
+    for op in ("MaxPool", "AveragePool"):  # ceil_mode: (62 - 3) mod 2 = 1, a last column reaching 1 sample on
+        ceil = make_model([helper.make_node("Conv", ["x", "w"], ["c0"], kernel_shape=[3]),
+                           helper.make_node(op, ["c0"], ["p"], kernel_shape=[3], strides=[2], ceil_mode=1)],
+                          {"x": ([1, 2, 64], np.float32)}, ["p"], {"w": np.ones((2, 2, 3), np.float32)})
+        sm = to_streaming(ceil, 8)
+        assert sm.delay == 2 == documented_delay(ceil, 64, ["p"]) and sm.head_inputs["p"].edges == (0, 1)
     for seed in range(40):
         model, hop, _ = random_model(2000 + seed, padded=True)
         sm = to_streaming(model, hop)
