@@ -149,6 +149,9 @@ def check_ts_shape(name: str, shape, layer: str) -> tuple[int, int]:
     if shape is None or len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]):
         raise ModelError(f"layer {layer!r}: tensor {name!r} must have a static (N, C, L) shape to stream, "
                          f"shape inference gives {shape}")
+    if shape[2] < 1:  # (shape inference lets a too-short window through; streaming it gave garbage)
+        raise ModelError(f"layer {layer!r}: tensor {name!r} has {max(shape[2], 0)} columns in the window: the window "
+                         f"is too short for the network's receptive field; use a longer window")
     return shape[1], shape[2]
 
 

@@ -321,6 +321,8 @@ NOT_STREAMABLE = {  # name -> (model builder, hop, expected message)
     "maxpool-indices": (lambda: _with_output(_chain(helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2],
                                                                      strides=[2], name="mp")), "idx"), 8,
                         "'mp'.*Indices"),
+    "window-too-short": (lambda: _chain(_conv(y="y", dilations=[2]), inits=W, length=4), 2,
+                         "'c1'.*'y' has 0 columns in the window.*too short"),
     "pad-not-foldable": (lambda: _chain(helper.make_node("Pad", ["x", "pp"], ["y"], name="pad"),
                                         inits={"pp": np.array([0, 0, 2, 0, 0, 0], np.int64)}), 8, "'pad' \\(Pad\\)"),
 }
