@@ -134,11 +134,17 @@ def _add_run(y, y_off, a, a_off, res, n, relu):
     when ``relu`` (as activate's: NaN and -0.0 pass). Explicit vectors: a loop LLVM must prove free
     of aliasing (y may be a) stays scalar."""
     zero = vsplat(0.0)
-    for j in range(0, n, LANES):
-        v = vadd(vload(a, a_off + j, n - j), vload(res, y_off + j, n - j))
+    full = n - n % LANES
+    for j in range(0, full, LANES):  # (whole vectors: constant masks, plain loads and stores)
+        v = vadd(vload(a, a_off + j, LANES), vload(res, y_off + j, LANES))
         if relu:
             v = vmax(zero, v)
-        vstore(y, y_off + j, v, n - j)
+        vstore(y, y_off + j, v, LANES)
+    if full < n:
+        v = vadd(vload(a, a_off + full, n - full), vload(res, y_off + full, n - full))
+        if relu:
+            v = vmax(zero, v)
+        vstore(y, y_off + full, v, n - full)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
