@@ -19,14 +19,26 @@ from . import FASTMATH, KernelInputError
 
 HEAD = 3  # columns before the shape in a block row
 TILE = 8  # tile edge of transposing copies (larger tiles thrash L1 sets on power-of-two strides)
+SMALL_PLANE = 1 << 18
+"""Transposing planes of fewer than TILE source-contiguous rows, or of at most 2 * TILE rows and
+this many elements (in L2), are copied row by row: NHWC -> NCHW of 3 channels 2.4 -> 0.9 us at
+24 x 24, where the tiles degenerate to 3-element inner loops."""
 
 
 @njit(inline="always")
 def _plane(dst, src, s, d, n0, s0, d0, n1, s1, d1):
     """dst[d + a*d0 + b*d1] = src[s + a*s0 + b*s1] for a < n0, b < n1. Offsets are made unsigned
     so Numba drops its negative-index checks and the contiguous loops vectorise. A transposing
-    plane (source contiguous along a, destination along b) is walked in TILE x TILE tiles."""
-    if s0 == 1 and d1 == 1 and s1 != 0 and s1 != 1 and n0 > 1:
+    plane (source contiguous along a, destination along b) is walked in TILE x TILE tiles, or by
+    destination rows when it is narrow (SMALL_PLANE)."""
+    transposing = s0 == 1 and d1 == 1 and s1 != 0 and s1 != 1 and n0 > 1
+    if transposing and (n0 < TILE or (n0 <= 2 * TILE and n0 * n1 <= SMALL_PLANE)):
+        for a in range(n0):
+            sa, da = s + a, d + a * d0
+            for b in range(n1):
+                dst[np.uint64(da + b)] = src[np.uint64(sa + b * s1)]
+        return
+    if transposing:
         ud0 = np.uint64(d0)
         for a0 in range(0, n0, TILE):
             a1 = min(a0 + TILE, n0)

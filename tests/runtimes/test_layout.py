@@ -134,6 +134,9 @@ def test_dropout_training_mode_is_unsupported():
 @pytest.mark.parametrize("shape,perm", [
     ((5, 7), None), ((2, 3, 4), None), ((2, 3, 4, 5), [0, 2, 3, 1]), ((2, 3, 4, 5), [0, 3, 1, 2]),
     ((3, 1, 4, 1), [1, 0, 3, 2]), ((2, 3, 4, 5, 6), [4, 1, 3, 0, 2]), ((64, 33), [1, 0]),
+    # NHWC -> NCHW as Keras exports write it: narrow planes copied by rows (3, 12, 16 channels), then tiles (17)
+    ((1, 24, 24, 3), [0, 3, 1, 2]), ((2, 20, 30, 12), [0, 3, 1, 2]), ((3, 9, 10, 16), [0, 3, 1, 2]),
+    ((2, 9, 10, 17), [0, 3, 1, 2]),
 ])
 def test_transpose(dtype, shape, perm):
     kw = {} if perm is None else {"perm": perm}
