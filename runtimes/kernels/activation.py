@@ -6,13 +6,16 @@ Codes and parameters (alpha, beta):
 7 HardSwish, 8 Elu(alpha), 9 Selu(alpha, gamma), 10 Celu(alpha), 11 Softplus, 12 Softsign, 13 Mish,
 14 Gelu (erf), 15 Gelu (tanh approximation), 16 ThresholdedRelu(alpha), 17 Shrink(lambd, bias).
 Constants are float32, so float32 inputs stay float32 and their loops vectorise; exponentials use
-``exp32`` and tanh ``tanh32`` (no libm call, relative error below 3e-7).
+``exp32``, tanh ``tanh32`` (no libm call, relative error below 3e-7) and erf ``erf32``. Each formula is
+compiled only where used: tiles inline the piecewise-linear ones, a vector loop per code inlines that
+code's formula alone (``activate_const``), and one out-of-line function has them all.
 """
+import functools
 import math
 
 import numpy as np
-
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from . import FASTMATH
 from .elementwise import exp32
@@ -22,6 +25,12 @@ from .elementwise import exp32
 ZERO, HALF, ONE, SIX = np.float32(0.0), np.float32(0.5), np.float32(1.0), np.float32(6.0)
 SQRT1_2 = np.float32(math.sqrt(0.5))
 GELU_K, GELU_C = np.float32(math.sqrt(2.0 / math.pi)), np.float32(0.044715)
+
+
+@njit(forceinline=True, fastmath=FASTMATH, cache=True)
+def _exp(x):
+    """``exp32`` typed once and inlined by LLVM where called: the formulas using it compile fast."""
+    return exp32(x)
 
 
 TANH_P = (np.float32(-5.70498872745e-3), np.float32(2.06390887954e-2), np.float32(-5.37397155531e-2),
@@ -36,14 +45,170 @@ def tanh32(v):
     z = v * v
     p = (((TANH_P[0] * z + TANH_P[1]) * z + TANH_P[2]) * z + TANH_P[3]) * z + TANH_P[4]
     small = v + v * z * p
-    big = ONE - TWO / (exp32(TWO * abs(v)) + ONE)
+    big = ONE - TWO / (_exp(TWO * abs(v)) + ONE)
     return small if abs(v) < TANH_SMALL else (big if v >= ZERO else -big)
+
+
+LOG_P = tuple(np.float32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                                      1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                                      3.3333331174e-1))
+SQRT2, LN2_HI, LN2_LO = np.float32(math.sqrt(2.0)), np.float32(0.693359375), np.float32(-2.12194440e-4)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _log1p_unit(t):
+    """log(1 + t) for t in [0, 1] without a libm call (which does not vectorise, and is slow on float32):
+    1 + t = x 2^e with x in [sqrt(1/2), sqrt(2)] and log x = z - z^2/2 + z^3 P(z) (Cephes logf), where
+    z = x - 1 is t or (t - 1) / 2, computed from t without rounding 1 + t; NaN stays NaN."""
+    big = t > SQRT2 - ONE
+    z = (t - ONE) * HALF if big else t
+    e = ONE if big else ZERO
+    zz = z * z
+    p = LOG_P[0]
+    for c in LOG_P[1:]:
+        p = p * z + c
+    return z + (p * z * zz + e * LN2_LO - HALF * zz) + e * LN2_HI
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def _softplus(v):
     """log(1 + e^v) without overflow: max(v, 0) + log1p(e^-|v|) (NaN stays NaN)."""
-    return (v if v > ZERO else ZERO) + math.log1p(exp32(-abs(v)))
+    return (v if v > ZERO else ZERO) + _log1p_unit(_exp(-abs(v)))
+
+
+ERF_P = tuple(np.float32(c) for c in (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+                                      -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+                                      -1.60960333262415e-02))
+ERF_Q = tuple(np.float32(c) for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                                      -7.37332916720468e-03, -1.42647390514189e-02))
+FOUR, MISH_LINEAR = np.float32(4.0), np.float32(20.0)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def erf32(v):
+    """erf in float32 without a libm call, so loops of it vectorise: x P(x^2) / Q(x^2) on x clamped to
+    [-4, 4] (erf is +-1 in float32 beyond), absolute error below 5e-7; NaN stays NaN."""
+    x = min(max(v, -FOUR), FOUR)
+    z = x * x
+    p = ((((((ERF_P[0] * z + ERF_P[1]) * z + ERF_P[2]) * z + ERF_P[3]) * z + ERF_P[4]) * z + ERF_P[5]) * z
+         + ERF_P[6])
+    q = (((ERF_Q[0] * z + ERF_Q[1]) * z + ERF_Q[2]) * z + ERF_Q[3]) * z + ERF_Q[4]
+    return x * p / q
+
+
+# One formula per activation code, f(v, alpha, beta) on a float32 scalar. The vector loops inline
+# only their code's formula (``activate_const``); ``activate_all`` picks one at run time.
+@njit(inline="always", fastmath=FASTMATH)
+def _identity(v, alpha, beta):
+    return v
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _relu(v, alpha, beta):
+    return ZERO if v < ZERO else v
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _leaky_relu(v, alpha, beta):
+    return v * alpha if v < ZERO else v
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _clip(v, alpha, beta):
+    return min(max(v, alpha), beta)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _sigmoid(v, alpha, beta):
+    return ONE / (ONE + _exp(-v))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _tanh(v, alpha, beta):
+    return tanh32(v)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _hard_sigmoid(v, alpha, beta):  # the NaN first: min and max return their first argument when it is NaN
+    return min(max(alpha * v + beta, ZERO), ONE)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _hard_swish(v, alpha, beta):
+    return v * max(ZERO, min(ONE, v / SIX + HALF))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _elu(v, alpha, beta):
+    return v if v >= ZERO else alpha * (_exp(v) - ONE)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _selu(v, alpha, beta):
+    return beta * v if v > ZERO else beta * (alpha * _exp(v) - alpha)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _celu(v, alpha, beta):
+    return v if v > ZERO else alpha * (_exp(v / alpha) - ONE)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _softplus_of(v, alpha, beta):
+    return _softplus(v)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _softsign(v, alpha, beta):
+    return v / (ONE + abs(v))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _mish(v, alpha, beta):
+    """v tanh(log(1 + e^v)) = v n / (n + 2) with n = e^v (e^v + 2): exp only, so it vectorises; v itself
+    above 20, where the ratio is 1 in float32 (and n would overflow)."""
+    e = _exp(min(v, MISH_LINEAR))
+    n = e * (e + TWO)
+    return v if v > MISH_LINEAR else v * n / (n + TWO)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _gelu(v, alpha, beta):
+    return HALF * v * (ONE + erf32(v * SQRT1_2))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _gelu_tanh(v, alpha, beta):
+    return HALF * v * (ONE + tanh32(GELU_K * (v + GELU_C * v * v * v)))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _thresholded_relu(v, alpha, beta):
+    return v if v > alpha else ZERO
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _shrink(v, alpha, beta):
+    return v + beta if v < -alpha else (v - beta if v > alpha else ZERO)
+
+
+FORMULAS = (_identity, _relu, _leaky_relu, _clip, _sigmoid, _tanh, _hard_sigmoid, _hard_swish, _elu, _selu, _celu,
+            _softplus_of, _softsign, _mish, _gelu, _gelu_tanh, _thresholded_relu, _shrink)
+"""The formula of each code, in code order."""
+
+
+def activate_const(v, code, alpha, beta):
+    """Activation ``code`` of ``v`` where ``code`` is a compile-time constant (compiled code only)."""
+    raise TypeError("activate_const is for compiled code, with a constant code")
+
+
+@overload(activate_const, inline="always", prefer_literal=True)
+def _activate_const(v, code, alpha, beta):
+    """Only the constant code's formula is typed and inlined: a loop of it vectorises."""
+    if isinstance(code, types.IntegerLiteral):
+        formula = FORMULAS[code.literal_value]
+        return lambda v, code, alpha, beta: formula(v, alpha, beta)
+    return None
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -55,129 +220,129 @@ def activate(v, code, alpha, beta):
     if code == IDENTITY:
         return v
     if code == RELU:
-        return ZERO if v < ZERO else v
+        return _relu(v, alpha, beta)
     if code == LEAKY_RELU:
-        return v * alpha if v < ZERO else v
+        return _leaky_relu(v, alpha, beta)
     if code == CLIP:
-        return min(max(v, alpha), beta)
-    if code == HARD_SIGMOID:  # the NaN first: min and max return their first argument when it is NaN
-        return min(max(alpha * v + beta, ZERO), ONE)
+        return _clip(v, alpha, beta)
+    if code == HARD_SIGMOID:
+        return _hard_sigmoid(v, alpha, beta)
     if code == HARD_SWISH:
-        return v * max(ZERO, min(ONE, v / SIX + HALF))
+        return _hard_swish(v, alpha, beta)
     return activate_any(v, code, alpha, beta)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activate_any(v, code, alpha, beta):
-    """``activate_all`` compiled once, called by the tiles for the activations they do not inline."""
-    return activate_all(v, code, alpha, beta)
-
-
-@njit(forceinline=True, fastmath=FASTMATH, error_model="numpy")
-def activate_all(v, code, alpha, beta):
-    """Every activation ``code`` (the standalone kernels' loops, one code per loop). Typed once and
-    inlined by LLVM (``forceinline``), which drops the other codes' branches from each loop."""
+    """Every activation ``code``, picked at run time (compiled once; the tiles and the shared loop of
+    the rarer activations call it)."""
     if code == RELU:
-        return ZERO if v < ZERO else v
+        return _relu(v, alpha, beta)
     if code == LEAKY_RELU:
-        return v * alpha if v < ZERO else v
+        return _leaky_relu(v, alpha, beta)
     if code == CLIP:
-        return min(max(v, alpha), beta)
+        return _clip(v, alpha, beta)
     if code == SIGMOID:
-        return ONE / (ONE + exp32(-v))
+        return _sigmoid(v, alpha, beta)
     if code == TANH:
-        return tanh32(v)
-    if code == HARD_SIGMOID:  # the NaN first: min and max return their first argument when it is NaN
-        return min(max(alpha * v + beta, ZERO), ONE)
+        return _tanh(v, alpha, beta)
+    if code == HARD_SIGMOID:
+        return _hard_sigmoid(v, alpha, beta)
     if code == HARD_SWISH:
-        return v * max(ZERO, min(ONE, v / SIX + HALF))
+        return _hard_swish(v, alpha, beta)
     if code == ELU:
-        return v if v >= ZERO else alpha * (exp32(v) - ONE)
+        return _elu(v, alpha, beta)
     if code == SELU:
-        return beta * v if v > ZERO else beta * (alpha * exp32(v) - alpha)
+        return _selu(v, alpha, beta)
     if code == CELU:
-        return v if v > ZERO else alpha * (exp32(v / alpha) - ONE)
+        return _celu(v, alpha, beta)
     if code == SOFTPLUS:
-        return _softplus(v)
+        return _softplus_of(v, alpha, beta)
     if code == SOFTSIGN:
-        return v / (ONE + abs(v))
+        return _softsign(v, alpha, beta)
     if code == MISH:
-        return v * tanh32(_softplus(v))
+        return _mish(v, alpha, beta)
     if code == GELU:
-        return HALF * v * (ONE + math.erf(v * SQRT1_2))
+        return _gelu(v, alpha, beta)
     if code == GELU_TANH:
-        return HALF * v * (ONE + tanh32(GELU_K * (v + GELU_C * v * v * v)))
+        return _gelu_tanh(v, alpha, beta)
     if code == THRESHOLDED_RELU:
-        return v if v > alpha else ZERO
+        return _thresholded_relu(v, alpha, beta)
     if code == SHRINK:
-        return v + beta if v < -alpha else (v - beta if v > alpha else ZERO)
+        return _shrink(v, alpha, beta)
     return v
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _activate_common(v, code, alpha, beta):
-    """``activate`` with Sigmoid and Tanh inline too: the standalone loops' (which vectorise them)."""
-    if code == SIGMOID:
-        return ONE / (ONE + exp32(-v))
-    if code == TANH:
-        return tanh32(v)
-    return activate(v, code, alpha, beta)
+def _rows_loop(code: int):
+    """y[offset + i * stride + j] = activation ``code`` of x[the same] for i < m, j < n, over flat
+    float32 arrays (x may be y): one small compiled loop per code, which vectorises."""
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def rows(x, y, offset, stride, m, n, p1, p2):
+        for i in range(m):
+            start = offset + i * stride
+            for j in range(start, start + n):
+                y[j] = activate_const(x[j], code, p1, p2)
+
+    return rows
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _loop(src, dst, n, code, p1, p2):
-    """dst[j] = activation ``code`` of src[j]; inlined by Numba with ``code`` a constant, so only that
-    activation's branch is left in the loop and it vectorises."""
-    for j in range(n):
-        dst[j] = _activate_common(src[j], code, p1, p2)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _dispatch(src, dst, n, code, p1, p2):
-    """dst[j] = activation(src[j]) for j < n, src and dst slices indexed from 0 (no negative-index
-    wrap). The common activations get a loop each, their code a constant, so the loop holds that
-    activation alone and vectorises; the rarer ones share one loop (compiling a vector loop for
-    each of them made this kernel take minutes to compile)."""
-    if code == RELU:
-        _loop(src, dst, n, RELU, p1, p2)
-    elif code == LEAKY_RELU:
-        _loop(src, dst, n, LEAKY_RELU, p1, p2)
-    elif code == CLIP:
-        _loop(src, dst, n, CLIP, p1, p2)
-    elif code == SIGMOID:
-        _loop(src, dst, n, SIGMOID, p1, p2)
-    elif code == TANH:
-        _loop(src, dst, n, TANH, p1, p2)
-    elif code == HARD_SIGMOID:
-        _loop(src, dst, n, HARD_SIGMOID, p1, p2)
-    elif code == HARD_SWISH:
-        _loop(src, dst, n, HARD_SWISH, p1, p2)
-    elif code != IDENTITY:
-        _loop_any(src, dst, n, code, p1, p2)
-    else:
-        _loop(src, dst, n, IDENTITY, p1, p2)
+_RELU_ROWS, _LEAKY_RELU_ROWS, _CLIP_ROWS, _SIGMOID_ROWS, _TANH_ROWS, _HARD_SIGMOID_ROWS, _HARD_SWISH_ROWS = (
+    _rows_loop(c) for c in (RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH))
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _loop_any(src, dst, n, code, p1, p2):
-    """The shared loop of the rarer activations (the code read per element)."""
-    for j in range(n):
-        dst[j] = activate_all(src[j], code, p1, p2)
+def _map_rows(x, y, offset, stride, m, n, code, p1, p2):
+    """``_rows_loop(code)`` for a run-time ``code``: the common epilogue activations have a vector loop
+    each (compiled together, when the first Conv/Gemm/pool kernel is); the rarer ones call
+    ``activate_any`` per value (models using those standalone get a vector loop: ``elementwise_kernel``)."""
+    if code == RELU:
+        _RELU_ROWS(x, y, offset, stride, m, n, p1, p2)
+    elif code == LEAKY_RELU:
+        _LEAKY_RELU_ROWS(x, y, offset, stride, m, n, p1, p2)
+    elif code == CLIP:
+        _CLIP_ROWS(x, y, offset, stride, m, n, p1, p2)
+    elif code == SIGMOID:
+        _SIGMOID_ROWS(x, y, offset, stride, m, n, p1, p2)
+    elif code == TANH:
+        _TANH_ROWS(x, y, offset, stride, m, n, p1, p2)
+    elif code == HARD_SIGMOID:
+        _HARD_SIGMOID_ROWS(x, y, offset, stride, m, n, p1, p2)
+    elif code == HARD_SWISH:
+        _HARD_SWISH_ROWS(x, y, offset, stride, m, n, p1, p2)
+    else:
+        for i in range(m):
+            start = offset + i * stride
+            for j in range(start, start + n):
+                y[j] = activate_any(x[j], code, p1, p2)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activate_rows(y, offset, stride, m, n, code, p1, p2):
-    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j]
-    (the code dispatched outside the loops, so each activation's loop vectorises)."""
-    if code == IDENTITY:
-        return
-    for i in range(m):
-        row = y[offset + i * stride: offset + i * stride + n]
-        _dispatch(row, row, n, code, p1, p2)
+    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j]."""
+    if code != IDENTITY:
+        _map_rows(y, y, offset, stride, m, n, code, p1, p2)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activation_kernel(x, out, code, alpha, beta):
-    """out = activation(x) elementwise over C-contiguous float32 arrays of equal size, in one pass."""
+    """out = activation ``code``(x) over C-contiguous float32 arrays of equal size, ``code`` known at
+    run time (a step that also does other work; a standalone activation op uses ``elementwise_kernel``)."""
     of = out.reshape(-1)
-    _dispatch(x.reshape(-1), of, of.size, code, np.float32(alpha), np.float32(beta))
+    n = np.int64(of.size)
+    _map_rows(x.reshape(-1), of, np.int64(0), n, np.int64(1), n, np.int64(code), np.float32(alpha), np.float32(beta))
+
+
+@functools.cache
+def elementwise_kernel(code: int):
+    """``kernel(x, out, alpha, beta)``: out = activation ``code``(x) over C-contiguous float32 arrays of
+    equal size, in one vector loop; compiled for this code only, when a model first uses it."""
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(x, out, alpha, beta):
+        xf, of = x.reshape(-1), out.reshape(-1)
+        a, b = np.float32(alpha), np.float32(beta)
+        for j in range(of.size):
+            of[j] = activate_const(xf[j], code, a, b)
+
+    return kernel

@@ -71,7 +71,7 @@ def build_activation(node: Node, inputs: list, opset: int) -> Kernel:
             raise Unsupported("Clip bounds must be constants")
         consts.append(None if t is None else t.value)
     code, alpha, beta = activation_params(node, consts, opset)
-    return Kernel(act.activation_kernel, (In(0), Out(0), code, alpha, beta), [(x.shape, x.dtype)])
+    return Kernel(act.elementwise_kernel(code), (In(0), Out(0), alpha, beta), [(x.shape, x.dtype)])
 
 
 def fused_activation(node: Node) -> tuple[int, float, float]:

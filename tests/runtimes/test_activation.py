@@ -37,6 +37,14 @@ def test_activation_matches_onnxruntime(op, attrs, opset):
     assert_matches_ort(_model(op, attrs, opset, x.shape), {"x": x}, 2e-6, ATOL)
 
 
+@pytest.mark.parametrize("op,attrs,opset", CASES, ids=IDS)
+def test_vector_loops_over_the_whole_range(op, attrs, opset):
+    """4099 values from -30 to 30 (the vector loop and its remainder, the formulas' branch points,
+    where exp underflows and where erf and tanh saturate), fresh random ones among them."""
+    x = np.concatenate([np.linspace(-30, 30, 3001), np.random.default_rng().uniform(-6, 6, 1098)]).astype(np.float32)
+    assert_matches_ort(_model(op, attrs, opset, x.shape), {"x": x}, 2e-6, ATOL)
+
+
 def test_activation_with_dynamic_dims():
     x = np.random.default_rng(3).standard_normal((3, 5, 7)).astype(np.float32)
     model = _model("Mish", {}, 18, ("n", 5, "t"))
