@@ -179,7 +179,13 @@ def windowed(ctx: Stream, node: onnx.NodeProto) -> None:
     s = int((a.get("strides") or [1])[0])
     d = int((a.get("dilations") or [1])[0])
     span = (k - 1) * d + 1
-    pl, pr = _pads(node, a, check_ts_shape(x, ctx.shapes.get(x), name)[1], s, span)
+    width_in = check_ts_shape(x, ctx.shapes.get(x), name)[1]
+    pl, pr = _pads(node, a, width_in, s, span)
+    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), name)[1]
+    if op != "Conv" and a.get("ceil_mode") and (width_out - 1) * s >= width_in + pl:
+        raise ModelError(f"layer {name!r} ({op}): with ceil_mode its last window starts in the right padding; "
+                         f"onnx shape inference counts that column ({width_out}), the ONNX spec and runtimes drop it, "
+                         f"so the window model's width is ambiguous; use a window, padding or stride without it")
     if op == "AveragePool" and (pl or pr) and not a.get("count_include_pad", 0):
         raise ModelError(f"layer {name!r} (AveragePool): padding with count_include_pad=0 divides "
                          f"the first outputs of a stream by fewer samples; export with count_include_pad=1 or no "
@@ -206,7 +212,6 @@ def windowed(ctx: Stream, node: onnx.NodeProto) -> None:
     elif keep < 0:
         block = ctx.g.slice_time(block, -keep, n_in)
     _copy(ctx, node, [block] + list(node.input[1:]), drop=("pads", "auto_pad", "ceil_mode", "count_include_pad"))
-    width_out = check_ts_shape(node.output[0], ctx.shapes.get(node.output[0]), name)[1]
     left = -(-(src.edges[0] + pl) // s)
     right = width_out - 1 - (src.width - src.edges[1] - span + pl) // s
     geo = ctx.out(node, 0, src.stride * s, lag, (left, max(right, 0)))

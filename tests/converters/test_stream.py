@@ -323,6 +323,9 @@ NOT_STREAMABLE = {  # name -> (model builder, hop, expected message)
                         "'mp'.*Indices"),
     "window-too-short": (lambda: _chain(_conv(y="y", dilations=[2]), inits=W, length=4), 2,
                          "'c1'.*'y' has 0 columns in the window.*too short"),
+    "ceil-window-in-padding": (lambda: _chain(helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2], strides=[2],
+                                                               pads=[0, 1], ceil_mode=1, name="cp"), length=8), 2,
+                               "'cp'.*ceil_mode.*right padding"),
     "pad-not-foldable": (lambda: _chain(helper.make_node("Pad", ["x", "pp"], ["y"], name="pad"),
                                         inits={"pp": np.array([0, 0, 2, 0, 0, 0], np.int64)}), 8, "'pad' \\(Pad\\)"),
 }
