@@ -6,8 +6,8 @@ inputs for every conv path: 1x1 direct product (column blocks), 3x3 wide product
 (conv_rows_kernel's short, quad, narrow and dot tiles), batch 1 and 3; R a graph input, the block's
 own input, or another Conv's output. Not fused, still correct: a Conv output read elsewhere or a
 graph output, Conv -> Relu -> Add, a constant (bias-like) addend; a broadcasting R runs unfused in
-the Conv's step. The fused Conv's output never shares memory with R (plan liveness), and the bundled
-resblock models fuse. Tolerance rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products
+the Conv's step; a BatchNormalization after the Add stays a node. The fused Conv's output never
+shares memory with R (plan liveness), and the bundled resblock models fuse. Tolerance rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products
 accumulated in another order than onnxruntime's; the Add itself rounds the same).
 """
 import glob
@@ -143,6 +143,22 @@ def test_the_fused_output_never_shares_memory_with_the_residual():
                        session=session)
     (_, args), = _fused_steps(session)
     assert not np.may_share_memory(args[3], args[7])
+
+
+def test_a_batchnorm_after_the_add_is_not_folded_into_the_conv():
+    """Pre-activation form Conv -> Add -> BN -> Relu: the residual fuses, the BN (of conv + R) stays."""
+    rng = np.random.default_rng(9)
+    inits = {"w": (rng.standard_normal((8, 8, 3, 3)) / 8).astype(np.float32), "g": rng.uniform(0.5, 2, 8),
+             "be": rng.standard_normal(8), "m": rng.standard_normal(8), "v": rng.uniform(0.5, 2, 8)}
+    inits = {k: v.astype(np.float32) for k, v in inits.items()}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4), helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("BatchNormalization", ["s", "g", "be", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    model = make_model(nodes, {"x": ((2, 8, 7, 6), np.float32)}, ["y"], inits)
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes] == ["Conv", "BatchNormalization", "Relu"]
+    assert_matches_ort(model, {"x": rng.standard_normal((2, 8, 7, 6)).astype(np.float32)}, RTOL, ATOL,
+                       session=session)
 
 
 @pytest.mark.parametrize("case", ["graph_output", "read_elsewhere", "relu_before_add", "constant_addend"])
