@@ -7,8 +7,9 @@ inputs for every conv path: 1x1 direct product (column blocks), 3x3 wide product
 own input, or another Conv's output. Not fused, still correct: a Conv output read elsewhere or a
 graph output, Conv -> Relu -> Add, a constant (bias-like) addend; a broadcasting R runs unfused in
 the Conv's step; a BatchNormalization after the Add stays a node. The fused Conv's output never
-shares memory with R (plan liveness), and the bundled resblock models fuse. Tolerance rtol 1e-4, atol 1e-4 (float32 sums of up to a few hundred products
-accumulated in another order than onnxruntime's; the Add itself rounds the same).
+shares memory with R (plan liveness), and the bundled resblock models fuse. Tolerance rtol 1e-4,
+atol 1e-4 (float32 sums of up to a few hundred products accumulated in another order than
+onnxruntime's; the Add itself rounds the same).
 """
 import glob
 from pathlib import Path
