@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from .converters.binarize import BINARY_OPS, DOMAIN
 from .errors import EdgekitError, InputError
-from .ir import ValueInfo, read_graph
+from .ir import Node, ValueInfo, read_graph
 
 
 def concrete_shape(vi: ValueInfo, dims: dict[str, int]) -> tuple[int, ...]:
@@ -64,6 +65,8 @@ class ModelStats:
     parameter_bytes: int
     macs: Counter
     dims: dict[str, int]
+    binary_parameters: int = 0
+    binary_macs: Counter = field(default_factory=Counter)
     unsupported: list[str] = field(default_factory=list)
 
 
@@ -76,12 +79,40 @@ def model_stats(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> M
             if isinstance(d, str):
                 dims.setdefault(d, 1)
     floats = [a for a in graph.constants.values() if a.dtype.kind == "f"]
+    binary = {n.inputs[1]: _binary_row(n, graph.constants[n.inputs[1]].shape) * graph.constants[n.inputs[1]].shape[0]
+              for n in graph.nodes if _is_binary(n) and n.inputs[1] in graph.constants}
     unsupported, planned = _plan(proto, dims)
     return ModelStats(
         inputs=graph.inputs, outputs=graph.outputs, opset=graph.opset,
         op_counts=Counter(n.op_type if not n.domain else f"{n.domain}::{n.op_type}" for n in graph.nodes),
-        parameters=sum(a.size for a in floats), parameter_bytes=sum(a.nbytes for a in graph.constants.values()),
-        macs=macs(proto, dims) if planned is None else _planned_macs(*planned), dims=dims, unsupported=unsupported)
+        parameters=sum(a.size for a in floats) + sum(binary.values()), binary_parameters=sum(binary.values()),
+        parameter_bytes=sum(a.nbytes for a in graph.constants.values()),
+        macs=macs(proto, dims) if planned is None else _planned_macs(*planned),
+        binary_macs=Counter() if planned is None else _binary_macs(*planned), dims=dims, unsupported=unsupported)
+
+
+def _is_binary(node: Node) -> bool:
+    return node.domain == DOMAIN and node.op_type in BINARY_OPS
+
+
+def _binary_row(node: Node, w_shape: tuple[int, ...]) -> int:
+    """Weights of one output channel of a BinaryConv/BinaryGemm: one bit each, ``channels`` valid bits
+    in every run of ceil(channels / 64) uint64 words of its packed [M, words] weight row."""
+    channels = int(node.attrs.get("channels", 0))
+    return w_shape[1] // -(-channels // 64) * channels if channels > 0 else 0
+
+
+def _binary_macs(nodes: list, tensors: dict) -> Counter:
+    """XNOR-popcount multiply-accumulates of the plan's binary layers: output positions x channels x
+    weights per channel (a packed output holds all channels of a position in its last axis)."""
+    counts: Counter = Counter()
+    for n in nodes:
+        if _is_binary(n) and n.inputs[1] in tensors and n.outputs[0] in tensors:
+            m = tensors[n.inputs[1]].shape[0]
+            out = tensors[n.outputs[0]]
+            positions = math.prod(out.shape[:-1]) if out.dtype == np.uint64 else math.prod(out.shape) // m
+            counts[n.op_type] += positions * m * _binary_row(n, tensors[n.inputs[1]].shape)
+    return counts
 
 
 def _static_model(proto: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
@@ -189,11 +220,15 @@ def format_stats(stats: ModelStats) -> str:
     lines += ["outputs:"] + [f"  {v.name}: {v.dtype} {_shape(v)}" for v in stats.outputs]
     lines.append(f"ops: {sum(stats.op_counts.values())} nodes")
     lines += [f"  {op:24s} {n}" for op, n in sorted(stats.op_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    lines.append(f"parameters: {stats.parameters:,} ({stats.parameter_bytes / 1024:.1f} KiB of initializers)")
+    binary = f"{stats.binary_parameters:,} of them binary, 1 bit each; " if stats.binary_parameters else ""
+    lines.append(f"parameters: {stats.parameters:,} ({binary}{stats.parameter_bytes / 1024:.1f} KiB of initializers)")
     at = f" at {', '.join(f'{k}={v}' for k, v in stats.dims.items())}" if stats.dims else ""
     total = sum(stats.macs.values())
     detail = ", ".join(f"{op} {_si(n)}" for op, n in sorted(stats.macs.items()))
     lines.append(f"MACs{at}: {_si(total)}" + (f" ({detail})" if detail else ""))
+    if stats.binary_macs:
+        detail = ", ".join(f"{op} {_si(n)}" for op, n in sorted(stats.binary_macs.items()))
+        lines.append(f"binary MACs (XNOR-popcount){at}: {_si(sum(stats.binary_macs.values()))} ({detail})")
     if stats.unsupported:
         lines.append(f"unsupported by edgekit: {len(stats.unsupported)}")
         lines += [f"  {u}" for u in stats.unsupported]

@@ -2,7 +2,8 @@
 streamed outputs equal StreamingSession's (exactly), bad sources and flag mixes give exit 1 / 2, a
 closed stdout pipe ends the stream quietly, NaN samples need --allow-nan.
 `edgekit convert --binarize --mst --report` on the bundled BNN: the written model gives the float
-model's predictions and the report times every layer; converters never import the runtime (the
+model's predictions, the report times every layer and `edgekit info` counts its packed weights and
+XNOR-popcount MACs; converters never import the runtime (the
 report's timing runs in the CLI through edgekit.InferenceSession)."""
 import ast
 import glob
@@ -158,6 +159,25 @@ def test_convert_binarize_mst_report(tmp_path, capsys):
     (ref,) = ort_session(onnx.load(BNN)).run(None, {"image": images})
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)  # exact sums; float32 last-layer scale and bias
     assert np.array_equal(ours.argmax(1), ref.argmax(1))
+
+
+def test_info_counts_binary_weights_and_macs(tmp_path, capsys):
+    """`edgekit info` on a binarized model: each packed weight bit is a parameter, and the XNOR-popcount
+    MACs of the binary layers equal the float layers' MACs they replace."""
+    from edgekit.stats import model_stats
+
+    out = str(tmp_path / "bnn.onnx")
+    assert main(["convert", BNN, "--binarize", "-o", out]) == 0
+    float_model = onnx.load(BNN)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in float_model.graph.initializer}
+    binarized = [n.input[1] for n in float_model.graph.node if n.op_type in ("Conv", "MatMul")][1:]  # not the first
+    capsys.readouterr()
+    assert main(["info", out]) == 0
+    expected = sum(weights[name].size for name in binarized)
+    assert f"{expected:,} of them binary, 1 bit each" in capsys.readouterr().out
+    float_stats, packed = model_stats(float_model), model_stats(onnx.load(out))
+    assert packed.binary_macs["BinaryConv"] == float_stats.macs["Conv"] - packed.macs["Conv"] > 0
+    assert packed.binary_macs["BinaryGemm"] == float_stats.macs["MatMul"] > 0
 
 
 def test_converters_never_import_the_runtime():
