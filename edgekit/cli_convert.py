@@ -131,10 +131,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
         sess = StreamingSession(args.model, hop=args.hop, split=args.split, window=args.window,
                                 allow_nan=args.allow_nan)
         samples = printed = 0
+        batch = sess.state_dict()["batch"] or 1  # a fixed batch N > 1: the signal in each stream, the first printed
         for chunk in _chunks(source, sess.channels, sess.hop if args.source != "-" else 1):
             samples += chunk.shape[1]
-            for outputs in sess.push(chunk):
-                values = "  ".join(np.array2string(o.reshape(-1), precision=4, separator=",") for o in outputs)
+            for outputs in sess.push(chunk if batch == 1 else np.repeat(chunk[None], batch, axis=0)):
+                values = "  ".join(np.array2string((o[:1] if batch > 1 else o).reshape(-1), precision=4, separator=",")
+                                   for o in outputs)
                 print(f"hop {sess.hops} (sample {sess.hops * sess.hop}): {values}", flush=True)
                 printed += 1
     finally:
@@ -207,7 +209,8 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("stream", help="stream samples through a window CNN or an LMUFormer, outputs per hop",
                          description="Stream CSV samples (one row per sample, one column per channel) "
                                      "through a window CNN with StreamiNNC, or an LMUFormer frame by frame; "
-                                     "prints the outputs of every hop.")
+                                     "prints the outputs of every hop (a model with a fixed batch N > 1 gets the "
+                                     "signal in each of its N streams; the first one's outputs are printed).")
     p.add_argument("model", help="window model (.onnx), a step model from `edgekit convert --stream`, "
                                  "or an LMUFormer")
     p.add_argument("--hop", type=positive_int,

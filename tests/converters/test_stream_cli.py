@@ -76,3 +76,19 @@ def test_stream_source_shorter_than_a_first_output_says_so(window_model, tmp_pat
     assert main(["stream", window_model, "--hop", "4", "--source", str(src)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("hop 4 (sample 16): ") and err == ""
+
+
+def test_stream_feeds_a_fixed_batch_model_the_signal_in_every_stream(window_model, tmp_path, capsys):
+    """A model exported with a fixed batch N > 1 streams the CSV signal in each of its N streams (as
+    report() repeats one signal) and prints the first stream's outputs: those of the batch-1 model."""
+    fixed = onnx.load(window_model)
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 3
+    path = tmp_path / "batch3.onnx"
+    onnx.save(fixed, path)
+    src = tmp_path / "sig.csv"
+    np.savetxt(src, np.random.default_rng(3).standard_normal((40, 2)).astype(np.float32), delimiter=",")
+    assert main(["stream", window_model, "--hop", "4", "--source", str(src)]) == 0
+    one = capsys.readouterr().out
+    assert main(["stream", str(path), "--hop", "4", "--source", str(src)]) == 0
+    out, err = capsys.readouterr()
+    assert out == one and out.count("hop ") == 40 // 4 - 3 and err == ""
