@@ -6,7 +6,8 @@ padding is dropped. 1-D pools whose windows all lie inside the input (no padding
 dilation) run on the four-argument WINDOW_POOL sweep; on planes narrower than STRIDED_MAX3_WIDTH,
 MaxPool 3x3 stride 2 pads 1 runs on the stride-1 pool (STRIDED_MAX3) and 2x2 stride-2 max pools whose
 windows all lie inside on one flat loop over the outputs (WINDOW2_MAX); such average pools, at any width,
-run on explicit vectors (AVG2_POOL). The global pools are reductions over the spatial axes.
+run on explicit vectors (AVG2_POOL). The global pools, and unpadded 2-D average pools whose window is the whole
+plane, are reductions over the spatial axes.
 """
 from __future__ import annotations
 
@@ -93,11 +94,12 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         raise ValueError(f"pads {pads} must be {2 * rank} integers from 0 to below the kernel {kernel} (as onnxruntime)")
     ceil_mode = int(a.get("ceil_mode", 0))
     include_pad = bool(a.get("count_include_pad", 0))
-    axes, out_shape, heads = [], list(x.shape[:2]), []
+    axes, out_shape, heads, tails = [], list(x.shape[:2]), [], []
     for i in range(rank):
         n, k, st, d = x.shape[2 + i], kernel[i], strides[i], dilations[i]
         head, tail = _pads(auto_pad, n, k, st, pads[i], pads[i + rank])
         heads.append(head)
+        tails.append(tail)
         out = _out_size(n, k, st, d, head, tail, ceil_mode)
         out_shape.append(out)
         axes.append(_axis(n, k, st, d, head, tail, out, node.op_type == "AveragePool", include_pad))
@@ -110,6 +112,8 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         return _same_pool(node, x, code, kernel, heads, inv)
     if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
         raise Unsupported("a fused epilogue on a pool that is not stride-1 'same'")
+    if code == kp.AVG and rank == 2 and kernel == list(x.shape[2:]) and heads + tails == [0, 0, 0, 0]:
+        return _whole_plane_mean(x, out_shape)
     halves = [-(-n // 2) for n in x.shape[2:]]
     if (code == kp.MAX and (kernel, strides, dilations, heads) == ([3, 3], [2, 2], [1, 1], [1, 1])
             and out_shape[2:] == halves and x.shape[-1] < STRIDED_MAX3_WIDTH):
@@ -130,6 +134,13 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     args = (In(0), Out(0), scratch, inv, x.shape[0] * x.shape[1], h, w, oh, ow, dh, h_first, h_ta, h_tb,
             strides[-1], dw, w_first, w_ta, w_tb, j0, j1, kernel[-1])
     return Kernel(kp.POOL[code], args, [(tuple(out_shape), x.dtype)])
+
+
+def _whole_plane_mean(x, out_shape: list[int]) -> Kernel:
+    """An unpadded 2-D average pool whose one window is the whole plane (Keras DS-CNN heads) is
+    GlobalAveragePool: the mean of rows, 5.7 -> 1 us on 24 planes of 25 x 5."""
+    args = (In(0), Out(0), x.shape[0] * x.shape[1], int(np.prod(x.shape[2:])), 1, NO_INDEX, NO_INDEX)
+    return Kernel(kr.REDUCE[kr.MEAN, kr.ROWS], args, [(tuple(out_shape), x.dtype)])
 
 
 def pool_affine(node: Node) -> tuple[np.ndarray, np.ndarray] | None:

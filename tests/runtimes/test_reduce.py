@@ -5,7 +5,8 @@ rules, int64 constant folding, log-sum-exp stability, and Softmax/LogSoftmax in 
 NumPy, since onnxruntime's result depends on where the NaN sits. The mean of rows (GlobalAveragePool,
 ReduceMean over trailing axes: float32 vector partial sums, LANES rows per group) on row counts and
 lengths around the vector width, and its NaN/Inf propagation against NumPy, also called directly as
-the step-program interpreter does. Softmax rows give the same bits wherever the output lies.
+the step-program interpreter does; 2-D AveragePool over the whole unpadded plane runs on it too. Softmax rows give
+the same bits wherever the output lies.
 Tolerances: rtol 1e-5 / atol 1e-5 for sums of float32
 (onnxruntime accumulates in float32; GlobalAveragePool atol 1e-6), exact for max/min.
 """
@@ -15,7 +16,7 @@ from onnx import TensorProto, helper
 
 import edgekit
 from edgekit.errors import UnsupportedOpError
-from edgekit.runtimes.kernels.reduce import mean_rows, softmax
+from edgekit.runtimes.kernels.reduce import MEAN, REDUCE, ROWS, mean_rows, softmax
 from edgekit.runtimes.kernels.simd import LANES
 from oracle import assert_matches_ort, make_model
 
@@ -180,3 +181,19 @@ def test_mean_of_rows_propagates_nan_and_infinity():
     out = np.zeros(x.shape[1], np.float32)
     mean_rows(x.ravel(), out, x.shape[1], x.shape[2])
     np.testing.assert_array_equal(out, got[0])
+
+
+@pytest.mark.parametrize("shape,attrs", [
+    ((1, 24, 25, 5), {}), ((3, 7, 9, 4), {"auto_pad": "VALID"}), ((2, 3, 6, 6), {"ceil_mode": 1}),
+    ((1, 4, 5, 5), {"strides": [5, 5], "auto_pad": "SAME_UPPER"}),
+])
+def test_whole_plane_average_pool_is_the_mean_of_rows(shape, attrs):
+    """An unpadded 2-D AveragePool whose one window is the whole plane (Keras DS-CNN heads) runs as the mean of
+    rows; with SAME padding resolved to none it does too (count_include_pad has nothing to count)."""
+    x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=list(shape[2:]), count_include_pad=1, **attrs)
+    model = make_model([node], {"x": (shape, np.float32)}, ["y"], opset=19)
+    session = edgekit.InferenceSession(model)
+    assert_matches_ort(model, {"x": x}, RTOL, 1e-6, session=session)
+    ((fn, _),) = session.plan((shape,)).steps
+    assert fn is REDUCE[MEAN, ROWS]
