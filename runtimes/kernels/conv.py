@@ -524,14 +524,14 @@ def conv_kernel(x, w, bias, y, scratch, plan, params):
     because Numba's dispatch costs about 80 ns per array argument on every call.
     """
     yf = flat(y)
-    _conv(flat(x), flat(w), bias, yf, scratch, plan, params, yf, False)
+    _conv(flat(x), flat(w), bias, yf, scratch, plan, params, yf, np.bool_(False))  # (not literals: one compile serves both)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def conv_residual_kernel(x, w, bias, y, scratch, plan, params, res):
     """y = act(conv(x, W) + bias + res) (``conv_kernel`` with a fused Add): ``res`` has y's shape and
     does not share y's memory."""
-    _conv(flat(x), flat(w), bias, flat(y), scratch, plan, params, flat(res), True)
+    _conv(flat(x), flat(w), bias, flat(y), scratch, plan, params, flat(res), np.bool_(True))
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -612,14 +612,14 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
         _rows_fast(x, w, bias, y, scratch, plan)
     else:
         yf = flat(y)
-        _rows_general(flat(x), flat(w), bias, yf, scratch, plan, params, yf, False)
+        _rows_general(flat(x), flat(w), bias, yf, scratch, plan, params, yf, np.bool_(False))
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def conv_rows_residual_kernel(x, w, bias, y, scratch, plan, params, res):
     """y = act(conv(x, W) + bias + res) (``conv_rows_kernel`` with a fused Add, always on the general
     body): ``res`` has y's shape and does not share y's memory."""
-    _rows_general(flat(x), flat(w), bias, flat(y), scratch, plan, params, flat(res), True)
+    _rows_general(flat(x), flat(w), bias, flat(y), scratch, plan, params, flat(res), np.bool_(True))
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
