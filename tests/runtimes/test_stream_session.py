@@ -2,6 +2,8 @@
 
 - Random valid-padded conv stacks fed >= 500 hops in random chunk sizes (0 to several hops) equal
   window inference on the last L samples in onnxruntime (rtol 1e-5), from the first full window.
+- Heads the random stacks lack (Flatten + MatMul, ReduceMean over time, a head reading the samples
+  and a pooled tensor) equal window inference at batch 2 in random chunk sizes.
 - The step model run in onnxruntime equals the session (zero-padded stacks too: masks, delays).
 - state_dict()/load_state_dict() in a fresh session mid-hop resumes bit-exactly; reset() restarts.
 - Bad chunks (channels, dtype, rank, batch, NaN, Inf) raise InputError and leave the state untouched,
@@ -500,3 +502,36 @@ def test_a_rejected_first_chunk_does_not_bind_the_batch():
     assert session.state_dict()["batch"] == 0
     session.push(np.zeros((1, c, 3 * hop), np.float32))  # batch 1 is still free to choose
     assert session.state_dict()["batch"] == 1
+
+
+@pytest.mark.parametrize("head", ["matmul", "reducemean", "gmp-and-input"])
+def test_other_heads_equal_window_inference(head):
+    """Heads the random stacks do not build: Flatten + MatMul, ReduceMean over time (opset 18, axes as an
+    input), and a head reading two tensors of different strides (GlobalMaxPool of the samples and of
+    a pooled conv); batch 2 in random chunk sizes (0 to 3 hops); rtol 1e-5 against window inference."""
+    rng = np.random.default_rng(12)
+    f32 = np.float32
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2], strides=[2], name="pool1"),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"], kernel_shape=[3], dilations=[2], name="conv2")]
+    inits = {"w1": rng.standard_normal((4, 2, 3)).astype(f32), "b1": rng.standard_normal(4).astype(f32),
+             "w2": rng.standard_normal((3, 4, 3)).astype(f32)}
+    if head == "matmul":
+        nodes += [helper.make_node("Flatten", ["c2"], ["fl"]), helper.make_node("MatMul", ["fl", "mw"], ["y"])]
+        inits["mw"] = rng.standard_normal((3 * 11, 5)).astype(f32)
+    elif head == "reducemean":
+        nodes.append(helper.make_node("ReduceMean", ["c2", "axes"], ["y"], keepdims=0))
+        inits["axes"] = np.array([2], np.int64)
+    else:
+        nodes += [helper.make_node("GlobalMaxPool", ["x"], ["g0"]), helper.make_node("GlobalMaxPool", ["c2"], ["g2"]),
+                  helper.make_node("Concat", ["g0", "g2"], ["y"], axis=1)]
+    model = make_model(nodes, {"x": (["N", 2, 32], np.float32)}, ["y"], inits, opset=18)
+    sess = StreamingSession(model, 8)
+    assert sess.delay == 0 and (sess.warmup_hops + 1) * 8 == sess.window
+    x = rng.standard_normal((2, 2, (sess.warmup_hops + 40) * 8)).astype(np.float32)
+    got = push_in_chunks(sess, x, rng, 24)
+    hops = list(range(sess.warmup_hops, sess.warmup_hops + 40))
+    assert len(got) == 40
+    for g, w in zip(got, window_outputs(model, x, 8, sess.window, hops)):
+        assert_close(g[0], w)
