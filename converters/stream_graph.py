@@ -123,6 +123,10 @@ class StepGraph:
         stream at the first step; a zero-padded layer must see its padding value there. The valid
         flags come from a shift register of booleans (False for ``lag`` columns, then True).
         """
+        if self.opset < 9:  # (Where, which the mask needs, came with opset 9)
+            raise ModelError(f"layer {layer!r}: a zero-padded layer after a lagging one needs opset 9 or later in the "
+                             f"step model, this model has opset {self.opset}; convert it first "
+                             f"(onnx.version_converter.convert_version(model, 9))")
         key = (n, lag)
         if key not in self._masks:
             label = f"warmup{lag}x{n}"

@@ -326,6 +326,8 @@ NOT_STREAMABLE = {  # name -> (model builder, hop, expected message)
     "ceil-window-in-padding": (lambda: _chain(helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2], strides=[2],
                                                                pads=[0, 1], ceil_mode=1, name="cp"), length=8), 2,
                                "'cp'.*ceil_mode.*right padding"),
+    "mask-before-opset-9": (lambda: _chain(_conv(name="c0"), _conv("c", "y", pads=[1, 1]), inits=W, opset=8), 8,
+                            "'c1'.*opset 9"),
     "pad-not-foldable": (lambda: _chain(helper.make_node("Pad", ["x", "pp"], ["y"], name="pad"),
                                         inits={"pp": np.array([0, 0, 2, 0, 0, 0], np.int64)}), 8, "'pad' \\(Pad\\)"),
 }
