@@ -40,11 +40,14 @@ class InferenceSession:
 
     ``model`` is a path, serialized bytes or an ``onnx.ModelProto``. ``sess_options`` and
     ``providers`` are accepted for compatibility; edgekit has one provider. Execution plans are
-    compiled per distinct set of input shapes (dynamic batch or length dims) and cached.
+    compiled per distinct set of input shapes (dynamic batch or length dims) and cached. NaN and
+    +-Inf inputs propagate as in onnxruntime; ``allow_nan=False`` refuses them (InputError naming the
+    input and the first such value) before anything runs.
     """
 
     def __init__(self, model: ModelSource, sess_options: Any = None, providers: Sequence | None = None,
-                 provider_options: Sequence | None = None, **kwargs: Any) -> None:
+                 provider_options: Sequence | None = None, *, allow_nan: bool = True, **kwargs: Any) -> None:
+        self._allow_nan = allow_nan
         self._proto = load_model(model)
         self._graph = read_graph(self._proto)
         self._prepared = prepare(self._graph)
@@ -127,8 +130,18 @@ class InferenceSession:
                 a = as_array(a, f"input {vi.name!r}")
             if a.shape != vi.shape or a.dtype != vi.dtype:  # else it matches a fully static input as declared
                 _check_array(vi, a, symbols)
+            if not self._allow_nan and a.dtype.kind in "fc":
+                _check_finite(vi.name, a)
             arrays.append(a)
         return arrays
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    """Raise InputError if ``a`` holds a NaN or an infinity (the session's allow_nan=False)."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"input {name!r} holds {a[at]} at index {at} (the session was made with allow_nan=False)")
 
 
 def _check_array(vi: ValueInfo, a: np.ndarray, symbols: dict[str, int]) -> None:

@@ -148,6 +148,23 @@ def test_array_subclasses_without_hidden_values_run_as_plain_arrays(relu_model):
         np.testing.assert_array_equal(y, np.maximum(x, 0))
 
 
+def test_nan_inputs_propagate_by_default_and_are_refused_when_asked(relu_model):
+    """NaN/Inf flow through as in onnxruntime; with allow_nan=False the first one is named, nothing runs."""
+    x = np.random.default_rng().standard_normal((2, 3)).astype(np.float32)
+    x[1, 2] = np.nan
+    (y,) = edgekit.InferenceSession(relu_model).run(None, {"x": x})
+    assert np.isnan(y[1, 2]) and np.array_equal(y[~np.isnan(x)], np.maximum(x[~np.isnan(x)], 0))
+    strict = edgekit.InferenceSession(relu_model, allow_nan=False)
+    with pytest.raises(InputError, match=r"'x' holds nan at index \(1, 2\).*allow_nan=False"):
+        strict.run(None, {"x": x})
+    x[1, 2] = -np.inf
+    with pytest.raises(InputError, match=r"'x' holds -inf at index \(1, 2\)"):
+        strict.run(None, {"x": x})
+    x[1, 2] = 1.5
+    (y,) = strict.run(None, {"x": x})
+    assert np.array_equal(y, np.maximum(x, 0))
+
+
 def test_inconsistent_symbolic_dims_raise_input_error():
     node = helper.make_node("Relu", ["a"], ["y"])
     model = make_model([node, helper.make_node("Relu", ["b"], ["z"])],
