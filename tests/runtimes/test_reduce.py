@@ -6,7 +6,7 @@ NumPy, since onnxruntime's result depends on where the NaN sits. The mean of row
 ReduceMean over trailing axes: float32 vector partial sums, LANES rows per group) on row counts and
 lengths around the vector width, and its NaN/Inf propagation against NumPy, also called directly as
 the step-program interpreter does; 2-D AveragePool over the whole unpadded plane runs on it too. Softmax rows give
-the same bits wherever the output lies.
+the same bits wherever the output lies, and rows of any length in blocks through the scratch.
 Tolerances: rtol 1e-5 / atol 1e-5 for sums of float32
 (onnxruntime accumulates in float32; GlobalAveragePool atol 1e-6), exact for max/min.
 """
@@ -125,6 +125,19 @@ def test_softmax_semantics_per_opset(op, opset, axis):
 def test_softmax_is_stable_for_large_logits(op):
     x = np.array([[1000.0, 999.0, -1000.0, 0.0], [-50.0, 80.0, 88.0, 89.0]], np.float32)
     model = make_model([helper.make_node(op, ["x"], ["y"])], {"x": (x.shape, np.float32)}, ["y"], opset=13)
+    assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("shape", [(1, 2, 12, 12), (3, 12), (700, 7), (3, 5000), (2, 0)])
+def test_softmax_rows_in_blocks(op, shape):
+    """Rows go through the scratch in blocks of SOFTMAX_BLOCK elements: attention's short rows, a last
+    partial block (700 rows of 7), one long row per block, no row at all; a -inf row and a NaN propagate."""
+    x = (np.random.default_rng(sum(shape)).standard_normal(shape) * 3).astype(np.float32)
+    if x.size:
+        x.reshape(-1, shape[-1])[-1, :] = -np.inf
+        x.reshape(-1, shape[-1])[0, 1] = np.nan
+    model = make_model([helper.make_node(op, ["x"], ["y"])], {"x": (shape, np.float32)}, ["y"], opset=13)
     assert_matches_ort(model, {"x": x}, RTOL, 1e-6)
 
 
