@@ -16,8 +16,9 @@ narrow) take their whole blocks of four vectors by 6 x 4-vector tiles and a last
 8 x 2-vector tiles first (``_quads``); the generic 8 x 3 tiles would leave lanes idle or be bound
 by loads there. Rows of at most two vectors take short tiles (SHORT_ROWS channels by one or two
 vectors, the last masked) instead, bias and Relu applied in registers. These, the narrow and the
-dot methods live in ``conv_rows_kernel``, compiled only for models that have such convolutions;
-its common streaming case (one group read in place, Relu or none) skips the general body.
+dot methods are the ``rows`` kernels; ``conv_rows_kernel`` (the streaming step interpreter's) has
+them all, its common streaming case (one group read in place, Relu or none) skipping the general body.
+``conv_kernel(plan)`` gives a kernel compiled for one path and its tile families only.
 
 Narrow single-row outputs (a few columns, as a streaming step computes per hop) vectorise over
 output channels instead of columns: with W packed as Wt (K, Cout/groups) per group, a tile of
@@ -30,8 +31,7 @@ Depthwise convolutions (one input and one output channel per group) are not prod
 tiles accumulate vectors of output columns over the taps, one channel at a time, and the common
 3x3 case (stride 1 or 2) reads X itself through a sliding window of input rows.
 
-A residual R of Y's shape (a fused ``Add``, ``conv_residual_kernel`` and ``conv_rows_residual_kernel``)
-is added after the bias and before the activation, while the outputs just written are still in
+A residual R of Y's shape (a fused ``Add``: ``conv_kernel(plan, residual=True)``) is added after the bias and before the activation, while the outputs just written are still in
 cache: the direct product is computed by column blocks of about RESIDUAL_RUN outputs, each then
 added to and activated; the wide product adds R as it compacts Y_wide, the depthwise methods per
 channel. Tiles that apply Relu in registers leave it to that pass then.
@@ -511,96 +511,171 @@ def _depthwise3x3(x, x_off, h, wd, pt, pl, s, w, c, bias, y, dst, oh, ow):
                 top = bottom
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def conv_kernel(x, w, bias, y, scratch, plan, params):
-    """y = act(conv(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
+def conv_kernel(plan: np.ndarray, rows: bool = False, residual: bool = False):
+    """The compiled ``kernel(x, w, bias, y, scratch, plan, params[, res])`` for convolutions of this
+    ``plan``'s method and layout: y = act(conv(x, W) + bias [+ res]) for x (N, C, [H,] W) and y (N, Cout,
+    [Hout,] Wout), C-contiguous; ``res`` (when ``residual``) has y's shape and does not share y's memory.
 
-    ``w`` is W (Cout, C/groups, [KH,] KW), or Wt for GEMM_NARROW (conv_rows_kernel): per group,
-    (K, Cout/groups) with K = C/groups * KH * KW, reshaped to W's rank; ``bias`` has Cout entries,
-    ``plan`` holds FIELDS then the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the
-    activation's two float32 parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept
-    zero; one channel for a depthwise convolution) then Y_wide of one group when the output is
-    wide, or LANES floats for the dot product's lane sum (conv_rows_kernel). Few arguments,
-    because Numba's dispatch costs about 80 ns per array argument on every call.
-    """
-    yf = flat(y)
-    _conv(flat(x), flat(w), bias, yf, scratch, plan, params, yf, np.bool_(False))  # (not literals: one compile serves both)
+    ``w`` is W (Cout, C/groups, [KH,] KW), or Wt for GEMM_NARROW: per group, (K, Cout/groups) with
+    K = C/groups * KH * KW, reshaped to W's rank; ``bias`` has Cout entries, ``plan`` holds FIELDS then
+    the offset in Q of each tap (ci, kh, kw) of a group, ``params`` the activation's two float32
+    parameters. ``scratch`` holds Q (C*plane + Qw floats, the tail kept zero; one channel for a
+    depthwise convolution) then Y_wide of one group when the output is wide, or LANES floats for the
+    dot product's lane sum. Few arguments, because Numba's dispatch costs about 80 ns per array
+    argument on every call. ``rows``: single-row outputs of at most ``ops.conv.ROWS_WIDTH`` columns
+    (the quad, short, narrow and dot tiles of ``conv_rows_kernel``).
+
+    Each kernel has the branches of its plan's path only (Numba prunes the others before typing), so
+    a model compiles the paths and tile families its convolutions use, not every one."""
+    method, repack, ow = int(plan[16]), bool(plan[15]), int(plan[7])
+    if rows:
+        full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
+        product = method == GEMM and ow > 2 * LANES
+        key = (True, method == DOT, method == GEMM_NARROW, method == GEMM and ow <= 2 * LANES, product and full > 0,
+               product and full < ow, repack, residual)
+    else:
+        key = (False, method == DEPTHWISE_3X3, method == DEPTHWISE, method == GEMM_WIDE, repack, residual)
+    if key not in _KERNELS:
+        _KERNELS[key] = _rows_entry(*key[1:]) if rows else _conv_entry(*key[1:])
+    return _KERNELS[key]
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def conv_residual_kernel(x, w, bias, y, scratch, plan, params, res):
-    """y = act(conv(x, W) + bias + res) (``conv_kernel`` with a fused Add): ``res`` has y's shape and
-    does not share y's memory."""
-    _conv(flat(x), flat(w), bias, flat(y), scratch, plan, params, flat(res), np.bool_(True))
+_KERNELS: dict[tuple[bool, ...], object] = {}
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _conv(xf, wf, bias, yf, scratch, plan, params, res, residual):
-    """``conv_kernel`` on flat arrays, adding ``res`` before the activation when ``residual``."""
-    n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
-    oh, ow, pt, pl, sh, sw = plan[6], plan[7], plan[8], plan[9], plan[10], plan[11]
-    qh, qw, plane, repack, method, code = plan[12], plan[13], plan[14], plan[15], plan[16], plan[17]
-    boffs, p1, p2 = plan[18:], params[0], params[1]
-    cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
-    ncols = ow if oh == 1 else oh * qw
-    q_len = c_in * plane + qw
-    one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
-    chunk = max(1, ACTIVATION_RUN // (oh * ow))  # depthwise channels activated together
-    tile_cols = (ROW_VECS if cout_g == 1 else WIDE_VECS) * LANES  # the product's column blocks
-    block = tile_cols * max(1, RESIDUAL_RUN // (max(cout_g, PANEL_ROWS) * tile_cols))  # columns per residual block
-    for img in range(n_img):
-        x_off = img * c_in * h * wd
-        if method == DEPTHWISE_3X3:
-            for g in range(groups):
-                y_off = (img * c_out + g) * oh * ow
-                _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, y_off, oh, ow)
-                if residual:
-                    _add_residual(yf, y_off, oh * ow, one, oh * ow, res, identity, p1, p2)
-                if (g + 1) % chunk == 0 or g == groups - 1:  # activate the last channels while in L1
-                    first = g - g % chunk
-                    size = (g + 1 - first) * oh * ow
-                    activate_rows(yf, y_off + oh * ow - size, size, one, size, code, p1, p2)
-            continue
-        if method == DEPTHWISE:  # repack and compute one channel at a time, in L1
-            for g in range(groups):
-                src, b_add = xf, x_off + g * plane
-                if repack:
-                    _repack(xf, x_off + g * h * wd, cin_g, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
-                    src, b_add = scratch, zero
-                y_off = (img * c_out + g) * oh * ow
-                _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, identity if residual else code,
-                           p1, p2)
-                if residual:
-                    _add_residual(yf, y_off, oh * ow, one, oh * ow, res, code, p1, p2)
-            continue
-        src, src_off = xf, x_off
-        if repack:
-            _repack(xf, x_off, c_in, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
-            src, src_off = scratch, zero
-        for g in range(groups):
-            y_off = (img * c_out + g * cout_g) * oh * ow
-            b_add = src_off + g * cin_g * plane
-            if method == GEMM_WIDE:
-                matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
-                             scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
-                _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2, res, residual)
-            elif residual:  # by column blocks, each added to and activated while in cache
-                for j0 in range(0, ncols, block):
-                    nj = min(block, ncols - j0)
-                    matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + j0, bias, g * cout_g, one, zero,
-                                 unit, yf, y_off + j0, ncols, cout_g, nj, k, unit, identity, p1, p2)
-                    _add_residual(yf, y_off + j0, ncols, cout_g, nj, res, code, p1, p2)
+def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
+    """``conv_kernel``'s kernel for the path the flags name (a closure over bools keeps the cache key
+    stable): 3x3 depthwise, generic depthwise, the wide product or the direct product, with or without
+    the repack and a residual."""
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def kernel(x, w, bias, y, scratch, plan, params, res=None):
+        """y = act(conv(x, W) + bias [+ res]): see ``conv_kernel``."""
+        xf, wf, yf = flat(x), flat(w), flat(y)
+        rf = yf
+        if residual:
+            rf = flat(res)
+        n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
+        oh, ow, pt, pl, sh, sw = plan[6], plan[7], plan[8], plan[9], plan[10], plan[11]
+        qh, qw, plane, code = plan[12], plan[13], plan[14], plan[17]
+        boffs, p1, p2 = plan[18:], params[0], params[1]
+        cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
+        ncols = ow if oh == 1 else oh * qw
+        q_len = c_in * plane + qw
+        one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
+        for img in range(n_img):
+            x_off = img * c_in * h * wd
+            if dw3:
+                chunk = max(1, ACTIVATION_RUN // (oh * ow))  # channels activated together
+                for g in range(groups):
+                    y_off = (img * c_out + g) * oh * ow
+                    _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, y_off, oh, ow)
+                    if residual:
+                        _add_residual(yf, y_off, oh * ow, one, oh * ow, rf, identity, p1, p2)
+                    if (g + 1) % chunk == 0 or g == groups - 1:  # activate the last channels while in L1
+                        first = g - g % chunk
+                        size = (g + 1 - first) * oh * ow
+                        activate_rows(yf, y_off + oh * ow - size, size, one, size, code, p1, p2)
+            elif dw:  # repack and compute one channel at a time, in L1
+                for g in range(groups):
+                    src, b_add = xf, x_off + g * plane
+                    if repack:
+                        _repack(xf, x_off + g * h * wd, cin_g, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
+                        src, b_add = scratch, zero
+                    y_off = (img * c_out + g) * oh * ow
+                    if residual:
+                        _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, identity, p1, p2)
+                        _add_residual(yf, y_off, oh * ow, one, oh * ow, rf, code, p1, p2)
+                    else:
+                        _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, code, p1, p2)
             else:
-                matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
-                             yf, y_off, ncols, cout_g, ncols, k, unit, code, p1, p2)
+                src, src_off = xf, x_off
+                if repack:
+                    _repack(xf, x_off, c_in, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
+                    src, src_off = scratch, zero
+                for g in range(groups):
+                    y_off = (img * c_out + g * cout_g) * oh * ow
+                    b_add = src_off + g * cin_g * plane
+                    if wide:
+                        matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
+                                     scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
+                        _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2, rf, residual)
+                    elif residual:  # by column blocks, each added to and activated while in cache
+                        tile_cols = (ROW_VECS if cout_g == 1 else WIDE_VECS) * LANES  # the product's column blocks
+                        block = tile_cols * max(1, RESIDUAL_RUN // (max(cout_g, PANEL_ROWS) * tile_cols))
+                        for j0 in range(0, ncols, block):
+                            nj = min(block, ncols - j0)
+                            matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + j0, bias, g * cout_g, one,
+                                         zero, unit, yf, y_off + j0, ncols, cout_g, nj, k, unit, identity, p1, p2)
+                            _add_residual(yf, y_off + j0, ncols, cout_g, nj, rf, code, p1, p2)
+                    else:
+                        matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
+                                     yf, y_off, ncols, cout_g, ncols, k, unit, code, p1, p2)
+
+    return kernel
+
+
+def _rows_entry(dot: bool, narrow: bool, short: bool, quads: bool, product: bool, repack: bool, residual: bool):
+    """``conv_kernel``'s kernel for single-row outputs, with the tile families the flags name (each
+    also checked at run time, so all flags set give ``conv_rows_kernel``'s every case): dot products,
+    narrow tiles, short tiles, quads and the product's tiles; the repack; a residual."""
+
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
+    def kernel(x, w, bias, y, scratch, plan, params, res=None):
+        """y = act(conv(x, W) + bias [+ res]) for single-row outputs: see ``conv_kernel``."""
+        xf, wf, yf = flat(x), flat(w), flat(y)
+        rf = yf
+        if residual:
+            rf = flat(res)
+        n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
+        ow, pt, pl, sh, sw = plan[7], plan[8], plan[9], plan[10], plan[11]
+        qh, qw, plane, method, code = plan[12], plan[13], plan[14], plan[16], plan[17]
+        boffs, p1, p2 = plan[18:], params[0], params[1]
+        cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
+        one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
+        full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
+        tmp = scratch.size - LANES
+        relu = code == RELU and not residual  # (narrow and short tiles apply Relu in registers)
+        for img in range(n_img):
+            x_off = img * c_in * h * wd
+            src, src_off = xf, x_off
+            if repack and plan[15]:
+                _repack(xf, x_off, c_in, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
+                src, src_off = scratch, zero
+            for g in range(groups):
+                y_off = (img * c_out + g * cout_g) * ow
+                b_add = src_off + g * cin_g * plane
+                if dot and method == DOT:
+                    _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch,
+                         tmp)
+                elif narrow and method == GEMM_NARROW:
+                    _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu)
+                elif short and ow <= 2 * LANES:
+                    _short(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, relu)
+                else:
+                    if quads and full:
+                        _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)
+                    if product and full < ow:
+                        matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + full, bias, g * cout_g, one, zero,
+                                     unit, yf, y_off + full, ow, cout_g, ow - full, k, unit, identity, p1, p2)
+                if residual:  # the group is contiguous
+                    _add_residual(yf, y_off, cout_g * ow, one, cout_g * ow, rf, code, p1, p2)
+                elif not relu or method == DOT or ow > 2 * LANES:
+                    activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)
+
+    return kernel
+
+
+_rows_general = _rows_entry(True, True, True, True, True, True, False)
+"""conv_rows_kernel's every case: images, groups, repacked inputs, any activation (called on flat
+arrays, so that callers passing arrays of any rank share one compile of it)."""
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
-    """``conv_kernel`` for single-row outputs of at most ``ops.conv.ROWS_WIDTH`` columns (a streaming
-    step's layers): methods GEMM (short tiles up to two vectors, quads and a duo up to QUAD_MAX
-    columns, then the product's tiles for the rest), GEMM_NARROW (``w`` is Wt) and DOT. A kernel of
-    its own, so that models without such convolutions do not compile its tiles.
+    """``conv_kernel(plan, rows=True)``'s every case in one kernel, the one the streaming step
+    interpreter calls: methods GEMM (short tiles up to two vectors, quads and a duo up to QUAD_MAX
+    columns, then the product's tiles for the rest), GEMM_NARROW (``w`` is Wt) and DOT.
 
     A streaming hop's usual layer (one group read in place, narrow or short, Relu or none; a dot
     head) takes ``_rows_fast``, everything else ``_rows_general``: entering the general body costs about 0.02 us
@@ -611,15 +686,7 @@ def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
             method != GEMM or plan[7] <= 2 * LANES):
         _rows_fast(x, w, bias, y, scratch, plan)
     else:
-        yf = flat(y)
-        _rows_general(flat(x), flat(w), bias, yf, scratch, plan, params, yf, np.bool_(False))
-
-
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def conv_rows_residual_kernel(x, w, bias, y, scratch, plan, params, res):
-    """y = act(conv(x, W) + bias + res) (``conv_rows_kernel`` with a fused Add, always on the general
-    body): ``res`` has y's shape and does not share y's memory."""
-    _rows_general(flat(x), flat(w), bias, flat(y), scratch, plan, params, flat(res), np.bool_(True))
+        _rows_general(flat(x), flat(w), bias, flat(y), scratch, plan, params)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -638,44 +705,3 @@ def _rows_fast(x, w, bias, y, scratch, plan):
             _dot(wf, zero, boffs.size, xf, x_off + boffs[0], bias, zero, yf, y_off, c_out, scratch, scratch.size - LANES)
         else:
             _short(wf, zero, boffs.size, xf, boffs, x_off, bias, zero, yf, y_off, ow, c_out, relu)
-
-
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def _rows_general(xf, wf, bias, yf, scratch, plan, params, res, residual):
-    """conv_rows_kernel's every case: images, groups, repacked inputs, any activation, and ``res``
-    added before the activation when ``residual``. On flat arrays, so that callers passing arrays of
-    any rank share one compile of it."""
-    n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
-    ow, pt, pl, sh, sw = plan[7], plan[8], plan[9], plan[10], plan[11]
-    qh, qw, plane, repack, method, code = plan[12], plan[13], plan[14], plan[15], plan[16], plan[17]
-    boffs, p1, p2 = plan[18:], params[0], params[1]
-    cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
-    one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
-    full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
-    tmp = scratch.size - LANES
-    relu = code == RELU and not residual  # (narrow and short tiles apply Relu in registers)
-    for img in range(n_img):
-        x_off = img * c_in * h * wd
-        src, src_off = xf, x_off
-        if repack:
-            _repack(xf, x_off, c_in, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
-            src, src_off = scratch, zero
-        for g in range(groups):
-            y_off = (img * c_out + g * cout_g) * ow
-            b_add = src_off + g * cin_g * plane
-            if method == DOT:
-                _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch, tmp)
-            elif method == GEMM_NARROW:
-                _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu)
-            elif ow <= 2 * LANES:
-                _short(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, relu)
-            else:
-                if full:
-                    _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)
-                if full < ow:
-                    matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + full, bias, g * cout_g, one, zero,
-                                 unit, yf, y_off + full, ow, cout_g, ow - full, k, unit, identity, p1, p2)
-            if residual:  # the group is contiguous
-                _add_residual(yf, y_off, cout_g * ow, one, cout_g * ow, res, code, p1, p2)
-            elif not relu or method == DOT or ow > 2 * LANES:
-                activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)

@@ -166,15 +166,14 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= ROWS_WIDTH)
     args = (In(0), weights, bias, Out(0), scratch, plan, params)
     residual = inputs[3] if len(inputs) > 3 else None
-    if residual is None:
-        return Kernel(kc.conv_rows_kernel if rows else kc.conv_kernel, args, [(y_shape, x.dtype)])
+    if residual is None:  # (the streaming step program knows conv_rows_kernel itself)
+        return Kernel(kc.conv_rows_kernel if rows else kc.conv_kernel(plan), args, [(y_shape, x.dtype)])
     require_float32("Conv residual", residual)
     if tuple(residual.shape) == y_shape:
-        fn = kc.conv_rows_residual_kernel if rows else kc.conv_residual_kernel
-        return Kernel(fn, args + (In(3),), [(y_shape, x.dtype)])
+        return Kernel(kc.conv_kernel(plan, rows, residual=True), args + (In(3),), [(y_shape, x.dtype)])
     plan[kc.FIELDS.index("activation")] = IDENTITY  # the activation follows the Add
-    return _unfused_residual(node, Kernel(kc.conv_rows_kernel if rows else kc.conv_kernel, args, []), y_shape,
-                             residual, (code, p1, p2), opset)
+    conv = Kernel(kc.conv_kernel(plan, rows), args, [])
+    return _unfused_residual(node, conv, y_shape, residual, (code, p1, p2), opset)
 
 
 def _unfused_residual(node: Node, conv: Kernel, y_shape: tuple, residual: Tensor, act: tuple, opset: int) -> Kernel:

@@ -156,7 +156,7 @@ def test_single_row_outputs_take_the_rows_kernel(width):
     """Single-row outputs up to ROWS_WIDTH columns run on conv_rows_kernel, the kernel the streaming
     step interpreter calls, with or without AVX-512 (8-lane vectors have no quads, and took
     conv_kernel: every streaming conv then ran outside the compiled program); wider ones on
-    conv_kernel. Both match onnxruntime, with a fused Relu."""
+    the kernel of their plan's path (``conv_kernel(plan)``). Both match onnxruntime, with a fused Relu."""
     rng = np.random.default_rng(width)
     x = rng.standard_normal((2, 3, width + 2)).astype(np.float32)
     inits = {"w": rng.standard_normal((5, 3, 3)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
@@ -165,8 +165,8 @@ def test_single_row_outputs_take_the_rows_kernel(width):
     assert_matches_ort(model, {"x": x}, RTOL, ATOL)
     session = edgekit.InferenceSession(model)
     session.run(None, {"x": x})
-    (fn, _), = next(iter(session._plans.values())).steps
-    assert fn is (kc.conv_rows_kernel if width <= ROWS_WIDTH else kc.conv_kernel)
+    (fn, args), = next(iter(session._plans.values())).steps
+    assert fn is (kc.conv_rows_kernel if width <= ROWS_WIDTH else kc.conv_kernel(args[5]))
 
 
 def test_same_padding_with_dilation_matches_reference_evaluator():

@@ -28,7 +28,6 @@ from oracle import assert_matches_ort, make_model
 
 RTOL, ATOL = 1e-4, 1e-4
 MODELS = Path(__file__).parents[1] / "models"
-RESIDUAL_KERNELS = (kc.conv_residual_kernel, kc.conv_rows_residual_kernel)
 
 PATHS = {  # name: (input shape without batch, weight shape, attributes)
     "1x1": ((16, 9, 11), (24, 16, 1, 1), {}),
@@ -82,7 +81,8 @@ def residual_block(path: str, batch: int, conv_first: bool, bn: bool, act: str |
 
 def _fused_steps(session: edgekit.InferenceSession) -> list:
     plan = next(iter(session._plans.values()))
-    return [(fn, args) for fn, args in plan.steps if fn in RESIDUAL_KERNELS]
+    return [(fn, args) for fn, args in plan.steps  # a conv kernel for its plan, with the residual argument
+            if len(args) == 8 and fn in (kc.conv_kernel(args[5], rows, residual=True) for rows in (False, True))]
 
 
 @pytest.mark.parametrize("path", list(PATHS))
