@@ -1,14 +1,16 @@
 """Export the small Keras models of tests/test_keras_models.py to ONNX (needs TensorFlow; the exported
-files are committed, so the tests never do): `python tests/models/export_keras.py` in a separate
-environment made with `pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnx` (Keras 3.15).
+files are committed, so the tests never do): `python tests/models/export_keras.py [model ...]` in a
+separate environment made with `pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnx` (Keras 3.15).
 
 Each model is a typical edge network as users write it in Keras, with random weights (and random
 BatchNormalization statistics, so folding them is tested), exported the way Keras 3 documents,
 ``model.export(path, format="onnx", opset_version=N)`` (tf2onnx's ``from_function`` on the TensorFlow
 backend), at opsets 13, 17 and 18 (tf2onnx's newest) with a dynamic batch dimension. The graphs are
 what tf2onnx writes for TensorFlow: NHWC with Transposes around every conv, MatMul + Add for Dense,
-LSTM/GRU in tf2onnx's gate layout, Shape/Slice/Concat chains, Squeeze/Unsqueeze, ReduceMean pools.
-Files are named keras/<model>_opset<N>.onnx.
+BatchNormalization as Mul + Add, LSTM as the LSTM op (but GRU as a Loop over its cell: tf2onnx does not
+recognise Keras 3's GRU), Shape/Slice/Concat chains, Squeeze/Unsqueeze, LayerNormalization as
+ReduceMean/Sqrt/Reciprocal, MultiHeadAttention as MatMul/Reshape/Transpose. Files are named
+keras/<model>_opset<N>.onnx (36 files, about 490 KB).
 """
 from __future__ import annotations
 
