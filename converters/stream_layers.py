@@ -378,6 +378,12 @@ def mixes_time(ctx: Stream, node: onnx.NodeProto) -> bool:
     """True when ``node`` reads all columns of a window at once (where an automatic split goes)."""
     if node.op_type in MIXERS:
         return True
+    if node.op_type in ("MaxPool", "AveragePool", "LpPool"):  # global pooling written as a pool over the whole input
+        a, shape, out = attrs(node), ctx.shapes.get(node.input[0]), ctx.shapes.get(node.output[0])
+        ks = list(a.get("kernel_shape") or [])
+        if (len(ks) == 1 and shape and out and len(shape) == len(out) == 3 and out[2] == 1
+                and isinstance(shape[2], int) and 1 < shape[2] <= (ks[0] - 1) * (a.get("dilations") or [1])[0] + 1):
+            return True
     if node.op_type in CHANNEL_AXIS:
         axes = channel_axes(ctx, node)
         return axes is None or TIME in axes or 0 in axes

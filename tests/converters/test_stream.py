@@ -281,6 +281,25 @@ def test_auto_split_and_explicit_split():
         assert_close(a[h][0], b[h][0])
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_a_pool_over_the_whole_window_starts_the_head(op):
+    """A pool whose one output column covers its whole input (PyTorch's adaptive_max_pool1d(x, 1), an
+    AvgPool1d of the feature length) is global pooling: the automatic split puts it in the head, where
+    its stride does not constrain the hop; streaming equals window inference (rtol 1e-5)."""
+    net = Net(np.random.default_rng(13), 2)
+    x, c, w = net.conv("x", 2, 32, 3, 2, 1, 4)  # 28 columns
+    pooled = net.add(op, [x], kernel_shape=[w], strides=[w])
+    out = net.add("Gemm", [net.add("Flatten", [pooled]), net._w(3, c), net._w(3)], transB=1)
+    model = make_model(net.nodes, {"x": (["N", 2, 32], np.float32)}, [out], net.inits)
+    sm = to_streaming(model, 8)
+    assert sm.split == [x] and sm.delay == 0
+    data = np.random.default_rng(14).standard_normal((2, 2, 8 * 20)).astype(np.float32)
+    outs = stream_in_ort(sm, data)
+    hops = list(range(sm.warmup_hops, len(outs)))
+    for h, want in zip(hops, window_outputs(model, data, 8, sm.window, hops)):
+        assert_close(outs[h][0], want)
+
+
 def test_dynamic_window_length_needs_window_argument():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3]),
              helper.make_node("GlobalMaxPool", ["c"], ["y"])]
