@@ -85,98 +85,71 @@ def exp32(x):
     return y
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def nan_max(x, y):
+def _nan_max(x, y):
     """max(x, y) that returns NaN when y is NaN (callers fold y into x, so NaN sticks)."""
     m = y if y > x else x
     return y if y != y else m
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def nan_min(x, y):
+def _nan_min(x, y):
     """min(x, y) that returns NaN when y is NaN (callers fold y into x, so NaN sticks)."""
     m = y if y < x else x
     return y if y != y else m
 
 
-@njit(inline="always", fastmath=FASTMATH)
+nan_max = njit(inline="always", fastmath=FASTMATH)(_nan_max)
+nan_min = njit(inline="always", fastmath=FASTMATH)(_nan_min)
+_nan_max_call = njit(forceinline=True, fastmath=FASTMATH)(_nan_max)  # for _binop: Numba's inlining of an
+_nan_min_call = njit(forceinline=True, fastmath=FASTMATH)(_nan_min)  # inline body in an inlined one warns
+
+
 def _binop(x, y, code):
-    """One binary op on scalars; ``code`` is a compile-time constant in every kernel."""
-    if code == ADD:
-        return x + y
-    if code == SUB:
-        return x - y
-    if code == MUL:
-        return x * y
-    if code == DIV:
-        return x / y
-    if code == IDIV:
-        if y == 0:
-            raise KernelInputError("integer Div by zero: a divisor fed at run time is 0")  # the plan names the node
-        q = x // y
-        return q + 1 if q < 0 and q * y != x else q
-    if code == POW:
-        return x ** y
-    if code == MAX:
-        return nan_max(x, y)
-    if code == MIN:
-        return nan_min(x, y)
-    if code == PRELU:
-        return x * y if x < 0 else x
-    if code == EQUAL:
-        return x == y
-    if code == LESS:
-        return x < y
-    if code == GREATER:
-        return x > y
-    if code == LESS_EQUAL:
-        return x <= y
-    if code == GREATER_EQUAL:
-        return x >= y
-    if code == MOD or code == CMOD:
-        return _int_mod(x, y, code == CMOD)
-    if code == FMOD:
-        return np.fmod(x, y)
-    if code == FLOOR_MOD:
-        r = np.fmod(x, y)  # NaN and the infinities follow from fmod; x + inf = inf keeps y
-        return r + y if r != 0 and (r < 0) != (y < 0) else r
-    if code >= AND:
-        return _bits(x, y, code)
-    return x
+    """One binary op on scalars, ``code`` an int literal: only that op's body is typed and inlined."""
 
 
-def _bits(x, y, code):
-    """The bitwise codes: and, or, xor of bools, those and the shifts of integers (typed per dtype,
-    since every branch of ``_binop`` is typed for every operand dtype)."""
+def _idiv(x, y, code):
+    if y == 0:
+        raise KernelInputError("integer Div by zero: a divisor fed at run time is 0")  # the plan names the node
+    q = x // y
+    return q + 1 if q < 0 and q * y != x else q
 
 
-@overload(_bits, inline="always", fastmath=FASTMATH)
-def _bits_typed(x, y, code):
-    if isinstance(x, types.Boolean):
-        def logic(x, y, code):
-            if code == AND:
-                return x & y
-            if code == OR:
-                return x | y
-            return x ^ y
-        return logic
-    if isinstance(x, types.Integer):
-        bits = x.bitwidth
+def _floor_mod(x, y, code):
+    r = np.fmod(x, y)  # NaN and the infinities follow from fmod; x + inf = inf keeps y
+    return r + y if r != 0 and (r < 0) != (y < 0) else r
 
-        def bitwise(x, y, code):
-            if code == AND:
-                return x & y
-            if code == OR:
-                return x | y
-            if code == XOR:
-                return x ^ y
-            if y < 0 or y >= bits:
-                return x ^ x if code == SHIFT_LEFT or x >= 0 else (x ^ x) - 1
-            if code == SHIFT_LEFT:
-                return x << y
-            return x >> y
-        return bitwise
-    return lambda x, y, code: x  # float operands never carry a bitwise code
+
+def _shift(bits: int, left: bool):
+    """The shift of ``bits``-wide integers: by a negative count or by ``bits`` or more, -1 for a
+    negative x shifted right, else 0."""
+    def shift(x, y, code):
+        if y < 0 or y >= bits:
+            return x ^ x if left or x >= 0 else (x ^ x) - 1
+        return x << y if left else x >> y
+    return shift
+
+
+_BINOPS = {
+    ADD: lambda x, y, code: x + y, SUB: lambda x, y, code: x - y, MUL: lambda x, y, code: x * y,
+    DIV: lambda x, y, code: x / y, IDIV: _idiv, POW: lambda x, y, code: x ** y,
+    MAX: lambda x, y, code: _nan_max_call(x, y), MIN: lambda x, y, code: _nan_min_call(x, y),
+    PRELU: lambda x, y, code: x * y if x < 0 else x,
+    EQUAL: lambda x, y, code: x == y, LESS: lambda x, y, code: x < y, GREATER: lambda x, y, code: x > y,
+    LESS_EQUAL: lambda x, y, code: x <= y, GREATER_EQUAL: lambda x, y, code: x >= y,
+    MOD: lambda x, y, code: _int_mod(x, y, False), CMOD: lambda x, y, code: _int_mod(x, y, True),
+    FMOD: lambda x, y, code: np.fmod(x, y), FLOOR_MOD: _floor_mod,
+    AND: lambda x, y, code: x & y, OR: lambda x, y, code: x | y, XOR: lambda x, y, code: x ^ y,
+    FIRST: lambda x, y, code: x,
+}
+
+
+@overload(_binop, inline="always", prefer_literal=True)
+def _binop_typed(x, y, code):
+    if not isinstance(code, types.IntegerLiteral):
+        return None
+    if code.literal_value in (SHIFT_LEFT, SHIFT_RIGHT):
+        return _shift(x.bitwidth, code.literal_value == SHIFT_LEFT)
+    return _BINOPS[code.literal_value]
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -191,56 +164,230 @@ def _int_mod(x, y, c_sign):
     return r
 
 
+F = np.float32
+HALF, ONE, TWO, FOUR, QUARTER = F(0.5), F(1.0), F(2.0), F(4.0), F(0.25)
+PI, PIO2, PIO4, TWO_OVER_PI = F(math.pi), F(math.pi / 2), F(math.pi / 4), F(2 / math.pi)
+INF, NAN = F(np.inf), F(np.nan)
+SIGN_BIT = np.int32(-2 ** 31)
+IN_ORDER = FASTMATH - {"reassoc"}
+"""The unary kernels' flags: the approximations' range reductions (Cody-Waite splits, e^(x/2) squared
+in two halves) are exact only when evaluated in the order written, which reassociation undoes."""
+TRIG_LIMIT = F(8192.0)
+"""sin32, cos32 and tan32 reduce |x| <= TRIG_LIMIT exactly enough; larger arguments go to libm."""
+PIO2_1, PIO2_2, PIO2_3 = F(1.5703125), F(4.837512969970703125e-4), F(7.54978995489188216e-8)
+
+
 @njit(inline="always", fastmath=FASTMATH)
+def _with_sign(y, x):
+    """y (not negative, or NaN) with the sign bit of x, so -0 stays -0."""
+    return _bits_as_float32(_float32_bits(y) | (_float32_bits(x) & SIGN_BIT))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _quadrant(x):
+    """(r, q): x = j pi/2 + r with j = round(2x / pi), |r| <= pi/4, q = j mod 4 (as a float). pi/2 is
+    split in three parts (Cody-Waite) so r is exact to float32 for |x| <= TRIG_LIMIT; NaN and the
+    infinities give NaN."""
+    j = np.floor(x * TWO_OVER_PI + HALF)
+    r = ((x - j * PIO2_1) - j * PIO2_2) - j * PIO2_3
+    return r, j - FOUR * np.floor(j * QUARTER)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _sin_poly(r):
+    """sin(r) for |r| <= pi/4 (Cephes sinf's polynomial, about 1 ulp)."""
+    z = r * r
+    return ((F(-1.9515295891e-4) * z + F(8.3321608736e-3)) * z + F(-1.6666654611e-1)) * z * r + r
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _cos_poly(r):
+    """cos(r) for |r| <= pi/4 (Cephes cosf's polynomial, about 1 ulp)."""
+    z = r * r
+    return ((F(2.443315711809948e-5) * z + F(-1.388731625493765e-3)) * z + F(4.166664568298827e-2)) * z * z \
+        - HALF * z + ONE
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def sin32(x):
+    """sin(x) in float32 without a libm call (vectorisable): sin or cos of the reduced r by quadrant.
+    Relative error below 2e-7 away from the zeros, absolute below 1e-7 * max(1, |x| / 8) near them,
+    for |x| <= TRIG_LIMIT (the kernel sends larger |x| to libm); NaN and +-inf give NaN."""
+    r, q = _quadrant(x)
+    s, c = _sin_poly(r), _cos_poly(r)
+    return s if q == 0 else (c if q == 1 else (-s if q == 2 else -c))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def cos32(x):
+    """cos(x) in float32 without a libm call (as ``sin32``, a quadrant further)."""
+    r, q = _quadrant(x)
+    s, c = _sin_poly(r), _cos_poly(r)
+    return c if q == 0 else (-s if q == 1 else (-c if q == 2 else s))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def tan32(x):
+    """tan(x) in float32 without a libm call: Cephes tanf's polynomial of the reduced r (about 2 ulp),
+    -1 / tan(r) in the odd quadrants. |x| <= TRIG_LIMIT (larger go to libm); NaN and +-inf give NaN."""
+    r, q = _quadrant(x)
+    z = r * r
+    t = (((((F(9.38540185543e-3) * z + F(3.11992232697e-3)) * z + F(2.44301354525e-2)) * z
+           + F(5.34112807005e-2)) * z + F(1.33387994085e-1)) * z + F(3.33331568548e-1)) * z * r + r
+    return -ONE / t if q == 1 or q == 3 else t
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _asin_poly(z, t):
+    """asin(t) for |t| <= 0.5 with z = t * t (Cephes asinf's polynomial, about 1 ulp)."""
+    return ((((F(4.2163199048e-2) * z + F(2.4181311049e-2)) * z + F(4.5470025998e-2)) * z
+             + F(7.4953002686e-2)) * z + F(1.6666752422e-1)) * z * t + t
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def asin32(x):
+    """asin(x) in float32 without a libm call: the polynomial for |x| <= 0.5, else
+    pi/2 - 2 asin(sqrt((1 - |x|) / 2)); about 2 ulp. NaN outside [-1, 1] and for NaN."""
+    a = abs(x)
+    big = a > HALF
+    z = HALF * (ONE - a) if big else a * a
+    p = _asin_poly(z, math.sqrt(z) if big else a)
+    y = PIO2 - (p + p) if big else p
+    return NAN if a > ONE else _with_sign(y, x)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def acos32(x):
+    """acos(x) in float32 without a libm call: pi/2 - asin(x) for |x| <= 0.5, else 2 asin(sqrt((1 - x) / 2))
+    (x > 0) or pi - 2 asin(sqrt((1 + x) / 2)); about 2 ulp. NaN outside [-1, 1] and for NaN."""
+    a = abs(x)
+    big = a > HALF
+    z = HALF * (ONE - a) if big else x * x
+    p = _asin_poly(z, math.sqrt(z) if big else x)
+    y = (p + p if x > 0 else PI - (p + p)) if big else PIO2 - p
+    return NAN if a > ONE else y
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def atan32(x):
+    """atan(x) in float32 without a libm call (Cephes atanf: |x| reduced by atan(t) = pi/4 + atan((t-1)/(t+1))
+    or pi/2 - atan(1/t) to |t| <= tan(pi/8), then a polynomial; about 2 ulp). +-inf give +-pi/2."""
+    a = abs(x)
+    big = a > F(2.414213562373095)
+    mid = a > F(0.4142135623730950)
+    t = -ONE / a if big else ((a - ONE) / (a + ONE) if mid else a)
+    z = t * t
+    p = (((F(8.05374449538e-2) * z + F(-1.38776856032e-1)) * z + F(1.99777106478e-1)) * z
+         + F(-3.33329491539e-1)) * z * t + t
+    return _with_sign((PIO2 if big else (PIO4 if mid else F(0.0))) + p, x)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def sinh32(x):
+    """sinh(x) in float32 without a libm call: Cephes sinhf's polynomial for |x| <= 1, else
+    e/2 - 1/(2e) with e = exp32(|x| / 2)^2 taken in two halves so it overflows only where sinh does."""
+    a = abs(x)
+    e = exp32(HALF * a)
+    z = x * x
+    small = ((F(2.03721912945e-4) * z + F(8.33028376239e-3)) * z + F(1.66667160211e-1)) * z * x + x
+    return small if a <= ONE else _with_sign((HALF * e) * e - HALF / (e * e), x)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def cosh32(x):
+    """cosh(x) in float32 without a libm call: e/2 + 1/(2e) with e = exp32(|x| / 2)^2 (as ``sinh32``)."""
+    e = exp32(HALF * abs(x))
+    return (HALF * e) * e + HALF / (e * e)
+
+
+LOG_P = (F(7.0376836292e-2), F(-1.1514610310e-1), F(1.1676998740e-1), F(-1.2420140846e-1), F(1.4249322787e-1),
+         F(-1.6668057665e-1), F(2.0000714765e-1), F(-2.4999993993e-1), F(3.3333331174e-1))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def log32(x):
+    """log(x) in float32 without a libm call (Cephes logf, about 1 ulp): x = m 2^e with m in
+    [sqrt(1/2), sqrt(2)) from the bits (subnormals scaled first), log(m) by a polynomial in m - 1.
+    -inf at +-0, NaN below 0 and for NaN, inf at inf."""
+    tiny = x < F(1.17549435e-38)
+    v = x * F(8388608.0) if tiny else x
+    bits = _float32_bits(v)
+    e = F((bits >> 23) - 126) - (F(23.0) if tiny else F(0.0))
+    m = _bits_as_float32((bits & np.int32(0x807FFFFF)) | np.int32(0x3F000000))
+    low = m < F(0.707106781186547524)
+    e = e - ONE if low else e
+    m = m + m - ONE if low else m - ONE
+    z = m * m
+    p = ((((((((LOG_P[0] * m + LOG_P[1]) * m + LOG_P[2]) * m + LOG_P[3]) * m + LOG_P[4]) * m + LOG_P[5]) * m
+           + LOG_P[6]) * m + LOG_P[7]) * m + LOG_P[8])
+    y = m + (p * m * z + e * F(-2.12194440e-4) - HALF * z) + e * F(0.693359375)
+    y = y if x < INF else x
+    return y if x > 0 else (-INF if x == 0 else NAN)
+
+
+ERF_SPLIT, ERF_ONE = F(0.921875), F(3.93)
+ERF_P = (F(-6.008650525473058e-4), F(4.996994975954294e-3), F(-2.67694853246212e-2), F(1.1281904578208923e-1),
+         F(-3.761250376701355e-1), F(1.2837915122509003e-1))
+ERF_Q = (F(1.6341573427780531e-6), F(-4.596680810209364e-5), F(5.957632674835622e-4), F(-4.753421992063522e-3),
+         F(2.639990858733654e-2), F(-1.100362241268158e-1), F(-6.318795680999756e-1), F(-1.1301981210708618),
+         F(3.104423813056201e-4))
+"""erf32's least-squares fits (float64 fits on Chebyshev nodes, rounded to float32): erf(x) / x - 1 as
+a polynomial in x^2 on |x| <= ERF_SPLIT, log(erfc(t)) as a polynomial in t on [ERF_SPLIT, ERF_ONE]."""
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def erf32(x):
+    """erf(x) in float32 without a libm call: x + x P(x^2) for |x| <= 0.921875 (relative error below
+    1e-7), else 1 - exp32(Q(|x|)) with the sign of x (absolute error below 1e-7); |x| >= 3.93 gives
+    +-1 (erfc is below half an ulp of 1 there). NaN stays NaN."""
+    s = x * x
+    p = ((((ERF_P[0] * s + ERF_P[1]) * s + ERF_P[2]) * s + ERF_P[3]) * s + ERF_P[4]) * s + ERF_P[5]
+    a = abs(x)
+    t = a if a < ERF_ONE else ERF_ONE
+    q = ((((((((ERF_Q[0] * t + ERF_Q[1]) * t + ERF_Q[2]) * t + ERF_Q[3]) * t + ERF_Q[4]) * t + ERF_Q[5]) * t
+           + ERF_Q[6]) * t + ERF_Q[7]) * t + ERF_Q[8])
+    y = x + x * p if a <= ERF_SPLIT else _with_sign(ONE - exp32(q), x)
+    return y if x == x else x
+
+
 def _unop(x, code):
-    """One unary op on a scalar."""
-    if code == NEG:
-        return -x
-    if code == ABS:
-        return abs(x)
-    if code == SIGN:
-        return x if x != x else (x > 0) - (x < 0)
-    if code == EXP:
-        return exp32(x)
-    if code == LOG:
-        return math.log(x) if x > 0 else (-np.inf if x == 0 else np.nan)
-    if code == SQRT:
-        return math.sqrt(x) if x >= 0 else np.nan
-    if code == RECIPROCAL:
-        return 1 / x
-    if code == ERF:
-        return math.erf(x)
-    if code == FLOOR:
-        return np.floor(x)
-    if code == CEIL:
-        return np.ceil(x)
-    if code == SIN:
-        return math.sin(x)
-    if code == COS:
-        return math.cos(x)
-    if code == TAN:
-        return math.tan(x)
-    if code == ASIN:
-        return math.asin(x)
-    if code == ACOS:
-        return math.acos(x)
-    if code == ATAN:
-        return math.atan(x)
-    if code == SINH:
-        return math.sinh(x)
-    if code == COSH:
-        return math.cosh(x)
-    if code == ROUND:
-        return np.rint(x)
-    if code == ISNAN:
-        return x != x
-    if code == ISINF:
-        return abs(x) == np.inf
-    if code == ISINF_POS:
-        return x == np.inf
-    if code == ISINF_NEG:
-        return x == -np.inf
-    return not x  # NOT
+    """One unary op on a scalar, ``code`` an int literal: only that op's body is typed and inlined."""
+
+
+_UNOPS = {
+    NEG: lambda x, code: -x, ABS: lambda x, code: abs(x),
+    SIGN: lambda x, code: x if x != x else (x > 0) - (x < 0),
+    EXP: lambda x, code: exp32(x), LOG: lambda x, code: log32(x),
+    SQRT: lambda x, code: math.sqrt(x) if x >= 0 else np.nan, RECIPROCAL: lambda x, code: 1 / x,
+    ERF: lambda x, code: erf32(x), FLOOR: lambda x, code: np.floor(x), CEIL: lambda x, code: np.ceil(x),
+    SIN: lambda x, code: sin32(x), COS: lambda x, code: cos32(x), TAN: lambda x, code: tan32(x),
+    ASIN: lambda x, code: asin32(x), ACOS: lambda x, code: acos32(x), ATAN: lambda x, code: atan32(x),
+    SINH: lambda x, code: sinh32(x), COSH: lambda x, code: cosh32(x), ROUND: lambda x, code: np.rint(x),
+    ISNAN: lambda x, code: x != x, ISINF: lambda x, code: abs(x) == np.inf,
+    ISINF_POS: lambda x, code: x == np.inf, ISINF_NEG: lambda x, code: x == -np.inf, NOT: lambda x, code: not x,
+}
+REDUCED = (SIN, COS, TAN)
+"""Unary codes whose approximation covers |x| <= TRIG_LIMIT; their kernels send larger |x| to libm."""
+
+
+@overload(_unop, inline="always", prefer_literal=True)
+def _unop_typed(x, code):
+    if not isinstance(code, types.IntegerLiteral):
+        return None
+    return _UNOPS[code.literal_value]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _libm_large(x, out, code):
+    """out[i] = libm sin/cos/tan (``code``) of x[i] where |x[i]| > TRIG_LIMIT (a scan first: usually none)."""
+    large = False
+    for i in range(x.size):
+        large |= abs(x[i]) > TRIG_LIMIT
+    if large:
+        for i in range(x.size):
+            v = x[i]
+            if abs(v) > TRIG_LIMIT:
+                out[i] = math.sin(v) if code == SIN else (math.cos(v) if code == COS else math.tan(v))
 
 
 @njit(inline="always")
@@ -262,7 +409,8 @@ def _odometer_step(idx, shape, strides, offsets, last):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _rows(a, b, out, shape, sa, sb, ia, ib, code):
-    """The outer loop of ``_broadcast`` for one inner stride pattern (ia, ib literal 0 or 1)."""
+    """out = a (op ``code``) b over the collapsed space ``shape`` (a, b, out flat, strides in elements),
+    the inner strides ``ia``, ``ib`` literal 0 or 1, so each op and pattern is one vectorised loop."""
     nd = shape.size
     n = shape[nd - 1]
     idx = np.zeros(nd, np.int64)
@@ -276,40 +424,21 @@ def _rows(a, b, out, shape, sa, sb, ia, ib, code):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _broadcast(a, b, out, shape, sa, sb, ia, ib, code):
-    """out = a (op) b over the collapsed space ``shape``; a, b, out are flat, strides in elements.
-
-    ``code`` and the inner strides ``ia``, ``ib`` (each 0 or 1) are compiled as literals, so each op
-    and pattern gets its own vectorised loop.
-    """
-    literally(code)
-    literally(ia)
-    literally(ib)
-    if out.size:
-        _rows(a, b, out, shape, sa, sb, ia, ib, code)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _broadcast_any(a, b, out, shape, sa, sb, code):
-    """``_broadcast`` for an inner stride pattern known only at run time (the variadic folds)."""
+def _fold(a, b, out, shape, sa, sb, code):
+    """``_rows`` for an inner stride pattern known only at run time (a step of the variadic folds),
+    compiled once per op ``code`` (a literal) and operand types, out of the folds' unrolled loops."""
     literally(code)
     ia, ib = sa[shape.size - 1], sb[shape.size - 1]
+    if not out.size:
+        return
     if ia == 1 and ib == 1:
-        _broadcast(a, b, out, shape, sa, sb, 1, 1, code)
+        _rows(a, b, out, shape, sa, sb, 1, 1, code)
     elif ia == 1:
-        _broadcast(a, b, out, shape, sa, sb, 1, 0, code)
+        _rows(a, b, out, shape, sa, sb, 1, 0, code)
     elif ib == 1:
-        _broadcast(a, b, out, shape, sa, sb, 0, 1, code)
+        _rows(a, b, out, shape, sa, sb, 0, 1, code)
     else:
-        _broadcast(a, b, out, shape, sa, sb, 0, 0, code)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _map(x, out, code):
-    """out = op(x) over flat arrays, ``code`` a literal."""
-    literally(code)
-    for i in range(x.size):
-        out[i] = _unop(x[i], code)
+        _rows(a, b, out, shape, sa, sb, 0, 0, code)
 
 
 def _binary(code: int, ia: int, ib: int):
@@ -319,7 +448,8 @@ def _binary(code: int, ia: int, ib: int):
     def kernel(a, b, out, shape, sa, sb):
         """out = a (op) b with broadcasting: ``shape`` is the collapsed output, sa/sb element strides
         whose innermost entries are this kernel's ia, ib."""
-        _broadcast(a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, sa, sb, ia, ib, code)
+        if out.size:
+            _rows(a.reshape(-1), b.reshape(-1), out.reshape(-1), shape, sa, sb, ia, ib, code)
 
     return kernel
 
@@ -336,9 +466,9 @@ def _variadic(code: int):
         for a in literal_unroll(ins):
             af = a.reshape(-1)
             if k == 0:
-                _broadcast_any(af, af, of, shape, strides[0], strides[0], FIRST)
+                _fold(af, af, of, shape, strides[0], strides[0], FIRST)
             else:
-                _broadcast_any(of, af, of, shape, so, strides[k], code)
+                _fold(of, af, of, shape, so, strides[k], code)
             k += 1
         if scale != 1.0:
             for i in range(of.size):
@@ -349,11 +479,16 @@ def _variadic(code: int):
 
 def _unary(code: int):
     """The any-rank kernel of unary op ``code``."""
+    reduced = code in REDUCED
 
-    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    @njit(cache=True, fastmath=IN_ORDER, error_model="numpy")
     def kernel(x, out):
         """out = op(x) elementwise over C-contiguous arrays of equal size."""
-        _map(x.reshape(-1), out.reshape(-1), code)
+        xf, of = x.reshape(-1), out.reshape(-1)
+        for i in range(xf.size):
+            of[i] = _unop(xf[i], code)
+        if reduced:
+            _libm_large(xf, of, code)
 
     return kernel
 

@@ -84,18 +84,37 @@ def gather_nd_kernel(data, indices, out, tuples, dims, strides, slice_, batch_st
             o[dst + i] = d[src + i]
 
 
+@njit(inline="always")
+def _combine_run(o, dst, u, src, n, reduction):
+    """o[dst + i] = combine(o[dst + i], u[src + i]) for i < n, the reduction dispatched outside the
+    loops so each loop is a plain (vectorisable) one."""
+    if reduction == NONE:
+        for i in range(n):
+            o[dst + i] = u[src + i]
+    elif reduction == ADD:
+        for i in range(n):
+            o[dst + i] = _combine(o[dst + i], u[src + i], ADD)
+    elif reduction == MUL:
+        for i in range(n):
+            o[dst + i] = _combine(o[dst + i], u[src + i], MUL)
+    elif reduction == MAX:
+        for i in range(n):
+            o[dst + i] = _combine(o[dst + i], u[src + i], MAX)
+    else:
+        for i in range(n):
+            o[dst + i] = _combine(o[dst + i], u[src + i], MIN)
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def scatter_nd_kernel(data, indices, updates, out, dims, strides, slice_, reduction):
     """ScatterND: out = data, then for each index tuple j (indices viewed as (tuples, k)), the
     ``slice_`` elements at its offset become combine(old, updates slice j), tuples in order."""
-    o, ix, u = out.reshape(-1), indices.reshape(-1), updates.reshape(-1)
-    o[:] = data.reshape(-1)
+    o, ix, u, d = out.reshape(-1), indices.reshape(-1), updates.reshape(-1), data.reshape(-1)
+    for i in range(o.size):
+        o[i] = d[i]
     k = dims.size
     for j in range(ix.size // k if k else u.size // slice_):
-        dst = _tuple_offset(ix, j * k, dims, strides)
-        src = j * slice_
-        for i in range(slice_):
-            o[dst + i] = _combine(o[dst + i], u[src + i], reduction)
+        _combine_run(o, _tuple_offset(ix, j * k, dims, strides), u, j * slice_, slice_, reduction)
 
 
 @njit(cache=True, fastmath=FASTMATH)

@@ -10,7 +10,13 @@ NaN follows onnxruntime, which differs between the two ops:
   never chosen unless it is element 0, and then it stays (NumPy's argmax would pick the first NaN).
 - TopK ranks NaN above +inf (so first with largest=1, last with largest=0), equal values and
   NaNs by lower index first.
+
+TopK with a large k on float32 or int32 (``top_k_keys``) ranks int64 keys instead of (value, index)
+pairs: the value's order as an int32 (float bits with the negatives' magnitude bits flipped, every NaN
+one value above +inf, -0 as +0) in the high half, complemented for largest, and the index in the low
+half. Sorting keys ascending is then TopK's order, by plain integer compares.
 """
+import numpy as np
 from numba import njit
 
 from . import FASTMATH
@@ -199,3 +205,39 @@ def top_k(x, values, indices, outer, n, inner, k, largest, budget, hv, hi):
                 vf[dst + (size - 1) * inner], idf[dst + (size - 1) * inner] = hv[0], hi[0]
                 hv[0], hi[0] = hv[size - 1], hi[size - 1]
                 _sift_down(hv, hi, 0, size - 1, largest)
+
+
+
+@njit(inline="always")
+def _order(v, b, is_float):
+    """The int32 whose order is TopK's order of value v (bits b, float32 when ``is_float``, else v is
+    the int32 b): negative floats' magnitude bits flipped, NaN above +inf, -0 as +0."""
+    if not is_float:
+        return b
+    if v != v:
+        return np.int32(0x7FC00000)
+    if v == 0:
+        return np.int32(0)
+    return b ^ np.int32(0x7FFFFFFF) if b < 0 else b
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def top_k_keys(x, values, indices, outer, n, inner, k, largest, is_float, keys):
+    """TopK as ``top_k`` (same layout and order) for float32 (``is_float``) or int32 x: per column, the
+    int64 keys (order << 32 | index, the order complemented for largest; see the module doc) of its n
+    elements, the k smallest selected (np.partition) and sorted. Scratch: ``keys``, n int64."""
+    xf, vf, idf = x.reshape(-1), values.reshape(-1), indices.reshape(-1)
+    bits = xf.view(np.int32)
+    if k == 0:
+        return
+    for o in range(outer):
+        for i in range(inner):
+            at = o * n * inner + i
+            for r in range(n):
+                m = _order(xf[at + r * inner], bits[at + r * inner], is_float)
+                keys[r] = (np.int64(~m if largest else m) << 32) | r
+            top = np.sort(np.partition(keys, k - 1)[:k] if k < n else keys)
+            dst = o * k * inner + i
+            for j in range(k):
+                r = top[j] & 0xFFFFFFFF
+                vf[dst + j * inner], idf[dst + j * inner] = xf[at + r * inner], r

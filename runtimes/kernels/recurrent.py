@@ -13,9 +13,9 @@ recurrence then runs per direction and step t on the batch rows: gates = H @ R'^
   GRU:  z = f(g_z), r = f(g_r), h = g(x_h + (r H) @ Rh^T + Rb_h) (linear_before_reset 0) or
         g(x_h + r (H @ Rh^T + Rb_h)) (1), H' = (1 - z) h + z H
   RNN:  H' = f(g)
-with every pre-activation clipped to [-clip, clip] when clip is set. Sigmoid and Tanh run on
-``fast_exp`` (vectorised; within 2e-7 of exact, as onnxruntime's own approximations are), the other
-activations on libm. A batch row b is active at steps
+with every pre-activation clipped to [-clip, clip] when clip is set. Sigmoid and Tanh run on the
+shared ``exp32`` and ``tanh32`` (vectorised; within 3e-7 of exact, as onnxruntime's own approximations
+are), the other activations on libm. A batch row b is active at steps
 t < lens[b] (read in reverse order by a reverse direction): inactive steps write zeros to Y and keep
 the state; a row of length 0 ends with zero final states, as onnxruntime does.
 
@@ -30,12 +30,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from . import FASTMATH, KernelInputError
-from .activation import IDENTITY, RELU, SIGMOID, TANH, activate
+from .activation import IDENTITY, RELU, SIGMOID, TANH, activate, tanh32
+from .elementwise import exp32
 from .gemm import matmul_tiles
 from .simd import flat
 
@@ -50,37 +49,7 @@ ACTS = HEAD
 """Activation codes start here: three per direction (f, g, h), then W' and R' row offsets."""
 
 
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """The float32 whose IEEE bits are the low 32 bits of the integer ``bits`` (a bitcast,
-    vectorisable)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
-        return builder.bitcast(low, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-LOG2E, LN2_HI, LN2_LO = np.float32(1.44269504), np.float32(0.693145752), np.float32(1.42860677e-06)
-EXP_LO, EXP_HI = np.float32(-87.0), np.float32(88.0)
-HALF, ONE, TWO = np.float32(0.5), np.float32(1.0), np.float32(2.0)
-C2, C3, C4, C5, C6 = (np.float32(1 / 2), np.float32(1 / 6), np.float32(1 / 24), np.float32(1 / 120),
-                      np.float32(1 / 720))
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def fast_exp(x):
-    """exp(x) in float32 (relative error ~2e-7) without a libm call, so loops of it vectorise:
-    2^n * e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts), e^r by its degree-6
-    Taylor polynomial (|r| <= ln 2 / 2), 2^n from exponent bits. x is clamped to [-87, 88], NaN kept."""
-    x = EXP_LO if x < EXP_LO else EXP_HI if x > EXP_HI else x
-    n = np.floor(x * LOG2E + HALF)
-    r = (x - n * LN2_HI) - n * LN2_LO
-    p = ONE + r * (ONE + r * (C2 + r * (C3 + r * (C4 + r * (C5 + r * C6)))))
-    return p * _float_from_bits((np.int64(n) + 127) << 23)
+ONE = np.float32(1.0)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -104,15 +73,15 @@ def _act(v, code, alpha, beta):
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _apply(a, off, n, code, alpha, beta):
     """a[off:off + n] = act(a[off:off + n]) in place. The code is dispatched outside the loops, so
-    Sigmoid and Tanh (on fast_exp) and Relu vectorise (numpy's error model: Python's check of
+    Sigmoid and Tanh (on exp32 and tanh32) and Relu vectorise (numpy's error model: Python's check of
     division by zero keeps a loop with a division scalar)."""
     v = a[off:off + n]
     if code == SIGMOID:
         for j in range(n):
-            v[j] = ONE / (ONE + fast_exp(-v[j]))
+            v[j] = ONE / (ONE + exp32(-v[j]))
     elif code == TANH:
         for j in range(n):
-            v[j] = ONE - TWO / (fast_exp(TWO * v[j]) + ONE)
+            v[j] = tanh32(v[j])
     elif code == RELU:
         for j in range(n):
             v[j] = activate(v[j], RELU, alpha, beta)

@@ -141,6 +141,21 @@ def test_top_k_detection_scores(k):
     assert_matches_ort(_top_k_model(x, k, 11), {"x": x}, 0, 0)
 
 
+def test_top_k_keys_zeros_nan_signs_and_int32_extremes():
+    """The path of large k on float32 and int32 (ranking int64 keys): -0 ties +0 (lower index first),
+    a NaN with its sign bit set ranks as any NaN, int32's extremes keep their order; along the last
+    axis and the first."""
+    rng = np.random.default_rng(9)
+    pool = np.array([-0.0, 0.0, 1.5, -1.5, np.inf, -np.inf, np.nan, -np.nan, 3e-45, -3e-45], np.float32)
+    x = rng.choice(pool, (3, 64))
+    i = rng.choice(np.array([-2 ** 31, 2 ** 31 - 1, 0, -1, 1, 7], np.int32), (3, 64))
+    for data in (x, i):
+        for largest in (0, 1):
+            assert_matches_ort(_top_k_model(data, 50, 11, largest=largest), {"x": data}, 0, 0)
+            cols = np.ascontiguousarray(data.T)
+            assert_matches_ort(_top_k_model(cols, 50, 11, axis=0, largest=largest), {"x": cols}, 0, 0)
+
+
 @pytest.mark.parametrize("order", ["ascending", "descending", "constant"])
 def test_top_k_on_ordered_columns(order):
     """Inputs that are worst cases of a heap (ascending) or of a naive quickselect pivot, on both
