@@ -213,8 +213,10 @@ def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tupl
     for p in prepared:
         out = next(o for o in p.outputs if o)
         chain = [producer[out]]
-        while original.nodes[chain[-1]].inputs[:1] != p.inputs[:1] and len(chain) < 8:
-            prev = original.nodes[chain[-1]].inputs[0] if original.nodes[chain[-1]].inputs else ""
+        residuals = set(p.inputs[3:]) if p.op_type == "Conv" else set()  # Adds fused into the Conv
+        while not _is_head(original.nodes[chain[-1]], p, residuals) and len(chain) < 8:
+            # back along the first input that is not a fused residual (Add(R, conv) lists R first)
+            prev = next((x for x in original.nodes[chain[-1]].inputs if x not in residuals), "")
             if prev not in producer:
                 chain = chain[:1]
                 break
@@ -230,6 +232,12 @@ def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tupl
                 survivor_of[o] = out
     nodes = [by_index.get(i) or NodeProfile(n.name, n.op_type, 0.0, "dead") for i, n in enumerate(original.nodes)]
     return nodes, survivor_of
+
+
+def _is_head(node, p, residuals: set[str]) -> bool:
+    """Whether original ``node`` is the head of prepared node ``p``: the same first input (and, with a
+    fused residual, the same op: Add(x, Conv(x)) reads the Conv's input too)."""
+    return node.inputs[:1] == p.inputs[:1] and (not residuals or node.op_type == p.op_type)
 
 
 def _tensor_profile(a: np.ndarray) -> TensorProfile:

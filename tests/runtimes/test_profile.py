@@ -1,5 +1,6 @@
 """runtimes/profile.py: every node gets a time >= 0; BN and activation fused into a Conv cost 0 and
-name the Conv; views, folded constants and dead nodes cost 0; tensor shapes and byte sizes equal
+name the Conv, as does a residual Add fused into it in either input order (also Add(x, Conv(x)));
+views, folded constants and dead nodes cost 0; tensor shapes and byte sizes equal
 onnx shape inference's; the raw input size; codec round trips (zstd exact, fp16 within 1e-3
 relative, int8 within half a quantisation step); JSON round trip; the fastest-of-repeats statistic; the model is compiled once."""
 import numpy as np
@@ -49,6 +50,20 @@ def test_every_node_has_a_time_and_fusions_are_attributed(profiled):
     assert (nodes["const_add"].kind, nodes["const_add"].time_s) == ("free", 0.0)
     assert (nodes["dead"].kind, nodes["dead"].time_s) == ("dead", 0.0)
     assert profiled.plan_s > 0 and profiled.overhead_s >= 0
+
+
+@pytest.mark.parametrize("order", [("r", "c"), ("c", "r"), ("x", "c")])
+def test_a_fused_residual_add_names_the_conv(order):
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Add", list(order), ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["y"], name="relu")]
+    inputs = {"x": ((1, 4, 6, 6), np.float32), "r": ((1, 4, 6, 6), np.float32)}
+    model = make_model(nodes, inputs, ["y"], {"w": rng.standard_normal((4, 4, 3, 3)).astype(np.float32)})
+    nodes = {n.name: n for n in profile_model(model, repeat=2).nodes}
+    assert nodes["conv"].kind == "kernel"
+    for name in ("add", "relu"):
+        assert (nodes[name].kind, nodes[name].fused_into) == ("fused", "conv")
 
 
 def test_tensor_sizes_match_shape_inference(profiled):
