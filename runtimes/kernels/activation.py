@@ -6,7 +6,7 @@ Codes and parameters (alpha, beta):
 7 HardSwish, 8 Elu(alpha), 9 Selu(alpha, gamma), 10 Celu(alpha), 11 Softplus, 12 Softsign, 13 Mish,
 14 Gelu (erf), 15 Gelu (tanh approximation), 16 ThresholdedRelu(alpha), 17 Shrink(lambd, bias).
 Constants are float32, so float32 inputs stay float32 and their loops vectorise; exponentials use
-``exp32``, tanh ``tanh32`` (no libm call, relative error below 3e-7) and erf ``erf32``. Each formula is
+``exp32``, tanh ``tanh32`` and erf ``erf32`` (no libm call, relative error below 3e-7). Each formula is
 compiled only where used: tiles inline the piecewise-linear ones, a vector loop per code inlines that
 code's formula alone (``activate_const``), and one out-of-line function has them all.
 """
@@ -18,7 +18,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from . import FASTMATH
-from .elementwise import exp32
+from .elementwise import LOG_P, erf32, exp32
 
 (IDENTITY, RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, ELU, SELU, CELU, SOFTPLUS,
  SOFTSIGN, MISH, GELU, GELU_TANH, THRESHOLDED_RELU, SHRINK) = range(18)
@@ -59,9 +59,6 @@ def tanh32(v):
     return v if abs(v) < TANH_TINY else x * p / q
 
 
-LOG_P = tuple(np.float32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-                                      1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-                                      3.3333331174e-1))
 SQRT2, LN2_HI, LN2_LO = np.float32(math.sqrt(2.0)), np.float32(0.693359375), np.float32(-2.12194440e-4)
 
 
@@ -69,7 +66,7 @@ SQRT2, LN2_HI, LN2_LO = np.float32(math.sqrt(2.0)), np.float32(0.693359375), np.
 def _log1p_unit(t):
     """log(1 + t) for t in [0, 1] without a libm call (which does not vectorise, and is slow on float32):
     1 + t = x 2^e with x in [sqrt(1/2), sqrt(2)] and log x = z - z^2/2 + z^3 P(z) (Cephes logf), where
-    z = x - 1 is t or (t - 1) / 2, computed from t without rounding 1 + t; NaN stays NaN."""
+    z = x - 1 is t or (t - 1) / 2, computed from t (``log32`` would round 1 + t first); NaN stays NaN."""
     big = t > SQRT2 - ONE
     z = (t - ONE) * HALF if big else t
     e = ONE if big else ZERO
@@ -86,28 +83,11 @@ def _softplus(v):
     return (v if v > ZERO else ZERO) + _log1p_unit(_exp(-abs(v)))
 
 
-ERF_P = tuple(np.float32(c) for c in (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-                                      -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-                                      -1.60960333262415e-02))
-ERF_Q = tuple(np.float32(c) for c in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-                                      -7.37332916720468e-03, -1.42647390514189e-02))
-FOUR, MISH_LINEAR = np.float32(4.0), np.float32(20.0)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def erf32(v):
-    """erf in float32 without a libm call, so loops of it vectorise: x P(x^2) / Q(x^2) on x clamped to
-    [-4, 4] (erf is +-1 in float32 beyond), absolute error below 5e-7; NaN stays NaN."""
-    x = min(max(v, -FOUR), FOUR)
-    z = x * x
-    p = ((((((ERF_P[0] * z + ERF_P[1]) * z + ERF_P[2]) * z + ERF_P[3]) * z + ERF_P[4]) * z + ERF_P[5]) * z
-         + ERF_P[6])
-    q = (((ERF_Q[0] * z + ERF_Q[1]) * z + ERF_Q[2]) * z + ERF_Q[3]) * z + ERF_Q[4]
-    return x * p / q
+MISH_LINEAR = np.float32(20.0)
 
 
 # One formula per activation code, f(v, alpha, beta) on a float32 scalar. The vector loops inline
-# only their code's formula (``activate_const``); ``activate_all`` picks one at run time.
+# only their code's formula (``activate_const``); ``activate_any`` picks one at run time.
 @njit(inline="always", fastmath=FASTMATH)
 def _identity(v, alpha, beta):
     return v
