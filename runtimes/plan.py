@@ -20,7 +20,7 @@ import numpy as np
 from edgekit.errors import InputError, ModelError, UnsupportedOpError
 from edgekit.ir import Graph, Node
 
-from . import fusion
+from . import fusion, rewrites
 from .kernels import KernelInputError
 from .ops import BUILDERS
 from .ops.registry import (MAX_PLAN_BYTES, Constant, In, Kernel, Out, Tensor, Unsupported, View, aligned_bytes,
@@ -142,6 +142,7 @@ def prepare(graph: Graph) -> Prepared:
     """Order, prune, fuse and check the graph (see module docstring)."""
     nodes = _toposort(graph)
     nodes = _live_nodes(nodes, [o.name for o in graph.outputs])
+    nodes = rewrites.rewrite(graph, nodes)
     nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
     odd = {vi.name: ("an untyped" if vi.dtype is None else "a string" if vi.dtype.kind in "OSU"
                      else f"a {vi.dtype.name}") + " tensor: edgekit computes float, integer and bool tensors"

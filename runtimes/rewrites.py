@@ -1,0 +1,242 @@
+"""Graph rewrites done once per model, before fusion: patterns exporters (tf2onnx for Keras) write as
+chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can then fuse.
+
+- ``Add(x, 3) -> Clip(0, 6) -> Mul(1/6)`` (or ``Div(6)``) is ``HardSigmoid(x, 1/6, 1/2)``, and
+  ``Mul(x, HardSigmoid(x, 1/6, 1/2))`` is ``HardSwish(x)`` (Keras hard_sigmoid / hard_swish).
+- ``MatMul(A, B)`` with A of rank 2 and B a constant float32 matrix is ``Gemm(A, B)`` (Keras Dense).
+- Constant per-output-channel ``Mul`` / ``Add`` / ``Sub`` / ``Div`` after a Conv or Gemm with
+  constant weights fold into its weights and bias (Keras BatchNorm written as Mul + Add, a Dense or
+  Conv1D bias written as Add), also through a Squeeze of spatial axes (Conv1D as Conv2D + Squeeze),
+  which then moves after the chain together with a following activation, so the activation fuses.
+
+Every rewrite fires only when the intermediate tensors have a single consumer and are not graph
+outputs, and when the constants cannot broadcast the result to another shape (so outputs are the
+same up to float rounding of the folded weights). Ranks come from a small propagation over the
+graph (``ranks``); a tensor of unknown rank blocks the rewrites that need it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.ir import Graph, Node
+
+from .fusion import _constant_nodes, _folded, single_consumer  # (private helpers of fusion, shared on purpose)
+from .ops.activation import ACTIVATIONS
+
+AFFINE = ("Mul", "Add", "Sub", "Div")
+SAME_RANK = set(ACTIVATIONS) | {
+    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
+    "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Neg", "Abs", "Sqrt",
+    "Reciprocal", "Exp", "Log", "Erf", "Cast", "Identity", "Softmax", "LogSoftmax", "Dropout", "Transpose",
+    "LRN", "Pad", "Resize", "Upsample", "Floor", "Ceil", "Round", "Sign", "Not", "CumSum"}
+BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor",
+             "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "PRelu", "Mod"}
+
+
+def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
+    """Return ``nodes`` (in execution order) with the patterns above rewritten; ``graph.constants``
+    gains the Constant nodes' values and the folded weights."""
+    outputs = {o.name for o in graph.outputs}
+    nodes = _constant_nodes(nodes, graph.constants, outputs)
+    nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
+    nodes = _hard_swish(nodes, outputs)
+    nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
+    return _fold_affine(nodes, graph.constants, outputs)
+
+
+def ranks(graph: Graph, nodes: list[Node]) -> dict[str, int]:
+    """Rank of every tensor it can tell without shapes (graph inputs, constants, then op by op)."""
+    r = {name: v.ndim for name, v in graph.constants.items()}
+    r.update({i.name: len(i.shape) for i in graph.inputs if i.shape is not None})
+    for n in nodes:
+        ins = [r.get(x) for x in n.inputs if x]
+        out = None
+        if n.domain or not ins or ins[0] is None:
+            pass
+        elif n.op_type in SAME_RANK:
+            out = ins[0]
+        elif n.op_type in BROADCAST:
+            out = max(ins) if None not in ins else None
+        elif n.op_type in ("Gemm", "Flatten"):
+            out = 2
+        elif n.op_type == "MatMul":
+            out = max(ins) if None not in ins and min(ins) >= 2 else None
+        elif n.op_type == "Reshape" and n.inputs[1] in graph.constants:
+            out = graph.constants[n.inputs[1]].size
+        elif n.op_type in ("Squeeze", "Unsqueeze"):
+            axes = _axes(n, graph.constants)
+            if axes is not None:
+                out = ins[0] + (len(axes) if n.op_type == "Unsqueeze" else -len(axes))
+        elif n.op_type.startswith("Reduce") and n.attrs.get("keepdims", 1):
+            out = ins[0]
+        if out is not None:
+            r[n.outputs[0]] = out
+    return r
+
+
+def _axes(n: Node, constants: dict) -> list[int] | None:
+    """The axes of a Squeeze/Unsqueeze (attribute before opset 13, constant input after), or None."""
+    if "axes" in n.attrs:
+        return list(n.attrs["axes"])
+    if len(n.inputs) > 1 and n.inputs[1] in constants:
+        return [int(a) for a in constants[n.inputs[1]].reshape(-1)]
+    return None
+
+
+def _scalar(name: str, constants: dict, rank: int | None) -> float | None:
+    """The value of a one-element float constant that cannot raise the rank of a rank-``rank`` tensor."""
+    c = constants.get(name)
+    if c is None or c.size != 1 or c.dtype.kind != "f" or rank is None or c.ndim > rank:
+        return None
+    return float(c.reshape(-1)[0])
+
+
+def _other(n: Node, x: str) -> str | None:
+    """The other input of binary ``n`` when one input is ``x`` (the first match), else None."""
+    if len(n.inputs) != 2 or x not in n.inputs:
+        return None
+    return n.inputs[1] if n.inputs[0] == x else n.inputs[0]
+
+
+def _hard_sigmoid(nodes: list[Node], constants: dict, outputs: set[str], rank: dict[str, int]) -> list[Node]:
+    """``Add(x, 3) -> Clip(0, 6) -> Mul(1/6) | Div(6)`` -> ``HardSigmoid(x, alpha=1/6, beta=0.5)``."""
+    consumer = single_consumer(nodes, outputs)
+    replaced: dict[int, Node] = {}
+    dropped: set[int] = set()
+    for add in nodes:
+        if add.op_type != "Add" or add.domain or len(add.inputs) != 2:
+            continue
+        x = next((i for i in add.inputs if _scalar(_other(add, i) or "", constants, rank.get(i)) == 3.0), None)
+        clip = consumer.get(add.outputs[0])
+        if x is None or clip is None or clip.op_type != "Clip" or clip.domain or clip.inputs[0] != add.outputs[0]:
+            continue
+        bounds = ((clip.attrs.get("min"), clip.attrs.get("max")) if len(clip.inputs) == 1 else
+                  tuple(_scalar(b, constants, 0) if b else None for b in (clip.inputs[1:] + ["", ""])[:2]))
+        scale = consumer.get(clip.outputs[0])
+        if bounds != (0.0, 6.0) or scale is None or scale.op_type not in ("Mul", "Div") or scale.domain:
+            continue
+        c = _other(scale, clip.outputs[0])
+        v = _scalar(c or "", constants, rank.get(x))
+        if v is None or (scale.op_type == "Div" and (scale.inputs[1] != c or v != 6.0)) \
+                or (scale.op_type == "Mul" and abs(v * 6 - 1) > 1e-6):
+            continue
+        replaced[id(scale)] = Node(f"{add.name}+{clip.name}+{scale.name}", "HardSigmoid", "", [x],
+                                   list(scale.outputs), {"alpha": 1 / 6, "beta": 0.5})
+        dropped |= {id(add), id(clip)}
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in dropped]
+
+
+def _hard_swish(nodes: list[Node], outputs: set[str]) -> list[Node]:
+    """``Mul(x, HardSigmoid(x, 1/6, 1/2))`` (either order) -> ``HardSwish(x)``."""
+    consumer = single_consumer(nodes, outputs)
+    replaced: dict[int, Node] = {}
+    for hs in nodes:
+        if hs.op_type != "HardSigmoid" or hs.domain or abs(hs.attrs.get("alpha", 0.2) * 6 - 1) > 1e-6 \
+                or hs.attrs.get("beta", 0.5) != 0.5:
+            continue
+        mul = consumer.get(hs.outputs[0])
+        if mul is not None and mul.op_type == "Mul" and not mul.domain and _other(mul, hs.outputs[0]) == hs.inputs[0]:
+            replaced[id(mul)] = Node(f"{hs.name}+{mul.name}", "HardSwish", "", [hs.inputs[0]], list(mul.outputs))
+            replaced[id(hs)] = None
+    return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
+
+
+def _matmul_to_gemm(nodes: list[Node], constants: dict, rank: dict[str, int]) -> list[Node]:
+    """``MatMul(A, B)`` with A of rank 2 and B a constant float32 matrix -> ``Gemm(A, B)``."""
+    for n in nodes:
+        if n.op_type == "MatMul" and not n.domain and rank.get(n.inputs[0]) == 2 and n.inputs[1] in constants:
+            b = constants[n.inputs[1]]
+            if b.ndim == 2 and b.dtype == np.float32:
+                n.op_type = "Gemm"
+    return nodes
+
+
+def _channel_values(c: np.ndarray | None, rank: int, channels: int) -> np.ndarray | None:
+    """``c`` as ``channels`` float64 values if it broadcasts over a rank-``rank`` tensor per channel
+    (axis 1) only, without changing its shape; else None."""
+    if c is None or c.dtype.kind != "f" or c.ndim > rank:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(c.astype(np.float64).reshape(-1), (channels,))
+
+
+def _fold_affine(nodes: list[Node], constants: dict, outputs: set[str]) -> list[Node]:
+    """Fold constant per-channel Mul/Add/Sub/Div chains after a Conv or Gemm into its weights and bias."""
+    consumer = single_consumer(nodes, outputs)
+    dropped: set[int] = set()
+    after: dict[int, list[Node]] = {}  # a moved Squeeze (and activation), placed where the chain ended
+    for n in nodes:
+        if n.op_type not in ("Conv", "Gemm") or n.domain or len(n.outputs) != 1 or id(n) in dropped \
+                or len(n.inputs) < 2 or n.inputs[1] not in constants:
+            continue
+        w = constants[n.inputs[1]]
+        channels = w.shape[0] if n.op_type == "Conv" else w.shape[0 if n.attrs.get("transB", 0) else 1]
+        rank = w.ndim if n.op_type == "Conv" else 2
+        scale, shift = np.ones(channels), np.zeros(channels)
+        x, chain, squeeze, end = n.outputs[0], [], None, None
+        while (m := consumer.get(x)) is not None and not m.domain:
+            if m.op_type == "Squeeze" and squeeze is None and n.op_type == "Conv":
+                axes = _axes(m, constants)
+                if not axes or any(a % rank < 2 for a in axes):
+                    break
+                squeeze, rank = m, rank - len(axes)
+                chain.append(m)
+            elif m.op_type in AFFINE and len(m.inputs) == 2:
+                c = _other(m, x)
+                v = _channel_values(constants.get(c), rank, channels)
+                if v is None or (m.op_type == "Div" and m.inputs[1] != c):
+                    break
+                if m.op_type == "Mul":
+                    scale, shift = scale * v, shift * v
+                elif m.op_type == "Div":
+                    scale, shift = scale / v, shift / v
+                elif m.op_type == "Add":
+                    shift = shift + v
+                elif m.inputs[0] == x:  # x - c
+                    shift = shift - v
+                else:  # c - x
+                    scale, shift = -scale, v - shift
+                chain.append(m)
+                end = m
+            else:
+                break
+            x = m.outputs[0]
+        if end is None:
+            continue
+        weights = _folded(n, scale, shift, constants)
+        if weights is None:
+            continue
+        w_name, b_name = f"{n.name}::affine_weight", f"{n.name}::affine_bias"
+        constants[w_name], constants[b_name] = weights
+        n.inputs = [n.inputs[0], w_name, b_name]
+        if n.op_type == "Gemm":
+            n.attrs = {**n.attrs, "transB": 0, "alpha": 1.0, "beta": 1.0}
+        dropped |= {id(m) for m in chain}
+        n.name = "+".join([n.name] + [m.name for m in chain if m is not squeeze])
+        if squeeze is None or chain.index(squeeze) > chain.index(end):
+            n.outputs = list(end.outputs)
+            if squeeze is not None:  # (after the last folded node: it stays where it is)
+                dropped.discard(id(squeeze))
+            continue
+        # Conv -> Squeeze -> affine -> [activation]: Conv(folded) -> [activation] -> Squeeze
+        moved = [squeeze]
+        act = consumer.get(end.outputs[0])
+        if act is not None and act.op_type in ACTIVATIONS and not act.domain and act.inputs[0] == end.outputs[0] \
+                and len(act.outputs) == 1:
+            act.inputs = [f"{n.name}::out", *act.inputs[1:]]
+            act.outputs, squeeze.outputs = [f"{act.name}::out"], list(act.outputs)
+            moved = [act, squeeze]
+            dropped.add(id(act))
+        else:
+            squeeze.outputs = list(end.outputs)
+        n.outputs = [f"{n.name}::out"]
+        squeeze.inputs = [moved[-2].outputs[0] if len(moved) > 1 else n.outputs[0], *squeeze.inputs[1:]]
+        after[id(moved[-1] if len(moved) > 1 else end)] = moved
+    out = []
+    for n in nodes:
+        if id(n) not in dropped:
+            out.append(n)
+        out.extend(after.get(id(n), ()))
+    return out
