@@ -221,13 +221,69 @@ def _order(v, b, is_float):
     return b ^ np.int32(0x7FFFFFFF) if b < 0 else b
 
 
+@njit(inline="always")
+def _select_keys(keys, n, k):
+    """Reorder keys[:n] in place so its k smallest (distinct) keys come first: quickselect with
+    median-of-three pivots and Hoare partitions (keys are distinct, their low half an index)."""
+    lo, hi = 0, n - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        a, b, c = keys[lo], keys[mid], keys[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while keys[i] < pivot:
+                i += 1
+            while keys[j] > pivot:
+                j -= 1
+            if i <= j:
+                keys[i], keys[j] = keys[j], keys[i]
+                i += 1
+                j -= 1
+        if k - 1 <= j:
+            hi = j
+        elif k - 1 >= i:
+            lo = i
+        else:
+            return
+
+
+@njit(inline="always")
+def _radix_sort(keys, tmp, k, counts):
+    """Sort keys[:k] (int64) ascending: 8-bit least-significant-digit radix passes through tmp[:k]
+    (the top byte's sign bit flipped), skipping the passes where every key has the same digit.
+    ``counts`` is scratch of 256 int64."""
+    src, dst = keys, tmp
+    moved = False
+    for shift in range(0, 64, 8):
+        flip = 0x80 if shift == 56 else 0
+        counts[:] = 0
+        for j in range(k):
+            counts[((src[j] >> shift) & 0xFF) ^ flip] += 1
+        if counts[((src[0] >> shift) & 0xFF) ^ flip] == k:
+            continue
+        total = 0
+        for d in range(256):
+            total, counts[d] = total + counts[d], total
+        for j in range(k):
+            d = ((src[j] >> shift) & 0xFF) ^ flip
+            dst[counts[d]] = src[j]
+            counts[d] += 1
+        src, dst = dst, src
+        moved = not moved
+    if moved:
+        for j in range(k):
+            keys[j] = src[j]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def top_k_keys(x, values, indices, outer, n, inner, k, largest, is_float, keys):
     """TopK as ``top_k`` (same layout and order) for float32 (``is_float``) or int32 x: per column, the
     int64 keys (order << 32 | index, the order complemented for largest; see the module doc) of its n
-    elements, the k smallest selected (np.partition) and sorted. Scratch: ``keys``, n int64."""
+    elements, the k smallest selected (quickselect) and radix-sorted. Scratch: ``keys``, n + k int64."""
     xf, vf, idf = x.reshape(-1), values.reshape(-1), indices.reshape(-1)
     bits = xf.view(np.int32)
+    counts = np.empty(256, np.int64)
     if k == 0:
         return
     for o in range(outer):
@@ -236,8 +292,9 @@ def top_k_keys(x, values, indices, outer, n, inner, k, largest, is_float, keys):
             for r in range(n):
                 m = _order(xf[at + r * inner], bits[at + r * inner], is_float)
                 keys[r] = (np.int64(~m if largest else m) << 32) | r
-            top = np.sort(np.partition(keys, k - 1)[:k] if k < n else keys)
+            _select_keys(keys, n, k)
+            _radix_sort(keys, keys[n:], k, counts)
             dst = o * k * inner + i
             for j in range(k):
-                r = top[j] & 0xFFFFFFFF
+                r = keys[j] & 0xFFFFFFFF
                 vf[dst + j * inner], idf[dst + j * inner] = xf[at + r * inner], r

@@ -69,7 +69,7 @@ def build_top_k(node: Node, inputs: list, opset: int) -> Kernel:
     out_shape = x.shape[:axis] + (k,) + x.shape[axis + 1:]
     select = k >= SELECT_MIN_K and math.log2(k) >= SELECT_EXPONENT * math.log2(n)
     if select and x.dtype != np.int64:
-        args = (In(0), Out(0), Out(1), outer, n, inner, k, largest, x.dtype == np.float32, np.empty(n, np.int64))
+        args = (In(0), Out(0), Out(1), outer, n, inner, k, largest, x.dtype == np.float32, np.empty(n + k, np.int64))
         return Kernel(kr.top_k_keys, args, [(out_shape, x.dtype), (out_shape, np.dtype(np.int64))])
     budget = 2 * n.bit_length() + 8 if select else 0  # partitions before quickselect gives up for the heap
     scratch = np.empty(n if select else k, x.dtype), np.empty(n if select else k, np.int64)
