@@ -1,0 +1,140 @@
+"""runtimes/rewrites.py on small graphs of each pattern tf2onnx writes for Keras: per-channel constant
+Mul/Add/Sub/Div chains after Conv (2-D, 1-D, Conv1D as Conv2D + Squeeze) and Gemm/MatMul fold into the
+weights, MatMul of rank-2 A and constant B becomes Gemm (absorbing its bias Add), Add(3) -> Clip(0, 6)
+-> Mul(1/6) | Div(6) becomes HardSigmoid and x * HardSigmoid(x) HardSwish, in every operand order and
+constant broadcast form. Forms that must not rewrite stay as written: an intermediate read twice or a
+graph output, per-position constants, non-constant operands, a MatMul of rank-3 A, other Clip bounds.
+Each session's prepared op types are checked and its outputs match onnxruntime at batch 1 and 3 within
+rtol = atol = 1e-5 (folding rounds the weights once; HardSigmoid computes x/6 + 1/2 for (x + 3)/6)."""
+import numpy as np
+import pytest
+from onnx import helper
+
+import edgekit
+from oracle import assert_matches_ort, make_model
+
+C, K, H, W = 4, 3, 5, 6
+RNG = np.random.default_rng(0)
+
+
+def f32(*shape: int) -> np.ndarray:
+    return RNG.uniform(0.5, 1.5, shape).astype(np.float32) * RNG.choice([-1, 1], shape).astype(np.float32)
+
+
+def check(nodes, inits: dict, x_shape: tuple, expect: list[str], outputs=("y",)) -> None:
+    """Prepared op types are ``expect``; outputs match onnxruntime at batch 1 and 3."""
+    model = make_model(nodes, {"x": (("N",) + x_shape, np.float32)}, list(outputs), inits)
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes] == expect
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch,) + x_shape).astype(np.float32)
+        assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
+
+
+def node(op: str, ins: list[str], out: str, **attrs):
+    return helper.make_node(op, ins, [out], name=out, **attrs)
+
+
+CHANNEL_FORMS = [(1, C, 1, 1), (C, 1, 1), (1, 1, 1, 1), (), (1,)]
+
+
+@pytest.mark.parametrize("form", CHANNEL_FORMS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_mul_add_relu_is_one_conv(form, bias):
+    inits = {"w": f32(C, K, 3, 3), "s": f32(*form), "t": f32(*form)}
+    if bias:
+        inits["b"] = f32(C)
+    nodes = [node("Conv", ["x", "w"] + (["b"] if bias else []), "c", pads=[1, 1, 1, 1]),
+             node("Mul", ["c", "s"], "m"), node("Add", ["t", "m"], "a"), node("Relu", ["a"], "y")]
+    check(nodes, inits, (K, H, W), ["Conv"])
+
+
+def test_sub_div_and_constant_minus_x_fold():
+    inits = {"w": f32(C, K, 3), "s": f32(1, C, 1), "t": f32(C, 1), "u": f32(1, C, 1)}
+    nodes = [node("Conv", ["x", "w"], "c"), node("Sub", ["c", "s"], "d"), node("Div", ["d", "t"], "e"),
+             node("Sub", ["u", "e"], "y")]
+    check(nodes, inits, (K, W), ["Conv"])
+
+
+def test_conv1d_as_conv2d_squeeze_bias_bn_relu_is_conv_then_squeeze():
+    inits = {"w": f32(C, K, 1, 3), "axes": np.array([2], np.int64), "b": f32(1, C, 1), "s": f32(1, C, 1),
+             "t": f32(1, C, 1)}
+    nodes = [node("Unsqueeze", ["x", "axes"], "x4"), node("Conv", ["x4", "w"], "c"),
+             node("Squeeze", ["c", "axes"], "q"), node("Add", ["q", "b"], "a"), node("Mul", ["a", "s"], "m"),
+             node("Add", ["m", "t"], "n"), node("Relu", ["n"], "y")]
+    check(nodes, inits, (K, W), ["Unsqueeze", "Conv", "Squeeze"])
+
+
+@pytest.mark.parametrize("bias_shape", [(5,), (1, 5), ()])
+def test_matmul_add_is_gemm_and_bn_relu_fold(bias_shape):
+    inits = {"b": f32(8, 5), "c": f32(*bias_shape), "s": f32(1, 5), "t": f32(5)}
+    nodes = [node("MatMul", ["x", "b"], "mm"), node("Add", ["mm", "c"], "a"), node("Mul", ["a", "s"], "m"),
+             node("Add", ["m", "t"], "n"), node("Relu", ["n"], "y")]
+    check(nodes, inits, (8,), ["Gemm"])
+
+
+def hard_swish_nodes(x: str, div: bool, swap: bool) -> list:
+    """Keras hard_swish on ``x`` in tf2onnx's form, operands swapped or not, /6 as Div or Mul."""
+    add = ["three", x] if swap else [x, "three"]
+    scale = node("Div", ["cl", "six"], "hs") if div else node("Mul", ["sixth", "cl"] if swap else ["cl", "sixth"], "hs")
+    return [node("Add", add, "p3"), node("Clip", ["p3", "zero", "six"], "cl"), scale,
+            node("Mul", ["hs", x] if swap else [x, "hs"], "y")]
+
+
+HS = {"three": np.array(3, np.float32), "zero": np.array(0, np.float32), "six": np.array(6, np.float32),
+      "sixth": np.array(1 / 6, np.float32)}
+
+
+@pytest.mark.parametrize("div", [False, True])
+@pytest.mark.parametrize("swap", [False, True])
+def test_hard_swish_pattern_is_hardswish(div, swap):
+    check(hard_swish_nodes("x", div, swap), HS, (C, W), ["HardSwish"])
+
+
+def test_conv_bn_hard_swish_is_one_conv():
+    inits = {"w": f32(C, K, 3, 3), "s": f32(1, C, 1, 1), "t": f32(1, C, 1, 1), **HS,
+             "three": np.full((1, 1, 1, 1), 3, np.float32)}
+    nodes = [node("Conv", ["x", "w"], "c"), node("Mul", ["c", "s"], "m"), node("Add", ["m", "t"], "a"),
+             *hard_swish_nodes("a", False, False)]
+    check(nodes, inits, (K, H, W), ["Conv"])
+
+
+def test_squeeze_excitation_gate_is_conv_with_hard_sigmoid():
+    inits = {"w": f32(K, K, 1, 1), **HS}
+    nodes = [node("Conv", ["x", "w"], "c"), node("Add", ["c", "three"], "p3"),
+             node("Clip", ["p3", "zero", "six"], "cl"), node("Mul", ["cl", "sixth"], "g"), node("Mul", ["x", "g"], "y")]
+    check(nodes, inits, (K, H, W), ["Conv", "Mul"])
+
+
+def test_an_intermediate_read_twice_or_a_graph_output_stops_the_fold():
+    inits = {"w": f32(C, K, 3), "s": f32(1, C, 1), "t": f32(1, C, 1)}
+    twice = [node("Conv", ["x", "w"], "c"), node("Mul", ["c", "s"], "m"), node("Add", ["m", "t"], "a"),
+             node("Add", ["a", "m"], "y")]
+    check(twice, inits, (K, W), ["Conv", "Add", "Add"])  # (Conv+Mul fold; the Add reading m twice stays)
+    output = [node("Conv", ["x", "w"], "c"), node("Mul", ["c", "s"], "m"), node("Add", ["m", "t"], "y")]
+    check(output, inits, (K, W), ["Conv", "Add"], outputs=("y", "m"))
+
+
+@pytest.mark.parametrize("form", [(1, C, H, W), (W,), (1, 1, H, 1), (2, 1, 1, 1, 1)])
+def test_per_position_or_rank_raising_constants_do_not_fold(form):
+    inits = {"w": f32(C, K, 3, 3), "s": f32(*form)}
+    nodes = [node("Conv", ["x", "w"], "c", pads=[1, 1, 1, 1]), node("Mul", ["c", "s"], "y")]
+    check(nodes, inits, (K, H, W), ["Conv", "Mul"])
+
+
+def test_non_constant_operands_do_not_rewrite():
+    inits = {"w": f32(C, C, 1), **HS}
+    conv_mul = [node("Conv", ["x", "w"], "c"), node("Mul", ["c", "x"], "y")]
+    check(conv_mul, inits, (C, W), ["Conv", "Mul"])
+    not_same_x = [node("Add", ["x", "three"], "p3"), node("Clip", ["p3", "zero", "six"], "cl"),
+                  node("Mul", ["cl", "sixth"], "hs"), node("Mul", ["hs", "hs"], "y")]
+    check(not_same_x, inits, (C, W), ["HardSigmoid", "Mul"])
+    clip5 = {**HS, "six": np.array(5, np.float32)}
+    check(hard_swish_nodes("x", False, False), clip5, (C, W), ["Add", "Clip", "Mul", "Mul"])
+
+
+def test_matmul_of_rank3_a_or_variable_b_stays_matmul():
+    check([node("MatMul", ["x", "b"], "mm"), node("Add", ["mm", "c"], "y")], {"b": f32(W, 5), "c": f32(5)}, (C, W),
+          ["MatMul", "Add"])
+    check([node("MatMul", ["x", "x"], "y")], {}, (C, C), ["MatMul"])
