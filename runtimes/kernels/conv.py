@@ -31,10 +31,13 @@ Depthwise convolutions (one input and one output channel per group) are not prod
 tiles accumulate vectors of output columns over the taps, one channel at a time, and the common
 3x3 case (stride 1 or 2) reads X itself through a sliding window of input rows.
 
-A residual R of Y's shape (a fused ``Add``: ``conv_kernel(plan, residual=True)``) is added after the bias and before the activation, while the outputs just written are still in
-cache: the direct product is computed by column blocks of about RESIDUAL_RUN outputs, each then
-added to and activated; the wide product adds R as it compacts Y_wide, the depthwise methods per
-channel. Tiles that apply Relu in registers leave it to that pass then.
+A residual R of Y's shape (a fused ``Add``: ``conv_kernel(plan, residual=True)``) is added after the
+bias and before the activation, while the outputs just written are still in cache: the direct
+product is computed by column blocks of about RESIDUAL_RUN outputs, each then added to and
+activated; the wide product adds R as it compacts Y_wide, the depthwise methods per channel. Tiles
+that apply Relu in registers leave it to that pass then. Relu without a residual is applied the
+same way (by explicit vectors, in the compaction or per column block): a pass of its own over Y
+cost more than the product for a 3-channel stem.
 """
 from __future__ import annotations
 
@@ -115,46 +118,49 @@ def _repack(x, x_off, channels, h, w, pt, pl, sh, sw, qh, qw, plane, q):
 @njit(cache=True, fastmath=FASTMATH)
 def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2, res, residual):
     """y[y_off + (i*oh + r)*ow + j] = act(yw[yw_off + i*ncols + r*qw + j] (+ res[same offset as y]
-    when ``residual``)) for j < ow (drops the wide columns)."""
-    relu = residual and code == RELU  # (then applied as the residual is added)
+    when ``residual``)) for j < ow (drops the wide columns). Relu is applied as the rows are copied
+    (one pass over Y instead of two), other activations by a pass over Y."""
+    relu = code == RELU
     for i in range(m):
         for r in range(oh):
             o = y_off + (i * oh + r) * ow
-            if residual:
-                _add_run(y, o, yw, yw_off + i * ncols + r * qw, res, ow, relu)
-            else:
-                vcopy(y, o, yw, yw_off + i * ncols + r * qw, ow)
+            _add_run(y, o, yw, yw_off + i * ncols + r * qw, res, ow, relu, residual)
     if not relu:
         activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _add_run(y, y_off, a, a_off, res, n, relu):
-    """y[y_off + j] = a[a_off + j] + res[y_off + j] for j < n (the residual has Y's layout), then Relu
-    when ``relu`` (as activate's: NaN and -0.0 pass). Explicit vectors: a loop LLVM must prove free
-    of aliasing (y may be a) stays scalar."""
+def _add_run(y, y_off, a, a_off, res, n, relu, add):
+    """y[y_off + j] = a[a_off + j] (+ res[y_off + j] when ``add``: the residual has Y's layout) for
+    j < n, then Relu when ``relu`` (as activate's: NaN and -0.0 pass). Explicit vectors: a loop LLVM
+    must prove free of aliasing (y may be a) stays scalar."""
     zero = vsplat(0.0)
     full = n - n % LANES
     for j in range(0, full, LANES):  # (whole vectors: constant masks, plain loads and stores)
-        v = vadd(vload(a, a_off + j, LANES), vload(res, y_off + j, LANES))
+        v = vload(a, a_off + j, LANES)
+        if add:
+            v = vadd(v, vload(res, y_off + j, LANES))
         if relu:
             v = vmax(zero, v)
         vstore(y, y_off + j, v, LANES)
     if full < n:
-        v = vadd(vload(a, a_off + full, n - full), vload(res, y_off + full, n - full))
+        v = vload(a, a_off + full, n - full)
+        if add:
+            v = vadd(v, vload(res, y_off + full, n - full))
         if relu:
             v = vmax(zero, v)
         vstore(y, y_off + full, v, n - full)
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def _add_residual(y, y_off, y_rs, m, n, res, code, p1, p2):
-    """Rows i < m of n outputs at y[y_off + i*y_rs]: y = act(y + res) (the residual has Y's layout;
-    Relu applied in registers, other activations by a pass over the rows just written)."""
+def _epilogue(y, y_off, y_rs, m, n, res, add, code, p1, p2):
+    """Rows i < m of n outputs at y[y_off + i*y_rs]: y = act(y (+ res when ``add``: the residual has
+    Y's layout)); Relu applied in registers, other activations by a pass over the rows just written."""
     relu = code == RELU
-    for i in range(m):
-        o = y_off + i * y_rs
-        _add_run(y, o, y, o, res, n, relu)
+    if add or relu:
+        for i in range(m):
+            o = y_off + i * y_rs
+            _add_run(y, o, y, o, res, n, relu, add)
     if not relu:
         activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
 
@@ -446,7 +452,7 @@ def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow, code, p1, p2):
     else:
         for r in range(0, oh, 8):
             _dw_narrow(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(8, oh - r), ow)
-    activate_rows(y, dst, oh * ow, np.int64(1), oh * ow, code, p1, p2)  # one contiguous run
+    _epilogue(y, dst, oh * ow, np.int64(1), oh * ow, y, False, code, p1, p2)  # one contiguous run
 
 
 @njit(inline="always")
@@ -571,11 +577,11 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
                     y_off = (img * c_out + g) * oh * ow
                     _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, y_off, oh, ow)
                     if residual:
-                        _add_residual(yf, y_off, oh * ow, one, oh * ow, rf, identity, p1, p2)
+                        _epilogue(yf, y_off, oh * ow, one, oh * ow, rf, True, identity, p1, p2)
                     if (g + 1) % chunk == 0 or g == groups - 1:  # activate the last channels while in L1
                         first = g - g % chunk
                         size = (g + 1 - first) * oh * ow
-                        activate_rows(yf, y_off + oh * ow - size, size, one, size, code, p1, p2)
+                        _epilogue(yf, y_off + oh * ow - size, size, one, size, yf, False, code, p1, p2)
             elif dw:  # repack and compute one channel at a time, in L1
                 for g in range(groups):
                     src, b_add = xf, x_off + g * plane
@@ -585,7 +591,7 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
                     y_off = (img * c_out + g) * oh * ow
                     if residual:
                         _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, identity, p1, p2)
-                        _add_residual(yf, y_off, oh * ow, one, oh * ow, rf, code, p1, p2)
+                        _epilogue(yf, y_off, oh * ow, one, oh * ow, rf, True, code, p1, p2)
                     else:
                         _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, code, p1, p2)
             else:
@@ -600,14 +606,14 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
                         matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
                                      scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
                         _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2, rf, residual)
-                    elif residual:  # by column blocks, each added to and activated while in cache
+                    elif residual or code == RELU:  # by column blocks, each added to and activated in cache
                         tile_cols = (ROW_VECS if cout_g == 1 else WIDE_VECS) * LANES  # the product's column blocks
                         block = tile_cols * max(1, RESIDUAL_RUN // (max(cout_g, PANEL_ROWS) * tile_cols))
                         for j0 in range(0, ncols, block):
                             nj = min(block, ncols - j0)
                             matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + j0, bias, g * cout_g, one,
                                          zero, unit, yf, y_off + j0, ncols, cout_g, nj, k, unit, identity, p1, p2)
-                            _add_residual(yf, y_off + j0, ncols, cout_g, nj, rf, code, p1, p2)
+                            _epilogue(yf, y_off + j0, ncols, cout_g, nj, rf, residual, code, p1, p2)
                     else:
                         matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
                                      yf, y_off, ncols, cout_g, ncols, k, unit, code, p1, p2)
@@ -658,10 +664,8 @@ def _rows_entry(dot: bool, narrow: bool, short: bool, quads: bool, product: bool
                     if product and full < ow:
                         matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + full, bias, g * cout_g, one, zero,
                                      unit, yf, y_off + full, ow, cout_g, ow - full, k, unit, identity, p1, p2)
-                if residual:  # the group is contiguous
-                    _add_residual(yf, y_off, cout_g * ow, one, cout_g * ow, rf, code, p1, p2)
-                elif not relu or method == DOT or ow > 2 * LANES:
-                    activate_rows(yf, y_off, cout_g * ow, one, cout_g * ow, code, p1, p2)
+                if residual or not relu or method == DOT or ow > 2 * LANES:  # (the group is contiguous)
+                    _epilogue(yf, y_off, cout_g * ow, one, cout_g * ow, rf, residual, code, p1, p2)
 
     return kernel
 
