@@ -3,6 +3,9 @@ chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can
 
 - ``Add(x, 3) -> Clip(0, 6) -> Mul(1/6)`` (or ``Div(6)``) is ``HardSigmoid(x, 1/6, 1/2)``, and
   ``Mul(x, HardSigmoid(x, 1/6, 1/2))`` is ``HardSwish(x)`` (Keras hard_sigmoid / hard_swish).
+- Keras LayerNormalization as tf2onnx decomposes it (mean = ReduceMean(x); var = ReduceMean((x - mean)^2);
+  g = gamma / Sqrt(var + eps); y = x * g + (beta - mean * g), with Neg/Sub/Mul/Add/Reciprocal) over the
+  last axis is ``LayerNormalization(x, gamma, beta, axis=-1, epsilon=eps)``.
 - ``MatMul(A, B)`` with A of rank 2 and B a constant float32 matrix is ``Gemm(A, B)`` (Keras Dense).
 - Constant per-output-channel ``Mul`` / ``Add`` / ``Sub`` / ``Div`` after a Conv or Gemm with
   constant weights fold into its weights and bias (Keras BatchNorm written as Mul + Add, a Dense or
@@ -40,6 +43,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     nodes = _constant_nodes(nodes, graph.constants, outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _hard_swish(nodes, outputs)
+    nodes = _layer_norm(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
     return _fold_affine(nodes, graph.constants, outputs)
 
@@ -139,6 +143,79 @@ def _hard_swish(nodes: list[Node], outputs: set[str]) -> list[Node]:
             replaced[id(mul)] = Node(f"{hs.name}+{mul.name}", "HardSwish", "", [hs.inputs[0]], list(mul.outputs))
             replaced[id(hs)] = None
     return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
+
+
+def _layer_norm(nodes: list[Node], constants: dict, outputs: set[str], rank: dict[str, int]) -> list[Node]:
+    """tf2onnx's LayerNormalization over the last axis (see the module docstring) -> LayerNormalization."""
+    uses: dict[str, list[Node]] = {}
+    for n in nodes:
+        for x in set(n.inputs):
+            uses.setdefault(x, []).append(n)
+
+    def only(t: str, *ops: str) -> list[Node] | None:
+        """The consumers of ``t`` if they are exactly nodes of ``ops`` (in some order) and ``t`` is internal."""
+        u = uses.get(t, [])
+        if t in outputs or sorted(m.op_type for m in u) != sorted(ops) or any(m.domain for m in u):
+            return None
+        return sorted(u, key=lambda m: ops.index(m.op_type))
+
+    def last_axis(m: Node, x: str) -> bool:
+        r, axes = rank.get(x), _axes(m, constants)
+        return bool(r) and axes is not None and [a % r for a in axes] == [r - 1] and m.attrs.get("keepdims", 1) == 1
+
+    def vector(name: str | None, r: int) -> np.ndarray | None:
+        c = constants.get(name or "")
+        if c is None or c.dtype != np.float32 or c.ndim > r or c.size < 2 or c.shape[-1] != c.size:
+            return None
+        return c.reshape(-1)
+
+    replaced: dict[int, Node] = {}
+    dropped: set[int] = set()
+    for mean in nodes:
+        if mean.op_type != "ReduceMean" or mean.domain or not last_axis(mean, x := mean.inputs[0]):
+            continue
+        pair = only(mean.outputs[0], "Sub", "Neg")
+        if pair is None or pair[0].inputs != [x, mean.outputs[0]]:
+            continue
+        sub, neg = pair
+        sq = only(sub.outputs[0], "Mul")
+        if sq is None or sq[0].inputs != [sub.outputs[0]] * 2:
+            continue
+        var = only(sq[0].outputs[0], "ReduceMean")
+        if var is None or not last_axis(var[0], sq[0].outputs[0]):
+            continue
+        chain, t = [], var[0].outputs[0]
+        for op in ("Add", "Sqrt", "Reciprocal", "Mul"):
+            nxt = only(t, op)
+            if nxt is None:
+                break
+            chain.append(nxt[0])
+            t = nxt[0].outputs[0]
+        if len(chain) < 4:
+            continue
+        add_eps, _, _, gmul = chain
+        eps = _scalar(_other(add_eps, var[0].outputs[0]) or "", constants, rank.get(x))
+        gamma = vector(_other(gmul, chain[2].outputs[0]), rank.get(x))
+        muls = only(gmul.outputs[0], "Mul", "Mul")
+        if eps is None or gamma is None or muls is None:
+            continue
+        a = next((m for m in muls if _other(m, gmul.outputs[0]) == x), None)
+        b = next((m for m in muls if _other(m, gmul.outputs[0]) == neg.outputs[0]), None)
+        if a is None or b is None or a is b or only(neg.outputs[0], "Mul") is None:
+            continue
+        add_beta, final = only(b.outputs[0], "Add"), only(a.outputs[0], "Add")
+        if add_beta is None or final is None or only(add_beta[0].outputs[0], "Add") != final \
+                or _other(final[0], a.outputs[0]) != add_beta[0].outputs[0]:
+            continue
+        beta = vector(_other(add_beta[0], b.outputs[0]), rank.get(x))
+        if beta is None or beta.size != gamma.size:
+            continue
+        name = f"{mean.name}::layer_norm"
+        constants[f"{name}_scale"], constants[f"{name}_bias"] = gamma, beta
+        replaced[id(final[0])] = Node(name, "LayerNormalization", "", [x, f"{name}_scale", f"{name}_bias"],
+                                      list(final[0].outputs), {"axis": -1, "epsilon": eps})
+        dropped |= {id(m) for m in (mean, sub, neg, sq[0], var[0], *chain, a, b, add_beta[0])}
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in dropped]
 
 
 def _matmul_to_gemm(nodes: list[Node], constants: dict, rank: dict[str, int]) -> list[Node]:

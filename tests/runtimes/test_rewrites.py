@@ -138,3 +138,40 @@ def test_matmul_of_rank3_a_or_variable_b_stays_matmul():
     check([node("MatMul", ["x", "b"], "mm"), node("Add", ["mm", "c"], "y")], {"b": f32(W, 5), "c": f32(5)}, (C, W),
           ["MatMul", "Add"])
     check([node("MatMul", ["x", "x"], "y")], {}, (C, C), ["MatMul"])
+
+
+def layer_norm_nodes(axes_input: bool) -> list:
+    """Keras LayerNormalization over the last axis as tf2onnx decomposes it."""
+    axes = {} if axes_input else {"axes": [-1]}
+    mean_in = ["x", "axes"] if axes_input else ["x"]
+    var_in = ["sq", "axes"] if axes_input else ["sq"]
+    return [node("ReduceMean", mean_in, "mean", **axes), node("Neg", ["mean"], "neg"),
+            node("Sub", ["x", "mean"], "sd"), node("Mul", ["sd", "sd"], "sq"), node("ReduceMean", var_in, "var", **axes),
+            node("Add", ["var", "eps"], "ve"), node("Sqrt", ["ve"], "r"), node("Reciprocal", ["r"], "rr"),
+            node("Mul", ["rr", "gamma"], "g"), node("Mul", ["x", "g"], "a"), node("Mul", ["neg", "g"], "b"),
+            node("Add", ["b", "beta"], "c"), node("Add", ["a", "c"], "y")]
+
+
+@pytest.mark.parametrize("x_shape", [(16,), (3, 16)])
+@pytest.mark.parametrize("opset", [13, 18])
+def test_decomposed_layer_norm_is_layer_normalization(x_shape, opset):
+    inits = {"eps": np.array(1e-3, np.float32), "gamma": f32(1, 16), "beta": f32(16)}
+    if opset >= 18:
+        inits["axes"] = np.array([-1], np.int64)
+    model = make_model(layer_norm_nodes(opset >= 18), {"x": (("N",) + x_shape, np.float32)}, ["y"], inits, opset=opset)
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes] == ["LayerNormalization"]
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch,) + x_shape).astype(np.float32) * 3 + 1
+        assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
+
+
+def test_layer_norm_with_an_intermediate_graph_output_or_another_axis_stays():
+    inits = {"eps": np.array(1e-3, np.float32), "gamma": f32(1, 16), "beta": f32(16)}
+    check(layer_norm_nodes(False), inits, (16,), [n.op_type for n in layer_norm_nodes(False)], outputs=("y", "var"))
+    other_axis = layer_norm_nodes(False)
+    for n in (other_axis[0], other_axis[4]):  # (the two ReduceMeans)
+        del n.attribute[:]
+        n.attribute.extend([helper.make_attribute("axes", [0])])
+    inits.update(gamma=f32(16), beta=f32(16))
+    check(other_axis, inits, (16,), [n.op_type for n in other_axis])
