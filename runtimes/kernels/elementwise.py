@@ -113,6 +113,7 @@ def _binop(x, y, code):
 
 
 def _idiv(x, y, code):
+    """Integer division truncating toward zero (C's, onnxruntime's); a divisor of 0 raises."""
     if y == 0:
         raise KernelInputError("integer Div by zero: a divisor fed at run time is 0")  # the plan names the node
     q = x // y
@@ -120,6 +121,7 @@ def _idiv(x, y, code):
 
 
 def _floor_mod(x, y, code):
+    """Float x mod y with the divisor's sign: x - floor(x / y) y (opset 28's fmod=0)."""
     r = np.fmod(x, y)  # NaN and the infinities follow from fmod; x + inf = inf keeps y
     return r + y if r != 0 and (r < 0) != (y < 0) else r
 
@@ -170,7 +172,7 @@ def _int_mod(x, y, c_sign):
 
 
 F = np.float32
-HALF, ONE, TWO, FOUR, QUARTER = F(0.5), F(1.0), F(2.0), F(4.0), F(0.25)
+HALF, ONE, FOUR, QUARTER = F(0.5), F(1.0), F(4.0), F(0.25)
 PI, PIO2, PIO4, TWO_OVER_PI = F(math.pi), F(math.pi / 2), F(math.pi / 4), F(2 / math.pi)
 INF, NAN = F(np.inf), F(np.nan)
 SIGN_BIT = np.int32(-2 ** 31)
