@@ -3,7 +3,7 @@ explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without
 multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised
 method, 4- and 2-vector tiles, written transposed; rows of exactly a tile's columns as whole
 vectors), rows of at most two vectors (short tiles), single columns over contiguous taps (dot
-products), with and without bias, batch 1 and 3; weights known only at run time; fused activations
+products), with and without bias, batch 1 and 3; one kernel per path; weights known only at run time; fused activations
 (Relu applied in the narrow and short tiles' registers: NaN and Inf propagate); the Conv ->
 BatchNormalization -> Relu fusion run through InferenceSession; the PPG demo net streamed
 (StreamingSession, batch 1 and 2) against its step model in onnxruntime.
@@ -167,6 +167,21 @@ def test_single_row_outputs_take_the_rows_kernel(width):
     session.run(None, {"x": x})
     (fn, args), = next(iter(session._plans.values())).steps
     assert fn is (kc.conv_rows_kernel if width <= ROWS_WIDTH else kc.conv_kernel(args[5]))
+
+
+def test_each_path_has_a_kernel_of_its_own():
+    """Convolutions of one path share a kernel; another path (depthwise, wide, repacked) gets another,
+    so a model compiles only the paths it uses (planning compiles nothing)."""
+    def kernel(x_shape, w_shape, **attrs):
+        model = _conv_model(x_shape, np.ones(w_shape, np.float32), attrs, None)
+        (fn, _), = edgekit.InferenceSession(model).plan((x_shape,)).steps
+        return fn
+    pointwise = kernel((1, 8, 20, 20), (16, 8, 1, 1))
+    assert kernel((2, 4, 9, 30), (6, 4, 1, 1)) is pointwise
+    others = [kernel((1, 8, 20, 20), (8, 1, 3, 3), group=8, pads=[1, 1, 1, 1]),
+              kernel((1, 8, 20, 20), (8, 1, 5, 5), group=8), kernel((1, 8, 20, 20), (16, 8, 3, 3), pads=[1, 1, 1, 1]),
+              kernel((1, 8, 20, 20), (16, 8, 1, 1), strides=[2, 2])]
+    assert len({id(f) for f in [pointwise, *others]}) == 5
 
 
 def test_same_padding_with_dilation_matches_reference_evaluator():
