@@ -249,6 +249,8 @@ def _fold_affine(nodes: list[Node], constants: dict, outputs: set[str]) -> list[
                 or len(n.inputs) < 2 or n.inputs[1] not in constants:
             continue
         w = constants[n.inputs[1]]
+        if n.op_type == "Gemm" and w.ndim != 2:
+            continue
         channels = w.shape[0] if n.op_type == "Conv" else w.shape[0 if n.attrs.get("transB", 0) else 1]
         rank = w.ndim if n.op_type == "Conv" else 2
         scale, shift = np.ones(channels), np.zeros(channels)
@@ -263,7 +265,7 @@ def _fold_affine(nodes: list[Node], constants: dict, outputs: set[str]) -> list[
             elif m.op_type in AFFINE and len(m.inputs) == 2:
                 c = _other(m, x)
                 v = _channel_values(constants.get(c), rank, channels)
-                if v is None or (m.op_type == "Div" and m.inputs[1] != c):
+                if v is None or (m.op_type == "Div" and (m.inputs[1] != c or not v.all())):
                     break
                 if m.op_type == "Mul":
                     scale, shift = scale * v, shift * v
