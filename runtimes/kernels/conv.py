@@ -549,6 +549,13 @@ def conv_kernel(plan: np.ndarray, rows: bool = False, residual: bool = False):
 _KERNELS: dict[tuple[bool, ...], object] = {}
 
 
+def is_rows_kernel(fn) -> bool:
+    """Whether ``fn`` computes as ``conv_rows_kernel`` does on its plans: that kernel itself, or one
+    ``conv_kernel(plan, rows=True)`` made without a residual (so a streaming step program may run
+    ``conv_rows_kernel`` in its place)."""
+    return fn is conv_rows_kernel or any(fn is f for key, f in _KERNELS.items() if key[0] and not key[-1])
+
+
 def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
     """``conv_kernel``'s kernel for the path the flags name (a closure over bools keeps the cache key
     stable): 3x3 depthwise, generic depthwise, the wide product or the direct product, with or without

@@ -167,6 +167,8 @@ def test_single_row_outputs_take_the_rows_kernel(width):
     session.run(None, {"x": x})
     (fn, args), = next(iter(session._plans.values())).steps
     assert fn is (kc.conv_rows_kernel if width <= ROWS_WIDTH else kc.conv_kernel(args[5]))
+    rows = width <= ROWS_WIDTH
+    assert kc.is_rows_kernel(fn) == rows == kc.is_rows_kernel(kc.conv_kernel(args[5], rows))
 
 
 def test_each_path_has_a_kernel_of_its_own():
