@@ -254,21 +254,33 @@ _pair_two = _narrow_tile(2, 2, False, 2 * PAIR_SPLITS)
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
-    """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile).
-    Groups of fewer than NARROW_VECS vectors of channels take tiles of two vectors by PAIR_COLS
-    columns, or half as many for the last columns when at most that many remain (two, over two
-    sums of alternate taps, when at most two remain)."""
+    """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile),
+    by blocks of NARROW_VECS channel vectors or, for fewer channels, by pairs."""
     if cout >= NARROW_VECS * LANES:
-        block = NARROW_VECS * LANES
-        for j0 in range(0, ow, NARROW_COLS):
-            n = min(NARROW_COLS, ow - j0)
-            for c0 in range(0, cout, block):
-                m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
-                if m >= block:
-                    _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
-                else:
-                    _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
-        return
+        _narrow_blocks(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu)
+    else:
+        _narrow_pairs(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _narrow_blocks(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
+    """_narrow for groups of at least NARROW_VECS vectors of channels: NARROW_COLS x NARROW_VECS tiles."""
+    block = NARROW_VECS * LANES
+    for j0 in range(0, ow, NARROW_COLS):
+        n = min(NARROW_COLS, ow - j0)
+        for c0 in range(0, cout, block):
+            m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
+            if m >= block:
+                _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
+            else:
+                _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _narrow_pairs(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
+    """_narrow for groups of fewer than NARROW_VECS vectors of channels: tiles of two vectors by
+    PAIR_COLS columns, or half as many for the last columns when at most that many remain (two, over
+    two sums of alternate taps, when at most two remain)."""
     block = 2 * LANES
     for j0 in range(0, ow, PAIR_COLS):
         n = min(PAIR_COLS, ow - j0)
@@ -537,8 +549,9 @@ def conv_kernel(plan: np.ndarray, rows: bool = False, residual: bool = False):
     if rows:
         full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
         product = method == GEMM and ow > 2 * LANES
-        key = (True, method == DOT, method == GEMM_NARROW, method == GEMM and ow <= 2 * LANES, product and full > 0,
-               product and full < ow, repack, residual)
+        blocks = int(plan[5]) // int(plan[4]) >= NARROW_VECS * LANES  # narrow tiles by blocks, else by pairs
+        key = (True, method == DOT, method == GEMM_NARROW and blocks, method == GEMM_NARROW and not blocks,
+               method == GEMM and ow <= 2 * LANES, product and full > 0, product and full < ow, repack, residual)
     else:
         key = (False, method == DEPTHWISE_3X3, method == DEPTHWISE, method == GEMM_WIDE, repack, residual)
     if key not in _KERNELS:
@@ -628,10 +641,12 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
     return kernel
 
 
-def _rows_entry(dot: bool, narrow: bool, short: bool, quads: bool, product: bool, repack: bool, residual: bool):
+def _rows_entry(dot: bool, blocks: bool, pairs: bool, short: bool, quads: bool, product: bool, repack: bool,
+               residual: bool):
     """``conv_kernel``'s kernel for single-row outputs, with the tile families the flags name (each
     also checked at run time, so all flags set give ``conv_rows_kernel``'s every case): dot products,
-    narrow tiles, short tiles, quads and the product's tiles; the repack; a residual."""
+    narrow tiles by blocks and by pairs, short tiles, quads and the product's tiles; the repack; a
+    residual."""
 
     @njit(cache=True, fastmath=FASTMATH, _nrt=False)
     def kernel(x, w, bias, y, scratch, plan, params, res=None):
@@ -661,8 +676,10 @@ def _rows_entry(dot: bool, narrow: bool, short: bool, quads: bool, product: bool
                 if dot and method == DOT:
                     _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch,
                          tmp)
-                elif narrow and method == GEMM_NARROW:
-                    _narrow(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu)
+                elif blocks and method == GEMM_NARROW and cout_g >= NARROW_VECS * LANES:
+                    _narrow_blocks(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu)
+                elif pairs and method == GEMM_NARROW:
+                    _narrow_pairs(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu)
                 elif short and ow <= 2 * LANES:
                     _short(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, relu)
                 else:
@@ -677,7 +694,7 @@ def _rows_entry(dot: bool, narrow: bool, short: bool, quads: bool, product: bool
     return kernel
 
 
-_rows_general = _rows_entry(True, True, True, True, True, True, False)
+_rows_general = _rows_entry(True, True, True, True, True, True, True, False)
 """conv_rows_kernel's every case: images, groups, repacked inputs, any activation (called on flat
 arrays, so that callers passing arrays of any rank share one compile of it)."""
 
