@@ -71,8 +71,12 @@ def ranks(graph: Graph, nodes: list[Node]) -> dict[str, int]:
             axes = _axes(n, graph.constants)
             if axes is not None:
                 out = ins[0] + (len(axes) if n.op_type == "Unsqueeze" else -len(axes))
-        elif n.op_type.startswith("Reduce") and n.attrs.get("keepdims", 1):
-            out = ins[0]
+        elif n.op_type.startswith("Reduce"):
+            axes = _axes(n, graph.constants)
+            if n.attrs.get("keepdims", 1):
+                out = ins[0]
+            elif axes and ins[0]:
+                out = ins[0] - len({a % ins[0] for a in axes})
         if out is not None:
             r[n.outputs[0]] = out
     return r

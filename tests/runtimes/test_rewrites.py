@@ -175,3 +175,22 @@ def test_layer_norm_with_an_intermediate_graph_output_or_another_axis_stays():
         n.attribute.extend([helper.make_attribute("axes", [0])])
     inits.update(gamma=f32(16), beta=f32(16))
     check(other_axis, inits, (16,), [n.op_type for n in other_axis])
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_rank_after_a_reduce_without_keepdims_lets_matmul_become_gemm(opset):
+    """(tf2onnx at opset 18 writes Keras global pooling as ReduceMean(axes input, keepdims=0).)"""
+    inits = {"b": f32(C, 5), "c": f32(5)}
+    axes = {}
+    if opset >= 18:
+        inits["axes"] = np.array([-1], np.int64)
+    else:
+        axes = {"axes": [-1]}
+    mean = node("ReduceMean", ["x", "axes"] if opset >= 18 else ["x"], "p", keepdims=0, **axes)
+    model = make_model([mean, node("MatMul", ["p", "b"], "mm"), node("Add", ["mm", "c"], "y")],
+                       {"x": (("N", C, W), np.float32)}, ["y"], inits, opset=opset)
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes] == ["ReduceMean", "Gemm"]
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, C, W)).astype(np.float32)
+        assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
