@@ -2,7 +2,9 @@
 chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can then fuse.
 
 - ``Add(x, 3) -> Clip(0, 6) -> Mul(1/6)`` (or ``Div(6)``) is ``HardSigmoid(x, 1/6, 1/2)``, and
-  ``Mul(x, HardSigmoid(x, 1/6, 1/2))`` is ``HardSwish(x)`` (Keras hard_sigmoid / hard_swish).
+  ``Mul(x, HardSigmoid(x, 1/6, 1/2))`` is ``HardSwish(x)`` (Keras hard_sigmoid / hard_swish), and
+  ``Mul(x, Sigmoid(x))`` is ``Swish(x)`` (SiLU as PyTorch and Keras export it), which then fuses into a
+  preceding Conv or Gemm like any activation.
 - Keras LayerNormalization as tf2onnx decomposes it (mean = ReduceMean(x); var = ReduceMean((x - mean)^2);
   g = gamma / Sqrt(var + eps); y = x * g + (beta - mean * g), with Neg/Sub/Mul/Add/Reciprocal) over the
   last axis is ``LayerNormalization(x, gamma, beta, axis=-1, epsilon=eps)``.
@@ -43,6 +45,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     nodes = _constant_nodes(nodes, graph.constants, outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _hard_swish(nodes, outputs)
+    nodes = _swish(nodes, outputs)
     nodes = _layer_norm(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
     return _fold_affine(nodes, graph.constants, outputs)
@@ -146,6 +149,20 @@ def _hard_swish(nodes: list[Node], outputs: set[str]) -> list[Node]:
         if mul is not None and mul.op_type == "Mul" and not mul.domain and _other(mul, hs.outputs[0]) == hs.inputs[0]:
             replaced[id(mul)] = Node(f"{hs.name}+{mul.name}", "HardSwish", "", [hs.inputs[0]], list(mul.outputs))
             replaced[id(hs)] = None
+    return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
+
+
+def _swish(nodes: list[Node], outputs: set[str]) -> list[Node]:
+    """``Mul(x, Sigmoid(x))`` (either order) -> ``Swish(x)`` (alpha 1)."""
+    consumer = single_consumer(nodes, outputs)
+    replaced: dict[int, Node | None] = {}
+    for sig in nodes:
+        if sig.op_type != "Sigmoid" or sig.domain:
+            continue
+        mul = consumer.get(sig.outputs[0])
+        if mul is not None and mul.op_type == "Mul" and not mul.domain and _other(mul, sig.outputs[0]) == sig.inputs[0]:
+            replaced[id(mul)] = Node(f"{sig.name}+{mul.name}", "Swish", "", [sig.inputs[0]], list(mul.outputs))
+            replaced[id(sig)] = None
     return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
 
 

@@ -4,7 +4,8 @@ standalone activation ops share a single definition.
 Codes and parameters (alpha, beta):
 0 identity, 1 Relu, 2 LeakyRelu(alpha), 3 Clip(min, max), 4 Sigmoid, 5 Tanh, 6 HardSigmoid(alpha, beta),
 7 HardSwish, 8 Elu(alpha), 9 Selu(alpha, gamma), 10 Celu(alpha), 11 Softplus, 12 Softsign, 13 Mish,
-14 Gelu (erf), 15 Gelu (tanh approximation), 16 ThresholdedRelu(alpha), 17 Shrink(lambd, bias).
+14 Gelu (erf), 15 Gelu (tanh approximation), 16 ThresholdedRelu(alpha), 17 Shrink(lambd, bias),
+18 Swish(alpha) (x sigmoid(alpha x); SiLU at alpha 1).
 Constants are float32, so float32 inputs stay float32 and their loops vectorise; exponentials use
 ``exp32``, tanh ``tanh32`` and erf ``erf32`` (no libm call, relative error below 3e-7). Each formula is
 compiled only where used: tiles inline the piecewise-linear ones, a vector loop per code inlines that
@@ -21,7 +22,7 @@ from . import FASTMATH
 from .elementwise import LOG_P, erf32, exp32
 
 (IDENTITY, RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, ELU, SELU, CELU, SOFTPLUS,
- SOFTSIGN, MISH, GELU, GELU_TANH, THRESHOLDED_RELU, SHRINK) = range(18)
+ SOFTSIGN, MISH, GELU, GELU_TANH, THRESHOLDED_RELU, SHRINK, SWISH) = range(19)
 ZERO, HALF, ONE, SIX = np.float32(0.0), np.float32(0.5), np.float32(1.0), np.float32(6.0)
 SQRT1_2 = np.float32(math.sqrt(0.5))
 GELU_K, GELU_C = np.float32(math.sqrt(2.0 / math.pi)), np.float32(0.044715)
@@ -38,7 +39,8 @@ TANH_P = tuple(np.float32(c) for c in (-2.76076847742355e-16, 2.00018790482477e-
                                        4.89352455891786e-03))
 TANH_Q = tuple(np.float32(c) for c in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
                                        4.89352518554385e-03))
-TANH_CLAMP, TANH_ONE, TANH_TINY, TWO = np.float32(7.90531110763549805), np.float32(9.0), np.float32(4e-4), np.float32(2.0)
+TANH_CLAMP, TANH_ONE = np.float32(7.90531110763549805), np.float32(9.0)
+TANH_TINY, TWO = np.float32(4e-4), np.float32(2.0)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -182,8 +184,13 @@ def _shrink(v, alpha, beta):
     return v + beta if v < -alpha else (v - beta if v > alpha else ZERO)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _swish(v, alpha, beta):
+    return v / (ONE + _exp(-alpha * v))
+
+
 FORMULAS = (_identity, _relu, _leaky_relu, _clip, _sigmoid, _tanh, _hard_sigmoid, _hard_swish, _elu, _selu, _celu,
-            _softplus_of, _softsign, _mish, _gelu, _gelu_tanh, _thresholded_relu, _shrink)
+            _softplus_of, _softsign, _mish, _gelu, _gelu_tanh, _thresholded_relu, _shrink, _swish)
 """The formula of each code, in code order."""
 
 
@@ -260,6 +267,8 @@ def activate_any(v, code, alpha, beta):
         return _thresholded_relu(v, alpha, beta)
     if code == SHRINK:
         return _shrink(v, alpha, beta)
+    if code == SWISH:
+        return _swish(v, alpha, beta)
     return v
 
 
@@ -277,8 +286,8 @@ def _rows_loop(code: int):
     return rows
 
 
-_RELU_ROWS, _LEAKY_RELU_ROWS, _CLIP_ROWS, _SIGMOID_ROWS, _TANH_ROWS, _HARD_SIGMOID_ROWS, _HARD_SWISH_ROWS = (
-    _rows_loop(c) for c in (RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH))
+(_RELU_ROWS, _LEAKY_RELU_ROWS, _CLIP_ROWS, _SIGMOID_ROWS, _TANH_ROWS, _HARD_SIGMOID_ROWS, _HARD_SWISH_ROWS,
+ _SWISH_ROWS) = (_rows_loop(c) for c in (RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, SWISH))
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -300,6 +309,8 @@ def _map_rows(x, y, offset, stride, m, n, code, p1, p2):
         _HARD_SIGMOID_ROWS(x, y, offset, stride, m, n, p1, p2)
     elif code == HARD_SWISH:
         _HARD_SWISH_ROWS(x, y, offset, stride, m, n, p1, p2)
+    elif code == SWISH:
+        _SWISH_ROWS(x, y, offset, stride, m, n, p1, p2)
     else:
         for i in range(m):
             start = offset + i * stride

@@ -1,5 +1,5 @@
 """Activation ops (Relu, LeakyRelu, Clip, Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Selu, Celu,
-Softplus, Softsign, Mish, Gelu, ThresholdedRelu, Shrink): standalone, and as (code, alpha, beta)
+Softplus, Softsign, Mish, Gelu, ThresholdedRelu, Shrink, Swish): standalone, and as (code, alpha, beta)
 triples that the plan fuses into a preceding Conv or Gemm."""
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def activation_params(node: Node, consts: list[np.ndarray | None], opset: int) -
         return act.SELU, float(a.get("alpha", SELU_ALPHA)), float(a.get("gamma", SELU_GAMMA))
     if op == "Celu":
         return act.CELU, float(a.get("alpha", 1.0)), 0.0
+    if op == "Swish":
+        return act.SWISH, float(a.get("alpha", 1.0)), 0.0
     if op in SIMPLE:
         return SIMPLE[op], 0.0, 0.0
     if op == "Gelu":
@@ -57,7 +59,7 @@ def activation_params(node: Node, consts: list[np.ndarray | None], opset: int) -
 
 
 ACTIVATIONS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu", "Celu",
-               "Softplus", "Softsign", "Mish", "Gelu", "ThresholdedRelu", "Shrink")
+               "Softplus", "Softsign", "Mish", "Gelu", "ThresholdedRelu", "Shrink", "Swish")
 
 
 @register(*ACTIVATIONS)

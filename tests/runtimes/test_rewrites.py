@@ -1,8 +1,8 @@
 """runtimes/rewrites.py on small graphs of each pattern tf2onnx writes for Keras: per-channel constant
 Mul/Add/Sub/Div chains after Conv (2-D, 1-D, Conv1D as Conv2D + Squeeze) and Gemm/MatMul fold into the
 weights, MatMul of rank-2 A and constant B becomes Gemm (absorbing its bias Add), Add(3) -> Clip(0, 6)
--> Mul(1/6) | Div(6) becomes HardSigmoid and x * HardSigmoid(x) HardSwish, in every operand order and
-constant broadcast form. Forms that must not rewrite stay as written: an intermediate read twice or a
+-> Mul(1/6) | Div(6) becomes HardSigmoid, x * HardSigmoid(x) HardSwish and x * Sigmoid(x) Swish (fused
+into a preceding Conv or Gemm), in every operand order and constant broadcast form. Forms that must not rewrite stay as written: an intermediate read twice or a
 graph output, per-position constants, non-constant operands, a MatMul of rank-3 A, other Clip bounds.
 Each session's prepared op types are checked and its outputs match onnxruntime at batch 1 and 3 within
 rtol = atol = 1e-5 (folding rounds the weights once; HardSigmoid computes x/6 + 1/2 for (x + 3)/6)."""
@@ -105,6 +105,23 @@ def test_squeeze_excitation_gate_is_conv_with_hard_sigmoid():
     nodes = [node("Conv", ["x", "w"], "c"), node("Add", ["c", "three"], "p3"),
              node("Clip", ["p3", "zero", "six"], "cl"), node("Mul", ["cl", "sixth"], "g"), node("Mul", ["x", "g"], "y")]
     check(nodes, inits, (K, H, W), ["Conv", "Mul"])
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_x_times_sigmoid_x_is_swish_fused_into_conv_and_gemm(swap):
+    def silu(x: str, out: str) -> list:
+        return [node("Sigmoid", [x], f"{out}_s"), node("Mul", [f"{out}_s", x] if swap else [x, f"{out}_s"], out)]
+
+    check(silu("x", "y"), {}, (C, W), ["Swish"])
+    check([node("Conv", ["x", "w"], "c"), *silu("c", "y")], {"w": f32(C, K, 3, 3)}, (K, H, W), ["Conv"])
+    check([node("Gemm", ["x", "w"], "g", transB=1), *silu("g", "y")], {"w": f32(C, K)}, (K,), ["Gemm"])
+
+
+def test_sigmoid_read_twice_or_of_another_tensor_stays():
+    nodes = [node("Sigmoid", ["x"], "s"), node("Mul", ["x", "s"], "y"), node("Neg", ["s"], "z")]
+    check(nodes, {}, (C, W), ["Sigmoid", "Mul", "Neg"], outputs=("y", "z"))
+    nodes = [node("Neg", ["x"], "n"), node("Sigmoid", ["n"], "s"), node("Mul", ["x", "s"], "y")]
+    check(nodes, {}, (C, W), ["Neg", "Sigmoid", "Mul"])
 
 
 def test_an_intermediate_read_twice_or_a_graph_output_stops_the_fold():
