@@ -44,8 +44,8 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     outputs = {o.name for o in graph.outputs}
     nodes = _constant_nodes(nodes, graph.constants, outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
-    nodes = _hard_swish(nodes, outputs)
-    nodes = _swish(nodes, outputs)
+    nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
+    nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
     nodes = _layer_norm(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
     return _fold_affine(nodes, graph.constants, outputs)
@@ -137,32 +137,24 @@ def _hard_sigmoid(nodes: list[Node], constants: dict, outputs: set[str], rank: d
     return [replaced.get(id(n), n) for n in nodes if id(n) not in dropped]
 
 
-def _hard_swish(nodes: list[Node], outputs: set[str]) -> list[Node]:
-    """``Mul(x, HardSigmoid(x, 1/6, 1/2))`` (either order) -> ``HardSwish(x)``."""
-    consumer = single_consumer(nodes, outputs)
-    replaced: dict[int, Node] = {}
-    for hs in nodes:
-        if hs.op_type != "HardSigmoid" or hs.domain or abs(hs.attrs.get("alpha", 0.2) * 6 - 1) > 1e-6 \
-                or hs.attrs.get("beta", 0.5) != 0.5:
-            continue
-        mul = consumer.get(hs.outputs[0])
-        if mul is not None and mul.op_type == "Mul" and not mul.domain and _other(mul, hs.outputs[0]) == hs.inputs[0]:
-            replaced[id(mul)] = Node(f"{hs.name}+{mul.name}", "HardSwish", "", [hs.inputs[0]], list(mul.outputs))
-            replaced[id(hs)] = None
-    return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
+def _is_hard_sigmoid_sixth(n: Node) -> bool:
+    """HardSigmoid(x, 1/6, 1/2): HardSwish's gate."""
+    alpha, beta = n.attrs.get("alpha", 0.2), n.attrs.get("beta", 0.5)
+    return n.op_type == "HardSigmoid" and abs(alpha * 6 - 1) <= 1e-6 and beta == 0.5
 
 
-def _swish(nodes: list[Node], outputs: set[str]) -> list[Node]:
-    """``Mul(x, Sigmoid(x))`` (either order) -> ``Swish(x)`` (alpha 1)."""
+def _x_times_gate(nodes: list[Node], outputs: set[str], is_gate, op: str) -> list[Node]:
+    """``Mul(x, gate(x))`` (either order), for a gate node ``is_gate`` accepts -> ``op(x)``."""
     consumer = single_consumer(nodes, outputs)
     replaced: dict[int, Node | None] = {}
-    for sig in nodes:
-        if sig.op_type != "Sigmoid" or sig.domain:
+    for gate in nodes:
+        if gate.domain or not is_gate(gate):
             continue
-        mul = consumer.get(sig.outputs[0])
-        if mul is not None and mul.op_type == "Mul" and not mul.domain and _other(mul, sig.outputs[0]) == sig.inputs[0]:
-            replaced[id(mul)] = Node(f"{sig.name}+{mul.name}", "Swish", "", [sig.inputs[0]], list(mul.outputs))
-            replaced[id(sig)] = None
+        mul = consumer.get(gate.outputs[0])
+        x = gate.inputs[0]
+        if mul is not None and mul.op_type == "Mul" and not mul.domain and _other(mul, gate.outputs[0]) == x:
+            replaced[id(mul)] = Node(f"{gate.name}+{mul.name}", op, "", [x], list(mul.outputs))
+            replaced[id(gate)] = None
     return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
 
 
