@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .converters.binarize import BINARY_OPS, DOMAIN
 from .errors import EdgekitError, InputError
 from .ir import Node, ValueInfo, read_graph
 
@@ -92,6 +91,9 @@ def model_stats(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> M
 
 
 def _is_binary(node: Node) -> bool:
+    """A packed binary layer (BinaryConv / BinaryGemm of edgekit's domain)."""
+    from .converters.binarize import BINARY_OPS, DOMAIN  # (here: runtimes import this module, never converters)
+
     return node.domain == DOMAIN and node.op_type in BINARY_OPS
 
 

@@ -114,7 +114,7 @@ def _folded(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict) -> t
         bias = np.zeros(w.shape[1])
         if len(n.inputs) > 2 and n.inputs[2]:
             c = constants[n.inputs[2]].astype(np.float64) * float(n.attrs.get("beta", 1.0))
-            if c.size not in (1, w.shape[1]):
+            if c.size != 1 and (c.size != w.shape[1] or c.shape[-1] != w.shape[1]):  # (not a column of rows)
                 return None
             bias = bias + c.reshape(-1)
         w = w * scale[None, :]

@@ -207,11 +207,22 @@ def _capture(plan, prepared_nodes: list) -> dict[str, np.ndarray]:
 def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tuple[list[NodeProfile], dict[str, str]]:
     """Per original node: its step's time, or 0 when fused, free or dead; and fused tensor -> fused output."""
     producer = {o: i for i, n in enumerate(original.nodes) for o in n.outputs if o}
+    by_name = {n.name: i for i, n in enumerate(original.nodes) if n.name}
     live = {producer[o] for p in prepared for o in p.outputs if o in producer}
     by_index: dict[int, NodeProfile] = {}
     survivor_of: dict[str, str] = {}
+    renamed = {o for p in prepared for o in p.outputs if o and o not in producer}
     for p in prepared:
         out = next(o for o in p.outputs if o)
+        if p.inputs and p.inputs[0] in renamed and p.name in by_name:  # the moved Squeeze: its own node
+            by_index[by_name[p.name]] = NodeProfile(p.name, p.op_type, step_s.get(id(p), 0.0),
+                                                    "kernel" if id(p) in step_s else "free")
+            continue
+        if out not in producer:  # a tensor a rewrite named: a Squeeze moved after the Conv chain it followed
+            _attribute_renamed(original, p, next((q for q in prepared if out in q.inputs), None), step_s, by_name,
+                               by_index, survivor_of)
+            live.update(by_index)
+            continue
         chain = [producer[out]]
         residuals = set(p.inputs[3:]) if p.op_type == "Conv" else set()  # Adds fused into the Conv
         while not _is_head(original.nodes[chain[-1]], p, residuals) and len(chain) < 8:
@@ -232,6 +243,25 @@ def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tupl
                 survivor_of[o] = out
     nodes = [by_index.get(i) or NodeProfile(n.name, n.op_type, 0.0, "dead") for i, n in enumerate(original.nodes)]
     return nodes, survivor_of
+
+
+def _attribute_renamed(original, p, moved, step_s: dict, by_name: dict, by_index: dict, survivor_of: dict) -> None:
+    """Attribute prepared node ``p`` whose output a rewrite named, read by ``moved`` (the Squeeze it
+    precedes now): ``p``'s name joins the original names it replaces, head first, and their tensors
+    (the Squeeze's old input and output among them) survive as ``moved``'s output, of their size."""
+    chain = [by_name[s] for s in reversed(p.name.split("+")) if s in by_name]
+    if not chain:
+        return
+    head = original.nodes[chain[-1]]
+    by_index[chain[-1]] = NodeProfile(head.name, head.op_type, step_s.get(id(p), 0.0),
+                                      "kernel" if id(p) in step_s else "free")
+    for i in chain[:-1]:
+        by_index[i] = NodeProfile(original.nodes[i].name, original.nodes[i].op_type, 0.0, "fused", head.name)
+    if moved is not None:
+        final = moved.outputs[0]
+        squeeze = [by_name[moved.name]] if moved.name in by_name else []
+        for i in chain + squeeze:
+            survivor_of.update({o: final for o in original.nodes[i].outputs if o and o != final})
 
 
 def _is_head(node, p, residuals: set[str]) -> bool:

@@ -256,7 +256,7 @@ def _fold_affine(nodes: list[Node], constants: dict, outputs: set[str]) -> list[
     """Fold constant per-channel Mul/Add/Sub/Div chains after a Conv or Gemm into its weights and bias."""
     consumer = single_consumer(nodes, outputs)
     dropped: set[int] = set()
-    after: dict[int, list[Node]] = {}  # a moved Squeeze (and activation), placed where the chain ended
+    after: dict[int, list[Node]] = {}  # a moved Squeeze (and activation), placed where the Squeeze was
     for n in nodes:
         if n.op_type not in ("Conv", "Gemm") or n.domain or len(n.outputs) != 1 or id(n) in dropped \
                 or len(n.inputs) < 2 or n.inputs[1] not in constants:
@@ -278,7 +278,7 @@ def _fold_affine(nodes: list[Node], constants: dict, outputs: set[str]) -> list[
             elif m.op_type in AFFINE and len(m.inputs) == 2:
                 c = _other(m, x)
                 v = _channel_values(constants.get(c), rank, channels)
-                if v is None or (m.op_type == "Div" and (m.inputs[1] != c or not v.all())):
+                if v is None or not np.isfinite(v).all() or (m.op_type == "Div" and (m.inputs[1] != c or not v.all())):
                     break
                 if m.op_type == "Mul":
                     scale, shift = scale * v, shift * v
@@ -297,8 +297,9 @@ def _fold_affine(nodes: list[Node], constants: dict, outputs: set[str]) -> list[
             x = m.outputs[0]
         if end is None:
             continue
-        weights = _folded(n, scale, shift, constants)
-        if weights is None:
+        with np.errstate(all="ignore"):
+            weights = _folded(n, scale, shift, constants)
+        if weights is None or not all(np.isfinite(a).all() for a in weights):  # (overflow: keep the chain)
             continue
         w_name, b_name = f"{n.name}::affine_weight", f"{n.name}::affine_bias"
         constants[w_name], constants[b_name] = weights

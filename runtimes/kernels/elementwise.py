@@ -222,7 +222,8 @@ def sin32(x):
     for |x| <= TRIG_LIMIT (the kernel sends larger |x| to libm); NaN and +-inf give NaN."""
     r, q = _quadrant(x)
     s, c = _sin_poly(r), _cos_poly(r)
-    return s if q == 0 else (c if q == 1 else (-s if q == 2 else -c))
+    v = s if q == 0 else (c if q == 1 else (-s if q == 2 else -c))
+    return x if x == 0 else v  # (sin(-0) is -0)
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -66,6 +66,26 @@ def test_a_fused_residual_add_names_the_conv(order):
         assert (nodes[name].kind, nodes[name].fused_into) == ("fused", "conv")
 
 
+def test_a_keras_conv1d_whose_squeeze_moved_is_attributed_and_sized():
+    """tf2onnx's Conv1D (Conv2D -> Squeeze -> bias Add -> activation) is rewritten to one Conv and a Squeeze
+    after it, under new tensor names: each original node still gets its step, and every original tensor
+    a size (partition reads them)."""
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "models", "keras", "imu_opset17.onnx")
+    model = onnx.load(path)
+    profiled = profile_model(model, repeat=1)
+    kinds = {n.name: n for n in profiled.nodes}
+    conv = "functional_10_1/conv1d_5_1/convolution"
+    assert kinds[conv].kind == "kernel"
+    assert (kinds["functional_10_1/conv1d_5_1/BiasAdd"].kind, kinds["functional_10_1/conv1d_5_1/BiasAdd"].fused_into) \
+        == ("fused", conv)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    sized = {v.name: v for v in inferred.value_info}
+    for name in (f"{conv}:0", f"{conv}/Squeeze:0"):
+        shape = [d.dim_value for d in sized[name].type.tensor_type.shape.dim]
+        assert profiled.tensors[name].bytes == 4 * int(np.prod([d or 1 for d in shape])), name
+
+
 def test_tensor_sizes_match_shape_inference(profiled):
     inferred = onnx.shape_inference.infer_shapes(small_cnn()).graph
     types = {v.name: v.type.tensor_type for v in list(inferred.value_info) + list(inferred.output) + list(inferred.input)}

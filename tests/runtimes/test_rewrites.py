@@ -2,8 +2,10 @@
 Mul/Add/Sub/Div chains after Conv (2-D, 1-D, Conv1D as Conv2D + Squeeze) and Gemm/MatMul fold into the
 weights, MatMul of rank-2 A and constant B becomes Gemm (absorbing its bias Add), Add(3) -> Clip(0, 6)
 -> Mul(1/6) | Div(6) becomes HardSigmoid, x * HardSigmoid(x) HardSwish and x * Sigmoid(x) Swish (fused
-into a preceding Conv or Gemm), in every operand order and constant broadcast form. Forms that must not rewrite stay as written: an intermediate read twice or a
-graph output, per-position constants, non-constant operands, a MatMul of rank-3 A, other Clip bounds.
+into a preceding Conv or Gemm), in every operand order and constant broadcast form. Forms that must
+not rewrite stay as written: an intermediate read twice or a graph output, per-position constants,
+non-constant operands, zero divisors, non-finite constants or ones whose folded weights overflow, a
+Gemm bias per row, a MatMul of rank-3 A, other Clip bounds.
 Each session's prepared op types are checked and its outputs match onnxruntime at batch 1 and 3 within
 rtol = atol = 1e-5 (folding rounds the weights once; HardSigmoid computes x/6 + 1/2 for (x + 3)/6)."""
 import numpy as np
@@ -138,6 +140,26 @@ def test_per_position_or_rank_raising_constants_do_not_fold(form):
     inits = {"w": f32(C, K, 3, 3), "s": f32(*form)}
     nodes = [node("Conv", ["x", "w"], "c", pads=[1, 1, 1, 1]), node("Mul", ["c", "s"], "y")]
     check(nodes, inits, (K, H, W), ["Conv", "Mul"])
+
+
+@pytest.mark.parametrize("op,values", [("Div", [0.0, 1.0, 2.0, 3.0]), ("Mul", [np.inf, 1.0, 2.0, 3.0]),
+                                       ("Mul", [np.nan, 1.0, 2.0, 3.0]), ("Mul", [3e38, 1.0, 2.0, 3.0])])
+def test_constants_that_would_not_fold_exactly_stay(op, values):
+    """A zero divisor, a non-finite constant, or one whose folded weights overflow float32 stays a node
+    (folded, the conv would sum inf - inf or overflow where the unfolded graph does not)."""
+    inits = {"w": f32(C, K, 3), "s": np.array(values, np.float32).reshape(1, C, 1)}
+    check([node("Conv", ["x", "w"], "c"), node(op, ["c", "s"], "y")], inits, (K, W), ["Conv", op])
+
+
+def test_a_gemm_bias_of_one_column_per_row_does_not_fold_as_a_bias_per_column():
+    """C of shape (M, 1) with M == N adds a value per row: folding a per-column Mul after it must not
+    read it as a bias per column."""
+    rng = np.random.default_rng(2)
+    inits = {"B": f32(8, 4), "c": rng.standard_normal((4, 1)).astype(np.float32), "s": f32(4)}
+    model = make_model([node("Gemm", ["a", "B", "c"], "g"), node("Mul", ["g", "s"], "y")],
+                       {"a": ((4, 8), np.float32)}, ["y"], inits)
+    assert [n.op_type for n in edgekit.InferenceSession(model).prepared.nodes] == ["Gemm", "Mul"]
+    assert_matches_ort(model, {"a": rng.standard_normal((4, 8)).astype(np.float32)}, 1e-5, 1e-5)
 
 
 def test_non_constant_operands_do_not_rewrite():
