@@ -273,15 +273,15 @@ def activate_any(v, code, alpha, beta):
 
 
 def _rows_loop(code: int):
-    """y[offset + i * stride + j] = activation ``code`` of x[the same] for i < m, j < n, over flat
-    float32 arrays (x may be y): one small compiled loop per code, which vectorises."""
+    """y[offset + i * stride + j] = activation ``code`` of itself for i < m, j < n, over a flat float32
+    array: one small compiled loop per code, which vectorises."""
 
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-    def rows(x, y, offset, stride, m, n, p1, p2):
+    def rows(y, offset, stride, m, n, p1, p2):
         for i in range(m):
-            start = offset + i * stride
-            for j in range(start, start + n):
-                y[j] = activate_const(x[j], code, p1, p2)
+            row = y[offset + i * stride: offset + i * stride + n]  # (one array from 0: no alias or wrap tests)
+            for j in range(n):
+                row[j] = activate_const(row[j], code, p1, p2)
 
     return rows
 
@@ -291,47 +291,43 @@ def _rows_loop(code: int):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _map_rows(x, y, offset, stride, m, n, code, p1, p2):
-    """``_rows_loop(code)`` for a run-time ``code``: the common epilogue activations have a vector loop
-    each (compiled together, when the first Conv/Gemm/pool kernel is); the rarer ones call
-    ``activate_any`` per value (models using those standalone get a vector loop: ``elementwise_kernel``)."""
-    if code == RELU:
-        _RELU_ROWS(x, y, offset, stride, m, n, p1, p2)
-    elif code == LEAKY_RELU:
-        _LEAKY_RELU_ROWS(x, y, offset, stride, m, n, p1, p2)
-    elif code == CLIP:
-        _CLIP_ROWS(x, y, offset, stride, m, n, p1, p2)
-    elif code == SIGMOID:
-        _SIGMOID_ROWS(x, y, offset, stride, m, n, p1, p2)
-    elif code == TANH:
-        _TANH_ROWS(x, y, offset, stride, m, n, p1, p2)
-    elif code == HARD_SIGMOID:
-        _HARD_SIGMOID_ROWS(x, y, offset, stride, m, n, p1, p2)
-    elif code == HARD_SWISH:
-        _HARD_SWISH_ROWS(x, y, offset, stride, m, n, p1, p2)
-    elif code == SWISH:
-        _SWISH_ROWS(x, y, offset, stride, m, n, p1, p2)
-    else:
-        for i in range(m):
-            start = offset + i * stride
-            for j in range(start, start + n):
-                y[j] = activate_any(x[j], code, p1, p2)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activate_rows(y, offset, stride, m, n, code, p1, p2):
-    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j]."""
-    if code != IDENTITY:
-        _map_rows(y, y, offset, stride, m, n, code, p1, p2)
+    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j]: the common
+    epilogue activations have a vector loop each (compiled together, when the first Conv/Gemm/pool
+    kernel is); the rarer ones call ``activate_any`` per value (models using those standalone get a
+    vector loop: ``elementwise_kernel``)."""
+    if code == RELU:
+        _RELU_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code == LEAKY_RELU:
+        _LEAKY_RELU_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code == CLIP:
+        _CLIP_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code == SIGMOID:
+        _SIGMOID_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code == TANH:
+        _TANH_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code == HARD_SIGMOID:
+        _HARD_SIGMOID_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code == HARD_SWISH:
+        _HARD_SWISH_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code == SWISH:
+        _SWISH_ROWS(y, offset, stride, m, n, p1, p2)
+    elif code != IDENTITY:
+        for i in range(m):
+            row = y[offset + i * stride: offset + i * stride + n]
+            for j in range(n):
+                row[j] = activate_any(row[j], code, p1, p2)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activation_kernel(x, out, code, alpha, beta):
-    """out = activation ``code``(x) over C-contiguous float32 arrays of equal size, ``code`` known at
-    run time (a step that also does other work; a standalone activation op uses ``elementwise_kernel``)."""
+    """out = activation ``code``(x) over C-contiguous float32 arrays of equal size (out may be x), ``code``
+    known at run time (a step that also does other work; a standalone activation op uses
+    ``elementwise_kernel``)."""
     of = out.reshape(-1)
+    of[:] = x.reshape(-1)
     n = np.int64(of.size)
-    _map_rows(x.reshape(-1), of, np.int64(0), n, np.int64(1), n, np.int64(code), np.float32(alpha), np.float32(beta))
+    activate_rows(of, np.int64(0), n, np.int64(1), n, np.int64(code), np.float32(alpha), np.float32(beta))
 
 
 @functools.cache
