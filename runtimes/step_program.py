@@ -152,7 +152,7 @@ class StepProgram:
 
     def _encode(self, fn: Any, args: tuple) -> list[int] | None:
         """The program row of a step, or None when the interpreter does not know its kernel or arguments."""
-        known = KERNELS.get(fn)
+        known = KERNELS.get(kc.conv_rows_kernel if kc.is_rows_kernel(fn) else fn)  # (a path kernel of its plans)
         if known is None:
             return None
         op, kinds, rest = known

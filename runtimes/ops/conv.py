@@ -33,10 +33,11 @@ it up to this width (a vector): measured 16 -> 32 and 32 -> 32 channels at 12-16
 faster, 64 -> 64 at 12 columns 1.6x and 128 -> 128 at 16 (kernel 3) 1.2-1.3x; with a masked last
 block of channels (48, 96) slower, so those stop at NARROW_WIDTH."""
 ROWS_WIDTH = 128
-"""Single-row outputs at most this wide (a streaming step's layers) run on ``conv_rows_kernel``,
-the one the streaming step interpreter calls: up to two vectors its short tiles serve them, wider
-ones with AVX-512 its quads (QUAD_MAX), with 8-lane vectors its product tiles, as ``conv_kernel``'s
-would (the step stays in the compiled program)."""
+"""Single-row outputs at most this wide (a streaming step's layers) run on a rows kernel
+(``conv_kernel(plan, rows=True)``: the path of ``conv_rows_kernel``, which the streaming step
+interpreter runs in its place): up to two vectors its short tiles serve them, wider ones with AVX-512
+its quads (QUAD_MAX), with 8-lane vectors its product tiles, as ``conv_kernel``'s would (the step
+stays in the compiled program)."""
 
 
 def _pads(node: Node, size: list[int], span: list[int], strides: list[int]) -> tuple[list[int], list[int]]:
@@ -166,8 +167,8 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= ROWS_WIDTH)
     args = (In(0), weights, bias, Out(0), scratch, plan, params)
     residual = inputs[3] if len(inputs) > 3 else None
-    if residual is None:  # (the streaming step program knows conv_rows_kernel itself)
-        return Kernel(kc.conv_rows_kernel if rows else kc.conv_kernel(plan), args, [(y_shape, x.dtype)])
+    if residual is None:  # (the streaming step program runs a rows kernel as conv_rows_kernel)
+        return Kernel(kc.conv_kernel(plan, rows), args, [(y_shape, x.dtype)])
     require_float32("Conv residual", residual)
     if tuple(residual.shape) == y_shape:
         return Kernel(kc.conv_kernel(plan, rows, residual=True), args + (In(3),), [(y_shape, x.dtype)])

@@ -153,10 +153,10 @@ def test_single_column_over_contiguous_taps_takes_dot_products(case):
 
 @pytest.mark.parametrize("width", [1, 9, ROWS_WIDTH, ROWS_WIDTH + 1])
 def test_single_row_outputs_take_the_rows_kernel(width):
-    """Single-row outputs up to ROWS_WIDTH columns run on conv_rows_kernel, the kernel the streaming
-    step interpreter calls, with or without AVX-512 (8-lane vectors have no quads, and took
-    conv_kernel: every streaming conv then ran outside the compiled program); wider ones on
-    the kernel of their plan's path (``conv_kernel(plan)``). Both match onnxruntime, with a fused Relu."""
+    """Single-row outputs up to ROWS_WIDTH columns run on a rows kernel of their plan's path, which the
+    streaming step interpreter runs as conv_rows_kernel, with or without AVX-512 (8-lane vectors have no
+    quads, and took conv_kernel: every streaming conv then ran outside the compiled program); wider ones
+    on the kernel of their plan's path (``conv_kernel(plan)``). Both match onnxruntime, with a fused Relu."""
     rng = np.random.default_rng(width)
     x = rng.standard_normal((2, 3, width + 2)).astype(np.float32)
     inits = {"w": rng.standard_normal((5, 3, 3)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
@@ -166,7 +166,7 @@ def test_single_row_outputs_take_the_rows_kernel(width):
     session = edgekit.InferenceSession(model)
     session.run(None, {"x": x})
     (fn, args), = next(iter(session._plans.values())).steps
-    assert fn is (kc.conv_rows_kernel if width <= ROWS_WIDTH else kc.conv_kernel(args[5]))
+    assert fn is kc.conv_kernel(args[5], width <= ROWS_WIDTH)
     rows = width <= ROWS_WIDTH
     assert kc.is_rows_kernel(fn) == rows == kc.is_rows_kernel(kc.conv_kernel(args[5], rows))
 
