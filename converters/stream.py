@@ -93,7 +93,7 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
     """
     proto = load_model(model)
     x, batch, channels, length, dtype = _window_input(proto, window)
-    if not isinstance(hop, (int, np.integer)) or hop < 1:
+    if not isinstance(hop, (int, np.integer)) or isinstance(hop, bool) or hop < 1:
         raise ModelError(f"hop must be a positive number of samples, got {hop!r}")
     hop = int(hop)
     if length % hop:

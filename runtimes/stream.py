@@ -183,10 +183,14 @@ class StreamingSession:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()`` output (also in a new process); InputError if it does not fit."""
+        keys = ("hop", "window", "hops", "pending", "batch")
         try:
-            hop, window, hops, fill, batch = (int(state[k]) for k in ("hop", "window", "hops", "pending", "batch"))
+            counters = [state[k] for k in keys]
+            hop, window, hops, fill, batch = whole = [int(v) for v in counters]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a StreamingSession state_dict: {exc!r}") from None
+        if any(isinstance(v, (bool, np.bool_)) or w != v for w, v in zip(whole, counters)):
+            raise InputError(f"state counters must be whole numbers, got {dict(zip(keys, counters))}")
         if (hop, window) != (self.hop, self.window):
             raise InputError(f"state is for hop {hop} / window {window}, this session has {self.hop} / {self.window}")
         if not 0 <= fill < self.hop or hops < 0:

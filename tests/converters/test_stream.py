@@ -364,6 +364,13 @@ def test_non_streamable_models_name_the_layer(case):
         to_streaming(build_model(), hop)
 
 
+@pytest.mark.parametrize("hop", [0, -8, 8.0, True, "8"])
+def test_a_hop_that_is_not_a_positive_int_is_refused(hop):
+    model, _, _ = random_model(1)
+    with pytest.raises(ModelError, match="hop must be a positive number of samples"):
+        to_streaming(model, hop)
+
+
 def test_bad_split_name():
     model, hop, _ = random_model(1)
     with pytest.raises(ModelError, match="nope"):

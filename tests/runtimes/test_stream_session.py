@@ -112,6 +112,9 @@ def test_checkpoint_restore_mid_hop_is_bit_exact(net):
     kept = resumed.state_dict()
     with pytest.raises(InputError, match="state/extra"):  # another model's checkpoint with the same sizes
         resumed.load_state_dict({**first.state_dict(), "state/extra": np.zeros(1, np.float32)})
+    for bad in ({"hops": saved["hops"] + 0.7}, {"pending": np.float64(1.5)}, {"batch": True}):
+        with pytest.raises(InputError, match="whole numbers"):  # (int() would truncate them)
+            resumed.load_state_dict({**saved, **bad})
     for k, v in resumed.state_dict().items():  # refused: nothing loaded
         np.testing.assert_array_equal(v, kept[k])
 
