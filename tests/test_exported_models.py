@@ -1,10 +1,22 @@
-"""Models as PyTorch exports them (tests/models/*.onnx, written by tests/models/export_torch.py at
-opsets 11, 17 and 20 with a dynamic batch; the transformer from 17, as attention exports from 14):
-LSTM and GRU nets, a transformer encoder layer, a 1-D U-Net, a TCN, a squeeze-excitation net, an
-MLP, 2-D CNNs with Resize and ArgMax, a ShuffleNet unit, a ResNet block, a keyword spotter. They run
-on edgekit as on onnxruntime: every output within 1e-4 (absolute and relative; recurrent and
-attention layers sum a few hundred products) on fresh standard-normal inputs, at batch 1 and 3,
-through one session (one plan per batch size)."""
+"""Models as exporters write them, each run on edgekit as on onnxruntime at batch 1 and 3 through one
+session (one plan per batch size), on fresh standard-normal inputs: every output within 1e-4
+(absolute and relative). float32 results differ only by summation order (vector tiles, FMA
+contraction, fused BatchNorm) and by the rounding of exp/tanh; recurrent and attention layers sum a
+few hundred products, and the longest chains here measure below 1e-5.
+
+PyTorch (tests/models/*.onnx, written by tests/models/export_torch.py at opsets 11, 17 and 20 with a
+dynamic batch; the transformer from 17, as attention exports from 14): LSTM and GRU nets, a
+transformer encoder layer, a 1-D U-Net, a TCN, a squeeze-excitation net, an MLP, 2-D CNNs with Resize
+and ArgMax, a ShuffleNet unit, a ResNet block, a keyword spotter.
+
+Keras (tests/models/keras/*.onnx, written by tests/models/export_keras.py with Keras 3.15 / TensorFlow
+2.21 / tf2onnx 1.17 at opsets 13, 17 and 18 with a dynamic batch): 1-D and 2-D CNNs in NHWC behind
+Transposes, BatchNorm as Mul/Add, MobileNet blocks (depthwise, separable, ReLU6 as Clip, hard_swish,
+squeeze-excitation), LSTMs (stacked and bidirectional), a GRU, an MLP with LayerNormalization
+decomposed into ReduceMean/Sqrt/Reciprocal, a causal dilated TCN (Pad), a conv autoencoder
+(Conv2DTranspose, UpSampling2D as Tile/Reshape), a DS-CNN keyword spotter and a transformer block
+(MultiHeadAttention as MatMul/Reshape/Transpose chains).
+"""
 import glob
 import os
 import zlib
@@ -16,10 +28,23 @@ import pytest
 import edgekit
 from oracle import assert_matches_ort
 
-MODELS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "models", "*.onnx")))
+HERE = os.path.join(os.path.dirname(__file__), "models")
+MODELS = sorted(glob.glob(os.path.join(HERE, "*.onnx"))) + sorted(glob.glob(os.path.join(HERE, "keras", "*.onnx")))
+XFAIL = {
+    "keras/gru": "tf2onnx exports Keras 3 GRU layers as a Loop over the GRU cell (Gather step t, MatMul, Split, "
+                 "Sigmoid/Tanh), and edgekit has no Loop op: needs a Loop builder or a rewrite of this Loop to "
+                 "GRU(linear_before_reset=1)",
+}
 
 
-@pytest.mark.parametrize("path", MODELS, ids=[os.path.basename(p)[:-5] for p in MODELS])
+def _case(path: str):
+    name = os.path.relpath(path, HERE)[:-5]
+    reason = XFAIL.get(name.rsplit("_opset", 1)[0])
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(path, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("path", [_case(p) for p in MODELS])
 def test_exported_model_matches_onnxruntime(path: str) -> None:
     model = onnx.load(path)
     session = edgekit.InferenceSession(model)
@@ -29,4 +54,3 @@ def test_exported_model_matches_onnxruntime(path: str) -> None:
         shape = [batch if isinstance(d, str) else d for d in x.shape]
         assert_matches_ort(model, {x.name: rng.standard_normal(shape).astype(np.float32)}, rtol=1e-4, atol=1e-4,
                            session=session)
-

@@ -1,4 +1,4 @@
-"""Export the small Keras models of tests/test_keras_models.py to ONNX (needs TensorFlow; the exported
+"""Export the small Keras models of tests/test_exported_models.py to ONNX (needs TensorFlow; the exported
 files are committed, so the tests never do): `python tests/models/export_keras.py [model ...]` in a
 separate environment made with `pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnx` (Keras 3.15).
 
