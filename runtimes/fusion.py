@@ -26,7 +26,7 @@ def fuse(nodes: list[Node], constants: dict[str, np.ndarray], opset: int, graph_
     pools); ``constants`` gains folded weights."""
     from .pool_fusion import fuse_pools  # here, not at the top: pool_fusion builds on this module's helpers
 
-    nodes = _constant_nodes(nodes, constants, graph_outputs)
+    nodes = constant_nodes(nodes, constants, graph_outputs)
     nodes = _fold_batchnorm(nodes, constants, graph_outputs)
     nodes = _fuse_residuals(nodes, constants, graph_outputs)
     nodes = _fuse_activations(nodes, constants, opset, graph_outputs)
@@ -37,7 +37,7 @@ CONSTANT_ATTRS = {"value": None, "value_float": np.float32, "value_floats": np.f
                   "value_ints": np.int64}
 
 
-def _constant_nodes(nodes: list[Node], constants: dict, graph_outputs: set[str]) -> list[Node]:
+def constant_nodes(nodes: list[Node], constants: dict, graph_outputs: set[str]) -> list[Node]:
     """Move the values of Constant nodes (as exporters write Clip bounds and BN statistics) into
     ``constants``, so the fusions below see them; Constant nodes that feed a graph output stay."""
     kept = []
@@ -71,14 +71,10 @@ def _fold_batchnorm(nodes: list[Node], constants: dict, graph_outputs: set[str])
         affine = batchnorm_affine(bn, n.outputs[0], constants)
         if affine is None:
             continue
-        weights = _folded(n, *affine, constants)
+        weights = folded_weights(n, *affine, constants)
         if weights is None:
             continue
-        w_name, b_name = f"{n.name}::bn_weight", f"{n.name}::bn_bias"
-        constants[w_name], constants[b_name] = weights
-        n.inputs = [n.inputs[0], w_name, b_name]
-        if n.op_type == "Gemm":
-            n.attrs = {**n.attrs, "transB": 0, "alpha": 1.0, "beta": 1.0}
+        read_folded_weights(n, weights, constants, "bn")
         n.outputs = [bn.outputs[0]]
         n.name = f"{n.name}+{bn.name}"
         dropped.add(id(bn))
@@ -97,8 +93,28 @@ def batchnorm_affine(bn: Node | None, x: str, constants: dict) -> tuple[np.ndarr
     return scale, beta - mean * scale
 
 
+def folded_weights(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weights and bias of Conv/ConvTranspose/Gemm ``n`` followed by the per-channel affine v * scale + shift;
+    None when the node's form does not fold, or when a folded value is not finite in the weights' dtype
+    (a non-finite affine, or an overflow: the unfolded graph computes otherwise)."""
+    with np.errstate(all="ignore"):
+        weights = _folded(n, scale, shift, constants)
+    return weights if weights is not None and all(np.isfinite(a).all() for a in weights) else None
+
+
+def read_folded_weights(n: Node, weights: tuple[np.ndarray, np.ndarray], constants: dict, tag: str) -> None:
+    """Make Conv/ConvTranspose/Gemm ``n`` read ``folded_weights``'s result, stored in ``constants`` under
+    names of ``n`` and ``tag`` (a Gemm then reads B untransposed and unscaled, as folded)."""
+    w_name, b_name = f"{n.name}::{tag}_weight", f"{n.name}::{tag}_bias"
+    constants[w_name], constants[b_name] = weights
+    n.inputs = [n.inputs[0], w_name, b_name]
+    if n.op_type == "Gemm":
+        n.attrs = {**n.attrs, "transB": 0, "alpha": 1.0, "beta": 1.0}
+
+
 def _folded(n: Node, scale: np.ndarray, shift: np.ndarray, constants: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """Weights and bias of Conv/ConvTranspose/Gemm ``n`` followed by the per-channel affine v * scale + shift."""
+    """``folded_weights`` before its finiteness check."""
     if len(n.inputs) < 2 or n.inputs[1] not in constants:
         return None
     if len(n.inputs) > 2 and n.inputs[2] and n.inputs[2] not in constants:

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgekit.ir import Graph, Node
 
-from .fusion import _constant_nodes, _folded, single_consumer  # (private helpers of fusion, shared on purpose)
+from .fusion import constant_nodes, folded_weights, read_folded_weights, single_consumer
 from .ops.activation import ACTIVATIONS
 
 AFFINE = ("Mul", "Add", "Sub", "Div")
@@ -42,7 +42,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     """Return ``nodes`` (in execution order) with the patterns above rewritten; ``graph.constants``
     gains the Constant nodes' values and the folded weights."""
     outputs = {o.name for o in graph.outputs}
-    nodes = _constant_nodes(nodes, graph.constants, outputs)
+    nodes = constant_nodes(nodes, graph.constants, outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
     nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
@@ -297,15 +297,10 @@ def _fold_affine(nodes: list[Node], constants: dict, outputs: set[str]) -> list[
             x = m.outputs[0]
         if end is None:
             continue
-        with np.errstate(all="ignore"):
-            weights = _folded(n, scale, shift, constants)
-        if weights is None or not all(np.isfinite(a).all() for a in weights):  # (overflow: keep the chain)
+        weights = folded_weights(n, scale, shift, constants)
+        if weights is None:
             continue
-        w_name, b_name = f"{n.name}::affine_weight", f"{n.name}::affine_bias"
-        constants[w_name], constants[b_name] = weights
-        n.inputs = [n.inputs[0], w_name, b_name]
-        if n.op_type == "Gemm":
-            n.attrs = {**n.attrs, "transB": 0, "alpha": 1.0, "beta": 1.0}
+        read_folded_weights(n, weights, constants, "affine")
         dropped |= {id(m) for m in chain}
         n.name = "+".join([n.name] + [m.name for m in chain if m is not squeeze])
         if squeeze is None or chain.index(squeeze) > chain.index(end):

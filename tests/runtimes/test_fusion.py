@@ -1,7 +1,8 @@
 """runtimes/fusion.py on ConvTranspose decoders: BatchNormalization folds into the ConvTranspose
 weights (output channels on axis 1, per group) and a following activation fuses into its epilogue;
 the fused session matches onnxruntime (rtol/atol 1e-5: folding rounds the weights once) for 1-D
-and 2-D, groups 1 and 2, with and without a bias; a bias of the wrong size is refused, folded or not."""
+and 2-D, groups 1 and 2, with and without a bias; a bias of the wrong size is refused, folded or not;
+a BN whose folded weights would overflow stays a node."""
 import numpy as np
 import onnx
 import pytest
@@ -53,3 +54,19 @@ def test_a_bias_of_the_wrong_size_is_refused_with_or_without_a_batchnorm_after(o
     model.graph.node[0].op_type = op
     with pytest.raises(ModelError, match="'up'.*bias"):
         edgekit.InferenceSession(model)
+
+
+def test_a_batchnorm_whose_folded_weights_overflow_stays_a_node():
+    """A BN scale of 1e38 times a weight of 5 overflows float32: folded, the conv would sum inf - inf
+    where the unfolded graph scales finite sums; it stays a BatchNormalization and matches onnxruntime."""
+    rng = np.random.default_rng(3)
+    c = 3
+    w = rng.standard_normal((c, 2, 3)).astype(np.float32)
+    w[0, 0, 0] = 5.0
+    inits = {"w": w, "g": np.array([1e38, 1, 1], np.float32), "b": np.zeros(c, np.float32),
+             "m": np.zeros(c, np.float32), "v": np.ones(c, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y0"]),
+             helper.make_node("BatchNormalization", ["y0", "g", "b", "m", "v"], ["y"], epsilon=0.0)]
+    model = make_model(nodes, {"x": ((1, 2, 8), np.float32)}, ["y"], inits)
+    assert [n.op_type for n in edgekit.InferenceSession(model).prepared.nodes] == ["Conv", "BatchNormalization"]
+    assert_matches_ort(model, {"x": rng.standard_normal((1, 2, 8)).astype(np.float32)}, 1e-5, 1e-5)
