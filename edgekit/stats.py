@@ -78,7 +78,7 @@ def model_stats(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> M
             if isinstance(d, str):
                 dims.setdefault(d, 1)
     floats = [a for a in graph.constants.values() if a.dtype.kind == "f"]
-    binary = {n.inputs[1]: _binary_row(n, graph.constants[n.inputs[1]].shape) * graph.constants[n.inputs[1]].shape[0]
+    binary = {n.inputs[1]: _binary_weights(n, graph.constants[n.inputs[1]].shape)
               for n in graph.nodes if _is_binary(n) and n.inputs[1] in graph.constants}
     unsupported, planned = _plan(proto, dims)
     return ModelStats(
@@ -97,23 +97,22 @@ def _is_binary(node: Node) -> bool:
     return node.domain == DOMAIN and node.op_type in BINARY_OPS
 
 
-def _binary_row(node: Node, w_shape: tuple[int, ...]) -> int:
-    """Weights of one output channel of a BinaryConv/BinaryGemm: one bit each, ``channels`` valid bits
-    in every run of ceil(channels / 64) uint64 words of its packed [M, words] weight row."""
+def _binary_weights(node: Node, w_shape: tuple[int, ...]) -> int:
+    """Weights of a BinaryConv/BinaryGemm: one bit each, ``channels`` valid bits in every run of
+    ceil(channels / 64) uint64 words of each of the M rows of its packed [M, words] weights."""
     channels = int(node.attrs.get("channels", 0))
-    return w_shape[1] // -(-channels // 64) * channels if channels > 0 else 0
+    return w_shape[0] * (w_shape[1] // -(-channels // 64) * channels) if channels > 0 else 0
 
 
 def _binary_macs(nodes: list, tensors: dict) -> Counter:
-    """XNOR-popcount multiply-accumulates of the plan's binary layers: output positions x channels x
-    weights per channel (a packed output holds all channels of a position in its last axis)."""
+    """XNOR-popcount multiply-accumulates of the plan's binary layers: output positions x weights (a
+    packed output holds all channels of a position in its last axis)."""
     counts: Counter = Counter()
     for n in nodes:
         if _is_binary(n) and n.inputs[1] in tensors and n.outputs[0] in tensors:
-            m = tensors[n.inputs[1]].shape[0]
-            out = tensors[n.outputs[0]]
-            positions = math.prod(out.shape[:-1]) if out.dtype == np.uint64 else math.prod(out.shape) // m
-            counts[n.op_type] += positions * m * _binary_row(n, tensors[n.inputs[1]].shape)
+            w, out = tensors[n.inputs[1]].shape, tensors[n.outputs[0]]
+            positions = math.prod(out.shape[:-1]) if out.dtype == np.uint64 else math.prod(out.shape) // w[0]
+            counts[n.op_type] += positions * _binary_weights(n, w)
     return counts
 
 
