@@ -31,7 +31,7 @@ import onnx
 
 from edgekit.cli_args import positive_float, positive_int
 
-from .plotting import figure, output_path
+from .plotting import add_plot_options, check_plot_options, figure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "models", "frame_cnn.onnx")
@@ -245,16 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed requests per configuration (default 15)")
     parser.add_argument("--device-speed", type=float, default=0.02, help="device speed vs this machine (default 0.02)")
     parser.add_argument("--edge-speed", type=float, default=0.25, help="edge speed vs this machine (default 0.25)")
-    parser.add_argument("--out", default="flow_demo.png", help="where to write the plot (default ./flow_demo.png)")
-    parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")
+    add_plot_options(parser, "flow_demo.png")
     args = parser.parse_args(argv)
     if not (0 < args.device_speed <= 1 and 0 < args.edge_speed <= 1):
         parser.error("speeds must be in (0, 1]: slower tiers are emulated by sleeping, the cloud is this machine")
-    if not args.no_plot:  # refused before the run, and only when a plot will be written
-        try:
-            output_path(args.out)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"argument --out: {exc}")
+    check_plot_options(parser, args)
 
     import edgekit
     from edgekit.runtimes.flow import FlowSession, describe, load_plan

