@@ -569,6 +569,14 @@ def is_rows_kernel(fn) -> bool:
     return fn is conv_rows_kernel or any(fn is f for key, f in _KERNELS.items() if key[0] and not key[-1])
 
 
+@njit(cache=True, inline="always")
+def _fields(plan):
+    """A plan's fields as ``conv_kernel``'s kernels read them: N, C, H, W, groups, Cout, OH, OW, the
+    top and left pads, the strides, Q's height, width and plane, and the activation code."""
+    return (plan[0], plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7], plan[8], plan[9], plan[10],
+            plan[11], plan[12], plan[13], plan[14], plan[17])
+
+
 def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
     """``conv_kernel``'s kernel for the path the flags name (a closure over bools keeps the cache key
     stable): 3x3 depthwise, generic depthwise, the wide product or the direct product, with or without
@@ -581,9 +589,7 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
         rf = yf
         if residual:
             rf = flat(res)
-        n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
-        oh, ow, pt, pl, sh, sw = plan[6], plan[7], plan[8], plan[9], plan[10], plan[11]
-        qh, qw, plane, code = plan[12], plan[13], plan[14], plan[17]
+        n_img, c_in, h, wd, groups, c_out, oh, ow, pt, pl, sh, sw, qh, qw, plane, code = _fields(plan)
         boffs, p1, p2 = plan[18:], params[0], params[1]
         cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
         ncols = ow if oh == 1 else oh * qw
@@ -655,11 +661,10 @@ def _rows_entry(dot: bool, blocks: bool, pairs: bool, short: bool, quads: bool, 
         rf = yf
         if residual:
             rf = flat(res)
-        n_img, c_in, h, wd, groups, c_out = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
-        ow, pt, pl, sh, sw = plan[7], plan[8], plan[9], plan[10], plan[11]
-        qh, qw, plane, method, code = plan[12], plan[13], plan[14], plan[16], plan[17]
+        n_img, c_in, h, wd, groups, c_out, _, ow, pt, pl, sh, sw, qh, qw, plane, code = _fields(plan)
         boffs, p1, p2 = plan[18:], params[0], params[1]
         cin_g, cout_g, k = c_in // groups, c_out // groups, boffs.size
+        method = plan[16]
         one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)  # as gemm's callers
         full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
         tmp = scratch.size - LANES
