@@ -182,13 +182,74 @@ def _gru_cell(wk, g, xr, hp, pk, rb, hid, linear_before_reset, has_clip, clip, c
         wk[hp + j] = (ONE - z) * wk[gh_at + j] + z * wk[hp + j]
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _sigmoid(v):
+    """Sigmoid on ``exp32`` (vectorises)."""
+    return ONE / (ONE + exp32(-v))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _bound(v, clip):
+    """v clipped to [-clip, clip]; clip is inf when the op sets none (NaN kept)."""
+    return -clip if v < -clip else clip if v > clip else v
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _lstm_row(g, x, c, h, p, hid, peep, input_forget, clip):
+    """One LSTM row with the default activations (Sigmoid, Tanh, Tanh) in a single vectorised pass:
+    gates i, o, f, c of H @ R'^T in g, of the X projection in x, states c and h (updated in place),
+    peepholes i, o, f in p (read only when ``peep``; selected, not branched, so the loop vectorises)."""
+    h2, h3 = 2 * hid, 3 * hid
+    for j in range(hid):
+        cj = c[j]
+        gi = g[j] + x[j]
+        gf = g[h2 + j] + x[h2 + j]
+        gi = gi + p[j] * cj if peep else gi
+        gf = gf + p[h2 + j] * cj if peep else gf
+        i = _sigmoid(_bound(gi, clip))
+        f = ONE - i if input_forget else _sigmoid(_bound(gf, clip))
+        cn = f * cj + i * tanh32(_bound(g[h3 + j] + x[h3 + j], clip))
+        go = g[hid + j] + x[hid + j]
+        go = go + p[hid + j] * cn if peep else go
+        c[j] = cn
+        h[j] = _sigmoid(_bound(go, clip)) * tanh32(cn)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _gru_zr(g, x, h, rh, hid, clip):
+    """GRU (Sigmoid, Tanh) without linear_before_reset, first pass: z and r from g (H @ R'^T) and x
+    (the X projection) kept in g, and r * H in rh for the h gate's product."""
+    for j in range(hid):
+        g[j] = _sigmoid(_bound(g[j] + x[j], clip))
+        rh[j] = _sigmoid(_bound(g[hid + j] + x[hid + j], clip)) * h[j]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _gru_row(g, x, h, rb, hid, linear_before_reset, clip):
+    """One GRU row with the default activations (Sigmoid, Tanh) in a single vectorised pass. With
+    linear_before_reset, g holds H @ R'^T (z, r, h) and rb Rb_h; without, g holds the activated z
+    (``_gru_zr``) and (r H) @ Rh^T in the h gate. x is the X projection, h the state (updated)."""
+    h2 = 2 * hid
+    if linear_before_reset:
+        for j in range(hid):
+            z = _sigmoid(_bound(g[j] + x[j], clip))
+            r = _sigmoid(_bound(g[hid + j] + x[hid + j], clip))
+            hh = tanh32(_bound(x[h2 + j] + r * (g[h2 + j] + rb[j]), clip))
+            h[j] = (ONE - z) * hh + z * h[j]
+    else:
+        for j in range(hid):
+            z = g[j]
+            hh = tanh32(_bound(g[h2 + j] + x[h2 + j], clip))
+            h[j] = (ONE - z) * hh + z * h[j]
+
+
 @njit(inline="always")
 def _xw_row(layout, t, b, seq, batch):
     """Row of XW (and of X) holding step t of batch row b."""
     return t * batch + b if layout == 0 else b * seq + t
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan, params):
     """ONNX LSTM / GRU / RNN over the whole sequence (see module); w, r, b, p are read only when
     plan[PACK] asks to pack at this call."""
@@ -203,6 +264,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
     gh = gates * hid
     dgh = dirs * gh
     clip = params[0]
+    bound = clip if has_clip else np.float32(np.inf)
     zero, one, ident = np.int64(0), np.int64(1), np.int64(IDENTITY)
     fzero, fone = np.float32(0.0), np.float32(1.0)
     wt_offs = plan[ACTS + 3 * dirs: ACTS + 3 * dirs + inp]
@@ -232,20 +294,26 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
         h_at = hs + d * batch * hid
         c_at = cs + d * batch * hid
         first = gh if kind != GRU or flag != 0 else 2 * hid
+        fast = cf == SIGMOID and cg == TANH and (ch == TANH or kind == GRU) and kind != RNN
         for s in range(seq):
             t = seq - 1 - s if reverse else s
             matmul_tiles(wk, h_at, hid, one, pk, rt_offs, r_at, wk, zero, zero, zero, fzero,
                          wk, g0, gh, batch, first, hid, fone, ident, fzero, fzero)
-            if kind == GRU:
+            if kind == GRU and not (fast and flag != 0):
                 for bi in range(batch):  # z and r (kept in the gates), and r * H
                     g = g0 + bi * gh
                     xr = xw + _xw_row(layout, t, bi, seq, batch) * dgh + d * gh
+                    hp = h_at + bi * hid
+                    if fast:
+                        _gru_zr(wk[g:g + gh], wk[xr:xr + gh], wk[hp:hp + hid], wk[rh + bi * hid:rh + (bi + 1) * hid],
+                                hid, bound)
+                        continue
                     for j in range(2 * hid):
                         wk[g + j] += wk[xr + j]
                     _clip(wk, g, 2 * hid, has_clip, clip)
                     _apply(wk, g, 2 * hid, cf, af, bf)
                     for j in range(hid):
-                        wk[rh + bi * hid + j] = wk[g + hid + j] * wk[h_at + bi * hid + j]
+                        wk[rh + bi * hid + j] = wk[g + hid + j] * wk[hp + j]
                 if flag == 0:
                     matmul_tiles(wk, rh, hid, one, pk, rt_offs, r_at + 2 * hid, wk, zero, zero, zero, fzero,
                                  wk, g0 + 2 * hid, gh, batch, hid, hid, fone, ident, fzero, fzero)
@@ -259,7 +327,15 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
                 g = g0 + bi * gh
                 xr = xw + _xw_row(layout, t, bi, seq, batch) * dgh + d * gh
                 hp = h_at + bi * hid
-                if kind == LSTM:
+                if fast and kind == LSTM:
+                    pw = plan[PW] + d * 3 * hid
+                    cp = c_at + bi * hid
+                    _lstm_row(wk[g:g + gh], wk[xr:xr + gh], wk[cp:cp + hid], wk[hp:hp + hid], pk[pw:pw + 3 * hid], hid,
+                              peep, flag, bound)
+                elif fast:
+                    rb = plan[RBH] + d * hid
+                    _gru_row(wk[g:g + gh], wk[xr:xr + gh], wk[hp:hp + hid], pk[rb:rb + hid], hid, flag, bound)
+                elif kind == LSTM:
                     _lstm_cell(wk, g, xr, hp, c_at + bi * hid, pk, plan[PW] + d * 3 * hid, hid, peep, flag,
                                has_clip, clip, cf, af, bf, cg, ag, bg, ch, ah, bh)
                 elif kind == GRU:
