@@ -21,7 +21,8 @@ for signed types; a shift by a negative count or by the type's width or more giv
 shifted right, else 0), and ``FIRST`` (copy the first operand, used to start folds).
 Unary codes: neg, abs, sign (NaN stays NaN), exp, log, sqrt, reciprocal, erf, floor, ceil, sin, cos,
 tan, asin, acos, atan, sinh, cosh, round (half to even), isnan, isinf (both signs, +inf only, -inf
-only; bool results) and the bool not. exp, log, erf and the trigonometric and hyperbolic maps are
+only; bool results), the bool not, and Pow by the constants 2, 3, 4 and 0.5 (x x, x x x, (x x)(x x), and
+sqrt(x) with pow's -inf -> inf: a vectorised loop where libm's powf is a scalar call, 10x slower). exp, log, erf and the trigonometric and hyperbolic maps are
 float32 polynomials without libm calls (``exp32``, ``log32``, ... below), so their loops vectorise
 (libm's are scalar calls, 20-70x slower than onnxruntime's vectorised ones): each states its error
 (2 ulp or better), and NaN and the infinities map as in onnxruntime.
@@ -39,7 +40,7 @@ from . import FASTMATH, KernelInputError
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU, EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL,
  MOD, CMOD, FMOD, FLOOR_MOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(24)
 (NEG, ABS, SIGN, EXP, LOG, SQRT, RECIPROCAL, ERF, FLOOR, CEIL, SIN, COS, TAN, ASIN, ACOS, ATAN, SINH, COSH,
- ROUND, ISNAN, ISINF, ISINF_POS, ISINF_NEG, NOT) = range(24)
+ ROUND, ISNAN, ISINF, ISINF_POS, ISINF_NEG, NOT, SQUARE, CUBE, FOURTH, POW_HALF) = range(28)
 
 
 @intrinsic
@@ -358,6 +359,19 @@ def erf32(x):
     return y if x == x else x
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _fourth(x):
+    """x ** 4 as (x x)(x x): two roundings, within 1.5 ulp of powf."""
+    s = x * x
+    return s * s
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _pow_half(x):
+    """x ** 0.5 as pow has it: sqrt(x), NaN below 0 except pow(-inf, 0.5) = inf."""
+    return math.sqrt(x) if x >= 0 else (INF if x == -INF else NAN)
+
+
 def _unop(x, code):
     """One unary op on a scalar, ``code`` an int literal: only that op's body is typed and inlined."""
 
@@ -373,6 +387,8 @@ _UNOPS = {
     SINH: lambda x, code: sinh32(x), COSH: lambda x, code: cosh32(x), ROUND: lambda x, code: np.rint(x),
     ISNAN: lambda x, code: x != x, ISINF: lambda x, code: abs(x) == np.inf,
     ISINF_POS: lambda x, code: x == np.inf, ISINF_NEG: lambda x, code: x == -np.inf, NOT: lambda x, code: not x,
+    SQUARE: lambda x, code: x * x, CUBE: lambda x, code: x * x * x, FOURTH: lambda x, code: _fourth(x),
+    POW_HALF: lambda x, code: _pow_half(x),
 }
 REDUCED = (SIN, COS, TAN)
 """Unary codes whose approximation covers |x| <= TRIG_LIMIT; their kernels send larger |x| to libm."""
@@ -501,7 +517,7 @@ def _unary(code: int):
 
 BINARY = {(code, ia, ib): _binary(code, ia, ib) for code in range(FIRST) for ia in (0, 1) for ib in (0, 1)}
 VARIADIC = {code: _variadic(code) for code in (ADD, MAX, MIN)}
-UNARY = {code: _unary(code) for code in range(NOT + 1)}
+UNARY = {code: _unary(code) for code in range(POW_HALF + 1)}
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

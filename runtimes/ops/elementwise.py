@@ -14,7 +14,7 @@ import numpy as np
 from edgekit.ir import Node
 
 from ..kernels import elementwise as ke
-from .registry import Constant, In, Kernel, Out, Unsupported, register
+from .registry import Constant, In, Kernel, Out, Unsupported, View, register
 
 BINARY = {"Add": ke.ADD, "Sub": ke.SUB, "Mul": ke.MUL, "Div": ke.DIV, "Pow": ke.POW, "PRelu": ke.PRELU,
           "Equal": ke.EQUAL, "Less": ke.LESS, "Greater": ke.GREATER, "LessOrEqual": ke.LESS_EQUAL,
@@ -25,6 +25,10 @@ UNARY = {"Neg": ke.NEG, "Abs": ke.ABS, "Sign": ke.SIGN, "Exp": ke.EXP, "Log": ke
          "Reciprocal": ke.RECIPROCAL, "Erf": ke.ERF, "Floor": ke.FLOOR, "Ceil": ke.CEIL, "Sin": ke.SIN,
          "Cos": ke.COS, "Tan": ke.TAN, "Asin": ke.ASIN, "Acos": ke.ACOS, "Atan": ke.ATAN, "Sinh": ke.SINH,
          "Cosh": ke.COSH, "Round": ke.ROUND, "IsNaN": ke.ISNAN, "IsInf": ke.ISINF, "Not": ke.NOT}
+POW_BY = {2.0: ke.SQUARE, 3.0: ke.CUBE, 4.0: ke.FOURTH, 0.5: ke.POW_HALF, -1.0: ke.RECIPROCAL}
+"""Pow by these constant exponents runs as the unary map (multiplies, sqrt, 1 / x): libm's powf is a scalar call."""
+POW_EXACT = (1.0, 2.0, 3.0, 4.0)
+"""The constant exponents of Pow on int32 and int64 bases (by multiplies, so exact; others unsupported)."""
 VARIADIC = {"Max": ke.MAX, "Min": ke.MIN, "Sum": ke.ADD, "Mean": ke.ADD}
 LOGICAL = ("And", "Or", "Xor", "Not")
 BOOL_OUT = (*COMPARE, *LOGICAL, "IsNaN", "IsInf")
@@ -126,16 +130,20 @@ def _binary_code(node: Node, dtype: np.dtype, opset: int) -> int:
 
 
 @register(*BINARY)
-def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
+def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant | View:
     a, b = inputs[0], inputs[1]
     if node.op_type == "PRelu" and opset < 7:
         raise Unsupported("PRelu before opset 7 (legacy slope broadcasting)")
+    b_shape = _legacy_shape(node, a.shape, b.shape, opset)
+    if node.op_type == "Pow" and np.broadcast_shapes(a.shape, b_shape) == tuple(a.shape):
+        special = _pow_by_constant(a, b)
+        if special is not None:
+            return special
     _check_dtype(node, a.dtype)
     if b.dtype != a.dtype and node.op_type != "Pow":
         raise Unsupported(f"{node.op_type} of {a.dtype} and {b.dtype}")
     if node.op_type in ("Div", "Mod") and a.dtype.kind in "iu" and b.is_const and not b.value.all():
         raise ValueError(f"integer {node.op_type} by zero: the constant divisor holds a 0")
-    b_shape = _legacy_shape(node, a.shape, b.shape, opset)
     folded = _fold(node, [a.value, None if b.value is None else b.value.reshape(b_shape)])
     if folded is not None:
         return folded
@@ -152,6 +160,21 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant:
     shape, (sa, sb) = collapse(out_shape, [a.shape, b_shape])
     out_dtype = np.dtype(bool) if node.op_type in BOOL_OUT else a.dtype
     return Kernel(_binary_kernel(code, sa, sb), (In(0), b_arg, Out(0), shape, sa, sb), [(out_shape, out_dtype)])
+
+
+def _pow_by_constant(a, b) -> Kernel | View | None:
+    """Pow of ``a`` by a constant ``b`` (broadcast into ``a``) holding one exponent of POW_BY: a map of ``a``,
+    or ``a`` itself for 1 (no step at run time); integer ``a`` (exact: multiplies) for 1 to 4 only. Else None."""
+    if not b.is_const or not b.value.size or not np.all(b.value == b.value.flat[0]) or a.dtype not in DTYPES:
+        return None
+    e = float(b.value.flat[0])
+    if a.dtype != np.float32 and e not in POW_EXACT:
+        return None
+    if e == 1.0:
+        return View(tuple(a.shape))
+    if e in POW_BY:
+        return Kernel(ke.UNARY[POW_BY[e]], (In(0), Out(0)), [(a.shape, a.dtype)])
+    return None
 
 
 @register(*VARIADIC)

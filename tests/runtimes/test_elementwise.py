@@ -1,6 +1,6 @@
 """Elementwise ops against onnxruntime: binary arithmetic over every broadcasting pattern (same shape,
 scalar, per-channel, row, two-sided, legacy opset-6 axis broadcasting), int64 arithmetic (kernel and
-constant-folded), Pow, PRelu, Mod (fmod 0 and 1, float and integer signs, by zero; opset 28's float
+constant-folded), Pow (and its constant exponents 2, 3, 4, 0.5, -1, 1 on float and integer bases), PRelu, Mod (fmod 0 and 1, float and integer signs, by zero; opset 28's float
 fmod=0 against NumPy), comparisons and Where, bool And/Or/Xor/Not, BitShift (unsigned; opset 28's
 signed shifts against NumPy), variadic Max/Min/Sum/Mean with NaN propagation, unary
 maps (trigonometric, Round half to even, IsNaN, IsInf; the float32 polynomial approximations over wide
@@ -110,6 +110,38 @@ def test_pow_float_and_integer_exponents():
     for e in (2.0, 0.5, -1.5):
         _check("Pow", {"x": x}, inits={"e": np.float32(e)}, rtol=2e-6)
     _check("Pow", {"x": x}, inits={"e": np.int64(3)}, rtol=2e-6)
+
+
+POW_EDGES = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.0, 1.0, -2.5, 1e-30, 3e19], np.float32)
+
+
+@pytest.mark.parametrize("e", [2.0, 3.0, 4.0, 0.5, -1.0, 1.0])
+def test_pow_by_special_constants(e):
+    """Pow by 2, 3, 4, 0.5, -1 runs as multiplies, sqrt or 1 / x, and by 1 as no step: within rtol 2e-6 of
+    onnxruntime on random values of both signs, NaN and the infinities placed exactly (0.5 of a negative is
+    NaN, of -inf inf; -1 of 0 is inf; overflow to inf and underflow to 0), an exponent tensor of one repeated
+    value (int64 too) takes the same path; output shape and dtype as onnxruntime's."""
+    rng = np.random.default_rng(23)
+    x = np.concatenate([rng.uniform(-3, 3, 40), POW_EDGES]).astype(np.float32).reshape(2, 5, 5)
+    with np.errstate(all="ignore"):
+        _check("Pow", {"x": x}, inits={"e": np.float32(e)}, rtol=2e-6, atol=0)
+        _check("Pow", {"x": x}, inits={"e": np.full((5, 5), e, np.float32)}, rtol=2e-6, atol=0)
+    if e == int(e) and e > 0:
+        _check("Pow", {"x": x}, inits={"e": np.int64(e)}, rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_pow_of_integers_by_small_constants_is_exact(dtype):
+    """Integer bases by the constants 1 to 4 are multiplies, exact like onnxruntime; other exponents of an
+    integer base stay unsupported, and an exponent tensor that broadcasts past the base takes the general path."""
+    x = np.random.default_rng(29).integers(-60, 60, (3, 7)).astype(dtype)
+    t = TensorProto.INT32 if dtype == np.int32 else TensorProto.INT64
+    for e in (1, 2, 3, 4):
+        _check("Pow", {"x": x}, inits={"e": dtype(e)}, out_type=t, rtol=0, atol=0)
+    with pytest.raises(UnsupportedOpError):
+        _check("Pow", {"x": x}, inits={"e": dtype(5)}, out_type=t)
+    f = np.random.default_rng(31).uniform(-2, 2, (3, 1)).astype(np.float32)
+    _check("Pow", {"x": f}, inits={"e": np.full((3, 4), 2.0, np.float32)}, rtol=2e-6, atol=0)
 
 
 @pytest.mark.parametrize("slope_shape", [(3, 1, 1), (1,), (2, 3, 4, 5), (5,)])
