@@ -20,7 +20,12 @@ Dim = int | str | None
 
 @dataclass
 class Node:
-    """One ONNX node; ``attrs`` holds Python values (ints, floats, lists, arrays, strings)."""
+    """One ONNX node; ``attrs`` holds Python values (ints, floats, lists, arrays, strings, Graphs).
+
+    ``implicit`` lists the outer-scope names its graph attributes (Loop/If bodies) read, as they name
+    them; they are also appended to ``inputs``, so ordering, dead-node removal and buffer liveness see
+    them as inputs (a rewrite renaming an input keeps the pairing by position).
+    """
 
     name: str
     op_type: str
@@ -28,6 +33,7 @@ class Node:
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
+    implicit: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -74,7 +80,11 @@ def _value_info(vi: onnx.ValueInfoProto) -> ValueInfo:
     return ValueInfo(vi.name, dtype_of(t.elem_type), shape)
 
 
-def _attr_value(attr: onnx.AttributeProto) -> Any:
+def _attr_value(attr: onnx.AttributeProto, opsets: dict[str, int]) -> Any:
+    if attr.type == onnx.AttributeProto.GRAPH:
+        return _read(attr.g, opsets)
+    if attr.type == onnx.AttributeProto.GRAPHS:
+        return [_read(g, opsets) for g in attr.graphs]
     if attr.type == onnx.AttributeProto.TENSOR:
         return numpy_helper.to_array(attr.t)
     if attr.type == onnx.AttributeProto.TENSORS:
@@ -89,19 +99,33 @@ def _attr_value(attr: onnx.AttributeProto) -> Any:
 
 def read_graph(proto: onnx.ModelProto) -> Graph:
     """Parse a (checked) ModelProto into a Graph."""
-    g = proto.graph
+    opsets = {e.domain if e.domain != "ai.onnx" else "": e.version for e in proto.opset_import}
+    opsets.setdefault("", opset_version(proto))
+    return _read(proto.graph, opsets)
+
+
+def outer_names(graph: Graph) -> list[str]:
+    """Names ``graph`` reads (nodes, nested subgraphs, outputs) that it does not define: a subgraph's
+    outer-scope inputs, in first-read order."""
+    defined = set(graph.constants) | {v.name for v in graph.inputs} | {o for n in graph.nodes for o in n.outputs} | {""}
+    read = [x for n in graph.nodes for x in n.inputs] + [o.name for o in graph.outputs]
+    return list(dict.fromkeys(x for x in read if x not in defined))
+
+
+def _read(g: onnx.GraphProto, opsets: dict[str, int]) -> Graph:
+    """Parse the model's graph or a subgraph (reading the model's opsets)."""
     try:
         constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     except Exception as exc:  # a malformed tensor payload in the protobuf
         raise ModelError(f"cannot read an initializer of the model: {exc}") from None
     nodes = []
     for i, n in enumerate(g.node):
-        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        attrs = {a.name: _attr_value(a, opsets) for a in n.attribute}
+        bodies = [b for v in attrs.values() for b in (v if isinstance(v, list) else [v]) if isinstance(b, Graph)]
+        implicit = list(dict.fromkeys(x for b in bodies for x in outer_names(b)))
         nodes.append(Node(n.name or f"{n.op_type}_{i}", n.op_type, n.domain if n.domain != "ai.onnx" else "",
-                          list(n.input), list(n.output), attrs))
+                          list(n.input) + implicit, list(n.output), attrs, implicit))
     initializer_names = set(constants)
     inputs = [_value_info(v) for v in g.input if v.name not in initializer_names]
     outputs = [_value_info(v) for v in g.output]
-    opsets = {e.domain if e.domain != "ai.onnx" else "": e.version for e in proto.opset_import}
-    opsets.setdefault("", opset_version(proto))
     return Graph(nodes, constants, inputs, outputs, opsets)

@@ -2,7 +2,8 @@
 naming node and input); a shape whose size overflows int64 is refused (InputError); a node reading two outputs of
 one node runs once, in order (as onnxruntime); a kernel that refuses the values of a run (a
 data-dependent check inside it) raises InputError naming the node and op, and the session runs
-again afterwards with results equal to onnxruntime's (tolerances in each test)."""
+again afterwards with results equal to onnxruntime's; a tensor read only inside a subgraph (If branch) is an
+input of its node, kept alive and not overwritten before it (tolerances in each test)."""
 import numpy as np
 import onnx
 import pytest
@@ -54,3 +55,25 @@ def test_string_inputs_and_overflowing_shapes_are_refused_by_name():
                       {"repeats": np.array([huge, huge], np.int64)})
     with pytest.raises(InputError, match="GiB"):
         edgekit.InferenceSession(tile)
+
+
+def test_tensors_read_only_inside_a_subgraph_are_kept_alive_as_inputs_of_its_node():
+    """t is read only by the If's then-branch: the node producing it is not dead, the If lists it as an input
+    (Node.implicit), and u, computed while t waits for the If, does not take t's buffer."""
+    then_g = helper.make_graph([helper.make_node("Add", ["t", "u"], ["a"])], "then", [],
+                               [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2, 3])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["u"], ["b"])], "else", [],
+                               [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [2, 3])])
+    nodes = [helper.make_node("Tanh", ["x"], ["t"], name="tanh"), helper.make_node("Exp", ["x"], ["u"], name="exp"),
+             helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g, name="pick")]
+    model = make_model(nodes, {"x": ((2, 3), np.float32), "c": ((), np.bool_)}, {"y": ((2, 3), np.float32)})
+    session = edgekit.InferenceSession(model)
+    pick = next(n for n in session.prepared.nodes if n.op_type == "If")
+    assert sorted(pick.implicit) == ["t", "u"] and pick.inputs == ["c", *pick.implicit]
+    assert [n.name for n in session.prepared.nodes] == ["tanh", "exp", "pick"]
+    rng = np.random.default_rng(7)
+    for c in (True, False):
+        x = rng.standard_normal((2, 3)).astype(np.float32)
+        assert_matches_ort(model, {"x": x, "c": np.array(c)}, rtol=1e-6, atol=1e-6, session=session)
+    tensors = session.plan(((2, 3), ())).tensors
+    assert not np.may_share_memory(tensors["t"], tensors["u"])
