@@ -1,5 +1,6 @@
-"""`edgekit convert --stream` and `edgekit stream` on the bundled PPG model: the step model and the
-streamed outputs equal StreamingSession's (exactly), bad sources and flag mixes give exit 1 / 2, a
+"""`edgekit convert --stream` and `edgekit stream` on the bundled PPG model: the written step model,
+run hop by hop in onnxruntime, equals onnxruntime's window inference; the streamed outputs equal
+StreamingSession's (as printed), bad sources and flag mixes give exit 1 / 2, a
 closed stdout pipe ends the stream quietly, NaN samples need --allow-nan.
 `edgekit convert --binarize --mst --report` on the bundled BNN: the written model gives the float
 model's predictions, the report times every layer and `edgekit info` counts its packed weights and
@@ -7,6 +8,7 @@ XNOR-popcount MACs; converters never import the runtime (the
 report's timing runs in the CLI through edgekit.InferenceSession)."""
 import ast
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import edgekit
 import edgekit.converters
 import edgekit.demos
 from edgekit.cli import main
+from edgekit.metadata import STREAM_KEY
 
 PPG = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "ppg_cnn.onnx")
 BNN = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "bnn_fashion.onnx")
@@ -35,12 +38,30 @@ def signal_csv(tmp_path):
 
 
 def test_convert_stream_writes_a_step_model_onnxruntime_runs(tmp_path, capsys):
+    """The written file, run hop by hop in onnxruntime from its own metadata (zero-filled states fed
+    back), gives at every hop after the warm-up what onnxruntime gives on the window model over the last
+    256 samples (the PPG net has valid convolutions): rtol 1e-5, atol 1e-5 x the output's scale."""
     out = str(tmp_path / "step.onnx")
     assert main(["convert", PPG, "--stream", "--hop", "64", "-o", out, "--report"]) == 0
     text = capsys.readouterr().out
     assert "step model, 64 new samples per call" in text and "NRMSE" in text
     sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape[-1] == 64
+    step = onnx.load(out)
+    meta = json.loads({p.key: p.value for p in step.metadata_props}[STREAM_KEY])
+    hop, window, warmup = meta["hop"], meta["window"], meta["warmup_hops"]
+    assert (hop, window, meta["delay"]) == (64, 256, 0)
+    x = np.random.default_rng(4).standard_normal((1, 1, (warmup + 20) * hop)).astype(np.float32)
+    states = {s["input"]: np.full([1, *s["shape"][1:]], s["fill"], np.float32) for s in meta["states"]}
+    names = meta["outputs"] + [s["output"] for s in meta["states"]]
+    got = []
+    for h in range(warmup + 20):
+        res = sess.run(names, {meta["input"]: x[:, :, h * hop:(h + 1) * hop], **states})
+        states = {s["input"]: v for s, v in zip(meta["states"], res[len(meta["outputs"]):])}
+        got.append(res[0])
+    windows = np.concatenate([x[:, :, (h + 1) * hop - window:(h + 1) * hop] for h in range(warmup, warmup + 20)])
+    (want,) = ort.InferenceSession(PPG, providers=["CPUExecutionProvider"]).run(None, {"ppg": windows})
+    np.testing.assert_allclose(np.concatenate(got[warmup:]), want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
 
 
 def test_stream_prints_the_session_outputs_per_hop(signal_csv, capsys):
