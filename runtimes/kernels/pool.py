@@ -28,7 +28,8 @@ instructions drop NaN, so it also checks its input for NaN; a tensor holding one
 NaN-propagating path above. The 3x3 pads-1 average pool runs as AVG3, the same pass with float32 sums
 (taps outside the plane read as 0) times a per-position 1 / tap count. The SAME_POOL kernels ask LLVM for
 512-bit vectors (``_prefer_512``).
-MaxPool 3x3 stride 2 pads 1 takes STRIDED_MAX3: that stride-1 pool, then a gather of the even positions.
+3x3 stride-2 pools with head pads 0 or 1 (pads 1, and auto_pad SAME) take STRIDED3: that stride-1 pool (MAX3 or
+AVG3), then a gather of the positions at the outputs' window centres.
 2x2 stride-2 max pools whose windows all lie inside the planes take WINDOW2_MAX, one flat loop over the
 outputs from a precomputed index of their windows; such average pools take AVG2_POOL: per output row, the
 two input rows in explicit vectors, added, then neighbouring lanes added (float32 sums).
@@ -619,21 +620,32 @@ SAME_POOL = {MAX: _same_pooling(MAX), AVG: _same_pooling(AVG)}
 _SAME_MAX = SAME_POOL[MAX]
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def STRIDED_MAX3(x, out, full, s, planes, group, h, w, inv, none, masks):
-    """MaxPool 3x3 stride 2 with head pads 1 (output (h+1)//2 x (w+1)//2): the stride-1 'same' pool of every
-    position into ``full`` (x's shape; SAME_POOL, so MAX3 unless x holds a NaN), then the positions (2i, 2j)
-    of each plane, row by row in vectors (vcopy_even). Pooling every position costs 4x the outputs' work,
-    yet one vector pass beats the strided path's per-row loops on the planes of edge CNNs. ``none`` is an
-    empty float32 array (no fused BN), ``inv`` any float64 array."""
-    three, one = np.int64(3), np.int64(1)  # typed, not literals: the kernel's one compiled signature serves
-    _SAME_MAX(x, full, s, planes, group, h, w, three, three, one, one, inv, one, none, none, np.int64(IDENTITY),
-              np.float32(0.0), np.float32(0.0), masks)
-    ff, of = full.reshape(-1), out.reshape(-1)
-    oh, ow = (h + 1) // 2, (w + 1) // 2
-    for p in range(planes):
-        for r in range(oh):
-            vcopy_even(of, (p * oh + r) * ow, ff, p * h * w + 2 * r * w, ow)
+def _strided3(code: int):
+    """The 3x3 stride-2 kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
+    same = SAME_POOL[code]
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def kernel(x, out, full, s, planes, group, h, w, inv, none, masks, r0, c0):
+        """Pool 3x3 stride 2 whose every output (i, j) has its window centred at (2i + r0, 2j + c0) inside the
+        plane (head pads 1 - r0, 1 - c0: 1 for pads 1 or SAME on an odd size, 0 for SAME_UPPER on an even
+        one): the stride-1 'same' pool of every position into ``full`` (x's shape; SAME_POOL, so MAX3 or
+        AVG3), then those centres of each plane, row by row in vectors (vcopy_even). ``inv`` is AVG3's
+        per-position 1 / tap count (float32, padded to whole vectors; the strided outputs' counts at their
+        centres). Pooling every position costs 4x the outputs' work, yet one vector pass beats the strided
+        path's per-row loops on the planes of edge CNNs. ``none`` is an empty float32 array (no fused BN)."""
+        three, one = np.int64(3), np.int64(1)  # typed, not literals: the kernel's one compiled signature serves
+        same(x, full, s, planes, group, h, w, three, three, one, one, inv, one, none, none, np.int64(IDENTITY),
+             np.float32(0.0), np.float32(0.0), masks)
+        ff, of = full.reshape(-1), out.reshape(-1)
+        oh, ow = out.shape[2], out.shape[3]
+        for p in range(planes):
+            for r in range(oh):
+                vcopy_even(of, (p * oh + r) * ow, ff, p * h * w + (2 * r + r0) * w + c0, ow)
+
+    return kernel
+
+
+STRIDED3 = {MAX: _strided3(MAX), AVG: _strided3(AVG)}
 
 
 POOL = {MAX: _pooling(MAX), AVG: _pooling(AVG)}

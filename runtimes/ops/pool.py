@@ -3,8 +3,8 @@
 Output sizes follow onnxruntime: auto_pad SAME_* pads by the undilated kernel, ceil_mode also
 applies to auto_pad outputs, and a ceil-mode window that would start past the input plus its head
 padding is dropped. 1-D pools whose windows all lie inside the input (no padding reached, no
-dilation) run on the four-argument WINDOW_POOL sweep; on planes narrower than STRIDED_MAX3_WIDTH,
-MaxPool 3x3 stride 2 pads 1 runs on the stride-1 pool (STRIDED_MAX3) and 2x2 stride-2 max pools whose
+dilation) run on the four-argument WINDOW_POOL sweep; on planes narrower than STRIDED3_WIDTH,
+3x3 stride-2 pools with head pads 0 or 1 (pads 1, auto_pad SAME) run on the stride-1 pool (STRIDED3) and 2x2 stride-2 max pools whose
 windows all lie inside on one flat loop over the outputs (WINDOW2_MAX); such average pools, at any width,
 run on explicit vectors (AVG2_POOL). The global pools, and unpadded 2-D average pools whose window is the whole
 plane, are reductions over the spatial axes.
@@ -27,7 +27,7 @@ from .registry import In, Kernel, Out, Unsupported, register
 
 POOL_AFFINE = "_edgekit_pool_affine"  # node attribute: (scale, shift) of a BatchNormalization fused after the pool
 SAME_GROUP_ELEMENTS = 4096  # the stride-1 'same' path: input, scratch and output of a group fit in L1 together
-STRIDED_MAX3_WIDTH = 64  # 3x3/2 max and 2x2/2 pools of narrower planes skip the strided path, whose per-row loops wider rows amortise
+STRIDED3_WIDTH = 64  # 3x3/2 and 2x2/2 max pools of narrower planes skip the strided path, whose per-row loops wider rows amortise
 
 
 def _pads(auto_pad: str, n: int, k: int, s: int, head: int, tail: int) -> tuple[int, int]:
@@ -114,15 +114,14 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         raise Unsupported("a fused epilogue on a pool that is not stride-1 'same'")
     if code == kp.AVG and rank == 2 and kernel == list(x.shape[2:]) and heads + tails == [0, 0, 0, 0]:
         return _whole_plane_mean(x, out_shape)
-    halves = [-(-n // 2) for n in x.shape[2:]]
-    if (code == kp.MAX and (kernel, strides, dilations, heads) == ([3, 3], [2, 2], [1, 1], [1, 1])
-            and out_shape[2:] == halves and x.shape[-1] < STRIDED_MAX3_WIDTH):
-        return _strided_max3(x, out_shape)
+    if ((kernel, strides, dilations) == ([3, 3], [2, 2], [1, 1]) and x.shape[-1] < STRIDED3_WIDTH and min(out_shape) > 0
+            and all(hd in (0, 1) and 2 * o - 1 - hd < n for hd, o, n in zip(heads, out_shape[2:], x.shape[2:]))):
+        return _strided3(x, code, out_shape, heads, inv)
     window2 = (rank == 2 and (kernel, strides, dilations, heads) == ([2, 2], [2, 2], [1, 1], [0, 0])
                and all(2 * o <= n for o, n in zip(out_shape[2:], x.shape[2:])))
     if window2 and code == kp.AVG:
         return Kernel(kp.AVG2_POOL, (In(0), Out(0), x.shape[0] * x.shape[1], *x.shape[2:]), [(tuple(out_shape), x.dtype)])
-    if window2 and x.shape[-1] < STRIDED_MAX3_WIDTH:
+    if window2 and x.shape[-1] < STRIDED3_WIDTH:
         index = _window_starts(x.shape[0] * x.shape[1], *x.shape[2:], *out_shape[2:])
         return Kernel(kp.WINDOW2_MAX, (In(0), Out(0), index, x.shape[3]), [(tuple(out_shape), x.dtype)])
     if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
@@ -171,14 +170,22 @@ def _max3_masks(h: int, w: int, max3: bool = True) -> np.ndarray:
     return kp.max3_masks(h, w) if max3 else np.empty((5, 0), np.uint16)
 
 
-def _strided_max3(x, out_shape: list[int]) -> Kernel:
-    """MaxPool 3x3 stride 2 pads 1 as the stride-1 'same' pool of every position, then the positions (2i, 2j)."""
+def _strided3(x, code: int, out_shape: list[int], heads: list[int], inv: np.ndarray) -> Kernel:
+    """A 3x3 stride-2 pool whose windows are the stride-1 'same' windows of their centres (2i + 1 - head):
+    that pool of every position, then the centres; AVG3's 1 / tap count is the strided outputs' at them."""
     planes, (h, w) = x.shape[0] * x.shape[1], x.shape[2:]
+    r0, c0 = 1 - heads[0], 1 - heads[1]
     group = max(1, SAME_GROUP_ELEMENTS // (h * w))
     scratch = np.empty(max((group + 1) * (h + 1) * w, group * h * w), np.float32)
-    args = (In(0), Out(0), np.empty(x.shape, np.float32), scratch, planes, group, h, w, np.zeros(1), np.empty(0, np.float32),
-            _max3_masks(h, w))
-    return Kernel(kp.STRIDED_MAX3, args, [(tuple(out_shape), x.dtype)])
+    full_inv = np.zeros(1)  # the max pool's: SAME_POOL's signature for MAX takes float64
+    if code == kp.AVG:
+        full_inv = np.zeros((h * w + -(h * w) % kp.LANES), np.float32)
+        oh, ow = out_shape[2:]
+        centres = (np.arange(oh)[:, None] * 2 + r0) * w + np.arange(ow)[None, :] * 2 + c0
+        full_inv[centres.ravel()] = inv
+    args = (In(0), Out(0), np.empty(x.shape, np.float32), scratch, planes, group, h, w, full_inv, np.empty(0, np.float32),
+            _max3_masks(h, w), r0, c0)
+    return Kernel(kp.STRIDED3[code], args, [(tuple(out_shape), x.dtype)])
 
 
 def _window_starts(planes: int, h: int, w: int, oh: int, ow: int) -> np.ndarray:

@@ -3,7 +3,8 @@ explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, 
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
 shapes (the 3x3 one, MAX3, on planes wide and narrow, and tensors holding NaN, alone or among
 infinities; MAX3 itself, called directly, on inputs without NaN and its NaN check; the 3x3 stride-2
-pool, which runs on it); the flat 2x2 stride-2 max path and the vector 2x2 stride-2 average (AVG2_POOL: odd
+pools with head pads 0 or 1, max and average (auto_pad SAME, explicit pads, ceil_mode), which run on MAX3 and
+AVG3 and take the window centres, and the generic kernel where a window's centre leaves the plane); the flat 2x2 stride-2 max path and the vector 2x2 stride-2 average (AVG2_POOL: odd
 sizes, NaN and infinities as in a sum, the generic kernel for windows past the plane) and 3x3 pads-1 average
 (AVG3) on planes of any size, NaN and infinities included; the 1-D full-window path (no padding reached:
 kernel = stride and other small windows, windows that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
@@ -286,6 +287,54 @@ def test_average_three_by_three_vector_path(shape, include_pad):
     x.flat[rng.choice(x.size, 3, replace=False)] = np.nan, np.inf, -np.inf
     got = assert_matches_ort(model, {"x": x}, 1e-6, 0, session=session)[0]
     assert np.isnan(got).any()
+
+
+STRIDED3_ATTRS = [dict(auto_pad="SAME_UPPER"), dict(auto_pad="SAME_LOWER"), dict(pads=[0, 0, 1, 1]), dict(pads=[1, 1, 1, 1]),
+                  dict(pads=[1, 0, 1, 0]), dict(pads=[0, 1, 0, 2]), dict(ceil_mode=1)]
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 56, 56), (2, 5, 14, 14), (1, 3, 8, 7), (1, 4, 7, 10), (1, 2, 2, 2), (1, 3, 1, 5)])
+@pytest.mark.parametrize("attrs", STRIDED3_ATTRS)
+def test_three_by_three_stride_two_path(shape, attrs):
+    """3x3 stride-2 pools with head pads 0 or 1 (auto_pad SAME of Keras models on even and odd sizes, explicit
+    pads, ceil_mode) run as the stride-1 pool of every position, then the window centres (STRIDED3), unless a
+    window's centre lies past the plane (a 1-high plane with tail padding: the generic kernel): max
+    exact, average within rtol 1e-6 with and without count_include_pad, against onnxruntime; the max with
+    NaN among infinities pools again with NaN propagation (NumPy's np.max over the padded windows)."""
+    rng = np.random.default_rng(33)
+    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    base = dict(kernel_shape=[3, 3], strides=[2, 2], **attrs)
+    if "auto_pad" in attrs:  # SAME: (ceil(n / 2) - 1) * 2 + 3 - n padded, the odd one at the tail (UPPER) or head
+        head = [((-(-n // 2) - 1) * 2 + 3 - n + (attrs["auto_pad"] == "SAME_LOWER")) // 2 for n in shape[2:]]
+    else:
+        head = attrs.get("pads", [0, 0])[:2]
+    for op, opset, extra, rtol in (("MaxPool", 12, {}, 0), ("AveragePool", 19, dict(count_include_pad=0), 1e-6),
+                                   ("AveragePool", 19, dict(count_include_pad=1), 1e-6)):
+        model = _model(op, shape, opset, **base, **extra)
+        session = edgekit.InferenceSession(model)
+        assert_matches_ort(model, {"x": x}, rtol, 0, session=session)
+        (fn, _), = session.plan((shape,)).steps
+        out = session.run(None, {"x": x})[0].shape[2:]
+        centred = all(0 < o and 2 * (o - 1) + 1 - h < n for o, h, n in zip(out, head, shape[2:]))  # else the generic kernel
+        assert (fn is kp.STRIDED3[kp.MAX if op == "MaxPool" else kp.AVG]) == centred
+    x.flat[rng.choice(x.size, 3, replace=False)] = np.nan, np.inf, -np.inf
+    got = edgekit.InferenceSession(_model("MaxPool", shape, 12, **base)).run(None, {"x": x})[0]
+    oh, ow = got.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (head[0], 3), (head[1], 3)), constant_values=-np.inf)
+    want = np.max(np.stack([xp[:, :, a:a + 2 * oh:2, b:b + 2 * ow:2] for a in range(3) for b in range(3)]), axis=0)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_three_by_three_stride_two_with_windows_past_the_plane_takes_the_generic_kernel():
+    """A 3x3 stride-2 pool with a window centred past the plane (its last window starts at the last row: tail pads 2) or a
+    plane at least STRIDED3_WIDTH wide runs on the generic kernel and still matches onnxruntime."""
+    x = np.random.default_rng(34).uniform(0.5, 1.5, (1, 3, 9, 64)).astype(np.float32)
+    for shape, attrs in (((1, 3, 9, 9), dict(pads=[0, 0, 2, 2])), ((1, 3, 9, 64), dict(auto_pad="SAME_UPPER"))):
+        model = _model("AveragePool", shape, 19, kernel_shape=[3, 3], strides=[2, 2], **attrs)
+        session = edgekit.InferenceSession(model)
+        assert_matches_ort(model, {"x": x[..., :shape[2], :shape[3]].copy()}, 1e-6, 0, session=session)
+        (fn, _), = session.plan((shape,)).steps
+        assert fn is kp.POOL[kp.AVG]
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
