@@ -4,7 +4,8 @@ StreamingSession's (as printed), bad sources and flag mixes give exit 1 / 2, a
 closed stdout pipe ends the stream quietly, NaN samples need --allow-nan.
 `edgekit convert --binarize --mst --report` on the bundled BNN: the written model gives the float
 model's predictions, the report times every layer and `edgekit info` counts its packed weights and
-XNOR-popcount MACs; converters never import the runtime (the
+XNOR-popcount MACs; `edgekit convert --paramfree max|avg` writes the pool asked for, matching
+onnxruntime; converters never import the runtime (the
 report's timing runs in the CLI through edgekit.InferenceSession)."""
 import ast
 import glob
@@ -157,6 +158,25 @@ def test_convert_needs_exactly_one_technique(tmp_path):
                   ["--stream", "--hop", "0"], ["--stream", "--hop", "64", "--window", "-5"]):
         assert main(["convert", BNN if "--binarize" in flags else PPG, *flags, "-o", str(tmp_path / "x.onnx")]) == 2
     assert not os.path.exists(tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("op", ["max", "avg"])
+def test_convert_paramfree_writes_the_pooled_model(op, tmp_path, capsys):
+    """`edgekit convert --paramfree max|avg`: the depthwise Conv of a MobileNetV2 block becomes the pool
+    asked for, and the written model runs on edgekit as on onnxruntime (rtol/atol 1e-4)."""
+    from edgekit.converters import paramfree as pf
+    from oracle import assert_matches_ort
+
+    src, out = tmp_path / "block.onnx", tmp_path / "pooled.onnx"
+    onnx.save(pf.inverted_residual(8, 12, spatial="dw"), src)
+    assert main(["convert", str(src), "--paramfree", op, "-o", str(out)]) == 0
+    model = onnx.load(out)
+    ops = [n.op_type for n in model.graph.node]
+    other = pf.POOL_OPS["avg" if op == "max" else "max"]
+    assert ops.count(pf.POOL_OPS[op]) == 1 and other not in ops
+    assert ops.count("Conv") == 2  # the 1x1 expand and project remain
+    x = np.random.default_rng(9).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, 1e-4, 1e-4)
 
 
 def test_convert_binarize_without_binary_layers_writes_nothing(tmp_path, capsys):
