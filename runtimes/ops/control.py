@@ -11,9 +11,10 @@ holds, the condition being the ``cond`` input (omitted: true) before the first i
 body's condition output after each one (onnxruntime reads it even when ``cond`` is omitted). Scan
 outputs are stacked along a new axis 0. Plans preallocate outputs at build time, so:
 - loop-carried values must keep their shape and dtype across iterations;
-- a Loop with scan outputs needs its trip count at build time: M constant, and a condition that is
-  constant or a body condition that is constant true or passes its input through; without scan
-  outputs, M and the condition may be run-time values;
+- a Loop with scan outputs needs its trip count at build time: M constant, the ``cond`` input constant,
+  and a body condition that is constant, passes its input through, or is computed from the iteration
+  number and counters that start constant (tf2onnx's while loops: the trips are then counted by running
+  that part of the body at build time); without scan outputs, M and the condition may be run-time values;
 - an If whose condition is known only at run time needs both branches to give the same shapes.
 Sequence and optional values are refused where they are made: edgekit registers no op producing them.
 """
@@ -30,7 +31,10 @@ from .registry import In, Kernel, Out, Tensor, Unsupported, check_output_bytes, 
 
 NO_LIMIT = np.iinfo(np.int64).max
 SCAN_TRIPS = ("a Loop with scan outputs needs its trip count at load time (plans preallocate outputs): M must be "
-              "constant, and the condition constant or left unchanged by the body")
+              "constant, and the condition constant or computed in the body from the iteration number, constants "
+              "and carried values that start constant and are updated from such values only")
+MAX_COUNTED = 1 << 16
+"""The most iterations run at load time to count the trips of a Loop with scan outputs (see _counted_trips)."""
 
 
 @register("Loop")
@@ -56,6 +60,8 @@ def build_loop(node: Node, inputs: list, opset: int) -> Kernel:
                               f"of a fixed shape and dtype")
     trips = _static_trips(trip, start, plan, body)
     scans = results[1 + n_carried:]
+    if scans and trips is None:
+        trips = _counted_trips(node, body, formal, inputs[n_formal:], trip, start)
     if scans and trips is None:
         raise Unsupported(SCAN_TRIPS)
     outputs = [(t.shape, t.dtype) for t in carried] + [((trips, *s.shape), s.dtype) for s in scans]
@@ -193,3 +199,58 @@ def _static_trips(trip: Tensor | None, start: bool | None, plan, body: Graph) ->
         return None
     limit = NO_LIMIT if trip is None else max(int(trip.value.reshape(-1)[0]), 0)
     return limit if stays_true else min(limit, 1)  # (a constant false condition stops after one iteration)
+
+
+def _counted_trips(node: Node, body: Graph, formal: list[Tensor], outer: list, trip: Tensor | None,
+                   start: bool) -> int | None:
+    """The trip count of a Loop whose condition the body computes from values known at load time (the
+    iteration number, constants, and carried values that start constant and are updated from such values
+    only: tf2onnx's ``while i < n`` counters), found by running that part of the body at load time;
+    None when the condition depends on anything else."""
+    producers = {o: n for n in body.nodes for o in n.outputs}
+    known = set(body.constants) | {x for x, t in zip(node.implicit, outer) if t.is_const}
+
+    def leaves(name: str) -> set[str]:  # the body inputs and run-time outer names ``name`` is computed from
+        stack, seen, found = [name], set(), set()
+        while stack:
+            x = stack.pop()
+            if x not in seen:
+                seen.add(x)
+                if x in producers:
+                    stack.extend(producers[x].inputs)
+                elif x not in known and x:
+                    found.add(x)
+        return found
+
+    ins, outs = [vi.name for vi in body.inputs], [vi.name for vi in body.outputs]
+    static = {k for k, t in enumerate(formal[2:]) if t.is_const}
+    while True:  # drop carried values updated from anything not static, until none is
+        allowed = {ins[0], ins[1]} | {ins[2 + k] for k in static}
+        kept = {k for k in static if leaves(outs[1 + k]) <= allowed}
+        if kept == static:
+            break
+        static = kept
+    if not leaves(outs[0]) <= allowed:
+        return None
+    counted = sorted(static)
+    part = Graph(body.nodes, body.constants, body.inputs, [body.outputs[0]] + [body.outputs[1 + k] for k in counted],
+                 body.opsets)
+    plan, _ = _specialize(node, "body", part, formal, outer)
+    bufs = plan.input_buffers
+    for k in counted:
+        bufs[ins[2 + k]][...] = formal[2 + k].value
+    limit = NO_LIMIT if trip is None else int(trip.value.reshape(-1)[0])
+    i, go = 0, start
+    while go and i < limit:
+        if i == MAX_COUNTED:
+            raise Unsupported(f"the Loop's condition is still true after {MAX_COUNTED} iterations counted at load "
+                              f"time: edgekit needs the trip count of a Loop with scan outputs")
+        bufs[ins[0]][...] = i
+        bufs[ins[1]][...] = go
+        plan.execute()
+        go = bool(plan.outputs[outs[0]].reshape(-1)[0])
+        values = [plan.outputs[outs[1 + k]].copy() for k in counted]
+        for k, v in zip(counted, values):
+            bufs[ins[2 + k]][...] = v
+        i += 1
+    return i

@@ -1,10 +1,10 @@
 """runtimes/ops/control.py: Loop and If against onnxruntime on fresh random inputs (rtol 1e-5, atol 1e-6
 unless a test says otherwise): Loop with a trip count only, a condition only, both, loop-carried values
-with scan outputs (opsets 11-19), a Loop of constants folded at load time, bodies reading outer-scope
-tensors (run-time and constant), a Loop nested in a Loop, If with both branches taken at run time and
-with a constant condition; forms edgekit refuses (scan outputs without a trip count known at load
-time, branches of different shapes, sequence values, a loop that never ends) raise UnsupportedOpError
-naming the node and op."""
+with scan outputs (opsets 11-19), a while loop whose trips are counted at load time, a Loop of
+constants folded at load time, bodies reading outer-scope tensors (run-time and constant), a Loop
+nested in a Loop, If with both branches taken at run time and with a constant condition; forms
+edgekit refuses (scan outputs without a trip count known at load time, branches of different shapes,
+sequence values, a loop that never ends) raise UnsupportedOpError naming the node and op."""
 import numpy as np
 import onnx
 import pytest
@@ -78,6 +78,33 @@ def test_a_loop_of_constants_folds_at_load_time():
     session = edgekit.InferenceSession(model)
     assert [n.op_type for n in session.plan(((3,),)).step_nodes] == ["Add"]  # (the Loop ran at load time)
     assert_matches_ort(model, {"x": randn(rng, 3)}, RTOL, ATOL, session=session)
+
+
+def test_while_loop_with_counters_and_scan_outputs_counts_its_trips_at_load_time():
+    """tf2onnx's form of a Keras RNN: M large, cond = (i < 7) and (t + 1 < 9) with t an int32 counter starting
+    at a constant, a state updated from run-time data and stacked as a scan output."""
+    nodes = [helper.make_node("Add", ["t_in", "one"], ["t_out"]),
+             helper.make_node("Cast", ["i"], ["i32"], to=T.INT32),
+             helper.make_node("Less", ["i32", "seven"], ["a"]),
+             helper.make_node("Less", ["t_out", "nine"], ["b"]),
+             helper.make_node("And", ["a", "b"], ["cond_out"]),
+             helper.make_node("Gather", ["xs", "t_in"], ["x_t"], axis=0),  # xs: outer-scope sequence, step t
+             helper.make_node("Tanh", ["h_in"], ["th"]),
+             helper.make_node("Add", ["th", "x_t"], ["h_out"]),
+             helper.make_node("Identity", ["h_out"], ["h_scan"])]
+    g = helper.make_graph(nodes, "body", [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("t_in", T.INT32, []),
+                                          vi("h_in", T.FLOAT, [2, 3])],
+                          [vi("cond_out", T.BOOL, []), vi("t_out", T.INT32, []), vi("h_out", T.FLOAT, [2, 3]),
+                           vi("h_scan", T.FLOAT, [2, 3])],
+                          [numpy_helper.from_array(np.array(v, np.int32), k) for k, v in (("one", 1), ("seven", 7),
+                                                                                          ("nine", 9))])
+    loop = helper.make_node("Loop", ["M", "go", "t0", "h0"], ["t", "h", "hs"], body=g, name="while")
+    model = make_model([loop], {"xs": ((10, 2, 3), np.float32), "h0": ((2, 3), np.float32)},
+                       {"t": ((), np.int32), "h": f32(2, 3), "hs": f32(8, 2, 3)},
+                       {"M": np.array(2**31 - 1, np.int64), "go": np.array(True), "t0": np.array(0, np.int32)})
+    rng = np.random.default_rng(9)
+    got = assert_matches_ort(model, {"xs": randn(rng, 10, 2, 3), "h0": randn(rng, 2, 3)}, RTOL, ATOL)
+    assert got[0] == 8 and got[2].shape == (8, 2, 3)  # (the body's condition is read after each iteration)
 
 
 def halving_body() -> onnx.GraphProto:
@@ -191,13 +218,14 @@ def test_if_with_a_constant_condition_builds_only_its_branch(cond):
 def test_refused_forms_name_the_node_and_op():
     with pytest.raises(UnsupportedOpError, match=r"'pick': If .*branches give different outputs"):
         edgekit.InferenceSession(if_model(None, else_shape=(2, 1)))
-    scanning = body([helper.make_node("Less", ["i", "five"], ["cond_out"]),
-                     helper.make_node("Neg", ["x_in"], ["x_out"]), helper.make_node("Identity", ["x_out"], ["x_scan"])],
-                    {"x_in": [2]}, [("x_out", [2])], {"five": np.array(5, np.int64)}, {"x_scan": [2]})
+    scanning = body([helper.make_node("Neg", ["x_in"], ["x_out"]), helper.make_node("Identity", ["x_out"], ["x_scan"]),
+                     helper.make_node("ReduceSum", ["x_out"], ["sum"], keepdims=0),
+                     helper.make_node("Greater", ["sum", "zero"], ["cond_out"])],
+                    {"x_in": [2]}, [("x_out", [2])], {"zero": np.float32(0)}, {"x_scan": [2]})
     loop = helper.make_node("Loop", ["M", "", "x"], ["y", "ys"], body=scanning, name="scanner")
     outputs = {"y": f32(2), "ys": f32("n", 2)}
     for model in (make_model([loop], {"M": ((), np.int64), "x": ((2,), np.float32)}, outputs),  # M fed at run time
-                  make_model([loop], {"x": ((2,), np.float32)}, outputs, {"M": np.array(9, np.int64)})):  # cond: i < 5
+                  make_model([loop], {"x": ((2,), np.float32)}, outputs, {"M": np.array(9, np.int64)})):  # cond: data
         with pytest.raises(UnsupportedOpError, match=r"'scanner': Loop .*scan outputs needs its trip count at load"):
             edgekit.InferenceSession(model)
     forever = body([keep_going(), helper.make_node("Neg", ["x_in"], ["x_out"])], {"x_in": [2]}, [("x_out", [2])])
