@@ -488,8 +488,9 @@ def test_device_falls_back_when_the_edge_fails(plan3, failure, signal, reference
             assert len(fb) == 1 and fb[0]["tier"] == "edge" and fb[0]["ran_on"] == "device"
             expected = {"down": "unreachable", "error": "HTTP 500", "slow": "deadline"}[failure]
             assert expected in fb[0]["reason"]
+            # a slow edge is given up at the deadline, once (its late HTTP 500 would read "HTTP 500");
+            # no wall-clock bound is asserted: it depends on the machine's load
             assert ("attempt 3 of 3" in fb[0]["reason"]) == (failure != "slow")
-            assert flow.last_total_s < 1.0
     finally:
         if bad:
             bad.close()
