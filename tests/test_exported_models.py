@@ -12,7 +12,9 @@ and ArgMax, a ShuffleNet unit, a ResNet block, a keyword spotter.
 Keras (tests/models/keras/*.onnx, written by tests/models/export_keras.py with Keras 3.15 / TensorFlow
 2.21 / tf2onnx 1.17 at opsets 13, 17 and 18 with a dynamic batch): 1-D and 2-D CNNs in NHWC behind
 Transposes, BatchNorm as Mul/Add, MobileNet blocks (depthwise, separable, ReLU6 as Clip, hard_swish,
-squeeze-excitation), LSTMs (stacked and bidirectional), a GRU, an MLP with LayerNormalization
+squeeze-excitation), LSTMs (stacked and bidirectional), GRUs and a SimpleRNN (tf2onnx's Loops over the cell,
+which edgekit rewrites to GRU and RNN; reset_after, go_backwards, a sequence of any length: its time dim is
+the batch size here), an MLP with LayerNormalization
 decomposed into ReduceMean/Sqrt/Reciprocal, a causal dilated TCN (Pad), a conv autoencoder
 (Conv2DTranspose, UpSampling2D as Tile/Reshape), a DS-CNN keyword spotter and a transformer block
 (MultiHeadAttention as MatMul/Reshape/Transpose chains).
@@ -30,21 +32,9 @@ from oracle import assert_matches_ort
 
 HERE = os.path.join(os.path.dirname(__file__), "models")
 MODELS = sorted(glob.glob(os.path.join(HERE, "*.onnx"))) + sorted(glob.glob(os.path.join(HERE, "keras", "*.onnx")))
-XFAIL = {
-    "keras/gru": "tf2onnx exports Keras 3 GRU layers as a Loop over the GRU cell (Gather step t, MatMul, Split, "
-                 "Sigmoid/Tanh), and edgekit has no Loop op: needs a Loop builder or a rewrite of this Loop to "
-                 "GRU(linear_before_reset=1)",
-}
 
 
-def _case(path: str):
-    name = os.path.relpath(path, HERE)[:-5]
-    reason = XFAIL.get(name.rsplit("_opset", 1)[0])
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(path, id=name, marks=marks)
-
-
-@pytest.mark.parametrize("path", [_case(p) for p in MODELS])
+@pytest.mark.parametrize("path", [pytest.param(p, id=os.path.relpath(p, HERE)[:-5]) for p in MODELS])
 def test_exported_model_matches_onnxruntime(path: str) -> None:
     model = onnx.load(path)
     session = edgekit.InferenceSession(model)

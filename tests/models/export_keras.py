@@ -7,10 +7,10 @@ BatchNormalization statistics, so folding them is tested), exported the way Kera
 ``model.export(path, format="onnx", opset_version=N)`` (tf2onnx's ``from_function`` on the TensorFlow
 backend), at opsets 13, 17 and 18 (tf2onnx's newest) with a dynamic batch dimension. The graphs are
 what tf2onnx writes for TensorFlow: NHWC with Transposes around every conv, MatMul + Add for Dense,
-BatchNormalization as Mul + Add, LSTM as the LSTM op (but GRU as a Loop over its cell: tf2onnx does not
-recognise Keras 3's GRU), Shape/Slice/Concat chains, Squeeze/Unsqueeze, LayerNormalization as
-ReduceMean/Sqrt/Reciprocal, MultiHeadAttention as MatMul/Reshape/Transpose. Files are named
-keras/<model>_opset<N>.onnx (36 files, about 490 KB).
+BatchNormalization as Mul + Add, LSTM as the LSTM op (but GRU and SimpleRNN as a Loop over the cell:
+tf2onnx does not recognise Keras 3's GRU), Shape/Slice/Concat chains, Squeeze/Unsqueeze, LayerNormalization
+as ReduceMean/Sqrt/Reciprocal, MultiHeadAttention as MatMul/Reshape/Transpose. Files are named
+keras/<model>_opset<N>.onnx (39 files, about 600 KB).
 """
 from __future__ import annotations
 
@@ -70,6 +70,16 @@ def gru() -> keras.Model:
     h = layers.GRU(8, return_sequences=True)(x)
     h = layers.Dense(8, activation="tanh")(h)
     return keras.Model(x, layers.Dense(3, activation="softmax")(layers.GRU(8)(h)))
+
+
+def rnn_forms() -> keras.Model:
+    """The other recurrent-cell Loops tf2onnx writes, on a sequence of any length (trip count from Shape):
+    a GRU with reset_after=False, a go_backwards GRU returning sequences (ReverseSequence before the
+    Loop) and a go_backwards SimpleRNN returning its last state."""
+    x = keras.Input((None, 5), name="x")
+    h = layers.GRU(6, return_sequences=True, reset_after=False)(x)
+    h = layers.GRU(6, return_sequences=True, go_backwards=True)(h)
+    return keras.Model(x, layers.SimpleRNN(4, go_backwards=True)(h))
 
 
 def mlp() -> keras.Model:
@@ -143,8 +153,8 @@ def attention() -> keras.Model:
     return keras.Model(x, layers.Dense(4, activation="softmax")(layers.GlobalAveragePooling1D()(h)))
 
 
-MODELS = {f.__name__: f for f in (conv1d, cnn2d, mobilenet, lstm, gru, mlp, tcn, autoencoder, kws, se_net, imu,
-                                  attention)}
+MODELS = {f.__name__: f for f in (conv1d, cnn2d, mobilenet, lstm, gru, rnn_forms, mlp, tcn, autoencoder, kws, se_net,
+                                  imu, attention)}
 
 
 def randomize(model: keras.Model, rng: np.random.Generator) -> None:
@@ -170,7 +180,7 @@ def main() -> None:
             continue
         model = make()
         randomize(model, np.random.default_rng(0))
-        model(np.zeros((1, *model.input_shape[1:]), np.float32))  # (Keras exports only models that were called)
+        model(np.zeros((1, *(d or 7 for d in model.input_shape[1:])), np.float32))  # (Keras exports only called models)
         for opset in OPSETS:
             path = os.path.join(HERE, f"{name}_opset{opset}.onnx")
             model.export(path, format="onnx", opset_version=opset, verbose=False)

@@ -6,13 +6,23 @@ into a preceding Conv or Gemm), in every operand order and constant broadcast fo
 not rewrite stay as written: an intermediate read twice or a graph output, per-position constants,
 non-constant operands, zero divisors, non-finite constants or ones whose folded weights overflow, a
 Gemm bias per row, a MatMul of rank-3 A, other Clip bounds.
+tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, and a trip count below the time
+dim) become GRU / RNN nodes, and ReverseSequence of whole sequences a reversing Slice; Loops that differ
+(another activation, an early exit, a read counter, another state, time from 1, a trip count above the
+condition's bounds) and other lengths stay.
 Each session's prepared op types are checked and its outputs match onnxruntime at batch 1 and 3 within
-rtol = atol = 1e-5 (folding rounds the weights once; HardSigmoid computes x/6 + 1/2 for (x + 3)/6)."""
+rtol = atol = 1e-5 (folding rounds the weights once; HardSigmoid computes x/6 + 1/2 for (x + 3)/6; a GRU
+sums its products in another order than the Loop's MatMuls; reversing is exact)."""
+import os
+
 import numpy as np
+import onnx
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import edgekit
+from edgekit.ir import read_graph
+from edgekit.runtimes.rewrites import rewrite
 from oracle import assert_matches_ort, make_model
 
 C, K, H, W = 4, 3, 5, 6
@@ -233,3 +243,120 @@ def test_rank_after_a_reduce_without_keepdims_lets_matmul_become_gemm(opset):
     for batch in (1, 3):
         x = np.random.default_rng(batch).standard_normal((batch, C, W)).astype(np.float32)
         assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
+
+
+KERAS = os.path.join(os.path.dirname(__file__), "..", "models", "keras")
+
+
+def rewritten_ops(model) -> list[str]:
+    """Op types after the rewrites (without building: a Loop left as written need not be runnable)."""
+    graph = read_graph(model)
+    return [n.op_type for n in rewrite(graph, list(graph.nodes))]
+
+
+@pytest.mark.parametrize("name", ["gru_opset13", "gru_opset17", "gru_opset18", "rnn_forms_opset13",
+                                  "rnn_forms_opset18"])
+def test_keras_recurrent_loops_become_gru_and_rnn(name):
+    """tf2onnx's Loops over Keras GRU (reset_after True and False, go_backwards) and SimpleRNN cells, with a
+    constant trip count (gru: 20 steps) or one taken from Shape (rnn_forms: 9 steps here)."""
+    model = onnx.load(os.path.join(KERAS, f"{name}.onnx"))
+    session = edgekit.InferenceSession(model)
+    ops = [n.op_type for n in session.prepared.nodes]
+    assert "Loop" not in ops and "ReverseSequence" not in ops
+    assert (ops.count("GRU"), ops.count("RNN")) == ((2, 0) if name.startswith("gru") else (2, 1))
+    rng = np.random.default_rng(3)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 20 if name.startswith("gru") else 9, 8 if name.startswith("gru") else 5))
+        assert_matches_ort(model, {"x": x.astype(np.float32)}, rtol=1e-5, atol=1e-5, session=session)
+
+
+def keras_gru(**initializers) -> onnx.ModelProto:
+    """The bundled Keras GRU model (two Loops) with some initializers replaced."""
+    model = onnx.load(os.path.join(KERAS, "gru_opset17.onnx"))
+    for t in model.graph.initializer:
+        if t.name in initializers:
+            t.CopyFrom(numpy_helper.from_array(initializers[t.name], t.name))
+    return model
+
+
+def test_a_constant_trip_count_below_the_time_dim_runs_that_many_steps():
+    """(The GRU reads the first M steps of X, as the Loop does.)"""
+    model = keras_gru(**{"functional_4_1/gru_1/Max:0": np.array(5, np.int64)})
+    assert rewritten_ops(model).count("GRU") == 2
+    x = np.random.default_rng(4).standard_normal((3, 20, 8)).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5)
+
+
+def first_body(model: onnx.ModelProto) -> onnx.GraphProto:
+    return next(n for n in model.graph.node if n.op_type == "Loop").attribute[0].g
+
+
+def _relu_candidate(model):
+    next(n for n in first_body(model).node if n.op_type == "Tanh").op_type = "Relu"
+
+
+def _hard_sigmoid_gate(model):
+    next(n for n in first_body(model).node if n.op_type == "Sigmoid").op_type = "HardSigmoid"
+
+
+def _early_exit(model):
+    body = first_body(model)
+    bound = next(t for t in body.initializer if t.name == "const_fold_opt__1450")
+    bound.CopyFrom(numpy_helper.from_array(np.array(4, np.float32), bound.name))
+
+
+def _counter_read(model):
+    model.graph.output.append(helper.make_tensor_value_info("functional_4_1/gru_1/while_loop:0", 6, []))
+
+
+def _state_feedback_not_the_scan(model):
+    body = first_body(model)
+    identity = next(n for n in body.node if n.op_type == "Identity")
+    identity.input[0] = "functional_4_1/gru_1/while/gru_cell_1/mul_2:0"
+
+
+def _time_from_one(model):
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1, np.int32), "one"))
+    next(n for n in model.graph.node if n.op_type == "Loop").input[2] = "one"
+
+
+def _trip_count_above_the_bounds(model):  # (both Loops read it)
+    (m,) = [t for t in model.graph.initializer if t.name == "functional_4_1/gru_1/Max:0"]
+    m.CopyFrom(numpy_helper.from_array(np.array(25, np.int64), m.name))
+
+
+@pytest.mark.parametrize("change,grus", [
+    (_relu_candidate, 1), (_hard_sigmoid_gate, 1), (_early_exit, 1), (_counter_read, 1),
+    (_state_feedback_not_the_scan, 1), (_time_from_one, 1), (_trip_count_above_the_bounds, 0)])
+def test_loops_that_are_not_the_keras_cell_stay_loops(change, grus):
+    """Another activation, a condition that ends the loop early, a read loop counter, a state that is
+    not the scan output, a time index starting at 1, a trip count above the condition's bounds."""
+    model = keras_gru()
+    change(model)
+    ops = rewritten_ops(model)
+    assert ops.count("Loop") == 2 - grus and ops.count("GRU") == grus
+
+
+def reverse_sequence_model(time_axis: int, lens_axes: tuple[int, int]) -> onnx.ModelProto:
+    """ReverseSequence with lengths Expand(Shape(x)[a], Shape(x)[b:b+1]), as tf2onnx writes ReverseV2."""
+    t, b = lens_axes
+    nodes = [node("Shape", ["x"], "s"), node("Gather", ["s", "t"], "tdim"), node("Gather", ["s", "b"], "bdim"),
+             node("Expand", ["tdim", "bdim"], "lens"),
+             node("ReverseSequence", ["x", "lens"], "y", time_axis=time_axis, batch_axis=1 - time_axis)]
+    inits = {"t": np.array([t], np.int64), "b": np.array([b], np.int64)}
+    return make_model(nodes, {"x": (("A", "B", 4), np.float32)}, ["y"], inits)
+
+
+@pytest.mark.parametrize("time_axis", [0, 1])
+def test_reverse_sequence_of_whole_sequences_is_a_reversing_slice(time_axis):
+    model = reverse_sequence_model(time_axis, (time_axis, 1 - time_axis))
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes] == ["Slice"]
+    for batch in (1, 3):
+        shape = (7, batch, 4) if time_axis == 0 else (batch, 7, 4)
+        x = np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
+        assert_matches_ort(model, {"x": x}, rtol=0, atol=0, session=session)
+
+
+def test_reverse_sequence_of_other_lengths_stays():
+    assert "ReverseSequence" in rewritten_ops(reverse_sequence_model(0, (1, 0)))
