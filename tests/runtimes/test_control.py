@@ -2,9 +2,10 @@
 unless a test says otherwise): Loop with a trip count only, a condition only, both, loop-carried values
 with scan outputs (opsets 11-19), a while loop whose trips are counted at load time, a Loop of
 constants folded at load time, bodies reading outer-scope tensors (run-time and constant), a Loop
-nested in a Loop, If with both branches taken at run time and with a constant condition; forms
-edgekit refuses (scan outputs without a trip count known at load time, branches of different shapes,
-sequence values, a loop that never ends) raise UnsupportedOpError naming the node and op."""
+nested in a Loop, an If inside a Loop, If with both branches taken at run time and with a constant
+condition; forms edgekit refuses (scan outputs without a trip count known at load time, branches of
+different shapes, carried values changing shape, sequence values, a loop that never ends) raise
+UnsupportedOpError naming the node and op."""
 import numpy as np
 import onnx
 import pytest
@@ -181,6 +182,25 @@ def test_nested_loop_reads_the_outermost_scope_and_the_outer_body():
     assert_matches_ort(model, {"k": 0.5 * randn(rng, 5), "p0": randn(rng, 5)}, 1e-5, 1e-5)
 
 
+def test_if_inside_a_loop_reads_the_carried_value_and_the_outer_graph():
+    """Even iterations add the outer tensor k to the state, odd ones scale it by 0.5."""
+    then_g = helper.make_graph([helper.make_node("Add", ["h_in", "k"], ["up"])], "then", [], [vi("up", T.FLOAT, [4])])
+    else_g = helper.make_graph([helper.make_node("Mul", ["h_in", "half"], ["down"])], "else", [],
+                               [vi("down", T.FLOAT, [4])])
+    nodes = [keep_going(), helper.make_node("Mod", ["i", "two"], ["odd"]),
+             helper.make_node("Equal", ["odd", "zero"], ["even"]),
+             helper.make_node("If", ["even"], ["h_out"], then_branch=then_g, else_branch=else_g, name="step")]
+    g = body(nodes, {"h_in": [4]}, [("h_out", [4])], {"two": np.array(2, np.int64), "zero": np.array(0, np.int64),
+                                                      "half": np.float32(0.5)})
+    loop = helper.make_node("Loop", ["M", "", "h0"], ["h"], body=g, name="alternate")
+    model = make_model([loop], {"M": ((), np.int64), "k": ((4,), np.float32), "h0": ((4,), np.float32)}, {"h": f32(4)})
+    session = edgekit.InferenceSession(model)
+    rng = np.random.default_rng(10)
+    for m in (0, 1, 5):
+        assert_matches_ort(model, {"M": np.array(m, np.int64), "k": randn(rng, 4), "h0": randn(rng, 4)}, RTOL, ATOL,
+                           session=session)
+
+
 def if_model(cond_const: bool | None = None, else_shape=(2, 3)) -> onnx.ModelProto:
     then_g = helper.make_graph([helper.make_node("Mul", ["x", "y"], ["r"]), helper.make_node("Relu", ["r"], ["t"])],
                                "then", [], [vi("t", T.FLOAT, [2, 3])])
@@ -228,6 +248,13 @@ def test_refused_forms_name_the_node_and_op():
                   make_model([loop], {"x": ((2,), np.float32)}, outputs, {"M": np.array(9, np.int64)})):  # cond: data
         with pytest.raises(UnsupportedOpError, match=r"'scanner': Loop .*scan outputs needs its trip count at load"):
             edgekit.InferenceSession(model)
+    growing = body([keep_going(), helper.make_node("Concat", ["x_in", "x_in"], ["x_out"], axis=0)],
+                   {"x_in": ["n"]}, [("x_out", ["m"])])
+    loop = helper.make_node("Loop", ["M", "", "x"], ["y"], body=growing, name="grow")
+    model = make_model([loop], {"x": ((2,), np.float32)}, {"y": f32("n")}, {"M": np.array(3, np.int64)})
+    with pytest.raises(UnsupportedOpError, match=r"'grow': Loop .*'x_in' enters as float32\[2\] and the body returns "
+                                                 r"float32\[4\]"):
+        edgekit.InferenceSession(model)
     forever = body([keep_going(), helper.make_node("Neg", ["x_in"], ["x_out"])], {"x_in": [2]}, [("x_out", [2])])
     loop = helper.make_node("Loop", ["", "", "x"], ["y"], body=forever, name="spin")
     with pytest.raises(UnsupportedOpError, match=r"'spin': Loop .*would never end"):
