@@ -405,6 +405,13 @@ class _Scope:
         v = self.value(n.inputs[0])
         if v is None:
             return None
+        try:
+            return self._evaluate(n, k, v)
+        except (_NoMatch, ValueError, IndexError, KeyError, TypeError):  # (not a well-formed constant expression)
+            return None
+
+    def _evaluate(self, n: Node, k: int, v: np.ndarray) -> np.ndarray:
+        """Output ``k`` of Cast/Squeeze/Slice/Split node ``n`` on the constant ``v``."""
         if n.op_type == "Cast":
             return v.astype(helper.tensor_dtype_to_np_dtype(n.attrs["to"]))
         if n.op_type == "Squeeze":
@@ -412,6 +419,8 @@ class _Scope:
             return np.squeeze(v, axis=None if axes is None else tuple(axes))
         if n.op_type == "Slice":
             return v[tuple(_slices(n, self, v.ndim))]
+        if n.op_type == "Identity":
+            return v
         axis, sizes = n.attrs.get("axis", 0), _split_sizes(n, self, v.shape[n.attrs.get("axis", 0)])
         return np.split(v, np.cumsum(sizes)[:-1], axis=axis)[k]
 
@@ -634,8 +643,10 @@ def _loop_as_recurrent(loop: Node, at: int, graph: Graph, nodes: list[Node], out
     cell = constant_nodes(sub.nodes, constants := dict(sub.constants), set(outs))
     s = _Scope(cell, constants, outer, dict(zip(ins[4:], explicit[4:])), tuple(ins))
     # x_t = X[t], t counting 0, 1, ... with the iterations; the state is the new h, also the scan output
-    (g,) = [m for m in cell if m.op_type == "Gather" and m.inputs[1] == t] or [None]
-    x = s.outer_name(g.inputs[0]) if g is not None and g.attrs.get("axis", 0) == 0 else None
+    gathers = [m for m in cell if m.op_type == "Gather" and not m.domain and m.inputs[1] == t]
+    _need(len(gathers) == 1 and gathers[0].attrs.get("axis", 0) == 0)
+    g = gathers[0]
+    x = s.outer_name(g.inputs[0])
     one, t0 = s.value(_other(s.node(t_next, "Add"), t) or ""), outer.value(loop.inputs[2])
     _need(x is not None and rank.get(x, 3) == 3 and one is not None and one.size == 1 and one.reshape(-1)[0] == 1
           and t0 is not None and t0.size == 1 and t0.reshape(-1)[0] == 0)
@@ -655,7 +666,7 @@ def _loop_as_recurrent(loop: Node, at: int, graph: Graph, nodes: list[Node], out
     h0 = loop.inputs[3]
     zero = _zero_state(outer, h0, hidden)
     _need(zero or rank.get(h0) == 2)
-    name = loop.name
+    name = next(o for o in loop.outputs if o)  # (node names need not be unique)
     new = _revive(x, graph, nodes, at)
     graph.constants[f"{name}::W"] = np.concatenate([w.T for w, _ in ws])[None].astype(np.float32)
     graph.constants[f"{name}::R"] = np.concatenate([r.T for r, _ in rs])[None].astype(np.float32)
@@ -666,12 +677,11 @@ def _loop_as_recurrent(loop: Node, at: int, graph: Graph, nodes: list[Node], out
     if not zero:
         new.append(_axis_node(graph, "Unsqueeze", h0, f"{name}::initial_h", 0))
         h0 = new[-1].outputs[0]
-    y, y_h = (f"{name}::Y" if seq in used else ""), (f"{name}::Y_h" if final in used else "")
+    y, y_h = f"{name}::Y", f"{name}::Y_h"
     attrs = {"hidden_size": hidden} | ({"linear_before_reset": lbr} if op == "GRU" else {})
     new.append(Node(f"{name}::{op}", op, "", [x, f"{name}::W", f"{name}::R", f"{name}::B", "", "" if zero else h0],
-                    [y, y_h] if y_h else [y], attrs))
-    new += [_axis_node(graph, "Squeeze", o, to, a) for o, to, a in ((y, seq, 1), (y_h, final, 0)) if o]
-    return new
+                    [y, y_h], attrs))
+    return new + [_axis_node(graph, "Squeeze", o, to, a) for o, to, a in ((y, seq, 1), (y_h, final, 0)) if to in used]
 
 
 def _axis_node(graph: Graph, op: str, x: str, out: str, axis: int, bounds: tuple | None = None) -> Node:

@@ -6,8 +6,8 @@ into a preceding Conv or Gemm), in every operand order and constant broadcast fo
 not rewrite stay as written: an intermediate read twice or a graph output, per-position constants,
 non-constant operands, zero divisors, non-finite constants or ones whose folded weights overflow, a
 Gemm bias per row, a MatMul of rank-3 A, other Clip bounds.
-tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, and a trip count below the time
-dim) become GRU / RNN nodes, and ReverseSequence of whole sequences a reversing Slice; Loops that differ
+tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, a trip count below the time
+dim, a given initial state, a read final state) become GRU / RNN nodes, and ReverseSequence of whole sequences a reversing Slice; Loops that differ
 (another activation, an early exit, a read counter, another state, time from 1, a trip count above the
 condition's bounds) and other lengths stay.
 Each session's prepared op types are checked and its outputs match onnxruntime at batch 1 and 3 within
@@ -285,6 +285,20 @@ def test_a_constant_trip_count_below_the_time_dim_runs_that_many_steps():
     assert rewritten_ops(model).count("GRU") == 2
     x = np.random.default_rng(4).standard_normal((3, 20, 8)).astype(np.float32)
     assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5)
+
+
+def test_a_given_initial_state_is_the_initial_h_and_the_final_state_y_h():
+    model = keras_gru()
+    model.graph.input.append(helper.make_tensor_value_info("h0", onnx.TensorProto.FLOAT, ["N", 8]))
+    model.graph.output.append(helper.make_tensor_value_info("functional_4_1/gru_1/while_loop:1", 1, ["N", 8]))
+    next(n for n in model.graph.node if n.op_type == "Loop").input[3] = "h0"
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes].count("GRU") == 2
+    rng = np.random.default_rng(5)
+    for batch in (1, 3):
+        feeds = {"x": rng.standard_normal((batch, 20, 8)).astype(np.float32),
+                 "h0": rng.standard_normal((batch, 8)).astype(np.float32)}
+        assert_matches_ort(model, feeds, rtol=1e-5, atol=1e-5, session=session)
 
 
 def first_body(model: onnx.ModelProto) -> onnx.GraphProto:
