@@ -3,6 +3,7 @@ window CNN built here:
 
 - `convert --stream --report --data` with data of the wrong shape, or too short for one output,
   exits 1 with the reason and writes nothing (the report is computed before the step model is saved);
+- `stream` from standard input prints what the same CSV file gives (StreamingSession's values);
 - `stream` on a source without samples (empty file, header only, empty stdin) exits 1 saying so,
   and on one too short for a first output exits 0 saying how many samples the first output needs.
 """
@@ -64,6 +65,27 @@ def test_stream_empty_stdin_is_an_error(window_model, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["stream", window_model, "--hop", "4", "--source", "-"]) == 1
     assert "no samples" in capsys.readouterr().err
+
+
+def test_stream_from_stdin_prints_what_the_file_gives(window_model, tmp_path, monkeypatch, capsys):
+    """`--source -` (a live source, read a row at a time) prints, hop by hop, what the same CSV read from
+    a file prints, and those values are StreamingSession's (4 decimals)."""
+    import edgekit
+
+    x = np.random.default_rng(5).standard_normal((43, 2)).astype(np.float32)
+    src = tmp_path / "sig.csv"
+    np.savetxt(src, x, delimiter=",", fmt="%.9g")
+    assert main(["stream", window_model, "--hop", "4", "--source", str(src)]) == 0
+    from_file = capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(src.read_text()))
+    assert main(["stream", window_model, "--hop", "4", "--source", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert out == from_file and err == "" and out.count("hop ") == 43 // 4 - 3
+    want = edgekit.StreamingSession(window_model, hop=4).push(x.T)
+    printed = [np.array(line.split(": ")[1].strip("[]").split(","), np.float32) for line in out.splitlines()]
+    assert len(printed) == len(want)
+    for p, w in zip(printed, want):
+        np.testing.assert_allclose(p, w[0].reshape(-1), rtol=0, atol=6e-5)  # printed with 4 decimals
 
 
 def test_stream_source_shorter_than_a_first_output_says_so(window_model, tmp_path, capsys):
