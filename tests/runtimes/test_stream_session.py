@@ -338,6 +338,7 @@ def test_zero_samples_two_dim_chunks_nan_option_and_reset():
     sess.reset()
     assert sess.hops == 0 and sess.pending == 0
     again = sess.push(x[None])
+    assert len(again) == len(first) == 12 - sess.warmup_hops
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a[0], b[0])
     huge = np.full((c, hop), 1e30, np.float32)  # finite, though its squares overflow float32
@@ -378,6 +379,7 @@ def test_saved_step_model_and_public_name():
     x = np.random.default_rng(0).standard_normal((1, channels_of(model), 10 * hop)).astype(np.float32)
     a = StreamingSession(sm.step_model.SerializeToString()).push(x)
     b = StreamingSession(model, hop).push(x)
+    assert len(a) == len(b) == 10 - sm.warmup_hops
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u[0], v[0])
     with pytest.raises(ModelError, match="advances"):
