@@ -21,6 +21,7 @@ Sequence and optional values are refused where they are made: edgekit registers 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from edgekit.errors import UnsupportedOpError
 from edgekit.ir import Graph, Node, ValueInfo, outer_names
 
 from .registry import In, Kernel, Out, Tensor, Unsupported, check_output_bytes, register
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 NO_LIMIT = np.iinfo(np.int64).max
 SCAN_TRIPS = ("a Loop with scan outputs needs its trip count at load time (plans preallocate outputs): M must be "
@@ -101,7 +105,7 @@ def build_if(node: Node, inputs: list, opset: int) -> Kernel:
 class _Loop:
     """Run a Loop: ``(M, cond, *carried, *outer, *outputs)`` with M and cond arrays or None."""
 
-    def __init__(self, plan, iteration: np.ndarray, cond_in: np.ndarray, cond_out: np.ndarray,
+    def __init__(self, plan: Plan, iteration: np.ndarray, cond_in: np.ndarray, cond_out: np.ndarray,
                  carried_in: list, carried_out: list, scans: list, outer: list) -> None:
         self.plan, self.iteration, self.cond_in, self.cond_out = plan, iteration, cond_in, cond_out
         self.carried_in, self.carried_out, self.scans, self.outer = carried_in, carried_out, scans, outer
@@ -151,7 +155,7 @@ class _If:
             out[...] = r
 
 
-def _specialize(node: Node, attr: str, body: Graph, formal: list[Tensor], outer: list):
+def _specialize(node: Node, attr: str, body: Graph, formal: list[Tensor], outer: list) -> tuple[Plan, list]:
     """A plan for ``body`` with its formal inputs of these shapes and the outer-scope tensors it reads
     (``outer`` pairs with ``node.implicit``): constant ones become body constants, the others body inputs.
     Returns the plan and, per run-time outer name, (name, index of the node input that carries it)."""
@@ -184,7 +188,7 @@ def _scalar_shape(vi: ValueInfo) -> tuple[int, ...]:
     return (1,) if vi.shape == (1,) else ()
 
 
-def _static_trips(trip: Tensor | None, start: bool | None, plan, body: Graph) -> int | None:
+def _static_trips(trip: Tensor | None, start: bool | None, plan: Plan, body: Graph) -> int | None:
     """The number of iterations when known at build time, else None (``start``: the condition on entry
     when known); Unsupported for a loop that would never end (no M and a condition that stays true)."""
     if start is False:
