@@ -15,15 +15,16 @@ chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can
   which then moves after the chain together with a following activation, so the activation fuses.
 - tf2onnx's ``Loop`` over a Keras GRU or SimpleRNN cell (Keras 3 layers; tf2onnx does not recognise them)
   is one ``GRU`` / ``RNN`` node on the time-major sequence the Loop gathers from: the body must compute
-  ``h' = z * h + (1 - z) * tanh(x Wh + r * (h Rh + bh))`` (reset_after: linear_before_reset=1) or
-  ``tanh(x Wh + (r * h) Rh)`` (=0), z and r sigmoids of ``x W + h R + b`` (Keras and ONNX both order the
-  gates z, r, h), or ``tanh(x W + h R + b)``, where each product is a MatMul by a constant matrix (a
-  pass-through loop input fed a constant), column Slices/Splits of it and constant bias Adds; x = X[t] with
-  t counting from 0, the new h carried and scanned, a condition that never ends the loop before its trip
-  count, which is X's time dim (from Shape) or a constant M (then X[:M] is read), and a zero (tf2onnx's
-  Expand) or rank-2 initial state. The scan output is ``Squeeze(Y, 1)``, the final state ``Squeeze(Y_h, 0)``;
-  a Loop whose counters are read stays. ``ReverseSequence`` whose lengths are all the time dim (tf2onnx's
-  ReverseV2 for go_backwards) is a Slice with step -1.
+  ``h' = z * h + (1 - z) * g(x Wh + r * (h Rh + bh))`` (reset_after: linear_before_reset=1) or
+  ``g(x Wh + (r * h) Rh)`` (=0), z and r = f(x W + h R + b) (Keras and ONNX both order the gates z, r, h),
+  or ``g(x W + h R + b)``, f and g activations both know (sigmoid, tanh, relu, ...), where each product is
+  a MatMul by a constant matrix (a pass-through loop input fed a constant), column Slices/Splits of it and
+  constant bias Adds; x = X[t] with t counting from 0, the new h carried and scanned, a condition that
+  never ends the loop before its trip count, which is X's time dim (from Shape) or a constant M (then
+  X[:M] is read), and a zero (tf2onnx's Expand) or rank-2 initial state. The scan output is
+  ``Squeeze(Y, 1)``, the final state ``Squeeze(Y_h, 0)``; a Loop whose counters are read stays.
+  ``ReverseSequence`` whose lengths are all the time dim (tf2onnx's ReverseV2 for go_backwards) is a
+  Slice with step -1.
 
 Every rewrite fires only when the intermediate tensors have a single consumer and are not graph
 outputs, and when the constants cannot broadcast the result to another shape (so outputs are the
@@ -492,15 +493,26 @@ def _gate(s: _Scope, name: str, x: str, h: str) -> tuple:
     return _either(n.inputs, lambda p, q: (_affine(s, p, x), _affine(s, q, h)))
 
 
-def _cell(s: _Scope, h_new: str, x: str, h: str) -> tuple[str, list, list, int]:
+CELL_ACTIVATIONS = ("Sigmoid", "Tanh", "Relu", "Softsign", "Softplus", "Elu")  # (ONNX's GRU/RNN names too)
+
+
+def _activation(s: _Scope, name: str, *ops: str) -> Node:
+    """The activation node (one of CELL_ACTIVATIONS, Elu with its default alpha) that computes ``name``."""
+    n = s.node(name, *(ops or CELL_ACTIVATIONS))
+    _need(n.op_type != "Elu" or n.attrs.get("alpha", 1.0) == 1.0)
+    return n
+
+
+def _cell(s: _Scope, h_new: str, x: str, h: str) -> tuple[str, list, list, int, list[str]]:
     """Match the new state of a Keras cell on input row ``x`` and state ``h``: SimpleRNN
-    ``tanh(x W + h R + b)`` or GRU ``z * h + (1 - z) * tanh(x Wh + r * (h Rh + bh))`` (reset_after) or
-    ``... tanh(x Wh + (r * h) Rh)``, with z, r = sigmoid(x W + h R + b). Returns (op, [(W, Wb) per gate],
-    [(R, Rb) per gate], linear_before_reset), gates in ONNX's order (z, r, h)."""
-    n = s.node(h_new, "Tanh", "Add")
-    if n.op_type == "Tanh":
-        w, r = _gate(s, n.inputs[0], x, h)
-        return "RNN", [w], [r], 0
+    ``g(x W + h R + b)`` or GRU ``z * h + (1 - z) * g(x Wh + r * (h Rh + bh))`` (reset_after) or
+    ``... g(x Wh + (r * h) Rh)``, with z, r = f(x W + h R + b) (Keras: f sigmoid, g tanh by default).
+    Returns (op, [(W, Wb) per gate], [(R, Rb) per gate], linear_before_reset, activations), gates in
+    ONNX's order (z, r, h)."""
+    n = s.node(h_new, "Add", *CELL_ACTIVATIONS)
+    if n.op_type != "Add":
+        w, r = _gate(s, _activation(s, h_new).inputs[0], x, h)
+        return "RNN", [w], [r], 0, [n.op_type]
 
     def blend(p: str, q: str) -> tuple[str, str]:  # z * h, (1 - z) * hh
         z = _other(s.node(p, "Mul"), h)
@@ -514,24 +526,25 @@ def _cell(s: _Scope, h_new: str, x: str, h: str) -> tuple[str, list, list, int]:
         return _either(s.node(q, "Mul").inputs, keep)
 
     z, hh = _either(n.inputs, blend)
-    wz, rz = _gate(s, s.node(z, "Sigmoid").inputs[0], x, h)
+    f, g = _activation(s, z), _activation(s, hh)
+    wz, rz = _gate(s, f.inputs[0], x, h)
 
     def candidate(p: str, q: str) -> tuple:
         wh = _affine(s, p, x)
         m = s.node(q, "Mul", "MatMul", "Add", "Slice", "Split")
         if m.op_type == "Mul":  # r * (h Rh + bh): reset after the product
-            r, rh = _either(m.inputs, lambda a, b: (s.node(a, "Sigmoid"), _affine(s, b, h)))
+            r, rh = _either(m.inputs, lambda a, b: (_activation(s, a, f.op_type), _affine(s, b, h)))
             return wh, rh, r, 1
         base = q
         while (b := s.node(base, "MatMul", "Add", "Slice", "Split")).op_type != "MatMul":
             base = b.inputs[0] if b.op_type != "Add" else next(i for i in b.inputs if s.value(i) is None)
         r = _other(s.node(b.inputs[0], "Mul"), h)
         _need(r is not None)
-        return wh, _affine(s, q, b.inputs[0]), s.node(r, "Sigmoid"), 0
+        return wh, _affine(s, q, b.inputs[0]), _activation(s, r, f.op_type), 0
 
-    wh, rh, r_node, lbr = _either(s.node(s.node(hh, "Tanh").inputs[0], "Add").inputs, candidate)
+    wh, rh, r_node, lbr = _either(s.node(g.inputs[0], "Add").inputs, candidate)
     wr, rr = _gate(s, r_node.inputs[0], x, h)
-    return "GRU", [wz, wr, wh], [rz, rr, rh], lbr
+    return "GRU", [wz, wr, wh], [rz, rr, rh], lbr, [f.op_type, g.op_type]
 
 
 def _time_dim(s: _Scope, name: str, x: str) -> bool:
@@ -652,7 +665,7 @@ def _loop_as_recurrent(loop: Node, at: int, graph: Graph, nodes: list[Node], out
           and t0 is not None and t0.size == 1 and t0.reshape(-1)[0] == 0)
     h_new = s.strip(scan, "Identity")
     _need(s.strip(h_out, "Identity") == h_new)
-    op, ws, rs, lbr = _cell(s, h_new, g.outputs[0], h)
+    op, ws, rs, lbr, activations = _cell(s, h_new, g.outputs[0], h)
     # M steps: a constant (X is sliced to it) or X's time dim; the conditions never end the loop earlier
     m = outer.value(loop.inputs[0])
     _need(m.size == 1 and m.reshape(-1)[0] >= 1 if m is not None else _time_dim(outer, loop.inputs[0], x))
@@ -678,7 +691,7 @@ def _loop_as_recurrent(loop: Node, at: int, graph: Graph, nodes: list[Node], out
         new.append(_axis_node(graph, "Unsqueeze", h0, f"{name}::initial_h", 0))
         h0 = new[-1].outputs[0]
     y, y_h = f"{name}::Y", f"{name}::Y_h"
-    attrs = {"hidden_size": hidden} | ({"linear_before_reset": lbr} if op == "GRU" else {})
+    attrs = {"hidden_size": hidden, "activations": activations} | ({"linear_before_reset": lbr} if op == "GRU" else {})
     new.append(Node(f"{name}::{op}", op, "", [x, f"{name}::W", f"{name}::R", f"{name}::B", "", "" if zero else h0],
                     [y, y_h], attrs))
     return new + [_axis_node(graph, "Squeeze", o, to, a) for o, to, a in ((y, seq, 1), (y_h, final, 0)) if to in used]

@@ -7,9 +7,10 @@ not rewrite stay as written: an intermediate read twice or a graph output, per-p
 non-constant operands, zero divisors, non-finite constants or ones whose folded weights overflow, a
 Gemm bias per row, a MatMul of rank-3 A, other Clip bounds.
 tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, a trip count below the time
-dim, a given initial state, a read final state) become GRU / RNN nodes, and ReverseSequence of whole sequences a reversing Slice; Loops that differ
-(another activation, an early exit, a read counter, another state, time from 1, a trip count above the
-condition's bounds) and other lengths stay.
+dim, a relu candidate, a given initial state, a read final state) become GRU / RNN nodes, and
+ReverseSequence of whole sequences a reversing Slice; Loops that differ (an activation GRU does not
+take, an early exit, a read counter, another state, time from 1, a trip count above the condition's
+bounds) and other lengths stay.
 Each session's prepared op types are checked and its outputs match onnxruntime at batch 1 and 3 within
 rtol = atol = 1e-5 (folding rounds the weights once; HardSigmoid computes x/6 + 1/2 for (x + 3)/6; a GRU
 sums its products in another order than the Loop's MatMuls; reversing is exact)."""
@@ -287,6 +288,16 @@ def test_a_constant_trip_count_below_the_time_dim_runs_that_many_steps():
     assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5)
 
 
+def test_a_relu_candidate_is_the_gru_activation_list():
+    model = keras_gru()
+    next(n for n in first_body(model).node if n.op_type == "Tanh").op_type = "Relu"  # (Keras activation="relu")
+    session = edgekit.InferenceSession(model)
+    assert [n.attrs.get("activations") for n in session.prepared.nodes if n.op_type == "GRU"] == [
+        ["Sigmoid", "Relu"], ["Sigmoid", "Tanh"]]
+    x = np.random.default_rng(6).standard_normal((3, 20, 8)).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
+
+
 def test_a_given_initial_state_is_the_initial_h_and_the_final_state_y_h():
     model = keras_gru()
     model.graph.input.append(helper.make_tensor_value_info("h0", onnx.TensorProto.FLOAT, ["N", 8]))
@@ -305,8 +316,8 @@ def first_body(model: onnx.ModelProto) -> onnx.GraphProto:
     return next(n for n in model.graph.node if n.op_type == "Loop").attribute[0].g
 
 
-def _relu_candidate(model):
-    next(n for n in first_body(model).node if n.op_type == "Tanh").op_type = "Relu"
+def _sin_candidate(model):
+    next(n for n in first_body(model).node if n.op_type == "Tanh").op_type = "Sin"
 
 
 def _hard_sigmoid_gate(model):
@@ -340,7 +351,7 @@ def _trip_count_above_the_bounds(model):  # (both Loops read it)
 
 
 @pytest.mark.parametrize("change,grus", [
-    (_relu_candidate, 1), (_hard_sigmoid_gate, 1), (_early_exit, 1), (_counter_read, 1),
+    (_sin_candidate, 1), (_hard_sigmoid_gate, 1), (_early_exit, 1), (_counter_read, 1),
     (_state_feedback_not_the_scan, 1), (_time_from_one, 1), (_trip_count_above_the_bounds, 0)])
 def test_loops_that_are_not_the_keras_cell_stay_loops(change, grus):
     """Another activation, a condition that ends the loop early, a read loop counter, a state that is
