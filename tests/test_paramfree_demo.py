@@ -1,7 +1,8 @@
 """Parameter-free demo: the bundled Fashion-MNIST subset and model pair (small, checked, differing
 only in the spatial op, accurate, the same on edgekit and onnxruntime), the table, the demo end
-to end with its plot, --no-plot, and usage errors for bad arguments."""
+to end with its plot (its edgekit-vs-onnxruntime agreement: every prediction, logits within 1e-4), --no-plot, and usage errors for bad arguments."""
 import os
+import re
 
 import numpy as np
 import onnx
@@ -56,6 +57,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "depthwise" in text and "max-pool" in text and "speedup" in text and "same predictions" in text
     assert "without retraining" in text
+    agree = re.findall(r"(depthwise|max-pool) ([\d.]+)% same predictions \(max \|logit diff\| (\S+)\)", text)
+    assert [a[0] for a in agree] == ["depthwise", "max-pool"], text  # edgekit against onnxruntime, per model
+    assert all(float(same) == 100.0 and float(diff) < 1e-4 for _, same, diff in agree), agree
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
