@@ -1,11 +1,11 @@
 """runtimes/ops/control.py: Loop and If against onnxruntime on fresh random inputs (rtol 1e-5, atol 1e-6
 unless a test says otherwise): Loop with a trip count only, a condition only, both, loop-carried values
-with scan outputs (opsets 11-19), a while loop whose trips are counted at load time, a Loop of
-constants folded at load time, bodies reading outer-scope tensors (run-time and constant), a Loop
-nested in a Loop, an If inside a Loop, If with both branches taken at run time and with a constant
-condition; forms edgekit refuses (scan outputs without a trip count known at load time, branches of
-different shapes, carried values changing shape, sequence values, a loop that never ends) raise
-UnsupportedOpError naming the node and op."""
+with scan outputs (opsets 11-19), carried values that swap, a while loop whose trips are counted at
+load time, a Loop of constants folded at load time, bodies reading outer-scope tensors (run-time and
+constant), a Loop nested in a Loop, an If inside a Loop, If with both branches taken at run time and
+with a constant condition; forms edgekit refuses (scan outputs without a trip count known at load
+time, branches of different shapes, carried values changing shape, sequence values, a loop that never
+ends) raise UnsupportedOpError naming the node and op."""
 import numpy as np
 import onnx
 import pytest
@@ -65,6 +65,21 @@ def test_trip_count_only_with_carried_values_and_scan_outputs(opset):
     rng = np.random.default_rng(opset)
     got = assert_matches_ort(model, {n: randn(rng, 2, 3) for n in ("x", "h0", "s0")}, RTOL, ATOL)
     assert got[2].shape == (6, 2, 3) and got[3].shape == (6,)
+
+
+def test_carried_values_that_swap_and_a_scan_of_a_body_input():
+    """a, b, c <- b, a, c + a (outputs that are the body's own inputs, crossed) and a scan output that is an
+    input, reshaped."""
+    nodes = [keep_going(), helper.make_node("Add", ["c_in", "a_in"], ["ca"]),
+             helper.make_node("Reshape", ["a_in", "flat"], ["a_scan"])]
+    g = body(nodes, {"a_in": [2, 2], "b_in": [2, 2], "c_in": [2, 2]}, [("b_in", [2, 2]), ("a_in", [2, 2]),
+                                                                       ("ca", [2, 2])],
+             {"flat": np.array([4])}, {"a_scan": [4]})
+    loop = helper.make_node("Loop", ["M", "", "a0", "b0", "c0"], ["a", "b", "c", "as"], body=g, name="swap")
+    model = make_model([loop], {n: ((2, 2), np.float32) for n in ("a0", "b0", "c0")},
+                       {"a": f32(2, 2), "b": f32(2, 2), "c": f32(2, 2), "as": f32(5, 4)}, {"M": np.array(5, np.int64)})
+    rng = np.random.default_rng(11)
+    assert_matches_ort(model, {n: randn(rng, 2, 2) for n in ("a0", "b0", "c0")}, RTOL, ATOL)
 
 
 def test_a_loop_of_constants_folds_at_load_time():
