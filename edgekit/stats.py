@@ -177,30 +177,38 @@ def _planned_macs(nodes: list, tensors: dict[str, np.ndarray]) -> Counter:
 
 def _plan(proto: onnx.ModelProto, dims: dict[str, int]) -> tuple[list[str], tuple | None]:
     """Human-readable lines for nodes edgekit cannot run (ops missing from the registry, else the forms
-    a plan for these input dims refuses), and (fused nodes, tensors) of the plan when it builds."""
-    from .runtimes.ops import BUILDERS
+    a plan for these input dims refuses), and (fused nodes, tensors) of the plan when it builds. Ops
+    are checked after the graph rewrites, as a session checks them (a rewritten node need not be run)."""
     from .runtimes.plan import MAX_PLAN_BYTES, prepare, specialize
 
-    graph = read_graph(proto)
-    missing: dict[str, list[str]] = {}
-    for n in graph.nodes:
-        if (n.domain, n.op_type) not in BUILDERS:
-            missing.setdefault(f"{n.domain + '::' if n.domain else ''}{n.op_type}", []).append(n.name)
-    if missing:
-        return [f"{op}: not implemented ({len(names)} node(s): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-                for op, names in sorted(missing.items())], None
     shapes = input_shapes(proto, dims)
-    if any(math.prod(shape) > MAX_PLAN_BYTES for shape in shapes.values()):  # (before sizes overflow int64)
-        return [f"the plan for dims {dims} fails: inputs of shapes {shapes} exceed {MAX_PLAN_BYTES / 2**30:.1f} GiB"], None
     try:
-        prepared = prepare(graph)
+        prepared = prepare(read_graph(proto))
+        if any(math.prod(shape) > MAX_PLAN_BYTES for shape in shapes.values()):  # (before sizes overflow int64)
+            return [f"the plan for dims {dims} fails: inputs of shapes {shapes} exceed {MAX_PLAN_BYTES / 2**30:.1f} GiB"], None
         plan = specialize(prepared, shapes)
     except EdgekitError as exc:
         unsupported = getattr(exc, "unsupported", None)
         if unsupported is None:
             return [f"the plan for dims {dims} fails: {exc}"], None
-        return [f"{op}: {why or 'not implemented'} (node {name})" for name, op, _, _, why in unsupported], None
+        return _unsupported_lines(unsupported), None
     return [], (prepared.nodes, plan.tensors)
+
+
+def _unsupported_lines(unsupported: list[tuple]) -> list[str]:
+    """One line per op that no builder implements (with its node count and first names), then one per
+    node whose form its builder refuses, with the reason."""
+    from .runtimes.ops import BUILDERS
+
+    missing: dict[str, list[str]] = {}
+    refused = []
+    for name, op, domain, _, why in unsupported:
+        if (domain, op) not in BUILDERS and not why:
+            missing.setdefault(f"{domain + '::' if domain else ''}{op}", []).append(name)
+        else:
+            refused.append(f"{op}: {why or 'not implemented'} (node {name})")
+    return [f"{op}: not implemented ({len(names)} node(s): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+            for op, names in sorted(missing.items())] + refused
 
 
 def _shape(vi: ValueInfo) -> str:

@@ -97,6 +97,15 @@ def test_info_reports_io_ops_and_unsupported(relu_model, tmp_path, capsys):
     assert "Det: not implemented" in capsys.readouterr().out
 
 
+def test_info_checks_ops_after_the_graph_rewrites(capsys):
+    """tf2onnx's ReverseSequence of whole sequences and its GRU/SimpleRNN Loops run as rewritten
+    nodes: `info` once listed ReverseSequence as not implemented on a model that runs."""
+    model = os.path.join(os.path.dirname(__file__), "models", "keras", "rnn_forms_opset17.onnx")
+    assert main(["info", model]) == 0
+    out = capsys.readouterr().out
+    assert "ReverseSequence" in out and "unsupported by edgekit: none" in out
+
+
 def test_info_counts_macs_and_parameters(tmp_path, capsys):
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((5, 7)).astype(np.float32), np.zeros(5, np.float32)
