@@ -399,8 +399,11 @@ def test_chains_equal_the_whole_model(tmp_path, tiers_used, signal, reference):
             s.server_close()
 
 
-@pytest.mark.parametrize("compression,atol", [("fp16", 2e-2), ("int8", 2e-1), ("zstd", 0.0)])
+@pytest.mark.parametrize("compression,atol", [("fp16", 1e-3), ("int8", 1.5e-2), ("zstd", 0.0)])
 def test_compressed_transfers(tmp_path, compression, atol, signal, reference):
+    """The cut tensor (maxpool3) sent fp16, int8 or zstd: logits (of magnitude ~4) within a few times the
+    codec's own error here (fp16 2.2e-4, int8 6.2e-3), so a biased int8 rounding (3.2e-2) or a
+    bfloat16-like fp16 (1.1e-2) fails; zstd is exact."""
     if compression == "zstd":
         pytest.importorskip("zstandard")
     plan = make_plan(tmp_path, ["device", "cloud"], compression)
