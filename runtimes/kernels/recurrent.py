@@ -249,7 +249,7 @@ def _xw_row(layout, t, b, seq, batch):
     return t * batch + b if layout == 0 else b * seq + t
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", _nrt=False)
 def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan, params):
     """ONNX LSTM / GRU / RNN over the whole sequence (see module); w, r, b, p are read only when
     plan[PACK] asks to pack at this call."""
