@@ -264,8 +264,9 @@ def test_every_kind_of_split_reproduces_the_outputs(branchy, tmp_path):
     assert passes  # some part passes a tensor on unchanged
 
 
-@pytest.mark.parametrize("codec,tol", [("fp16", 1e-2), ("int8", 3e-2), ("zstd", 0.0)])
+@pytest.mark.parametrize("codec,tol", [("fp16", 1e-3), ("int8", 1.5e-2), ("zstd", 0.0)])
 def test_compressed_transfers_stay_close(branchy, tmp_path, codec, tol):
+    """Outputs within tol x their range: a few times the codec's own error here (fp16 1.6e-4, int8 5e-3)."""
     if codec == "zstd":
         pytest.importorskip("zstandard")
     model, prof = branchy
