@@ -15,7 +15,10 @@ recurrence then runs per direction and step t on the batch rows: gates = H @ R'^
   RNN:  H' = f(g)
 with every pre-activation clipped to [-clip, clip] when clip is set. Sigmoid and Tanh run on the
 shared ``exp32`` and ``tanh32`` (vectorised; within 3e-7 of exact, as onnxruntime's own approximations
-are), the other activations on libm. A batch row b is active at steps
+are), the other activations on libm. With the default activations (LSTM Sigmoid, Tanh, Tanh; GRU
+Sigmoid, Tanh; RNN Tanh) a row's cell is one vectorised pass (``_lstm_row``, ``_gru_row``,
+``_rnn_row``: the gates stay in registers from pre-activation to state); other activations run
+stage by stage, one loop per stage dispatched on its code. A batch row b is active at steps
 t < lens[b] (read in reverse order by a reverse direction): inactive steps write zeros to Y and keep
 the state; a row of length 0 ends with zero final states, as onnxruntime does.
 
@@ -243,6 +246,13 @@ def _gru_row(g, x, h, rb, hid, linear_before_reset, clip):
             h[j] = (ONE - z) * hh + z * h[j]
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _rnn_row(g, x, h, hid, clip):
+    """One RNN row with Tanh: H' = tanh(g + x) (g = H @ R'^T, x the X projection) into h."""
+    for j in range(hid):
+        h[j] = tanh32(_bound(g[j] + x[j], clip))
+
+
 @njit(inline="always")
 def _xw_row(layout, t, b, seq, batch):
     """Row of XW (and of X) holding step t of batch row b."""
@@ -294,7 +304,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
         h_at = hs + d * batch * hid
         c_at = cs + d * batch * hid
         first = gh if kind != GRU or flag != 0 else 2 * hid
-        fast = cf == SIGMOID and cg == TANH and (ch == TANH or kind == GRU) and kind != RNN
+        fast = cf == TANH if kind == RNN else cf == SIGMOID and cg == TANH and (ch == TANH or kind == GRU)
         for s in range(seq):
             t = seq - 1 - s if reverse else s
             matmul_tiles(wk, h_at, hid, one, pk, rt_offs, r_at, wk, zero, zero, zero, fzero,
@@ -332,6 +342,8 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
                     cp = c_at + bi * hid
                     _lstm_row(wk[g:g + gh], wk[xr:xr + gh], wk[cp:cp + hid], wk[hp:hp + hid], pk[pw:pw + 3 * hid], hid,
                               peep, flag, bound)
+                elif fast and kind == RNN:
+                    _rnn_row(wk[g:g + gh], wk[xr:xr + gh], wk[hp:hp + hid], hid, bound)
                 elif fast:
                     rb = plan[RBH] + d * hid
                     _gru_row(wk[g:g + gh], wk[xr:xr + gh], wk[hp:hp + hid], pk[rb:rb + hid], hid, flag, bound)

@@ -4,9 +4,10 @@ Every op in every direction and both layouts (opset 14; onnxruntime runs layout 
 is compared with its layout-0 twin), at opsets 7, 14 and 22; B, initial states (fed or constant)
 and LSTM peepholes given or omitted; infinite and huge inputs; sequence_lens shorter than the
 sequence and zero (constant and fed at run time); clip (one of 0 or below refused); LSTM
-input_forget; GRU linear_before_reset 0 and 1; activation lists with alphas and betas; weights fed
-at run time; any subset of the outputs; one session over several sequence lengths and batch sizes;
-the forms edgekit refuses. Tolerance rtol 1e-4, atol 2e-5: float32 sums over a few tens of products
+input_forget; GRU linear_before_reset 0 and 1; activation lists with alphas and betas (the default
+lists take the fused cells, the others the stage-by-stage path, both within one bidirectional node);
+hidden sizes past a vector with a remainder, at batch 1 and 8; weights fed at run time; any subset
+of the outputs; one session over several sequence lengths and batch sizes; the forms edgekit refuses. Tolerance rtol 1e-4, atol 2e-5: float32 sums over a few tens of products
 per step, through up to 7 steps, with onnxruntime's sigmoid/tanh approximations.
 """
 import itertools
@@ -179,6 +180,9 @@ ACTIVATION_CASES = [
     ("RNN", "forward", ["Relu"], [], []),
     ("RNN", "bidirectional", ["Softplus", "ThresholdedRelu"], [0.2], []),
     ("RNN", "reverse", ["LeakyRelu"], [], []),
+    ("LSTM", "bidirectional", ["Sigmoid", "Tanh", "Tanh", "Sigmoid", "Tanh", "Relu"], [], []),
+    ("GRU", "bidirectional", ["Sigmoid", "Tanh", "Sigmoid", "Relu"], [], []),
+    ("RNN", "bidirectional", ["Tanh", "Relu"], [], []),
 ]
 
 
@@ -233,6 +237,19 @@ def test_dynamic_sequence_and_batch(op):
 def test_larger_lstm_matches():
     """Edge-sized shapes: hidden 64, input 40, 20 steps, batch 2 (tiles of the gemm kernel)."""
     _check(_case("LSTM", "bidirectional", seq=20, batch=2, inp=40, hid=64, seed=9), 2e-4, 5e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("op", OPS)
+def test_edge_sized_shapes(op, batch):
+    """Hidden 37 (vector loops of the fused cells plus their remainder), input 20, batch 1 and 8, with
+    and without clip; GRU both ways of linear_before_reset; a row shorter than the sequence."""
+    lens = [12] * batch
+    lens[-1] = 7
+    for clip, lbr in itertools.product([None, 0.8], [0, 1] if op == "GRU" else [0]):
+        attrs = ({"clip": clip} if clip else {}) | ({"linear_before_reset": lbr} if op == "GRU" else {})
+        _check(_case(op, "bidirectional", seq=12, batch=batch, inp=20, hid=37, lens=lens, seed=batch + lbr, **attrs),
+               2e-4, 5e-5)
 
 
 @pytest.mark.parametrize("attrs,match", [
