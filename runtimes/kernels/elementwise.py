@@ -63,25 +63,47 @@ def _float32_bits(typingctx, x):
     return types.int32(types.float32), codegen
 
 
+@intrinsic
+def prefer_512(typingctx):
+    """Let LLVM vectorise the calling kernel with 512-bit registers where the CPU has them (its tuning for
+    AVX-512 CPUs prefers 256 bits; loops bound by instruction count, like the polynomial maps' and the
+    pools', then run 16 lanes per instruction). Without AVX-512 the attribute changes nothing."""
+
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute llvmlite does not list
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+EXP_P = (np.float32(0.4999999403953552), np.float32(0.1666652113199234), np.float32(0.04166838899254799),
+         np.float32(0.008368716575205326), np.float32(0.001381459878757596))
+"""_exp_reduced's fit: (e^r - 1 - r) / r^2 by degree 4 on |r| <= ln2 / 2, minimax in e^r's relative error
+(Lawson's weighted least squares in float64 on Chebyshev nodes, rounded to float32): 6.6e-8 evaluated in
+float32, as Cephes' degree 5."""
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _exp_reduced(x):
+    """e^x for finite float32 x in [-87.3, 88.7] (no edge handling: callers clamp or know their range).
+
+    x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two, Cody-Waite), e^r = (P(r) r + 1) r + 1 (six
+    multiply-adds), then n is added to the exponent bits. Relative error below 1.5e-7."""
+    n = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = (((EXP_P[4] * r + EXP_P[3]) * r + EXP_P[2]) * r + EXP_P[1]) * r + EXP_P[0]
+    one = np.float32(1.0)
+    return _bits_as_float32(_float32_bits((p * r + one) * r + one) + (np.int32(n) << 23))
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def exp32(x):
-    """exp(x) in float32 without a libm call, so loops using it vectorise (libm expf does not).
-
-    Cephes expf: x = n ln2 + r with |r| <= ln2 / 2, e^r by a degree-6 polynomial, then n is added to
-    the exponent bits. Relative error below 3e-7 (about 2.5 ulp); NaN stays NaN, overflow gives inf
-    and results below the smallest normal float flush to 0.
+    """exp(x) in float32 without a libm call, so loops using it vectorise (libm expf does not):
+    ``_exp_reduced`` of x clamped to the finite range. Relative error below 1.5e-7 (about 2 ulp); NaN
+    stays NaN, overflow gives inf and results below the smallest normal float flush to 0.
     """
     x = np.float32(x)
-    c = min(max(x, np.float32(-87.33654)), np.float32(88.72283))
-    n = np.floor(c * np.float32(1.4426950408889634) + np.float32(0.5))
-    r = c - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    y = _bits_as_float32(_float32_bits(p * (r * r) + r + np.float32(1.0)) + (np.int32(n) << 23))
+    y = _exp_reduced(min(max(x, np.float32(-87.33654)), np.float32(88.72283)))
     if x != x:
         return x
     if x > np.float32(88.72283):
@@ -337,25 +359,25 @@ def log32(x):
 ERF_SPLIT, ERF_ONE = F(0.921875), F(3.93)
 ERF_P = (F(-6.008650525473058e-4), F(4.996994975954294e-3), F(-2.67694853246212e-2), F(1.1281904578208923e-1),
          F(-3.761250376701355e-1), F(1.2837915122509003e-1))
-ERF_Q = (F(1.6341573427780531e-6), F(-4.596680810209364e-5), F(5.957632674835622e-4), F(-4.753421992063522e-3),
-         F(2.639990858733654e-2), F(-1.100362241268158e-1), F(-6.318795680999756e-1), F(-1.1301981210708618),
-         F(3.104423813056201e-4))
-"""erf32's least-squares fits (float64 fits on Chebyshev nodes, rounded to float32): erf(x) / x - 1 as
-a polynomial in x^2 on |x| <= ERF_SPLIT, log(erfc(t)) as a polynomial in t on [ERF_SPLIT, ERF_ONE]."""
+ERF_Q = (F(1.9473374413792044e-4), F(-3.0315937474370003e-3), F(2.2181373089551926e-2), F(-1.0383885353803635e-1),
+         F(-6.372858285903931e-1), F(-1.1276154518127441), F(-2.0992103964090347e-4))
+"""erf32's fits (float64 fits on Chebyshev nodes, rounded to float32): erf(x) / x - 1 as a polynomial in
+x^2 on |x| <= ERF_SPLIT (least squares); log(erfc(t)) by degree 6 on [ERF_SPLIT, ERF_ONE], minimax in
+erf's absolute error, erfc(t) |dQ| (Lawson's weighted least squares: degree 8 was needed unweighted)."""
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def erf32(x):
     """erf(x) in float32 without a libm call: x + x P(x^2) for |x| <= 0.921875 (relative error below
-    1e-7), else 1 - exp32(Q(|x|)) with the sign of x (absolute error below 1e-7); |x| >= 3.93 gives
+    1e-7), else 1 - e^Q(|x|) with the sign of x (absolute error below 1e-7; Q lies in [-17, -1.5], so
+    ``_exp_reduced`` needs no edge handling, NaN gets t = 3.93 there); |x| >= 3.93 gives
     +-1 (erfc is below half an ulp of 1 there). NaN stays NaN."""
     s = x * x
     p = ((((ERF_P[0] * s + ERF_P[1]) * s + ERF_P[2]) * s + ERF_P[3]) * s + ERF_P[4]) * s + ERF_P[5]
     a = abs(x)
     t = a if a < ERF_ONE else ERF_ONE
-    q = ((((((((ERF_Q[0] * t + ERF_Q[1]) * t + ERF_Q[2]) * t + ERF_Q[3]) * t + ERF_Q[4]) * t + ERF_Q[5]) * t
-           + ERF_Q[6]) * t + ERF_Q[7]) * t + ERF_Q[8])
-    y = x + x * p if a <= ERF_SPLIT else _with_sign(ONE - exp32(q), x)
+    q = (((((ERF_Q[0] * t + ERF_Q[1]) * t + ERF_Q[2]) * t + ERF_Q[3]) * t + ERF_Q[4]) * t + ERF_Q[5]) * t + ERF_Q[6]
+    y = x + x * p if a <= ERF_SPLIT else _with_sign(ONE - _exp_reduced(q), x)
     return y if x == x else x
 
 
@@ -505,7 +527,9 @@ def _unary(code: int):
 
     @njit(cache=True, fastmath=IN_ORDER, error_model="numpy")
     def kernel(x, out):
-        """out = op(x) elementwise over C-contiguous arrays of equal size."""
+        """out = op(x) elementwise over C-contiguous arrays of equal size, in 512-bit vectors where the CPU
+        has them (1.4-1.6x faster for the polynomial maps)."""
+        prefer_512()
         xf, of = x.reshape(-1), out.reshape(-1)
         for i in range(xf.size):
             of[i] = _unop(xf[i], code)

@@ -27,7 +27,7 @@ the BN affine and a Relu/Clip clamp and the store (other activations take a pass
 instructions drop NaN, so it also checks its input for NaN; a tensor holding one is pooled again by the
 NaN-propagating path above. The 3x3 pads-1 average pool runs as AVG3, the same pass with float32 sums
 (taps outside the plane read as 0) times a per-position 1 / tap count. The SAME_POOL kernels ask LLVM for
-512-bit vectors (``_prefer_512``).
+512-bit vectors (``prefer_512``).
 3x3 stride-2 pools with head pads 0 or 1 (pads 1, and auto_pad SAME) take STRIDED3: that stride-1 pool (MAX3 or
 AVG3), then a gather of the positions at the outputs' window centres.
 2x2 stride-2 max pools whose windows all lie inside the planes take WINDOW2_MAX, one flat loop over the
@@ -41,12 +41,11 @@ loads then vectorise as interleaved groups). It takes four arguments (Numba's di
 argument) and, like every kernel here, compiles only when a model first runs it.
 """
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
-from .elementwise import nan_max
+from .elementwise import nan_max, prefer_512
 from .simd import (LANES, flat, mask_full, mask_of, mask_ordered, vadd, vcopy_even, vfma, vload, vload_mask, vmax, vmax_mask,
                    vmin, vmul, vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask, vsum_pairs)
 
@@ -54,19 +53,6 @@ MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
 M3_MID, M3_UP, M3_DOWN, M3_LEFT, M3_RIGHT = range(5)  # the rows of max3_masks
 MAX3_SPLIT_VECTORS = 16  # MAX3 runs planes of at least this many vectors as three loops (edges, inside, edges)
-
-
-@intrinsic
-def _prefer_512(typingctx):
-    """Let LLVM vectorise the calling kernel with 512-bit registers where the CPU has them (its tuning for
-    AVX-512 CPUs prefers 256 bits; the pool's loops are bound by instruction count, so 16 lanes run them
-    faster). Without AVX-512 the attribute changes nothing."""
-
-    def codegen(context, builder, signature, args):
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute llvmlite does not list
-        return context.get_dummy_value()
-
-    return types.none(), codegen
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -234,7 +220,7 @@ def _same_taps(dst, src, first, step, nt, n, code):
     """dst[k] = reduce over taps t < nt of src[first + k + t * step], for k < n (every index valid).
     Typed once per literal variant and inlined by LLVM (forceinline), not by Numba at each of its call
     sites, which halved the SAME_POOL kernels' cold compile."""
-    _prefer_512()
+    prefer_512()
     a = src[first:]
     if nt == 1:
         for k in range(n):
@@ -576,7 +562,7 @@ def _same_pooling(code: int):
         the builder gives it to the 3x3 pads-1 pools) runs the whole tensor as MAX3 or AVG3 instead (the
         max pool, when the tensor holds a NaN, then pools it again below, with NaN propagation).
         """
-        _prefer_512()
+        prefer_512()
         xf = x.reshape(-1)
         of = out.reshape(-1)
         n = h * w
