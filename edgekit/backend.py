@@ -36,6 +36,10 @@ EXPECTED_FAILURES: dict[str, str] = {
     r"|split_zero_size_splits_|squeeze|unsqueeze_|tile|center_crop_pad_|reduce_(?!(max|min|prod)_default_axes))":
         "shape, axes (also of reductions), pads, starts, split, repeats or Range bounds fed as run-time inputs: "
         "plans are specialised on shapes, so these must be constants (initializers or Constant nodes)",
+    r"^test_loop11_cpu$": "Loop with scan outputs and its trip count fed at run time: the scan length sets an "
+                          "output shape, and plans are specialised on shapes",
+    r"^test_affine_grid_(2d|3d)(_align_corners)?_expanded": "the output size is fed at run time (the shape of "
+                                                           "Expand/ConstantOfShape): plans are specialised on shapes",
     r"^test_clip(_example|_inbounds|_outbounds|_splitbounds|_min_greater_than_max|_default_min|_default_max)?_cpu$":
         "Clip with min/max fed at run time: edgekit needs constant bounds (they become kernel parameters)",
     r"^test_clip_default_int8_((min|max)(_expanded)?|inbounds)_cpu$": "Clip on int8: activations compute float32",
