@@ -1,5 +1,5 @@
-"""InferenceSession behaviour beyond single kernels: model sources, onnxruntime-compatible metadata,
-dynamic dims, dead-node removal, buffer reuse and result ownership (float32, rtol/atol 1e-6).
+"""InferenceSession behaviour beyond single kernels: model sources, onnxruntime's constructor and run
+arguments, onnxruntime-compatible metadata, dynamic dims, dead-node removal, buffer reuse and result ownership (float32, rtol/atol 1e-6).
 
 Zero-copy binding (Plan.run): on random graphs of elementwise ops and views (inputs read by several
 nodes, Reshape/Flatten/Identity views of inputs and of outputs, inputs that are outputs) results equal
@@ -42,6 +42,22 @@ def test_loads_from_proto_bytes_and_path(source, tmp_path):
         arg = model
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     assert_matches_ort(model, {"x": x}, RTOL, ATOL, session=edgekit.InferenceSession(arg))
+
+
+def test_onnxruntime_call_forms_are_accepted(tmp_path):
+    """The drop-in swap: onnxruntime's constructor arguments (SessionOptions positionally, providers,
+    provider_options) and run_options are accepted, and the results still match onnxruntime's."""
+    import onnxruntime as ort
+
+    model = chain_model()
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    sess = edgekit.InferenceSession(path, ort.SessionOptions(), providers=["CPUExecutionProvider"],
+                                    provider_options=[{}])
+    assert sess.get_providers() and isinstance(sess.get_providers()[0], str)
+    x = np.random.default_rng(9).standard_normal((3, 8)).astype(np.float32)
+    (got,) = sess.run(None, {"x": x}, run_options=ort.RunOptions())
+    np.testing.assert_allclose(got, ort_session(model).run(None, {"x": x})[0], rtol=RTOL, atol=ATOL)
 
 
 def test_metadata_matches_onnxruntime():
