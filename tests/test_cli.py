@@ -193,6 +193,17 @@ def test_demo_plot_into_a_missing_directory_is_refused_before_running(demo, tmp_
     assert f"no such directory: {tmp_path / 'missing'}" in capsys.readouterr().err
 
 
+def test_demo_without_a_name_runs_the_ppg_demo_with_the_rest_of_the_arguments(monkeypatch):
+    """`edgekit demo` alone is `edgekit demo ppg` (the README's default); options after the name reach the demo."""
+    from edgekit.demos import paramfree, ppg
+
+    calls = []
+    monkeypatch.setattr(ppg, "main", lambda argv: calls.append(("ppg", argv)) or 0)
+    monkeypatch.setattr(paramfree, "main", lambda argv: calls.append(("paramfree", argv)) or 0)
+    assert main(["demo"]) == 0 and main(["demo", "paramfree", "--repeat", "2", "--no-plot"]) == 0
+    assert calls == [("ppg", []), ("paramfree", ["--repeat", "2", "--no-plot"])]
+
+
 def test_demo_quickstart_runs(capsys):
     """The demo's printed edgekit-vs-onnxruntime difference on its bundled 1D CNN is float32 rounding
     (logits of order 1: 1e-4), not merely printed."""
