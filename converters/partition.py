@@ -41,6 +41,7 @@ import onnx
 from onnx import helper
 
 from edgekit.errors import InputError, ModelError
+from edgekit.ir import read_graph
 
 COMPRESSIONS = ("none", "fp16", "int8", "zstd")
 MAX_IDEALS = 200_000
@@ -358,6 +359,8 @@ class _Graph:
 
     model: onnx.ModelProto
     names: list[str]
+    reads: list[list[str]]
+    """What each node reads: its inputs, then the outer tensors its Loop/If bodies read."""
     compute: list[int]
     const_nodes: set[int]
     const_tensors: set[str]
@@ -367,11 +370,12 @@ class _Graph:
 def _graph(model: onnx.ModelProto) -> _Graph:
     g = model.graph
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(g.node)]
+    reads = [n.inputs for n in read_graph(model).nodes]
     const = {t.name for t in g.initializer} | {""}
     producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
     const_nodes = set()
     for i, n in enumerate(g.node):
-        if all(x in const for x in n.input) and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        if all(x in const for x in reads[i]) and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                                         for a in n.attribute):
             const_nodes.add(i)
             const.update(n.output)
@@ -380,11 +384,11 @@ def _graph(model: onnx.ModelProto) -> _Graph:
     for i in reversed(range(len(g.node))):
         if any(o in needed for o in g.node[i].output):
             live.add(i)
-            needed.update(g.node[i].input)
+            needed.update(reads[i])
     compute = [i for i in range(len(g.node)) if i in live and i not in const_nodes]
     if not compute:
         raise ModelError("the model has no node that depends on its inputs: nothing to partition")
-    return _Graph(model, names, compute, const_nodes, const - {""}, producer)
+    return _Graph(model, names, reads, compute, const_nodes, const - {""}, producer)
 
 
 def _wire_bytes(tp: dict, compression: str) -> float:
@@ -411,7 +415,7 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
     made = [o for i in gr.compute for o in g.node[i].output if o]
     users: dict[str, list[int]] = {}
     for k, i in enumerate(gr.compute):
-        for x in dict.fromkeys(g.node[i].input):
+        for x in dict.fromkeys(gr.reads[i]):
             users.setdefault(x, []).append(k)
     outs = {o.name for o in g.output}
     tensors = [t for t in raw + made if users.get(t) or t in outs]
@@ -422,7 +426,7 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
     shape_values: set[str] = set()  # made by Shape/Size, or from shape values and constants only
     for i in gr.compute:  # in graph order, which ONNX keeps topological
         node = g.node[i]
-        read = [x for x in node.input if x and x not in gr.const_tensors]
+        read = [x for x in gr.reads[i] if x and x not in gr.const_tensors]
         if node.op_type in ("Shape", "Size") or (node.op_type not in SHAPE_TO_DATA and read
                                                  and all(x in shape_values for x in read)):
             shape_values.update(o for o in node.output if o)
@@ -442,7 +446,7 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
                          float).reshape(len(tiers), len(tensors)) for side in (0, 1))
     size = {t: tp_["bytes"] for t, tp_ in profile["tensors"].items()}
     params = [(int(size.get(c) or _init_bytes(g, c)), users[c]) for c in sorted(gr.const_tensors) if c in users]
-    work = np.array([sum(size.get(x, 0) for x in set(g.node[i].input) | set(g.node[i].output)
+    work = np.array([sum(size.get(x, 0) for x in set(gr.reads[i]) | set(g.node[i].output)
                          if x and x not in gr.const_tensors) for i in gr.compute], float)
     problem = Problem(
         [gr.names[i] for i in gr.compute], times, tensors,
@@ -594,14 +598,14 @@ def _part_model(gr: _Graph, nodes: list[int], inputs: list[str], outputs: list[s
     """The sub-model running ``nodes`` (plus the constant nodes they read) from ``inputs`` to
     ``outputs``; a tensor in both is passed on unchanged (a graph output that is a graph input)."""
     g = gr.model.graph
-    keep, todo = set(nodes), [x for i in nodes for x in g.node[i].input] + list(outputs)
+    keep, todo = set(nodes), [x for i in nodes for x in gr.reads[i]] + list(outputs)
     while todo:
         x = todo.pop()
         i = gr.producer.get(x)
         if i is not None and i in gr.const_nodes and i not in keep:
             keep.add(i)
-            todo.extend(g.node[i].input)
-    read = {x for i in keep for x in g.node[i].input} | set(outputs)  # an output may be an initializer
+            todo.extend(gr.reads[i])
+    read = {x for i in keep for x in gr.reads[i]} | set(outputs)  # an output may be an initializer
     graph = helper.make_graph(
         [g.node[i] for i in sorted(keep)], f"{g.name}_part",
         [_typed(x, types, sizes) for x in inputs], [_typed(x, types, sizes) for x in outputs],

@@ -308,6 +308,34 @@ def test_outputs_that_no_compute_node_makes(tmp_path):
             np.testing.assert_array_equal(flow[name], e)
 
 
+def test_splits_pass_the_tensors_an_if_branch_reads_from_outside(tmp_path):
+    """An If's branches read an outer tensor and an outer initializer that no node input names: every
+    split hands them to the part that runs the If (once, the initializer was left out of that part
+    and the tensor was not transferred to it)."""
+    from edgekit.runtimes.flow import FlowSession
+
+    rng = np.random.default_rng(6)
+    k0, k1 = (rng.standard_normal((1, 4)).astype(np.float32) for _ in range(2))
+    then = helper.make_graph([helper.make_node("Add", ["r", "k1"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, [1, 4])])
+    other = helper.make_graph([helper.make_node("Sub", ["m", "k1"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [1, 4])])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "k0"], ["m"]),
+             helper.make_node("If", ["c"], ["b"], then_branch=then, else_branch=other),
+             helper.make_node("Tanh", ["b"], ["y"])]
+    model = make_model(nodes, {"x": ((1, 4), np.float32), "c": ((), np.bool_)}, ["y"], {"k0": k0, "k1": k1})
+    part = partition(model, profile_model(model, repeat=2).to_dict(), TIERS,
+                     [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)])
+    x = rng.standard_normal((1, 4)).astype(np.float32)
+    for i, a in enumerate(monotone_assignments(part.problem, 3)):
+        plan = write_plan(forced(part, a), tmp_path / f"p{i}", "if")
+        for c in (True, False):
+            feeds = {"x": x, "c": np.array(c)}
+            expected = ort_session(model).run(None, feeds)[0]
+            np.testing.assert_array_equal(run_parts(tmp_path / f"p{i}", plan, feeds)["y"], expected)
+            np.testing.assert_array_equal(FlowSession(str(tmp_path / f"p{i}")).run(None, feeds)[0], expected)
+
+
 def test_splits_of_a_model_with_a_custom_op_and_shape_values_run_at_other_sizes(tmp_path):
     """The bundled LMUFormer (dynamic N and T, an ai.edgekit LMU op that shape inference cannot type,
     a Shape -> ConstantOfShape head): every split, profiled at N = T = 1, runs at N = 2, T = 37 and
