@@ -3,11 +3,11 @@
 Output sizes follow onnxruntime: auto_pad SAME_* pads by the undilated kernel, ceil_mode also
 applies to auto_pad outputs, and a ceil-mode window that would start past the input plus its head
 padding is dropped. 1-D pools whose windows all lie inside the input (no padding reached, no
-dilation) run on the four-argument WINDOW_POOL sweep; on planes narrower than STRIDED3_WIDTH,
-3x3 stride-2 pools with head pads 0 or 1 (pads 1, auto_pad SAME) run on the stride-1 pool (STRIDED3) and 2x2 stride-2 max pools whose
-windows all lie inside on one flat loop over the outputs (WINDOW2_MAX); such average pools, at any width,
-run on explicit vectors (AVG2_POOL). The global pools, and unpadded 2-D average pools whose window is the whole
-plane, are reductions over the spatial axes.
+dilation) run on the four-argument WINDOW_POOL sweep. On planes narrower than STRIDED3_WIDTH, 3x3 stride-2
+pools with head pads 0 or 1 (pads 1, auto_pad SAME) run on the stride-1 pool (STRIDED3); on planes narrower
+than WINDOW2_WIDTH, 2x2 stride-2 max pools whose windows all lie inside run on one flat loop over the outputs
+(WINDOW2_MAX); such average pools, at any width, run on explicit vectors (AVG2_POOL). The global pools, and
+unpadded 2-D average pools whose window is the whole plane, are reductions over the spatial axes.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from .registry import In, Kernel, Out, Unsupported, register
 
 POOL_AFFINE = "_edgekit_pool_affine"  # node attribute: (scale, shift) of a BatchNormalization fused after the pool
 SAME_GROUP_ELEMENTS = 4096  # the stride-1 'same' path: input, scratch and output of a group fit in L1 together
-STRIDED3_WIDTH = 64  # 3x3/2 and 2x2/2 max pools of narrower planes skip the strided path, whose per-row loops wider rows amortise
+STRIDED3_WIDTH = 100  # 3x3/2 pools of narrower planes skip the strided path, whose per-row loops wider rows amortise
+WINDOW2_WIDTH = 64  # the same for 2x2/2 max pools
 
 
 def _pads(auto_pad: str, n: int, k: int, s: int, head: int, tail: int) -> tuple[int, int]:
@@ -121,7 +122,7 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
                and all(2 * o <= n for o, n in zip(out_shape[2:], x.shape[2:])))
     if window2 and code == kp.AVG:
         return Kernel(kp.AVG2_POOL, (In(0), Out(0), x.shape[0] * x.shape[1], *x.shape[2:]), [(tuple(out_shape), x.dtype)])
-    if window2 and x.shape[-1] < STRIDED3_WIDTH:
+    if window2 and x.shape[-1] < WINDOW2_WIDTH:
         index = _window_starts(x.shape[0] * x.shape[1], *x.shape[2:], *out_shape[2:])
         return Kernel(kp.WINDOW2_MAX, (In(0), Out(0), index, x.shape[3]), [(tuple(out_shape), x.dtype)])
     if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
