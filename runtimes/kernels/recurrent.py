@@ -55,6 +55,19 @@ ACTS = HEAD
 ONE = np.float32(1.0)
 
 
+@njit(forceinline=True, fastmath=FASTMATH, error_model="numpy", cache=True)
+def _sigmoid(v):
+    """Sigmoid on ``exp32``, typed once and inlined by LLVM where called (the fused rows call it seven
+    times: inlined by Numba, each call would be typed anew), so their loops still vectorise."""
+    return ONE / (ONE + exp32(-v))
+
+
+@njit(forceinline=True, fastmath=FASTMATH, cache=True)
+def _tanh(v):
+    """``tanh32`` typed once and inlined by LLVM where called (as ``_sigmoid``)."""
+    return tanh32(v)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _act(v, code, alpha, beta):
     """Activation ``code`` of the scalar v (activation.py's codes and the six above)."""
@@ -81,10 +94,10 @@ def _apply(a, off, n, code, alpha, beta):
     v = a[off:off + n]
     if code == SIGMOID:
         for j in range(n):
-            v[j] = ONE / (ONE + exp32(-v[j]))
+            v[j] = _sigmoid(v[j])
     elif code == TANH:
         for j in range(n):
-            v[j] = tanh32(v[j])
+            v[j] = _tanh(v[j])
     elif code == RELU:
         for j in range(n):
             v[j] = activate(v[j], RELU, alpha, beta)
@@ -186,12 +199,6 @@ def _gru_cell(wk, g, xr, hp, pk, rb, hid, linear_before_reset, has_clip, clip, c
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _sigmoid(v):
-    """Sigmoid on ``exp32`` (vectorises)."""
-    return ONE / (ONE + exp32(-v))
-
-
-@njit(inline="always", fastmath=FASTMATH)
 def _bound(v, clip):
     """v clipped to [-clip, clip]; clip is inf when the op sets none (NaN kept)."""
     return -clip if v < -clip else clip if v > clip else v
@@ -211,11 +218,11 @@ def _lstm_row(g, x, c, h, p, hid, peep, input_forget, clip):
         gf = gf + p[h2 + j] * cj if peep else gf
         i = _sigmoid(_bound(gi, clip))
         f = ONE - i if input_forget else _sigmoid(_bound(gf, clip))
-        cn = f * cj + i * tanh32(_bound(g[h3 + j] + x[h3 + j], clip))
+        cn = f * cj + i * _tanh(_bound(g[h3 + j] + x[h3 + j], clip))
         go = g[hid + j] + x[hid + j]
         go = go + p[hid + j] * cn if peep else go
         c[j] = cn
-        h[j] = _sigmoid(_bound(go, clip)) * tanh32(cn)
+        h[j] = _sigmoid(_bound(go, clip)) * _tanh(cn)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -237,12 +244,12 @@ def _gru_row(g, x, h, rb, hid, linear_before_reset, clip):
         for j in range(hid):
             z = _sigmoid(_bound(g[j] + x[j], clip))
             r = _sigmoid(_bound(g[hid + j] + x[hid + j], clip))
-            hh = tanh32(_bound(x[h2 + j] + r * (g[h2 + j] + rb[j]), clip))
+            hh = _tanh(_bound(x[h2 + j] + r * (g[h2 + j] + rb[j]), clip))
             h[j] = (ONE - z) * hh + z * h[j]
     else:
         for j in range(hid):
             z = g[j]
-            hh = tanh32(_bound(g[h2 + j] + x[h2 + j], clip))
+            hh = _tanh(_bound(g[h2 + j] + x[h2 + j], clip))
             h[j] = (ONE - z) * hh + z * h[j]
 
 
@@ -250,7 +257,7 @@ def _gru_row(g, x, h, rb, hid, linear_before_reset, clip):
 def _rnn_row(g, x, h, hid, clip):
     """One RNN row with Tanh: H' = tanh(g + x) (g = H @ R'^T, x the X projection) into h."""
     for j in range(hid):
-        h[j] = tanh32(_bound(g[j] + x[j], clip))
+        h[j] = _tanh(_bound(g[j] + x[j], clip))
 
 
 @njit(inline="always")
