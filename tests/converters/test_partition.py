@@ -139,6 +139,29 @@ def test_dp_value_is_the_evaluated_cost_on_a_chain():
     assert got.cost.latency_s == pytest.approx(brute, rel=1e-12)
 
 
+def test_cost_of_a_two_node_chain_worked_out_by_hand():
+    """x -> n0 -> t0 -> n1 -> t1 (the output); n0 on the device, n1 in the cloud, no direct
+    device-cloud link: the hop crosses both links, so it pays both RTTs and both per-byte times, the
+    hop overheads once, t0 forward (encoded on the device, decoded in the cloud) and t1 back."""
+    times = np.array([[1e-3, 2e-3], [5e-4, 1e-3], [1e-4, 2e-4]])
+    size = np.array([1000.0, 500.0, 40.0])
+    enc, dec = np.zeros((3, 3)), np.zeros((3, 3))
+    enc[0, 1], dec[2, 1] = 3e-5, 7e-6
+    p = Problem(["n0", "n1"], times, ["x", "t0", "t1"], [-1, 0, 1], [[0], [1], []], size, size, enc, dec, [2],
+                [], np.array([1500.0, 540.0]), np.array([2e-4, 3e-4, 4e-4]))
+    links = [Link("device", "edge", 8e6, 0.01), Link("edge", "cloud", 80e6, 0.02)]
+    opts = Options(hop_overhead_s=1e-3, hop_overhead_per_byte_s=1e-7)
+    cost = evaluate(p, [0, 2], TIERS, links, opts)
+    per_byte = 8 / 8e6 + 8 / 80e6 + 1e-7
+    hop = (500 + 40) * per_byte + 0.01 + 0.02 + 1e-3 + 3e-5 + 7e-6
+    assert cost.compute_s == pytest.approx({"device": 1e-3 + 2e-4, "cloud": 2e-4 + 4e-4}, rel=1e-12)
+    assert cost.transfer_s == pytest.approx({"device->cloud": hop}, rel=1e-12)
+    latency = 1e-3 + 2e-4 + 2e-4 + 4e-4 + hop
+    assert cost.latency_s == pytest.approx(latency, rel=1e-12)
+    busy = 1e-3 + 2e-4 + 3e-5
+    assert cost.energy_j == pytest.approx(2.0 * busy + 0.3 * (latency - busy) + 4e-7 * 540, rel=1e-12)
+
+
 def test_hop_overhead_is_paid_once_per_hop():
     rng = np.random.default_rng(7)
     p = random_problem(rng, 6)
