@@ -615,9 +615,9 @@ def _strided3(code: int):
         """Pool 3x3 stride 2 whose every output (i, j) has its window centred at (2i + r0, 2j + c0) inside the
         plane (head pads 1 - r0, 1 - c0: 1 for pads 1 or SAME on an odd size, 0 for SAME_UPPER on an even
         one): the stride-1 'same' pool of every position into ``full`` (x's shape; SAME_POOL, so MAX3 or
-        AVG3), then those centres of each plane, row by row in vectors (vcopy_even). ``inv`` is AVG3's
+        AVG3), then those centres of each plane, row by row in vectors (vcopy_even). ``inv``: for AVG, AVG3's
         per-position 1 / tap count (float32, padded to whole vectors; the strided outputs' counts at their
-        centres). Pooling every position costs 4x the outputs' work, yet one vector pass beats the strided
+        centres), for MAX any float64 array (unread). Pooling every position costs 4x the outputs' work, yet one vector pass beats the strided
         path's per-row loops on the planes of edge CNNs. ``none`` is an empty float32 array (no fused BN)."""
         three, one = np.int64(3), np.int64(1)  # typed, not literals: the kernel's one compiled signature serves
         same(x, full, s, planes, group, h, w, three, three, one, one, inv, one, none, none, np.int64(IDENTITY),

@@ -2,6 +2,7 @@
 Max/Min/Sum/Mean (variadic), Where, unary maps (with IsNaN/IsInf) and inference BatchNormalization.
 
 Builders compute the broadcast output shape and collapse it into the kernels' iteration space once.
+Pow by a constant 2, 3, 4, 0.5 or -1 runs as a unary map (POW_BY), by 1 as a view of its base.
 Integer tensors that are all constants (shape arithmetic of exported models) are folded here with
 NumPy, so no Numba kernel is compiled for them.
 """
