@@ -140,6 +140,9 @@ def build_binary(node: Node, inputs: list, opset: int) -> Kernel | Constant | Vi
         special = _pow_by_constant(a, b)
         if special is not None:
             return special
+    if node.op_type == "Pow" and a.dtype in (np.int32, np.int64):
+        raise Unsupported(f"Pow of {a.dtype} by an exponent other than a constant 1, 2, 3 or 4 (edgekit raises integers "
+                          "by multiplies)")
     _check_dtype(node, a.dtype)
     if b.dtype != a.dtype and node.op_type != "Pow":
         raise Unsupported(f"{node.op_type} of {a.dtype} and {b.dtype}")
