@@ -8,6 +8,9 @@ chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can
 - Keras LayerNormalization as tf2onnx decomposes it (mean = ReduceMean(x); var = ReduceMean((x - mean)^2);
   g = gamma / Sqrt(var + eps); y = x * g + (beta - mean * g), with Neg/Sub/Mul/Add/Reciprocal) over the
   last axis is ``LayerNormalization(x, gamma, beta, axis=-1, epsilon=eps)``.
+- ``Where(Greater(x, t), x, Softplus(x))`` with a constant t >= 15 is ``Softplus(x)`` (torch's softplus
+  threshold as the dynamo exporter writes it: float32 softplus(x) rounds to x beyond 15), which then
+  fuses into a preceding Conv or Gemm.
 - ``MatMul(A, B)`` with A of rank 2 and B a constant float32 matrix is ``Gemm(A, B)`` (Keras Dense).
 - Constant per-output-channel ``Mul`` / ``Add`` / ``Sub`` / ``Div`` after a Conv or Gemm with
   constant weights fold into its weights and bias (Keras BatchNorm written as Mul + Add, a Dense or
@@ -61,6 +64,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
     nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
+    nodes = _softplus_threshold(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _layer_norm(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
     return _fold_affine(nodes, graph.constants, outputs)
@@ -170,6 +174,27 @@ def _x_times_gate(nodes: list[Node], outputs: set[str], is_gate, op: str) -> lis
         if mul is not None and mul.op_type == "Mul" and not mul.domain and _other(mul, gate.outputs[0]) == x:
             replaced[id(mul)] = Node(f"{gate.name}+{mul.name}", op, "", [x], list(mul.outputs))
             replaced[id(gate)] = None
+    return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
+
+
+def _softplus_threshold(nodes: list[Node], constants: dict, outputs: set[str], rank: dict[str, int]) -> list[Node]:
+    """``Where(Greater(x, t), x, Softplus(x))`` with a constant t >= 15 -> ``Softplus(x)``."""
+    consumer = single_consumer(nodes, outputs)
+    made = {o: n for n in nodes for o in n.outputs}
+    replaced: dict[int, Node | None] = {}
+    for where in nodes:
+        if where.op_type != "Where" or where.domain or len(where.inputs) != 3:
+            continue
+        cond, x, soft = made.get(where.inputs[0]), where.inputs[1], made.get(where.inputs[2])
+        if cond is None or soft is None or cond.op_type != "Greater" or soft.op_type != "Softplus" \
+                or cond.domain or soft.domain or cond.inputs[0] != x or soft.inputs != [x] \
+                or consumer.get(cond.outputs[0]) is not where or consumer.get(soft.outputs[0]) is not where:
+            continue
+        t = _scalar(cond.inputs[1], constants, rank.get(x))
+        if t is not None and t >= 15:
+            replaced[id(where)] = Node(f"{soft.name}+{cond.name}+{where.name}", "Softplus", "", [x],
+                                       list(where.outputs))
+            replaced[id(cond)] = replaced[id(soft)] = None
     return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
 
 

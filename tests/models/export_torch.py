@@ -3,7 +3,10 @@ exported files are committed, so the tests never do): `python tests/models/expor
 
 Each model is a typical signal or image network as users write it, exported by torch.onnx's
 TorchScript exporter at opsets 11, 17 and 20 with a dynamic batch dimension, so the tests see the exact
-node patterns exporters emit (Shape/Gather chains, Constant nodes, LSTM gate layouts ...).
+node patterns exporters emit (Shape/Gather chains, Constant nodes, LSTM gate layouts ...); and by the
+dynamo exporter (``dynamo=True``, torch.export + onnxscript, torch's default since 2.9) at its default
+opset with a dynamic batch dimension (``dynamic_shapes``), which writes other patterns (LayerNormalization
+and Gelu as single ops, attention as MatMul/Softmax chains, shape arithmetic on Shape/Slice/Concat).
 """
 from __future__ import annotations
 
@@ -190,6 +193,9 @@ OPSETS = (11, 17, 20)
 """Each model is exported at each of these opsets it can be (exporters write other patterns per
 opset: Squeeze axes as an attribute or an input, Upsample or Resize, Gelu as one op or as Erf ...);
 files are named <model>_opset<N>.onnx."""
+DYNAMO_OPSETS = (torch.onnx._constants.ONNX_DEFAULT_OPSET, 20)
+"""The dynamo exporter's default opset (20 with torch 2.13) and 20; files are named
+<model>_dynamo_opset<N>.onnx."""
 
 
 def main() -> None:
@@ -209,6 +215,12 @@ def main() -> None:
             except torch.onnx.errors.UnsupportedOperatorError as exc:  # (attention before opset 14)
                 print(f"{os.path.basename(path)}: not exported ({str(exc).splitlines()[0]})")
                 continue
+            print(os.path.basename(path))
+        for opset in sorted(set(DYNAMO_OPSETS)):  # (zeros: the TorchScript models' weights stay as seeded)
+            path = os.path.join(HERE, f"{name}_dynamo_opset{opset}.onnx")
+            torch.onnx.export(model, (torch.zeros(2, *shape),), path, opset_version=opset, input_names=["x"],
+                              output_names=["y"], dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                              external_data=False, verbose=False)
             print(os.path.basename(path))
 
 

@@ -2,10 +2,13 @@
 Mul/Add/Sub/Div chains after Conv (2-D, 1-D, Conv1D as Conv2D + Squeeze) and Gemm/MatMul fold into the
 weights, MatMul of rank-2 A and constant B becomes Gemm (absorbing its bias Add), Add(3) -> Clip(0, 6)
 -> Mul(1/6) | Div(6) becomes HardSigmoid, x * HardSigmoid(x) HardSwish and x * Sigmoid(x) Swish (fused
-into a preceding Conv or Gemm), in every operand order and constant broadcast form. Forms that must
+into a preceding Conv or Gemm), in every operand order and constant broadcast form; torch's softplus
+threshold as the dynamo exporter writes it (Where(Greater(x, 20), x, Softplus(x))) becomes Softplus, fused
+into the Gemm before it. Forms that must
 not rewrite stay as written: an intermediate read twice or a graph output, per-position constants,
 non-constant operands, zero divisors, non-finite constants or ones whose folded weights overflow, a
-Gemm bias per row, a MatMul of rank-3 A, other Clip bounds.
+Gemm bias per row, a MatMul of rank-3 A, other Clip bounds, a softplus threshold below 15 or compared
+the other way.
 tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, a trip count below the time
 dim, a relu candidate, a given initial state, a read final state) become GRU / RNN nodes, and
 ReverseSequence of whole sequences a reversing Slice; Loops that differ (an activation GRU does not
@@ -188,6 +191,26 @@ def test_matmul_of_rank3_a_or_variable_b_stays_matmul():
     check([node("MatMul", ["x", "b"], "mm"), node("Add", ["mm", "c"], "y")], {"b": f32(W, 5), "c": f32(5)}, (C, W),
           ["MatMul", "Add"])
     check([node("MatMul", ["x", "x"], "y")], {}, (C, C), ["MatMul"])
+
+
+def softplus_threshold_nodes(t: str = "t", greater: tuple[str, str] = ("g", "t"), soft: str = "g") -> list:
+    """Gemm, then torch's softplus with its threshold: Where(Greater(g, t), g, Softplus(g))."""
+    return [node("Gemm", ["x", "w", "b"], "g"), node("Softplus", [soft], "s"), node("Greater", list(greater), "c"),
+            node("Where", ["c", "g", "s"], "y")]
+
+
+SOFTPLUS_STAYS = ["Gemm", "Softplus", "Greater", "Where"]
+
+
+@pytest.mark.parametrize("nodes, threshold, expect", [
+    (softplus_threshold_nodes(), 20.0, ["Gemm"]),
+    (softplus_threshold_nodes(), 10.0, SOFTPLUS_STAYS),  # (softplus(x) is not x beyond 10)
+    (softplus_threshold_nodes(greater=("t", "g")), 20.0, SOFTPLUS_STAYS),
+    ([node("Gemm", ["x", "w", "b"], "h")] + softplus_threshold_nodes(soft="h"), 20.0,
+     ["Gemm", "Gemm", "Greater", "Where"])])  # (Softplus(h) fuses into its Gemm)
+def test_torch_softplus_threshold_is_softplus_fused_into_the_gemm(nodes, threshold, expect):
+    inits = {"w": f32(8, 4) * 10, "b": f32(4), "t": np.array(threshold, np.float32)}  # (|g| up to ~60)
+    check(nodes, inits, (8,), expect)
 
 
 def layer_norm_nodes(axes_input: bool) -> list:
