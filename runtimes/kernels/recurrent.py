@@ -57,8 +57,8 @@ ONE = np.float32(1.0)
 
 @njit(forceinline=True, fastmath=FASTMATH, error_model="numpy", cache=True)
 def _sigmoid(v):
-    """Sigmoid on ``exp32``, typed once and inlined by LLVM where called (the fused rows call it seven
-    times: inlined by Numba, each call would be typed anew), so their loops still vectorise."""
+    """Sigmoid on ``exp32``, typed once and inlined by LLVM where called (inlined by Numba, each of the
+    fused rows' calls would be typed anew: 10 more CPU s of cold compile), so their loops still vectorise."""
     return ONE / (ONE + exp32(-v))
 
 
@@ -208,7 +208,7 @@ def _bound(v, clip):
 def _lstm_row(g, x, c, h, p, hid, peep, input_forget, clip):
     """One LSTM row with the default activations (Sigmoid, Tanh, Tanh) in a single vectorised pass:
     gates i, o, f, c of H @ R'^T in g, of the X projection in x, states c and h (updated in place),
-    peepholes i, o, f in p (read only when ``peep``; selected, not branched, so the loop vectorises)."""
+    peepholes i, o, f in p (added only when ``peep``: a select, not a branch, so the loop vectorises)."""
     h2, h3 = 2 * hid, 3 * hid
     for j in range(hid):
         cj = c[j]
