@@ -25,17 +25,19 @@ only; bool results), the bool not, and Pow by the constants 2, 3, 4 and 0.5 (x x
 sqrt(x) with pow's -inf -> inf: a vectorised loop where libm's powf is a scalar call, 10x slower). exp, log, erf and the trigonometric and hyperbolic maps are
 float32 polynomials without libm calls (``exp32``, ``log32``, ... below), so their loops vectorise
 (libm's are scalar calls, 20-70x slower than onnxruntime's vectorised ones): each states its error
-(2 ulp or better), and NaN and the infinities map as in onnxruntime.
+(2 ulp or better), and NaN and the infinities map as in onnxruntime. The unary kernels ask for 512-bit
+vectors; on AVX-512 Exp runs on explicit vectors whose VSCALEFPS handles overflow and underflow.
 """
 import math
 
 import numpy as np
 from llvmlite import ir
 from numba import literal_unroll, literally, njit
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from . import FASTMATH, KernelInputError
+from .simd import AVX512, LANES, vec, vfma, vload, vmax, vmin, vsplat, vstore
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU, EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL,
  MOD, CMOD, FMOD, FLOOR_MOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(24)
@@ -111,6 +113,62 @@ def exp32(x):
     if x < np.float32(-87.33654):
         return np.float32(0.0)
     return y
+
+
+_VEC = ir.VectorType(ir.FloatType(), LANES)
+
+
+@intrinsic
+def _vfloor(typingctx, v):
+    """floor of each lane."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC]), f"llvm.floor.v{LANES}f32")
+        return builder.call(fn, [args[0]])
+
+    return vec(v), codegen
+
+
+@intrinsic
+def _vscalef(typingctx, y, k):
+    """y * 2^k lane by lane for whole k (AVX-512 VSCALEFPS: overflow gives inf, results below the normal
+    range subnormals or 0, NaN propagates). AVX-512 only."""
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(_VEC, [_VEC, _VEC, _VEC, ir.IntType(16), ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.mask.scalef.ps.512")
+        every, current_rounding = ir.Constant(ir.IntType(16), -1), ir.Constant(ir.IntType(32), 4)
+        return builder.call(fn, [args[0], args[1], ir.Constant(_VEC, ir.Undefined), every, current_rounding])
+
+    return vec(y, k), codegen
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _exp_vector(v):
+    """e^v of a vector: v clamped to [-104, 89] (NaN passes: vmax/vmin keep their second operand), v = k ln2 + r
+    and e^r as in ``_exp_reduced``, then VSCALEFPS multiplies by 2^k: overflow and underflow (to subnormals,
+    which exp32 flushes) come out of the hardware, no selects."""
+    c = vmin(vsplat(np.float32(89.0)), vmax(vsplat(np.float32(-104.0)), v))
+    k = _vfloor(vfma(c, vsplat(np.float32(1.4426950408889634)), vsplat(np.float32(0.5))))
+    r = vfma(k, vsplat(np.float32(2.12194440e-4)), vfma(k, vsplat(np.float32(-0.693359375)), c))
+    p = vfma(vfma(vfma(vfma(vsplat(EXP_P[4]), r, vsplat(EXP_P[3])), r, vsplat(EXP_P[2])), r, vsplat(EXP_P[1])), r,
+             vsplat(EXP_P[0]))
+    one = vsplat(np.float32(1.0))
+    return _vscalef(vfma(vfma(p, r, one), r, one), k)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _exp_vectors(x, out):
+    """out = exp(x) over C-contiguous float32 arrays of equal size in explicit AVX-512 vectors (``_exp_vector``:
+    15 instructions per 16 values where the vectorised exp32 takes 27), the last vector masked. Relative
+    error below 1.5e-7; NaN stays NaN, overflow gives inf, underflow subnormals then 0."""
+    xf, of = x.reshape(-1), out.reshape(-1)
+    n = xf.size
+    full = n - n % LANES
+    for i in range(0, full, LANES):
+        vstore(of, i, _exp_vector(vload(xf, i, LANES)), LANES)
+    if full < n:
+        vstore(of, full, _exp_vector(vload(xf, full, n - full)), n - full)
 
 
 def _nan_max(x, y):
@@ -541,7 +599,7 @@ def _unary(code: int):
 
 BINARY = {(code, ia, ib): _binary(code, ia, ib) for code in range(FIRST) for ia in (0, 1) for ib in (0, 1)}
 VARIADIC = {code: _variadic(code) for code in (ADD, MAX, MIN)}
-UNARY = {code: _unary(code) for code in range(POW_HALF + 1)}
+UNARY = {code: _exp_vectors if code == EXP and AVX512 else _unary(code) for code in range(POW_HALF + 1)}
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
