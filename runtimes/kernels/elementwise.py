@@ -26,7 +26,8 @@ sqrt(x) with pow's -inf -> inf: a vectorised loop where libm's powf is a scalar 
 float32 polynomials without libm calls (``exp32``, ``log32``, ... below), so their loops vectorise
 (libm's are scalar calls, 20-70x slower than onnxruntime's vectorised ones): each states its error
 (2 ulp or better), and NaN and the infinities map as in onnxruntime. The unary kernels ask for 512-bit
-vectors; on AVX-512 Exp runs on explicit vectors whose VSCALEFPS handles overflow and underflow.
+vectors; on AVX-512 Exp and Erf run on explicit vectors (``_vectors``), whose VSCALEFPS scales e^r by 2^k
+with overflow and underflow handled.
 """
 import math
 
@@ -37,7 +38,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from . import FASTMATH, KernelInputError
-from .simd import AVX512, LANES, vec, vfma, vload, vmax, vmin, vsplat, vstore
+from .simd import AVX512, LANES, vec, vfma, vload, vmax, vmin, vmul, vsplat, vstore
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU, EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL,
  MOD, CMOD, FMOD, FLOOR_MOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(24)
@@ -119,17 +120,6 @@ _VEC = ir.VectorType(ir.FloatType(), LANES)
 
 
 @intrinsic
-def _vfloor(typingctx, v):
-    """floor of each lane."""
-
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC]), f"llvm.floor.v{LANES}f32")
-        return builder.call(fn, [args[0]])
-
-    return vec(v), codegen
-
-
-@intrinsic
 def _vscalef(typingctx, y, k):
     """y * 2^k lane by lane for whole k (AVX-512 VSCALEFPS: overflow gives inf, results below the normal
     range subnormals or 0, NaN propagates). AVX-512 only."""
@@ -143,12 +133,44 @@ def _vscalef(typingctx, y, k):
     return vec(y, k), codegen
 
 
+def _lanewise(builder, name: str, args) -> ir.Value:
+    """The LLVM intrinsic ``llvm.<name>`` of float vectors applied to ``args``."""
+    fnty = ir.FunctionType(_VEC, [_VEC] * len(args))
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, f"llvm.{name}.v{LANES}f32"), list(args))
+
+
+@intrinsic
+def _vfloor(typingctx, v):
+    """floor of each lane."""
+    return vec(v), lambda context, builder, signature, args: _lanewise(builder, "floor", args)
+
+
+@intrinsic
+def _vabs(typingctx, v):
+    """|v| lane by lane."""
+    return vec(v), lambda context, builder, signature, args: _lanewise(builder, "fabs", args)
+
+
+@intrinsic
+def _vcopysign(typingctx, magnitude, sign):
+    """|magnitude| with the sign bit of ``sign``, lane by lane."""
+    return vec(magnitude, sign), lambda context, builder, signature, args: _lanewise(builder, "copysign", args)
+
+
+@intrinsic
+def _vselect_le(typingctx, a, b, x, y):
+    """x where a <= b, else y (lane by lane; y where a or b is NaN)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.fcmp_ordered("<=", args[0], args[1]), args[2], args[3])
+
+    return vec(a, b, x, y), codegen
+
+
 @njit(inline="always", fastmath=FASTMATH)
-def _exp_vector(v):
-    """e^v of a vector: v clamped to [-104, 89] (NaN passes: vmax/vmin keep their second operand), v = k ln2 + r
-    and e^r as in ``_exp_reduced``, then VSCALEFPS multiplies by 2^k: overflow and underflow (to subnormals,
-    which exp32 flushes) come out of the hardware, no selects."""
-    c = vmin(vsplat(np.float32(89.0)), vmax(vsplat(np.float32(-104.0)), v))
+def _exp_vector_reduced(c):
+    """e^c of a vector of finite c in [-104, 89]: c = k ln2 + r and e^r as in ``_exp_reduced``, then VSCALEFPS
+    multiplies by 2^k, so overflow and underflow (to subnormals, which exp32 flushes) need no selects."""
     k = _vfloor(vfma(c, vsplat(np.float32(1.4426950408889634)), vsplat(np.float32(0.5))))
     r = vfma(k, vsplat(np.float32(2.12194440e-4)), vfma(k, vsplat(np.float32(-0.693359375)), c))
     p = vfma(vfma(vfma(vfma(vsplat(EXP_P[4]), r, vsplat(EXP_P[3])), r, vsplat(EXP_P[2])), r, vsplat(EXP_P[1])), r,
@@ -157,18 +179,11 @@ def _exp_vector(v):
     return _vscalef(vfma(vfma(p, r, one), r, one), k)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _exp_vectors(x, out):
-    """out = exp(x) over C-contiguous float32 arrays of equal size in explicit AVX-512 vectors (``_exp_vector``:
-    15 instructions per 16 values where the vectorised exp32 takes 27), the last vector masked. Relative
-    error below 1.5e-7; NaN stays NaN, overflow gives inf, underflow subnormals then 0."""
-    xf, of = x.reshape(-1), out.reshape(-1)
-    n = xf.size
-    full = n - n % LANES
-    for i in range(0, full, LANES):
-        vstore(of, i, _exp_vector(vload(xf, i, LANES)), LANES)
-    if full < n:
-        vstore(of, full, _exp_vector(vload(xf, full, n - full)), n - full)
+@njit(inline="always", fastmath=FASTMATH)
+def _exp_vector(v):
+    """e^v of a vector: v clamped to [-104, 89] (NaN passes: vmax/vmin keep their second operand), then
+    ``_exp_vector_reduced``. 15 instructions per 16 values where the vectorised exp32 takes 27."""
+    return _exp_vector_reduced(vmin(vsplat(np.float32(89.0)), vmax(vsplat(np.float32(-104.0)), v)))
 
 
 def _nan_max(x, y):
@@ -452,6 +467,52 @@ def _pow_half(x):
     return math.sqrt(x) if x >= 0 else (INF if x == -INF else NAN)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _erf_vector(v):
+    """erf of a vector, erf32's two fits in explicit vectors, both computed and one picked per lane: the
+    tail's exponential (Q lies in [-17, -1.5]) by ``_exp_vector_reduced``. NaN stays NaN (|NaN| <= split is
+    false, and the tail of NaN is NaN); +-inf give +-1."""
+    s = vmul(v, v)
+    p = vfma(vfma(vfma(vfma(vfma(vsplat(ERF_P[0]), s, vsplat(ERF_P[1])), s, vsplat(ERF_P[2])), s, vsplat(ERF_P[3])),
+                  s, vsplat(ERF_P[4])), s, vsplat(ERF_P[5]))
+    a = _vabs(v)
+    t = vmin(vsplat(ERF_ONE), a)
+    q = vfma(vfma(vfma(vfma(vfma(vfma(vsplat(ERF_Q[0]), t, vsplat(ERF_Q[1])), t, vsplat(ERF_Q[2])), t, vsplat(ERF_Q[3])),
+                       t, vsplat(ERF_Q[4])), t, vsplat(ERF_Q[5])), t, vsplat(ERF_Q[6]))
+    tail = _vcopysign(vfma(_exp_vector_reduced(q), vsplat(-ONE), vsplat(ONE)), v)
+    return _vselect_le(a, vsplat(ERF_SPLIT), vfma(v, p, v), tail)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _map_vector(v, code):
+    """``code``'s map (EXP or ERF, a constant) of a vector."""
+    if code == EXP:
+        return _exp_vector(v)
+    return _erf_vector(v)
+
+
+VECTOR_CODES = (EXP, ERF) if AVX512 else ()
+"""Unary codes whose kernels run on explicit vectors (``_vectors``; their VSCALEFPS needs AVX-512)."""
+
+
+def _vectors(code: int):
+    """The explicit-vector kernel of unary ``code`` in VECTOR_CODES (a closure over an int)."""
+
+    @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(x, out):
+        """out = op(x) over C-contiguous float32 arrays of equal size, LANES values per step, the last vector
+        masked."""
+        xf, of = x.reshape(-1), out.reshape(-1)
+        n = xf.size
+        full = n - n % LANES
+        for i in range(0, full, LANES):
+            vstore(of, i, _map_vector(vload(xf, i, LANES), code), LANES)
+        if full < n:
+            vstore(of, full, _map_vector(vload(xf, full, n - full), code), n - full)
+
+    return kernel
+
+
 def _unop(x, code):
     """One unary op on a scalar, ``code`` an int literal: only that op's body is typed and inlined."""
 
@@ -599,7 +660,7 @@ def _unary(code: int):
 
 BINARY = {(code, ia, ib): _binary(code, ia, ib) for code in range(FIRST) for ia in (0, 1) for ib in (0, 1)}
 VARIADIC = {code: _variadic(code) for code in (ADD, MAX, MIN)}
-UNARY = {code: _exp_vectors if code == EXP and AVX512 else _unary(code) for code in range(POW_HALF + 1)}
+UNARY = {code: _vectors(code) if code in VECTOR_CODES else _unary(code) for code in range(POW_HALF + 1)}
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
