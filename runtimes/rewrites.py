@@ -11,6 +11,10 @@ chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can
 - ``Where(Greater(x, t), x, Softplus(x))`` with a constant t >= 15 is ``Softplus(x)`` (torch's softplus
   threshold as the dynamo exporter writes it: float32 softplus(x) rounds to x beyond 15), which then
   fuses into a preceding Conv or Gemm.
+- ``SequenceAt(SplitToSequence(x, split, axis), i)`` with a constant split (chunk size or sizes, or none:
+  pieces of one) and constant positions i is ``Slice(x)`` on that axis (``Gather(x, i)`` for pieces of one
+  without keepdims), when every reader of the sequence is such a SequenceAt (torch.chunk / split as the
+  dynamo exporter writes them without its optimiser: optimize=False, the default of older torch).
 - ``MatMul(A, B)`` with A of rank 2 and B a constant float32 matrix is ``Gemm(A, B)`` (Keras Dense).
 - Constant per-output-channel ``Mul`` / ``Add`` / ``Sub`` / ``Div`` after a Conv or Gemm with
   constant weights fold into its weights and bias (Keras BatchNorm written as Mul + Add, a Dense or
@@ -50,7 +54,7 @@ SAME_RANK = set(ACTIVATIONS) | {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
     "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Neg", "Abs", "Sqrt",
     "Reciprocal", "Exp", "Log", "Erf", "Cast", "Identity", "Softmax", "LogSoftmax", "Dropout", "Transpose",
-    "LRN", "Pad", "Resize", "Upsample", "Floor", "Ceil", "Round", "Sign", "Not", "CumSum"}
+    "LRN", "Pad", "Resize", "Upsample", "Floor", "Ceil", "Round", "Sign", "Not", "CumSum", "Slice"}
 BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor",
              "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "PRelu", "Mod"}
 
@@ -61,6 +65,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     outputs = {o.name for o in graph.outputs}
     nodes = constant_nodes(nodes, graph.constants, outputs)
     nodes = _live(_reverse_sequence(graph, _recurrent_loops(graph, nodes, outputs)), outputs)
+    nodes = _split_to_sequence(graph, nodes, outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
     nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
@@ -756,6 +761,47 @@ def _revive(x: str, graph: Graph, nodes: list[Node], at: int) -> list[Node]:
         made.append(n)
     visit(x)
     return made
+
+
+def _split_to_sequence(graph: Graph, nodes: list[Node], outputs: set[str]) -> list[Node]:
+    """``SequenceAt(SplitToSequence(x, split), i)`` with constant split and positions -> ``Slice(x)`` or
+    ``Gather(x, i)`` (see the module docstring); a sequence with any other reader stays."""
+    readers: dict[str, list[Node]] = {}
+    for n in nodes:
+        for x in set(n.inputs):
+            readers.setdefault(x, []).append(n)
+    dropped: set[int] = set()
+    for n in nodes:
+        split = n.inputs[1] if len(n.inputs) > 1 and n.inputs[1] else None
+        if n.op_type != "SplitToSequence" or n.domain or n.outputs[0] in outputs \
+                or (split is not None and split not in graph.constants):
+            continue
+        sizes = None if split is None else [int(v) for v in graph.constants[split].reshape(-1)]
+        scalar = split is not None and graph.constants[split].ndim == 0
+        axis, ats, new = n.attrs.get("axis", 0), readers.get(n.outputs[0], []), []
+        for at in ats:
+            pos = graph.constants.get(at.inputs[1]) if at.op_type == "SequenceAt" and not at.domain else None
+            i = None if pos is None or pos.size != 1 else int(pos.reshape(-1)[0])
+            listed = sizes is not None and not scalar
+            if i is None or (scalar and i < 0) or (listed and not -len(sizes) <= i < len(sizes)):
+                break
+            if sizes is None and not n.attrs.get("keepdims", 1):
+                new.append(Node(at.name, "Gather", "", [n.inputs[0], at.inputs[1]], list(at.outputs), {"axis": axis}))
+                continue
+            if sizes is None:
+                bounds = (i, i + 1 if i != -1 else 2**63 - 1, 1)
+            elif listed:
+                i %= len(sizes)
+                bounds = (sum(sizes[:i]), sum(sizes[:i + 1]), 1)
+            else:
+                bounds = (i * sizes[0], (i + 1) * sizes[0], 1)
+            new.append(_axis_node(graph, "Slice", n.inputs[0], at.outputs[0], axis, bounds))
+        if not ats or len(new) != len(ats):
+            continue
+        for at, m in zip(ats, new):
+            at.op_type, at.inputs, at.attrs = m.op_type, m.inputs, m.attrs
+        dropped.add(id(n))
+    return [n for n in nodes if id(n) not in dropped]
 
 
 def _reverse_sequence(graph: Graph, nodes: list[Node]) -> list[Node]:

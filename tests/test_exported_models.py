@@ -7,7 +7,12 @@ few hundred products, and the longest chains here measure below 1e-5.
 PyTorch (tests/models/*.onnx, written by tests/models/export_torch.py at opsets 11, 17 and 20 with a
 dynamic batch; the transformer from 17, as attention exports from 14): LSTM and GRU nets, a
 transformer encoder layer, a 1-D U-Net, a TCN, a squeeze-excitation net, an MLP, 2-D CNNs with Resize
-and ArgMax, a ShuffleNet unit, a ResNet block, a keyword spotter.
+and ArgMax, a ShuffleNet unit, a ResNet block, a keyword spotter. The same models as the dynamo exporter
+(torch 2.13 + onnxscript 0.7, ``dynamo=True``, ``dynamic_shapes`` on the batch) writes them at its default
+opset 20 (*_dynamo_opset20.onnx: LayerNormalization and Gelu as single ops, attention as MatMul/Softmax
+chains, zero initial states as Shape/Concat/Expand, softplus's threshold as Greater/Where) and without its
+optimiser (*_dynamo_noopt_opset20.onnx, older torch's default: BatchNormalization and Constant nodes,
+torch.chunk as SplitToSequence/SequenceAt).
 
 Keras (tests/models/keras/*.onnx, written by tests/models/export_keras.py with Keras 3.15 / TensorFlow
 2.21 / tf2onnx 1.17 at opsets 13, 17 and 18 with a dynamic batch): 1-D and 2-D CNNs in NHWC behind

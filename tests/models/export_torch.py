@@ -10,9 +10,11 @@ and Gelu as single ops, attention as MatMul/Softmax chains, shape arithmetic on 
 """
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 
+import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -195,7 +197,9 @@ opset: Squeeze axes as an attribute or an input, Upsample or Resize, Gelu as one
 files are named <model>_opset<N>.onnx."""
 DYNAMO_OPSETS = (torch.onnx._constants.ONNX_DEFAULT_OPSET, 20)
 """The dynamo exporter's default opset (20 with torch 2.13) and 20; files are named
-<model>_dynamo_opset<N>.onnx."""
+<model>_dynamo_opset<N>.onnx, and <model>_dynamo_noopt_opset<N>.onnx without the exporter's optimiser
+(``optimize=False``, the default of older torch: SplitToSequence for torch.chunk, BatchNormalization and
+Constant nodes unfolded)."""
 
 
 def main() -> None:
@@ -216,12 +220,24 @@ def main() -> None:
                 print(f"{os.path.basename(path)}: not exported ({str(exc).splitlines()[0]})")
                 continue
             print(os.path.basename(path))
-        for opset in sorted(set(DYNAMO_OPSETS)):  # (zeros: the TorchScript models' weights stay as seeded)
-            path = os.path.join(HERE, f"{name}_dynamo_opset{opset}.onnx")
+        for opset, optimize in itertools.product(sorted(set(DYNAMO_OPSETS)), (True, False)):
+            path = os.path.join(HERE, f"{name}_dynamo{'' if optimize else '_noopt'}_opset{opset}.onnx")
+            # (zeros, not randn: the RNG, and so the weights of the TorchScript models after, stay as seeded)
             torch.onnx.export(model, (torch.zeros(2, *shape),), path, opset_version=opset, input_names=["x"],
                               output_names=["y"], dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                              external_data=False, verbose=False)
+                              optimize=optimize, external_data=False, verbose=False)
+            _strip_metadata(path)
             print(os.path.basename(path))
+
+
+def _strip_metadata(path: str) -> None:
+    """Drop the dynamo exporter's per-node and per-value metadata (stack traces, module paths: most of
+    the file), which no runtime reads; the graph stays as exported."""
+    model = onnx.load(path)
+    g = model.graph
+    for item in (*g.node, *g.value_info, *g.input, *g.output, *g.initializer):
+        item.ClearField("metadata_props")
+    onnx.save(model, path)
 
 
 if __name__ == "__main__":

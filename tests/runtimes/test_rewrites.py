@@ -1,14 +1,14 @@
 """runtimes/rewrites.py on small graphs of each pattern tf2onnx writes for Keras: per-channel constant
 Mul/Add/Sub/Div chains after Conv (2-D, 1-D, Conv1D as Conv2D + Squeeze) and Gemm/MatMul fold into the
-weights, MatMul of rank-2 A and constant B becomes Gemm (absorbing its bias Add), Add(3) -> Clip(0, 6)
--> Mul(1/6) | Div(6) becomes HardSigmoid, x * HardSigmoid(x) HardSwish and x * Sigmoid(x) Swish (fused
-into a preceding Conv or Gemm), in every operand order and constant broadcast form; torch's softplus
-threshold as the dynamo exporter writes it (Where(Greater(x, 20), x, Softplus(x))) becomes Softplus, fused
-into the Gemm before it. Forms that must
-not rewrite stay as written: an intermediate read twice or a graph output, per-position constants,
-non-constant operands, zero divisors, non-finite constants or ones whose folded weights overflow, a
-Gemm bias per row, a MatMul of rank-3 A, other Clip bounds, a softplus threshold below 15 or compared
-the other way.
+weights, MatMul of rank-2 A and constant B becomes Gemm (absorbing its bias Add), Add(3) -> Clip(0, 6) ->
+Mul(1/6) | Div(6) becomes HardSigmoid, x * HardSigmoid(x) HardSwish and x * Sigmoid(x) Swish (fused into a
+preceding Conv or Gemm), in every operand order and constant broadcast form; torch's softplus threshold as the
+dynamo exporter writes it (Where(Greater(x, 20), x, Softplus(x))) becomes Softplus, fused into the Gemm before
+it; SequenceAt of SplitToSequence (torch.chunk / split unoptimised) at constant positions becomes Slice or
+Gather. Forms that must not rewrite stay as written: an intermediate read twice or a graph output,
+per-position constants, non-constant operands, zero divisors, non-finite constants or ones whose folded
+weights overflow, a Gemm bias per row, a MatMul of rank-3 A, other Clip bounds, a softplus threshold below 15
+or compared the other way, a sequence another op reads or read at a negative position of unknown-count chunks.
 tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, a trip count below the time
 dim, a relu candidate, a given initial state, a read final state) become GRU / RNN nodes, and
 ReverseSequence of whole sequences a reversing Slice; Loops that differ (an activation GRU does not
@@ -408,3 +408,31 @@ def test_reverse_sequence_of_whole_sequences_is_a_reversing_slice(time_axis):
 
 def test_reverse_sequence_of_other_lengths_stays():
     assert "ReverseSequence" in rewritten_ops(reverse_sequence_model(0, (1, 0)))
+
+
+def split_to_sequence_nodes(split: list[str], positions: tuple[int, int], **attrs) -> list:
+    """SplitToSequence of x (N, 5, 3) on its axis of 5, then SequenceAt at two constant positions (y, z)."""
+    return [node("SplitToSequence", ["x"] + split, "seq", **attrs),
+            *(node("Constant", [], f"p{k}", value=numpy_helper.from_array(np.array(p, np.int64)))
+              for k, p in enumerate(positions)),
+            node("SequenceAt", ["seq", "p0"], "y"), node("SequenceAt", ["seq", "p1"], "z")]
+
+
+@pytest.mark.parametrize("split, positions, attrs, op", [
+    (np.array(2, np.int64), (0, 2), {"axis": 1}, "Slice"),  # chunks 2, 2, 1
+    (np.array([1, 3, 1], np.int64), (-2, 0), {"axis": -2}, "Slice"),
+    (None, (-1, 1), {"axis": 1, "keepdims": 0}, "Gather"),
+    (None, (-1, 0), {"axis": 1}, "Slice")])
+def test_sequence_at_of_split_to_sequence_is_slice_or_gather(split, positions, attrs, op):
+    inits = {} if split is None else {"split": split}
+    nodes = split_to_sequence_nodes([] if split is None else ["split"], positions, **attrs)
+    check(nodes, inits, (5, 3), [op, op], outputs=("y", "z"))
+
+
+def test_a_sequence_read_otherwise_or_at_a_negative_chunk_position_stays():
+    negative = split_to_sequence_nodes(["split"], (0, -1), axis=1)  # (the chunk count needs the shape)
+    counted = split_to_sequence_nodes(["split"], (0, 1), axis=1) + [node("SequenceLength", ["seq"], "n")]
+    for nodes, outputs in ((negative, ["y", "z"]), (counted, {"y": 1, "z": 1, "n": onnx.TensorProto.INT64})):
+        model = make_model(nodes, {"x": (("N", 5, 3), np.float32)}, outputs, {"split": np.array(2, np.int64)})
+        with pytest.raises(edgekit.UnsupportedOpError, match="SplitToSequence"):
+            edgekit.InferenceSession(model)
