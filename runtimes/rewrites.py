@@ -1,5 +1,6 @@
-"""Graph rewrites done once per model, before fusion: patterns exporters (tf2onnx for Keras) write as
-chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can then fuse.
+"""Graph rewrites done once per model, before fusion: patterns exporters (tf2onnx for Keras, torch.onnx's
+dynamo exporter) write as chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can
+then fuse.
 
 - ``Add(x, 3) -> Clip(0, 6) -> Mul(1/6)`` (or ``Div(6)``) is ``HardSigmoid(x, 1/6, 1/2)``, and
   ``Mul(x, HardSigmoid(x, 1/6, 1/2))`` is ``HardSwish(x)`` (Keras hard_sigmoid / hard_swish), and
@@ -15,6 +16,10 @@ chains of small nodes become fewer, equivalent nodes that runtimes/fusion.py can
   pieces of one) and constant positions i is ``Slice(x)`` on that axis (``Gather(x, i)`` for pieces of one
   without keepdims), when every reader of the sequence is such a SequenceAt (torch.chunk / split as the
   dynamo exporter writes them without its optimiser: optimize=False, the default of older torch).
+- A Conv or ConvTranspose bias computed as ``Expand(c, shape)`` (or ``Expand(CastLike(c, x), shape)``) of a
+  one-element constant c is the constant vector of c, of the weights' type and one value per output channel
+  (the only shape a bias has): torch's missing bias as the dynamo exporter writes it unoptimised, so a
+  following BatchNormalization folds into the Conv.
 - ``MatMul(A, B)`` with A of rank 2 and B a constant float32 matrix is ``Gemm(A, B)`` (Keras Dense).
 - Constant per-output-channel ``Mul`` / ``Add`` / ``Sub`` / ``Div`` after a Conv or Gemm with
   constant weights fold into its weights and bias (Keras BatchNorm written as Mul + Add, a Dense or
@@ -65,7 +70,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     outputs = {o.name for o in graph.outputs}
     nodes = constant_nodes(nodes, graph.constants, outputs)
     nodes = _live(_reverse_sequence(graph, _recurrent_loops(graph, nodes, outputs)), outputs)
-    nodes = _split_to_sequence(graph, nodes, outputs)
+    nodes = _live(_expanded_bias(graph, _split_to_sequence(graph, nodes, outputs)), outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
     nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
@@ -802,6 +807,29 @@ def _split_to_sequence(graph: Graph, nodes: list[Node], outputs: set[str]) -> li
             at.op_type, at.inputs, at.attrs = m.op_type, m.inputs, m.attrs
         dropped.add(id(n))
     return [n for n in nodes if id(n) not in dropped]
+
+
+def _expanded_bias(graph: Graph, nodes: list[Node]) -> list[Node]:
+    """A Conv/ConvTranspose bias ``Expand([CastLike](c), shape)`` of a one-element constant -> a constant
+    vector (see the module docstring); the nodes that computed it are left to _live."""
+    made = {o: n for n in nodes for o in n.outputs}
+    for n in nodes:
+        if n.op_type not in ("Conv", "ConvTranspose") or n.domain or len(n.inputs) != 3 \
+                or n.inputs[1] not in graph.constants or n.inputs[2] in graph.constants:
+            continue
+        expand = made.get(n.inputs[2])
+        if expand is None or expand.op_type != "Expand" or expand.domain:
+            continue
+        c = expand.inputs[0]
+        if c in made and made[c].op_type == "CastLike" and not made[c].domain:
+            c = made[c].inputs[0]
+        w, value = graph.constants[n.inputs[1]], graph.constants.get(c)
+        if value is None or value.size != 1 or w.ndim < 3:
+            continue
+        channels = w.shape[0] if n.op_type == "Conv" else w.shape[1] * n.attrs.get("group", 1)
+        graph.constants[f"{n.outputs[0]}::bias"] = np.full(channels, value.reshape(-1)[0], w.dtype)
+        n.inputs = [*n.inputs[:2], f"{n.outputs[0]}::bias"]
+    return nodes
 
 
 def _reverse_sequence(graph: Graph, nodes: list[Node]) -> list[Node]:

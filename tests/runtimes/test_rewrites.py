@@ -5,10 +5,12 @@ Mul(1/6) | Div(6) becomes HardSigmoid, x * HardSigmoid(x) HardSwish and x * Sigm
 preceding Conv or Gemm), in every operand order and constant broadcast form; torch's softplus threshold as the
 dynamo exporter writes it (Where(Greater(x, 20), x, Softplus(x))) becomes Softplus, fused into the Gemm before
 it; SequenceAt of SplitToSequence (torch.chunk / split unoptimised) at constant positions becomes Slice or
-Gather. Forms that must not rewrite stay as written: an intermediate read twice or a graph output,
-per-position constants, non-constant operands, zero divisors, non-finite constants or ones whose folded
-weights overflow, a Gemm bias per row, a MatMul of rank-3 A, other Clip bounds, a softplus threshold below 15
-or compared the other way, a sequence another op reads or read at a negative position of unknown-count chunks.
+Gather; a Conv or ConvTranspose bias Expand([CastLike](c)) of a scalar constant (torch's missing bias
+unoptimised) becomes a constant, so BatchNormalization folds. Forms that must not rewrite stay as written: an
+intermediate read twice or a graph output, per-position constants, non-constant operands, zero divisors,
+non-finite constants or ones whose folded weights overflow, a Gemm bias per row, a MatMul of rank-3 A, other
+Clip bounds, a softplus threshold below 15 or compared the other way, a sequence another op reads or read at a
+negative position of unknown-count chunks, an expanded bias of a vector.
 tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, a trip count below the time
 dim, a relu candidate, a given initial state, a read final state) become GRU / RNN nodes, and
 ReverseSequence of whole sequences a reversing Slice; Loops that differ (an activation GRU does not
@@ -436,3 +438,28 @@ def test_a_sequence_read_otherwise_or_at_a_negative_chunk_position_stays():
         model = make_model(nodes, {"x": (("N", 5, 3), np.float32)}, outputs, {"split": np.array(2, np.int64)})
         with pytest.raises(edgekit.UnsupportedOpError, match="SplitToSequence"):
             edgekit.InferenceSession(model)
+
+
+def expanded_bias_nodes(op: str, cast_like: bool, **attrs) -> list:
+    """``op`` whose bias is Expand([CastLike](c, x), Expand(Shape(w)[0:1], [1])) (torch's missing bias), then
+    BatchNormalization and Relu."""
+    c = "cl" if cast_like else "c"
+    return [node("Shape", ["w"], "ws", start=0 if op == "Conv" else 1, end=1 if op == "Conv" else 2),
+            node("Expand", ["ws", "one"], "m"), *([node("CastLike", ["c", "x"], "cl")] if cast_like else []),
+            node("Expand", [c, "m"], "bias"), node(op, ["x", "w", "bias"], "conv", **attrs),
+            node("BatchNormalization", ["conv", "s", "t", "mu", "var"], "bn"), node("Relu", ["bn"], "y")]
+
+
+@pytest.mark.parametrize("op, cast_like, c", [("Conv", True, 0.0), ("Conv", False, 0.5), ("ConvTranspose", True, 0.0)])
+def test_an_expanded_constant_bias_is_a_constant_so_batchnorm_folds(op, cast_like, c):
+    w = f32(C, K, 3, 3) if op == "Conv" else f32(K, C, 3, 3)
+    inits = {"w": w, "one": np.array([1], np.int64), "c": np.array(c, np.float32), "s": f32(C), "t": f32(C),
+             "mu": f32(C), "var": np.abs(f32(C))}
+    check(expanded_bias_nodes(op, cast_like, pads=[1, 1, 1, 1]), inits, (K, H, W), [op])
+
+
+def test_an_expanded_bias_of_a_vector_stays():
+    inits = {"w": f32(C, K, 3, 3), "one": np.array([1], np.int64), "c": f32(C), "s": f32(C), "t": f32(C),
+             "mu": f32(C), "var": np.abs(f32(C))}
+    check(expanded_bias_nodes("Conv", False), inits, (K, H, W),
+          ["Shape", "Expand", "Expand", "Conv", "BatchNormalization", "Relu"])
