@@ -10,8 +10,9 @@ then fuse.
   g = gamma / Sqrt(var + eps); y = x * g + (beta - mean * g), with Neg/Sub/Mul/Add/Reciprocal) over the
   last axis is ``LayerNormalization(x, gamma, beta, axis=-1, epsilon=eps)``.
 - ``Where(Greater(x, t), x, Softplus(x))`` with a constant t >= 15 is ``Softplus(x)`` (torch's softplus
-  threshold as the dynamo exporter writes it: float32 softplus(x) rounds to x beyond 15), which then
-  fuses into a preceding Conv or Gemm.
+  threshold as the dynamo exporter writes it: float32 softplus(x) rounds to x beyond 15; unoptimised, with
+  beta = 1 as ``Mul(x, 1)`` and ``Div(Softplus, 1)`` and the constants through CastLike), which then fuses
+  into a preceding Conv or Gemm.
 - ``SequenceAt(SplitToSequence(x, split, axis), i)`` with a constant split (chunk size or sizes, or none:
   pieces of one) and constant positions i is ``Slice(x)`` on that axis (``Gather(x, i)`` for pieces of one
   without keepdims), when every reader of the sequence is such a SequenceAt (torch.chunk / split as the
@@ -74,7 +75,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
     nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
-    nodes = _softplus_threshold(nodes, graph.constants, outputs, ranks(graph, nodes))
+    nodes = _live(_softplus_threshold(nodes, graph.constants, outputs, ranks(graph, nodes)), outputs)
     nodes = _layer_norm(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
     return _fold_affine(nodes, graph.constants, outputs)
@@ -87,14 +88,16 @@ def ranks(graph: Graph, nodes: list[Node]) -> dict[str, int]:
     for n in nodes:
         ins = [r.get(x) for x in n.inputs if x]
         out = None
-        if n.domain or not ins or ins[0] is None:
+        if n.domain or not ins:
+            pass
+        elif n.op_type in ("Gemm", "Flatten"):  # (whatever the rank of A)
+            out = 2
+        elif ins[0] is None:
             pass
         elif n.op_type in SAME_RANK:
             out = ins[0]
         elif n.op_type in BROADCAST:
             out = max(ins) if None not in ins else None
-        elif n.op_type in ("Gemm", "Flatten"):
-            out = 2
         elif n.op_type == "MatMul":
             out = max(ins) if None not in ins and min(ins) >= 2 else None
         elif n.op_type == "Reshape" and n.inputs[1] in graph.constants:
@@ -188,23 +191,54 @@ def _x_times_gate(nodes: list[Node], outputs: set[str], is_gate, op: str) -> lis
 
 
 def _softplus_threshold(nodes: list[Node], constants: dict, outputs: set[str], rank: dict[str, int]) -> list[Node]:
-    """``Where(Greater(x, t), x, Softplus(x))`` with a constant t >= 15 -> ``Softplus(x)``."""
-    consumer = single_consumer(nodes, outputs)
+    """``Where(Greater(s, t), x, Softplus(s))`` with a constant t >= 15 and s = x -> ``Softplus(x)``; also
+    s = ``Mul(x, 1)`` and ``Softplus(s) / 1`` (beta = 1), constants through CastLike (unoptimised exports)."""
     made = {o: n for n in nodes for o in n.outputs}
+    readers: dict[str, list[Node]] = {}
+    for n in nodes:
+        for i in set(n.inputs):
+            readers.setdefault(i, []).append(n)
+
+    def scalar(name: str, x: str) -> float | None:
+        m = made.get(name)
+        return _scalar(m.inputs[0] if m is not None and m.op_type == "CastLike" and not m.domain else name,
+                       constants, rank.get(x))
+
+    def read_only_by(name: str, *ns: Node) -> bool:
+        """Whether only ``ns`` read ``name``, but for CastLikes that read its type alone (they get x's)."""
+        others = [m for m in readers.get(name, []) if not (m.op_type == "CastLike" and m.inputs[0] != name)]
+        return name not in outputs and sorted(map(id, others)) == sorted(map(id, ns))
+
+    def op(name: str, op_type: str) -> Node | None:
+        m = made.get(name)
+        return m if m is not None and m.op_type == op_type and not m.domain else None
+
     replaced: dict[int, Node | None] = {}
     for where in nodes:
         if where.op_type != "Where" or where.domain or len(where.inputs) != 3:
             continue
-        cond, x, soft = made.get(where.inputs[0]), where.inputs[1], made.get(where.inputs[2])
-        if cond is None or soft is None or cond.op_type != "Greater" or soft.op_type != "Softplus" \
-                or cond.domain or soft.domain or cond.inputs[0] != x or soft.inputs != [x] \
-                or consumer.get(cond.outputs[0]) is not where or consumer.get(soft.outputs[0]) is not where:
+        x, cond, soft = where.inputs[1], op(where.inputs[0], "Greater"), op(where.inputs[2], "Softplus")
+        div = op(where.inputs[2], "Div")
+        if div is not None and scalar(div.inputs[1], x) == 1.0 and read_only_by(div.outputs[0], where):
+            soft = op(div.inputs[0], "Softplus")
+        if cond is None or soft is None or cond.inputs[0] != soft.inputs[0] \
+                or not read_only_by(cond.outputs[0], where) \
+                or not read_only_by(soft.outputs[0], div if soft.outputs[0] != where.inputs[2] else where):
             continue
-        t = _scalar(cond.inputs[1], constants, rank.get(x))
+        mul = op(soft.inputs[0], "Mul") if soft.inputs[0] != x else None
+        if soft.inputs[0] != x and (mul is None or scalar(_other(mul, x) or "", x) != 1.0
+                                    or not read_only_by(mul.outputs[0], soft, cond)):
+            continue
+        t = scalar(cond.inputs[1], x)
         if t is not None and t >= 15:
             replaced[id(where)] = Node(f"{soft.name}+{cond.name}+{where.name}", "Softplus", "", [x],
                                        list(where.outputs))
-            replaced[id(cond)] = replaced[id(soft)] = None
+            chain = [m for m in (cond, soft, div, mul) if m is not None]
+            replaced.update({id(m): None for m in chain})
+            for m in chain:
+                for like in readers.get(m.outputs[0], []):
+                    if like.op_type == "CastLike" and like.inputs[1] == m.outputs[0]:  # (the chain keeps x's type)
+                        like.inputs = [like.inputs[0], x]
     return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
 
 

@@ -4,13 +4,14 @@ weights, MatMul of rank-2 A and constant B becomes Gemm (absorbing its bias Add)
 Mul(1/6) | Div(6) becomes HardSigmoid, x * HardSigmoid(x) HardSwish and x * Sigmoid(x) Swish (fused into a
 preceding Conv or Gemm), in every operand order and constant broadcast form; torch's softplus threshold as the
 dynamo exporter writes it (Where(Greater(x, 20), x, Softplus(x))) becomes Softplus, fused into the Gemm before
-it; SequenceAt of SplitToSequence (torch.chunk / split unoptimised) at constant positions becomes Slice or
-Gather; a Conv or ConvTranspose bias Expand([CastLike](c)) of a scalar constant (torch's missing bias
-unoptimised) becomes a constant, so BatchNormalization folds. Forms that must not rewrite stay as written: an
-intermediate read twice or a graph output, per-position constants, non-constant operands, zero divisors,
-non-finite constants or ones whose folded weights overflow, a Gemm bias per row, a MatMul of rank-3 A, other
-Clip bounds, a softplus threshold below 15 or compared the other way, a sequence another op reads or read at a
-negative position of unknown-count chunks, an expanded bias of a vector.
+it, also unoptimised (beta = 1 as Mul and Div, constants through CastLike); SequenceAt of SplitToSequence
+(torch.chunk / split unoptimised) at constant positions becomes Slice or Gather; a Conv or ConvTranspose bias
+Expand([CastLike](c)) of a scalar constant (torch's missing bias unoptimised) becomes a constant, so
+BatchNormalization folds. Forms that must not rewrite stay as written: an intermediate read twice or a graph
+output, per-position constants, non-constant operands, zero divisors, non-finite constants or ones whose
+folded weights overflow, a Gemm bias per row, a MatMul of rank-3 A, other Clip bounds, a softplus threshold
+below 15 or compared the other way or of beta 2, a sequence another op reads or read at a negative position of
+unknown-count chunks, an expanded bias of a vector.
 tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, a trip count below the time
 dim, a relu candidate, a given initial state, a read final state) become GRU / RNN nodes, and
 ReverseSequence of whole sequences a reversing Slice; Loops that differ (an activation GRU does not
@@ -204,14 +205,26 @@ def softplus_threshold_nodes(t: str = "t", greater: tuple[str, str] = ("g", "t")
 SOFTPLUS_STAYS = ["Gemm", "Softplus", "Greater", "Where"]
 
 
+def softplus_beta_nodes(beta: str) -> list:
+    """torch's softplus(g, beta) unoptimised: Where(Greater(s, t), g, Softplus(s) / beta) for s = g * beta,
+    the constants through CastLike."""
+    return [node("Gemm", ["x", "w", "b"], "g"), node("CastLike", [beta, "g"], "bc"), node("Mul", ["g", "bc"], "s"),
+            node("Softplus", ["s"], "sp"), node("CastLike", [beta, "sp"], "bc2"), node("Div", ["sp", "bc2"], "d"),
+            node("CastLike", ["t", "s"], "tc"), node("Greater", ["s", "tc"], "c"), node("Where", ["c", "g", "d"], "y")]
+
+
 @pytest.mark.parametrize("nodes, threshold, expect", [
     (softplus_threshold_nodes(), 20.0, ["Gemm"]),
     (softplus_threshold_nodes(), 10.0, SOFTPLUS_STAYS),  # (softplus(x) is not x beyond 10)
     (softplus_threshold_nodes(greater=("t", "g")), 20.0, SOFTPLUS_STAYS),
     ([node("Gemm", ["x", "w", "b"], "h")] + softplus_threshold_nodes(soft="h"), 20.0,
-     ["Gemm", "Gemm", "Greater", "Where"])])  # (Softplus(h) fuses into its Gemm)
+     ["Gemm", "Gemm", "Greater", "Where"]),  # (Softplus(h) fuses into its Gemm)
+    (softplus_beta_nodes("one"), 20.0, ["Gemm"]),
+    (softplus_beta_nodes("two"), 20.0, ["Gemm", "CastLike", "Mul", "Softplus", "CastLike", "Div", "CastLike",
+                                         "Greater", "Where"])])
 def test_torch_softplus_threshold_is_softplus_fused_into_the_gemm(nodes, threshold, expect):
-    inits = {"w": f32(8, 4) * 10, "b": f32(4), "t": np.array(threshold, np.float32)}  # (|g| up to ~60)
+    inits = {"w": f32(8, 4) * 10, "b": f32(4), "t": np.array(threshold, np.float32), "one": np.array(1, np.float32),
+             "two": np.array(2, np.float32)}  # (|g| up to ~60)
     check(nodes, inits, (8,), expect)
 
 
