@@ -21,6 +21,8 @@ then fuse.
   one-element constant c is the constant vector of c, of the weights' type and one value per output channel
   (the only shape a bias has): torch's missing bias as the dynamo exporter writes it unoptimised, so a
   following BatchNormalization folds into the Conv.
+- A constant zero ``Pad`` of the spatial axes only, read by a Conv alone (F.pad before a causal conv; Keras
+  padding="causal"), is the Conv's own padding.
 - ``MatMul(A, B)`` with A of rank 2 and B a constant float32 matrix is ``Gemm(A, B)`` (Keras Dense).
 - Constant per-output-channel ``Mul`` / ``Add`` / ``Sub`` / ``Div`` after a Conv or Gemm with
   constant weights fold into its weights and bias (Keras BatchNorm written as Mul + Add, a Dense or
@@ -72,6 +74,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     nodes = constant_nodes(nodes, graph.constants, outputs)
     nodes = _live(_reverse_sequence(graph, _recurrent_loops(graph, nodes, outputs)), outputs)
     nodes = _live(_expanded_bias(graph, _split_to_sequence(graph, nodes, outputs)), outputs)
+    nodes = _pad_into_conv(graph, nodes, outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
     nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
@@ -864,6 +867,41 @@ def _expanded_bias(graph: Graph, nodes: list[Node]) -> list[Node]:
         graph.constants[f"{n.outputs[0]}::bias"] = np.full(channels, value.reshape(-1)[0], w.dtype)
         n.inputs = [*n.inputs[:2], f"{n.outputs[0]}::bias"]
     return nodes
+
+
+def _pad_into_conv(graph: Graph, nodes: list[Node], outputs: set[str]) -> list[Node]:
+    """``Conv(Pad(x, pads))``, a constant zero padding of spatial axes read by the Conv alone -> ``Conv(x)``
+    with ``pads`` added to its own (explicit: auto_pad NOTSET)."""
+    consumer = single_consumer(nodes, outputs)
+    dropped: set[int] = set()
+    for pad in nodes:
+        conv = consumer.get(pad.outputs[0])
+        if pad.op_type != "Pad" or pad.domain or conv is None or conv.op_type != "Conv" or conv.domain \
+                or conv.inputs[0] != pad.outputs[0] or conv.inputs[1] not in graph.constants \
+                or conv.attrs.get("auto_pad", "NOTSET") != "NOTSET" or pad.attrs.get("mode", "constant") != "constant":
+            continue
+        rank = graph.constants[conv.inputs[1]].ndim
+        if graph.opset < 11:
+            pads, value, axes = pad.attrs.get("pads", pad.attrs.get("paddings")), pad.attrs.get("value", 0.0), None
+        else:
+            ins = pad.inputs + [""] * (4 - len(pad.inputs))
+            if any(i and i not in graph.constants for i in ins[1:]):
+                continue
+            pads = graph.constants[ins[1]]
+            value = graph.constants[ins[2]].reshape(-1)[0] if ins[2] else 0.0
+            axes = graph.constants[ins[3]] if ins[3] else None
+        axes = list(range(rank)) if axes is None else [int(a) % rank for a in np.reshape(axes, -1)]
+        pads = [int(p) for p in np.reshape(pads, -1)]
+        before, after = [0] * rank, [0] * rank
+        for j, a in enumerate(axes):
+            before[a], after[a] = pads[j], pads[j + len(axes)]
+        if value != 0 or len(pads) != 2 * len(axes) or any(before[:2] + after[:2]) or min(pads) < 0:
+            continue
+        own = list(conv.attrs.get("pads", [0] * 2 * (rank - 2)))
+        conv.attrs["pads"] = [p + q for p, q in zip(own, before[2:] + after[2:])]
+        conv.inputs = [pad.inputs[0], *conv.inputs[1:]]
+        dropped.add(id(pad))
+    return [n for n in nodes if id(n) not in dropped]
 
 
 def _reverse_sequence(graph: Graph, nodes: list[Node]) -> list[Node]:

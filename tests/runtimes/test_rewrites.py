@@ -7,11 +7,12 @@ dynamo exporter writes it (Where(Greater(x, 20), x, Softplus(x))) becomes Softpl
 it, also unoptimised (beta = 1 as Mul and Div, constants through CastLike); SequenceAt of SplitToSequence
 (torch.chunk / split unoptimised) at constant positions becomes Slice or Gather; a Conv or ConvTranspose bias
 Expand([CastLike](c)) of a scalar constant (torch's missing bias unoptimised) becomes a constant, so
-BatchNormalization folds. Forms that must not rewrite stay as written: an intermediate read twice or a graph
-output, per-position constants, non-constant operands, zero divisors, non-finite constants or ones whose
-folded weights overflow, a Gemm bias per row, a MatMul of rank-3 A, other Clip bounds, a softplus threshold
-below 15 or compared the other way or of beta 2, a sequence another op reads or read at a negative position of
-unknown-count chunks, an expanded bias of a vector.
+BatchNormalization folds; a constant zero Pad of spatial axes before a Conv (pads as an attribute, an input,
+with axes) becomes the Conv's padding. Forms that must not rewrite stay as written: an intermediate read twice
+or a graph output, per-position constants, non-constant operands, zero divisors, non-finite constants or ones
+whose folded weights overflow, a Gemm bias per row, a MatMul of rank-3 A, other Clip bounds, a softplus
+threshold below 15 or compared the other way or of beta 2, a sequence another op reads or read at a negative
+position of unknown-count chunks, an expanded bias of a vector, a Pad of another value, mode or axis.
 tf2onnx's Loops over Keras GRU and SimpleRNN cells (the bundled exports, a trip count below the time
 dim, a relu candidate, a given initial state, a read final state) become GRU / RNN nodes, and
 ReverseSequence of whole sequences a reversing Slice; Loops that differ (an activation GRU does not
@@ -476,3 +477,31 @@ def test_an_expanded_bias_of_a_vector_stays():
              "mu": f32(C), "var": np.abs(f32(C))}
     check(expanded_bias_nodes("Conv", False), inits, (K, H, W),
           ["Shape", "Expand", "Expand", "Conv", "BatchNormalization", "Relu"])
+
+
+def pad_conv_model(pads: list[int], opset: int = 17, axes: list[int] | None = None, value: float = 0.0,
+                   mode: str = "constant") -> onnx.ModelProto:
+    """Pad(x (N, K, W)) then Conv (own pads 1, 1), as F.pad before a causal conv writes it."""
+    inits = {"w": f32(C, K, 3), "pads": np.array(pads, np.int64), "v": np.array(value, np.float32)}
+    ins = ["x", "pads", "v"] + (["axes"] if axes is not None else [])
+    if axes is not None:
+        inits["axes"] = np.array(axes, np.int64)
+    pad = node("Pad", ins, "p", mode=mode) if opset >= 11 else node("Pad", ["x"], "p", mode=mode, pads=pads,
+                                                                       value=value)
+    return make_model([pad, node("Conv", ["p", "w"], "y", pads=[1, 1])], {"x": (("N", K, W), np.float32)}, ["y"],
+                      inits, opset=opset)
+
+
+@pytest.mark.parametrize("model, expect", [
+    (pad_conv_model([0, 0, 4, 0, 0, 2]), ["Conv"]),
+    (pad_conv_model([4, 0], opset=18, axes=[-1]), ["Conv"]),
+    (pad_conv_model([0, 0, 4, 0, 0, 2], opset=10), ["Conv"]),
+    (pad_conv_model([0, 0, 4, 0, 0, 0], value=1.0), ["Pad", "Conv"]),
+    (pad_conv_model([1, 0, 4, 0, 0, 0]), ["Pad", "Conv"]),  # (a batch axis pad)
+    (pad_conv_model([0, 0, 2, 0, 0, 0], mode="reflect"), ["Pad", "Conv"])])
+def test_a_zero_pad_of_spatial_axes_before_a_conv_is_its_padding(model, expect):
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.prepared.nodes] == expect
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, K, W)).astype(np.float32)
+        assert_matches_ort(model, {"x": x}, rtol=1e-5, atol=1e-5, session=session)
