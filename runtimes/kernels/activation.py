@@ -20,6 +20,7 @@ from numba.extending import overload
 
 from . import FASTMATH
 from .elementwise import LOG_P, erf32, exp32
+from .simd import prefer_512
 
 (IDENTITY, RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, ELU, SELU, CELU, SOFTPLUS,
  SOFTSIGN, MISH, GELU, GELU_TANH, THRESHOLDED_RELU, SHRINK, SWISH) = range(19)
@@ -278,6 +279,7 @@ def _rows_loop(code: int):
 
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def rows(y, offset, stride, m, n, p1, p2):
+        prefer_512()
         for i in range(m):
             row = y[offset + i * stride: offset + i * stride + n]  # (one array from 0: no alias or wrap tests)
             for j in range(n):
@@ -337,6 +339,7 @@ def elementwise_kernel(code: int):
 
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(x, out, alpha, beta):
+        prefer_512()
         xf, of = x.reshape(-1), out.reshape(-1)
         a, b = np.float32(alpha), np.float32(beta)
         for j in range(of.size):

@@ -38,7 +38,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from . import FASTMATH, KernelInputError
-from .simd import AVX512, LANES, vec, vfma, vload, vmax, vmin, vmul, vsplat, vstore
+from .simd import AVX512, LANES, prefer_512, vec, vfma, vload, vmax, vmin, vmul, vsplat, vstore
 
 (ADD, SUB, MUL, DIV, IDIV, POW, MAX, MIN, PRELU, EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL,
  MOD, CMOD, FMOD, FLOOR_MOD, AND, OR, XOR, SHIFT_LEFT, SHIFT_RIGHT, FIRST) = range(24)
@@ -64,19 +64,6 @@ def _float32_bits(typingctx, x):
         return builder.bitcast(args[0], ir.IntType(32))
 
     return types.int32(types.float32), codegen
-
-
-@intrinsic
-def prefer_512(typingctx):
-    """Let LLVM vectorise the calling kernel with 512-bit registers where the CPU has them (its tuning for
-    AVX-512 CPUs prefers 256 bits; loops bound by instruction count, like the polynomial maps' and the
-    pools', then run 16 lanes per instruction). Without AVX-512 the attribute changes nothing."""
-
-    def codegen(context, builder, signature, args):
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute llvmlite does not list
-        return context.get_dummy_value()
-
-    return types.none(), codegen
 
 
 EXP_P = (np.float32(0.4999999403953552), np.float32(0.1666652113199234), np.float32(0.04166838899254799),

@@ -45,8 +45,8 @@ from numba import njit
 
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
-from .elementwise import nan_max, prefer_512
-from .simd import (LANES, flat, mask_full, mask_of, mask_ordered, vadd, vcopy_even, vfma, vload, vload_mask, vmax, vmax_mask,
+from .elementwise import nan_max
+from .simd import (LANES, flat, mask_full, mask_of, mask_ordered, prefer_512, vadd, vcopy_even, vfma, vload, vload_mask, vmax, vmax_mask,
                    vmin, vmul, vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask, vsum_pairs)
 
 MAX, AVG = 0, 1

@@ -472,3 +472,16 @@ def vsum_pairs(typingctx, a, b):
         odds = ir.Constant(ir.VectorType(_I32, LANES), list(range(1, 2 * LANES, 2)))
         return builder.fadd(builder.shuffle_vector(args[0], args[1], evens), builder.shuffle_vector(args[0], args[1], odds))
     return vec(a, b), codegen
+
+
+@intrinsic
+def prefer_512(typingctx):
+    """Let LLVM vectorise the calling kernel with 512-bit registers where the CPU has them (its tuning for
+    AVX-512 CPUs prefers 256 bits; loops bound by instruction count, like the polynomial maps' and the
+    pools', then run 16 lanes per instruction). Without AVX-512 the attribute changes nothing."""
+
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute llvmlite does not list
+        return context.get_dummy_value()
+
+    return types.none(), codegen
