@@ -1,12 +1,13 @@
-"""Export the small PyTorch models of tests/test_exported_models.py to ONNX (needs torch; the
-exported files are committed, so the tests never do): `python tests/models/export_torch.py`.
+"""Export the small PyTorch models of tests/test_exported_models.py to ONNX (needs torch and onnxscript;
+the exported files are committed, so the tests never do): `python tests/models/export_torch.py`.
 
 Each model is a typical signal or image network as users write it, exported by torch.onnx's
 TorchScript exporter at opsets 11, 17 and 20 with a dynamic batch dimension, so the tests see the exact
 node patterns exporters emit (Shape/Gather chains, Constant nodes, LSTM gate layouts ...); and by the
 dynamo exporter (``dynamo=True``, torch.export + onnxscript, torch's default since 2.9) at its default
 opset with a dynamic batch dimension (``dynamic_shapes``), which writes other patterns (LayerNormalization
-and Gelu as single ops, attention as MatMul/Softmax chains, shape arithmetic on Shape/Slice/Concat).
+and Gelu as single ops, attention as MatMul/Softmax chains, shape arithmetic on Shape/Slice/Concat),
+with and without its optimiser.
 """
 from __future__ import annotations
 
