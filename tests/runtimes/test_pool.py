@@ -7,8 +7,10 @@ pools with head pads 0 or 1, max and average (auto_pad SAME, explicit pads, ceil
 AVG3 and take the window centres, and the generic kernel where a window's centre leaves the plane); the flat 2x2 stride-2 max path and the vector 2x2 stride-2 average (AVG2_POOL: odd
 sizes, NaN and infinities as in a sum, the generic kernel for windows past the plane) and 3x3 pads-1 average
 (AVG3) on planes of any size, NaN and infinities included; the 1-D full-window path (no padding reached:
-kernel = stride and other small windows, windows that tile the planes or leave a tail) is taken and matches; Global pools of 1D to 3D inputs. Max pooling must match exactly; average pooling within rtol 1e-6 on positive
-inputs (global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
+kernel = stride and other small windows, windows that tile the planes or leave a tail) is taken and matches;
+Global pools of 1D to 3D inputs. Max pooling must match exactly, on negative inputs (``_signed``: a max
+that starts at 0 or pads with 0 would show); average pooling within rtol 1e-6 on positive inputs
+(global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
 pooling is checked against NumPy, because onnxruntime's result depends on its code path.
 """
 import numpy as np
@@ -43,6 +45,12 @@ def _random_attrs(rng, op, rank):
     return attrs
 
 
+def _signed(op: str, x: np.ndarray) -> np.ndarray:
+    """Positive ``x`` for an average (float32 sums without cancellation), negated for a max: a max
+    that starts at 0 or pads with 0 then gives wrong values."""
+    return -x if op == "MaxPool" else x
+
+
 @pytest.mark.parametrize("op,opset", [("MaxPool", 12), ("AveragePool", 19)])
 @pytest.mark.parametrize("rank", [1, 2])
 def test_random_pooling_configurations(op, opset, rank):
@@ -52,7 +60,7 @@ def test_random_pooling_configurations(op, opset, rank):
         shape = [int(rng.integers(1, 3)), int(rng.integers(1, 4))] + [int(n) for n in rng.integers(3, 12, rank)]
         attrs = _random_attrs(rng, op, rank)
         model = _model(op, shape, opset, **attrs)
-        x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        x = _signed(op, rng.uniform(0.5, 1.5, shape).astype(np.float32))
         try:
             ort_session(model).run(None, {"x": x})
         except Exception:  # a configuration onnxruntime rejects (e.g. negative SAME padding for MaxPool)
@@ -75,7 +83,7 @@ def test_random_pooling_configurations(op, opset, rank):
 def test_older_opsets(op, opset, attrs):
     rng = np.random.default_rng(3)
     shape = (2, 3, 9) if len(attrs["kernel_shape"]) == 1 else (2, 3, 9, 8)
-    x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    x = _signed(op, rng.uniform(0.5, 1.5, shape).astype(np.float32))
     assert_matches_ort(_model(op, shape, opset, **attrs), {"x": x}, 0 if op == "MaxPool" else 1e-6, 0)
 
 
@@ -85,8 +93,8 @@ def test_stride_one_same_fast_path(shape, k):
     rng = np.random.default_rng(4)
     x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
     p = k // 2
-    assert_matches_ort(_model("MaxPool", shape, 12, kernel_shape=[k, k], pads=[p] * 4), {"x": x}, 0, 0)
-    assert_matches_ort(_model("MaxPool", shape, 12, kernel_shape=[k, k], auto_pad="SAME_UPPER"), {"x": x}, 0, 0)
+    assert_matches_ort(_model("MaxPool", shape, 12, kernel_shape=[k, k], pads=[p] * 4), {"x": -x}, 0, 0)
+    assert_matches_ort(_model("MaxPool", shape, 12, kernel_shape=[k, k], auto_pad="SAME_UPPER"), {"x": -x}, 0, 0)
     avg = _model("AveragePool", shape, 19, kernel_shape=[k, k], pads=[p] * 4, count_include_pad=int(k == 5))
     assert_matches_ort(avg, {"x": x}, 1e-6, 0)
 
@@ -101,7 +109,7 @@ def test_strided_paths(shape, k, pad):
     x = rng.uniform(0.5, 1.5, shape).astype(np.float32)
     rank = len(shape) - 2
     attrs = dict(kernel_shape=[k] * rank, strides=[2] * rank, pads=[pad] * 2 * rank, ceil_mode=int(shape[-1] % 2))
-    assert_matches_ort(_model("MaxPool", shape, 12, **attrs), {"x": x}, 0, 0)
+    assert_matches_ort(_model("MaxPool", shape, 12, **attrs), {"x": -x}, 0, 0)
     assert_matches_ort(_model("AveragePool", shape, 19, count_include_pad=int(k == 3), **attrs), {"x": x}, 1e-6, 0)
 
 
@@ -117,11 +125,11 @@ def test_one_d_full_window_path(shape, k, stride):
     for op, opset, rtol in (("MaxPool", 12, 0), ("AveragePool", 19, 1e-6)):
         model = _model(op, shape, opset, kernel_shape=[k], strides=[stride])
         session = edgekit.InferenceSession(model)
-        assert_matches_ort(model, {"x": x}, rtol, 0, session=session)
+        assert_matches_ort(model, {"x": _signed(op, x)}, rtol, 0, session=session)
         (fn, _), = next(iter(session._plans.values())).steps
         assert fn is kp.WINDOW_POOL[kp.MAX if op == "MaxPool" else kp.AVG]
     ceil = _model("MaxPool", (1, 2, 10), 12, kernel_shape=[4], strides=[4], ceil_mode=1)
-    assert_matches_ort(ceil, {"x": rng.uniform(0.5, 1.5, (1, 2, 10)).astype(np.float32)}, 0, 0)
+    assert_matches_ort(ceil, {"x": -rng.uniform(0.5, 1.5, (1, 2, 10)).astype(np.float32)}, 0, 0)
 
 
 def test_one_d_full_window_max_propagates_nan():
@@ -313,7 +321,7 @@ def test_three_by_three_stride_two_path(shape, attrs):
                                    ("AveragePool", 19, dict(count_include_pad=1), 1e-6)):
         model = _model(op, shape, opset, **base, **extra)
         session = edgekit.InferenceSession(model)
-        assert_matches_ort(model, {"x": x}, rtol, 0, session=session)
+        assert_matches_ort(model, {"x": _signed(op, x)}, rtol, 0, session=session)
         (fn, _), = session.plan((shape,)).steps
         out = session.run(None, {"x": x})[0].shape[2:]
         centred = all(0 < o and 2 * (o - 1) + 1 - h < n for o, h, n in zip(out, head, shape[2:]))  # else the generic kernel
