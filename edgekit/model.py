@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Union
 
 import onnx
+import onnx.inliner
 from google.protobuf.message import DecodeError
 
 from .errors import ModelError
@@ -14,7 +15,8 @@ ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
 
 def load_model(model: ModelSource, check: bool = True) -> onnx.ModelProto:
-    """Return a checked ModelProto from a path, serialized bytes or a ModelProto."""
+    """Return a checked ModelProto from a path, serialized bytes or a ModelProto, its local functions
+    inlined."""
     if isinstance(model, onnx.ModelProto):
         proto = model
     elif isinstance(model, (bytes, bytearray, memoryview)):
@@ -36,6 +38,8 @@ def load_model(model: ModelSource, check: bool = True) -> onnx.ModelProto:
                          f"loaded from its path can find: give the path of the .onnx file")
     if check:
         check_model(proto)
+    if proto.functions:  # (exporters write modules as local functions: edgekit runs their bodies)
+        proto = onnx.inliner.inline_local_functions(proto)
     return proto
 
 

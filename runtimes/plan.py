@@ -3,7 +3,7 @@
 Two stages. ``prepare`` runs once per model: topological order, dead-node removal, a check that
 every op is supported, and graph fusions (BatchNormalization folded into Conv/Gemm, activations
 fused into their epilogue). ``specialize`` runs once per distinct set of input shapes: every
-builder sees concrete shapes, nodes whose inputs are all known are folded into constants, and
+builder sees concrete shapes, nodes whose kernels read only known inputs are folded into constants, and
 every remaining tensor gets a buffer from a pool reused by liveness. Running the plan is then a
 loop of ``fn(*args)`` calls with all arguments bound in advance. ``Plan.run`` can also read the
 caller's input arrays in place and write outputs into fresh arrays, by swapping those arguments
@@ -216,7 +216,8 @@ def specialize(prep: Prepared, input_shapes: dict[str, tuple[int, ...]], max_byt
     for node in prep.nodes:
         ins = [env[x] if x else None for x in node.inputs]
         step = _build(node, ins, graph.opsets.get(node.domain, graph.opset))
-        if isinstance(step, Kernel) and all(t is None or t.is_const for t in ins):
+        if isinstance(step, Kernel) and all(ins[a] is None or ins[a].is_const for a in step.args if type(a) is In):
+            # (the inputs the kernel reads are known: a CastLike of a constant reads only its other input's type)
             step = Constant(_run_now(step, ins))
         elif isinstance(step, View) and ins[0].is_const:
             step = Constant([ins[0].value.reshape(step.shape)])

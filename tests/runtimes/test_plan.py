@@ -77,3 +77,13 @@ def test_tensors_read_only_inside_a_subgraph_are_kept_alive_as_inputs_of_its_nod
         assert_matches_ort(model, {"x": x, "c": np.array(c)}, rtol=1e-6, atol=1e-6, session=session)
     tensors = session.plan(((2, 3), ())).tensors
     assert not np.may_share_memory(tensors["t"], tensors["u"])
+
+
+def test_a_node_whose_kernel_reads_only_constants_is_folded():
+    """CastLike(constant, x) reads only x's type: it folds to a constant instead of running per call."""
+    w = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32)
+    model = make_model([helper.make_node("CastLike", ["w", "x"], ["wc"]), helper.make_node("Add", ["x", "wc"], ["y"])],
+                       {"x": ((2, 3), np.float32)}, ["y"], {"w": w.astype(np.float64)})
+    session = edgekit.InferenceSession(model)
+    assert [n.op_type for n in session.plan(((2, 3),)).step_nodes] == ["Add"]
+    assert_matches_ort(model, {"x": np.random.default_rng(4).standard_normal((2, 3)).astype(np.float32)}, 0, 0)

@@ -44,6 +44,25 @@ def test_loads_from_proto_bytes_and_path(source, tmp_path):
     assert_matches_ort(model, {"x": x}, RTOL, ATOL, session=edgekit.InferenceSession(arg))
 
 
+def test_local_functions_run_inlined():
+    """A model whose nodes call local functions (as torch.onnx.export(export_modules_as_functions=True)
+    writes them, one nested in another) runs their bodies, as onnxruntime does."""
+    inner = helper.make_function("local", "ScaledRelu", ["a", "s"], ["b"],
+                                 [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Mul", ["r", "s"], ["b"])],
+                                 [helper.make_opsetid("", 17)])
+    outer = helper.make_function("local", "Block", ["a", "s"], ["b"],
+                                 [helper.make_node("ScaledRelu", ["a", "s"], ["h"], domain="local"),
+                                  helper.make_node("Tanh", ["h"], ["b"])],
+                                 [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    graph = helper.make_graph([helper.make_node("Block", ["x", "s"], ["y"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 5])],
+                              [helper.make_tensor("s", onnx.TensorProto.FLOAT, [5], np.linspace(-1, 2, 5))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+                              functions=[inner, outer])
+    assert_matches_ort(model, {"x": np.random.default_rng(8).standard_normal((2, 5)).astype(np.float32)}, 1e-6, 1e-7)
+
+
 def test_onnxruntime_call_forms_are_accepted(tmp_path):
     """The drop-in swap: onnxruntime's constructor arguments (SessionOptions positionally, providers,
     provider_options) and run_options are accepted, and the results still match onnxruntime's."""
