@@ -6,7 +6,7 @@ work on the ModelProto (or onnx-ir) directly and never on this view.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
@@ -102,6 +102,18 @@ def read_graph(proto: onnx.ModelProto) -> Graph:
     opsets = {e.domain if e.domain != "ai.onnx" else "": e.version for e in proto.opset_import}
     opsets.setdefault("", opset_version(proto))
     return _read(proto.graph, opsets)
+
+
+def live_nodes(nodes: list[Node], outputs: Iterable[str]) -> list[Node]:
+    """``nodes`` (in order) without those none of whose outputs reach ``outputs`` (a node's inputs include
+    the outer names its bodies read, so their producers stay)."""
+    needed = set(outputs)
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.outputs):
+            kept.append(n)
+            needed.update(n.inputs)
+    return kept[::-1]
 
 
 def outer_names(graph: Graph) -> list[str]:

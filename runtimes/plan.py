@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import InputError, ModelError, UnsupportedOpError
-from edgekit.ir import Graph, Node
+from edgekit.ir import Graph, Node, live_nodes
 
 from . import fusion, rewrites
 from .kernels import KernelInputError
@@ -141,7 +141,7 @@ class Plan:
 def prepare(graph: Graph) -> Prepared:
     """Order, prune, fuse and check the graph (see module docstring)."""
     nodes = _toposort(graph)
-    nodes = _live_nodes(nodes, [o.name for o in graph.outputs])
+    nodes = live_nodes(nodes, [o.name for o in graph.outputs])
     nodes = rewrites.rewrite(graph, nodes)
     nodes = fusion.fuse(nodes, graph.constants, graph.opset, {o.name for o in graph.outputs})
     odd = {vi.name: ("an untyped" if vi.dtype is None else "a string" if vi.dtype.kind in "OSU"
@@ -190,17 +190,6 @@ def _toposort(graph: Graph) -> list[Node]:
         stuck = [graph.nodes[i].name for i, m in pending.items() if m][:5]
         raise ModelError(f"the graph has a cycle through nodes {stuck}")
     return order
-
-
-def _live_nodes(nodes: list[Node], outputs: list[str]) -> list[Node]:
-    """Drop nodes none of whose outputs reach a graph output."""
-    needed = set(outputs)
-    kept = []
-    for n in reversed(nodes):
-        if any(o in needed for o in n.outputs):
-            kept.append(n)
-            needed.update(n.inputs)
-    return kept[::-1]
 
 
 def specialize(prep: Prepared, input_shapes: dict[str, tuple[int, ...]], max_bytes: int = MAX_PLAN_BYTES) -> Plan:

@@ -49,10 +49,9 @@ graph (``ranks``); a tensor of unknown rank blocks the rewrites that need it.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import helper
 
-from edgekit.ir import Graph, Node, read_graph
+from edgekit.ir import Graph, Node, live_nodes
 
 from .fusion import constant_nodes, folded_weights, read_folded_weights, single_consumer
 from .ops.activation import ACTIVATIONS
@@ -72,13 +71,13 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     gains the Constant nodes' values and the folded weights."""
     outputs = {o.name for o in graph.outputs}
     nodes = constant_nodes(nodes, graph.constants, outputs)
-    nodes = _live(_reverse_sequence(graph, _recurrent_loops(graph, nodes, outputs)), outputs)
-    nodes = _live(_expanded_bias(graph, _split_to_sequence(graph, nodes, outputs)), outputs)
+    nodes = live_nodes(_reverse_sequence(graph, _recurrent_loops(graph, nodes, outputs)), outputs)
+    nodes = live_nodes(_expanded_bias(graph, _split_to_sequence(graph, nodes, outputs)), outputs)
     nodes = _pad_into_conv(graph, nodes, outputs)
     nodes = _hard_sigmoid(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _x_times_gate(nodes, outputs, _is_hard_sigmoid_sixth, "HardSwish")
     nodes = _x_times_gate(nodes, outputs, lambda n: n.op_type == "Sigmoid", "Swish")
-    nodes = _live(_softplus_threshold(nodes, graph.constants, outputs, ranks(graph, nodes)), outputs)
+    nodes = live_nodes(_softplus_threshold(nodes, graph.constants, outputs, ranks(graph, nodes)), outputs)
     nodes = _layer_norm(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
     return _fold_affine(nodes, graph.constants, outputs)
@@ -193,14 +192,20 @@ def _x_times_gate(nodes: list[Node], outputs: set[str], is_gate, op: str) -> lis
     return [replaced.get(id(n), n) for n in nodes if replaced.get(id(n), n) is not None]
 
 
+def _readers(nodes: list[Node]) -> dict[str, list[Node]]:
+    """Each tensor's readers among ``nodes``, in order (a node reading it twice once)."""
+    readers: dict[str, list[Node]] = {}
+    for n in nodes:
+        for x in dict.fromkeys(n.inputs):
+            readers.setdefault(x, []).append(n)
+    return readers
+
+
 def _softplus_threshold(nodes: list[Node], constants: dict, outputs: set[str], rank: dict[str, int]) -> list[Node]:
     """``Where(Greater(s, t), x, Softplus(s))`` with a constant t >= 15 and s = x -> ``Softplus(x)``; also
     s = ``Mul(x, 1)`` and ``Softplus(s) / 1`` (beta = 1), constants through CastLike (unoptimised exports)."""
     made = {o: n for n in nodes for o in n.outputs}
-    readers: dict[str, list[Node]] = {}
-    for n in nodes:
-        for i in set(n.inputs):
-            readers.setdefault(i, []).append(n)
+    readers = _readers(nodes)
 
     def scalar(name: str, x: str) -> float | None:
         m = made.get(name)
@@ -225,7 +230,7 @@ def _softplus_threshold(nodes: list[Node], constants: dict, outputs: set[str], r
         if div is not None and scalar(div.inputs[1], x) == 1.0 and read_only_by(div.outputs[0], where):
             soft = op(div.inputs[0], "Softplus")
         if cond is None or soft is None or cond.inputs[0] != soft.inputs[0] \
-                or not read_only_by(cond.outputs[0], where) \
+                or readers.get(cond.outputs[0]) != [where] or cond.outputs[0] in outputs \
                 or not read_only_by(soft.outputs[0], div if soft.outputs[0] != where.inputs[2] else where):
             continue
         mul = op(soft.inputs[0], "Mul") if soft.inputs[0] != x else None
@@ -236,8 +241,8 @@ def _softplus_threshold(nodes: list[Node], constants: dict, outputs: set[str], r
         if t is not None and t >= 15:
             replaced[id(where)] = Node(f"{soft.name}+{cond.name}+{where.name}", "Softplus", "", [x],
                                        list(where.outputs))
-            chain = [m for m in (cond, soft, div, mul) if m is not None]
-            replaced.update({id(m): None for m in chain})
+            chain = [m for m in (soft, div, mul) if m is not None]  # (cond, a bool, is read by the Where alone)
+            replaced.update({id(m): None for m in (cond, *chain)})
             for m in chain:
                 for like in readers.get(m.outputs[0], []):
                     if like.op_type == "CastLike" and like.inputs[1] == m.outputs[0]:  # (the chain keeps x's type)
@@ -247,10 +252,7 @@ def _softplus_threshold(nodes: list[Node], constants: dict, outputs: set[str], r
 
 def _layer_norm(nodes: list[Node], constants: dict, outputs: set[str], rank: dict[str, int]) -> list[Node]:
     """tf2onnx's LayerNormalization over the last axis (see the module docstring) -> LayerNormalization."""
-    uses: dict[str, list[Node]] = {}
-    for n in nodes:
-        for x in set(n.inputs):
-            uses.setdefault(x, []).append(n)
+    uses = _readers(nodes)
 
     def only(t: str, *ops: str) -> list[Node] | None:
         """The consumers of ``t`` if they are exactly nodes of ``ops`` (in some order) and ``t`` is internal."""
@@ -699,27 +701,24 @@ def _zero_state(s: _Scope, name: str, hidden: int) -> bool:
 
 def _recurrent_loops(graph: Graph, nodes: list[Node], outputs: set[str]) -> list[Node]:
     """tf2onnx's Loop over a Keras GRU or SimpleRNN cell (see the module docstring) -> GRU / RNN."""
-    # (the graph's own nodes too: a tensor only a body reads may be computed by a node the plan dropped)
-    outer = _Scope(graph.nodes + nodes, graph.constants, inputs=tuple(i.name for i in graph.inputs))
+    outer = _Scope(nodes, graph.constants, inputs=tuple(i.name for i in graph.inputs))
     used = {x for n in nodes for x in n.inputs} | outputs
     rank = ranks(graph, nodes)
     out: list[Node] = []
-    for at, n in enumerate(nodes):
+    for n in nodes:
         try:
             _need(n.op_type == "Loop" and not n.domain)
-            out += _loop_as_recurrent(n, at, graph, nodes, outer, used, rank)
+            out += _loop_as_recurrent(n, graph, outer, used, rank)
         except _NoMatch:
             out.append(n)
     return out
 
 
-def _loop_as_recurrent(loop: Node, at: int, graph: Graph, nodes: list[Node], outer: _Scope, used: set[str],
-                       rank: dict[str, int]) -> list[Node]:
-    """The nodes that replace ``loop`` (the ``at``-th of ``nodes``), or _NoMatch."""
-    body = loop.attrs.get("body")
-    _need(isinstance(body, (onnx.GraphProto, Graph)))
-    sub = read_graph(helper.make_model(body)) if isinstance(body, onnx.GraphProto) else body
-    explicit = loop.inputs[:len(loop.inputs) - len(getattr(loop, "implicit", ()))]  # (outer names the body reads)
+def _loop_as_recurrent(loop: Node, graph: Graph, outer: _Scope, used: set[str], rank: dict[str, int]) -> list[Node]:
+    """The nodes that replace ``loop``, or _NoMatch."""
+    sub = loop.attrs.get("body")
+    _need(isinstance(sub, Graph))
+    explicit = loop.inputs[:len(loop.inputs) - len(loop.implicit)]  # (then the outer names the body reads)
     carried = len(explicit) - 2
     _need(carried >= 2 and len(loop.outputs) == carried + 1 and explicit[0])
     ins, outs = [v.name for v in sub.inputs], [v.name for v in sub.outputs]
@@ -752,7 +751,7 @@ def _loop_as_recurrent(loop: Node, at: int, graph: Graph, nodes: list[Node], out
     zero = _zero_state(outer, h0, hidden)
     _need(zero or rank.get(h0) == 2)
     name = next(o for o in loop.outputs if o)  # (node names need not be unique)
-    new = _revive(x, graph, nodes, at)
+    new: list[Node] = []
     graph.constants[f"{name}::W"] = np.concatenate([w.T for w, _ in ws])[None].astype(np.float32)
     graph.constants[f"{name}::R"] = np.concatenate([r.T for r, _ in rs])[None].astype(np.float32)
     graph.constants[f"{name}::B"] = np.concatenate([b for _, b in ws + rs])[None].astype(np.float32)
@@ -783,35 +782,10 @@ def _axis_node(graph: Graph, op: str, x: str, out: str, axis: int, bounds: tuple
     return Node(out, op, "", [x, *(f"{out}::{k}" for k in order if k in values)], [out])
 
 
-def _revive(x: str, graph: Graph, nodes: list[Node], at: int) -> list[Node]:
-    """The nodes of ``graph`` that compute ``x`` (a tensor only a Loop body read, so the plan dropped them)
-    in order; _NoMatch if ``x`` or their inputs are computed after node ``at``."""
-    have = {o: i for i, n in enumerate(nodes) for o in n.outputs}
-    known = set(graph.constants) | {i.name for i in graph.inputs} | {""}
-    made: list[Node] = []
-
-    def visit(name: str) -> None:
-        if name in known or any(name in n.outputs for n in made):
-            return
-        if name in have:
-            _need(have[name] < at)
-            return
-        (n,) = [n for n in graph.nodes if name in n.outputs] or [None]
-        _need(n is not None)
-        for i in n.inputs:
-            visit(i)
-        made.append(n)
-    visit(x)
-    return made
-
-
 def _split_to_sequence(graph: Graph, nodes: list[Node], outputs: set[str]) -> list[Node]:
     """``SequenceAt(SplitToSequence(x, split), i)`` with constant split and positions -> ``Slice(x)`` or
     ``Gather(x, i)`` (see the module docstring); a sequence with any other reader stays."""
-    readers: dict[str, list[Node]] = {}
-    for n in nodes:
-        for x in set(n.inputs):
-            readers.setdefault(x, []).append(n)
+    readers = _readers(nodes)
     dropped: set[int] = set()
     for n in nodes:
         split = n.inputs[1] if len(n.inputs) > 1 and n.inputs[1] else None
@@ -892,10 +866,12 @@ def _pad_into_conv(graph: Graph, nodes: list[Node], outputs: set[str]) -> list[N
             axes = graph.constants[ins[3]] if ins[3] else None
         axes = list(range(rank)) if axes is None else [int(a) % rank for a in np.reshape(axes, -1)]
         pads = [int(p) for p in np.reshape(pads, -1)]
+        if value != 0 or len(pads) != 2 * len(axes) or min(pads, default=0) < 0:
+            continue
         before, after = [0] * rank, [0] * rank
         for j, a in enumerate(axes):
             before[a], after[a] = pads[j], pads[j + len(axes)]
-        if value != 0 or len(pads) != 2 * len(axes) or any(before[:2] + after[:2]) or min(pads) < 0:
+        if any(before[:2] + after[:2]):
             continue
         own = list(conv.attrs.get("pads", [0] * 2 * (rank - 2)))
         conv.attrs["pads"] = [p + q for p, q in zip(own, before[2:] + after[2:])]
@@ -928,27 +904,3 @@ def _reverse_sequence(graph: Graph, nodes: list[Node]) -> list[Node]:
         sl = _axis_node(graph, "Slice", n.inputs[0], n.outputs[0], time, (-1, -2**63, -1))
         n.op_type, n.inputs, n.attrs = "Slice", sl.inputs, sl.attrs
     return nodes
-
-
-def _live(nodes: list[Node], outputs: set[str]) -> list[Node]:
-    """Drop the nodes that no longer lead to a graph output (counting the names subgraphs read)."""
-    needed, kept = set(outputs), []
-    for n in reversed(nodes):
-        if any(o in needed for o in n.outputs):
-            kept.append(n)
-            needed.update(n.inputs)
-            needed.update(_read_by_subgraphs(n.attrs.values()))
-    return kept[::-1]
-
-
-def _read_by_subgraphs(values) -> set[str]:
-    """Every name the nodes of GraphProto attribute values (and their own subgraphs) read."""
-    names: set[str] = set()
-    for v in values:
-        for g in v if isinstance(v, list) else [v]:
-            if isinstance(g, onnx.GraphProto):
-                for m in g.node:
-                    names.update(m.input)
-                    names |= _read_by_subgraphs(helper.get_attribute_value(a) for a in m.attribute)
-                names.update(o.name for o in g.output)
-    return names

@@ -257,7 +257,7 @@ def _int_mod(x, y, c_sign):
 F = np.float32
 HALF, ONE, FOUR, QUARTER = F(0.5), F(1.0), F(4.0), F(0.25)
 PI, PIO2, PIO4, TWO_OVER_PI = F(math.pi), F(math.pi / 2), F(math.pi / 4), F(2 / math.pi)
-INF, NAN = F(np.inf), F(np.nan)
+INF, NAN, ZERO = F(np.inf), F(np.nan), F(0.0)
 SIGN_BIT = np.int32(-2 ** 31)
 IN_ORDER = FASTMATH - {"reassoc"}
 """The unary kernels' flags: the approximations' range reductions (Cody-Waite splits, e^(x/2) squared
@@ -450,8 +450,9 @@ def _fourth(x):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _pow_half(x):
-    """x ** 0.5 as pow has it: sqrt(x), NaN below 0 except pow(-inf, 0.5) = inf."""
-    return math.sqrt(x) if x >= 0 else (INF if x == -INF else NAN)
+    """x ** 0.5 as pow has it: sqrt(x), +0 for either zero (sqrt(-0) is -0), NaN below 0 except
+    pow(-inf, 0.5) = inf."""
+    return math.sqrt(x) if x > 0 else (ZERO if x == 0 else INF if x == -INF else NAN)
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -229,6 +229,15 @@ def test_torch_softplus_threshold_is_softplus_fused_into_the_gemm(nodes, thresho
     check(nodes, inits, (8,), expect)
 
 
+def test_softplus_threshold_stays_when_its_condition_gives_a_type():
+    """A CastLike reading the Greater's (bool) type: the pattern stays (a rewrite once gave that CastLike
+    x's float type, so 0.5 cast like the bool became 0.5 instead of True)."""
+    nodes = softplus_threshold_nodes() + [node("CastLike", ["half", "c"], "h"), node("Cast", ["h"], "hf", to=1),
+                                          node("Add", ["y", "hf"], "z")]
+    inits = {"w": f32(8, 4) * 10, "b": f32(4), "t": np.array(20.0, np.float32), "half": np.array(0.5, np.float32)}
+    check(nodes, inits, (8,), SOFTPLUS_STAYS + ["CastLike", "Cast", "Add"], outputs=("z",))
+
+
 def layer_norm_nodes(axes_input: bool) -> list:
     """Keras LayerNormalization over the last axis as tf2onnx decomposes it."""
     axes = {} if axes_input else {"axes": [-1]}
