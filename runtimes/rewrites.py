@@ -40,6 +40,8 @@ then fuse.
   ``Squeeze(Y, 1)``, the final state ``Squeeze(Y_h, 0)``; a Loop whose counters are read stays.
   ``ReverseSequence`` whose lengths are all the time dim (tf2onnx's ReverseV2 for go_backwards) is a
   Slice with step -1.
+- An ``If`` whose condition is a constant reads only the outer names of the branch it takes, so what
+  only the other branch reads is not computed.
 
 Every rewrite fires only when the intermediate tensors have a single consumer and are not graph
 outputs, and when the constants cannot broadcast the result to another shape (so outputs are the
@@ -51,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from edgekit.ir import Graph, Node, live_nodes
+from edgekit.ir import Graph, Node, live_nodes, outer_names
 
 from .fusion import constant_nodes, folded_weights, read_folded_weights, single_consumer
 from .ops.activation import ACTIVATIONS
@@ -70,7 +72,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     """Return ``nodes`` (in execution order) with the patterns above rewritten; ``graph.constants``
     gains the Constant nodes' values and the folded weights."""
     outputs = {o.name for o in graph.outputs}
-    nodes = constant_nodes(nodes, graph.constants, outputs)
+    nodes = live_nodes(_constant_ifs(constant_nodes(nodes, graph.constants, outputs), graph.constants), outputs)
     nodes = live_nodes(_reverse_sequence(graph, _recurrent_loops(graph, nodes, outputs)), outputs)
     nodes = live_nodes(_expanded_bias(graph, _split_to_sequence(graph, nodes, outputs)), outputs)
     nodes = _pad_into_conv(graph, nodes, outputs)
@@ -81,6 +83,17 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     nodes = _layer_norm(nodes, graph.constants, outputs, ranks(graph, nodes))
     nodes = _matmul_to_gemm(nodes, graph.constants, ranks(graph, nodes))
     return _fold_affine(nodes, graph.constants, outputs)
+
+
+def _constant_ifs(nodes: list[Node], constants: dict) -> list[Node]:
+    """An If whose condition is a constant reads only the outer names of the branch it takes (only that
+    branch is built), so the nodes that only the other branch reads are dropped."""
+    for n in nodes:
+        if n.op_type == "If" and not n.domain and n.inputs[0] in constants and constants[n.inputs[0]].size == 1:
+            taken = n.attrs["then_branch" if constants[n.inputs[0]].reshape(-1)[0] else "else_branch"]
+            n.implicit = outer_names(taken)
+            n.inputs = [n.inputs[0], *n.implicit]
+    return nodes
 
 
 def ranks(graph: Graph, nodes: list[Node]) -> dict[str, int]:

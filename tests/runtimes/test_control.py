@@ -250,6 +250,19 @@ def test_if_with_a_constant_condition_builds_only_its_branch(cond):
     assert got[0].shape == ((2, 3) if cond else (2, 1))
 
 
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_with_a_constant_condition_computes_only_what_its_branch_reads(cond):
+    """A tensor only the branch not taken reads is not computed (the plan has no step for it)."""
+    then = helper.make_graph([helper.make_node("Neg", ["x"], ["a"])], "then", [], [vi("a", T.FLOAT, [2, 3])])
+    other = helper.make_graph([helper.make_node("Neg", ["e"], ["b"])], "else", [], [vi("b", T.FLOAT, [2, 3])])
+    model = make_model([helper.make_node("Exp", ["x"], ["e"], name="for_else"),
+                        helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)],
+                       {"x": f32(2, 3)}, ["y"], {"c": np.array(cond)})
+    session = edgekit.InferenceSession(model)
+    assert [n.name for n in session.plan(((2, 3),)).step_nodes] == (["if"] if cond else ["for_else", "if"])
+    assert_matches_ort(model, {"x": randn(np.random.default_rng(7), 2, 3)}, RTOL, ATOL, session=session)
+
+
 def test_refused_forms_name_the_node_and_op():
     with pytest.raises(UnsupportedOpError, match=r"'pick': If .*branches give different outputs"):
         edgekit.InferenceSession(if_model(None, else_shape=(2, 1)))
