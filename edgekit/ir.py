@@ -116,6 +116,36 @@ def live_nodes(nodes: list[Node], outputs: Iterable[str]) -> list[Node]:
     return kept[::-1]
 
 
+def other_input(n: Node, x: str) -> str | None:
+    """The other input of binary ``n`` when one input is ``x`` (the first match), else None."""
+    if len(n.inputs) != 2 or x not in n.inputs:
+        return None
+    return n.inputs[1] if n.inputs[0] == x else n.inputs[0]
+
+
+def axis_node(graph: Graph, op: str, x: str, out: str, axis: int, bounds: tuple | None = None) -> Node:
+    """``op`` (Squeeze, Unsqueeze, or Slice to ``bounds`` = (start, end, step)) of ``x`` on one axis,
+    written for the graph's opset (axes as inputs from 13, Slice bounds as inputs from 10)."""
+    values = {"axes": [axis]} | ({} if bounds is None else {"starts": [bounds[0]], "ends": [bounds[1]]})
+    if op == "Slice" and bounds[2] != 1:
+        values["steps"] = [bounds[2]]
+    if graph.opset < (10 if op == "Slice" else 13):
+        return Node(out, op, "", [x], [out], values)
+    order = ("starts", "ends", "axes", "steps") if op == "Slice" else ("axes",)
+    for k in values:
+        graph.constants[f"{out}::{k}"] = np.array(values[k], np.int64)
+    return Node(out, op, "", [x, *(f"{out}::{k}" for k in order if k in values)], [out])
+
+
+def squeeze_axes(n: Node, constants: dict) -> list[int] | None:
+    """The axes of a Squeeze/Unsqueeze (attribute before opset 13, constant input after), or None."""
+    if "axes" in n.attrs:
+        return list(n.attrs["axes"])
+    if len(n.inputs) > 1 and n.inputs[1] in constants:
+        return [int(a) for a in constants[n.inputs[1]].reshape(-1)]
+    return None
+
+
 def outer_names(graph: Graph) -> list[str]:
     """Names ``graph`` reads (nodes, nested subgraphs, outputs) that it does not define: a subgraph's
     outer-scope inputs, in first-read order."""
