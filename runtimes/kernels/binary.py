@@ -42,6 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 from . import FASTMATH
+from .simd import TARGET_FEATURES
 
 TILE = 8
 BLOCK = 4
@@ -463,13 +464,14 @@ _AMX = []
 
 
 def amx_available() -> bool:
-    """Whether this CPU has AMX int8 and Linux lets this process use the tile registers (asked once)."""
+    """Whether this CPU has AMX int8, the kernels are compiled for it and Linux lets this process use the
+    tile registers (asked once)."""
     if not _AMX:
         ok = False
         try:
             with open("/proc/cpuinfo") as f:
                 flags = next((line.split() for line in f if line.startswith("flags")), [])
-            if "amx_int8" in flags and "amx_tile" in flags:
+            if "amx_int8" in flags and "amx_tile" in flags and {"amx-int8", "amx-tile"} <= TARGET_FEATURES:
                 import ctypes
                 libc = ctypes.CDLL(None, use_errno=True)
                 ok = libc.syscall(158, 0x1023, 18) == 0  # arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)

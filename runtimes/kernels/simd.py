@@ -14,14 +14,25 @@ separate specialisation for each literal value or argument type.
 """
 from __future__ import annotations
 
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
+from numba.core import cgutils, config
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic, models, register_model
 from numba.np.arrayobj import populate_array
 
-AVX512 = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+
+def _target_features() -> frozenset[str]:
+    """The CPU features Numba compiles for (its cache keys hold them too): NUMBA_CPU_FEATURES when set
+    (NUMBA_CPU_NAME=generic sets it to none), else the host's. A CPU name with an empty feature list
+    counts as having none (the safe side: 8 lanes still run on an AVX-512 target)."""
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    return frozenset(f[1:] for f in features.split(",") if f.startswith("+"))
+
+
+TARGET_FEATURES = _target_features()
+"""Features of the CPU the kernels are compiled for, e.g. "avx512f" (NUMBA_CPU_NAME/NUMBA_CPU_FEATURES)."""
+AVX512 = "avx512f" in TARGET_FEATURES
 LANES = 16 if AVX512 else 8
 """float32 lanes per vector: one zmm register with AVX-512, one ymm (or two NEON) otherwise."""
 
