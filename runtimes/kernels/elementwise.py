@@ -19,15 +19,15 @@ dividend's sign (C's %), float mod with the dividend's sign (fmod) or the diviso
 (x - floor(x / y) y), the bool and, or, xor, the integer shifts left and right (right is arithmetic
 for signed types; a shift by a negative count or by the type's width or more gives -1 for a negative x
 shifted right, else 0), and ``FIRST`` (copy the first operand, used to start folds).
-Unary codes: neg, abs, sign (NaN stays NaN), exp, log, sqrt, reciprocal, erf, floor, ceil, sin, cos,
-tan, asin, acos, atan, sinh, cosh, round (half to even), isnan, isinf (both signs, +inf only, -inf
-only; bool results), the bool not, and Pow by the constants 2, 3, 4 and 0.5 (x x, x x x, (x x)(x x), and
-sqrt(x) with pow's -inf -> inf: a vectorised loop where libm's powf is a scalar call, 10x slower). exp, log, erf and the trigonometric and hyperbolic maps are
-float32 polynomials without libm calls (``exp32``, ``log32``, ... below), so their loops vectorise
-(libm's are scalar calls, 20-70x slower than onnxruntime's vectorised ones): each states its error
-(2 ulp or better), and NaN and the infinities map as in onnxruntime. The unary kernels ask for 512-bit
-vectors; on AVX-512 Exp and Erf run on explicit vectors (``_vectors``), whose VSCALEFPS scales e^r by 2^k
-with overflow and underflow handled.
+Unary codes: neg, abs, sign (NaN stays NaN), exp, log, sqrt, reciprocal, erf, floor, ceil, sin, cos, tan,
+asin, acos, atan, sinh, cosh, round (half to even), isnan, isinf (both signs, +inf only, -inf only; bool
+results), the bool not, and Pow by the constants 2, 3, 4 and 0.5 (x x, x x x, (x x)(x x), and sqrt(x)
+with pow's -inf -> inf: a vectorised loop where libm's powf is a scalar call, 10x slower). exp, log, erf
+and the trigonometric and hyperbolic maps are float32 polynomials without libm calls (``exp32``,
+``log32``, ... below), so their loops vectorise (libm's are scalar calls, 20-70x slower than
+onnxruntime's vectorised ones): each states its error (2 ulp or better), and NaN and the infinities map
+as in onnxruntime. The unary kernels ask for 512-bit vectors; on AVX-512 Exp and Erf run on explicit
+vectors (``_vectors``), whose VSCALEFPS scales e^r by 2^k with overflow and underflow handled.
 """
 import math
 

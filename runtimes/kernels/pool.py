@@ -46,8 +46,9 @@ from numba import njit
 from . import FASTMATH
 from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
 from .elementwise import nan_max
-from .simd import (LANES, flat, mask_full, mask_of, mask_ordered, prefer_512, vadd, vcopy_even, vfma, vload, vload_mask, vmax, vmax_mask,
-                   vmin, vmul, vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask, vsum_pairs)
+from .simd import (LANES, flat, mask_full, mask_of, mask_ordered, prefer_512, vadd, vcopy_even, vfma, vload, vload_mask,
+                   vmax, vmax_mask, vmin, vmul, vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask,
+                   vsum_pairs)
 
 MAX, AVG = 0, 1
 DIRECT_WIDTH = 8  # planes narrower than this are pooled window by window (``_direct``)
@@ -617,8 +618,9 @@ def _strided3(code: int):
         one): the stride-1 'same' pool of every position into ``full`` (x's shape; SAME_POOL, so MAX3 or
         AVG3), then those centres of each plane, row by row in vectors (vcopy_even). ``inv``: for AVG, AVG3's
         per-position 1 / tap count (float32, padded to whole vectors; the strided outputs' counts at their
-        centres), for MAX any float64 array (unread). Pooling every position costs 4x the outputs' work, yet one vector pass beats the strided
-        path's per-row loops on the planes of edge CNNs. ``none`` is an empty float32 array (no fused BN)."""
+        centres), for MAX any float64 array (unread). Pooling every position costs 4x the outputs' work, yet one
+        vector pass beats the strided path's per-row loops on the planes of edge CNNs. ``none`` is an empty
+        float32 array (no fused BN)."""
         three, one = np.int64(3), np.int64(1)  # typed, not literals: the kernel's one compiled signature serves
         same(x, full, s, planes, group, h, w, three, three, one, one, inv, one, none, none, np.int64(IDENTITY),
              np.float32(0.0), np.float32(0.0), masks)

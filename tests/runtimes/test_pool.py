@@ -1,17 +1,18 @@
 """Pooling against onnxruntime: MaxPool and AveragePool (1D and 2D) over random kernel shapes, strides,
 explicit pads, every auto_pad mode, dilations, ceil_mode and count_include_pad, at the opset where each
 attribute appeared and at the latest; the stride-1 'same' fast path and the stride-2 paths on realistic
-shapes (the 3x3 one, MAX3, on planes wide and narrow, and tensors holding NaN, alone or among
-infinities; MAX3 itself, called directly, on inputs without NaN and its NaN check; the 3x3 stride-2
-pools with head pads 0 or 1, max and average (auto_pad SAME, explicit pads, ceil_mode), which run on MAX3 and
-AVG3 and take the window centres, and the generic kernel where a window's centre leaves the plane); the flat 2x2 stride-2 max path and the vector 2x2 stride-2 average (AVG2_POOL: odd
-sizes, NaN and infinities as in a sum, the generic kernel for windows past the plane) and 3x3 pads-1 average
-(AVG3) on planes of any size, NaN and infinities included; the 1-D full-window path (no padding reached:
-kernel = stride and other small windows, windows that tile the planes or leave a tail) is taken and matches;
-Global pools of 1D to 3D inputs. Max pooling must match exactly, on negative inputs (``_signed``: a max
-that starts at 0 or pads with 0 would show); average pooling within rtol 1e-6 on positive inputs
-(global average rtol 1e-5: onnxruntime sums thousands of float32 values). NaN handling of max
-pooling is checked against NumPy, because onnxruntime's result depends on its code path.
+shapes (the 3x3 one, MAX3, on planes wide and narrow, and tensors holding NaN, alone or among infinities;
+MAX3 itself, called directly, on inputs without NaN and its NaN check; the 3x3 stride-2 pools with head
+pads 0 or 1, max and average (auto_pad SAME, explicit pads, ceil_mode), which run on MAX3 and AVG3 and
+take the window centres, and the generic kernel where a window's centre leaves the plane); the flat 2x2
+stride-2 max path and the vector 2x2 stride-2 average (AVG2_POOL: odd sizes, NaN and infinities as in a
+sum, the generic kernel for windows past the plane) and 3x3 pads-1 average (AVG3) on planes of any size,
+NaN and infinities included; the 1-D full-window path (no padding reached: kernel = stride and other
+small windows, windows that tile the planes or leave a tail) is taken and matches; Global pools of 1D to
+3D inputs. Max pooling must match exactly, on negative inputs (``_signed``: a max that starts at 0 or
+pads with 0 would show); average pooling within rtol 1e-6 on positive inputs (global average rtol 1e-5:
+onnxruntime sums thousands of float32 values). NaN handling of max pooling is checked against NumPy,
+because onnxruntime's result depends on its code path.
 """
 import numpy as np
 import pytest
