@@ -3,11 +3,13 @@
 A subprocess compiles the kernels for Haswell (NUMBA_CPU_NAME=haswell with an empty
 NUMBA_CPU_FEATURES: the CPU's own features, no AVX-512) into its own Numba cache dir and checks that
 ``simd.AVX512`` is False and ``simd.LANES`` 8, then matches onnxruntime within 1e-4 (absolute and
-relative) on fresh standard-normal inputs: the benchmark models (cnn1d, cnn2d, mobilenet, mlp), bundled
-exporters' models (LSTM, bidirectional GRU, transformer, TCN, Keras MobileNet), Exp/Erf/Gelu/Pow/Sigmoid
-on a shape that leaves partial vectors, 3x3 stride-1 and stride-2 max and average pools; and a
-StreamingSession on the PPG demo model equals its window inference (rtol 1e-5). The script is this
-file run as ``python tests/test_portable_build.py``.
+relative) on fresh standard-normal inputs: the benchmark 1D CNN (the single-row convolution tiles the
+streaming programs run too, pools, Gemm) and MobileNet-style stack (2-D, depthwise and strided
+convolutions), Exp/Erf/Gelu/Pow/Sigmoid on a shape that leaves partial vectors, 3x3 stride-1 and
+stride-2 max and average pools: the kernel families that branch on the vector width, few enough that
+the subprocess's cold compile stays short (it is paid in every CI run). The whole kernel, streaming
+and exported-model suites passed in this build once (2026-11-29); run them so with the same
+environment (``AVX2_ENV``). The script is this file run as ``python tests/test_portable_build.py``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AVX2_ENV = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "",
             "NUMBA_CACHE_DIR": os.path.join(tempfile.gettempdir(), "edgekit-numba-haswell")}
-EXPORTED = ("cnn_lstm_opset17", "bigru_opset17", "transformer_opset17", "tcn_opset17", "keras/mobilenet_opset17")
 
 
 def test_avx2_build_matches_onnxruntime() -> None:
@@ -52,19 +53,15 @@ def main() -> None:
     """Check the build this process compiles and print 'portable build ok'."""
     sys.path[:0] = [os.path.join(ROOT, "tests"), ROOT]
     import numpy as np
-    import onnx
 
     import edgekit
     from benchmarks import models as bench
-    from demos import ppg_data as data
-    from edgekit.converters.stream import to_streaming
     from edgekit.runtimes.kernels import simd
     from oracle import assert_matches_ort
 
     assert simd.AVX512 is False and simd.LANES == 8, (simd.AVX512, simd.LANES)
     rng = np.random.default_rng(20261129)
-    named = [(f.__name__, f()) for f in (bench.cnn1d, bench.cnn2d, bench.mobilenet, bench.mlp)]
-    named += [(name, onnx.load(os.path.join(ROOT, "tests", "models", name + ".onnx"))) for name in EXPORTED]
+    named = [(f.__name__, f()) for f in (bench.cnn1d, bench.mobilenet)]
     named += _pointwise_and_pool_models()
     for name, model in named:
         session = edgekit.InferenceSession(model)
@@ -72,15 +69,6 @@ def main() -> None:
                  for x in session.get_inputs()}
         assert_matches_ort(model, feeds, rtol=1e-4, atol=1e-4, session=session)
         print("matches onnxruntime:", name, flush=True)
-
-    proto = onnx.load(os.path.join(ROOT, "demos", "models", "ppg_cnn.onnx"))
-    stream, window = edgekit.StreamingSession(to_streaming(proto, hop=data.HOP)), edgekit.InferenceSession(proto)
-    x = rng.standard_normal(data.WINDOW + 6 * data.HOP).astype(np.float32)
-    outs = stream.push(x[None])
-    assert len(outs) == 7, len(outs)
-    for k, (got,) in enumerate(outs):
-        (want,) = window.run(None, {"ppg": x[None, None, k * data.HOP:k * data.HOP + data.WINDOW]})
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     print("portable build ok", flush=True)
 
 
