@@ -113,7 +113,8 @@ class _Loop:
         self.snapshot = any(np.may_share_memory(o, b) for o in carried_out for b in plan.input_list)
         self.inputs_safe = plan.sites.inputs_safe
 
-    def __call__(self, trip: np.ndarray | None, cond: np.ndarray | None, *arrays: np.ndarray) -> None:
+    def __call__(self, trip: np.ndarray | None, cond: np.ndarray | None, *arrays: np.ndarray) -> int:
+        """Run the iterations; returns how many ran."""
         n, m = len(self.carried_in), len(self.outer)
         for buf, a in zip(self.carried_in + self.outer, arrays[:n + m]):
             buf[...] = a
@@ -137,6 +138,7 @@ class _Loop:
             i += 1
         for out, buf in zip(outs, self.carried_in):
             out[...] = buf
+        return i
 
 
 class _If:
@@ -241,20 +243,13 @@ def _counted_trips(node: Node, body: Graph, formal: list[Tensor], outer: list, t
                  body.opsets)
     plan, _ = _specialize(node, "body", part, formal, outer)
     bufs = plan.input_buffers
-    for k in counted:
-        bufs[ins[2 + k]][...] = formal[2 + k].value
-    limit = NO_LIMIT if trip is None else int(trip.value.reshape(-1)[0])
-    i, go = 0, start
-    while go and i < limit:
-        if i == MAX_COUNTED:
-            raise Unsupported(f"the Loop's condition is still true after {MAX_COUNTED} iterations counted at load "
-                              f"time: edgekit needs the trip count of a Loop with scan outputs")
-        bufs[ins[0]][...] = i
-        bufs[ins[1]][...] = go
-        plan.execute()
-        go = bool(plan.outputs[outs[0]].reshape(-1)[0])
-        values = [plan.outputs[outs[1 + k]].copy() for k in counted]
-        for k, v in zip(counted, values):
-            bufs[ins[2 + k]][...] = v
-        i += 1
-    return i
+    results = [plan.outputs[outs[1 + k]] for k in counted]
+    runner = _Loop(plan, bufs[ins[0]], bufs[ins[1]], plan.outputs[outs[0]], [bufs[ins[2 + k]] for k in counted],
+                   results, [], [])
+    limit = MAX_COUNTED + 1 if trip is None else min(int(trip.value.reshape(-1)[0]), MAX_COUNTED + 1)
+    trips = runner(np.array(limit), np.array(start), *[formal[2 + k].value for k in counted],
+                   *[np.empty_like(r) for r in results])
+    if trips > MAX_COUNTED:
+        raise Unsupported(f"the Loop's condition is still true after {MAX_COUNTED} iterations counted at load "
+                          f"time: edgekit needs the trip count of a Loop with scan outputs")
+    return trips
