@@ -446,7 +446,7 @@ def _split_to_sequence(graph: Graph, nodes: list[Node], outputs: set[str]) -> li
 
 def _expanded_bias(graph: Graph, nodes: list[Node]) -> list[Node]:
     """A Conv/ConvTranspose bias ``Expand([CastLike](c), shape)`` of a one-element constant -> a constant
-    vector (see the module docstring); the nodes that computed it are left to _live."""
+    vector (see the module docstring); the nodes that computed it are dropped by live_nodes."""
     made = {o: n for n in nodes for o in n.outputs}
     for n in nodes:
         if n.op_type not in ("Conv", "ConvTranspose") or n.domain or len(n.inputs) != 3 \
