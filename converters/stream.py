@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import ModelError
+from edgekit.ir import live_nodes
 from edgekit.metadata import STREAM_KEY
 from edgekit.model import ModelSource, load_model, opset_version
 
@@ -307,7 +308,7 @@ def _assemble(proto: onnx.ModelProto, g: StepGraph, x: str, dtype: np.dtype, cha
         inputs.append(helper.make_tensor_value_info(s.input, t, list(s.shape)))
         outputs.append(helper.make_tensor_value_info(s.output, t, list(s.shape)))
     inits = [i for i in proto.graph.initializer] + g.initializers
-    nodes = _live(g.nodes, [o.name for o in outputs])
+    nodes = live_nodes(g.nodes, [o.name for o in outputs], proto=True)
     used = {i for n in nodes for i in n.input}
     graph = helper.make_graph(nodes, f"{proto.graph.name or 'model'}_step", inputs, outputs,
                               [i for i in inits if i.name in used])
@@ -315,11 +316,3 @@ def _assemble(proto: onnx.ModelProto, g: StepGraph, x: str, dtype: np.dtype, cha
     step.ir_version = proto.ir_version
     return finish_step_model(step)
 
-
-def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
-    needed, kept = set(outputs), []
-    for n in reversed(nodes):
-        if any(o in needed for o in n.output):
-            kept.append(n)
-            needed.update(n.input)
-    return kept[::-1]

@@ -104,15 +104,16 @@ def read_graph(proto: onnx.ModelProto) -> Graph:
     return _read(proto.graph, opsets)
 
 
-def live_nodes(nodes: list[Node], outputs: Iterable[str]) -> list[Node]:
+def live_nodes(nodes: list[Any], outputs: Iterable[str], proto: bool = False) -> list[Any]:
     """``nodes`` (in order) without those none of whose outputs reach ``outputs`` (a node's inputs include
-    the outer names its bodies read, so their producers stay)."""
+    the outer names its bodies read, so their producers stay). ``proto``: the nodes are onnx NodeProtos
+    (``input``/``output``) rather than Nodes."""
     needed = set(outputs)
     kept = []
     for n in reversed(nodes):
-        if any(o in needed for o in n.outputs):
+        if any(o in needed for o in (n.output if proto else n.outputs)):
             kept.append(n)
-            needed.update(n.inputs)
+            needed.update(n.input if proto else n.inputs)
     return kept[::-1]
 
 
