@@ -66,14 +66,22 @@ def _parse(data: bytes, origin: str) -> onnx.ModelProto:
 def check_model(proto: onnx.ModelProto) -> None:
     """Run onnx.checker, turning its failures into ModelError. Nodes of RUNS_DEPRECATED ops at an opset
     where their schema is marked deprecated (GroupNormalization 18-20) are checked as nodes of an
-    unknown domain, so the checker looks at everything else instead of stopping there."""
+    unknown domain, so the checker looks at everything else instead of stopping there. Graph inputs
+    and outputs of unknown rank (a tensor type without a shape, which onnxruntime runs and the checker
+    refuses) are checked as if they had one."""
     deprecated = [i for i, n in enumerate(proto.graph.node) if n.domain in ("", "ai.onnx") and _deprecated(n, proto)]
-    if deprecated:
+    shapeless = [v for v in (*proto.graph.input, *proto.graph.output)
+                 if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+    if deprecated or shapeless:
         checked = onnx.ModelProto()
         checked.CopyFrom(proto)
         for i in deprecated:
             checked.graph.node[i].domain = UNCHECKED_DOMAIN
-        checked.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))
+        if deprecated:
+            checked.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))
+        for v in (*checked.graph.input, *checked.graph.output):
+            if v.type.HasField("tensor_type"):
+                v.type.tensor_type.shape.SetInParent()
         proto = checked
     try:
         onnx.checker.check_model(proto)

@@ -95,6 +95,23 @@ def test_model_failing_the_checker_raises_model_error():
         edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
+def test_inputs_and_outputs_of_unknown_rank_load_and_the_rest_is_still_checked():
+    """A graph input/output type without a shape (onnxruntime runs it; onnx.checker refuses it)."""
+    from oracle import ort_session
+
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    unknown = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([relu], "g", unknown[:1], unknown[1:]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(edgekit.InferenceSession(model).run(None, {"x": x})[0],
+                                  ort_session(model).run(None, {"x": x})[0])
+    twice = helper.make_model(helper.make_graph([relu, relu], "g", unknown[:1], unknown[1:]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError, match="checker"):
+        edgekit.InferenceSession(twice)
+
+
 def group_norm_18(extra: list | None = None) -> onnx.ModelProto:
     """GroupNormalization at opset 18 (its schema is marked deprecated there; onnxruntime runs it)."""
     rng = np.random.default_rng(0)
