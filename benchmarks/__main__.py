@@ -7,7 +7,8 @@ Suites (default: core stream binary paramfree; each is also its own `python -m b
 - stream: StreamiNNC per-hop latency, StreamingSession vs recomputing the window (benchmarks.stream);
 - binary: BinaryConv vs float Conv (benchmarks.binary);
 - paramfree: parameter-free layers vs depthwise convolutions (benchmarks.paramfree);
-- lmu: LMUFormer per-step latency (benchmarks.lmu; not in the default run).
+- lmu: LMUFormer per-step latency (benchmarks.lmu; not in the default run);
+- spectral: STFT, log-mel and DFT front ends (benchmarks.spectral; not in the default run).
 The default run takes several minutes; --quick a minute or two.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ SUITES: dict[str, tuple[str, list[str], list[str]]] = {
     "binary": ("binary", [], ["--repeat", "30"]),
     "paramfree": ("paramfree", ["--repeat", "50"], ["--repeat", "20"]),
     "lmu": ("lmu", [], ["--quick"]),
+    "spectral": ("spectral", [], ["--quick"]),
 }
 DEFAULT_SUITES = ("core", "stream", "binary", "paramfree")
 

@@ -63,6 +63,13 @@ EXPECTED_FAILURES: dict[str, str] = {
         "float32 on shapes known at load time",
     r"^test_(blackman|hamming|hann)window(_symmetric)?_expanded": "window expansions build their length from a "
         "run-time size (Range): plans are specialised on shapes",
+    r"^test_((blackman|hamming|hann)window(_symmetric)?|melweightmatrix|stft(_with_window)?|dft(_axis|_inverse|_rfft|_irfft)?)_cpu$":
+        "window sizes, MelWeightMatrix's sizes, STFT's frame step and DFT's axis fed at run time: they set output "
+        "shapes, and plans are specialised on shapes, so they must be constants",
+    r"^test_dft_irfft_opset19_cpu$": "inverse one-sided DFT (a real inverse transform): not implemented",
+    r"^test_dft_inverse_opset19_cpu$": "reference outputs off by float32 rounding: imaginary parts of 1.9e-7 where the "
+        "exact value is 0, above the case's atol of 1e-7 (edgekit accumulates in float64 and gives ~1e-15; "
+        "onnxruntime is off by 1.9e-5)",
     r"^test_onehot_(without_axis|with_axis|negative_indices|out_of_range_indices|with_negative_axis)_cpu$":
         "OneHot with depth fed at run time: depth sets the output shape and plans are specialised on shapes, so it "
         "must be a constant",

@@ -60,5 +60,9 @@ def test_expected_failures_are_refusals_not_wrong_outputs():
     names = set(node_test_names(_cases))
     outcomes = [run_node_test(c) for c in _cases if c.name in names and expected_failure(c.name)]
     assert outcomes
-    wrong = [(o.name, o.status, o.message) for o in outcomes if not o.message.startswith("UnsupportedOpError")]
+    imprecise = [o for o in outcomes if expected_failure(o.name).startswith("reference outputs off")]
+    assert all(o.status == "fail" and o.message.startswith("Not equal to tolerance") for o in imprecise)  # (a
+    # near-miss of the reference, not a refusal; test_spectral checks these transforms against float64)
+    wrong = [(o.name, o.status, o.message) for o in outcomes
+             if not o.message.startswith("UnsupportedOpError") and o not in imprecise]
     assert not wrong, wrong[:5]
