@@ -30,7 +30,6 @@ KIND = {"f": (F32, None), "f3": (F32, 3), "i": (I64, None), "i2": (I64, 2)}
 KERNELS: dict[Any, tuple[int, tuple[str, ...], str | None]] = {
     kl.copy_blocks: (kprog.COPY_BLOCKS, ("f", "i2"), "f"),
     shift_history: (kprog.SHIFT_HISTORY, ("f3", "n", "n"), None),
-    kc.conv_rows_kernel: (kprog.CONV_ROWS, ("f3", "f3", "f", "f3", "f", "i", "f"), None),
     kp.WINDOW_POOL[kp.MAX]: (kprog.WINDOW_MAX, ("f3", "f3", "n", "n"), None),
     kp.WINDOW_POOL[kp.AVG]: (kprog.WINDOW_AVG, ("f3", "f3", "n", "n"), None),
     WINDOW_POOL_INTO[kp.MAX]: (kprog.WINDOW_MAX_INTO, ("f3", "f3", "f3", "n", "n", "n"), None),
@@ -42,6 +41,8 @@ KERNELS: dict[Any, tuple[int, tuple[str, ...], str | None]] = {
 """Kernels the program interpreter calls: opcode, kinds of the leading arguments ("f"/"i": a
 C-contiguous float32/int64 array of any rank, which the kernel only reads flat; "f3"/"i2": of that
 rank; "n": an int) and the kind of any further arguments."""
+CONV_ROWS = (kprog.CONV_ROWS, ("f3", "f3", "f", "f3", "f", "i", "f"), None)
+"""The same for a single-row convolution's kernel (``kernels.conv.rows_flags`` names them)."""
 
 Step = tuple[Callable[..., Any], tuple]
 
@@ -60,6 +61,7 @@ class StepProgram:
         for a in arrays:
             self.view(a)[...] = a
         parts: list[Any] = []
+        self._conv_flags: list[tuple[bool, ...]] = []  # of the convolutions in programs
         for fn, args in steps:
             row = self._encode(fn, args)
             if row is None:
@@ -69,7 +71,9 @@ class StepProgram:
             else:
                 parts.append([row])
         f32 = self.arena.view(np.float32)
-        run_program = _sealed(kprog.interpreter({row[0] for p in parts if isinstance(p, list) for row in p}))
+        rows = np.array([row for p in parts if isinstance(p, list) for row in p], np.int64).reshape(-1, kprog.ROW)
+        conv = kc.rows_mask(tuple(map(any, zip(*self._conv_flags)))) if self._conv_flags else 0
+        run_program = _sealed(kprog.interpreter(rows, self.arena.view(np.int64), conv))
         self._parts = [(run_program, (np.array(p, np.int64), f32, NO_ROWS, NO_ROWS)) if isinstance(p, list) else p
                        for p in parts]
         self._run_program = run_program
@@ -152,7 +156,8 @@ class StepProgram:
 
     def _encode(self, fn: Any, args: tuple) -> list[int] | None:
         """The program row of a step, or None when the interpreter does not know its kernel or arguments."""
-        known = KERNELS.get(kc.conv_rows_kernel if kc.is_rows_kernel(fn) else fn)  # (a path kernel of its plans)
+        flags = kc.rows_flags(fn)
+        known = CONV_ROWS if flags is not None else KERNELS.get(fn)
         if known is None:
             return None
         op, kinds, rest = known
@@ -175,6 +180,8 @@ class StepProgram:
                     return None
                 slots = [offset // a.itemsize, a.size, *(a.shape if ndim else ())]
             row += slots + [0] * (kprog.ARG_SLOTS - len(slots))
+        if flags is not None:
+            self._conv_flags.append(flags)
         return row + [0] * (kprog.ROW - len(row))
 
 

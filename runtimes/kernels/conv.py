@@ -16,9 +16,9 @@ narrow) take their whole blocks of four vectors by 6 x 4-vector tiles and a last
 8 x 2-vector tiles first (``_quads``); the generic 8 x 3 tiles would leave lanes idle or be bound
 by loads there. Rows of at most two vectors take short tiles (SHORT_ROWS channels by one or two
 vectors, the last masked) instead, bias and Relu applied in registers. These, the narrow and the
-dot methods are the ``rows`` kernels; ``conv_rows_kernel`` (the streaming step interpreter's) has
-them all, its common streaming case (one group read in place, Relu or none) skipping the general body.
-``conv_kernel(plan)`` gives a kernel compiled for one path and its tile families only.
+dot methods are the ``rows`` kernels. ``conv_kernel(plan)`` gives a kernel compiled for one path and
+its tile families only; the streaming step interpreter calls (``rows_call``) the rows kernel of the
+families its program's convolutions use together.
 
 Narrow single-row outputs (a few columns, as a streaming step computes per hop) vectorise over
 output channels instead of columns: with W packed as Wt (K, Cout/groups) per group, a tile of
@@ -42,7 +42,8 @@ cost more than the product for a 3-channel stem.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from . import FASTMATH
 from .activation import IDENTITY, RELU
@@ -333,7 +334,7 @@ or two vectors of columns, each tap one load per vector and one broadcast weight
 def _short_tile(rows: int, vecs: int, masked: bool):
     """Short micro-kernel for ``rows`` channels by ``vecs`` vectors of columns (compile-time constants);
     the masked variant serves rows that are not whole vectors. Compiled on its own, not inlined in
-    both of conv_rows_kernel's paths: as fast, and the kernel's first compile takes 17 s, not 25."""
+    every rows kernel that uses it: as fast, and a rows kernel with every family compiles in 17 s, not 25."""
     count = rows * vecs
 
     @njit(cache=True, fastmath=FASTMATH, _nrt=False)
@@ -541,7 +542,7 @@ def conv_kernel(plan: np.ndarray, rows: bool = False, residual: bool = False):
     depthwise convolution) then Y_wide of one group when the output is wide, or LANES floats for the
     dot product's lane sum. Few arguments, because Numba's dispatch costs about 80 ns per array
     argument on every call. ``rows``: single-row outputs of at most ``ops.conv.ROWS_WIDTH`` columns
-    (the quad, short, narrow and dot tiles of ``conv_rows_kernel``).
+    (the quad, short, narrow and dot tiles).
 
     Each kernel has the branches of its plan's path only (Numba prunes the others before typing), so
     a model compiles the paths and tile families its convolutions use, not every one."""
@@ -554,19 +555,17 @@ def conv_kernel(plan: np.ndarray, rows: bool = False, residual: bool = False):
                method == GEMM and ow <= 2 * LANES, product and full > 0, product and full < ow, repack, residual)
     else:
         key = (False, method == DEPTHWISE_3X3, method == DEPTHWISE, method == GEMM_WIDE, repack, residual)
+    return _kernel(key)
+
+
+def _kernel(key: tuple[bool, ...]):
+    """The kernel of a ``conv_kernel`` key (rows or not, then its entry's flags), made once."""
     if key not in _KERNELS:
-        _KERNELS[key] = _rows_entry(*key[1:]) if rows else _conv_entry(*key[1:])
+        _KERNELS[key] = _rows_entry(*key[1:]) if key[0] else _conv_entry(*key[1:])
     return _KERNELS[key]
 
 
 _KERNELS: dict[tuple[bool, ...], object] = {}
-
-
-def is_rows_kernel(fn) -> bool:
-    """Whether ``fn`` computes as ``conv_rows_kernel`` does on its plans: that kernel itself, or one
-    ``conv_kernel(plan, rows=True)`` made without a residual (so a streaming step program may run
-    ``conv_rows_kernel`` in its place)."""
-    return fn is conv_rows_kernel or any(fn is f for key, f in _KERNELS.items() if key[0] and not key[-1])
 
 
 @njit(cache=True, inline="always")
@@ -650,7 +649,7 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
 def _rows_entry(dot: bool, blocks: bool, pairs: bool, short: bool, quads: bool, product: bool, repack: bool,
                residual: bool):
     """``conv_kernel``'s kernel for single-row outputs, with the tile families the flags name (each
-    also checked at run time, so all flags set give ``conv_rows_kernel``'s every case): dot products,
+    also checked at run time, so a kernel with more flags computes as this one: see ``rows_call``): dot products,
     narrow tiles by blocks and by pairs, short tiles, quads and the product's tiles; the repack; a
     residual."""
 
@@ -699,42 +698,34 @@ def _rows_entry(dot: bool, blocks: bool, pairs: bool, short: bool, quads: bool, 
     return kernel
 
 
-_rows_general = _rows_entry(True, True, True, True, True, True, True, False)
-"""conv_rows_kernel's every case: images, groups, repacked inputs, any activation (called on flat
-arrays, so that callers passing arrays of any rank share one compile of it)."""
+ROWS_FLAGS = ("dot", "blocks", "pairs", "short", "quads", "product", "repack")
+"""The tile families (and the repack) a rows kernel without a residual has, in ``_rows_entry``'s order."""
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def conv_rows_kernel(x, w, bias, y, scratch, plan, params):
-    """``conv_kernel(plan, rows=True)``'s every case in one kernel, the one the streaming step
-    interpreter calls: methods GEMM (short tiles up to two vectors, quads and a duo up to QUAD_MAX
-    columns, then the product's tiles for the rest), GEMM_NARROW (``w`` is Wt) and DOT.
-
-    A streaming hop's usual layer (one group read in place, narrow or short, Relu or none; a dot
-    head) takes ``_rows_fast``, everything else ``_rows_general``: entering the general body costs about 0.02 us
-    per call (measured), a sixth of a 4-column 16 -> 32 channel narrow convolution.
-    """
-    method, code = plan[16], plan[17]
-    if plan[4] == 1 and plan[15] == 0 and (code == IDENTITY or (code == RELU and method != DOT)) and (
-            method != GEMM or plan[7] <= 2 * LANES):
-        _rows_fast(x, w, bias, y, scratch, plan)
-    else:
-        _rows_general(flat(x), flat(w), bias, flat(y), scratch, plan, params)
+def rows_flags(fn) -> tuple[bool, ...] | None:
+    """The ROWS_FLAGS of ``fn`` when it is a kernel ``conv_kernel(plan, rows=True)`` made without a
+    residual (a streaming step program runs it, or ``rows_call`` of a kernel with more flags, in
+    its place), else None."""
+    return next((key[1:-1] for key, f in _KERNELS.items() if f is fn and key[0] and not key[-1]), None)
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _rows_fast(x, w, bias, y, scratch, plan):
-    """conv_rows_kernel for one group read in place (no repack): GEMM_NARROW or GEMM at most two
-    vectors wide with Relu (applied in the tiles' registers) or no activation, DOT without one."""
-    n_img, c_in, h, wd, c_out, ow, method = plan[0], plan[1], plan[2], plan[3], plan[5], plan[7], plan[16]
-    boffs, relu = plan[18:], plan[17] == RELU
-    xf, wf, yf = flat(x), flat(w), flat(y)
-    zero = np.int64(0)
-    for img in range(n_img):
-        x_off, y_off = img * c_in * h * wd, img * c_out * ow
-        if method == GEMM_NARROW:
-            _narrow(wf, zero, c_out, xf, boffs, x_off, bias, zero, yf, y_off, ow, relu)
-        elif method == DOT:
-            _dot(wf, zero, boffs.size, xf, x_off + boffs[0], bias, zero, yf, y_off, c_out, scratch, scratch.size - LANES)
-        else:
-            _short(wf, zero, boffs.size, xf, boffs, x_off, bias, zero, yf, y_off, ow, c_out, relu)
+def rows_mask(flags: tuple[bool, ...]) -> int:
+    """ROWS_FLAGS as the int ``rows_call`` takes: bit i set when flag i is."""
+    return sum(1 << i for i, f in enumerate(flags) if f)
+
+
+def rows_call(mask, x, w, bias, y, scratch, plan, params):
+    """In compiled code, with ``mask`` a constant (``rows_mask``): the rows kernel of those flags,
+    called with the other arguments. Its runtime checks make it compute as any rows kernel whose
+    flags are among them, so a step program's union of its convolutions' flags runs them all while
+    compiling only the tile families they use."""
+    raise TypeError("rows_call is for compiled code, with a constant mask")
+
+
+@overload(rows_call, inline="always", prefer_literal=True)
+def _rows_call(mask, x, w, bias, y, scratch, plan, params):
+    """The call of the kernel the literal ``mask`` names (made by ``_rows_entry`` if new)."""
+    if not isinstance(mask, types.IntegerLiteral):
+        return None
+    kernel = _kernel((True, *(bool(mask.literal_value >> i & 1) for i in range(len(ROWS_FLAGS))), False))
+    return lambda mask, x, w, bias, y, scratch, plan, params: kernel(x, w, bias, y, scratch, plan, params)

@@ -16,7 +16,9 @@ offset the FEED row names) into it. So pushing the samples, checking them, runni
 handing its result over take one call. A chunk of another size or an ``out`` of another shape than
 the row's raises TypeError before anything is written, as arrays of another Numba type do.
 
-``interpreter(opcodes)`` gives the ``run_program`` for a set of opcodes; it passes each array
+``interpreter(rows, ...)`` gives the ``run_program`` for programs of those rows, with branches only
+for their opcodes, the kernels out of line that some row needs, and the convolutions' tile families
+(Numba prunes the rest before typing: a streaming step compiles only what it runs); it passes each array
 argument as a flat view of the arena (these kernels flatten their arrays anyway; the pools and the
 history shift, which read shapes, get 3-D views) that holds no reference, and it is compiled without
 reference counting (as the kernels of its own families), so a whole sequence costs one dispatch
@@ -33,13 +35,14 @@ compiles everything anew).
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
 from . import FASTMATH
-from .conv import conv_rows_kernel
+from .conv import rows_call
 from .gemm import dot_rows, gemm_kernel, one_row, takes_one_row
 from .simd import flat, vcopy
 from .layout import copy_block
@@ -148,16 +151,20 @@ def _int(r, j):
     return r[HEAD + ARG_SLOTS * j]
 
 
-FAMILIES = ((CONV_ROWS,), (WINDOW_MAX, WINDOW_AVG, WINDOW_MAX_INTO, WINDOW_AVG_INTO, MEAN_ROWS), (GEMM, GEMM_DOT))
-"""Opcodes compiled together: an interpreter has the block copies and every family one of its
-opcodes is in (the costly kernels, convolution and Gemm, only where used; few variants to compile).
-The block copies and the history shift are in every interpreter."""
+OUT_OF_LINE = (SHIFT_HISTORY, WINDOW_AVG_INTO, GEMM)
+"""Opcodes whose usual rows run inlined code and the others a kernel out of line: a history moved
+row by row, an average pool into a shift buffer that does not take pair sums, a Gemm that is not one
+short row. ``interpreter`` compiles that kernel only for programs that have such a row."""
 
 
-def _interpreter(conv, pools, gemms):
-    """run_program with branches only for the families whose flag is True: Numba prunes the others
-    before typing, so a model compiles only the kernels it uses (a closure over bools keeps the
-    cache key stable, one cache entry per set of families)."""
+def _interpreter(used: tuple[bool, ...], general: tuple[bool, ...], conv: int):
+    """run_program with branches only for the opcodes ``used`` names (a flag per opcode), the
+    out-of-line kernels only where ``general`` (a flag per OUT_OF_LINE opcode) asks for them, and the
+    convolutions on the rows kernel of the flags ``conv`` (``kernels.conv.rows_mask``) holds. Numba
+    prunes the other branches before typing, so a program compiles only the kernels it uses (a
+    closure over bools and ints keeps the cache key stable: one cache entry per such set)."""
+    copies, shifts, convs, maxes, avgs, maxes_into, avgs_into, means, gemms, dots, _ = used
+    shift_rows, avg_rows, gemm_rows = general
 
     @njit(cache=True, fastmath=FASTMATH, _nrt=False)
     def run_program(program, f32, chunk, out):
@@ -183,43 +190,45 @@ def _interpreter(conv, pools, gemms):
                     for ch in range(c):
                         vcopy(f32, r[s] + b * s0 + ch * s1, x, (b * c + ch) * w, w)
             elif op == COPY_BLOCKS:  # destination, table, sources
-                dst = _flat(f32, r, 0)
-                s = HEAD + ARG_SLOTS
-                blocks = _borrowed(i64, r[s], (r[s + 2], r[s + 3]))
-                for b in range(blocks.shape[0]):
-                    _copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
+                if copies:
+                    dst = _flat(f32, r, 0)
+                    s = HEAD + ARG_SLOTS
+                    blocks = _borrowed(i64, r[s], (r[s + 2], r[s + 3]))
+                    for b in range(blocks.shape[0]):
+                        _copy_block(dst, _flat(f32, r, 2 + blocks[b, 0]), blocks[b])
             elif op == SHIFT_HISTORY:  # a flat move inlined
-                s = HEAD
-                rows, w, keep, start = r[s + 2] * r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
-                if rows > 0 and moves_flat(rows, w, keep, start):
-                    vcopy(f32, r[s], f32, r[s] + start, rows * w - start)
-                else:
-                    shift_history(_f3(f32, r, 0), keep, start)
+                if shifts:
+                    s = HEAD
+                    rows, w, keep, start = r[s + 2] * r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
+                    if rows > 0 and moves_flat(rows, w, keep, start):
+                        vcopy(f32, r[s], f32, r[s] + start, rows * w - start)
+                    elif shift_rows:
+                        shift_history(_f3(f32, r, 0), keep, start)
             elif op == CONV_ROWS:
-                if conv:
-                    conv_rows_kernel(_f3(f32, r, 0), _f3(f32, r, 1), _flat(f32, r, 2), _f3(f32, r, 3),
-                                     _flat(f32, r, 4), _flat(i64, r, 5), _flat(f32, r, 6))  # (the session's types)
+                if convs:
+                    rows_call(conv, _f3(f32, r, 0), _f3(f32, r, 1), _flat(f32, r, 2), _f3(f32, r, 3), _flat(f32, r, 4),
+                              _flat(i64, r, 5), _flat(f32, r, 6))  # (the session's types)
             elif op == WINDOW_MAX:
-                if pools:
+                if maxes:
                     _window_max(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == WINDOW_AVG:
-                if pools:
+                if avgs:
                     _window_avg(_f3(f32, r, 0), _f3(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == WINDOW_MAX_INTO:
-                if pools:
+                if maxes_into:
                     _window_max_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), _int(r, 3), _int(r, 4),
                                      _int(r, 5))
             elif op == WINDOW_AVG_INTO:
-                if pools:  # the pair sums inlined (a call passing three 3-D arrays costs 5-7 ns)
+                if avgs_into:  # the pair sums inlined (a call passing three 3-D arrays costs 5-7 ns)
                     s = HEAD
                     rows, n, w = r[s + 2] * r[s + 3], r[s + 4], r[s + 2 * ARG_SLOTS + 4]  # x (rows, n), buf (rows, w)
                     col, k = _int(r, 5), _int(r, 3)
                     if takes_pair_sums(AVG, k, _int(r, 4), n, w - col):
                         pair_sums_into(_flat(f32, r, 0), _flat(f32, r, 2), rows, n, w, col, k)
-                    else:
+                    elif avg_rows:
                         _window_avg_into(_f3(f32, r, 0), _f3(f32, r, 1), _f3(f32, r, 2), k, _int(r, 4), col)
             elif op == MEAN_ROWS:
-                if pools:
+                if means:
                     mean_rows(_flat(f32, r, 0), _flat(f32, r, 1), _int(r, 2), _int(r, 3))
             elif op == GEMM:
                 if gemms:
@@ -227,11 +236,11 @@ def _interpreter(conv, pools, gemms):
                     if takes_one_row(plan) and plan[7] == 0:  # B' stored row-major: the one-row path inlined
                         one_row(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), plan,
                                 _flat(f32, r, 6))
-                    else:
+                    elif gemm_rows:
                         gemm_kernel(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3),
                                     _flat(f32, r, 4), plan, _flat(f32, r, 6))
             elif op == GEMM_DOT:
-                if gemms:
+                if dots:
                     dot_rows(_flat(f32, r, 0), _flat(f32, r, 1), _flat(f32, r, 2), _flat(f32, r, 3), _flat(i64, r, 4),
                              _flat(f32, r, 5))
         if out.size and result >= 0:
@@ -241,12 +250,30 @@ def _interpreter(conv, pools, gemms):
     return run_program
 
 
-_INTERPRETERS: dict[tuple[bool, ...], object] = {}
+_INTERPRETERS: dict[tuple, object] = {}
 
 
-def interpreter(opcodes: set[int]):
-    """The compiled ``run_program(program, f32, chunk, out)`` for programs that use only ``opcodes``."""
-    flags = tuple(any(op in opcodes for op in family) for family in FAMILIES)
-    if flags not in _INTERPRETERS:
-        _INTERPRETERS[flags] = _interpreter(*flags)
-    return _INTERPRETERS[flags]
+def interpreter(rows: np.ndarray, words: np.ndarray, conv: int):
+    """The compiled ``run_program(program, f32, chunk, out)`` for programs made of ``rows`` (any FEED
+    row added) over the arena whose int64 view is ``words``, their convolutions run on the rows kernel
+    of ``conv`` (``kernels.conv.rows_mask`` of the union of their kernels' flags)."""
+    opcodes = set(rows[:, 0].tolist())
+    general = {int(r[0]) for r in rows if r[0] in OUT_OF_LINE and _out_of_line(r, words)}
+    key = (tuple(op in opcodes for op in range(FEED + 1)), tuple(op in general for op in OUT_OF_LINE), conv)
+    if key not in _INTERPRETERS:
+        _INTERPRETERS[key] = _interpreter(*key)
+    return _INTERPRETERS[key]
+
+
+def _out_of_line(r: np.ndarray, words: np.ndarray) -> bool:
+    """Whether ``run_program`` runs row ``r`` of an OUT_OF_LINE opcode by its kernel out of line (the
+    conditions of its branches, evaluated once here)."""
+    s, arg = HEAD, [int(r[HEAD + ARG_SLOTS * j]) for j in range(int(r[1]))]
+    if r[0] == SHIFT_HISTORY:
+        rows = r[s + 2] * r[s + 3]
+        return not (rows > 0 and moves_flat.py_func(rows, r[s + 4], arg[1], arg[2]))
+    if r[0] == WINDOW_AVG_INTO:
+        n, w = r[s + 4], r[s + 2 * ARG_SLOTS + 4]
+        return not takes_pair_sums.py_func(AVG, arg[3], arg[4], n, w - arg[5])
+    plan = words[arg[5]:arg[5] + r[s + 5 * ARG_SLOTS + 1]]
+    return not (takes_one_row.py_func(plan) and plan[7] == 0)

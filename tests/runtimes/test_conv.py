@@ -154,7 +154,7 @@ def test_single_column_over_contiguous_taps_takes_dot_products(case):
 @pytest.mark.parametrize("width", [1, 9, ROWS_WIDTH, ROWS_WIDTH + 1])
 def test_single_row_outputs_take_the_rows_kernel(width):
     """Single-row outputs up to ROWS_WIDTH columns run on a rows kernel of their plan's path, which the
-    streaming step interpreter runs as conv_rows_kernel, with or without AVX-512 (8-lane vectors have no
+    streaming step interpreter runs (``kc.rows_call``), with or without AVX-512 (8-lane vectors have no
     quads, and took conv_kernel: every streaming conv then ran outside the compiled program); wider ones
     on the kernel of their plan's path (``conv_kernel(plan)``). Both match onnxruntime, with a fused Relu."""
     rng = np.random.default_rng(width)
@@ -168,7 +168,7 @@ def test_single_row_outputs_take_the_rows_kernel(width):
     (fn, args), = next(iter(session._plans.values())).steps
     assert fn is kc.conv_kernel(args[5], width <= ROWS_WIDTH)
     rows = width <= ROWS_WIDTH
-    assert kc.is_rows_kernel(fn) == rows == kc.is_rows_kernel(kc.conv_kernel(args[5], rows))
+    assert (kc.rows_flags(fn) is not None) == rows == (kc.rows_flags(kc.conv_kernel(args[5], rows)) is not None)
 
 
 def test_each_path_has_a_kernel_of_its_own():
