@@ -12,7 +12,8 @@ and ArgMax, a ShuffleNet unit, a ResNet block, a keyword spotter. The same model
 opset 20 (*_dynamo_opset20.onnx: LayerNormalization and Gelu as single ops, attention as MatMul/Softmax
 chains, zero initial states as Shape/Concat/Expand, softplus's threshold as Greater/Where) and without its
 optimiser (*_dynamo_noopt_opset20.onnx, older torch's default: BatchNormalization and Constant nodes,
-torch.chunk as SplitToSequence/SequenceAt).
+torch.chunk as SplitToSequence/SequenceAt); and, by the dynamo exporter only (the TorchScript one has
+no complex tensors), a log-mel keyword spotter on raw audio (torch.stft as STFT, Pow/ReduceSum power).
 
 Keras (tests/models/keras/*.onnx, written by tests/models/export_keras.py with Keras 3.15 / TensorFlow
 2.21 / tf2onnx 1.17 at opsets 13, 17 and 18 with a dynamic batch): 1-D and 2-D CNNs in NHWC behind

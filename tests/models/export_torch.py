@@ -187,11 +187,31 @@ class KeywordSpotter(nn.Module):
         return self.fc(F.avg_pool2d(h, (25, 5)).flatten(1))  # (the map is 25 x 5; a fixed kernel as in Keras)
 
 
+class LogMelCnn(nn.Module):
+    """Keyword spotting from raw audio: STFT (Hann window of 256, hop 128), power spectrum, a 20-band
+    filter bank (a fixed random projection here), log, a 3x3 conv and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(256))
+        self.register_buffer("bank", torch.rand(129, 20))
+        self.conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(x, n_fft=256, hop_length=128, window=self.window, center=False, return_complex=True)
+        power = torch.view_as_real(spec).pow(2).sum(-1)  # (batch, 129 bins, frames)
+        logmel = torch.log(torch.matmul(power.transpose(1, 2), self.bank) + 1e-6)
+        return self.fc(self.conv(logmel.unsqueeze(1)).mean((2, 3)))
+
+
 MODELS = {"cnn_lstm": (CnnLstm, (3, 64)), "bigru": (BiGru, (20, 8)), "transformer": (TinyTransformer, (10, 8)),
           "unet1d": (Unet1d, (1, 64)), "tcn": (Tcn, (2, 50)), "se1d": (SqueezeExcite1d, (4, 40)),
           "mlp": (Mlp, (3, 20)), "cnn2d": (Cnn2d, (1, 14, 14)), "shuffle": (ShuffleBlock, (3, 32, 32)),
-          "resblock": (ResBlock, (3, 32, 32)), "kws": (KeywordSpotter, (1, 49, 10))}
+          "resblock": (ResBlock, (3, 32, 32)), "kws": (KeywordSpotter, (1, 49, 10)), "logmel": (LogMelCnn, (4000,))}
 """name -> (model class, input shape without the batch dimension)."""
+DYNAMO_ONLY = {"logmel"}
+"""Models the TorchScript exporter cannot export (it has no complex tensors, which torch.stft returns)."""
 OPSETS = (11, 17, 20)
 """Each model is exported at each of these opsets it can be (exporters write other patterns per
 opset: Squeeze axes as an attribute or an input, Upsample or Resize, Gelu as one op or as Erf ...);
@@ -212,7 +232,7 @@ def main() -> None:
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-        for opset in OPSETS:
+        for opset in () if name in DYNAMO_ONLY else OPSETS:
             path = os.path.join(HERE, f"{name}_opset{opset}.onnx")
             try:
                 torch.onnx.export(model, (torch.randn(2, *shape),), path, opset_version=opset, input_names=["x"],
