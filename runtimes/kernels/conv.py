@@ -254,50 +254,58 @@ _pair_two = _narrow_tile(2, 2, False, 2 * PAIR_SPLITS)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _narrow(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
-    """One group of a narrow convolution: y (cout, ow) from Wt (K, cout) at ``w_off`` (see _narrow_tile),
-    by blocks of NARROW_VECS channel vectors or, for fewer channels, by pairs."""
-    if cout >= NARROW_VECS * LANES:
-        _narrow_blocks(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu)
-    else:
-        _narrow_pairs(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu)
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _narrow_blocks(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
-    """_narrow for groups of at least NARROW_VECS vectors of channels: NARROW_COLS x NARROW_VECS tiles."""
+def _narrow_blocks(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu, full, edge):
+    """One group of a narrow convolution (see _narrow_tile) of at least NARROW_VECS vectors of
+    channels: y (cout, ow) from Wt (K, cout) at ``w_off`` by NARROW_COLS x NARROW_VECS tiles, with
+    the tiles the constant flags name (``full`` blocks of channels, a last ``edge`` block)."""
     block = NARROW_VECS * LANES
     for j0 in range(0, ow, NARROW_COLS):
         n = min(NARROW_COLS, ow - j0)
         for c0 in range(0, cout, block):
             m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
-            if m >= block:
+            if full and m >= block:
                 _narrow_full(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
-            else:
+            elif edge and m < block:
                 _narrow_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _narrow_pairs(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu):
-    """_narrow for groups of fewer than NARROW_VECS vectors of channels: tiles of two vectors by
+def _narrow_pairs(wt, w_off, cout, src, boffs, b_add, bias, b_off, y, y_off, ow, relu, wide, wide_edge, two, pair,
+                  pair_edge):
+    """_narrow_blocks for groups of fewer than NARROW_VECS vectors of channels: tiles of two vectors by
     PAIR_COLS columns, or half as many for the last columns when at most that many remain (two, over
-    two sums of alternate taps, when at most two remain)."""
+    two sums of alternate taps, when at most two remain); the constant flags name the tiles compiled
+    (``pair_tiles``)."""
     block = 2 * LANES
     for j0 in range(0, ow, PAIR_COLS):
         n = min(PAIR_COLS, ow - j0)
         for c0 in range(0, cout, block):
             m, wo, bo, yo = cout - c0, w_off + c0, b_off + c0, y_off + c0 * ow + j0
             if n > PAIR_COLS // 2:
-                if m >= block:
+                if wide and m >= block:
                     _pair_wide(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
-                else:
+                elif wide_edge and m < block:
                     _pair_wide_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
-            elif m >= block and n <= 2:
+            elif two and m >= block and n <= 2:
                 _pair_two(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
-            elif m >= block:
+            elif pair and m >= block and n > 2:
                 _pair(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, block, relu)
-            else:
+            elif pair_edge and m < block:
                 _pair_edge(wt, wo, cout, src, boffs, b_add + j0, bias, bo, y, yo, ow, n, m, relu)
+
+
+def narrow_tiles(ow: int, cout_g: int) -> tuple[bool, ...]:
+    """The tiles a narrow convolution of ``ow`` columns and ``cout_g`` channels per group calls, as
+    the flags of _narrow_blocks (at least NARROW_VECS vectors of channels: full, edge) then of
+    _narrow_pairs (wide, wide_edge, two, pair, pair_edge)."""
+    if cout_g >= NARROW_VECS * LANES:
+        return (True, cout_g % (NARROW_VECS * LANES) > 0) + (False,) * 5
+    block = 2 * LANES
+    ns = {min(PAIR_COLS, ow - j0) for j0 in range(0, ow, PAIR_COLS)}
+    whole, edge = cout_g >= block, cout_g % block > 0
+    return (False, False, whole and max(ns) > PAIR_COLS // 2, edge and max(ns) > PAIR_COLS // 2,
+            whole and min(ns) <= 2, whole and any(2 < n <= PAIR_COLS // 2 for n in ns),
+            edge and min(ns) <= PAIR_COLS // 2)
 
 
 QUAD_ROWS, DUO_ROWS = 6, 8
@@ -376,19 +384,25 @@ _short_two_edge = _short_tile(SHORT_ROWS, 2, True)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _short(w, w_off, k, src, boffs, b_add, bias, b_off, y, y_off, ow, m, relu):
+def _short(w, w_off, k, src, boffs, b_add, bias, b_off, y, y_off, ow, m, relu, one, two, one_edge, two_edge):
     """Y (m, ow) of the shifted product for ow <= 2 * LANES by SHORT_ROWS x 1- or 2-vector tiles: no
-    lane idles past the row (a masked last vector), bias and Relu applied in registers."""
+    lane idles past the row (a masked last vector), bias and Relu applied in registers. The constant
+    flags name the tiles compiled (``short_tiles``)."""
     for i0 in range(0, m, SHORT_ROWS):
         mi, wo, bo, yo = min(SHORT_ROWS, m - i0), w_off + i0 * k, b_off + i0, y_off + i0 * ow
-        if ow == LANES:
+        if one and ow == LANES:
             _short_one(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
-        elif ow == 2 * LANES:
+        elif two and ow == 2 * LANES:
             _short_two(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
-        elif ow < LANES:
+        elif one_edge and ow < LANES:
             _short_one_edge(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
-        else:
+        elif two_edge and LANES < ow < 2 * LANES:
             _short_two_edge(w, wo, k, src, boffs, b_add, bias, bo, y, yo, ow, mi, relu)
+
+
+def short_tiles(ow: int) -> tuple[bool, ...]:
+    """The flags of _short (one, two, one_edge, two_edge) for rows of ``ow`` <= 2 * LANES columns."""
+    return ow == LANES, ow == 2 * LANES, ow < LANES, LANES < ow < 2 * LANES
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
@@ -550,9 +564,9 @@ def conv_kernel(plan: np.ndarray, rows: bool = False, residual: bool = False):
     if rows:
         full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
         product = method == GEMM and ow > 2 * LANES
-        blocks = int(plan[5]) // int(plan[4]) >= NARROW_VECS * LANES  # narrow tiles by blocks, else by pairs
-        key = (True, method == DOT, method == GEMM_NARROW and blocks, method == GEMM_NARROW and not blocks,
-               method == GEMM and ow <= 2 * LANES, product and full > 0, product and full < ow, repack, residual)
+        narrow = narrow_tiles(ow, int(plan[5]) // int(plan[4])) if method == GEMM_NARROW else (False,) * 7
+        short = short_tiles(ow) if method == GEMM and ow <= 2 * LANES else (False,) * 4
+        key = (True, method == DOT, *narrow, *short, product and full > 0, product and full < ow, repack, residual)
     else:
         key = (False, method == DEPTHWISE_3X3, method == DEPTHWISE, method == GEMM_WIDE, repack, residual)
     return _kernel(key)
@@ -646,12 +660,16 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
     return kernel
 
 
-def _rows_entry(dot: bool, blocks: bool, pairs: bool, short: bool, quads: bool, product: bool, repack: bool,
-               residual: bool):
-    """``conv_kernel``'s kernel for single-row outputs, with the tile families the flags name (each
-    also checked at run time, so a kernel with more flags computes as this one: see ``rows_call``): dot products,
-    narrow tiles by blocks and by pairs, short tiles, quads and the product's tiles; the repack; a
-    residual."""
+def _rows_entry(*flags: bool):
+    """``conv_kernel``'s kernel for single-row outputs, with the tiles the flags (ROWS_FLAGS, then a
+    residual) name, each also checked at run time, so a kernel with more flags computes as this one
+    (see ``rows_call``): dot products, narrow tiles by blocks and by pairs (``narrow_tiles``), short
+    tiles (``short_tiles``), quads and the product's tiles; the repack; a residual."""
+    (dot, narrow_full, narrow_edge, pair_wide, pair_wide_edge, pair_two, pair, pair_edge, short_one, short_two,
+     short_one_edge, short_two_edge, quads, product, repack, residual) = flags
+    blocks = narrow_full or narrow_edge
+    pairs = pair_wide or pair_wide_edge or pair_two or pair or pair_edge
+    short = short_one or short_two or short_one_edge or short_two_edge
 
     @njit(cache=True, fastmath=FASTMATH, _nrt=False)
     def kernel(x, w, bias, y, scratch, plan, params, res=None):
@@ -681,11 +699,14 @@ def _rows_entry(dot: bool, blocks: bool, pairs: bool, short: bool, quads: bool, 
                     _dot(wf, g * cout_g * k, k, src, b_add + boffs[0], bias, g * cout_g, yf, y_off, cout_g, scratch,
                          tmp)
                 elif blocks and method == GEMM_NARROW and cout_g >= NARROW_VECS * LANES:
-                    _narrow_blocks(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu)
+                    _narrow_blocks(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu,
+                                   narrow_full, narrow_edge)
                 elif pairs and method == GEMM_NARROW:
-                    _narrow_pairs(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu)
+                    _narrow_pairs(wf, g * k * cout_g, cout_g, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, relu,
+                                  pair_wide, pair_wide_edge, pair_two, pair, pair_edge)
                 elif short and ow <= 2 * LANES:
-                    _short(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, relu)
+                    _short(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, relu,
+                           short_one, short_two, short_one_edge, short_two_edge)
                 else:
                     if quads and full:
                         _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)
@@ -698,8 +719,9 @@ def _rows_entry(dot: bool, blocks: bool, pairs: bool, short: bool, quads: bool, 
     return kernel
 
 
-ROWS_FLAGS = ("dot", "blocks", "pairs", "short", "quads", "product", "repack")
-"""The tile families (and the repack) a rows kernel without a residual has, in ``_rows_entry``'s order."""
+ROWS_FLAGS = ("dot", "narrow_full", "narrow_edge", "pair_wide", "pair_wide_edge", "pair_two", "pair", "pair_edge",
+              "short_one", "short_two", "short_one_edge", "short_two_edge", "quads", "product", "repack")
+"""The tiles (and the repack) a rows kernel without a residual has, in ``_rows_entry``'s order."""
 
 
 def rows_flags(fn) -> tuple[bool, ...] | None:
