@@ -25,7 +25,7 @@ class UnsupportedOpError(EdgekitError, NotImplementedError):
         ]
         super().__init__(
             f"{len(lines)} node(s) use operators edgekit does not support:\n" + "\n".join(lines)
-            + "\nRun `edgekit info MODEL` for the list of supported operators."
+            + "\nRun `edgekit ops` for the operators edgekit runs."
         )
 
 

@@ -24,7 +24,7 @@ def load_model(model: ModelSource, check: bool = True) -> onnx.ModelProto:
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.isfile(path):
-            raise ModelError(f"model file {path!r} does not exist")
+            raise ModelError(f"model file {path!r} " + ("is a directory" if os.path.isdir(path) else "does not exist"))
         with open(path, "rb") as f:
             proto = _parse(f.read(), repr(path))
         _load_external_data(proto, path)
@@ -67,11 +67,17 @@ def check_model(proto: onnx.ModelProto) -> None:
     """Run onnx.checker, turning its failures into ModelError. Nodes of RUNS_DEPRECATED ops at an opset
     where their schema is marked deprecated (GroupNormalization 18-20) are checked as nodes of an
     unknown domain, so the checker looks at everything else instead of stopping there. Graph inputs
-    and outputs of unknown rank (a tensor type without a shape, which onnxruntime runs and the checker
-    refuses) are checked as if they had one."""
+    and outputs of unknown rank or type (a tensor type without a shape, or no type, which onnxruntime
+    runs and the checker refuses) are checked as if they had them. An opset newer than onnx knows is
+    refused (the checker would pass it, and nodes would be read with the wrong schemas)."""
     deprecated = [i for i, n in enumerate(proto.graph.node) if n.domain in ("", "ai.onnx") and _deprecated(n, proto)]
+    newest = onnx.defs.onnx_opset_version()
+    if opset_version(proto) > newest:
+        raise ModelError(f"the model imports ONNX opset {opset_version(proto)}; the newest edgekit's onnx "
+                         f"{onnx.__version__} knows is {newest}")
     shapeless = [v for v in (*proto.graph.input, *proto.graph.output)
-                 if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")]
+                 if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")
+                 or v.type.WhichOneof("value") is None]
     if deprecated or shapeless:
         checked = onnx.ModelProto()
         checked.CopyFrom(proto)
@@ -80,6 +86,8 @@ def check_model(proto: onnx.ModelProto) -> None:
         if deprecated:
             checked.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))
         for v in (*checked.graph.input, *checked.graph.output):
+            if v.type.WhichOneof("value") is None:  # (no type at all: its producer gives it one)
+                v.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
             if v.type.HasField("tensor_type"):
                 v.type.tensor_type.shape.SetInParent()
         proto = checked

@@ -150,7 +150,9 @@ def prepare(graph: Graph) -> Prepared:
     unread = sorted(set(odd) - {x for n in nodes for x in n.inputs})  # (listed as the graph inputs they are)
     unsupported = [(x, "graph input", "", graph.opset, odd[x]) for x in unread] + [
         (n.name, n.op_type, n.domain, graph.opsets.get(n.domain, 0),
-         "; ".join(f"input {x!r} is {odd[x]}" for x in n.inputs if x in odd))
+         "; ".join(f"input {x!r} is {odd[x]}" for x in n.inputs if x in odd)
+         or ("not implemented" if not n.domain else f"edgekit implements no ops of domain {n.domain!r}"
+             if not any(d == n.domain for d, _ in BUILDERS) else f"not an op of domain {n.domain!r}"))
         for n in nodes if (n.domain, n.op_type) not in BUILDERS or any(x in odd for x in n.inputs)
     ]
     if unsupported:

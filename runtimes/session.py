@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from edgekit.arrays import as_array
-from edgekit.errors import InputError
+from edgekit.errors import InputError, ModelError
 from edgekit.ir import Dim, ValueInfo, read_graph
 from edgekit.model import ModelMetadata, ModelSource, load_model, model_metadata
 
@@ -93,7 +93,7 @@ class InferenceSession:
                     raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
         key = tuple([a.shape for a in arrays])
         with self._lock:
-            plan = self._plans.get(key) or self._plan_for(key)
+            plan = self._plans.get(key) or self._plan_for_feed(key)
             return plan.run(arrays, self._output_names if output_names is None else output_names)
 
     @property
@@ -113,15 +113,27 @@ class InferenceSession:
         self._plans[shapes] = plan
         return plan
 
+    def _plan_for_feed(self, shapes: tuple) -> Plan:
+        """The plan for the shapes of a feed that matched the declared inputs: a node that cannot run on
+        them (a dynamic dim the model's arithmetic does not allow) is an InputError naming them."""
+        try:
+            return self._plan_for(shapes)
+        except ModelError as exc:
+            named = ", ".join(f"{n} {tuple(s)}" for n, s in zip(self._input_names, shapes))
+            raise InputError(f"the model cannot run on inputs of shapes {named}: {exc}") from None
+
     def _check_feed(self, feed: dict[str, Any]) -> list[np.ndarray]:
         if not isinstance(feed, dict):
             raise InputError(f"input_feed must be a dict of name -> array, got {type(feed).__name__}")
         if feed.keys() != self._input_set:
             unknown = [k for k in feed if k not in self._input_set]
             missing = [k for k in self._input_names if k not in feed]
+            constant = [k for k in unknown if k in self._graph.constants]
             raise InputError(
                 f"inputs do not match the model: unknown {unknown}, missing {missing}; "
-                f"the model takes {self._input_names}")
+                f"the model takes {self._input_names}"
+                + (f" ({constant} are initializers, which edgekit folds into its plans: they cannot be fed)"
+                   if constant else ""))
         arrays = []
         symbols: dict[str, int] = {}
         for vi in self._inputs:

@@ -112,6 +112,59 @@ def test_inputs_and_outputs_of_unknown_rank_load_and_the_rest_is_still_checked()
         edgekit.InferenceSession(twice)
 
 
+def test_inputs_a_dynamic_model_cannot_run_on_are_input_errors():
+    """Shapes the declared dims allow but the graph's arithmetic does not (once a ModelError)."""
+    add = make_model([helper.make_node("Add", ["a", "b"], ["y"], name="add")],
+                     {"a": ((2, "N"), np.float32), "b": ((2, "M"), np.float32)}, ["y"])
+    session = edgekit.InferenceSession(add)
+    with pytest.raises(InputError, match=r"inputs of shapes a \(2, 3\), b \(2, 4\): node 'add' \(Add\)"):
+        session.run(None, {"a": np.ones((2, 3), np.float32), "b": np.ones((2, 4), np.float32)})
+    np.testing.assert_array_equal(session.run(None, {"a": np.ones((2, 3), np.float32), "b": np.ones((2, 3), np.float32)})[0],
+                                  np.full((2, 3), 2, np.float32))  # (still usable)
+    reshape = make_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")], {"x": (("N",), np.float32)}, ["y"],
+                         {"s": np.array([-1, 6], np.int64)})
+    with pytest.raises(InputError, match=r"5 values of shape \(5,\) do not divide into shape \[-1, 6\]"):
+        edgekit.InferenceSession(reshape).run(None, {"x": np.ones(5, np.float32)})
+
+
+def test_unsupported_ops_each_have_a_reason():
+    nodes = [helper.make_node("Det", ["x"], ["y"], name="d"),
+             helper.make_node("Foo", ["x"], ["z"], domain="com.acme", name="f"),
+             helper.make_node("Bar", ["x"], ["w"], domain="ai.edgekit", name="b")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, [2, 2]) for o in "yzw"])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in
+                                                    (("", 17), ("com.acme", 1), ("ai.edgekit", 1))])
+    with pytest.raises(UnsupportedOpError) as refused:
+        edgekit.InferenceSession(model)
+    assert [why for *_, why in refused.value.unsupported] == [
+        "not implemented", "edgekit implements no ops of domain 'com.acme'", "not an op of domain 'ai.edgekit'"]
+    assert "Run `edgekit ops`" in str(refused.value)
+
+
+def test_loading_refuses_an_unknown_opset_and_a_directory(tmp_path):
+    relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                             [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+                             [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    with pytest.raises(ModelError, match="imports ONNX opset 99; the newest"):
+        edgekit.InferenceSession(helper.make_model(relu, opset_imports=[helper.make_opsetid("", 99)]))
+    with pytest.raises(ModelError, match="is a directory"):
+        edgekit.InferenceSession(str(tmp_path))
+
+
+def test_an_output_without_a_type_loads_and_feeding_an_initializer_is_explained():
+    untyped = onnx.ValueInfoProto()
+    untyped.name = "y"
+    graph = helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])], [untyped],
+                              [onnx.numpy_helper.from_array(np.ones(2, np.float32), "b")])
+    session = edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.random.default_rng(3).standard_normal(2).astype(np.float32)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x + 1)
+    with pytest.raises(InputError, match=r"\['b'\] are initializers, which edgekit folds into its plans"):
+        session.run(None, {"x": x, "b": x})
+
+
 def group_norm_18(extra: list | None = None) -> onnx.ModelProto:
     """GroupNormalization at opset 18 (its schema is marked deprecated there; onnxruntime runs it)."""
     rng = np.random.default_rng(0)

@@ -108,6 +108,8 @@ def build_reshape(node: Node, inputs: list, opset: int) -> View:
         raise ValueError(f"Reshape shape {list(shape)} has more than one -1")
     if -1 in out:
         known = math.prod(d for d in out if d != -1)
+        if known and math.prod(x.shape) % known:
+            raise ValueError(f"{math.prod(x.shape)} values of shape {tuple(x.shape)} do not divide into shape {[int(v) for v in shape]}")
         out[out.index(-1)] = math.prod(x.shape) // known if known else 0
     return View(tuple(out))
 
