@@ -95,11 +95,12 @@ def to_streaming(model: ModelSource, hop: int, split: str | list[str] | None = N
     proto = load_model(model)
     x, batch, channels, length, dtype = _window_input(proto, window)
     if not isinstance(hop, (int, np.integer)) or isinstance(hop, bool) or hop < 1:
-        raise ModelError(f"hop must be a positive number of samples, got {hop!r}")
+        raise ModelError(f"hop must be a positive whole number of samples (an int), got {hop!r}")
     hop = int(hop)
     if length % hop:
-        raise ModelError(f"the window of {length} samples is not a multiple of the hop {hop}; pick a hop that "
-                         f"divides {length}")
+        raise ModelError(f"the window of {length} samples (the last axis of input {x!r} ({batch}, {channels}, "
+                         f"{length}): time must be last, as (N, C, L)) is not a multiple of the hop {hop}; pick a "
+                         f"hop that divides {length}")
     static_nodes = _static_nodes(proto.graph)
     consts = _constants(proto, static_nodes)
     fixed = _with_input_shape(proto, x, [batch, channels, length], static_nodes, consts)

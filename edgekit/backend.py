@@ -68,8 +68,8 @@ EXPECTED_FAILURES: dict[str, str] = {
         "shapes, and plans are specialised on shapes, so they must be constants",
     r"^test_dft_irfft_opset19_cpu$": "inverse one-sided DFT (a real inverse transform): not implemented",
     r"^test_dft_inverse_opset19_cpu$": "reference outputs off by float32 rounding: imaginary parts of 1.9e-7 where the "
-        "exact value is 0, above the case's atol of 1e-7 (edgekit accumulates in float64 and gives ~1e-15; "
-        "onnxruntime is off by 1.9e-5)",
+        "exact value is 0, above the case's atol of 1e-7 (edgekit accumulates in float64 and gives ~1e-15, "
+        "checked against numpy's float64 FFT in tests/runtimes/test_spectral.py; onnxruntime is off by 1.9e-5)",
     r"^test_onehot_(without_axis|with_axis|negative_indices|out_of_range_indices|with_negative_axis)_cpu$":
         "OneHot with depth fed at run time: depth sets the output shape and plans are specialised on shapes, so it "
         "must be a constant",
@@ -82,8 +82,12 @@ EXPECTED_FAILURES: dict[str, str] = {
         "Resize/Upsample scales or sizes fed as run-time inputs: plans are specialised on shapes, so they must be constants",
 }
 
+NEAR_MISSES = (r"^test_dft_inverse_opset19_cpu$",)
+"""The EXPECTED_FAILURES whose outcome is a numeric near miss of imprecise reference data rather than a
+refusal (every other expected failure must be an UnsupportedOpError)."""
 
 DETAILS_PER_OP = 8
+PROGRESS_EVERY = 100
 
 
 class EdgekitRep(BackendRep):
@@ -202,6 +206,11 @@ def expected_failure(name: str) -> str | None:
     return next((why for pattern, why in EXPECTED_FAILURES.items() if re.search(pattern, f"{name}_cpu")), None)
 
 
+def near_miss(name: str) -> bool:
+    """Whether a test is one of the NEAR_MISSES."""
+    return any(re.search(pattern, f"{name}_cpu") for pattern in NEAR_MISSES)
+
+
 @dataclass
 class Outcome:
     """The result of one node test: status is "pass", "fail" (wrong output) or "error" (raised)."""
@@ -248,13 +257,18 @@ def report(pattern: str | None = None, verbose: bool = False, out=None) -> int:
     selected = set(node_test_names(cases))
     chosen = [c for c in cases if c.name in selected and (pattern is None or re.search(pattern, c.name))]
     ok, bad, xfail = [], [], []
-    for case in chosen:
+    print(f"running {len(chosen)} node tests (kernels compile on first use: several minutes on 2 cores with an "
+          f"empty Numba cache)", file=out, flush=True)
+    for i, case in enumerate(chosen, 1):
         t = time.perf_counter()
         outcome = run_node_test(case)
-        refused = expected_failure(case.name) and outcome.status != "fail"  # wrong numbers are never expected
-        (xfail if refused else ok if outcome.status == "pass" else bad).append(outcome)
+        expected = expected_failure(case.name) and (outcome.status != "fail" or near_miss(case.name))
+        (xfail if expected else ok if outcome.status == "pass" else bad).append(outcome)  # (wrong numbers: bad)
         if verbose:
             print(f"{outcome.status:5s} {time.perf_counter() - t:6.2f} s  {case.name} {outcome.message}", file=out)
+        elif i % PROGRESS_EVERY == 0:
+            print(f"  {i} of {len(chosen)}: {len(bad)} unexpected failures so far  [{time.perf_counter() - t0:.0f} s]",
+                  file=out, flush=True)
     print(f"onnx {onnx.__version__} backend node tests on edgekit: {len(registered_ops())} registered ops, "
           f"{len(selected)} of {len(cases)} node tests use only registered ops", file=out)
     print(f"ran {len(chosen)}: passed {len(ok)}, failed {len(bad)}, expected failures {len(xfail)}, "

@@ -1,4 +1,4 @@
-"""The `edgekit` command line: info, run, bench, convert, stream, partition, serve, demo, backend-test. Exit codes: 0 ok, 1 failure, 2 usage.
+"""The `edgekit` command line: info, ops, run, bench, convert, stream, partition, serve, demo, backend-test. Exit codes: 0 ok, 1 failure, 2 usage.
 
 Heavy modules (the runtime, Numba, onnxruntime) load inside the verbs, so `edgekit --help` is instant.
 """
@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -46,16 +47,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ops(args: argparse.Namespace) -> int:
+    from .runtimes.ops import supported_ops
+
+    ops = supported_ops()
+    standard = [op for op in ops if "::" not in op]
+    print(f"{len(standard)} standard ONNX ops (default domain):")
+    print(textwrap.fill(", ".join(standard), width=100, initial_indent="  ", subsequent_indent="  "))
+    print("custom ops: " + ", ".join(op for op in ops if "::" in op))
+    return 0
+
+
 def _load_inputs(pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
     feeds = {}
     for name, path in pairs:
         try:
             feeds[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read input {name!r} from {path!r}: {exc}") from None
+            why = ("not a .npy file (write arrays with numpy.save)" if os.path.isfile(path) and not _is_npy(path)
+                   else str(exc))
+            raise InputError(f"cannot read input {name!r} from {path!r}: {why}") from None
         if not isinstance(feeds[name], np.ndarray):
             raise InputError(f"input {name!r}: {path!r} is an .npz archive; give one .npy array per input")
     return feeds
+
+
+def _is_npy(path: str) -> bool:
+    """Whether the file starts with the .npy magic or is a zip archive (an .npz)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return head == b"\x93NUMPY" or head.startswith(b"PK\x03\x04")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -74,6 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"cannot write {out_path}: no directory {os.path.dirname(out_path)!r}")
     session = InferenceSession(args.model)
     feeds = _load_inputs(args.input)
+    unknown = [n for n in feeds if n not in {i.name for i in session.get_inputs()}]
+    if unknown:
+        raise InputError(f"--input {', '.join(unknown)}: not an input of the model; it takes "
+                         f"{[i.name for i in session.get_inputs()]}")
     missing = [i.name for i in session.get_inputs() if i.name not in feeds]
     if missing and not args.random:
         raise InputError(f"no value for input(s) {missing}: pass --input NAME=FILE.npy or --random")
@@ -133,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path of an .onnx file")
     _add_dims(p)
     p.set_defaults(func=cmd_info)
+
+    p = verbs.add_parser("ops", help="the operators edgekit runs", description="List the operators edgekit runs.")
+    p.set_defaults(func=cmd_ops)
 
     p = verbs.add_parser("run", help="run a model on .npy inputs", description="Run a model on edgekit.")
     p.add_argument("model", help="path of an .onnx file")

@@ -22,9 +22,22 @@ def concrete_shape(vi: ValueInfo, dims: dict[str, int]) -> tuple[int, ...]:
                  for d in (vi.shape or ()))
 
 
+def checked_dims(inputs: list[ValueInfo], dims: dict[str, int] | None) -> dict[str, int]:
+    """``dims`` once every name in it is a symbolic dim of ``inputs`` (a typo would silently change
+    nothing): InputError naming the model's dims otherwise."""
+    names = {d for vi in inputs for d in (vi.shape or ()) if isinstance(d, str)}
+    unknown = sorted(set(dims or {}) - names)
+    if unknown:
+        raise InputError(f"--dim {', '.join(unknown)}: not a dynamic dimension of the model's inputs "
+                         f"(they have {', '.join(sorted(names)) if names else 'none'})")
+    return dict(dims or {})
+
+
 def input_shapes(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
     """Concrete shape of every graph input (initializers excluded)."""
-    return {vi.name: concrete_shape(vi, dims or {}) for vi in read_graph(proto).inputs}
+    inputs = read_graph(proto).inputs
+    dims = checked_dims(inputs, dims)
+    return {vi.name: concrete_shape(vi, dims) for vi in inputs}
 
 
 def random_inputs(proto: onnx.ModelProto, dims: dict[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -35,7 +48,8 @@ def random_inputs(proto: onnx.ModelProto, dims: dict[str, int] | None = None, se
 
     rng = np.random.default_rng(seed)
     inputs = read_graph(proto).inputs
-    shapes = {vi.name: concrete_shape(vi, dims or {}) for vi in inputs}
+    dims = checked_dims(inputs, dims)
+    shapes = {vi.name: concrete_shape(vi, dims) for vi in inputs}
     nbytes = sum(math.prod(shapes[vi.name]) * 8 for vi in inputs)  # drawn as float64 or int64 first
     if nbytes > MAX_PLAN_BYTES:
         raise InputError(f"random inputs of shapes {shapes} need {nbytes / 2**30:.1f} GiB, more than "
@@ -72,7 +86,7 @@ class ModelStats:
 def model_stats(proto: onnx.ModelProto, dims: dict[str, int] | None = None) -> ModelStats:
     """Statistics of a loaded model; unsupported ops are listed, never raised."""
     graph = read_graph(proto)
-    dims = dict(dims or {})
+    dims = checked_dims(graph.inputs, dims)
     for vi in graph.inputs:
         for d in vi.shape or ():
             if isinstance(d, str):

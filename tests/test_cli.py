@@ -19,7 +19,7 @@ from edgekit import __version__
 from edgekit.cli import DEMOS, main
 from oracle import make_model
 
-VERBS = ["info", "run", "bench", "convert", "stream", "partition", "serve", "demo", "backend-test"]
+VERBS = ["info", "ops", "run", "bench", "convert", "stream", "partition", "serve", "demo", "backend-test"]
 
 
 @pytest.fixture
@@ -95,6 +95,33 @@ def test_info_reports_io_ops_and_unsupported(relu_model, tmp_path, capsys):
     onnx.save(odd, path)
     assert main(["info", str(path)]) == 0
     assert "Det: not implemented" in capsys.readouterr().out
+
+
+def test_ops_lists_every_registered_op(capsys):
+    from edgekit.runtimes.ops import supported_ops
+
+    assert main(["ops"]) == 0
+    out = capsys.readouterr().out
+    words = set(re.findall(r"[\w:.]+", out))
+    assert all(op in words for op in supported_ops())
+    assert f"{sum('::' not in op for op in supported_ops())} standard ONNX ops" in out
+
+
+def test_a_dim_the_model_does_not_have_is_refused(relu_model, capsys):
+    """A mistyped --dim name once changed nothing, silently."""
+    for verb in ("info", "bench"):
+        assert main([verb, relu_model, "--dim", "btach=3"]) == 1
+        assert "--dim btach: not a dynamic dimension of the model's inputs (they have batch)" in capsys.readouterr().err
+    assert main(["run", relu_model, "--random", "--dim", "btach=3"]) == 1
+
+
+def test_run_names_an_unknown_input_and_a_file_that_is_not_npy(relu_model, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 8), np.float32))
+    assert main(["run", relu_model, "--input", f"z={tmp_path / 'x.npy'}"]) == 1
+    assert "--input z: not an input of the model; it takes ['x']" in capsys.readouterr().err
+    (tmp_path / "x.csv").write_text("1,2,3\n")
+    assert main(["run", relu_model, "--input", f"x={tmp_path / 'x.csv'}"]) == 1
+    assert "not a .npy file (write arrays with numpy.save)" in capsys.readouterr().err
 
 
 def test_info_checks_ops_after_the_graph_rewrites(capsys):

@@ -367,7 +367,7 @@ def test_non_streamable_models_name_the_layer(case):
 @pytest.mark.parametrize("hop", [0, -8, 8.0, True, "8"])
 def test_a_hop_that_is_not_a_positive_int_is_refused(hop):
     model, _, _ = random_model(1)
-    with pytest.raises(ModelError, match="hop must be a positive number of samples"):
+    with pytest.raises(ModelError, match="hop must be a positive whole number of samples"):
         to_streaming(model, hop)
 
 
