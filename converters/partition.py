@@ -47,6 +47,7 @@ COMPRESSIONS = ("none", "fp16", "int8", "zstd")
 MAX_IDEALS = 200_000
 SHAPE_TO_DATA = ("ConstantOfShape", "Range", "EyeLike")  # read a shape, make data any part can be fed
 INT8_SCALE_BYTES = 4
+UNMADE = {"shape": [], "dtype": "float32", "bytes": 0, "zstd_bytes": 0, "codec_s": {}}  # a tensor never cut
 
 
 @dataclass
@@ -214,35 +215,77 @@ def _allowed(p: Problem, on_device: np.ndarray, opts: Options) -> bool:
 # ---------------------------------------------------------------- exact optimisation over ideals
 
 def ideals(p: Problem) -> tuple[np.ndarray, list[list[int]]]:
-    """All down-sets as a bool matrix (ideals x nodes, by size) and, per ideal, the indices of the
-    ideals one maximal node smaller."""
-    n = len(p.nodes)
-    pred = [0] * n
-    for t, users in enumerate(p.consumers):
-        if p.producer[t] >= 0:
-            for c in users:
-                pred[c] |= 1 << p.producer[t]
+    """The down-sets that keep every tied pair together, as a bool matrix (ideals x nodes, by size),
+    and per ideal the indices of the ideals one maximal group of tied nodes smaller."""
+    edges = [(p.producer[t], c) for t, users in enumerate(p.consumers) if p.producer[t] >= 0 for c in users]
+    return cut_lattice(len(p.nodes), edges, p.tied)
+
+
+def cut_lattice(n: int, edges: list[tuple[int, int]],
+                tied: list[tuple[int, int]]) -> tuple[np.ndarray, list[list[int]]]:
+    """``ideals`` of the DAG on ``n`` nodes with ``edges`` (u before v). Tied nodes (a shape value and
+    its readers, a tensor the runtime never makes and its readers) form one group, so the lattice is
+    that of the DAG of groups: an exporter's Shape -> Gather -> Concat chains beside every Reshape are
+    not parallel branches to cut between. Raises ModelError beyond MAX_IDEALS."""
+    group = _groups(n, edges, tied)
+    pred = [0] * (max(group) + 1)
+    for u, v in edges:
+        if group[u] != group[v]:
+            pred[group[v]] |= 1 << group[u]
     index = {0: 0}
     order = [0]
     level = [0]
     while level:
         nxt = []
         for mask in level:
-            for v in range(n):
-                if not mask >> v & 1 and pred[v] & ~mask == 0:
-                    m = mask | 1 << v
+            for g, need in enumerate(pred):
+                if not mask >> g & 1 and need & ~mask == 0:
+                    m = mask | 1 << g
                     if m not in index:
                         index[m] = len(order)
                         order.append(m)
                         nxt.append(m)
             if len(order) > MAX_IDEALS:
                 raise ModelError(f"the graph has more than {MAX_IDEALS} ways to cut it (too many parallel "
-                                 "branches) for exact partitioning")
+                                 "branches) for exact partitioning; simplify the model first (e.g. onnxsim, or "
+                                 "the exporter's optimiser, folds the shape computations exporters spell as nodes), "
+                                 "or partition a part of it (onnx.utils.extract_model)")
         level = nxt
-    bits = np.array([[m >> v & 1 for v in range(n)] for m in order], bool).reshape(len(order), n)
-    subs = [[index[m & ~(1 << v)] for v in range(n) if m >> v & 1 and index.get(m & ~(1 << v)) is not None]
+    gbits = np.array([[m >> g & 1 for g in range(len(pred))] for m in order], bool).reshape(len(order), len(pred))
+    subs = [[index[m & ~(1 << g)] for g in range(len(pred)) if m >> g & 1 and index.get(m & ~(1 << g)) is not None]
             for m in order]
-    return bits, subs
+    return gbits[:, group], subs
+
+
+def _groups(n: int, edges: list[tuple[int, int]], tied: list[tuple[int, int]]) -> list[int]:
+    """Group index per node: tied nodes share one, and so do groups on a cycle of the graph of groups
+    (a node between two tied ones must run with them)."""
+    parent = list(range(n))
+
+    def find(v: int) -> int:
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    merge = list(tied)
+    while merge:
+        for u, v in merge:
+            parent[find(u)] = find(v)
+        ancestors = {find(v): 0 for v in range(n)}
+        changed = True
+        while changed:  # transitive ancestors of every group, to a fixed point
+            changed = False
+            for u, v in edges:
+                gu, gv = find(u), find(v)
+                if gu != gv:
+                    grown = ancestors[gv] | 1 << gu | ancestors[gu]
+                    changed |= grown != ancestors[gv]
+                    ancestors[gv] = grown
+        merge = [(g, h) for g in ancestors for h in ancestors
+                 if g < h and ancestors[g] >> h & 1 and ancestors[h] >> g & 1]
+    roots = sorted({find(v) for v in range(n)})
+    return [roots.index(find(v)) for v in range(n)]
 
 
 def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Result:
@@ -254,11 +297,8 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
         raise InputError(f"the hop overhead must be >= 0 seconds, got {opts.hop_overhead_s!r}")
     if not opts.hop_overhead_per_byte_s >= 0:
         raise InputError(f"the hop overhead per byte must be >= 0 seconds, got {opts.hop_overhead_per_byte_s!r}")
-    bits, subs = ideals(p)
-    untied = np.zeros(len(bits))  # every D_j must hold both nodes of a tied pair or neither
-    for u, v in p.tied:
-        untied[bits[:, u] != bits[:, v]] = np.inf
-    allowed = np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits]) + untied  # on D_1
+    bits, subs = ideals(p)  # every D_j holds both nodes of a tied pair or neither
+    allowed = np.array([0.0 if _allowed(p, row, opts) else np.inf for row in bits])  # on D_1
     best: tuple[float, list[int]] | None = None
     for r in range(len(tiers)):
         for rest in itertools.combinations(range(1, len(tiers)), r):
@@ -266,7 +306,7 @@ def solve(p: Problem, tiers: list[Tier], links: list[Link], opts: Options) -> Re
             path = hops(tiers, links, chain, opts.hop_overhead_s, opts.hop_overhead_per_byte_s)
             if path is None:
                 continue
-            value, assignment = _solve_chain(p, chain, path, bits, subs, allowed, untied, opts)
+            value, assignment = _solve_chain(p, chain, path, bits, subs, allowed, opts)
             if assignment is not None and (best is None or value < best[0] - 1e-15):
                 best = (value, assignment)
     if best is None:
@@ -303,9 +343,9 @@ def _hop_cost(p: Problem, bits: np.ndarray, src: int, dst: int, spb: float, fixe
 
 
 def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, subs: list, allowed: np.ndarray,
-                 untied: np.ndarray, opts: Options):
+                 opts: Options):
     """Best assignment whose used tiers are within ``chain`` with every middle tier running a node;
-    ``allowed`` is infinite on ideals D_1 may not be, ``untied`` on ideals no D_j may be."""
+    ``allowed`` is infinite on ideals D_1 may not be."""
     w_busy, w_wait, _ = _weights(opts)
     unary = [p.times[k] * (w_busy if k == 0 else w_wait) for k in chain]
     some_after, some_in = ~bits.all(axis=1), bits.any(axis=1)
@@ -320,7 +360,7 @@ def _solve_chain(p: Problem, chain: list[int], path: list, bits: np.ndarray, sub
         else:
             below, arg = _best_strictly_below(h, subs)
             args.append(arg)
-            h = f + below + untied
+            h = f + below
     if not path:  # device only
         h = np.where(bits.all(axis=1), fixed[0], np.inf) + allowed
     i = int(np.argmin(h))
@@ -399,16 +439,11 @@ def _wire_bytes(tp: dict, compression: str) -> float:
     return float(tp["bytes"])
 
 
-def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], compression: str = "none") -> tuple[Problem, _Graph]:
-    """The Problem for ``model`` from its profile (``Profile.to_dict()``) and the tiers' speeds or profiles."""
-    if compression not in COMPRESSIONS:
-        raise InputError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    gr = _graph(model)
-    g = model.graph
-    for prof in [profile] + [t.profile for t in tiers if t.profile]:
-        names = [n["name"] for n in prof["nodes"]]
-        if names != gr.names:
-            raise InputError(f"profile of model {prof.get('model')!r} does not match this model's nodes; profile it again")
+def _wiring(gr: _Graph) -> tuple[list[str], dict[str, list[int]], list[tuple[int, int]], list[str], set[str]]:
+    """The tensors a cut may carry (raw inputs, compute nodes' outputs that are read or are model
+    outputs), the readers of every tensor read (positions in ``gr.compute``), the pairs tied by a shape value (its
+    maker, each reader), the raw inputs and the model outputs."""
+    g = gr.model.graph
     pos = {v: k for k, v in enumerate(gr.compute)}
     inits = {t.name for t in g.initializer}
     raw = [vi.name for vi in g.input if vi.name not in inits]
@@ -419,10 +454,6 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
             users.setdefault(x, []).append(k)
     outs = {o.name for o in g.output}
     tensors = [t for t in raw + made if users.get(t) or t in outs]
-    missing = [t for t in tensors if t not in profile["tensors"]]
-    if missing:
-        raise InputError(f"the profile has no size for tensors {missing[:5]}; profile the model again")
-    tp = [profile["tensors"][t] for t in tensors]
     shape_values: set[str] = set()  # made by Shape/Size, or from shape values and constants only
     for i in gr.compute:  # in graph order, which ONNX keeps topological
         node = g.node[i]
@@ -431,6 +462,40 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
                                                  and all(x in shape_values for x in read)):
             shape_values.update(o for o in node.output if o)
     tied = [(pos[gr.producer[t]], k) for t in sorted(shape_values) for k in users.get(t, [])]
+    return tensors, users, tied, raw, outs
+
+
+def check_cuttable(model: onnx.ModelProto) -> None:
+    """Raise the ModelError ``solve`` would raise for a graph with too many ways to cut it, from the
+    graph alone: before the (slow) profiling."""
+    gr = _graph(model)
+    tensors, users, tied, _, _ = _wiring(gr)
+    pos = {v: k for k, v in enumerate(gr.compute)}
+    cut_lattice(len(gr.compute), [(pos[gr.producer[t]], k) for t in tensors if t in gr.producer for k in users.get(t, [])], tied)
+
+
+def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], compression: str = "none") -> tuple[Problem, _Graph]:
+    """The Problem for ``model`` from its profile (``Profile.to_dict()``) and the tiers' speeds or profiles."""
+    if compression not in COMPRESSIONS:
+        raise InputError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    gr = _graph(model)
+    g = model.graph
+    for prof in [profile] + [t.profile for t in tiers if t.profile]:
+        names = [n["name"] for n in prof["nodes"]]
+        if names != gr.names:
+            raise InputError(f"profile of model {prof.get('model')!r} does not match this model's nodes; profile it again")
+    tensors, users, tied, raw, outs = _wiring(gr)
+    pos = {v: k for k, v in enumerate(gr.compute)}
+    # a tensor the runtime never makes (a rewrite removed its node: the Shape chain that builds a
+    # Loop's zero state when the Loop became a GRU) has no profiled size and is never cut: its
+    # maker runs with its readers, so every part keeps the subgraph the rewrite needs whole
+    unmade = [t for t in tensors if t not in profile["tensors"]]
+    missing = [t for t in unmade if t in raw or t in outs]
+    if missing:
+        raise InputError(f"the profile has no size for the model's inputs or outputs {missing[:5]}: it was made "
+                         "from another model; profile this one (without --profile)")
+    tp = [profile["tensors"].get(t, UNMADE) for t in tensors]
+    tied += [(pos[gr.producer[t]], k) for t in unmade for k in users.get(t, [])]
     if compression == "zstd" and any(x.get("zstd_bytes") is None for x in tp):
         raise InputError("the profile has no zstd sizes (profiled without the zstandard package); "
                          "pip install zstandard and profile again, or choose another compression")

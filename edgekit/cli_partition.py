@@ -93,7 +93,7 @@ def parse_size(text: str) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from .converters.partition import Options, Power, check_network, partition, summary, write_plan
+    from .converters.partition import Options, Power, check_cuttable, check_network, partition, summary, write_plan
     from .model import load_model
 
     if not args.tier:
@@ -105,6 +105,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     if unknown:
         raise InputError(f"--dim {unknown}: the model's inputs have no such dimension; "
                          f"their named dimensions are {sorted(dims)}")
+    check_cuttable(proto)  # a graph the exact solver refuses is refused before the profiling too
     os.makedirs(args.output, exist_ok=True)
     if args.profile:
         profile = _load_profile(args.profile)
@@ -114,7 +115,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
         prof = profile_model(proto, dict(args.dim), repeat=args.repeat)
         prof.save(os.path.join(args.output, "profile.json"))
         profile = prof.to_dict()
-        print(f"profiled {len(prof.nodes)} nodes ({args.repeat} runs): node medians sum to "
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in prof.inputs.items())
+        print(f"profiled {len(prof.nodes)} nodes at {shapes} ({args.repeat} runs): node medians sum to "
               f"{sum(n.time_s for n in prof.nodes) * 1e3:.3f} ms here; "
               f"wrote {os.path.join(args.output, 'profile.json')}")
     overhead = args.hop_overhead

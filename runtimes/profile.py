@@ -208,6 +208,7 @@ def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tupl
     """Per original node: its step's time, or 0 when fused, free or dead; and fused tensor -> fused output."""
     producer = {o: i for i, n in enumerate(original.nodes) for o in n.outputs if o}
     by_name = {n.name: i for i, n in enumerate(original.nodes) if n.name}
+    step_s = _carry_forward(prepared, producer, by_name, step_s)
     live = {producer[o] for p in prepared for o in p.outputs if o in producer}
     by_index: dict[int, NodeProfile] = {}
     survivor_of: dict[str, str] = {}
@@ -225,10 +226,12 @@ def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tupl
             continue
         chain = [producer[out]]
         residuals = set(p.inputs[3:]) if p.op_type == "Conv" else set()  # Adds fused into the Conv
-        while not _is_head(original.nodes[chain[-1]], p, residuals) and len(chain) < 8:
-            # back along the first input that is not a fused residual (Add(R, conv) lists R first)
+        while not _is_head(original.nodes[chain[-1]], p, residuals):
+            # back along the first input that is not a fused residual (Add(R, conv) lists R first);
+            # no head within 8 nodes: p is not a fusion (a rewrite's last node, such as the Squeeze
+            # after a Loop made a GRU), and only the node making its output is p's
             prev = next((x for x in original.nodes[chain[-1]].inputs if x not in residuals), "")
-            if prev not in producer:
+            if prev not in producer or len(chain) == 8:
                 chain = chain[:1]
                 break
             chain.append(producer[prev])
@@ -243,6 +246,21 @@ def _attribute(original, prepared: list, step_nodes: list, step_s: dict) -> tupl
                 survivor_of[o] = out
     nodes = [by_index.get(i) or NodeProfile(n.name, n.op_type, 0.0, "dead") for i, n in enumerate(original.nodes)]
     return nodes, survivor_of
+
+
+def _carry_forward(prepared: list, producer: dict, by_name: dict, step_s: dict) -> dict:
+    """Step times with the time of every node a rewrite made (it makes no original tensor and has no
+    original name, such as the GRU a Loop over a GRU cell becomes) moved on to the node reading its
+    output, until a node that makes an original tensor carries it (the Squeeze making the Loop's output)."""
+    carried = dict(step_s)
+    for k, p in enumerate(prepared):
+        made = [o for o in p.outputs if o]
+        if id(p) not in carried or any(o in producer for o in made) or any(s in by_name for s in p.name.split("+")):
+            continue
+        reader = next((q for q in prepared[k + 1:] if set(made) & set(q.inputs)), None)
+        if reader is not None:
+            carried[id(reader)] = carried.get(id(reader), 0.0) + carried.pop(id(p))
+    return carried
 
 
 def _attribute_renamed(original, p, moved, step_s: dict, by_name: dict, by_index: dict, survivor_of: dict) -> None:
