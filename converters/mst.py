@@ -38,8 +38,8 @@ from edgekit.model import ModelSource, check_model, load_model
 
 from .binarize import BINARY_OPS, DOMAIN, dense_weights, pack_bits, unpack_bits
 
-__all__ = ["CostModel", "LayerPlan", "MstReport", "compress", "min_depth_forest", "plan_layer", "spanning_tree",
-           "time_layers"]
+__all__ = ["CostModel", "LayerPlan", "MstReport", "compress", "fewer", "min_depth_forest", "plan_layer",
+           "spanning_tree", "time_layers"]
 
 TILE = 8  # output pixels per kernel step (kernels/binary.py)
 
@@ -389,17 +389,42 @@ def plan_layer(w: np.ndarray, channels: int, depth: int | None, cost: CostModel 
 
 @dataclass
 class LayerReport:
+    """One binary layer: its plan, ``chosen`` (what was written: "mst" or "dense") and ``preferred``
+    (the cost model's pick: "mst" only where the plan has a child and predicts less time than dense)."""
+
     name: str
     op: str
     pixels: int
     plan: LayerPlan
     chosen: str
+    preferred: str = "dense"
     measured_us: tuple[float, float] | None = None
+
+    def choice(self) -> str:
+        """``chosen``, marked "mst(forced)" where the cost model preferred dense."""
+        return "mst(forced)" if self.chosen == "mst" and self.preferred == "dense" else self.chosen
+
+    def predicted_us(self, cost: CostModel) -> tuple[float, float]:
+        """Predicted time per call of the whole layer, (dense, MST)."""
+        tiles = math.ceil(self.pixels / TILE)
+        dense, mst = self.plan.predicted_ns(cost)
+        return dense * tiles / 1000, mst * tiles / 1000
+
+    def savings(self) -> str:
+        """The plan's XNOR bit-op and stored-bit savings against dense, in percent."""
+        (bd, bm), (sd, sm) = self.plan.bit_ops(), self.plan.stored_bits()
+        return f"XNOR bit-ops {fewer(bd, bm)}, stored weight bits {fewer(sd, sm)}"
+
+
+def fewer(dense: int, mst: int) -> str:
+    """How much smaller ``mst`` is than ``dense``: "23% fewer" (or "4% more")."""
+    return f"{(1 - mst / dense) * 100:.0f}% fewer" if mst <= dense else f"{(mst / dense - 1) * 100:.0f}% more"
 
 
 @dataclass
 class MstReport:
-    """Per binary layer: op counts, storage, predicted times and the choice (dense or MST)."""
+    """Per binary layer: op counts, storage, predicted times and the choice (dense, mst, or
+    mst(forced) where the cost model predicted dense faster)."""
 
     depth: int | None
     cost: CostModel
@@ -427,15 +452,39 @@ class MstReport:
             bd, bm = p.bit_ops()
             wdn, wm = p.word_ops()
             sd, sm = p.stored_bits()
-            tiles = math.ceil(l.pixels / TILE)
-            pd, pm = (t * tiles / 1000 for t in p.predicted_ns(self.cost))
+            pd, pm = l.predicted_us(self.cost)
             meas = f"{l.measured_us[0]:.1f}/{l.measured_us[1]:.1f}" if l.measured_us else "-"
             rows.append(f"{l.name[:21]:<22}{p.parents.size:>5}{p.k_bits:>6}{p.roots:>6}{int(p.depth.max()):>6}"
                         f"{bd * l.pixels:>15,}{bm * l.pixels:>13,}{wdn * l.pixels:>13,}{wm * l.pixels:>11,}"
-                        f"{sd:>12,}{sm:>10,}{f'{pd:.1f}/{pm:.1f}':>14}{meas:>15}  {l.chosen}")
+                        f"{sd:>12,}{sm:>10,}{f'{pd:.1f}/{pm:.1f}':>14}{meas:>15}  {l.choice()}")
         t = self.totals()
         rows.append("total (as chosen): " + ", ".join(
             f"{k.replace('_', ' ')} {d:,} -> {m:,} ({m / d:.2f}x)" for k, (d, m) in t.items() if d))
+        return "\n".join(rows)
+
+    def decisions(self, forced: MstReport | None = None) -> str:
+        """One line per layer: what was written and why, with the cost model's predicted time per call;
+        for a layer kept dense, what the plan of ``forced`` (the same layers, MST written on every one)
+        would cost and save."""
+        alt = {l.name: l for l in forced.layers} if forced else {}
+        rows = []
+        for l in self.layers:
+            pd, pm = l.predicted_us(self.cost)
+            shape = f"{l.plan.roots} root(s), depth {int(l.plan.depth.max())}"
+            if l.chosen == "mst" and l.preferred == "mst":
+                text = f"MST ({shape}): {pd:.1f} -> {pm:.1f} us; {l.savings()}"
+            elif l.chosen == "mst":
+                text = f"MST, forced ({shape}): {pd:.1f} -> {pm:.1f} us, slower; {l.savings()}"
+            elif self.depth == 0:
+                text = f"dense: depth bound 0 computes every channel on its own ({pd:.1f} us)"
+            elif l.plan.roots == l.plan.parents.size:
+                text = f"dense kept ({pd:.1f} us): no channel is predicted cheaper computed from another"
+            else:
+                text = f"dense kept ({pd:.1f} us): its cheapest MST plan ({shape}) predicts {pm:.1f} us"
+            f = alt.get(l.name)
+            if l.chosen == "dense" and f is not None and f.chosen == "mst":
+                text += f"; forced MST: {f.predicted_us(forced.cost)[1]:.1f} us, {f.savings()}"
+            rows.append(f"  {l.name:<16} {text}")
         return "\n".join(rows)
 
 
@@ -491,8 +540,10 @@ def compress(model: ModelSource, depth: int | None = None, apply: bool = True, c
         can_permute = not packed_in or (packed_src and readers.get(node.input[0], 0) == 1)
         plan = plan_layer(w, channels, depth, cost, reorder and can_permute, metric)
         dense_ns, mst_ns = plan.predicted_ns(cost)
-        chosen = "mst" if apply and (force or mst_ns < dense_ns) and plan.roots < w.shape[0] else "dense"
-        report.layers.insert(0, LayerReport(node.name, node.op_type, _pixels(node, shapes), plan, chosen))
+        has_child = plan.roots < w.shape[0]
+        preferred = "mst" if has_child and mst_ns < dense_ns else "dense"
+        chosen = "mst" if apply and has_child and (force or preferred == "mst") else "dense"
+        report.layers.insert(0, LayerReport(node.name, node.op_type, _pixels(node, shapes), plan, chosen, preferred))
         if chosen == "dense":
             if _attr(node, "mst_parents"):
                 _replace(inits, w_name, w)

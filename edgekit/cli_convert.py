@@ -90,9 +90,14 @@ def _convert_lmuformer(args: argparse.Namespace, model: Any) -> int:
     return 0
 
 
-def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | None, report: bool) -> int:
-    """`convert --binarize [--mst] [--mst-depth D] [--report]`: binarize, plan MST, save; the report
-    gives every binary layer's op counts and its time alone in edgekit, dense and MST."""
+def _convert_binary(model_path: str, out_path: str, mst: str | None, mst_depth: int | None, report: bool) -> int:
+    """`convert --binarize [--mst [auto|force]] [--mst-depth D] [--report]`: binarize, plan MST, save.
+
+    ``auto`` writes the MST plan (edge cost: predicted time) of the layers where the cost model
+    predicts it faster than dense; ``force`` writes the paper's plan (edge cost: differing bits, the
+    fewest XNOR bit-ops) on every layer, exact but slower where differences spread over many 64-bit
+    words. Either way every layer's choice is printed with its predicted times and savings. The report
+    adds op counts, stored bits and each layer's measured time alone in edgekit, dense and MST."""
     import onnx
 
     from .benchmarks.timing import median_seconds
@@ -111,12 +116,26 @@ def _convert_binary(model_path: str, out_path: str, mst: bool, mst_depth: int | 
               file=sys.stderr)
         return 1
     if mst or report:
-        planned, rep = mst_plans.compress(converted, depth=mst_depth, apply=mst)
+        force = mst == "force"
+        planned, rep = mst_plans.compress(converted, depth=mst_depth, apply=mst is not None, force=force,
+                                          metric="bits" if force else "time")
         if report:
-            forced, _ = mst_plans.compress(converted, depth=mst_depth, force=True)
-            mst_plans.time_layers(converted, forced, rep, median_seconds)
+            timed = planned if force else mst_plans.compress(converted, depth=mst_depth, force=True)[0]
+            mst_plans.time_layers(converted, timed, rep, median_seconds)
             print(rep.format())
-        converted = planned if mst else converted
+        if mst:
+            applied = sum(row.chosen == "mst" for row in rep.layers)
+            bound = "none" if mst_depth is None else mst_depth
+            paper = None if force else mst_plans.compress(converted, depth=mst_depth, force=True, metric="bits")[1]
+            print(f"MST ({mst}, depth bound {bound}): applied to {applied} of {count} binary layer(s); "
+                  "predicted time per call, dense -> MST")
+            print(rep.decisions(paper))
+            if not force and applied < count and mst_depth != 0:
+                print("  --mst force writes the fewest-XNOR-bits plan on every layer (exact, but predicted slower "
+                      "where dense is kept)")
+            print("  (stored weight bits count an enumerative code of the masks; the ONNX file keeps every mask as "
+                  "full 64-bit words, so its size does not shrink)")
+            converted = planned
     onnx.save(converted, out_path)
     print(f"wrote {out_path}")
     return 0
@@ -200,8 +219,11 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="window length L when the model's time axis is dynamic (--stream)")
     p.add_argument("--data", help="--stream --report: measure the error on this .npy or CSV signal")
     p.add_argument("--binarize", action="store_true", help="bit-packed XNOR/popcount binary layers")
-    p.add_argument("--mst", action="store_true", help="--binarize: MST-compress the binary layers")
-    p.add_argument("--mst-depth", type=non_negative_int, help="--binarize --mst: depth bound of the spanning trees")
+    p.add_argument("--mst", nargs="?", const="auto", choices=("auto", "force"),
+                   help="--binarize: MST-compress the binary layers; auto (the default): where the cost model "
+                        "predicts it faster than dense; force: the fewest-XNOR-bits plan on every layer")
+    p.add_argument("--mst-depth", type=non_negative_int,
+                   help="--binarize --mst: depth bound of the spanning trees (0: every channel dense)")
     p.add_argument("--paramfree", choices=("max", "avg"), help="replace depthwise convs by max or avg pooling")
     p.add_argument("--report", action="store_true", help="print what the conversion changes and costs")
     p.set_defaults(func=cmd_convert)

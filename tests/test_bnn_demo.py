@@ -1,6 +1,7 @@
 """BNN demo: the bundled Fashion-MNIST subset (the Debian test set's first images, read by the one
 reader demos.fashion_mnist) and float model (small, checked, binarizable), the demo
-end to end (accuracy far above chance, binary and float predictions identical), and the converted
+end to end (accuracy far above chance, binary and float predictions identical, the forced MST plan
+exact, its table and the cost model's per-layer choice consistent), and the converted
 model, dense and MST-compressed, against its standard-op float export run in onnxruntime; bad
 demo arguments are usage errors."""
 import os
@@ -50,7 +51,22 @@ def test_demo_end_to_end(capsys):
     assert binary_acc > MIN_ACCURACY and float_acc > MIN_ACCURACY
     assert same == 100.0 and binary_acc == float_acc  # the conversion is exact: same argmax on every image
     assert "XNOR bit-ops per image" in text and "weight storage, bits" in text
-    assert re.search(r"onnxruntime float [\d.]+ us, edgekit binary [\d.]+ us", text)
+    assert "max |diff| 0.0e+00" in text  # the forced MST plan gives the dense binary model's logits
+    # The table is the forced plan: "mst(forced)" exactly where it predicts more time than dense. The
+    # lines after it are what runs (the cost model's choice), one per layer, counted in their heading.
+    table = [line.split() for line in text.splitlines() if line.startswith("/")]
+    assert len(table) == 3
+    for row in table:
+        dense_us, mst_us = (float(t) for t in row[-3].split("/"))
+        assert row[-1] in ("mst", "mst(forced)")
+        if mst_us != dense_us:  # (equal after rounding to 0.1 us: either)
+            assert row[-1] == ("mst(forced)" if mst_us > dense_us else "mst")
+    runs = [line.split() for line in text.splitlines() if line.startswith("  /")]
+    assert [r[0] for r in runs] == [r[0] for r in table]
+    applied = int(re.search(r"cost model's choice, MST on (\d+) of 3 layers", text).group(1))
+    assert applied == sum(r[1] == "MST" for r in runs)
+    assert all(r[1] in ("MST", "dense") for r in runs)
+    assert re.search(r"onnxruntime float [\d.]+ us, edgekit binary [\d.]+ us .*MST plan forced [\d.]+ us", text)
 
 
 @pytest.mark.parametrize("argv", [["--repeat", "0"], ["--images", "0"], ["--images", "1001"], ["--depth", "-1"]])

@@ -7,12 +7,17 @@ minimum-depth MST), and under a depth bound it meets, the cheapest tree of that 
 outputs to their dense form in edgekit and (exported to standard ops) in onnxruntime, including
 plans that reorder input channels (of a float input, and of a packed producer's outputs); the
 report's bit-ops, word-ops and stored bits equal a direct count from the written weights; the
-cost model keeps dense for random weights and picks MST for near-duplicate channels; a negative
-depth bound is refused (the CLI's `convert --binarize --mst --report` is tested in
+cost model keeps dense for random weights and picks MST for near-duplicate channels, and the report
+says per layer what was written and why; a negative depth bound is refused. The CLI on the bundled
+BNN: `--mst` (auto) keeps layers the cost model predicts slower as MST dense and says so per layer
+with the numbers and how to force it, `--mst force` writes MST on every layer with outputs identical
+to the dense model, depth bound 0 keeps every layer dense (`--report` is tested in
 tests/test_cli_convert.py).
 """
 import itertools
 import math
+import os
+import re
 
 import numpy as np
 import onnx
@@ -21,6 +26,8 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 import edgekit
+import edgekit.demos
+from edgekit.cli import main
 from edgekit.converters.binarize import binarize, pack_bits, to_float
 from edgekit.converters.mst import compress, min_depth_forest, plan_layer, spanning_tree
 from edgekit.errors import InputError
@@ -254,13 +261,19 @@ def test_cost_model_keeps_dense_for_random_weights_and_picks_mst_for_near_copies
     random_model = binarize(two_layers(rng, signs(rng, (70, 5, 3, 3)), signs(rng, (128, 70, 3, 3))))
     _, report = compress(random_model)
     assert [l.chosen for l in report.layers] == ["dense", "dense"]
+    assert [l.preferred for l in report.layers] == ["dense", "dense"]
+    assert all("dense kept" in line for line in report.decisions().splitlines())
     near = similar(rng, 128, 70, [3, 40, 66], p=0.3)
     model = two_layers(rng, signs(rng, (70, 5, 3, 3)), near)
     planned, report = compress(binarize(model))
     row = report.layers[1]
-    assert row.chosen == "mst" and row.plan.input_order is not None  # differences moved into one word
+    assert row.chosen == row.preferred == "mst" and row.plan.input_order is not None  # differences in one word
     dense_ns, mst_ns = row.plan.predicted_ns(report.cost)
     assert mst_ns < dense_ns
+    line = report.decisions().splitlines()[1]
+    dense_us, mst_us = row.predicted_us(report.cost)
+    assert line.split()[:2] == ["conv2", "MST"] and f"{dense_us:.1f} -> {mst_us:.1f} us" in line
+    assert "XNOR bit-ops" in line and "stored weight bits" in line
     x = rng.standard_normal((1, 5, 10, 10)).astype(np.float32)
     expected = ort_session(model).run(None, {"x": x})[0]
     np.testing.assert_array_equal(outputs(planned, x), expected)  # the producer's outputs were permuted
@@ -290,3 +303,62 @@ def test_reordering_a_float_input():
     x = rng.standard_normal((1, 150, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(outputs(planned, x), outputs(dense, x))
 
+
+
+BNN = os.path.join(os.path.dirname(edgekit.demos.__file__), "models", "bnn_fashion.onnx")
+LAYERS = ("/3/Conv", "/6/Conv", "/10/MatMul")
+
+
+def layer_lines(text: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in text.splitlines() if line.startswith("  /")}
+
+
+def mst_nodes(path) -> list[bool]:
+    return [any(a.name == "mst_parents" for a in n.attribute) for n in onnx.load(path).graph.node
+            if n.op_type.startswith("Binary")]
+
+
+def test_cli_mst_auto_says_per_layer_why_dense_is_kept(tmp_path, capsys):
+    """On the bundled BNN the masks touch nearly every 64-bit word, so the cost model keeps every layer
+    dense: the CLI says so with the predicted times and what forcing would cost and save."""
+    out = tmp_path / "auto.onnx"
+    assert main(["convert", BNN, "--binarize", "--mst", "--mst-depth", "3", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "MST (auto, depth bound 3): applied to 0 of 3 binary layer(s)" in text
+    lines = layer_lines(text)
+    assert sorted(lines) == sorted(LAYERS)
+    for line in lines.values():
+        assert "dense kept (" in line and re.search(r"forced MST: [\d.]+ us, XNOR bit-ops \d+% fewer, "
+                                                     r"stored weight bits \d+% fewer", line)
+    assert "--mst force" in text and "size does not shrink" in text
+    assert mst_nodes(out) == [False] * 3
+
+
+def test_cli_mst_force_writes_every_layer_exactly(tmp_path, capsys):
+    dense, forced = tmp_path / "dense.onnx", tmp_path / "forced.onnx"
+    assert main(["convert", BNN, "--binarize", "-o", str(dense)]) == 0
+    assert main(["convert", BNN, "--binarize", "--mst", "force", "--mst-depth", "2", "-o", str(forced)]) == 0
+    text = capsys.readouterr().out
+    assert "MST (force, depth bound 2): applied to 3 of 3 binary layer(s)" in text
+    lines = layer_lines(text)
+    assert all(re.search(r"MST(, forced)? \(\d+ root\(s\), depth [12]\): [\d.]+ -> [\d.]+ us", lines[name])
+               for name in LAYERS)
+    assert "--mst force writes" not in text  # no hint when already forced
+    assert mst_nodes(forced) == [True] * 3
+    from edgekit.demos.bnn import load_images
+
+    images, _ = load_images(100)
+    (want,) = edgekit.InferenceSession(str(dense)).run(None, {"image": images})
+    (got,) = edgekit.InferenceSession(str(forced)).run(None, {"image": images})
+    np.testing.assert_array_equal(got, want)  # same integer sums, same float last layer
+
+
+def test_cli_mst_depth_zero_and_bad_mode(tmp_path, capsys):
+    out = tmp_path / "zero.onnx"
+    for mode in ("auto", "force"):
+        assert main(["convert", BNN, "--binarize", "--mst", mode, "--mst-depth", "0", "-o", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert all("depth bound 0 computes every channel" in line for line in layer_lines(text).values())
+        assert "--mst force writes" not in text and mst_nodes(out) == [False] * 3
+    assert main(["convert", BNN, "--binarize", "--mst", "always", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "invalid choice: 'always'" in capsys.readouterr().err
