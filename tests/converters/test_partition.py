@@ -8,7 +8,9 @@ fewer tiers. The written parts pass onnx.checker and, run one after another
 in onnxruntime, reproduce the model's outputs exactly without compression (and within 1e-2
 relative to the output range for fp16, 3e-2 for int8 round trips of the cut tensors), also
 when outputs are constants or raw inputs. A cut whose activations outgrow the input makes "send the raw input" win when the link is
-the bottleneck. The `edgekit partition` verb writes and prints a plan."""
+the bottleneck. Bundled models (Keras GRU/SimpleRNN Loops the runtime rewrites, a transformer full
+of shape chains, LSTMs) split at every cut into parts that equal the whole model. The `edgekit
+partition` verb writes and prints a plan, and refuses a graph with too many cuts before profiling."""
 import argparse
 import json
 import os
@@ -20,8 +22,8 @@ from onnx import helper
 
 from edgekit.cli_partition import add_partition_verbs, parse_hop_overhead, parse_link, parse_size, parse_tier
 from edgekit.converters.partition import (Link, Options, Power, Problem, Result, Tier, device_memory, evaluate,
-                                          partition, solve, write_plan)
-from edgekit.errors import InputError
+                                          ideals, partition, solve, write_plan)
+from edgekit.errors import InputError, ModelError
 from edgekit.runtimes.profile import codec_round_trip, profile_model
 from oracle import make_model, ort_session
 
@@ -387,6 +389,79 @@ def test_splits_of_a_model_with_a_custom_op_and_shape_values_run_at_other_sizes(
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         ran += 1
     assert ran == 5  # (4, 21), (21, n) and (20, 21) cut between Shape and ConstantOfShape
+
+
+# ---------------------------------------------------------------- bundled models
+
+MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
+
+
+def bundled_feeds(model: onnx.ModelProto, size: int) -> dict:
+    """Seeded inputs of the model with every dynamic dim ``size`` (the profile has them at 1)."""
+    rng = np.random.default_rng(8)
+    shapes = {vi.name: [d.dim_value or size for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input}
+    return {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+
+
+@pytest.mark.parametrize("name", ["keras/gru_opset17", "keras/rnn_forms_opset17", "transformer_opset17",
+                                  "keras/lstm_opset17", "cnn_lstm_dynamo_opset20"])
+def test_bundled_models_split_into_parts_that_equal_the_whole(name, tmp_path):
+    """Keras GRU/SimpleRNN Loops (which the runtime rewrites as GRU/RNN, dropping the Shape chain
+    that builds their zero state, so the profile never sees those tensors) and a transformer whose
+    exporter spelled every Reshape's shape as Shape/Gather/Concat nodes (refused before as over
+    200,000 ways to cut) partition; every cut (up to 12 two-tier splits and a three-tier one),
+    profiled at dynamic dims 1 and run at 3, equals the whole model on onnxruntime within 1e-5, and
+    on edgekit (FlowSession, parts still rewritten) within 1e-4."""
+    from edgekit.runtimes.flow import FlowSession
+
+    model = onnx.load(os.path.join(MODELS, f"{name}.onnx"))
+    links = [Link("device", "edge", 20e6, 0.01), Link("edge", "cloud", 200e6, 0.04)]
+    part = partition(model, profile_model(model, repeat=1).to_dict(), TIERS, links)
+    feeds = bundled_feeds(model, 3)
+    want = ort_session(model).run(None, feeds)
+    bits, subs = ideals(part.problem)
+    assert len(bits) > 3
+    cuts = [[int(b) for b in row] for row in bits[np.linspace(1, len(bits) - 2, min(12, len(bits) - 2)).astype(int)]]
+    inner = outer = len(bits) - 2
+    while bits[inner].sum() > bits[outer].sum() // 2:  # down the lattice: D1 < D2, three tiers
+        inner = subs[inner][0]
+    middle = [2 - int(b) - int(d) for b, d in zip(bits[outer], bits[inner])]
+    for k, a in enumerate([[1 - b for b in cut] for cut in cuts] + [middle]):
+        assert evaluate(part.problem, a, TIERS, links, part.options).feasible
+        plan = write_plan(forced(part, a), tmp_path / f"p{k}", "bundled")
+        got = run_parts(tmp_path / f"p{k}", plan, feeds)
+        for w, o in zip(want, plan["outputs"]):
+            np.testing.assert_allclose(got[o], w, rtol=1e-5, atol=1e-5)
+    assert len(plan["parts"]) == 3
+    for w, g in zip(want, FlowSession(str(tmp_path / f"p{k}")).run(None, feeds)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_profile_gives_a_rewritten_loop_the_time_of_the_gru_it_became():
+    """The Loop over a GRU cell runs as a GRU node the rewrite named: its time is the Loop's, and the
+    Shape chain the rewrite dropped costs 0 and has no tensors."""
+    prof = profile_model(os.path.join(MODELS, "keras", "gru_opset17.onnx"), repeat=2)
+    loops = [n for n in prof.nodes if n.op_type == "Loop"]
+    assert len(loops) == 2 and all(n.kind == "kernel" and n.time_s > 0 for n in loops)
+    assert not [n for n in prof.nodes if n.kind == "fused"]
+    assert "functional_4_1/gru_1/Shape:0" not in prof.tensors
+
+
+def test_cli_refuses_a_graph_with_too_many_cuts_before_profiling(tmp_path):
+    """14 parallel two-node branches have 3^14 down-sets: refused from the graph alone, with advice,
+    before any profile is written."""
+    nodes = [n for i in range(14) for n in (helper.make_node("Relu", ["x"], [f"r{i}"]),
+                                            helper.make_node("Neg", [f"r{i}"], [f"n{i}"]))]
+    nodes.append(helper.make_node("Sum", [f"n{i}" for i in range(14)], ["y"]))
+    model_path = tmp_path / "wide.onnx"
+    onnx.save(make_model(nodes, {"x": ((1, 4), np.float32)}, ["y"]), model_path)
+    parser = argparse.ArgumentParser()
+    add_partition_verbs(parser.add_subparsers())
+    args = parser.parse_args(["partition", str(model_path), "--tier", "device:1", "--tier", "edge:4",
+                              "--link", "device-edge:20Mbps,10ms", "-o", str(tmp_path / "p")])
+    with pytest.raises(ModelError, match="ways to cut it.*simplify the model"):
+        args.func(args)
+    assert not (tmp_path / "p" / "profile.json").exists()
 
 
 # ---------------------------------------------------------------- the raw input cut
