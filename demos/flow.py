@@ -40,7 +40,7 @@ CONFIGS = ("device only", "cloud only", "chosen", "input on device")
 STEM = {"conv0", "batchnormalization1", "relu2", "maxpool3"}
 HEAD = {"globalaveragepool17", "flatten18", "logits"}
 KILL_AFTER_S = 0.008  # into request 10: while its features are on the emulated link or the edge computes
-TOLERANCE = 0.15  # the target: measured within 15% of predicted
+TOLERANCE = 0.15  # the demo's target: measured within 15% of predicted
 NOISE = 0.05  # measured differences below this are measurement noise
 CLEAR = 0.20  # a split "clearly" beats a baseline when it is at least this much faster
 
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                  for c, x in ratio.items() if x < 1 - NOISE and c not in same]
         clear = [f"{bps / 1e6:g} Mbit/s ({route})" for bps, ratio, _, route in verdicts
                  if " -> " in route.replace("(input) -> ", "") and min(ratio.values()) >= 1 / (1 - CLEAR)]
-        print(f"\nchecks (the issue's targets; load average now {load()} on {os.cpu_count()} cores):")
+        print(f"\nchecks (the targets the demo holds itself to; load average now {load()} on {os.cpu_count()} cores):")
         print(f"  [{check(within == len(errors))}] measured within {TOLERANCE:.0%} of predicted: {within} of "
               f"{len(errors)} runs (median error {np.median(errors) * 100:.1f}%, worst {max(errors) * 100:.1f}%)")
         print(f"  [{check(not worse)}] the chosen plan is never slower than device only or cloud only beyond "

@@ -18,18 +18,19 @@ import time
 import numpy as np
 
 from . import ppg_data as data
-from .plotting import figure, output_path
+from .plotting import add_plot_options, check_plot_options, figure
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "ppg_cnn.onnx")
 
 
-def _requirements() -> str | None:
-    """None when the demo's extra packages and heartpy's recordings are there, else the reason."""
+def _requirements(plot: bool = True) -> str | None:
+    """None when the demo's extra packages (matplotlib only to ``plot``) and heartpy's recordings are
+    there, else the reason."""
     try:
         data.data_dir()
     except ModuleNotFoundError:
         return data.INSTALL_HINT
-    if any(importlib.util.find_spec(m) is None for m in ("matplotlib", "scipy")):
+    if any(importlib.util.find_spec(m) is None for m in ("scipy", "matplotlib")[:2 if plot else 1]):
         return data.INSTALL_HINT
     return None
 
@@ -145,18 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgekit demo ppg", description=__doc__.splitlines()[0])
     parser.add_argument("--recording", default="data2", choices=sorted(data.RECORDINGS),
                         help="heartpy recording to stream (default data2, held out from training)")
-    parser.add_argument("--out", default="ppg_demo.png", type=output_path,
-                        help="where to write the plot (default ./ppg_demo.png)")
+    add_plot_options(parser, "ppg_demo.png")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
     args = parser.parse_args(argv)
-    missing = _requirements()
+    check_plot_options(parser, args)
+    missing = _requirements(plot=not args.no_plot)
     if missing:
         print(f"edgekit demo ppg: {missing}", file=sys.stderr)
         return 1
     cols = run(args.recording, verbose=not args.quiet)
     print(summary(cols))
-    plot(cols, args.out)
-    print(f"plot: {args.out}")
+    if not args.no_plot:
+        plot(cols, args.out)
+        print(f"plot: {args.out}")
     return 0
 
 

@@ -98,6 +98,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "MAE vs reference" in text and "median latency per hop" in text
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ppg.main(["--recording", "data", "--out", str(tmp_path / "none.png"), "--no-plot", "--quiet"]) == 0
+    assert "MAE vs reference" in capsys.readouterr().out and not (tmp_path / "none.png").exists()
 
     cols = ppg.run("data2", verbose=False)  # the held-out recording the demo streams by default
     assert len(cols["stream"]) == data.window_count(len(cols["signal"])) == 61
