@@ -9,7 +9,7 @@ in onnxruntime, reproduce the model's outputs exactly without compression (and w
 relative to the output range for fp16, 3e-2 for int8 round trips of the cut tensors), also
 when outputs are constants or raw inputs. A cut whose activations outgrow the input makes "send the raw input" win when the link is
 the bottleneck. Bundled models (Keras GRU/SimpleRNN Loops the runtime rewrites, a transformer full
-of shape chains, LSTMs) split at every cut into parts that equal the whole model. The `edgekit
+of shape chains, LSTMs) split at up to 13 cuts each into parts that equal the whole model. The `edgekit
 partition` verb writes and prints a plan, and refuses a graph with too many cuts before profiling."""
 import argparse
 import json
@@ -409,7 +409,8 @@ def test_bundled_models_split_into_parts_that_equal_the_whole(name, tmp_path):
     """Keras GRU/SimpleRNN Loops (which the runtime rewrites as GRU/RNN, dropping the Shape chain
     that builds their zero state, so the profile never sees those tensors) and a transformer whose
     exporter spelled every Reshape's shape as Shape/Gather/Concat nodes (refused before as over
-    200,000 ways to cut) partition; every cut (up to 12 two-tier splits and a three-tier one),
+    200,000 ways to cut) partition; cuts spread over the lattice (up to 12 two-tier splits and a
+    three-tier one),
     profiled at dynamic dims 1 and run at 3, equals the whole model on onnxruntime within 1e-5, and
     on edgekit (FlowSession, parts still rewritten) within 1e-4."""
     from edgekit.runtimes.flow import FlowSession
