@@ -116,9 +116,11 @@ def cmd_partition(args: argparse.Namespace) -> int:
         prof.save(os.path.join(args.output, "profile.json"))
         profile = prof.to_dict()
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in prof.inputs.items())
+        unset = sorted(dims - dict(args.dim).keys())
         print(f"profiled {len(prof.nodes)} nodes at {shapes} ({args.repeat} runs): node medians sum to "
               f"{sum(n.time_s for n in prof.nodes) * 1e3:.3f} ms here; "
-              f"wrote {os.path.join(args.output, 'profile.json')}")
+              f"wrote {os.path.join(args.output, 'profile.json')}"
+              + (f"\n(dynamic dims {unset} were 1: --dim NAME=VALUE profiles the sizes you will run)" if unset else ""))
     overhead = args.hop_overhead
     if overhead == "measure":
         from .runtimes.flow.overhead import measure_affine_hop_overhead
