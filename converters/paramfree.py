@@ -244,7 +244,8 @@ class Rewrite:
         lines += [f"  kept {name}: {why}" for name, why in self.skipped.items()]
         lines.append(f"parameters: {change(self.params_before, self.params_after)}")
         lines.append(f"MACs:       {change(self.macs_before, self.macs_after)}")
-        lines.append("accuracy: the pools compute a different function; retrain (or fine-tune) before use")
+        lines.append("accuracy: the pools compute a different function; retrain (or fine-tune) before use"
+                     if self.replaced else "accuracy: unchanged (nothing was replaced: the model is as it was)")
         return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ layers, `--stream --report` measures the streaming error), this module hands the
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from typing import Any, Iterator, TextIO
@@ -151,7 +152,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
                                 allow_nan=args.allow_nan)
         samples = printed = 0
         batch = sess.state_dict()["batch"] or 1  # a fixed batch N > 1: the signal in each stream, the first printed
-        for chunk in _chunks(source, sess.channels, sess.hop if args.source != "-" else 1):
+        for chunk in _chunks(source, sess.channels, sess.hop if args.source != "-" else 1, args.allow_nan):
             samples += chunk.shape[1]
             for outputs in sess.push(chunk if batch == 1 else np.repeat(chunk[None], batch, axis=0)):
                 values = "  ".join(np.array2string((o[:1] if batch > 1 else o).reshape(-1), precision=4, separator=",")
@@ -169,8 +170,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chunks(lines: TextIO, channels: int, rows_per_chunk: int) -> Iterator[np.ndarray]:
-    """(channels, n) float32 chunks from CSV text with one sample per row (a header row is skipped)."""
+def _chunks(lines: TextIO, channels: int, rows_per_chunk: int, allow_nan: bool) -> Iterator[np.ndarray]:
+    """(channels, n) float32 chunks from CSV text with one sample per row (a header row is skipped);
+    a row holding NaN or Inf is refused by its line number unless ``allow_nan``."""
     rows: list[list[float]] = []
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -183,7 +185,11 @@ def _chunks(lines: TextIO, channels: int, rows_per_chunk: int) -> Iterator[np.nd
                 continue  # a header
             raise InputError(f"line {number} of the source is not {channels} comma-separated numbers: {line!r}")
         if len(values) != channels:
-            raise InputError(f"line {number} of the source has {len(values)} values; the model takes {channels} channels")
+            raise InputError(f"line {number} of the source has {len(values)} value(s); the model takes {channels} "
+                             f"channel(s), one value each per row")
+        if not allow_nan and not all(math.isfinite(v) for v in values):
+            raise InputError(f"line {number} of the source holds a NaN or Inf: {line!r} (--allow-nan passes them "
+                             f"to the model)")
         rows.append(values)
         if len(rows) >= rows_per_chunk:
             yield np.asarray(rows, np.float32).T
@@ -200,7 +206,7 @@ def _read_samples_file(path: str, channels: int) -> np.ndarray:
         except (ValueError, TypeError) as exc:  # not a .npy file, or not numbers
             raise InputError(f"cannot read {path} as a numeric .npy array: {exc}") from exc
     with open(path, encoding="utf-8-sig") as f:
-        chunks = list(_chunks(f, channels, 1 << 20))
+        chunks = list(_chunks(f, channels, 1 << 20, allow_nan=False))
     if not chunks:
         raise InputError(f"{path} has no samples")
     return np.concatenate(chunks, axis=1)

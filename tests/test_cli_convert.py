@@ -90,7 +90,7 @@ def test_stream_rejects_rows_with_the_wrong_channel_count(tmp_path, capsys):
     path = tmp_path / "bad.csv"
     path.write_text("1.0,2.0\n")
     assert main(["stream", PPG, "--hop", "64", "--source", str(path)]) == 1
-    assert "has 2 values; the model takes 1 channels" in capsys.readouterr().err
+    assert "has 2 value(s); the model takes 1 channel(s)" in capsys.readouterr().err
 
 
 def test_file_errors_exit_1_with_a_message(signal_csv, tmp_path, capsys):
@@ -125,7 +125,7 @@ def test_stream_refuses_nan_samples_unless_allowed(tmp_path, capsys):
     path = tmp_path / "nan.csv"
     path.write_text("\n".join(["0.5"] * 100 + ["nan"] + ["0.5"] * 199) + "\n")
     assert main(["stream", PPG, "--hop", "64", "--source", str(path)]) == 1
-    assert "--allow-nan" in capsys.readouterr().err
+    assert "line 101 of the source holds a NaN or Inf: 'nan' (--allow-nan" in capsys.readouterr().err
     assert main(["stream", PPG, "--hop", "64", "--source", str(path), "--allow-nan"]) == 0
     assert capsys.readouterr().out.count("hop ") == 300 // 64 - 3
 

@@ -119,6 +119,7 @@ def test_replace_depthwise_keeps_what_it_cannot_replace(cin, cout, group, k, ops
     assert _ops(result.model) == ["Conv"] and result.params_after == result.params_before
     dense = pf.replace_depthwise(_conv_model(8, 8, 1, 3), "max")
     assert not dense.replaced and not dense.skipped
+    assert "retrain" not in str(result) and "accuracy: unchanged (nothing was replaced" in str(result)
 
 
 def test_replace_depthwise_keeps_a_dilated_conv_before_maxpool_takes_dilations():
