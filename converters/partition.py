@@ -441,8 +441,8 @@ def _wire_bytes(tp: dict, compression: str) -> float:
 
 def _wiring(gr: _Graph) -> tuple[list[str], dict[str, list[int]], list[tuple[int, int]], list[str], set[str]]:
     """The tensors a cut may carry (raw inputs, compute nodes' outputs that are read or are model
-    outputs), the readers of every tensor read (positions in ``gr.compute``), the pairs tied by a shape value (its
-    maker, each reader), the raw inputs and the model outputs."""
+    outputs), the readers of every tensor read (positions in ``gr.compute``), the pairs tied by a shape
+    or sequence value (its maker, each reader), the raw inputs and the model outputs."""
     g = gr.model.graph
     pos = {v: k for k, v in enumerate(gr.compute)}
     inits = {t.name for t in g.initializer}
@@ -461,8 +461,20 @@ def _wiring(gr: _Graph) -> tuple[list[str], dict[str, list[int]], list[tuple[int
         if node.op_type in ("Shape", "Size") or (node.op_type not in SHAPE_TO_DATA and read
                                                  and all(x in shape_values for x in read)):
             shape_values.update(o for o in node.output if o)
-    tied = [(pos[gr.producer[t]], k) for t in sorted(shape_values) for k in users.get(t, [])]
+    # a sequence (or optional) value runs with its readers too: parts pass tensors only
+    kept = shape_values | {t for t in _non_tensor_values(gr.model) if gr.producer.get(t) in pos}
+    tied = [(pos[gr.producer[t]], k) for t in sorted(kept) for k in users.get(t, [])]
     return tensors, users, tied, raw, outs
+
+
+def _non_tensor_values(model: onnx.ModelProto) -> set[str]:
+    """Names of the values shape inference types as sequences, optionals or maps."""
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # custom domains or partial models: no types to go by
+        return set()
+    return {v.name for v in list(g.value_info) + list(g.output)
+            if v.type.WhichOneof("value") not in (None, "tensor_type")}
 
 
 def check_cuttable(model: onnx.ModelProto) -> None:

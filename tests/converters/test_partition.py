@@ -404,12 +404,13 @@ def bundled_feeds(model: onnx.ModelProto, size: int) -> dict:
 
 
 @pytest.mark.parametrize("name", ["keras/gru_opset17", "keras/rnn_forms_opset17", "transformer_opset17",
-                                  "keras/lstm_opset17", "cnn_lstm_dynamo_opset20"])
+                                  "keras/lstm_opset17", "cnn_lstm_dynamo_opset20", "shuffle_dynamo_noopt_opset20"])
 def test_bundled_models_split_into_parts_that_equal_the_whole(name, tmp_path):
     """Keras GRU/SimpleRNN Loops (which the runtime rewrites as GRU/RNN, dropping the Shape chain
     that builds their zero state, so the profile never sees those tensors) and a transformer whose
     exporter spelled every Reshape's shape as Shape/Gather/Concat nodes (refused before as over
-    200,000 ways to cut) partition; cuts spread over the lattice (up to 12 two-tier splits and a
+    200,000 ways to cut) partition, and no cut carries a sequence (SplitToSequence in the shuffle);
+    cuts spread over the lattice (up to 12 two-tier splits and a
     three-tier one),
     profiled at dynamic dims 1 and run at 3, equals the whole model on onnxruntime within 1e-5, and
     on edgekit (FlowSession, parts still rewritten) within 1e-4."""
