@@ -3,8 +3,10 @@
 Each node of the ONNX graph gets the median time of its plan step over ``repeat`` runs (or the
 fastest, ``statistic="min"``: the undisturbed time, robust to other load on the machine). Nodes the
 plan fused away (BatchNormalization and activations folded into a Conv/Gemm/pool) cost 0 and name
-the surviving node, which carries the fused time; reshapes that became views, nodes folded into
-constants and dead nodes cost 0. Every tensor gets its shape, dtype and byte size, its zstd size
+the surviving node, which carries the fused time; a node a rewrite made (the GRU a Loop over a GRU
+cell runs as) gives its time to the original node whose output it computes (the Loop); reshapes
+that became views, nodes folded into constants, dead nodes and nodes a rewrite removed cost 0
+(the tensors of the last two are never made, so they have no profile). Every tensor gets its shape, dtype and byte size, its zstd size
 on the profiled data, and the time to encode and decode it with each transfer codec (fp16, int8
 with one float32 scale, zstd level 3), and the model gets the fixed time an ``InferenceSession.run``
 call adds to its nodes (input and output copies). A ``Profile`` round-trips through JSON, the form
@@ -67,7 +69,7 @@ def codec_round_trip(a: np.ndarray, codec: str) -> np.ndarray:
 @dataclass
 class NodeProfile:
     """One ONNX node: ``kind`` is kernel (timed), fused (into ``fused_into``), free (view or
-    folded constant) or dead (reaches no output)."""
+    folded constant) or dead (reaches no output, or a rewrite removed it)."""
 
     name: str
     op_type: str
