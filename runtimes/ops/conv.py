@@ -34,8 +34,8 @@ faster, 64 -> 64 at 12 columns 1.6x and 128 -> 128 at 16 (kernel 3) 1.2-1.3x; wi
 block of channels (48, 96) slower, so those stop at NARROW_WIDTH."""
 ROWS_WIDTH = 128
 """Single-row outputs at most this wide (a streaming step's layers) run on a rows kernel
-(``conv_kernel(plan, rows=True)``: the path of ``conv_rows_kernel``, which the streaming step
-interpreter runs in its place): up to two vectors its short tiles serve them, wider ones with AVX-512
+(``conv_kernel(plan, rows=True)``, whose tiles the streaming step interpreter runs too, in the rows
+kernel of its program's convolutions): up to two vectors its short tiles serve them, wider ones with AVX-512
 its quads (QUAD_MAX), with 8-lane vectors its product tiles, as ``conv_kernel``'s would (the step
 stays in the compiled program)."""
 
@@ -167,7 +167,7 @@ def build_conv(node: Node, inputs: list, opset: int) -> Kernel:
     rows = method in (kc.GEMM_NARROW, kc.DOT) or (method == kc.GEMM and out[0] == 1 and out[1] <= ROWS_WIDTH)
     args = (In(0), weights, bias, Out(0), scratch, plan, params)
     residual = inputs[3] if len(inputs) > 3 else None
-    if residual is None:  # (the streaming step program runs a rows kernel as conv_rows_kernel)
+    if residual is None:  # (a streaming step program runs a rows kernel in its own: kernels.conv.rows_call)
         return Kernel(kc.conv_kernel(plan, rows), args, [(y_shape, x.dtype)])
     require_float32("Conv residual", residual)
     if tuple(residual.shape) == y_shape:
