@@ -21,6 +21,7 @@ Exact optimisation. Let D_j be the nodes on the first j tiers of a chain of used
 D_j is a down-set (ideal) of the DAG and D_1 <= D_2 <= ... The cost splits as a constant plus
 sum_j F_j(D_j), where F_j depends only on D_j (compute differences and hop j's tensors, RTT and
 returns), and the constraints (device memory, raw input kept on the device) depend on D_1 only.
+Nodes that must share a tier (tied) form one group, and the D_j are the ideals of the DAG of groups.
 So: enumerate the ideals once (breadth-first, as bit masks), evaluate every F_j on all of them
 (NumPy over an ideals x nodes matrix), and run a DP over the ideal lattice with
 G(D) = min(H(D), min over maximal m of G(D - m)), which gives the best nested D_{j-1} <= D_j
@@ -99,7 +100,8 @@ class Problem:
     ``work[v]`` is node v's activation bytes (inputs + outputs); ``overhead[k]`` the fixed seconds
     tier k spends per run when it runs any node (the session call around the node steps);
     ``tied`` pairs of nodes that must run on the same tier (a shape value and its reader: a part
-    fed a shape at run time could not be planned ahead).
+    fed a shape at run time could not be planned ahead; a sequence and its reader; a tensor the
+    runtime never makes and its reader).
     """
 
     nodes: list[str]
