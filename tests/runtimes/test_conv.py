@@ -3,7 +3,8 @@ explicit (asymmetric) pads and auto_pad, grouped and depthwise (with and without
 multiplier), <= 128 columns (quad and duo tiles first), narrow outputs (the channel-vectorised
 method, 4- and 2-vector tiles, written transposed; rows of exactly a tile's columns as whole
 vectors), rows of at most two vectors (short tiles), single columns over contiguous taps (dot
-products), with and without bias, batch 1 and 3; one kernel per path; weights known only at run time; fused activations
+products), with and without bias, batch 1 and 3; one kernel per path (a rows kernel with the tiles of several
+computes as each); weights known only at run time; fused activations
 (Relu applied in the narrow and short tiles' registers: NaN and Inf propagate); the Conv ->
 BatchNormalization -> Relu fusion run through InferenceSession; the PPG demo net streamed
 (StreamingSession, batch 1 and 2) against its step model in onnxruntime.
@@ -17,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from numba import njit
 from onnx.reference import ReferenceEvaluator
 
 import edgekit
@@ -313,3 +315,37 @@ def test_inconsistent_attributes_raise_model_error_naming_the_node(attrs, bias, 
                               [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
     with pytest.raises(ModelError, match=f"'conv7'.*{match}"):
         edgekit.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _rows_call(mask):
+    """A compiled call of ``kc.rows_call`` for the constant ``mask``, as the step interpreter makes it."""
+    @njit
+    def call(x, w, bias, y, scratch, plan, params):
+        kc.rows_call(mask, x, w, bias, y, scratch, plan, params)
+    return call
+
+
+def test_a_rows_kernel_with_more_tiles_computes_as_each_plans_own():
+    """The streaming step interpreter runs all of a program's single-row convolutions on one rows kernel,
+    with the union of their tiles (``kc.rows_call``): each computes there exactly what its plan's own
+    kernel (its tiles only) computes. Pair tiles of every kind, short tiles, grouped and batched."""
+    cases = ["1d_narrow_pair_edge", "1d_narrow_pair_two_columns", "1d_narrow_pair_edge_short",
+             "1d_narrow_pair_groups", "1d_short_masked", "1d_short_groups"]
+    rng = np.random.default_rng(5)
+    steps = []
+    for case in cases:
+        shape, w_shape, attrs = CASES[case]
+        w, b = rng.standard_normal(w_shape).astype(np.float32), rng.standard_normal(w_shape[0]).astype(np.float32)
+        plan = edgekit.InferenceSession(_conv_model((2, *shape), w, attrs, b)).plan(((2, *shape),))
+        (fn, args), = plan.steps
+        plan.input_buffers["x"][...] = rng.standard_normal((2, *shape)).astype(np.float32)
+        steps.append((kc.rows_flags(fn), fn, args))
+    union = tuple(map(any, zip(*(flags for flags, _, _ in steps))))
+    call = _rows_call(kc.rows_mask(union))
+    for flags, fn, args in steps:
+        assert flags != union
+        fn(*args)
+        own = args[3].copy()
+        args[3][...] = np.nan
+        call(*args)
+        np.testing.assert_array_equal(args[3], own)
