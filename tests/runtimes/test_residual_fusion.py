@@ -3,7 +3,7 @@ order, with or without a BatchNormalization before the Add and Relu, Clip, Leaky
 it, becomes one Conv whose epilogue is bias, + R, activation; checked against onnxruntime on random
 inputs for every conv path: 1x1 direct product (column blocks), 3x3 wide product (compacted), strided
 (one-phase and polyphase repack), grouped, depthwise 3x3 and generic, 1-D and single-row outputs
-(conv_rows_kernel's short, quad, narrow and dot tiles), batch 1 and 3; R a graph input, the block's
+(the rows kernels' short, quad, narrow and dot tiles), batch 1 and 3; R a graph input, the block's
 own input, or another Conv's output. Not fused, still correct: a Conv output read elsewhere or a
 graph output, Conv -> Relu -> Add, a constant (bias-like) addend; a broadcasting R runs unfused in
 the Conv's step; a BatchNormalization after the Add stays a node. The fused Conv's output never
