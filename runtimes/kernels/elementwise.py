@@ -325,7 +325,8 @@ def tan32(x):
     z = r * r
     t = (((((F(9.38540185543e-3) * z + F(3.11992232697e-3)) * z + F(2.44301354525e-2)) * z
            + F(5.34112807005e-2)) * z + F(1.33387994085e-1)) * z + F(3.33331568548e-1)) * z * r + r
-    return -ONE / t if q == 1 or q == 3 else t
+    v = -ONE / t if q == 1 or q == 3 else t
+    return x if x == 0 else v  # (tan(+-0) is +-0; under nsz the reduction may flip a zero's sign)
 
 
 @njit(inline="always", fastmath=FASTMATH)

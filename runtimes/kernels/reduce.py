@@ -248,13 +248,22 @@ REDUCE = {(code, form): _reduction(code, form) for code in range(LOG_SUM_EXP + 1
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _softmax_rows(x, out, outer, n, log):
+    """Rows of ``n`` (see ``softmax``). A loop that both reads ``x`` and stores into ``out`` is vectorised
+    or not by where ``out`` lies (LLVM's overlap check), so such loops only do single roundings (a
+    difference, a product): the exponentials go through scratch, where the vector path always runs
+    (a scalar exp32 and a vector one may contract differently), and the sum reads only."""
     lanes = np.empty(LANES)
+    e = np.empty(n, np.float32)
     for o in range(outer):
         row, dst = x[o * n:(o + 1) * n], out[o * n:(o + 1) * n]
         m = np.float32(_fold(row, n, MAX, 0.0, lanes))
+        for r in range(n):
+            e[r] = row[r] - m
+        for r in range(n):
+            e[r] = exp32(e[r])
         s = np.float32(0.0)  # a float32 sum vectorises (in lanes, which also keeps it accurate)
-        for r in range(n):  # reads only: a loop that also stored would be vectorised or not by where
-            s += exp32(row[r] - m)  # dst lies (LLVM's overlap check), and the sum's order with it
+        for r in range(n):
+            s += e[r]
         if log:  # (x - m) - log s in two passes: in one, fastmath may reassociate it to x - (m + log s),
             ls = np.float32(math.log(s))  # which loses log s next to a large m
             for r in range(n):
@@ -264,7 +273,7 @@ def _softmax_rows(x, out, outer, n, log):
         else:
             inv = 1.0 / s
             for r in range(n):
-                dst[r] = exp32(row[r] - m) * inv
+                dst[r] = e[r] * inv
 
 
 SOFTMAX_BLOCK = 4096
