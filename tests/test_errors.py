@@ -219,7 +219,7 @@ def test_array_subclasses_without_hidden_values_run_as_plain_arrays(relu_model):
 
 
 def test_nan_inputs_propagate_by_default_and_are_refused_when_asked(relu_model):
-    """NaN/Inf flow through as in onnxruntime; with allow_nan=False the first one is named in the error."""
+    """NaN/Inf flow through (a Relu of NaN is NaN); with allow_nan=False the first one is named in the error."""
     x = np.random.default_rng(6).standard_normal((2, 3)).astype(np.float32)
     x[1, 2] = np.nan
     (y,) = edgekit.InferenceSession(relu_model).run(None, {"x": x})

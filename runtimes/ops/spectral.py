@@ -4,8 +4,9 @@ MelWeightMatrix (17), the front end of audio and vibration models.
 DFT and STFT run ``kernels.spectral.dft_rows`` over float32 rows whose places are worked out here;
 their lengths, steps and axis must be known at load. The window ops and MelWeightMatrix have only
 size-like inputs and are computed at load (constants), in float64 as onnxruntime does, then cast to
-``output_datatype``. Refused by name: an inverse one-sided DFT (a real inverse), complex input to a
-one-sided forward transform, a run-time window length.
+``output_datatype``. The STFT window may be computed at run time (its length is its shape's). Refused
+by name: an inverse one-sided DFT (a real inverse), complex input to a one-sided forward transform,
+a run-time transform length, axis or frame step; a signal shorter than a frame is an input error.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def build_dft(node: Node, inputs: list, opset: int) -> Kernel:
     n = _scalar(node, inputs, 1, "dft_length")
     n = length if n is None else n
     if n < 1:
-        raise Unsupported(f"DFT length {n} (must be positive)")
+        raise ValueError(f"DFT length {n} (must be positive)")  # (of the input's shape, or a constant's)
     bins = n // 2 + 1 if onesided else n
     outer, inner = int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis + 1:-1], dtype=np.int64))
     rows = np.arange(outer * inner, dtype=np.int64)
@@ -76,18 +77,18 @@ def build_stft(node: Node, inputs: list, opset: int) -> Kernel:
     if len(x.shape) != 3 or x.shape[-1] not in (1, 2):
         raise Unsupported("STFT signal must be [batch, length, 1 or 2]")
     step = _scalar(node, inputs, 1, "frame_step")
-    window = const_input(node, inputs, 2, "window")
+    window = inputs[2] if len(inputs) > 2 else None
     frame = _scalar(node, inputs, 3, "frame_length")
     if window is not None:
-        if window.ndim != 1 or window.dtype != np.float32:
+        if len(window.shape) != 1 or window.dtype != np.float32:
             raise Unsupported("STFT window must be a 1-D float32 tensor")
-        if frame is not None and frame != window.size:
-            raise Unsupported(f"STFT window of {window.size} values for frame_length {frame}")
-        frame = window.size
+        if frame is not None and frame != window.shape[0]:
+            raise ValueError(f"STFT window of {window.shape[0]} values for frame_length {frame}")
+        frame = window.shape[0]
     batch, length, parts = x.shape
     frame = length if frame is None else frame
     if step < 1 or not 1 <= frame <= length:
-        raise Unsupported(f"STFT frame_step {step} and frame_length {frame} for a signal of {length}")
+        raise ValueError(f"STFT frame_step {step} and frame_length {frame} for a signal of {length}")
     onesided = bool(node.attrs.get("onesided", 1))
     if onesided and parts == 2:
         raise Unsupported("one-sided STFT of a complex signal")
@@ -95,7 +96,7 @@ def build_stft(node: Node, inputs: list, opset: int) -> Kernel:
     bins = frame // 2 + 1 if onesided else frame
     rows = np.arange(batch * frames, dtype=np.int64)
     base = ((rows // frames) * length + (rows % frames) * step) * parts
-    window = np.ones(frame, np.float32) if window is None else np.ascontiguousarray(window)
+    window = np.ones(frame, np.float32) if window is None else In(2) if window.value is None else window.value
     args = (In(0), Out(0), base, parts, frame, parts == 2, window, frame, bins, False, rows * bins * 2, 2,
             *Transform.of(frame, False).args())
     return Kernel(dft_rows, args, [((batch, frames, bins, 2), np.dtype(np.float32))])
