@@ -28,14 +28,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.data and not (args.stream and args.report):
         print("edgekit convert: --data is the signal of --stream --report", file=sys.stderr)
         return 2
-    if (args.mst or args.mst_depth is not None) and not args.binarize:
-        print("edgekit convert: --mst and --mst-depth go with --binarize", file=sys.stderr)
+    mst = "force" if args.mst_force else "auto" if args.mst else None
+    if (mst or args.mst_depth is not None) and not args.binarize:
+        print("edgekit convert: --mst, --mst-force and --mst-depth go with --binarize", file=sys.stderr)
         return 2
-    if args.mst_depth is not None and not (args.mst or args.report):
+    if args.mst_depth is not None and not (mst or args.report):
         print("edgekit convert: --mst-depth bounds the trees of --mst (or of --report's MST estimate)", file=sys.stderr)
         return 2
     if args.binarize:
-        return _convert_binary(args.model, args.output, args.mst, args.mst_depth, args.report)
+        return _convert_binary(args.model, args.output, mst, args.mst_depth, args.report)
     if args.paramfree:
         from .converters.paramfree import convert_paramfree
 
@@ -92,10 +93,10 @@ def _convert_lmuformer(args: argparse.Namespace, model: Any) -> int:
 
 
 def _convert_binary(model_path: str, out_path: str, mst: str | None, mst_depth: int | None, report: bool) -> int:
-    """`convert --binarize [--mst [auto|force]] [--mst-depth D] [--report]`: binarize, plan MST, save.
+    """`convert --binarize [--mst | --mst-force] [--mst-depth D] [--report]`: binarize, plan MST, save.
 
-    ``auto`` writes the MST plan (edge cost: predicted time) of the layers where the cost model
-    predicts it faster than dense; ``force`` writes the paper's plan (edge cost: differing bits, the
+    ``mst`` "auto" (--mst) writes the MST plan (edge cost: predicted time) of the layers where the cost
+    model predicts it faster than dense; "force" (--mst-force) writes the paper's plan (edge cost: differing bits, the
     fewest XNOR bit-ops) on every layer, exact but slower where differences spread over many 64-bit
     words. Either way every layer's choice is printed with its predicted times and savings. The report
     adds op counts, stored bits and each layer's measured time alone in edgekit, dense and MST."""
@@ -128,11 +129,11 @@ def _convert_binary(model_path: str, out_path: str, mst: str | None, mst_depth: 
             applied = sum(row.chosen == "mst" for row in rep.layers)
             bound = "none" if mst_depth is None else mst_depth
             paper = None if force else mst_plans.compress(converted, depth=mst_depth, force=True, metric="bits")[1]
-            print(f"MST ({mst}, depth bound {bound}): applied to {applied} of {count} binary layer(s); "
+            print(f"MST ({'--mst-force' if force else '--mst'}, depth bound {bound}): applied to {applied} of {count} binary layer(s); "
                   "predicted time per call, dense -> MST")
             print(rep.decisions(paper))
             if not force and applied < count and mst_depth != 0:
-                print("  --mst force writes the fewest-XNOR-bits plan on every layer (exact, but predicted slower "
+                print("  --mst-force writes the fewest-XNOR-bits plan on every layer (exact, but predicted slower "
                       "where dense is kept)")
             print("  (stored weight bits count an enumerative code of the masks; the ONNX file keeps every mask as "
                   "full 64-bit words, so its size does not shrink)")
@@ -225,9 +226,10 @@ def add_convert_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="window length L when the model's time axis is dynamic (--stream)")
     p.add_argument("--data", help="--stream --report: measure the error on this .npy or CSV signal")
     p.add_argument("--binarize", action="store_true", help="bit-packed XNOR/popcount binary layers")
-    p.add_argument("--mst", nargs="?", const="auto", choices=("auto", "force"),
-                   help="--binarize: MST-compress the binary layers; auto (the default): where the cost model "
-                        "predicts it faster than dense; force: the fewest-XNOR-bits plan on every layer")
+    p.add_argument("--mst", action="store_true",
+                   help="--binarize: MST-compress the binary layers where the cost model predicts it faster than dense")
+    p.add_argument("--mst-force", action="store_true",
+                   help="--binarize: MST-compress every binary layer with the fewest-XNOR-bits plan (the paper's)")
     p.add_argument("--mst-depth", type=non_negative_int,
                    help="--binarize --mst: depth bound of the spanning trees (0: every channel dense)")
     p.add_argument("--paramfree", choices=("max", "avg"), help="replace depthwise convs by max or avg pooling")

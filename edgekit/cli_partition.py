@@ -94,17 +94,17 @@ def parse_size(text: str) -> int:
 
 def cmd_partition(args: argparse.Namespace) -> int:
     from .converters.partition import Options, Power, check_cuttable, check_network, partition, summary, write_plan
+    from .ir import read_graph
     from .model import load_model
+    from .stats import checked_dims
 
     if not args.tier:
         raise InputError("give the tiers, device first: --tier device:1 --tier edge:4 --tier cloud:16")
     check_network(args.tier, args.link)  # before profiling: a typo must not cost a profile first
     proto = load_model(args.model)
-    dims = {d.dim_param for vi in proto.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
-    unknown = sorted(dict(args.dim).keys() - dims)
-    if unknown:
-        raise InputError(f"--dim {unknown}: the model's inputs have no such dimension; "
-                         f"their named dimensions are {sorted(dims)}")
+    inputs = read_graph(proto).inputs
+    checked_dims(inputs, dict(args.dim))
+    dims = {d for vi in inputs for d in (vi.shape or ()) if isinstance(d, str)}
     check_cuttable(proto)  # a graph the exact solver refuses is refused before the profiling too
     os.makedirs(args.output, exist_ok=True)
     if args.profile:

@@ -107,12 +107,14 @@ def test_ops_lists_every_registered_op(capsys):
     assert f"{sum('::' not in op for op in supported_ops())} standard ONNX ops" in out
 
 
-def test_a_dim_the_model_does_not_have_is_refused(relu_model, capsys):
+def test_a_dim_the_model_does_not_have_is_refused(relu_model, tmp_path, capsys):
     """A mistyped --dim name once changed nothing, silently."""
     for verb in ("info", "bench"):
         assert main([verb, relu_model, "--dim", "btach=3"]) == 1
         assert "--dim btach: not a dynamic dimension of the model's inputs (they have batch)" in capsys.readouterr().err
     assert main(["run", relu_model, "--random", "--dim", "btach=3"]) == 1
+    assert main(["partition", relu_model, "--tier", "device:1", "--dim", "btach=3", "-o", str(tmp_path / "p")]) == 1
+    assert "--dim btach: not a dynamic dimension" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
 def test_run_names_an_unknown_input_and_a_file_that_is_not_npy(relu_model, tmp_path, capsys):

@@ -10,7 +10,7 @@ report's bit-ops, word-ops and stored bits equal a direct count from the written
 cost model keeps dense for random weights and picks MST for near-duplicate channels, and the report
 says per layer what was written and why; a negative depth bound is refused. The CLI on the bundled
 BNN: `--mst` (auto) keeps layers the cost model predicts slower as MST dense and says so per layer
-with the numbers and how to force it, `--mst force` writes MST on every layer with outputs identical
+with the numbers and how to force it, `--mst-force` writes MST on every layer with outputs identical
 to the dense model, depth bound 0 keeps every layer dense (`--report` is tested in
 tests/test_cli_convert.py).
 """
@@ -324,26 +324,26 @@ def test_cli_mst_auto_says_per_layer_why_dense_is_kept(tmp_path, capsys):
     out = tmp_path / "auto.onnx"
     assert main(["convert", BNN, "--binarize", "--mst", "--mst-depth", "3", "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "MST (auto, depth bound 3): applied to 0 of 3 binary layer(s)" in text
+    assert "MST (--mst, depth bound 3): applied to 0 of 3 binary layer(s)" in text
     lines = layer_lines(text)
     assert sorted(lines) == sorted(LAYERS)
     for line in lines.values():
         assert "dense kept (" in line and re.search(r"forced MST: [\d.]+ us, XNOR bit-ops \d+% fewer, "
                                                      r"stored weight bits \d+% fewer", line)
-    assert "--mst force" in text and "size does not shrink" in text
+    assert "--mst-force" in text and "size does not shrink" in text
     assert mst_nodes(out) == [False] * 3
 
 
 def test_cli_mst_force_writes_every_layer_exactly(tmp_path, capsys):
     dense, forced = tmp_path / "dense.onnx", tmp_path / "forced.onnx"
     assert main(["convert", BNN, "--binarize", "-o", str(dense)]) == 0
-    assert main(["convert", BNN, "--binarize", "--mst", "force", "--mst-depth", "2", "-o", str(forced)]) == 0
+    assert main(["convert", BNN, "--binarize", "--mst-force", "--mst-depth", "2", "-o", str(forced)]) == 0
     text = capsys.readouterr().out
-    assert "MST (force, depth bound 2): applied to 3 of 3 binary layer(s)" in text
+    assert "MST (--mst-force, depth bound 2): applied to 3 of 3 binary layer(s)" in text
     lines = layer_lines(text)
     assert all(re.search(r"MST(, forced)? \(\d+ root\(s\), depth [12]\): [\d.]+ -> [\d.]+ us", lines[name])
                for name in LAYERS)
-    assert "--mst force writes" not in text  # no hint when already forced
+    assert "--mst-force writes" not in text  # no hint when already forced
     assert mst_nodes(forced) == [True] * 3
     from edgekit.demos.bnn import load_images
 
@@ -353,12 +353,14 @@ def test_cli_mst_force_writes_every_layer_exactly(tmp_path, capsys):
     np.testing.assert_array_equal(got, want)  # same integer sums, same float last layer
 
 
-def test_cli_mst_depth_zero_and_bad_mode(tmp_path, capsys):
+def test_cli_mst_depth_zero_and_flag_order(tmp_path, capsys):
     out = tmp_path / "zero.onnx"
-    for mode in ("auto", "force"):
-        assert main(["convert", BNN, "--binarize", "--mst", mode, "--mst-depth", "0", "-o", str(out)]) == 0
+    for mode in ("--mst", "--mst-force"):
+        assert main(["convert", BNN, "--binarize", mode, "--mst-depth", "0", "-o", str(out)]) == 0
         text = capsys.readouterr().out
         assert all("depth bound 0 computes every channel" in line for line in layer_lines(text).values())
-        assert "--mst force writes" not in text and mst_nodes(out) == [False] * 3
-    assert main(["convert", BNN, "--binarize", "--mst", "always", "-o", str(tmp_path / "x.onnx")]) == 2
-    assert "invalid choice: 'always'" in capsys.readouterr().err
+        assert "--mst-force writes" not in text and mst_nodes(out) == [False] * 3
+    assert main(["convert", "--binarize", "--mst", BNN, "-o", str(out)]) == 0  # (the flags before the model)
+    capsys.readouterr()
+    assert main(["convert", BNN, "--paramfree", "max", "--mst-force", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "--mst, --mst-force and --mst-depth go with --binarize" in capsys.readouterr().err
