@@ -96,9 +96,9 @@ def _convert_binary(model_path: str, out_path: str, mst: str | None, mst_depth: 
     """`convert --binarize [--mst | --mst-force] [--mst-depth D] [--report]`: binarize, plan MST, save.
 
     ``mst`` "auto" (--mst) writes the MST plan (edge cost: predicted time) of the layers where the cost
-    model predicts it faster than dense; "force" (--mst-force) writes the paper's plan (edge cost: differing bits, the
-    fewest XNOR bit-ops) on every layer, exact but slower where differences spread over many 64-bit
-    words. Either way every layer's choice is printed with its predicted times and savings. The report
+    model predicts it faster than dense; "force" (--mst-force) writes the paper's plan (edge cost:
+    differing bits, the fewest XNOR bit-ops) on every layer, exact but slower where differences spread
+    over many 64-bit words. Either way every layer's choice is printed with its predicted times and savings. The report
     adds op counts, stored bits and each layer's measured time alone in edgekit, dense and MST."""
     import onnx
 
@@ -129,8 +129,8 @@ def _convert_binary(model_path: str, out_path: str, mst: str | None, mst_depth: 
             applied = sum(row.chosen == "mst" for row in rep.layers)
             bound = "none" if mst_depth is None else mst_depth
             paper = None if force else mst_plans.compress(converted, depth=mst_depth, force=True, metric="bits")[1]
-            print(f"MST ({'--mst-force' if force else '--mst'}, depth bound {bound}): applied to {applied} of {count} binary layer(s); "
-                  "predicted time per call, dense -> MST")
+            print(f"MST ({'--mst-force' if force else '--mst'}, depth bound {bound}): applied to {applied} of "
+                  f"{count} binary layer(s); predicted time per call, dense -> MST")
             print(rep.decisions(paper))
             if not force and applied < count and mst_depth != 0:
                 print("  --mst-force writes the fewest-XNOR-bits plan on every layer (exact, but predicted slower "
