@@ -42,7 +42,7 @@ import onnx
 from onnx import helper
 
 from edgekit.errors import InputError, ModelError
-from edgekit.ir import read_graph
+from edgekit.ir import live_nodes, read_graph
 
 COMPRESSIONS = ("none", "fp16", "int8", "zstd")
 MAX_IDEALS = 200_000
@@ -407,12 +407,15 @@ class _Graph:
     const_nodes: set[int]
     const_tensors: set[str]
     producer: dict[str, int]
+    pos: dict[int, int]
+    """Each compute node's position in ``compute`` (the index the Problem and the cut lattice use)."""
 
 
 def _graph(model: onnx.ModelProto) -> _Graph:
     g = model.graph
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(g.node)]
-    reads = [n.inputs for n in read_graph(model).nodes]
+    nodes = read_graph(model).nodes
+    reads = [n.inputs for n in nodes]
     const = {t.name for t in g.initializer} | {""}
     producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
     const_nodes = set()
@@ -421,16 +424,12 @@ def _graph(model: onnx.ModelProto) -> _Graph:
                                                         for a in n.attribute):
             const_nodes.add(i)
             const.update(n.output)
-    needed = {o.name for o in g.output}
-    live = set()
-    for i in reversed(range(len(g.node))):
-        if any(o in needed for o in g.node[i].output):
-            live.add(i)
-            needed.update(reads[i])
-    compute = [i for i in range(len(g.node)) if i in live and i not in const_nodes]
+    live = {id(n) for n in live_nodes(nodes, [o.name for o in g.output])}
+    compute = [i for i, n in enumerate(nodes) if id(n) in live and i not in const_nodes]
     if not compute:
         raise ModelError("the model has no node that depends on its inputs: nothing to partition")
-    return _Graph(model, names, reads, compute, const_nodes, const - {""}, producer)
+    return _Graph(model, names, reads, compute, const_nodes, const - {""}, producer,
+                  {v: k for k, v in enumerate(compute)})
 
 
 def _wire_bytes(tp: dict, compression: str) -> float:
@@ -446,7 +445,7 @@ def _wiring(gr: _Graph) -> tuple[list[str], dict[str, list[int]], list[tuple[int
     outputs), the readers of every tensor read (positions in ``gr.compute``), the pairs tied by a shape
     or sequence value (its maker, each reader), the raw inputs and the model outputs."""
     g = gr.model.graph
-    pos = {v: k for k, v in enumerate(gr.compute)}
+    pos = gr.pos
     inits = {t.name for t in g.initializer}
     raw = [vi.name for vi in g.input if vi.name not in inits]
     made = [o for i in gr.compute for o in g.node[i].output if o]
@@ -484,8 +483,8 @@ def check_cuttable(model: onnx.ModelProto) -> None:
     graph alone: before the (slow) profiling."""
     gr = _graph(model)
     tensors, users, tied, _, _ = _wiring(gr)
-    pos = {v: k for k, v in enumerate(gr.compute)}
-    cut_lattice(len(gr.compute), [(pos[gr.producer[t]], k) for t in tensors if t in gr.producer for k in users.get(t, [])], tied)
+    cut_lattice(len(gr.compute), [(gr.pos[gr.producer[t]], k) for t in tensors if t in gr.producer
+                                  for k in users.get(t, [])], tied)
 
 
 def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], compression: str = "none") -> tuple[Problem, _Graph]:
@@ -499,7 +498,7 @@ def build_problem(model: onnx.ModelProto, profile: dict, tiers: list[Tier], comp
         if names != gr.names:
             raise InputError(f"profile of model {prof.get('model')!r} does not match this model's nodes; profile it again")
     tensors, users, tied, raw, outs = _wiring(gr)
-    pos = {v: k for k, v in enumerate(gr.compute)}
+    pos = gr.pos
     # a tensor the runtime never makes (a rewrite removed its node: the Shape chain that builds a
     # Loop's zero state when the Loop became a GRU) has no profiled size and is never cut: its
     # maker runs with its readers, so every part keeps the subgraph the rewrite needs whole
