@@ -71,10 +71,10 @@ def check_model(proto: onnx.ModelProto) -> None:
     runs and the checker refuses) are checked as if they had them. An opset newer than onnx knows is
     refused (the checker would pass it, and nodes would be read with the wrong schemas)."""
     deprecated = [i for i, n in enumerate(proto.graph.node) if n.domain in ("", "ai.onnx") and _deprecated(n, proto)]
-    newest = onnx.defs.onnx_opset_version()
-    if opset_version(proto) > newest:
-        raise ModelError(f"the model imports ONNX opset {opset_version(proto)}; the newest edgekit's onnx "
-                         f"{onnx.__version__} knows is {newest}")
+    opset, newest = opset_version(proto), onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ModelError(f"the model imports ONNX opset {opset}; the newest edgekit's onnx {onnx.__version__} "
+                         f"knows is {newest}")
     shapeless = [v for v in (*proto.graph.input, *proto.graph.output)
                  if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")
                  or v.type.WhichOneof("value") is None]
