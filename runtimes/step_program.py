@@ -90,16 +90,17 @@ class StepProgram:
             fn(*args)
 
     def feeder(self, dst: np.ndarray, result: np.ndarray | None = None
-               ) -> Callable[[np.ndarray, np.ndarray], bool] | None:
-        """``feed(chunk, out)``: when every value of ``chunk``, float32 (N*C, W) rows in C order for
-        ``dst`` (an array ``view`` gives: (N, C, W), unit last stride), is finite, write it into
+               ) -> Callable[[np.ndarray, np.ndarray], int] | None:
+        """``feed(chunk, out)``: when ``chunk`` is float32 (N*C, W) rows in C order for ``dst`` (an
+        array ``view`` gives: (N, C, W), unit last stride) and every value is finite, write it into
         ``dst``, run the steps, copy ``result`` (a C-contiguous 2-D float32 array ``view`` gives) into
-        ``out`` unless ``out`` is empty (else float32, C order, result's size), and return True; else
-        return False with nothing written or run. TypeError, with nothing written or run, for arrays
-        whose Numba types are not the call's (see ``_sealed``): read-only, not native float32, not 2-D
-        C-contiguous, possibly not aligned. A FEED row at the head of the first program does it, so a
-        single program stays one compiled call. None when no step is in a program, or ``dst`` or
-        ``result`` is not of that form; without ``result``, ``out`` must be empty."""
+        ``out`` unless ``out`` is empty (else float32, C order, result's shape), and return
+        ``kernels.program.RAN``; else return NOT_FINITE or NOT_A_HOP with nothing written or run.
+        TypeError, with nothing written or run, for arrays whose Numba types are not the call's (see
+        ``_sealed``): read-only, not native float32, not 2-D C-contiguous, possibly not aligned. A
+        FEED row at the head of the first program does it, so a single program stays one compiled
+        call. None when no step is in a program, or ``dst`` or ``result`` is not of that form;
+        without ``result``, ``out`` must be empty."""
         if not self.programs or dst.dtype != F32 or dst.ndim != 3 or dst.strides[2] != 4:
             return None
         start, end, base = (v - self.arena.ctypes.data for v in (*byte_bounds(dst), dst.ctypes.data))
@@ -120,11 +121,12 @@ class StepProgram:
         if not rest:
             return first
 
-        def feed(chunk: np.ndarray, out: np.ndarray) -> bool:
+        def feed(chunk: np.ndarray, out: np.ndarray) -> int:
             if out.size and (out.dtype != F32 or not out.flags.writeable or result is None or out.shape != result.shape):
                 raise TypeError("out is not a writeable float32 array of the result's shape")  # (nothing has run)
-            if not first(chunk, NO_ROWS):  # (a TypeError here is the call refusing the chunk: nothing has run)
-                return False
+            ran = first(chunk, NO_ROWS)  # (a TypeError here is the call refusing the chunk: nothing has run)
+            if ran != kprog.RAN:
+                return ran
             try:
                 for fn, args in rest:
                     fn(*args)
@@ -132,7 +134,7 @@ class StepProgram:
                 raise RuntimeError(f"a step after the fed program failed: {exc}") from exc
             if out.size:
                 out[...] = result
-            return True
+            return kprog.RAN
 
         return feed
 

@@ -22,6 +22,7 @@ from edgekit.metadata import STREAM_KEY
 from edgekit.model import ModelSource, load_model
 
 from .kernels.shift import all_finite, copy_if_finite
+from .kernels.program import NOT_FINITE, RAN
 from .step_program import NO_ROWS
 from .stream_engine import Engine, EngineFactory, metadata, plan_engine
 
@@ -83,7 +84,7 @@ class StreamingSession:
         dim = x.type.tensor_type.shape.dim[0]
         self._static_batch: int | None = dim.dim_value if dim.HasField("dim_value") else None
         self._engine: Engine | None = None
-        self._feed: Callable[[np.ndarray, np.ndarray], bool] | None = None  # the one-call hop, once a batch is bound
+        self._feed: Callable[[np.ndarray, np.ndarray], int] | None = None  # the one-call hop, once a batch is bound
         self._engine_batch = 0
         self._batch: int | None = None
         self._fill = 0
@@ -105,27 +106,31 @@ class StreamingSession:
         """Feed new samples, (N, C, n) or (C, n) when N = 1; one output list per hop completed."""
         feed = self._feed
         if feed is not None and not self._fill and type(chunk) is np.ndarray:  # (no subclass: a masked array)
-            shape = chunk.shape
-            rows = chunk if shape == self._hop_2d else chunk.reshape(self._hop_rows) if shape == self._hop_3d else None
+            rows = (chunk if chunk.ndim == 2 and self._batch == 1  # (the call checks its shape)
+                    else chunk.reshape(self._hop_rows) if chunk.shape == self._hop_3d else None)
             if rows is not None:
                 spare = self._spare  # earlier hops' output arrays, reused once the caller has let go of them
-                out = (spare[0] if _refs(spare[0]) == 2 else spare[1] if _refs(spare[1]) == 2
-                       else self._new_output(None)) if spare else NO_ROWS
+                if spare is None:
+                    out = NO_ROWS
+                else:
+                    out = spare[0]
+                    if _refs(out) != 3:  # (the list, ``out`` and the argument)
+                        out = spare[1] if _refs(spare[1]) == 2 else self._new_output(None)
                 try:  # exactly one hop: checked, copied in, run and its output copied out by one call
-                    fed = feed(rows, out)
+                    ran = feed(rows, out)
                 except TypeError:  # arrays the call does not take: the general path and, for a chunk
-                    fed = None  # (read-only?), a guard from now on (a refusal costs about 70 us, the guard 0.1)
+                    ran = None  # (read-only?), a guard from now on (a refusal costs about 70 us, the guard 0.1)
                     if spare and not (out.flags.writeable and out.dtype == np.float32
                                       and out.shape == self._engine.result_shape):  # a result made read-only,
                         self._new_output(out)  # retyped or reshaped in place, then let go: not reused
                     elif not hasattr(feed, "guards"):
                         self._feed = _guarded(feed)
-                if fed:
+                if ran == RAN:
                     hops = self._hops = self._hops + 1
                     if hops <= self.warmup_hops:
                         return []
-                    return [[out]] if spare else [[o.copy() for o in self._outputs]]
-                if fed is False and not self.allow_nan:  # (rejected with nothing written: allow_nan takes the general path)
+                    return [[out]] if spare is not None else [[o.copy() for o in self._outputs]]
+                if ran == NOT_FINITE and not self.allow_nan:  # (nothing written: allow_nan takes the general path)
                     raise _non_finite()
         a = self._checked(chunk)
         n = a.shape[2]
@@ -231,7 +236,6 @@ class StreamingSession:
                               if eng.outputs[s.output] is not eng.inputs[s.input]]
             self._outputs = [eng.outputs[name] for name in self.output_names]
             self._hop_3d, self._hop_rows = (batch, self.channels, self.hop), (batch * self.channels, self.hop)
-            self._hop_2d = (self.channels, self.hop) if batch == 1 else None
             self._spare = [np.empty(eng.result_shape, np.float32) for _ in range(2)] if eng.result_shape else None
         self._batch = batch
         self._feed = self._engine.feed if not self._feedback else None  # (the float32 states are fed back by run)
@@ -265,12 +269,12 @@ class StreamingSession:
         return a
 
 
-def _guarded(feed: Callable[[np.ndarray, np.ndarray], bool]) -> Callable[[np.ndarray, np.ndarray], bool | None]:
+def _guarded(feed: Callable[[np.ndarray, np.ndarray], int]) -> Callable[[np.ndarray, np.ndarray], int | None]:
     """``feed`` called only with aligned, writeable float32 chunks, made C-contiguous (None for
     others): once a stream has pushed a chunk the compiled call refused, such as a read-only
     ``np.frombuffer`` view or columns sliced out of a recording, checking costs less than letting the
     call refuse it again."""
-    def guarded(chunk: np.ndarray, out: np.ndarray) -> bool | None:
+    def guarded(chunk: np.ndarray, out: np.ndarray) -> int | None:
         if not chunk.flags.behaved or chunk.dtype != np.float32:
             return None
         return feed(chunk if chunk.flags.c_contiguous else np.ascontiguousarray(chunk), out)

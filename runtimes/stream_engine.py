@@ -39,15 +39,15 @@ class Engine:
     ``run``) is not copied back. ``feed``, when given, does a whole hop in one call: ``feed(chunk,
     out)`` with the hop's samples as (N*C, W) rows in C order writes them into the stream input, runs
     and, for a model of one output, copies it into ``out`` unless ``out`` is empty (else of the
-    output's shape), and returns True if they are all finite; else returns False with nothing
-    written or run. It raises TypeError for arrays it does not take (the session's general path then
-    checks and copies the chunk), as ``StepProgram.feeder``'s does for any but writeable float32 2-D
-    C-contiguous ones."""
+    output's shape), and returns ``kernels.program.RAN`` if they are all finite; else it returns
+    NOT_FINITE, or NOT_A_HOP for rows of another shape, with nothing written or run. It raises
+    TypeError for arrays it does not take (the session's general path then checks and copies the
+    chunk), as ``StepProgram.feeder``'s does for any but writeable float32 2-D C-contiguous ones."""
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     run: Callable[[], None]
-    feed: Callable[[np.ndarray, np.ndarray], bool] | None = None
+    feed: Callable[[np.ndarray, np.ndarray], int] | None = None
     result_shape: tuple[int, ...] | None = None
     """The shape of the ``out`` that ``feed`` fills (None: ``out`` must be empty)."""
 

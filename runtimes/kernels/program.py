@@ -10,11 +10,12 @@ byte ``arena`` and each step is one int64 row of ``program``:
 
 A FEED row (first, when present) copies the third argument of ``run_program``, a hop of pushed
 samples as (N*C, W) rows, into its (N, C, W) destination in the arena after checking that every
-value is finite; a chunk that is not makes the call return False before any row has run. When the
+value is finite. The call returns RAN, or before any row has run NOT_FINITE for a chunk with a NaN
+or Inf and NOT_A_HOP for a chunk of another shape (so a caller needs no check of its own). When the
 fourth argument, ``out``, is not empty, the call ends by copying the step's result (at the element
 offset the FEED row names) into it. So pushing the samples, checking them, running the hop and
-handing its result over take one call. A chunk of another size or an ``out`` of another shape than
-the row's raises TypeError before anything is written, as arrays of another Numba type do.
+handing its result over take one call. An ``out`` of another shape than the row's raises TypeError
+before anything is written, as arrays of another Numba type do.
 
 ``interpreter(rows, ...)`` gives the ``run_program`` for programs of those rows, with branches only
 for their opcodes, the kernels out of line that some row needs, and the convolutions' tile families
@@ -58,6 +59,9 @@ pools, the same writing into a shift buffer's last columns, mean over rows (Glob
 Gemm, the dot-product Gemm, and the checked copy of pushed samples (destination (N, C, W) with
 row strides: offset, size, N, C, W, then the element strides of N and C, and the element offset,
 rows and columns of the result to copy into ``out`` as int arguments)."""
+RAN, NOT_FINITE, NOT_A_HOP = 1, 0, -1
+"""What ``run_program`` returns: the rows ran; or nothing ran because the FEED row's chunk holds a value
+that is not finite, or is not of the row's (N*C, W) shape."""
 HEAD = 2
 ARG_SLOTS = 5
 MAX_ARGS = 10
@@ -171,7 +175,7 @@ def _interpreter(used: tuple[bool, ...], general: tuple[bool, ...], conv: int):
         """Run every row of ``program`` (see the module docstring) on slices of the arena, seen as
         float32 (``f32``) and as int64 elements; ``chunk`` (float32 rows) is read by a FEED row only,
         which also names the result copied into ``out`` (float32, C order) when that is not empty.
-        False if a FEED row found a value that is not finite (then nothing has run), else True."""
+        RAN, or NOT_FINITE / NOT_A_HOP when a FEED row refused the chunk (then nothing has run)."""
         i64 = _words(f32)
         result = -1
         for i in range(program.shape[0]):
@@ -181,10 +185,12 @@ def _interpreter(used: tuple[bool, ...], general: tuple[bool, ...], conv: int):
                 x = flat(chunk)
                 s = HEAD
                 n, c, w, s0, s1 = r[s + 2], r[s + 3], r[s + 4], _int(r, 1), _int(r, 2)
-                if x.size != n * c * w or (out.size and (out.shape[0], out.shape[1]) != (_int(r, 4), _int(r, 5))):
-                    raise TypeError("the chunk or out is not of the fed step's size")
+                if out.size and (out.shape[0], out.shape[1]) != (_int(r, 4), _int(r, 5)):
+                    raise TypeError("out is not of the fed step's result shape")
+                if chunk.shape[0] != n * c or chunk.shape[1] != w:
+                    return NOT_A_HOP
                 if not finite(x):
-                    return False
+                    return NOT_FINITE
                 result = _int(r, 3)
                 for b in range(n):
                     for ch in range(c):
@@ -245,7 +251,7 @@ def _interpreter(used: tuple[bool, ...], general: tuple[bool, ...], conv: int):
                              _flat(f32, r, 5))
         if out.size and result >= 0:
             vcopy(flat(out), 0, f32, result, out.size)
-        return True
+        return RAN
 
     return run_program
 

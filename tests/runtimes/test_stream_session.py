@@ -27,6 +27,7 @@ from onnx import helper
 import edgekit
 from edgekit.converters.stream import to_streaming
 from edgekit.errors import InputError, ModelError
+from edgekit.runtimes.kernels.program import NOT_A_HOP
 from edgekit import StreamingSession
 from oracle import make_model
 
@@ -246,7 +247,8 @@ def test_results_changed_in_place_then_let_go_are_replaced(seed, change):
 
 
 def test_engine_feed_refuses_chunks_and_outputs_of_another_size():
-    """Engine.feed (one compiled call) checks the sizes it copies: a TypeError before anything runs."""
+    """Engine.feed (one compiled call) checks the shapes it copies before anything runs: a chunk of
+    other rows or columns is not a hop (NOT_A_HOP), an ``out`` of another shape a TypeError."""
     model, hop, _ = random_model(19)
     c = channels_of(model)
     sess = StreamingSession(model, hop)
@@ -254,8 +256,9 @@ def test_engine_feed_refuses_chunks_and_outputs_of_another_size():
     sess.push(x[:, :8 * hop])
     before = sess.state_dict()
     eng = sess._engine
-    with pytest.raises(TypeError):
-        eng.feed(x[:1, :1], np.empty(eng.result_shape, np.float32))
+    out = np.empty(eng.result_shape, np.float32)
+    for chunk in (x[:1, :1], x[:, :hop + 1], x[:, :hop - 1], x.reshape(-1, hop)[:c + 1]):
+        assert eng.feed(np.ascontiguousarray(chunk), out) == NOT_A_HOP
     with pytest.raises(TypeError):
         eng.feed(np.ascontiguousarray(x[:, 8 * hop:9 * hop]), np.empty((1, 64), np.float32))
     after = sess.state_dict()
