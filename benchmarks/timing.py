@@ -28,6 +28,16 @@ def ort_session(model: onnx.ModelProto, threads: int = 1):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def ort_refusal(model: onnx.ModelProto) -> str | None:
+    """Why onnxruntime cannot load ``model`` (the first line of its error), or None when it can: a
+    model ``edgekit convert`` wrote with edgekit's own ops (domain ai.edgekit) runs on edgekit only."""
+    try:
+        ort_session(model)
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
 def edgekit_session(model: onnx.ModelProto, threads: int = 1):
     """edgekit; its kernels run on one thread except binary layers, which get ``threads``."""
     import edgekit

@@ -32,7 +32,7 @@ MODEL = os.path.join(HERE, "models", "bnn_fashion.onnx")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgekit demo bnn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgekit demo bnn", description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=3, help="MST depth bound, >= 0 (default 3)")
     parser.add_argument("--repeat", type=positive_int, default=200, help="timed calls per engine (default 200)")
     parser.add_argument("--images", type=positive_int, default=SUBSET_SIZE,

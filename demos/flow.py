@@ -237,7 +237,7 @@ def check(ok: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgekit demo flow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgekit demo flow", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=positive_int, default=4, help="frames per request (default 4)")
     parser.add_argument("--bandwidths", type=bandwidths_mbps, default="10,50,200,1000",
                         help="device-edge Mbit/s to try (default 10,50,200,1000)")

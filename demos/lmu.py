@@ -191,7 +191,7 @@ def plot(results: dict[str, dict], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``edgekit demo lmu``: 0 on success, 1 when pyts (or matplotlib, to plot) is missing."""
-    parser = argparse.ArgumentParser(prog="edgekit demo lmu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgekit demo lmu", description=__doc__.split("\n\n")[0])
     add_plot_options(parser, "lmu_demo.png")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
     args = parser.parse_args(argv)

@@ -97,7 +97,7 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgekit demo paramfree", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgekit demo paramfree", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=positive_int, default=300, help="timed calls per engine and model (default 300)")
     add_plot_options(parser, "paramfree_demo.png")
     args = parser.parse_args(argv)

@@ -143,7 +143,7 @@ def plot(cols: dict[str, np.ndarray], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgekit demo ppg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgekit demo ppg", description=__doc__.split("\n\n")[0])
     parser.add_argument("--recording", default="data2", choices=sorted(data.RECORDINGS),
                         help="heartpy recording to stream (default data2, held out from training)")
     add_plot_options(parser, "ppg_demo.png")

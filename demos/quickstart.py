@@ -29,7 +29,7 @@ def synthetic_signal(seed: int = 0) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgekit demo quickstart", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgekit demo quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=300, help="timed calls per engine (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic input (default 0)")
     args = parser.parse_args(argv)

@@ -163,7 +163,7 @@ def export(model, path: str, metadata: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demos.train_bnn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m demos.train_bnn", description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--mst-reg", type=float, default=2e-3, help="weight of the MST regulariser (0: off)")
     parser.add_argument("--seed", type=int, default=0)

@@ -227,7 +227,7 @@ def export(model: LMUFormer, path: str, x_test: np.ndarray, y_test: np.ndarray) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=positive_int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=os.path.dirname(demo.MODEL))

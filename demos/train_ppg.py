@@ -183,7 +183,7 @@ def to_onnx(model: PPGNet, window: int = data.WINDOW) -> onnx.ModelProto:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=MODEL_PATH)

@@ -209,6 +209,16 @@ def test_bench_prints_both_engines(relu_model, capsys):
     assert "edgekit" in out and "onnxruntime" in out and "ratio edgekit/onnxruntime" in out
 
 
+def test_bench_times_edgekit_alone_on_a_model_onnxruntime_cannot_run(capsys):
+    """A model with edgekit's own ops (as `edgekit convert` writes) is timed on edgekit, with the reason."""
+    from edgekit.demos.lmu import MODEL
+
+    assert main(["bench", MODEL, "--repeat", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "edgekit" in out and "ratio" not in out
+    assert "onnxruntime cannot run this model, so edgekit was timed alone" in out and "ai.edgekit" in out
+
+
 def test_demo_table_entries_have_main():
     for module, _ in DEMOS.values():
         assert callable(importlib.import_module(module).main)
