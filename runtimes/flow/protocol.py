@@ -122,13 +122,17 @@ def encode_request(inputs: dict[str, np.ndarray], outputs: list[str] | None = No
     return _finish(doc, chunks)
 
 
+MODEL_VERSION = "1"
+"""The one version of every served model (a request path may name it, or no version)."""
+
+
 def encode_response(model_name: str, outputs: dict[str, np.ndarray], binary: set[str] | bool = False, *,
                     id: str | None = None, parameters: dict | None = None,
                     tensor_parameters: dict[str, dict] | None = None) -> tuple[bytes, dict[str, str]]:
     """Body and headers of an infer response; outputs named in ``binary`` (or all if True) go raw."""
     chunks: list[bytes] = []
     tp = tensor_parameters or {}
-    doc: dict[str, Any] = {"model_name": model_name, "model_version": "1"}
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": MODEL_VERSION}
     if id is not None:
         doc["id"] = id
     if parameters:

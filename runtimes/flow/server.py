@@ -30,8 +30,8 @@ from edgekit.errors import EdgekitError, InputError
 
 from .chain import BUDGET, SERVER_TIME, TRACE, Chain
 from .client import decode_body
-from .protocol import (HEADER_LENGTH, ProtocolError, check_json_size, datatype_of, decode_request, encode_error,
-                       encode_response)
+from .protocol import (HEADER_LENGTH, MODEL_VERSION, ProtocolError, check_json_size, datatype_of, decode_request,
+                       encode_error, encode_response)
 
 MAX_REQUEST_BYTES = 64 << 20
 MAX_JSON_BYTES = 8 << 20  # parsing JSON tensors takes 2.6-9x their text in memory (measured); binary data 1x
@@ -43,6 +43,8 @@ MAX_LINGERING = 256  # connections refused by the cap still being drained; beyon
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
 _MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
+def _no_version(name: str, version: str) -> str:
+    return f"model {name!r} has no version {version!r}; it is served as version {MODEL_VERSION} (or name no version)"
 
 
 @dataclass
@@ -315,9 +317,11 @@ class _Handler(BaseHTTPRequestHandler):
         served = self._model(m.group(1))
         if served is None:
             return None
+        if m.group(2) not in (None, MODEL_VERSION):
+            return self._error(404, _no_version(served.name, m.group(2)))
         if m.group(3) == "/ready":
             return self._json(200, {"name": served.name, "ready": True})
-        return self._json(200, {"name": served.name, "versions": ["1"], "platform": "edgekit_onnx",
+        return self._json(200, {"name": served.name, "versions": [MODEL_VERSION], "platform": "edgekit_onnx",
                                 "inputs": served.inputs, "outputs": served.outputs})
 
     def _model(self, name: str) -> Served | None:
@@ -338,6 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
         served = self.server.models.get(m.group(1))
         if served is None:
             return self._refuse(404, f"unknown model {m.group(1)!r}; this server serves {sorted(self.server.models)}")
+        if m.group(2) not in (None, MODEL_VERSION):
+            return self._refuse(404, _no_version(served.name, m.group(2)))
         lengths = self.headers.get_all("Content-Length") or []
         length = lengths[0] if lengths else None
         if len(set(lengths)) > 1:

@@ -166,6 +166,7 @@ def test_endpoints(tiers):
     status, meta = request(edge, "GET", "/v2")
     assert status == 200 and "binary_tensor_data" in meta["extensions"]
     assert request(edge, "GET", "/v2/models/cnn-edge/ready") == (200, {"name": "cnn-edge", "ready": True})
+    assert request(edge, "GET", "/v2/models/cnn-edge/versions/1/ready") == (200, {"name": "cnn-edge", "ready": True})
     status, meta = request(edge, "GET", "/v2/models/cnn-edge")
     assert status == 200 and meta["inputs"] == [{"name": "maxpool3", "datatype": "FP32", "shape": [-1, 16, 256]}]
     assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 4]}]
@@ -178,6 +179,9 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(tiers, signal):
         ("GET", "/v2/models/other", None, {}, 404, "unknown model"),
         ("GET", "/nowhere", None, {}, 404, "no GET endpoint"),
         ("POST", "/v2/models/cnn-cloud/infer", b"{}", {}, 404, "unknown model"),
+        ("GET", "/v2/models/cnn-edge/versions/2", None, {}, 404, "has no version '2'"),
+        ("GET", "/v2/models/cnn-edge/versions/2/ready", None, {}, 404, "has no version '2'"),
+        ("POST", "/v2/models/cnn-edge/versions/2/infer", infer_body(x), {}, 404, "has no version '2'"),
         ("POST", "/v2/models/cnn-edge/infer", b"{not json", {}, 400, "not valid JSON"),
         ("POST", "/v2/models/cnn-edge/infer", infer_body(x, "signal"), {}, 400, "unknown \\['signal'\\]"),
         ("POST", "/v2/models/cnn-edge/infer", infer_body(x[:, :4]), {}, 400, "expects shape"),
