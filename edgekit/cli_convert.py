@@ -80,10 +80,15 @@ def _convert_lmuformer(args: argparse.Namespace, model: Any) -> int:
 
     from .converters.lmu import to_step
 
-    extra = [flag for flag, on in (("--hop other than 1", args.hop not in (None, 1)), ("--split", args.split),
-                                   ("--window", args.window), ("--report", args.report)) if on]
-    if extra:
-        print(f"edgekit convert: an LMUFormer streams one frame per step; drop {', '.join(extra)}", file=sys.stderr)
+    refused = [why for why, on in (
+        ("--hop: an LMUFormer streams one frame per step (hop 1)", args.hop not in (None, 1)),
+        ("--split / --window: they choose a window CNN's streamed layers and window; an LMUFormer has neither",
+         args.split or args.window),
+        ("--report: it measures a zero-padded window CNN's streaming error against window inference; an "
+         "LMUFormer's step model computes its whole-sequence outputs frame by frame, with no such error",
+         args.report)) if on]
+    if refused:
+        print("edgekit convert: drop " + "; ".join(refused), file=sys.stderr)
         return 2
     sm = to_step(model)
     onnx.save(sm.step_model, args.output)

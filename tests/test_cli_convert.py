@@ -142,9 +142,11 @@ def test_convert_stream_of_an_lmuformer_writes_its_step_model(tmp_path, capsys):
     assert len(got) == len(want) == 7
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g[0], w[0])
-    for flags in (["--hop", "4"], ["--window", "100"], ["--report"]):
+    for flags, why in ((["--hop", "4"], "--hop: an LMUFormer streams one frame per step"),
+                       (["--window", "100"], "--split / --window: they choose a window CNN's"),
+                       (["--report"], "--report: it measures a zero-padded window CNN's streaming error")):
         assert main(["convert", LMU, "--stream", "-o", out, *flags]) == 2
-        assert "one frame per step" in capsys.readouterr().err
+        assert why in capsys.readouterr().err
 
 
 def test_convert_needs_exactly_one_technique(tmp_path):
