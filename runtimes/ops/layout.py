@@ -16,10 +16,12 @@ import numpy as np
 from edgekit.ir import Node, dtype_of
 
 from ..kernels import layout as k
+from ..kernels import quantize as kq
 from .registry import Constant, In, Kernel, Out, Tensor, Unsupported, View, const_input, normalize_axis, register
 
 Block = tuple[int, int, int, list[int], list[int], list[int]]
-CAST_TYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)}
+CAST_TYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int16, np.uint16,
+                                     np.int32, np.int64, np.bool_)}
 
 
 def _strides(shape) -> list[int]:
@@ -221,12 +223,28 @@ def build_range(node: Node, inputs: list, opset: int) -> Constant:
 
 
 def _cast(node: Node, x: Tensor, to: np.dtype | None) -> View | Kernel:
+    """Cast with onnxruntime's results: float to integer as ``kq.float_to_int`` documents (ONNX leaves
+    NaN, infinities and out-of-range values undefined), integer to narrower integer wraps, to bool is
+    x != 0, and float16 is rounded to nearest even through float32."""
     if to == x.dtype:
         return View(x.shape)
     if to not in CAST_TYPES or x.dtype not in CAST_TYPES:
         raise Unsupported(f"Cast from {x.dtype} to {to}")
+    if x.dtype.kind == "f" and to.kind in "iu":
+        wide = to == np.int64
+        limit = 2.0 ** 63 if wide else 2.0 ** 31
+        lo = np.nextafter(-limit, -np.inf) if wide else -limit - 1  # the open range that truncates into int64/int32
+        fn = _half_to_int if x.dtype == np.float16 else kq.float_to_int
+        return Kernel(fn, (In(0), Out(0), lo, limit, -int(limit)), [(x.shape, to)])
     fn = k.cast_to_half if to == np.float16 else k.cast_from_half if x.dtype == np.float16 else k.cast_kernel
     return Kernel(fn, (In(0), Out(0)), [(x.shape, to)])
+
+
+def _half_to_int(x: np.ndarray, out: np.ndarray, lo: float, hi: float, indefinite: int) -> None:
+    """float16 -> integer: decode to float32 (exact), then ``kq.float_to_int``."""
+    wide = np.empty(x.shape, np.float32)
+    k.cast_from_half(x, wide)
+    kq.float_to_int(wide, out, lo, hi, indefinite)
 
 
 @register("Cast")

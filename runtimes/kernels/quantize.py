@@ -1,0 +1,67 @@
+"""Quantization kernels: QuantizeLinear, DequantizeLinear, and float-to-integer Cast as onnxruntime does it.
+
+Quantize and dequantize walk a tensor as ``[outer, channels, inner]`` with one scale and zero point
+per channel (a per-tensor scale is one channel over everything), so per-tensor and per-axis forms
+are one loop each, compiled once per dtype pair.
+
+ONNX leaves a float-to-integer Cast of NaN, of an infinity or of a value out of the target's range
+undefined. onnxruntime (x86-64) truncates toward zero into int32, or int64 for an int64 target, and
+gives the type's minimum ("integer indefinite") for NaN, infinities and values out of that range;
+8- and 16-bit targets keep the low bits of that int32 (300.7 -> int8 44, 1e10 -> 0). ``float_to_int``
+does the same explicitly, so results do not depend on what LLVM emits for an out-of-range conversion.
+"""
+import numpy as np
+from numba import njit
+
+from . import FASTMATH
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def float_to_int(x, out, lo, hi, indefinite):
+    """out = x truncated toward zero where lo < x < hi, else ``indefinite``, wrapped to out's type
+    (lo, hi: the open range of the intermediate int32 or int64; NaN compares false so is indefinite)."""
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for i in range(xf.size):
+        v = np.float64(xf[i])
+        r = np.int64(v) if lo < v < hi else indefinite
+        of[i] = r
+
+
+@njit(cache=True)
+def dequantize(x, scale, zero, out, channels, inner):
+    """out = float32(x - zero[c]) * scale[c] for x viewed as [outer, channels, inner] (the difference
+    in int64, so exact for every input type, then one float32 multiply as onnxruntime)."""
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    outer = xf.size // max(channels * inner, 1)
+    for o in range(outer):
+        for c in range(channels):
+            s = np.float32(scale[c])
+            z = np.int64(zero[c])
+            base = (o * channels + c) * inner
+            for j in range(inner):
+                of[base + j] = np.float32(np.int64(xf[base + j]) - z) * s
+
+
+@njit(cache=True)
+def quantize(x, scale, zero, out, channels, inner, qmin, qmax):
+    """out = clamp(rint(x / scale[c]) + zero[c], qmin, qmax) for x viewed as [outer, channels, inner]:
+    float32 division and rounding half to even as onnxruntime; NaN gives qmin, +-inf saturate."""
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    lo = np.float32(qmin)
+    hi = np.float32(qmax)
+    outer = xf.size // max(channels * inner, 1)
+    for o in range(outer):
+        for c in range(channels):
+            s = np.float32(scale[c])
+            z = np.float32(zero[c])
+            base = (o * channels + c) * inner
+            for j in range(inner):
+                q = np.rint(np.float32(xf[base + j]) / s) + z
+                if not q >= lo:
+                    q = lo
+                elif q > hi:
+                    q = hi
+                of[base + j] = np.int64(q)
