@@ -5,6 +5,12 @@ each one real value or a (real, imaginary) pair, multiplied by ``window[t]`` and
 transform length n; its spectrum bins 0..bins-1 are written as (real, imaginary) pairs at
 ``out_base[r] + k * out_stride``. DFT rows walk one axis of the input; STFT rows are its frames.
 
+A ``hermitian`` row (the inverse of a one-sided spectrum, IRFFT) holds bins 0..count-1 of a real
+signal's spectrum (count <= n // 2 + 1, the rest zero): bins n - k (0 < k < n / 2) are completed as
+conj(bin k) and only the real part of the inverse is written, n real values per row. That real part
+drops the imaginary parts of bin 0 and, for even n, bin n / 2 (a real signal's spectrum has none there),
+as numpy's and torch's irfft do.
+
 A power-of-two n runs an iterative radix-2 FFT. Any other n runs Bluestein's algorithm: with
 w_j = exp(s pi i j^2 / n) (s = -1 forward, +1 inverse), X_k = w_k sum_t (x_t w_t) conj(w_(k-t)), a
 convolution done by two radix-2 FFTs of a power of two m >= 2n - 1 and the transform of conj(w),
@@ -83,11 +89,12 @@ def _fft(re, im, order, cos, sin, sign):
 
 
 @njit(cache=True)
-def dft_rows(x, out, base, stride, count, complex_in, window, n, bins, inverse, out_base, out_stride,
+def dft_rows(x, out, base, stride, count, complex_in, window, n, bins, inverse, hermitian, out_base, out_stride,
              order, cos, sin, chirp, kernel):
     """Spectra of the rows described in the module docstring: forward exp(-2 pi i k t / n) or, with
-    ``inverse``, exp(+2 pi i k t / n) / n; the last five arguments are ``Transform.of(n, inverse).args()``.
-    ``x`` and ``out`` are C-contiguous, of any rank."""
+    ``inverse``, exp(+2 pi i k t / n) / n; with ``hermitian``, real signals of one-sided spectra; the
+    last five arguments are ``Transform.of(n, inverse).args()``. ``x`` and ``out`` are C-contiguous, of
+    any rank."""
     x, out = flat(x), flat(out)
     m = order.size
     re = np.zeros(m)
@@ -104,8 +111,14 @@ def dft_rows(x, out, base, stride, count, complex_in, window, n, bins, inverse, 
             re[t] = x[at] * w
             if complex_in:
                 im[t] = x[at + 1] * w
+        filled = count
+        if hermitian:
+            for k in range(n // 2 + 1, n):
+                re[k] = re[n - k]
+                im[k] = -im[n - k]
+            filled = n
         if bluestein:
-            for t in range(count):
+            for t in range(filled):
                 a, b = re[t], im[t]
                 re[t] = a * chirp[t, 0] - b * chirp[t, 1]
                 im[t] = a * chirp[t, 1] + b * chirp[t, 0]
@@ -119,10 +132,12 @@ def dft_rows(x, out, base, stride, count, complex_in, window, n, bins, inverse, 
                 a, b = re[k] / m, im[k] / m
                 at = out_base[r] + k * out_stride
                 out[at] = (a * chirp[k, 0] - b * chirp[k, 1]) * scale
-                out[at + 1] = (a * chirp[k, 1] + b * chirp[k, 0]) * scale
+                if not hermitian:
+                    out[at + 1] = (a * chirp[k, 1] + b * chirp[k, 0]) * scale
         else:
             _fft(re, im, order, cos, sin, sign)
             for k in range(bins):
                 at = out_base[r] + k * out_stride
                 out[at] = re[k] * scale
-                out[at + 1] = im[k] * scale
+                if not hermitian:
+                    out[at + 1] = im[k] * scale

@@ -4,9 +4,15 @@ MelWeightMatrix (17), the front end of audio and vibration models.
 DFT and STFT run ``kernels.spectral.dft_rows`` over float32 rows whose places are worked out here;
 their lengths, steps and axis must be known at load. The window ops and MelWeightMatrix have only
 size-like inputs and are computed at load (constants), in float64 as onnxruntime does, then cast to
-``output_datatype``. The STFT window may be computed at run time (its length is its shape's). Refused
-by name: an inverse one-sided DFT (a real inverse), complex input to a one-sided forward transform,
-a run-time transform length, axis or frame step; a signal shorter than a frame is an input error.
+``output_datatype``. The STFT window may be computed at run time (its length is its shape's).
+
+The inverse one-sided DFT (IRFFT, defined alike by opsets 17 and 20) takes the bins 0..L-1 of a real
+signal's spectrum, complex, and gives the real signal of length n = dft_length (default 2 (L - 1)): it
+reads the first n // 2 + 1 bins, zero-padded when L is shorter, completes the rest by conjugate symmetry
+and drops the imaginary parts of bin 0 and (even n) bin n / 2, as numpy's and torch's irfft do.
+Refused by name: real input to an inverse one-sided transform, complex input to a one-sided forward
+transform, a run-time transform length, axis or frame step; a signal shorter than a frame is an input
+error.
 """
 from __future__ import annotations
 
@@ -36,16 +42,18 @@ def _float32(x, op: str) -> None:
 
 @register("DFT")
 def build_dft(node: Node, inputs: list, opset: int) -> Kernel:
-    """DFT along one axis of [..., 1 or 2] float32: bins of (real, imaginary) pairs."""
+    """DFT along one axis of [..., 1 or 2] float32: bins of (real, imaginary) pairs, or with inverse=1
+    and onesided=1 (IRFFT) the real signal [..., 1] of one-sided complex bins."""
     x = inputs[0]
     _float32(x, "DFT")
     rank = len(x.shape)
     if rank < 2 or x.shape[-1] not in (1, 2):
         raise Unsupported("DFT input must end in a dimension of 1 (real) or 2 (complex)")
     inverse, onesided = bool(node.attrs.get("inverse", 0)), bool(node.attrs.get("onesided", 0))
-    if inverse and onesided:
-        raise Unsupported("DFT with inverse=1 and onesided=1 (a real inverse transform)")
-    if onesided and x.shape[-1] == 2:
+    irfft = inverse and onesided
+    if irfft and x.shape[-1] == 1:
+        raise Unsupported("DFT with inverse=1 and onesided=1 (IRFFT) of a real input: it takes complex bins")
+    if onesided and not inverse and x.shape[-1] == 2:
         raise Unsupported("one-sided DFT of a complex input")
     axis = node.attrs.get("axis", 1) if opset < 20 else _scalar(node, inputs, 2, "axis")
     axis = normalize_axis(-2 if axis is None else axis, rank)
@@ -53,19 +61,20 @@ def build_dft(node: Node, inputs: list, opset: int) -> Kernel:
         raise Unsupported("DFT axis is the last (real/imaginary) dimension")
     length = x.shape[axis]
     n = _scalar(node, inputs, 1, "dft_length")
-    n = length if n is None else n
+    n = (2 * (length - 1) if irfft else length) if n is None else n
     if n < 1:
         raise ValueError(f"DFT length {n} (must be positive)")  # (of the input's shape, or a constant's)
-    bins = n // 2 + 1 if onesided else n
+    bins = n // 2 + 1 if onesided and not inverse else n  # output places along the axis
+    count = min(length, n // 2 + 1 if irfft else n)  # input places read along the axis
     outer, inner = int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis + 1:-1], dtype=np.int64))
     rows = np.arange(outer * inner, dtype=np.int64)
     o, i = rows // max(inner, 1), rows % max(inner, 1)
-    parts = x.shape[-1]
+    parts, out_parts = x.shape[-1], 1 if irfft else 2
     base = (o * length * inner + i) * parts
-    out_base = (o * bins * inner + i) * 2
-    shape = (*x.shape[:axis], bins, *x.shape[axis + 1:-1], 2)
-    args = (In(0), Out(0), base, inner * parts, min(length, n), parts == 2, np.ones(n, np.float32), n, bins,
-            inverse, out_base, inner * 2, *Transform.of(n, inverse).args())
+    out_base = (o * bins * inner + i) * out_parts
+    shape = (*x.shape[:axis], bins, *x.shape[axis + 1:-1], out_parts)
+    args = (In(0), Out(0), base, inner * parts, count, parts == 2, np.ones(n, np.float32), n, bins,
+            inverse, irfft, out_base, inner * out_parts, *Transform.of(n, inverse).args())
     return Kernel(dft_rows, args, [(shape, np.dtype(np.float32))])
 
 
@@ -97,7 +106,7 @@ def build_stft(node: Node, inputs: list, opset: int) -> Kernel:
     rows = np.arange(batch * frames, dtype=np.int64)
     base = ((rows // frames) * length + (rows % frames) * step) * parts
     window = np.ones(frame, np.float32) if window is None else In(2) if window.value is None else window.value
-    args = (In(0), Out(0), base, parts, frame, parts == 2, window, frame, bins, False, rows * bins * 2, 2,
+    args = (In(0), Out(0), base, parts, frame, parts == 2, window, frame, bins, False, False, rows * bins * 2, 2,
             *Transform.of(frame, False).args())
     return Kernel(dft_rows, args, [((batch, frames, bins, 2), np.dtype(np.float32))])
 

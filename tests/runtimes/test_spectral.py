@@ -6,8 +6,17 @@ Tolerances: against numpy 1e-6 of the largest bin; against onnxruntime 1e-4 of t
 the step of the random addend the test adds to them). Lengths cover powers of two (radix-2)
 and others (Bluestein), real and complex input, zero padding and truncation by dft_length, every
 axis, the inverse, one-sided spectra. Forms edgekit refuses are checked for their named reason.
+
+The inverse one-sided DFT (IRFFT) has no onnxruntime oracle (onnxruntime 1.32 crashes on it): it is
+checked against numpy's float64 irfft (1e-6 of the largest value), on random bins whose imaginary parts
+at bin 0 and n / 2 are not zero (both drop them), and in two torch exports ending in irfft and istft
+against torch's outputs saved with them (tests/models/irfft/, written by tests/models/export_spectral.py;
+1e-6 of the largest value).
 """
+import os
+
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
@@ -67,6 +76,47 @@ def test_dft(shape, axis, n, inverse, onesided, opset):
     length = n or shape[axis]
     assert_spectrum(got, spectrum(x, length, axis % len(shape), bool(inverse), bool(onesided)),
                     ort_session(model).run(None, {"x": x})[0], length)
+
+
+IRFFT_CASES = [  # shape (one-sided bins along axis), axis, dft_length (None: 2 (bins - 1))
+    ((2, 9, 2), 1, None), ((2, 9, 2), 1, 17), ((3, 5, 4, 2), 1, 12), ((3, 5, 4, 2), -2, 7), ((1, 4, 2), 1, 30),
+    ((2, 6, 3, 2), 0, 5), ((1, 2, 2), 1, None), ((1, 201, 2), 1, None), ((2, 257, 2), 1, 512), ((1, 3, 2), 1, 1),
+]
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("shape,axis,n", IRFFT_CASES)
+def test_irfft(shape, axis, n, opset):
+    """Real signals of n values from one-sided complex bins: padded or truncated to n // 2 + 1 bins,
+    the missing ones conjugates of their mirrors, any axis, radix-2 and Bluestein lengths."""
+    x = np.random.default_rng(shape[axis] + (n or 0)).standard_normal(shape).astype(np.float32)
+    model = dft_model(shape, axis, n, opset, inverse=1, onesided=1)
+    got = edgekit.InferenceSession(model).run(None, {"x": x})[0]
+    truth = np.fft.irfft(x[..., 0].astype(np.float64) + 1j * x[..., 1], n=n, axis=axis % len(shape))[..., None]
+    assert got.shape == truth.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, truth, rtol=0, atol=1e-6 * float(np.abs(truth).max()))
+
+
+def test_irfft_of_one_bin_needs_a_length():
+    """The default length 2 (bins - 1) of a single bin is 0: a model error, not a crash."""
+    with pytest.raises(ModelError, match="DFT length 0"):
+        edgekit.InferenceSession(dft_model((1, 1, 2), 1, None, 20, inverse=1, onesided=1))
+
+
+MODELS = os.path.join(os.path.dirname(__file__), "..", "models", "irfft")
+
+
+@pytest.mark.parametrize("name", ["spectral_gate", "stft_mask"])
+def test_torch_exports_ending_in_irfft(name):
+    """torch.fft.irfft (after rfft and a gain) and torch.istft (after stft and a mask) as torch's dynamo
+    exporter writes them, batch 3 of a model exported with a dynamic batch, against torch's outputs."""
+    model = onnx.load(os.path.join(MODELS, f"{name}_dynamo_opset20.onnx"))
+    assert any(n.op_type == "DFT" and {(a.name, a.i) for a in n.attribute} >= {("inverse", 1), ("onesided", 1)}
+               for n in model.graph.node)
+    data = np.load(os.path.join(MODELS, f"{name}_dynamo_opset20.npz"))
+    got = edgekit.InferenceSession(model).run(None, {"x": data["x"]})[0]
+    assert got.shape == data["y"].shape
+    np.testing.assert_allclose(got, data["y"], rtol=0, atol=1e-6 * float(np.abs(data["y"]).max()))
 
 
 def test_dft_over_a_dynamic_batch():
@@ -147,7 +197,7 @@ def test_refusals():
         with pytest.raises(UnsupportedOpError, match=reason):
             edgekit.InferenceSession(model)
 
-    refused(dft_model((1, 8, 2), 1, None, 20, inverse=1, onesided=1), "dft.*inverse=1 and onesided=1")
+    refused(dft_model((1, 8, 1), 1, None, 20, inverse=1, onesided=1), "dft.*IRFFT.*of a real input")
     refused(dft_model((1, 8, 2), 1, None, 17, onesided=1), "one-sided DFT of a complex input")
     refused(dft_model((1, 8, 1), 2, None, 17), "last")
     refused(make_model([helper.make_node("DFT", ["x", "n"], ["y"])], {"x": ((1, 8, 1), np.float32), "n": ((), np.int64)},
