@@ -273,9 +273,11 @@ def activate_any(v, code, alpha, beta):
     return v
 
 
-def _rows_loop(code: int):
-    """y[offset + i * stride + j] = activation ``code`` of itself for i < m, j < n, over a flat float32
-    array: one small compiled loop per code, which vectorises."""
+@functools.cache
+def rows_loop(code: int):
+    """``rows(y, offset, stride, m, n, p1, p2)``: y[offset + i * stride + j] = activation ``code`` of itself
+    for i < m, j < n, over a flat float32 array: one small compiled loop per code, which vectorises,
+    made once."""
 
     @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
     def rows(y, offset, stride, m, n, p1, p2):
@@ -288,16 +290,48 @@ def _rows_loop(code: int):
     return rows
 
 
+def codes_mask(*codes: int) -> int:
+    """The ``codes`` argument of ``activate_in`` for these activation codes (identity needs no bit)."""
+    return sum({1 << c for c in codes if c != IDENTITY})
+
+
+def activate_in(codes, y, offset, stride, m, n, code, p1, p2):
+    """In compiled code, with ``codes`` a constant (``codes_mask``): ``activate_rows`` for a ``code``
+    among those codes, compiling only their loops (a Conv/Gemm kernel made for the codes of its
+    model's nodes compiles no other activation's formula); any other ``code`` leaves y as it is."""
+    raise TypeError("activate_in is for compiled code, with a constant mask of codes")
+
+
+@overload(activate_in, prefer_literal=True)
+def _activate_in(codes, y, offset, stride, m, n, code, p1, p2):
+    """The lowest code of the literal mask by its loop, the others by ``activate_in`` of the rest."""
+    if not isinstance(codes, types.IntegerLiteral):
+        return None
+    mask = codes.literal_value
+    if not mask:
+        return lambda codes, y, offset, stride, m, n, code, p1, p2: None
+    first, rest = (mask & -mask).bit_length() - 1, mask & (mask - 1)
+    loop = rows_loop(first)
+
+    def impl(codes, y, offset, stride, m, n, code, p1, p2):
+        if code == first:
+            loop(y, offset, stride, m, n, p1, p2)
+        elif rest:
+            activate_in(rest, y, offset, stride, m, n, code, p1, p2)
+
+    return impl
+
+
 (_RELU_ROWS, _LEAKY_RELU_ROWS, _CLIP_ROWS, _SIGMOID_ROWS, _TANH_ROWS, _HARD_SIGMOID_ROWS, _HARD_SWISH_ROWS,
- _SWISH_ROWS) = (_rows_loop(c) for c in (RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, SWISH))
+ _SWISH_ROWS) = (rows_loop(c) for c in (RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, SWISH))
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activate_rows(y, offset, stride, m, n, code, p1, p2):
-    """Apply activation ``code`` in place to m rows of n values at y[offset + i * stride + j]: the common
-    epilogue activations have a vector loop each (compiled together, when the first Conv/Gemm/pool
-    kernel is); the rarer ones call ``activate_any`` per value (models using those standalone get a
-    vector loop: ``elementwise_kernel``)."""
+    """Apply activation ``code``, known at run time only, in place to m rows of n values at
+    y[offset + i * stride + j]: the common epilogue activations have a vector loop each (compiled
+    together, when the first kernel calling this is), the rarer ones call ``activate_any`` per value.
+    Conv and Gemm kernels use ``activate_in`` instead, compiled for their codes only."""
     if code == RELU:
         _RELU_ROWS(y, offset, stride, m, n, p1, p2)
     elif code == LEAKY_RELU:

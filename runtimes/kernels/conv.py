@@ -46,8 +46,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from . import FASTMATH
-from .activation import IDENTITY, RELU
-from .activation import activate_rows
+from .activation import FORMULAS, IDENTITY, RELU, activate_in, codes_mask
 from .gemm import PANEL_ROWS, ROW_VECS, WIDE_VECS, matmul_tiles, micro_kernel
 from .simd import (AVX512, LANES, flat, tile_get, tile_new, tile_set, vadd, vcopy, vcopy_even, vfma, vload, vload_even,
                    vload_lanes, vmax, vsplat, vsplat_at, vstore, vstore_columns, vtranspose)
@@ -117,17 +116,14 @@ def _repack(x, x_off, channels, h, w, pt, pl, sh, sw, qh, qw, plane, q):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, code, p1, p2, res, residual):
-    """y[y_off + (i*oh + r)*ow + j] = act(yw[yw_off + i*ncols + r*qw + j] (+ res[same offset as y]
-    when ``residual``)) for j < ow (drops the wide columns). Relu is applied as the rows are copied
-    (one pass over Y instead of two), other activations by a pass over Y."""
-    relu = code == RELU
+def _compact(yw, yw_off, ncols, qw, y, y_off, m, oh, ow, relu, res, residual):
+    """y[y_off + (i*oh + r)*ow + j] = yw[yw_off + i*ncols + r*qw + j] (+ res[same offset as y] when
+    ``residual``), then Relu when ``relu``, for j < ow (drops the wide columns): Relu applied as the
+    rows are copied (one pass over Y instead of two), other activations by the caller's pass over Y."""
     for i in range(m):
         for r in range(oh):
             o = y_off + (i * oh + r) * ow
             _add_run(y, o, yw, yw_off + i * ncols + r * qw, res, ow, relu, residual)
-    if not relu:
-        activate_rows(y, y_off, m * oh * ow, np.int64(1), m * oh * ow, code, p1, p2)  # one contiguous run
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -154,16 +150,24 @@ def _add_run(y, y_off, a, a_off, res, n, relu, add):
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def _epilogue(y, y_off, y_rs, m, n, res, add, code, p1, p2):
-    """Rows i < m of n outputs at y[y_off + i*y_rs]: y = act(y (+ res when ``add``: the residual has
-    Y's layout)); Relu applied in registers, other activations by a pass over the rows just written."""
+def _add_rows(y, y_off, y_rs, m, n, res, add, relu):
+    """Rows i < m of n outputs at y[y_off + i*y_rs]: y = y (+ res when ``add``: the residual has Y's
+    layout), then Relu when ``relu``, in registers."""
+    for i in range(m):
+        o = y_off + i * y_rs
+        _add_run(y, o, y, o, res, n, relu, add)
+
+
+@njit(inline="always")
+def _epilogue(codes, y, y_off, y_rs, m, n, res, add, code, p1, p2):
+    """Rows i < m of n outputs at y[y_off + i*y_rs]: y = act(y (+ res when ``add``)), ``code`` among the
+    constant ``codes`` (``codes_mask``): Relu applied in registers, other activations by a pass over the
+    rows just written."""
     relu = code == RELU
     if add or relu:
-        for i in range(m):
-            o = y_off + i * y_rs
-            _add_run(y, o, y, o, res, n, relu, add)
+        _add_rows(y, y_off, y_rs, m, n, res, add, relu)
     if not relu:
-        activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
+        activate_in(codes, y, y_off, y_rs, m, n, code, p1, p2)
 
 
 def _narrow_tile(cols: int, vecs: int, masked: bool, splits: int = 1):
@@ -463,8 +467,9 @@ _dw_narrow = _depthwise_tile(8, 1)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow, code, p1, p2):
-    """Channel c of a depthwise convolution, written row by row straight into y (no wide columns).
+def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow):
+    """Channel c of a depthwise convolution, written row by row straight into y (no wide columns); the
+    caller applies the activation.
 
     Tiles hold eight vectors of independent sums (two to eight output rows, by the row width) so
     the tap loop is not bound by the latency of one chain of FMAs."""
@@ -479,7 +484,6 @@ def _depthwise(q, src, qw, boffs, w, c, bias, y, dst, oh, ow, code, p1, p2):
     else:
         for r in range(0, oh, 8):
             _dw_narrow(q, src + r * qw, qw, boffs, w, c, bias, y, dst + r * ow, ow, min(8, oh - r), ow)
-    _epilogue(y, dst, oh * ow, np.int64(1), oh * ow, y, False, code, p1, p2)  # one contiguous run
 
 
 @njit(inline="always")
@@ -558,28 +562,39 @@ def conv_kernel(plan: np.ndarray, rows: bool = False, residual: bool = False):
     argument on every call. ``rows``: single-row outputs of at most ``ops.conv.ROWS_WIDTH`` columns
     (the quad, short, narrow and dot tiles).
 
-    Each kernel has the branches of its plan's path only (Numba prunes the others before typing), so
-    a model compiles the paths and tile families its convolutions use, not every one."""
+    Each kernel has the branches of its plan's path only (Numba prunes the others before typing) and
+    the activations of ``epilogue_codes``, so a model compiles the paths, tile families and activations
+    its convolutions use, not every one."""
     method, repack, ow = int(plan[16]), bool(plan[15]), int(plan[7])
+    codes = epilogue_codes(int(plan[17]))
     if rows:
         full = ow - ow % (2 * LANES) if ow <= QUAD_MAX else 0
         product = method == GEMM and ow > 2 * LANES
         narrow = narrow_tiles(ow, int(plan[5]) // int(plan[4])) if method == GEMM_NARROW else (False,) * 7
         short = short_tiles(ow) if method == GEMM and ow <= 2 * LANES else (False,) * 4
-        key = (True, method == DOT, *narrow, *short, product and full > 0, product and full < ow, repack, residual)
+        key = (True, method == DOT, *narrow, *short, product and full > 0, product and full < ow, repack, residual,
+               codes)
     else:
-        key = (False, method == DEPTHWISE_3X3, method == DEPTHWISE, method == GEMM_WIDE, repack, residual)
+        key = (False, method == DEPTHWISE_3X3, method == DEPTHWISE, method == GEMM_WIDE, repack, residual, codes)
     return _kernel(key)
 
 
-def _kernel(key: tuple[bool, ...]):
-    """The kernel of a ``conv_kernel`` key (rows or not, then its entry's flags), made once."""
+def epilogue_codes(code: int) -> int:
+    """The activation codes (``codes_mask``) of the kernel of a convolution whose fused activation is
+    ``code``: Relu (inlined in the tiles, and the usual one) and ``code``, so convolutions without an
+    activation or with Relu share their kernels, and a model compiles only the activations it uses."""
+    return codes_mask(RELU, code)
+
+
+def _kernel(key: tuple):
+    """The kernel of a ``conv_kernel`` key (rows or not, then its entry's flags, then its activation
+    codes), made once."""
     if key not in _KERNELS:
         _KERNELS[key] = _rows_entry(*key[1:]) if key[0] else _conv_entry(*key[1:])
     return _KERNELS[key]
 
 
-_KERNELS: dict[tuple[bool, ...], object] = {}
+_KERNELS: dict[tuple, object] = {}
 
 
 @njit(cache=True, inline="always")
@@ -590,10 +605,10 @@ def _fields(plan):
             plan[11], plan[12], plan[13], plan[14], plan[17])
 
 
-def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
-    """``conv_kernel``'s kernel for the path the flags name (a closure over bools keeps the cache key
-    stable): 3x3 depthwise, generic depthwise, the wide product or the direct product, with or without
-    the repack and a residual."""
+def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool, codes: int):
+    """``conv_kernel``'s kernel for the path the flags name (a closure over bools and ints keeps the cache
+    key stable): 3x3 depthwise, generic depthwise, the wide product or the direct product, with or
+    without the repack and a residual, its activation among ``codes`` (``epilogue_codes``)."""
 
     @njit(cache=True, fastmath=FASTMATH)
     def kernel(x, w, bias, y, scratch, plan, params, res=None):
@@ -616,11 +631,11 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
                     y_off = (img * c_out + g) * oh * ow
                     _depthwise3x3(xf, x_off + g * h * wd, h, wd, pt, pl, sh, wf, g, bias, yf, y_off, oh, ow)
                     if residual:
-                        _epilogue(yf, y_off, oh * ow, one, oh * ow, rf, True, identity, p1, p2)
+                        _epilogue(codes, yf, y_off, oh * ow, one, oh * ow, rf, True, identity, p1, p2)
                     if (g + 1) % chunk == 0 or g == groups - 1:  # activate the last channels while in L1
                         first = g - g % chunk
                         size = (g + 1 - first) * oh * ow
-                        _epilogue(yf, y_off + oh * ow - size, size, one, size, yf, False, code, p1, p2)
+                        _epilogue(codes, yf, y_off + oh * ow - size, size, one, size, yf, False, code, p1, p2)
             elif dw:  # repack and compute one channel at a time, in L1
                 for g in range(groups):
                     src, b_add = xf, x_off + g * plane
@@ -628,11 +643,8 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
                         _repack(xf, x_off + g * h * wd, cin_g, h, wd, pt, pl, sh, sw, qh, qw, plane, scratch)
                         src, b_add = scratch, zero
                     y_off = (img * c_out + g) * oh * ow
-                    if residual:
-                        _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, identity, p1, p2)
-                        _epilogue(yf, y_off, oh * ow, one, oh * ow, rf, True, code, p1, p2)
-                    else:
-                        _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow, code, p1, p2)
+                    _depthwise(src, b_add, qw, boffs, wf, g, bias, yf, y_off, oh, ow)
+                    _epilogue(codes, yf, y_off, oh * ow, one, oh * ow, rf, residual, code, p1, p2)  # one run
             else:
                 src, src_off = xf, x_off
                 if repack:
@@ -643,30 +655,35 @@ def _conv_entry(dw3: bool, dw: bool, wide: bool, repack: bool, residual: bool):
                     b_add = src_off + g * cin_g * plane
                     if wide:
                         matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
-                                     scratch, q_len, ncols, cout_g, ncols, k, unit, identity, p1, p2)
-                        _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code, p1, p2, rf, residual)
+                                     scratch, q_len, ncols, cout_g, ncols, k, unit)
+                        _compact(scratch, q_len, ncols, qw, yf, y_off, cout_g, oh, ow, code == RELU, rf, residual)
+                        if code != RELU:  # one contiguous run
+                            size = cout_g * oh * ow
+                            activate_in(codes, yf, y_off, size, one, size, code, p1, p2)
                     elif residual or code == RELU:  # by column blocks, each added to and activated in cache
                         tile_cols = (ROW_VECS if cout_g == 1 else WIDE_VECS) * LANES  # the product's column blocks
                         block = tile_cols * max(1, RESIDUAL_RUN // (max(cout_g, PANEL_ROWS) * tile_cols))
                         for j0 in range(0, ncols, block):
                             nj = min(block, ncols - j0)
                             matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + j0, bias, g * cout_g, one,
-                                         zero, unit, yf, y_off + j0, ncols, cout_g, nj, k, unit, identity, p1, p2)
-                            _epilogue(yf, y_off + j0, ncols, cout_g, nj, rf, residual, code, p1, p2)
+                                         zero, unit, yf, y_off + j0, ncols, cout_g, nj, k, unit)
+                            _epilogue(codes, yf, y_off + j0, ncols, cout_g, nj, rf, residual, code, p1, p2)
                     else:
                         matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add, bias, g * cout_g, one, zero, unit,
-                                     yf, y_off, ncols, cout_g, ncols, k, unit, code, p1, p2)
+                                     yf, y_off, ncols, cout_g, ncols, k, unit)
+                        activate_in(codes, yf, y_off, ncols, cout_g, ncols, code, p1, p2)
 
     return kernel
 
 
-def _rows_entry(*flags: bool):
+def _rows_entry(*flags: bool | int):
     """``conv_kernel``'s kernel for single-row outputs, with the tiles the flags (ROWS_FLAGS, then a
     residual) name, each also checked at run time, so a kernel with more flags computes as this one
     (see ``rows_call``): dot products, narrow tiles by blocks and by pairs (``narrow_tiles``), short
-    tiles (``short_tiles``), quads and the product's tiles; the repack; a residual."""
+    tiles (``short_tiles``), quads and the product's tiles; the repack; a residual; then the
+    activation codes (``epilogue_codes``, or a union of them)."""
     (dot, narrow_full, narrow_edge, pair_wide, pair_wide_edge, pair_two, pair, pair_edge, short_one, short_two,
-     short_one_edge, short_two_edge, quads, product, repack, residual) = flags
+     short_one_edge, short_two_edge, quads, product, repack, residual, codes) = flags
     blocks = narrow_full or narrow_edge
     pairs = pair_wide or pair_wide_edge or pair_two or pair or pair_edge
     short = short_one or short_two or short_one_edge or short_two_edge
@@ -712,9 +729,9 @@ def _rows_entry(*flags: bool):
                         _quads(wf, g * cout_g * k, k, src, boffs, b_add, bias, g * cout_g, yf, y_off, ow, cout_g, full)
                     if product and full < ow:
                         matmul_tiles(wf, g * cout_g * k, k, one, src, boffs, b_add + full, bias, g * cout_g, one, zero,
-                                     unit, yf, y_off + full, ow, cout_g, ow - full, k, unit, identity, p1, p2)
+                                     unit, yf, y_off + full, ow, cout_g, ow - full, k, unit)
                 if residual or not relu or method == DOT or ow > 2 * LANES:  # (the group is contiguous)
-                    _epilogue(yf, y_off, cout_g * ow, one, cout_g * ow, rf, residual, code, p1, p2)
+                    _epilogue(codes, yf, y_off, cout_g * ow, one, cout_g * ow, rf, residual, code, p1, p2)
 
     return kernel
 
@@ -725,14 +742,15 @@ ROWS_FLAGS = ("dot", "narrow_full", "narrow_edge", "pair_wide", "pair_wide_edge"
 
 
 def rows_flags(fn) -> tuple[bool, ...] | None:
-    """The ROWS_FLAGS of ``fn`` when it is a kernel ``conv_kernel(plan, rows=True)`` made without a
-    residual (a streaming step program runs it, or ``rows_call`` of a kernel with more flags, in
-    its place), else None."""
-    return next((key[1:-1] for key, f in _KERNELS.items() if f is fn and key[0] and not key[-1]), None)
+    """The ROWS_FLAGS of ``fn``, then a flag per activation code (set for its kernel's codes), when it
+    is a kernel ``conv_kernel(plan, rows=True)`` made without a residual (a streaming step program
+    runs it, or ``rows_call`` of a kernel with more flags, in its place), else None."""
+    return next(((*key[1:-2], *(bool(key[-1] >> c & 1) for c in range(len(FORMULAS))))
+                 for key, f in _KERNELS.items() if f is fn and key[0] and not key[-2]), None)
 
 
 def rows_mask(flags: tuple[bool, ...]) -> int:
-    """ROWS_FLAGS as the int ``rows_call`` takes: bit i set when flag i is."""
+    """``rows_flags`` (or a union of them) as the int ``rows_call`` takes: bit i set when flag i is."""
     return sum(1 << i for i, f in enumerate(flags) if f)
 
 
@@ -749,5 +767,7 @@ def _rows_call(mask, x, w, bias, y, scratch, plan, params):
     """The call of the kernel the literal ``mask`` names (made by ``_rows_entry`` if new)."""
     if not isinstance(mask, types.IntegerLiteral):
         return None
-    kernel = _kernel((True, *(bool(mask.literal_value >> i & 1) for i in range(len(ROWS_FLAGS))), False))
+    tiles = len(ROWS_FLAGS)
+    kernel = _kernel((True, *(bool(mask.literal_value >> i & 1) for i in range(tiles)), False,
+                      mask.literal_value >> tiles))
     return lambda mask, x, w, bias, y, scratch, plan, params: kernel(x, w, bias, y, scratch, plan, params)

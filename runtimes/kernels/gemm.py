@@ -23,11 +23,13 @@ i * c_rs + j * c_cs]`` (strides 0 broadcast a bias).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .activation import IDENTITY, RELU, activate_rows
+from .activation import IDENTITY, RELU, activate_in, codes_mask
 from .simd import AVX512, LANES, flat, tile_get, tile_new, tile_set, vadd, vfma, vload, vmax, vsplat, vsplat_at, vstore
 
 PANEL_ROWS = 8 if AVX512 else 4
@@ -85,13 +87,13 @@ _row_edge = micro_kernel(1, ROW_VECS, True)
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def matmul_tiles(a, a_off, a_rs, a_ks, b, boffs, b_add, c, c_off, c_rs, c_cs, beta, y, y_off, y_rs, m, n, k,
-                 alpha, code, p1, p2):
-    """Y(i, j) = act(alpha * sum_t A(i, t) B(t, j) + beta * C(i, j)) for i < m, j < n (see module).
+                 alpha):
+    """Y(i, j) = alpha * sum_t A(i, t) B(t, j) + beta * C(i, j) for i < m, j < n (see module).
 
     Arrays are flat float32 (``boffs`` int64, k entries); C is not read when beta == 0. Tiles
     have one row when m is 1, else PANEL_ROWS. Column blocks are the outer loop so a block of B
-    stays in cache while every row panel uses it. The activation is a last pass over Y: called per
-    tile it costs more than the pass.
+    stays in cache while every row panel uses it. An activation is the caller's last pass over Y
+    (``activate_in``, compiled for the caller's codes only): called per tile it costs more than the pass.
     """
     rows = 1 if m == 1 else PANEL_ROWS
     cols = (ROW_VECS if rows == 1 else WIDE_VECS) * LANES
@@ -113,10 +115,10 @@ def matmul_tiles(a, a_off, a_rs, a_ks, b, boffs, b_add, c, c_off, c_rs, c_cs, be
                 _wide_last(a, ao, a_rs, a_ks, b, boffs, bo, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
             else:
                 _wide_edge(a, ao, a_rs, a_ks, b, boffs, bo, k, c, co, c_rs, c_cs, beta, y, yo, y_rs, mi, nj, alpha)
-    if code != IDENTITY:
-        activate_rows(y, y_off, y_rs, m, n, code, p1, p2)
 
 
+PLAIN = codes_mask(RELU)
+"""The activation codes of ``gemm_kernel`` and ``gemm_dot_kernel``: none, or Relu (the usual)."""
 ROW_SPLITS = 4
 """Partial sums per vector of ``_short_row`` (alternate taps): 8 independent FMA chains."""
 
@@ -168,57 +170,84 @@ def takes_one_row(plan):
 
 @njit(inline="always")
 def one_row(af, bf, cf, yf, plan, params):
-    """``gemm_kernel`` for one row (``takes_one_row``) on flat arrays, B' row-major in ``bf``:
-    ``_short_row``, then an activation other than Relu (inlined by the step-program interpreter)."""
+    """``gemm_kernel``'s ``one_row_in`` (inlined by the step-program interpreter, which runs that kernel)."""
+    one_row_in(PLAIN, af, bf, cf, yf, plan, params)
+
+
+@njit(inline="always")
+def one_row_in(codes, af, bf, cf, yf, plan, params):
+    """A Gemm kernel for one row (``takes_one_row``) on flat arrays, B' row-major in ``bf``:
+    ``_short_row``, then an activation other than Relu, among the constant ``codes`` (``codes_mask``)."""
     n, k, a_ks, c_cs, code = plan[1], plan[2], plan[4], plan[6], plan[8]
     _short_row(af, a_ks, bf, k, cf, c_cs, params[1], yf, n, params[0], code == RELU)
     if code != IDENTITY and code != RELU:
-        activate_rows(yf, np.int64(0), n, np.int64(1), n, code, params[2], params[3])
+        activate_in(codes, yf, np.int64(0), n, np.int64(1), n, code, params[2], params[3])
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def gemm_kernel(a, b, c, y, bt, plan, params):
-    """ONNX Gemm: y (M, N) = act(alpha * A' @ B' + beta * C), C broadcast to (M, N) by strides.
-
-    ``plan`` = (M, N, K, a_rs, a_ks, c_rs, c_cs, b_transposed, activation, then the K row offsets
-    of B'), ``params`` = float32 (alpha, beta, and the activation's two parameters); few
-    arguments, because Numba's dispatch costs about 80 ns per array argument on every call.
-    A'(i, t) = a[i * a_rs + t * a_ks] (transA swaps the strides). B' is row-major (K, N); when
-    b_transposed is 1, ``b`` holds B'^T (N, K) and is first transposed into ``bt``. One row of at
-    most two vectors of outputs takes ``_short_row``.
-    """
-    m, n, k, a_rs, a_ks = plan[0], plan[1], plan[2], plan[3], plan[4]
-    c_rs, c_cs, b_transposed, code = plan[5], plan[6], plan[7], plan[8]
-    bf = flat(b)
-    if b_transposed:
-        for j in range(n):
-            for t in range(k):
-                bt[t * n + j] = bf[j * k + t]
-        bf = bt
-    if takes_one_row(plan):  # a classifier layer at batch 1
-        one_row(flat(a), bf, flat(c), flat(y), plan, params)
-        return
-    zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
-    matmul_tiles(flat(a), zero, a_rs, a_ks, bf, plan[9:], zero, flat(c), zero, c_rs, c_cs, params[1],
-                 flat(y), zero, n, m, n, k, params[0], code, params[2], params[3])
+def gemm_kernels(code: int) -> tuple:
+    """(``gemm_kernel``, ``gemm_dot_kernel``) of kernels whose fused activation may be ``code``: the plain
+    ones for none or Relu (the step-program interpreter runs those), else ones compiled for Relu and
+    ``code``, so a model compiles only the activations its Gemms use."""
+    return _gemm_entries(PLAIN if code in (IDENTITY, RELU) else codes_mask(RELU, code))
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
-def gemm_dot_kernel(a, bt, c, y, plan, params):
-    """ONNX Gemm with fewer outputs than a vector (N < LANES) and few rows: y (M, N) = act(alpha *
-    A' @ B' + beta * C) as M * N dot products over K, each vectorised along K (the tiled path would
-    leave most lanes of every vector idle).
+@functools.cache
+def _gemm_entries(codes: int) -> tuple:
+    """``gemm_kernels`` for a mask of codes (a closure over an int keeps the cache key stable)."""
 
-    ``a`` holds A' row-major (M, K), ``bt`` B'^T row-major (N, K); ``plan`` = (M, N, K, c_rs, c_cs,
-    activation), ``params`` = float32 (alpha, beta, and the activation's two parameters); C(i, j) =
-    c[i * c_rs + j * c_cs], not read when beta == 0.
-    """
-    dot_rows(flat(a), flat(bt), flat(c), flat(y), plan, params)
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
+    def gemm_kernel(a, b, c, y, bt, plan, params):
+        """ONNX Gemm: y (M, N) = act(alpha * A' @ B' + beta * C), C broadcast to (M, N) by strides.
+
+        ``plan`` = (M, N, K, a_rs, a_ks, c_rs, c_cs, b_transposed, activation, then the K row offsets
+        of B'), ``params`` = float32 (alpha, beta, and the activation's two parameters); few
+        arguments, because Numba's dispatch costs about 80 ns per array argument on every call.
+        A'(i, t) = a[i * a_rs + t * a_ks] (transA swaps the strides). B' is row-major (K, N); when
+        b_transposed is 1, ``b`` holds B'^T (N, K) and is first transposed into ``bt``. One row of at
+        most two vectors of outputs takes ``_short_row``.
+        """
+        m, n, k, a_rs, a_ks = plan[0], plan[1], plan[2], plan[3], plan[4]
+        c_rs, c_cs, b_transposed, code = plan[5], plan[6], plan[7], plan[8]
+        bf = flat(b)
+        if b_transposed:
+            for j in range(n):
+                for t in range(k):
+                    bt[t * n + j] = bf[j * k + t]
+            bf = bt
+        if takes_one_row(plan):  # a classifier layer at batch 1
+            one_row_in(codes, flat(a), bf, flat(c), flat(y), plan, params)
+            return
+        zero = np.int64(0)  # typed, not a literal: one compiled matmul_tiles for every caller
+        yf = flat(y)
+        matmul_tiles(flat(a), zero, a_rs, a_ks, bf, plan[9:], zero, flat(c), zero, c_rs, c_cs, params[1],
+                     yf, zero, n, m, n, k, params[0])
+        if code != IDENTITY:
+            activate_in(codes, yf, zero, n, m, n, code, params[2], params[3])
+
+    @njit(cache=True, fastmath=FASTMATH, _nrt=False)
+    def gemm_dot_kernel(a, bt, c, y, plan, params):
+        """ONNX Gemm with fewer outputs than a vector (N < LANES) and few rows: y (M, N) = act(alpha *
+        A' @ B' + beta * C) as M * N dot products over K, each vectorised along K (the tiled path would
+        leave most lanes of every vector idle).
+
+        ``a`` holds A' row-major (M, K), ``bt`` B'^T row-major (N, K); ``plan`` = (M, N, K, c_rs, c_cs,
+        activation), ``params`` = float32 (alpha, beta, and the activation's two parameters); C(i, j) =
+        c[i * c_rs + j * c_cs], not read when beta == 0.
+        """
+        dot_rows_in(codes, flat(a), flat(bt), flat(c), flat(y), plan, params)
+
+    return gemm_kernel, gemm_dot_kernel
 
 
 @njit(inline="always")
 def dot_rows(af, bf, cf, yf, plan, params):
-    """``gemm_dot_kernel`` on flat arrays (inlined by the step-program interpreter)."""
+    """``gemm_dot_kernel``'s ``dot_rows_in`` (inlined by the step-program interpreter, which runs that kernel)."""
+    dot_rows_in(PLAIN, af, bf, cf, yf, plan, params)
+
+
+@njit(inline="always")
+def dot_rows_in(codes, af, bf, cf, yf, plan, params):
+    """A dot-product Gemm kernel on flat arrays, its activation among the constant ``codes`` (``codes_mask``)."""
     m, n, k, c_rs, c_cs, code = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5]
     alpha, beta = params[0], params[1]
     for i in range(m):
@@ -232,7 +261,7 @@ def dot_rows(af, bf, cf, yf, plan, params):
                 v += beta * cf[i * c_rs + j * c_cs]
             yf[i * n + j] = v
     if code != IDENTITY:
-        activate_rows(yf, np.int64(0), n, m, n, code, params[2], params[3])
+        activate_in(codes, yf, np.int64(0), n, m, n, code, params[2], params[3])
 
 
 @njit(cache=True, fastmath=FASTMATH, _nrt=False)
@@ -245,8 +274,12 @@ def matmul_kernel(a, b, y, plan, offsets):
     """
     m, n, k = plan[0], plan[1], plan[2]
     yf = y.reshape(-1)
-    zero, one, identity = np.int64(0), np.int64(1), np.int64(IDENTITY)  # typed, not literals
+    zero, one = np.int64(0), np.int64(1)  # typed, not literals
     none, unit = np.float32(0.0), np.float32(1.0)
     for s in range(offsets.shape[1]):
         matmul_tiles(a.reshape(-1), offsets[0, s], k, one, b.reshape(-1), plan[3:], offsets[1, s], yf, zero, zero,
-                     zero, none, yf, s * m * n, n, m, n, k, unit, identity, none, none)
+                     zero, none, yf, s * m * n, n, m, n, k, unit)
+
+
+gemm_kernel, gemm_dot_kernel = gemm_kernels(IDENTITY)
+"""The plain Gemm kernels (no activation, or Relu): most models' and the step-program interpreter's."""

@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH, KernelInputError
-from .activation import IDENTITY, RELU, SIGMOID, TANH, activate, tanh32
+from .activation import RELU, SIGMOID, TANH, activate, tanh32
 from .elementwise import exp32
 from .gemm import matmul_tiles
 from .simd import flat
@@ -282,7 +282,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
     dgh = dirs * gh
     clip = params[0]
     bound = clip if has_clip else np.float32(np.inf)
-    zero, one, ident = np.int64(0), np.int64(1), np.int64(IDENTITY)
+    zero, one = np.int64(0), np.int64(1)
     fzero, fone = np.float32(0.0), np.float32(1.0)
     wt_offs = plan[ACTS + 3 * dirs: ACTS + 3 * dirs + inp]
     rt_offs = plan[ACTS + 3 * dirs + inp: ACTS + 3 * dirs + inp + hid]
@@ -290,7 +290,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
     pk = flat(packed)
     xw, g0, hs, cs, rh = plan[XW], plan[GATES], plan[STATE_H], plan[STATE_C], plan[RH]
     matmul_tiles(flat(x), zero, inp, one, pk, wt_offs, plan[WT], pk, plan[BX], zero, one, fone,
-                 wk, xw, dgh, seq * batch, dgh, inp, fone, ident, fzero, fzero)
+                 wk, xw, dgh, seq * batch, dgh, inp, fone)
     h0f, c0f, yf, yhf, ycf = flat(h0), flat(c0), flat(y), flat(yh), flat(yc)
     for d in range(dirs):
         for bi in range(batch):
@@ -315,7 +315,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
         for s in range(seq):
             t = seq - 1 - s if reverse else s
             matmul_tiles(wk, h_at, hid, one, pk, rt_offs, r_at, wk, zero, zero, zero, fzero,
-                         wk, g0, gh, batch, first, hid, fone, ident, fzero, fzero)
+                         wk, g0, gh, batch, first, hid, fone)
             if kind == GRU and not (fast and flag != 0):
                 for bi in range(batch):  # z and r (kept in the gates), and r * H
                     g = g0 + bi * gh
@@ -333,7 +333,7 @@ def recurrent_kernel(x, w, r, b, p, lens, h0, c0, y, yh, yc, packed, work, plan,
                         wk[rh + bi * hid + j] = wk[g + hid + j] * wk[hp + j]
                 if flag == 0:
                     matmul_tiles(wk, rh, hid, one, pk, rt_offs, r_at + 2 * hid, wk, zero, zero, zero, fzero,
-                                 wk, g0 + 2 * hid, gh, batch, hid, hid, fone, ident, fzero, fzero)
+                                 wk, g0 + 2 * hid, gh, batch, hid, hid, fone)
             for bi in range(batch):
                 yo = ((t * dirs + d) * batch + bi) * hid if layout == 0 else ((bi * seq + t) * dirs + d) * hid
                 if t >= lens[bi]:

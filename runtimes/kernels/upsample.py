@@ -81,7 +81,7 @@ def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
     plane = h * wd if in_place else ph * pw
     yw_off = 0 if in_place else c_in * plane
     xf, wf, yf = flat(x), flat(w), flat(y)
-    one, zero, identity, unit = np.int64(1), np.int64(0), np.int64(IDENTITY), np.float32(1.0)
+    one, zero, unit = np.int64(1), np.int64(0), np.float32(1.0)
     for img in range(n_img):
         x_off = img * c_in * h * wd
         src, src_off = xf, x_off
@@ -100,8 +100,7 @@ def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
                     n = (rows - 1) * pw + cols
                     b_add = src_off + g * cin_g * plane + row0 * pw + col0
                     matmul_tiles(wf, w_off + g * cout_g * k, k, one, src, boffs[b0:b0 + k], b_add, bias, g * cout_g,
-                                 one, zero, unit, scratch, yw_off + fc * cout_g * slot, slot, cout_g, n, k, unit,
-                                 identity, p1, p2)
+                                 one, zero, unit, scratch, yw_off + fc * cout_g * slot, slot, cout_g, n, k, unit)
                 for co in range(cout_g):
                     for r in range(rows):
                         dst = ((img * c_out + g * cout_g + co) * oh + orow + r * sh) * ow

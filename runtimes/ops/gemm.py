@@ -49,16 +49,17 @@ def build_gemm(node: Node, inputs: list, opset: int) -> Kernel:
         c_arg = np.array(c.value, np.float32) if c.is_const else In(2)
     code, p1, p2 = fused_activation(node)
     params = np.array([alpha, beta, p1, p2], np.float32)
+    gemm_kernel, gemm_dot_kernel = kg.gemm_kernels(code)  # compiled for this activation
     a_arg = np.array(a.value, np.float32) if a.is_const else In(0)
     if m <= DOT_MAX_ROWS and n < LANES and (m == 1 or not trans_a) and (b.is_const or trans_b):
         bt_arg = np.array(b.value if trans_b else b.value.T, np.float32, order="C") if b.is_const else In(1)
         plan = np.array([m, n, k, c_rs, c_cs, code], np.int64)
-        return Kernel(kg.gemm_dot_kernel, (a_arg, bt_arg, c_arg, Out(0), plan, params), [((m, n), a.dtype)])
+        return Kernel(gemm_dot_kernel, (a_arg, bt_arg, c_arg, Out(0), plan, params), [((m, n), a.dtype)])
     b_transposed = int(trans_b and not b.is_const)
     b_arg = np.array(b.value.T if trans_b else b.value, np.float32, order="C") if b.is_const else In(1)
     bt = np.zeros(k * n if b_transposed else 1, np.float32)
     plan = np.concatenate([[m, n, k, a_rs, a_ks, c_rs, c_cs, b_transposed, code], np.arange(k) * n]).astype(np.int64)
-    return Kernel(kg.gemm_kernel, (a_arg, b_arg, c_arg, Out(0), bt, plan, params), [((m, n), a.dtype)])
+    return Kernel(gemm_kernel, (a_arg, b_arg, c_arg, Out(0), bt, plan, params), [((m, n), a.dtype)])
 
 
 @register("MatMul")

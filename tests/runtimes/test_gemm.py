@@ -16,6 +16,7 @@ import pytest
 from onnx import helper
 
 import edgekit
+from edgekit.runtimes.kernels import activation as ka
 from edgekit.runtimes.kernels import gemm as kg
 from edgekit.runtimes.ops.gemm import DOT_MAX_ROWS
 from oracle import assert_matches_ort, make_model
@@ -86,7 +87,9 @@ def test_gemm_one_short_row_activation_keeps_nan(activation):
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1), helper.make_node(activation, ["y"], ["z"])]
     model = make_model(nodes, {"x": ((1, 32), np.float32)}, ["z"], inits)
     session = edgekit.InferenceSession(model)
-    assert [fn for fn, _ in session.plan(((1, 32),)).steps] == [kg.gemm_kernel]  # the activation fused
+    code = {"Relu": ka.RELU, "LeakyRelu": ka.LEAKY_RELU, "Sigmoid": ka.SIGMOID}[activation]
+    assert [fn for fn, _ in session.plan(((1, 32),)).steps] == [kg.gemm_kernels(code)[0]]  # the activation fused
+    assert (kg.gemm_kernels(code)[0] is kg.gemm_kernel) == (activation == "Relu")  # compiled for its activation
     for row in x:
         assert_matches_ort(model, {"x": row[None]}, RTOL, ATOL, session=session)
 
