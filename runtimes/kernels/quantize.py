@@ -34,11 +34,13 @@ def dequantize(x, scale, zero, out, channels, inner):
     in int64, so exact for every input type, then one float32 multiply as onnxruntime)."""
     xf = x.reshape(-1)
     of = out.reshape(-1)
+    sf = scale.reshape(-1)
+    zf = zero.reshape(-1)
     outer = xf.size // max(channels * inner, 1)
     for o in range(outer):
         for c in range(channels):
-            s = np.float32(scale[c])
-            z = np.int64(zero[c])
+            s = np.float32(sf[c])
+            z = np.int64(zf[c])
             base = (o * channels + c) * inner
             for j in range(inner):
                 of[base + j] = np.float32(np.int64(xf[base + j]) - z) * s
@@ -52,11 +54,13 @@ def quantize(x, scale, zero, out, channels, inner, qmin, qmax):
     of = out.reshape(-1)
     lo = np.float32(qmin)
     hi = np.float32(qmax)
+    sf = scale.reshape(-1)
+    zf = zero.reshape(-1)
     outer = xf.size // max(channels * inner, 1)
     for o in range(outer):
         for c in range(channels):
-            s = np.float32(scale[c])
-            z = np.float32(zero[c])
+            s = np.float32(sf[c])
+            z = np.float32(zf[c])
             base = (o * channels + c) * inner
             for j in range(inner):
                 q = np.rint(np.float32(xf[base + j]) / s) + z

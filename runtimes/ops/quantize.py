@@ -1,0 +1,80 @@
+"""QuantizeLinear and DequantizeLinear: the boundaries of QDQ-format quantized models.
+
+Both are per-tensor (a scalar scale and zero point) or per-axis (1-D ones along ``axis``), on int8,
+uint8, int16 and uint16 (and int32 for DequantizeLinear, the usual form of quantized biases),
+with float32 scales: y = clamp(round_half_even(x / scale) + zero_point) and y = (x - zero_point) * scale.
+Refused with the reason: float8 and 4-bit types, blocked quantization (``block_size``), float16
+scales (edgekit computes float32).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgekit.ir import Node, dtype_of
+
+from ..kernels import quantize as kq
+from .registry import In, Kernel, Out, Tensor, Unsupported, normalize_axis, register, require_float32
+
+QUANTIZED = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+DEQUANTIZED = (*QUANTIZED, np.dtype(np.int32))
+
+
+def _channels(node: Node, x: Tensor, scale: Tensor, zero: Tensor | None) -> tuple[int, int]:
+    """(channels, inner) of the [outer, channels, inner] view: (1, size) for a one-element scale,
+    else the ``axis`` dimension, whose length the 1-D scale (and zero point) must have."""
+    if node.attrs.get("block_size", 0):
+        raise Unsupported(f"{node.op_type} with block_size (blocked quantization)")
+    if zero is not None and zero.shape != scale.shape:
+        raise ValueError(f"{node.op_type}: zero point shape {list(zero.shape)} differs from scale shape "
+                         f"{list(scale.shape)}")
+    if math.prod(scale.shape) == 1 and len(scale.shape) <= 1:
+        return 1, math.prod(x.shape)
+    axis = normalize_axis(node.attrs.get("axis", 1), len(x.shape))
+    if len(scale.shape) != 1 or scale.shape[0] != x.shape[axis]:
+        raise ValueError(f"{node.op_type}: scale of shape {list(scale.shape)} for axis {axis} of an input of "
+                         f"shape {list(x.shape)} (a scalar, or 1-D of the axis length)")
+    return x.shape[axis], math.prod(x.shape[axis + 1:])
+
+
+def _zero(zero: Tensor | None, dtype: np.dtype, channels: int) -> In | np.ndarray:
+    """The zero point's argument: its input, or 0s of ``dtype``, one per channel, when omitted."""
+    return np.zeros(channels, dtype) if zero is None else In(2)
+
+
+def _optional(inputs: list, index: int) -> Tensor | None:
+    return inputs[index] if index < len(inputs) else None
+
+
+@register("QuantizeLinear")
+def build_quantize(node: Node, inputs: list, opset: int) -> Kernel:
+    x, scale, zero = inputs[0], inputs[1], _optional(inputs, 2)
+    require_float32("QuantizeLinear", x, scale)
+    if zero is not None:
+        to = zero.dtype
+    elif node.attrs.get("output_dtype", 0):
+        to = dtype_of(node.attrs["output_dtype"])
+    else:
+        to = np.dtype(np.uint8)
+    if to not in QUANTIZED:
+        raise Unsupported(f"QuantizeLinear to {to} (edgekit quantizes to int8, uint8, int16, uint16)")
+    channels, inner = _channels(node, x, scale, zero)
+    info = np.iinfo(to)
+    return Kernel(kq.quantize, (In(0), In(1), _zero(zero, to, channels), Out(0), channels, inner, int(info.min), int(info.max)),
+                  [(x.shape, to)])
+
+
+@register("DequantizeLinear")
+def build_dequantize(node: Node, inputs: list, opset: int) -> Kernel:
+    x, scale, zero = inputs[0], inputs[1], _optional(inputs, 2)
+    if x.dtype not in DEQUANTIZED:
+        raise Unsupported(f"DequantizeLinear of {x.dtype} (edgekit dequantizes int8, uint8, int16, uint16, int32)")
+    require_float32("DequantizeLinear", scale)
+    if dtype_of(node.attrs.get("output_dtype", 1)) != np.float32:
+        raise Unsupported("DequantizeLinear to a type other than float32 (edgekit computes float32)")
+    if zero is not None and zero.dtype != x.dtype:
+        raise ValueError(f"DequantizeLinear: zero point of {zero.dtype} for an input of {x.dtype}")
+    channels, inner = _channels(node, x, scale, zero)
+    return Kernel(kq.dequantize, (In(0), In(1), _zero(zero, x.dtype, channels), Out(0), channels, inner),
+                  [(x.shape, np.dtype(np.float32))])
