@@ -196,9 +196,12 @@ def _binop(x, y, code):
 
 
 def _idiv(x, y, code):
-    """Integer division truncating toward zero (C's, onnxruntime's); a divisor of 0 raises."""
+    """Integer division truncating toward zero (C's, onnxruntime's); a divisor of 0 raises. The
+    smallest integer divided by -1 wraps to itself, as numpy's (onnxruntime stops with SIGFPE)."""
     if y == 0:
         raise KernelInputError("integer Div by zero: a divisor fed at run time is 0")  # the plan names the node
+    if y == -1:
+        return -x  # (Numba's int64 floor division gives 0 for MIN // -1; negation wraps)
     q = x // y
     return q + 1 if q < 0 and q * y != x else q
 

@@ -78,6 +78,23 @@ def test_int64_arithmetic_truncates_like_onnxruntime(op):
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_the_smallest_integer_divided_by_minus_one_wraps_as_numpy(dtype):
+    """MIN / -1 overflows: onnxruntime stops with SIGFPE, numpy wraps to MIN; edgekit wraps, for int32
+    and int64 alike (int64 gave 0), fed or constant divisor."""
+    low = np.iinfo(dtype).min
+    a = np.array([low, low + 1, -7, 0, 7], dtype)
+    b = np.array([-1, -1, -1, -1, 2], dtype)
+    node = helper.make_node("Div", ["a", "b"], ["y"])
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    want = np.array([low, -(low + 1), 7, 0, 3], dtype)
+    got = edgekit.InferenceSession(make_model([node], {"a": (a.shape, dtype), "b": (b.shape, dtype)}, {"y": elem})
+                                   ).run(None, {"a": a, "b": b})[0]
+    np.testing.assert_array_equal(got, want)
+    got = edgekit.InferenceSession(make_model([node], {"a": (a.shape, dtype)}, {"y": elem}, {"b": b})).run(None, {"a": a})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
 def test_integer_division_by_zero_raises_like_onnxruntime(dtype):
     """onnxruntime refuses an integer Div by zero; edgekit raises InputError for a fed divisor and
     ModelError naming the node for a constant one (also when the node folds), never a silent 0."""
