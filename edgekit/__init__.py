@@ -1,6 +1,7 @@
 """edgekit: run ONNX models fast on small CPUs, on Numba kernels, over live signal streams.
 
-``edgekit.InferenceSession`` is a drop-in for ``onnxruntime.InferenceSession``; converters in
+``edgekit.InferenceSession`` is a drop-in for ``onnxruntime.InferenceSession`` (and ``SessionOptions``,
+``RunOptions``, ``get_available_providers()`` ... for onnxruntime's module API, see ``edgekit.options``); converters in
 ``edgekit.converters`` rewrite models into faster ONNX; ``edgekit.runtimes`` executes them.
 """
 import os as _os
@@ -14,13 +15,15 @@ if not _os.path.isdir(_os.path.join(__path__[0], "runtimes")) and _os.path.isfil
     __path__.append(_root)
 
 from .errors import EdgekitError, InputError, ModelError, TierError, UnsupportedOpError
+from .options import (ExecutionMode, GraphOptimizationLevel, RunOptions, SessionOptions, UnsupportedAPIError,
+                      get_available_providers, get_device)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "EdgekitError", "InferenceSession", "InputError", "ModelError", "StreamingSession", "TierError",
-    "UnsupportedOpError",
-    "__version__",
+    "EdgekitError", "ExecutionMode", "GraphOptimizationLevel", "InferenceSession", "InputError", "ModelError",
+    "RunOptions", "SessionOptions", "StreamingSession", "TierError", "UnsupportedAPIError", "UnsupportedOpError",
+    "__version__", "get_available_providers", "get_device",
 ]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -11,13 +11,14 @@ from onnx import helper
 
 from edgekit.arrays import as_array
 from edgekit.errors import InputError, ModelError
-from edgekit.ir import Dim, ValueInfo, read_graph
+from edgekit.ir import Dim, ValueInfo, _value_info, read_graph
 from edgekit.model import ModelMetadata, ModelSource, load_model, model_metadata
+from edgekit.options import CPU_PROVIDERS, PROVIDER, SessionOptions, UnsupportedAPIError, session_options
 
 from .plan import Plan, Prepared, prepare, specialize
 
 MAX_CACHED_PLANS = 16
-PROVIDER = "EdgekitNumbaExecutionProvider"
+FEEDS_CONVERTED = (list, bool, int, float)  # converted to the input's dtype, as onnxruntime converts lists
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,32 @@ def _type_string(dtype: np.dtype | None) -> str:
     return f"tensor({onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(dtype)).lower()})"
 
 
+def _node_arg(v: ValueInfo) -> NodeArg:
+    return NodeArg(v.name, list(v.shape or []), _type_string(v.dtype))
+
+
+def _inferred(v: ValueInfo) -> ValueInfo:
+    """``v`` as onnx shape inference gives it, with the dims it could not name (``unk__N``) as None,
+    as onnxruntime shows them."""
+    shape = None if v.shape is None else tuple(
+        None if isinstance(d, str) and d.startswith("unk__") else d for d in v.shape)
+    return ValueInfo(v.name, v.dtype, shape)
+
+
 class InferenceSession:
     """Run an ONNX model on edgekit's Numba kernels; a drop-in for ``onnxruntime.InferenceSession``.
 
-    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``. ``sess_options`` and
-    ``providers`` are accepted for compatibility; edgekit has one provider. Execution plans are
-    compiled per distinct set of input shapes (dynamic batch or length dims) and cached. NaN and
-    +-Inf inputs propagate as in onnxruntime; ``allow_nan=False`` refuses them (InputError naming the
-    input and the first such value) before anything runs.
+    ``model`` is a path, serialized bytes or an ``onnx.ModelProto``. ``sess_options`` is edgekit's or
+    onnxruntime's SessionOptions (``edgekit.options`` says which fields take effect); ``providers``
+    and ``provider_options`` are accepted for compatibility: edgekit has one CPU provider. Execution
+    plans are compiled per distinct set of input shapes (dynamic batch or length dims) and cached.
+    NaN and +-Inf inputs propagate as in onnxruntime; ``allow_nan=False`` refuses them (InputError
+    naming the input and the first such value) before anything runs.
     """
 
     def __init__(self, model: ModelSource, sess_options: Any = None, providers: Sequence | None = None,
                  provider_options: Sequence | None = None, *, allow_nan: bool = True, **kwargs: Any) -> None:
+        self._options = session_options(sess_options)
         self._allow_nan = allow_nan
         self._proto = load_model(model)
         self._graph = read_graph(self._proto)
@@ -56,6 +71,7 @@ class InferenceSession:
         self._input_set = set(self._input_names)
         self._output_names = [v.name for v in self._graph.outputs]
         self._output_set = set(self._output_names)
+        self._outputs: list[NodeArg] | None = None
         self._plans: dict[tuple, Plan] = {}
         self._lock = threading.Lock()
         static = [vi.shape for vi in self._inputs]
@@ -63,13 +79,57 @@ class InferenceSession:
             self._plan_for(tuple(tuple(s) for s in static))
 
     def get_inputs(self) -> list[NodeArg]:
-        return [NodeArg(v.name, list(v.shape or []), _type_string(v.dtype)) for v in self._inputs]
+        return [_node_arg(v) for v in self._inputs]
 
     def get_outputs(self) -> list[NodeArg]:
-        return [NodeArg(v.name, list(v.shape or []), _type_string(v.dtype)) for v in self._graph.outputs]
+        """The outputs as declared; one declared without a type or shape is shown as onnx shape
+        inference gives it (as onnxruntime does)."""
+        if self._outputs is None:
+            declared = self._graph.outputs
+            if any(v.dtype is None or v.shape is None for v in declared):
+                try:
+                    found = {v.name: v for v in onnx.shape_inference.infer_shapes(self._proto).graph.output}
+                except Exception:  # inference failed: the declarations are all there is
+                    found = {}
+                declared = [_inferred(_value_info(found[v.name])) if v.name in found else v for v in declared]
+            self._outputs = [_node_arg(v) for v in declared]
+        return list(self._outputs)
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        """Initializers also listed as graph inputs (onnxruntime lets a run feed them). edgekit folds
+        initializers into its plans, so a run refuses them as feeds; they are listed all the same."""
+        constants = self._graph.constants
+        return [_node_arg(_value_info(v)) for v in self._proto.graph.input if v.name in constants]
 
     def get_providers(self) -> list[str]:
         return [PROVIDER]
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        """Per provider, its options as onnxruntime reports them: edgekit's provider has none."""
+        return {PROVIDER: {}}
+
+    def set_providers(self, providers: Sequence | None = None, provider_options: Sequence | None = None) -> None:
+        """Accepted for the CPU provider (by onnxruntime's name or edgekit's) only, the one edgekit has."""
+        if isinstance(providers, str):
+            raise TypeError(f"providers must be a list of provider names, got the str {providers!r}: "
+                            f"pass [{providers!r}]")
+        names = [p[0] if isinstance(p, tuple) else p for p in providers or []]
+        other = [n for n in names if n not in CPU_PROVIDERS]
+        if other:
+            raise InputError(f"edgekit runs on the CPU only: providers {other} are not available; "
+                             f"use {list(CPU_PROVIDERS)}")
+
+    def get_session_options(self) -> SessionOptions:
+        """The session's options as given (edgekit's SessionOptions holding the same fields)."""
+        return self._options
+
+    def end_profiling(self) -> str:
+        """The profile file's name, as onnxruntime: "" since edgekit never profiles a session (see
+        ``edgekit.options``)."""
+        return ""
+
+    def get_profiling_start_time_ns(self) -> int:
+        return 0
 
     def get_modelmeta(self) -> ModelMetadata:
         """The model's metadata with the fields of onnxruntime's ModelMetadata (producer_name,
@@ -84,17 +144,60 @@ class InferenceSession:
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
             run_options: Any = None) -> list[np.ndarray]:
         """Compute ``output_names`` (all outputs when None or empty, as onnxruntime) for the arrays in
-        ``input_feed``."""
+        ``input_feed``. A list or Python scalar fed for an input is converted to the input's dtype
+        (float values to an integer input truncate, as onnxruntime's conversion does)."""
+        names = self._check_output_names(output_names) if output_names else self._output_names
+        if run_options is not None and getattr(run_options, "terminate", False):
+            raise InputError("run_options.terminate is set: the run was not started")
         arrays = self._check_feed(input_feed)
-        output_names = output_names or None
-        if output_names is not None:
-            for n in output_names:
-                if n not in self._output_set:
-                    raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
         key = tuple([a.shape for a in arrays])
         with self._lock:
             plan = self._plans.get(key) or self._plan_for_feed(key)
-            return plan.run(arrays, self._output_names if output_names is None else output_names)
+            return plan.run(arrays, names)
+
+    def run_async(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+                  callback: Callable[[list[np.ndarray], Any, str], None], user_data: Any,
+                  run_options: Any = None) -> None:
+        """``run`` on a new thread, then ``callback(results, user_data, err)`` on that thread, as
+        onnxruntime: ``err`` is "" on success, else the error's message with ``results`` empty."""
+        if output_names:
+            self._check_output_names(output_names)
+
+        def work() -> None:
+            try:
+                results = self.run(output_names, input_feed, run_options)
+            except Exception as exc:  # reported to the callback, as onnxruntime reports a failed run
+                callback([], user_data, str(exc))
+                return
+            callback(results, user_data, "")
+
+        threading.Thread(target=work, name="edgekit-run-async", daemon=True).start()
+
+    def run_with_ort_values(self, output_names: Sequence[str] | None, input_dict_ort_values: dict[str, Any],
+                            run_options: Any = None) -> list:
+        """``run`` on onnxruntime OrtValues (CPU tensors), returning OrtValues, as onnxruntime does."""
+        from onnxruntime import OrtValue
+
+        feed = {k: v.numpy() for k, v in input_dict_ort_values.items()}
+        return [OrtValue.ortvalue_from_numpy(a) for a in self.run(output_names, feed, run_options)]
+
+    def io_binding(self) -> Any:
+        raise UnsupportedAPIError("io_binding: edgekit has no IOBinding (its buffers live on the CPU and "
+                                  "results are fresh arrays); call run(output_names, input_feed)")
+
+    def run_with_iobinding(self, iobinding: Any, run_options: Any = None) -> None:
+        raise UnsupportedAPIError("run_with_iobinding: edgekit has no IOBinding; call "
+                                  "run(output_names, input_feed)")
+
+    def _check_output_names(self, output_names: Sequence[str]) -> Sequence[str]:
+        """``output_names`` (not empty) if it is a sequence of the model's output names."""
+        if isinstance(output_names, (str, bytes)):
+            raise TypeError(f"output_names must be a list of output names or None, got the "
+                            f"{type(output_names).__name__} {output_names!r}: pass [{output_names!r}]")
+        for n in output_names:
+            if n not in self._output_set:
+                raise InputError(f"{n!r} is not an output of the model; outputs are {self._output_names}")
+        return output_names
 
     @property
     def prepared(self) -> Prepared:
@@ -139,13 +242,25 @@ class InferenceSession:
         for vi in self._inputs:
             a = feed[vi.name]
             if type(a) is not np.ndarray:
-                a = as_array(a, f"input {vi.name!r}")
+                a = _converted(vi, a) if isinstance(a, FEEDS_CONVERTED) else as_array(a, f"input {vi.name!r}")
             if a.shape != vi.shape or a.dtype != vi.dtype:  # else it matches a fully static input as declared
+                if a.dtype.byteorder not in "=|" and a.dtype.newbyteorder("=") == vi.dtype:
+                    a = a.astype(vi.dtype)  # a non-native byte order of the declared dtype
                 _check_array(vi, a, symbols)
             if not self._allow_nan and a.dtype.kind in "fc":
                 _check_finite(vi.name, a)
             arrays.append(a)
         return arrays
+
+
+def _converted(vi: ValueInfo, value: list | bool | int | float) -> np.ndarray:
+    """A (nested) list or Python scalar fed for input ``vi`` as an array of its declared dtype, as
+    onnxruntime converts lists (it refuses scalars; edgekit takes them as 0-d arrays)."""
+    try:
+        return np.array(value, dtype=vi.dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"input {vi.name!r}: cannot convert the {type(value).__name__} fed to "
+                         f"{vi.dtype or 'an array'}: {exc}") from None
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:
