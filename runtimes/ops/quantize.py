@@ -3,14 +3,15 @@
 Both are per-tensor (a scalar scale and zero point) or per-axis (1-D ones along ``axis``), on int8,
 uint8, int16 and uint16 (and int32 for DequantizeLinear, the usual form of quantized biases),
 with float32 scales: y = clamp(round_half_even(x / scale) + zero_point) and y = (x - zero_point) * scale.
-Refused with the reason: float8 and 4-bit types, blocked quantization (``block_size``), float16
-scales (edgekit computes float32).
+Refused with the reason: float8, 4-bit and 2-bit types, blocked quantization (``block_size``), float16
+inputs and scales, and a ``precision`` or ``output_dtype`` other than float32 (edgekit computes float32).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from onnx import TensorProto
 
 from edgekit.ir import Node, dtype_of
 
@@ -51,6 +52,8 @@ def _optional(inputs: list, index: int) -> Tensor | None:
 def build_quantize(node: Node, inputs: list, opset: int) -> Kernel:
     x, scale, zero = inputs[0], inputs[1], _optional(inputs, 2)
     require_float32("QuantizeLinear", x, scale)
+    if node.attrs.get("precision", 0) not in (0, TensorProto.FLOAT):
+        raise Unsupported("QuantizeLinear with a precision other than float32 (edgekit computes float32)")
     if zero is not None:
         to = zero.dtype
     elif node.attrs.get("output_dtype", 0):
@@ -71,7 +74,7 @@ def build_dequantize(node: Node, inputs: list, opset: int) -> Kernel:
     if x.dtype not in DEQUANTIZED:
         raise Unsupported(f"DequantizeLinear of {x.dtype} (edgekit dequantizes int8, uint8, int16, uint16, int32)")
     require_float32("DequantizeLinear", scale)
-    if dtype_of(node.attrs.get("output_dtype", 1)) != np.float32:
+    if node.attrs.get("output_dtype", 0) not in (0, TensorProto.FLOAT):
         raise Unsupported("DequantizeLinear to a type other than float32 (edgekit computes float32)")
     if zero is not None and zero.dtype != x.dtype:
         raise ValueError(f"DequantizeLinear: zero point of {zero.dtype} for an input of {x.dtype}")

@@ -1,7 +1,7 @@
 """QuantizeLinear, DequantizeLinear and narrow-integer Casts against onnxruntime on fresh random inputs.
 
 QuantizeLinear and DequantizeLinear must match exactly (rtol 0, atol 0): per-tensor and per-axis,
-with and without zero points, across opsets 10, 13, 19 and 21, on inputs holding NaN, +-inf,
+with and without zero points, across opsets 10, 13, 19, 21 and 25, on inputs holding NaN, +-inf,
 out-of-range values and exact .5 ties (scales are powers of two there, so x / scale is exact). A
 QDQ model (uint8 image -> DequantizeLinear -> Conv with per-channel int8 weights -> QuantizeLinear ->
 DequantizeLinear -> Relu) matches within one output quantum: Conv sums in a different order than
@@ -10,7 +10,8 @@ types are checked in test_layout.py; here the camera front end uint8 -> float / 
 """
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 import edgekit
 from edgekit.errors import UnsupportedOpError
@@ -42,7 +43,7 @@ def _run(op, x, scale, zero, out_type, opset, **attrs):
 
 
 QUANTIZE_CASES = [(10, np.uint8), (10, np.int8), (13, np.uint8), (13, np.int8), (19, np.int8), (21, np.uint8),
-                  (21, np.int8), (21, np.int16), (21, np.uint16)]
+                  (21, np.int8), (21, np.int16), (21, np.uint16), (25, np.int8)]
 
 
 @pytest.mark.parametrize("opset, dtype", QUANTIZE_CASES)
@@ -72,7 +73,7 @@ def test_quantize_per_axis(opset, dtype, axis):
 
 
 DEQUANTIZE_CASES = [(10, np.uint8), (10, np.int8), (10, np.int32), (13, np.int8), (19, np.uint8), (21, np.int16),
-                    (21, np.uint16), (21, np.int8)]
+                    (21, np.uint16), (21, np.int8), (25, np.uint8)]
 
 
 @pytest.mark.parametrize("opset, dtype", DEQUANTIZE_CASES)
@@ -132,6 +133,37 @@ def test_qdq_conv_model_end_to_end():
     assert np.ptp(got) > 10 * quantum  # the conv output spreads over many quanta, not only the clamps
 
 
+def test_quantize_static_model(tmp_path):
+    """onnxruntime's own quantization tool (QDQ format, per-channel int8 weights, uint8 activations) on a
+    small Conv -> Relu -> MaxPool -> Gemm model; its output matches within one quantum (exact here)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    inits = {"w": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+             "b": (rng.standard_normal(8) * 0.1).astype(np.float32),
+             "w2": (rng.standard_normal((10, 8 * 6 * 6)) * 0.05).astype(np.float32)}
+    onnx.save(make_model(nodes, {"x": ((1, 3, 12, 12), np.float32)}, ["y"], inits, 13), tmp_path / "float.onnx")
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"x": rng.random((1, 3, 12, 12), dtype=np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(tmp_path / "float.onnx", tmp_path / "qdq.onnx", Calibration(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    model = onnx.load(tmp_path / "qdq.onnx")
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+    quantum = float(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "y_scale")))
+    session = edgekit.InferenceSession(model)
+    for _ in range(3):
+        assert_matches_ort(model, {"x": rng.random((1, 3, 12, 12), dtype=np.float32)}, 0, quantum * 1.001, session=session)
+
+
 def test_uint8_camera_front_end():
     """The review's repro: x:uint8 -> Cast(FLOAT) -> Div(255), then back to uint8."""
     nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
@@ -147,10 +179,11 @@ def test_uint8_camera_front_end():
 @pytest.mark.parametrize("op, attrs, scale, match", [
     ("QuantizeLinear", {"block_size": 2, "axis": 1}, np.ones((2, 2), np.float32), "block_size"),
     ("DequantizeLinear", {}, np.float16(1.0), "float16"),
+    ("QuantizeLinear", {"precision": TensorProto.FLOAT16}, np.float32(1.0), "precision"),
 ])
 def test_refused_forms(op, attrs, scale, match):
     x_type, out = (np.float32, TensorProto.UINT8) if op == "QuantizeLinear" else (np.int8, TensorProto.FLOAT16)
     model = make_model([helper.make_node(op, ["x", "s"], ["y"], **attrs)], {"x": ((2, 4), x_type)}, {"y": out},
-                       {"s": scale}, opset=21)
+                       {"s": scale}, opset=23)
     with pytest.raises(UnsupportedOpError, match=match):
         edgekit.InferenceSession(model)
