@@ -19,13 +19,13 @@ from . import FASTMATH
 @njit(cache=True, fastmath=FASTMATH)
 def float_to_int(x, out, lo, hi, indefinite):
     """out = x truncated toward zero where lo < x < hi, else ``indefinite``, wrapped to out's type
-    (lo, hi: the open range of the intermediate int32 or int64; NaN compares false so is indefinite)."""
+    (lo, hi: the open range that truncates into the intermediate int32 or int64, in x's type; NaN
+    compares false so is indefinite)."""
     xf = x.reshape(-1)
     of = out.reshape(-1)
     for i in range(xf.size):
-        v = np.float64(xf[i])
-        r = np.int64(v) if lo < v < hi else indefinite
-        of[i] = r
+        v = xf[i]
+        of[i] = np.int64(v) if lo < v < hi else indefinite
 
 
 @njit(cache=True)
@@ -46,10 +46,17 @@ def dequantize(x, scale, zero, out, channels, inner):
                 of[base + j] = np.float32(np.int64(xf[base + j]) - z) * s
 
 
+ROUNDER = np.float32(1.5 * 2 ** 23)
+"""v + ROUNDER - ROUNDER is v rounded half to even for |v| <= 2**22 (the sum's unit in the last place is 1):
+unlike np.rint, a libm call, it vectorises."""
+REACH = np.float32(2 ** 20)
+"""x / scale is clamped to +-REACH before rounding: past it every 8- and 16-bit result saturates anyway."""
+
+
 @njit(cache=True)
 def quantize(x, scale, zero, out, channels, inner, qmin, qmax):
-    """out = clamp(rint(x / scale[c]) + zero[c], qmin, qmax) for x viewed as [outer, channels, inner]:
-    float32 division and rounding half to even as onnxruntime; NaN gives qmin, +-inf saturate."""
+    """out = clamp(round_half_even(x / scale[c]) + zero[c], qmin, qmax) for x viewed as [outer, channels,
+    inner]: float32 division as onnxruntime (no reciprocal: no fastmath here); NaN gives qmin, +-inf saturate."""
     xf = x.reshape(-1)
     of = out.reshape(-1)
     lo = np.float32(qmin)
@@ -63,9 +70,10 @@ def quantize(x, scale, zero, out, channels, inner, qmin, qmax):
             z = np.float32(zf[c])
             base = (o * channels + c) * inner
             for j in range(inner):
-                q = np.rint(np.float32(xf[base + j]) / s) + z
-                if not q >= lo:
-                    q = lo
-                elif q > hi:
-                    q = hi
-                of[base + j] = np.int64(q)
+                v = np.float32(xf[base + j]) / s
+                v = v if v > -REACH else -REACH  # (NaN -> -REACH -> qmin)
+                v = v if v < REACH else REACH
+                q = (v + ROUNDER) - ROUNDER + z
+                q = q if q > lo else lo
+                q = q if q < hi else hi
+                of[base + j] = np.int32(q)

@@ -234,8 +234,9 @@ def _cast(node: Node, x: Tensor, to: np.dtype | None) -> View | Kernel:
         wide = to == np.int64
         limit = 2.0 ** 63 if wide else 2.0 ** 31
         lo = np.nextafter(-limit, -np.inf) if wide else -limit - 1  # the open range that truncates into int64/int32
+        src = np.float32 if x.dtype == np.float16 else x.dtype.type  # (float16 is decoded to float32 first)
         fn = _half_to_int if x.dtype == np.float16 else kq.float_to_int
-        return Kernel(fn, (In(0), Out(0), lo, limit, -int(limit)), [(x.shape, to)])
+        return Kernel(fn, (In(0), Out(0), src(lo), src(limit), np.int64(-limit)), [(x.shape, to)])
     fn = k.cast_to_half if to == np.float16 else k.cast_from_half if x.dtype == np.float16 else k.cast_kernel
     return Kernel(fn, (In(0), Out(0)), [(x.shape, to)])
 
