@@ -74,7 +74,7 @@ def build_dft(node: Node, inputs: list, opset: int) -> Kernel:
     out_base = (o * bins * inner + i) * out_parts
     shape = (*x.shape[:axis], bins, *x.shape[axis + 1:-1], out_parts)
     args = (In(0), Out(0), base, inner * parts, count, parts == 2, np.ones(n, np.float32), n, bins,
-            inverse, irfft, out_base, inner * out_parts, *Transform.of(n, inverse).args())
+            inverse, irfft, out_base, inner * out_parts, *Transform.of(n, inverse, parts == 1 or irfft).args())
     return Kernel(dft_rows, args, [(shape, np.dtype(np.float32))])
 
 
@@ -107,7 +107,7 @@ def build_stft(node: Node, inputs: list, opset: int) -> Kernel:
     base = ((rows // frames) * length + (rows % frames) * step) * parts
     window = np.ones(frame, np.float32) if window is None else In(2) if window.value is None else window.value
     args = (In(0), Out(0), base, parts, frame, parts == 2, window, frame, bins, False, False, rows * bins * 2, 2,
-            *Transform.of(frame, False).args())
+            *Transform.of(frame, False, parts == 1).args())
     return Kernel(dft_rows, args, [((batch, frames, bins, 2), np.dtype(np.float32))])
 
 

@@ -4,8 +4,8 @@ float32 transform of a length that is not a power of two is off by up to ~3e-5 o
 Tolerances: against numpy 1e-6 of the largest bin; against onnxruntime 1e-4 of the largest bin
 (1e-6 for powers of two); windows and mel filters 3e-7 absolute (one float32 step of a value near 1, plus
 the step of the random addend the test adds to them). Lengths cover powers of two (radix-2)
-and others (Bluestein), real and complex input, zero padding and truncation by dft_length, every
-axis, the inverse, one-sided spectra. Forms edgekit refuses are checked for their named reason.
+and others (Bluestein), real and complex input (real rows of even length run as complex transforms
+of half the length), zero padding and truncation by dft_length, every axis, the inverse, one-sided spectra. Forms edgekit refuses are checked for their named reason.
 
 The inverse one-sided DFT (IRFFT) has no onnxruntime oracle (onnxruntime 1.32 crashes on it): it is
 checked against numpy's float64 irfft (1e-6 of the largest value), on random bins whose imaginary parts
@@ -64,6 +64,7 @@ CASES = [  # shape, axis, dft_length, inverse, onesided
     ((2, 5, 7, 2), 2, None, 1, 0), ((2, 5, 8, 1), 1, 8, 0, 1), ((2, 20, 1), 1, 16, 0, 0),
     ((2, 10, 2), -2, 32, 1, 0), ((1, 512, 1), 1, None, 0, 1), ((1, 400, 1), 1, None, 0, 1),
     ((4, 3, 6, 2), 1, 5, 0, 0), ((1, 1, 1), 1, None, 0, 0), ((2, 9, 3, 1), -3, 11, 1, 0),
+    ((2, 12, 1), 1, None, 1, 0), ((1, 6, 1), 1, 2, 0, 0), ((2, 3, 10, 1), 2, 14, 0, 0), ((3, 2, 1), 0, 6, 0, 1),
 ]
 
 
