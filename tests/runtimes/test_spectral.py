@@ -82,6 +82,7 @@ def test_dft(shape, axis, n, inverse, onesided, opset):
 IRFFT_CASES = [  # shape (one-sided bins along axis), axis, dft_length (None: 2 (bins - 1))
     ((2, 9, 2), 1, None), ((2, 9, 2), 1, 17), ((3, 5, 4, 2), 1, 12), ((3, 5, 4, 2), -2, 7), ((1, 4, 2), 1, 30),
     ((2, 6, 3, 2), 0, 5), ((1, 2, 2), 1, None), ((1, 201, 2), 1, None), ((2, 257, 2), 1, 512), ((1, 3, 2), 1, 1),
+    ((2, 20, 2), 1, 16), ((2, 20, 2), 1, 24),
 ]
 
 
