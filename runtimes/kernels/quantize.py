@@ -28,24 +28,6 @@ def float_to_int(x, out, lo, hi, indefinite):
         of[i] = np.int64(v) if lo < v < hi else indefinite
 
 
-@njit(cache=True)
-def dequantize(x, scale, zero, out, channels, inner):
-    """out = float32(x - zero[c]) * scale[c] for x viewed as [outer, channels, inner] (the difference
-    in int64, so exact for every input type, then one float32 multiply as onnxruntime)."""
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    sf = scale.reshape(-1)
-    zf = zero.reshape(-1)
-    outer = xf.size // max(channels * inner, 1)
-    for o in range(outer):
-        for c in range(channels):
-            s = np.float32(sf[c])
-            z = np.int64(zf[c])
-            base = (o * channels + c) * inner
-            for j in range(inner):
-                of[base + j] = np.float32(np.int64(xf[base + j]) - z) * s
-
-
 ROUNDER = np.float32(1.5 * 2 ** 23)
 """v + ROUNDER - ROUNDER is v rounded half to even for |v| <= 2**22 (the sum's unit in the last place is 1):
 unlike np.rint, a libm call, it vectorises."""
@@ -53,27 +35,51 @@ REACH = np.float32(2 ** 20)
 """x / scale is clamped to +-REACH before rounding: past it every 8- and 16-bit result saturates anyway."""
 
 
-@njit(cache=True)
-def quantize(x, scale, zero, out, channels, inner, qmin, qmax):
-    """out = clamp(round_half_even(x / scale[c]) + zero[c], qmin, qmax) for x viewed as [outer, channels,
-    inner]: float32 division as onnxruntime (no reciprocal: no fastmath here); NaN gives qmin, +-inf saturate."""
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    lo = np.float32(qmin)
-    hi = np.float32(qmax)
-    sf = scale.reshape(-1)
-    zf = zero.reshape(-1)
-    outer = xf.size // max(channels * inner, 1)
-    for o in range(outer):
-        for c in range(channels):
-            s = np.float32(sf[c])
-            z = np.float32(zf[c])
-            base = (o * channels + c) * inner
-            for j in range(inner):
-                v = np.float32(xf[base + j]) / s
-                v = v if v > -REACH else -REACH  # (NaN -> -REACH -> qmin)
-                v = v if v < REACH else REACH
-                q = (v + ROUNDER) - ROUNDER + z
-                q = q if q > lo else lo
-                q = q if q < hi else hi
-                of[base + j] = np.int32(q)
+@njit(inline="always")
+def _quantize_row(xf, of, start, n, s, z, lo, hi):
+    """of = clamp(round_half_even(xf / s) + z, lo, hi) over n elements from start: float32 division as
+    onnxruntime (no reciprocal: no fastmath here); NaN gives lo, +-inf saturate."""
+    for i in range(n):
+        j = start + i
+        v = np.float32(xf[j]) / s
+        v = v if v > -REACH else -REACH  # (NaN -> -REACH -> lo)
+        v = v if v < REACH else REACH
+        q = (v + ROUNDER) - ROUNDER + z
+        q = q if q > lo else lo
+        q = q if q < hi else hi
+        of[j] = np.int32(q)
+
+
+@njit(inline="always")
+def _dequantize_row(xf, of, start, n, s, z):
+    """of = float32(xf - z) * s over n elements from start: the difference in int64, so exact for every
+    input type, then one float32 multiply as onnxruntime."""
+    for i in range(n):
+        j = start + i
+        of[j] = np.float32(np.int64(xf[j]) - z) * s
+
+
+def _affine(quantizing: bool):
+    """The kernel of QuantizeLinear (``quantizing``) or DequantizeLinear, ``kernel(x, scale, zero, out,
+    channels, inner, qmin, qmax)``: x viewed as rows of ``inner`` elements, row r using scale and zero point
+    r % channels (one channel for per-tensor scales). A closure over the bool, so each compiles its branch."""
+
+    @njit(cache=True)
+    def kernel(x, scale, zero, out, channels, inner, qmin, qmax):
+        xf = x.reshape(-1)
+        of = out.reshape(-1)
+        sf = scale.reshape(-1)
+        zf = zero.reshape(-1)
+        for r in range(xf.size // max(inner, 1)):
+            c = r % channels
+            if quantizing:
+                _quantize_row(xf, of, r * inner, inner, np.float32(sf[c]), np.float32(zf[c]),
+                              np.float32(qmin), np.float32(qmax))
+            else:
+                _dequantize_row(xf, of, r * inner, inner, np.float32(sf[c]), np.int64(zf[c]))
+
+    return kernel
+
+
+quantize = _affine(True)
+dequantize = _affine(False)

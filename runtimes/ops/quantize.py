@@ -64,8 +64,8 @@ def build_quantize(node: Node, inputs: list, opset: int) -> Kernel:
         raise Unsupported(f"QuantizeLinear to {to} (edgekit quantizes to int8, uint8, int16, uint16)")
     channels, inner = _channels(node, x, scale, zero)
     info = np.iinfo(to)
-    return Kernel(kq.quantize, (In(0), In(1), _zero(zero, to, channels), Out(0), channels, inner, int(info.min), int(info.max)),
-                  [(x.shape, to)])
+    args = (In(0), In(1), _zero(zero, to, channels), Out(0), channels, inner, int(info.min), int(info.max))
+    return Kernel(kq.quantize, args, [(x.shape, to)])
 
 
 @register("DequantizeLinear")
@@ -79,5 +79,5 @@ def build_dequantize(node: Node, inputs: list, opset: int) -> Kernel:
     if zero is not None and zero.dtype != x.dtype:
         raise ValueError(f"DequantizeLinear: zero point of {zero.dtype} for an input of {x.dtype}")
     channels, inner = _channels(node, x, scale, zero)
-    return Kernel(kq.dequantize, (In(0), In(1), _zero(zero, x.dtype, channels), Out(0), channels, inner),
+    return Kernel(kq.dequantize, (In(0), In(1), _zero(zero, x.dtype, channels), Out(0), channels, inner, 0, 0),
                   [(x.shape, np.dtype(np.float32))])
