@@ -1,8 +1,8 @@
 """Quantization kernels: QuantizeLinear, DequantizeLinear, and float-to-integer Cast as onnxruntime does it.
 
-Quantize and dequantize walk a tensor as ``[outer, channels, inner]`` with one scale and zero point
-per channel (a per-tensor scale is one channel over everything), so per-tensor and per-axis forms
-are one loop each, compiled once per dtype pair.
+Quantize and dequantize walk a tensor as rows of ``inner`` elements (the dims after the axis), row r
+taking the scale and zero point of channel r % channels (a per-tensor scale is one channel and one
+row), so per-tensor and per-axis forms are one loop, compiled once per direction and dtype pair.
 
 ONNX leaves a float-to-integer Cast of NaN, of an infinity or of a value out of the target's range
 undefined. onnxruntime (x86-64) truncates toward zero into int32, or int64 for an int64 target, and
