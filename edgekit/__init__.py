@@ -15,8 +15,6 @@ if not _os.path.isdir(_os.path.join(__path__[0], "runtimes")) and _os.path.isfil
     __path__.append(_root)
 
 from .errors import EdgekitError, InputError, ModelError, TierError, UnsupportedOpError
-from .options import (ExecutionMode, GraphOptimizationLevel, RunOptions, SessionOptions, UnsupportedAPIError,
-                      get_available_providers, get_device)
 
 __version__ = "0.1.0"
 
@@ -25,6 +23,9 @@ __all__ = [
     "RunOptions", "SessionOptions", "StreamingSession", "TierError", "UnsupportedAPIError", "UnsupportedOpError",
     "__version__", "get_available_providers", "get_device",
 ]
+# onnxruntime's module API (edgekit.options), loaded on first use like the runtime.
+_OPTIONS = {"ExecutionMode", "GraphOptimizationLevel", "RunOptions", "SessionOptions", "UnsupportedAPIError",
+            "get_available_providers", "get_device"}
 
 
 def __getattr__(name: str):
@@ -37,4 +38,8 @@ def __getattr__(name: str):
         from .streaming import StreamingSession
 
         return StreamingSession
+    if name in _OPTIONS:
+        from . import options
+
+        return getattr(options, name)
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
