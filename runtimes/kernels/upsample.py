@@ -11,9 +11,10 @@ stride, the usual U-Net up-convolution), and each phase's taps are rows of B at 
 micro-kernel with the bias as its C; its rows are Pw wide (the extra columns read the next row
 and are never used). Output row j_h*s_h + r_h - pad_top interleaves the column phases of row phase
 r_h, so it is gathered whole from their products (contiguous stores; a copy at stride 1), and
-the activation is one pass over the image at the end. A 1-D ConvTranspose is the 2-D one with a
-single row. Weights are packed per phase at plan time, or by a gather on every call when they are
-given at run time.
+the activation is one pass over the output at the end (each kernel of ``conv_transpose_kernels``
+is compiled for its activation only). A 1-D ConvTranspose is the 2-D one with a single row.
+Weights are packed per phase at plan time, or by a gather on every call when they are given at run
+time.
 
 Resize: the last two axes (H, W) of the input are resampled by per-axis source indices computed
 once at plan time; leading axes keep their size, or, for nearest, map whole planes (``plane_map``).
@@ -22,11 +23,13 @@ copy); linear is separable, b0 * v0 + b1 * v1 along W into a scratch of H rows, 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .activation import IDENTITY, activate_rows
+from .activation import activate_in, codes_mask
 from .gemm import matmul_tiles
 from .simd import flat, vcopy
 
@@ -58,25 +61,58 @@ def _gather_row(prod, base, columns, y, dst, ow, sw):
             y[dst + o] = prod[base + columns[o]]
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
-    """y = act(conv_transpose(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout), C-contiguous.
+def conv_transpose_kernels(code: int) -> tuple:
+    """(``kernel(x, w, bias, y, scratch, plan, params)``, ``packing_kernel(..., gather, packed)``) for
+    ConvTranspose with the fused activation ``code``, compiled for that activation only.
 
-    ``w`` holds per phase pair and group W_phase (Cout/g, taps) row-major (offsets in ``plan``),
-    ``bias`` Cout entries, ``params`` the activation's two parameters. ``scratch`` holds P (C *
+    ``kernel``: y = act(conv_transpose(x, W) + bias) for x (N, C, [H,] W) and y (N, Cout, [Hout,] Wout),
+    C-contiguous. ``w`` holds per phase pair and group W_phase (Cout/g, taps) row-major (offsets in
+    ``plan``), ``bias`` Cout entries, ``params`` the activation's two parameters. ``scratch`` holds P (C *
     p_height * p_width floats, its pad kept zero; absent when X is read in place), then the products
     of one row phase's column phases, one slot per output channel each. Every output row is then
     gathered whole from them: y[.., o] = product[columns[o] + row offset].
+
+    ``packing_kernel``: the same for W given at run time: packs it first, packed[i] = W.flat[gather[i]].
     """
+    return _conv_transpose_entries(codes_mask(code))
+
+
+@functools.cache
+def _conv_transpose_entries(codes: int) -> tuple:
+    """``conv_transpose_kernels`` for a mask of activation codes (a closure over an int keeps the cache
+    key stable)."""
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def kernel(x, w, bias, y, scratch, plan, params):
+        """y = act(conv_transpose(x, W) + bias): see ``conv_transpose_kernels``."""
+        _conv_transpose(x, w, bias, y, scratch, plan)
+        yf = flat(y)
+        activate_in(codes, yf, np.int64(0), yf.size, np.int64(1), yf.size, plan[18], params[0], params[1])
+
+    @njit(cache=True, fastmath=FASTMATH)
+    def packing_kernel(x, w, bias, y, scratch, plan, params, gather, packed):
+        """``kernel`` for W given at run time, packed first: see ``conv_transpose_kernels``."""
+        wf = flat(w)
+        for i in range(gather.size):
+            packed[i] = wf[gather[i]]
+        _conv_transpose(x, packed, bias, y, scratch, plan)
+        yf = flat(y)
+        activate_in(codes, yf, np.int64(0), yf.size, np.int64(1), yf.size, plan[18], params[0], params[1])
+
+    return kernel, packing_kernel
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _conv_transpose(x, w, bias, y, scratch, plan):
+    """conv_transpose(x, W) + bias into y, without the activation (see ``conv_transpose_kernels``)."""
     n_img, c_in, h, wd, groups, c_out, oh, ow = plan[0], plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7]
     sh, sw, ph, pw, mh, mw, in_place = plan[8], plan[9], plan[10], plan[11], plan[12], plan[13], plan[14]
-    n_rows, n_cols, slot, code = plan[15], plan[16], plan[17], plan[18]
+    n_rows, n_cols, slot = plan[15], plan[16], plan[17]
     rec_rows = 19
     rec_cols = rec_rows + 3 * n_rows
     rec_pairs = rec_cols + 2 * n_cols
     columns = plan[rec_pairs + 3 * n_rows * n_cols:rec_pairs + 3 * n_rows * n_cols + ow]
     boffs = plan[rec_pairs + 3 * n_rows * n_cols + ow:]
-    p1, p2 = params[0], params[1]
     cin_g, cout_g = c_in // groups, c_out // groups
     plane = h * wd if in_place else ph * pw
     yw_off = 0 if in_place else c_in * plane
@@ -105,18 +141,6 @@ def conv_transpose_kernel(x, w, bias, y, scratch, plan, params):
                     for r in range(rows):
                         dst = ((img * c_out + g * cout_g + co) * oh + orow + r * sh) * ow
                         _gather_row(scratch, yw_off + co * slot + r * pw, columns, yf, dst, ow, sw)
-        if code != IDENTITY:
-            size = c_out * oh * ow
-            activate_rows(yf, img * size, size, one, size, code, p1, p2)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def conv_transpose_packing_kernel(x, w, bias, y, scratch, plan, params, gather, packed):
-    """``conv_transpose_kernel`` for W given at run time: packs it first, packed[i] = W.flat[gather[i]]."""
-    wf = flat(w)
-    for i in range(gather.size):
-        packed[i] = wf[gather[i]]
-    conv_transpose_kernel(x, packed, bias, y, scratch, plan, params)
 
 
 @njit(cache=True, fastmath=FASTMATH)

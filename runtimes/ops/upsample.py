@@ -112,12 +112,13 @@ def build_conv_transpose(node: Node, inputs: list, opset: int) -> Kernel:
         np.zeros(cout_g * groups, np.float32) if b is None else b.value.reshape(-1), np.float32)
     y_shape = (n, cout_g * groups, *out[-nd:])
     params = np.array([p1, p2], np.float32)
+    kernel, packing_kernel = ku.conv_transpose_kernels(code)  # compiled for this activation
     if w.is_const:
         weights = aligned_copy(w.value.reshape(-1)[gather], np.float32)
-        return Kernel(ku.conv_transpose_kernel, (In(0), weights, bias, Out(0), scratch, plan, params),
+        return Kernel(kernel, (In(0), weights, bias, Out(0), scratch, plan, params),
                       [(y_shape, x.dtype)])
-    return Kernel(ku.conv_transpose_packing_kernel, (In(0), In(1), bias, Out(0), scratch, plan, params, gather,
-                                                     aligned_copy(np.zeros(gather.size, np.float32))),
+    return Kernel(packing_kernel, (In(0), In(1), bias, Out(0), scratch, plan, params, gather,
+                                   aligned_copy(np.zeros(gather.size, np.float32))),
                   [(y_shape, x.dtype)])
 
 
