@@ -64,7 +64,7 @@ def _affine(quantizing: bool):
     channels, inner, qmin, qmax)``: x viewed as rows of ``inner`` elements, row r using scale and zero point
     r % channels (one channel for per-tensor scales). A closure over the bool, so each compiles its branch."""
 
-    @njit(cache=True)
+    @njit(cache=True, error_model="numpy")  # (x / 0 is +-inf or NaN, not ZeroDivisionError)
     def kernel(x, scale, zero, out, channels, inner, qmin, qmax):
         xf = x.reshape(-1)
         of = out.reshape(-1)

@@ -60,6 +60,14 @@ def test_quantize_per_tensor(opset, dtype, with_zero):
     _run("QuantizeLinear", x, np.float32(0.07), zero, _tensor_type(dtype), opset, **attrs)
 
 
+@pytest.mark.parametrize("scale", [0.0, -0.0, -0.5, 1e-40, 1e30, np.inf])
+def test_quantize_degenerate_scales(scale):
+    """x / 0 is +-inf or NaN (saturated, or the minimum for NaN) as in onnxruntime, not an error."""
+    x = np.array([0.0, -0.0, 1.0, -1.0, np.nan, np.inf, -np.inf, 1e-40, 3.5, -7.25], np.float32)
+    for dtype in (np.uint8, np.int8, np.int16):
+        _run("QuantizeLinear", x, np.float32(scale), np.array(3, dtype), _tensor_type(dtype), 21)
+
+
 @pytest.mark.parametrize("opset", [13, 19, 21])
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 @pytest.mark.parametrize("axis", [0, 1, -1])
