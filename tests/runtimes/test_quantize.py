@@ -2,10 +2,11 @@
 
 QuantizeLinear and DequantizeLinear must match exactly (rtol 0, atol 0): per-tensor and per-axis,
 with and without zero points, across opsets 10, 13, 19, 21 and 25, on inputs holding NaN, +-inf,
-out-of-range values and exact .5 ties (scales are powers of two there, so x / scale is exact). A
-QDQ model (uint8 image -> DequantizeLinear -> Conv with per-channel int8 weights -> QuantizeLinear ->
+out-of-range values and exact .5 ties (scales are powers of two there, so x / scale is exact), and
+with scales of 0, -0, negative, subnormal and infinite. A hand-built QDQ model (uint8 image -> DequantizeLinear -> Conv with per-channel int8 weights -> QuantizeLinear ->
 DequantizeLinear -> Relu) matches within one output quantum: Conv sums in a different order than
-onnxruntime's, so a value next to a rounding boundary may land one step away. Casts between all
+onnxruntime's, so a value next to a rounding boundary may land one step away; so does the output of
+onnxruntime's quantize_static on a small float model. Casts between all
 types are checked in test_layout.py; here the camera front end uint8 -> float / 255.
 """
 import numpy as np
