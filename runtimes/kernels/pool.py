@@ -40,11 +40,13 @@ whole tensor as one row when the windows tile it, and literal taps for kernel = 
 loads then vectorise as interleaved groups). It takes four arguments (Numba's dispatch costs per
 argument) and, like every kernel here, compiles only when a model first runs it.
 """
+import functools
+
 import numpy as np
 from numba import njit
 
 from . import FASTMATH
-from .activation import CLIP, IDENTITY, RELU, activate, activate_rows
+from .activation import CLIP, IDENTITY, RELU, activate_in, codes_mask
 from .elementwise import nan_max
 from .simd import (LANES, flat, mask_full, mask_of, mask_ordered, prefer_512, vadd, vcopy_even, vfma, vload, vload_mask,
                    vmax, vmax_mask, vmin, vmul, vselect, vshift_next, vshift_prev, vsplat, vstore, vstore_mask,
@@ -329,8 +331,9 @@ def _same_planes_flat(x, s, out, g, h, w, kh, kw, ph, pw, code):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _affine_activate(o, a, b, act, alpha, beta):
-    """o = activate(o * a + b) in one pass; BN alone, Relu and Clip (ReLU6) get their own vectorised loops."""
+def _affine_activate(codes, o, a, b, act, alpha, beta):
+    """o = activate(o * a + b): BN alone, Relu and Clip (ReLU6) in one pass, other activations (among the
+    constant ``codes``) by a pass of their own."""
     if act == IDENTITY:
         for k in range(o.size):
             o[k] = o[k] * a + b
@@ -342,7 +345,9 @@ def _affine_activate(o, a, b, act, alpha, beta):
             o[k] = min(max(o[k] * a + b, alpha), beta)
     else:
         for k in range(o.size):
-            o[k] = activate(o[k] * a + b, act, alpha, beta)
+            o[k] = o[k] * a + b
+        n = np.int64(o.size)
+        activate_in(codes, o, np.int64(0), n, np.int64(1), n, act, alpha, beta)
 
 
 # The 3x3 pads-1 max pool of planes without NaN (MAX3): one pass of explicit vectors over each plane, flat.
@@ -547,8 +552,16 @@ def max3_masks(h: int, w: int) -> np.ndarray:
     return np.stack([(m.reshape(-1, LANES) * weights).sum(axis=1) for m in on]).astype(np.uint16)
 
 
-def _same_pooling(code: int):
-    """The stride-1 'same' kernel of pooling ``code`` (a closure over an int keeps numba's cache key stable)."""
+def same_pool(code: int, act: int):
+    """The stride-1 'same' kernel of pooling ``code`` with the fused activation ``act``: SAME_POOL's for none,
+    Relu or Clip, else one compiled for ``act`` too."""
+    return _same_pooling(code, codes_mask(RELU, CLIP, act))
+
+
+@functools.cache
+def _same_pooling(code: int, codes: int):
+    """The stride-1 'same' kernel of pooling ``code``, its activation among ``codes`` (``codes_mask``; a closure
+    over ints keeps numba's cache key stable)."""
 
     @njit(cache=True, fastmath=FASTMATH)
     def kernel(x, out, s, planes, group, h, w, kh, kw, ph, pw, inv, channels, scale, shift, act, alpha, beta, masks):
@@ -578,7 +591,8 @@ def _same_pooling(code: int):
                 done = True
             if done:
                 if not (clamp or act == IDENTITY):  # other activations: a pass of their own
-                    activate_rows(of, np.int64(0), np.int64(planes * n), np.int64(1), np.int64(planes * n), act, alpha, beta)
+                    activate_in(codes, of, np.int64(0), np.int64(planes * n), np.int64(1), np.int64(planes * n), act,
+                                alpha, beta)
                 return
         for p in range(0, planes, group):
             g = min(group, planes - p)
@@ -596,14 +610,14 @@ def _same_pooling(code: int):
             if scale.size:
                 for q in range(g):
                     c = (p + q) % channels
-                    _affine_activate(os_[q * n:(q + 1) * n], scale[c], shift[c], act, alpha, beta)
-            else:
-                activate_rows(os_, np.int64(0), np.int64(g * n), np.int64(1), np.int64(g * n), act, alpha, beta)
+                    _affine_activate(codes, os_[q * n:(q + 1) * n], scale[c], shift[c], act, alpha, beta)
+            elif act != IDENTITY:
+                activate_in(codes, os_, np.int64(0), np.int64(g * n), np.int64(1), np.int64(g * n), act, alpha, beta)
 
     return kernel
 
 
-SAME_POOL = {MAX: _same_pooling(MAX), AVG: _same_pooling(AVG)}
+SAME_POOL = {MAX: same_pool(MAX, IDENTITY), AVG: same_pool(AVG, IDENTITY)}
 _SAME_MAX = SAME_POOL[MAX]
 
 

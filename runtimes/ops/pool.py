@@ -163,7 +163,7 @@ def _same_pool(node: Node, x, code: int, kernel: list[int], heads: list[int], in
         inv = np.concatenate([inv, np.zeros(-(h * w) % kp.LANES)]).astype(np.float32)
     args = (In(0), Out(0), scratch, x.shape[0] * x.shape[1], group, h, w, kh, kw, ph, pw, inv, x.shape[1],
             scale, shift, act, np.float32(alpha), np.float32(beta), masks)
-    return Kernel(kp.SAME_POOL[code], args, [(x.shape, x.dtype)])
+    return Kernel(kp.same_pool(code, act), args, [(x.shape, x.dtype)])
 
 
 def _max3_masks(h: int, w: int, max3: bool = True) -> np.ndarray:

@@ -174,6 +174,19 @@ def test_fused_epilogue_matches_onnxruntime(op, epilogue, shape, kernel, pads):
     assert_matches_ort(model, {"x": x}, 1e-5, 1e-6, session=session)
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("epilogue", ["bn+hardswish", "leaky"])
+def test_fused_rare_activation_matches_onnxruntime(op, epilogue):
+    """An activation other than Relu and Clip after the generic 'same' pool (not 3x3): the affine in
+    the pass over each plane, the activation by a pass of its own (the kernel compiled for it)."""
+    shape = (2, 5, 6, 9)
+    model = _pool_model(op, shape, [5, 3], epilogue, 2, pads=[2, 1, 2, 1])
+    session = edgekit.InferenceSession(model)
+    assert len(session.plan((shape,)).steps) == 1
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    assert_matches_ort(model, {"x": x}, 1e-5, 1e-6, session=session)
+
+
 def _nan_windows(x: np.ndarray) -> np.ndarray:
     """True where a 3x3 pads-1 window of x holds a NaN."""
     h, w = x.shape[2:]
