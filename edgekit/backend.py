@@ -42,9 +42,15 @@ EXPECTED_FAILURES: dict[str, str] = {
                                                            "Expand/ConstantOfShape): plans are specialised on shapes",
     r"^test_clip(_example|_inbounds|_outbounds|_splitbounds|_min_greater_than_max|_default_min|_default_max)?_cpu$":
         "Clip with min/max fed at run time: edgekit needs constant bounds (they become kernel parameters)",
-    r"^test_clip_default_int8_((min|max)(_expanded)?|inbounds)_cpu$": "Clip on int8: activations compute float32",
-    r"^test_(?!pow_types_float32_|bitshift_)\w+_(u?int8|u?int16|uint32|uint64|string)(_broadcast)?(_expanded)?_cpu$":
-        "int8/int16/unsigned/string tensors: edgekit computes float32 (and int32/int64 in elementwise and shape ops)",
+    r"^test_clip_default_int8_(min|max|inbounds)_cpu$": "Clip on int8: activations compute float32",
+    r"^test_(?!pow_types_float32_|bitshift_|(add|sub|mul|div|mod|mod_mixed_sign|max|min|equal|greater|greater_equal|less"
+    r"|less_equal|quantizelinear|dequantizelinear)_u?int(8|16)(_expanded)?_cpu$)"
+    r"\w+_(u?int8|u?int16|uint32|uint64|string)(_broadcast)?(_expanded)?_cpu$":
+        "int8/int16/unsigned/string tensors in other ops: edgekit computes float32, integers of 8 to 64 bits in "
+        "arithmetic, comparisons, Max/Min, Cast and quantization, int32/int64 in shape ops",
+    r"^test_(de)?quantizelinear_(e4m3fn|e5m2|float4e2m1|u?int4|u?int2)(_zero_point)?_cpu$":
+        "QuantizeLinear/DequantizeLinear on float8, float4, int4, int2: edgekit quantizes to 8- and 16-bit integers",
+    r"^test_(de)?quantizelinear_blocked": "blocked quantization (block_size): edgekit quantizes per tensor or per axis",
     r"^test_pow_types_int(32|64)_": "Pow of an integer base by a run-time exponent: edgekit raises integers only to a constant 1 to 4",
     r"^test_bitshift_(left|right)_int(8|16)_":
         "BitShift on int8/int16: edgekit shifts uint8-uint64, and int32/int64 from opset 28",

@@ -34,7 +34,7 @@ VARIADIC = {"Max": ke.MAX, "Min": ke.MIN, "Sum": ke.ADD, "Mean": ke.ADD}
 LOGICAL = ("And", "Or", "Xor", "Not")
 BOOL_OUT = (*COMPARE, *LOGICAL, "IsNaN", "IsInf")
 INTEGER_OK = {"Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Sign", "Max", "Min", "Sum", *COMPARE}
-DTYPES = (np.float32, np.int64, np.int32)
+DTYPES = (np.float32, np.int64, np.int32, np.int8, np.uint8, np.int16, np.uint16)
 SHIFTABLE = (np.uint8, np.uint16, np.uint32, np.uint64, np.int32, np.int64)
 
 

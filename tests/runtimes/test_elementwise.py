@@ -77,6 +77,30 @@ def test_int64_arithmetic_truncates_like_onnxruntime(op):
     _check(op, {"a": a}, inits={"b": b}, out_type=TensorProto.INT64, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16])
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Equal", "Less", "GreaterOrEqual"])
+def test_narrow_integer_ops_wrap_like_onnxruntime(op, dtype):
+    """8- and 16-bit integer arithmetic (wrapping on overflow), Max/Min and comparisons, exact against
+    onnxruntime on values that span the type, limits included (16-bit Max/Min, which onnxruntime does
+    not implement, against numpy)."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    a = rng.integers(info.min, info.max, (3, 16), endpoint=True).astype(dtype)
+    a[0, :4] = [info.min, info.max, 0, 1]
+    b = rng.integers(1, min(info.max, 90), (16,), endpoint=True).astype(dtype)
+    if info.min < 0:
+        b *= rng.choice([-1, 1], 16).astype(dtype)
+    out = TensorProto.BOOL if op in ("Equal", "Less", "GreaterOrEqual") else helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    attrs = {"fmod": 0} if op == "Mod" else None
+    if op in ("Max", "Min") and info.bits == 16:
+        model = make_model([helper.make_node(op, ["a", "b"], ["y"])], {"a": (a.shape, dtype), "b": (b.shape, dtype)},
+                           {"y": out})
+        got = edgekit.InferenceSession(model).run(None, {"a": a, "b": b})[0]
+        np.testing.assert_array_equal(got, (np.maximum if op == "Max" else np.minimum)(a, b))
+        return
+    _check(op, {"a": a, "b": b}, attrs=attrs, out_type=out, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
 def test_the_smallest_integer_divided_by_minus_one_wraps_as_numpy(dtype):
     """MIN / -1 overflows: onnxruntime stops with SIGFPE, numpy wraps to MIN; edgekit wraps, for int32
