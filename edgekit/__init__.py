@@ -14,7 +14,7 @@ if not _os.path.isdir(_os.path.join(__path__[0], "runtimes")) and _os.path.isfil
         _os.path.join(_root, "runtimes", "plan.py")):
     __path__.append(_root)
 
-from .errors import EdgekitError, InputError, ModelError, TierError, UnsupportedOpError
+from .errors import EdgekitError, InputError, ModelError, TierError, UnsupportedAPIError, UnsupportedOpError
 
 __version__ = "0.1.0"
 
@@ -24,8 +24,8 @@ __all__ = [
     "__version__", "get_available_providers", "get_device",
 ]
 # onnxruntime's module API (edgekit.options), loaded on first use like the runtime.
-_OPTIONS = {"ExecutionMode", "GraphOptimizationLevel", "RunOptions", "SessionOptions", "UnsupportedAPIError",
-            "get_available_providers", "get_device"}
+_OPTIONS = {"ExecutionMode", "GraphOptimizationLevel", "RunOptions", "SessionOptions", "get_available_providers",
+            "get_device"}
 
 
 def __getattr__(name: str):

@@ -29,6 +29,10 @@ class UnsupportedOpError(EdgekitError, NotImplementedError):
         )
 
 
+class UnsupportedAPIError(EdgekitError, NotImplementedError):
+    """An onnxruntime API edgekit does not provide; the message names what to use instead."""
+
+
 class InputError(EdgekitError, ValueError):
     """A run or push was given inputs of the wrong name, shape, dtype or content."""
 

@@ -68,7 +68,8 @@ def dtype_of(elem_type: int) -> np.dtype | None:
         return None
 
 
-def _value_info(vi: onnx.ValueInfoProto) -> ValueInfo:
+def value_info(vi: onnx.ValueInfoProto) -> ValueInfo:
+    """A graph input's or output's name, element dtype and dims (None where the proto leaves them out)."""
     t = vi.type.tensor_type
     if not vi.type.HasField("tensor_type"):
         return ValueInfo(vi.name, None, None)
@@ -169,6 +170,6 @@ def _read(g: onnx.GraphProto, opsets: dict[str, int]) -> Graph:
         nodes.append(Node(n.name or f"{n.op_type}_{i}", n.op_type, n.domain if n.domain != "ai.onnx" else "",
                           list(n.input) + implicit, list(n.output), attrs, implicit))
     initializer_names = set(constants)
-    inputs = [_value_info(v) for v in g.input if v.name not in initializer_names]
-    outputs = [_value_info(v) for v in g.output]
+    inputs = [value_info(v) for v in g.input if v.name not in initializer_names]
+    outputs = [value_info(v) for v in g.output]
     return Graph(nodes, constants, inputs, outputs, opsets)

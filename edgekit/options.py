@@ -26,15 +26,11 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from .errors import EdgekitError
+from .errors import UnsupportedAPIError
 
 PROVIDER = "EdgekitNumbaExecutionProvider"
 # Names a session accepts for its one provider: its own and onnxruntime's CPU provider.
 CPU_PROVIDERS = (PROVIDER, "CPUExecutionProvider")
-
-
-class UnsupportedAPIError(EdgekitError, NotImplementedError):
-    """An onnxruntime API edgekit does not provide; the message names what to use instead."""
 
 
 class GraphOptimizationLevel(enum.IntEnum):

@@ -10,10 +10,10 @@ import onnx
 from onnx import helper
 
 from edgekit.arrays import as_array
-from edgekit.errors import InputError, ModelError
-from edgekit.ir import Dim, ValueInfo, _value_info, read_graph
+from edgekit.errors import InputError, ModelError, UnsupportedAPIError
+from edgekit.ir import Dim, ValueInfo, read_graph, value_info
 from edgekit.model import ModelMetadata, ModelSource, load_model, model_metadata
-from edgekit.options import CPU_PROVIDERS, PROVIDER, SessionOptions, UnsupportedAPIError, session_options
+from edgekit.options import CPU_PROVIDERS, PROVIDER, SessionOptions, session_options
 
 from .plan import Plan, Prepared, prepare, specialize
 
@@ -91,7 +91,7 @@ class InferenceSession:
                     found = {v.name: v for v in onnx.shape_inference.infer_shapes(self._proto).graph.output}
                 except Exception:  # inference failed: the declarations are all there is
                     found = {}
-                declared = [_inferred(_value_info(found[v.name])) if v.name in found else v for v in declared]
+                declared = [_inferred(value_info(found[v.name])) if v.name in found else v for v in declared]
             self._outputs = [_node_arg(v) for v in declared]
         return list(self._outputs)
 
@@ -99,7 +99,7 @@ class InferenceSession:
         """Initializers also listed as graph inputs (onnxruntime lets a run feed them). edgekit folds
         initializers into its plans, so a run refuses them as feeds; they are listed all the same."""
         constants = self._graph.constants
-        return [_node_arg(_value_info(v)) for v in self._proto.graph.input if v.name in constants]
+        return [_node_arg(value_info(v)) for v in self._proto.graph.input if v.name in constants]
 
     def get_providers(self) -> list[str]:
         return [PROVIDER]
