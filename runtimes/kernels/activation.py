@@ -212,9 +212,9 @@ def _activate_const(v, code, alpha, beta):
 @njit(inline="always", fastmath=FASTMATH)
 def activate(v, code, alpha, beta):
     """Apply activation ``code`` with parameters alpha, beta to the scalar ``v``: the piecewise-linear
-    ones inline, the others out of line (``activate_any``). Conv/Gemm/pool tiles inline this at every
-    call site, and Numba types an inlined body once per site: with every activation inline, a 2D CNN
-    took 220 s to compile instead of 10."""
+    ones inline, the others out of line (``activate_any``). Kernels that take the code at run time (the
+    recurrent cells) inline this at every call site, and Numba types an inlined body once per site:
+    with every activation inline, a 2D CNN took 220 s to compile instead of 10."""
     if code == IDENTITY:
         return v
     if code == RELU:
@@ -232,8 +232,7 @@ def activate(v, code, alpha, beta):
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def activate_any(v, code, alpha, beta):
-    """Every activation ``code``, picked at run time (compiled once; the tiles and the shared loop of
-    the rarer activations call it)."""
+    """Every activation ``code``, picked at run time (compiled once, for ``activate``'s rarer codes)."""
     if code == RELU:
         return _relu(v, alpha, beta)
     if code == LEAKY_RELU:
@@ -296,9 +295,10 @@ def codes_mask(*codes: int) -> int:
 
 
 def activate_in(codes, y, offset, stride, m, n, code, p1, p2):
-    """In compiled code, with ``codes`` a constant (``codes_mask``): ``activate_rows`` for a ``code``
-    among those codes, compiling only their loops (a Conv/Gemm kernel made for the codes of its
-    model's nodes compiles no other activation's formula); any other ``code`` leaves y as it is."""
+    """In compiled code, with ``codes`` a constant (``codes_mask``): apply activation ``code`` (known at
+    run time), if among those codes, in place to m rows of n values at y[offset + i * stride + j], by
+    its ``rows_loop``. Only those codes' loops are compiled (a Conv/Gemm kernel made for its node's
+    activation compiles no other activation's formula); any other ``code`` leaves y as it is."""
     raise TypeError("activate_in is for compiled code, with a constant mask of codes")
 
 
@@ -320,50 +320,6 @@ def _activate_in(codes, y, offset, stride, m, n, code, p1, p2):
             activate_in(rest, y, offset, stride, m, n, code, p1, p2)
 
     return impl
-
-
-(_RELU_ROWS, _LEAKY_RELU_ROWS, _CLIP_ROWS, _SIGMOID_ROWS, _TANH_ROWS, _HARD_SIGMOID_ROWS, _HARD_SWISH_ROWS,
- _SWISH_ROWS) = (rows_loop(c) for c in (RELU, LEAKY_RELU, CLIP, SIGMOID, TANH, HARD_SIGMOID, HARD_SWISH, SWISH))
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def activate_rows(y, offset, stride, m, n, code, p1, p2):
-    """Apply activation ``code``, known at run time only, in place to m rows of n values at
-    y[offset + i * stride + j]: the common epilogue activations have a vector loop each (compiled
-    together, when the first kernel calling this is), the rarer ones call ``activate_any`` per value.
-    Conv and Gemm kernels use ``activate_in`` instead, compiled for their codes only."""
-    if code == RELU:
-        _RELU_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code == LEAKY_RELU:
-        _LEAKY_RELU_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code == CLIP:
-        _CLIP_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code == SIGMOID:
-        _SIGMOID_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code == TANH:
-        _TANH_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code == HARD_SIGMOID:
-        _HARD_SIGMOID_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code == HARD_SWISH:
-        _HARD_SWISH_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code == SWISH:
-        _SWISH_ROWS(y, offset, stride, m, n, p1, p2)
-    elif code != IDENTITY:
-        for i in range(m):
-            row = y[offset + i * stride: offset + i * stride + n]
-            for j in range(n):
-                row[j] = activate_any(row[j], code, p1, p2)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def activation_kernel(x, out, code, alpha, beta):
-    """out = activation ``code``(x) over C-contiguous float32 arrays of equal size (out may be x), ``code``
-    known at run time (a step that also does other work; a standalone activation op uses
-    ``elementwise_kernel``)."""
-    of = out.reshape(-1)
-    of[:] = x.reshape(-1)
-    n = np.int64(of.size)
-    activate_rows(of, np.int64(0), n, np.int64(1), n, np.int64(code), np.float32(alpha), np.float32(beta))
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import numpy as np
 from edgekit.ir import Node
 
 from ..kernels import conv as kc
-from ..kernels.activation import IDENTITY, activation_kernel
+from ..kernels.activation import IDENTITY, elementwise_kernel
 from .activation import fused_activation
 from .elementwise import build_binary
 from .registry import In, Kernel, Out, Tensor, Unsupported, aligned_copy, register, require_float32
@@ -196,4 +196,4 @@ def _conv_add_activate(conv, n: int, add, y_at: int, code: int, p1: float, p2: f
     conv(*args[:n])
     add(*args[n:])
     if code != IDENTITY:
-        activation_kernel(args[y_at], args[y_at], code, p1, p2)
+        elementwise_kernel(code)(args[y_at], args[y_at], p1, p2)
