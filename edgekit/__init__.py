@@ -19,12 +19,12 @@ from .errors import EdgekitError, InputError, ModelError, TierError, Unsupported
 __version__ = "0.1.0"
 
 __all__ = [
-    "EdgekitError", "ExecutionMode", "GraphOptimizationLevel", "InferenceSession", "InputError", "ModelError",
+    "EdgekitError", "ExecutionMode", "ExecutionOrder", "GraphOptimizationLevel", "InferenceSession", "InputError", "ModelError",
     "RunOptions", "SessionOptions", "StreamingSession", "TierError", "UnsupportedAPIError", "UnsupportedOpError",
     "__version__", "get_available_providers", "get_device",
 ]
 # onnxruntime's module API (edgekit.options), loaded on first use like the runtime.
-_OPTIONS = {"ExecutionMode", "GraphOptimizationLevel", "RunOptions", "SessionOptions", "get_available_providers",
+_OPTIONS = {"ExecutionMode", "ExecutionOrder", "GraphOptimizationLevel", "RunOptions", "SessionOptions", "get_available_providers",
             "get_device"}
 
 

@@ -1,14 +1,14 @@
 """onnxruntime's module-level API as edgekit offers it: options objects, enums and provider queries.
 
 Code written for onnxruntime imports ``edgekit as ort`` and keeps calling ``ort.SessionOptions()``,
-``ort.RunOptions()``, ``ort.GraphOptimizationLevel``, ``ort.ExecutionMode``,
+``ort.RunOptions()``, ``ort.GraphOptimizationLevel``, ``ort.ExecutionMode``, ``ort.ExecutionOrder``,
 ``ort.get_available_providers()`` and ``ort.get_device()``. The options objects accept and keep every
 field onnxruntime's have (same names, same defaults), and a session also reads onnxruntime's own
 options objects. What edgekit does with each field:
 
-- ``intra_op_num_threads``, ``inter_op_num_threads``, ``execution_mode``: no effect. A run is one
-  thread (binary layers excepted, which use Numba's thread pool), and two runs of one session do
-  not overlap.
+- ``intra_op_num_threads``, ``inter_op_num_threads``, ``execution_mode``, ``execution_order``: no
+  effect. A run is one thread (binary layers, which use Numba's thread pool, and the fused LMUFormer
+  step excepted), nodes run in the plan's order, and two runs of one session do not overlap.
 - ``graph_optimization_level``: no effect. Every plan folds constants and fuses Conv/Gemm +
   BatchNormalization + activation whatever the level; ORT_DISABLE_ALL does not turn that off.
 - ``log_severity_level``, ``log_verbosity_level``, ``logid``, ``enable_cpu_mem_arena``,
@@ -20,6 +20,9 @@ options objects. What edgekit does with each field:
 - ``optimized_model_filepath``: refused. edgekit's fused plan is not an ONNX model to save.
 - ``RunOptions.terminate``: honoured (the run is refused before it starts); the other RunOptions
   fields have no effect.
+- Config entries are kept on edgekit's options; those set on an onnxruntime SessionOptions are not
+  read (onnxruntime cannot list them). onnxruntime's other methods (``register_custom_ops_library``,
+  ``add_initializer``, ``add_free_dimension_override_by_name`` ...) raise UnsupportedAPIError.
 """
 from __future__ import annotations
 
@@ -50,9 +53,18 @@ class ExecutionMode(enum.IntEnum):
     ORT_PARALLEL = 1
 
 
+class ExecutionOrder(enum.IntEnum):
+    """onnxruntime's node execution orders (same names and values); edgekit runs its plan's order."""
+
+    DEFAULT = 0
+    PRIORITY_BASED = 1
+    MEMORY_EFFICIENT = 2
+
+
 # field -> onnxruntime's default; the module docstring says which fields edgekit honours.
 SESSION_FIELDS: dict[str, Any] = {
     "intra_op_num_threads": 0, "inter_op_num_threads": 0, "execution_mode": ExecutionMode.ORT_SEQUENTIAL,
+    "execution_order": ExecutionOrder.DEFAULT,
     "graph_optimization_level": GraphOptimizationLevel.ORT_ENABLE_ALL, "log_severity_level": -1,
     "log_verbosity_level": 0, "logid": "", "enable_profiling": False, "profile_file_prefix": "onnxruntime_profile_",
     "optimized_model_filepath": "", "enable_cpu_mem_arena": True, "enable_mem_pattern": True,
@@ -81,6 +93,16 @@ class _Options:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self._fields)})"
+
+    def __getattr__(self, name: str) -> Any:
+        """onnxruntime's other methods (custom-op libraries, initializers, dimension overrides ...) are
+        refused by name instead of a bare AttributeError."""
+        import onnxruntime
+
+        if not name.startswith("_") and hasattr(getattr(onnxruntime, type(self).__name__), name):
+            raise UnsupportedAPIError(f"{type(self).__name__}.{name} is onnxruntime's; edgekit does not provide "
+                                      "it (edgekit.options lists the fields it takes)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _set_entry(self, key: str, value: str) -> None:
         self._config[str(key)] = str(value)
@@ -128,6 +150,7 @@ def session_options(given: Any) -> SessionOptions:
             setattr(opts, name, getattr(given, name))
     opts.graph_optimization_level = GraphOptimizationLevel(int(opts.graph_optimization_level))
     opts.execution_mode = ExecutionMode(int(opts.execution_mode))
+    opts.execution_order = ExecutionOrder(int(opts.execution_order))
     opts._config = dict(getattr(given, "_config", {}))
     if opts.enable_profiling:
         raise UnsupportedAPIError(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -36,6 +37,18 @@ def _type_string(dtype: np.dtype | None) -> str:
     return f"tensor({onnx.TensorProto.DataType.Name(helper.np_dtype_to_tensor_dtype(dtype)).lower()})"
 
 
+def _check_providers(providers: Sequence | None) -> None:
+    """A list of provider names (or (name, options) pairs); one that is not a CPU provider gets a
+    warning, as onnxruntime warns and falls back to the CPU (code written for a GPU box keeps running)."""
+    if isinstance(providers, str):
+        raise TypeError(f"providers must be a list of provider names, got the str {providers!r}: pass [{providers!r}]")
+    names = [p[0] if isinstance(p, tuple) else p for p in providers or []]
+    other = [n for n in names if n not in CPU_PROVIDERS]
+    if other:
+        warnings.warn(f"edgekit runs on the CPU only: providers {other} are not available; running on "
+                      f"{PROVIDER}", stacklevel=3)
+
+
 def _node_arg(v: ValueInfo) -> NodeArg:
     return NodeArg(v.name, list(v.shape or []), _type_string(v.dtype))
 
@@ -62,6 +75,7 @@ class InferenceSession:
     def __init__(self, model: ModelSource, sess_options: Any = None, providers: Sequence | None = None,
                  provider_options: Sequence | None = None, *, allow_nan: bool = True, **kwargs: Any) -> None:
         self._options = session_options(sess_options)
+        _check_providers(providers)
         self._allow_nan = allow_nan
         self._proto = load_model(model)
         self._graph = read_graph(self._proto)
@@ -109,15 +123,8 @@ class InferenceSession:
         return {PROVIDER: {}}
 
     def set_providers(self, providers: Sequence | None = None, provider_options: Sequence | None = None) -> None:
-        """Accepted for the CPU provider (by onnxruntime's name or edgekit's) only, the one edgekit has."""
-        if isinstance(providers, str):
-            raise TypeError(f"providers must be a list of provider names, got the str {providers!r}: "
-                            f"pass [{providers!r}]")
-        names = [p[0] if isinstance(p, tuple) else p for p in providers or []]
-        other = [n for n in names if n not in CPU_PROVIDERS]
-        if other:
-            raise InputError(f"edgekit runs on the CPU only: providers {other} are not available; "
-                             f"use {list(CPU_PROVIDERS)}")
+        """Checked as the constructor checks ``providers``; edgekit keeps running on its one CPU provider."""
+        _check_providers(providers)
 
     def get_session_options(self) -> SessionOptions:
         """The session's options as given (edgekit's SessionOptions holding the same fields)."""
@@ -160,9 +167,6 @@ class InferenceSession:
                   run_options: Any = None) -> None:
         """``run`` on a new thread, then ``callback(results, user_data, err)`` on that thread, as
         onnxruntime: ``err`` is "" on success, else the error's message with ``results`` empty."""
-        if output_names:
-            self._check_output_names(output_names)
-
         def work() -> None:
             try:
                 results = self.run(output_names, input_feed, run_options)

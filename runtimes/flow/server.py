@@ -43,7 +43,10 @@ MAX_LINGERING = 256  # connections refused by the cap still being drained; beyon
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
 _MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
+
+
 def _no_version(name: str, version: str) -> str:
+    """Why a request naming another version of a served model gets 404."""
     return f"model {name!r} has no version {version!r}; it is served as version {MODEL_VERSION} (or name no version)"
 
 

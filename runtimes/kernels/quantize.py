@@ -52,11 +52,12 @@ def _quantize_row(xf, of, start, n, s, z, lo, hi):
 
 @njit(inline="always")
 def _dequantize_row(xf, of, start, n, s, z):
-    """of = float32(xf - z) * s over n elements from start: the difference in int64, so exact for every
-    input type, then one float32 multiply as onnxruntime."""
+    """of = float32(xf - z) * s over n elements from start: the difference in int32, wrapping as
+    onnxruntime's (exact for 8- and 16-bit inputs; an int32 input and zero point may overflow), then
+    one float32 multiply as onnxruntime."""
     for i in range(n):
         j = start + i
-        of[j] = np.float32(np.int64(xf[j]) - z) * s
+        of[j] = np.float32(np.int32(np.int64(xf[j]) - z)) * s
 
 
 def _affine(quantizing: bool):

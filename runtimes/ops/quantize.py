@@ -27,10 +27,12 @@ def _channels(node: Node, x: Tensor, scale: Tensor, zero: Tensor | None) -> tupl
     else the ``axis`` dimension, whose length the 1-D scale (and zero point) must have."""
     if node.attrs.get("block_size", 0):
         raise Unsupported(f"{node.op_type} with block_size (blocked quantization)")
-    if zero is not None and zero.shape != scale.shape:
+    per_tensor = math.prod(scale.shape) == 1 and len(scale.shape) <= 1  # a scalar, or [1]
+    if zero is not None and zero.shape != scale.shape and not (
+            per_tensor and math.prod(zero.shape) == 1 and len(zero.shape) <= 1):
         raise ValueError(f"{node.op_type}: zero point shape {list(zero.shape)} differs from scale shape "
                          f"{list(scale.shape)}")
-    if math.prod(scale.shape) == 1 and len(scale.shape) <= 1:
+    if per_tensor:
         return 1, math.prod(x.shape)
     axis = normalize_axis(node.attrs.get("axis", 1), len(x.shape))
     if len(scale.shape) != 1 or scale.shape[0] != x.shape[axis]:
@@ -56,6 +58,9 @@ def build_quantize(node: Node, inputs: list, opset: int) -> Kernel:
         raise Unsupported("QuantizeLinear with a precision other than float32 (edgekit computes float32)")
     if zero is not None:
         to = zero.dtype
+        if node.attrs.get("output_dtype", 0) and dtype_of(node.attrs["output_dtype"]) != to:
+            raise ValueError(f"QuantizeLinear: output_dtype {dtype_of(node.attrs['output_dtype'])} differs from the "
+                             f"zero point's type {to}")
     elif node.attrs.get("output_dtype", 0):
         to = dtype_of(node.attrs["output_dtype"])
     else:

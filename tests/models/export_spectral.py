@@ -2,10 +2,10 @@
 and onnxscript; the exported files are committed, so the tests never do): `python tests/models/export_spectral.py`.
 
 Each model ends in torch.fft.irfft or torch.istft, which the dynamo exporter (``dynamo=True``, opset 20)
-writes as DFT with inverse=1 and onesided=1 (IRFFT). onnxruntime cannot run that form, so each model is
-saved with an input and torch's output for it (<model>_dynamo_opset20.npz, arrays x and y), the oracle
-of the test, in tests/models/irfft/ (out of the reach of tests/test_exported_models.py, whose oracle is
-onnxruntime).
+writes as DFT with inverse=1 and onesided=1 (IRFFT). onnxruntime does not load the istft model (its
+ScatterND takes int32 indices), so each model is saved with an input and torch's output for it
+(<model>_dynamo_opset20.npz, arrays x and y), the oracle of the test, in tests/models/irfft/ (out of
+the reach of tests/test_exported_models.py, whose oracle is onnxruntime).
 """
 from __future__ import annotations
 

@@ -96,12 +96,32 @@ def test_profiling_and_provider_calls(engine):
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x)
 
 
-def test_set_providers_takes_the_cpu_provider_only():
-    sess = session(edgekit, relu_model())
-    with pytest.raises(edgekit.InputError, match="CPU only"):
-        sess.set_providers(["CUDAExecutionProvider"])
-    with pytest.raises(TypeError, match="list of provider names"):
-        sess.set_providers("CPUExecutionProvider")
+def test_other_providers_warn_and_run_on_the_cpu_in_the_constructor_and_set_providers():
+    """As onnxruntime warns and falls back to its CPU provider; a str is not a list of providers."""
+    with pytest.warns(UserWarning, match="CPU only"):
+        sess = edgekit.InferenceSession(relu_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.warns(UserWarning, match="CPU only"):
+        sess.set_providers([("CUDAExecutionProvider", {"device_id": 0})])
+    for call in (lambda: sess.set_providers("CPUExecutionProvider"),
+                 lambda: edgekit.InferenceSession(relu_model(), providers="CPUExecutionProvider")):
+        with pytest.raises(TypeError, match="list of provider names"):
+            call()
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x)
+
+
+def test_other_onnxruntime_options_methods_are_refused_by_name():
+    opts = edgekit.SessionOptions()
+    assert opts.execution_order == edgekit.ExecutionOrder.DEFAULT
+    for name in ("register_custom_ops_library", "add_initializer", "add_free_dimension_override_by_name"):
+        with pytest.raises(edgekit.UnsupportedAPIError, match=name):
+            getattr(opts, name)
+    with pytest.raises(AttributeError):
+        opts.no_such_method
+    ort_opts = onnxruntime.SessionOptions()
+    ort_opts.execution_order = onnxruntime.ExecutionOrder.PRIORITY_BASED
+    got = session(edgekit, relu_model(), ort_opts).get_session_options()
+    assert got.execution_order == edgekit.ExecutionOrder.PRIORITY_BASED
 
 
 def test_overridable_initializers_are_listed_but_not_fed():
@@ -138,6 +158,11 @@ def test_run_async_calls_back_with_results_or_the_error(engine):
     assert done.wait(60)
     results, user_data, err, _ = got.pop()
     assert results == [] and user_data == "mine" and "3" in err and "4" in err
+    done.clear()
+    sess.run_async(["nope"], {"x": x}, callback, "mine")  # a bad output name also reaches the callback
+    assert done.wait(60)
+    results, _, err, _ = got.pop()
+    assert results == [] and "nope" in err
 
 
 def test_run_with_ort_values_round_trips():

@@ -101,6 +101,19 @@ def test_narrow_integer_ops_wrap_like_onnxruntime(op, dtype):
     _check(op, {"a": a, "b": b}, attrs=attrs, out_type=out, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint8, np.uint16])
+@pytest.mark.parametrize("op", ["Neg", "Abs", "Sign"])
+def test_narrow_integer_unary_ops_like_onnxruntime(op, dtype):
+    """Neg (signed types, as onnxruntime implements it), Abs and Sign on 8- and 16-bit integers, limits
+    included (Neg and Abs of the minimum wrap to it), exact."""
+    if op == "Neg" and np.iinfo(dtype).min == 0:
+        pytest.skip("onnxruntime has no Neg on unsigned integers")
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(4).integers(info.min, info.max, (4, 8), endpoint=True).astype(dtype)
+    x[0, :3] = [info.min, info.max, 0]
+    _check(op, {"x": x}, out_type=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
 def test_the_smallest_integer_divided_by_minus_one_wraps_as_numpy(dtype):
     """MIN / -1 overflows: onnxruntime stops with SIGFPE, numpy wraps to MIN; edgekit wraps, for int32

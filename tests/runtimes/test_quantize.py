@@ -112,6 +112,31 @@ def test_quantize_with_run_time_scale():
         assert_matches_ort(model, {"x": x, "s": np.array(s, np.float32)}, 0, 0)
 
 
+@pytest.mark.parametrize("scale_shape, zero_shape", [((), (1,)), ((1,), ())])
+@pytest.mark.parametrize("op", ["QuantizeLinear", "DequantizeLinear"])
+def test_per_tensor_scale_and_zero_point_of_one_element_in_either_form(op, scale_shape, zero_shape):
+    """A scalar scale with a [1] zero point, or the reverse, is per-tensor, as onnxruntime runs it."""
+    rng = np.random.default_rng(8)
+    x = _float_input(rng, (3, 6), 40.0) if op == "QuantizeLinear" else rng.integers(-128, 127, (3, 6)).astype(np.int8)
+    out = TensorProto.INT8 if op == "QuantizeLinear" else TensorProto.FLOAT
+    _run(op, x, np.full(scale_shape, 0.5, np.float32), np.full(zero_shape, -3, np.int8), out, 13)
+
+
+def test_dequantize_int32_wraps_as_onnxruntime():
+    """x - zero point of int32 wraps in int32 as onnxruntime's (2^31 - 1 - (-5) becomes negative)."""
+    x = np.array([2 ** 31 - 1, -2 ** 31, 0, 7], np.int32)
+    _run("DequantizeLinear", x, np.float32(0.5), np.int32(-5), TensorProto.FLOAT, 13)
+    _run("DequantizeLinear", x, np.float32(0.5), np.int32(5), TensorProto.FLOAT, 13)
+
+
+def test_quantize_refuses_an_output_dtype_other_than_the_zero_points():
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], output_dtype=TensorProto.UINT8)
+    model = make_model([node], {"x": ((2, 4), np.float32)}, {"y": ((2, 4), np.uint8)},
+                       {"s": np.array(1.0, np.float32), "z": np.array(0, np.int8)}, opset=21)
+    with pytest.raises(edgekit.ModelError, match="output_dtype uint8 differs from the zero point's type int8"):
+        edgekit.InferenceSession(model)
+
+
 def _qdq_model(rng):
     """uint8 image -> DQ -> Conv (per-channel int8 weights, int32 bias, both DQ) -> Q -> DQ -> Relu."""
     w = rng.integers(-127, 127, (8, 3, 3, 3), endpoint=True).astype(np.int8)
@@ -174,7 +199,7 @@ def test_quantize_static_model(tmp_path):
 
 
 def test_uint8_camera_front_end():
-    """The review's repro: x:uint8 -> Cast(FLOAT) -> Div(255), then back to uint8."""
+    """A camera front end: x:uint8 -> Cast(FLOAT) -> Div(255), and the frame cast back to uint8."""
     nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
              helper.make_node("Div", ["f", "k"], ["y"]),
              helper.make_node("Cast", ["f"], ["back"], to=TensorProto.UINT8)]
