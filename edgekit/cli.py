@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (argparse's usage errors give 2)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"] and argv[1:2] and argv[1].startswith("-") and argv[1] not in ("-h", "--help"):
+        argv.insert(1, DEFAULT_DEMO)  # `edgekit demo --no-plot`: options of the default demo
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors

@@ -16,7 +16,7 @@ import pytest
 from onnx import helper
 
 from edgekit import __version__
-from edgekit.cli import DEMOS, main
+from edgekit.cli import DEFAULT_DEMO, DEMOS, main
 from oracle import make_model
 
 VERBS = ["info", "ops", "run", "bench", "convert", "stream", "partition", "serve", "demo", "backend-test"]
@@ -217,6 +217,13 @@ def test_bench_times_edgekit_alone_on_a_model_onnxruntime_cannot_run(capsys):
     out = capsys.readouterr().out
     assert "edgekit" in out and "ratio" not in out
     assert "onnxruntime cannot run this model, so edgekit was timed alone" in out and "ai.edgekit" in out
+
+
+def test_demo_options_without_a_name_go_to_the_default_demo(monkeypatch):
+    seen = []
+    monkeypatch.setattr(importlib.import_module(DEMOS[DEFAULT_DEMO][0]), "main", lambda argv: seen.append(argv) or 0)
+    assert main(["demo", "--no-plot"]) == 0
+    assert seen == [["--no-plot"]]
 
 
 def test_demo_table_entries_have_main():
