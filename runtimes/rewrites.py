@@ -30,6 +30,8 @@ then fuse.
   which then moves after the chain together with a following activation, so the activation fuses.
 - tf2onnx's ``Loop`` over a Keras GRU or SimpleRNN cell is one ``GRU`` / ``RNN`` node, and its
   ``ReverseSequence`` of whole sequences a reversed Slice (``runtimes/recurrent_loops.py``).
+- ``QLinearConv`` and ``QLinearMatMul`` with constant weights are DequantizeLinear, a float32 Conv or MatMul
+  on the integer weights, and a requantization (``runtimes/ops/qlinear.py``).
 - An ``If`` whose condition is a constant reads only the outer names of the branch it takes, so what
   only the other branch reads is not computed.
 
@@ -46,6 +48,7 @@ from edgekit.ir import Graph, Node, axis_node, live_nodes, other_input, outer_na
 
 from .fusion import constant_nodes, folded_weights, read_folded_weights, single_consumer
 from .ops.activation import ACTIVATIONS
+from .ops.qlinear import qlinear_nodes
 from .recurrent_loops import recurrent_loops, reverse_sequence
 
 AFFINE = ("Mul", "Add", "Sub", "Div")
@@ -63,6 +66,7 @@ def rewrite(graph: Graph, nodes: list[Node]) -> list[Node]:
     gains the Constant nodes' values and the folded weights."""
     outputs = {o.name for o in graph.outputs}
     nodes = live_nodes(_constant_ifs(constant_nodes(nodes, graph.constants, outputs), graph.constants), outputs)
+    nodes = qlinear_nodes(graph, nodes)
     nodes = live_nodes(reverse_sequence(graph, recurrent_loops(graph, nodes, outputs, ranks(graph, nodes))), outputs)
     nodes = live_nodes(_expanded_bias(graph, _split_to_sequence(graph, nodes, outputs)), outputs)
     nodes = _pad_into_conv(graph, nodes, outputs)

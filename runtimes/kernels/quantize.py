@@ -1,6 +1,7 @@
-"""Quantization kernels: QuantizeLinear, DequantizeLinear, and float-to-integer Cast as onnxruntime does it.
+"""Quantization kernels: QuantizeLinear, DequantizeLinear, requantization, and float-to-integer Cast as
+onnxruntime does it.
 
-Quantize and dequantize walk a tensor as rows of ``inner`` elements (the dims after the axis), row r
+Quantize, requantize and dequantize walk a tensor as rows of ``inner`` elements (the dims after the axis), row r
 taking the scale and zero point of channel r % channels (a per-tensor scale is one channel and one
 row), so per-tensor and per-axis forms are one loop, compiled once per direction and dtype pair.
 
@@ -36,12 +37,13 @@ REACH = np.float32(2 ** 20)
 
 
 @njit(inline="always")
-def _quantize_row(xf, of, start, n, s, z, lo, hi):
-    """of = clamp(round_half_even(xf / s) + z, lo, hi) over n elements from start: float32 division as
+def _quantize_row(xf, of, start, n, s, z, lo, hi, multiply):
+    """of = clamp(round_half_even(xf / s) + z, lo, hi) over n elements from start (xf * s when ``multiply``,
+    as onnxruntime requantizes the int32 sums of QLinearConv and QLinearMatMul): float32 division as
     onnxruntime (no reciprocal: no fastmath here); NaN gives lo, +-inf saturate."""
     for i in range(n):
         j = start + i
-        v = np.float32(xf[j]) / s
+        v = np.float32(xf[j]) * s if multiply else np.float32(xf[j]) / s
         v = v if v > -REACH else -REACH  # (NaN -> -REACH -> lo)
         v = v if v < REACH else REACH
         q = (v + ROUNDER) - ROUNDER + z
@@ -60,10 +62,11 @@ def _dequantize_row(xf, of, start, n, s, z):
         of[j] = np.float32(np.int32(np.int64(xf[j]) - z)) * s
 
 
-def _affine(quantizing: bool):
-    """The kernel of QuantizeLinear (``quantizing``) or DequantizeLinear, ``kernel(x, scale, zero, out,
-    channels, inner, qmin, qmax)``: x viewed as rows of ``inner`` elements, row r using scale and zero point
-    r % channels (one channel for per-tensor scales). A closure over the bool, so each compiles its branch."""
+def _affine(quantizing: bool, multiply: bool = False):
+    """The kernel of QuantizeLinear (``quantizing``; requantization, y = clamp(round(x * scale) + zero), when
+    also ``multiply``) or DequantizeLinear, ``kernel(x, scale, zero, out, channels, inner, qmin, qmax)``: x
+    viewed as rows of ``inner`` elements, row r using scale and zero point r % channels (one channel for
+    per-tensor scales). A closure over the bools, so each compiles its branch."""
 
     @njit(cache=True, error_model="numpy")  # (x / 0 is +-inf or NaN, not ZeroDivisionError)
     def kernel(x, scale, zero, out, channels, inner, qmin, qmax):
@@ -75,7 +78,7 @@ def _affine(quantizing: bool):
             c = r % channels
             if quantizing:
                 _quantize_row(xf, of, r * inner, inner, np.float32(sf[c]), np.float32(zf[c]),
-                              np.float32(qmin), np.float32(qmax))
+                              np.float32(qmin), np.float32(qmax), multiply)
             else:
                 _dequantize_row(xf, of, r * inner, inner, np.float32(sf[c]), np.int64(zf[c]))
 
@@ -83,4 +86,5 @@ def _affine(quantizing: bool):
 
 
 quantize = _affine(True)
+requantize = _affine(True, multiply=True)
 dequantize = _affine(False)

@@ -5,6 +5,8 @@ uint8, int16 and uint16 (and int32 for DequantizeLinear, the usual form of quant
 with float32 scales: y = clamp(round_half_even(x / scale) + zero_point) and y = (x - zero_point) * scale.
 Refused with the reason: float8, 4-bit and 2-bit types, blocked quantization (``block_size``), float16
 inputs and scales, and a ``precision`` or ``output_dtype`` other than float32 (edgekit computes float32).
+``ai.edgekit`` Requantize is y = clamp(round_half_even(x * scale) + zero_point): the last step of QLinearConv
+and QLinearMatMul as runtimes/ops/qlinear.py rewrites them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from onnx import TensorProto
 from edgekit.ir import Node, dtype_of
 
 from ..kernels import quantize as kq
+from .binary import DOMAIN
 from .registry import In, Kernel, Out, Tensor, Unsupported, normalize_axis, register, require_float32
 
 QUANTIZED = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
@@ -86,3 +89,18 @@ def build_dequantize(node: Node, inputs: list, opset: int) -> Kernel:
     channels, inner = _channels(node, x, scale, zero)
     return Kernel(kq.dequantize, (In(0), In(1), _zero(zero, x.dtype, channels), Out(0), channels, inner, 0, 0),
                   [(x.shape, np.dtype(np.float32))])
+
+
+@register("Requantize", domain=DOMAIN)
+def build_requantize(node: Node, inputs: list, opset: int) -> Kernel:
+    """y = clamp(round_half_even(x * scale) + zero_point) per tensor or per ``axis``: onnxruntime's
+    requantization of the int32 sums of QLinearConv and QLinearMatMul (a multiply by x_scale * w_scale /
+    y_scale, not QuantizeLinear's division, which may round the other way)."""
+    x, scale, zero = inputs
+    require_float32("Requantize", x, scale)
+    if zero.dtype not in QUANTIZED:
+        raise Unsupported(f"Requantize to {zero.dtype} (edgekit quantizes to int8, uint8, int16, uint16)")
+    channels, inner = _channels(node, x, scale, zero)
+    info = np.iinfo(zero.dtype)
+    return Kernel(kq.requantize, (In(0), In(1), In(2), Out(0), channels, inner, int(info.min), int(info.max)),
+                  [(x.shape, zero.dtype)])

@@ -1,0 +1,102 @@
+"""QLinearConv and QLinearMatMul against onnxruntime on fresh random inputs.
+
+Every case keeps K * max|x - xz| * max|w - wz| + max|B| below 2**24, where the float32 sums are exact, so the
+outputs must match onnxruntime's exactly (rtol 0, atol 0): per-tensor and per-channel weights, uint8 and
+int8, with and without bias, strides, pads, dilations and groups, 1-D and 2-D convolutions, and output
+scales that spread the outputs over many quanta and also saturate some. A model from onnxruntime's
+quantize_static in QOperator format runs end to end; run-time weights are refused with the reason.
+"""
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import edgekit
+from edgekit.errors import UnsupportedOpError
+from oracle import assert_matches_ort, make_model
+
+
+def _ints(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+
+
+def _scale(rng, shape=()):
+    return (rng.uniform(0.5, 2.0, shape) * 2.0 ** rng.integers(-9, -4, shape)).astype(np.float32)
+
+
+def _qparams(rng, wdtype, channels, per_channel):
+    shape = (channels,) if per_channel else ()
+    zero = rng.integers(-16, 16, shape) + (128 if wdtype == np.uint8 else 0)
+    return _scale(rng, shape), zero.astype(wdtype)
+
+
+def _output_scale(x_scale, w_scale, k, spread):
+    """An output scale putting a typical sum of k products about ``spread`` quanta from zero."""
+    return np.float32(float(x_scale) * float(np.mean(w_scale)) * 40.0 * np.sqrt(k) * 60.0 / spread)
+
+
+def _check(model, feeds):
+    got = assert_matches_ort(model, feeds, 0, 0)[0]
+    assert len(np.unique(got)) > 20  # many quanta, not only the clamps
+    return got
+
+
+CONV_CASES = [  # xdtype, wdtype, per_channel, bias, x shape, w shape, attrs
+    (np.uint8, np.int8, True, True, (1, 3, 12, 12), (8, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    (np.uint8, np.int8, False, True, (2, 4, 9, 11), (6, 4, 3, 3), {"strides": [2, 1]}),
+    (np.uint8, np.uint8, False, False, (1, 4, 10, 10), (4, 4, 1, 1), {}),
+    (np.uint8, np.uint8, True, True, (1, 6, 10, 10), (6, 2, 3, 3), {"group": 3, "pads": [1, 0, 1, 2]}),
+    (np.int8, np.int8, True, False, (1, 8, 9, 9), (8, 1, 3, 3), {"group": 8, "dilations": [2, 2]}),
+    (np.int8, np.int8, False, True, (1, 5, 20), (7, 5, 5), {"strides": [2], "pads": [2, 2]}),
+    (np.uint8, np.int8, True, True, (1, 16, 7, 7), (12, 16, 3, 3), {"auto_pad": "SAME_UPPER"}),
+]
+
+
+@pytest.mark.parametrize("xdtype, wdtype, per_channel, bias, xshape, wshape, attrs", CONV_CASES)
+def test_qlinear_conv(xdtype, wdtype, per_channel, bias, xshape, wshape, attrs):
+    rng = np.random.default_rng(len(str(attrs)) + 7 * per_channel + 3 * bias)
+    w_scale, w_zero = _qparams(rng, wdtype, wshape[0], per_channel)
+    x_scale, x_zero = _scale(rng), _qparams(rng, xdtype, 1, False)[1]
+    k = int(np.prod(wshape[1:]))
+    inits = {"xs": x_scale, "xz": x_zero, "w": _ints(rng, wdtype, wshape), "ws": w_scale, "wz": w_zero,
+             "ys": _output_scale(x_scale, w_scale, k, 60), "yz": _qparams(rng, xdtype, 1, False)[1]}
+    if bias:
+        inits["b"] = rng.integers(-20000, 20000, wshape[0]).astype(np.int32)
+    node = helper.make_node("QLinearConv", ["x", *inits], ["y"], **attrs)
+    model = make_model([node], {"x": (xshape, xdtype)}, {"y": helper.np_dtype_to_tensor_dtype(np.dtype(xdtype))},
+                       inits, 13)
+    for _ in range(2):
+        _check(model, {"x": _ints(rng, xdtype, xshape)})
+
+
+MATMUL_CASES = [  # adtype, bdtype, per_column, a shape, b shape, opset
+    (np.uint8, np.int8, False, (5, 32), (32, 24), 10),
+    (np.uint8, np.int8, True, (2, 3, 7, 40), (40, 16), 21),
+    (np.int8, np.int8, True, (9, 64), (64, 30), 21),
+    (np.uint8, np.uint8, False, (4, 6, 50), (50, 33), 10),
+]
+
+
+@pytest.mark.parametrize("adtype, bdtype, per_column, ashape, bshape, opset", MATMUL_CASES)
+def test_qlinear_matmul(adtype, bdtype, per_column, ashape, bshape, opset):
+    rng = np.random.default_rng(sum(ashape) + per_column)
+    b_scale, b_zero = _qparams(rng, bdtype, bshape[1], per_column)
+    a_scale, a_zero = _scale(rng), _qparams(rng, adtype, 1, False)[1]
+    inits = {"as": a_scale, "az": a_zero, "b": _ints(rng, bdtype, bshape), "bs": b_scale, "bz": b_zero,
+             "ys": _output_scale(a_scale, b_scale, bshape[0], 60), "yz": _qparams(rng, adtype, 1, False)[1]}
+    node = helper.make_node("QLinearMatMul", ["a", *inits], ["y"])
+    model = make_model([node], {"a": (ashape, adtype)}, {"y": helper.np_dtype_to_tensor_dtype(np.dtype(adtype))},
+                       inits, opset)
+    for _ in range(2):
+        _check(model, {"a": _ints(rng, adtype, ashape)})
+
+
+def test_run_time_weights_are_refused_with_the_reason():
+    inits = {"as": np.float32(0.1), "az": np.uint8(128), "bs": np.float32(0.1), "bz": np.int8(0),
+             "ys": np.float32(0.5), "yz": np.uint8(128)}
+    node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
+    model = make_model([node], {"a": ((2, 4), np.uint8), "b": ((4, 3), np.int8)},
+                       {"y": onnx.TensorProto.UINT8}, inits, 13)
+    with pytest.raises(UnsupportedOpError, match="run-time weights"):
+        edgekit.InferenceSession(model)
