@@ -3,8 +3,10 @@
 Every case keeps K * max|x - xz| * max|w - wz| + max|B| below 2**24, where the float32 sums are exact, so the
 outputs must match onnxruntime's exactly (rtol 0, atol 0): per-tensor and per-channel weights, uint8 and
 int8, with and without bias, strides, pads, dilations and groups, 1-D and 2-D convolutions, and output
-scales that spread the outputs over many quanta and also saturate some. A model from onnxruntime's
-quantize_static in QOperator format runs end to end; run-time weights are refused with the reason.
+scales that spread the outputs over many quanta and also saturate some; com.microsoft QGemm (as
+onnxruntime's quantize_static writes a Gemm) with transA/transB, alpha, bias, and float output (within float32
+rounding). test_quantize.py runs a quantize_static model in QOperator format end to end. Run-time weights are
+refused with the reason.
 """
 import numpy as np
 import onnx
@@ -100,3 +102,40 @@ def test_run_time_weights_are_refused_with_the_reason():
                        {"y": onnx.TensorProto.UINT8}, inits, 13)
     with pytest.raises(UnsupportedOpError, match="run-time weights"):
         edgekit.InferenceSession(model)
+
+
+GEMM_CASES = [  # adtype, bdtype, per_column, transA, transB, bias shape (None: no bias), alpha, quantized output
+    (np.uint8, np.int8, True, 0, 1, (24,), 1.0, True),
+    (np.uint8, np.uint8, False, 1, 0, (5, 24), 0.5, True),
+    (np.int8, np.int8, True, 0, 0, None, 1.0, True),
+    (np.uint8, np.int8, True, 0, 1, (24,), 1.0, False),
+]
+
+
+@pytest.mark.parametrize("adtype, bdtype, per_column, trans_a, trans_b, bias, alpha, quantized", GEMM_CASES)
+def test_qgemm(adtype, bdtype, per_column, trans_a, trans_b, bias, alpha, quantized):
+    rng = np.random.default_rng(trans_a + 2 * trans_b + 4 * per_column + 8 * quantized)
+    m, k, n = 5, 48, 24
+    b_scale, b_zero = _qparams(rng, bdtype, n, per_column)
+    a_scale, a_zero = _scale(rng), _qparams(rng, adtype, 1, False)[1]
+    inits = {"as": a_scale, "az": a_zero, "b": _ints(rng, bdtype, (n, k) if trans_b else (k, n)), "bs": b_scale,
+             "bz": b_zero}
+    names = ["a", "as", "az", "b", "bs", "bz"]
+    if bias is not None:
+        inits["c"] = rng.integers(-20000, 20000, bias).astype(np.int32)
+    names.append("c" if bias is not None else "")
+    if quantized:
+        inits.update(ys=_output_scale(a_scale * alpha, b_scale, k, 60), yz=_qparams(rng, adtype, 1, False)[1])
+        names += ["ys", "yz"]
+    node = helper.make_node("QGemm", names, ["y"], domain="com.microsoft", alpha=alpha, transA=trans_a,
+                            transB=trans_b)
+    out = adtype if quantized else np.float32
+    model = make_model([node], {"a": ((k, m) if trans_a else (m, k), adtype)}, {"y": ((m, n), out)},
+                       inits, 13, domains=("com.microsoft",))
+    for _ in range(2):
+        feeds = {"a": _ints(rng, adtype, (k, m) if trans_a else (m, k))}
+        if quantized:
+            _check(model, feeds)
+        else:  # (the scale folds into the Gemm's weights: float32 rounding)
+            assert_matches_ort(model, feeds, 1e-5, 1e-6)
+

@@ -3,11 +3,13 @@
 QuantizeLinear and DequantizeLinear must match exactly (rtol 0, atol 0): per-tensor and per-axis,
 with and without zero points, across opsets 10, 13, 19, 21 and 25, on inputs holding NaN, +-inf,
 out-of-range values and exact .5 ties (scales are powers of two there, so x / scale is exact), and
-with scales of 0, -0, negative, subnormal and infinite. A hand-built QDQ model (uint8 image -> DequantizeLinear -> Conv with per-channel int8 weights -> QuantizeLinear ->
-DequantizeLinear -> Relu) matches within one output quantum: Conv sums in a different order than
-onnxruntime's, so a value next to a rounding boundary may land one step away; so does the output of
-onnxruntime's quantize_static on a small float model. Casts between all
-types are checked in test_layout.py; here the camera front end uint8 -> float / 255.
+with scales of 0, -0, negative, subnormal and infinite. A hand-built QDQ model (uint8 image ->
+DequantizeLinear -> Conv with per-channel int8 weights -> QuantizeLinear -> DequantizeLinear -> Relu)
+matches within one output quantum: Conv sums in a different order than onnxruntime's, so a value next to
+a rounding boundary may land one step away; so does the output of onnxruntime's quantize_static on a small
+float model in QDQ format, and exactly in QOperator format (QLinearConv and QGemm, rewritten as
+test_qlinear.py checks). Casts between all types are checked in test_layout.py; here the camera front
+end uint8 -> float / 255.
 """
 import numpy as np
 import pytest
@@ -167,18 +169,21 @@ def test_qdq_conv_model_end_to_end():
     assert np.ptp(got) > 10 * quantum  # the conv output spreads over many quanta, not only the clamps
 
 
-def test_quantize_static_model(tmp_path):
-    """onnxruntime's own quantization tool (QDQ format, per-channel int8 weights, uint8 activations) on a
-    small Conv -> Relu -> MaxPool -> Gemm model; its output matches within one quantum (exact here)."""
+@pytest.mark.parametrize("quant_format", ["QDQ", "QOperator"])
+def test_quantize_static_model(tmp_path, quant_format):
+    """onnxruntime's own quantization tool (per-channel int8 weights, uint8 activations) on a small Conv ->
+    Relu -> Gemm model: in QDQ format its output matches within one quantum (exact here); in QOperator
+    format (QLinearConv, com.microsoft QGemm) exactly."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     rng = np.random.default_rng(7)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1)]
     inits = {"w": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
              "b": (rng.standard_normal(8) * 0.1).astype(np.float32),
-             "w2": (rng.standard_normal((10, 8 * 6 * 6)) * 0.05).astype(np.float32)}
+             "w2": (rng.standard_normal((10, 8 * 6 * 6)) * 0.05).astype(np.float32),
+             "b2": (rng.standard_normal(10) * 0.1).astype(np.float32)}
     onnx.save(make_model(nodes, {"x": ((1, 3, 12, 12), np.float32)}, ["y"], inits, 13), tmp_path / "float.onnx")
 
     class Calibration(CalibrationDataReader):
@@ -188,14 +193,17 @@ def test_quantize_static_model(tmp_path):
         def get_next(self):
             return next(self.feeds, None)
 
-    quantize_static(tmp_path / "float.onnx", tmp_path / "qdq.onnx", Calibration(), quant_format=QuantFormat.QDQ,
+    quantize_static(tmp_path / "float.onnx", tmp_path / "q.onnx", Calibration(), quant_format=QuantFormat[quant_format],
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    model = onnx.load(tmp_path / "qdq.onnx")
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+    model = onnx.load(tmp_path / "q.onnx")
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QLinearConv", "QGemm"} <= ops if quant_format == "QOperator" else "DequantizeLinear" in ops
     quantum = float(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "y_scale")))
     session = edgekit.InferenceSession(model)
     for _ in range(3):
-        assert_matches_ort(model, {"x": rng.random((1, 3, 12, 12), dtype=np.float32)}, 0, quantum * 1.001, session=session)
+        got = assert_matches_ort(model, {"x": rng.random((1, 3, 12, 12), dtype=np.float32)}, 0,
+                                 quantum * 1.001 if quant_format == "QDQ" else 0, session=session)[0]
+        assert np.ptp(got) > 5 * quantum
 
 
 def test_uint8_camera_front_end():
