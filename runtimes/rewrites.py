@@ -30,8 +30,9 @@ then fuse.
   which then moves after the chain together with a following activation, so the activation fuses.
 - tf2onnx's ``Loop`` over a Keras GRU or SimpleRNN cell is one ``GRU`` / ``RNN`` node, and its
   ``ReverseSequence`` of whole sequences a reversed Slice (``runtimes/recurrent_loops.py``).
-- ``QLinearConv`` and ``QLinearMatMul`` with constant weights are DequantizeLinear, a float32 Conv or MatMul
-  on the integer weights, and a requantization (``runtimes/ops/qlinear.py``).
+- ``QLinearConv``, ``QLinearMatMul`` and com.microsoft ``QGemm`` with constant weights are DequantizeLinear,
+  a float32 Conv, MatMul or Gemm on the integer weights, and a requantization; ``MatMulInteger`` and
+  ``ConvInteger`` the same with a Cast to int32, when their sums are exact (``runtimes/ops/qlinear.py``).
 - An ``If`` whose condition is a constant reads only the outer names of the branch it takes, so what
   only the other branch reads is not computed.
 

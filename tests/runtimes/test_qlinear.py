@@ -1,12 +1,13 @@
-"""QLinearConv and QLinearMatMul against onnxruntime on fresh random inputs.
+"""QLinearConv, QLinearMatMul, QGemm, MatMulInteger and ConvInteger against onnxruntime on fresh random inputs.
 
 Every case keeps K * max|x - xz| * max|w - wz| + max|B| below 2**24, where the float32 sums are exact, so the
 outputs must match onnxruntime's exactly (rtol 0, atol 0): per-tensor and per-channel weights, uint8 and
 int8, with and without bias, strides, pads, dilations and groups, 1-D and 2-D convolutions, and output
 scales that spread the outputs over many quanta and also saturate some; com.microsoft QGemm (as
-onnxruntime's quantize_static writes a Gemm) with transA/transB, alpha, bias, and float output (within float32
-rounding). test_quantize.py runs a quantize_static model in QOperator format end to end. Run-time weights are
-refused with the reason.
+onnxruntime's quantize_static writes a Gemm) with transA/transB, alpha, bias, and float output (within
+float32 rounding); MatMulInteger and ConvInteger (int32 sums, exact) with and without zero points, and their
+refusal when a sum could reach 2**24. test_quantize.py runs a quantize_static model in QOperator format end
+to end. Run-time weights are refused with the reason.
 """
 import numpy as np
 import onnx
@@ -139,3 +140,38 @@ def test_qgemm(adtype, bdtype, per_column, trans_a, trans_b, bias, alpha, quanti
         else:  # (the scale folds into the Gemm's weights: float32 rounding)
             assert_matches_ort(model, feeds, 1e-5, 1e-6)
 
+
+
+INTEGER_CASES = [  # op, xdtype, wdtype, zero points ("tensor", "channel" or None: omitted), x shape, w shape, attrs
+    ("MatMulInteger", np.uint8, np.int8, "channel", (5, 64), (64, 24), {}),
+    ("MatMulInteger", np.int8, np.int8, "tensor", (2, 3, 40), (40, 16), {}),
+    ("MatMulInteger", np.uint8, np.uint8, None, (7, 30), (30, 9), {}),
+    ("ConvInteger", np.uint8, np.uint8, "tensor", (1, 4, 10, 10), (6, 4, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ("ConvInteger", np.uint8, np.uint8, None, (2, 6, 9, 9), (6, 2, 3, 3), {"group": 3, "strides": [2, 2]}),
+    ("ConvInteger", np.uint8, np.int8, "tensor", (1, 3, 20), (5, 3, 4), {"dilations": [2]}),
+]
+
+
+@pytest.mark.parametrize("op, xdtype, wdtype, zeros, xshape, wshape, attrs", INTEGER_CASES)
+def test_integer_products(op, xdtype, wdtype, zeros, xshape, wshape, attrs):
+    """int32 sums, exact: every case keeps max|x - xz| * sum|w - wz| below 2**24."""
+    rng = np.random.default_rng(len(xshape) + len(attrs) + 3 * (zeros is None))
+    channels = wshape[0] if op == "ConvInteger" else wshape[-1]
+    inits = {"w": _ints(rng, wdtype, wshape)}
+    if zeros is not None:
+        inits["xz"] = _qparams(rng, xdtype, 1, False)[1]
+        inits["wz"] = _qparams(rng, wdtype, channels, zeros == "channel")[1]
+    node = helper.make_node(op, ["x", *inits], ["y"], **attrs)
+    model = make_model([node], {"x": (xshape, xdtype)}, {"y": onnx.TensorProto.INT32}, inits, 13)
+    for _ in range(2):
+        got = assert_matches_ort(model, {"x": _ints(rng, xdtype, xshape)}, 0, 0)[0]
+        assert np.abs(got).max() > 1000
+
+
+def test_integer_sums_past_float32_are_refused():
+    """MatMulInteger whose sums could reach 2**24 (255 * 127 * 2048 here) is refused, not rounded."""
+    inits = {"w": np.full((2048, 4), 127, np.int8)}
+    model = make_model([helper.make_node("MatMulInteger", ["x", "w"], ["y"])], {"x": ((1, 2048), np.uint8)},
+                       {"y": onnx.TensorProto.INT32}, inits, 13)
+    with pytest.raises(UnsupportedOpError, match="sums that may reach 66324480"):
+        edgekit.InferenceSession(model)
