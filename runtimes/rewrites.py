@@ -32,7 +32,8 @@ then fuse.
   ``ReverseSequence`` of whole sequences a reversed Slice (``runtimes/recurrent_loops.py``).
 - ``QLinearConv``, ``QLinearMatMul`` and com.microsoft ``QGemm`` with constant weights are DequantizeLinear,
   a float32 Conv, MatMul or Gemm on the integer weights, and a requantization; ``MatMulInteger`` and
-  ``ConvInteger`` the same with a Cast to int32, when their sums are exact (``runtimes/ops/qlinear.py``).
+  ``ConvInteger`` the same with a Cast to int32, when their sums are exact; com.microsoft ``QLinearAdd``
+  and its kin are their float32 op between DequantizeLinear and QuantizeLinear (``runtimes/ops/qlinear.py``).
 - An ``If`` whose condition is a constant reads only the outer names of the branch it takes, so what
   only the other branch reads is not computed.
 

@@ -21,6 +21,11 @@ rewritten (a Cast to int32 after the float32 MatMul or Conv) only when the sums 
 max|x - xz| times the largest sum of |w - wz| over one output's weights is below 2**24 (max|x - xz| is taken
 over x's whole type); otherwise they are refused with that reason.
 
+com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool,
+QLinearGlobalAveragePool and QLinearConcat (the rest of what quantize_static writes in QOperator format)
+become DequantizeLinear of each input, the float32 op and QuantizeLinear: within one output quantum of
+onnxruntime's kernels, which requantize by other roundings or lookup tables (equal on the tests' data).
+
 Weights, scales, zero points and bias must be constants (initializers or Constant nodes); x's scale and zero
 point, and the output's, one element each (per tensor); the weights' per tensor or per output channel (per
 column of a 2-D b for the matrix products); inputs and weights int8 or uint8. Other forms keep the node,
@@ -53,11 +58,21 @@ EXACT = 2 ** 24
 """float32 holds every integer below this in magnitude: sums that stay below it are exact."""
 
 
+WRAPPED = {"QLinearAdd": "Add", "QLinearMul": "Mul", "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu",
+           "QLinearAveragePool": "AveragePool", "QLinearGlobalAveragePool": "GlobalAveragePool",
+           "QLinearConcat": "Concat"}
+"""com.microsoft elementwise, pooling and concatenation ops on quantized tensors -> their float32 op."""
+
+
 def qlinear_nodes(graph: Graph, nodes: list[Node]) -> list[Node]:
-    """``nodes`` with each QLinearConv, QLinearMatMul and QGemm of constant weights rewritten (module
-    docstring); ``graph.constants`` gains the float32 weights, bias, multipliers and zero points."""
+    """``nodes`` with each QLinearConv, QLinearMatMul, QGemm, MatMulInteger and ConvInteger of constant
+    weights, and each com.microsoft op of WRAPPED, rewritten (module docstring); ``graph.constants`` gains
+    the float32 weights, bias, multipliers and zero points."""
     out = []
     for n in nodes:
+        if n.domain == MICROSOFT and n.op_type in WRAPPED:
+            out.extend(_wrapped(n) if _wrapped_refusal(n) is None else [n])
+            continue
         roles = _roles(n, graph.constants.get) if DOMAINS.get(n.op_type) == n.domain else None
         out.extend([n] if roles is None or _refusal(n, roles) is not None else _float_nodes(n, roles, graph.constants))
     return out
@@ -159,6 +174,45 @@ def _float_nodes(n: Node, v: dict[str, np.ndarray], constants: dict) -> list[Nod
     constants[f"{name}::zero"] = np.full(scale.shape, v["yz"].reshape(-1)[0], v["yz"].dtype)
     return [*nodes, Node(f"{n.name}::requantize", "Requantize", DOMAIN,
                          [f"{name}::sum", f"{name}::multiplier", f"{name}::zero"], [name], {"axis": 1 if conv else -1})]
+
+
+def _wrapped_io(n: Node) -> tuple[list[tuple[str, str, str]], tuple[str, str]]:
+    """(x, scale, zero point) of each quantized input of com.microsoft op ``n`` of WRAPPED, and (scale, zero
+    point) of its output ("" for an omitted zero point)."""
+    names = n.inputs + [""] * 8
+    if n.op_type == "QLinearConcat":  # (Y_scale, Y_zero_point, then X, scale, zero point per input)
+        return [tuple(names[i:i + 3]) for i in range(2, len(n.inputs), 3)], (names[0], names[1])
+    if n.op_type in ("QLinearAdd", "QLinearMul"):
+        return [tuple(names[0:3]), tuple(names[3:6])], (names[6], names[7])
+    return [tuple(names[0:3])], (names[3], names[4])
+
+
+def _wrapped_refusal(n: Node) -> str | None:
+    """Why com.microsoft op ``n`` of WRAPPED is not rewritten, or None."""
+    if n.attrs.get("channels_last", 0):
+        return "channels_last (edgekit pools NCHW)"
+    if not _wrapped_io(n)[1][1]:
+        return "its output zero point omitted (edgekit needs it to know the output type)"
+    return None
+
+
+def _wrapped(n: Node) -> list[Node]:
+    """DequantizeLinear of each input -> the float32 op -> QuantizeLinear, for com.microsoft op ``n`` of WRAPPED:
+    within one output quantum of onnxruntime's integer or table-driven kernels."""
+    ins, (scale, zero) = _wrapped_io(n)
+    name = n.outputs[0]
+    nodes = [Node(f"{n.name}::dequantize{i}", "DequantizeLinear", "", [x, s, z], [f"{name}::in{i}"])
+             for i, (x, s, z) in enumerate(ins)]
+    attrs = {k: v for k, v in n.attrs.items() if k != "channels_last"}
+    return [*nodes, Node(n.name, WRAPPED[n.op_type], "", [f"{name}::in{i}" for i in range(len(ins))],
+                         [f"{name}::float"], attrs),
+            Node(f"{n.name}::quantize", "QuantizeLinear", "", [f"{name}::float", scale, zero], [name])]
+
+
+@register(*WRAPPED, domain=MICROSOFT)
+def build_wrapped(node: Node, inputs: list, opset: int):
+    """Reached only when the load-time rewrite did not apply: refuses with the reason."""
+    raise Unsupported(f"{node.op_type} with {_wrapped_refusal(node)}")
 
 
 @register("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger")

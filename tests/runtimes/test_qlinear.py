@@ -6,13 +6,14 @@ int8, with and without bias, strides, pads, dilations and groups, 1-D and 2-D co
 scales that spread the outputs over many quanta and also saturate some; com.microsoft QGemm (as
 onnxruntime's quantize_static writes a Gemm) with transA/transB, alpha, bias, and float output (within
 float32 rounding); MatMulInteger and ConvInteger (int32 sums, exact) with and without zero points, and their
-refusal when a sum could reach 2**24. test_quantize.py runs a quantize_static model in QOperator format end
-to end. Run-time weights are refused with the reason.
+refusal when a sum could reach 2**24; com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
+QLinearAveragePool, QLinearGlobalAveragePool and QLinearConcat within one quantum. test_quantize.py runs a
+quantize_static model in QOperator format end to end. Run-time weights are refused with the reason.
 """
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import edgekit
 from edgekit.errors import UnsupportedOpError
@@ -175,3 +176,46 @@ def test_integer_sums_past_float32_are_refused():
                        {"y": onnx.TensorProto.INT32}, inits, 13)
     with pytest.raises(UnsupportedOpError, match="sums that may reach 66324480"):
         edgekit.InferenceSession(model)
+
+
+def _q(rng, dtype):
+    """A per-tensor (scale, zero point) pair of ``dtype``."""
+    return _scale(rng) * 64, _qparams(rng, dtype, 1, False)[1]
+
+
+WRAPPED_CASES = [  # op, quantized input shapes, attrs
+    ("QLinearAdd", [(2, 8, 5, 5), (2, 8, 5, 5)], {}),
+    ("QLinearAdd", [(1, 8, 6, 6), (1, 8, 1, 1)], {}),
+    ("QLinearMul", [(3, 40), (40,)], {}),
+    ("QLinearSigmoid", [(2, 8, 9)], {}),
+    ("QLinearLeakyRelu", [(2, 8, 9)], {"alpha": 0.1}),
+    ("QLinearAveragePool", [(1, 6, 9, 9)], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("QLinearAveragePool", [(1, 6, 8, 8)], {"kernel_shape": [2, 2], "count_include_pad": 1, "pads": [1, 1, 0, 0]}),
+    ("QLinearGlobalAveragePool", [(2, 16, 7, 7)], {}),
+    ("QLinearConcat", [(1, 4, 5, 5), (1, 3, 5, 5), (1, 2, 5, 5)], {"axis": 1}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("op, shapes, attrs", WRAPPED_CASES)
+def test_contrib_ops_as_float_between_dequantize_and_quantize(op, shapes, attrs, dtype):
+    """com.microsoft QLinear* ops run as DequantizeLinear -> float32 op -> QuantizeLinear: within one output
+    quantum of onnxruntime (its kernels requantize with other roundings or lookup tables)."""
+    rng = np.random.default_rng(len(op) + len(shapes) + len(attrs))
+    inits, feeds, names = {}, {}, []
+    for i, shape in enumerate(shapes):
+        inits[f"s{i}"], inits[f"z{i}"] = _q(rng, dtype)
+        feeds[f"x{i}"] = _ints(rng, dtype, shape)
+        names += [f"x{i}", f"s{i}", f"z{i}"]
+    ys, yz = _q(rng, dtype)
+    inits.update(ys=ys * (1 if op in ("QLinearAdd", "QLinearMul") else 0.25), yz=yz)
+    if op == "QLinearMul":
+        inits["ys"] = np.float32(inits["s0"] * inits["s1"] * 2000)
+    if op == "QLinearSigmoid":  # (inputs over -6..6, outputs over 0..1)
+        inits.update(s0=np.float32(6 / 128), ys=np.float32(1 / 256))
+    names = ["ys", "yz", *names] if op == "QLinearConcat" else [*names, "ys", "yz"]
+    node = helper.make_node(op, names, ["y"], domain="com.microsoft", **attrs)
+    model = make_model([node], {k: (v.shape, v.dtype) for k, v in feeds.items()},
+                       {"y": ([None] * max(map(len, shapes)), dtype)}, inits, 13, domains=("com.microsoft",))
+    got = assert_matches_ort(model, feeds, 0, 1)[0]
+    assert len(np.unique(got)) > 10
