@@ -1,5 +1,5 @@
-"""Quantization kernels: QuantizeLinear, DequantizeLinear, requantization, and float-to-integer Cast as
-onnxruntime does it.
+"""Quantization kernels: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, requantization, and
+float-to-integer Cast as onnxruntime does it.
 
 Quantize, requantize and dequantize walk a tensor as rows of ``inner`` elements (the dims after the axis), row r
 taking the scale and zero point of channel r % channels (a per-tensor scale is one channel and one
@@ -88,3 +88,26 @@ def _affine(quantizing: bool, multiply: bool = False):
 quantize = _affine(True)
 requantize = _affine(True, multiply=True)
 dequantize = _affine(False)
+
+
+@njit(cache=True, error_model="numpy")
+def dynamic_quantize(x, out, scale, zero):
+    """DynamicQuantizeLinear to uint8 as onnxruntime: the range [min(x, 0), max(x, 0)] gives scale =
+    (max - min) / 255 (1 when the range is empty) and zero point round_half_even(clamp(-min / scale, 0, 255)),
+    all in float32; out = the quantized x (as QuantizeLinear); ``scale`` and ``zero`` are 0-d arrays.
+    NaN in x is undefined (onnx) and gives no particular result."""
+    xf = x.reshape(-1)
+    lo = np.float32(0.0)
+    hi = np.float32(0.0)
+    for i in range(xf.size):
+        v = np.float32(xf[i])
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    s = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255.0))
+    z = np.float32(0.0) - lo / s
+    z = z if z > np.float32(0.0) else np.float32(0.0)
+    z = z if z < np.float32(255.0) else np.float32(255.0)
+    z = (z + ROUNDER) - ROUNDER
+    scale.reshape(-1)[0] = s
+    zero.reshape(-1)[0] = np.uint8(z)
+    _quantize_row(xf, out.reshape(-1), 0, xf.size, s, z, np.float32(0.0), np.float32(255.0), False)

@@ -19,7 +19,8 @@ boundary.
 MatMulInteger(a, b, az, bz) and ConvInteger(x, w, xz, wz) return the int32 sums themselves, so they are
 rewritten (a Cast to int32 after the float32 MatMul or Conv) only when the sums are provably exact: when
 max|x - xz| times the largest sum of |w - wz| over one output's weights is below 2**24 (max|x - xz| is taken
-over x's whole type); otherwise they are refused with that reason.
+over x's whole type); otherwise they are refused with that reason. Their x zero point may be computed at run
+time (DynamicQuantizeLinear's, as onnxruntime's quantize_dynamic writes).
 
 com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool,
 QLinearGlobalAveragePool and QLinearConcat (the rest of what quantize_static writes in QOperator format)
@@ -97,7 +98,7 @@ def _refusal(n: Node, v: dict[str, np.ndarray | None]) -> str | None:
     given = {role for role, name in zip(ORDER[n.op_type], n.inputs) if name}
     if len(given & {"ys", "yz"}) == 1:
         return "one of the output scale and zero point (a float output takes neither)"
-    needed = {"w"} | given - {"x", "bias"} if n.op_type in INTEGER else \
+    needed = {"w"} | given & {"wz"} if n.op_type in INTEGER else \
         {"xs", "xz", "w", "ws", "wz", *(("ys", "yz") if "ys" in given else ())}
     if any(v[r] is None for r in needed):
         return "run-time weights, scales or zero points (edgekit needs them constant)"
@@ -138,8 +139,9 @@ def _integer_weights(n: Node, w: np.ndarray, wz: np.ndarray) -> np.ndarray:
 
 
 def _largest_sum(n: Node, v: dict[str, np.ndarray | None]) -> int:
-    """A bound on |partial sums| of MatMulInteger or ConvInteger: max|x - xz| (over x's type; uint8's 255
-    when the zero point, which gives the type, is omitted) times the largest sum of |w - wz| of one output."""
+    """A bound on |partial sums| of MatMulInteger or ConvInteger: max|x - xz| (over x's type; 255, the most
+    of either 8-bit type, when the zero point is omitted or computed at run time) times the largest sum of
+    |w - wz| of one output."""
     xz = v["xz"]
     reach = 255 if xz is None else max(int(xz.reshape(-1)[0]) - np.iinfo(xz.dtype).min,
                                        np.iinfo(xz.dtype).max - int(xz.reshape(-1)[0]))

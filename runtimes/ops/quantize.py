@@ -5,6 +5,7 @@ uint8, int16 and uint16 (and int32 for DequantizeLinear, the usual form of quant
 with float32 scales: y = clamp(round_half_even(x / scale) + zero_point) and y = (x - zero_point) * scale.
 Refused with the reason: float8, 4-bit and 2-bit types, blocked quantization (``block_size``), float16
 inputs and scales, and a ``precision`` or ``output_dtype`` other than float32 (edgekit computes float32).
+DynamicQuantizeLinear quantizes to uint8 by x's range, as onnxruntime.
 ``ai.edgekit`` Requantize is y = clamp(round_half_even(x * scale) + zero_point): the last step of QLinearConv
 and QLinearMatMul as runtimes/ops/qlinear.py rewrites them.
 """
@@ -104,3 +105,11 @@ def build_requantize(node: Node, inputs: list, opset: int) -> Kernel:
     info = np.iinfo(zero.dtype)
     return Kernel(kq.requantize, (In(0), In(1), In(2), Out(0), channels, inner, int(info.min), int(info.max)),
                   [(x.shape, zero.dtype)])
+
+
+@register("DynamicQuantizeLinear")
+def build_dynamic_quantize(node: Node, inputs: list, opset: int) -> Kernel:
+    """uint8 y, its float32 scale and uint8 zero point from x's range (quantize_dynamic's activations)."""
+    require_float32("DynamicQuantizeLinear", inputs[0])
+    return Kernel(kq.dynamic_quantize, (In(0), Out(0), Out(1), Out(2)),
+                  [(inputs[0].shape, np.dtype(np.uint8)), ((), np.dtype(np.float32)), ((), np.dtype(np.uint8))])

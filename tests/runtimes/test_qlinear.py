@@ -8,7 +8,8 @@ onnxruntime's quantize_static writes a Gemm) with transA/transB, alpha, bias, an
 float32 rounding); MatMulInteger and ConvInteger (int32 sums, exact) with and without zero points, and their
 refusal when a sum could reach 2**24; com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
 QLinearAveragePool, QLinearGlobalAveragePool and QLinearConcat within one quantum. test_quantize.py runs a
-quantize_static model in QOperator format end to end. Run-time weights are refused with the reason.
+quantize_static model in QOperator format end to end, here a quantize_dynamic one (exact). Run-time weights
+are refused with the reason.
 """
 import numpy as np
 import onnx
@@ -219,3 +220,23 @@ def test_contrib_ops_as_float_between_dequantize_and_quantize(op, shapes, attrs,
                        {"y": ([None] * max(map(len, shapes)), dtype)}, inits, 13, domains=("com.microsoft",))
     got = assert_matches_ort(model, feeds, 0, 1)[0]
     assert len(np.unique(got)) > 10
+
+
+def test_quantize_dynamic_model(tmp_path):
+    """onnxruntime's quantize_dynamic (DynamicQuantizeLinear -> MatMulInteger with the run-time zero point ->
+    Cast -> Mul) on a small MLP, int8 weights: exact."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(9)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    inits = {"w": (rng.standard_normal((256, 64)) * 0.1).astype(np.float32),
+             "b": (rng.standard_normal(64) * 0.1).astype(np.float32),
+             "w2": (rng.standard_normal((64, 10)) * 0.1).astype(np.float32)}
+    onnx.save(make_model(nodes, {"x": ((4, 256), np.float32)}, ["y"], inits, 13), tmp_path / "float.onnx")
+    quantize_dynamic(tmp_path / "float.onnx", tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8)
+    model = onnx.load(tmp_path / "dynamic.onnx")
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in model.graph.node}
+    session = edgekit.InferenceSession(model)
+    for _ in range(3):
+        assert_matches_ort(model, {"x": rng.standard_normal((4, 256)).astype(np.float32)}, 0, 0, session=session)

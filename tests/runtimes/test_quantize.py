@@ -8,8 +8,8 @@ DequantizeLinear -> Conv with per-channel int8 weights -> QuantizeLinear -> Dequ
 matches within one output quantum: Conv sums in a different order than onnxruntime's, so a value next to
 a rounding boundary may land one step away; so does the output of onnxruntime's quantize_static on a small
 float model in QDQ format, and exactly in QOperator format (QLinearConv and QGemm, rewritten as
-test_qlinear.py checks). Casts between all types are checked in test_layout.py; here the camera front
-end uint8 -> float / 255.
+test_qlinear.py checks). DynamicQuantizeLinear matches exactly. Casts between all types are checked in
+test_layout.py; here the camera front end uint8 -> float / 255.
 """
 import numpy as np
 import pytest
@@ -204,6 +204,18 @@ def test_quantize_static_model(tmp_path, quant_format):
         got = assert_matches_ort(model, {"x": rng.random((1, 3, 12, 12), dtype=np.float32)}, 0,
                                  quantum * 1.001 if quant_format == "QDQ" else 0, session=session)[0]
         assert np.ptp(got) > 5 * quantum
+
+
+@pytest.mark.parametrize("low, high", [(-3.0, 5.0), (0.5, 2.0), (-2.0, -1.0), (0.0, 0.0), (-1e-30, 1e-30)])
+def test_dynamic_quantize_linear(low, high):
+    """DynamicQuantizeLinear: uint8 y, scale and zero point from x's range (widened to hold 0), exactly as
+    onnxruntime, including the empty range (scale 1) and one-sided ranges (zero point 0 or 255)."""
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])
+    model = make_model([node], {"x": ((3, 41), np.float32)},
+                       {"y": TensorProto.UINT8, "s": TensorProto.FLOAT, "z": TensorProto.UINT8}, {}, 13)
+    x = np.random.default_rng(5).uniform(low, high, (3, 41)).astype(np.float32)
+    y, scale, zero = assert_matches_ort(model, {"x": x}, 0, 0)
+    assert scale.shape == zero.shape == () and (np.ptp(y) > 100 or low == high)
 
 
 def test_uint8_camera_front_end():
