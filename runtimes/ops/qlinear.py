@@ -111,9 +111,9 @@ def _refusal(n: Node, v: dict[str, np.ndarray | None]) -> str | None:
         return "an input or output scale or zero point of more than one element (per-row or per-channel)"
     w, ws, wz = v["w"], v["ws"], _weight_zero(v)
     channels = _channels(n, w)
-    size = wz.size if ws is None else ws.size
-    if size not in (1, channels) or wz.size not in (1, size) or size > 1 and (
-            n.op_type in CONV and wz.ndim != 1 or n.op_type not in CONV and w.ndim != 2):
+    widest = wz if ws is None or wz.size > ws.size else ws
+    if widest.size not in (1, channels) or min(wz.size, 1 if ws is None else ws.size) not in (1, widest.size) \
+            or widest.size > 1 and (n.op_type in CONV and widest.ndim != 1 or n.op_type not in CONV and w.ndim != 2):
         return "weight scales or zero points neither per tensor nor per output channel"
     bias = v.get("bias")
     if bias is not None and (bias.dtype != np.int32 or n.op_type == "QLinearConv" and bias.shape != (channels,)):
