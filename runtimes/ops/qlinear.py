@@ -16,11 +16,12 @@ sums: then outputs are onnxruntime's bit for bit. Past that bound a sum may roun
 units in the last place, far below a quantum, so an output lands one quantum away only next to a rounding
 boundary.
 
-MatMulInteger(a, b, az, bz) and ConvInteger(x, w, xz, wz) return the int32 sums themselves, so they are
-rewritten (a Cast to int32 after the float32 MatMul or Conv) only when the sums are provably exact: when
-max|x - xz| times the largest sum of |w - wz| over one output's weights is below 2**24 (max|x - xz| is taken
-over x's whole type); otherwise they are refused with that reason. Their x zero point may be computed at run
-time (DynamicQuantizeLinear's, as onnxruntime's quantize_dynamic writes).
+MatMulInteger(a, b, az, bz) and ConvInteger(x, w, xz, wz) return the int32 sums themselves, which must be
+exact: they are a Cast to int32 after the float32 MatMul or Conv, exact when max|x - xz| times the largest sum
+of |w - wz| over one output's weights is below 2**24 (max|x - xz| taken over x's whole type). Past that, a
+MatMulInteger is cut along K into runs that each are (MatMuls of slices of a, cast to int32 and added in
+int32), and a ConvInteger is refused with the bound. The x zero point may be computed at run time
+(DynamicQuantizeLinear's, as onnxruntime's quantize_dynamic writes).
 
 com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool,
 QLinearGlobalAveragePool and QLinearConcat (the rest of what quantize_static writes in QOperator format)
@@ -118,7 +119,9 @@ def _refusal(n: Node, v: dict[str, np.ndarray | None]) -> str | None:
     bias = v.get("bias")
     if bias is not None and (bias.dtype != np.int32 or n.op_type == "QLinearConv" and bias.shape != (channels,)):
         return "a bias other than an int32 vector of one value per output channel"
-    if n.op_type in INTEGER:
+    if n.op_type == "MatMulInteger" and w.ndim < 2:
+        return "a 1-D b (edgekit multiplies by matrices)"
+    if n.op_type == "ConvInteger":
         bound = _largest_sum(n, v)
         if bound >= EXACT:
             return (f"sums that may reach {bound} in magnitude (edgekit sums in float32, exact below 2**24; "
@@ -138,16 +141,63 @@ def _integer_weights(n: Node, w: np.ndarray, wz: np.ndarray) -> np.ndarray:
     return w.astype(np.int32) - wz.astype(np.int32)
 
 
+def _reach(v: dict[str, np.ndarray | None]) -> int:
+    """max|x - xz| over x's type; 255, the most of either 8-bit type, when the zero point is omitted or
+    computed at run time."""
+    if v["xz"] is None:
+        return 255
+    zero, info = int(v["xz"].reshape(-1)[0]), np.iinfo(v["xz"].dtype)
+    return max(zero - info.min, info.max - zero)
+
+
 def _largest_sum(n: Node, v: dict[str, np.ndarray | None]) -> int:
-    """A bound on |partial sums| of MatMulInteger or ConvInteger: max|x - xz| (over x's type; 255, the most
-    of either 8-bit type, when the zero point is omitted or computed at run time) times the largest sum of
-    |w - wz| of one output."""
-    xz = v["xz"]
-    reach = 255 if xz is None else max(int(xz.reshape(-1)[0]) - np.iinfo(xz.dtype).min,
-                                       np.iinfo(xz.dtype).max - int(xz.reshape(-1)[0]))
+    """A bound on |partial sums| of ConvInteger: max|x - xz| times the largest sum of |w - wz| of one output."""
     magnitude = np.abs(_integer_weights(n, v["w"], _weight_zero(v)).astype(np.int64))
-    per_output = magnitude.reshape(magnitude.shape[0], -1).sum(1) if n.op_type in CONV else magnitude.sum(-2)
-    return reach * int(per_output.max(initial=0))
+    return _reach(v) * int(magnitude.reshape(magnitude.shape[0], -1).sum(1).max(initial=0))
+
+
+def _row_runs(n: Node, v: dict[str, np.ndarray | None]) -> list[tuple[int, int]]:
+    """MatMulInteger's rows of b (its K axis) cut into runs [start, stop) whose sums are exact in float32:
+    max|x - xz| times every column's sum of |b - bz| over the run below 2**24 (one run for most models)."""
+    magnitude = np.abs(_integer_weights(n, v["w"], _weight_zero(v)).astype(np.int64))
+    limit = (EXACT - 1) // _reach(v)
+    runs, start, column_sums = [], 0, 0
+    for k in range(magnitude.shape[-2]):
+        row = magnitude[..., k, :]
+        if np.max(column_sums + row) > limit:
+            runs.append((start, k))
+            start, column_sums = k, 0
+        column_sums = column_sums + row
+    return [*runs, (start, magnitude.shape[-2])]
+
+
+def _matmul_integer_nodes(n: Node, v: dict[str, np.ndarray], constants: dict) -> list[Node]:
+    """MatMulInteger on the dequantized ``{name}::x``: per run of _row_runs, a float32 MatMul of x's columns
+    and b's rows of the run, cast to int32, and the runs' int32 sums added."""
+    name = n.outputs[0]
+    weights = _integer_weights(n, v["w"], _weight_zero(v)).astype(np.float32)
+    runs = _row_runs(n, v)
+    nodes, total = [], ""
+    for i, (start, stop) in enumerate(runs):
+        x = f"{name}::x"
+        if len(runs) > 1:
+            x = f"{name}::x{i}"
+            constants[f"{name}::start{i}"] = np.array([start], np.int64)
+            constants[f"{name}::stop{i}"] = np.array([stop], np.int64)
+            constants[f"{name}::last"] = np.array([-1], np.int64)
+            nodes.append(Node(f"{n.name}::slice{i}", "Slice", "",
+                              [f"{name}::x", f"{name}::start{i}", f"{name}::stop{i}", f"{name}::last"], [x]))
+        constants[f"{name}::w{i}"] = weights[..., start:stop, :]
+        part = name if len(runs) == 1 else f"{name}::int{i}"
+        nodes += [Node(f"{n.name}::run{i}" if len(runs) > 1 else n.name, "MatMul", "", [x, f"{name}::w{i}"],
+                       [f"{name}::sum{i}"]),
+                  Node(f"{n.name}::int32_{i}", "Cast", "", [f"{name}::sum{i}"], [part], {"to": TensorProto.INT32})]
+        if i:
+            summed = name if i == len(runs) - 1 else f"{name}::total{i}"
+            nodes.append(Node(f"{n.name}::add{i}", "Add", "", [total, part], [summed]))
+            part = summed
+        total = part
+    return nodes
 
 
 def _float_nodes(n: Node, v: dict[str, np.ndarray], constants: dict) -> list[Node]:
@@ -155,17 +205,19 @@ def _float_nodes(n: Node, v: dict[str, np.ndarray], constants: dict) -> list[Nod
     QGemm's float output, a Mul by the scale; for MatMulInteger and ConvInteger, a Cast to int32), for ``n``."""
     name, conv = n.outputs[0], n.op_type in CONV
     constants[f"{name}::one"] = np.ones((), np.float32)
+    x_zero = n.inputs[2] if len(n.inputs) > 2 else ""
+    dequantize = Node(f"{n.name}::dequantize", "DequantizeLinear", "", [n.inputs[0], f"{name}::one", x_zero],
+                      [f"{name}::x"])
+    if n.op_type == "MatMulInteger":
+        return [dequantize, *_matmul_integer_nodes(n, v, constants)]
     constants[f"{name}::w"] = _integer_weights(n, v["w"], _weight_zero(v)).astype(np.float32)
     ins = [f"{name}::x", f"{name}::w"]
     if v.get("bias") is not None:
         constants[f"{name}::bias"] = v["bias"].astype(np.float32)
         ins.append(f"{name}::bias")
     attrs = dict(n.attrs) if conv else {k: n.attrs[k] for k in ("transA", "transB") if k in n.attrs}
-    x_zero = n.inputs[2] if len(n.inputs) > 2 else ""
-    nodes = [Node(f"{n.name}::dequantize", "DequantizeLinear", "", [n.inputs[0], f"{name}::one", x_zero],
-                  [f"{name}::x"]),
-             Node(n.name, FLOAT_OP[n.op_type], "", ins, [f"{name}::sum"], attrs)]
-    if n.op_type in INTEGER:
+    nodes = [dequantize, Node(n.name, FLOAT_OP[n.op_type], "", ins, [f"{name}::sum"], attrs)]
+    if n.op_type == "ConvInteger":
         return [*nodes, Node(f"{n.name}::int32", "Cast", "", [f"{name}::sum"], [name], {"to": TensorProto.INT32})]
     alpha = np.float32(n.attrs.get("alpha", 1.0) if n.op_type == "QGemm" else 1.0)
     scale = alpha * v["xs"].reshape(-1) * v["ws"].reshape(-1)  # (float32 throughout, in onnxruntime's order)

@@ -1,13 +1,14 @@
 """QLinearConv, QLinearMatMul, QGemm, MatMulInteger and ConvInteger against onnxruntime on fresh random inputs.
 
-Every case keeps K * max|x - xz| * max|w - wz| + max|B| below 2**24, where the float32 sums are exact, so the
-outputs must match onnxruntime's exactly (rtol 0, atol 0): per-tensor and per-channel weights, uint8 and
-int8, with and without bias, strides, pads, dilations and groups, 1-D and 2-D convolutions, and output
-scales that spread the outputs over many quanta and also saturate some; com.microsoft QGemm (as
+Every QLinear case keeps K * max|x - xz| * max|w - wz| + max|B| below 2**24, where the float32 sums are
+exact, so the outputs must match onnxruntime's exactly (rtol 0, atol 0): per-tensor and per-channel weights,
+uint8 and int8, with and without bias, strides, pads, dilations and groups, 1-D and 2-D convolutions, and
+output scales that spread the outputs over many quanta and also saturate some; com.microsoft QGemm (as
 onnxruntime's quantize_static writes a Gemm) with transA/transB, alpha, bias, and float output (within
-float32 rounding); MatMulInteger and ConvInteger (int32 sums, exact) with and without zero points, and their
-refusal when a sum could reach 2**24; com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
-QLinearAveragePool, QLinearGlobalAveragePool and QLinearConcat within one quantum. test_quantize.py runs a
+float32 rounding); MatMulInteger and ConvInteger (int32 sums, exact) with and without zero points,
+MatMulInteger past 2**24 in runs of K (exact), ConvInteger refused there; com.microsoft QLinearAdd,
+QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool and QLinearConcat
+within one quantum. test_quantize.py runs a
 quantize_static model in QOperator format end to end, here a quantize_dynamic one (exact). Run-time weights
 are refused with the reason.
 """
@@ -170,12 +171,24 @@ def test_integer_products(op, xdtype, wdtype, zeros, xshape, wshape, attrs):
         assert np.abs(got).max() > 1000
 
 
-def test_integer_sums_past_float32_are_refused():
-    """MatMulInteger whose sums could reach 2**24 (255 * 127 * 2048 here) is refused, not rounded."""
-    inits = {"w": np.full((2048, 4), 127, np.int8)}
-    model = make_model([helper.make_node("MatMulInteger", ["x", "w"], ["y"])], {"x": ((1, 2048), np.uint8)},
-                       {"y": onnx.TensorProto.INT32}, inits, 13)
-    with pytest.raises(UnsupportedOpError, match="sums that may reach 66324480"):
+@pytest.mark.parametrize("fill", [True, False])
+def test_matmul_integer_past_float32_sums(fill):
+    """MatMulInteger whose sums reach past 2**24 (up to 255 * 127 * 2048 = 66,324,480 here, filled with the
+    extremes) runs in runs of K each exact in float32, added in int32: exact."""
+    rng = np.random.default_rng(4)
+    w = np.full((2048, 6), 127, np.int8) if fill else _ints(rng, np.int8, (2048, 6))
+    model = make_model([helper.make_node("MatMulInteger", ["x", "w"], ["y"])], {"x": ((3, 2048), np.uint8)},
+                       {"y": onnx.TensorProto.INT32}, {"w": w}, 13)
+    x = np.full((3, 2048), 255, np.uint8) if fill else _ints(rng, np.uint8, (3, 2048))
+    got = assert_matches_ort(model, {"x": x}, 0, 0)[0]
+    assert not fill or got.max() == 255 * 127 * 2048
+
+
+def test_conv_integer_past_float32_sums_is_refused():
+    """ConvInteger whose sums could reach 2**24 (255 * 127 * 576 * 9 here) is refused with the bound."""
+    model = make_model([helper.make_node("ConvInteger", ["x", "w"], ["y"])], {"x": ((1, 576, 3, 3), np.uint8)},
+                       {"y": onnx.TensorProto.INT32}, {"w": np.full((2, 576, 3, 3), 127, np.uint8)}, 13)
+    with pytest.raises(UnsupportedOpError, match="sums that may reach 167883840"):
         edgekit.InferenceSession(model)
 
 
