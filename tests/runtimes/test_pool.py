@@ -72,6 +72,34 @@ def test_random_pooling_configurations(op, opset, rank):
     assert checked > 90
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("rank", [1, 2])
+def test_random_integer_max_pooling_matches_onnxruntime_exactly(dtype, rank):
+    """MaxPool on 8-bit integers (quantized CNNs keep it on uint8) over random configurations, limits
+    of the type included, exact; a window of padding only is refused rather than given -inf."""
+    rng = np.random.default_rng(10 + rank)
+    info, checked = np.iinfo(dtype), 0
+    for _ in range(60):
+        shape = [int(rng.integers(1, 3)), int(rng.integers(1, 4))] + [int(n) for n in rng.integers(3, 12, rank)]
+        node = helper.make_node("MaxPool", ["x"], ["y"], **_random_attrs(rng, "MaxPool", rank))
+        model = make_model([node], {"x": (shape, dtype)}, {"y": helper.np_dtype_to_tensor_dtype(np.dtype(dtype))},
+                           opset=12)
+        x = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        x.reshape(-1)[:2] = [info.min, info.max]
+        try:
+            ort_session(model).run(None, {"x": x})
+        except Exception:  # a configuration onnxruntime rejects
+            continue
+        try:
+            sess = edgekit.InferenceSession(model)
+        except UnsupportedOpError as exc:
+            assert "padding only" in str(exc)
+            continue
+        assert_matches_ort(model, {"x": x}, 0, 0, session=sess)
+        checked += 1
+    assert checked > 40
+
+
 @pytest.mark.parametrize("op,opset,attrs", [
     ("MaxPool", 8, {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}),
     ("MaxPool", 8, {"kernel_shape": [3], "auto_pad": "SAME_UPPER"}),
