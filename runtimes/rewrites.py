@@ -58,6 +58,7 @@ SAME_RANK = set(ACTIVATIONS) | {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
     "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Neg", "Abs", "Sqrt",
     "Reciprocal", "Exp", "Log", "Erf", "Cast", "Identity", "Softmax", "LogSoftmax", "Dropout", "Transpose",
+    "DequantizeLinear", "QuantizeLinear", "Requantize",
     "LRN", "Pad", "Resize", "Upsample", "Floor", "Ceil", "Round", "Sign", "Not", "CumSum", "Slice"}
 BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor",
              "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "PRelu", "Mod"}
