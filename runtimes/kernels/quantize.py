@@ -105,8 +105,8 @@ def dynamic_quantize(x, out, scale, zero):
         hi = v if v > hi else hi
     s = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255.0))
     z = np.float32(0.0) - lo / s
-    z = z if z > np.float32(0.0) else np.float32(0.0)
-    z = z if z < np.float32(255.0) else np.float32(255.0)
+    z = z if z < np.float32(255.0) else np.float32(255.0)  # max(0, min(255, z)) in onnxruntime's order:
+    z = z if z > np.float32(0.0) else np.float32(0.0)  # a NaN z (x holds -inf) gives 255
     z = (z + ROUNDER) - ROUNDER
     scale.reshape(-1)[0] = s
     zero.reshape(-1)[0] = np.uint8(z)

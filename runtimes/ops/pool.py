@@ -113,14 +113,14 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
     code = kp.MAX if node.op_type == "MaxPool" else kp.AVG
     if rank == 1:  # NCL pools as a height-1 image with one tap down the columns
         axes.insert(0, (np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), 0, 1))
-    (h_first, h_ta, h_tb, h_inv, _, _), (w_first, w_ta, w_tb, w_inv, j0, j1) = axes
+    (_, h_ta, h_tb, h_inv, _, _), (_, w_ta, w_tb, w_inv, j0, j1) = axes
     inv = np.outer(h_inv, w_inv).ravel()
     if integer:  # the generic kernel, on values float32 holds exactly; a window needs a tap (no -inf to store)
         if any(np.any(ta >= tb) for ta, tb in ((h_ta, h_tb), (w_ta, w_tb))):
             raise Unsupported(f"MaxPool on {x.dtype} with a window of padding only")
         if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
             raise Unsupported(f"a fused epilogue on a MaxPool of {x.dtype}")
-        return _generic(x, code, rank, out_shape, axes, strides, dilations, kernel)
+        return _generic(x, code, rank, out_shape, axes, inv, strides, dilations, kernel)
     if strides == [1] * rank and dilations == [1] * rank and out_shape[2:] == list(x.shape[2:]):
         return _same_pool(node, x, code, kernel, heads, inv)
     if pool_affine(node) is not None or fused_activation(node)[0] != ka.IDENTITY:
@@ -139,20 +139,20 @@ def build_pool(node: Node, inputs: list, opset: int) -> Kernel:
         return Kernel(kp.WINDOW2_MAX, (In(0), Out(0), index, x.shape[3]), [(tuple(out_shape), x.dtype)])
     if rank == 1 and dilations == [1] and heads == [0] and j0 == 0 and j1 == out_shape[2] > 0:
         return Kernel(kp.WINDOW_POOL[code], (In(0), Out(0), kernel[0], strides[0]), [(tuple(out_shape), x.dtype)])
-    return _generic(x, code, rank, out_shape, axes, strides, dilations, kernel)
+    return _generic(x, code, rank, out_shape, axes, inv, strides, dilations, kernel)
 
 
-def _generic(x, code: int, rank: int, out_shape: list[int], axes: list, strides: list[int], dilations: list[int],
-             kernel: list[int]) -> Kernel:
+def _generic(x, code: int, rank: int, out_shape: list[int], axes: list, inv: np.ndarray, strides: list[int],
+             dilations: list[int], kernel: list[int]) -> Kernel:
     """The separable sliding-window kernel (``kp.POOL``) for any 1-D or 2-D pool, ``axes`` per axis as
-    ``_axis`` gives them (a height axis of one tap first for 1-D)."""
-    (h_first, h_ta, h_tb, h_inv, _, _), (w_first, w_ta, w_tb, w_inv, j0, j1) = axes
+    ``_axis`` gives them (a height axis of one tap first for 1-D), ``inv`` the windows' 1 / tap counts."""
+    (h_first, h_ta, h_tb, _, _, _), (w_first, w_ta, w_tb, _, j0, j1) = axes
     h, w = (x.shape[2], x.shape[3]) if rank == 2 else (1, x.shape[2])
     oh, ow = (out_shape[2], out_shape[3]) if rank == 2 else (1, out_shape[2])
     dh, dw = ([1] + dilations if rank == 1 else dilations)
     scratch = np.empty(w, np.float32 if code == kp.MAX else np.float64)
-    args = (In(0), Out(0), scratch, np.outer(h_inv, w_inv).ravel(), x.shape[0] * x.shape[1], h, w, oh, ow, dh, h_first,
-            h_ta, h_tb, strides[-1], dw, w_first, w_ta, w_tb, j0, j1, kernel[-1])
+    args = (In(0), Out(0), scratch, inv, x.shape[0] * x.shape[1], h, w, oh, ow, dh, h_first, h_ta, h_tb, strides[-1],
+            dw, w_first, w_ta, w_tb, j0, j1, kernel[-1])
     return Kernel(kp.POOL[code], args, [(tuple(out_shape), x.dtype)])
 
 

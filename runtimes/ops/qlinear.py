@@ -9,19 +9,17 @@ and QLinearMatMul(a, as, az, b, bs, bz, ys, yz) likewise with MatMul, QGemm(a, a
 with Gemm (the multiplier alpha * as * bs / ys; without ys and yz its float output is the sums times
 alpha * as * bs, a Mul that may fold into the Gemm's weights: float32 rounding). The Conv, MatMul or Gemm
 sums the integers (x - xz)(w - wz) and the int32 bias in float32, exactly while every partial sum stays
-below 2**24 in magnitude (K * max|x - xz| * max|w - wz| + max|B| < 2**24 for K products per output:
-K <= 514 for uint8 inputs and int8 weights), and ``ai.edgekit`` Requantize multiplies by onnxruntime's
-float32 multiplier (xs * ws) / ys, rounds half to even and saturates as onnxruntime does after its int32
-sums: then outputs are onnxruntime's bit for bit. Past that bound a sum may round in float32 by a few of its
-units in the last place, far below a quantum, so an output lands one quantum away only next to a rounding
-boundary.
+below 2**24 in magnitude: max|x - xz| (over x's whole type) times each output's sum of |w - wz|, plus
+max|B|. Where that bound could be passed, the K axis (input channels, rows of b) is cut into runs that each
+stay below it (``_runs``): per run a float32 op on slices of x and w, cast to int32, the runs added in int32
+and cast back, so the sums are onnxruntime's int32 sums at any size (a grouped convolution or a batched b
+that would need runs is refused). ``ai.edgekit`` Requantize then multiplies by onnxruntime's float32
+multiplier (xs * ws) / ys, rounds half to even and saturates as onnxruntime does after its int32 sums:
+outputs are onnxruntime's bit for bit.
 
-MatMulInteger(a, b, az, bz) and ConvInteger(x, w, xz, wz) return the int32 sums themselves, which must be
-exact: they are a Cast to int32 after the float32 MatMul or Conv, exact when max|x - xz| times the largest sum
-of |w - wz| over one output's weights is below 2**24 (max|x - xz| taken over x's whole type). Past that, a
-MatMulInteger is cut along K into runs that each are (MatMuls of slices of a, cast to int32 and added in
-int32), and a ConvInteger is refused with the bound. The x zero point may be computed at run time
-(DynamicQuantizeLinear's, as onnxruntime's quantize_dynamic writes).
+MatMulInteger(a, b, az, bz) and ConvInteger(x, w, xz, wz) return those int32 sums themselves (the same
+runs, then a Cast to int32). The x zero point may be computed at run time (DynamicQuantizeLinear's, as
+onnxruntime's quantize_dynamic writes).
 
 com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool,
 QLinearGlobalAveragePool and QLinearConcat (the rest of what quantize_static writes in QOperator format)
@@ -119,13 +117,11 @@ def _refusal(n: Node, v: dict[str, np.ndarray | None]) -> str | None:
     bias = v.get("bias")
     if bias is not None and (bias.dtype != np.int32 or n.op_type == "QLinearConv" and bias.shape != (channels,)):
         return "a bias other than an int32 vector of one value per output channel"
-    if n.op_type == "MatMulInteger" and w.ndim < 2:
+    if n.op_type in ("MatMulInteger", "QLinearMatMul") and w.ndim < 2:
         return "a 1-D b (edgekit multiplies by matrices)"
-    if n.op_type == "ConvInteger":
-        bound = _largest_sum(n, v)
-        if bound >= EXACT:
-            return (f"sums that may reach {bound} in magnitude (edgekit sums in float32, exact below 2**24; "
-                    f"int32 results must be exact)")
+    if len(_runs(n, v)) > 1 and (n.attrs.get("group", 1) != 1 if n.op_type in CONV else w.ndim > 2):
+        return ("sums past 2**24 (float32's exact integers) in a grouped convolution or a batched b (edgekit "
+                "splits the sums of plain convolutions and matrix products into exact runs)")
     return None
 
 
@@ -150,54 +146,72 @@ def _reach(v: dict[str, np.ndarray | None]) -> int:
     return max(zero - info.min, info.max - zero)
 
 
-def _largest_sum(n: Node, v: dict[str, np.ndarray | None]) -> int:
-    """A bound on |partial sums| of ConvInteger: max|x - xz| times the largest sum of |w - wz| of one output."""
-    magnitude = np.abs(_integer_weights(n, v["w"], _weight_zero(v)).astype(np.int64))
-    return _reach(v) * int(magnitude.reshape(magnitude.shape[0], -1).sum(1).max(initial=0))
+def _k_axis(n: Node) -> int:
+    """The weights' axis that sums run along: a convolution's input channels, a matrix's rows (columns of
+    a transposed QGemm b)."""
+    if n.op_type in CONV:
+        return 1
+    return 1 if n.op_type == "QGemm" and n.attrs.get("transB", 0) else -2
 
 
-def _row_runs(n: Node, v: dict[str, np.ndarray | None]) -> list[tuple[int, int]]:
-    """MatMulInteger's rows of b (its K axis) cut into runs [start, stop) whose sums are exact in float32:
-    max|x - xz| times every column's sum of |b - bz| over the run below 2**24 (one run for most models)."""
+def _runs(n: Node, v: dict[str, np.ndarray | None]) -> list[tuple[int, int]]:
+    """The weights' K axis (``_k_axis``) cut into runs [start, stop) whose partial sums are exact in float32:
+    max|x - xz| times every output's sum of |w - wz| over the run, plus max|bias| for all of them, below
+    2**24 (one run for most models)."""
     magnitude = np.abs(_integer_weights(n, v["w"], _weight_zero(v)).astype(np.int64))
-    limit = (EXACT - 1) // _reach(v)
-    runs, start, column_sums = [], 0, 0
-    for k in range(magnitude.shape[-2]):
-        row = magnitude[..., k, :]
-        if np.max(column_sums + row) > limit:
+    per_k = np.moveaxis(magnitude, _k_axis(n), 0)
+    per_k = per_k.reshape(per_k.shape[0], per_k.shape[1], -1).sum(2) if n.op_type in CONV else \
+        per_k.reshape(per_k.shape[0], -1)  # (K, outputs): each K slice's |w - wz| towards each output
+    bias = v.get("bias")
+    limit = (EXACT - 1 - (0 if bias is None else int(np.abs(bias.astype(np.int64)).max(initial=0)))) // _reach(v)
+    runs, start, sums = [], 0, np.zeros(per_k.shape[1], np.int64)
+    for k in range(per_k.shape[0]):
+        if k > start and np.max(sums + per_k[k], initial=0) > limit:
             runs.append((start, k))
-            start, column_sums = k, 0
-        column_sums = column_sums + row
-    return [*runs, (start, magnitude.shape[-2])]
+            start, sums = k, np.zeros_like(sums)
+        sums = sums + per_k[k]
+    return [*runs, (start, per_k.shape[0])]
 
 
-def _matmul_integer_nodes(n: Node, v: dict[str, np.ndarray], constants: dict) -> list[Node]:
-    """MatMulInteger on the dequantized ``{name}::x``: per run of _row_runs, a float32 MatMul of x's columns
-    and b's rows of the run, cast to int32, and the runs' int32 sums added."""
+def _exact_sums(n: Node, v: dict[str, np.ndarray], constants: dict, attrs: dict, out: str) -> list[Node]:
+    """``out`` = the sums of (x - xz)(w - wz) (+ bias) of ``n``'s float op on the dequantized ``{name}::x``,
+    exact: one float32 op when _runs gives one run, else per run a float op on slices of x and w along K,
+    each cast to int32, added in int32 and cast back to float32 (int32 when ``n`` is MatMulInteger or
+    ConvInteger, whose output ``out`` is)."""
     name = n.outputs[0]
     weights = _integer_weights(n, v["w"], _weight_zero(v)).astype(np.float32)
-    runs = _row_runs(n, v)
+    runs, k_axis = _runs(n, v), _k_axis(n)
+    x_axis = 1 if n.op_type in CONV else 0 if attrs.get("transA", 0) else -1
+    bias = [f"{name}::bias"] if v.get("bias") is not None else []
+    if bias:
+        constants[f"{name}::bias"] = v["bias"].astype(np.float32)
+    integer = n.op_type in INTEGER
+    if len(runs) == 1:
+        constants[f"{name}::w0"] = weights
+        total = out if not integer else f"{name}::sum0"
+        nodes = [Node(n.name, FLOAT_OP[n.op_type], "", [f"{name}::x", f"{name}::w0", *bias], [total], attrs)]
+        return nodes + ([Node(f"{n.name}::int32", "Cast", "", [total], [out], {"to": TensorProto.INT32})]
+                        if integer else [])
     nodes, total = [], ""
+    constants[f"{name}::axis"] = np.array([x_axis], np.int64)
     for i, (start, stop) in enumerate(runs):
-        x = f"{name}::x"
-        if len(runs) > 1:
-            x = f"{name}::x{i}"
-            constants[f"{name}::start{i}"] = np.array([start], np.int64)
-            constants[f"{name}::stop{i}"] = np.array([stop], np.int64)
-            constants[f"{name}::last"] = np.array([-1], np.int64)
-            nodes.append(Node(f"{n.name}::slice{i}", "Slice", "",
-                              [f"{name}::x", f"{name}::start{i}", f"{name}::stop{i}", f"{name}::last"], [x]))
-        constants[f"{name}::w{i}"] = weights[..., start:stop, :]
-        part = name if len(runs) == 1 else f"{name}::int{i}"
-        nodes += [Node(f"{n.name}::run{i}" if len(runs) > 1 else n.name, "MatMul", "", [x, f"{name}::w{i}"],
-                       [f"{name}::sum{i}"]),
+        constants[f"{name}::start{i}"] = np.array([start], np.int64)
+        constants[f"{name}::stop{i}"] = np.array([stop], np.int64)
+        constants[f"{name}::w{i}"] = np.ascontiguousarray(np.moveaxis(np.moveaxis(weights, k_axis, 0)[start:stop], 0, k_axis))
+        part = f"{name}::int{i}"
+        nodes += [Node(f"{n.name}::slice{i}", "Slice", "", [f"{name}::x", f"{name}::start{i}", f"{name}::stop{i}",
+                                                          f"{name}::axis"], [f"{name}::x{i}"]),
+                  Node(f"{n.name}::run{i}", FLOAT_OP[n.op_type], "", [f"{name}::x{i}", f"{name}::w{i}",
+                                                                     *(bias if i == 0 else [])],
+                       [f"{name}::sum{i}"], attrs),
                   Node(f"{n.name}::int32_{i}", "Cast", "", [f"{name}::sum{i}"], [part], {"to": TensorProto.INT32})]
         if i:
-            summed = name if i == len(runs) - 1 else f"{name}::total{i}"
+            summed = f"{name}::total{i}"
             nodes.append(Node(f"{n.name}::add{i}", "Add", "", [total, part], [summed]))
             part = summed
         total = part
-    return nodes
+    return nodes + [Node(f"{n.name}::exact", "Cast", "", [total], [out],
+                         {"to": TensorProto.INT32 if integer else TensorProto.FLOAT})]
 
 
 def _float_nodes(n: Node, v: dict[str, np.ndarray], constants: dict) -> list[Node]:
@@ -208,17 +222,10 @@ def _float_nodes(n: Node, v: dict[str, np.ndarray], constants: dict) -> list[Nod
     x_zero = n.inputs[2] if len(n.inputs) > 2 else ""
     dequantize = Node(f"{n.name}::dequantize", "DequantizeLinear", "", [n.inputs[0], f"{name}::one", x_zero],
                       [f"{name}::x"])
-    if n.op_type == "MatMulInteger":
-        return [dequantize, *_matmul_integer_nodes(n, v, constants)]
-    constants[f"{name}::w"] = _integer_weights(n, v["w"], _weight_zero(v)).astype(np.float32)
-    ins = [f"{name}::x", f"{name}::w"]
-    if v.get("bias") is not None:
-        constants[f"{name}::bias"] = v["bias"].astype(np.float32)
-        ins.append(f"{name}::bias")
     attrs = dict(n.attrs) if conv else {k: n.attrs[k] for k in ("transA", "transB") if k in n.attrs}
-    nodes = [dequantize, Node(n.name, FLOAT_OP[n.op_type], "", ins, [f"{name}::sum"], attrs)]
-    if n.op_type == "ConvInteger":
-        return [*nodes, Node(f"{n.name}::int32", "Cast", "", [f"{name}::sum"], [name], {"to": TensorProto.INT32})]
+    if n.op_type in INTEGER:
+        return [dequantize, *_exact_sums(n, v, constants, attrs, name)]
+    nodes = [dequantize, *_exact_sums(n, v, constants, attrs, f"{name}::sum")]
     alpha = np.float32(n.attrs.get("alpha", 1.0) if n.op_type == "QGemm" else 1.0)
     scale = alpha * v["xs"].reshape(-1) * v["ws"].reshape(-1)  # (float32 throughout, in onnxruntime's order)
     if v["ys"] is None:  # (QGemm's float output: the sums times alpha * a_scale * b_scale)

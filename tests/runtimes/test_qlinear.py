@@ -171,24 +171,65 @@ def test_integer_products(op, xdtype, wdtype, zeros, xshape, wshape, attrs):
         assert np.abs(got).max() > 1000
 
 
-@pytest.mark.parametrize("fill", [True, False])
-def test_matmul_integer_past_float32_sums(fill):
-    """MatMulInteger whose sums reach past 2**24 (up to 255 * 127 * 2048 = 66,324,480 here, filled with the
-    extremes) runs in runs of K each exact in float32, added in int32: exact."""
+def _cancelling(rng, k):
+    """uint8 x rows of k values in 200..255 whose second half is a permutation of the first, and int8
+    weights of +127 on the first half of K and -127 on the second: every exact sum is 0 while the partial
+    sums reach 255 * 127 * k / 2, far past 2**24, so a float32 sum over all of K would not cancel exactly."""
+    half = rng.integers(200, 255, (3, k // 2), endpoint=True).astype(np.uint8)
+    x = np.concatenate([half, rng.permuted(half, axis=1)], axis=1)
+    w = np.concatenate([np.full(k // 2, 127, np.int8), np.full(k // 2, -127, np.int8)])
+    return x, w
+
+
+@pytest.mark.parametrize("op", ["MatMulInteger", "QLinearMatMul", "QGemm"])
+def test_matrix_products_past_float32_sums_are_exact(op):
+    """Sums past 2**24 (255 * 127 * 2304 = 74,613,120 in part, 0 in all) run as runs of K each exact in
+    float32, added in int32: exact against onnxruntime (a single float32 sum is off by quanta here)."""
     rng = np.random.default_rng(4)
-    w = np.full((2048, 6), 127, np.int8) if fill else _ints(rng, np.int8, (2048, 6))
-    model = make_model([helper.make_node("MatMulInteger", ["x", "w"], ["y"])], {"x": ((3, 2048), np.uint8)},
-                       {"y": onnx.TensorProto.INT32}, {"w": w}, 13)
-    x = np.full((3, 2048), 255, np.uint8) if fill else _ints(rng, np.uint8, (3, 2048))
+    x, column = _cancelling(rng, 4608)
+    w = np.repeat(column[:, None], 40, axis=1)
+    w[:, 1] = 127  # (and a column that does not cancel: sums up to 149,226,240)
+    if op == "MatMulInteger":
+        node, inits, out = helper.make_node(op, ["x", "w"], ["y"]), {"w": w}, onnx.TensorProto.INT32
+    else:
+        inits = {"xs": np.float32(0.02), "xz": np.uint8(0), "w": w, "ws": np.float32(0.01), "wz": np.int8(0),
+                 "ys": np.float32(0.02 * 0.01 * 16), "yz": np.uint8(128)}
+        names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"] if op == "QLinearMatMul" else \
+            ["x", "xs", "xz", "w", "ws", "wz", "", "ys", "yz"]
+        node = helper.make_node(op, names, ["y"], **({"domain": "com.microsoft"} if op == "QGemm" else {}))
+        out = onnx.TensorProto.UINT8
+    model = make_model([node], {"x": (x.shape, np.uint8)}, {"y": (((3, 40)), np.dtype(np.int32)) if
+                       op == "MatMulInteger" else ((3, 40), np.uint8)}, inits, 13,
+                       domains=("com.microsoft",) if op == "QGemm" else ())
     got = assert_matches_ort(model, {"x": x}, 0, 0)[0]
-    assert not fill or got.max() == 255 * 127 * 2048
+    if op == "MatMulInteger":
+        assert got[:, 0].tolist() == [0, 0, 0] and got[:, 1].min() > 2 ** 24
 
 
-def test_conv_integer_past_float32_sums_is_refused():
-    """ConvInteger whose sums could reach 2**24 (255 * 127 * 576 * 9 here) is refused with the bound."""
-    model = make_model([helper.make_node("ConvInteger", ["x", "w"], ["y"])], {"x": ((1, 576, 3, 3), np.uint8)},
+@pytest.mark.parametrize("op", ["ConvInteger", "QLinearConv"])
+def test_convolutions_past_float32_sums_are_exact(op):
+    """A 1x1 convolution over 4608 input channels whose partial sums pass 2**24 and cancel: runs of input
+    channels each exact in float32, added in int32: exact against onnxruntime."""
+    rng = np.random.default_rng(5)
+    x, column = _cancelling(rng, 4608)
+    x = x[:1].reshape(1, 4608, 1, 1).repeat(2, axis=2)
+    w = np.repeat(column[None, :], 8, axis=0).reshape(8, 4608, 1, 1)
+    w[1] = 127
+    if op == "ConvInteger":
+        node, inits, out = helper.make_node(op, ["x", "w"], ["y"]), {"w": w}, np.int32
+    else:
+        inits = {"xs": np.float32(0.02), "xz": np.uint8(0), "w": w, "ws": np.float32(0.01), "wz": np.int8(0),
+                 "ys": np.float32(0.02 * 0.01 * 16), "yz": np.uint8(128)}
+        node, out = helper.make_node(op, ["x", *inits], ["y"]), np.uint8
+    model = make_model([node], {"x": (x.shape, np.uint8)}, {"y": ((1, 8, 2, 1), out)}, inits, 13)
+    assert_matches_ort(model, {"x": x}, 0, 0)
+
+
+def test_grouped_convolution_past_float32_sums_is_refused():
+    """A grouped convolution whose sums pass 2**24 cannot be cut into runs of input channels: refused."""
+    model = make_model([helper.make_node("ConvInteger", ["x", "w"], ["y"], group=2)], {"x": ((1, 1152, 3, 3), np.uint8)},
                        {"y": onnx.TensorProto.INT32}, {"w": np.full((2, 576, 3, 3), 127, np.uint8)}, 13)
-    with pytest.raises(UnsupportedOpError, match="sums that may reach 167883840"):
+    with pytest.raises(UnsupportedOpError, match="sums past 2\\*\\*24 .* grouped convolution"):
         edgekit.InferenceSession(model)
 
 

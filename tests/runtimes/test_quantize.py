@@ -218,6 +218,18 @@ def test_dynamic_quantize_linear(low, high):
     assert scale.shape == zero.shape == () and (np.ptp(y) > 100 or low == high)
 
 
+def test_dynamic_quantize_linear_of_negative_infinity_as_onnxruntime():
+    """x holding -inf makes the zero point NaN (undefined in ONNX): onnxruntime's max(0, min(255, NaN)) is 255."""
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])
+    model = make_model([node], {"x": ((2, 5), np.float32)},
+                       {"y": TensorProto.UINT8, "s": TensorProto.FLOAT, "z": TensorProto.UINT8}, {}, 13)
+    x = np.random.default_rng(6).standard_normal((2, 5)).astype(np.float32)
+    x[0, 1] = -np.inf
+    with np.errstate(invalid="ignore"):
+        y, scale, zero = assert_matches_ort(model, {"x": x}, 0, 0)
+    assert zero == 255
+
+
 def test_uint8_camera_front_end():
     """A camera front end: x:uint8 -> Cast(FLOAT) -> Div(255), and the frame cast back to uint8."""
     nodes = [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
