@@ -28,14 +28,14 @@ def ort_session(model: onnx.ModelProto, threads: int = 1):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def ort_refusal(model: onnx.ModelProto) -> str | None:
-    """Why onnxruntime cannot load ``model`` (the first line of its error), or None when it can: a
-    model ``edgekit convert`` wrote with edgekit's own ops (domain ai.edgekit) runs on edgekit only."""
+def ort_session_or_refusal(model: onnx.ModelProto, threads: int = 1) -> tuple[object | None, str | None]:
+    """(``ort_session(model, threads)``, None), or (None, why onnxruntime cannot load ``model``: the first
+    line of its error): a model ``edgekit convert`` wrote with edgekit's own ops (domain ai.edgekit) runs
+    on edgekit only."""
     try:
-        ort_session(model)
+        return ort_session(model, threads), None
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return None
+        return None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def edgekit_session(model: onnx.ModelProto, threads: int = 1):
@@ -114,9 +114,10 @@ def median_seconds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat:
 
 
 def compare(name: str, model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: int = 200,
-            threads: int = 1, warmup: int = 5) -> Comparison:
-    """Time ``repeat`` calls of each engine on ``feeds`` after ``warmup`` untimed calls each."""
-    ek, ort = edgekit_session(model, threads), ort_session(model, threads)
+            threads: int = 1, warmup: int = 5, ort: object | None = None) -> Comparison:
+    """Time ``repeat`` calls of each engine on ``feeds`` after ``warmup`` untimed calls each (onnxruntime:
+    ``ort`` when given, else a session of ``threads`` intra-op threads)."""
+    ek, ort = edgekit_session(model, threads), ort or ort_session(model, threads)
     run = {"edgekit": lambda: ek.run(None, feeds), "ort": lambda: ort.run(None, feeds)}
     diff = max((float(np.max(np.abs(a - b), initial=0)) for a, b in zip(run["edgekit"](), run["ort"]())), default=0.0)
     t = interleaved_times(run, repeat, warmup)

@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmarks.timing import compare, edgekit_session, interleaved_times, ort_refusal
+    from .benchmarks.timing import compare, edgekit_session, interleaved_times, ort_session_or_refusal
     from .model import load_model
     from .stats import random_inputs
 
@@ -131,7 +131,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"inputs: {', '.join(f'{n} {list(a.shape)}' for n, a in feeds.items())}; {args.repeat} timed calls "
           f"per engine; onnxruntime on {args.threads} intra-op thread(s), edgekit on one (its binary layers on "
           f"{args.threads})")
-    refusal = ort_refusal(proto)
+    ort, refusal = ort_session_or_refusal(proto, args.threads)
     print(f"{'engine':12s} {'median us':>11s} {'p90 us':>11s}")
     if refusal is not None:  # e.g. a model `edgekit convert` wrote with edgekit's own ops
         sess = edgekit_session(proto, args.threads)
@@ -139,7 +139,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{'edgekit':12s} {np.median(t):11.1f} {np.percentile(t, 90):11.1f}")
         print(f"onnxruntime cannot run this model, so edgekit was timed alone: {refusal}")
         return 0
-    c = compare(args.model, proto, feeds, repeat=args.repeat, threads=args.threads)
+    c = compare(args.model, proto, feeds, repeat=args.repeat, threads=args.threads, ort=ort)
     print(f"{'edgekit':12s} {c.edgekit_median_us:11.1f} {c.p90_us('edgekit'):11.1f}")
     print(f"{'onnxruntime':12s} {c.ort_median_us:11.1f} {c.p90_us('ort'):11.1f}")
     print(f"ratio edgekit/onnxruntime {c.ratio:.2f}; max |output difference| {c.max_abs_diff:.2e}")

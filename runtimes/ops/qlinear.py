@@ -119,7 +119,7 @@ def _refusal(n: Node, v: dict[str, np.ndarray | None]) -> str | None:
         return "a bias other than an int32 vector of one value per output channel"
     if n.op_type in ("MatMulInteger", "QLinearMatMul") and w.ndim < 2:
         return "a 1-D b (edgekit multiplies by matrices)"
-    if len(_runs(n, v)) > 1 and (n.attrs.get("group", 1) != 1 if n.op_type in CONV else w.ndim > 2):
+    if (n.attrs.get("group", 1) != 1 if n.op_type in CONV else w.ndim > 2) and len(_runs(n, v)) > 1:
         return ("sums past 2**24 (float32's exact integers) in a grouped convolution or a batched b (edgekit "
                 "splits the sums of plain convolutions and matrix products into exact runs)")
     return None
@@ -197,7 +197,7 @@ def _exact_sums(n: Node, v: dict[str, np.ndarray], constants: dict, attrs: dict,
     for i, (start, stop) in enumerate(runs):
         constants[f"{name}::start{i}"] = np.array([start], np.int64)
         constants[f"{name}::stop{i}"] = np.array([stop], np.int64)
-        constants[f"{name}::w{i}"] = np.ascontiguousarray(np.moveaxis(np.moveaxis(weights, k_axis, 0)[start:stop], 0, k_axis))
+        constants[f"{name}::w{i}"] = weights.take(np.arange(start, stop), axis=k_axis)
         part = f"{name}::int{i}"
         nodes += [Node(f"{n.name}::slice{i}", "Slice", "", [f"{name}::x", f"{name}::start{i}", f"{name}::stop{i}",
                                                           f"{name}::axis"], [f"{name}::x{i}"]),
